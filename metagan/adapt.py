@@ -1,0 +1,139 @@
+"""Per-customer adaptation: from the meta-learned weights to a customer's exported generator."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from metagan.checkpoint import CUSTOMER_FORMAT, load_checkpoint, save_atomic
+from metagan.config import Params
+from metagan.data.images import load_image, to_tensor
+from metagan.export import check_parity, export_generator_onnx
+from metagan.meta import MetaLearner
+from metagan.nets import Generator, NetConfig, SampleGenerator
+from metagan.train import load_meta_learner
+from metagan.uploads import UploadError, load_customer_uploads
+
+log = logging.getLogger(__name__)
+
+
+class NoMetaCheckpoint(FileNotFoundError):
+    def __init__(self, path: Path):
+        super().__init__(
+            f"no meta-trained checkpoint at {path}. Make one with:  metagan meta-train --preset small"
+        )
+
+
+@dataclass
+class MetaModel:
+    """A loaded meta-learner plus the config it was trained with (load once, adapt many)."""
+
+    learner: MetaLearner
+    params: Params
+    checkpoint: dict
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu") -> "MetaModel":
+        path = Path(path)
+        if not path.exists():
+            raise NoMetaCheckpoint(path)
+        learner, ckpt = load_meta_learner(path, device)
+        return cls(learner, Params.model_validate(ckpt["params"]), ckpt)
+
+    @property
+    def image_size(self) -> int:
+        return self.learner.nets.generator.cfg.image_size
+
+    @property
+    def channels(self) -> int:
+        return self.learner.nets.generator.cfg.channels
+
+
+def adapt_to_customer(
+    meta_checkpoint: str | Path | MetaModel,
+    images: np.ndarray | Sequence[str | Path],
+    steps: int | None = None,
+    seed: int = 0,
+) -> SampleGenerator:
+    """An adapted generator for the customer shown by ``images`` (1-20 shots), deterministic in ``seed``.
+
+    ``images``: uint8 (K, H, W, C) already in the dataset's format, or image files of any size or
+    format Pillow reads (converted to the dataset's format).
+    """
+    meta = meta_checkpoint if isinstance(meta_checkpoint, MetaModel) else MetaModel.load(meta_checkpoint)
+    cfg = meta.params.adapt
+    if not isinstance(images, np.ndarray):
+        images = np.stack([load_image(p, meta.image_size, meta.channels, cfg.max_image_pixels) for p in images])
+    if not cfg.min_shots <= len(images) <= cfg.max_shots:
+        raise ValueError(f"{len(images)} shots given; between {cfg.min_shots} and {cfg.max_shots} are supported")
+    expected = (meta.image_size, meta.image_size, meta.channels)
+    if images.shape[1:] != expected:
+        raise ValueError(f"images have shape {images.shape[1:]}, the model expects {expected}")
+    torch.manual_seed(seed)
+    rng = torch.Generator(meta.learner.device).manual_seed(seed)
+    shots = to_tensor(images).to(meta.learner.device)
+    return meta.learner.adapt(shots, cfg.steps if steps is None else steps, cfg.lr, rng).cpu().eval()
+
+
+def save_customer_generator(generator: SampleGenerator, path: str | Path, info: dict) -> Path:
+    code = generator.task_code
+    return save_atomic({"format": CUSTOMER_FORMAT, "net": generator.generator.cfg.to_dict(),
+                        "generator": generator.generator.state_dict(), "task_code": code, "info": info}, path)
+
+
+def load_customer_generator(path: str | Path) -> SampleGenerator:
+    ckpt = load_checkpoint(path, CUSTOMER_FORMAT)
+    g = Generator(NetConfig(**ckpt["net"]))
+    g.load_state_dict(ckpt["generator"])
+    return SampleGenerator(g, ckpt["task_code"]).eval()
+
+
+@dataclass
+class CustomerResult:
+    customer_id: str
+    ok: bool
+    error: str = ""
+    shots: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    parity_max_abs_diff: float = float("nan")
+    seconds: float = 0.0
+    onnx_path: str = ""
+    content_hash: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def adapt_customer_folder(meta: MetaModel, folder: str | Path, out_root: str | Path, params: Params,
+                          seed: int = 0) -> CustomerResult:
+    """Load, validate, adapt, export and parity-check one customer; never raises for bad uploads."""
+    folder, start = Path(folder), time.monotonic()
+    cfg = params.adapt
+    try:
+        uploads = load_customer_uploads(folder, meta.image_size, meta.channels, cfg.min_shots,
+                                        cfg.max_shots, cfg.max_image_pixels)
+    except UploadError as e:
+        log.warning("%s", e)
+        return CustomerResult(folder.name, ok=False, error=str(e))
+    out = Path(out_root) / uploads.customer_id
+    generator = adapt_to_customer(meta, uploads.images, seed=seed)
+    info = {"customer_id": uploads.customer_id, "files": uploads.files, "seed": seed,
+            "steps": cfg.steps, "method": meta.checkpoint["method"], "content_hash": uploads.content_hash}
+    save_customer_generator(generator, out / "generator.pt", info)
+    onnx_path = export_generator_onnx(generator, out / "model.onnx", params.export.opset)
+    diff = check_parity(generator, onnx_path, params.export.parity_batch, seed)
+    result = CustomerResult(uploads.customer_id, ok=diff <= params.export.parity_atol, shots=len(uploads.images),
+                            rejected=uploads.rejected, parity_max_abs_diff=diff,
+                            seconds=time.monotonic() - start, onnx_path=str(onnx_path),
+                            content_hash=uploads.content_hash)
+    if not result.ok:
+        result.error = f"ONNX parity failed: max |torch - onnx| = {diff:.2e} > {params.export.parity_atol:.0e}"
+    (out / "report.json").write_text(json.dumps(result.to_dict(), indent=2))
+    return result

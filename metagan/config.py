@@ -1,0 +1,133 @@
+"""Typed configuration, loaded from ``params.yaml``.
+
+One source of truth for the CLI, the flows and DVC stages. Every section rejects unknown keys and
+wrong types, so a typo in ``params.yaml`` fails before any work starts instead of silently
+falling back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PARAMS = PROJECT_ROOT / "params.yaml"
+
+
+class ConfigError(ValueError):
+    """``params.yaml`` (or an override) is invalid."""
+
+
+class _Section(BaseModel):
+    # strict: "5" is not an int; extra="forbid": unknown keys are errors, not silently ignored.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DataConfig(_Section):
+    source: str = "../shared/data/omniglot/images_background.npz"
+    """Task dataset: Omniglot npz, Omniglot's official zip, or a folder tree <root>/<class>/<images>."""
+    sample: str = "metagan/sample_data/omniglot_sample.npz"
+    """Small subset shipped in the repository; used when ``source`` does not exist."""
+    packed_dir: str = "data/tasks"
+    image_size: Literal[32, 64] = 32
+    channels: Literal[1, 3] = 1
+    images_per_shard: int = Field(4096, gt=0)
+    val_groups: list[str] = []
+    """Groups (alphabets) held out from meta-training; never seen by the meta-learner."""
+
+
+class ModelConfig(_Section):
+    preset: Literal["tiny", "small", "figr"] = "small"
+
+
+class MetaConfig(_Section):
+    method: Literal["reptile", "condgan", "pretrain", "scratch"] = "condgan"
+    shots: int = Field(5, ge=1, le=20)
+    queries: int = Field(5, ge=1)
+    meta_batch: int = Field(8, ge=1)
+    inner_steps: int = Field(5, ge=1)
+    inner_lr: float = Field(1e-3, gt=0)
+    outer_lr: float = Field(2e-4, gt=0)
+    gp_weight: float = Field(10.0, ge=0)
+    minutes: float = Field(5.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    sample_every: int = Field(200, ge=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class AdaptConfig(_Section):
+    steps: int = Field(60, ge=0)
+    lr: float = Field(5e-4, gt=0)
+    min_shots: int = Field(1, ge=1)
+    max_shots: int = Field(20, ge=1)
+    max_image_pixels: int = Field(40_000_000, gt=0)
+    """Pillow's decompression-bomb limit for customer uploads."""
+
+    @model_validator(mode="after")
+    def _shots_range(self) -> "AdaptConfig":
+        if self.min_shots > self.max_shots:
+            raise ValueError(f"min_shots ({self.min_shots}) > max_shots ({self.max_shots})")
+        return self
+
+
+class ExportConfig(_Section):
+    opset: int = Field(18, ge=13)
+    parity_atol: float = Field(1e-4, gt=0)
+    parity_batch: int = Field(8, ge=1)
+
+
+class PathsConfig(_Section):
+    meta_checkpoint: str = "artifacts/meta/checkpoint.pt"
+    customers_dir: str = "artifacts/customers"
+
+
+class Params(_Section):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    meta: MetaConfig = MetaConfig()
+    adapt: AdaptConfig = AdaptConfig()
+    export: ExportConfig = ExportConfig()
+    paths: PathsConfig = PathsConfig()
+
+    def resolve(self, path: str) -> Path:
+        """A path from the config, relative to the project root unless absolute."""
+        p = Path(path)
+        return p if p.is_absolute() else PROJECT_ROOT / p
+
+    def with_overrides(self, **sections: dict) -> "Params":
+        """A copy with some fields replaced, e.g. ``with_overrides(meta={"method": "reptile"})``."""
+        raw = self.model_dump()
+        for section, values in sections.items():
+            raw[section].update({k: v for k, v in values.items() if v is not None})
+        return params_from_dict(raw)
+
+
+def params_from_dict(raw: dict) -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e)) from None
+
+
+def _format_validation_error(e: ValidationError) -> str:
+    lines = [f"invalid params: {e.error_count()} problem(s)"]
+    for err in e.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_params(path: str | Path | None = None) -> Params:
+    """Load and validate ``params.yaml``; missing file means all defaults."""
+    path = Path(path) if path else DEFAULT_PARAMS
+    if not path.exists():
+        return Params()
+    with open(path) as f:
+        raw = yaml.safe_load(f) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    return params_from_dict(raw)

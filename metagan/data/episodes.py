@@ -1,0 +1,126 @@
+"""Train/validation splits by group, and a seeded sampler of few-shot tasks (episodes).
+
+Splits are by group (an Omniglot alphabet) rather than by class: characters of one alphabet
+share strokes and style, so a validation character whose alphabet was seen in training
+overstates how well the model generalises to a new customer's images.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from .images import to_tensor
+from .shards import TaskDataset
+
+log = logging.getLogger(__name__)
+
+
+def split_classes(ds: TaskDataset, val_groups: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(train class ids, val class ids): classes whose group is in ``val_groups`` go to val."""
+    known = set(ds.class_groups)
+    unknown = [g for g in val_groups if g not in known]
+    if unknown:
+        raise ValueError(
+            f"validation group(s) {unknown} not in the dataset; it has {len(known)} groups: "
+            f"{_preview(sorted(known))}"
+        )
+    val = set(val_groups)
+    is_val = np.array([g in val for g in ds.class_groups], dtype=bool)
+    ids = np.arange(ds.num_classes, dtype=np.int64)
+    return ids[~is_val], ids[is_val]
+
+
+def split_by_fraction(
+    ds: TaskDataset, val_fraction: float, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out a random ``val_fraction`` of the groups (whole groups, at least one each side)."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    groups = ds.groups()
+    if val_fraction == 0.0:
+        return split_classes(ds, [])
+    if len(groups) < 2:
+        raise ValueError(f"cannot hold out whole groups: the dataset has only {len(groups)} group(s)")
+    n_val = min(max(1, round(val_fraction * len(groups))), len(groups) - 1)
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(groups), size=n_val, replace=False)
+    return split_classes(ds, [groups[i] for i in sorted(chosen)])
+
+
+def _preview(items: list[str], n: int = 10) -> str:
+    return ", ".join(items[:n]) + (f", ... ({len(items) - n} more)" if len(items) > n else "")
+
+
+class EpisodeSampler:
+    """Draws few-shot tasks: each task is one class, ``shots`` support + ``queries`` query images.
+
+    Within a task images are drawn without replacement; within a batch every task is a distinct
+    class. A ``numpy.random.Generator`` seeded with ``seed`` drives all draws, so the same seed
+    gives the same sequence of episodes.
+    """
+
+    def __init__(
+        self,
+        ds: TaskDataset,
+        class_ids: Sequence[int] | np.ndarray,
+        shots: int,
+        queries: int = 0,
+        seed: int = 0,
+    ):
+        if shots < 1:
+            raise ValueError(f"shots must be >= 1, got {shots}")
+        if queries < 0:
+            raise ValueError(f"queries must be >= 0, got {queries}")
+        class_ids = np.asarray(class_ids, dtype=np.int64).reshape(-1)
+        if len(np.unique(class_ids)) != len(class_ids):
+            raise ValueError("class_ids contains duplicates")
+        bad = class_ids[(class_ids < 0) | (class_ids >= ds.num_classes)]
+        if len(bad):
+            raise ValueError(f"class ids {bad[:5].tolist()} out of range 0..{ds.num_classes - 1}")
+
+        self.ds = ds
+        self.shots = shots
+        self.queries = queries
+        need = shots + queries
+        # Classes too small for a full task are left out rather than sampled with repeats,
+        # which would let the support set leak into the queries.
+        keep = [c for c in class_ids.tolist() if len(ds.indices_of(c)) >= need]
+        if len(keep) < len(class_ids):
+            log.info("excluded %d of %d classes with fewer than %d images",
+                     len(class_ids) - len(keep), len(class_ids), need)
+        if not keep:
+            raise ValueError(
+                f"no class has at least shots+queries = {need} images "
+                f"(out of {len(class_ids)} classes given)"
+            )
+        self.class_ids = np.array(keep, dtype=np.int64)
+        self._members = [ds.indices_of(c) for c in keep]
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_ids)
+
+    @property
+    def images_per_task(self) -> int:
+        return self.shots + self.queries
+
+    def sample(self, n_tasks: int) -> torch.Tensor:
+        """float32 (n_tasks, shots + queries, C, H, W) in [-1, 1]; the first ``shots`` are support."""
+        return self.sample_with_classes(n_tasks)[0]
+
+    def sample_with_classes(self, n_tasks: int) -> tuple[torch.Tensor, np.ndarray]:
+        """Like :meth:`sample`, also returning the dataset class id of each task."""
+        if not 1 <= n_tasks <= self.num_classes:
+            raise ValueError(
+                f"n_tasks must be in 1..{self.num_classes} (tasks are distinct classes), got {n_tasks}"
+            )
+        k = self.images_per_task
+        picks = self.rng.choice(self.num_classes, size=n_tasks, replace=False)
+        rows = np.stack([self.rng.choice(self._members[p], size=k, replace=False) for p in picks])
+        batch = to_tensor(self.ds.images[rows.reshape(-1)])
+        return batch.reshape(n_tasks, k, *batch.shape[1:]), self.class_ids[picks]

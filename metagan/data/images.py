@@ -1,0 +1,201 @@
+"""Decode any image Pillow reads into the dataset's one convention, and convert to/from tensors.
+
+The convention, shared by the packed task datasets and by customer uploads, is:
+
+- uint8 arrays of shape (size, size, channels); channels is 1 (grayscale) or 3 (RGB);
+- a WHITE background with dark strokes, as in Omniglot. Transparent pixels are composited onto
+  white and non-square images are padded to a square with white, so an RGBA logo and a
+  scanned drawing end up looking alike. Nothing is inverted automatically: an image drawn light
+  on dark stays light on dark;
+- pad to square first, then resize with Lanczos, so the aspect ratio is never distorted.
+
+Every decoding failure is an :class:`ImageError` that names the file and the reason, because the
+callers (dataset ingest, customer upload) need to tell a person which file to fix.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+DEFAULT_MAX_PIXELS = 40_000_000
+WHITE = 255
+
+
+class ImageError(ValueError):
+    """An image file could not be turned into a training image; the message names file and reason."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+    def __reduce__(self):
+        # Keep the exception picklable (Prefect and multiprocessing pickle task errors).
+        return (type(self), (self.name, self.reason))
+
+
+def load_image(
+    path: str | Path, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Read an image file and return it as uint8 (size, size, channels), white background."""
+    path = Path(path)
+    name = str(path)
+    if not path.exists():
+        raise ImageError(name, "no such file")
+    if path.is_dir():
+        raise ImageError(name, "is a directory, not an image file")
+    if path.stat().st_size == 0:
+        raise ImageError(name, "empty file (0 bytes)")
+    with open(path, "rb") as f:
+        raw = decode_image(f, name, max_pixels)
+    return preprocess_array(raw, size, channels)
+
+
+def load_image_bytes(
+    data: bytes, name: str, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Like :func:`load_image` for encoded bytes (a zip member, an upload); ``name`` is for errors."""
+    if not data:
+        raise ImageError(name, "empty file (0 bytes)")
+    raw = decode_image(io.BytesIO(data), name, max_pixels)
+    return preprocess_array(raw, size, channels)
+
+
+def decode_image(fp: BinaryIO, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode the first frame of an encoded image to uint8 (H, W) grayscale or (H, W, 3) RGB.
+
+    Applies EXIF orientation, scales 16/32-bit and float images to 8 bits and composites alpha
+    onto white. The output keeps the native resolution; :func:`preprocess_array` does the rest.
+    """
+    if max_pixels <= 0:
+        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    try:
+        with Image.open(fp) as im:
+            # Image.open only parses the header, so the pixel count is known before any
+            # decompression. Checking it here gives a per-call limit without touching Pillow's
+            # process-wide Image.MAX_IMAGE_PIXELS (which other threads may rely on).
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ImageError(
+                    name,
+                    f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} "
+                    "(possible decompression bomb)",
+                )
+            if w == 0 or h == 0:
+                raise ImageError(name, f"image has no pixels ({w}x{h})")
+            im.seek(0)  # animated GIF/APNG/WebP: the first frame is the image
+            im.load()  # decode now, so truncation surfaces here rather than later
+            im = ImageOps.exif_transpose(im)
+            return _to_gray_or_rgb(im, name)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as e:
+        # Pillow's own global guard (2x Image.MAX_IMAGE_PIXELS) fires at open time when the
+        # per-call limit is set higher than it.
+        raise ImageError(name, f"decompression bomb: {e}") from None
+    except UnidentifiedImageError:
+        raise ImageError(name, "not an image format Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        # Truncated or corrupt data: Pillow raises OSError ("image file is truncated"),
+        # SyntaxError (broken PNG chunks) or ValueError depending on the decoder.
+        raise ImageError(name, f"truncated or corrupt image data ({type(e).__name__}: {e})") from None
+
+
+def _to_gray_or_rgb(im: Image.Image, name: str) -> np.ndarray:
+    """Normalise any Pillow mode to 8-bit L or RGB, compositing transparency onto white."""
+    mode = im.mode
+    if mode in ("L", "RGB"):
+        return np.asarray(im, dtype=np.uint8).copy()
+    if mode == "1":
+        return np.asarray(im.convert("L"), dtype=np.uint8).copy()
+    if mode.startswith("I") or mode == "F":
+        return _high_depth_to_uint8(np.asarray(im), mode)
+    if mode in ("LA", "La", "PA", "RGBA", "RGBa", "P"):
+        # P may carry a transparent palette index; converting to RGBA turns it into alpha.
+        grayscale = mode in ("LA", "La")
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (WHITE, WHITE, WHITE, 255))
+        rgb = Image.alpha_composite(background, rgba).convert("RGB")
+        return np.asarray(rgb.convert("L") if grayscale else rgb, dtype=np.uint8).copy()
+    try:
+        # CMYK, YCbCr, HSV...: Pillow knows the conversion to RGB.
+        return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+    except (ValueError, OSError) as e:
+        raise ImageError(name, f"unsupported colour mode {mode!r} ({e})") from None
+
+
+def _high_depth_to_uint8(a: np.ndarray, mode: str) -> np.ndarray:
+    """Scale 16-bit, 32-bit integer and float grayscale to 0..255."""
+    a = a.astype(np.float64)
+    if mode.startswith("I;16"):
+        a = a / 257.0  # 65535 -> 255 exactly
+    elif mode == "I":
+        # Pillow opens 16-bit PNGs as mode I too; values above 255 mean a 16-bit range.
+        if a.max(initial=0) > 255:
+            a = a / 257.0
+    elif mode == "F" and a.max(initial=0) <= 1.0:
+        a = a * 255.0  # floats in [0, 1]
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def preprocess_array(img: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """Bring an in-memory image to uint8 (size, size, channels): pad to square with white, Lanczos.
+
+    Accepts bool (True is the white background, as in the Omniglot npz) or uint8 arrays of
+    shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4); alpha is composited onto white.
+    """
+    if size <= 0:
+        raise ValueError(f"size must be positive, got {size}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    img = np.asarray(img)
+    if img.dtype == np.bool_:
+        img = np.where(img, np.uint8(WHITE), np.uint8(0))
+    elif img.dtype != np.uint8:
+        raise ValueError(f"expected a bool or uint8 image array, got dtype {img.dtype}")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2:
+        pil = Image.fromarray(img, "L")
+    elif img.ndim == 3 and img.shape[2] == 3:
+        pil = Image.fromarray(img, "RGB")
+    elif img.ndim == 3 and img.shape[2] == 4:
+        pil = Image.fromarray(_to_gray_or_rgb(Image.fromarray(img, "RGBA"), "<array>"), "RGB")
+    else:
+        raise ValueError(f"expected an image of shape (H, W) or (H, W, 1|3|4), got {img.shape}")
+    if pil.width == 0 or pil.height == 0:
+        raise ValueError(f"image has no pixels: shape {img.shape}")
+
+    pil = pil.convert("L" if channels == 1 else "RGB")  # RGB->L uses ITU-R 601 luma
+    side = max(pil.size)
+    if pil.width != pil.height:
+        canvas = Image.new(pil.mode, (side, side), WHITE if channels == 1 else (WHITE,) * 3)
+        canvas.paste(pil, ((side - pil.width) // 2, (side - pil.height) // 2))
+        pil = canvas
+    if side != size:
+        pil = pil.resize((size, size), Image.Resampling.LANCZOS)
+    out = np.asarray(pil, dtype=np.uint8)
+    return out.reshape(size, size, channels).copy()
+
+
+def to_tensor(images_uint8: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, C) -> float32 (N, C, H, W) in [-1, 1]."""
+    a = np.asarray(images_uint8)
+    if a.dtype != np.uint8 or a.ndim != 4:
+        raise ValueError(f"expected uint8 (N, H, W, C), got {a.dtype} {a.shape}")
+    t = torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float()
+    return t / 127.5 - 1.0
+
+
+def to_uint8(t: torch.Tensor) -> np.ndarray:
+    """float (N, C, H, W) in [-1, 1] -> uint8 (N, H, W, C); values outside the range are clamped."""
+    if t.ndim != 4:
+        raise ValueError(f"expected a (N, C, H, W) tensor, got shape {tuple(t.shape)}")
+    x = ((t.detach().to("cpu", torch.float32).clamp(-1.0, 1.0) + 1.0) * 127.5).round()
+    return x.to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()

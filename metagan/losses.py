@@ -1,0 +1,35 @@
+"""WGAN-GP objective as small pure functions (easy to test, easy to batch over tasks)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+
+def critic_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """Wasserstein critic loss: the critic should score real above fake."""
+    return d_fake.mean() - d_real.mean()
+
+
+def generator_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    return -d_fake.mean()
+
+
+def gradient_penalty(
+    critic: Callable[[torch.Tensor], torch.Tensor],
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Gulrajani et al.'s penalty, (||grad_x D(x_hat)||_2 - 1)^2 with one norm *per sample*.
+
+    The norm runs over all of a sample's dimensions (C, H, W). FIGR's public code takes it over
+    the channel axis only, which for grayscale images penalises each pixel's gradient separately:
+    a different (and much stronger) constraint than the 1-Lipschitz one the paper intends.
+    """
+    eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), generator=generator, device=real.device)
+    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    (grads,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
+    norms = grads.flatten(1).norm(2, dim=1)
+    return ((norms - 1) ** 2).mean()

@@ -1,0 +1,61 @@
+"""FIGR: Reptile on a WGAN-GP (Clouatre & Demers, 2019), written to match the paper.
+
+Inner loop: plain SGD on one task's shots, alternating critic and generator steps.
+Outer step: Adam on the Reptile direction theta - mean(theta'_task), written into ``.grad`` so
+any torch optimizer can apply it (the learn2learn pattern).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from metagan.meta.base import GanNets, MetaLearner, register
+from metagan.meta.inner import InnerLoopConfig, Params, module_with_params, params_of, wgan_gp_inner_loop
+from metagan.nets import SampleGenerator
+from metagan.config import MetaConfig
+
+
+def reptile_outer_step(module: nn.Module, adapted: list[Params], optimizer: torch.optim.Optimizer) -> None:
+    """Move ``module`` towards the mean of its task-adapted parameters with ``optimizer``."""
+    optimizer.zero_grad(set_to_none=True)
+    for name, p in module.named_parameters():
+        mean_adapted = torch.stack([a[name].detach() for a in adapted]).mean(0)
+        p.grad = p.detach() - mean_adapted
+    optimizer.step()
+
+
+@register("reptile")
+class Reptile(MetaLearner):
+    def __init__(self, nets: GanNets, cfg: MetaConfig):
+        super().__init__(nets, cfg)
+        # beta1 = 0 as in FIGR: the Reptile direction is already an average over the meta-batch
+        self.g_opt = torch.optim.Adam(nets.generator.parameters(), lr=cfg.outer_lr, betas=(0.0, 0.999))
+        self.d_opt = torch.optim.Adam(nets.critic.parameters(), lr=cfg.outer_lr, betas=(0.0, 0.999))
+        self.inner = InnerLoopConfig(steps=cfg.inner_steps, lr=cfg.inner_lr, gp_weight=cfg.gp_weight)
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator": self.g_opt, "critic": self.d_opt}
+
+    def meta_step(self, episode: torch.Tensor, rng: torch.Generator) -> dict[str, float]:
+        g0, d0 = params_of(self.nets.generator), params_of(self.nets.critic)
+        adapted_g, adapted_d, stats = [], [], []
+        for task in episode[:, : self.cfg.shots]:
+            g, d, s = wgan_gp_inner_loop(self.nets.generator, self.nets.critic, g0, d0, task, self.inner, rng)
+            adapted_g.append(g)
+            adapted_d.append(d)
+            stats.append(s)
+        reptile_outer_step(self.nets.generator, adapted_g, self.g_opt)
+        reptile_outer_step(self.nets.critic, adapted_d, self.d_opt)
+        return {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}
+
+    def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator) -> SampleGenerator:
+        # The initialisation was meta-learned for *this* inner loop (SGD at inner_lr), so adapt with
+        # it, only for more steps; ``lr`` (the fine-tuning rate of the other methods) is not used.
+        inner = InnerLoopConfig(steps=steps, lr=self.cfg.inner_lr, gp_weight=self.cfg.gp_weight)
+        g, _, _ = wgan_gp_inner_loop(
+            self.nets.generator, self.nets.critic, params_of(self.nets.generator), params_of(self.nets.critic),
+            shots, inner, rng,
+        )
+        return SampleGenerator(module_with_params(self.nets.generator, g))
+

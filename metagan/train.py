@@ -1,0 +1,123 @@
+"""The meta-training loop: sample episodes, call the learner, report, checkpoint.
+
+Statistics go through a ``report(name, value, step)`` callback (the flow plugs MLflow in, tests
+plug in nothing), so this loop does no I/O of its own beyond the checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from metagan.checkpoint import META_FORMAT, load_checkpoint, save_atomic
+from metagan.config import Params
+from metagan.data import EpisodeSampler, TaskDataset, split_classes
+from metagan.data.images import to_uint8
+from metagan.meta import MetaLearner, build_learner
+from metagan.nets import NetConfig, net_config
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[str, float, int], None]
+OnSamples = Callable[[np.ndarray, int], None]
+
+
+def pick_device(choice: str = "auto") -> str:
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("meta.device is 'cuda' but no CUDA device is available")
+    return choice
+
+
+@dataclass
+class TrainResult:
+    checkpoint: Path
+    steps: int
+    seconds: float
+    metrics: dict[str, float]
+
+
+def meta_train(
+    params: Params,
+    dataset: TaskDataset,
+    checkpoint_path: str | Path,
+    report: Report | None = None,
+    on_samples: OnSamples | None = None,
+    data_version: str = "",
+    checkpoint_every_s: float = 120.0,
+) -> TrainResult:
+    """Meta-train ``params.meta.method`` on the training groups of ``dataset`` for a time budget."""
+    cfg = params.meta
+    device = pick_device(cfg.device)
+    _, size, _, channels = dataset.images.shape
+    net_cfg = net_config(params.model.preset, size, channels)
+    learner = build_learner(cfg.method, net_cfg, cfg, device)
+    train_ids, val_ids = split_classes(dataset, params.data.val_groups)
+    sampler = EpisodeSampler(dataset, train_ids, cfg.shots, cfg.queries, seed=cfg.seed)
+    preview = _preview_support(dataset, val_ids if len(val_ids) else train_ids, cfg.shots, cfg.seed, device)
+    rng = torch.Generator(device).manual_seed(cfg.seed)
+
+    def save(step: int, metrics: dict[str, float]) -> None:
+        save_atomic(
+            {"format": META_FORMAT, "method": cfg.method, "net": learner.nets.generator.cfg.to_dict(),
+             "params": params.model_dump(), "step": step, "state": learner.state_dict(),
+             "metrics": metrics, "data_version": data_version,
+             "train_groups": sorted({dataset.class_groups[i] for i in train_ids})},
+            checkpoint_path,
+        )
+
+    start = last_save = time.monotonic()
+    deadline = start + cfg.minutes * 60
+    max_steps = cfg.max_steps or (1 if not learner.trains else None)
+    step, stats, smoothed = 0, {}, {}
+    while time.monotonic() < deadline and (max_steps is None or step < max_steps):
+        if learner.trains:
+            stats = learner.meta_step(sampler.sample(cfg.meta_batch).to(device), rng)
+        step += 1
+        for k, v in stats.items():
+            smoothed[k] = v if k not in smoothed else 0.98 * smoothed[k] + 0.02 * v
+            if report and step % 10 == 0:
+                report(k, v, step)
+        if on_samples and (step % cfg.sample_every == 0):
+            on_samples(preview_grid(learner, preview, rng), step)
+        if time.monotonic() - last_save > checkpoint_every_s:
+            save(step, smoothed)
+            last_save = time.monotonic()
+    seconds = time.monotonic() - start
+    smoothed["steps_per_second"] = step / max(seconds, 1e-9)
+    save(step, smoothed)
+    if on_samples:
+        on_samples(preview_grid(learner, preview, rng), step)
+    log.info("meta-trained %s for %d steps in %.0f s", cfg.method, step, seconds)
+    return TrainResult(Path(checkpoint_path), step, seconds, smoothed)
+
+
+def _preview_support(ds: TaskDataset, class_ids: np.ndarray, shots: int, seed: int, device: str) -> torch.Tensor:
+    """Shots of a few fixed classes, so progress grids are comparable across steps."""
+    sampler = EpisodeSampler(ds, class_ids, shots, 0, seed=seed + 1)
+    return sampler.sample(min(6, len(class_ids))).to(device)
+
+
+@torch.no_grad()
+def preview_grid(learner: MetaLearner, support: torch.Tensor, rng: torch.Generator) -> np.ndarray:
+    """Rows: the shots of a task, then unadapted samples for that task. uint8 (rows, cols, H, W, C)."""
+    rows = []
+    for shots in support:
+        rows.append(torch.cat([shots, learner.sample(shots, shots.shape[0], rng)]))
+    return np.stack([to_uint8(r.cpu()) for r in rows])
+
+
+def load_meta_learner(path: str | Path, device: str = "cpu") -> tuple[MetaLearner, dict]:
+    """Rebuild a learner from a checkpoint (weights_only: nothing in it can run code)."""
+    ckpt = load_checkpoint(path, META_FORMAT, map_location=device)
+    params = Params.model_validate(ckpt["params"])
+    learner = build_learner(ckpt["method"], NetConfig(**ckpt["net"]), params.meta, device)
+    learner.load_state_dict(ckpt["state"])
+    return learner, ckpt

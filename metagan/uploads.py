@@ -1,0 +1,97 @@
+"""Customer uploads: one folder per customer, validated file by file.
+
+A bad file is rejected with a reason and the customer continues with the rest; a customer whose
+uploads cannot make a task (too few or too many usable shots, unsafe id) gets an ``UploadError``
+naming the customer, and nothing is written for them. Other customers are never affected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from metagan.data.images import ImageError, load_image
+
+# Ids become file names, registry model names and URL parts: keep them boring.
+CUSTOMER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+class UploadError(ValueError):
+    """A customer's uploads cannot be used; the message names the customer and the reason."""
+
+    def __init__(self, customer: str, reason: str):
+        super().__init__(f"customer {customer!r}: {reason}")
+        self.customer = customer
+        self.reason = reason
+
+    def __reduce__(self):
+        return (type(self), (self.customer, self.reason))
+
+
+@dataclass
+class CustomerUploads:
+    customer_id: str
+    images: np.ndarray
+    """(K, H, W, C) uint8 in the dataset's format."""
+    files: list[str]
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    """(file name, reason) for every file that was not used."""
+
+    @property
+    def content_hash(self) -> str:
+        """Changes exactly when the usable images change (so unchanged customers can be skipped)."""
+        h = hashlib.sha256()
+        for img in self.images:
+            h.update(img.tobytes())
+        return h.hexdigest()
+
+
+def validate_customer_id(name: str) -> str:
+    if not CUSTOMER_ID.fullmatch(name):
+        raise UploadError(name, "unsafe customer id: use 1-64 letters, digits, '_' or '-', starting with a letter or digit")
+    return name
+
+
+def discover_customers(root: str | Path) -> list[Path]:
+    """Customer folders under ``root`` (hidden entries ignored), sorted by id."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"customers folder {root} does not exist")
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def load_customer_uploads(
+    folder: str | Path, size: int, channels: int, min_shots: int = 1, max_shots: int = 20,
+    max_pixels: int = 40_000_000,
+) -> CustomerUploads:
+    folder = Path(folder)
+    customer = validate_customer_id(folder.name)
+    files = sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+    images, used, rejected, seen = [], [], [], {}
+    for path in files:
+        if not path.is_file():
+            rejected.append((path.name, "not a regular file"))
+            continue
+        try:
+            img = load_image(path, size, channels, max_pixels=max_pixels)
+        except ImageError as e:
+            rejected.append((path.name, e.reason))
+            continue
+        digest = hashlib.sha256(img.tobytes()).hexdigest()
+        if digest in seen:
+            rejected.append((path.name, f"duplicate of {seen[digest]}"))
+            continue
+        seen[digest] = path.name
+        images.append(img)
+        used.append(path.name)
+    if len(images) < min_shots:
+        detail = "; ".join(f"{n}: {r}" for n, r in rejected)
+        raise UploadError(customer, f"{len(images)} usable image(s), at least {min_shots} needed"
+                          + (f" (rejected: {detail})" if detail else ""))
+    if len(images) > max_shots:
+        raise UploadError(customer, f"{len(images)} usable images, at most {max_shots} allowed")
+    return CustomerUploads(customer, np.stack(images), used, rejected)

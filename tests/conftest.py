@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+import torch
+
+from metagan.config import Params
+from metagan.data import TaskDataset
+
+torch.set_num_threads(1)  # CI has 2 cores; one thread per test process avoids oversubscription
+
+
+@pytest.fixture
+def tiny_params(tmp_path) -> Params:
+    """Defaults shrunk to a tiny model writing under tmp_path."""
+    return Params().with_overrides(
+        data={"val_groups": ["g3"], "packed_dir": str(tmp_path / "tasks")},
+        model={"preset": "tiny"},
+        meta={"meta_batch": 2, "shots": 3, "queries": 2, "inner_steps": 2, "minutes": 1.0, "max_steps": 3,
+              "sample_every": 2},
+        adapt={"steps": 3},
+        paths={"meta_checkpoint": str(tmp_path / "meta.pt"), "customers_dir": str(tmp_path / "customers")},
+    )
+
+
+def make_dataset(classes_per_group: int = 3, groups: int = 4, per_class: int = 6, size: int = 16) -> TaskDataset:
+    """Synthetic task dataset: each class a bar at its own position, white background."""
+    rng = np.random.default_rng(0)
+    images, labels, names, group_names = [], [], [], []
+    for g in range(groups):
+        for c in range(classes_per_group):
+            cid = len(names)
+            names.append(f"g{g}/c{c}")
+            group_names.append(f"g{g}")
+            for _ in range(per_class):
+                img = np.full((size, size, 1), 255, np.uint8)
+                col = (cid * 3) % (size - 2)
+                img[2 : size - 2, col : col + 2] = rng.integers(0, 60)
+                images.append(img)
+                labels.append(cid)
+    return TaskDataset(np.stack(images), np.array(labels, np.int64), names, group_names, manifest={})
+
+
+@pytest.fixture
+def tiny_dataset() -> TaskDataset:
+    return make_dataset()

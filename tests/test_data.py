@@ -1,0 +1,378 @@
+"""Behaviour of the data layer: image decoding, readers, shards, splits and episode sampling."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import logging
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from metagan.data import (
+    ClassImages,
+    EpisodeSampler,
+    ImageError,
+    ShardError,
+    download_omniglot,
+    load_image,
+    load_packed,
+    pack_shards,
+    read_folder_tree,
+    read_omniglot_npz,
+    read_omniglot_zip,
+    read_source,
+    split_by_fraction,
+    split_classes,
+    to_tensor,
+    to_uint8,
+    write_omniglot_subset,
+)
+
+REAL_NPZ = Path(__file__).resolve().parents[1] / "../shared/data/omniglot/images_background.npz"
+SAMPLE_NPZ = Path(__file__).resolve().parents[1] / "metagan/sample_data/omniglot_sample.npz"
+SIZE = 8
+
+
+def synthetic_classes(n_groups=4, per_group=3, n_images=6, seed=0) -> list[ClassImages]:
+    """Classes of random 12x10 grayscale images; group g has classes g/c0.. with n_images each."""
+    rng = np.random.default_rng(seed)
+    return [
+        ClassImages(
+            f"g{g}/c{c}", f"g{g}", [rng.integers(0, 256, (12, 10), dtype=np.uint8) for _ in range(n_images)]
+        )
+        for g in range(n_groups)
+        for c in range(per_group)
+    ]
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    out = tmp_path_factory.mktemp("packed") / "tasks"
+    classes = synthetic_classes()
+    classes.append(ClassImages("small/c0", "small", classes[0].images[:2]))  # too few for 3+2
+    pack_shards(classes, out, size=SIZE, channels=1, images_per_shard=16, source="synthetic")
+    return out
+
+
+@pytest.fixture(scope="module")
+def ds(packed):
+    return load_packed(packed)
+
+
+def png_bytes(im: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=kw.pop("format", "PNG"), **kw)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------
+# Episodes and splits
+
+
+def test_episode_shapes_and_range(ds):
+    sampler = EpisodeSampler(ds, np.arange(ds.num_classes), shots=3, queries=2, seed=0)
+    x, classes = sampler.sample_with_classes(4)
+    assert x.shape == (4, 5, 1, SIZE, SIZE) and x.dtype == torch.float32
+    assert x.min() >= -1 and x.max() <= 1
+    assert len(set(classes.tolist())) == 4  # one distinct class per task
+    # Every image of a task belongs to its class, and none repeats within the task.
+    for task, c in zip(x, classes):
+        own = to_tensor(ds.images[ds.indices_of(int(c))])
+        matches = [int((own == img).flatten(1).all(1).nonzero()[0]) for img in task]
+        assert len(set(matches)) == 5
+
+
+def test_small_classes_excluded_and_errors(ds):
+    small = ds.class_names.index("small/c0")
+    sampler = EpisodeSampler(ds, np.arange(ds.num_classes), shots=3, queries=2)
+    assert small not in sampler.class_ids and sampler.num_classes == ds.num_classes - 1
+    with pytest.raises(ValueError, match="at least shots\\+queries = 5"):
+        EpisodeSampler(ds, [small], shots=3, queries=2)
+    with pytest.raises(ValueError, match="n_tasks"):
+        sampler.sample(sampler.num_classes + 1)
+
+
+def test_same_seed_same_episodes(ds):
+    ids = np.arange(ds.num_classes)
+    a = EpisodeSampler(ds, ids, shots=2, queries=1, seed=7)
+    b = EpisodeSampler(ds, ids, shots=2, queries=1, seed=7)
+    c = EpisodeSampler(ds, ids, shots=2, queries=1, seed=8)
+    first = [a.sample(3) for _ in range(3)]
+    assert all(torch.equal(x, b.sample(3)) for x in first)
+    assert not all(torch.equal(x, c.sample(3)) for x in first)
+
+
+def test_split_by_group_keeps_val_unseen(ds):
+    train, val = split_classes(ds, ["g1", "g3"])
+    train_groups = {ds.class_groups[i] for i in train}
+    val_groups = {ds.class_groups[i] for i in val}
+    assert val_groups == {"g1", "g3"} and not train_groups & val_groups
+    assert len(train) + len(val) == ds.num_classes
+    sampler = EpisodeSampler(ds, train, shots=2, seed=1)
+    seen = set()
+    for _ in range(20):
+        seen |= set(sampler.sample_with_classes(3)[1].tolist())
+    assert seen and not seen & set(val.tolist())
+    with pytest.raises(ValueError, match="'nope'"):
+        split_classes(ds, ["nope"])
+
+
+def test_split_by_fraction_picks_whole_groups(ds):
+    train, val = split_by_fraction(ds, 0.3, seed=3)
+    assert not {ds.class_groups[i] for i in train} & {ds.class_groups[i] for i in val}
+    assert len(val) and len(train)
+    assert np.array_equal(val, split_by_fraction(ds, 0.3, seed=3)[1])
+
+
+# ----------------------------------------------------------------------------------------------
+# Shards
+
+
+def test_pack_load_round_trip(packed, ds):
+    manifest = json.loads((packed / "manifest.json").read_text())
+    assert manifest["format"] == "metagan-shards/1"
+    assert manifest["preprocessing"]["size"] == SIZE and manifest["total_images"] == 12 * 6 + 2
+    assert len(manifest["shards"]) == 5 and all(len(s["sha256"]) == 64 for s in manifest["shards"])
+    assert ds.images.shape == (74, SIZE, SIZE, 1) and ds.images.dtype == np.uint8
+    assert ds.labels.dtype == np.int64 and ds.groups() == ["g0", "g1", "g2", "g3", "small"]
+    # The pixels are exactly what preprocessing one class on its own gives.
+    cls = synthetic_classes()[4]
+    assert np.array_equal(ds.images[ds.indices_of(ds.class_names.index(cls.name))], cls.load(SIZE, 1))
+
+
+def test_pack_is_deterministic_and_replaces_old_pack(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    pack_shards(synthetic_classes(), a, SIZE, 3, images_per_shard=10)
+    pack_shards(synthetic_classes(), b, SIZE, 3, images_per_shard=10)
+    files = sorted(p.name for p in a.iterdir())
+    assert files == sorted(p.name for p in b.iterdir())
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    # Re-packing over an old pack replaces it whole: no stale shards survive.
+    pack_shards(synthetic_classes(n_groups=1), a, SIZE, 3, images_per_shard=100)
+    assert sorted(p.name for p in a.iterdir()) == ["manifest.json", "shard-00000.npz"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp leftovers
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="refusing to replace"):
+        pack_shards(synthetic_classes(), other, SIZE, 1)
+
+
+def test_corrupted_shard_names_the_shard(tmp_path):
+    out = tmp_path / "p"
+    pack_shards(synthetic_classes(), out, SIZE, 1, images_per_shard=40)
+    shard = out / "shard-00001.npz"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ShardError, match="shard-00001.npz: checksum mismatch"):
+        load_packed(out)
+    shard.unlink()
+    with pytest.raises(ShardError, match="shard-00001.npz: shard listed in manifest.json is missing"):
+        load_packed(out)
+    with pytest.raises(FileNotFoundError, match="no manifest.json"):
+        load_packed(tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Readers
+
+
+def test_zip_reader_reads_official_layout(tmp_path):
+    black = png_bytes(Image.new("L", (20, 10), 0))
+    path = tmp_path / "images_background.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name in ["Alpha/character01/a.png", "Alpha/character01/b.png",
+                     "Alpha/character02/a.png", "Beta/character01/a.png"]:
+            zf.writestr(f"images_background/{name}", black)
+        zf.writestr("__MACOSX/images_background/Alpha/character01/._a.png", b"junk")
+        zf.writestr("images_background/Alpha/character01/.DS_Store", b"junk")
+        zf.writestr("README.txt", b"not an image")
+    classes = list(read_source(path))
+    assert [(c.name, c.group, len(c.images)) for c in classes] == [
+        ("Alpha/character01", "Alpha", 2), ("Alpha/character02", "Alpha", 1), ("Beta/character01", "Beta", 1)]
+    img = classes[0].load(10, 1)
+    assert img.shape == (2, 10, 10, 1)
+    assert img[0, :2].min() >= 245 and img[0, 4:6].max() < 10  # white padding above, black strokes
+
+
+def test_folder_tree_reader(tmp_path, caplog):
+    root = tmp_path / "flat"
+    for cls, n in [("cat", 2), ("dog", 1)]:
+        (root / cls).mkdir(parents=True)
+        for i in range(n):
+            Image.new("RGB", (6, 6), "red").save(root / cls / f"{i}.png")
+    (root / "cat" / ".DS_Store").write_bytes(b"junk")
+    (root / ".hidden").mkdir()
+    (root / ".hidden" / "x.png").write_bytes(b"junk")
+    assert [(c.name, c.group, len(c.images)) for c in read_folder_tree(root)] == [("cat", "cat", 2), ("dog", "dog", 1)]
+
+    nested = tmp_path / "nested"
+    (nested / "fruit" / "apple").mkdir(parents=True)
+    Image.new("L", (6, 6), 0).save(nested / "fruit" / "apple" / "0.png")
+    assert [(c.name, c.group) for c in read_source(nested)] == [("fruit/apple", "fruit")]
+
+    (root / "dog" / "broken.png").write_text("not a png")
+    with pytest.raises(ImageError, match="broken.png: not an image"):
+        pack_shards(read_folder_tree(root), tmp_path / "out", SIZE, 3)
+    with caplog.at_level(logging.WARNING):
+        manifest = pack_shards(read_folder_tree(root, on_error="skip"), tmp_path / "out", SIZE, 3)
+    assert manifest["total_images"] == 3 and "broken.png" in caplog.text
+
+
+def test_read_source_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        read_source(tmp_path / "missing.npz")
+    (tmp_path / "data.csv").write_text("a,b")
+    with pytest.raises(ValueError, match="unsupported dataset source"):
+        read_source(tmp_path / "data.csv")
+
+
+def test_omniglot_npz_subset_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    src = tmp_path / "src" / "full.npz"
+    src.parent.mkdir()
+    np.savez_compressed(src, images=rng.random((5, 3, 9, 9)) > 0.2,
+                        labels=np.repeat(np.arange(5)[:, None], 3, 1))
+    (src.parent / "alphabets.json").write_text(json.dumps({"A": [0, 1], "B": [2, 4]}))
+    dest = write_omniglot_subset(src, ["B"], tmp_path / "sub" / "sub.npz")
+    assert json.loads((dest.parent / "alphabets.json").read_text()) == {"B": [0, 2]}
+    classes = list(read_omniglot_npz(dest))
+    assert [(c.name, c.group) for c in classes] == [(f"B/character0{i}", "B") for i in (1, 2, 3)]
+    with np.load(src) as full:
+        assert np.array_equal(np.stack(classes[1].images), full["images"][3])
+    (dest.parent / "alphabets.json").unlink()  # without alphabets, each character is its own group
+    assert [c.group for c in read_omniglot_npz(dest)] == ["character0001", "character0002", "character0003"]
+
+
+def test_shipped_sample_is_readable():
+    first = next(iter(read_omniglot_npz(SAMPLE_NPZ)))
+    assert (first.name, first.group, len(first.images)) == ("Latin/character01", "Latin", 20)
+    alphabets = json.loads((SAMPLE_NPZ.parent / "alphabets.json").read_text())
+    assert list(alphabets) == ["Latin", "Greek", "Cyrillic", "Braille", "Futurama", "Hebrew"]
+    assert SAMPLE_NPZ.stat().st_size < 1_000_000
+
+
+@pytest.mark.skipif(not REAL_NPZ.exists(), reason="full Omniglot npz not available")
+def test_real_omniglot_first_classes(tmp_path):
+    classes = list(itertools.islice(read_omniglot_npz(REAL_NPZ), 3))
+    assert [c.name for c in classes] == [f"Arcadian/character0{i}" for i in (1, 2, 3)]
+    manifest = pack_shards(classes, tmp_path / "p", 32, 1)
+    ds = load_packed(tmp_path / "p")
+    assert manifest["total_images"] == 60 and ds.images.shape == (60, 32, 32, 1)
+    assert ds.images.mean() > 200  # white background, dark strokes
+
+
+def test_download_through_file_url(tmp_path):
+    payload = tmp_path / "remote" / "images_background.zip"
+    payload.parent.mkdir()
+    with zipfile.ZipFile(payload, "w") as zf:
+        zf.writestr("images_background/A/character01/a.png", png_bytes(Image.new("L", (4, 4))))
+    import hashlib
+
+    digest = hashlib.sha256(payload.read_bytes()).hexdigest()
+    got = download_omniglot(tmp_path / "dl", url=payload.as_uri(), sha256=digest)
+    assert got == tmp_path / "dl" / "images_background.zip" and got.read_bytes() == payload.read_bytes()
+    assert [c.name for c in read_omniglot_zip(got)] == ["A/character01"]
+
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        download_omniglot(tmp_path / "bad", url=payload.as_uri(), sha256="0" * 64)
+    assert list((tmp_path / "bad").iterdir()) == []  # no partial file left behind
+    (tmp_path / "page.zip").write_text("<html>moved</html>")
+    with pytest.raises(ValueError, match="did not return a zip"):
+        download_omniglot(tmp_path / "html", url=(tmp_path / "page.zip").as_uri())
+    with pytest.raises(ValueError, match="scheme"):
+        download_omniglot(tmp_path, url="ftp://example.com/x.zip")
+
+
+# ----------------------------------------------------------------------------------------------
+# Image decoding
+
+
+def test_tensor_round_trip():
+    a = np.random.default_rng(0).integers(0, 256, (2, 5, 4, 3), dtype=np.uint8)
+    t = to_tensor(a)
+    assert t.shape == (2, 3, 5, 4) and t.min() >= -1 and t.max() <= 1
+    assert np.array_equal(to_uint8(t), a)
+    assert to_uint8(torch.full((1, 1, 2, 2), 3.0)).max() == 255  # clamped, not wrapped
+
+
+def test_rgba_is_composited_on_white(tmp_path):
+    a = np.zeros((4, 4, 4), np.uint8)  # fully transparent black...
+    a[0, 0] = (255, 0, 0, 255)  # ...except one opaque red pixel
+    a[0, 1] = (0, 0, 0, 128)  # and one half-transparent black one
+    Image.fromarray(a, "RGBA").save(tmp_path / "x.png")
+    out = load_image(tmp_path / "x.png", 4, 3)
+    assert tuple(out[0, 0]) == (255, 0, 0) and 120 < out[0, 1, 0] < 135
+    assert (out[1:] == 255).all()
+    Image.fromarray(a[:, :, [0, 3]], "LA").save(tmp_path / "la.png")
+    assert (load_image(tmp_path / "la.png", 4, 1)[1:] == 255).all()
+
+
+def test_palette_with_transparency(tmp_path):
+    im = Image.new("P", (4, 4), 0)
+    im.putpalette([255, 0, 0, 0, 0, 0] + [0] * 762)
+    im.putpixel((0, 0), 1)
+    im.save(tmp_path / "p.png", transparency=0)
+    out = load_image(tmp_path / "p.png", 4, 1)
+    assert out[0, 0, 0] == 0 and (out.reshape(-1)[1:] == 255).all()
+
+
+def test_16_bit_grayscale_is_scaled(tmp_path):
+    Image.fromarray(np.full((4, 4), 100 * 257, np.uint16)).save(tmp_path / "deep.png")
+    assert (load_image(tmp_path / "deep.png", 4, 1) == 100).all()
+
+
+def test_cmyk(tmp_path):
+    Image.new("CMYK", (4, 4), (0, 0, 0, 255)).save(tmp_path / "k.tif")
+    Image.new("CMYK", (4, 4), (0, 0, 0, 0)).save(tmp_path / "w.tif")
+    assert load_image(tmp_path / "k.tif", 4, 3).max() < 5
+    assert load_image(tmp_path / "w.tif", 4, 3).min() == 255
+
+
+def test_animated_gif_uses_first_frame(tmp_path):
+    frames = [Image.new("L", (4, 4), 0), Image.new("L", (4, 4), 255)]
+    frames[0].save(tmp_path / "a.gif", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    assert load_image(tmp_path / "a.gif", 4, 1).max() == 0
+
+
+def test_exif_orientation_and_padding(tmp_path):
+    a = np.full((10, 20), 255, np.uint8)
+    a[:, :10] = 0  # wide image, left half black
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    Image.fromarray(a).save(tmp_path / "r.png", exif=exif)
+    out = load_image(tmp_path / "r.png", 20, 1)[:, :, 0]
+    # Displayed upright it is tall (20x10) with the black half on top, padded white left and right.
+    assert out[:10, 5:15].max() == 0 and out[10:, 5:15].min() == 255
+    assert out[:, :5].min() == 255 and out[:, 15:].min() == 255
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [(b"", "empty file"), (b"hello, I am text", "not an image format"), ("truncated", "truncated")],
+)
+def test_broken_files_raise_image_error(tmp_path, content, reason):
+    path = tmp_path / "bad.png"
+    if content == "truncated":
+        noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        full = png_bytes(Image.fromarray(noise))
+        content = full[: len(full) // 2]
+    path.write_bytes(content)
+    with pytest.raises(ImageError, match=f"bad.png: {reason}"):
+        load_image(path, 8, 1)
+
+
+def test_decompression_bomb_is_refused_without_global_change(tmp_path):
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.new("L", (100, 100), 255).save(tmp_path / "big.png")
+    with pytest.raises(ImageError, match="big.png: 100x100 = 10000 pixels exceeds the limit of 1000"):
+        load_image(tmp_path / "big.png", 8, 1, max_pixels=1000)
+    assert Image.MAX_IMAGE_PIXELS == limit
+    assert load_image(tmp_path / "big.png", 8, 1, max_pixels=10_000).shape == (8, 8, 1)

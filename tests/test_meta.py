@@ -1,0 +1,86 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from metagan.config import MetaConfig
+from metagan.losses import critic_loss
+from metagan.meta import REGISTRY, build_learner
+from metagan.meta.inner import InnerLoopConfig, params_of, wgan_gp_inner_loop
+from metagan.meta.reptile import reptile_outer_step
+from metagan.nets import Discriminator, Generator, net_config
+
+CFG = MetaConfig(meta_batch=2, shots=3, queries=2, inner_steps=2, inner_lr=0.01)
+
+
+def episode(tasks=2, n=5, size=32):
+    return torch.rand(tasks, n, 1, size, size, generator=torch.Generator().manual_seed(0)) * 2 - 1
+
+
+def test_reptile_outer_step_matches_hand_computation_with_sgd():
+    model = nn.Linear(2, 1)
+    theta = {k: v.detach().clone() for k, v in model.named_parameters()}
+    adapted = [{k: v + d for k, v in theta.items()} for d in (1.0, 3.0)]
+    reptile_outer_step(model, adapted, torch.optim.SGD(model.parameters(), lr=0.5))
+    # theta <- theta - lr * (theta - mean(adapted)) = theta + 0.5 * 2
+    for k, p in model.named_parameters():
+        assert torch.allclose(p, theta[k] + 1.0)
+
+
+def test_reptile_outer_step_with_adam_first_step_is_lr_times_sign():
+    model = nn.Linear(3, 1, bias=False)
+    theta = model.weight.detach().clone()
+    target = theta + torch.tensor([[0.3, -2.0, 0.01]])
+    reptile_outer_step(model, [{"weight": target}], torch.optim.Adam(model.parameters(), lr=0.1, eps=1e-12))
+    # Adam's bias-corrected first step is lr * g / |g|, and g = theta - target
+    assert torch.allclose(model.weight, theta + 0.1 * torch.sign(target - theta), atol=1e-6)
+
+
+def test_inner_loop_critic_step_lowers_the_task_critic_loss_and_changes_the_generator():
+    cfg = net_config("tiny", image_size=32)
+    torch.manual_seed(0)
+    G, D = Generator(cfg), Discriminator(cfg)
+    real = episode()[0]
+    g0, d0 = params_of(G), params_of(D)
+    inner = InnerLoopConfig(steps=1, lr=0.05, gp_weight=0.0)
+    g1, d1, _ = wgan_gp_inner_loop(G, D, g0, d0, real, inner, torch.Generator().manual_seed(0))
+    fake = G(torch.randn(5, cfg.z_dim, generator=torch.Generator().manual_seed(3))).detach()
+    before = critic_loss(torch.func.functional_call(D, d0, (real,)), torch.func.functional_call(D, d0, (fake,)))
+    after = critic_loss(torch.func.functional_call(D, d1, (real,)), torch.func.functional_call(D, d1, (fake,)))
+    assert after < before
+    assert any(not torch.equal(g0[k], g1[k]) for k in g0)
+    # the templates themselves are untouched (inner loops are pure functions of parameters)
+    assert all(torch.equal(p, g0[k]) for k, p in G.named_parameters())
+
+
+@pytest.mark.parametrize("method", sorted(REGISTRY))
+def test_every_method_meta_steps_and_adapts_without_touching_the_meta_weights(method):
+    learner = build_learner(method, net_config("tiny", image_size=32), CFG)
+    rng = torch.Generator().manual_seed(0)
+    before = copy.deepcopy(learner.state_dict())
+    stats = learner.meta_step(episode(), rng)
+    assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
+    after_step = copy.deepcopy(learner.state_dict())
+    if learner.trains:
+        assert not torch.equal(before["generator"]["fc.weight"], after_step["generator"]["fc.weight"])
+    gen = learner.adapt(episode()[0, :3], steps=2, lr=1e-3, rng=rng)
+    out = gen(torch.randn(4, gen.z_dim))
+    assert out.shape == (4, 1, 32, 32) and out.abs().max() <= 1
+    assert torch.equal(after_step["generator"]["fc.weight"], learner.state_dict()["generator"]["fc.weight"])
+
+
+@pytest.mark.parametrize("shots", [1, 20])
+def test_condgan_adapts_from_one_to_twenty_shots(shots):
+    learner = build_learner("condgan", net_config("tiny", image_size=32), CFG)
+    shots_t = torch.rand(shots, 1, 32, 32) * 2 - 1
+    gen = learner.adapt(shots_t, steps=1, lr=1e-3, rng=torch.Generator().manual_seed(0))
+    assert gen(torch.randn(2, gen.z_dim)).shape == (2, 1, 32, 32)
+
+
+def test_figr_preset_is_figr_sized():
+    from metagan.nets import count_parameters
+
+    cfg = net_config("figr")
+    assert 15e6 < count_parameters(Generator(cfg)) < 25e6
+    assert 15e6 < count_parameters(Discriminator(cfg)) < 25e6

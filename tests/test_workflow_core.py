@@ -1,0 +1,127 @@
+"""Meta-train -> adapt -> export -> generate on a tiny model, as the CLI runs it."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from metagan.adapt import MetaModel, NoMetaCheckpoint, adapt_customer_folder, adapt_to_customer, load_customer_generator
+from metagan.checkpoint import CheckpointError, load_checkpoint, META_FORMAT
+from metagan.cli import main
+from metagan.config import ConfigError, load_params
+from metagan.export import check_parity, export_generator_onnx
+from metagan.generate import generate_pngs
+from metagan.train import meta_train
+
+
+@pytest.fixture
+def meta_ckpt(tiny_params, tiny_dataset, tmp_path):
+    grids = []
+    result = meta_train(tiny_params, tiny_dataset, tmp_path / "meta.pt", on_samples=lambda g, s: grids.append(g))
+    assert result.steps == 3 and grids and grids[0].dtype == np.uint8
+    return result.checkpoint
+
+
+def write_customer(root, name, images):
+    folder = root / name
+    folder.mkdir(parents=True)
+    for i, img in enumerate(images):
+        Image.fromarray(img[..., 0]).resize((48, 48)).save(folder / f"shot{i}.png")
+    return folder
+
+
+def test_checkpoint_is_state_dicts_plus_config_and_loads_weights_only(meta_ckpt):
+    ckpt = load_checkpoint(meta_ckpt, META_FORMAT)  # weights_only=True inside
+    assert ckpt["method"] == "condgan" and ckpt["step"] == 3
+    assert ckpt["params"]["model"]["preset"] == "tiny"
+    assert ckpt["train_groups"] == ["g0", "g1", "g2"]  # the held-out group never trained on
+    assert isinstance(ckpt["state"]["generator"]["fc.weight"], torch.Tensor)
+
+
+def test_adaptation_is_deterministic_for_a_seed_and_differs_across_seeds(meta_ckpt, tiny_dataset):
+    shots = tiny_dataset.images[tiny_dataset.indices_of(10)[:5]]
+    meta = MetaModel.load(meta_ckpt)
+    z = torch.randn(4, meta.learner.nets.generator.cfg.z_dim)
+    a = adapt_to_customer(meta, shots, seed=7)(z)
+    b = adapt_to_customer(meta, shots, seed=7)(z)
+    c = adapt_to_customer(meta, shots, seed=8)(z)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_adapt_rejects_a_wrong_number_of_shots(meta_ckpt, tiny_dataset):
+    shots = tiny_dataset.images[:21]
+    with pytest.raises(ValueError, match="21 shots given"):
+        adapt_to_customer(meta_ckpt, shots)
+
+
+def test_onnx_output_equals_torch_output(meta_ckpt, tiny_dataset, tmp_path):
+    gen = adapt_to_customer(meta_ckpt, tiny_dataset.images[:3])
+    path = export_generator_onnx(gen, tmp_path / "g.onnx")
+    assert check_parity(gen, path, batch=5) < 1e-5
+
+
+def test_customer_folder_to_pngs_of_the_training_format(meta_ckpt, tiny_params, tiny_dataset, tmp_path):
+    customers = tmp_path / "uploads"
+    write_customer(customers, "acme", tiny_dataset.images[tiny_dataset.indices_of(9)[:5]])
+    meta = MetaModel.load(meta_ckpt)
+    r = adapt_customer_folder(meta, customers / "acme", tmp_path / "models", tiny_params)
+    assert r.ok and r.shots == 5 and r.parity_max_abs_diff < 1e-4
+    assert json.loads((tmp_path / "models/acme/report.json").read_text())["ok"]
+    assert load_customer_generator(tmp_path / "models/acme/generator.pt").z_dim == 16
+    written = generate_pngs(tmp_path / "models/acme/model.onnx", 6, tmp_path / "out/acme", seed=1)
+    assert len(written) == 6
+    img = Image.open(written[0])
+    assert img.size == (16, 16) and img.mode == "L"
+    again = generate_pngs(tmp_path / "models/acme/model.onnx", 6, tmp_path / "out2", seed=1)
+    assert written[3].read_bytes() == again[3].read_bytes()  # a seed reproduces the same images
+
+
+def test_one_bad_customer_does_not_stop_the_others(meta_ckpt, tiny_params, tiny_dataset, tmp_path):
+    customers = tmp_path / "uploads"
+    write_customer(customers, "good", tiny_dataset.images[:4])
+    bad = customers / "bad"
+    bad.mkdir()
+    (bad / "notes.png").write_text("not an image")
+    (bad / "empty.png").write_bytes(b"")
+    meta = MetaModel.load(meta_ckpt)
+    results = {f.name: adapt_customer_folder(meta, f, tmp_path / "models", tiny_params)
+               for f in sorted(customers.iterdir())}
+    assert results["good"].ok
+    assert not results["bad"].ok
+    assert "'bad'" in results["bad"].error and "empty.png" in results["bad"].error
+    assert not (tmp_path / "models/bad").exists()
+
+
+def test_cli_adapt_without_checkpoint_names_the_command_that_makes_one(tmp_path, capsys):
+    (tmp_path / "c" / "x").mkdir(parents=True)
+    rc = main(["adapt", "--customers", str(tmp_path / "c"), "--checkpoint", str(tmp_path / "none.pt")])
+    assert rc == 2
+    assert "metagan meta-train" in capsys.readouterr().err
+
+
+def test_meta_model_load_reports_missing_and_foreign_checkpoints(tmp_path):
+    with pytest.raises(NoMetaCheckpoint):
+        MetaModel.load(tmp_path / "missing.pt")
+    torch.save({"format": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a"):
+        MetaModel.load(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("meta:\n  methd: reptile\n", "methd"),
+    ("meta:\n  shots: five\n", "meta.shots"),
+    ("adapt:\n  steps: '10'\n", "adapt.steps"),
+    ("model:\n  preset: huge\n", "model.preset"),
+])
+def test_params_with_unknown_keys_or_wrong_types_are_rejected(tmp_path, text, message):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_params(path)
+
+
+def test_project_params_yaml_is_valid():
+    assert load_params().model.preset == "small"
