@@ -19,7 +19,7 @@ from metagan.export import check_parity, export_generator_onnx
 from metagan.meta import MetaLearner
 from metagan.nets import Generator, NetConfig, SampleGenerator
 from metagan.train import load_meta_learner
-from metagan.uploads import UploadError, load_customer_uploads
+from metagan.uploads import CustomerUploads, UploadError, load_customer_uploads
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,16 @@ def adapt_customer_folder(meta: MetaModel, folder: str | Path, out_root: str | P
     except UploadError as e:
         log.warning("%s", e)
         return CustomerResult(folder.name, ok=False, error=str(e))
+    return adapt_customer(meta, uploads, out_root, params, seed, start)
+
+
+def adapt_customer(meta: MetaModel, uploads: CustomerUploads, out_root: str | Path, params: Params,
+                   seed: int = 0, start: float | None = None) -> CustomerResult:
+    """Adapt to validated uploads, save the generator, export ONNX and check it against torch."""
+    start = time.monotonic() if start is None else start
+    cfg = params.adapt
     out = Path(out_root) / uploads.customer_id
-    generator = adapt_to_customer(meta, uploads.images, seed=seed)
+    generator = adapt_to_customer(meta, uploads.images, steps=cfg.steps, seed=seed)
     info = {"customer_id": uploads.customer_id, "files": uploads.files, "seed": seed,
             "steps": cfg.steps, "method": meta.checkpoint["method"], "content_hash": uploads.content_hash}
     save_customer_generator(generator, out / "generator.pt", info)

@@ -1,96 +1,126 @@
-"""The ``metagan`` command. Each sub-command is a thin shell over one library function."""
+"""The ``metagan`` command. Sub-commands run the Prefect flows in ``flows/`` (which call the library)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
-from metagan.config import ConfigError, Params, load_params
+from metagan.config import PROJECT_ROOT, ConfigError, load_params
 
 
-def _params(args: argparse.Namespace) -> Params:
-    return load_params(args.params)
+def _overrides(**sections: dict) -> dict:
+    """Command-line flags as params overrides, dropping flags that were not given."""
+    out = {s: {k: v for k, v in kv.items() if v is not None} for s, kv in sections.items()}
+    return {s: kv for s, kv in out.items() if kv}
 
 
-def cmd_meta_train(args: argparse.Namespace) -> int:
-    from metagan.grid import make_grid, save_png
-    from metagan.task_data import prepare_task_dataset
-    from metagan.train import meta_train
+def _print_json(obj) -> None:
+    print(json.dumps(obj, indent=2, default=str))
 
-    params = _params(args).with_overrides(
-        model={"preset": args.preset},
-        meta={"method": args.method, "minutes": args.minutes, "max_steps": args.max_steps, "seed": args.seed},
-    )
-    dataset = prepare_task_dataset(params, source=args.source)
-    out = Path(args.out) if args.out else params.resolve(params.paths.meta_checkpoint)
-    samples_dir = out.parent / "samples"
-    print(f"meta-training {params.meta.method} ({params.model.preset}) on {dataset.num_classes} classes "
-          f"for up to {params.meta.minutes:g} min -> {out}")
 
-    def report(name: str, value: float, step: int) -> None:
-        if name == "g_loss" or name == "inner_g_loss":
-            print(f"  step {step:6d}  {name} {value:+.3f}", flush=True)
+def cmd_ingest(args) -> int:
+    from flows.ingest import ingest
 
-    def on_samples(grid, step: int) -> None:
-        save_png(make_grid(grid), samples_dir / f"step-{step:07d}.png", scale=2)
-
-    result = meta_train(params, dataset, out, report=report if args.verbose else None, on_samples=on_samples)
-    print(f"done: {result.steps} steps in {result.seconds:.0f} s; checkpoint {result.checkpoint}; "
-          f"sample grids in {samples_dir}")
+    result = ingest(args.customers, args.params, args.source)
+    print(f"data version {result['data_version']} ({result['task_classes']} task classes)")
+    for cid, r in result["customers"].items():
+        print(f"  {cid}: " + (f"{r['shots']} shots" if r["ok"] else f"REJECTED {r['error']}"))
     return 0
 
 
-def cmd_adapt(args: argparse.Namespace) -> int:
-    from metagan.adapt import MetaModel, NoMetaCheckpoint, adapt_customer_folder
-    from metagan.uploads import discover_customers
+def cmd_meta_train(args) -> int:
+    from flows.ingest import ingest
+    from flows.meta_train import meta_train
 
-    params = _params(args)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else params.resolve(params.paths.meta_checkpoint)
-    try:
-        meta = MetaModel.load(checkpoint)
-    except NoMetaCheckpoint as e:
-        print(f"error: {e}", file=sys.stderr)
+    ov = _overrides(model={"preset": args.preset},
+                    meta={"method": args.method, "minutes": args.minutes, "max_steps": args.max_steps,
+                          "seed": args.seed})
+    data = ingest(None, args.params, args.source, overrides=ov)
+    result = meta_train(args.params, data["data_version"], overrides=ov)
+    print(f"metagan-meta version {result['version']} ({'reused' if result['reused'] else 'trained'}); "
+          f"checkpoint {result['checkpoint']}")
+    return 0
+
+
+def cmd_adapt(args) -> int:
+    from flows.adapt_customers import adapt_customers
+    from flows.ingest import ingest
+    from flows.promote import promote
+
+    params = load_params(args.params)
+    ckpt = params.resolve(params.paths.meta_checkpoint)
+    if not ckpt.exists():
+        print(f"error: no meta-trained checkpoint at {ckpt}. Make one with:  metagan meta-train --preset small",
+              file=sys.stderr)
         return 2
-    out_root = Path(args.out) if args.out else params.resolve(params.paths.customers_dir)
-    failed = 0
-    for folder in discover_customers(args.customers):
-        r = adapt_customer_folder(meta, folder, out_root, params.with_overrides(adapt={"steps": args.steps}),
-                                  seed=args.seed)
-        if r.ok:
-            print(f"  {r.customer_id}: {r.shots} shots, {r.seconds:.1f} s, parity {r.parity_max_abs_diff:.1e}"
-                  + (f", rejected {r.rejected}" if r.rejected else ""))
-        else:
-            failed += 1
-            print(f"  FAILED {r.error}", file=sys.stderr)
-    print(f"adapted models in {out_root}")
+    ov = _overrides(adapt={"steps": args.steps})
+    data = ingest(args.customers, args.params, overrides=ov)
+    accepted = [c for c, r in data["customers"].items() if r["ok"]]
+    failed = [r["error"] for r in data["customers"].values() if not r["ok"]]
+    results = adapt_customers(args.params, data_version=data["data_version"], customers=accepted,
+                              overrides=ov) if accepted else []
+    promoted = {r["customer_id"]: r for r in promote(args.params, customers=[r["customer_id"] for r in results
+                                                                            if r.get("ok")], overrides=ov)}
+    for r in results:
+        p = promoted.get(r["customer_id"], {})
+        state = "production" if p.get("promoted") or "already" in p.get("reason", "") else f"not promoted: {p.get('reason', r.get('error'))}"
+        print(f"  {r['customer_id']}: version {r.get('version')} ({'reused' if r.get('reused') else 'new'}), {state}")
+        failed += [r["error"]] if not r.get("ok") else []
+    for e in failed:
+        print(f"  FAILED {e}", file=sys.stderr)
     return 1 if failed else 0
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
-    from metagan.generate import generate_pngs
+def cmd_generate(args) -> int:
+    from flows.generate import generate
     from metagan.uploads import validate_customer_id
 
-    params = _params(args)
     customer = validate_customer_id(args.customer)
-    model = (Path(args.models) if args.models else params.resolve(params.paths.customers_dir)) / customer / "model.onnx"
-    if not model.exists():
-        print(f"error: no model for customer {customer!r} at {model}; run `metagan adapt --customers DIR` first",
-              file=sys.stderr)
-        return 2
-    written = generate_pngs(model, args.count, Path(args.out) / customer, seed=args.seed)
-    print(f"wrote {len(written)} images to {Path(args.out) / customer}")
+    out = args.out if args.out.startswith("s3://") else str(Path(args.out).resolve())
+    (manifest,) = generate([customer], args.count, args.seed, out, args.params)
+    print(f"wrote {manifest['count']} images from {manifest['model']['name']} v{manifest['model']['version']} "
+          f"to {out.rstrip('/')}/{customer}")
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from metagan.config import PROJECT_ROOT
+def cmd_promote(args) -> int:
+    from flows.promote import promote
+
+    for r in promote(args.params, customers=[args.customer] if args.customer else None):
+        print(f"  {r['customer_id']}: {'promoted' if r['promoted'] else 'kept'} ({r['reason']})")
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from flows.promote import rollback
+
+    version = rollback(args.customer)
+    print(f"{args.customer}: production is now version {version}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from metagan.registry_view import models_table
+
+    print(models_table())
+    return 0
+
+
+def cmd_demo(args) -> int:
     from metagan.demo import run_demo
 
-    run_demo(_params(args), Path(args.customers or PROJECT_ROOT / "examples/customers"),
-             Path(args.out or PROJECT_ROOT / "out/demo"), args.train_minutes)
+    return run_demo(args.params, Path(args.customers or PROJECT_ROOT / "examples/customers"),
+                    Path(args.out or PROJECT_ROOT / "out/demo"), args.train_minutes)
+
+
+def cmd_serve(args) -> int:
+    from flows.serve import serve_all
+
+    serve_all(str(Path(args.customers).resolve()), args.params)
     return 0
 
 
@@ -100,47 +130,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("meta-train", help="meta-train on the task dataset and write a checkpoint")
+    i = sub.add_parser("ingest", help="validate and pack task data and customer uploads; version with DVC")
+    i.add_argument("--customers", help="folder with one sub-folder of uploads per customer")
+    i.add_argument("--source", help="task dataset (npz, Omniglot zip or folder tree); default: params.yaml")
+    i.set_defaults(func=cmd_ingest)
+
+    t = sub.add_parser("meta-train", help="meta-train, log to MLflow and register metagan-meta")
     t.add_argument("--preset", choices=["tiny", "small", "figr"])
     t.add_argument("--method", choices=["reptile", "condgan", "pretrain", "scratch"])
     t.add_argument("--minutes", type=float)
     t.add_argument("--max-steps", type=int)
     t.add_argument("--seed", type=int)
     t.add_argument("--source", help="task dataset (npz, Omniglot zip or folder tree); default: params.yaml")
-    t.add_argument("--out", help="checkpoint path; default: paths.meta_checkpoint")
     t.set_defaults(func=cmd_meta_train)
 
-    a = sub.add_parser("adapt", help="adapt the meta-model to each customer folder and export ONNX")
+    a = sub.add_parser("adapt", help="adapt the meta-model to each customer folder, register and promote")
     a.add_argument("--customers", required=True, help="folder with one sub-folder of uploads per customer")
-    a.add_argument("--checkpoint", help="meta checkpoint; default: paths.meta_checkpoint")
-    a.add_argument("--out", help="where adapted models go; default: paths.customers_dir")
     a.add_argument("--steps", type=int)
-    a.add_argument("--seed", type=int, default=0)
     a.set_defaults(func=cmd_adapt)
 
-    g = sub.add_parser("generate", help="write N PNG images for a customer with its ONNX model")
+    g = sub.add_parser("generate", help="N PNGs from a customer's production ONNX model (onnxruntime)")
     g.add_argument("--customer", required=True)
     g.add_argument("--count", type=int, default=16)
-    g.add_argument("--out", required=True)
+    g.add_argument("--out", required=True, help="a folder or s3://bucket/prefix; images go to OUT/ID/")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--models", help="adapted models folder; default: paths.customers_dir")
     g.set_defaults(func=cmd_generate)
 
-    d = sub.add_parser("demo", help="the whole path on the bundled sample: meta-model, customers, images")
+    pr = sub.add_parser("promote", help="move production to candidates that pass the gate")
+    pr.add_argument("--customer")
+    pr.set_defaults(func=cmd_promote)
+
+    rb = sub.add_parser("rollback", help="put a customer's previous production model back")
+    rb.add_argument("--customer", required=True)
+    rb.set_defaults(func=cmd_rollback)
+
+    m = sub.add_parser("models", help="customers, versions, aliases and key metrics")
+    m.set_defaults(func=cmd_models)
+
+    d = sub.add_parser("demo", help="the whole pipeline on the bundled sample and example customers")
     d.add_argument("--customers", help="default: examples/customers")
     d.add_argument("--out", help="default: out/demo")
     d.add_argument("--train-minutes", type=float, default=3.0,
-                   help="meta-training budget when no meta-model exists yet")
+                   help="meta-training budget when no shipped meta-model is available")
     d.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("serve", help="serve the scheduled Prefect deployments")
+    s.add_argument("--customers", required=True, help="folder the hourly adaptation reads uploads from")
+    s.set_defaults(func=cmd_serve)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not args.verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     try:
         return args.func(args)
-    except ConfigError as e:
+    except (ConfigError, LookupError, RuntimeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -52,7 +52,9 @@ class MetaConfig(_Section):
     inner_lr: float = Field(1e-3, gt=0)
     outer_lr: float = Field(2e-4, gt=0)
     gp_weight: float = Field(10.0, ge=0)
-    minutes: float = Field(5.0, gt=0)
+    minutes: float = Field(5.0, ge=0)
+    init_checkpoint: str | None = None
+    """Start from this meta checkpoint's weights (e.g. the shipped one); with minutes 0, use it as is."""
     max_steps: int | None = Field(None, ge=1)
     sample_every: int = Field(200, ge=1)
     seed: int = 0
@@ -81,8 +83,34 @@ class ExportConfig(_Section):
 
 
 class PathsConfig(_Section):
+    data_root: str = "data"
+    """Everything the pipeline ingests; versioned by DVC as one target (``data.dvc``)."""
+    ingested_customers: str = "data/customers"
     meta_checkpoint: str = "artifacts/meta/checkpoint.pt"
     customers_dir: str = "artifacts/customers"
+    generated: str = "out/generated"
+    """Batch generation output: a folder or an ``s3://bucket/prefix``."""
+
+
+class StorageConfig(_Section):
+    dvc_remote: str = ".dvcstore"
+    """DVC remote: a local folder (relative to the project root) or ``s3://bucket/prefix``."""
+
+
+class GateConfig(_Section):
+    """What a candidate must show before it becomes a customer's production model."""
+
+    max_parity_diff: float = Field(1e-4, gt=0)
+    max_coverage_regression: float = Field(0.05, ge=0)
+    """A candidate may cover the customer's shots at most this much (relative) worse than production."""
+
+
+class ScheduleConfig(_Section):
+    adapt_cron: str = "0 * * * *"
+    meta_train_cron: str = "0 3 * * 0"
+    generate_cron: str = "30 2 * * *"
+    generate_count: int = Field(64, ge=1)
+    timezone: str = "UTC"
 
 
 class Params(_Section):
@@ -92,6 +120,9 @@ class Params(_Section):
     adapt: AdaptConfig = AdaptConfig()
     export: ExportConfig = ExportConfig()
     paths: PathsConfig = PathsConfig()
+    storage: StorageConfig = StorageConfig()
+    gate: GateConfig = GateConfig()
+    schedules: ScheduleConfig = ScheduleConfig()
 
     def resolve(self, path: str) -> Path:
         """A path from the config, relative to the project root unless absolute."""

@@ -1,4 +1,4 @@
-"""The demo: meta-model (trained briefly if missing) -> example customers -> ONNX -> PNGs + contact sheets."""
+"""``metagan demo``: the whole pipeline on the bundled sample and the example customers."""
 
 from __future__ import annotations
 
@@ -6,43 +6,51 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from metagan.adapt import MetaModel, adapt_customer_folder
-from metagan.config import Params
+from metagan.config import PROJECT_ROOT, load_params
 from metagan.contact_sheet import contact_sheet
-from metagan.generate import generate_pngs
-from metagan.export import sample_onnx
-from metagan.task_data import prepare_task_dataset
-from metagan.train import meta_train
-from metagan.uploads import discover_customers, load_customer_uploads
+from metagan.customers import load_ingested
+
+SHIPPED_META = PROJECT_ROOT / "metagan" / "pretrained" / "condgan-small.pt"
 
 
-def run_demo(params: Params, customers: Path, out: Path, train_minutes: float, count: int = 32,
-             echo=print) -> dict[str, Path]:
+def demo_overrides(params_path: str | None, train_minutes: float) -> dict:
+    """Bundled sample as the task source; the shipped meta-model as is, when it is there."""
+    params = load_params(params_path)
+    meta = {"init_checkpoint": str(SHIPPED_META), "minutes": 0.0} if SHIPPED_META.exists() \
+        else {"minutes": train_minutes}
+    return {"data": {"source": params.data.sample}, "meta": meta}
+
+
+def _as_hwc(a: np.ndarray) -> np.ndarray:
+    return a[..., None] if a.ndim == 2 else a
+
+
+def run_demo(params_path: str | None, customers: Path, out: Path, train_minutes: float, echo=print) -> int:
+    from flows.pipeline import pipeline
+
     start = time.monotonic()
-    ckpt = params.resolve(params.paths.meta_checkpoint)
-    if not ckpt.exists():
-        echo(f"[1/3] no meta-model at {ckpt}: meta-training {params.meta.method} for {train_minutes:g} min")
-        dataset = prepare_task_dataset(params)
-        meta_train(params.with_overrides(meta={"minutes": train_minutes}), dataset, ckpt)
-    else:
-        echo(f"[1/3] using the meta-model at {ckpt}")
-    meta = MetaModel.load(ckpt)
-    models = params.resolve(params.paths.customers_dir)
-    sheets = {}
-    echo(f"[2/3] adapting {customers} -> {models}")
-    for folder in discover_customers(customers):
-        r = adapt_customer_folder(meta, folder, models, params)
-        echo(f"      {r.customer_id}: " + (f"ok, {r.shots} shots, {r.seconds:.1f} s, ONNX parity "
-                                            f"{r.parity_max_abs_diff:.1e}" if r.ok else f"FAILED: {r.error}"))
-        if not r.ok:
-            continue
-        generate_pngs(r.onnx_path, count, out / r.customer_id)
-        uploads = load_customer_uploads(folder, meta.image_size, meta.channels)
-        sheets[r.customer_id] = contact_sheet(uploads.images, sample_onnx(r.onnx_path, count),
-                                              out / f"{r.customer_id}-contact-sheet.png")
-    echo(f"[3/3] done in {time.monotonic() - start:.0f} s")
-    echo(f"  generated images: {out}/<customer>/*.png")
-    for cid, sheet in sheets.items():
-        echo(f"  contact sheet ({cid}: uploads on top, generated below): {sheet}")
-    return sheets
+    overrides = demo_overrides(params_path, train_minutes)
+    how = "the shipped meta-model" if SHIPPED_META.exists() else f"{train_minutes:g} min of meta-training"
+    echo(f"metagan demo: bundled Omniglot sample, customers in {customers}, {how}")
+    result = pipeline(str(customers), params_path, count=32, out=str(out), overrides=overrides)
+    params = load_params(params_path).with_overrides(**overrides)
+    echo("")
+    echo(f"done in {time.monotonic() - start:.0f} s; data version {result['data']['data_version']}, "
+         f"metagan-meta v{result['meta']['version']}")
+    for cid, r in result["data"]["customers"].items():
+        if not r["ok"]:
+            echo(f"  rejected: {r['error']}")
+    for m in result["generated"]:
+        cid = m["model"]["name"].removeprefix("metagan-customer-")
+        shots = load_ingested(params.resolve(params.paths.ingested_customers), cid).images
+        folder = out / cid
+        generated = np.stack([_as_hwc(np.asarray(Image.open(folder / f))) for f in m["files"]])
+        sheet = contact_sheet(shots, generated, out / f"{cid}-contact-sheet.png")
+        echo(f"  {cid}: {m['count']} images in {folder} (model v{m['model']['version']}); contact sheet {sheet}")
+    echo("")
+    echo("Look at the runs and the model registry:   .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db")
+    echo("Look at the flow runs:                     .venv/bin/prefect server start")
+    echo("List models, versions and aliases:         .venv/bin/metagan models")
+    return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from pathlib import Path
 
@@ -16,6 +17,10 @@ log = logging.getLogger(__name__)
 logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 INPUT_NAME, OUTPUT_NAME = "z", "images"
+# torch.export keeps global tracing state: two exports in threads of one process (a flow fanning
+# customers out over a thread pool) corrupt each other ("ProxyTorchDispatchMode slot already
+# occupied"), so exports are serialised; adaptation itself still runs in parallel.
+_EXPORT_LOCK = threading.Lock()
 
 
 def export_generator_onnx(generator: SampleGenerator, path: str | Path, opset: int = 18) -> Path:
@@ -25,7 +30,7 @@ def export_generator_onnx(generator: SampleGenerator, path: str | Path, opset: i
     generator = generator.cpu().eval()
     z = torch.randn(2, generator.z_dim)
     batch = torch.export.Dim("batch", min=1, max=65536)
-    with warnings.catch_warnings():
+    with _EXPORT_LOCK, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter is chatty about things that do not apply here
         program = torch.onnx.export(
             generator, (z,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
@@ -37,12 +42,14 @@ def export_generator_onnx(generator: SampleGenerator, path: str | Path, opset: i
     return path
 
 
-def onnx_session(path: str | Path):
+def onnx_session(model: str | Path | bytes):
+    """An onnxruntime session for an ONNX file or serialized model bytes (CPU provider)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
 
 def noise(count: int, z_dim: int, seed: int) -> np.ndarray:
@@ -64,7 +71,7 @@ def to_uint8_images(x: np.ndarray) -> np.ndarray:
     return ((np.clip(x, -1, 1) + 1) * 127.5).round().astype(np.uint8).transpose(0, 2, 3, 1)
 
 
-def sample_onnx(onnx_path: str | Path, count: int, seed: int = 0, batch_size: int = 256, session=None) -> np.ndarray:
+def sample_onnx(onnx_path: str | Path | None, count: int, seed: int = 0, batch_size: int = 256, session=None) -> np.ndarray:
     """``count`` images (N, H, W, C) uint8 from an ONNX generator, through onnxruntime alone."""
     session = session or onnx_session(onnx_path)
     z_dim = session.get_inputs()[0].shape[1]

@@ -16,3 +16,34 @@ def generate_pngs(onnx_path: str | Path, count: int, out_dir: str | Path, seed: 
     images = sample_onnx(onnx_path, count, seed=seed, batch_size=batch_size)
     out_dir = Path(out_dir)
     return [save_png(img, out_dir / f"{i:05d}.png") for i, img in enumerate(images)]
+
+
+def png_bytes(img) -> bytes:
+    import io
+
+    from metagan.grid import to_pil
+
+    buf = io.BytesIO()
+    to_pil(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model: dict,
+                  batch_size: int = 256) -> dict:
+    """The nightly job: ONNX model -> ``count`` PNGs + ``manifest.json`` in a folder or S3 prefix."""
+    import json
+    import time
+    from datetime import datetime, timezone
+
+    from metagan.export import onnx_session
+    from metagan.storage import OutputLocation
+
+    start = time.monotonic()
+    images = sample_onnx(None, count, seed=seed, batch_size=batch_size, session=onnx_session(onnx_bytes))
+    out = OutputLocation(out_uri)
+    files = [out.write(f"{i:05d}.png", png_bytes(img)) for i, img in enumerate(images)]
+    manifest = {"model": model, "seed": seed, "count": count, "image_shape": list(images.shape[1:]),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "seconds": round(time.monotonic() - start, 3), "files": [Path(f).name for f in files]}
+    manifest["manifest"] = out.write("manifest.json", json.dumps(manifest, indent=2).encode())
+    return manifest

@@ -33,3 +33,19 @@ def gradient_penalty(
     (grads,) = torch.autograd.grad(critic(x_hat).sum(), x_hat, create_graph=True)
     norms = grads.flatten(1).norm(2, dim=1)
     return ((norms - 1) ** 2).mean()
+
+
+def d_logistic_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """Non-saturating GAN critic loss: softplus(-D(real)) + softplus(D(fake))."""
+    return torch.nn.functional.softplus(-d_real).mean() + torch.nn.functional.softplus(d_fake).mean()
+
+
+def g_nonsaturating_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.softplus(-d_fake).mean()
+
+
+def r1_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor) -> torch.Tensor:
+    """Mescheder et al.'s R1: squared gradient norm of D at real samples, one norm per sample."""
+    x = real.detach().requires_grad_(True)
+    (grads,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+    return grads.flatten(1).pow(2).sum(1).mean()

@@ -54,8 +54,22 @@ def _num_upsamples(image_size: int) -> int:
     return n
 
 
+class PixelNorm(nn.Module):
+    """Normalise each pixel's feature vector to unit RMS (ProGAN): a per-sample substitute for
+    BatchNorm that keeps the generator's signal from escalating or collapsing."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + 1e-8)
+
+
 class Generator(nn.Module):
-    """DCGAN-style generator: (z [+ task code]) -> 4x4 -> transposed convs -> image in [-1, 1]."""
+    """DCGAN-style generator: (z [+ task code]) -> 4x4 -> transposed convs -> image.
+
+    The output layer is linear, not tanh: Omniglot is ~90% white background, and a tanh generator
+    reaches "all white" by saturating, where its gradient vanishes and training stalls for good
+    (seen here: blank samples and a growing generator loss). The critic copes with values outside
+    [-1, 1]; :class:`SampleGenerator` clamps what customers get.
+    """
 
     def __init__(self, cfg: NetConfig):
         super().__init__()
@@ -63,13 +77,14 @@ class Generator(nn.Module):
         n_up = _num_upsamples(cfg.image_size)
         w = cfg.g_width
         self.fc = nn.Linear(cfg.z_dim + cfg.code_dim, w * 4 * 4)
-        layers: list[nn.Module] = [nn.LeakyReLU(0.2)]
+        layers: list[nn.Module] = [nn.LeakyReLU(0.2), PixelNorm()]
         if cfg.extra_conv:
-            layers += [nn.Conv2d(w, w, 3, padding=1), nn.LeakyReLU(0.2)]
+            layers += [nn.Conv2d(w, w, 3, padding=1), nn.LeakyReLU(0.2), PixelNorm()]
         for i in range(n_up):
             out = cfg.channels if i == n_up - 1 else max(w // 2 ** (i + 1), 16)
             layers.append(nn.ConvTranspose2d(w if i == 0 else max(w // 2**i, 16), out, 4, 2, 1))
-            layers.append(nn.Tanh() if i == n_up - 1 else nn.LeakyReLU(0.2))
+            if i < n_up - 1:
+                layers += [nn.LeakyReLU(0.2), PixelNorm()]
         self.body = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
@@ -131,7 +146,11 @@ class SetEncoder(nn.Module):
         """(K, C, H, W) -> (1, code_dim); (T, K, C, H, W) -> (T, code_dim)."""
         lead = shots.shape[:-3]
         e = self.out(self.trunk(shots.reshape(-1, *shots.shape[-3:])))
-        return e.view(*lead, -1).mean(dim=-2, keepdim=len(lead) == 1)
+        e = e.view(*lead, -1).mean(dim=-2, keepdim=len(lead) == 1)
+        # Same scale as the noise (unit RMS per entry): an unnormalised code, which the critic's
+        # updates let grow freely, drowns out z in the generator's first layer and collapses every
+        # sample of a task onto one image (measured: std over z fell to 0.002).
+        return e * torch.rsqrt(e.pow(2).mean(dim=-1, keepdim=True) + 1e-8)
 
 
 class SampleGenerator(nn.Module):
@@ -151,7 +170,7 @@ class SampleGenerator(nn.Module):
         return self.generator.cfg.z_dim
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.generator(z, self.task_code)
+        return self.generator(z, self.task_code).clamp(-1.0, 1.0)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -59,6 +59,12 @@ def meta_train(
     _, size, _, channels = dataset.images.shape
     net_cfg = net_config(params.model.preset, size, channels)
     learner = build_learner(cfg.method, net_cfg, cfg, device)
+    if cfg.init_checkpoint:
+        init = load_checkpoint(params.resolve(cfg.init_checkpoint), META_FORMAT, map_location=device)
+        if init["method"] != cfg.method or NetConfig(**init["net"]) != learner.nets.generator.cfg:
+            raise ValueError(f"init checkpoint {cfg.init_checkpoint} is a {init['method']} model with "
+                             f"{init['net']}; this run trains {cfg.method} with {learner.nets.generator.cfg}")
+        learner.load_state_dict(init["state"])
     train_ids, val_ids = split_classes(dataset, params.data.val_groups)
     sampler = EpisodeSampler(dataset, train_ids, cfg.shots, cfg.queries, seed=cfg.seed)
     preview = _preview_support(dataset, val_ids if len(val_ids) else train_ids, cfg.shots, cfg.seed, device)
@@ -77,7 +83,7 @@ def meta_train(
     deadline = start + cfg.minutes * 60
     max_steps = cfg.max_steps or (1 if not learner.trains else None)
     step, stats, smoothed = 0, {}, {}
-    while time.monotonic() < deadline and (max_steps is None or step < max_steps):
+    while time.monotonic() < deadline and (max_steps is None or step < max_steps) and cfg.minutes > 0:
         if learner.trains:
             stats = learner.meta_step(sampler.sample(cfg.meta_batch).to(device), rng)
         step += 1

@@ -43,3 +43,19 @@ def test_wasserstein_losses_have_the_right_sign():
     real, fake = torch.tensor([2.0, 2.0]), torch.tensor([-1.0, -1.0])
     assert critic_loss(real, fake) == -3.0  # critic already separates: low loss
     assert generator_loss(fake) == 1.0
+
+
+def test_r1_penalty_is_the_mean_squared_per_sample_gradient_norm():
+    from metagan.losses import r1_penalty
+
+    w = torch.full((1, 4, 4), 0.5)
+    assert torch.allclose(r1_penalty(LinearCritic(w), torch.randn(3, 1, 4, 4)), w.pow(2).sum())
+
+
+def test_logistic_losses_fall_as_the_critic_separates_better():
+    from metagan.losses import d_logistic_loss, g_nonsaturating_loss
+
+    weak = d_logistic_loss(torch.tensor([0.1]), torch.tensor([-0.1]))
+    strong = d_logistic_loss(torch.tensor([3.0]), torch.tensor([-3.0]))
+    assert strong < weak
+    assert g_nonsaturating_loss(torch.tensor([3.0])) < g_nonsaturating_loss(torch.tensor([-3.0]))

@@ -97,7 +97,8 @@ def test_one_bad_customer_does_not_stop_the_others(meta_ckpt, tiny_params, tiny_
 
 def test_cli_adapt_without_checkpoint_names_the_command_that_makes_one(tmp_path, capsys):
     (tmp_path / "c" / "x").mkdir(parents=True)
-    rc = main(["adapt", "--customers", str(tmp_path / "c"), "--checkpoint", str(tmp_path / "none.pt")])
+    (tmp_path / "params.yaml").write_text(f"paths:\n  meta_checkpoint: {tmp_path / 'none.pt'}\n")
+    rc = main(["--params", str(tmp_path / "params.yaml"), "adapt", "--customers", str(tmp_path / "c")])
     assert rc == 2
     assert "metagan meta-train" in capsys.readouterr().err
 

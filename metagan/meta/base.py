@@ -93,7 +93,7 @@ class MetaLearner(ABC):
         """Images from the meta-learned model for a task *without* adaptation (for progress grids)."""
         z = torch.randn(n, self.nets.generator.cfg.z_dim, generator=rng, device=self.device)
         code = self.nets.encoder(shots) if self.nets.encoder is not None else None
-        return self.nets.generator(z, code)
+        return self.nets.generator(z, code).clamp(-1.0, 1.0)
 
 
 def build_learner(method: str, net_cfg: NetConfig, cfg: MetaConfig, device: str = "cpu") -> MetaLearner:

@@ -14,7 +14,14 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from metagan.losses import critic_loss, generator_loss, gradient_penalty
+from metagan.losses import (
+    critic_loss,
+    d_logistic_loss,
+    g_nonsaturating_loss,
+    generator_loss,
+    gradient_penalty,
+    r1_penalty,
+)
 
 Params = dict[str, torch.Tensor]
 
@@ -29,6 +36,8 @@ class InnerLoopConfig:
     steps: int
     lr: float
     gp_weight: float = 10.0
+    """WGAN-GP penalty weight, or R1's gamma with the logistic loss."""
+    loss: str = "wgan-gp"  # or "logistic-r1" (non-saturating loss with an R1 penalty)
     optimizer: str = "sgd"  # "sgd" (FIGR's inner loop) or "adam" (fine-tuning baselines)
     betas: tuple[float, float] = (0.0, 0.9)
     train_critic: bool = True
@@ -96,13 +105,20 @@ def wgan_gp_inner_loop(
         if cfg.train_critic:
             z = torch.randn(n, z_dim, generator=rng, device=real.device)
             fake = gen(g_params, z).detach()
-            d_loss = critic_loss(crit(d_params, real, c_fixed), crit(d_params, fake, c_fixed))
-            if cfg.gp_weight:
-                gp = gradient_penalty(lambda x: crit(d_params, x, c_fixed), real, fake, rng)
-                d_loss = d_loss + cfg.gp_weight * gp
+            d_real, d_fake = crit(d_params, real, c_fixed), crit(d_params, fake, c_fixed)
+            if cfg.loss == "wgan-gp":
+                d_loss = critic_loss(d_real, d_fake)
+                if cfg.gp_weight:
+                    gp = gradient_penalty(lambda x: crit(d_params, x, c_fixed), real, fake, rng)
+                    d_loss = d_loss + cfg.gp_weight * gp
+            else:
+                d_loss = d_logistic_loss(d_real, d_fake)
+                if cfg.gp_weight:
+                    d_loss = d_loss + 0.5 * cfg.gp_weight * r1_penalty(lambda x: crit(d_params, x, c_fixed), real)
             d_params = d_opt.step(d_params, d_loss)
         z = torch.randn(n, z_dim, generator=rng, device=real.device)
-        g_loss = generator_loss(crit(d_params, gen(g_params, z), g_params.get("code", code)))
+        d_gen = crit(d_params, gen(g_params, z), g_params.get("code", code))
+        g_loss = generator_loss(d_gen) if cfg.loss == "wgan-gp" else g_nonsaturating_loss(d_gen)
         g_params = g_opt.step(g_params, g_loss)
     return g_params, d_params, {"inner_d_loss": float(d_loss.detach()), "inner_g_loss": float(g_loss.detach())}
 

@@ -1,0 +1,84 @@
+"""``adapt_customers``: fan out over ingested customers; adapt, evaluate, export, check, register."""
+
+from __future__ import annotations
+
+import functools
+
+from prefect import flow, get_run_logger, task
+
+from flows.common import load, params_hash
+from metagan import tracking
+from metagan.adapt import MetaModel, adapt_customer, load_customer_generator
+from metagan.config import Params
+from metagan.contact_sheet import contact_sheet
+from metagan.customers import ingested_customers, load_ingested
+from metagan.export import sample_onnx
+from metagan.shot_metrics import shot_metrics
+
+CANDIDATE = "candidate"
+
+
+@functools.lru_cache(maxsize=4)
+def _meta_model(path: str, mtime: float) -> MetaModel:
+    """One loaded meta-model per process and checkpoint version, shared by all customer tasks."""
+    return MetaModel.load(path)
+
+
+def customer_tags(params: Params, content_hash: str, meta_version: str) -> dict[str, str]:
+    """Identity of a customer model: same shots, meta-model and adaptation config -> same model."""
+    return {"content_hash": content_hash, "meta_version": str(meta_version),
+            "adapt_hash": params_hash(params, "adapt", "export")}
+
+
+@task
+def adapt_one(customer_id: str, meta_version: str, data_version: str, params: Params) -> dict:
+    """Adapt one customer and register the ONNX model as a candidate (or reuse an identical one)."""
+    uploads = load_ingested(params.resolve(params.paths.ingested_customers), customer_id)
+    name = tracking.customer_model_name(customer_id)
+    tags = customer_tags(params, uploads.content_hash, meta_version)
+    existing = tracking.find_version(name, tags)
+    if existing is not None:
+        return {"customer_id": customer_id, "version": str(existing.version), "reused": True, "ok": True}
+
+    ckpt = params.resolve(params.paths.meta_checkpoint)
+    meta = _meta_model(str(ckpt), ckpt.stat().st_mtime)
+    out_root = params.resolve(params.paths.customers_dir)
+    run_tags = tags | {"customer_id": customer_id, "data_version": data_version,
+                       "meta_model": tracking.META_MODEL, "code_version": tracking.code_version()}
+    with tracking.start_run(f"adapt-{customer_id}", run_tags, params):
+        result = adapt_customer(meta, uploads, out_root, params)
+        metrics = shot_metrics(load_customer_generator(out_root / customer_id / "generator.pt"), uploads.images)
+        metrics |= {"parity_max_abs_diff": result.parity_max_abs_diff, "adapt_seconds": result.seconds,
+                    "shots": result.shots}
+        tracking.log_metrics(metrics)
+        sheet = contact_sheet(uploads.images, sample_onnx(result.onnx_path, 32),
+                              out_root / customer_id / "contact-sheet.png")
+        tracking.log_file(sheet)
+        version = tracking.log_onnx_model(result.onnx_path, name, run_tags | {k: f"{v:.6g}" for k, v in metrics.items()}
+                                          | {"parity_ok": str(result.ok).lower()})
+    if result.ok:
+        tracking.set_alias(name, CANDIDATE, version.version)
+    return {"customer_id": customer_id, "version": str(version.version), "reused": False, "ok": result.ok,
+            "error": result.error, "seconds": result.seconds} | metrics
+
+
+@flow(name="adapt-customers", log_prints=True)
+def adapt_customers(params_path: str | None = None, meta_version: str | None = None,
+                    data_version: str = "", customers: list[str] | None = None, overrides: dict | None = None) -> list[dict]:
+    params = load(params_path, overrides)
+    logger = get_run_logger()
+    if meta_version is None:
+        latest = tracking.get_alias(tracking.META_MODEL, "current")
+        if latest is None:
+            raise RuntimeError("no meta-model registered yet: run the meta-train flow first")
+        meta_version = latest.version
+    ids = customers or ingested_customers(params.resolve(params.paths.ingested_customers))
+    futures = [adapt_one.submit(cid, meta_version, data_version, params) for cid in ids]
+    results = []
+    for cid, fut in zip(ids, futures):
+        try:
+            results.append(fut.result())
+        except Exception as e:  # one customer's failure is reported, the others still finish
+            logger.error("customer %s failed: %s", cid, e)
+            results.append({"customer_id": cid, "ok": False, "error": f"{type(e).__name__}: {e}"})
+    return results

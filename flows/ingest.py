@@ -1,0 +1,59 @@
+"""``ingest``: task datasets and customer uploads -> validate -> pack -> ``dvc add`` -> push."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+
+from flows.common import data_target, dvc_root, load
+from metagan import versioning
+from metagan.config import Params
+from metagan.customers import IngestResult, ingest_customer
+from metagan.task_data import prepare_task_dataset
+from metagan.uploads import discover_customers
+
+
+@task
+def pack_tasks(params: Params, source: str | None) -> int:
+    """Pack the task dataset into shards (no-op when the source and preprocessing are unchanged)."""
+    return prepare_task_dataset(params, source=source).num_classes
+
+
+@task
+def ingest_one(folder: Path, params: Params) -> IngestResult:
+    """Validate one customer's uploads and pack the usable shots."""
+    a = params.adapt
+    return ingest_customer(folder, params.resolve(params.paths.ingested_customers), params.data.image_size,
+                           params.data.channels, a.min_shots, a.max_shots, a.max_image_pixels)
+
+
+@task(retries=3, retry_delay_seconds=[1, 4, 10])
+def version_data(params: Params) -> str:
+    """``dvc add`` the data root and push it to the remote; returns the data version."""
+    root = dvc_root(params)
+    versioning.ensure_dvc_repo(root, params.storage.dvc_remote)
+    version = versioning.track(root, data_target(params))
+    versioning.push(root, data_target(params))
+    return version
+
+
+@flow(name="ingest", log_prints=True)
+def ingest(customers_dir: str | None = None, params_path: str | None = None, source: str | None = None, overrides: dict | None = None) -> dict:
+    params = load(params_path, overrides)
+    logger = get_run_logger()
+    classes = pack_tasks(params, source)
+    results: list[IngestResult] = []
+    if customers_dir:
+        futures = [ingest_one.submit(f, params) for f in discover_customers(customers_dir)]
+        results = [f.result() for f in futures]
+    for r in results:
+        if r.ok:
+            logger.info("customer %s: %d shots%s", r.customer_id, r.shots,
+                        f", rejected {r.rejected}" if r.rejected else "")
+        else:
+            logger.warning("customer rejected: %s", r.error)
+    version = version_data(params)
+    logger.info("data version %s (%d task classes)", version, classes)
+    return {"data_version": version, "task_classes": classes,
+            "customers": {r.customer_id: r.__dict__ for r in results}}

@@ -1,0 +1,81 @@
+"""``meta_train``: check out a data version, train (or reuse), log to MLflow, register ``metagan-meta``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+
+from flows.common import data_target, dvc_root, load, params_hash
+from metagan import tracking, versioning
+from metagan.config import Params
+from metagan.data import load_packed
+from metagan.grid import make_grid
+from metagan.train import meta_train as run_meta_training
+
+CURRENT = "current"  # ("latest" is reserved by MLflow)
+
+
+@task(retries=2, retry_delay_seconds=[2, 8])
+def checkout_data(params: Params, data_version: str | None) -> str:
+    """Materialise ``data_version`` (default: the one recorded in data.dvc) in the workspace."""
+    root, target = dvc_root(params), data_target(params)
+    current = versioning.data_version(root, target)
+    if data_version and data_version != current:
+        versioning.checkout_version(root, data_version, target)
+        return data_version
+    if current is None:
+        raise RuntimeError("no data version recorded yet: run the ingest flow (metagan ingest) first")
+    if not versioning.status_clean(root, target):
+        versioning.pull(root, target)
+    return current
+
+
+def meta_tags(params: Params, data_version: str) -> dict[str, str]:
+    """The identity of a meta-model: same data and same training config -> same model."""
+    return {"data_version": data_version, "params_hash": params_hash(params, "data", "model", "meta")}
+
+
+@task
+def train_or_reuse(params: Params, data_version: str) -> dict:
+    """Train and register a meta-model, unless one with the same identity is registered already."""
+    logger = get_run_logger()
+    tags = meta_tags(params, data_version)
+    ckpt = params.resolve(params.paths.meta_checkpoint)
+    existing = tracking.find_version(tracking.META_MODEL, tags)
+    if existing is not None:
+        if not ckpt.exists() or existing.tags.get("checkpoint_sha256") != _sha256(ckpt):
+            tracking.download_artifact_file(tracking.META_MODEL, existing.version, ckpt.name, ckpt.parent)
+        logger.info("reusing %s version %s (same data and params)", tracking.META_MODEL, existing.version)
+        tracking.set_alias(tracking.META_MODEL, CURRENT, existing.version)
+        return {"version": str(existing.version), "reused": True, "checkpoint": str(ckpt)}
+
+    dataset = load_packed(params.resolve(params.data.packed_dir))
+    run_tags = tags | {"code_version": tracking.code_version(), "step": "meta_train"}
+    with tracking.start_run("meta-train", run_tags, params) as run:
+        result = run_meta_training(
+            params, dataset, ckpt, report=tracking.mlflow_reporter(), data_version=data_version,
+            on_samples=lambda grid, step: tracking.log_image(make_grid(grid), f"samples/step-{step:07d}.png"),
+        )
+        tracking.log_metrics({f"final_{k}": v for k, v in result.metrics.items()} | {"steps": result.steps})
+        tracking.log_file(ckpt, "checkpoint")
+        version = tracking.register_artifact(
+            tracking.META_MODEL, run, "checkpoint",
+            run_tags | {"checkpoint_sha256": _sha256(ckpt), "method": params.meta.method},
+        )
+    tracking.set_alias(tracking.META_MODEL, CURRENT, version.version)
+    logger.info("registered %s version %s after %d steps", tracking.META_MODEL, version.version, result.steps)
+    return {"version": str(version.version), "reused": False, "checkpoint": str(ckpt)}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@flow(name="meta-train", log_prints=True)
+def meta_train(params_path: str | None = None, data_version: str | None = None, overrides: dict | None = None) -> dict:
+    params = load(params_path, overrides)
+    version = checkout_data(params, data_version)
+    return train_or_reuse(params, version) | {"data_version": version}

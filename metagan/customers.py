@@ -1,0 +1,59 @@
+"""Ingested customer data: each customer's validated shots packed into one small npz.
+
+``data/customers/<id>/shots.npz`` holds the shots already in the dataset's format (so adaptation
+never decodes untrusted files again) plus the names of the files used; ``report.json`` beside it
+lists the rejected files with reasons. The folder is versioned with DVC together with the tasks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from metagan.data.shards import save_npz
+from metagan.uploads import CustomerUploads, UploadError, load_customer_uploads, validate_customer_id
+
+
+@dataclass
+class IngestResult:
+    customer_id: str
+    ok: bool
+    shots: int = 0
+    rejected: list[tuple[str, str]] | None = None
+    error: str = ""
+    content_hash: str = ""
+
+
+def ingest_customer(folder: str | Path, dest_root: str | Path, size: int, channels: int, min_shots: int,
+                    max_shots: int, max_pixels: int) -> IngestResult:
+    """Validate one customer's uploads and pack the usable shots; never raises for bad uploads."""
+    folder = Path(folder)
+    try:
+        up = load_customer_uploads(folder, size, channels, min_shots, max_shots, max_pixels)
+    except UploadError as e:
+        return IngestResult(folder.name, ok=False, error=str(e))
+    dest = Path(dest_root) / up.customer_id
+    dest.mkdir(parents=True, exist_ok=True)
+    # deterministic bytes (fixed zip timestamps): unchanged uploads leave the DVC hash unchanged
+    save_npz(dest / "shots.npz", images=up.images, files=np.array(up.files))
+    report = {"customer_id": up.customer_id, "files": up.files, "rejected": up.rejected,
+              "content_hash": up.content_hash}
+    (dest / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return IngestResult(up.customer_id, True, len(up.images), up.rejected, content_hash=up.content_hash)
+
+
+def load_ingested(dest_root: str | Path, customer_id: str) -> CustomerUploads:
+    customer_id = validate_customer_id(customer_id)
+    path = Path(dest_root) / customer_id / "shots.npz"
+    if not path.exists():
+        raise UploadError(customer_id, f"not ingested (no {path})")
+    with np.load(path, allow_pickle=False) as npz:  # never unpickle customer-derived data
+        return CustomerUploads(customer_id, npz["images"], [str(f) for f in npz["files"]])
+
+
+def ingested_customers(dest_root: str | Path) -> list[str]:
+    root = Path(dest_root)
+    return sorted(p.name for p in root.iterdir() if (p / "shots.npz").exists()) if root.is_dir() else []

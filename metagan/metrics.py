@@ -1,0 +1,43 @@
+"""Quality metrics for a customer's generated images, in the evaluator's feature space."""
+
+from __future__ import annotations
+
+import torch
+
+
+def class_consistency(gen: torch.Tensor, prototypes: torch.Tensor, target: int) -> float:
+    """Share of generated images whose nearest class prototype is the customer's class."""
+    return float((torch.cdist(gen, prototypes).argmin(1) == target).float().mean())
+
+
+def mean_pairwise_distance(x: torch.Tensor) -> float:
+    if len(x) < 2:
+        return 0.0
+    d = torch.cdist(x, x)
+    return float(d.sum() / (len(x) * (len(x) - 1)))
+
+
+def diversity(gen: torch.Tensor, real: torch.Tensor) -> float:
+    """Spread of generated images relative to the spread of real images of the class (1 = as varied)."""
+    return mean_pairwise_distance(gen) / max(mean_pairwise_distance(real), 1e-12)
+
+
+def copy_rate(gen: torch.Tensor, shots: torch.Tensor, real: torch.Tensor) -> float:
+    """Share of generated images nearer to a shot than any two different real drawings ever are.
+
+    The threshold is the smallest distance between a held-out real drawing and a shot: two people
+    drawing the same character never come closer than that, so a generated image that does is a
+    near-duplicate of an upload rather than a new drawing.
+    """
+    threshold = torch.cdist(real, shots).min()
+    return float((torch.cdist(gen, shots).min(1).values < threshold).float().mean())
+
+
+def kernel_distance(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Unbiased MMD^2 with the cubic polynomial kernel of KID (Binkowski et al., 2018)."""
+    d = x.shape[1]
+    k = lambda a, b: (a @ b.T / d + 1) ** 3  # noqa: E731
+    m, n = len(x), len(y)
+    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+    return float((kxx.sum() - kxx.diag().sum()) / (m * (m - 1)) + (kyy.sum() - kyy.diag().sum()) / (n * (n - 1))
+                 - 2 * kxy.mean())

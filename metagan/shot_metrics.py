@@ -1,0 +1,24 @@
+"""Cheap quality signals computable from a customer's own shots (no held-out data exists for them)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from metagan.data.images import to_tensor
+from metagan.nets import SampleGenerator
+
+
+@torch.no_grad()
+def shot_metrics(generator: SampleGenerator, shots: np.ndarray, samples: int = 64, seed: int = 0) -> dict[str, float]:
+    """``shot_coverage``: mean over shots of the L1 distance to the nearest sample (lower: the
+    generator reaches every upload). ``sample_diversity``: mean pairwise L1 distance of samples
+    relative to that of the shots (about 1: as varied as the uploads; near 0: collapsed)."""
+    z = torch.randn(samples, generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    gen = generator(z).flatten(1)
+    real = to_tensor(shots).flatten(1)
+    d = torch.cdist(real, gen, p=1) / real.shape[1]
+    coverage = float(d.min(1).values.mean())
+    pair = lambda x: float(torch.cdist(x, x, p=1).sum() / max(len(x) * (len(x) - 1), 1) / x.shape[1])  # noqa: E731
+    return {"shot_coverage": coverage,
+            "sample_diversity": pair(gen) / pair(real) if len(real) > 1 else pair(gen)}
