@@ -1,0 +1,127 @@
+"""The whole pipeline under Prefect, on a tiny model, in a throwaway project folder."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from metagan.config import PROJECT_ROOT
+from tests.flows.conftest import git_init
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, prefect_harness):
+    root = tmp_path_factory.mktemp("project")
+    git_init(root)
+    customers = root / "uploads"
+    sample = np.load(PROJECT_ROOT / "metagan/sample_data/omniglot_sample.npz")["images"]
+    for name, char in {"alpha": 140, "beta": 120}.items():  # Hebrew and Futurama: held out
+        (customers / name).mkdir(parents=True)
+        for j in range(4):
+            Image.fromarray(sample[char, j].astype(np.uint8) * 255).save(customers / name / f"{j}.png")
+    (customers / "broken").mkdir()
+    (customers / "broken" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    params["data"].update(source=str(PROJECT_ROOT / params["data"]["sample"]), packed_dir=str(root / "data/tasks"))
+    params["model"]["preset"] = "tiny"
+    params["meta"].update(max_steps=3, meta_batch=2, minutes=1.0, sample_every=2)
+    params["adapt"]["steps"] = 3
+    params["paths"] = {"data_root": str(root / "data"), "ingested_customers": str(root / "data/customers"),
+                       "meta_checkpoint": str(root / "artifacts/meta/checkpoint.pt"),
+                       "customers_dir": str(root / "artifacts/customers"), "generated": str(root / "out")}
+    params["storage"]["dvc_remote"] = str(root.parent / f"{root.name}-remote")
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow/mlflow.db'}")
+    mp.setenv("DVC_SITE_CACHE_DIR", str(root / ".dvc-site-cache"))
+    yield root, customers
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def first_run(project):
+    from flows.pipeline import pipeline
+
+    root, customers = project
+    return pipeline(str(customers), str(root / "params.yaml"), count=5, seed=3)
+
+
+def versions(name):
+    from metagan import tracking
+
+    return sorted(int(v.version) for v in tracking.client().search_model_versions(f"name='{name}'"))
+
+
+def test_pipeline_registers_one_production_model_per_good_customer(project, first_run):
+    from metagan import tracking, versioning
+
+    root, _ = project
+    data_version = versioning.data_version(root)
+    meta = tracking.get_alias("metagan-meta", "current")
+    assert meta.tags["data_version"] == data_version
+    assert meta.tags["code_version"] and meta.tags["params_hash"]
+    for cid in ("alpha", "beta"):
+        name = f"metagan-customer-{cid}"
+        prod = tracking.get_alias(name, "production")
+        assert versions(name) == [1]
+        assert tracking.get_alias(name, "candidate").version == prod.version
+        assert prod.tags["meta_version"] == str(meta.version)  # lineage to the meta-model
+        assert prod.tags["data_version"] == data_version
+        assert prod.tags["parity_ok"] == "true" and prod.tags["gate"] == "passed"
+    assert "metagan-customer-broken" not in {m.name for m in tracking.list_models()}
+    assert "broken" in first_run["data"]["customers"]["broken"]["error"]
+
+
+def test_registered_onnx_model_runs_in_onnxruntime_and_matches_torch(project, first_run):
+    from metagan import tracking
+    from metagan.adapt import load_customer_generator
+    from metagan.export import noise, onnx_session
+
+    root, _ = project
+    session = onnx_session(tracking.load_onnx_bytes("models:/metagan-customer-alpha@production"))
+    z = noise(6, session.get_inputs()[0].shape[1], seed=0)
+    (got,) = session.run(None, {"z": z})
+    with torch.no_grad():
+        expected = load_customer_generator(root / "artifacts/customers/alpha/generator.pt")(torch.from_numpy(z))
+    assert np.abs(got - expected.numpy()).max() < 1e-4
+
+
+def test_data_is_versioned_and_clean(project, first_run):
+    from metagan import versioning
+
+    root, _ = project
+    assert versioning.status_clean(root, cloud=True)
+    assert (root / "data.dvc").exists()
+
+
+def test_batch_job_wrote_images_and_manifest(project, first_run):
+    root, _ = project
+    manifest = json.loads((root / "out/alpha/manifest.json").read_text())
+    assert manifest["count"] == 5 and manifest["seed"] == 3
+    assert manifest["model"]["name"] == "metagan-customer-alpha" and manifest["model"]["version"]
+    assert len(list((root / "out/alpha").glob("*.png"))) == 5
+    assert Image.open(root / "out/alpha/00000.png").size == (32, 32)
+
+
+def test_a_second_run_with_nothing_changed_creates_no_new_versions(project, first_run):
+    from flows.pipeline import pipeline
+
+    root, customers = project
+    before = {n: versions(n) for n in ("metagan-meta", "metagan-customer-alpha", "metagan-customer-beta")}
+    second = pipeline(str(customers), str(root / "params.yaml"), count=5, seed=3)
+    assert second["meta"]["reused"] and all(r["reused"] for r in second["adapted"])
+    assert {n: versions(n) for n in before} == before
+
+
+def test_rollback_needs_a_previous_version_and_then_swaps(project, first_run):
+    from flows.promote import rollback
+    from metagan import tracking
+
+    with pytest.raises(RuntimeError, match="no previous"):
+        rollback("alpha")
+    name = "metagan-customer-alpha"
+    tracking.set_alias(name, "previous", tracking.get_alias(name, "production").version)
+    assert rollback("alpha") == tracking.get_alias(name, "production").version
