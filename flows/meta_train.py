@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -52,12 +53,21 @@ def train_or_reuse(params: Params, data_version: str) -> dict:
 
     dataset = load_packed(params.resolve(params.data.packed_dir))
     run_tags = tags | {"code_version": tracking.code_version(), "step": "meta_train"}
+    history: list[tuple[str, float, int]] = []
+    to_mlflow = None
+
+    def report(name: str, value: float, step: int) -> None:
+        history.append((name, value, step))
+        to_mlflow(name, value, step)
+
     with tracking.start_run("meta-train", run_tags, params) as run:
+        to_mlflow = tracking.mlflow_reporter()
         result = run_meta_training(
-            params, dataset, ckpt, report=tracking.mlflow_reporter(), data_version=data_version,
+            params, dataset, ckpt, report=report, data_version=data_version,
             on_samples=lambda grid, step: tracking.log_image(make_grid(grid), f"samples/step-{step:07d}.png"),
         )
         tracking.log_metrics({f"final_{k}": v for k, v in result.metrics.items()} | {"steps": result.steps})
+        write_dvc_metrics(ckpt.parent, result.metrics | {"steps": result.steps}, history)
         tracking.log_file(ckpt, "checkpoint")
         version = tracking.register_artifact(
             tracking.META_MODEL, run, "checkpoint",
@@ -68,6 +78,19 @@ def train_or_reuse(params: Params, data_version: str) -> dict:
     return {"version": str(version.version), "reused": False, "checkpoint": str(ckpt)}
 
 
+def write_dvc_metrics(folder: Path, metrics: dict, history: list[tuple[str, float, int]]) -> None:
+    """``metrics.json`` and ``history.csv`` for ``dvc metrics show`` and ``dvc plots show``."""
+    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    names = sorted({n for n, _, _ in history})
+    rows: dict[int, dict[str, float]] = {}
+    for n, v, step in history:
+        rows.setdefault(step, {})[n] = v
+    lines = [",".join(["step", *names])]
+    lines += [",".join([str(step), *(f"{rows[step].get(n, ''):.6g}" if n in rows[step] else "" for n in names)])
+              for step in sorted(rows)]
+    (folder / "history.csv").write_text("\n".join(lines) + "\n")
+
+
 def _sha256(path: Path) -> str:
     import hashlib
 
@@ -75,7 +98,13 @@ def _sha256(path: Path) -> str:
 
 
 @flow(name="meta-train", log_prints=True)
-def meta_train(params_path: str | None = None, data_version: str | None = None, overrides: dict | None = None) -> dict:
+def meta_train(params_path: str | None = None, data_version: str | None = None, overrides: dict | None = None,
+               workspace_data: bool = False) -> dict:
+    """``workspace_data``: train on the data as it is in the workspace (inside ``dvc repro``, where
+    DVC has materialised it and holds the repository lock), recording the version in data.dvc."""
     params = load(params_path, overrides)
-    version = checkout_data(params, data_version)
+    if workspace_data:
+        version = versioning.data_version(dvc_root(params), data_target(params)) or "untracked"
+    else:
+        version = checkout_data(params, data_version)
     return train_or_reuse(params, version) | {"data_version": version}
