@@ -13,7 +13,8 @@ from metagan.config import Params
 from metagan.contact_sheet import contact_sheet
 from metagan.customers import ingested_customers, load_ingested
 from metagan.export import sample_onnx
-from metagan.shot_metrics import shot_metrics
+from metagan.evaluator import load_evaluator
+from metagan.shot_metrics import evaluator_shot_metrics, shot_metrics
 
 CANDIDATE = "candidate"
 
@@ -22,6 +23,11 @@ CANDIDATE = "candidate"
 def _meta_model(path: str, mtime: float) -> MetaModel:
     """One loaded meta-model per process and checkpoint version, shared by all customer tasks."""
     return MetaModel.load(path)
+
+
+@functools.lru_cache(maxsize=2)
+def _evaluator(path: str, mtime: float):
+    return load_evaluator(path, with_reference=True)
 
 
 def customer_tags(params: Params, content_hash: str, meta_version: str) -> dict[str, str]:
@@ -47,7 +53,11 @@ def adapt_one(customer_id: str, meta_version: str, data_version: str, params: Pa
                        "meta_model": tracking.META_MODEL, "code_version": tracking.code_version()}
     with tracking.start_run(f"adapt-{customer_id}", run_tags, params):
         result = adapt_customer(meta, uploads, out_root, params)
-        metrics = shot_metrics(load_customer_generator(out_root / customer_id / "generator.pt"), uploads.images)
+        generator = load_customer_generator(out_root / customer_id / "generator.pt")
+        metrics = shot_metrics(generator, uploads.images)
+        ev_path = params.resolve(params.paths.evaluator)
+        if ev_path.exists():
+            metrics |= evaluator_shot_metrics(generator, uploads.images, *_evaluator(str(ev_path), ev_path.stat().st_mtime))
         metrics |= {"parity_max_abs_diff": result.parity_max_abs_diff, "adapt_seconds": result.seconds,
                     "shots": result.shots}
         tracking.log_metrics(metrics)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.adapt_customers import adapt_customers
+from flows.evaluator import register_evaluator
 from flows.generate import generate
 from flows.ingest import ingest
 from flows.meta_train import meta_train
@@ -17,6 +18,7 @@ def pipeline(customers_dir: str | None = None, params_path: str | None = None, s
              overrides: dict | None = None) -> dict:
     data = ingest(customers_dir, params_path, source, overrides=overrides)
     meta = meta_train(params_path, data["data_version"], overrides=overrides)
+    evaluator = register_evaluator(params_path, overrides=overrides)
     accepted = [c for c, r in data["customers"].items() if r["ok"]]
     adapted = adapt_customers(params_path, meta["version"], data["data_version"], customers=accepted,
                               overrides=overrides) if accepted else []
@@ -24,4 +26,4 @@ def pipeline(customers_dir: str | None = None, params_path: str | None = None, s
                        overrides=overrides) if adapted else []
     produced = [r["customer_id"] for r in promoted if r["promoted"] or "already production" in r["reason"]]
     generated = generate(produced, count, seed, out, params_path, overrides=overrides) if produced else []
-    return {"data": data, "meta": meta, "adapted": adapted, "promoted": promoted, "generated": generated}
+    return {"data": data, "meta": meta, "evaluator": evaluator, "adapted": adapted, "promoted": promoted, "generated": generated}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from prefect import serve
+from prefect import flow, serve
+from prefect.schedules import Cron
 
 from flows.adapt_customers import adapt_customers
 from flows.common import load
@@ -10,7 +11,6 @@ from flows.generate import generate
 from flows.ingest import ingest
 from flows.meta_train import meta_train
 from flows.promote import promote
-from prefect import flow
 
 
 @flow(name="adapt-new-customers")
@@ -24,12 +24,12 @@ def adapt_new_customers(customers_dir: str, params_path: str | None = None) -> l
 def deployments(customers_dir: str, params_path: str | None = None) -> list:
     params = load(params_path)
     s = params.schedules
-    common = {"parameters": {"params_path": params_path}}
     return [
-        adapt_new_customers.to_deployment("hourly-adapt", cron=s.adapt_cron, timezone=s.timezone,
+        adapt_new_customers.to_deployment("hourly-adapt", schedule=Cron(s.adapt_cron, timezone=s.timezone),
                                           parameters={"customers_dir": customers_dir, "params_path": params_path}),
-        meta_train.to_deployment("weekly-meta-train", cron=s.meta_train_cron, timezone=s.timezone, **common),
-        generate.to_deployment("nightly-generate", cron=s.generate_cron, timezone=s.timezone,
+        meta_train.to_deployment("weekly-meta-train", schedule=Cron(s.meta_train_cron, timezone=s.timezone),
+                                 parameters={"params_path": params_path}),
+        generate.to_deployment("nightly-generate", schedule=Cron(s.generate_cron, timezone=s.timezone),
                                parameters={"params_path": params_path, "count": s.generate_count}),
     ]
 

@@ -88,6 +88,8 @@ class PathsConfig(_Section):
     ingested_customers: str = "data/customers"
     meta_checkpoint: str = "artifacts/meta/checkpoint.pt"
     customers_dir: str = "artifacts/customers"
+    evaluator: str = "metagan/pretrained/evaluator.pt"
+    """The feature network for quality metrics (registered as ``metagan-evaluator``)."""
     generated: str = "out/generated"
     """Batch generation output: a folder or an ``s3://bucket/prefix``."""
 
@@ -103,6 +105,10 @@ class GateConfig(_Section):
     max_parity_diff: float = Field(1e-4, gt=0)
     max_coverage_regression: float = Field(0.05, ge=0)
     """A candidate may cover the customer's shots at most this much (relative) worse than production."""
+    # Evaluator-space metrics from the customer's own shots (applied when an evaluator exists).
+    min_consistency: float = Field(0.5, ge=0, le=1)
+    max_copy_rate: float = Field(0.2, ge=0, le=1)
+    min_diversity: float = Field(0.2, ge=0)
 
 
 class ScheduleConfig(_Section):

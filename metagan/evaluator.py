@@ -65,16 +65,40 @@ def train_evaluator(ds: TaskDataset, class_ids: np.ndarray, minutes: float = 2.0
     return net.eval(), {"steps": step, "train_accuracy": acc}
 
 
-def save_evaluator(net: ProtoNet, path: str | Path, info: dict) -> Path:
+@torch.no_grad()
+def calibrate(net: ProtoNet, ds: TaskDataset, class_ids: np.ndarray, max_classes: int = 200,
+              seed: int = 0) -> dict:
+    """Reference statistics of real drawings, so customer metrics need nothing but the shots.
+
+    - ``background``: prototypes of (up to) ``max_classes`` meta-training classes, the other
+      ways of the N-way consistency test for a customer;
+    - ``copy_threshold``: 1st percentile of distances between two *different* people's drawings
+      of the same character: closer than that is a copy, not a new drawing;
+    - ``class_spread``: mean pairwise distance within a class (diversity's unit).
+    """
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(class_ids, size=min(max_classes, len(class_ids)), replace=False)
+    protos, nearest, spreads = [], [], []
+    for c in chosen:
+        f = embed(net, ds.images[ds.indices_of(int(c))])
+        protos.append(f.mean(0))
+        d = torch.cdist(f, f)
+        spreads.append(float(d.sum() / (len(f) * (len(f) - 1))))
+        nearest.append(d[~torch.eye(len(f), dtype=torch.bool)])
+    return {"background": torch.stack(protos), "copy_threshold": float(torch.quantile(torch.cat(nearest), 0.01)),
+            "class_spread": float(np.mean(spreads))}
+
+
+def save_evaluator(net: ProtoNet, path: str | Path, info: dict, reference: dict | None = None) -> Path:
     return save_atomic({"format": EVALUATOR_FORMAT, "channels": net.channels, "width": net.width,
-                        "state": net.state_dict(), "info": info}, path)
+                        "state": net.state_dict(), "info": info, "reference": reference}, path)
 
 
-def load_evaluator(path: str | Path) -> ProtoNet:
+def load_evaluator(path: str | Path, with_reference: bool = False):
     ckpt = load_checkpoint(path, EVALUATOR_FORMAT)
     net = ProtoNet(ckpt["channels"], ckpt["width"])
     net.load_state_dict(ckpt["state"])
-    return net.eval()
+    return (net.eval(), ckpt.get("reference")) if with_reference else net.eval()
 
 
 @torch.no_grad()

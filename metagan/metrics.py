@@ -41,3 +41,20 @@ def kernel_distance(x: torch.Tensor, y: torch.Tensor) -> float:
     kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
     return float((kxx.sum() - kxx.diag().sum()) / (m * (m - 1)) + (kyy.sum() - kyy.diag().sum()) / (n * (n - 1))
                  - 2 * kxy.mean())
+
+
+def nearest_prototype_accuracy(queries: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor) -> float:
+    return float((torch.cdist(queries, prototypes).argmin(1) == labels).float().mean())
+
+
+def augmentation_gain(support: list[torch.Tensor], extra: list[torch.Tensor], queries: torch.Tensor,
+                      labels: torch.Tensor) -> tuple[float, float]:
+    """DAGAN's protocol with a nearest-prototype classifier in evaluator space.
+
+    ``support[c]``: the shots of class c; ``extra[c]``: images added to them (generated, or real
+    drawings for the ceiling). Returns (accuracy without, accuracy with the extra images).
+    """
+    without = torch.stack([s.mean(0) for s in support])
+    with_extra = torch.stack([torch.cat([s, e]).mean(0) for s, e in zip(support, extra)])
+    return (nearest_prototype_accuracy(queries, labels, without),
+            nearest_prototype_accuracy(queries, labels, with_extra))

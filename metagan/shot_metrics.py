@@ -22,3 +22,28 @@ def shot_metrics(generator: SampleGenerator, shots: np.ndarray, samples: int = 6
     pair = lambda x: float(torch.cdist(x, x, p=1).sum() / max(len(x) * (len(x) - 1), 1) / x.shape[1])  # noqa: E731
     return {"shot_coverage": coverage,
             "sample_diversity": pair(gen) / pair(real) if len(real) > 1 else pair(gen)}
+
+
+@torch.no_grad()
+def evaluator_shot_metrics(generator: SampleGenerator, shots: np.ndarray, evaluator, reference: dict,
+                           samples: int = 64, seed: int = 0) -> dict[str, float]:
+    """Gate metrics in the evaluator's feature space, from the customer's own shots only.
+
+    - ``consistency``: share of samples nearer to the shots' prototype than to any of the
+      evaluator's background class prototypes (N-way, N = 1 + background classes);
+    - ``copy_rate``: share of samples closer to a shot than two different people's drawings of
+      one character ever come (the evaluator's calibrated threshold);
+    - ``diversity``: mean pairwise distance of samples / the typical within-class spread.
+    """
+    from metagan.data.images import to_uint8
+    from metagan.evaluator import embed
+
+    z = torch.randn(samples, generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    gen = embed(evaluator, to_uint8(generator(z)))
+    fs = embed(evaluator, shots)
+    protos = torch.cat([fs.mean(0, keepdim=True), reference["background"]])
+    consistency = float((torch.cdist(gen, protos).argmin(1) == 0).float().mean())
+    copy = float((torch.cdist(gen, fs).min(1).values < reference["copy_threshold"]).float().mean())
+    d = torch.cdist(gen, gen)
+    div = float(d.sum() / (len(gen) * (len(gen) - 1))) / reference["class_spread"]
+    return {"consistency": consistency, "copy_rate": copy, "diversity": div}

@@ -65,6 +65,7 @@ def meta_train(
             raise ValueError(f"init checkpoint {cfg.init_checkpoint} is a {init['method']} model with "
                              f"{init['net']}; this run trains {cfg.method} with {learner.nets.generator.cfg}")
         learner.load_state_dict(init["state"])
+    first_step = int(init["step"]) if cfg.init_checkpoint else 0  # steps count across warm starts
     train_ids, val_ids = split_classes(dataset, params.data.val_groups)
     sampler = EpisodeSampler(dataset, train_ids, cfg.shots, cfg.queries, seed=cfg.seed)
     preview = _preview_support(dataset, val_ids if len(val_ids) else train_ids, cfg.shots, cfg.seed, device)
@@ -82,7 +83,7 @@ def meta_train(
     start = last_save = time.monotonic()
     deadline = start + cfg.minutes * 60
     max_steps = cfg.max_steps or (1 if not learner.trains else None)
-    step, stats, smoothed = 0, {}, {}
+    step, stats, smoothed = first_step, {}, {}
     while time.monotonic() < deadline and (max_steps is None or step < max_steps) and cfg.minutes > 0:
         if learner.trains:
             stats = learner.meta_step(sampler.sample(cfg.meta_batch).to(device), rng)
@@ -97,7 +98,7 @@ def meta_train(
             save(step, smoothed)
             last_save = time.monotonic()
     seconds = time.monotonic() - start
-    smoothed["steps_per_second"] = step / max(seconds, 1e-9)
+    smoothed["steps_per_second"] = (step - first_step) / max(seconds, 1e-9)
     save(step, smoothed)
     if on_samples:
         on_samples(preview_grid(learner, preview, rng), step)

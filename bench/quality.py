@@ -1,0 +1,158 @@
+"""Quality benchmark on alphabets never seen in meta-training.
+
+For each method and each K: every held-out character's drawings are split (seeded) into K shots,
+5 query drawings and the rest ("reference reals"). The method adapts on the shots and generates
+images, scored in the evaluator's feature space (a prototypical network trained on the
+meta-training alphabets only):
+
+- consistency: share of generated images whose nearest class prototype (N-way over all held-out
+  characters, prototypes from non-shot real drawings) is the character's;
+- diversity: spread of generated images / spread of the reference reals;
+- copy rate: share of generated images nearer to a shot than any real drawing of the class is;
+- KID: kernel distance between generated images and the non-shot real drawings;
+- augmentation gain (DAGAN protocol): N-way nearest-prototype accuracy on the queries with
+  prototypes from the shots alone vs the shots plus as many generated images as there are
+  reference reals; the ceiling adds the reference reals themselves.
+
+References: copying the shots, and real held-out drawings (the ceiling).
+
+    python bench/quality.py --minutes 35 --shots 1,5,10          # trains each method first
+    python bench/quality.py --reuse --out artifacts/bench         # reuse checkpoints in --out
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metagan.adapt import MetaModel, adapt_to_customer
+from metagan.config import load_params
+from metagan.data import split_classes
+from metagan.data.images import to_uint8
+from metagan.evaluator import embed, load_evaluator, save_evaluator, train_evaluator
+from metagan.metrics import augmentation_gain, class_consistency, copy_rate, diversity, kernel_distance
+from metagan.task_data import prepare_task_dataset
+from metagan.train import meta_train
+
+QUERIES = 5
+
+
+def split_drawings(ds, val_ids, shots: int, seed: int) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per held-out class: (shot, query, reference-real) indices, fixed by the seed."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for c in val_ids:
+        idx = rng.permutation(ds.indices_of(int(c)))
+        out[int(c)] = (idx[:shots], idx[shots : shots + QUERIES], idx[shots + QUERIES :])
+    return out
+
+
+def score(ds, net, splits, generate, samples: int) -> dict[str, float]:
+    """``generate(class_id, shots_uint8, n) -> uint8 images``; metrics pooled over classes."""
+    classes = sorted(splits)
+    feats = {c: {k: embed(net, ds.images[idx]) for k, idx in zip(("shots", "queries", "refs"), splits[c])}
+             for c in classes}
+    protos = torch.stack([torch.cat([feats[c]["queries"], feats[c]["refs"]]).mean(0) for c in classes])
+    rows, support, extra, ceiling = [], [], [], []
+    for i, c in enumerate(classes):
+        f = feats[c]
+        shots = ds.images[splits[c][0]]
+        gen = embed(net, generate(c, shots, samples))
+        non_shot = torch.cat([f["queries"], f["refs"]])
+        rows.append({"consistency": class_consistency(gen, protos, i), "diversity": diversity(gen, f["refs"]),
+                     "copy_rate": copy_rate(gen, f["shots"], non_shot), "kid": kernel_distance(gen, non_shot)})
+        support.append(f["shots"])
+        extra.append(gen[: len(f["refs"])])
+        ceiling.append(f["refs"])
+    queries = torch.cat([feats[c]["queries"] for c in classes])
+    labels = torch.arange(len(classes)).repeat_interleave(QUERIES)
+    acc0, acc1 = augmentation_gain(support, extra, queries, labels)
+    _, acc_real = augmentation_gain(support, ceiling, queries, labels)
+    out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    out |= {"acc_shots_only": acc0, "acc_with_generated": acc1, "aug_gain": acc1 - acc0,
+            "aug_gain_real_ceiling": acc_real - acc0,
+            "aug_gain_share_of_real": (acc1 - acc0) / (acc_real - acc0) if acc_real > acc0 else float("nan")}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", default="condgan,reptile,pretrain,scratch")
+    ap.add_argument("--minutes", type=float, default=35.0, help="meta-training budget per method")
+    ap.add_argument("--shots", default="1,5,10")
+    ap.add_argument("--samples", type=int, default=32, help="generated images per held-out character")
+    ap.add_argument("--adapt-steps", type=int, default=None, help="default: params.yaml adapt.steps")
+    ap.add_argument("--evaluator-minutes", type=float, default=3.0)
+    ap.add_argument("--out", default="artifacts/bench")
+    ap.add_argument("--reuse", action="store_true", help="reuse checkpoints already in --out")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    params = load_params()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ds = prepare_task_dataset(params)
+    train_ids, val_ids = split_classes(ds, params.data.val_groups)
+    print(f"{len(train_ids)} meta-training classes, {len(val_ids)} held-out classes "
+          f"({', '.join(params.data.val_groups)})", flush=True)
+
+    ev_path = out / "evaluator.pt"
+    if args.reuse and ev_path.exists():
+        net = load_evaluator(ev_path)
+    else:
+        net, info = train_evaluator(ds, train_ids, minutes=args.evaluator_minutes, seed=args.seed)
+        save_evaluator(net, ev_path, info)
+        print(f"evaluator: {info}", flush=True)
+
+    metas = {}
+    for method in args.methods.split(","):
+        ckpt = out / f"{method}.pt"
+        if not (args.reuse and ckpt.exists()):
+            p = params.with_overrides(meta={"method": method, "minutes": args.minutes, "device": args.device})
+            meta_train(p, ds, ckpt)
+        metas[method] = MetaModel.load(ckpt)
+
+    results: dict[str, dict] = {}
+    for k in [int(s) for s in args.shots.split(",")]:
+        splits = split_drawings(ds, val_ids, k, args.seed)
+        rng = np.random.default_rng(args.seed)
+        res = {
+            "copy the shots (reference)": score(
+                ds, net, splits, lambda c, shots, n: shots[rng.integers(0, len(shots), n)], args.samples),
+            "real held-out drawings (ceiling)": score(
+                ds, net, splits, lambda c, shots, n: ds.images[splits[c][2]], args.samples),
+        }
+        for method, meta in metas.items():
+            def generate(c, shots, n, meta=meta):
+                g = adapt_to_customer(meta, shots, steps=args.adapt_steps, seed=args.seed + c)
+                with torch.no_grad():
+                    return to_uint8(g(torch.randn(n, g.z_dim, generator=torch.Generator().manual_seed(c))))
+
+            t = time.monotonic()
+            res[method] = score(ds, net, splits, generate, args.samples)
+            res[method] |= {"meta_steps": metas[method].checkpoint["step"],
+                            "adapt_seconds_per_customer": (time.monotonic() - t) / len(splits)}
+            print(f"K={k} {method}: " + json.dumps({a: round(b, 3) for a, b in res[method].items()}), flush=True)
+        results[f"K={k}"] = res
+
+    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
+              "cpu_threads": torch.get_num_threads(), "args": vars(args), "held_out": params.data.val_groups,
+              "held_out_classes": len(val_ids), "results": results}
+    (out / "quality.json").write_text(json.dumps(report, indent=2))
+    cols = ["consistency", "diversity", "copy_rate", "kid", "aug_gain", "aug_gain_share_of_real"]
+    for k, res in results.items():
+        print(f"\n{k}\n| method | " + " | ".join(cols) + " |\n|---" * (len(cols) + 1) + "|")
+        for name, r in res.items():
+            print(f"| {name} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+import torch
+
+from metagan.metrics import augmentation_gain, class_consistency, copy_rate, diversity, kernel_distance
+
+
+def test_consistency_counts_samples_nearest_to_the_right_prototype():
+    protos = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
+    gen = torch.tensor([[1.0, 0.0], [9.0, 0.0], [0.5, 0.5], [2.0, 1.0]])
+    assert class_consistency(gen, protos, 0) == 0.75
+
+
+def test_copy_rate_flags_only_samples_closer_to_a_shot_than_any_real_drawing():
+    shots = torch.tensor([[0.0, 0.0]])
+    real = torch.tensor([[1.0, 0.0], [0.0, 2.0]])  # nearest real drawing is 1.0 away from the shot
+    gen = torch.tensor([[0.01, 0.0], [3.0, 0.0], [0.5, 0.0]])
+    assert abs(copy_rate(gen, shots, real) - 2 / 3) < 1e-6
+
+
+def test_diversity_is_one_for_a_set_as_spread_as_the_reals_and_zero_for_a_collapse():
+    real = torch.randn(20, 8)
+    assert abs(diversity(real, real) - 1) < 1e-6
+    assert diversity(torch.zeros(5, 8), real) == 0
+
+
+def test_kernel_distance_is_near_zero_for_the_same_distribution_and_large_for_a_shift():
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(200, 4, generator=g), torch.randn(200, 4, generator=g)
+    assert abs(kernel_distance(a, b)) < 0.1 < kernel_distance(a, b + 3)
+
+
+def test_augmentation_gain_improves_when_extra_images_fix_a_misleading_shot():
+    # class 0's only shot sits near class 1; extra images of class 0 pull its prototype home
+    support = [torch.tensor([[6.0, 0.0]]), torch.tensor([[5.0, 0.0]])]
+    extra = [torch.tensor([[0.0, 0.0], [0.0, 0.0]]), torch.tensor([[5.0, 0.0]])]
+    queries, labels = torch.tensor([[0.0, 0.0], [5.0, 0.0]]), torch.tensor([0, 1])
+    without, with_extra = augmentation_gain(support, extra, queries, labels)
+    assert without == 0.5 and with_extra == 1.0
