@@ -45,7 +45,8 @@ def main() -> None:
     args = ap.parse_args()
 
     params = load_params().with_overrides(
-        data={"val_groups": []}, model={"preset": args.preset},
+        data={"val_groups": [], "packed_dir": str(PROJECT_ROOT / "artifacts" / "pretrained" / "tasks")},
+        model={"preset": args.preset},
         meta={"method": args.method, "minutes": args.minutes, "device": args.device, "init_checkpoint": args.init},
     )
     ds = prepare_task_dataset(params)

@@ -96,9 +96,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    params = load_params()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # packed under the benchmark's folder: the project's data/ is the pipeline's (DVC-tracked) data
+    params = load_params().with_overrides(data={"packed_dir": str(out.resolve() / "tasks")})
     ds = prepare_task_dataset(params)
     train_ids, val_ids = split_classes(ds, params.data.val_groups)
     print(f"{len(train_ids)} meta-training classes, {len(val_ids)} held-out classes "
@@ -149,7 +150,8 @@ def main() -> None:
     (out / "quality.json").write_text(json.dumps(report, indent=2))
     cols = ["consistency", "diversity", "copy_rate", "kid", "aug_gain", "aug_gain_share_of_real"]
     for k, res in results.items():
-        print(f"\n{k}\n| method | " + " | ".join(cols) + " |\n|---" * (len(cols) + 1) + "|")
+        print(f"\n{k}\n| method | " + " | ".join(cols) + " |")
+        print("|" + "---|" * (len(cols) + 1))
         for name, r in res.items():
             print(f"| {name} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
 
