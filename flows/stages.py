@@ -23,7 +23,7 @@ def main(stage: str) -> int:
     elif stage == "adapt":
         results = adapt_customers()
         promote(customers=[r["customer_id"] for r in results if r.get("ok")])
-        keep = ("customer_id", "ok", "shot_coverage", "sample_diversity", "parity_max_abs_diff")
+        keep = ("shot_coverage", "sample_diversity", "parity_max_abs_diff", "consistency", "copy_rate", "diversity")
         metrics = {r["customer_id"]: {k: r[k] for k in keep if k in r} for r in results}
         out = params.resolve("artifacts/adapt_metrics.json")
         out.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
