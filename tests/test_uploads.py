@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from metagan.customers import ingest_customer, load_ingested
+from metagan.uploads import UploadError, load_customer_uploads, validate_customer_id
+
+
+def png(path, value=0, size=40):
+    img = np.full((size, size), 255, np.uint8)
+    img[10:30, 18:22] = value
+    Image.fromarray(img).save(path)
+
+
+@pytest.mark.parametrize("bad", ["../etc", "a/b", "..", ".hidden", "", "x" * 65, "name with space", "a\\b"])
+def test_unsafe_customer_ids_are_rejected(bad):
+    with pytest.raises(UploadError, match="unsafe customer id"):
+        validate_customer_id(bad)
+
+
+def test_bad_files_are_rejected_with_reasons_and_the_rest_used(tmp_path):
+    c = tmp_path / "acme"
+    c.mkdir()
+    png(c / "a.png", 0)
+    png(c / "b.png", 40)
+    png(c / "b_copy.png", 40)  # same pixels: a duplicate upload
+    (c / "notes.txt").write_text("hello")
+    (c / "empty.jpg").write_bytes(b"")
+    up = load_customer_uploads(c, 32, 1)
+    assert up.files == ["a.png", "b.png"]
+    reasons = dict(up.rejected)
+    assert "duplicate of b.png" in reasons["b_copy.png"]
+    assert "empty" in reasons["empty.jpg"]
+    assert "notes.txt" in reasons
+    assert up.images.shape == (2, 32, 32, 1)
+
+
+def test_too_few_and_too_many_shots(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UploadError, match="0 usable image"):
+        load_customer_uploads(empty, 32, 1)
+    many = tmp_path / "many"
+    many.mkdir()
+    for i in range(4):
+        png(many / f"{i}.png", i * 10)
+    with pytest.raises(UploadError, match="at most 3"):
+        load_customer_uploads(many, 32, 1, max_shots=3)
+
+
+def test_ingest_packs_shots_and_is_byte_reproducible(tmp_path):
+    c = tmp_path / "up" / "acme"
+    c.mkdir(parents=True)
+    png(c / "a.png")
+    r1 = ingest_customer(c, tmp_path / "data", 32, 1, 1, 20, 10**7)
+    first = (tmp_path / "data/acme/shots.npz").read_bytes()
+    r2 = ingest_customer(c, tmp_path / "data", 32, 1, 1, 20, 10**7)
+    assert r1.ok and r1.content_hash == r2.content_hash
+    assert (tmp_path / "data/acme/shots.npz").read_bytes() == first  # stable DVC hash
+    assert load_ingested(tmp_path / "data", "acme").images.shape == (1, 32, 32, 1)
+
+
+def test_a_failed_ingest_writes_nothing(tmp_path):
+    c = tmp_path / "up" / "bad"
+    c.mkdir(parents=True)
+    (c / "x.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    r = ingest_customer(c, tmp_path / "data", 32, 1, 1, 20, 10**7)
+    assert not r.ok and "x.png" in r.error
+    assert not (tmp_path / "data" / "bad").exists()
