@@ -94,6 +94,7 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="reuse checkpoints already in --out")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--report", default="quality.json", help="file name of the JSON report in --out")
     args = ap.parse_args()
 
     out = Path(args.out)
@@ -147,7 +148,7 @@ def main() -> None:
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
               "cpu_threads": torch.get_num_threads(), "args": vars(args), "held_out": params.data.val_groups,
               "held_out_classes": len(val_ids), "results": results}
-    (out / "quality.json").write_text(json.dumps(report, indent=2))
+    (out / args.report).write_text(json.dumps(report, indent=2))
     cols = ["consistency", "diversity", "copy_rate", "kid", "aug_gain", "aug_gain_share_of_real"]
     for k, res in results.items():
         print(f"\n{k}\n| method | " + " | ".join(cols) + " |")
