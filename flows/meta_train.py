@@ -63,7 +63,7 @@ def train_or_reuse(params: Params, data_version: str) -> dict:
     with tracking.start_run("meta-train", run_tags, params) as run:
         to_mlflow = tracking.mlflow_reporter()
         result = run_meta_training(
-            params, dataset, ckpt, report=report, data_version=data_version,
+            params, dataset, ckpt, report=report, data_version=data_version, resume=True,
             on_samples=lambda grid, step: tracking.log_image(make_grid(grid), f"samples/step-{step:07d}.png"),
         )
         tracking.log_metrics({f"final_{k}": v for k, v in result.metrics.items()} | {"steps": result.steps})

@@ -52,8 +52,14 @@ def meta_train(
     on_samples: OnSamples | None = None,
     data_version: str = "",
     checkpoint_every_s: float = 120.0,
+    resume: bool = False,
 ) -> TrainResult:
-    """Meta-train ``params.meta.method`` on the training groups of ``dataset`` for a time budget."""
+    """Meta-train ``params.meta.method`` on the training groups of ``dataset`` for a time budget.
+
+    With ``resume``, a checkpoint already at ``checkpoint_path`` from the same config and data
+    (left by a killed run: checkpoints are written atomically every ``checkpoint_every_s``)
+    is continued for what is left of the budget instead of starting over.
+    """
     cfg = params.meta
     device = pick_device(cfg.device)
     _, size, _, channels = dataset.images.shape
@@ -66,22 +72,30 @@ def meta_train(
                              f"{init['net']}; this run trains {cfg.method} with {learner.nets.generator.cfg}")
         learner.load_state_dict(init["state"])
     first_step = int(init["step"]) if cfg.init_checkpoint else 0  # steps count across warm starts
+    spent = 0.0
+    previous = _resumable(checkpoint_path, params, data_version) if resume else None
+    if previous is not None:
+        learner.load_state_dict(previous["state"])
+        first_step, spent = int(previous["step"]), float(previous.get("seconds", 0.0))
+        log.info("resuming %s from step %d (%.0f s already spent)", checkpoint_path, first_step, spent)
     train_ids, val_ids = split_classes(dataset, params.data.val_groups)
-    sampler = EpisodeSampler(dataset, train_ids, cfg.shots, cfg.queries, seed=cfg.seed)
     preview = _preview_support(dataset, val_ids if len(val_ids) else train_ids, cfg.shots, cfg.seed, device)
-    rng = torch.Generator(device).manual_seed(cfg.seed)
+    # a resumed run draws new episodes (seed + step) rather than replaying the first ones
+    sampler = EpisodeSampler(dataset, train_ids, cfg.shots, cfg.queries, seed=cfg.seed + first_step)
+    rng = torch.Generator(device).manual_seed(cfg.seed + first_step)
 
     def save(step: int, metrics: dict[str, float]) -> None:
         save_atomic(
             {"format": META_FORMAT, "method": cfg.method, "net": learner.nets.generator.cfg.to_dict(),
              "params": params.model_dump(), "step": step, "state": learner.state_dict(),
              "metrics": metrics, "data_version": data_version,
+             "seconds": spent + time.monotonic() - start,
              "train_groups": sorted({dataset.class_groups[i] for i in train_ids})},
             checkpoint_path,
         )
 
     start = last_save = time.monotonic()
-    deadline = start + cfg.minutes * 60
+    deadline = start + cfg.minutes * 60 - spent
     max_steps = cfg.max_steps or (1 if not learner.trains else None)
     step, stats, smoothed = first_step, {}, {}
     while time.monotonic() < deadline and (max_steps is None or step < max_steps) and cfg.minutes > 0:
@@ -104,6 +118,15 @@ def meta_train(
         on_samples(preview_grid(learner, preview, rng), step)
     log.info("meta-trained %s for %d steps in %.0f s", cfg.method, step, seconds)
     return TrainResult(Path(checkpoint_path), step, seconds, smoothed)
+
+
+def _resumable(path: str | Path, params: Params, data_version: str) -> dict | None:
+    """The checkpoint at ``path`` if it was written by a run of this very config and data."""
+    if not Path(path).exists():
+        return None
+    ckpt = load_checkpoint(path, META_FORMAT)
+    same = ckpt["params"] == params.model_dump() and ckpt.get("data_version") == data_version
+    return ckpt if same else None
 
 
 def _preview_support(ds: TaskDataset, class_ids: np.ndarray, shots: int, seed: int, device: str) -> torch.Tensor:

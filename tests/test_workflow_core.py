@@ -126,3 +126,21 @@ def test_params_with_unknown_keys_or_wrong_types_are_rejected(tmp_path, text, me
 
 def test_project_params_yaml_is_valid():
     assert load_params().model.preset == "small"
+
+
+def test_a_killed_meta_training_resumes_from_its_last_checkpoint(tiny_params, tiny_dataset, tmp_path):
+    params = tiny_params.with_overrides(meta={"max_steps": 4, "sample_every": 3})
+    path = tmp_path / "resume.pt"
+
+    def crash(grid, step):
+        raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        meta_train(params, tiny_dataset, path, on_samples=crash, checkpoint_every_s=0.0)
+    assert load_checkpoint(path, META_FORMAT)["step"] == 2  # saved after steps 1 and 2, killed in step 3
+    result = meta_train(params, tiny_dataset, path, resume=True)
+    assert load_checkpoint(path, META_FORMAT)["step"] == 4 == result.steps
+    other = params.with_overrides(meta={"seed": 1})  # a different config never resumes this file
+    seen = []
+    meta_train(other, tiny_dataset, path, resume=True, on_samples=lambda g, s: seen.append(s))
+    assert seen[0] == 3  # trained from step 0, not continued from the other run's step 4
