@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    if not args.verbose:
+    if not args.verbose and args.command != "demo":  # the demo shows Prefect's progress lines
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     try:
         return args.func(args)
