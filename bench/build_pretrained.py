@@ -57,7 +57,7 @@ def main() -> None:
         result = meta_train(params, ds, tmp)
         info = {"command": "python bench/build_pretrained.py " + " ".join(
                     f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False)),
-                "steps_this_run": result.steps, "seconds_this_run": round(result.seconds),
+                "total_steps": result.steps, "seconds_this_run": round(result.seconds),
                 "init": args.init, "classes": ds.num_classes, "metrics": result.metrics}
         dest = slim(tmp, OUT / f"{args.method}-{args.preset}.pt", info)
         print(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB): {json.dumps(info)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from metagan import tracking
 
-KEY_METRICS = ("shot_coverage", "sample_diversity", "parity_max_abs_diff")
+KEY_METRICS = ("consistency", "copy_rate", "diversity", "shot_coverage", "parity_max_abs_diff")
 
 
 def models_table() -> str:
