@@ -80,7 +80,7 @@ def main() -> None:
     with torch.no_grad():
         torch_rate = rate(lambda: g(zt), args.batch, args.seconds)
     ort_rate = rate(lambda: sess.run(None, {"z": z}), args.batch, args.seconds)
-    flops = generator_flops(g.generator, g.z_dim)
+    flops = generator_flops(g, g.z_dim)
     peak = peak_matmul_flops()
     print(json.dumps({
         "machine": platform.platform(), "threads": torch.get_num_threads(), "batch": args.batch,

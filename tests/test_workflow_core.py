@@ -144,3 +144,13 @@ def test_a_killed_meta_training_resumes_from_its_last_checkpoint(tiny_params, ti
     seen = []
     meta_train(other, tiny_dataset, path, resume=True, on_samples=lambda g, s: seen.append(s))
     assert seen[0] == 3  # trained from step 0, not continued from the other run's step 4
+
+
+def test_exports_after_the_first_reuse_the_graph_with_each_generators_own_weights(tmp_path):
+    from metagan.nets import Generator, SampleGenerator, net_config
+
+    cfg = net_config("tiny", code_dim=8)
+    gens = [SampleGenerator(Generator(cfg), torch.randn(8)) for _ in range(2)]
+    paths = [export_generator_onnx(g, tmp_path / f"g{i}.onnx") for i, g in enumerate(gens)]
+    assert all(check_parity(g, p) < 1e-5 for g, p in zip(gens, paths))
+    assert paths[0].read_bytes() != paths[1].read_bytes()
