@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 
 from prefect import flow, get_run_logger, task
+from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.common import load, params_hash
+from flows.common import FANOUT_WORKERS, load, params_hash
 from metagan import tracking
 from metagan.adapt import MetaModel, adapt_customer, load_customer_generator
 from metagan.config import Params
@@ -72,7 +73,9 @@ def adapt_one(customer_id: str, meta_version: str, data_version: str, params: Pa
             "error": result.error, "seconds": result.seconds} | metrics
 
 
-@flow(name="adapt-customers", log_prints=True)
+# Bounded fan-out: each task holds MLflow (SQLite) connections, and 50 at once exhausted its
+# connection pool (measured with bench/orchestration.py); on 2 cores more threads buy nothing.
+@flow(name="adapt-customers", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=FANOUT_WORKERS))
 def adapt_customers(params_path: str | None = None, meta_version: str | None = None,
                     data_version: str = "", customers: list[str] | None = None, overrides: dict | None = None) -> list[dict]:
     params = load(params_path, overrides)

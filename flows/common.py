@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 from pathlib import Path
 
 from metagan.config import PROJECT_ROOT, Params, load_params
+
+
+FANOUT_WORKERS = int(os.environ.get("METAGAN_FANOUT_WORKERS", "4"))
 
 
 def load(params_path: str | None, overrides: dict | None = None) -> Params:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
+from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.common import data_target, dvc_root, load
+from flows.common import FANOUT_WORKERS, data_target, dvc_root, load
 from metagan import versioning
 from metagan.config import Params
 from metagan.customers import IngestResult, ingest_customer
@@ -38,7 +39,9 @@ def version_data(params: Params) -> str:
     return version
 
 
-@flow(name="ingest", log_prints=True)
+# Bounded fan-out: each task holds MLflow (SQLite) connections, and 50 at once exhausted its
+# connection pool (measured with bench/orchestration.py); on 2 cores more threads buy nothing.
+@flow(name="ingest", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=FANOUT_WORKERS))
 def ingest(customers_dir: str | None = None, params_path: str | None = None, source: str | None = None, overrides: dict | None = None) -> dict:
     params = load(params_path, overrides)
     logger = get_run_logger()

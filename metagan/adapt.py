@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -47,6 +48,16 @@ class MetaModel:
         learner, ckpt = load_meta_learner(path, device)
         return cls(learner, Params.model_validate(ckpt["params"]), ckpt)
 
+    def private_learner(self) -> MetaLearner:
+        """A learner with its own copy of the networks, for one adaptation.
+
+        Inner loops run the networks as templates through ``functional_call``, which swaps
+        parameters into the module for the duration of a call: two customers adapted in threads
+        of one process (the flow's fan-out) on *shared* modules used each other's tensors
+        ("differentiated Tensor ... not used in the graph", seen with 50 customers on 4 threads).
+        """
+        return type(self.learner)(copy.deepcopy(self.learner.nets), self.learner.cfg)
+
     @property
     def image_size(self) -> int:
         return self.learner.nets.generator.cfg.image_size
@@ -79,7 +90,7 @@ def adapt_to_customer(
     torch.manual_seed(seed)
     rng = torch.Generator(meta.learner.device).manual_seed(seed)
     shots = to_tensor(images).to(meta.learner.device)
-    return meta.learner.adapt(shots, cfg.steps if steps is None else steps, cfg.lr, rng).cpu().eval()
+    return meta.private_learner().adapt(shots, cfg.steps if steps is None else steps, cfg.lr, rng).cpu().eval()
 
 
 def save_customer_generator(generator: SampleGenerator, path: str | Path, info: dict) -> Path:

@@ -154,3 +154,22 @@ def test_exports_after_the_first_reuse_the_graph_with_each_generators_own_weight
     paths = [export_generator_onnx(g, tmp_path / f"g{i}.onnx") for i, g in enumerate(gens)]
     assert all(check_parity(g, p) < 1e-5 for g, p in zip(gens, paths))
     assert paths[0].read_bytes() != paths[1].read_bytes()
+
+
+def test_customers_adapted_in_parallel_threads_match_sequential_adaptation(meta_ckpt, tiny_dataset):
+    from concurrent.futures import ThreadPoolExecutor
+
+    meta = MetaModel.load(meta_ckpt)
+    shots = [tiny_dataset.images[tiny_dataset.indices_of(c)[:3]] for c in range(6)]
+    z = torch.randn(3, meta.learner.nets.generator.cfg.z_dim)
+
+    def run(i):
+        g = adapt_to_customer(meta, shots[i], steps=5, seed=i)
+        with torch.no_grad():
+            return g(z)
+
+    sequential = [run(i) for i in range(6)]
+    with ThreadPoolExecutor(4) as pool:
+        parallel = list(pool.map(run, range(6)))
+    diffs = [float((a - b).abs().max()) for a, b in zip(sequential, parallel)]
+    assert max(diffs) < 1e-3  # threads may split reductions differently: float noise only
