@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -16,10 +15,6 @@ def _overrides(**sections: dict) -> dict:
     """Command-line flags as params overrides, dropping flags that were not given."""
     out = {s: {k: v for k, v in kv.items() if v is not None} for s, kv in sections.items()}
     return {s: kv for s, kv in out.items() if kv}
-
-
-def _print_json(obj) -> None:
-    print(json.dumps(obj, indent=2, default=str))
 
 
 def cmd_ingest(args) -> int:

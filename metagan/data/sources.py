@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import tempfile
 import urllib.parse
 import urllib.request
