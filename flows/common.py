@@ -7,7 +7,7 @@ import os
 import json
 from pathlib import Path
 
-from metagan.config import PROJECT_ROOT, Params, load_params
+from metagan.config import Params, load_params
 
 
 FANOUT_WORKERS = int(os.environ.get("METAGAN_FANOUT_WORKERS", "4"))
@@ -36,7 +36,3 @@ def dvc_root(params: Params) -> Path:
 
 def data_target(params: Params) -> str:
     return params.resolve(params.paths.data_root).name
-
-
-def project_root() -> Path:
-    return PROJECT_ROOT

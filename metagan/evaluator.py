@@ -16,6 +16,7 @@ from torch import nn
 
 from metagan.checkpoint import load_checkpoint, save_atomic
 from metagan.data import EpisodeSampler, TaskDataset, to_tensor
+from metagan.metrics import mean_pairwise_distance
 
 EVALUATOR_FORMAT = "metagan/evaluator/1"
 
@@ -83,7 +84,7 @@ def calibrate(net: ProtoNet, ds: TaskDataset, class_ids: np.ndarray, max_classes
         f = embed(net, ds.images[ds.indices_of(int(c))])
         protos.append(f.mean(0))
         d = torch.cdist(f, f)
-        spreads.append(float(d.sum() / (len(f) * (len(f) - 1))))
+        spreads.append(mean_pairwise_distance(f))
         nearest.append(d[~torch.eye(len(f), dtype=torch.bool)])
     return {"background": torch.stack(protos), "copy_threshold": float(torch.quantile(torch.cat(nearest), 0.01)),
             "class_spread": float(np.mean(spreads))}

@@ -37,6 +37,7 @@ def evaluator_shot_metrics(generator: SampleGenerator, shots: np.ndarray, evalua
     """
     from metagan.data.images import to_uint8
     from metagan.evaluator import embed
+    from metagan.metrics import mean_pairwise_distance
 
     z = torch.randn(samples, generator.z_dim, generator=torch.Generator().manual_seed(seed))
     gen = embed(evaluator, to_uint8(generator(z)))
@@ -44,6 +45,5 @@ def evaluator_shot_metrics(generator: SampleGenerator, shots: np.ndarray, evalua
     protos = torch.cat([fs.mean(0, keepdim=True), reference["background"]])
     consistency = float((torch.cdist(gen, protos).argmin(1) == 0).float().mean())
     copy = float((torch.cdist(gen, fs).min(1).values < reference["copy_threshold"]).float().mean())
-    d = torch.cdist(gen, gen)
-    div = float(d.sum() / (len(gen) * (len(gen) - 1))) / reference["class_spread"]
+    div = mean_pairwise_distance(gen) / reference["class_spread"]
     return {"consistency": consistency, "copy_rate": copy, "diversity": div}

@@ -167,15 +167,6 @@ def set_alias(model_name: str, alias: str, version: str | int) -> None:
     client().set_registered_model_alias(model_name, alias, str(version))
 
 
-def delete_alias(model_name: str, alias: str) -> None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        client().delete_registered_model_alias(model_name, alias)
-    except MlflowException:
-        pass
-
-
 def list_models(prefix: str = "metagan-") -> list:
     return [m for m in client().search_registered_models() if m.name.startswith(prefix)]
 
