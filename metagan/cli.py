@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose and args.command != "demo":  # the demo shows Prefect's progress lines
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     try:
+        load_params(args.params)  # a bad params.yaml fails here, before any flow (or its API server) starts
         return args.func(args)
     except (ConfigError, LookupError, RuntimeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

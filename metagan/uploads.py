@@ -70,9 +70,15 @@ def load_customer_uploads(
 ) -> CustomerUploads:
     folder = Path(folder)
     customer = validate_customer_id(folder.name)
+    if folder.is_symlink():
+        # a link could make one customer's model out of another customer's (or any) files
+        raise UploadError(customer, "the customer folder is a symbolic link; upload the files themselves")
     files = sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
     images, used, rejected, seen = [], [], [], {}
     for path in files:
+        if path.is_symlink():
+            rejected.append((path.name, "symbolic link: only regular files are read"))
+            continue
         if not path.is_file():
             rejected.append((path.name, "not a regular file"))
             continue
@@ -88,10 +94,10 @@ def load_customer_uploads(
         seen[digest] = path.name
         images.append(img)
         used.append(path.name)
+        if len(images) > max_shots:  # stop decoding: thousands of uploads would only cost time
+            raise UploadError(customer, f"more than {max_shots} usable images, at most {max_shots} allowed")
     if len(images) < min_shots:
         detail = "; ".join(f"{n}: {r}" for n, r in rejected)
         raise UploadError(customer, f"{len(images)} usable image(s), at least {min_shots} needed"
                           + (f" (rejected: {detail})" if detail else ""))
-    if len(images) > max_shots:
-        raise UploadError(customer, f"{len(images)} usable images, at most {max_shots} allowed")
     return CustomerUploads(customer, np.stack(images), used, rejected)

@@ -1,0 +1,303 @@
+"""Bad input: every bad upload gets a specific reason naming customer and file; others still ingest.
+
+Runs through the ingest flow's task (``flows.ingest.ingest_one.fn``), i.e. exactly what the
+``ingest`` flow does for each customer folder. Conversions (documented in docs/RELIABILITY.md):
+16-bit, palette, CMYK, alpha and animated images are converted (alpha composited on white, the
+first frame of an animation); files that are not images, empty, truncated, over
+``adapt.max_image_pixels`` (checked from the header, before any pixel is decoded), symbolic
+links and duplicates are rejected with a reason.
+"""
+
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from flows.ingest import ingest_one
+from metagan.config import ConfigError, Params
+from metagan.customers import load_ingested
+
+SIZE = 32
+
+
+def drawing(value: int = 0, size: int = 40) -> np.ndarray:
+    img = np.full((size, size), 255, np.uint8)
+    img[8:32, 18:22] = value
+    return img
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height, with a few rows of data: a decompression bomb's
+    signature (a real one would hold gigabytes of zeros in a few hundred kilobytes)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * (width + 1) * 4)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def params(tmp_path) -> Params:
+    return Params().with_overrides(adapt={"max_image_pixels": 200_000},
+                                   paths={"ingested_customers": str(tmp_path / "ingested")})
+
+
+@pytest.fixture
+def uploads(tmp_path):
+    """Two good customers beside whatever bad one a test adds."""
+    root = tmp_path / "uploads"
+    for name, value in (("good-1", 0), ("good-2", 60)):
+        (root / name).mkdir(parents=True)
+        Image.fromarray(drawing(value)).save(root / name / "a.png")
+        Image.fromarray(drawing(value).T.copy()).save(root / name / "b.png")
+    return root
+
+
+def ingest_all(root, params):
+    return {f.name: ingest_one.fn(f, params) for f in sorted(root.iterdir())}
+
+
+def assert_good_customers_ingested(results, params):
+    for name in ("good-1", "good-2"):
+        assert results[name].ok and results[name].shots == 2, results[name]
+        assert load_ingested(params.resolve(params.paths.ingested_customers), name).images.shape == (2, SIZE, SIZE, 1)
+
+
+def truncated_png() -> bytes:
+    data = png_bytes(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8))
+    return data[: len(data) // 2]
+
+
+def truncated_jpeg() -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)).save(buf, format="JPEG")
+    return buf.getvalue()[: buf.tell() // 2]
+
+
+BAD_FILES = {
+    # file name: (bytes, words the reason must contain)
+    "notes.png": (b"these are my notes, not a drawing\n", "not an image format"),
+    "report.pdf": (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n", "not an image format"),
+    "empty.png": (b"", "empty file (0 bytes)"),
+    "half.png": (truncated_png(), "truncated or corrupt"),
+    "half.jpg": (truncated_jpeg(), "truncated or corrupt"),
+    "bomb.png": (png_header_only(100_000, 100_000), "decompression bomb"),
+    "huge.png": (png_bytes(np.full((500, 500), 255, np.uint8)), "exceeds the limit of 200000"),
+}
+
+
+@pytest.mark.parametrize("filename", BAD_FILES)
+def test_a_bad_file_fails_its_customer_alone_naming_customer_file_and_reason(uploads, params, filename):
+    """Guarantee: a customer whose upload is bad gets an error naming the customer, the file and a
+    specific reason; nothing is written for them, and the other customers ingest normally."""
+    data, reason = BAD_FILES[filename]
+    (uploads / "bad").mkdir()
+    (uploads / "bad" / filename).write_bytes(data)
+    results = ingest_all(uploads, params)
+    assert_good_customers_ingested(results, params)
+    bad = results["bad"]
+    assert not bad.ok
+    assert "customer 'bad'" in bad.error and filename in bad.error and reason in bad.error, bad.error
+    assert not (params.resolve(params.paths.ingested_customers) / "bad").exists()
+
+
+def test_bad_files_beside_good_ones_are_rejected_with_reasons_and_the_rest_used(uploads, params, tmp_path):
+    """Guarantee: bad files do not sink a customer who has enough good ones: each is listed with
+    its reason (in the result and report.json) and the good files are used."""
+    c = uploads / "mixed"
+    c.mkdir()
+    Image.fromarray(drawing(0)).save(c / "good.png")
+    for name, (data, _) in BAD_FILES.items():
+        (c / name).write_bytes(data)
+    (c / "folder").mkdir()
+    outside = tmp_path / "secret.png"
+    Image.fromarray(drawing(90)).save(outside)
+    (c / "link.png").symlink_to(outside)
+    results = ingest_all(uploads, params)
+    assert_good_customers_ingested(results, params)
+    r = results["mixed"]
+    assert r.ok and r.shots == 1
+    reasons = dict(r.rejected)
+    assert set(reasons) == set(BAD_FILES) | {"folder", "link.png"}
+    for name, (_, reason) in BAD_FILES.items():
+        assert reason in reasons[name]
+    assert "symbolic link" in reasons["link.png"]
+    assert "not a regular file" in reasons["folder"]
+    report = (params.resolve(params.paths.ingested_customers) / "mixed" / "report.json").read_text()
+    assert "half.jpg" in report and "decompression bomb" in report
+
+
+def test_a_symlinked_customer_folder_is_refused(uploads, params):
+    """Guarantee: a customer folder that links to another customer's uploads is refused (a model
+    must be made from that customer's own files)."""
+    (uploads / "copycat").symlink_to(uploads / "good-1", target_is_directory=True)
+    results = ingest_all(uploads, params)
+    assert_good_customers_ingested(results, params)
+    assert not results["copycat"].ok and "symbolic link" in results["copycat"].error
+
+
+def _save_16_bit(path):
+    a = np.full((40, 40), 65535, np.uint16)
+    a[8:32, 18:22] = 0
+    Image.fromarray(a).save(path)
+
+
+def _save_palette_with_transparency(path):
+    p = Image.new("P", (40, 40), 0)  # index 0: black, but transparent -> white background
+    p.putpalette([0, 0, 0] + [20, 20, 20])
+    p.paste(1, (18, 8, 22, 32))
+    p.save(path, transparency=0)
+
+
+def _save_cmyk_jpeg(path):
+    im = Image.new("CMYK", (40, 40), (0, 0, 0, 0))  # no ink: white
+    im.paste((0, 0, 0, 255), (18, 8, 22, 32))  # black ink stroke
+    im.save(path, quality=100)
+
+
+def _save_rgba(path):
+    a = np.zeros((40, 40, 4), np.uint8)  # fully transparent black: becomes white
+    a[8:32, 18:22] = (0, 0, 0, 255)
+    Image.fromarray(a, "RGBA").save(path)
+
+
+def _save_la(path):
+    a = np.zeros((40, 40, 2), np.uint8)
+    a[8:32, 18:22] = (0, 255)
+    Image.fromarray(a, "LA").save(path)
+
+
+def _save_animated_gif(path):
+    first = Image.fromarray(drawing(0))
+    second = Image.new("L", (40, 40), 0)  # all black: must not be what is used
+    first.save(path, save_all=True, append_images=[second], duration=100, loop=0)
+
+
+CONVERTED = {"16bit.png": _save_16_bit, "palette.png": _save_palette_with_transparency,
+             "cmyk.jpg": _save_cmyk_jpeg, "rgba.png": _save_rgba, "la.png": _save_la,
+             "animated.gif": _save_animated_gif}
+
+
+@pytest.mark.parametrize("filename", CONVERTED)
+def test_unusual_formats_are_converted_to_the_dataset_convention(uploads, params, filename):
+    """Guarantee: 16-bit, palette, CMYK, alpha and animated uploads are converted (not rejected) to
+    8-bit grayscale with a white background: transparency becomes white, an animation gives its
+    first frame, so the shot looks like the same drawing saved as a plain PNG."""
+    c = uploads / "formats"
+    c.mkdir()
+    CONVERTED[filename](c / filename)
+    results = ingest_all(uploads, params)
+    assert_good_customers_ingested(results, params)
+    assert results["formats"].ok and results["formats"].rejected == [], results["formats"]
+    img = load_ingested(params.resolve(params.paths.ingested_customers), "formats").images[0, :, :, 0]
+    reference = np.asarray(Image.fromarray(drawing(0)).resize((SIZE, SIZE), Image.Resampling.LANCZOS))
+    assert img[0, 0] >= 250 and img[SIZE - 1, 0] >= 250  # white background, whatever the format
+    assert img.min() <= 40  # the dark stroke survived
+    assert np.abs(img.astype(int) - reference).mean() < 8
+
+
+def test_too_few_usable_shots_name_the_customer_and_every_rejected_file(uploads, params):
+    """Guarantee: a customer left with fewer usable shots than adapt.min_shots fails with a
+    message listing each rejected file and why (duplicates included)."""
+    params = params.with_overrides(adapt={"min_shots": 2})
+    c = uploads / "few"
+    c.mkdir()
+    Image.fromarray(drawing(0)).save(c / "a.png")
+    Image.fromarray(drawing(0)).save(c / "a-again.png")  # same pixels: a duplicate upload
+    (c / "empty.png").write_bytes(b"")
+    results = ingest_all(uploads, params)
+    assert_good_customers_ingested(results, params)
+    err = results["few"].error
+    assert "customer 'few'" in err and "1 usable image(s), at least 2 needed" in err
+    assert "a.png: duplicate of a-again.png" in err or "a-again.png: duplicate of a.png" in err
+    assert "empty.png: empty file" in err
+
+
+def test_too_many_shots_and_empty_folders_fail_alone(uploads, params):
+    """Guarantee: more than adapt.max_shots usable images, or an empty folder, fails that customer
+    with the count in the message; the others ingest."""
+    params = params.with_overrides(adapt={"max_shots": 3})
+    many = uploads / "many"
+    many.mkdir()
+    for i in range(6):
+        Image.fromarray(drawing(i * 30)).save(many / f"{i}.png")
+    (uploads / "empty").mkdir()
+    (uploads / "empty" / ".DS_Store").write_bytes(b"\x00\x00")  # hidden files are not uploads
+    results = ingest_all(uploads, params)
+    assert_good_customers_ingested(results, params)
+    assert "customer 'many'" in results["many"].error and "at most 3 allowed" in results["many"].error
+    assert "customer 'empty'" in results["empty"].error and "0 usable image(s)" in results["empty"].error
+
+
+@pytest.mark.parametrize("name", ["..", "a b", "a;rm -rf", "ünïcode", "-dash-first", "x" * 65, "a:b"])
+def test_unsafe_customer_folder_names_fail_alone_and_write_nothing(uploads, params, tmp_path, name):
+    """Guarantee: a customer id (folder name) with path tricks or unsafe characters is refused
+    before any file is read or written; the other customers ingest."""
+    folder = uploads / name
+    if name != "..":
+        folder.mkdir()
+        Image.fromarray(drawing(0)).save(folder / "a.png")
+    results = ingest_all(uploads, params)
+    bad = ingest_one.fn(folder, params)
+    assert not bad.ok and "unsafe customer id" in bad.error and repr(folder.name) in bad.error
+    assert_good_customers_ingested(results, params)
+    ingested = params.resolve(params.paths.ingested_customers)
+    assert sorted(p.name for p in ingested.iterdir()) == ["good-1", "good-2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ingested", "uploads"]
+
+
+@pytest.mark.parametrize("customer_id", ["../good-1", "a/b", "..", "/etc/passwd", "a\x00b"])
+def test_path_like_customer_ids_are_refused_by_every_entry_point(params, customer_id):
+    """Guarantee: ids that are paths never reach the file system or the registry: loading
+    ingested shots, adapting and generating all refuse them."""
+    from flows.adapt_customers import adapt_one
+    from flows.generate import load_production_model
+    from metagan.uploads import UploadError
+
+    with pytest.raises(UploadError, match="unsafe customer id"):
+        load_ingested(params.resolve(params.paths.ingested_customers), customer_id)
+    with pytest.raises(UploadError, match="unsafe customer id"):
+        adapt_one.fn(customer_id, "1", "", params)
+    with pytest.raises(UploadError, match="unsafe customer id"):
+        load_production_model.fn(customer_id)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("adapt:\n  stepz: 3\n", "adapt.stepz"),
+    ("adapt:\n  max_image_pixels: 1e9\n", "adapt.max_image_pixels"),
+    ("paths:\n  generated: 42\n", "paths.generated"),
+    ("nonsense: {}\n", "nonsense"),
+    ("- a list\n", "top level must be a mapping"),
+])
+def test_bad_params_yaml_fails_before_any_work(tmp_path, uploads, text, message, capsys, monkeypatch):
+    """Guarantee: a params.yaml with unknown keys or wrong types is rejected with the offending key
+    before any flow starts and anything is read, written, versioned or registered."""
+    import flows.ingest
+    from metagan.cli import main
+
+    started = []
+    monkeypatch.setattr(flows.ingest, "ingest", lambda *a, **k: started.append(a))
+    bad = tmp_path / "params.yaml"
+    bad.write_text(text)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    rc = main(["--params", str(bad), "ingest", "--customers", str(uploads)])
+    assert rc == 2 and started == []
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    with pytest.raises(ConfigError, match=message.split(".")[-1]):
+        from flows.common import load
+
+        load(str(bad))
