@@ -45,7 +45,13 @@ def adapt_one(customer_id: str, meta_version: str, data_version: str, params: Pa
     tags = customer_tags(params, uploads.content_hash, meta_version)
     existing = tracking.find_version(name, tags)
     if existing is not None:
-        return {"customer_id": customer_id, "version": str(existing.version), "reused": True, "ok": True}
+        ok = existing.tags.get("parity_ok") == "true"
+        candidate = tracking.get_alias(name, CANDIDATE)
+        if ok and (candidate is None or candidate.version != existing.version):
+            # a run killed between registering and aliasing left this version without its alias
+            tracking.set_alias(name, CANDIDATE, existing.version)
+        return {"customer_id": customer_id, "version": str(existing.version), "reused": True, "ok": ok} | (
+            {} if ok else {"error": f"customer {customer_id!r}: version {existing.version} failed the ONNX parity check"})
 
     ckpt = params.resolve(params.paths.meta_checkpoint)
     meta = _meta_model(str(ckpt), ckpt.stat().st_mtime)
@@ -67,6 +73,7 @@ def adapt_one(customer_id: str, meta_version: str, data_version: str, params: Pa
         tracking.log_file(sheet)
         version = tracking.log_onnx_model(result.onnx_path, name, run_tags | {k: f"{v:.6g}" for k, v in metrics.items()}
                                           | {"parity_ok": str(result.ok).lower()})
+    # only a version registered complete (tags included) and checked gets the alias, and only after
     if result.ok:
         tracking.set_alias(name, CANDIDATE, version.version)
     return {"customer_id": customer_id, "version": str(version.version), "reused": False, "ok": result.ok,

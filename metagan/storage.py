@@ -1,9 +1,28 @@
 """Write outputs to a local folder or an ``s3://bucket/prefix`` (boto3; endpoint and credentials
-come from the environment, e.g. ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``)."""
+come from the environment, e.g. ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``).
+
+S3 calls use botocore's "standard" retry mode (exponential backoff with jitter) bounded by
+``METAGAN_S3_ATTEMPTS`` and connect/read timeouts of ``METAGAN_S3_TIMEOUT_S`` (see
+:mod:`metagan.retry`); when S3 stays unreachable the write fails with ``ServiceUnavailable``
+naming the object. Writes are whole objects (one PUT), so a reader never sees half an image.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from metagan.retry import RetryPolicy, ServiceUnavailable
+
+
+def s3_client():
+    """A boto3 S3 client with bounded retries and timeouts (credentials from the environment only)."""
+    import boto3
+    from botocore.config import Config
+
+    policy = RetryPolicy.from_env("s3")
+    config = Config(retries={"total_max_attempts": policy.attempts, "mode": "standard"},
+                    connect_timeout=policy.timeout_s, read_timeout=policy.timeout_s)
+    return boto3.client("s3", config=config), policy
 
 
 class OutputLocation:
@@ -11,19 +30,25 @@ class OutputLocation:
         self.uri = str(uri)
         self.is_s3 = self.uri.startswith("s3://")
         if self.is_s3:
-            import boto3
-
             bucket, _, prefix = self.uri.removeprefix("s3://").partition("/")
             self.bucket, self.prefix = bucket, prefix.strip("/")
-            self.s3 = boto3.client("s3")
+            self.s3, self.policy = s3_client()
         else:
             self.root = Path(self.uri)
 
     def write(self, relative: str, data: bytes) -> str:
         """Write ``data`` at ``relative`` under this location; returns its full URI or path."""
         if self.is_s3:
+            from botocore.exceptions import BotoCoreError, ClientError
+
             key = f"{self.prefix}/{relative}" if self.prefix else relative
-            self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+            try:
+                self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
+            except (BotoCoreError, ClientError) as e:
+                if isinstance(e, ClientError) and not _is_retryable(e):
+                    raise  # access denied, no such bucket...: retrying would not help, say so as is
+                raise ServiceUnavailable(f"S3 unavailable: writing s3://{self.bucket}/{key} failed after "
+                                         f"{self.policy.attempts} attempt(s): {e}") from e
             return f"s3://{self.bucket}/{key}"
         path = self.root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,3 +56,8 @@ class OutputLocation:
         tmp.write_bytes(data)
         tmp.replace(path)
         return str(path)
+
+
+def _is_retryable(e) -> bool:
+    status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return status >= 500 or status == 429 or e.response.get("Error", {}).get("Code") in ("SlowDown", "Throttling")

@@ -3,11 +3,21 @@
 Embedded default: SQLite at ``mlflow/mlflow.db`` with artifacts under ``mlflow/artifacts``.
 Setting ``MLFLOW_TRACKING_URI`` (and ``MLFLOW_S3_ENDPOINT_URL``, AWS credentials, ...) in the
 environment points the same code at a tracking server; nothing here builds server URIs by hand.
+
+Every call to MLflow goes through :func:`_retrying`: a server that is unreachable for a while is
+retried with exponential backoff (``METAGAN_MLFLOW_ATTEMPTS``, ``..._BACKOFF_S``, ``..._TIMEOUT_S``,
+see :mod:`metagan.retry`), then the call fails with a ``ServiceUnavailable`` naming what it was
+doing. MLflow's own HTTP retries are turned off by default so the two do not multiply (MLflow
+alone would retry 7 times over ~4 minutes, each request waiting up to 120 s). Registering a
+version is idempotent under retries: a retry first looks for the version this run already
+registered. A version carries its identity tags from the moment it exists (they are sent with
+the create call), so an interrupted registration never leaves an untagged version behind.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 from contextlib import contextmanager
@@ -15,6 +25,7 @@ from pathlib import Path
 from typing import Iterator
 
 from metagan.config import PROJECT_ROOT, Params
+from metagan.retry import RetryPolicy, call_with_retries
 
 META_MODEL = "metagan-meta"
 EVALUATOR_MODEL = "metagan-evaluator"
@@ -33,6 +44,10 @@ def configure(root: Path = PROJECT_ROOT) -> str:
     """Point MLflow at the configured store; returns the tracking URI."""
     import mlflow
 
+    policy = RetryPolicy.from_env("mlflow")
+    # the retries are ours (_retrying); MLflow's HTTP layer makes one attempt with a bounded timeout
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, round(policy.timeout_s))))
     uri = tracking_uri(root)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -41,10 +56,40 @@ def configure(root: Path = PROJECT_ROOT) -> str:
     return uri
 
 
+def _is_transient(e: BaseException) -> bool:
+    """Failures worth retrying: no connection, timeouts, throttling, 5xx from a server or proxy."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError,
+                      TimeoutError)):
+        return True
+    if isinstance(e, MlflowException):
+        # rest_utils wraps connection errors, timeouts and non-JSON error replies (a proxy's 503)
+        # as "API request to ... failed ..."; a JSON error from the server carries an error code
+        message = str(e.message)
+        if message.startswith("API request to"):
+            code = re.search(r"failed with error code (\d+)", message)
+            return code is None or int(code.group(1)) in (429, 500, 502, 503, 504)
+        return e.error_code in ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED")
+    return False
+
+
+def _retrying(what: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with bounded retries on transient MLflow failures."""
+    return call_with_retries(lambda: fn(*args, **kwargs), what, RetryPolicy.from_env("mlflow"), _is_transient,
+                             service=f"MLflow ({tracking_uri()})")
+
+
 def experiment_id(name: str = EXPERIMENT, root: Path = PROJECT_ROOT) -> str:
+    configure(root)
+    # get-or-create as one unit: a retry after a create whose reply was lost finds the experiment
+    return _retrying(f"get or create experiment {name!r}", _get_or_create_experiment, name, root)
+
+
+def _get_or_create_experiment(name: str, root: Path) -> str:
     import mlflow
 
-    configure(root)
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -87,15 +132,16 @@ def start_run(run_name: str, tags: dict[str, str], params: Params | None = None,
     import mlflow
 
     exp = experiment_id(root=root)
-    with mlflow.start_run(experiment_id=exp, run_name=run_name, tags=tags) as run:
+    active = _retrying(f"start run {run_name!r}", mlflow.start_run, experiment_id=exp, run_name=run_name, tags=tags)
+    with active as run:
         if params is not None:
-            mlflow.log_params(flatten(params.model_dump()))
+            _retrying("log params", mlflow.log_params, flatten(params.model_dump()))
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "params.yaml"
                 import yaml
 
                 path.write_text(yaml.safe_dump(params.model_dump(), sort_keys=False))
-                mlflow.log_artifact(str(path))
+                _retrying("log params.yaml", mlflow.log_artifact, str(path))
         yield run
 
 
@@ -103,7 +149,7 @@ def mlflow_reporter():
     """A ``report(name, value, step)`` callback that logs to the active MLflow run."""
     import mlflow
 
-    return lambda name, value, step: mlflow.log_metric(name, value, step=step)
+    return lambda name, value, step: _retrying(f"log metric {name}", mlflow.log_metric, name, value, step=step)
 
 
 def client():
@@ -121,54 +167,79 @@ def find_version(model_name: str, tags: dict[str, str]):
     from mlflow.exceptions import MlflowException
 
     query = " and ".join([f"name='{model_name}'"] + [f"tags.{k}='{v}'" for k, v in tags.items()])
-    try:
-        versions = client().search_model_versions(query)
+    try:  # unreachable server: ServiceUnavailable propagates (never "not found", which would re-register)
+        versions = _retrying(f"search versions of {model_name}", client().search_model_versions, query)
     except MlflowException:
         return None
     return max(versions, key=lambda v: int(v.version)) if versions else None
 
 
-def register_artifact(model_name: str, run, artifact_path: str, tags: dict[str, str]):
-    """Register a run's artifact folder as a new version of ``model_name`` with ``tags``."""
+def _register_version(model_name: str, source: str, run_id: str, tags: dict[str, str], model_id: str | None = None):
+    """Create a version with its tags in one call; a retry returns the version this run already made."""
     from mlflow.exceptions import MlflowException
 
     c = client()
-    try:
-        c.create_registered_model(model_name)
-    except MlflowException:
-        pass  # already exists
-    return c.create_model_version(model_name, source=f"{run.info.artifact_uri}/{artifact_path}",
-                                  run_id=run.info.run_id, tags=tags)
+    attempts = []
+
+    def attempt():
+        if attempts:  # the previous try may have registered before the reply was lost
+            done = c.search_model_versions(f"name='{model_name}' and run_id='{run_id}'")
+            if done:
+                return max(done, key=lambda v: int(v.version))
+        attempts.append(1)
+        try:
+            c.create_registered_model(model_name)
+        except MlflowException as e:
+            if _is_transient(e):
+                raise
+            # RESOURCE_ALREADY_EXISTS: registered before
+        return c.create_model_version(model_name, source=source, run_id=run_id,
+                                      tags={k: str(v) for k, v in tags.items()}, model_id=model_id)
+
+    return _retrying(f"register a version of {model_name}", attempt)
+
+
+def register_artifact(model_name: str, run, artifact_path: str, tags: dict[str, str]):
+    """Register a run's artifact folder as a new version of ``model_name`` with ``tags``."""
+    return _register_version(model_name, f"{run.info.artifact_uri}/{artifact_path}", run.info.run_id, tags)
 
 
 def log_onnx_model(onnx_path: str | Path, model_name: str, tags: dict[str, str]):
-    """Log an ONNX file in the active run (ONNX flavor) and register it; returns the model version."""
+    """Log an ONNX file in the active run (ONNX flavor) and register it; returns the model version.
+
+    The version is created with all of ``tags`` at once, so no version of the registry exists
+    without its identity (``find_version`` finds it on a rerun); aliases are the caller's
+    business and come after this returns.
+    """
     import mlflow
     import onnx
 
-    info = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name="model", registered_model_name=model_name)
-    version = str(info.registered_model_version)
-    c = client()
-    for k, v in tags.items():
-        c.set_model_version_tag(model_name, version, k, v)
-    return c.get_model_version(model_name, version)
+    model = onnx.load(str(onnx_path))
+    # explicit requirements: inferring them runs the model in a subprocess (~5 s per customer)
+    info = _retrying(f"log the ONNX model for {model_name}", mlflow.onnx.log_model, model, name="model",
+                     pip_requirements=mlflow.onnx.get_default_pip_requirements())
+    run_id = mlflow.active_run().info.run_id
+    return _register_version(model_name, info.model_uri, run_id, tags, model_id=info.model_id)
 
 
 def get_alias(model_name: str, alias: str):
+    """The version behind ``alias``, None when the model or alias does not exist (an unreachable
+    server raises ServiceUnavailable: "unknown" must never read as "absent" to promote or reuse)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return client().get_model_version_by_alias(model_name, alias)
+        return _retrying(f"get {model_name}@{alias}", client().get_model_version_by_alias, model_name, alias)
     except MlflowException:
         return None
 
 
 def set_alias(model_name: str, alias: str, version: str | int) -> None:
-    client().set_registered_model_alias(model_name, alias, str(version))
+    _retrying(f"set {model_name}@{alias}", client().set_registered_model_alias, model_name, alias, str(version))
 
 
 def list_models(prefix: str = "metagan-") -> list:
-    return [m for m in client().search_registered_models() if m.name.startswith(prefix)]
+    return [m for m in _retrying("list registered models", client().search_registered_models)
+            if m.name.startswith(prefix)]
 
 
 def load_onnx_bytes(model_uri: str) -> bytes:
@@ -176,37 +247,39 @@ def load_onnx_bytes(model_uri: str) -> bytes:
     import mlflow
 
     configure()
-    return mlflow.onnx.load_model(model_uri).SerializeToString()
+    return _retrying(f"load {model_uri}", mlflow.onnx.load_model, model_uri).SerializeToString()
 
 
 def download_artifact_file(model_name: str, version: str | int, filename: str, dest: str | Path) -> Path:
     """Fetch one file of a registered (non-MLmodel) version, e.g. the meta checkpoint."""
     import mlflow
 
-    mv = client().get_model_version(model_name, str(version))
-    return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{mv.source}/{filename}", dst_path=str(dest)))
+    mv = _retrying(f"get {model_name} version {version}", client().get_model_version, model_name, str(version))
+    return Path(_retrying(f"download {filename} of {model_name} version {version}", mlflow.artifacts.download_artifacts,
+                          artifact_uri=f"{mv.source}/{filename}", dst_path=str(dest)))
 
 
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     import mlflow
 
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+    _retrying("log metrics", mlflow.log_metrics, {k: float(v) for k, v in metrics.items()}, step=step)
 
 
 def log_image(image, artifact_file: str) -> None:
     """Log a uint8 (H, W, C) image as a PNG artifact of the active run."""
     import mlflow
 
-    mlflow.log_image(image[..., 0] if image.shape[-1] == 1 else image, artifact_file=artifact_file)
+    _retrying(f"log image {artifact_file}", mlflow.log_image, image[..., 0] if image.shape[-1] == 1 else image,
+              artifact_file=artifact_file)
 
 
 def log_file(path: str | Path, artifact_path: str | None = None) -> None:
     import mlflow
 
-    mlflow.log_artifact(str(path), artifact_path=artifact_path)
+    _retrying(f"log artifact {Path(path).name}", mlflow.log_artifact, str(path), artifact_path=artifact_path)
 
 
 def set_version_tags(model_name: str, version: str | int, tags: dict[str, str]) -> None:
     c = client()
     for k, v in tags.items():
-        c.set_model_version_tag(model_name, str(version), k, str(v))
+        _retrying(f"tag {model_name} version {version}", c.set_model_version_tag, model_name, str(version), k, str(v))

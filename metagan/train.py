@@ -73,6 +73,9 @@ def meta_train(
         learner.load_state_dict(init["state"])
     first_step = int(init["step"]) if cfg.init_checkpoint else 0  # steps count across warm starts
     spent = 0.0
+    if resume:  # a writer killed mid-save leaves its temp file (never read); drop those
+        for stale in Path(checkpoint_path).parent.glob(f".{Path(checkpoint_path).name}.*.tmp"):
+            stale.unlink(missing_ok=True)
     previous = _resumable(checkpoint_path, params, data_version) if resume else None
     if previous is not None:
         learner.load_state_dict(previous["state"])

@@ -8,6 +8,16 @@ from metagan.data import TaskDataset
 torch.set_num_threads(1)  # CI has 2 cores; one thread per test process avoids oversubscription
 
 
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect API for the whole session (starting one costs ~13 s), shared by
+    tests/flows and the processes tests/faults starts (they get its URL as PREFECT_API_URL)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
 @pytest.fixture
 def tiny_params(tmp_path) -> Params:
     """Defaults shrunk to a tiny model writing under tmp_path."""
