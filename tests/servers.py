@@ -249,6 +249,9 @@ class PrefectServer(Process):
                                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                                    "PREFECT_SERVER_UI_ENABLED": "false"}
 
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5) -> None:  # graceful shutdown takes ~20 s
+        super().stop(sig, timeout)
+
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"

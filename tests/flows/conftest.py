@@ -1,5 +1,3 @@
-import subprocess
-
 import pytest
 
 
@@ -11,8 +9,3 @@ def prefect_harness():
     with prefect_test_harness(server_startup_timeout=180):
         yield
 
-
-def git_init(root):
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],
-                ["git", "config", "user.name", "test"]):
-        subprocess.run(cmd, cwd=root, check=True)
