@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import os
+import socket
 
 from prefect import flow, get_run_logger, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.common import FANOUT_WORKERS, load, params_hash
+from flows.common import FANOUT_WORKERS, fanout_runner, load, params_hash
 from metagan import tracking
 from metagan.adapt import MetaModel, adapt_customer, load_customer_generator
 from metagan.config import Params
@@ -35,6 +37,11 @@ def customer_tags(params: Params, content_hash: str, meta_version: str) -> dict[
     """Identity of a customer model: same shots, meta-model and adaptation config -> same model."""
     return {"content_hash": content_hash, "meta_version": str(meta_version),
             "adapt_hash": params_hash(params, "adapt", "export")}
+
+
+def worker_id() -> str:
+    """Which process adapted a customer (host:pid), recorded to see the fan-out spread."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @task
@@ -77,11 +84,11 @@ def adapt_one(customer_id: str, meta_version: str, data_version: str, params: Pa
     if result.ok:
         tracking.set_alias(name, CANDIDATE, version.version)
     return {"customer_id": customer_id, "version": str(version.version), "reused": False, "ok": result.ok,
-            "error": result.error, "seconds": result.seconds} | metrics
+            "error": result.error, "seconds": result.seconds, "worker": worker_id()} | metrics
 
 
-# Bounded fan-out: each task holds MLflow (SQLite) connections, and 50 at once exhausted its
-# connection pool (measured with bench/orchestration.py); on 2 cores more threads buy nothing.
+# The embedded default (bounded threads, see flows.common.fanout_runner); adapt_customers_flow
+# picks the profile's runner.
 @flow(name="adapt-customers", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=FANOUT_WORKERS))
 def adapt_customers(params_path: str | None = None, meta_version: str | None = None,
                     data_version: str = "", customers: list[str] | None = None, overrides: dict | None = None) -> list[dict]:
@@ -102,3 +109,8 @@ def adapt_customers(params_path: str | None = None, meta_version: str | None = N
             logger.error("customer %s failed: %s", cid, e)
             results.append({"customer_id": cid, "ok": False, "error": f"{type(e).__name__}: {e}"})
     return results
+
+
+def adapt_customers_flow(params: Params):
+    """``adapt_customers`` on the profile's task runner: threads embedded, a Dask cluster scaled out."""
+    return adapt_customers.with_options(task_runner=fanout_runner(params))

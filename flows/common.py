@@ -7,7 +7,9 @@ import os
 import json
 from pathlib import Path
 
-from metagan.config import Params, load_params
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from metagan.config import ConfigError, Params, load_params
 
 
 FANOUT_WORKERS = int(os.environ.get("METAGAN_FANOUT_WORKERS", "4"))
@@ -19,7 +21,57 @@ def load(params_path: str | None, overrides: dict | None = None) -> Params:
     ``overrides``: ``{section: {key: value}}`` applied on top (command-line flags, the demo).
     """
     params = load_params(params_path)
-    return params.with_overrides(**overrides) if overrides else params
+    params = params.with_overrides(**overrides) if overrides else params
+    check_profile(params)
+    return params
+
+
+def check_profile(params: Params) -> None:
+    """The scale-out profile needs its servers named in the environment; say which are missing."""
+    if params.profile != "scaleout":
+        return
+    from prefect.settings import PREFECT_API_URL
+
+    missing = []
+    if not os.environ.get("MLFLOW_TRACKING_URI", "").startswith(("http://", "https://")):
+        missing.append("MLFLOW_TRACKING_URI=http://<mlflow server>")
+    if not PREFECT_API_URL.value():
+        missing.append("PREFECT_API_URL=http://<prefect server>/api")
+    if missing:
+        raise ConfigError("profile 'scaleout' needs " + " and ".join(missing)
+                          + " in the environment (see mlflow/scaleout.env and docs/DEPLOY.md)")
+
+
+def fanout_runner(params: Params):
+    """Where per-customer tasks run: a thread pool (embedded) or a Dask cluster (scale-out)."""
+    if params.profile != "scaleout":
+        # Bounded: each task holds MLflow (SQLite) connections, and 50 at once exhausted its pool
+        # (bench/orchestration.py); on 2 cores more threads buy nothing.
+        return ThreadPoolTaskRunner(max_workers=FANOUT_WORKERS)
+    from prefect_dask import DaskTaskRunner
+
+    s = params.scaleout
+    if s.dask_address:
+        return DaskTaskRunner(address=s.dask_address)
+    # Processes, not threads: adaptation is CPU-bound torch code. Dask's nanny already starts
+    # workers with OMP_NUM_THREADS=1; match torch's threads to the worker's thread count.
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs={
+        "n_workers": s.dask_workers, "threads_per_worker": s.threads_per_worker, "processes": True,
+        "dashboard_address": None, "env": {"OMP_NUM_THREADS": str(s.threads_per_worker)}})
+
+
+def ensure_concurrency_limits(params: Params) -> dict[str, int]:
+    """Tag concurrency limits on the Prefect server: one meta-training per GPU pool, one DVC step
+    at a time (they share a workspace). Only the scale-out profile has a server to hold them."""
+    if params.profile != "scaleout":
+        return {}
+    from prefect.client.orchestration import get_client
+
+    limits = {"gpu": params.scaleout.gpu_concurrency, "dvc": params.scaleout.dvc_concurrency}
+    with get_client(sync_client=True) as client:
+        for tag, limit in limits.items():
+            client.create_concurrency_limit(tag=tag, concurrency_limit=limit)  # the server upserts by tag
+    return limits
 
 
 def params_hash(params: Params, *sections: str) -> str:

@@ -17,7 +17,8 @@ from metagan.train import meta_train as run_meta_training
 CURRENT = "current"  # ("latest" is reserved by MLflow)
 
 
-@task(retries=2, retry_delay_seconds=[2, 8])
+# Tags "dvc" and "gpu" carry the Prefect tag concurrency limits of the scale-out profile.
+@task(retries=2, retry_delay_seconds=[2, 8], tags=["dvc"])
 def checkout_data(params: Params, data_version: str | None) -> str:
     """Materialise ``data_version`` (default: the one recorded in data.dvc) in the workspace."""
     root, target = dvc_root(params), data_target(params)
@@ -37,7 +38,7 @@ def meta_tags(params: Params, data_version: str) -> dict[str, str]:
     return {"data_version": data_version, "params_hash": params_hash(params, "data", "model", "meta")}
 
 
-@task
+@task(tags=["gpu"])
 def train_or_reuse(params: Params, data_version: str) -> dict:
     """Train and register a meta-model, unless one with the same identity is registered already."""
     logger = get_run_logger()

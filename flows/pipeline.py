@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.adapt_customers import adapt_customers
+from flows.adapt_customers import adapt_customers_flow
+from flows.common import ensure_concurrency_limits, load
 from flows.evaluator import register_evaluator
 from flows.generate import generate
 from flows.ingest import ingest
@@ -20,7 +21,8 @@ def pipeline(customers_dir: str | None = None, params_path: str | None = None, s
     meta = meta_train(params_path, data["data_version"], overrides=overrides)
     evaluator = register_evaluator(params_path, overrides=overrides)
     accepted = [c for c, r in data["customers"].items() if r["ok"]]
-    adapted = adapt_customers(params_path, meta["version"], data["data_version"], customers=accepted,
+    ensure_concurrency_limits(load(params_path, overrides))
+    adapted = adapt_customers_flow(load(params_path, overrides))(params_path, meta["version"], data["data_version"], customers=accepted,
                               overrides=overrides) if accepted else []
     promoted = promote(params_path, customers=[r["customer_id"] for r in adapted if r.get("ok")],
                        overrides=overrides) if adapted else []

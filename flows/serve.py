@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, serve
 from prefect.schedules import Cron
 
-from flows.adapt_customers import adapt_customers
+from flows.adapt_customers import adapt_customers_flow
 from flows.common import load
 from flows.generate import generate
 from flows.ingest import ingest
@@ -17,7 +17,7 @@ from flows.promote import promote
 def adapt_new_customers(customers_dir: str, params_path: str | None = None) -> list[dict]:
     """Hourly: ingest uploads, adapt new or changed customers (unchanged ones are reused), promote."""
     data = ingest(customers_dir, params_path)
-    adapted = adapt_customers(params_path, data_version=data["data_version"])
+    adapted = adapt_customers_flow(load(params_path))(params_path, data_version=data["data_version"])
     return promote(params_path, customers=[r["customer_id"] for r in adapted if r.get("ok")])
 
 

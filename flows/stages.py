@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from flows.adapt_customers import adapt_customers
+from flows.adapt_customers import adapt_customers_flow
 from flows.common import load
 from flows.generate import generate
 from flows.meta_train import meta_train
@@ -21,7 +21,7 @@ def main(stage: str) -> int:
     if stage == "meta-train":
         meta_train(workspace_data=True)
     elif stage == "adapt":
-        results = adapt_customers()
+        results = adapt_customers_flow(params)()
         promote(customers=[r["customer_id"] for r in results if r.get("ok")])
         keep = ("shot_coverage", "sample_diversity", "parity_max_abs_diff", "consistency", "copy_rate", "diversity")
         metrics = {r["customer_id"]: {k: r[k] for k in keep if k in r} for r in results}

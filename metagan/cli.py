@@ -42,7 +42,7 @@ def cmd_meta_train(args) -> int:
 
 
 def cmd_adapt(args) -> int:
-    from flows.adapt_customers import adapt_customers
+    from flows.adapt_customers import adapt_customers_flow
     from flows.ingest import ingest
     from flows.promote import promote
 
@@ -56,7 +56,7 @@ def cmd_adapt(args) -> int:
     data = ingest(args.customers, args.params, overrides=ov)
     accepted = [c for c, r in data["customers"].items() if r["ok"]]
     failed = [r["error"] for r in data["customers"].values() if not r["ok"]]
-    results = adapt_customers(args.params, data_version=data["data_version"], customers=accepted,
+    results = adapt_customers_flow(params)(args.params, data_version=data["data_version"], customers=accepted,
                               overrides=ov) if accepted else []
     promoted = {r["customer_id"]: r for r in promote(args.params, customers=[r["customer_id"] for r in results
                                                                             if r.get("ok")], overrides=ov)}
@@ -110,6 +110,21 @@ def cmd_demo(args) -> int:
 
     return run_demo(args.params, Path(args.customers or PROJECT_ROOT / "examples/customers"),
                     Path(args.out or PROJECT_ROOT / "out/demo"), args.train_minutes)
+
+
+def cmd_pipeline(args) -> int:
+    import json
+
+    from flows.pipeline import pipeline
+
+    result = pipeline(str(Path(args.customers).resolve()), args.params, count=args.count, seed=args.seed, out=args.out)
+    summary = {"data_version": result["data"]["data_version"], "meta_version": result["meta"]["version"],
+               "rejected": {c: r["error"] for c, r in result["data"]["customers"].items() if not r["ok"]},
+               "adapted": result["adapted"], "promoted": result["promoted"],
+               "generated": [{"customer": m["model"]["name"], "version": m["model"]["version"],
+                              "count": m["count"], "manifest": m.get("manifest")} for m in result["generated"]]}
+    print(json.dumps(summary, indent=2, default=str))
+    return 1 if any(not r.get("ok") for r in result["adapted"]) else 0
 
 
 def cmd_serve(args) -> int:
@@ -169,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="meta-training budget when no shipped meta-model is available")
     d.set_defaults(func=cmd_demo)
 
+    pl = sub.add_parser("pipeline", help="ingest, meta-train, adapt, promote and generate in one flow run; "
+                        "prints a JSON summary")
+    pl.add_argument("--customers", required=True, help="folder with one sub-folder of uploads per customer")
+    pl.add_argument("--count", type=int, help="images per customer (default: schedules.generate_count)")
+    pl.add_argument("--seed", type=int, default=0)
+    pl.add_argument("--out", help="a folder or s3://bucket/prefix (default: paths.generated)")
+    pl.set_defaults(func=cmd_pipeline)
+
     s = sub.add_parser("serve", help="serve the scheduled Prefect deployments")
     s.add_argument("--customers", required=True, help="folder the hourly adaptation reads uploads from")
     s.set_defaults(func=cmd_serve)
@@ -181,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose and args.command != "demo":  # the demo shows Prefect's progress lines
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     try:
-        load_params(args.params)  # a bad params.yaml fails here, before any flow (or its API server) starts
+        if args.command not in ("models", "rollback"):
+            from flows.common import check_profile
+
+            check_profile(load_params(args.params))  # name missing servers before any flow starts
         return args.func(args)
     except (ConfigError, LookupError, RuntimeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -7,6 +7,7 @@ falling back to a default.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -99,6 +100,23 @@ class StorageConfig(_Section):
     """DVC remote: a local folder (relative to the project root) or ``s3://bucket/prefix``."""
 
 
+class ScaleoutConfig(_Section):
+    """Settings of the scale-out profile. Server addresses and credentials are not here: they come
+    from the environment (``MLFLOW_TRACKING_URI``, ``PREFECT_API_URL``, ``AWS_*``)."""
+
+    dask_address: str = ""
+    """``tcp://scheduler:8786`` of a running Dask cluster; empty starts a local cluster."""
+    dask_workers: int = Field(2, ge=1)
+    """Worker processes of the local cluster (ignored with ``dask_address``)."""
+    threads_per_worker: int = Field(1, ge=1)
+    dvc_remote: str = "s3://metagan/dvc"
+    generated: str = "s3://metagan/generated"
+    gpu_concurrency: int = Field(1, ge=1)
+    """Prefect tag concurrency limit ``gpu``: meta-training runs at once."""
+    dvc_concurrency: int = Field(1, ge=1)
+    """Prefect tag concurrency limit ``dvc``: DVC steps at once (they share one workspace)."""
+
+
 class GateConfig(_Section):
     """What a candidate must show before it becomes a customer's production model."""
 
@@ -119,7 +137,13 @@ class ScheduleConfig(_Section):
     timezone: str = "UTC"
 
 
+PROFILE_ENV = "METAGAN_PROFILE"
+
+
 class Params(_Section):
+    profile: Literal["embedded", "scaleout"] = "embedded"
+    """``embedded``: no servers (SQLite MLflow, ephemeral Prefect, local DVC remote, threads).
+    ``scaleout``: the servers in the environment, Dask fan-out, S3 for DVC and outputs."""
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     meta: MetaConfig = MetaConfig()
@@ -129,6 +153,7 @@ class Params(_Section):
     storage: StorageConfig = StorageConfig()
     gate: GateConfig = GateConfig()
     schedules: ScheduleConfig = ScheduleConfig()
+    scaleout: ScaleoutConfig = ScaleoutConfig()
 
     def resolve(self, path: str) -> Path:
         """A path from the config, relative to the project root unless absolute."""
@@ -159,12 +184,25 @@ def _format_validation_error(e: ValidationError) -> str:
 
 
 def load_params(path: str | Path | None = None) -> Params:
-    """Load and validate ``params.yaml``; missing file means all defaults."""
+    """Load and validate ``params.yaml``; missing file means all defaults.
+
+    ``METAGAN_PROFILE`` in the environment overrides ``profile``; the scale-out profile's remote
+    locations replace the embedded ones, so the rest of the code reads one set of fields.
+    """
     path = Path(path) if path else DEFAULT_PARAMS
-    if not path.exists():
-        return Params()
-    with open(path) as f:
-        raw = yaml.safe_load(f) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
-    return params_from_dict(raw)
+    raw = {}
+    if path.exists():
+        with open(path) as f:
+            raw = yaml.safe_load(f) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    if os.environ.get(PROFILE_ENV):
+        raw["profile"] = os.environ[PROFILE_ENV]
+    return apply_profile(params_from_dict(raw))
+
+
+def apply_profile(params: Params) -> Params:
+    if params.profile != "scaleout":
+        return params
+    s = params.scaleout
+    return params.with_overrides(storage={"dvc_remote": s.dvc_remote}, paths={"generated": s.generated})

@@ -1,7 +1,2 @@
-import subprocess
+# prefect_harness (one Prefect API per session) lives in tests/conftest.py: tests/faults uses it too
 
-
-def git_init(root):
-    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "t@example.com"],
-                ["git", "config", "user.name", "test"]):
-        subprocess.run(cmd, cwd=root, check=True)

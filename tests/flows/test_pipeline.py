@@ -5,37 +5,17 @@ import json
 import numpy as np
 import pytest
 import torch
-import yaml
 from PIL import Image
 
 from metagan.config import PROJECT_ROOT
-from tests.flows.conftest import git_init
+from tests.projects import make_project
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory, prefect_harness):
     root = tmp_path_factory.mktemp("project")
-    git_init(root)
+    make_project(root, {"alpha": 140, "beta": 120}, dvc_remote=str(root.parent / f"{root.name}-remote"))
     customers = root / "uploads"
-    sample = np.load(PROJECT_ROOT / "metagan/sample_data/omniglot_sample.npz")["images"]
-    for name, char in {"alpha": 140, "beta": 120}.items():  # Hebrew and Futurama: held out
-        (customers / name).mkdir(parents=True)
-        for j in range(4):
-            Image.fromarray(sample[char, j].astype(np.uint8) * 255).save(customers / name / f"{j}.png")
-    (customers / "broken").mkdir()
-    (customers / "broken" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
-    params["data"].update(source=str(PROJECT_ROOT / params["data"]["sample"]), packed_dir=str(root / "data/tasks"))
-    params["model"]["preset"] = "tiny"
-    params["meta"].update(max_steps=3, meta_batch=2, minutes=1.0, sample_every=2)
-    params["adapt"]["steps"] = 3
-    params["paths"] = {"data_root": str(root / "data"), "ingested_customers": str(root / "data/customers"),
-                       "meta_checkpoint": str(root / "artifacts/meta/checkpoint.pt"),
-                       "customers_dir": str(root / "artifacts/customers"), "generated": str(root / "out")}
-    params["storage"]["dvc_remote"] = str(root.parent / f"{root.name}-remote")
-    # a tiny model for seconds cannot meet the quality thresholds; the metrics are still computed
-    params["gate"].update(min_consistency=0.0, max_copy_rate=1.0, min_diversity=0.0)
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow/mlflow.db'}")
     mp.setenv("DVC_SITE_CACHE_DIR", str(root / ".dvc-site-cache"))

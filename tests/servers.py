@@ -1,0 +1,260 @@
+"""Real servers on loopback for integration and fault tests: PostgreSQL, an S3 server (moto's
+server mode), an MLflow tracking server and a Prefect server.
+
+Each is a real process on a free port, started and stopped by the tests (never a mock object in
+place of the server). ``stop``/``start`` restart a server; ``pause``/``resume`` freeze it with
+SIGSTOP/SIGCONT, which keeps its state (moto keeps buckets in memory) while clients time out.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from metagan.config import PROJECT_ROOT
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check, what: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{_tail(log)}")
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f} s:\n{_tail(log)}")
+
+
+def _tail(log: Path | None, n: int = 3000) -> str:
+    return log.read_text(errors="replace")[-n:] if log and log.exists() else ""
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status < 500
+    except OSError:
+        return False
+
+
+class Process:
+    """A server process with its log file; restartable."""
+
+    name = "server"
+
+    def __init__(self, workdir: Path):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.log = self.workdir / f"{self.name}.log"
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self, timeout: float = 120) -> "Process":
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.env(),
+                                         cwd=self.workdir, start_new_session=True)
+        wait_for(self.ready, self.name, timeout, self.proc, self.log)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.killpg(self.proc.pid, sig)  # the whole group: servers fork workers
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def pause(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self.proc.pid, signal.SIGCONT)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class S3Server(Process):
+    """moto in server mode: a real HTTP S3 endpoint (state in memory)."""
+
+    name = "s3"
+    access_key, secret_key, region = "testing-key", "testing-secret", "us-east-1"
+
+    def command(self):
+        return [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)]
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        return http_ok(f"{self.endpoint}/moto-api/")
+
+    def client_env(self) -> dict[str, str]:
+        """What clients (boto3, DVC, MLflow) read from the environment to reach this server."""
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
+                "AWS_DEFAULT_REGION": self.region, "AWS_ENDPOINT_URL": self.endpoint,
+                "MLFLOW_S3_ENDPOINT_URL": self.endpoint}
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=self.access_key,
+                            aws_secret_access_key=self.secret_key, region_name=self.region)
+
+    def create_bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return [o["Key"] for page in pages for o in page.get("Contents", [])]
+
+
+def _pg_bin(tool: str) -> str:
+    found = shutil.which(tool) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{tool}"))), None)
+    if not found:
+        raise FileNotFoundError(f"PostgreSQL's {tool} not found: install Debian's postgresql package")
+    return found
+
+
+def postgres_available() -> bool:
+    try:
+        _pg_bin("initdb")
+        return True
+    except FileNotFoundError:
+        return False
+
+
+class Postgres(Process):
+    """A throwaway PostgreSQL cluster (Debian's binaries). As root, it runs as the postgres user."""
+
+    name = "postgres"
+    user = "metagan"
+
+    def __init__(self, workdir: Path):
+        # PostgreSQL refuses to run as root, and pytest's tmp folders are private to root: keep the
+        # cluster in its own world-traversable folder owned by the postgres user.
+        super().__init__(Path(tempfile.mkdtemp(prefix="metagan-pg-")))
+        self.datadir = self.workdir / "data"
+        self.as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_postgres:
+            os.chmod(self.workdir, 0o755)
+            shutil.chown(self.workdir, "postgres", "postgres")
+        subprocess.run(self.as_postgres + [_pg_bin("initdb"), "-D", str(self.datadir), "-U", self.user,
+                                           "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
+
+    def command(self):
+        return self.as_postgres + [_pg_bin("postgres"), "-D", str(self.datadir), "-p", str(self.port),
+                                   "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.workdir}",
+                                   "-c", "fsync=off"]
+
+    def ready(self) -> bool:
+        return subprocess.run([_pg_bin("pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
+                              capture_output=True).returncode == 0
+
+    def create_database(self, name: str) -> None:
+        subprocess.run([_pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, name],
+                       check=True, capture_output=True)
+
+    def url(self, database: str, driver: str = "psycopg") -> str:
+        return f"postgresql+{driver}://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 30) -> None:  # SIGINT: fast shutdown
+        super().stop(sig, timeout)
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class MlflowServer(Process):
+    """``mlflow/start-server.sh``: the tracking server as a platform team would run it."""
+
+    name = "mlflow"
+
+    def __init__(self, workdir: Path, backend_store_uri: str, artifacts_destination: str,
+                 extra_env: dict[str, str] | None = None):
+        super().__init__(workdir)
+        self.backend_store_uri, self.artifacts_destination = backend_store_uri, artifacts_destination
+        self.extra_env = extra_env or {}
+
+    def command(self):
+        return ["bash", str(PROJECT_ROOT / "mlflow" / "start-server.sh")]
+
+    def env(self):
+        return dict(os.environ) | self.extra_env | {
+            "PATH": f"{BIN}:{os.environ['PATH']}",
+            "MLFLOW_BACKEND_STORE_URI": self.backend_store_uri,
+            "MLFLOW_ARTIFACTS_DESTINATION": self.artifacts_destination,
+            "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(self.port), "MLFLOW_WORKERS": "1"}
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        return http_ok(f"{self.uri}/health")
+
+
+class PrefectServer(Process):
+    """``prefect server start`` on a PostgreSQL database."""
+
+    name = "prefect"
+
+    def __init__(self, workdir: Path, database_url: str):
+        super().__init__(workdir)
+        self.database_url = database_url
+
+    def command(self):
+        return [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
+
+    def env(self):
+        return dict(os.environ) | {"PREFECT_SERVER_DATABASE_CONNECTION_URL": self.database_url,
+                                   "PREFECT_HOME": str(self.workdir / "home"),
+                                   "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                                   "PREFECT_SERVER_UI_ENABLED": "false"}
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5) -> None:  # graceful shutdown takes ~20 s
+        super().stop(sig, timeout)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api"
+
+    def ready(self) -> bool:
+        return http_ok(f"{self.api_url}/health")
