@@ -16,6 +16,7 @@ the create call), so an interrupted registration never leaves an untagged versio
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -26,6 +27,8 @@ from typing import Iterator
 
 from metagan.config import PROJECT_ROOT, Params
 from metagan.retry import RetryPolicy, call_with_retries
+
+log = logging.getLogger(__name__)
 
 META_MODEL = "metagan-meta"
 EVALUATOR_MODEL = "metagan-evaluator"
@@ -47,7 +50,11 @@ def configure(root: Path = PROJECT_ROOT) -> str:
     policy = RetryPolicy.from_env("mlflow")
     # the retries are ours (_retrying); MLflow's HTTP layer makes one attempt with a bounded timeout
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, round(policy.timeout_s))))
+    timeout = str(max(1, round(policy.timeout_s)))  # MLflow takes whole seconds
+    if "METAGAN_MLFLOW_TIMEOUT_S" in os.environ:
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = timeout
+    else:
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", timeout)
     uri = tracking_uri(root)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -132,8 +139,8 @@ def start_run(run_name: str, tags: dict[str, str], params: Params | None = None,
     import mlflow
 
     exp = experiment_id(root=root)
-    active = _retrying(f"start run {run_name!r}", mlflow.start_run, experiment_id=exp, run_name=run_name, tags=tags)
-    with active as run:
+    run = _retrying(f"start run {run_name!r}", mlflow.start_run, experiment_id=exp, run_name=run_name, tags=tags)
+    try:
         if params is not None:
             _retrying("log params", mlflow.log_params, flatten(params.model_dump()))
             with tempfile.TemporaryDirectory() as tmp:
@@ -143,6 +150,26 @@ def start_run(run_name: str, tags: dict[str, str], params: Params | None = None,
                 path.write_text(yaml.safe_dump(params.model_dump(), sort_keys=False))
                 _retrying("log params.yaml", mlflow.log_artifact, str(path))
         yield run
+    except BaseException as e:
+        try:  # record the failure if the server lets us; the original error is what matters
+            _end_run(run, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        except Exception as end_error:
+            log.warning("could not mark run %s as failed: %s", run.info.run_id, end_error)
+        raise
+    _end_run(run, "FINISHED")
+
+
+def _end_run(run, status: str) -> None:
+    """Terminate ``run`` on the server (retried), then drop it from MLflow's active-run stack."""
+    import mlflow
+
+    try:
+        _retrying(f"end run {run.info.run_name!r}", client().set_terminated, run.info.run_id, status)
+    finally:
+        try:
+            mlflow.end_run(status)  # pops the stack first, then repeats set_terminated (idempotent)
+        except Exception:
+            pass  # already terminated above, or the error above is being raised
 
 
 def mlflow_reporter():

@@ -1,0 +1,263 @@
+"""Faults in the services: a real MLflow tracking server and a real S3 server (moto) are stopped,
+restarted or frozen (SIGSTOP) while the product talks to them."""
+
+import logging
+import threading
+import time
+
+import pytest
+import torch
+from PIL import Image
+
+from metagan import tracking
+from metagan.config import Params
+from metagan.retry import ServiceUnavailable
+from tests.conftest import make_dataset
+from tests.servers import MlflowServer, S3Server
+
+CUSTOMER = "acme"
+NAME = tracking.customer_model_name(CUSTOMER)
+
+
+def retry_env(monkeypatch, service: str, attempts: int, backoff: float = 0.25, max_backoff: float = 2.0,
+              timeout: float = 1.0) -> None:
+    for key, value in {"ATTEMPTS": attempts, "BACKOFF_S": backoff, "MAX_BACKOFF_S": max_backoff,
+                       "TIMEOUT_S": timeout}.items():
+        monkeypatch.setenv(f"METAGAN_{service}_{key}", str(value))
+
+
+def later(seconds: float, action) -> threading.Thread:
+    """Run ``action`` in ``seconds`` in a background thread (the outage ends while a call waits)."""
+    thread = threading.Thread(target=lambda: (time.sleep(seconds), action()), daemon=True)
+    thread.start()
+    return thread
+
+
+class RetryLog(logging.Handler):
+    """Collects metagan.retry's warnings (its own handler: Prefect's logging setup may replace
+    the root logger's handlers, caplog's among them, when a flow module is first imported)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+    def __enter__(self):
+        logging.getLogger("metagan.retry").addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        logging.getLogger("metagan.retry").removeHandler(self)
+
+    @property
+    def retried(self) -> bool:
+        return any("retrying in" in m for m in self.messages)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real tracking server (SQLite store, proxied local artifacts): state survives restarts."""
+    work = tmp_path_factory.mktemp("mlflow-server")
+    server = MlflowServer(work, f"sqlite:///{work / 'mlflow.db'}", str(work / "artifacts"))
+    server.start(timeout=180)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def served(mlflow_server, monkeypatch):
+    """Point the product at the server, running again if an earlier test left it stopped."""
+    if mlflow_server.proc.poll() is not None:
+        mlflow_server.start(timeout=180)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    return mlflow_server
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A tiny meta checkpoint, one ingested customer and matching params."""
+    from metagan.customers import ingest_customer
+    from metagan.train import meta_train
+
+    root = tmp_path_factory.mktemp("project")
+    ds = make_dataset(size=16)
+    params = Params().with_overrides(
+        data={"val_groups": ["g3"]}, model={"preset": "tiny"},
+        meta={"meta_batch": 2, "shots": 3, "queries": 2, "inner_steps": 2, "max_steps": 1}, adapt={"steps": 2},
+        paths={"meta_checkpoint": str(root / "meta.pt"), "customers_dir": str(root / "models"),
+               "ingested_customers": str(root / "data"), "evaluator": str(root / "none.pt")})
+    meta_train(params, ds, root / "meta.pt")
+    (root / "uploads" / CUSTOMER).mkdir(parents=True)
+    for j, idx in enumerate(ds.indices_of(0)[:3]):
+        Image.fromarray(ds.images[idx, :, :, 0]).save(root / "uploads" / CUSTOMER / f"{j}.png")
+    assert ingest_customer(root / "uploads" / CUSTOMER, root / "data", 16, 1, 1, 20, 10**7).ok
+    return root, params
+
+
+def versions(name=NAME):
+    return tracking.client().search_model_versions(f"name='{name}'")
+
+
+def tiny_onnx(path, seed=0):
+    from metagan.export import export_generator_onnx
+    from metagan.nets import Generator, SampleGenerator, net_config
+
+    torch.manual_seed(seed)
+    return export_generator_onnx(SampleGenerator(Generator(net_config("tiny", 16, 1, code_dim=8)), torch.randn(8)), path)
+
+
+def test_an_mlflow_server_frozen_with_sigstop_is_ridden_out(served, monkeypatch):
+    """Guarantee: a server that accepts connections but does not answer (SIGSTOP) costs one
+    bounded timeout per attempt; when it answers again (SIGCONT) the call completes."""
+    retry_env(monkeypatch, "MLFLOW", attempts=10, backoff=0.25, max_backoff=1.0, timeout=1)
+    tracking.experiment_id()  # the experiment exists before the freeze
+    served.pause()
+    later(2.5, served.resume)
+    with RetryLog() as retries:
+        assert tracking.get_alias(tracking.customer_model_name("nobody"), "production") is None
+    assert retries.retried
+
+
+def test_an_outage_between_registering_and_aliasing_leaves_no_alias_and_a_rerun_rides_out_the_restart(
+        served, project, monkeypatch):
+    """Guarantee: the `candidate` alias is set only after the version is registered complete (tags
+    sent with the create call): a server that dies right after registration leaves a complete
+    version without alias, never an alias on a half-registered version. A rerun started while the
+    server is still down retries with backoff through its restart, reuses that version and sets
+    the alias: the customer ends with exactly one version, aliased."""
+    from mlflow import MlflowClient
+
+    from flows.adapt_customers import adapt_one
+
+    root, params = project
+    retry_env(monkeypatch, "MLFLOW", attempts=2, backoff=0.2, max_backoff=0.2, timeout=10)
+    real = tracking.log_onnx_model
+
+    def register_then_crash_the_server(*args, **kwargs):
+        version = real(*args, **kwargs)
+        served.stop()
+        return version
+
+    monkeypatch.setattr(tracking, "log_onnx_model", register_then_crash_the_server)
+    with pytest.raises(ServiceUnavailable, match="unavailable"):
+        adapt_one.fn(CUSTOMER, "1", "v", params)
+    monkeypatch.setattr(tracking, "log_onnx_model", real)
+
+    store = MlflowClient(tracking_uri=served.backend_store_uri, registry_uri=served.backend_store_uri)
+    (version,) = store.search_model_versions(f"name='{NAME}'")  # the server's own database, while it is down
+    assert version.status == "READY" and version.tags["parity_ok"] == "true"
+    assert {"content_hash", "meta_version", "adapt_hash", "customer_id"} <= set(version.tags)
+    assert store.get_registered_model(NAME).aliases == {}
+
+    retry_env(monkeypatch, "MLFLOW", attempts=40, backoff=0.25, max_backoff=2.0, timeout=10)
+    restart = later(1.0, lambda: served.start(timeout=180))
+    with RetryLog() as retries:
+        result = adapt_one.fn(CUSTOMER, "1", "v", params)
+    restart.join()
+    assert retries.retried  # the rerun met the outage and retried through it
+    assert result["reused"] and result["ok"] and result["version"] == str(version.version)
+    assert [str(v.version) for v in versions()] == [str(version.version)]
+    assert tracking.get_alias(NAME, "candidate").version == str(version.version)
+
+
+def test_a_lost_reply_to_a_registration_does_not_create_a_second_version(served, tmp_path, monkeypatch):
+    """Guarantee: registration is idempotent under retries: when the server registered a version
+    but the reply was lost (simulated: the real call succeeds, then a timeout is raised), the
+    retry finds this run's version instead of creating a duplicate."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    retry_env(monkeypatch, "MLFLOW", attempts=3, backoff=0.1)
+    real, lost = MlflowClient.create_model_version, []
+
+    def reply_lost(self, *args, **kwargs):
+        version = real(self, *args, **kwargs)
+        if not lost:
+            lost.append(version.version)
+            raise MlflowException("API request to http://mlflow/... failed with timeout exception Read timed out.")
+        return version
+
+    monkeypatch.setattr(MlflowClient, "create_model_version", reply_lost)
+    name = tracking.customer_model_name("lost-reply")
+    with tracking.start_run("lost-reply", {}):
+        version = tracking.log_onnx_model(tiny_onnx(tmp_path / "g.onnx"), name, {"content_hash": "h"})
+    assert lost == [version.version]
+    assert [v.version for v in versions(name)] == [version.version]
+
+
+def test_mlflow_down_past_the_retry_budget_fails_clearly_and_is_never_read_as_absent(served, project, monkeypatch):
+    """Guarantee: MLflow down for longer than the retry budget gives a ServiceUnavailable naming the
+    server, the operation and the attempts, within the budget; "unreachable" is never taken for
+    "no such model/alias" (promote would otherwise act on a registry it cannot see)."""
+    from flows.adapt_customers import adapt_one
+    from flows.promote import promote_customer
+
+    root, params = project
+    retry_env(monkeypatch, "MLFLOW", attempts=3, backoff=0.2, max_backoff=0.4)
+    served.stop()
+    start = time.monotonic()
+    with pytest.raises(ServiceUnavailable) as err:
+        tracking.get_alias(NAME, "production")
+    assert time.monotonic() - start < 15
+    message = str(err.value)
+    assert served.uri in message and f"get {NAME}@production" in message and "3 time(s)" in message
+    with pytest.raises(ServiceUnavailable):
+        promote_customer.fn(CUSTOMER, params)
+    with pytest.raises(ServiceUnavailable):
+        adapt_one.fn(CUSTOMER, "1", "v", params)  # never "not registered yet" -> adapt and register again
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    server = S3Server(tmp_path_factory.mktemp("s3")).start()
+    server.create_bucket("out")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3, monkeypatch):
+    if s3.proc.poll() is None:
+        s3.resume()  # (a failed test may have left it frozen)
+    for k, v in s3.client_env().items():
+        monkeypatch.setenv(k, v)
+    return s3
+
+
+def batch(tmp_path, out_uri, count=3):
+    from metagan.generate import run_batch_job
+
+    onnx_bytes = tiny_onnx(tmp_path / "g.onnx").read_bytes()
+    return run_batch_job(onnx_bytes, count, out_uri, seed=0, model={"name": "m", "version": "1"})
+
+
+def test_s3_frozen_during_the_batch_job_is_ridden_out(s3_env, tmp_path, monkeypatch):
+    """Guarantee: S3 not answering for a while (server frozen with SIGSTOP, state kept) is retried
+    within bounded timeouts; the batch job completes and writes every image and its manifest."""
+    retry_env(monkeypatch, "S3", attempts=10, timeout=1)
+    s3_env.pause()
+    later(2.0, s3_env.resume)
+    start = time.monotonic()
+    manifest = batch(tmp_path, "s3://out/frozen", count=3)
+    assert time.monotonic() - start >= 2.0  # it did wait out the freeze
+    assert sorted(s3_env.keys("out", "frozen/")) == ["frozen/00000.png", "frozen/00001.png", "frozen/00002.png",
+                                                    "frozen/manifest.json"]
+    assert manifest["count"] == 3
+
+
+def test_s3_down_past_the_retry_budget_fails_clearly_and_publishes_no_manifest(s3_env, tmp_path, monkeypatch):
+    """Guarantee: S3 unreachable past the retry budget fails the batch job with a
+    ServiceUnavailable naming the object, after a bounded time, and no manifest.json is written
+    (the manifest comes last, so a consumer never takes a partial batch for a complete one)."""
+    retry_env(monkeypatch, "S3", attempts=2, timeout=1)
+    s3_env.pause()
+    try:
+        start = time.monotonic()
+        with pytest.raises(ServiceUnavailable, match=r"writing s3://out/down/00000.png failed after 2 attempt"):
+            batch(tmp_path, "s3://out/down")
+        assert time.monotonic() - start < 20
+    finally:
+        s3_env.resume()
+    assert "down/manifest.json" not in s3_env.keys("out", "down/")
