@@ -43,6 +43,9 @@ def tracking_uri(root: Path = PROJECT_ROOT) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
 
 
+_exported_registry_uri: str | None = None
+
+
 def configure(root: Path = PROJECT_ROOT) -> str:
     """Point MLflow at the configured store; returns the tracking URI."""
     import mlflow
@@ -59,7 +62,13 @@ def configure(root: Path = PROJECT_ROOT) -> str:
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+    # set_registry_uri exports MLFLOW_REGISTRY_URI too: a value we exported ourselves is not the
+    # user's choice, or a process that moves to another tracking URI keeps the old registry
+    global _exported_registry_uri
+    env_registry = os.environ.get("MLFLOW_REGISTRY_URI")
+    user_registry = env_registry if env_registry and env_registry != _exported_registry_uri else None
+    mlflow.set_registry_uri(user_registry or uri)
+    _exported_registry_uri = None if user_registry else uri
     return uri
 
 

@@ -226,10 +226,9 @@ def s3_env(s3, monkeypatch):
     return s3
 
 
-def batch(tmp_path, out_uri, count=3):
+def batch(onnx_bytes, out_uri, count=3):
     from metagan.generate import run_batch_job
 
-    onnx_bytes = tiny_onnx(tmp_path / "g.onnx").read_bytes()
     return run_batch_job(onnx_bytes, count, out_uri, seed=0, model={"name": "m", "version": "1"})
 
 
@@ -237,10 +236,11 @@ def test_s3_frozen_during_the_batch_job_is_ridden_out(s3_env, tmp_path, monkeypa
     """Guarantee: S3 not answering for a while (server frozen with SIGSTOP, state kept) is retried
     within bounded timeouts; the batch job completes and writes every image and its manifest."""
     retry_env(monkeypatch, "S3", attempts=10, timeout=1)
+    onnx_bytes = tiny_onnx(tmp_path / "g.onnx").read_bytes()
     s3_env.pause()
     later(2.0, s3_env.resume)
     start = time.monotonic()
-    manifest = batch(tmp_path, "s3://out/frozen", count=3)
+    manifest = batch(onnx_bytes, "s3://out/frozen", count=3)
     assert time.monotonic() - start >= 2.0  # it did wait out the freeze
     assert sorted(s3_env.keys("out", "frozen/")) == ["frozen/00000.png", "frozen/00001.png", "frozen/00002.png",
                                                     "frozen/manifest.json"]
@@ -252,11 +252,12 @@ def test_s3_down_past_the_retry_budget_fails_clearly_and_publishes_no_manifest(s
     ServiceUnavailable naming the object, after a bounded time, and no manifest.json is written
     (the manifest comes last, so a consumer never takes a partial batch for a complete one)."""
     retry_env(monkeypatch, "S3", attempts=2, timeout=1)
+    onnx_bytes = tiny_onnx(tmp_path / "g.onnx").read_bytes()
     s3_env.pause()
     try:
         start = time.monotonic()
         with pytest.raises(ServiceUnavailable, match=r"writing s3://out/down/00000.png failed after 2 attempt"):
-            batch(tmp_path, "s3://out/down")
+            batch(onnx_bytes, "s3://out/down")
         assert time.monotonic() - start < 20
     finally:
         s3_env.resume()
