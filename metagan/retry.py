@@ -43,7 +43,7 @@ class RetryPolicy:
             try:
                 parsed = kind(raw) if raw is not None else default
             except ValueError:
-                raise ValueError(f"{prefix + name}={raw!r} is not a {kind.__name__}") from None
+                raise ValueError(f"{prefix + name}={raw!r} is not a number") from None
             if parsed < (1 if name == "ATTEMPTS" else 0):
                 raise ValueError(f"{prefix + name} must be {'>= 1' if name == 'ATTEMPTS' else '>= 0'}, got {raw}")
             return parsed

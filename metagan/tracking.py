@@ -43,9 +43,6 @@ def tracking_uri(root: Path = PROJECT_ROOT) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
 
 
-_exported_registry_uri: str | None = None
-
-
 def configure(root: Path = PROJECT_ROOT) -> str:
     """Point MLflow at the configured store; returns the tracking URI."""
     import mlflow
@@ -62,13 +59,12 @@ def configure(root: Path = PROJECT_ROOT) -> str:
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    # set_registry_uri exports MLFLOW_REGISTRY_URI too: a value we exported ourselves is not the
-    # user's choice, or a process that moves to another tracking URI keeps the old registry
-    global _exported_registry_uri
-    env_registry = os.environ.get("MLFLOW_REGISTRY_URI")
-    user_registry = env_registry if env_registry and env_registry != _exported_registry_uri else None
+    user_registry = os.environ.get("MLFLOW_REGISTRY_URI")
     mlflow.set_registry_uri(user_registry or uri)
-    _exported_registry_uri = None if user_registry else uri
+    if not user_registry:
+        # set_registry_uri exports MLFLOW_REGISTRY_URI: left there, it would read as the user's
+        # choice on the next call (after the tracking URI changed) and in every child process
+        os.environ.pop("MLFLOW_REGISTRY_URI", None)
     return uri
 
 
