@@ -134,6 +134,16 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_deploy(args) -> int:
+    from flows.serve import deploy_to_pools
+
+    for name, pool in deploy_to_pools(str(Path(args.customers).resolve()), args.params, args.cpu_pool,
+                                      args.gpu_pool).items():
+        print(f"  {name} -> work pool {pool}")
+    print(f"start workers with:  prefect worker start --pool {args.cpu_pool}   (and --pool {args.gpu_pool} on GPU nodes)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="metagan", description="Few-shot image generation with meta-learned GANs.")
     p.add_argument("--params", default=None, help="params.yaml to use (default: the project's)")
@@ -195,6 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="serve the scheduled Prefect deployments")
     s.add_argument("--customers", required=True, help="folder the hourly adaptation reads uploads from")
     s.set_defaults(func=cmd_serve)
+
+    dp = sub.add_parser("deploy", help="register the scheduled deployments with work pools on a Prefect server")
+    dp.add_argument("--customers", required=True, help="folder the hourly adaptation reads uploads from")
+    dp.add_argument("--cpu-pool", default="metagan-cpu")
+    dp.add_argument("--gpu-pool", default="metagan-gpu", help="meta-training runs here")
+    dp.set_defaults(func=cmd_deploy)
     return p
 
 
