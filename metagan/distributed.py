@@ -167,14 +167,17 @@ def main_decides(flag: bool) -> bool:
     return bool(t.item())
 
 
-def mean_over_ranks(stats: dict[str, float]) -> dict[str, float]:
-    """Per-step statistics averaged over ranks (same keys on every rank)."""
-    if _group is None or not stats:
-        return stats
+def mean_stats_and_main_decides(stats: dict[str, float], flag: bool) -> tuple[dict[str, float], bool]:
+    """Per-step statistics averaged over ranks (same keys on every rank) and rank 0's ``flag``,
+    in one all-reduce: the only collective a step needs besides the gradients'."""
+    if _group is None:
+        return stats, flag
     keys = sorted(stats)
-    t = torch.tensor([stats[k] for k in keys], dtype=torch.float64, device=_group.device)
+    t = torch.tensor([stats[k] for k in keys] + [float(flag and _group.is_main)], dtype=torch.float64,
+                     device=_group.device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return {k: float(v) / _group.world_size for k, v in zip(keys, t.tolist())}
+    values = t.tolist()
+    return {k: v / _group.world_size for k, v in zip(keys, values)}, values[-1] > 0
 
 
 def parameter_digest(modules: dict[str, nn.Module]) -> str:

@@ -144,14 +144,15 @@ def _train(
     max_steps = cfg.max_steps or (1 if not learner.trains else None)
     step, stats, smoothed = first_step, {}, {}
 
-    def budget_left() -> bool:  # rank 0's clock decides, so every rank stops at the same step
-        return distributed.main_decides(
-            time.monotonic() < deadline and (max_steps is None or step < max_steps) and cfg.minutes > 0)
+    def budget_left() -> bool:
+        return time.monotonic() < deadline and (max_steps is None or step < max_steps) and cfg.minutes > 0
 
-    while budget_left():
-        if learner.trains:
-            stats = distributed.mean_over_ranks(learner.meta_step(sampler.sample(tasks).to(device), rng))
+    # rank 0's clock decides, so every rank stops at the same step
+    go_on = distributed.main_decides(budget_left())
+    while go_on:
+        stats = learner.meta_step(sampler.sample(tasks).to(device), rng) if learner.trains else {}
         step += 1
+        stats, go_on = distributed.mean_stats_and_main_decides(stats, budget_left())
         for k, v in stats.items():
             smoothed[k] = v if k not in smoothed else 0.98 * smoothed[k] + 0.02 * v
             if report and step % 10 == 0:
