@@ -142,7 +142,7 @@ def _train(
     start = last_save = time.monotonic()
     deadline = start + cfg.minutes * 60 - spent
     max_steps = cfg.max_steps or (1 if not learner.trains else None)
-    step, stats, smoothed = first_step, {}, {}
+    step, smoothed = first_step, {}
 
     def budget_left() -> bool:
         return time.monotonic() < deadline and (max_steps is None or step < max_steps) and cfg.minutes > 0
