@@ -28,6 +28,27 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_meta_train(args) -> int:
+    from metagan import distributed
+
+    if not distributed.launched():
+        return _meta_train(args)
+    # torchrun: rank 0 runs the flows as usual (ingest, MLflow, registry); inside them its
+    # meta_train hands the training job to the other ranks, which only train along
+    from metagan.train import follow_main, release_followers
+
+    group = distributed.init_from_env(load_params(args.params).meta.device)
+    try:
+        if not group.is_main:
+            follow_main()
+            return 0
+        rc = _meta_train(args)
+        release_followers()  # not on an error: rank 0 exits non-zero and torchrun stops the others
+        return rc
+    finally:
+        distributed.shutdown()
+
+
+def _meta_train(args) -> int:
     from flows.ingest import ingest
     from flows.meta_train import meta_train
 
