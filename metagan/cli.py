@@ -240,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not args.verbose and args.command != "demo":  # the demo shows Prefect's progress lines
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    if args.command != "meta-train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # under torchrun every rank would run the whole command on its own
+        print(f"error: only meta-train runs under torchrun, not {args.command!r}", file=sys.stderr)
+        return 2
     try:
         if args.command not in ("models", "rollback"):
             from flows.common import check_profile
