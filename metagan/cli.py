@@ -28,6 +28,27 @@ def cmd_ingest(args) -> int:
 
 
 def cmd_meta_train(args) -> int:
+    from metagan import distributed
+
+    if not distributed.launched():
+        return _meta_train(args)
+    # torchrun: rank 0 runs the flows as usual (ingest, MLflow, registry); inside them its
+    # meta_train hands the training job to the other ranks, which only train along
+    from metagan.train import follow_main, release_followers
+
+    group = distributed.init_from_env(load_params(args.params).meta.device)
+    try:
+        if not group.is_main:
+            follow_main()
+            return 0
+        rc = _meta_train(args)
+        release_followers()  # not on an error: rank 0 exits non-zero and torchrun stops the others
+        return rc
+    finally:
+        distributed.shutdown()
+
+
+def _meta_train(args) -> int:
     from flows.ingest import ingest
     from flows.meta_train import meta_train
 
@@ -134,6 +155,16 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_deploy(args) -> int:
+    from flows.serve import deploy_to_pools
+
+    for name, pool in deploy_to_pools(str(Path(args.customers).resolve()), args.params, args.cpu_pool,
+                                      args.gpu_pool).items():
+        print(f"  {name} -> work pool {pool}")
+    print(f"start workers with:  prefect worker start --pool {args.cpu_pool}   (and --pool {args.gpu_pool} on GPU nodes)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="metagan", description="Few-shot image generation with meta-learned GANs.")
     p.add_argument("--params", default=None, help="params.yaml to use (default: the project's)")
@@ -195,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="serve the scheduled Prefect deployments")
     s.add_argument("--customers", required=True, help="folder the hourly adaptation reads uploads from")
     s.set_defaults(func=cmd_serve)
+
+    dp = sub.add_parser("deploy", help="register the scheduled deployments with work pools on a Prefect server")
+    dp.add_argument("--customers", required=True, help="folder the hourly adaptation reads uploads from")
+    dp.add_argument("--cpu-pool", default="metagan-cpu")
+    dp.add_argument("--gpu-pool", default="metagan-gpu", help="meta-training runs here")
+    dp.set_defaults(func=cmd_deploy)
     return p
 
 
@@ -203,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if not args.verbose and args.command != "demo":  # the demo shows Prefect's progress lines
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    if args.command != "meta-train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # under torchrun every rank would run the whole command on its own
+        print(f"error: only meta-train runs under torchrun, not {args.command!r}", file=sys.stderr)
+        return 2
     try:
         if args.command not in ("models", "rollback"):
             from flows.common import check_profile

@@ -6,6 +6,7 @@ plug in nothing), so this loop does no I/O of its own beyond the checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -15,9 +16,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from metagan import distributed
 from metagan.checkpoint import META_FORMAT, load_checkpoint, save_atomic
-from metagan.config import Params
-from metagan.data import EpisodeSampler, TaskDataset, split_classes
+from metagan.config import Params, params_from_dict
+from metagan.data import EpisodeSampler, TaskDataset, load_packed, split_classes
 from metagan.data.images import to_uint8
 from metagan.meta import MetaLearner, build_learner
 from metagan.nets import NetConfig, net_config
@@ -26,6 +28,9 @@ log = logging.getLogger(__name__)
 
 Report = Callable[[str, float, int], None]
 OnSamples = Callable[[np.ndarray, int], None]
+
+RANK_SEED_STRIDE = 1_000_003
+"""Rank r draws episodes from seed + step + r * stride: distinct streams for any run under a million steps."""
 
 
 def pick_device(choice: str = "auto") -> str:
@@ -42,6 +47,8 @@ class TrainResult:
     steps: int
     seconds: float
     metrics: dict[str, float]
+    param_digest: str = ""
+    """sha256 of the final parameters (see ``distributed.parameter_digest``); equal on every rank."""
 
 
 def meta_train(
@@ -59,33 +66,71 @@ def meta_train(
     With ``resume``, a checkpoint already at ``checkpoint_path`` from the same config and data
     (left by a killed run: checkpoints are written atomically every ``checkpoint_every_s``)
     is continued for what is left of the budget instead of starting over.
+
+    In a ``torchrun`` job (``distributed.init_from_env``) rank 0 calls this and the other ranks
+    wait in :func:`follow_main`: rank 0 hands them the job, all ranks train together, and only
+    rank 0 reads and writes checkpoints, reports and draws samples.
     """
+    group = distributed.current()
+    if group is not None:
+        if not group.is_main:
+            raise RuntimeError("in a torchrun job only rank 0 calls meta_train; the other ranks call follow_main()")
+        distributed.broadcast_object({"params": params.model_dump(), "checkpoint": str(checkpoint_path),
+                                      "data_version": data_version, "checkpoint_every_s": checkpoint_every_s,
+                                      "resume": resume, "dataset": dataset_fingerprint(dataset)})
+    return _train(params, dataset, checkpoint_path, report, on_samples, data_version, checkpoint_every_s, resume)
+
+
+def _train(
+    params: Params,
+    dataset: TaskDataset,
+    checkpoint_path: str | Path,
+    report: Report | None,
+    on_samples: OnSamples | None,
+    data_version: str,
+    checkpoint_every_s: float,
+    resume: bool,
+) -> TrainResult:
+    """The loop itself, run by every rank of a torchrun job (and by the one process otherwise)."""
     cfg = params.meta
-    device = pick_device(cfg.device)
+    group = distributed.current()
+    rank, world, main = (group.rank, group.world_size, group.is_main) if group else (0, 1, True)
+    device = group.device if group else pick_device(cfg.device)
     _, size, _, channels = dataset.images.shape
     net_cfg = net_config(params.model.preset, size, channels)
     learner = build_learner(cfg.method, net_cfg, cfg, device)
-    if cfg.init_checkpoint:
-        init = load_checkpoint(params.resolve(cfg.init_checkpoint), META_FORMAT, map_location=device)
-        if init["method"] != cfg.method or NetConfig(**init["net"]) != learner.nets.generator.cfg:
-            raise ValueError(f"init checkpoint {cfg.init_checkpoint} is a {init['method']} model with "
-                             f"{init['net']}; this run trains {cfg.method} with {learner.nets.generator.cfg}")
-        learner.load_state_dict(init["state"])
-    first_step = int(init["step"]) if cfg.init_checkpoint else 0  # steps count across warm starts
-    spent = 0.0
-    if resume:  # a writer killed mid-save leaves its temp file (never read); drop those
-        for stale in Path(checkpoint_path).parent.glob(f".{Path(checkpoint_path).name}.*.tmp"):
-            stale.unlink(missing_ok=True)
-    previous = _resumable(checkpoint_path, params, data_version) if resume else None
-    if previous is not None:
-        learner.load_state_dict(previous["state"])
-        first_step, spent = int(previous["step"]), float(previous.get("seconds", 0.0))
-        log.info("resuming %s from step %d (%.0f s already spent)", checkpoint_path, first_step, spent)
+    first_step, spent = 0, 0.0
+    if main:  # rank 0 reads checkpoints; the other ranks get its weights and optimizer state below
+        if cfg.init_checkpoint:
+            init = load_checkpoint(params.resolve(cfg.init_checkpoint), META_FORMAT, map_location=device)
+            if init["method"] != cfg.method or NetConfig(**init["net"]) != learner.nets.generator.cfg:
+                raise ValueError(f"init checkpoint {cfg.init_checkpoint} is a {init['method']} model with "
+                                 f"{init['net']}; this run trains {cfg.method} with {learner.nets.generator.cfg}")
+            learner.load_state_dict(init["state"])
+            first_step = int(init["step"])  # steps count across warm starts
+        if resume:  # a writer killed mid-save leaves its temp file (never read); drop those
+            for stale in Path(checkpoint_path).parent.glob(f".{Path(checkpoint_path).name}.*.tmp"):
+                stale.unlink(missing_ok=True)
+        previous = _resumable(checkpoint_path, params, data_version) if resume else None
+        if previous is not None:
+            learner.load_state_dict(previous["state"])
+            first_step, spent = int(previous["step"]), float(previous.get("seconds", 0.0))
+            log.info("resuming %s from step %d (%.0f s already spent)", checkpoint_path, first_step, spent)
+    first_step, spent = distributed.broadcast_object((first_step, spent))
+    distributed.sync_from_main(learner.nets.modules().values(), learner.optimizers().values())
+    # meta_batch is the number of tasks per outer step in all; each rank takes its share and
+    # every optimizer step applies the task-weighted mean of all ranks' gradients
+    tasks = distributed.tasks_on_rank(cfg.meta_batch, rank, world, learner.min_tasks_per_rank if world > 1 else 1)
+    hooks = [distributed.average_gradients_before_step(opt, tasks / cfg.meta_batch)
+             for opt in learner.optimizers().values()] if group else []
     train_ids, val_ids = split_classes(dataset, params.data.val_groups)
-    preview = _preview_support(dataset, val_ids if len(val_ids) else train_ids, cfg.shots, cfg.seed, device)
-    # a resumed run draws new episodes (seed + step) rather than replaying the first ones
-    sampler = EpisodeSampler(dataset, train_ids, cfg.shots, cfg.queries, seed=cfg.seed + first_step)
-    rng = torch.Generator(device).manual_seed(cfg.seed + first_step)
+    preview = _preview_support(dataset, val_ids if len(val_ids) else train_ids, cfg.shots, cfg.seed, device) \
+        if main else None
+    # a resumed run draws new episodes (seed + step) rather than replaying the first ones;
+    # each rank draws its own (rank 0's are those of a single-process run)
+    seed = cfg.seed + first_step + RANK_SEED_STRIDE * rank
+    sampler = EpisodeSampler(dataset, train_ids, cfg.shots, cfg.queries, seed=seed)
+    rng = torch.Generator(device).manual_seed(seed)
 
     def save(step: int, metrics: dict[str, float]) -> None:
         save_atomic(
@@ -100,27 +145,38 @@ def meta_train(
     start = last_save = time.monotonic()
     deadline = start + cfg.minutes * 60 - spent
     max_steps = cfg.max_steps or (1 if not learner.trains else None)
-    step, stats, smoothed = first_step, {}, {}
-    while time.monotonic() < deadline and (max_steps is None or step < max_steps) and cfg.minutes > 0:
-        if learner.trains:
-            stats = learner.meta_step(sampler.sample(cfg.meta_batch).to(device), rng)
+    step, smoothed = first_step, {}
+
+    def budget_left() -> bool:
+        return time.monotonic() < deadline and (max_steps is None or step < max_steps) and cfg.minutes > 0
+
+    # rank 0's clock decides, so every rank stops at the same step
+    go_on = distributed.main_decides(budget_left())
+    while go_on:
+        stats = learner.meta_step(sampler.sample(tasks).to(device), rng) if learner.trains else {}
         step += 1
+        stats, go_on = distributed.mean_stats_and_main_decides(stats, budget_left())
         for k, v in stats.items():
             smoothed[k] = v if k not in smoothed else 0.98 * smoothed[k] + 0.02 * v
             if report and step % 10 == 0:
                 report(k, v, step)
         if on_samples and (step % cfg.sample_every == 0):
             on_samples(preview_grid(learner, preview, rng), step)
-        if time.monotonic() - last_save > checkpoint_every_s:
+        if main and time.monotonic() - last_save > checkpoint_every_s:
             save(step, smoothed)
             last_save = time.monotonic()
+    for h in hooks:
+        h.remove()
     seconds = time.monotonic() - start
     smoothed["steps_per_second"] = (step - first_step) / max(seconds, 1e-9)
-    save(step, smoothed)
+    digest = distributed.parameter_digest(learner.nets.modules())
+    distributed.check_in_sync(digest)
+    if main:
+        save(step, smoothed)
     if on_samples:
         on_samples(preview_grid(learner, preview, rng), step)
     log.info("meta-trained %s for %d steps in %.0f s", cfg.method, step, seconds)
-    return TrainResult(Path(checkpoint_path), step, seconds, smoothed)
+    return TrainResult(Path(checkpoint_path), step, seconds, smoothed, digest)
 
 
 def _resumable(path: str | Path, params: Params, data_version: str) -> dict | None:
@@ -154,3 +210,36 @@ def load_meta_learner(path: str | Path, device: str = "cpu") -> tuple[MetaLearne
     learner = build_learner(ckpt["method"], NetConfig(**ckpt["net"]), params.meta, device)
     learner.load_state_dict(ckpt["state"])
     return learner, ckpt
+
+
+def follow_main(load_dataset: Callable[[Params], TaskDataset] | None = None) -> list[TrainResult]:
+    """Ranks other than 0 of a torchrun job: train along in each :func:`meta_train` rank 0 runs.
+
+    Returns when rank 0 calls :func:`release_followers`. Each rank loads the data itself
+    (``load_dataset``, by default the packed directory of the job's params, which rank 0 has
+    checked out), and refuses to train on data that differs from rank 0's.
+    """
+    results = []
+    while (job := distributed.broadcast_object(None)) is not None:
+        params = params_from_dict(job["params"])
+        dataset = load_dataset(params) if load_dataset else load_packed(params.resolve(params.data.packed_dir))
+        if dataset_fingerprint(dataset) != job["dataset"]:
+            raise RuntimeError(f"rank {distributed.current().rank} loaded other data than rank 0 "
+                               f"({params.data.packed_dir}); ranks must share the checked-out data")
+        results.append(_train(params, dataset, job["checkpoint"], None, None, job["data_version"],
+                              job["checkpoint_every_s"], job["resume"]))
+    return results
+
+
+def release_followers() -> None:
+    """Rank 0, once it will not call :func:`meta_train` again: lets the other ranks' ``follow_main`` return."""
+    if distributed.current() is not None:
+        distributed.broadcast_object(None)
+
+
+def dataset_fingerprint(ds: TaskDataset) -> str:
+    """sha256 of a dataset's images and labels (one pass over memory, well under a second for Omniglot)."""
+    h = hashlib.sha256(repr((ds.images.shape, ds.class_names)).encode())
+    h.update(np.ascontiguousarray(ds.labels).tobytes())
+    h.update(np.ascontiguousarray(ds.images).tobytes())
+    return h.hexdigest()

@@ -21,6 +21,10 @@ def prefect_harness():
 @pytest.fixture
 def tiny_params(tmp_path) -> Params:
     """Defaults shrunk to a tiny model writing under tmp_path."""
+    return make_tiny_params(tmp_path)
+
+
+def make_tiny_params(tmp_path) -> Params:
     return Params().with_overrides(
         data={"val_groups": ["g3"], "packed_dir": str(tmp_path / "tasks")},
         model={"preset": "tiny"},

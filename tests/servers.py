@@ -85,7 +85,8 @@ class Process:
         wait_for(self.ready, self.name, timeout, self.proc, self.log)
         return self
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5) -> None:
+        """Stop with ``sig``, then SIGKILL after ``timeout`` (tests discard the state anyway)."""
         if self.proc is None or self.proc.poll() is not None:
             return
         os.killpg(self.proc.pid, sig)  # the whole group: servers fork workers
@@ -194,7 +195,7 @@ class Postgres(Process):
     def url(self, database: str, driver: str = "psycopg") -> str:
         return f"postgresql+{driver}://{self.user}@127.0.0.1:{self.port}/{database}"
 
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 30) -> None:  # SIGINT: fast shutdown
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 5) -> None:  # SIGINT: fast shutdown
         super().stop(sig, timeout)
 
     def cleanup(self) -> None:
@@ -248,9 +249,6 @@ class PrefectServer(Process):
                                    "PREFECT_HOME": str(self.workdir / "home"),
                                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                                    "PREFECT_SERVER_UI_ENABLED": "false"}
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 5) -> None:  # graceful shutdown takes ~20 s
-        super().stop(sig, timeout)
 
     @property
     def api_url(self) -> str:

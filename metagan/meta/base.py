@@ -59,6 +59,8 @@ class MetaLearner(ABC):
     """False for learners with nothing to meta-train (``scratch``)."""
     code_dim: int = 0
     """Task-code size the networks must be built with (non-zero for conditional learners)."""
+    min_tasks_per_rank: int = 1
+    """Fewest tasks of a meta-batch one process may hold in a multi-process run."""
 
     def __init__(self, nets: GanNets, cfg: MetaConfig):
         self.nets = nets

@@ -42,6 +42,7 @@ def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor, per_task: int) -> tor
 @register("condgan")
 class SetConditionedGan(MetaLearner):
     code_dim = 64
+    min_tasks_per_rank = 2  # the matching-aware term pairs each task with another of the same batch
 
     def __init__(self, nets: GanNets, cfg: MetaConfig):
         super().__init__(nets, cfg)

@@ -137,3 +137,27 @@ def test_scaleout_profile_names_missing_servers(tmp_path):
     proc = metagan(["pipeline", "--customers", str(tmp_path)], {"METAGAN_PROFILE": "scaleout",
                                                               "MLFLOW_TRACKING_URI": ""}, tmp_path, timeout=120)
     assert proc.returncode == 2 and "MLFLOW_TRACKING_URI=http://" in proc.stderr
+
+
+def test_deployments_run_on_work_pool_workers(stack, run):
+    """`metagan deploy` registers the schedules with work pools; a process worker runs one."""
+    import httpx
+
+    root, _, env = run
+    proc = metagan(["--params", str(root / "params.yaml"), "deploy", "--customers", str(root / "uploads")], env, root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    api = stack["prefect"].api_url
+    pools = {d["name"]: d["work_pool_name"] for d in httpx.post(f"{api}/deployments/filter", json={}).json()}
+    assert pools == {"hourly-adapt": "metagan-cpu", "weekly-meta-train": "metagan-gpu",
+                     "nightly-generate": "metagan-cpu"}
+    nightly = next(d for d in httpx.post(f"{api}/deployments/filter", json={}).json() if d["name"] == "nightly-generate")
+    flow_run = httpx.post(f"{api}/deployments/{nightly['id']}/create_flow_run",
+                          json={"parameters": {"params_path": str(root / "params.yaml"), "count": 3,
+                                               "customers": ["alpha"], "seed": 11}}).json()
+    worker = subprocess.run([sys.executable, "-m", "prefect", "worker", "start", "--pool", "metagan-cpu",
+                             "--type", "process", "--run-once"], cwd=root, capture_output=True, text=True, timeout=600,
+                            env={k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | env)
+    state = httpx.get(f"{api}/flow_runs/{flow_run['id']}").json()["state_type"]
+    assert state == "COMPLETED", worker.stdout[-3000:] + worker.stderr[-3000:]
+    manifest = json.loads(stack["s3"].client().get_object(Bucket=BUCKET, Key="generated/alpha/manifest.json")["Body"].read())
+    assert manifest["count"] == 3 and manifest["seed"] == 11
