@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import socket
+import tempfile
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -14,7 +17,7 @@ from metagan import tracking
 from metagan.adapt import MetaModel, adapt_customer, load_customer_generator
 from metagan.config import Params
 from metagan.contact_sheet import contact_sheet
-from metagan.customers import ingested_customers, load_ingested
+from metagan.customers import CustomerUploads, ingested_customers, load_ingested
 from metagan.export import sample_onnx
 from metagan.evaluator import load_evaluator
 from metagan.shot_metrics import evaluator_shot_metrics, shot_metrics
@@ -26,6 +29,22 @@ CANDIDATE = "candidate"
 def _meta_model(path: str, mtime: float) -> MetaModel:
     """One loaded meta-model per process and checkpoint version, shared by all customer tasks."""
     return MetaModel.load(path)
+
+
+def meta_model_for(params: Params, meta_version: str) -> MetaModel:
+    """The meta-model to adapt from: the configured checkpoint (which the meta_train flow keeps
+    at the ``current`` version), or, where this process has no such file (a Dask worker on another
+    machine), the checkpoint of registered version ``meta_version``, fetched once into a cache."""
+    ckpt = params.resolve(params.paths.meta_checkpoint)
+    if not ckpt.exists():
+        registry = hashlib.sha256(tracking.tracking_uri().encode()).hexdigest()[:12]
+        cache = Path(tempfile.gettempdir()) / "metagan-meta-cache" / registry / str(meta_version)
+        name, ckpt = ckpt.name, cache / ckpt.name
+        if not ckpt.exists():  # download beside, then rename: a killed download leaves no torn file
+            cache.mkdir(parents=True, exist_ok=True)
+            part = Path(tempfile.mkdtemp(dir=cache))
+            os.replace(tracking.download_artifact_file(tracking.META_MODEL, meta_version, name, part), ckpt)
+    return _meta_model(str(ckpt), ckpt.stat().st_mtime)
 
 
 @functools.lru_cache(maxsize=2)
@@ -45,9 +64,15 @@ def worker_id() -> str:
 
 
 @task
-def adapt_one(customer_id: str, meta_version: str, data_version: str, params: Params) -> dict:
-    """Adapt one customer and register the ONNX model as a candidate (or reuse an identical one)."""
-    uploads = load_ingested(params.resolve(params.paths.ingested_customers), customer_id)
+def adapt_one(customer_id: str, meta_version: str, data_version: str, params: Params,
+              uploads: CustomerUploads | None = None) -> dict:
+    """Adapt one customer and register the ONNX model as a candidate (or reuse an identical one).
+
+    The flow passes ``uploads`` (a few KB of shots) along with the task, so a worker needs neither
+    the ingested data nor the meta checkpoint on its own disk (see ``meta_model_for``).
+    """
+    if uploads is None:
+        uploads = load_ingested(params.resolve(params.paths.ingested_customers), customer_id)
     name = tracking.customer_model_name(customer_id)
     tags = customer_tags(params, uploads.content_hash, meta_version)
     existing = tracking.find_version(name, tags)
@@ -60,8 +85,7 @@ def adapt_one(customer_id: str, meta_version: str, data_version: str, params: Pa
         return {"customer_id": customer_id, "version": str(existing.version), "reused": True, "ok": ok} | (
             {} if ok else {"error": f"customer {customer_id!r}: version {existing.version} failed the ONNX parity check"})
 
-    ckpt = params.resolve(params.paths.meta_checkpoint)
-    meta = _meta_model(str(ckpt), ckpt.stat().st_mtime)
+    meta = meta_model_for(params, meta_version)
     out_root = params.resolve(params.paths.customers_dir)
     run_tags = tags | {"customer_id": customer_id, "data_version": data_version,
                        "meta_model": tracking.META_MODEL, "code_version": tracking.code_version()}
@@ -100,9 +124,16 @@ def adapt_customers(params_path: str | None = None, meta_version: str | None = N
             raise RuntimeError("no meta-model registered yet: run the meta-train flow first")
         meta_version = latest.version
     ids = customers or ingested_customers(params.resolve(params.paths.ingested_customers))
-    futures = [adapt_one.submit(cid, meta_version, data_version, params) for cid in ids]
+    root = params.resolve(params.paths.ingested_customers)
+    futures = {}
     results = []
-    for cid, fut in zip(ids, futures):
+    for cid in ids:
+        try:
+            futures[cid] = adapt_one.submit(cid, meta_version, data_version, params, load_ingested(root, cid))
+        except Exception as e:  # unreadable ingested data fails that customer alone
+            logger.error("customer %s failed: %s", cid, e)
+            results.append({"customer_id": cid, "ok": False, "error": f"{type(e).__name__}: {e}"})
+    for cid, fut in futures.items():
         try:
             results.append(fut.result())
         except Exception as e:  # one customer's failure is reported, the others still finish

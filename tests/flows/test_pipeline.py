@@ -110,3 +110,19 @@ def test_rollback_needs_a_previous_version_and_then_swaps(project, first_run):
     name = "metagan-customer-alpha"
     tracking.set_alias(name, "previous", tracking.get_alias(name, "production").version)
     assert rollback("alpha") == tracking.get_alias(name, "production").version
+
+
+def test_a_worker_without_the_checkpoint_fetches_the_registered_meta_model(project, first_run, tmp_path):
+    """A Dask worker on another machine has no meta checkpoint on disk: it adapts from the
+    registered version's checkpoint, the same weights."""
+    from flows.adapt_customers import meta_model_for
+    from flows.common import load
+
+    root, _ = project
+    params = load(str(root / "params.yaml"))
+    elsewhere = params.with_overrides(paths={"meta_checkpoint": str(tmp_path / "not-here" / "checkpoint.pt")})
+    local, fetched = meta_model_for(params, first_run["meta"]["version"]), \
+        meta_model_for(elsewhere, first_run["meta"]["version"])
+    assert not (tmp_path / "not-here").exists()
+    a, b = local.learner.nets.generator.state_dict(), fetched.learner.nets.generator.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
