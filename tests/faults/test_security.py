@@ -12,6 +12,7 @@ from PIL import Image
 from metagan.checkpoint import CUSTOMER_FORMAT, META_FORMAT, CheckpointError, load_checkpoint
 from metagan.config import PROJECT_ROOT, Params
 from tests.conftest import make_dataset
+from tests.faults.conftest import tiny_customer_project
 
 CODE = [p for d in ("metagan", "flows") for p in sorted((PROJECT_ROOT / d).rglob("*.py"))]
 
@@ -147,24 +148,11 @@ def test_credentials_in_the_environment_are_never_logged_to_mlflow_or_prefect(tm
     from prefect.client.orchestration import get_client
 
     from flows.adapt_customers import adapt_customers
-    from metagan.customers import ingest_customer
-    from metagan.train import meta_train
 
     for k, v in SECRETS.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
-    ds = make_dataset(size=16)
-    params = Params().with_overrides(
-        data={"val_groups": ["g3"]}, model={"preset": "tiny"},
-        meta={"meta_batch": 2, "shots": 3, "queries": 2, "inner_steps": 2, "max_steps": 1}, adapt={"steps": 2},
-        paths={"meta_checkpoint": str(tmp_path / "meta.pt"), "customers_dir": str(tmp_path / "models"),
-               "ingested_customers": str(tmp_path / "data"), "evaluator": str(tmp_path / "none.pt")})
-    meta_train(params, ds, tmp_path / "meta.pt")
-    folder = tmp_path / "uploads" / "acme"
-    folder.mkdir(parents=True)
-    for j, idx in enumerate(ds.indices_of(0)[:3]):
-        Image.fromarray(ds.images[idx, :, :, 0]).save(folder / f"{j}.png")
-    assert ingest_customer(folder, tmp_path / "data", 16, 1, 1, 20, 10**7).ok
+    params = tiny_customer_project(tmp_path, "acme")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.model_dump()))
 
     state = adapt_customers(str(tmp_path / "params.yaml"), meta_version="1", data_version="v", return_state=True)

@@ -7,12 +7,10 @@ import time
 
 import pytest
 import torch
-from PIL import Image
 
 from metagan import tracking
-from metagan.config import Params
 from metagan.retry import ServiceUnavailable
-from tests.conftest import make_dataset
+from tests.faults.conftest import tiny_customer_project
 from tests.servers import MlflowServer, S3Server
 
 CUSTOMER = "acme"
@@ -78,21 +76,8 @@ def served(mlflow_server, monkeypatch):
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A tiny meta checkpoint, one ingested customer and matching params."""
-    from metagan.customers import ingest_customer
-    from metagan.train import meta_train
-
     root = tmp_path_factory.mktemp("project")
-    ds = make_dataset(size=16)
-    params = Params().with_overrides(
-        data={"val_groups": ["g3"]}, model={"preset": "tiny"},
-        meta={"meta_batch": 2, "shots": 3, "queries": 2, "inner_steps": 2, "max_steps": 1}, adapt={"steps": 2},
-        paths={"meta_checkpoint": str(root / "meta.pt"), "customers_dir": str(root / "models"),
-               "ingested_customers": str(root / "data"), "evaluator": str(root / "none.pt")})
-    meta_train(params, ds, root / "meta.pt")
-    (root / "uploads" / CUSTOMER).mkdir(parents=True)
-    for j, idx in enumerate(ds.indices_of(0)[:3]):
-        Image.fromarray(ds.images[idx, :, :, 0]).save(root / "uploads" / CUSTOMER / f"{j}.png")
-    assert ingest_customer(root / "uploads" / CUSTOMER, root / "data", 16, 1, 1, 20, 10**7).ok
+    params = tiny_customer_project(root, CUSTOMER)
     return root, params
 
 
