@@ -161,3 +161,33 @@ def test_deployments_run_on_work_pool_workers(stack, run):
     assert state == "COMPLETED", worker.stdout[-3000:] + worker.stderr[-3000:]
     manifest = json.loads(stack["s3"].client().get_object(Bucket=BUCKET, Key="generated/alpha/manifest.json")["Body"].read())
     assert manifest["count"] == 3 and manifest["seed"] == 11
+
+
+HOLD_TWO_GPU_SLOTS = """
+import json, time
+from prefect import flow, task
+from prefect.task_runners import ThreadPoolTaskRunner
+
+@task(tags=["gpu"])
+def hold(i):
+    start = time.time(); time.sleep(2); return [start, time.time()]
+
+@flow(task_runner=ThreadPoolTaskRunner(max_workers=2))
+def two():
+    return [f.result() for f in [hold.submit(i) for i in range(2)]]
+
+print(json.dumps(two()))
+"""
+
+
+def test_the_gpu_tag_limit_holds_concurrent_tasks_back(stack, run):
+    """The limits `metagan pipeline` set are enforced by the server: two tasks tagged like
+    meta-training, submitted at once, run one after the other (gpu_concurrency 1)."""
+    root, _, env = run
+    proc = subprocess.run([sys.executable, "-c", HOLD_TWO_GPU_SLOTS], cwd=root, capture_output=True, text=True,
+                          timeout=300, env={k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+                          | env | {"PREFECT_TASK_RUN_TAG_CONCURRENCY_SLOT_WAIT_SECONDS": "1",
+                                   "PREFECT_LOGGING_LEVEL": "WARNING"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (s1, e1), (s2, e2) = sorted(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert s2 >= e1, "the two gpu-tagged tasks overlapped"
