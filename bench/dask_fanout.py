@@ -33,36 +33,20 @@ def main() -> None:
     ap.add_argument("--shots", type=int, default=5)
     args = ap.parse_args()
 
-    import numpy as np
     import yaml
-    from PIL import Image
 
-    from tests.servers import MlflowServer, Postgres, PrefectServer, S3Server
+    from tests.projects import write_uploads
+    from tests.servers import scaleout_stack
 
     work = Path(tempfile.mkdtemp(prefix="metagan-dask-"))
-    pg = Postgres(work).start()
-    servers = [pg]
-    try:
-        for db in ("mlflow", "prefect"):
-            pg.create_database(db)
-        s3 = S3Server(work).start()
-        servers.append(s3)
-        s3.create_bucket("metagan")
-        servers.append(MlflowServer(work, pg.url("mlflow"), "s3://metagan/mlflow", s3.client_env()).start())
-        servers.append(PrefectServer(work, pg.url("prefect", "asyncpg")).start(timeout=180))
-        os.environ.update(s3.client_env() | {"MLFLOW_TRACKING_URI": servers[2].uri,
-                                             "PREFECT_API_URL": servers[3].api_url, "METAGAN_PROFILE": "scaleout",
-                                             "PREFECT_LOGGING_LEVEL": "WARNING"})
+    with scaleout_stack(work) as stack:
+        os.environ.update(stack["env"] | {"PREFECT_LOGGING_LEVEL": "WARNING"})
 
-        sample = np.load(ROOT / "metagan/sample_data/omniglot_sample.npz")["images"]
         uploads = work / "uploads"
         runs = {1: [f"w1-c{i:03d}" for i in range(args.customers)],
                 args.workers: [f"w{args.workers}-c{i:03d}" for i in range(args.customers)]}
-        for ids in runs.values():
-            for i, cid in enumerate(ids):
-                (uploads / cid).mkdir(parents=True)
-                for j in range(args.shots):
-                    Image.fromarray(sample[109 + i % 48, j].astype(np.uint8) * 255).save(uploads / cid / f"{j}.png")
+        for ids in runs.values():  # characters of the held-out alphabets (Futurama, Hebrew)
+            write_uploads(uploads, {cid: 109 + i % 48 for i, cid in enumerate(ids)}, args.shots, broken=False)
         params = yaml.safe_load((ROOT / "params.yaml").read_text())
         params["data"].update(source=str(ROOT / params["data"]["sample"]), packed_dir=str(work / "data/tasks"))
         params["meta"].update(init_checkpoint=str(ROOT / "metagan/pretrained/condgan-small.pt"), minutes=0.0)
@@ -93,10 +77,6 @@ def main() -> None:
         print(json.dumps({"machine": platform.platform(), "cpus": os.cpu_count(), "date": str(date.today()),
                           "customers": args.customers, "runs": figures,
                           "speedup": round(figures[1]["wall_s"] / figures[args.workers]["wall_s"], 2)}, indent=2))
-    finally:
-        for server in reversed(servers):
-            server.stop()
-        pg.cleanup()
 
 
 if __name__ == "__main__":

@@ -123,22 +123,24 @@ def adapt_customers(params_path: str | None = None, meta_version: str | None = N
         if latest is None:
             raise RuntimeError("no meta-model registered yet: run the meta-train flow first")
         meta_version = latest.version
-    ids = customers or ingested_customers(params.resolve(params.paths.ingested_customers))
     root = params.resolve(params.paths.ingested_customers)
-    futures = {}
-    results = []
+    ids = customers or ingested_customers(root)
+
+    def failed(cid: str, e: Exception) -> dict:  # one customer's failure is reported, the others still finish
+        logger.error("customer %s failed: %s", cid, e)
+        return {"customer_id": cid, "ok": False, "error": f"{type(e).__name__}: {e}"}
+
+    futures, results = {}, []
     for cid in ids:
         try:
             futures[cid] = adapt_one.submit(cid, meta_version, data_version, params, load_ingested(root, cid))
-        except Exception as e:  # unreadable ingested data fails that customer alone
-            logger.error("customer %s failed: %s", cid, e)
-            results.append({"customer_id": cid, "ok": False, "error": f"{type(e).__name__}: {e}"})
+        except Exception as e:  # unreadable ingested data
+            results.append(failed(cid, e))
     for cid, fut in futures.items():
         try:
             results.append(fut.result())
-        except Exception as e:  # one customer's failure is reported, the others still finish
-            logger.error("customer %s failed: %s", cid, e)
-            results.append({"customer_id": cid, "ok": False, "error": f"{type(e).__name__}: {e}"})
+        except Exception as e:
+            results.append(failed(cid, e))
     return results
 
 

@@ -18,6 +18,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from metagan.config import PROJECT_ROOT
@@ -256,3 +258,29 @@ class PrefectServer(Process):
 
     def ready(self) -> bool:
         return http_ok(f"{self.api_url}/health")
+
+
+@contextmanager
+def scaleout_stack(work: Path, bucket: str = "metagan") -> Iterator[dict]:
+    """The scale-out profile's servers: PostgreSQL (databases ``mlflow`` and ``prefect``), an S3
+    server holding ``bucket``, and the MLflow and Prefect servers on them. Yields the servers
+    (keys pg, s3, mlflow, prefect) and ``env``, the environment a client of the profile needs."""
+    pg = Postgres(work)
+    servers: list[Process] = []
+    try:
+        servers.append(pg.start())
+        for db in ("mlflow", "prefect"):
+            pg.create_database(db)
+        s3 = S3Server(work)
+        servers.append(s3.start())
+        s3.create_bucket(bucket)
+        mlflow = MlflowServer(work, pg.url("mlflow"), f"s3://{bucket}/mlflow", s3.client_env())
+        prefect = PrefectServer(work, pg.url("prefect", "asyncpg"))
+        servers += [mlflow.start(), prefect.start(timeout=180)]
+        env = s3.client_env() | {"MLFLOW_TRACKING_URI": mlflow.uri, "PREFECT_API_URL": prefect.api_url,
+                                 "METAGAN_PROFILE": "scaleout"}
+        yield {"pg": pg, "s3": s3, "mlflow": mlflow, "prefect": prefect, "env": env}
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        pg.cleanup()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.projects import make_project
-from tests.servers import MlflowServer, Postgres, PrefectServer, S3Server, postgres_available
+from tests.servers import postgres_available, scaleout_stack
 
 BUCKET = "metagan"
 CUSTOMERS = {"alpha": 140, "beta": 120, "gamma": 125, "delta": 145}
@@ -26,26 +26,8 @@ if not postgres_available():
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    work = tmp_path_factory.mktemp("servers")
-    pg = Postgres(work)
-    servers = []
-    try:
-        servers.append(pg.start())
-        for db in ("mlflow", "prefect"):
-            pg.create_database(db)
-        s3 = S3Server(work)
-        servers.append(s3.start())
-        s3.create_bucket(BUCKET)
-        mlflow = MlflowServer(work, pg.url("mlflow"), f"s3://{BUCKET}/mlflow", s3.client_env())
-        prefect = PrefectServer(work, pg.url("prefect", "asyncpg"))
-        servers += [mlflow.start(), prefect.start(timeout=180)]
-        env = s3.client_env() | {"MLFLOW_TRACKING_URI": mlflow.uri, "PREFECT_API_URL": prefect.api_url,
-                                 "METAGAN_PROFILE": "scaleout"}
-        yield {"pg": pg, "s3": s3, "mlflow": mlflow, "prefect": prefect, "env": env}
-    finally:
-        for server in reversed(servers):
-            server.stop()
-        pg.cleanup()
+    with scaleout_stack(tmp_path_factory.mktemp("servers"), BUCKET) as servers:
+        yield servers
 
 
 def metagan(args: list[str], env: dict, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
