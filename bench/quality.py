@@ -18,11 +18,17 @@ References: copying the shots, and real held-out drawings (the ceiling).
 
     python bench/quality.py --minutes 35 --shots 1,5,10          # trains each method first
     python bench/quality.py --reuse --out artifacts/bench         # reuse checkpoints in --out
+
+Alphabets: ``data.val_groups`` (the test) and ``data.tune_groups`` are both held out of
+meta-training and of the evaluator. Choose adaptation and sampling settings with ``--split tune``
+and the ``--adapt-*``/``--truncation`` options; report with ``--split val`` once, with the chosen
+settings written into params.yaml. A checkpoint trained on any evaluated alphabet is refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import time
@@ -33,11 +39,12 @@ import numpy as np
 import torch
 
 from metagan.adapt import MetaModel, adapt_to_customer
-from metagan.config import load_params
+from metagan.config import AdaptConfig, load_params
 from metagan.data import split_classes
 from metagan.data.images import to_uint8
 from metagan.evaluator import embed, load_evaluator, save_evaluator, train_evaluator
 from metagan.metrics import augmentation_gain, class_consistency, copy_rate, diversity, kernel_distance
+from metagan.nets import truncate_noise
 from metagan.task_data import prepare_task_dataset
 from metagan.train import meta_train
 
@@ -88,7 +95,17 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=35.0, help="meta-training budget per method")
     ap.add_argument("--shots", default="1,5,10")
     ap.add_argument("--samples", type=int, default=32, help="generated images per held-out character")
+    ap.add_argument("--split", choices=["val", "tune"], default="val",
+                    help="evaluate on data.val_groups (the test) or data.tune_groups (to choose settings)")
+    ap.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
+                    help="also evaluate this meta checkpoint under NAME (repeatable)")
     ap.add_argument("--adapt-steps", type=int, default=None, help="default: params.yaml adapt.steps")
+    ap.add_argument("--adapt-lr", type=float, default=None)
+    ap.add_argument("--augment-shift", type=int, default=None)
+    ap.add_argument("--mode-seeking", type=float, default=None)
+    ap.add_argument("--fake-batch", type=int, default=None)
+    ap.add_argument("--truncation", default=None,
+                    help="noise scale, or a comma-separated list scored from the same adapted generators")
     ap.add_argument("--evaluator-minutes", type=float, default=3.0)
     ap.add_argument("--out", default="artifacts/bench")
     ap.add_argument("--reuse", action="store_true", help="reuse checkpoints already in --out")
@@ -100,11 +117,19 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     # packed under the benchmark's folder: the project's data/ is the pipeline's (DVC-tracked) data
-    params = load_params().with_overrides(data={"packed_dir": str(out.resolve() / "tasks")})
+    params = load_params().with_overrides(
+        data={"packed_dir": str(out.resolve() / "tasks")},
+        adapt={"steps": args.adapt_steps, "lr": args.adapt_lr, "augment_shift": args.augment_shift,
+               "mode_seeking": args.mode_seeking, "fake_batch": args.fake_batch})
+    truncations = [float(t) for t in args.truncation.split(",")] if args.truncation else [params.adapt.truncation]
+    # adapt once without truncation; each truncation is then applied to a copy (it is exact)
+    settings: AdaptConfig = params.adapt.model_copy(update={"truncation": 1.0})
     ds = prepare_task_dataset(params)
-    train_ids, val_ids = split_classes(ds, params.data.val_groups)
-    print(f"{len(train_ids)} meta-training classes, {len(val_ids)} held-out classes "
-          f"({', '.join(params.data.val_groups)})", flush=True)
+    train_ids, _ = split_classes(ds, params.data.val_groups + params.data.tune_groups)
+    groups = params.data.val_groups if args.split == "val" else params.data.tune_groups
+    _, val_ids = split_classes(ds, groups)
+    print(f"{len(train_ids)} meta-training classes, {len(val_ids)} evaluated classes "
+          f"({args.split}: {', '.join(groups)}); adapt {settings.model_dump()}", flush=True)
 
     ev_path = out / "evaluator.pt"
     if args.reuse and ev_path.exists():
@@ -115,12 +140,19 @@ def main() -> None:
         print(f"evaluator: {info}", flush=True)
 
     metas = {}
-    for method in args.methods.split(","):
+    for method in [m for m in args.methods.split(",") if m]:
         ckpt = out / f"{method}.pt"
         if not (args.reuse and ckpt.exists()):
             p = params.with_overrides(meta={"method": method, "minutes": args.minutes, "device": args.device})
             meta_train(p, ds, ckpt)
         metas[method] = MetaModel.load(ckpt)
+    for spec in args.checkpoint:
+        name, _, path = spec.partition("=")
+        metas[name] = MetaModel.load(path)
+    for name, meta in metas.items():
+        seen = set(meta.checkpoint.get("train_groups", [])) & set(groups)
+        if seen:
+            raise SystemExit(f"{name} was meta-trained on {sorted(seen)}: it cannot be evaluated on them")
 
     results: dict[str, dict] = {}
     for k in [int(s) for s in args.shots.split(",")]:
@@ -133,20 +165,26 @@ def main() -> None:
                 ds, net, splits, lambda c, shots, n: ds.images[splits[c][2]], args.samples),
         }
         for method, meta in metas.items():
-            def generate(c, shots, n, meta=meta):
-                g = adapt_to_customer(meta, shots, steps=args.adapt_steps, seed=args.seed + c)
-                with torch.no_grad():
-                    return to_uint8(g(torch.randn(n, g.z_dim, generator=torch.Generator().manual_seed(c))))
+            adapted: dict[int, torch.nn.Module] = {}
+            for tau in truncations:
+                def generate(c, shots, n, meta=meta, tau=tau):
+                    if c not in adapted:
+                        adapted[c] = adapt_to_customer(meta, shots, seed=args.seed + c, settings=settings)
+                    g = truncate_noise(copy.deepcopy(adapted[c]), tau)
+                    with torch.no_grad():
+                        return to_uint8(g(torch.randn(n, g.z_dim, generator=torch.Generator().manual_seed(c))))
 
-            t = time.monotonic()
-            res[method] = score(ds, net, splits, generate, args.samples)
-            res[method] |= {"meta_steps": metas[method].checkpoint["step"],
-                            "adapt_seconds_per_customer": (time.monotonic() - t) / len(splits)}
-            print(f"K={k} {method}: " + json.dumps({a: round(b, 3) for a, b in res[method].items()}), flush=True)
+                t = time.monotonic()
+                name = method if len(truncations) == 1 else f"{method} (truncation {tau})"
+                res[name] = score(ds, net, splits, generate, args.samples)
+                res[name] |= {"meta_steps": meta.checkpoint["step"], "truncation": tau,
+                              "adapt_seconds_per_customer": (time.monotonic() - t) / len(splits)}
+                print(f"K={k} {name}: " + json.dumps({a: round(b, 3) for a, b in res[name].items()}), flush=True)
         results[f"K={k}"] = res
 
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
-              "cpu_threads": torch.get_num_threads(), "args": vars(args), "held_out": params.data.val_groups,
+              "cpu_threads": torch.get_num_threads(), "args": vars(args), "held_out": groups, "split": args.split,
+              "adapt": settings.model_dump() | {"truncation": truncations},
               "held_out_classes": len(val_ids), "results": results}
     (out / args.report).write_text(json.dumps(report, indent=2))
     cols = ["consistency", "diversity", "copy_rate", "kid", "aug_gain", "aug_gain_share_of_real"]

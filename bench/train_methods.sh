@@ -5,7 +5,7 @@ set -euo pipefail
 minutes=$1; out=$2; shift 2
 mkdir -p "$out"
 for m in "$@"; do
-  OMP_NUM_THREADS=1 .venv/bin/metagan meta-train --method "$m" --minutes "$minutes" --out "$out/$m.pt" \
+  OMP_NUM_THREADS=1 .venv/bin/python bench/train_method.py --method "$m" --minutes "$minutes" --out "$out" \
     > "$out/$m.log" 2>&1 &
 done
 wait

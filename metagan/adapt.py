@@ -14,11 +14,12 @@ import numpy as np
 import torch
 
 from metagan.checkpoint import CUSTOMER_FORMAT, load_checkpoint, save_atomic
-from metagan.config import Params
+from metagan.config import AdaptConfig, Params
 from metagan.data.images import load_image, to_tensor
 from metagan.export import check_parity, export_generator_onnx
 from metagan.meta import MetaLearner
-from metagan.nets import Generator, NetConfig, SampleGenerator
+from metagan.meta.inner import FinetuneOptions
+from metagan.nets import Generator, NetConfig, SampleGenerator, truncate_noise
 from metagan.train import load_meta_learner
 from metagan.uploads import CustomerUploads, UploadError, load_customer_uploads
 
@@ -72,14 +73,16 @@ def adapt_to_customer(
     images: np.ndarray | Sequence[str | Path],
     steps: int | None = None,
     seed: int = 0,
+    settings: AdaptConfig | None = None,
 ) -> SampleGenerator:
     """An adapted generator for the customer shown by ``images`` (1-20 shots), deterministic in ``seed``.
 
     ``images``: uint8 (K, H, W, C) already in the dataset's format, or image files of any size or
-    format Pillow reads (converted to the dataset's format).
+    format Pillow reads (converted to the dataset's format). ``settings``: the ``adapt`` section
+    to use (the project's params.yaml in the flows); default: the one the meta-model was trained with.
     """
     meta = meta_checkpoint if isinstance(meta_checkpoint, MetaModel) else MetaModel.load(meta_checkpoint)
-    cfg = meta.params.adapt
+    cfg = settings or meta.params.adapt
     if not isinstance(images, np.ndarray):
         images = np.stack([load_image(p, meta.image_size, meta.channels, cfg.max_image_pixels) for p in images])
     if not cfg.min_shots <= len(images) <= cfg.max_shots:
@@ -90,7 +93,9 @@ def adapt_to_customer(
     torch.manual_seed(seed)
     rng = torch.Generator(meta.learner.device).manual_seed(seed)
     shots = to_tensor(images).to(meta.learner.device)
-    return meta.private_learner().adapt(shots, cfg.steps if steps is None else steps, cfg.lr, rng).cpu().eval()
+    options = FinetuneOptions(augment_shift=cfg.augment_shift, mode_seeking=cfg.mode_seeking, fake_batch=cfg.fake_batch)
+    generator = meta.private_learner().adapt(shots, cfg.steps if steps is None else steps, cfg.lr, rng, options)
+    return truncate_noise(generator.cpu().eval(), cfg.truncation)
 
 
 def save_customer_generator(generator: SampleGenerator, path: str | Path, info: dict) -> Path:
@@ -142,7 +147,7 @@ def adapt_customer(meta: MetaModel, uploads: CustomerUploads, out_root: str | Pa
     start = time.monotonic() if start is None else start
     cfg = params.adapt
     out = Path(out_root) / uploads.customer_id
-    generator = adapt_to_customer(meta, uploads.images, steps=cfg.steps, seed=seed)
+    generator = adapt_to_customer(meta, uploads.images, seed=seed, settings=cfg)
     info = {"customer_id": uploads.customer_id, "files": uploads.files, "seed": seed,
             "steps": cfg.steps, "method": meta.checkpoint["method"], "content_hash": uploads.content_hash}
     save_customer_generator(generator, out / "generator.pt", info)

@@ -38,6 +38,9 @@ class DataConfig(_Section):
     images_per_shard: int = Field(4096, gt=0)
     val_groups: list[str] = []
     """Groups (alphabets) held out from meta-training; never seen by the meta-learner."""
+    tune_groups: list[str] = []
+    """Also held out from meta-training, but used to choose adaptation and sampling settings, so
+    that ``val_groups`` stay an untouched test (bench/quality.py --split tune)."""
 
 
 class ModelConfig(_Section):
@@ -58,6 +61,8 @@ class MetaConfig(_Section):
     """Start from this meta checkpoint's weights (e.g. the shipped one); with minutes 0, use it as is."""
     max_steps: int | None = Field(None, ge=1)
     sample_every: int = Field(200, ge=1)
+    class_rotations: Literal[1, 2, 4] = 1
+    """Count each training class turned by 0/90/180/270 degrees (4) or 0/180 (2) as its own task."""
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -65,6 +70,15 @@ class MetaConfig(_Section):
 class AdaptConfig(_Section):
     steps: int = Field(60, ge=0)
     lr: float = Field(5e-4, gt=0)
+    augment_shift: int = Field(0, ge=0, le=8)
+    """Fine-tuning: shift real and generated images by up to this many pixels before the critic."""
+    mode_seeking: float = Field(0.0, ge=0)
+    """Fine-tuning: weight of the mode-seeking (MSGAN) term that keeps samples varied."""
+    fake_batch: int = Field(0, ge=0, le=256)
+    """Fine-tuning: generated images per step (at least the number of shots)."""
+    truncation: float = Field(1.0, gt=0, le=1)
+    """Scale of the noise the customer's generator is fed (the truncation trick): below 1 trades
+    variety for fidelity. Folded into the generator's weights, so the ONNX model is unchanged."""
     min_shots: int = Field(1, ge=1)
     max_shots: int = Field(20, ge=1)
     max_image_pixels: int = Field(40_000_000, gt=0)

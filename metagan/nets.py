@@ -173,5 +173,17 @@ class SampleGenerator(nn.Module):
         return self.generator(z, self.task_code).clamp(-1.0, 1.0)
 
 
+@torch.no_grad()
+def truncate_noise(generator: SampleGenerator, scale: float) -> SampleGenerator:
+    """Make ``generator(z)`` compute what ``generator(scale * z)`` did (the truncation trick).
+
+    The noise enters only through the first linear layer, so scaling the noise columns of its
+    weight is exact: the exported model keeps its one input and needs no extra operation.
+    """
+    if scale != 1.0:
+        generator.generator.fc.weight[:, : generator.z_dim] *= scale
+    return generator
+
+
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())

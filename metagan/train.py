@@ -123,13 +123,13 @@ def _train(
     tasks = distributed.tasks_on_rank(cfg.meta_batch, rank, world, learner.min_tasks_per_rank if world > 1 else 1)
     hooks = [distributed.average_gradients_before_step(opt, tasks / cfg.meta_batch)
              for opt in learner.optimizers().values()] if group else []
-    train_ids, val_ids = split_classes(dataset, params.data.val_groups)
+    train_ids, val_ids = split_classes(dataset, params.data.val_groups + params.data.tune_groups)
     preview = _preview_support(dataset, val_ids if len(val_ids) else train_ids, cfg.shots, cfg.seed, device) \
         if main else None
     # a resumed run draws new episodes (seed + step) rather than replaying the first ones;
     # each rank draws its own (rank 0's are those of a single-process run)
     seed = cfg.seed + first_step + RANK_SEED_STRIDE * rank
-    sampler = EpisodeSampler(dataset, train_ids, cfg.shots, cfg.queries, seed=seed)
+    sampler = EpisodeSampler(dataset, train_ids, cfg.shots, cfg.queries, seed=seed, rotations=cfg.class_rotations)
     rng = torch.Generator(device).manual_seed(seed)
 
     def save(step: int, metrics: dict[str, float]) -> None:

@@ -88,6 +88,28 @@ def test_episode_shapes_and_range(ds):
         assert len(set(matches)) == 5
 
 
+def test_rotated_classes_are_tasks_of_their_own(ds):
+    """With rotations=4 every task is one class turned by a whole number of quarter turns."""
+    ids = np.arange(ds.num_classes)
+    plain = EpisodeSampler(ds, ids, shots=3, queries=2, seed=0)
+    sampler = EpisodeSampler(ds, ids, shots=3, queries=2, seed=0, rotations=4)
+    assert sampler.num_classes == 4 * plain.num_classes
+    x, classes = sampler.sample_with_classes(sampler.num_classes)
+    turned = set()
+    for task, c in zip(x, classes):
+        own = to_tensor(ds.images[ds.indices_of(int(c))])
+        for k in range(4):  # the same turn for all images of the task
+            candidates = torch.rot90(own, k, dims=(2, 3))
+            if all((candidates == img).flatten(1).all(1).any() for img in task):
+                turned.add(k)
+                break
+        else:
+            raise AssertionError(f"task of class {c} is not one rotation of it")
+    assert turned == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="rotations"):
+        EpisodeSampler(ds, ids, shots=3, queries=2, rotations=3)
+
+
 def test_small_classes_excluded_and_errors(ds):
     small = ds.class_names.index("small/c0")
     sampler = EpisodeSampler(ds, np.arange(ds.num_classes), shots=3, queries=2)

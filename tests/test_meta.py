@@ -78,6 +78,37 @@ def test_condgan_adapts_from_one_to_twenty_shots(shots):
     assert gen(torch.randn(2, gen.z_dim)).shape == (2, 1, 32, 32)
 
 
+def test_random_shift_translates_each_image_and_passes_gradients():
+    from metagan.losses import random_shift
+
+    x = torch.full((6, 1, 8, 8), 1.0)
+    x[:, :, 3:5, 3:5] = -1.0  # a dark square on blank paper
+    x.requires_grad_(True)
+    assert random_shift(x, 0) is x
+    y = random_shift(x, 2, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape
+    for img in y.detach():  # the square moved by at most 2 px and kept its size; no wrap-around
+        rows, cols = (img[0] < 0).nonzero(as_tuple=True)
+        assert len(rows) == 4 and rows.min() in range(1, 6) and cols.min() in range(1, 6)
+    y.sum().backward()
+    assert x.grad is not None and x.grad.sum() == y.numel()
+
+
+def test_inner_loop_with_fine_tuning_options_uses_a_larger_fake_batch():
+    from metagan.meta.inner import FinetuneOptions
+
+    cfg = net_config("tiny", image_size=32)
+    torch.manual_seed(0)
+    G, D = Generator(cfg), Discriminator(cfg)
+    real = episode()[0, :3]
+    opts = FinetuneOptions(augment_shift=2, mode_seeking=1.0, fake_batch=7)
+    for loss in ("wgan-gp", "logistic-r1"):
+        inner = InnerLoopConfig(steps=2, lr=1e-3, loss=loss, optimizer="adam", finetune=opts)
+        g, _, stats = wgan_gp_inner_loop(G, D, params_of(G), params_of(D), real, inner, torch.Generator().manual_seed(0))
+        assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
+        assert not torch.equal(g["fc.weight"], G.fc.weight)
+
+
 def test_figr_preset_is_figr_sized():
     from metagan.nets import count_parameters
 

@@ -51,6 +51,22 @@ def test_adaptation_is_deterministic_for_a_seed_and_differs_across_seeds(meta_ck
     assert not torch.equal(a, c)
 
 
+def test_fine_tuning_settings_apply_and_the_export_stays_exact(meta_ckpt, tiny_dataset, tmp_path):
+    """Each adapt setting changes the customer's generator; truncation is exactly G(scale * z),
+    folded into the weights, so the ONNX model still has one input and matches torch."""
+    shots = tiny_dataset.images[tiny_dataset.indices_of(10)[:3]]
+    meta = MetaModel.load(meta_ckpt)
+    base = meta.params.adapt.model_copy(update={"steps": 3})
+    z = torch.randn(4, meta.learner.nets.generator.cfg.z_dim)
+    plain = adapt_to_customer(meta, shots, seed=1, settings=base)
+    for change in ({"augment_shift": 2}, {"mode_seeking": 1.0}, {"fake_batch": 8}):
+        tuned = adapt_to_customer(meta, shots, seed=1, settings=base.model_copy(update=change))
+        assert not torch.equal(plain(z), tuned(z)), change
+    truncated = adapt_to_customer(meta, shots, seed=1, settings=base.model_copy(update={"truncation": 0.5}))
+    assert torch.allclose(truncated(z), plain(0.5 * z), atol=1e-6)
+    assert check_parity(truncated, export_generator_onnx(truncated, tmp_path / "t.onnx")) < 1e-4
+
+
 def test_adapt_rejects_a_wrong_number_of_shots(meta_ckpt, tiny_dataset):
     shots = tiny_dataset.images[:21]
     with pytest.raises(ValueError, match="21 shots given"):

@@ -70,11 +70,14 @@ class EpisodeSampler:
         shots: int,
         queries: int = 0,
         seed: int = 0,
+        rotations: int = 1,
     ):
         if shots < 1:
             raise ValueError(f"shots must be >= 1, got {shots}")
         if queries < 0:
             raise ValueError(f"queries must be >= 0, got {queries}")
+        if rotations not in (1, 2, 4):
+            raise ValueError(f"rotations must be 1, 2 or 4, got {rotations}")
         class_ids = np.asarray(class_ids, dtype=np.int64).reshape(-1)
         if len(np.unique(class_ids)) != len(class_ids):
             raise ValueError("class_ids contains duplicates")
@@ -99,11 +102,13 @@ class EpisodeSampler:
             )
         self.class_ids = np.array(keep, dtype=np.int64)
         self._members = [ds.indices_of(c) for c in keep]
+        self.rotations = rotations
         self.rng = np.random.default_rng(seed)
 
     @property
     def num_classes(self) -> int:
-        return len(self.class_ids)
+        """Classes a task can be drawn from: each kept class once per rotation."""
+        return len(self.class_ids) * self.rotations
 
     @property
     def images_per_task(self) -> int:
@@ -114,13 +119,23 @@ class EpisodeSampler:
         return self.sample_with_classes(n_tasks)[0]
 
     def sample_with_classes(self, n_tasks: int) -> tuple[torch.Tensor, np.ndarray]:
-        """Like :meth:`sample`, also returning the dataset class id of each task."""
+        """Like :meth:`sample`, also returning the dataset class id of each task.
+
+        With ``rotations`` > 1 a class turned by a quarter (or half) turn is a class of its own
+        (Santoro et al. 2016, Vinyals et al. 2016): a rotated character is a new glyph of the same
+        stroke style, which multiplies the tasks a meta-learner sees without new data.
+        """
         if not 1 <= n_tasks <= self.num_classes:
             raise ValueError(
                 f"n_tasks must be in 1..{self.num_classes} (tasks are distinct classes), got {n_tasks}"
             )
         k = self.images_per_task
         picks = self.rng.choice(self.num_classes, size=n_tasks, replace=False)
-        rows = np.stack([self.rng.choice(self._members[p], size=k, replace=False) for p in picks])
-        batch = to_tensor(self.ds.images[rows.reshape(-1)])
-        return batch.reshape(n_tasks, k, *batch.shape[1:]), self.class_ids[picks]
+        base, turns = picks // self.rotations, picks % self.rotations
+        rows = np.stack([self.rng.choice(self._members[p], size=k, replace=False) for p in base])
+        images = self.ds.images[rows]  # (tasks, k, H, W, C)
+        if self.rotations > 1:
+            step = 4 // self.rotations  # quarter turns per rotation index
+            images = np.stack([np.rot90(task, t * step, axes=(1, 2)) for task, t in zip(images, turns)])
+        batch = to_tensor(np.ascontiguousarray(images.reshape(-1, *images.shape[2:])))
+        return batch.reshape(n_tasks, k, *batch.shape[1:]), self.class_ids[base]

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from metagan.config import MetaConfig
+from metagan.meta.inner import FinetuneOptions
 from metagan.nets import Discriminator, Generator, NetConfig, SampleGenerator, SetEncoder
 
 REGISTRY: dict[str, type["MetaLearner"]] = {}
@@ -72,7 +73,8 @@ class MetaLearner(ABC):
         """One outer iteration. ``episode``: (tasks, shots + queries, C, H, W) in [-1, 1]."""
 
     @abstractmethod
-    def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator) -> SampleGenerator:
+    def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator,
+              options: FinetuneOptions = FinetuneOptions()) -> SampleGenerator:
         """A generator for the task shown by ``shots`` (K, C, H, W); must not modify ``self``."""
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:

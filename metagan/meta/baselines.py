@@ -11,13 +11,19 @@ import torch
 from metagan.config import MetaConfig
 from metagan.losses import critic_loss, generator_loss, gradient_penalty
 from metagan.meta.base import GanNets, MetaLearner, register
-from metagan.meta.inner import InnerLoopConfig, module_with_params, params_of, wgan_gp_inner_loop
+from metagan.meta.inner import (
+    FinetuneOptions,
+    InnerLoopConfig,
+    module_with_params,
+    params_of,
+    wgan_gp_inner_loop,
+)
 from metagan.nets import SampleGenerator
 
 
 def finetune_unconditional(nets: GanNets, shots: torch.Tensor, steps: int, lr: float, gp_weight: float,
-                           rng: torch.Generator) -> SampleGenerator:
-    inner = InnerLoopConfig(steps=steps, lr=lr, gp_weight=gp_weight, optimizer="adam")
+                           rng: torch.Generator, options: FinetuneOptions) -> SampleGenerator:
+    inner = InnerLoopConfig(steps=steps, lr=lr, gp_weight=gp_weight, optimizer="adam", finetune=options)
     g, _, _ = wgan_gp_inner_loop(nets.generator, nets.critic, params_of(nets.generator), params_of(nets.critic),
                                  shots, inner, rng)
     return SampleGenerator(module_with_params(nets.generator, g))
@@ -51,8 +57,9 @@ class Pretrain(MetaLearner):
         self.g_opt.step()
         return {"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach())}
 
-    def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator) -> SampleGenerator:
-        return finetune_unconditional(self.nets, shots, steps, lr, self.cfg.gp_weight, rng)
+    def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator,
+              options: FinetuneOptions = FinetuneOptions()) -> SampleGenerator:
+        return finetune_unconditional(self.nets, shots, steps, lr, self.cfg.gp_weight, rng, options)
 
 
 @register("scratch")
@@ -64,5 +71,6 @@ class Scratch(MetaLearner):
     def meta_step(self, episode: torch.Tensor, rng: torch.Generator) -> dict[str, float]:
         return {}
 
-    def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator) -> SampleGenerator:
-        return finetune_unconditional(self.nets, shots, steps, lr, self.cfg.gp_weight, rng)
+    def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator,
+              options: FinetuneOptions = FinetuneOptions()) -> SampleGenerator:
+        return finetune_unconditional(self.nets, shots, steps, lr, self.cfg.gp_weight, rng, options)

@@ -15,28 +15,20 @@ from __future__ import annotations
 import torch
 
 from metagan.config import MetaConfig
-from metagan.losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty
+from metagan.losses import d_logistic_loss, g_nonsaturating_loss, mode_seeking_loss, r1_penalty
 from metagan.meta.base import GanNets, MetaLearner, register
-from metagan.meta.inner import InnerLoopConfig, module_with_params, params_of, wgan_gp_inner_loop
+from metagan.meta.inner import (
+    FinetuneOptions,
+    InnerLoopConfig,
+    module_with_params,
+    params_of,
+    wgan_gp_inner_loop,
+)
 from metagan.nets import SampleGenerator
 
 
 R1_GAMMA = 1.0
 MODE_SEEKING_WEIGHT = 1.0
-
-
-def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor, per_task: int) -> torch.Tensor:
-    """MSGAN (Mao et al., 2019): penalise pairs of noise vectors mapped to near-identical images.
-
-    Conditional GANs tend to ignore z and emit one image per condition; measured here before
-    this term: the spread over z of a task's samples fell towards 0 within a few hundred steps.
-    The batch holds ``per_task`` consecutive samples per task; pairs are formed within a task.
-    """
-    half = per_task // 2
-    fake, z = fake.view(-1, per_task, fake[0].numel()), z.view(-1, per_task, z.shape[1])
-    img_gap = (fake[:, :half] - fake[:, half : 2 * half]).abs().mean(-1)
-    z_gap = (z[:, :half] - z[:, half : 2 * half]).abs().mean(-1)
-    return (1.0 / (img_gap / z_gap + 1e-5)).mean()
 
 
 @register("condgan")
@@ -87,12 +79,14 @@ class SetConditionedGan(MetaLearner):
         return {"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach()), "r1": float(gp.detach()),
                 "d_gap_mismatch": float((d_real.mean() - d_mismatch.mean()).detach())}
 
-    def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator) -> SampleGenerator:
+    def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator,
+              options: FinetuneOptions = FinetuneOptions()) -> SampleGenerator:
         G, D, E = self.nets.generator, self.nets.critic, self.nets.encoder
         with torch.no_grad():
             code = E(shots)
         if steps == 0:
             return SampleGenerator(module_with_params(G, params_of(G)), code)
-        inner = InnerLoopConfig(steps=steps, lr=lr, gp_weight=R1_GAMMA, loss="logistic-r1", optimizer="adam")
+        inner = InnerLoopConfig(steps=steps, lr=lr, gp_weight=R1_GAMMA, loss="logistic-r1", optimizer="adam",
+                                finetune=options)
         g, _, _ = wgan_gp_inner_loop(G, D, params_of(G), params_of(D), shots, inner, rng, code=code, train_code=True)
         return SampleGenerator(module_with_params(G, g), g["code"])

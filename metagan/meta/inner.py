@@ -20,7 +20,9 @@ from metagan.losses import (
     g_nonsaturating_loss,
     generator_loss,
     gradient_penalty,
+    mode_seeking_loss,
     r1_penalty,
+    random_shift,
 )
 
 Params = dict[str, torch.Tensor]
@@ -29,6 +31,19 @@ Params = dict[str, torch.Tensor]
 def params_of(module: nn.Module) -> Params:
     """Detached, trainable copies of a module's parameters (the start of an inner loop)."""
     return {k: v.detach().clone().requires_grad_(True) for k, v in module.named_parameters()}
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """Regularisers for fine-tuning on a customer's few shots (``adapt`` in params.yaml)."""
+
+    augment_shift: int = 0
+    """Shift real and generated images by up to this many pixels before the critic (0: off)."""
+    mode_seeking: float = 0.0
+    """Weight of the mode-seeking term, which keeps different noise giving different images."""
+    fake_batch: int = 0
+    """Generated images per step (at least the number of shots; more averages the generator's
+    gradient over more noise draws)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +56,7 @@ class InnerLoopConfig:
     optimizer: str = "sgd"  # "sgd" (FIGR's inner loop) or "adam" (fine-tuning baselines)
     betas: tuple[float, float] = (0.0, 0.9)
     train_critic: bool = True
+    finetune: FinetuneOptions = FinetuneOptions()
 
 
 class FunctionalOptimizer:
@@ -85,7 +101,14 @@ def wgan_gp_inner_loop(
     ``real``: (n, C, H, W), the task's shots. With a task ``code`` (conditional models) the code is
     an extra trainable entry ``"code"`` of ``g_params`` when ``train_code``.
     """
-    n, z_dim = real.shape[0], generator.cfg.z_dim
+    z_dim, opts = generator.cfg.z_dim, cfg.finetune
+    n = max(real.shape[0], opts.fake_batch)
+    if opts.mode_seeking:
+        n += n % 2  # the mode-seeking term pairs the generated images
+
+    def augment(x: torch.Tensor) -> torch.Tensor:
+        return random_shift(x, opts.augment_shift, rng)
+
     g_opt, d_opt = FunctionalOptimizer(cfg), FunctionalOptimizer(cfg)
     g_params = dict(g_params)
     if code is not None and train_code:
@@ -105,20 +128,25 @@ def wgan_gp_inner_loop(
         if cfg.train_critic:
             z = torch.randn(n, z_dim, generator=rng, device=real.device)
             fake = gen(g_params, z).detach()
-            d_real, d_fake = crit(d_params, real, c_fixed), crit(d_params, fake, c_fixed)
+            seen = augment(real)
+            d_real, d_fake = crit(d_params, seen, c_fixed), crit(d_params, augment(fake), c_fixed)
             if cfg.loss == "wgan-gp":
                 d_loss = critic_loss(d_real, d_fake)
                 if cfg.gp_weight:
-                    gp = gradient_penalty(lambda x: crit(d_params, x, c_fixed), real, fake, rng)
+                    gp = gradient_penalty(lambda x: crit(d_params, x, c_fixed), seen,
+                                          augment(fake[: real.shape[0]]), rng)
                     d_loss = d_loss + cfg.gp_weight * gp
             else:
                 d_loss = d_logistic_loss(d_real, d_fake)
                 if cfg.gp_weight:
-                    d_loss = d_loss + 0.5 * cfg.gp_weight * r1_penalty(lambda x: crit(d_params, x, c_fixed), real)
+                    d_loss = d_loss + 0.5 * cfg.gp_weight * r1_penalty(lambda x: crit(d_params, x, c_fixed), seen)
             d_params = d_opt.step(d_params, d_loss)
         z = torch.randn(n, z_dim, generator=rng, device=real.device)
-        d_gen = crit(d_params, gen(g_params, z), g_params.get("code", code))
+        fake = gen(g_params, z)
+        d_gen = crit(d_params, augment(fake), g_params.get("code", code))
         g_loss = generator_loss(d_gen) if cfg.loss == "wgan-gp" else g_nonsaturating_loss(d_gen)
+        if opts.mode_seeking:
+            g_loss = g_loss + opts.mode_seeking * mode_seeking_loss(fake, z, n)
         g_params = g_opt.step(g_params, g_loss)
     return g_params, d_params, {"inner_d_loss": float(d_loss.detach()), "inner_g_loss": float(g_loss.detach())}
 

@@ -11,7 +11,14 @@ import torch
 from torch import nn
 
 from metagan.meta.base import GanNets, MetaLearner, register
-from metagan.meta.inner import InnerLoopConfig, Params, module_with_params, params_of, wgan_gp_inner_loop
+from metagan.meta.inner import (
+    FinetuneOptions,
+    InnerLoopConfig,
+    Params,
+    module_with_params,
+    params_of,
+    wgan_gp_inner_loop,
+)
 from metagan.nets import SampleGenerator
 from metagan.config import MetaConfig
 
@@ -49,9 +56,11 @@ class Reptile(MetaLearner):
         reptile_outer_step(self.nets.critic, adapted_d, self.d_opt)
         return {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}
 
-    def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator) -> SampleGenerator:
+    def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator,
+              options: FinetuneOptions = FinetuneOptions()) -> SampleGenerator:
         # The initialisation was meta-learned for *this* inner loop (SGD at inner_lr), so adapt with
-        # it, only for more steps; ``lr`` (the fine-tuning rate of the other methods) is not used.
+        # it, only for more steps; ``lr`` (the fine-tuning rate of the other methods) and the
+        # fine-tuning ``options`` are not used: FIGR's adaptation stays FIGR's.
         inner = InnerLoopConfig(steps=steps, lr=self.cfg.inner_lr, gp_weight=self.cfg.gp_weight)
         g, _, _ = wgan_gp_inner_loop(
             self.nets.generator, self.nets.critic, params_of(self.nets.generator), params_of(self.nets.critic),
