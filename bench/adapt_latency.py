@@ -32,8 +32,12 @@ def main() -> None:
     args = ap.parse_args()
 
     from metagan.adapt import MetaModel, adapt_to_customer
-    from metagan.config import PROJECT_ROOT
+    from metagan.config import PROJECT_ROOT, load_params
     from metagan.export import check_parity, export_generator_onnx
+
+    settings = load_params().adapt  # the project's fine-tuning settings, as the flows use them
+    if args.steps is not None:
+        settings = settings.model_copy(update={"steps": args.steps})
 
     sample = np.load(PROJECT_ROOT / "metagan/sample_data/omniglot_sample.npz")["images"]
     tmp = Path(tempfile.mkdtemp())
@@ -46,7 +50,7 @@ def main() -> None:
 
         shots = np.stack([preprocess_array(sample[140 + i, j], meta.image_size, meta.channels)
                           for j in range(args.shots)])
-        g = adapt_to_customer(meta, shots, steps=args.steps, seed=i)
+        g = adapt_to_customer(meta, shots, seed=i, settings=settings)
         t["adapt"] = time.perf_counter()
         path = export_generator_onnx(g, tmp / f"c{i}.onnx")
         t["export"] = time.perf_counter()
@@ -58,7 +62,7 @@ def main() -> None:
     first_incl_imports = rows[0]["total"] + (rows and (time.perf_counter() - T0) - sum(r["total"] for r in rows))
     steady = rows[1:] or rows
     report = {"machine": platform.platform(), "threads": torch.get_num_threads(), "shots": args.shots,
-              "steps": args.steps, "checkpoint": args.checkpoint, "per_customer": rows,
+              "adapt": settings.model_dump(), "checkpoint": args.checkpoint, "per_customer": rows,
               "cold_first_customer_s_incl_imports": round(first_incl_imports, 2),
               "steady_median_s": float(np.median([r["total"] for r in steady]))}
     print(json.dumps(report, indent=2))

@@ -24,6 +24,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bench", default="artifacts/bench")
     ap.add_argument("--methods", default="condgan,reptile,pretrain,scratch")
+    ap.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
+                    help="also draw this meta checkpoint under NAME (repeatable)")
     ap.add_argument("--out-dir", default="docs/samples")
     ap.add_argument("--shots", type=int, default=5)
     ap.add_argument("--characters", type=int, default=6)
@@ -39,11 +41,13 @@ def main() -> None:
     chars = rng.choice(val_ids, args.characters, replace=False)
     shots = {int(c): ds.images[rng.permutation(ds.indices_of(int(c)))[: args.shots]] for c in chars}
     blank = np.full((1, *ds.images.shape[1:]), 255, np.uint8)
-    for method in args.methods.split(","):
-        meta = MetaModel.load(bench / f"{method}.pt")
+    models = {m: bench / f"{m}.pt" for m in args.methods.split(",") if m}
+    models |= dict(spec.split("=", 1) for spec in args.checkpoint)
+    for method, path in models.items():
+        meta = MetaModel.load(path)
         rows = []
         for c, s in shots.items():
-            g = adapt_to_customer(meta, s, seed=args.seed + c)
+            g = adapt_to_customer(meta, s, seed=args.seed + c, settings=params.adapt)  # params.yaml's adapt
             with torch.no_grad():
                 gen = to_uint8(g(torch.randn(args.samples, g.z_dim, generator=torch.Generator().manual_seed(c))))
             rows.append(np.concatenate([s, blank, gen]))

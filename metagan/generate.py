@@ -35,11 +35,10 @@ def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model:
     import time
     from datetime import datetime, timezone
 
-    from metagan.export import onnx_session
     from metagan.storage import OutputLocation
 
     start = time.monotonic()
-    images = sample_onnx(None, count, seed=seed, batch_size=batch_size, session=onnx_session(onnx_bytes))
+    images = sample_onnx(onnx_bytes, count, seed=seed, batch_size=batch_size)
     out = OutputLocation(out_uri)
     files = [out.write(f"{i:05d}.png", png_bytes(img)) for i, img in enumerate(images)]
     manifest = {"model": model, "seed": seed, "count": count, "image_shape": list(images.shape[1:]),

@@ -67,6 +67,21 @@ def test_fine_tuning_settings_apply_and_the_export_stays_exact(meta_ckpt, tiny_d
     assert check_parity(truncated, export_generator_onnx(truncated, tmp_path / "t.onnx")) < 1e-4
 
 
+def test_parallel_onnx_sessions_give_the_same_images(meta_ckpt, tiny_dataset, tmp_path):
+    """The batch job splits batches over single-threaded sessions; the images must not depend on
+    how many there are."""
+    from metagan.export import OnnxGenerator, noise, onnx_session, sample_onnx
+
+    path = export_generator_onnx(adapt_to_customer(meta_ckpt, tiny_dataset.images[:3]), tmp_path / "g.onnx")
+    z = noise(37, load_checkpoint(meta_ckpt, META_FORMAT)["net"]["z_dim"], 0)
+    (single,) = onnx_session(path).run(None, {"z": z})
+    for workers in (1, 2, 3):
+        with OnnxGenerator(path, workers) as run:
+            np.testing.assert_allclose(run(z), single, atol=1e-6)
+    assert np.array_equal(sample_onnx(path, 37, seed=0, batch_size=16, workers=3),
+                          sample_onnx(path, 37, seed=0, batch_size=37, workers=1))
+
+
 def test_adapt_rejects_a_wrong_number_of_shots(meta_ckpt, tiny_dataset):
     shots = tiny_dataset.images[:21]
     with pytest.raises(ValueError, match="21 shots given"):
