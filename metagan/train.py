@@ -123,7 +123,13 @@ def _train(
     tasks = distributed.tasks_on_rank(cfg.meta_batch, rank, world, learner.min_tasks_per_rank if world > 1 else 1)
     hooks = [distributed.average_gradients_before_step(opt, tasks / cfg.meta_batch)
              for opt in learner.optimizers().values()] if group else []
-    train_ids, val_ids = split_classes(dataset, params.data.val_groups + params.data.tune_groups)
+    # tune alphabets are only ever held out: one the dataset lacks (the bundled sample has six
+    # alphabets) leaves nothing to hold out, unlike a missing val group, which is a config error
+    tune = [g for g in params.data.tune_groups if g in set(dataset.class_groups)]
+    if len(tune) < len(params.data.tune_groups):
+        log.info("tune group(s) %s not in this dataset: nothing to hold out for them",
+                 sorted(set(params.data.tune_groups) - set(tune)))
+    train_ids, val_ids = split_classes(dataset, params.data.val_groups + tune)
     preview = _preview_support(dataset, val_ids if len(val_ids) else train_ids, cfg.shots, cfg.seed, device) \
         if main else None
     # a resumed run draws new episodes (seed + step) rather than replaying the first ones;

@@ -40,6 +40,12 @@ def test_checkpoint_is_state_dicts_plus_config_and_loads_weights_only(meta_ckpt)
     assert isinstance(ckpt["state"]["generator"]["fc.weight"], torch.Tensor)
 
 
+def test_tune_groups_are_held_out_and_absent_ones_are_ignored(tiny_params, tiny_dataset, tmp_path):
+    params = tiny_params.with_overrides(data={"tune_groups": ["g2", "not-in-this-dataset"]})
+    result = meta_train(params, tiny_dataset, tmp_path / "tuned.pt")
+    assert load_checkpoint(result.checkpoint, META_FORMAT)["train_groups"] == ["g0", "g1"]
+
+
 def test_adaptation_is_deterministic_for_a_seed_and_differs_across_seeds(meta_ckpt, tiny_dataset):
     shots = tiny_dataset.images[tiny_dataset.indices_of(10)[:5]]
     meta = MetaModel.load(meta_ckpt)
