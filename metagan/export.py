@@ -98,6 +98,9 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+MIN_IMAGES_TO_SLICE = 256
+
+
 class OnnxGenerator:
     """Runs an ONNX generator on the CPU with one single-threaded session per core, each taking a
     slice of the batch.
@@ -162,7 +165,9 @@ def sample_onnx(onnx_path: str | Path | bytes | None, count: int, seed: int = 0,
     ``session``: an onnxruntime session or :class:`OnnxGenerator` to use instead of ``onnx_path``;
     ``workers``: sessions run in parallel over slices of each batch (default: one per core)."""
     if session is None:
-        with OnnxGenerator(onnx_path, workers) as generator:
+        # a contact sheet's few images do not repay loading one session per core
+        few = workers is None and count < MIN_IMAGES_TO_SLICE
+        with OnnxGenerator(onnx_path, 1 if few else workers) as generator:
             return sample_onnx(None, count, seed, batch_size, session=generator)
     if isinstance(session, OnnxGenerator):
         run, z_dim = session, session.z_dim
