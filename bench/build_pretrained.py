@@ -41,13 +41,18 @@ def main() -> None:
     ap.add_argument("--init", help="warm start from this meta checkpoint")
     ap.add_argument("--evaluator-minutes", type=float, default=3.0)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--proto-weight", type=float, help="condgan's prototype term (default: params.yaml)")
+    ap.add_argument("--same-alphabet", type=float, help="share of one-alphabet episodes (default: params.yaml)")
     ap.add_argument("--skip-meta", action="store_true", help="only rebuild the evaluator")
+    ap.add_argument("--skip-evaluator", action="store_true", help="only rebuild the meta-initialisation")
     args = ap.parse_args()
 
     params = load_params().with_overrides(
         data={"val_groups": [], "packed_dir": str(PROJECT_ROOT / "artifacts" / "pretrained" / "tasks")},
         model={"preset": args.preset},
-        meta={"method": args.method, "minutes": args.minutes, "device": args.device, "init_checkpoint": args.init},
+        meta={k: v for k, v in {"method": args.method, "minutes": args.minutes, "device": args.device,
+                                 "init_checkpoint": args.init, "proto_weight": args.proto_weight,
+                                 "same_alphabet": args.same_alphabet}.items() if v is not None},
     )
     ds = prepare_task_dataset(params)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -61,6 +66,8 @@ def main() -> None:
                 "init": args.init, "classes": ds.num_classes, "metrics": result.metrics}
         dest = slim(tmp, OUT / f"{args.method}-{args.preset}.pt", info)
         print(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB): {json.dumps(info)}")
+    if args.skip_evaluator:
+        return
     net, info = train_evaluator(ds, all_ids, minutes=args.evaluator_minutes)
     ref = calibrate(net, ds, all_ids)
     dest = save_evaluator(net, OUT / "evaluator.pt", info | {"classes": ds.num_classes}, ref)

@@ -24,12 +24,17 @@ def main() -> None:
     ap.add_argument("--name", help="checkpoint name (default: the method)")
     ap.add_argument("--class-rotations", type=int, choices=[1, 2, 4], default=None)
     ap.add_argument("--inner-lr", type=float, help="reptile's inner learning rate (default: params.yaml)")
+    ap.add_argument("--proto-weight", type=float, help="condgan's prototypical term (default: params.yaml)")
+    ap.add_argument("--same-alphabet", type=float, help="share of one-alphabet episodes (default: params.yaml)")
+    ap.add_argument("--init", help="warm start from this meta checkpoint (steps count on from its own)")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
 
     out = Path(args.out).resolve()
     meta = {"method": args.method, "minutes": args.minutes, "device": args.device,
-            "class_rotations": args.class_rotations, "inner_lr": args.inner_lr}
+            "class_rotations": args.class_rotations, "inner_lr": args.inner_lr, "proto_weight": args.proto_weight,
+            "same_alphabet": args.same_alphabet,
+            "init_checkpoint": str(Path(args.init).resolve()) if args.init else None}
     params = load_params().with_overrides(data={"packed_dir": str(out / "tasks")},
                                           meta={k: v for k, v in meta.items() if v is not None})
     ds = prepare_task_dataset(params)

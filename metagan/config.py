@@ -63,6 +63,13 @@ class MetaConfig(_Section):
     sample_every: int = Field(200, ge=1)
     class_rotations: Literal[1, 2, 4] = 1
     """Count each training class turned by 0/90/180/270 degrees (4) or 0/180 (2) as its own task."""
+    same_alphabet: float = Field(0.0, ge=0, le=1)
+    """Share of meta-training episodes whose tasks all come from one alphabet (data group): hard
+    negatives for condgan's class-aware critic and prototype term."""
+    proto_weight: float = Field(0.0, ge=0)
+    """condgan: weight of a prototypical-network term. The set encoder learns to tell the episode's
+    classes apart from their real query drawings, and the generator is rewarded when its images
+    are told apart the same way, i.e. recognisably of their task's class."""
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
 

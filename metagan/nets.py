@@ -142,10 +142,14 @@ class SetEncoder(nn.Module):
         self.trunk = _ConvTrunk(cfg, cfg.d_width // 2 or 8)
         self.out = nn.Linear(self.trunk.out_features, cfg.code_dim)
 
+    def embed_each(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, code_dim): one embedding per image, before the set's mean."""
+        return self.out(self.trunk(images))
+
     def forward(self, shots: torch.Tensor) -> torch.Tensor:
         """(K, C, H, W) -> (1, code_dim); (T, K, C, H, W) -> (T, code_dim)."""
         lead = shots.shape[:-3]
-        e = self.out(self.trunk(shots.reshape(-1, *shots.shape[-3:])))
+        e = self.embed_each(shots.reshape(-1, *shots.shape[-3:]))
         e = e.view(*lead, -1).mean(dim=-2, keepdim=len(lead) == 1)
         # Same scale as the noise (unit RMS per entry): an unnormalised code, which the critic's
         # updates let grow freely, drowns out z in the generator's first layer and collapses every

@@ -135,7 +135,8 @@ def _train(
     # a resumed run draws new episodes (seed + step) rather than replaying the first ones;
     # each rank draws its own (rank 0's are those of a single-process run)
     seed = cfg.seed + first_step + RANK_SEED_STRIDE * rank
-    sampler = EpisodeSampler(dataset, train_ids, cfg.shots, cfg.queries, seed=seed, rotations=cfg.class_rotations)
+    sampler = EpisodeSampler(dataset, train_ids, cfg.shots, cfg.queries, seed=seed, rotations=cfg.class_rotations,
+                             same_group=cfg.same_alphabet)
     rng = torch.Generator(device).manual_seed(seed)
 
     def save(step: int, metrics: dict[str, float]) -> None:

@@ -398,3 +398,18 @@ def test_decompression_bomb_is_refused_without_global_change(tmp_path):
         load_image(tmp_path / "big.png", 8, 1, max_pixels=1000)
     assert Image.MAX_IMAGE_PIXELS == limit
     assert load_image(tmp_path / "big.png", 8, 1, max_pixels=10_000).shape == (8, 8, 1)
+
+
+def test_same_group_episodes_draw_every_task_from_one_alphabet(ds):
+    ids = np.arange(ds.num_classes)
+    groups_of = lambda classes: {ds.class_groups[int(c)] for c in classes}  # noqa: E731
+    always = EpisodeSampler(ds, ids, shots=3, queries=2, seed=0, same_group=1.0)
+    for _ in range(20):
+        x, classes = always.sample_with_classes(2)
+        assert len(groups_of(classes)) == 1 and len(set(classes.tolist())) == 2
+    never = EpisodeSampler(ds, ids, shots=3, queries=2, seed=0)
+    assert any(len(groups_of(never.sample_with_classes(2)[1])) > 1 for _ in range(20))
+    # more tasks than any one group has (3 classes each): falls back to tasks from several groups
+    assert len(groups_of(always.sample_with_classes(4)[1])) > 1
+    with pytest.raises(ValueError, match="same_group"):
+        EpisodeSampler(ds, ids, shots=3, queries=2, same_group=1.5)

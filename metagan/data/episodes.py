@@ -71,6 +71,7 @@ class EpisodeSampler:
         queries: int = 0,
         seed: int = 0,
         rotations: int = 1,
+        same_group: float = 0.0,
     ):
         if shots < 1:
             raise ValueError(f"shots must be >= 1, got {shots}")
@@ -78,6 +79,8 @@ class EpisodeSampler:
             raise ValueError(f"queries must be >= 0, got {queries}")
         if rotations not in (1, 2, 4):
             raise ValueError(f"rotations must be 1, 2 or 4, got {rotations}")
+        if not 0.0 <= same_group <= 1.0:
+            raise ValueError(f"same_group must be a probability in [0, 1], got {same_group}")
         class_ids = np.asarray(class_ids, dtype=np.int64).reshape(-1)
         if len(np.unique(class_ids)) != len(class_ids):
             raise ValueError("class_ids contains duplicates")
@@ -103,6 +106,12 @@ class EpisodeSampler:
         self.class_ids = np.array(keep, dtype=np.int64)
         self._members = [ds.indices_of(c) for c in keep]
         self.rotations = rotations
+        self.same_group = same_group
+        # task indices (class x rotation, as in sample_with_classes) of each group
+        of_group: dict[str, list[int]] = {}
+        for p in range(self.num_classes):
+            of_group.setdefault(ds.class_groups[self.class_ids[p // rotations]], []).append(p)
+        self._group_picks = [np.array(v) for v in of_group.values()]
         self.rng = np.random.default_rng(seed)
 
     @property
@@ -130,7 +139,9 @@ class EpisodeSampler:
                 f"n_tasks must be in 1..{self.num_classes} (tasks are distinct classes), got {n_tasks}"
             )
         k = self.images_per_task
-        picks = self.rng.choice(self.num_classes, size=n_tasks, replace=False)
+        picks = self._same_group_picks(n_tasks) if self.same_group and self.rng.random() < self.same_group else None
+        if picks is None:
+            picks = self.rng.choice(self.num_classes, size=n_tasks, replace=False)
         base, turns = picks // self.rotations, picks % self.rotations
         rows = np.stack([self.rng.choice(self._members[p], size=k, replace=False) for p in base])
         images = self.ds.images[rows]  # (tasks, k, H, W, C)
@@ -139,3 +150,18 @@ class EpisodeSampler:
             images = np.stack([np.rot90(task, t * step, axes=(1, 2)) for task, t in zip(images, turns)])
         batch = to_tensor(np.ascontiguousarray(images.reshape(-1, *images.shape[2:])))
         return batch.reshape(n_tasks, k, *batch.shape[1:]), self.class_ids[base]
+
+    def _same_group_picks(self, n_tasks: int) -> np.ndarray | None:
+        """``n_tasks`` distinct tasks of one group (an alphabet), or None when no group has enough.
+
+        Characters of one alphabet share strokes and style, so an episode drawn from one alphabet
+        makes a class-aware critic (and the prototype term) learn the fine differences a customer's
+        class is told apart by, instead of "Bengali versus Latin". Groups are drawn in proportion
+        to their size, so every class keeps its share of episodes.
+        """
+        groups = [g for g in self._group_picks if len(g) >= n_tasks]
+        if not groups:
+            return None
+        sizes = np.array([len(g) for g in groups], dtype=np.float64)
+        group = groups[self.rng.choice(len(groups), p=sizes / sizes.sum())]
+        return self.rng.choice(group, size=n_tasks, replace=False)

@@ -15,7 +15,13 @@ from __future__ import annotations
 import torch
 
 from metagan.config import MetaConfig
-from metagan.losses import d_logistic_loss, g_nonsaturating_loss, mode_seeking_loss, r1_penalty
+from metagan.losses import (
+    d_logistic_loss,
+    g_nonsaturating_loss,
+    mode_seeking_loss,
+    prototype_loss,
+    r1_penalty,
+)
 from metagan.meta.base import GanNets, MetaLearner, register
 from metagan.meta.inner import (
     FinetuneOptions,
@@ -56,7 +62,10 @@ class SetConditionedGan(MetaLearner):
         q = queries.shape[1]
         real = queries.flatten(0, 1)
 
-        code = E(support).repeat_interleave(q, 0)  # (tasks * q, code_dim)
+        task_codes = E(support)  # (tasks, code_dim)
+        code = task_codes.repeat_interleave(q, 0)  # (tasks * q, code_dim)
+        task_of = torch.arange(tasks, device=self.device).repeat_interleave(q)
+        proto = self.cfg.proto_weight > 0 and tasks > 1
         z = torch.randn(real.shape[0], G.cfg.z_dim, generator=rng, device=self.device)
         fake = G(z, code.detach()).detach()
         d_real, d_fake = D(real, code), D(fake, code)
@@ -65,19 +74,28 @@ class SetConditionedGan(MetaLearner):
         gp = r1_penalty(lambda x: D(x, code.detach()), real)
         d_loss = (d_logistic_loss(d_real, d_fake) + d_logistic_loss(d_real, d_mismatch)) / 2 \
             + 0.5 * R1_GAMMA * gp
+        stats = {}
+        if proto:  # the encoder as a prototypical network: queries nearest their own task's code
+            proto_real = prototype_loss(E.embed_each(real), task_codes, task_of)
+            d_loss = d_loss + self.cfg.proto_weight * proto_real
+            stats["proto_real"] = float(proto_real.detach())
         self.d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         self.d_opt.step()
 
-        code = code.detach()
+        code, task_codes = code.detach(), task_codes.detach()
         z = torch.randn(real.shape[0], G.cfg.z_dim, generator=rng, device=self.device)
         fake = G(z, code)
         g_loss = g_nonsaturating_loss(D(fake, code)) + MODE_SEEKING_WEIGHT * mode_seeking_loss(fake, z, q)
+        if proto:  # ... and generated images too; only the generator steps on this (d_opt zeroes E's grads)
+            proto_fake = prototype_loss(E.embed_each(fake), task_codes, task_of)
+            g_loss = g_loss + self.cfg.proto_weight * proto_fake
+            stats["proto_fake"] = float(proto_fake.detach())
         self.g_opt.zero_grad(set_to_none=True)
         g_loss.backward()
         self.g_opt.step()
         return {"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach()), "r1": float(gp.detach()),
-                "d_gap_mismatch": float((d_real.mean() - d_mismatch.mean()).detach())}
+                "d_gap_mismatch": float((d_real.mean() - d_mismatch.mean()).detach())} | stats
 
     def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator,
               options: FinetuneOptions = FinetuneOptions()) -> SampleGenerator:
