@@ -60,8 +60,9 @@ def main() -> None:
     if not args.skip_meta:
         tmp = PROJECT_ROOT / "artifacts" / "pretrained" / f"{args.method}-{args.preset}.pt"
         result = meta_train(params, ds, tmp)
-        info = {"command": "python bench/build_pretrained.py " + " ".join(
-                    f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v not in (None, False)),
+        flags = [f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+                 for k, v in vars(args).items() if v not in (None, False)]
+        info = {"command": "python bench/build_pretrained.py " + " ".join(flags),
                 "total_steps": result.steps, "seconds_this_run": round(result.seconds),
                 "init": args.init, "classes": ds.num_classes, "metrics": result.metrics}
         dest = slim(tmp, OUT / f"{args.method}-{args.preset}.pt", info)

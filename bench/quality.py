@@ -39,10 +39,11 @@ import numpy as np
 import torch
 
 from metagan.adapt import MetaModel, adapt_to_customer
+from metagan.checkpoint import load_checkpoint
 from metagan.config import AdaptConfig, load_params
 from metagan.data import split_classes
 from metagan.data.images import to_uint8
-from metagan.evaluator import embed, load_evaluator, save_evaluator, train_evaluator
+from metagan.evaluator import EVALUATOR_FORMAT, embed, load_evaluator, save_evaluator, train_evaluator
 from metagan.metrics import augmentation_gain, class_consistency, copy_rate, diversity, kernel_distance
 from metagan.nets import truncate_noise
 from metagan.task_data import prepare_task_dataset
@@ -107,6 +108,8 @@ def main() -> None:
     ap.add_argument("--truncation", default=None,
                     help="noise scale, or a comma-separated list scored from the same adapted generators")
     ap.add_argument("--evaluator-minutes", type=float, default=3.0)
+    ap.add_argument("--evaluator", help="score with this evaluator file instead of OUT/evaluator.pt (a second "
+                    "instrument: see bench/second_evaluator.py)")
     ap.add_argument("--out", default="artifacts/bench")
     ap.add_argument("--reuse", action="store_true", help="reuse checkpoints already in --out")
     ap.add_argument("--device", default="auto")
@@ -131,8 +134,13 @@ def main() -> None:
     print(f"{len(train_ids)} meta-training classes, {len(val_ids)} evaluated classes "
           f"({args.split}: {', '.join(groups)}); adapt {settings.model_dump()}", flush=True)
 
-    ev_path = out / "evaluator.pt"
-    if args.reuse and ev_path.exists():
+    ev_path = Path(args.evaluator) if args.evaluator else out / "evaluator.pt"
+    if args.evaluator:
+        trained_on = load_checkpoint(ev_path, EVALUATOR_FORMAT)["info"].get("train_groups")
+        if trained_on is None or set(trained_on) & set(params.data.val_groups + params.data.tune_groups):
+            raise SystemExit(f"{ev_path} does not say it was trained without the held-out alphabets")
+        net = load_evaluator(ev_path)
+    elif args.reuse and ev_path.exists():
         net = load_evaluator(ev_path)
     else:
         net, info = train_evaluator(ds, train_ids, minutes=args.evaluator_minutes, seed=args.seed)

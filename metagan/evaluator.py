@@ -50,9 +50,9 @@ def proto_loss(net: ProtoNet, episode: torch.Tensor, shots: int) -> tuple[torch.
 
 
 def train_evaluator(ds: TaskDataset, class_ids: np.ndarray, minutes: float = 2.0, ways: int = 20,
-                    shots: int = 5, queries: int = 5, seed: int = 0) -> tuple[ProtoNet, dict]:
+                    shots: int = 5, queries: int = 5, seed: int = 0, width: int = 64) -> tuple[ProtoNet, dict]:
     torch.manual_seed(seed)
-    net = ProtoNet(ds.images.shape[-1])
+    net = ProtoNet(ds.images.shape[-1], width)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     sampler = EpisodeSampler(ds, class_ids, shots, queries, seed=seed)
     deadline, step, acc = time.monotonic() + minutes * 60, 0, 0.0
