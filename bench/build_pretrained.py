@@ -61,7 +61,7 @@ def main() -> None:
         tmp = PROJECT_ROOT / "artifacts" / "pretrained" / f"{args.method}-{args.preset}.pt"
         result = meta_train(params, ds, tmp)
         flags = [f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
-                 for k, v in vars(args).items() if v not in (None, False)]
+                 for k, v in vars(args).items() if v is not None and v is not False]  # keeps explicit 0s
         info = {"command": "python bench/build_pretrained.py " + " ".join(flags),
                 "total_steps": result.steps, "seconds_this_run": round(result.seconds),
                 "init": args.init, "classes": ds.num_classes, "metrics": result.metrics}
