@@ -48,7 +48,8 @@ def main() -> None:
     args = ap.parse_args()
 
     params = load_params().with_overrides(
-        data={"val_groups": [], "packed_dir": str(PROJECT_ROOT / "artifacts" / "pretrained" / "tasks")},
+        # production holds nothing out: neither the test nor the tune alphabets
+        data={"val_groups": [], "tune_groups": [], "packed_dir": str(PROJECT_ROOT / "artifacts" / "pretrained" / "tasks")},
         model={"preset": args.preset},
         meta={k: v for k, v in {"method": args.method, "minutes": args.minutes, "device": args.device,
                                  "init_checkpoint": args.init, "proto_weight": args.proto_weight,
