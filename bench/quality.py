@@ -42,10 +42,11 @@ from metagan.adapt import MetaModel, adapt_to_customer
 from metagan.checkpoint import load_checkpoint
 from metagan.config import AdaptConfig, load_params
 from metagan.data import split_classes
-from metagan.data.images import to_uint8
+from metagan.data.images import to_tensor, to_uint8
 from metagan.evaluator import EVALUATOR_FORMAT, embed, load_evaluator, save_evaluator, train_evaluator
 from metagan.metrics import augmentation_gain, class_consistency, copy_rate, diversity, kernel_distance
 from metagan.nets import truncate_noise
+from metagan.selection import select_by_critic
 from metagan.task_data import prepare_task_dataset
 from metagan.train import meta_train
 
@@ -107,6 +108,9 @@ def main() -> None:
     ap.add_argument("--fake-batch", type=int, default=None)
     ap.add_argument("--truncation", default=None,
                     help="noise scale, or a comma-separated list scored from the same adapted generators")
+    ap.add_argument("--select-from", default="1",
+                    help="critic-guided sampling: each image is the best of this many candidates by the "
+                         "meta-learned critic (comma-separated list; 1: off)")
     ap.add_argument("--evaluator-minutes", type=float, default=3.0)
     ap.add_argument("--evaluator", help="score with this evaluator file instead of OUT/evaluator.pt (a second "
                     "instrument: see bench/second_evaluator.py)")
@@ -125,6 +129,7 @@ def main() -> None:
         adapt={"steps": args.adapt_steps, "lr": args.adapt_lr, "augment_shift": args.augment_shift,
                "mode_seeking": args.mode_seeking, "fake_batch": args.fake_batch})
     truncations = [float(t) for t in args.truncation.split(",")] if args.truncation else [params.adapt.truncation]
+    selects = [int(s) for s in args.select_from.split(",")]
     # adapt once without truncation; each truncation is then applied to a copy (it is exact)
     settings: AdaptConfig = params.adapt.model_copy(update={"truncation": 1.0})
     ds = prepare_task_dataset(params)
@@ -173,20 +178,26 @@ def main() -> None:
                 ds, net, splits, lambda c, shots, n: ds.images[splits[c][2]], args.samples),
         }
         for method, meta in metas.items():
+            adapt_timed = False
             adapted: dict[int, torch.nn.Module] = {}
-            for tau in truncations:
-                def generate(c, shots, n, meta=meta, tau=tau):
+            for tau, select in [(t, s) for t in truncations for s in selects]:
+                def generate(c, shots, n, meta=meta, tau=tau, select=select):
                     if c not in adapted:
                         adapted[c] = adapt_to_customer(meta, shots, seed=args.seed + c, settings=settings)
                     g = truncate_noise(copy.deepcopy(adapted[c]), tau)
+                    if select > 1:
+                        g = select_by_critic(meta.learner.nets, g, to_tensor(shots), select)
                     with torch.no_grad():
                         return to_uint8(g(torch.randn(n, g.z_dim, generator=torch.Generator().manual_seed(c))))
 
                 t = time.monotonic()
                 name = method if len(truncations) == 1 else f"{method} (truncation {tau})"
+                if len(selects) > 1:
+                    name += f" best of {select}"
                 res[name] = score(ds, net, splits, generate, args.samples)
-                res[name] |= {"meta_steps": meta.checkpoint["step"], "truncation": tau}
-                if tau == truncations[0]:  # later truncations reuse the adapted generators
+                res[name] |= {"meta_steps": meta.checkpoint["step"], "truncation": tau, "select_from": select}
+                if not adapt_timed:  # later settings reuse the adapted generators
+                    adapt_timed = True
                     res[name]["adapt_seconds_per_customer"] = (time.monotonic() - t) / len(splits)
                 print(f"K={k} {name}: " + json.dumps({a: round(b, 3) for a, b in res[name].items()}), flush=True)
         results[f"K={k}"] = res

@@ -35,3 +35,22 @@ def test_augmentation_gain_improves_when_extra_images_fix_a_misleading_shot():
     queries, labels = torch.tensor([[0.0, 0.0], [5.0, 0.0]]), torch.tensor([0, 1])
     without, with_extra = augmentation_gain(support, extra, queries, labels)
     assert without == 0.5 and with_extra == 1.0
+
+
+def test_critic_selection_serves_the_critics_favourite_of_rotated_candidates():
+    """bench/quality.py --select-from: each image is the candidate the critic scores highest; the
+    candidates are orthogonal rotations of the noise (candidate 0 the noise itself)."""
+    from metagan.nets import Discriminator, Generator, SampleGenerator, net_config
+    from metagan.selection import CriticSelectedGenerator, random_rotations
+
+    q = random_rotations(3, 16, seed=0)
+    assert torch.equal(q[0], torch.eye(16))
+    assert torch.allclose(q @ q.transpose(1, 2), torch.eye(16).expand(3, 16, 16), atol=1e-5)
+    cfg = net_config("tiny", 16, 1, code_dim=8)
+    sampler = SampleGenerator(Generator(cfg), torch.randn(8)).eval()
+    served = CriticSelectedGenerator(sampler, Discriminator(cfg), torch.randn(8), 4)
+    z = torch.randn(6, sampler.z_dim)
+    with torch.no_grad():
+        candidates, scores = served.scores(z)
+        assert torch.equal(candidates[:, 0], sampler(z))
+        assert torch.equal(served(z), candidates[torch.arange(6), scores.argmax(1)])
