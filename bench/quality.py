@@ -104,7 +104,6 @@ def main() -> None:
     ap.add_argument("--adapt-steps", type=int, default=None, help="default: params.yaml adapt.steps")
     ap.add_argument("--adapt-lr", type=float, default=None)
     ap.add_argument("--augment-shift", type=int, default=None)
-    ap.add_argument("--augment-cutout", type=float, default=None)
     ap.add_argument("--mode-seeking", type=float, default=None)
     ap.add_argument("--fake-batch", type=int, default=None)
     ap.add_argument("--truncation", default=None,
@@ -128,7 +127,6 @@ def main() -> None:
     params = load_params().with_overrides(
         data={"packed_dir": str(out.resolve() / "tasks")},
         adapt={"steps": args.adapt_steps, "lr": args.adapt_lr, "augment_shift": args.augment_shift,
-               "augment_cutout": args.augment_cutout,
                "mode_seeking": args.mode_seeking, "fake_batch": args.fake_batch})
     truncations = [float(t) for t in args.truncation.split(",")] if args.truncation else [params.adapt.truncation]
     selects = [int(s) for s in args.select_from.split(",")]

@@ -93,8 +93,7 @@ def adapt_to_customer(
     torch.manual_seed(seed)
     rng = torch.Generator(meta.learner.device).manual_seed(seed)
     shots = to_tensor(images).to(meta.learner.device)
-    options = FinetuneOptions(augment_shift=cfg.augment_shift, augment_cutout=cfg.augment_cutout,
-                              mode_seeking=cfg.mode_seeking, fake_batch=cfg.fake_batch)
+    options = FinetuneOptions(augment_shift=cfg.augment_shift, mode_seeking=cfg.mode_seeking, fake_batch=cfg.fake_batch)
     generator = meta.private_learner().adapt(shots, cfg.steps if steps is None else steps, cfg.lr, rng, options)
     return truncate_noise(generator.cpu().eval(), cfg.truncation)
 

@@ -79,8 +79,6 @@ class AdaptConfig(_Section):
     lr: float = Field(5e-4, gt=0)
     augment_shift: int = Field(0, ge=0, le=8)
     """Fine-tuning: shift real and generated images by up to this many pixels before the critic."""
-    augment_cutout: float = Field(0.0, ge=0, lt=1)
-    """Fine-tuning: then blank a random square of this fraction of the image side (0: off)."""
     mode_seeking: float = Field(0.0, ge=0)
     """Fine-tuning: weight of the mode-seeking (MSGAN) term that keeps samples varied."""
     fake_batch: int = Field(0, ge=0, le=256)

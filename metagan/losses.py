@@ -82,23 +82,6 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | N
     return padded[batch, chans, rows, cols]
 
 
-def random_cutout(x: torch.Tensor, ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Blank a square of side ``ratio`` x the image side at a random place in each image
-    (DiffAugment's cutout, filled with 0 as there). Like the shift, it is applied to real and
-    generated images alike, so the critic cannot judge a customer's class by memorising any one
-    part of a shot."""
-    if ratio <= 0:
-        return x
-    n, _, h, w = x.shape
-    sh, sw = max(1, round(h * ratio)), max(1, round(w * ratio))
-    top = torch.randint(-(sh // 2), h - sh // 2, (n, 1, 1, 1), generator=generator, device=x.device)
-    left = torch.randint(-(sw // 2), w - sw // 2, (n, 1, 1, 1), generator=generator, device=x.device)
-    rows = torch.arange(h, device=x.device)[None, None, :, None]
-    cols = torch.arange(w, device=x.device)[None, None, None, :]
-    inside = (rows >= top) & (rows < top + sh) & (cols >= left) & (cols < left + sw)
-    return x * (~inside).to(x.dtype)
-
-
 def prototype_loss(embeddings: torch.Tensor, prototypes: torch.Tensor, labels: torch.Tensor,
                    scale: float = 10.0) -> torch.Tensor:
     """Prototypical-network cross-entropy (Snell et al., 2017) with cosine similarity.

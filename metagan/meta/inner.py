@@ -22,7 +22,6 @@ from metagan.losses import (
     gradient_penalty,
     mode_seeking_loss,
     r1_penalty,
-    random_cutout,
     random_shift,
 )
 
@@ -40,8 +39,6 @@ class FinetuneOptions:
 
     augment_shift: int = 0
     """Shift real and generated images by up to this many pixels before the critic (0: off)."""
-    augment_cutout: float = 0.0
-    """Then blank a square of this fraction of the image side in each (0: off)."""
     mode_seeking: float = 0.0
     """Weight of the mode-seeking term, which keeps different noise giving different images."""
     fake_batch: int = 0
@@ -110,7 +107,7 @@ def wgan_gp_inner_loop(
         n += n % 2  # the mode-seeking term pairs the generated images
 
     def augment(x: torch.Tensor) -> torch.Tensor:
-        return random_cutout(random_shift(x, opts.augment_shift, rng), opts.augment_cutout, rng)
+        return random_shift(x, opts.augment_shift, rng)
 
     g_opt, d_opt = FunctionalOptimizer(cfg), FunctionalOptimizer(cfg)
     g_params = dict(g_params)
