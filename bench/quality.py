@@ -114,6 +114,7 @@ def main() -> None:
     ap.add_argument("--evaluator-minutes", type=float, default=3.0)
     ap.add_argument("--evaluator", help="score with this evaluator file instead of OUT/evaluator.pt (a second "
                     "instrument: see bench/second_evaluator.py)")
+    ap.add_argument("--classes", type=int, help="score only the first N held-out characters: a smoke run (fewer classes make every figure easier)")
     ap.add_argument("--out", default="artifacts/bench")
     ap.add_argument("--reuse", action="store_true", help="reuse checkpoints already in --out")
     ap.add_argument("--device", default="auto")
@@ -136,6 +137,8 @@ def main() -> None:
     train_ids, _ = split_classes(ds, params.data.val_groups + params.data.tune_groups)
     groups = params.data.val_groups if args.split == "val" else params.data.tune_groups
     _, val_ids = split_classes(ds, groups)
+    if args.classes:
+        val_ids = val_ids[: args.classes]
     print(f"{len(train_ids)} meta-training classes, {len(val_ids)} evaluated classes "
           f"({args.split}: {', '.join(groups)}); adapt {settings.model_dump()}", flush=True)
 

@@ -70,6 +70,9 @@ class MetaConfig(_Section):
     """condgan: weight of a prototypical-network term. The set encoder learns to tell the episode's
     classes apart from their real query drawings, and the generator is rewarded when its images
     are told apart the same way, i.e. recognisably of their task's class."""
+    vmap_tasks: bool = False
+    """reptile: run the meta-batch's inner loops at once, vmapped over stacked per-task weights
+    (the same arithmetic; for GPUs, where one task's loop leaves the device idle)."""
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from metagan.meta.base import GanNets, MetaLearner, register
+from metagan.meta.batched import batched_wgan_gp_inner_loop, stack_params
 from metagan.meta.inner import (
     FinetuneOptions,
     InnerLoopConfig,
@@ -23,12 +24,14 @@ from metagan.nets import SampleGenerator
 from metagan.config import MetaConfig
 
 
-def reptile_outer_step(module: nn.Module, adapted: list[Params], optimizer: torch.optim.Optimizer) -> None:
-    """Move ``module`` towards the mean of its task-adapted parameters with ``optimizer``."""
+def reptile_outer_step(module: nn.Module, adapted: list[Params] | Params, optimizer: torch.optim.Optimizer) -> None:
+    """Move ``module`` towards the mean of its task-adapted parameters with ``optimizer``.
+
+    ``adapted``: one parameter dict per task, or one dict of task-stacked (T, ...) tensors."""
     optimizer.zero_grad(set_to_none=True)
     for name, p in module.named_parameters():
-        mean_adapted = torch.stack([a[name].detach() for a in adapted]).mean(0)
-        p.grad = p.detach() - mean_adapted
+        stacked = adapted[name] if isinstance(adapted, dict) else torch.stack([a[name] for a in adapted])
+        p.grad = p.detach() - stacked.detach().mean(0)
     optimizer.step()
 
 
@@ -40,11 +43,14 @@ class Reptile(MetaLearner):
         self.g_opt = torch.optim.Adam(nets.generator.parameters(), lr=cfg.outer_lr, betas=(0.0, 0.999))
         self.d_opt = torch.optim.Adam(nets.critic.parameters(), lr=cfg.outer_lr, betas=(0.0, 0.999))
         self.inner = InnerLoopConfig(steps=cfg.inner_steps, lr=cfg.inner_lr, gp_weight=cfg.gp_weight)
+        self.autocast_dtype: torch.dtype | None = None  # bf16 network calls in the batched loop (GPU benchmarks)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"generator": self.g_opt, "critic": self.d_opt}
 
     def meta_step(self, episode: torch.Tensor, rng: torch.Generator) -> dict[str, float]:
+        if self.cfg.vmap_tasks:
+            return self._batched_meta_step(episode[:, : self.cfg.shots], rng)
         g0, d0 = params_of(self.nets.generator), params_of(self.nets.critic)
         adapted_g, adapted_d, stats = [], [], []
         for task in episode[:, : self.cfg.shots]:
@@ -55,6 +61,17 @@ class Reptile(MetaLearner):
         reptile_outer_step(self.nets.generator, adapted_g, self.g_opt)
         reptile_outer_step(self.nets.critic, adapted_d, self.d_opt)
         return {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}
+
+    def _batched_meta_step(self, tasks: torch.Tensor, rng: torch.Generator) -> dict[str, float]:
+        """The same update with every task's inner loop run at once (metagan/meta/batched.py)."""
+        t = tasks.shape[0]
+        g = stack_params(params_of(self.nets.generator), t)
+        d = stack_params(params_of(self.nets.critic), t)
+        g, d, stats = batched_wgan_gp_inner_loop(self.nets.generator, self.nets.critic, g, d, tasks, self.inner, rng,
+                                                 self.autocast_dtype)
+        reptile_outer_step(self.nets.generator, g, self.g_opt)
+        reptile_outer_step(self.nets.critic, d, self.d_opt)
+        return stats
 
     def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator,
               options: FinetuneOptions = FinetuneOptions()) -> SampleGenerator:

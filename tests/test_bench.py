@@ -1,0 +1,19 @@
+"""The GPU benchmark's script runs (at toy sizes, on the CPU) before any device time is spent on it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_meta_throughput_reports_the_figr_reference_and_the_vmapped_reptile(tmp_path):
+    out = tmp_path / "mt.json"
+    subprocess.run([sys.executable, str(ROOT / "bench/meta_throughput.py"), "--device", "cpu", "--preset", "tiny",
+                    "--tasks", "2", "--inner-steps", "2", "--seconds", "0.1", "--warmup", "1", "--out", str(out)],
+                   check=True, capture_output=True, env={"OMP_NUM_THREADS": "1", "PATH": ""}, cwd=ROOT)
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["method"], r["tasks_at_once"], r["vmap"]) for r in rows] == \
+        [("reptile", 1, False), ("reptile", 2, True), ("condgan", 2, False)]
+    assert rows[0]["vs_figr_reference"] == 1.0 and all(r["tasks_per_second"] > 0 for r in rows)
