@@ -48,7 +48,7 @@ from metagan.metrics import augmentation_gain, class_consistency, copy_rate, div
 from metagan.nets import truncate_noise
 from metagan.selection import select_by_critic
 from metagan.task_data import prepare_task_dataset
-from metagan.train import meta_train
+from metagan.train import meta_train, negative_bank
 
 QUERIES = 5
 
@@ -106,6 +106,9 @@ def main() -> None:
     ap.add_argument("--augment-shift", type=int, default=None)
     ap.add_argument("--mode-seeking", type=float, default=None)
     ap.add_argument("--fake-batch", type=int, default=None)
+    ap.add_argument("--negatives", type=int, default=None,
+                    help="fine-tuning: other characters' drawings per step the critic must reject; the bank is "
+                         "drawn from the meta-training characters")
     ap.add_argument("--truncation", default=None,
                     help="noise scale, or a comma-separated list scored from the same adapted generators")
     ap.add_argument("--select-from", default="1",
@@ -128,7 +131,7 @@ def main() -> None:
     params = load_params().with_overrides(
         data={"packed_dir": str(out.resolve() / "tasks")},
         adapt={"steps": args.adapt_steps, "lr": args.adapt_lr, "augment_shift": args.augment_shift,
-               "mode_seeking": args.mode_seeking, "fake_batch": args.fake_batch})
+               "mode_seeking": args.mode_seeking, "fake_batch": args.fake_batch, "negatives": args.negatives})
     truncations = [float(t) for t in args.truncation.split(",")] if args.truncation else [params.adapt.truncation]
     selects = [int(s) for s in args.select_from.split(",")]
     # adapt once without truncation; each truncation is then applied to a copy (it is exact)
@@ -165,6 +168,9 @@ def main() -> None:
     for spec in args.checkpoint:
         name, _, path = spec.partition("=")
         metas[name] = MetaModel.load(path)
+    for meta in metas.values():  # checkpoints from before the bank was saved: the same kind of bank, made here
+        if getattr(meta.learner, "negative_bank", False) is None:
+            meta.learner.negative_bank = to_tensor(negative_bank(ds, train_ids, args.seed))
     for name, meta in metas.items():
         seen = set(meta.checkpoint.get("train_groups", [])) & set(groups)
         if seen:

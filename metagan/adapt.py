@@ -57,7 +57,10 @@ class MetaModel:
         of one process (the flow's fan-out) on *shared* modules used each other's tensors
         ("differentiated Tensor ... not used in the graph", seen with 50 customers on 4 threads).
         """
-        return type(self.learner)(copy.deepcopy(self.learner.nets), self.learner.cfg)
+        learner = type(self.learner)(copy.deepcopy(self.learner.nets), self.learner.cfg)
+        if hasattr(self.learner, "negative_bank"):
+            learner.negative_bank = self.learner.negative_bank
+        return learner
 
     @property
     def image_size(self) -> int:
@@ -90,10 +93,14 @@ def adapt_to_customer(
     expected = (meta.image_size, meta.image_size, meta.channels)
     if images.shape[1:] != expected:
         raise ValueError(f"images have shape {images.shape[1:]}, the model expects {expected}")
+    if cfg.negatives and getattr(meta.learner, "negative_bank", None) is None:
+        log.warning("adapt.negatives is %d but this meta-model has no bank of other characters' drawings "
+                    "(checkpoints from before it was saved): fine-tuning without them", cfg.negatives)
     torch.manual_seed(seed)
     rng = torch.Generator(meta.learner.device).manual_seed(seed)
     shots = to_tensor(images).to(meta.learner.device)
-    options = FinetuneOptions(augment_shift=cfg.augment_shift, mode_seeking=cfg.mode_seeking, fake_batch=cfg.fake_batch)
+    options = FinetuneOptions(augment_shift=cfg.augment_shift, mode_seeking=cfg.mode_seeking, fake_batch=cfg.fake_batch,
+                              negatives=cfg.negatives)
     generator = meta.private_learner().adapt(shots, cfg.steps if steps is None else steps, cfg.lr, rng, options)
     return truncate_noise(generator.cpu().eval(), cfg.truncation)
 

@@ -86,6 +86,8 @@ class AdaptConfig(_Section):
     """Fine-tuning: weight of the mode-seeking (MSGAN) term that keeps samples varied."""
     fake_batch: int = Field(0, ge=0, le=256)
     """Fine-tuning: generated images per step (at least the number of shots)."""
+    negatives: int = Field(0, ge=0, le=256)
+    """Fine-tuning (condgan): other characters' drawings per step the critic must reject (0: off)."""
     truncation: float = Field(1.0, gt=0, le=1)
     """Scale of the noise the customer's generator is fed (the truncation trick): below 1 trades
     variety for fidelity. Folded into the generator's weights, so the ONNX model is unchanged."""

@@ -20,7 +20,7 @@ from metagan import distributed
 from metagan.checkpoint import META_FORMAT, load_checkpoint, save_atomic
 from metagan.config import Params, params_from_dict
 from metagan.data import EpisodeSampler, TaskDataset, load_packed, split_classes
-from metagan.data.images import to_uint8
+from metagan.data.images import to_tensor, to_uint8
 from metagan.meta import MetaLearner, build_learner
 from metagan.nets import NetConfig, net_config
 
@@ -138,6 +138,7 @@ def _train(
     sampler = EpisodeSampler(dataset, train_ids, cfg.shots, cfg.queries, seed=seed, rotations=cfg.class_rotations,
                              same_group=cfg.same_alphabet)
     rng = torch.Generator(device).manual_seed(seed)
+    bank = torch.from_numpy(negative_bank(dataset, train_ids, cfg.seed)) if main and learner.code_dim else None
 
     def save(step: int, metrics: dict[str, float]) -> None:
         save_atomic(
@@ -145,7 +146,7 @@ def _train(
              "params": params.model_dump(), "step": step, "state": learner.state_dict(),
              "metrics": metrics, "data_version": data_version,
              "seconds": spent + time.monotonic() - start,
-             "train_groups": sorted({dataset.class_groups[i] for i in train_ids})},
+             "train_groups": sorted({dataset.class_groups[i] for i in train_ids}), "negative_bank": bank},
             checkpoint_path,
         )
 
@@ -186,6 +187,19 @@ def _train(
     return TrainResult(Path(checkpoint_path), step, seconds, smoothed, digest)
 
 
+NEGATIVE_BANK_SIZE = 1024
+
+
+def negative_bank(dataset: TaskDataset, class_ids: np.ndarray, seed: int, size: int = NEGATIVE_BANK_SIZE) -> np.ndarray:
+    """Drawings of meta-training characters, saved with a conditional model's checkpoint: while
+    fine-tuning on a customer's shots, the critic must go on scoring *other* characters' real
+    drawings as not the customer's (``adapt.negatives``), as it did in meta-training.
+    uint8 (N, H, W, C), about 1 MB at 32x32."""
+    pool = np.flatnonzero(np.isin(dataset.labels, class_ids))
+    pick = np.random.default_rng(seed).choice(pool, min(size, len(pool)), replace=False)
+    return dataset.images[np.sort(pick)]
+
+
 def _resumable(path: str | Path, params: Params, data_version: str) -> dict | None:
     """The checkpoint at ``path`` if it was written by a run of this very config and data."""
     if not Path(path).exists():
@@ -216,6 +230,8 @@ def load_meta_learner(path: str | Path, device: str = "cpu") -> tuple[MetaLearne
     params = Params.model_validate(ckpt["params"])
     learner = build_learner(ckpt["method"], NetConfig(**ckpt["net"]), params.meta, device)
     learner.load_state_dict(ckpt["state"])
+    if ckpt.get("negative_bank") is not None and hasattr(learner, "negative_bank"):
+        learner.negative_bank = to_tensor(ckpt["negative_bank"].numpy()).to(device)
     return learner, ckpt
 
 

@@ -210,3 +210,24 @@ def test_customers_adapted_in_parallel_threads_match_sequential_adaptation(meta_
         parallel = list(pool.map(run, range(6)))
     diffs = [float((a - b).abs().max()) for a, b in zip(sequential, parallel)]
     assert max(diffs) < 1e-3  # threads may split reductions differently: float noise only
+
+
+def test_condgan_checkpoint_carries_a_bank_of_training_drawings_that_fine_tuning_rejects(meta_ckpt, tiny_dataset,
+                                                                                         caplog):
+    """adapt.negatives: the critic goes on rejecting other characters' drawings for the customer's
+    code while fine-tuning; they come from the checkpoint, drawn from its training alphabets only."""
+    ckpt = load_checkpoint(meta_ckpt, META_FORMAT)
+    bank = ckpt["negative_bank"]
+    assert bank.dtype == torch.uint8 and bank.shape[1:] == (16, 16, 1)
+    held_out = tiny_dataset.images[np.isin(tiny_dataset.labels, [i for i, g in enumerate(tiny_dataset.class_groups)
+                                                                  if g == "g3"])]
+    assert not any((bank.numpy() == img).all((1, 2, 3)).any() for img in held_out)
+    meta = MetaModel.load(meta_ckpt)
+    shots = tiny_dataset.images[tiny_dataset.indices_of(10)[:3]]
+    base = meta.params.adapt.model_copy(update={"steps": 3})
+    z = torch.randn(4, meta.learner.nets.generator.cfg.z_dim)
+    with_negatives = adapt_to_customer(meta, shots, seed=1, settings=base.model_copy(update={"negatives": 4}))
+    assert not torch.equal(adapt_to_customer(meta, shots, seed=1, settings=base)(z), with_negatives(z))
+    meta.learner.negative_bank = None  # a checkpoint from before the bank was saved
+    adapt_to_customer(meta, shots, seed=1, settings=base.model_copy(update={"negatives": 4}))
+    assert "no bank of other characters' drawings" in caplog.text

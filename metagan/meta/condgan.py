@@ -44,6 +44,7 @@ class SetConditionedGan(MetaLearner):
 
     def __init__(self, nets: GanNets, cfg: MetaConfig):
         super().__init__(nets, cfg)
+        self.negative_bank: torch.Tensor | None = None  # other characters' drawings for FinetuneOptions.negatives
         if nets.encoder is None:
             raise ValueError("condgan needs networks built with a set encoder (code_dim > 0)")
         self.g_opt = torch.optim.Adam(nets.generator.parameters(), lr=cfg.outer_lr, betas=(0.0, 0.9))
@@ -106,5 +107,6 @@ class SetConditionedGan(MetaLearner):
             return SampleGenerator(module_with_params(G, params_of(G)), code)
         inner = InnerLoopConfig(steps=steps, lr=lr, gp_weight=R1_GAMMA, loss="logistic-r1", optimizer="adam",
                                 finetune=options)
-        g, _, _ = wgan_gp_inner_loop(G, D, params_of(G), params_of(D), shots, inner, rng, code=code, train_code=True)
+        g, _, _ = wgan_gp_inner_loop(G, D, params_of(G), params_of(D), shots, inner, rng, code=code, train_code=True,
+                                     negative_bank=self.negative_bank)
         return SampleGenerator(module_with_params(G, g), g["code"])

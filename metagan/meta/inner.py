@@ -44,6 +44,10 @@ class FinetuneOptions:
     fake_batch: int = 0
     """Generated images per step (at least the number of shots; more averages the generator's
     gradient over more noise draws)."""
+    negatives: int = 0
+    """Conditional models: real drawings of *other* characters per step that the critic must
+    score as not this customer's (meta-training's matching-aware term, kept up while fine-tuning;
+    needs a bank of such drawings; 0: off)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,7 @@ def wgan_gp_inner_loop(
     rng: torch.Generator,
     code: torch.Tensor | None = None,
     train_code: bool = False,
+    negative_bank: torch.Tensor | None = None,
 ) -> tuple[Params, Params, dict[str, float]]:
     """``cfg.steps`` alternating critic and generator steps on one task's images.
 
@@ -138,6 +143,10 @@ def wgan_gp_inner_loop(
                     d_loss = d_loss + cfg.gp_weight * gp
             else:
                 d_loss = d_logistic_loss(d_real, d_fake)
+                if opts.negatives and negative_bank is not None and c_fixed is not None:
+                    pick = torch.randint(len(negative_bank), (opts.negatives,), generator=rng, device=real.device)
+                    d_neg = crit(d_params, augment(negative_bank[pick]), c_fixed)
+                    d_loss = (d_loss + d_logistic_loss(d_real, d_neg)) / 2
                 if cfg.gp_weight:
                     d_loss = d_loss + 0.5 * cfg.gp_weight * r1_penalty(lambda x: crit(d_params, x, c_fixed), seen)
             d_params = d_opt.step(d_params, d_loss)
