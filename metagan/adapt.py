@@ -93,7 +93,8 @@ def adapt_to_customer(
     expected = (meta.image_size, meta.image_size, meta.channels)
     if images.shape[1:] != expected:
         raise ValueError(f"images have shape {images.shape[1:]}, the model expects {expected}")
-    if cfg.negatives and getattr(meta.learner, "negative_bank", None) is None:
+    # (only conditional learners use negatives: the others have no customer code to reject them under)
+    if cfg.negatives and hasattr(meta.learner, "negative_bank") and meta.learner.negative_bank is None:
         log.warning("adapt.negatives is %d but this meta-model has no bank of other characters' drawings "
                     "(checkpoints from before it was saved): fine-tuning without them", cfg.negatives)
     torch.manual_seed(seed)
