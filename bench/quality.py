@@ -169,7 +169,7 @@ def main() -> None:
         name, _, path = spec.partition("=")
         metas[name] = MetaModel.load(path)
     for meta in metas.values():  # checkpoints from before the bank was saved: the same kind of bank, made here
-        if getattr(meta.learner, "negative_bank", False) is None:
+        if meta.learner.code_dim and meta.learner.negative_bank is None:
             meta.learner.negative_bank = to_tensor(negative_bank(ds, train_ids, args.seed))
     for name, meta in metas.items():
         seen = set(meta.checkpoint.get("train_groups", [])) & set(groups)

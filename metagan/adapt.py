@@ -58,8 +58,7 @@ class MetaModel:
         ("differentiated Tensor ... not used in the graph", seen with 50 customers on 4 threads).
         """
         learner = type(self.learner)(copy.deepcopy(self.learner.nets), self.learner.cfg)
-        if hasattr(self.learner, "negative_bank"):
-            learner.negative_bank = self.learner.negative_bank
+        learner.negative_bank = self.learner.negative_bank  # read-only: shared, not copied
         return learner
 
     @property
@@ -93,8 +92,7 @@ def adapt_to_customer(
     expected = (meta.image_size, meta.image_size, meta.channels)
     if images.shape[1:] != expected:
         raise ValueError(f"images have shape {images.shape[1:]}, the model expects {expected}")
-    # (only conditional learners use negatives: the others have no customer code to reject them under)
-    if cfg.negatives and hasattr(meta.learner, "negative_bank") and meta.learner.negative_bank is None:
+    if cfg.negatives and meta.learner.code_dim and meta.learner.negative_bank is None:
         log.warning("adapt.negatives is %d but this meta-model has no bank of other characters' drawings "
                     "(checkpoints from before it was saved): fine-tuning without them", cfg.negatives)
     torch.manual_seed(seed)

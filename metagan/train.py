@@ -230,7 +230,7 @@ def load_meta_learner(path: str | Path, device: str = "cpu") -> tuple[MetaLearne
     params = Params.model_validate(ckpt["params"])
     learner = build_learner(ckpt["method"], NetConfig(**ckpt["net"]), params.meta, device)
     learner.load_state_dict(ckpt["state"])
-    if ckpt.get("negative_bank") is not None and hasattr(learner, "negative_bank"):
+    if ckpt.get("negative_bank") is not None:
         learner.negative_bank = to_tensor(ckpt["negative_bank"].numpy()).to(device)
     return learner, ckpt
 

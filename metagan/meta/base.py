@@ -67,6 +67,9 @@ class MetaLearner(ABC):
         self.nets = nets
         self.cfg = cfg
         self.device = next(nets.generator.parameters()).device
+        self.negative_bank: torch.Tensor | None = None
+        """Other characters' real drawings for fine-tuning (``adapt.negatives``); only conditional
+        learners, which have a customer code to reject them under, use it."""
 
     @abstractmethod
     def meta_step(self, episode: torch.Tensor, rng: torch.Generator) -> dict[str, float]:

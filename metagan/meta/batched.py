@@ -18,19 +18,13 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from metagan.meta.inner import InnerLoopConfig, Params
+from metagan.meta.inner import FunctionalOptimizer, InnerLoopConfig, Params
 
 
 def stack_params(params: Params, tasks: int) -> Params:
     """``tasks`` trainable copies of each tensor, stacked on a new leading axis."""
     return {k: v.detach().unsqueeze(0).repeat(tasks, *([1] * v.dim())).requires_grad_(True)
             for k, v in params.items()}
-
-
-def _sgd(params: Params, loss: torch.Tensor, lr: float) -> Params:
-    grads = torch.autograd.grad(loss, list(params.values()))
-    with torch.no_grad():
-        return {k: (p - lr * g).requires_grad_(True) for (k, p), g in zip(params.items(), grads)}
 
 
 def batched_wgan_gp_inner_loop(
@@ -64,6 +58,7 @@ def batched_wgan_gp_inner_loop(
         return lambda p, x: _autocast(device_type, autocast_dtype, batched, p, x)
 
     gen, crit = call(generator), call(critic)
+    g_opt, d_opt = FunctionalOptimizer(cfg), FunctionalOptimizer(cfg)
     d_loss = g_loss = torch.zeros(tasks, device=real.device)
     for _ in range(cfg.steps):
         if cfg.train_critic:
@@ -76,10 +71,10 @@ def batched_wgan_gp_inner_loop(
                 (grads,) = torch.autograd.grad(crit(d_params, x_hat).sum(), x_hat, create_graph=True)
                 norms = grads.float().flatten(2).norm(2, dim=2)  # one norm per sample, over (C, H, W)
                 d_loss = d_loss + cfg.gp_weight * ((norms - 1) ** 2).mean(1)
-            d_params = _sgd(d_params, d_loss.sum(), cfg.lr)
+            d_params = d_opt.step(d_params, d_loss.sum())
         z = torch.randn(tasks, n, z_dim, generator=rng, device=real.device)
         g_loss = -crit(d_params, gen(g_params, z)).mean(1)
-        g_params = _sgd(g_params, g_loss.sum(), cfg.lr)
+        g_params = g_opt.step(g_params, g_loss.sum())
     return g_params, d_params, {"inner_d_loss": float(d_loss.detach().float().mean()),
                                 "inner_g_loss": float(g_loss.detach().float().mean())}
 

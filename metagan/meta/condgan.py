@@ -44,7 +44,6 @@ class SetConditionedGan(MetaLearner):
 
     def __init__(self, nets: GanNets, cfg: MetaConfig):
         super().__init__(nets, cfg)
-        self.negative_bank: torch.Tensor | None = None  # other characters' drawings for FinetuneOptions.negatives
         if nets.encoder is None:
             raise ValueError("condgan needs networks built with a set encoder (code_dim > 0)")
         self.g_opt = torch.optim.Adam(nets.generator.parameters(), lr=cfg.outer_lr, betas=(0.0, 0.9))
