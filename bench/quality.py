@@ -109,9 +109,6 @@ def main() -> None:
     ap.add_argument("--negatives", type=int, default=None,
                     help="fine-tuning: other characters' drawings per step the critic must reject; the bank is "
                          "drawn from the meta-training characters")
-    ap.add_argument("--copy-limit", type=float, default=None,
-                    help="fine-tuning: stop before more than this share of samples copy a shot (metagan/copy_guard.py)")
-    ap.add_argument("--copy-margin", type=float, default=None)
     ap.add_argument("--truncation", default=None,
                     help="noise scale, or a comma-separated list scored from the same adapted generators")
     ap.add_argument("--select-from", default="1",
@@ -134,8 +131,7 @@ def main() -> None:
     params = load_params().with_overrides(
         data={"packed_dir": str(out.resolve() / "tasks")},
         adapt={"steps": args.adapt_steps, "lr": args.adapt_lr, "augment_shift": args.augment_shift,
-               "mode_seeking": args.mode_seeking, "fake_batch": args.fake_batch, "negatives": args.negatives,
-               "copy_limit": args.copy_limit, "copy_margin": args.copy_margin})
+               "mode_seeking": args.mode_seeking, "fake_batch": args.fake_batch, "negatives": args.negatives})
     truncations = [float(t) for t in args.truncation.split(",")] if args.truncation else [params.adapt.truncation]
     selects = [int(s) for s in args.select_from.split(",")]
     # adapt once without truncation; each truncation is then applied to a copy (it is exact)
@@ -208,9 +204,7 @@ def main() -> None:
                 if len(selects) > 1:
                     name += f" best of {select}"
                 res[name] = score(ds, net, splits, generate, args.samples)
-                kept = [settings.steps if g.fine_tuning_steps is None else g.fine_tuning_steps for g in adapted.values()]
-                res[name] |= {"meta_steps": meta.checkpoint["step"], "truncation": tau, "select_from": select,
-                              "fine_tuning_steps_mean": float(np.mean(kept))}
+                res[name] |= {"meta_steps": meta.checkpoint["step"], "truncation": tau, "select_from": select}
                 if not adapt_timed:  # later settings reuse the adapted generators
                     adapt_timed = True
                     res[name]["adapt_seconds_per_customer"] = (time.monotonic() - t) / len(splits)

@@ -99,7 +99,7 @@ def adapt_to_customer(
     rng = torch.Generator(meta.learner.device).manual_seed(seed)
     shots = to_tensor(images).to(meta.learner.device)
     options = FinetuneOptions(augment_shift=cfg.augment_shift, mode_seeking=cfg.mode_seeking, fake_batch=cfg.fake_batch,
-                              negatives=cfg.negatives, copy_limit=cfg.copy_limit, copy_margin=cfg.copy_margin)
+                              negatives=cfg.negatives)
     generator = meta.private_learner().adapt(shots, cfg.steps if steps is None else steps, cfg.lr, rng, options)
     return truncate_noise(generator.cpu().eval(), cfg.truncation)
 
@@ -155,7 +155,7 @@ def adapt_customer(meta: MetaModel, uploads: CustomerUploads, out_root: str | Pa
     out = Path(out_root) / uploads.customer_id
     generator = adapt_to_customer(meta, uploads.images, seed=seed, settings=cfg)
     info = {"customer_id": uploads.customer_id, "files": uploads.files, "seed": seed,
-            "steps": generator.fine_tuning_steps, "method": meta.checkpoint["method"], "content_hash": uploads.content_hash}
+            "steps": cfg.steps, "method": meta.checkpoint["method"], "content_hash": uploads.content_hash}
     save_customer_generator(generator, out / "generator.pt", info)
     onnx_path = export_generator_onnx(generator, out / "model.onnx", params.export.opset)
     diff = check_parity(generator, onnx_path, params.export.parity_batch, seed)

@@ -88,12 +88,6 @@ class AdaptConfig(_Section):
     """Fine-tuning: generated images per step (at least the number of shots)."""
     negatives: int = Field(0, ge=0, le=256)
     """Fine-tuning (condgan): other characters' drawings per step the critic must reject (0: off)."""
-    copy_limit: float = Field(0.0, ge=0, le=1)
-    """Fine-tuning stops at the last check (every 5 steps) where at most this share of samples are
-    near-duplicates of an upload, measured from the uploads alone (metagan/copy_guard.py; 2 or
-    more shots; 0: off). ``steps`` is then the most it may run."""
-    copy_margin: float = Field(0.5, gt=0)
-    """A near-duplicate is closer to an upload than this times the distance of the two most alike uploads."""
     truncation: float = Field(1.0, gt=0, le=1)
     """Scale of the noise the customer's generator is fed (the truncation trick): below 1 trades
     variety for fidelity. Folded into the generator's weights, so the ONNX model is unchanged."""

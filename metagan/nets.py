@@ -168,8 +168,6 @@ class SampleGenerator(nn.Module):
         self.generator = generator
         # not "code": torch.export's GraphModule has a ``code`` attribute of its own
         self.register_buffer("task_code", code.detach().clone().reshape(1, -1) if code is not None else None)
-        self.fine_tuning_steps: int | None = None
-        """Steps of fine-tuning this generator kept (the copy guard may stop early); not saved."""
 
     @property
     def z_dim(self) -> int:

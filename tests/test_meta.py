@@ -190,3 +190,17 @@ def test_reptile_with_vmapped_tasks_makes_the_same_meta_step():
     learner = build_learner("reptile", net_config("tiny"), CFG.model_copy(update={"vmap_tasks": True}))
     stats = learner.meta_step(episode(2, 5, 32), torch.Generator().manual_seed(3))
     assert set(stats) == {"inner_d_loss", "inner_g_loss"}
+
+
+def test_inner_loop_shows_each_step_generator_to_on_step_and_the_last_is_the_result():
+    cfg = net_config("tiny", image_size=32)
+    torch.manual_seed(0)
+    G, D = Generator(cfg), Discriminator(cfg)
+    inner = InnerLoopConfig(steps=3, lr=1e-3)
+    z, seen = torch.randn(2, cfg.z_dim), {}
+    g, _, _ = wgan_gp_inner_loop(G, D, params_of(G), params_of(D), episode()[0, :3], inner,
+                                 torch.Generator().manual_seed(0),
+                                 on_step=lambda step, generate: seen.__setitem__(step, generate(z).detach()))
+    assert sorted(seen) == [1, 2, 3] and not torch.equal(seen[1], seen[3])
+    with torch.no_grad():
+        assert torch.equal(seen[3], torch.func.functional_call(G, g, (z,)))

@@ -24,11 +24,9 @@ from metagan.nets import SampleGenerator
 def finetune_unconditional(nets: GanNets, shots: torch.Tensor, steps: int, lr: float, gp_weight: float,
                            rng: torch.Generator, options: FinetuneOptions) -> SampleGenerator:
     inner = InnerLoopConfig(steps=steps, lr=lr, gp_weight=gp_weight, optimizer="adam", finetune=options)
-    g, _, stats = wgan_gp_inner_loop(nets.generator, nets.critic, params_of(nets.generator),
-                                     params_of(nets.critic), shots, inner, rng)
-    out = SampleGenerator(module_with_params(nets.generator, g))
-    out.fine_tuning_steps = stats.get("steps_run", steps)
-    return out
+    g, _, _ = wgan_gp_inner_loop(nets.generator, nets.critic, params_of(nets.generator), params_of(nets.critic),
+                                 shots, inner, rng)
+    return SampleGenerator(module_with_params(nets.generator, g))
 
 
 @register("pretrain")

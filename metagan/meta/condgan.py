@@ -106,8 +106,6 @@ class SetConditionedGan(MetaLearner):
             return SampleGenerator(module_with_params(G, params_of(G)), code)
         inner = InnerLoopConfig(steps=steps, lr=lr, gp_weight=R1_GAMMA, loss="logistic-r1", optimizer="adam",
                                 finetune=options)
-        g, _, stats = wgan_gp_inner_loop(G, D, params_of(G), params_of(D), shots, inner, rng, code=code,
-                                         train_code=True, negative_bank=self.negative_bank)
-        out = SampleGenerator(module_with_params(G, g), g["code"])
-        out.fine_tuning_steps = stats.get("steps_run", steps)
-        return out
+        g, _, _ = wgan_gp_inner_loop(G, D, params_of(G), params_of(D), shots, inner, rng, code=code, train_code=True,
+                                     negative_bank=self.negative_bank)
+        return SampleGenerator(module_with_params(G, g), g["code"])

@@ -8,7 +8,6 @@ customer, runs Reptile's per-task loops, and can later be ``vmap``-ed over stack
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -16,7 +15,6 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from metagan.copy_guard import CopyGuard
 from metagan.losses import (
     critic_loss,
     d_logistic_loss,
@@ -51,17 +49,6 @@ class FinetuneOptions:
     """Conditional models: real drawings of *other* characters per step that the critic must
     score as not this customer's (meta-training's matching-aware term, kept up while fine-tuning;
     needs a bank of such drawings; 0: off)."""
-    copy_limit: float = 0.0
-    """Stop at the last check (every ``copy_check_every`` steps) where at most this share of samples
-    are near-duplicates of a shot (``metagan.copy_guard``; needs 2 or more shots; 0: off)."""
-    copy_margin: float = 0.5
-    """A near-duplicate is closer to a shot than this times the distance of the two most alike shots."""
-    copy_check_every: int = 5
-    generator_only: tuple[str, ...] = ()
-    """Fine-tune only the generator parameters whose names start with one of these (``"code"``: the
-    task code alone); empty: all of them."""
-    generator_lr: float = 0.0
-    """The generator's learning rate, if not the critic's (0: the same)."""
 
 
 @dataclass(frozen=True)
@@ -121,8 +108,7 @@ def wgan_gp_inner_loop(
     ``real``: (n, C, H, W), the task's shots. With a task ``code`` (conditional models) the code is
     an extra trainable entry ``"code"`` of ``g_params`` when ``train_code``. ``on_step(step,
     generate)`` is called after every generator step with the generator as it stands (``generate(z)
-    -> images``). With ``cfg.finetune.copy_limit`` the loop returns the generator of the last check
-    that was not copying the shots (the stats' ``steps_run`` says which).
+    -> images``), to record how samples evolve (bench/finetune_trajectory.py).
     """
     z_dim, opts = generator.cfg.z_dim, cfg.finetune
     n = max(real.shape[0], opts.fake_batch)
@@ -132,16 +118,11 @@ def wgan_gp_inner_loop(
     def augment(x: torch.Tensor) -> torch.Tensor:
         return random_shift(x, opts.augment_shift, rng)
 
-    g_opt = FunctionalOptimizer(dataclasses.replace(cfg, lr=opts.generator_lr) if opts.generator_lr else cfg)
-    d_opt = FunctionalOptimizer(cfg)
+    g_opt, d_opt = FunctionalOptimizer(cfg), FunctionalOptimizer(cfg)
     g_params = dict(g_params)
     if code is not None and train_code:
         g_params["code"] = code.detach().clone().requires_grad_(True)
     d_loss = g_loss = torch.zeros(())
-    guard = CopyGuard(real, z_dim, opts.copy_limit, opts.copy_margin, opts.copy_check_every) \
-        if opts.copy_limit and real.shape[0] > 1 else None
-    kept, steps_run = g_params, 0
-    g_names = [k for k in g_params if not opts.generator_only or k.startswith(opts.generator_only)]
 
     def gen(p: Params, z: torch.Tensor) -> torch.Tensor:
         c = p.get("code", code)
@@ -179,17 +160,10 @@ def wgan_gp_inner_loop(
         g_loss = generator_loss(d_gen) if cfg.loss == "wgan-gp" else g_nonsaturating_loss(d_gen)
         if opts.mode_seeking:
             g_loss = g_loss + opts.mode_seeking * mode_seeking_loss(fake, z, n)
-        g_params = g_opt.step(g_params, g_loss, g_names)
+        g_params = g_opt.step(g_params, g_loss)
         if on_step is not None:
             on_step(step, lambda z, p=g_params: gen(p, z))
-        if guard is not None and (step % guard.every == 0 or step == cfg.steps):
-            if guard.copying(lambda z, p=g_params: gen(p, z)):
-                break
-            kept, steps_run = g_params, step
-    stats = {"inner_d_loss": float(d_loss.detach()), "inner_g_loss": float(g_loss.detach())}
-    if guard is None:
-        return g_params, d_params, stats
-    return kept, d_params, stats | {"steps_run": steps_run}
+    return g_params, d_params, {"inner_d_loss": float(d_loss.detach()), "inner_g_loss": float(g_loss.detach())}
 
 
 def module_with_params(module: nn.Module, params: Params) -> nn.Module:
