@@ -102,6 +102,8 @@ def main() -> None:
     ap.add_argument("--checkpoint", action="append", default=[], metavar="NAME=PATH",
                     help="also evaluate this meta checkpoint under NAME (repeatable)")
     ap.add_argument("--adapt-steps", type=int, default=None, help="default: params.yaml adapt.steps")
+    ap.add_argument("--steps-per-extra-shot", type=int, default=None,
+                    help="fine-tune min(steps, this x (K - 1)) steps (default: params.yaml; 0: steps for every K)")
     ap.add_argument("--adapt-lr", type=float, default=None)
     ap.add_argument("--augment-shift", type=int, default=None)
     ap.add_argument("--mode-seeking", type=float, default=None)
@@ -130,7 +132,8 @@ def main() -> None:
     # packed under the benchmark's folder: the project's data/ is the pipeline's (DVC-tracked) data
     params = load_params().with_overrides(
         data={"packed_dir": str(out.resolve() / "tasks")},
-        adapt={"steps": args.adapt_steps, "lr": args.adapt_lr, "augment_shift": args.augment_shift,
+        adapt={"steps": args.adapt_steps, "steps_per_extra_shot": args.steps_per_extra_shot, "lr": args.adapt_lr,
+               "augment_shift": args.augment_shift,
                "mode_seeking": args.mode_seeking, "fake_batch": args.fake_batch, "negatives": args.negatives})
     truncations = [float(t) for t in args.truncation.split(",")] if args.truncation else [params.adapt.truncation]
     selects = [int(s) for s in args.select_from.split(",")]

@@ -100,7 +100,8 @@ def adapt_to_customer(
     shots = to_tensor(images).to(meta.learner.device)
     options = FinetuneOptions(augment_shift=cfg.augment_shift, mode_seeking=cfg.mode_seeking, fake_batch=cfg.fake_batch,
                               negatives=cfg.negatives)
-    generator = meta.private_learner().adapt(shots, cfg.steps if steps is None else steps, cfg.lr, rng, options)
+    steps = cfg.steps_for(len(images)) if steps is None else steps
+    generator = meta.private_learner().adapt(shots, steps, cfg.lr, rng, options)
     return truncate_noise(generator.cpu().eval(), cfg.truncation)
 
 
@@ -155,7 +156,8 @@ def adapt_customer(meta: MetaModel, uploads: CustomerUploads, out_root: str | Pa
     out = Path(out_root) / uploads.customer_id
     generator = adapt_to_customer(meta, uploads.images, seed=seed, settings=cfg)
     info = {"customer_id": uploads.customer_id, "files": uploads.files, "seed": seed,
-            "steps": cfg.steps, "method": meta.checkpoint["method"], "content_hash": uploads.content_hash}
+            "steps": cfg.steps_for(len(uploads.images)), "method": meta.checkpoint["method"],
+            "content_hash": uploads.content_hash}
     save_customer_generator(generator, out / "generator.pt", info)
     onnx_path = export_generator_onnx(generator, out / "model.onnx", params.export.opset)
     diff = check_parity(generator, onnx_path, params.export.parity_batch, seed)

@@ -79,6 +79,11 @@ class MetaConfig(_Section):
 
 class AdaptConfig(_Section):
     steps: int = Field(60, ge=0)
+    """Fine-tuning steps (the most, when ``steps_per_extra_shot`` is set)."""
+    steps_per_extra_shot: int = Field(0, ge=0)
+    """Fine-tune for ``min(steps, steps_per_extra_shot * (shots - 1))`` steps: fewer shots are copied
+    sooner (one shot shows nothing of how a character varies), so they get less fine-tuning.
+    0: ``steps`` whatever the number of shots."""
     lr: float = Field(5e-4, gt=0)
     augment_shift: int = Field(0, ge=0, le=8)
     """Fine-tuning: shift real and generated images by up to this many pixels before the critic."""
@@ -95,6 +100,12 @@ class AdaptConfig(_Section):
     max_shots: int = Field(20, ge=1)
     max_image_pixels: int = Field(40_000_000, gt=0)
     """Pillow's decompression-bomb limit for customer uploads."""
+
+    def steps_for(self, shots: int) -> int:
+        """Fine-tuning steps for a customer with this many shots."""
+        if not self.steps_per_extra_shot:
+            return self.steps
+        return min(self.steps, self.steps_per_extra_shot * (shots - 1))
 
     @model_validator(mode="after")
     def _shots_range(self) -> "AdaptConfig":

@@ -231,3 +231,18 @@ def test_condgan_checkpoint_carries_a_bank_of_training_drawings_that_fine_tuning
     meta.learner.negative_bank = None  # a checkpoint from before the bank was saved
     adapt_to_customer(meta, shots, seed=1, settings=base.model_copy(update={"negatives": 4}))
     assert "no bank of other characters' drawings" in caplog.text
+
+
+def test_fewer_shots_get_fewer_fine_tuning_steps_and_one_shot_none(meta_ckpt, tiny_dataset):
+    """adapt.steps_per_extra_shot: one shot is copied within a few steps, so it is not fine-tuned."""
+    from metagan.config import AdaptConfig
+
+    cfg = AdaptConfig(steps=30, steps_per_extra_shot=8)
+    assert [cfg.steps_for(k) for k in (1, 2, 4, 5, 20)] == [0, 8, 24, 30, 30]
+    assert AdaptConfig(steps=30).steps_for(1) == 30
+    meta = MetaModel.load(meta_ckpt)
+    shot = tiny_dataset.images[tiny_dataset.indices_of(10)[:1]]
+    z = torch.randn(4, meta.learner.nets.generator.cfg.z_dim)
+    scheduled = adapt_to_customer(meta, shot, seed=1, settings=cfg)
+    assert torch.equal(scheduled(z), adapt_to_customer(meta, shot, steps=0, seed=1, settings=cfg)(z))
+    assert not torch.equal(scheduled(z), adapt_to_customer(meta, shot, steps=2, seed=1, settings=cfg)(z))
