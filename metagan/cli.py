@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     a = sub.add_parser("adapt", help="adapt the meta-model to each customer folder, register and promote")
     a.add_argument("--customers", required=True, help="folder with one sub-folder of uploads per customer")
-    a.add_argument("--steps", type=int)
+    a.add_argument("--steps", type=int, help="fine-tuning steps (the most, for customers with few shots: "
+                   "adapt.steps_per_extra_shot)")
     a.set_defaults(func=cmd_adapt)
 
     g = sub.add_parser("generate", help="N PNGs from a customer's production ONNX model (onnxruntime)")
