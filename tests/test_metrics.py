@@ -16,6 +16,16 @@ def test_copy_rate_flags_only_samples_closer_to_a_shot_than_any_real_drawing():
     assert abs(copy_rate(gen, shots, real) - 2 / 3) < 1e-6
 
 
+def test_a_fresh_real_drawing_scores_a_copy_rate_of_one_over_the_number_of_reals():
+    """Why the 5% copy target is strict (docs/BENCHMARKS.md, fifth round): each held-out drawing
+    scored against the others is a "copy" exactly when it is the one nearest to the shots."""
+    g = torch.Generator().manual_seed(0)
+    for reals in (10, 15):
+        shots, real = torch.randn(5, 8, generator=g), torch.randn(reals, 8, generator=g)
+        loo = [copy_rate(real[j : j + 1], shots, torch.cat([real[:j], real[j + 1 :]])) for j in range(reals)]
+        assert sum(loo) == 1.0
+
+
 def test_diversity_is_one_for_a_set_as_spread_as_the_reals_and_zero_for_a_collapse():
     real = torch.randn(20, 8)
     assert abs(diversity(real, real) - 1) < 1e-6
