@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from metagan.checkpoint import CUSTOMER_FORMAT, load_checkpoint, save_atomic
-from metagan.config import AdaptConfig, Params
+from metagan.config import AdaptConfig, Params, params_from_checkpoint
 from metagan.data.images import load_image, to_tensor
 from metagan.export import check_parity, export_generator_onnx
 from metagan.meta import MetaLearner
@@ -47,7 +47,7 @@ class MetaModel:
         if not path.exists():
             raise NoMetaCheckpoint(path)
         learner, ckpt = load_meta_learner(path, device)
-        return cls(learner, Params.model_validate(ckpt["params"]), ckpt)
+        return cls(learner, params_from_checkpoint(ckpt["params"]), ckpt)
 
     def private_learner(self) -> MetaLearner:
         """A learner with its own copy of the networks, for one adaptation.

@@ -7,12 +7,15 @@ falling back to a default.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+log = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PARAMS = PROJECT_ROOT / "params.yaml"
@@ -210,6 +213,29 @@ def params_from_dict(raw: dict) -> Params:
         return Params.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e)) from None
+
+
+def params_from_checkpoint(raw: dict) -> Params:
+    """The params a checkpoint was made with, read by the code running now.
+
+    Unlike params.yaml, a checkpoint's record may name settings this version no longer has (a
+    shipped model outlives the code that trained it): those are dropped with a warning instead of
+    making the model unloadable. Wrong types are still errors.
+    """
+    known = {name: set(field.annotation.model_fields) for name, field in Params.model_fields.items()
+             if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)}
+    kept = {}
+    for section, values in raw.items():
+        if section not in Params.model_fields:
+            log.warning("checkpoint params: dropped section %r, unknown to this version", section)
+            continue
+        if section in known and isinstance(values, dict):
+            unknown = sorted(set(values) - known[section])
+            if unknown:
+                log.warning("checkpoint params: dropped %s.%s, unknown to this version", section, ", ".join(unknown))
+            values = {k: v for k, v in values.items() if k in known[section]}
+        kept[section] = values
+    return params_from_dict(kept)
 
 
 def _format_validation_error(e: ValidationError) -> str:

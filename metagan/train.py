@@ -18,7 +18,7 @@ import torch
 
 from metagan import distributed
 from metagan.checkpoint import META_FORMAT, load_checkpoint, save_atomic
-from metagan.config import Params, params_from_dict
+from metagan.config import Params, params_from_checkpoint, params_from_dict
 from metagan.data import EpisodeSampler, TaskDataset, load_packed, split_classes
 from metagan.data.images import to_tensor, to_uint8
 from metagan.meta import MetaLearner, build_learner
@@ -227,7 +227,7 @@ def preview_grid(learner: MetaLearner, support: torch.Tensor, rng: torch.Generat
 def load_meta_learner(path: str | Path, device: str = "cpu") -> tuple[MetaLearner, dict]:
     """Rebuild a learner from a checkpoint (weights_only: nothing in it can run code)."""
     ckpt = load_checkpoint(path, META_FORMAT, map_location=device)
-    params = Params.model_validate(ckpt["params"])
+    params = params_from_checkpoint(ckpt["params"])
     learner = build_learner(ckpt["method"], NetConfig(**ckpt["net"]), params.meta, device)
     learner.load_state_dict(ckpt["state"])
     if ckpt.get("negative_bank") is not None:

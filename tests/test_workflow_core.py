@@ -246,3 +246,20 @@ def test_fewer_shots_get_fewer_fine_tuning_steps_and_one_shot_none(meta_ckpt, ti
     scheduled = adapt_to_customer(meta, shot, seed=1, settings=cfg)
     assert torch.equal(scheduled(z), adapt_to_customer(meta, shot, steps=0, seed=1, settings=cfg)(z))
     assert not torch.equal(scheduled(z), adapt_to_customer(meta, shot, steps=2, seed=1, settings=cfg)(z))
+
+
+def test_a_checkpoint_naming_settings_this_version_lacks_still_loads(meta_ckpt, tmp_path, caplog):
+    """A shipped model outlives the code that trained it: unknown keys in its params record are
+    dropped with a warning (params.yaml itself stays strict)."""
+    from metagan.checkpoint import save_atomic
+
+    ckpt = torch.load(meta_ckpt, weights_only=True)
+    ckpt["params"]["adapt"]["copy_limit"] = 0.0  # a setting a later version removed
+    save_atomic(ckpt, tmp_path / "old.pt")
+    meta = MetaModel.load(tmp_path / "old.pt")
+    assert meta.params.adapt.steps == ckpt["params"]["adapt"]["steps"]
+    assert "dropped adapt.copy_limit" in caplog.text
+    ckpt["params"]["adapt"]["steps"] = "many"
+    save_atomic(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(ConfigError, match="adapt.steps"):
+        MetaModel.load(tmp_path / "bad.pt")
