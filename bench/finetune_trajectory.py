@@ -23,42 +23,34 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metagan.adapt import MetaModel
-from metagan.config import load_params
+from metagan.adapt import MetaModel, finetune_options
+from metagan.config import AdaptConfig, load_params
 from metagan.data import split_classes
 from metagan.data.images import to_tensor, to_uint8
 from metagan.evaluator import load_evaluator
-from metagan.meta.condgan import R1_GAMMA
-from metagan.meta.inner import FinetuneOptions, InnerLoopConfig, params_of, wgan_gp_inner_loop
 from metagan.task_data import prepare_task_dataset
-from metagan.train import negative_bank
+from metagan.train import ensure_negative_bank
 from quality import score, split_drawings
 
 COPY_LIMIT = 0.05
 
 
-def record(meta: MetaModel, ds, splits: dict, inner: InnerLoopConfig, every: int, samples: int,
+def record(meta: MetaModel, cfg: AdaptConfig, ds, splits: dict, steps: int, every: int, samples: int,
            seed: int) -> dict[int, dict[int, np.ndarray]]:
     """step -> class -> the uint8 samples quality.py would draw from the generator at that step."""
     images: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
     for i, c in enumerate(sorted(splits)):
         shots = to_tensor(ds.images[splits[c][0]])
-        learner = meta.private_learner()
-        G, D, E = learner.nets.generator, learner.nets.critic, learner.nets.encoder
         torch.manual_seed(seed + c)  # as adapt_to_customer seeds each customer
         rng = torch.Generator().manual_seed(seed + c)
-        z = torch.randn(samples, G.cfg.z_dim, generator=torch.Generator().manual_seed(c))
+        z = torch.randn(samples, meta.learner.nets.generator.cfg.z_dim, generator=torch.Generator().manual_seed(c))
 
         def keep(step, generate, c=c, z=z):
             if step % every == 0:
                 with torch.no_grad():
                     images[step][c] = to_uint8(generate(z).clamp(-1.0, 1.0))
 
-        with torch.no_grad():
-            code = E(shots)
-        keep(0, lambda z: G(z, code))
-        wgan_gp_inner_loop(G, D, params_of(G), params_of(D), shots, inner, rng, code=code, train_code=True,
-                           negative_bank=learner.negative_bank, on_step=keep)
+        meta.private_learner().adapt(shots, steps, cfg.lr, rng, finetune_options(cfg), on_step=keep)
         print(f"fine-tuned {i + 1}/{len(splits)}", flush=True)
     return images
 
@@ -79,10 +71,6 @@ def main() -> None:
 
     bench = Path(args.bench)
     params = load_params().with_overrides(data={"packed_dir": str(bench.resolve() / "tasks")})
-    a = params.adapt
-    inner = InnerLoopConfig(steps=args.steps, lr=a.lr, gp_weight=R1_GAMMA, loss="logistic-r1", optimizer="adam",
-                            finetune=FinetuneOptions(augment_shift=a.augment_shift, mode_seeking=a.mode_seeking,
-                                                     fake_batch=a.fake_batch, negatives=a.negatives))
     ds = prepare_task_dataset(params)
     train_ids, _ = split_classes(ds, params.data.val_groups + params.data.tune_groups)
     groups = params.data.val_groups if args.split == "val" else params.data.tune_groups
@@ -93,16 +81,15 @@ def main() -> None:
         raise SystemExit("finetune_trajectory.py follows condgan's fine-tuning; use bench/quality.py for others")
     if set(meta.checkpoint.get("train_groups", [])) & set(groups):
         raise SystemExit(f"{args.checkpoint} was meta-trained on the evaluated alphabets")
-    if meta.learner.negative_bank is None:  # as quality.py does for checkpoints from before the bank
-        meta.learner.negative_bank = to_tensor(negative_bank(ds, train_ids, args.seed))
+    ensure_negative_bank(meta.learner, ds, train_ids, args.seed)
     splits = split_drawings(ds, classes, args.shots, args.seed)
-    images = record(meta, ds, splits, inner, args.every, args.samples, args.seed)
+    images = record(meta, params.adapt, ds, splits, args.steps, args.every, args.samples, args.seed)
 
     net = load_evaluator(bench / "evaluator.pt")
     results = {step: score(ds, net, splits, lambda c, shots, n, step=step: images[step][c], args.samples)
                for step in sorted(images)}
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "args": vars(args),
-              "meta_steps": meta.checkpoint["step"], "adapt": a.model_dump(), "held_out": groups,
+              "meta_steps": meta.checkpoint["step"], "adapt": params.adapt.model_dump(), "held_out": groups,
               "results": {str(k): v for k, v in results.items()}}
     (bench / args.report).write_text(json.dumps(report, indent=2))
     cols = ["consistency", "diversity", "copy_rate", "kid", "aug_gain"]

@@ -48,7 +48,7 @@ from metagan.metrics import augmentation_gain, class_consistency, copy_rate, div
 from metagan.nets import truncate_noise
 from metagan.selection import select_by_critic
 from metagan.task_data import prepare_task_dataset
-from metagan.train import meta_train, negative_bank
+from metagan.train import ensure_negative_bank, meta_train
 
 QUERIES = 5
 
@@ -133,8 +133,8 @@ def main() -> None:
     params = load_params().with_overrides(
         data={"packed_dir": str(out.resolve() / "tasks")},
         adapt={"steps": args.adapt_steps, "steps_per_extra_shot": args.steps_per_extra_shot, "lr": args.adapt_lr,
-               "augment_shift": args.augment_shift,
-               "mode_seeking": args.mode_seeking, "fake_batch": args.fake_batch, "negatives": args.negatives})
+               "augment_shift": args.augment_shift, "mode_seeking": args.mode_seeking, "fake_batch": args.fake_batch,
+               "negatives": args.negatives})
     truncations = [float(t) for t in args.truncation.split(",")] if args.truncation else [params.adapt.truncation]
     selects = [int(s) for s in args.select_from.split(",")]
     # adapt once without truncation; each truncation is then applied to a copy (it is exact)
@@ -171,9 +171,8 @@ def main() -> None:
     for spec in args.checkpoint:
         name, _, path = spec.partition("=")
         metas[name] = MetaModel.load(path)
-    for meta in metas.values():  # checkpoints from before the bank was saved: the same kind of bank, made here
-        if meta.learner.code_dim and meta.learner.negative_bank is None:
-            meta.learner.negative_bank = to_tensor(negative_bank(ds, train_ids, args.seed))
+    for meta in metas.values():
+        ensure_negative_bank(meta.learner, ds, train_ids, args.seed)
     for name, meta in metas.items():
         seen = set(meta.checkpoint.get("train_groups", [])) & set(groups)
         if seen:

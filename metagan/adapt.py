@@ -70,6 +70,12 @@ class MetaModel:
         return self.learner.nets.generator.cfg.channels
 
 
+def finetune_options(cfg: AdaptConfig) -> FinetuneOptions:
+    """The fine-tuning regularisers of an ``adapt`` section."""
+    return FinetuneOptions(augment_shift=cfg.augment_shift, mode_seeking=cfg.mode_seeking, fake_batch=cfg.fake_batch,
+                           negatives=cfg.negatives)
+
+
 def adapt_to_customer(
     meta_checkpoint: str | Path | MetaModel,
     images: np.ndarray | Sequence[str | Path],
@@ -98,10 +104,8 @@ def adapt_to_customer(
     torch.manual_seed(seed)
     rng = torch.Generator(meta.learner.device).manual_seed(seed)
     shots = to_tensor(images).to(meta.learner.device)
-    options = FinetuneOptions(augment_shift=cfg.augment_shift, mode_seeking=cfg.mode_seeking, fake_batch=cfg.fake_batch,
-                              negatives=cfg.negatives)
     steps = cfg.steps_for(len(images)) if steps is None else steps
-    generator = meta.private_learner().adapt(shots, steps, cfg.lr, rng, options)
+    generator = meta.private_learner().adapt(shots, steps, cfg.lr, rng, finetune_options(cfg))
     return truncate_noise(generator.cpu().eval(), cfg.truncation)
 
 

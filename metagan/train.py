@@ -200,6 +200,13 @@ def negative_bank(dataset: TaskDataset, class_ids: np.ndarray, seed: int, size: 
     return dataset.images[np.sort(pick)]
 
 
+def ensure_negative_bank(learner: MetaLearner, dataset: TaskDataset, class_ids: np.ndarray, seed: int) -> None:
+    """Give a conditional learner loaded from a checkpoint saved before banks were the same kind of
+    bank, drawn from ``class_ids`` (its training characters); benchmarks only."""
+    if learner.code_dim and learner.negative_bank is None:
+        learner.negative_bank = to_tensor(negative_bank(dataset, class_ids, seed)).to(learner.device)
+
+
 def _resumable(path: str | Path, params: Params, data_version: str) -> dict | None:
     """The checkpoint at ``path`` if it was written by a run of this very config and data."""
     if not Path(path).exists():

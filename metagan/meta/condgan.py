@@ -26,6 +26,7 @@ from metagan.meta.base import GanNets, MetaLearner, register
 from metagan.meta.inner import (
     FinetuneOptions,
     InnerLoopConfig,
+    StepHook,
     module_with_params,
     params_of,
     wgan_gp_inner_loop,
@@ -98,14 +99,18 @@ class SetConditionedGan(MetaLearner):
                 "d_gap_mismatch": float((d_real.mean() - d_mismatch.mean()).detach())} | stats
 
     def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator,
-              options: FinetuneOptions = FinetuneOptions()) -> SampleGenerator:
+              options: FinetuneOptions = FinetuneOptions(), on_step: StepHook | None = None) -> SampleGenerator:
+        """``on_step(step, generate)`` sees the starting generator (step 0) and each fine-tuning step's
+        (bench/finetune_trajectory.py)."""
         G, D, E = self.nets.generator, self.nets.critic, self.nets.encoder
         with torch.no_grad():
             code = E(shots)
+        if on_step is not None:
+            on_step(0, lambda z: G(z, code))
         if steps == 0:
             return SampleGenerator(module_with_params(G, params_of(G)), code)
         inner = InnerLoopConfig(steps=steps, lr=lr, gp_weight=R1_GAMMA, loss="logistic-r1", optimizer="adam",
                                 finetune=options)
         g, _, _ = wgan_gp_inner_loop(G, D, params_of(G), params_of(D), shots, inner, rng, code=code, train_code=True,
-                                     negative_bank=self.negative_bank)
+                                     negative_bank=self.negative_bank, on_step=on_step)
         return SampleGenerator(module_with_params(G, g), g["code"])

@@ -27,6 +27,8 @@ from metagan.losses import (
 )
 
 Params = dict[str, torch.Tensor]
+StepHook = Callable[[int, Callable[[torch.Tensor], torch.Tensor]], None]
+"""``on_step(step, generate)``: ``generate(z) -> images`` is the generator after that step."""
 
 
 def params_of(module: nn.Module) -> Params:
@@ -101,7 +103,7 @@ def wgan_gp_inner_loop(
     code: torch.Tensor | None = None,
     train_code: bool = False,
     negative_bank: torch.Tensor | None = None,
-    on_step: Callable[[int, Callable[[torch.Tensor], torch.Tensor]], None] | None = None,
+    on_step: StepHook | None = None,
 ) -> tuple[Params, Params, dict[str, float]]:
     """``cfg.steps`` alternating critic and generator steps on one task's images.
 
