@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import time
@@ -57,9 +56,7 @@ class MetaModel:
         of one process (the flow's fan-out) on *shared* modules used each other's tensors
         ("differentiated Tensor ... not used in the graph", seen with 50 customers on 4 threads).
         """
-        learner = type(self.learner)(copy.deepcopy(self.learner.nets), self.learner.cfg)
-        learner.negative_bank = self.learner.negative_bank  # read-only: shared, not copied
-        return learner
+        return self.learner.private_copy()
 
     @property
     def image_size(self) -> int:

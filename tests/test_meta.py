@@ -160,6 +160,10 @@ def test_condgan_weight_average_trails_the_generator_is_saved_and_is_what_custom
     assert plain.generator_ema is None and "generator_ema" not in plain.state_dict()
     again.load_state_dict(plain.state_dict())
     assert torch.equal(again.generator_ema.fc.weight, plain.nets.generator.fc.weight)
+    # the per-customer copy the flows adapt on keeps the average (its own copy of it)
+    private = learner.private_copy()
+    assert private.generator_ema is not learner.generator_ema
+    assert torch.equal(private.sampling_generator.fc.weight, avg)
     learner.use_last_weights()  # the benchmarks' A/B: the same checkpoint without its average
     assert learner.sampling_generator is learner.nets.generator
 

@@ -8,6 +8,7 @@ A meta-learner wraps networks it is given (it never builds them) and exposes:
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable
@@ -87,6 +88,12 @@ class MetaLearner(ABC):
     def sampling_generator(self) -> Generator:
         """The weights customers' generators start from (condgan may keep a moving average)."""
         return self.nets.generator
+
+    def private_copy(self) -> "MetaLearner":
+        """The same learner on its own copy of the networks (see ``MetaModel.private_learner``)."""
+        clone = type(self)(copy.deepcopy(self.nets), self.cfg)
+        clone.negative_bank = self.negative_bank  # read-only: shared, not copied
+        return clone
 
     def use_last_weights(self) -> None:
         """Start customers from the last meta-step's generator even where an average is kept (an A/B

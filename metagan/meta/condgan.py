@@ -60,6 +60,11 @@ class SetConditionedGan(MetaLearner):
     def sampling_generator(self):
         return self.generator_ema if self.generator_ema is not None else self.nets.generator
 
+    def private_copy(self) -> "SetConditionedGan":
+        clone = super().private_copy()
+        clone.generator_ema = copy.deepcopy(self.generator_ema)  # the copy starts customers from the same weights
+        return clone
+
     def use_last_weights(self) -> None:
         self.generator_ema = None
 
