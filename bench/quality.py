@@ -63,20 +63,32 @@ def split_drawings(ds, val_ids, shots: int, seed: int) -> dict[int, tuple[np.nda
     return out
 
 
-def score(ds, net, splits, generate, samples: int) -> dict[str, float]:
-    """``generate(class_id, shots_uint8, n) -> uint8 images``; metrics pooled over classes."""
+def held_out_features(ds, net, splits) -> tuple[list[int], dict[int, dict[str, torch.Tensor]], torch.Tensor]:
+    """Sorted classes, their shots'/queries'/reference reals' features, and the N-way prototypes
+    (from the non-shot real drawings)."""
     classes = sorted(splits)
     feats = {c: {k: embed(net, ds.images[idx]) for k, idx in zip(("shots", "queries", "refs"), splits[c])}
              for c in classes}
     protos = torch.stack([torch.cat([feats[c]["queries"], feats[c]["refs"]]).mean(0) for c in classes])
+    return classes, feats, protos
+
+
+def class_scores(gen: torch.Tensor, f: dict[str, torch.Tensor], protos: torch.Tensor, i: int) -> dict[str, float]:
+    """One character's figures; ``gen``: features of its generated images, ``i``: its prototype's row."""
+    non_shot = torch.cat([f["queries"], f["refs"]])
+    return {"consistency": class_consistency(gen, protos, i), "diversity": diversity(gen, f["refs"]),
+            "copy_rate": copy_rate(gen, f["shots"], non_shot), "kid": kernel_distance(gen, non_shot)}
+
+
+def score(ds, net, splits, generate, samples: int) -> dict[str, float]:
+    """``generate(class_id, shots_uint8, n) -> uint8 images``; metrics pooled over classes."""
+    classes, feats, protos = held_out_features(ds, net, splits)
     rows, support, extra, ceiling = [], [], [], []
     for i, c in enumerate(classes):
         f = feats[c]
         shots = ds.images[splits[c][0]]
         gen = embed(net, generate(c, shots, samples))
-        non_shot = torch.cat([f["queries"], f["refs"]])
-        rows.append({"consistency": class_consistency(gen, protos, i), "diversity": diversity(gen, f["refs"]),
-                     "copy_rate": copy_rate(gen, f["shots"], non_shot), "kid": kernel_distance(gen, non_shot)})
+        rows.append(class_scores(gen, f, protos, i))
         support.append(f["shots"])
         extra.append(gen[: len(f["refs"])])
         ceiling.append(f["refs"])

@@ -24,24 +24,30 @@ def shot_metrics(generator: SampleGenerator, shots: np.ndarray, samples: int = 6
             "sample_diversity": pair(gen) / pair(real) if len(real) > 1 else pair(gen)}
 
 
+GATE_SAMPLES = 64
+
+
 @torch.no_grad()
 def evaluator_shot_metrics(generator: SampleGenerator, shots: np.ndarray, evaluator, reference: dict,
-                           samples: int = 64, seed: int = 0) -> dict[str, float]:
-    """Gate metrics in the evaluator's feature space, from the customer's own shots only.
+                           samples: int = GATE_SAMPLES, seed: int = 0) -> dict[str, float]:
+    """Gate metrics in the evaluator's feature space, from the customer's own shots only
+    (:func:`gate_metrics_from_features`)."""
+    from metagan.data.images import to_uint8
+    from metagan.evaluator import embed
 
-    - ``consistency``: share of samples nearer to the shots' prototype than to any of the
+    z = torch.randn(samples, generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    return gate_metrics_from_features(embed(evaluator, to_uint8(generator(z))), embed(evaluator, shots), reference)
+
+
+def gate_metrics_from_features(gen: torch.Tensor, fs: torch.Tensor, reference: dict) -> dict[str, float]:
+    """- ``consistency``: share of samples nearer to the shots' prototype than to any of the
       evaluator's background class prototypes (N-way, N = 1 + background classes);
     - ``copy_rate``: share of samples closer to a shot than two different people's drawings of
       one character ever come (the evaluator's calibrated threshold);
     - ``diversity``: mean pairwise distance of samples / the typical within-class spread.
     """
-    from metagan.data.images import to_uint8
-    from metagan.evaluator import embed
     from metagan.metrics import mean_pairwise_distance
 
-    z = torch.randn(samples, generator.z_dim, generator=torch.Generator().manual_seed(seed))
-    gen = embed(evaluator, to_uint8(generator(z)))
-    fs = embed(evaluator, shots)
     protos = torch.cat([fs.mean(0, keepdim=True), reference["background"]])
     consistency = float((torch.cdist(gen, protos).argmin(1) == 0).float().mean())
     copy = float((torch.cdist(gen, fs).min(1).values < reference["copy_threshold"]).float().mean())
