@@ -43,7 +43,6 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--proto-weight", type=float, help="condgan's prototype term (default: params.yaml)")
     ap.add_argument("--same-alphabet", type=float, help="share of one-alphabet episodes (default: params.yaml)")
-    ap.add_argument("--ema-half-life", type=int, help="condgan: weight-average half-life in steps (default: params.yaml)")
     ap.add_argument("--skip-meta", action="store_true", help="only rebuild the evaluator")
     ap.add_argument("--skip-evaluator", action="store_true", help="only rebuild the meta-initialisation")
     args = ap.parse_args()
@@ -54,7 +53,7 @@ def main() -> None:
         model={"preset": args.preset},
         meta={k: v for k, v in {"method": args.method, "minutes": args.minutes, "device": args.device,
                                  "init_checkpoint": args.init, "proto_weight": args.proto_weight,
-                                 "same_alphabet": args.same_alphabet, "ema_half_life": args.ema_half_life}.items() if v is not None},
+                                 "same_alphabet": args.same_alphabet}.items() if v is not None},
     )
     ds = prepare_task_dataset(params)
     OUT.mkdir(parents=True, exist_ok=True)

@@ -65,8 +65,6 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--bench", default="artifacts/bench2", help="folder holding evaluator.pt and the packed tasks")
     ap.add_argument("--classes", type=int, help="only the first N held-out characters (a smoke run)")
-    ap.add_argument("--last-weights", action="store_true",
-                    help="adapt from the last meta-step's generator even where the checkpoint keeps a weight average")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--report", default="finetune-trajectory.json", help="file name of the JSON report in --bench")
     args = ap.parse_args()
@@ -84,8 +82,6 @@ def main() -> None:
     if set(meta.checkpoint.get("train_groups", [])) & set(groups):
         raise SystemExit(f"{args.checkpoint} was meta-trained on the evaluated alphabets")
     ensure_negative_bank(meta.learner, ds, train_ids, args.seed)
-    if args.last_weights:
-        meta.learner.use_last_weights()
     splits = split_drawings(ds, classes, args.shots, args.seed)
     images = record(meta, params.adapt, ds, splits, args.steps, args.every, args.samples, args.seed)
 

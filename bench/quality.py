@@ -135,8 +135,6 @@ def main() -> None:
     ap.add_argument("--out", default="artifacts/bench")
     ap.add_argument("--reuse", action="store_true", help="reuse checkpoints already in --out")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--last-weights", action="store_true",
-                    help="adapt from the last meta-step's generator even where the checkpoint keeps a weight average")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--report", default="quality.json", help="file name of the JSON report in --out")
     args = ap.parse_args()
@@ -187,8 +185,6 @@ def main() -> None:
         metas[name] = MetaModel.load(path)
     for meta in metas.values():
         ensure_negative_bank(meta.learner, ds, train_ids, args.seed)
-        if args.last_weights:
-            meta.learner.use_last_weights()
     for name, meta in metas.items():
         seen = set(meta.checkpoint.get("train_groups", [])) & set(groups)
         if seen:

@@ -30,7 +30,6 @@ def main() -> None:
     ap.add_argument("--meta-batch", type=int, help="tasks per meta-step (default: params.yaml)")
     ap.add_argument("--preset", help="network size (default: params.yaml)")
     ap.add_argument("--vmap-tasks", action="store_true", help="reptile: run the meta-batch's inner loops at once")
-    ap.add_argument("--ema-half-life", type=int, help="condgan: weight-average half-life in steps (default: params.yaml)")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
 
@@ -38,7 +37,6 @@ def main() -> None:
     meta = {"method": args.method, "minutes": args.minutes, "device": args.device,
             "class_rotations": args.class_rotations, "inner_lr": args.inner_lr, "proto_weight": args.proto_weight,
             "same_alphabet": args.same_alphabet, "meta_batch": args.meta_batch, "vmap_tasks": args.vmap_tasks or None,
-            "ema_half_life": args.ema_half_life,
             "init_checkpoint": str(Path(args.init).resolve()) if args.init else None}
     params = load_params().with_overrides(data={"packed_dir": str(out / "tasks")}, model={"preset": args.preset},
                                           meta={k: v for k, v in meta.items() if v is not None})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import time
@@ -56,7 +57,9 @@ class MetaModel:
         of one process (the flow's fan-out) on *shared* modules used each other's tensors
         ("differentiated Tensor ... not used in the graph", seen with 50 customers on 4 threads).
         """
-        return self.learner.private_copy()
+        learner = type(self.learner)(copy.deepcopy(self.learner.nets), self.learner.cfg)
+        learner.negative_bank = self.learner.negative_bank  # read-only: shared, not copied
+        return learner
 
     @property
     def image_size(self) -> int:

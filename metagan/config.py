@@ -73,10 +73,6 @@ class MetaConfig(_Section):
     """condgan: weight of a prototypical-network term. The set encoder learns to tell the episode's
     classes apart from their real query drawings, and the generator is rewarded when its images
     are told apart the same way, i.e. recognisably of their task's class."""
-    ema_half_life: int = Field(0, ge=0)
-    """condgan: also keep an exponential moving average of the generator's weights, halving the old
-    weights' share every this many meta-steps, and adapt customers from it (0: off). Averaged GAN
-    weights sample better than the last step's (Karras et al. 2018; Yazici et al. 2019)."""
     vmap_tasks: bool = False
     """reptile: run the meta-batch's inner loops at once, vmapped over stacked per-task weights
     (the same arithmetic; for GPUs, where one task's loop leaves the device idle)."""

@@ -139,35 +139,6 @@ def test_condgan_prototype_term_trains_the_encoder_and_is_reported():
     assert "proto_real" not in plain.meta_step(episode(), torch.Generator().manual_seed(0))
 
 
-def test_condgan_weight_average_trails_the_generator_is_saved_and_is_what_customers_start_from():
-    cfg = CFG.model_copy(update={"ema_half_life": 2})
-    learner = build_learner("condgan", net_config("tiny", image_size=32), cfg)
-    w0 = learner.nets.generator.fc.weight.detach().clone()
-    learner.meta_step(episode(), torch.Generator().manual_seed(0))
-    raw, avg = learner.nets.generator.fc.weight.detach(), learner.generator_ema.fc.weight
-    # one step with half-life 2 moves the average 1 - 2**-0.5 of the way to the new weights
-    assert torch.allclose(avg, w0 + (1 - 0.5 ** 0.5) * (raw - w0), atol=1e-6)
-    assert learner.sampling_generator is learner.generator_ema
-    assert not any(p.requires_grad for p in learner.generator_ema.parameters())
-    again = build_learner("condgan", net_config("tiny", image_size=32), cfg)
-    again.load_state_dict(copy.deepcopy(learner.state_dict()))
-    assert torch.equal(again.generator_ema.fc.weight, avg)
-    # no fine-tuning: the customer's generator is the average's weights, not the raw ones
-    gen = learner.adapt(episode()[0, :3], steps=0, lr=1e-3, rng=torch.Generator().manual_seed(0))
-    assert torch.equal(gen.generator.fc.weight, avg)
-    # a checkpoint trained without an average starts one at its generator's weights; off: none kept
-    plain = build_learner("condgan", net_config("tiny", image_size=32), CFG)
-    assert plain.generator_ema is None and "generator_ema" not in plain.state_dict()
-    again.load_state_dict(plain.state_dict())
-    assert torch.equal(again.generator_ema.fc.weight, plain.nets.generator.fc.weight)
-    # the per-customer copy the flows adapt on keeps the average (its own copy of it)
-    private = learner.private_copy()
-    assert private.generator_ema is not learner.generator_ema
-    assert torch.equal(private.sampling_generator.fc.weight, avg)
-    learner.use_last_weights()  # the benchmarks' A/B: the same checkpoint without its average
-    assert learner.sampling_generator is learner.nets.generator
-
-
 def _tiny_gan(seed=0):
     torch.manual_seed(seed)
     cfg = net_config("tiny", 16, 1)

@@ -8,7 +8,6 @@ A meta-learner wraps networks it is given (it never builds them) and exposes:
 
 from __future__ import annotations
 
-import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable
@@ -84,21 +83,6 @@ class MetaLearner(ABC):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {}
 
-    @property
-    def sampling_generator(self) -> Generator:
-        """The weights customers' generators start from (condgan may keep a moving average)."""
-        return self.nets.generator
-
-    def private_copy(self) -> "MetaLearner":
-        """The same learner on its own copy of the networks (see ``MetaModel.private_learner``)."""
-        clone = type(self)(copy.deepcopy(self.nets), self.cfg)
-        clone.negative_bank = self.negative_bank  # read-only: shared, not copied
-        return clone
-
-    def use_last_weights(self) -> None:
-        """Start customers from the last meta-step's generator even where an average is kept (an A/B
-        of the average from one checkpoint)."""
-
     def state_dict(self) -> dict:
         state = {name: m.state_dict() for name, m in self.nets.modules().items()}
         state["optimizers"] = {k: opt.state_dict() for k, opt in self.optimizers().items()}
@@ -116,7 +100,7 @@ class MetaLearner(ABC):
         """Images from the meta-learned model for a task *without* adaptation (for progress grids)."""
         z = torch.randn(n, self.nets.generator.cfg.z_dim, generator=rng, device=self.device)
         code = self.nets.encoder(shots) if self.nets.encoder is not None else None
-        return self.sampling_generator(z, code).clamp(-1.0, 1.0)
+        return self.nets.generator(z, code).clamp(-1.0, 1.0)
 
 
 def build_learner(method: str, net_cfg: NetConfig, cfg: MetaConfig, device: str = "cpu") -> MetaLearner:

@@ -12,8 +12,6 @@ drawings of the class instead of copies of the support set.
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
 from metagan.config import MetaConfig
@@ -52,40 +50,6 @@ class SetConditionedGan(MetaLearner):
         self.g_opt = torch.optim.Adam(nets.generator.parameters(), lr=cfg.outer_lr, betas=(0.0, 0.9))
         critic_params = list(nets.critic.parameters()) + list(nets.encoder.parameters())
         self.d_opt = torch.optim.Adam(critic_params, lr=cfg.outer_lr, betas=(0.0, 0.9))
-        # only the generator is averaged: the critic and encoder keep learning from the raw one, and
-        # the encoder moves slowly enough that the average takes its codes as they are
-        self.generator_ema = copy.deepcopy(nets.generator).requires_grad_(False) if cfg.ema_half_life else None
-
-    @property
-    def sampling_generator(self):
-        return self.generator_ema if self.generator_ema is not None else self.nets.generator
-
-    def private_copy(self) -> "SetConditionedGan":
-        clone = super().private_copy()
-        clone.generator_ema = copy.deepcopy(self.generator_ema)  # the copy starts customers from the same weights
-        return clone
-
-    def use_last_weights(self) -> None:
-        self.generator_ema = None
-
-    @torch.no_grad()
-    def update_ema(self) -> None:
-        if self.generator_ema is None:
-            return
-        keep = 0.5 ** (1.0 / self.cfg.ema_half_life)
-        for avg, p in zip(self.generator_ema.parameters(), self.nets.generator.parameters()):
-            avg.lerp_(p, 1.0 - keep)
-
-    def state_dict(self) -> dict:
-        state = super().state_dict()
-        if self.generator_ema is not None:
-            state["generator_ema"] = self.generator_ema.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        if self.generator_ema is not None:  # a checkpoint trained without one starts the average at its weights
-            self.generator_ema.load_state_dict(state.get("generator_ema", state["generator"]))
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"generator": self.g_opt, "critic": self.d_opt}
@@ -131,7 +95,6 @@ class SetConditionedGan(MetaLearner):
         self.g_opt.zero_grad(set_to_none=True)
         g_loss.backward()
         self.g_opt.step()
-        self.update_ema()
         return {"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach()), "r1": float(gp.detach()),
                 "d_gap_mismatch": float((d_real.mean() - d_mismatch.mean()).detach())} | stats
 
@@ -139,7 +102,7 @@ class SetConditionedGan(MetaLearner):
               options: FinetuneOptions = FinetuneOptions(), on_step: StepHook | None = None) -> SampleGenerator:
         """``on_step(step, generate)`` sees the starting generator (step 0) and each fine-tuning step's
         (bench/finetune_trajectory.py)."""
-        G, D, E = self.sampling_generator, self.nets.critic, self.nets.encoder
+        G, D, E = self.nets.generator, self.nets.critic, self.nets.encoder
         with torch.no_grad():
             code = E(shots)
         if on_step is not None:
