@@ -65,12 +65,14 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--bench", default="artifacts/bench2", help="folder holding evaluator.pt and the packed tasks")
     ap.add_argument("--classes", type=int, help="only the first N held-out characters (a smoke run)")
+    ap.add_argument("--negatives", type=int, help="other characters' drawings per fine-tuning step (default: params.yaml)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--report", default="finetune-trajectory.json", help="file name of the JSON report in --bench")
     args = ap.parse_args()
 
     bench = Path(args.bench)
-    params = load_params().with_overrides(data={"packed_dir": str(bench.resolve() / "tasks")})
+    params = load_params().with_overrides(data={"packed_dir": str(bench.resolve() / "tasks")},
+                                          adapt={"negatives": args.negatives})
     ds = prepare_task_dataset(params)
     train_ids, _ = split_classes(ds, params.data.val_groups + params.data.tune_groups)
     groups = params.data.val_groups if args.split == "val" else params.data.tune_groups
