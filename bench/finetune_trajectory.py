@@ -24,13 +24,10 @@ import numpy as np
 import torch
 
 from metagan.adapt import MetaModel, finetune_options
-from metagan.config import AdaptConfig, load_params
-from metagan.data import split_classes
+from metagan.config import AdaptConfig
 from metagan.data.images import to_tensor, to_uint8
 from metagan.evaluator import load_evaluator
-from metagan.task_data import prepare_task_dataset
-from metagan.train import ensure_negative_bank
-from quality import score, split_drawings
+from quality import held_out_data, load_for_held_out, score, split_drawings
 
 COPY_LIMIT = 0.05
 
@@ -71,19 +68,11 @@ def main() -> None:
     args = ap.parse_args()
 
     bench = Path(args.bench)
-    params = load_params().with_overrides(data={"packed_dir": str(bench.resolve() / "tasks")},
-                                          adapt={"negatives": args.negatives})
-    ds = prepare_task_dataset(params)
-    train_ids, _ = split_classes(ds, params.data.val_groups + params.data.tune_groups)
-    groups = params.data.val_groups if args.split == "val" else params.data.tune_groups
-    _, ids = split_classes(ds, groups)
+    params, ds, train_ids, groups, ids = held_out_data(bench, args.split, adapt={"negatives": args.negatives})
     classes = [int(c) for c in ids][: args.classes]
-    meta = MetaModel.load(args.checkpoint)
+    meta = load_for_held_out(args.checkpoint, args.checkpoint, groups, ds, train_ids, args.seed)
     if meta.checkpoint["method"] != "condgan":
         raise SystemExit("finetune_trajectory.py follows condgan's fine-tuning; use bench/quality.py for others")
-    if set(meta.checkpoint.get("train_groups", [])) & set(groups):
-        raise SystemExit(f"{args.checkpoint} was meta-trained on the evaluated alphabets")
-    ensure_negative_bank(meta.learner, ds, train_ids, args.seed)
     splits = split_drawings(ds, classes, args.shots, args.seed)
     images = record(meta, params.adapt, ds, splits, args.steps, args.every, args.samples, args.seed)
 

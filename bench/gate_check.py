@@ -24,15 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metagan.adapt import MetaModel, adapt_to_customer
-from metagan.config import load_params
-from metagan.data import split_classes
+from metagan.adapt import adapt_to_customer
 from metagan.data.images import to_uint8
 from metagan.evaluator import calibrate, embed, load_evaluator
 from metagan.shot_metrics import GATE_SAMPLES, gate_metrics_from_features
-from metagan.task_data import prepare_task_dataset
-from metagan.train import ensure_negative_bank
-from quality import class_scores, held_out_features, split_drawings
+from quality import class_scores, held_out_data, held_out_features, load_for_held_out, split_drawings
 
 THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
@@ -104,14 +100,8 @@ def main() -> None:
     args = ap.parse_args()
 
     bench = Path(args.bench)
-    params = load_params().with_overrides(data={"packed_dir": str(bench.resolve() / "tasks")})
-    ds = prepare_task_dataset(params)
-    train_ids, _ = split_classes(ds, params.data.val_groups + params.data.tune_groups)
-    groups = params.data.val_groups if args.split == "val" else params.data.tune_groups
-    _, ids = split_classes(ds, groups)
-    meta = MetaModel.load(args.checkpoint)
-    if set(meta.checkpoint.get("train_groups", [])) & set(groups):
-        raise SystemExit(f"{args.checkpoint} was meta-trained on the evaluated alphabets")
+    params, ds, train_ids, groups, ids = held_out_data(bench, args.split)
+    meta = load_for_held_out(args.checkpoint, args.checkpoint, groups, ds, train_ids, args.seed)
     net = load_evaluator(bench / "evaluator.pt")
     # the gate's reference statistics, from the meta-training characters as in production
     reference = calibrate(net, ds, train_ids, seed=args.seed)
@@ -120,14 +110,18 @@ def main() -> None:
     radii = {f"radius_q{int(q * 100)}": shot_radius(net, ds, train_ids, args.shots, q, args.seed) for q in (0.9, 0.95)}
     print(f"radii of a {args.shots}-shot prototype: {radii}", flush=True)
 
+    # reused only for the same model, characters, shots and fine-tuning (a cache from another run is redone)
     cache = bench / (Path(args.report).stem + ".features.pt")
-    if cache.exists():
-        rows = torch.load(cache, weights_only=True)
+    made_by = json.dumps({"checkpoint": str(Path(args.checkpoint).resolve()), "step": meta.checkpoint["step"],
+                          "split": args.split, "shots": args.shots, "classes": args.classes, "seed": args.seed,
+                          "samples": args.samples, "adapt": params.adapt.model_dump()}, sort_keys=True)
+    cached = torch.load(cache, weights_only=True) if cache.exists() else None
+    if isinstance(cached, dict) and cached.get("made_by") == made_by:
+        rows = cached["rows"]
     else:
-        ensure_negative_bank(meta.learner, ds, train_ids, args.seed)
         splits = split_drawings(ds, [int(c) for c in ids][: args.classes], args.shots, args.seed)
         rows = adapt_and_embed(meta, net, ds, splits, params, args)
-        torch.save(rows, cache)
+        torch.save({"made_by": made_by, "rows": rows}, cache)
     for r in rows:
         r["gate"] = gate_metrics_from_features(r["samples"], r["shots"], reference)
         r["gate"] |= candidate_signals(r["samples"], r["shots"], background_all, background_k, radii)

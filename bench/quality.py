@@ -63,6 +63,29 @@ def split_drawings(ds, val_ids, shots: int, seed: int) -> dict[int, tuple[np.nda
     return out
 
 
+def held_out_data(bench: Path, split: str, adapt: dict | None = None):
+    """The benchmark's params (tasks packed under ``bench``; ``adapt`` overrides), dataset,
+    meta-training classes, and the evaluated alphabets with their classes."""
+    # packed under the benchmark's folder: the project's data/ is the pipeline's (DVC-tracked) data
+    params = load_params().with_overrides(data={"packed_dir": str(bench.resolve() / "tasks")}, adapt=adapt or {})
+    ds = prepare_task_dataset(params)
+    train_ids, _ = split_classes(ds, params.data.val_groups + params.data.tune_groups)
+    groups = params.data.val_groups if split == "val" else params.data.tune_groups
+    _, ids = split_classes(ds, groups)
+    return params, ds, train_ids, groups, ids
+
+
+def load_for_held_out(path: str | Path, name: str, groups: list[str], ds, train_ids, seed: int) -> MetaModel:
+    """A meta checkpoint that may be scored on ``groups`` (refused if it trained on them), with a
+    negatives bank."""
+    meta = MetaModel.load(path)
+    seen = set(meta.checkpoint.get("train_groups", [])) & set(groups)
+    if seen:
+        raise SystemExit(f"{name} was meta-trained on {sorted(seen)}: it cannot be evaluated on them")
+    ensure_negative_bank(meta.learner, ds, train_ids, seed)
+    return meta
+
+
 def held_out_features(ds, net, splits) -> tuple[list[int], dict[int, dict[str, torch.Tensor]], torch.Tensor]:
     """Sorted classes, their shots'/queries'/reference reals' features, and the N-way prototypes
     (from the non-shot real drawings)."""
@@ -141,9 +164,8 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    # packed under the benchmark's folder: the project's data/ is the pipeline's (DVC-tracked) data
-    params = load_params().with_overrides(
-        data={"packed_dir": str(out.resolve() / "tasks")},
+    params, ds, train_ids, groups, val_ids = held_out_data(
+        out, args.split,
         adapt={"steps": args.adapt_steps, "steps_per_extra_shot": args.steps_per_extra_shot, "lr": args.adapt_lr,
                "augment_shift": args.augment_shift, "mode_seeking": args.mode_seeking, "fake_batch": args.fake_batch,
                "negatives": args.negatives})
@@ -151,10 +173,6 @@ def main() -> None:
     selects = [int(s) for s in args.select_from.split(",")]
     # adapt once without truncation; each truncation is then applied to a copy (it is exact)
     settings: AdaptConfig = params.adapt.model_copy(update={"truncation": 1.0})
-    ds = prepare_task_dataset(params)
-    train_ids, _ = split_classes(ds, params.data.val_groups + params.data.tune_groups)
-    groups = params.data.val_groups if args.split == "val" else params.data.tune_groups
-    _, val_ids = split_classes(ds, groups)
     if args.classes:
         val_ids = val_ids[: args.classes]
     print(f"{len(train_ids)} meta-training classes, {len(val_ids)} evaluated classes "
@@ -173,22 +191,14 @@ def main() -> None:
         save_evaluator(net, ev_path, info)
         print(f"evaluator: {info}", flush=True)
 
-    metas = {}
+    checkpoints = {}
     for method in [m for m in args.methods.split(",") if m]:
-        ckpt = out / f"{method}.pt"
-        if not (args.reuse and ckpt.exists()):
+        checkpoints[method] = out / f"{method}.pt"
+        if not (args.reuse and checkpoints[method].exists()):
             p = params.with_overrides(meta={"method": method, "minutes": args.minutes, "device": args.device})
-            meta_train(p, ds, ckpt)
-        metas[method] = MetaModel.load(ckpt)
-    for spec in args.checkpoint:
-        name, _, path = spec.partition("=")
-        metas[name] = MetaModel.load(path)
-    for meta in metas.values():
-        ensure_negative_bank(meta.learner, ds, train_ids, args.seed)
-    for name, meta in metas.items():
-        seen = set(meta.checkpoint.get("train_groups", [])) & set(groups)
-        if seen:
-            raise SystemExit(f"{name} was meta-trained on {sorted(seen)}: it cannot be evaluated on them")
+            meta_train(p, ds, checkpoints[method])
+    checkpoints |= dict(spec.partition("=")[::2] for spec in args.checkpoint)
+    metas = {name: load_for_held_out(path, name, groups, ds, train_ids, args.seed) for name, path in checkpoints.items()}
 
     results: dict[str, dict] = {}
     for k in [int(s) for s in args.shots.split(",")]:

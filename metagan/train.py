@@ -201,8 +201,8 @@ def negative_bank(dataset: TaskDataset, class_ids: np.ndarray, seed: int, size: 
 
 
 def ensure_negative_bank(learner: MetaLearner, dataset: TaskDataset, class_ids: np.ndarray, seed: int) -> None:
-    """Give a conditional learner loaded from a checkpoint saved before banks were the same kind of
-    bank, drawn from ``class_ids`` (its training characters); benchmarks only."""
+    """Benchmarks only: a conditional learner whose checkpoint predates saved banks gets the same
+    kind of bank, drawn from ``class_ids`` (its training characters)."""
     if learner.code_dim and learner.negative_bank is None:
         learner.negative_bank = to_tensor(negative_bank(dataset, class_ids, seed)).to(learner.device)
 
