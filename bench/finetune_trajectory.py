@@ -27,7 +27,6 @@ from metagan.adapt import MetaModel, finetune_options
 from metagan.config import AdaptConfig
 from metagan.data.images import to_tensor, to_uint8
 from metagan.evaluator import load_evaluator
-from metagan.intensity import FIT_SAMPLES, fit_intensity_map
 from quality import held_out_data, load_for_held_out, score, split_drawings
 
 COPY_LIMIT = 0.05
@@ -43,14 +42,10 @@ def record(meta: MetaModel, cfg: AdaptConfig, ds, splits: dict, steps: int, ever
         rng = torch.Generator().manual_seed(seed + c)
         z = torch.randn(samples, meta.learner.nets.generator.cfg.z_dim, generator=torch.Generator().manual_seed(c))
 
-        def keep(step, generate, c=c, z=z, shots=shots):
+        def keep(step, generate, c=c, z=z):
             if step % every == 0:
                 with torch.no_grad():
-                    x = generate(z).clamp(-1.0, 1.0)
-                    if cfg.match_intensity:  # as adapt_to_customer fits it: on its own draws, seeded
-                        z_fit = torch.randn(FIT_SAMPLES, z.shape[1], generator=torch.Generator().manual_seed(seed + c))
-                        x = fit_intensity_map(generate(z_fit).clamp(-1.0, 1.0), shots)(x)
-                    images[step][c] = to_uint8(x)
+                    images[step][c] = to_uint8(generate(z).clamp(-1.0, 1.0))
 
         meta.private_learner().adapt(shots, steps, cfg.lr, rng, finetune_options(cfg), on_step=keep)
         print(f"fine-tuned {i + 1}/{len(splits)}", flush=True)
@@ -68,16 +63,12 @@ def main() -> None:
     ap.add_argument("--bench", default="artifacts/bench2", help="folder holding evaluator.pt and the packed tasks")
     ap.add_argument("--classes", type=int, help="only the first N held-out characters (a smoke run)")
     ap.add_argument("--negatives", type=int, help="other characters' drawings per fine-tuning step (default: params.yaml)")
-    ap.add_argument("--match-intensity", type=int, choices=[0, 1],
-                    help="map samples onto the shots' pixel values (default: params.yaml)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--report", default="finetune-trajectory.json", help="file name of the JSON report in --bench")
     args = ap.parse_args()
 
     bench = Path(args.bench)
-    match = None if args.match_intensity is None else bool(args.match_intensity)
-    params, ds, train_ids, groups, ids = held_out_data(bench, args.split,
-                                                       adapt={"negatives": args.negatives, "match_intensity": match})
+    params, ds, train_ids, groups, ids = held_out_data(bench, args.split, adapt={"negatives": args.negatives})
     classes = [int(c) for c in ids][: args.classes]
     meta = load_for_held_out(args.checkpoint, args.checkpoint, groups, ds, train_ids, args.seed)
     if meta.checkpoint["method"] != "condgan":

@@ -44,7 +44,6 @@ from metagan.config import AdaptConfig, load_params
 from metagan.data import split_classes
 from metagan.data.images import to_tensor, to_uint8
 from metagan.evaluator import EVALUATOR_FORMAT, embed, load_evaluator, save_evaluator, train_evaluator
-from metagan.intensity import match_intensity
 from metagan.metrics import augmentation_gain, class_consistency, copy_rate, diversity, kernel_distance
 from metagan.nets import truncate_noise
 from metagan.selection import select_by_critic
@@ -147,8 +146,6 @@ def main() -> None:
     ap.add_argument("--negatives", type=int, default=None,
                     help="fine-tuning: other characters' drawings per step the critic must reject; the bank is "
                          "drawn from the meta-training characters")
-    ap.add_argument("--match-intensity", type=int, choices=[0, 1],
-                    help="map samples onto the shots' pixel values (default: params.yaml)")
     ap.add_argument("--truncation", default=None,
                     help="noise scale, or a comma-separated list scored from the same adapted generators")
     ap.add_argument("--select-from", default="1",
@@ -171,17 +168,15 @@ def main() -> None:
         out, args.split,
         adapt={"steps": args.adapt_steps, "steps_per_extra_shot": args.steps_per_extra_shot, "lr": args.adapt_lr,
                "augment_shift": args.augment_shift, "mode_seeking": args.mode_seeking, "fake_batch": args.fake_batch,
-               "negatives": args.negatives,
-               "match_intensity": None if args.match_intensity is None else bool(args.match_intensity)})
+               "negatives": args.negatives})
     truncations = [float(t) for t in args.truncation.split(",")] if args.truncation else [params.adapt.truncation]
     selects = [int(s) for s in args.select_from.split(",")]
     # adapt once without truncation; each truncation is then applied to a copy (it is exact)
-    # (and the intensity map, fitted to what the truncated generator draws, as adapt_to_customer does)
-    settings: AdaptConfig = params.adapt.model_copy(update={"truncation": 1.0, "match_intensity": False})
+    settings: AdaptConfig = params.adapt.model_copy(update={"truncation": 1.0})
     if args.classes:
         val_ids = val_ids[: args.classes]
     print(f"{len(train_ids)} meta-training classes, {len(val_ids)} evaluated classes "
-          f"({args.split}: {', '.join(groups)}); adapt {params.adapt.model_dump()}", flush=True)
+          f"({args.split}: {', '.join(groups)}); adapt {settings.model_dump()}", flush=True)
 
     ev_path = Path(args.evaluator) if args.evaluator else out / "evaluator.pt"
     if args.evaluator:
@@ -223,8 +218,6 @@ def main() -> None:
                     if c not in adapted:
                         adapted[c] = adapt_to_customer(meta, shots, seed=args.seed + c, settings=settings)
                     g = truncate_noise(copy.deepcopy(adapted[c]), tau)
-                    if params.adapt.match_intensity:
-                        g = match_intensity(g, to_tensor(shots), seed=args.seed + c)
                     if select > 1:
                         g = select_by_critic(meta.learner.nets, g, to_tensor(shots), select)
                     with torch.no_grad():
@@ -244,7 +237,7 @@ def main() -> None:
 
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
               "cpu_threads": torch.get_num_threads(), "args": vars(args), "held_out": groups, "split": args.split,
-              "adapt": params.adapt.model_dump() | {"truncation": truncations},
+              "adapt": settings.model_dump() | {"truncation": truncations},
               "held_out_classes": len(val_ids), "results": results}
     (out / args.report).write_text(json.dumps(report, indent=2))
     cols = ["consistency", "diversity", "copy_rate", "kid", "aug_gain", "aug_gain_share_of_real"]

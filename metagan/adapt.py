@@ -17,7 +17,6 @@ from metagan.checkpoint import CUSTOMER_FORMAT, load_checkpoint, save_atomic
 from metagan.config import AdaptConfig, Params, params_from_checkpoint
 from metagan.data.images import load_image, to_tensor
 from metagan.export import check_parity, export_generator_onnx
-from metagan.intensity import IntensityMap, match_intensity
 from metagan.meta import MetaLearner
 from metagan.meta.inner import FinetuneOptions
 from metagan.nets import Generator, NetConfig, SampleGenerator, truncate_noise
@@ -107,25 +106,20 @@ def adapt_to_customer(
     shots = to_tensor(images).to(meta.learner.device)
     steps = cfg.steps_for(len(images)) if steps is None else steps
     generator = meta.private_learner().adapt(shots, steps, cfg.lr, rng, finetune_options(cfg))
-    generator = truncate_noise(generator.cpu().eval(), cfg.truncation)
-    return match_intensity(generator, shots.cpu(), seed) if cfg.match_intensity else generator
+    return truncate_noise(generator.cpu().eval(), cfg.truncation)
 
 
 def save_customer_generator(generator: SampleGenerator, path: str | Path, info: dict) -> Path:
     code = generator.task_code
-    m = generator.intensity
-    intensity = None if m is None else {"knots": m.knots, "values": m.values}
     return save_atomic({"format": CUSTOMER_FORMAT, "net": generator.generator.cfg.to_dict(),
-                        "generator": generator.generator.state_dict(), "task_code": code, "intensity": intensity,
-                        "info": info}, path)
+                        "generator": generator.generator.state_dict(), "task_code": code, "info": info}, path)
 
 
 def load_customer_generator(path: str | Path) -> SampleGenerator:
     ckpt = load_checkpoint(path, CUSTOMER_FORMAT)
     g = Generator(NetConfig(**ckpt["net"]))
     g.load_state_dict(ckpt["generator"])
-    intensity = ckpt.get("intensity")  # absent from generators saved before it existed
-    return SampleGenerator(g, ckpt["task_code"], intensity and IntensityMap(**intensity)).eval()
+    return SampleGenerator(g, ckpt["task_code"]).eval()
 
 
 @dataclass

@@ -99,9 +99,6 @@ class AdaptConfig(_Section):
     truncation: float = Field(1.0, gt=0, le=1)
     """Scale of the noise the customer's generator is fed (the truncation trick): below 1 trades
     variety for fidelity. Folded into the generator's weights, so the ONNX model is unchanged."""
-    match_intensity: bool = False
-    """Map the served generator's pixel values onto the distribution of the customer's shots
-    (metagan.intensity): removes the grey haze a few-shot generator leaves on the paper."""
     min_shots: int = Field(1, ge=1)
     max_shots: int = Field(20, ge=1)
     max_image_pixels: int = Field(40_000_000, gt=0)

@@ -38,8 +38,7 @@ def export_generator_onnx(generator: SampleGenerator, path: str | Path, opset: i
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     generator = generator.cpu().eval()
-    intensity = None if generator.intensity is None else tuple(generator.intensity.knots.shape)
-    key = (generator.generator.cfg, generator.task_code is not None, intensity, opset)
+    key = (generator.generator.cfg, generator.task_code is not None, opset)
     with _EXPORT_LOCK:
         template = _TEMPLATES.get(key)
         model = _swap_weights(onnx.load_from_string(template), generator) if template else None

@@ -163,21 +163,18 @@ class SampleGenerator(nn.Module):
     The exported ONNX graph has one input (noise) and one output (images) whatever the method.
     """
 
-    def __init__(self, generator: Generator, code: torch.Tensor | None = None, intensity: nn.Module | None = None):
+    def __init__(self, generator: Generator, code: torch.Tensor | None = None):
         super().__init__()
         self.generator = generator
         # not "code": torch.export's GraphModule has a ``code`` attribute of its own
         self.register_buffer("task_code", code.detach().clone().reshape(1, -1) if code is not None else None)
-        self.intensity = intensity
-        """Maps pixel values onto the customer's shots' (metagan.intensity); None: served as drawn."""
 
     @property
     def z_dim(self) -> int:
         return self.generator.cfg.z_dim
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = self.generator(z, self.task_code).clamp(-1.0, 1.0)
-        return x if self.intensity is None else self.intensity(x)
+        return self.generator(z, self.task_code).clamp(-1.0, 1.0)
 
 
 @torch.no_grad()
