@@ -14,7 +14,9 @@ meta-training alphabets only):
   prototypes from the shots alone vs the shots plus as many generated images as there are
   reference reals; the ceiling adds the reference reals themselves.
 
-References: copying the shots, and real held-out drawings (the ceiling).
+References: copying the shots, real held-out drawings (the ceiling: they are part of their own
+class's prototype, which flatters their consistency), and the same drawings each scored left out
+of its class's prototype, as a generated image is (what a perfect generator would score).
 
     python bench/quality.py --minutes 35 --shots 1,5,10          # trains each method first
     python bench/quality.py --reuse --out artifacts/bench         # reuse checkpoints in --out
@@ -44,7 +46,8 @@ from metagan.config import AdaptConfig, load_params
 from metagan.data import split_classes
 from metagan.data.images import to_tensor, to_uint8
 from metagan.evaluator import EVALUATOR_FORMAT, embed, load_evaluator, save_evaluator, train_evaluator
-from metagan.metrics import augmentation_gain, class_consistency, copy_rate, diversity, kernel_distance
+from metagan.metrics import (augmentation_gain, class_consistency, class_consistency_left_out, copy_rate, diversity,
+                             kernel_distance)
 from metagan.nets import truncate_noise
 from metagan.selection import select_by_critic
 from metagan.task_data import prepare_task_dataset
@@ -124,6 +127,26 @@ def score(ds, net, splits, generate, samples: int) -> dict[str, float]:
             "aug_gain_real_ceiling": acc_real - acc0,
             "aug_gain_share_of_real": (acc1 - acc0) / (acc_real - acc0) if acc_real > acc0 else float("nan")}
     return out
+
+
+def new_drawing_reference(ds, net, splits) -> dict[str, float]:
+    """What a perfect generator, one that draws new real drawings of the character, would score.
+
+    The ceiling row scores real drawings that are part of their own class's prototype; here each
+    non-shot drawing is scored left out of it, and counted as a copy when it is nearer to a shot
+    than any *other* non-shot drawing is (as a generated image is scored). Only these two
+    figures are defined for it.
+    """
+    classes, feats, protos = held_out_features(ds, net, splits)
+    cons, copies = [], []
+    for i, c in enumerate(classes):
+        real = torch.cat([feats[c]["queries"], feats[c]["refs"]])
+        cons.append(class_consistency_left_out(real, protos, i))
+        copies.append(np.mean([copy_rate(real[j : j + 1], feats[c]["shots"], torch.cat([real[:j], real[j + 1 :]]))
+                               for j in range(len(real))]))
+    nan = float("nan")
+    return {"consistency": float(np.mean(cons)), "diversity": nan, "copy_rate": float(np.mean(copies)), "kid": nan,
+            "aug_gain": nan, "aug_gain_share_of_real": nan}
 
 
 def main() -> None:
@@ -209,6 +232,7 @@ def main() -> None:
                 ds, net, splits, lambda c, shots, n: shots[rng.integers(0, len(shots), n)], args.samples),
             "real held-out drawings (ceiling)": score(
                 ds, net, splits, lambda c, shots, n: ds.images[splits[c][2]], args.samples),
+            "new real drawings (a perfect generator)": new_drawing_reference(ds, net, splits),
         }
         for method, meta in metas.items():
             adapt_timed = False

@@ -10,6 +10,23 @@ def class_consistency(gen: torch.Tensor, prototypes: torch.Tensor, target: int) 
     return float((torch.cdist(gen, prototypes).argmin(1) == target).float().mean())
 
 
+def class_consistency_left_out(real: torch.Tensor, prototypes: torch.Tensor, target: int) -> float:
+    """The consistency a generator drawing genuinely *new* real drawings would score.
+
+    ``prototypes[target]`` is the mean of ``real``, the class's drawings, so scoring them as they
+    are would let each one vote for itself. Each drawing is scored against its class's prototype
+    recomputed without it (the other classes' prototypes never contain it), as a generated image,
+    which is in no prototype, is scored.
+    """
+    n = len(real)
+    if n < 2:
+        raise ValueError("leaving one drawing out needs at least two")
+    own = (real.sum(0, keepdim=True) - real) / (n - 1)
+    d = torch.cdist(real, prototypes)
+    d[:, target] = (real - own).norm(dim=1)
+    return float((d.argmin(1) == target).float().mean())
+
+
 def mean_pairwise_distance(x: torch.Tensor) -> float:
     if len(x) < 2:
         return 0.0

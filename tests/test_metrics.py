@@ -1,12 +1,26 @@
 import torch
 
-from metagan.metrics import augmentation_gain, class_consistency, copy_rate, diversity, kernel_distance
+from metagan.metrics import (augmentation_gain, class_consistency, class_consistency_left_out, copy_rate, diversity,
+                             kernel_distance)
 
 
 def test_consistency_counts_samples_nearest_to_the_right_prototype():
     protos = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
     gen = torch.tensor([[1.0, 0.0], [9.0, 0.0], [0.5, 0.5], [2.0, 1.0]])
     assert class_consistency(gen, protos, 0) == 0.75
+
+
+def test_left_out_consistency_scores_each_drawing_as_a_new_one():
+    """A drawing far from its class's others still pulls the class mean towards itself; left out,
+    it is nearer the other class, as a new drawing like it would be."""
+    real = torch.tensor([[0.0, 0.0], [0.0, 0.2], [4.5, 0.0]])  # the third is an outlier of class 0
+    protos = torch.stack([real.mean(0), torch.tensor([8.0, 0.0])])
+    assert class_consistency(real, protos, 0) == 1.0  # each drawing votes for itself
+    assert abs(class_consistency_left_out(real, protos, 0) - 2 / 3) < 1e-6
+    # with the drawing really outside the prototype, both agree
+    own = protos.clone()
+    own[0] = real[:2].mean(0)
+    assert class_consistency(real[2:], own, 0) == 0.0
 
 
 def test_copy_rate_flags_only_samples_closer_to_a_shot_than_any_real_drawing():
