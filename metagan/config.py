@@ -163,10 +163,6 @@ class GateConfig(_Section):
     max_parity_diff: float = Field(1e-4, gt=0)
     max_coverage_regression: float = Field(0.05, ge=0)
     """A candidate may cover the customer's shots at most this much (relative) worse than production."""
-    min_shots: int = Field(1, ge=1)
-    """Refuse candidates adapted from fewer usable uploads, asking the customer for more drawings:
-    from one shot most generators draw the wrong character, and the shot-only checks below tell
-    good from bad only weakly (docs/BENCHMARKS.md, the promotion gate)."""
     # Evaluator-space metrics from the customer's own shots (applied when an evaluator exists).
     min_consistency: float = Field(0.5, ge=0, le=1)
     max_copy_rate: float = Field(0.2, ge=0, le=1)

@@ -12,10 +12,6 @@ def gate_decision(candidate: dict[str, str], production: dict[str, str] | None, 
     parity = float(candidate.get("parity_max_abs_diff", "inf"))
     if parity > cfg.max_parity_diff:
         return False, f"ONNX parity {parity:.2e} > {cfg.max_parity_diff:.0e}"
-    if "shots" in candidate and float(candidate["shots"]) < cfg.min_shots:  # versions from before the tag: no check
-        shots = int(float(candidate["shots"]))
-        return False, (f"{shots} usable upload{'s' if shots != 1 else ''}: the gate needs at least {cfg.min_shots} to "
-                       f"check that the samples look like the customer's character; upload more drawings")
     if "consistency" in candidate:
         c, k, d = (float(candidate[m]) for m in ("consistency", "copy_rate", "diversity"))
         if c < cfg.min_consistency:
