@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 from metagan.config import load_params
@@ -31,6 +32,9 @@ def main() -> None:
     ap.add_argument("--preset", help="network size (default: params.yaml)")
     ap.add_argument("--vmap-tasks", action="store_true", help="reptile: run the meta-batch's inner loops at once")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue OUT/NAME.pt if it was trained with this config (a larger --minutes extends it)")
+    ap.add_argument("--log-every", type=int, default=500, help="print the losses every this many steps")
     args = ap.parse_args()
 
     out = Path(args.out).resolve()
@@ -41,7 +45,13 @@ def main() -> None:
     params = load_params().with_overrides(data={"packed_dir": str(out / "tasks")}, model={"preset": args.preset},
                                           meta={k: v for k, v in meta.items() if v is not None})
     ds = prepare_task_dataset(params)
-    result = meta_train(params, ds, out / f"{args.name or args.method}.pt")
+    started = time.monotonic()
+
+    def report(name: str, value: float, step: int) -> None:
+        if step % args.log_every == 0 and name == "d_loss":
+            print(f"step {step} ({time.monotonic() - started:.0f} s): d_loss {value:.3f}", flush=True)
+
+    result = meta_train(params, ds, out / f"{args.name or args.method}.pt", report=report, resume=args.resume)
     print(json.dumps({"steps": result.steps, "seconds": round(result.seconds), "metrics": result.metrics}))
 
 

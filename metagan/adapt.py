@@ -13,13 +13,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from metagan.checkpoint import CUSTOMER_FORMAT, load_checkpoint, save_atomic
+from metagan.checkpoint import CUSTOMER_FORMAT, CUSTOMER_FORMATS, load_checkpoint, save_atomic
 from metagan.config import AdaptConfig, Params, params_from_checkpoint
 from metagan.data.images import load_image, to_tensor
 from metagan.export import check_parity, export_generator_onnx
 from metagan.meta import MetaLearner
 from metagan.meta.inner import FinetuneOptions
-from metagan.nets import Generator, NetConfig, SampleGenerator, truncate_noise
+from metagan.nets import NetConfig, SampleGenerator, build_generator, truncate_noise
 from metagan.train import load_meta_learner
 from metagan.uploads import CustomerUploads, UploadError, load_customer_uploads
 
@@ -110,16 +110,18 @@ def adapt_to_customer(
 
 
 def save_customer_generator(generator: SampleGenerator, path: str | Path, info: dict) -> Path:
-    code = generator.task_code
+    """The generator's config and weights, and its condition by name (weights_only-loadable)."""
     return save_atomic({"format": CUSTOMER_FORMAT, "net": generator.generator.cfg.to_dict(),
-                        "generator": generator.generator.state_dict(), "task_code": code, "info": info}, path)
+                        "generator": generator.generator.state_dict(), "condition": generator.condition,
+                        "info": info}, path)
 
 
 def load_customer_generator(path: str | Path) -> SampleGenerator:
-    ckpt = load_checkpoint(path, CUSTOMER_FORMAT)
-    g = Generator(NetConfig(**ckpt["net"]))
+    ckpt = load_checkpoint(path, CUSTOMER_FORMATS)
+    g = build_generator(NetConfig(**ckpt["net"]))
     g.load_state_dict(ckpt["generator"])
-    return SampleGenerator(g, ckpt["task_code"]).eval()
+    condition = ckpt["condition"] if "condition" in ckpt else ckpt["task_code"]  # /1 held the code alone
+    return SampleGenerator(g, condition).eval()
 
 
 @dataclass

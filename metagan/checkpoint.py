@@ -13,7 +13,9 @@ from pathlib import Path
 import torch
 
 META_FORMAT = "metagan/meta-checkpoint/1"
-CUSTOMER_FORMAT = "metagan/customer-generator/1"
+CUSTOMER_FORMAT = "metagan/customer-generator/2"
+"""/2: the generator's design and a named condition (task code or fusion maps); /1 held a task code."""
+CUSTOMER_FORMATS = (CUSTOMER_FORMAT, "metagan/customer-generator/1")
 
 
 class CheckpointError(ValueError):
@@ -37,7 +39,9 @@ def save_atomic(obj: dict, path: str | Path) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, expected_format: str, map_location: str = "cpu") -> dict:
+def load_checkpoint(path: str | Path, expected_format: str | tuple[str, ...], map_location: str = "cpu") -> dict:
+    """A checkpoint of ``expected_format`` (or of any of several formats a reader understands)."""
+    accepted = (expected_format,) if isinstance(expected_format, str) else expected_format
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}")
@@ -45,7 +49,7 @@ def load_checkpoint(path: str | Path, expected_format: str, map_location: str = 
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a torn or foreign file: say which, never fall back to full unpickling
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
-    if not isinstance(ckpt, dict) or ckpt.get("format") != expected_format:
+    if not isinstance(ckpt, dict) or ckpt.get("format") not in accepted:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise CheckpointError(f"{path} is not a {expected_format!r} checkpoint (found {found!r})")
+        raise CheckpointError(f"{path} is not a {accepted[0]!r} checkpoint (found {found!r})")
     return ckpt

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from metagan.config import PROJECT_ROOT, ConfigError, load_params
+from metagan.config import PROJECT_ROOT, ConfigError, load_params, meta_methods
 
 
 def _overrides(**sections: dict) -> dict:
@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("meta-train", help="meta-train, log to MLflow and register metagan-meta")
     t.add_argument("--preset", choices=["tiny", "small", "figr"])
-    t.add_argument("--method", choices=["reptile", "condgan", "pretrain", "scratch"])
+    t.add_argument("--method", choices=meta_methods())
     t.add_argument("--minutes", type=float)
     t.add_argument("--max-steps", type=int)
     t.add_argument("--seed", type=int)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,16 @@ class ModelConfig(_Section):
     preset: Literal["tiny", "small", "figr"] = "small"
 
 
+def meta_methods() -> list[str]:
+    """The meta-learners registered in :mod:`metagan.meta` (the one list the config and CLI offer)."""
+    from metagan.meta import REGISTRY  # lazy: the learners import this module
+
+    return sorted(REGISTRY)
+
+
 class MetaConfig(_Section):
-    method: Literal["reptile", "condgan", "pretrain", "scratch"] = "condgan"
+    method: str = "condgan"
+    """A meta-learner of :func:`meta_methods`."""
     shots: int = Field(5, ge=1, le=20)
     queries: int = Field(5, ge=1)
     meta_batch: int = Field(8, ge=1)
@@ -78,6 +86,13 @@ class MetaConfig(_Section):
     (the same arithmetic; for GPUs, where one task's loop leaves the device idle)."""
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("method")
+    @classmethod
+    def _registered(cls, method: str) -> str:
+        if method not in meta_methods():
+            raise ValueError(f"unknown meta-learning method {method!r}; choose one of {meta_methods()}")
+        return method
 
 
 class AdaptConfig(_Section):

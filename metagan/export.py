@@ -38,7 +38,9 @@ def export_generator_onnx(generator: SampleGenerator, path: str | Path, opset: i
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     generator = generator.cpu().eval()
-    key = (generator.generator.cfg, generator.task_code is not None, opset)
+    # customers of one design share a graph when their conditions have the same shapes (fusion:
+    # the same number of shots)
+    key = (generator.generator.cfg, tuple((k, tuple(v.shape)) for k, v in generator.condition.items()), opset)
     with _EXPORT_LOCK:
         template = _TEMPLATES.get(key)
         model = _swap_weights(onnx.load_from_string(template), generator) if template else None

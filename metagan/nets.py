@@ -26,6 +26,11 @@ class NetConfig:
     d_width: int = 64
     extra_conv: bool = False
     """An extra 3x3 conv at the 4x4 level of G and D (the FIGR-sized preset uses it for capacity)."""
+    arch: str = "dcgan"
+    """Generator design: ``dcgan`` (noise [+ one task code] -> image) or ``fusion`` (the shots'
+    feature maps fused, :mod:`metagan.fusion_nets`)."""
+    fusion_slots: int = 0
+    """``fusion``: most shots a generator fuses (its input carries one fusion logit per slot)."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -87,6 +92,10 @@ class Generator(nn.Module):
                 layers += [nn.LeakyReLU(0.2), PixelNorm()]
         self.body = nn.Sequential(*layers)
 
+    @property
+    def input_dim(self) -> int:
+        return self.cfg.z_dim
+
     def forward(self, z: torch.Tensor, code: torch.Tensor | None = None) -> torch.Tensor:
         if self.cfg.code_dim:
             if code is None:
@@ -94,6 +103,12 @@ class Generator(nn.Module):
             z = torch.cat([z, code.expand(z.shape[0], -1)], dim=1)
         h = self.fc(z).view(z.shape[0], self.cfg.g_width, 4, 4)
         return self.body(h)
+
+    @torch.no_grad()
+    def scale_noise(self, scale: float) -> None:
+        """Make ``self(z)`` compute what ``self(scale * z)`` did: the noise enters only through the
+        first linear layer, so scaling its noise columns is exact (the truncation trick)."""
+        self.fc.weight[:, : self.cfg.z_dim] *= scale
 
 
 class _ConvTrunk(nn.Sequential):
@@ -157,35 +172,76 @@ class SetEncoder(nn.Module):
         return e * torch.rsqrt(e.pow(2).mean(dim=-1, keepdim=True) + 1e-8)
 
 
+def build_generator(cfg: NetConfig) -> nn.Module:
+    """The generator of ``cfg.arch``."""
+    if cfg.arch == "dcgan":
+        return Generator(cfg)
+    if cfg.arch == "fusion":
+        from metagan.fusion_nets import FusionGenerator
+
+        return FusionGenerator(cfg)
+    raise ValueError(f"unknown generator design {cfg.arch!r}; choose dcgan or fusion")
+
+
+Condition = dict[str, torch.Tensor]
+"""What a customer's generator is conditioned on, by name: ``task_code`` (condgan) or the shots'
+feature maps ``maps0``, ``maps1``, ... (fusion). Saved in the customer checkpoint and folded into
+the ONNX graph as constants."""
+
+
+def condition_of(generator: nn.Module, shots: torch.Tensor | None = None, code: torch.Tensor | None = None) -> Condition:
+    """The condition a customer's generator carries: the fusion maps of ``shots``, or the ``code``."""
+    if getattr(generator.cfg, "arch", "dcgan") == "fusion":
+        with torch.no_grad():
+            return {f"maps{i}": m for i, m in enumerate(generator.encode(shots))}
+    return {"task_code": None if code is None else code.detach().reshape(1, -1)}
+
+
 class SampleGenerator(nn.Module):
-    """What a customer gets: noise -> images, with the customer's task code baked in.
+    """What a customer gets: noise -> images, with the customer's condition baked in as buffers.
 
     The exported ONNX graph has one input (noise) and one output (images) whatever the method.
+    ``condition``: a :data:`Condition`, or (condgan's form) the task code alone.
     """
 
-    def __init__(self, generator: Generator, code: torch.Tensor | None = None):
+    def __init__(self, generator: nn.Module, condition: Condition | torch.Tensor | None = None):
         super().__init__()
         self.generator = generator
-        # not "code": torch.export's GraphModule has a ``code`` attribute of its own
-        self.register_buffer("task_code", code.detach().clone().reshape(1, -1) if code is not None else None)
+        if condition is None or isinstance(condition, torch.Tensor):
+            condition = {"task_code": condition}
+        if generator.cfg.arch == "dcgan":  # its forward takes a code, None when unconditional
+            condition = {"task_code": None} | condition
+        self.condition_names = list(condition)
+        for name, value in condition.items():
+            # buffers: they travel with .to(), state_dict() and the ONNX export. (For dcgan designs
+            # the buffer is "task_code", None when unconditional; not "code": torch.export's
+            # GraphModule has a ``code`` attribute of its own.)
+            if name == "task_code" and value is not None:
+                value = value.reshape(1, -1)
+            self.register_buffer(name, None if value is None else value.detach().clone())
 
     @property
     def z_dim(self) -> int:
-        return self.generator.cfg.z_dim
+        """Width of the noise input (for fusion: noise plus one fusion logit per slot)."""
+        return self.generator.input_dim
+
+    @property
+    def condition(self) -> Condition:
+        """The condition buffers by name (what a customer checkpoint saves)."""
+        return {name: getattr(self, name) for name in self.condition_names if getattr(self, name) is not None}
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.generator.cfg.arch == "fusion":
+            return self.generator(z, [getattr(self, name) for name in self.condition_names]).clamp(-1.0, 1.0)
         return self.generator(z, self.task_code).clamp(-1.0, 1.0)
 
 
 @torch.no_grad()
 def truncate_noise(generator: SampleGenerator, scale: float) -> SampleGenerator:
-    """Make ``generator(z)`` compute what ``generator(scale * z)`` did (the truncation trick).
-
-    The noise enters only through the first linear layer, so scaling the noise columns of its
-    weight is exact: the exported model keeps its one input and needs no extra operation.
-    """
+    """Make ``generator(z)`` compute what ``generator(scale * z)`` did (the truncation trick) on the
+    noise part of ``z``, by changing weights only: the exported model keeps its one input."""
     if scale != 1.0:
-        generator.generator.fc.weight[:, : generator.z_dim] *= scale
+        generator.generator.scale_noise(scale)
     return generator
 
 

@@ -207,12 +207,23 @@ def ensure_negative_bank(learner: MetaLearner, dataset: TaskDataset, class_ids: 
         learner.negative_bank = to_tensor(negative_bank(dataset, class_ids, seed)).to(learner.device)
 
 
+BUDGET_FIELDS = ("minutes", "max_steps", "device", "sample_every")
+"""``meta`` settings that say how long, where and how often to look, not what is trained: a run
+whose checkpoint differs from the current params only in these resumes (raising ``minutes``
+extends a run instead of restarting it)."""
+
+
+def _training_config(raw: dict) -> dict:
+    return {**raw, "meta": {k: v for k, v in raw.get("meta", {}).items() if k not in BUDGET_FIELDS}}
+
+
 def _resumable(path: str | Path, params: Params, data_version: str) -> dict | None:
-    """The checkpoint at ``path`` if it was written by a run of this very config and data."""
+    """The checkpoint at ``path`` if it was written by a run of this very training config and data."""
     if not Path(path).exists():
         return None
     ckpt = load_checkpoint(path, META_FORMAT)
-    same = ckpt["params"] == params.model_dump() and ckpt.get("data_version") == data_version
+    same = _training_config(ckpt["params"]) == _training_config(params.model_dump()) \
+        and ckpt.get("data_version") == data_version
     return ckpt if same else None
 
 

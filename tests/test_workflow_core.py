@@ -183,6 +183,14 @@ def test_a_killed_meta_training_resumes_from_its_last_checkpoint(tiny_params, ti
     assert seen[0] == 3  # trained from step 0, not continued from the other run's step 4
 
 
+def test_raising_the_budget_of_a_finished_run_extends_it_instead_of_restarting(tiny_params, tiny_dataset, tmp_path):
+    path = tmp_path / "long.pt"
+    meta_train(tiny_params.with_overrides(meta={"max_steps": 3}), tiny_dataset, path)
+    longer = tiny_params.with_overrides(meta={"max_steps": 5, "minutes": tiny_params.meta.minutes * 2})
+    result = meta_train(longer, tiny_dataset, path, resume=True)
+    assert result.steps == 5 and load_checkpoint(path, META_FORMAT)["params"]["meta"]["max_steps"] == 5
+
+
 def test_exports_after_the_first_reuse_the_graph_with_each_generators_own_weights(tmp_path):
     from metagan.nets import Generator, SampleGenerator, net_config
 

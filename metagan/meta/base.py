@@ -17,7 +17,7 @@ from torch import nn
 
 from metagan.config import MetaConfig
 from metagan.meta.inner import FinetuneOptions
-from metagan.nets import Discriminator, Generator, NetConfig, SampleGenerator, SetEncoder
+from metagan.nets import Discriminator, Generator, NetConfig, SampleGenerator, SetEncoder, build_generator
 
 REGISTRY: dict[str, type["MetaLearner"]] = {}
 
@@ -39,8 +39,12 @@ class GanNets:
 
     @classmethod
     def build(cls, cfg: NetConfig, seed: int = 0) -> "GanNets":
+        """The generator of ``cfg.arch``, a critic (a pair critic, seeing an image beside a shot, for
+        ``fusion``) and, for conditional learners, the set encoder of the critic's task code."""
         torch.manual_seed(seed)  # the initial weights are part of what a seed reproduces
-        return cls(Generator(cfg), Discriminator(cfg), SetEncoder(cfg) if cfg.code_dim else None)
+        critic_inputs = 2 if cfg.arch == "fusion" else 1
+        critic = Discriminator(NetConfig(**{**cfg.to_dict(), "channels": cfg.channels * critic_inputs}))
+        return cls(build_generator(cfg), critic, SetEncoder(cfg) if cfg.code_dim else None)
 
     def modules(self) -> dict[str, nn.Module]:
         out = {"generator": self.generator, "critic": self.critic}
@@ -60,6 +64,9 @@ class MetaLearner(ABC):
     """False for learners with nothing to meta-train (``scratch``)."""
     code_dim: int = 0
     """Task-code size the networks must be built with (non-zero for conditional learners)."""
+    arch: str = "dcgan"
+    """Generator design the networks must be built with (``NetConfig.arch``)."""
+    fusion_slots: int = 0
     min_tasks_per_rank: int = 1
     """Fewest tasks of a meta-batch one process may hold in a multi-process run."""
 
@@ -108,7 +115,8 @@ def build_learner(method: str, net_cfg: NetConfig, cfg: MetaConfig, device: str 
     if method not in REGISTRY:
         raise ValueError(f"unknown meta-learning method {method!r}; choose one of {sorted(REGISTRY)}")
     cls = REGISTRY[method]
-    if net_cfg.code_dim != cls.code_dim:
-        net_cfg = NetConfig(**{**net_cfg.to_dict(), "code_dim": cls.code_dim})
+    needs = {"code_dim": cls.code_dim, "arch": cls.arch, "fusion_slots": cls.fusion_slots}
+    if any(getattr(net_cfg, k) != v for k, v in needs.items()):
+        net_cfg = NetConfig(**{**net_cfg.to_dict(), **needs})
     nets = GanNets.build(net_cfg, seed=cfg.seed).to(device)
     return cls(nets, cfg)

@@ -1,0 +1,159 @@
+"""``fusion``: a generator that builds new drawings from the shots' spatial features
+(:mod:`metagan.fusion_nets`), trained episodically, judged by a pair critic.
+
+The critic sees each image *beside the support shot most like it* (DAGAN's critic, Antoniou et
+al. 2017) and the support set's code (condgan's projection). A real pair is a held-out drawing of
+the class beside a shot: two people's drawings of one character. So the critic judges at once
+whether an image is realistic, whether it is of the shots' class (a real drawing beside another
+task's shot, under that task's code, counts as fake: the matching-aware term), and whether it
+differs from its nearest shot as much as people's drawings do. The last is what keeps a generator
+that can read the shots' strokes from copying them: a shot beside itself is never a real pair, and
+the critic is shown such copies as fakes.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch.nn import functional as F
+
+from metagan.config import MetaConfig
+from metagan.fusion_nets import nearest_shot, pair
+from metagan.losses import d_logistic_loss, g_nonsaturating_loss, mode_seeking_loss, r1_penalty, random_shift
+from metagan.meta.base import GanNets, MetaLearner, register
+from metagan.meta.inner import FinetuneOptions, StepHook
+from metagan.nets import SampleGenerator, condition_of
+
+R1_GAMMA = 1.0
+MODE_SEEKING_WEIGHT = 1.0
+COPY_WEIGHT = 0.5
+"""Weight of the critic's term that scores a shot beside itself (shifted by up to 1 px) as fake."""
+MAX_SHOTS = 20
+
+
+@register("fusion")
+class FusionGan(MetaLearner):
+    code_dim = 64
+    arch = "fusion"
+    fusion_slots = MAX_SHOTS
+    min_tasks_per_rank = 2  # the matching-aware term pairs each task with another of the same batch
+
+    def __init__(self, nets: GanNets, cfg: MetaConfig):
+        super().__init__(nets, cfg)
+        if nets.encoder is None:
+            raise ValueError("fusion needs networks built with a set encoder (code_dim > 0)")
+        self.g_opt = torch.optim.Adam(nets.generator.parameters(), lr=cfg.outer_lr, betas=(0.0, 0.9))
+        critic_params = list(nets.critic.parameters()) + list(nets.encoder.parameters())
+        self.d_opt = torch.optim.Adam(critic_params, lr=cfg.outer_lr, betas=(0.0, 0.9))
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator": self.g_opt, "critic": self.d_opt}
+
+    def meta_step(self, episode: torch.Tensor, rng: torch.Generator) -> dict[str, float]:
+        G, D, E = self.nets.generator, self.nets.critic, self.nets.encoder
+        tasks, shots = episode.shape[0], self.cfg.shots
+        # a random support size each step, so one model serves customers with 1 to 20 shots
+        k = int(torch.randint(1, shots + 1, (1,), generator=rng))
+        support, queries = episode[:, :k], episode[:, shots:]
+        q = queries.shape[1]
+        real = queries.flatten(0, 1)
+        task_codes = E(support)  # (tasks, code_dim)
+        code = task_codes.repeat_interleave(q, 0)
+
+        with torch.no_grad():
+            fake = G(self._noise(len(real), rng), G.encode(support))
+        real_partner = nearest_shot(queries, support)
+        d_real = D(pair(real, real_partner), code)
+        d_fake = D(pair(fake, nearest_shot(fake.view_as(queries), support)), code)
+        if tasks > 1:  # matching-aware: a real drawing beside another task's shot, under that task's code
+            other = support.roll(1, 0)
+            d_mismatch = D(pair(real, nearest_shot(queries, other)), code.roll(q, 0))
+        else:
+            d_mismatch = d_fake
+        # a shot beside itself (shifted up to 1 px) is a copy, never a real pair
+        d_copy = D(pair(random_shift(support[:, 0], 1, rng), support[:, 0]), task_codes)
+        gp = r1_penalty(lambda x: D(pair(x, real_partner), code.detach()), real)
+        d_loss = (d_logistic_loss(d_real, d_fake) + d_logistic_loss(d_real, d_mismatch)) / 2 \
+            + COPY_WEIGHT * F.softplus(d_copy).mean() + 0.5 * R1_GAMMA * gp
+        self.d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_opt.step()
+
+        code = code.detach()
+        z = self._noise(len(real), rng)
+        fake = G(z, G.encode(support))
+        partner = nearest_shot(fake.detach().view_as(queries), support)
+        g_loss = g_nonsaturating_loss(D(pair(fake, partner), code)) + MODE_SEEKING_WEIGHT * mode_seeking_loss(fake, z, q)
+        self.g_opt.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.g_opt.step()
+        return {"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach()), "r1": float(gp.detach()),
+                "d_gap_mismatch": float((d_real.mean() - d_mismatch.mean()).detach()),
+                "d_gap_copy": float((d_real.mean() - d_copy.mean()).detach())}
+
+    def _noise(self, n: int, rng: torch.Generator) -> torch.Tensor:
+        return torch.randn(n, self.nets.generator.input_dim, generator=rng, device=self.device)
+
+    @torch.no_grad()
+    def sample(self, shots: torch.Tensor, n: int, rng: torch.Generator) -> torch.Tensor:
+        G = self.nets.generator
+        return G(self._noise(n, rng), G.encode(shots)).clamp(-1.0, 1.0)
+
+    def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator,
+              options: FinetuneOptions = FinetuneOptions(), on_step: StepHook | None = None) -> SampleGenerator:
+        """Fine-tune a copy of the generator (encoder included) and critic on the shots, with each shot
+        beside its nearest *other* shot as a real pair; one shot has no such pair and is not
+        fine-tuned. The customer's condition is the shots' maps under the fine-tuned encoder."""
+        if len(shots) > self.fusion_slots:
+            raise ValueError(f"{len(shots)} shots given; the fusion generator takes at most {self.fusion_slots}")
+        G, D = copy.deepcopy(self.nets.generator), copy.deepcopy(self.nets.critic)
+        with torch.no_grad():
+            code = self.nets.encoder(shots)  # (1, code_dim)
+        support = shots.unsqueeze(0)
+
+        def generate(z: torch.Tensor) -> torch.Tensor:
+            return G(z, G.encode(support))
+
+        if on_step is not None:
+            on_step(0, generate)
+        if steps == 0 or len(shots) < 2:
+            return SampleGenerator(G, condition_of(G, shots))
+        g_opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.0, 0.9))
+        d_opt = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.0, 0.9))
+        n = max(len(shots), options.fake_batch)
+        n += n % 2  # the mode-seeking term pairs the generated images
+        partner_real = nearest_shot(support, support, exclude_self=True)[0]
+
+        def aug(x: torch.Tensor) -> torch.Tensor:
+            return random_shift(x, options.augment_shift, rng)
+
+        def partner(x: torch.Tensor) -> torch.Tensor:
+            return nearest_shot(x.detach().unsqueeze(0), support)[0]
+
+        for step in range(1, steps + 1):
+            with torch.no_grad():
+                fake = generate(torch.randn(n, G.input_dim, generator=rng, device=shots.device))
+            seen = aug(shots)
+            d_real = D(pair(seen, partner_real), code)
+            d_loss = d_logistic_loss(d_real, D(pair(aug(fake), partner(fake)), code))
+            if options.negatives and self.negative_bank is not None:
+                pick = torch.randint(len(self.negative_bank), (options.negatives,), generator=rng, device=shots.device)
+                others = self.negative_bank[pick]
+                d_loss = (d_loss + d_logistic_loss(d_real, D(pair(aug(others), partner(others)), code))) / 2
+            d_loss = d_loss + 0.5 * R1_GAMMA * r1_penalty(lambda x: D(pair(x, partner_real), code), seen)
+            d_opt.zero_grad(set_to_none=True)
+            d_loss.backward()
+            d_opt.step()
+
+            z = torch.randn(n, G.input_dim, generator=rng, device=shots.device)
+            fake = generate(z)
+            g_loss = g_nonsaturating_loss(D(pair(aug(fake), partner(fake)), code))
+            if options.mode_seeking:
+                g_loss = g_loss + options.mode_seeking * mode_seeking_loss(fake, z, n)
+            g_opt.zero_grad(set_to_none=True)
+            g_loss.backward()
+            g_opt.step()
+            if on_step is not None:
+                on_step(step, generate)
+        return SampleGenerator(G, condition_of(G, shots))

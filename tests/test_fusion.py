@@ -1,0 +1,105 @@
+"""The fusion generator: its output is built from the shots' spatial features, served as one ONNX input."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from metagan.adapt import load_customer_generator, save_customer_generator
+from metagan.config import MetaConfig
+from metagan.export import check_parity, export_generator_onnx, onnx_session
+from metagan.fusion_nets import FUSION_TEMPERATURE, nearest_shot
+from metagan.meta import build_learner
+from metagan.nets import SampleGenerator, condition_of, net_config, truncate_noise
+
+CFG = MetaConfig(method="fusion", meta_batch=2, shots=3, queries=2)
+
+
+def learner(seed=0):
+    torch.manual_seed(seed)
+    return build_learner("fusion", net_config("tiny", image_size=32), CFG)
+
+
+def shots(k, seed=0):
+    return torch.rand(k, 1, 32, 32, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def favouring(slot: int, k: int, n: int = 4, z_dim: int = 16) -> torch.Tensor:
+    """Noise whose fusion logits put (almost) all weight on shot ``slot``."""
+    z = torch.randn(n, z_dim + 20, generator=torch.Generator().manual_seed(1))
+    z[:, z_dim:] = -20.0 / FUSION_TEMPERATURE
+    z[:, z_dim + slot] = 20.0 / FUSION_TEMPERATURE
+    return z
+
+
+def test_a_sample_follows_the_shot_its_fusion_weights_favour():
+    G = learner().nets.generator
+    s = shots(3)
+    replaced = s.clone()
+    replaced[2] = shots(1, seed=9)[0]
+    with torch.no_grad():
+        z = favouring(0, 3)
+        base = G(z, G.encode(s))
+        other_changed = (G(z, G.encode(replaced)) - base).abs().mean()
+        z2 = favouring(2, 3)
+        own_changed = (G(z2, G.encode(replaced)) - G(z2, G.encode(s))).abs().mean()
+    # replacing shot 2 changes the samples led by shot 2, and barely those led by shot 0
+    assert own_changed > 20 * other_changed
+
+
+@pytest.mark.parametrize("k", [1, 20])
+def test_adapted_fusion_generator_exports_to_one_input_onnx_with_parity(tmp_path, k):
+    L = learner()
+    gen = L.adapt(shots(k), steps=2 if k > 1 else 0, lr=1e-3, rng=torch.Generator().manual_seed(0))
+    path = export_generator_onnx(gen, tmp_path / "g.onnx")
+    session = onnx_session(path)
+    assert [i.name for i in session.get_inputs()] == ["z"]
+    assert session.get_inputs()[0].shape[1] == gen.z_dim == 16 + 20
+    assert check_parity(gen, path) < 1e-4
+
+
+def test_more_shots_than_fusion_slots_is_a_clear_error():
+    with pytest.raises(ValueError, match="at most 20"):
+        learner().adapt(shots(21), steps=0, lr=1e-3, rng=torch.Generator())
+
+
+def test_truncation_scales_only_the_noise_exactly():
+    gen = SampleGenerator(copy.deepcopy(learner().nets.generator), condition_of(learner().nets.generator, shots(3)))
+    z = torch.randn(5, gen.z_dim, generator=torch.Generator().manual_seed(0))
+    scaled = z.clone()
+    scaled[:, :16] *= 0.7
+    with torch.no_grad():
+        expected = gen(scaled)
+        got = truncate_noise(gen, 0.7)(z)
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_customer_checkpoint_round_trip_keeps_the_fusion_maps(tmp_path):
+    L = learner()
+    gen = L.adapt(shots(4), steps=1, lr=1e-3, rng=torch.Generator().manual_seed(0)).eval()
+    save_customer_generator(gen, tmp_path / "g.pt", {"customer_id": "c"})
+    back = load_customer_generator(tmp_path / "g.pt")
+    z = torch.randn(3, gen.z_dim)
+    with torch.no_grad():
+        assert torch.equal(back(z), gen(z))
+    assert sorted(back.condition) == ["maps0", "maps1", "maps2"]
+
+
+def test_nearest_shot_finds_the_matching_shot_and_excludes_itself_when_asked():
+    s = shots(3).unsqueeze(0)
+    noisy = s + 0.01 * torch.randn_like(s)
+    assert torch.equal(nearest_shot(noisy, s), s)
+    others = nearest_shot(s, s, exclude_self=True)
+    for i in range(3):
+        assert not torch.equal(others[0, i], s[0, i])
+
+
+def test_fusion_meta_step_trains_the_generator_and_the_pair_critic():
+    L = learner()
+    before = copy.deepcopy(L.state_dict())
+    episode = torch.rand(2, 5, 1, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    stats = L.meta_step(episode, torch.Generator().manual_seed(0))
+    assert np.isfinite(list(stats.values())).all() and "d_gap_copy" in stats
+    for net in ("generator", "critic", "encoder"):
+        assert any(not torch.equal(before[net][k], v) for k, v in L.state_dict()[net].items())
