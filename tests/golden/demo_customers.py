@@ -1,0 +1,99 @@
+"""Golden outputs of the demo customers: what a refactor must leave bit for bit unchanged.
+
+Each customer of ``examples/customers/`` is ingested as ``metagan ingest`` does, adapted from the
+shipped meta-model ``metagan/pretrained/condgan-small.pt`` with seed 0 and the project's
+params.yaml, exported to ONNX, parity-checked and scored as ``metagan adapt`` does. Recorded per
+customer: the sha256 of the ONNX model's output for fixed noise (onnxruntime, one thread), of the
+generator's weights and of the contact sheet, and the metrics as float64.
+
+``python -m tests.golden.demo_customers`` rewrites ``demo_customers.npz``; do that only for a change
+that is *meant* to change the models (a new generator), measured and recorded as such.
+``tests/golden/test_golden.py`` recomputes the values and compares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metagan.config import PROJECT_ROOT, load_params
+
+SHIPPED_META = PROJECT_ROOT / "metagan" / "pretrained" / "condgan-small.pt"
+CUSTOMERS = PROJECT_ROOT / "examples" / "customers"
+GOLDEN = Path(__file__).with_name("demo_customers.npz")
+NOISE = 16  # images from noise(NOISE, z_dim, seed 0)
+
+
+def _sha(a) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+def _state_sha(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def demo_customer_outputs(work: Path) -> dict[str, dict]:
+    """customer id -> {"onnx_output": sha, "weights": sha, "contact_sheet": sha, metrics...}."""
+    from metagan.adapt import MetaModel, adapt_customer, load_customer_generator
+    from metagan.customers import ingest_customer, load_ingested
+    from metagan.evaluator import load_evaluator
+    from metagan.export import noise, onnx_session
+    from metagan.shot_metrics import evaluator_shot_metrics, shot_metrics
+    from metagan.contact_sheet import contact_sheet
+    from metagan.export import sample_onnx
+
+    torch.set_num_threads(1)
+    params = load_params().with_overrides(meta={"init_checkpoint": str(SHIPPED_META), "minutes": 0.0})
+    meta = MetaModel.load(SHIPPED_META)
+    ev_path = params.resolve(params.paths.evaluator)
+    evaluator = load_evaluator(ev_path, with_reference=True)
+    out: dict[str, dict] = {}
+    for folder in sorted(p for p in CUSTOMERS.iterdir() if p.is_dir()):
+        a = params.adapt
+        assert ingest_customer(folder, work / "data", params.data.image_size, params.data.channels, a.min_shots,
+                               a.max_shots, a.max_image_pixels).ok
+        uploads = load_ingested(work / "data", folder.name)
+        result = adapt_customer(meta, uploads, work / "models", params, seed=0)
+        generator = load_customer_generator(work / "models" / folder.name / "generator.pt")
+        metrics = shot_metrics(generator, uploads.images)
+        metrics |= evaluator_shot_metrics(generator, uploads.images, *evaluator)
+        metrics |= {"parity_max_abs_diff": result.parity_max_abs_diff}
+        session = onnx_session(result.onnx_path, threads=1)
+        (images,) = session.run(None, {"z": noise(NOISE, session.get_inputs()[0].shape[1], 0)})
+        sheet = contact_sheet(uploads.images, sample_onnx(result.onnx_path, 32), work / f"{folder.name}.png")
+        out[folder.name] = {"onnx_output": _sha(images), "weights": _state_sha(generator),
+                            "contact_sheet": hashlib.sha256(sheet.read_bytes()).hexdigest(),
+                            **{k: float(v) for k, v in metrics.items()}}
+    return out
+
+
+def save(values: dict[str, dict], path: Path = GOLDEN) -> None:
+    flat = {f"{cid}/{k}": np.array(v) for cid, d in values.items() for k, v in d.items()}
+    np.savez(path, **flat)
+
+
+def load(path: Path = GOLDEN) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    with np.load(path, allow_pickle=False) as npz:
+        for key in npz.files:
+            cid, name = key.split("/", 1)
+            v = npz[key]
+            out.setdefault(cid, {})[name] = str(v) if v.dtype.kind == "U" else float(v)
+    return out
+
+
+if __name__ == "__main__":
+    with tempfile.TemporaryDirectory() as tmp:
+        values = demo_customer_outputs(Path(tmp))
+    for cid, d in values.items():
+        print(cid, d)
+    save(values, Path(sys.argv[1]) if len(sys.argv) > 1 else GOLDEN)
