@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from prefect import flow, task
 
 from flows.common import load
 from metagan import tracking
 from metagan.config import Params
+from metagan.files import sha256_file
 
 
-@task(retries=2, retry_delay_seconds=[2, 8])
+@task
 def register_evaluator_file(params: Params) -> dict:
     path = params.resolve(params.paths.evaluator)
     if not path.exists():
         return {"registered": False, "reason": f"no evaluator at {path} (python bench/build_pretrained.py makes one)"}
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    sha = sha256_file(path)
     existing = tracking.find_version(tracking.EVALUATOR_MODEL, {"sha256": sha})
     if existing is not None:
         return {"registered": True, "version": str(existing.version), "reused": True}

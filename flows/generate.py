@@ -17,9 +17,9 @@ def output_uri(params) -> str:
     return g if g.startswith("s3://") else str(params.resolve(g))
 
 
-@task(retries=3, retry_delay_seconds=[1, 4, 10])
+@task
 def load_production_model(customer_id: str) -> tuple[bytes, dict]:
-    """The customer's production ONNX model from the registry (retried: it is network I/O)."""
+    """The customer's production ONNX model from the registry (MLflow calls retry in metagan.tracking)."""
     name = tracking.customer_model_name(validate_customer_id(customer_id))
     mv = tracking.get_alias(name, PRODUCTION)
     if mv is None:
@@ -28,7 +28,7 @@ def load_production_model(customer_id: str) -> tuple[bytes, dict]:
     return tracking.load_onnx_bytes(uri), {"name": name, "version": mv.version, "uri": uri}
 
 
-@task(retries=2, retry_delay_seconds=[2, 8])
+@task
 def write_batch(onnx_bytes: bytes, model: dict, count: int, out_uri: str, seed: int) -> dict:
     return run_batch_job(onnx_bytes, count, out_uri, seed, model)
 

@@ -29,7 +29,7 @@ def ingest_one(folder: Path, params: Params) -> IngestResult:
                            params.data.channels, a.min_shots, a.max_shots, a.max_image_pixels)
 
 
-@task(retries=3, retry_delay_seconds=[1, 4, 10], tags=["dvc"])
+@task(tags=["dvc"])
 def version_data(params: Params) -> str:
     """``dvc add`` the data root and push it to the remote; returns the data version."""
     root = dvc_root(params)

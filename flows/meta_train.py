@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -11,6 +10,7 @@ from flows.common import data_target, dvc_root, load, params_hash
 from metagan import tracking, versioning
 from metagan.config import Params
 from metagan.data import load_packed
+from metagan.files import sha256_file, write_json, write_text
 from metagan.grid import make_grid
 from metagan.train import meta_train as run_meta_training
 
@@ -18,7 +18,7 @@ CURRENT = "current"  # ("latest" is reserved by MLflow)
 
 
 # Tags "dvc" and "gpu" carry the Prefect tag concurrency limits of the scale-out profile.
-@task(retries=2, retry_delay_seconds=[2, 8], tags=["dvc"])
+@task(tags=["dvc"])
 def checkout_data(params: Params, data_version: str | None) -> str:
     """Materialise ``data_version`` (default: the one recorded in data.dvc) in the workspace."""
     root, target = dvc_root(params), data_target(params)
@@ -46,7 +46,7 @@ def train_or_reuse(params: Params, data_version: str) -> dict:
     ckpt = params.resolve(params.paths.meta_checkpoint)
     existing = tracking.find_version(tracking.META_MODEL, tags)
     if existing is not None:
-        if not ckpt.exists() or existing.tags.get("checkpoint_sha256") != _sha256(ckpt):
+        if not ckpt.exists() or existing.tags.get("checkpoint_sha256") != sha256_file(ckpt):
             tracking.download_artifact_file(tracking.META_MODEL, existing.version, ckpt.name, ckpt.parent)
         logger.info("reusing %s version %s (same data and params)", tracking.META_MODEL, existing.version)
         tracking.set_alias(tracking.META_MODEL, CURRENT, existing.version)
@@ -72,7 +72,7 @@ def train_or_reuse(params: Params, data_version: str) -> dict:
         tracking.log_file(ckpt, "checkpoint")
         version = tracking.register_artifact(
             tracking.META_MODEL, run, "checkpoint",
-            run_tags | {"checkpoint_sha256": _sha256(ckpt), "method": params.meta.method},
+            run_tags | {"checkpoint_sha256": sha256_file(ckpt), "method": params.meta.method},
         )
     tracking.set_alias(tracking.META_MODEL, CURRENT, version.version)
     logger.info("registered %s version %s after %d steps", tracking.META_MODEL, version.version, result.steps)
@@ -81,7 +81,7 @@ def train_or_reuse(params: Params, data_version: str) -> dict:
 
 def write_dvc_metrics(folder: Path, metrics: dict, history: list[tuple[str, float, int]]) -> None:
     """``metrics.json`` and ``history.csv`` for ``dvc metrics show`` and ``dvc plots show``."""
-    (folder / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    write_json(folder / "metrics.json", metrics)
     names = sorted({n for n, _, _ in history})
     rows: dict[int, dict[str, float]] = {}
     for n, v, step in history:
@@ -89,13 +89,7 @@ def write_dvc_metrics(folder: Path, metrics: dict, history: list[tuple[str, floa
     lines = [",".join(["step", *names])]
     lines += [",".join([str(step), *(f"{rows[step].get(n, ''):.6g}" if n in rows[step] else "" for n in names)])
               for step in sorted(rows)]
-    (folder / "history.csv").write_text("\n".join(lines) + "\n")
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    write_text(folder / "history.csv", "\n".join(lines) + "\n")
 
 
 @flow(name="meta-train", log_prints=True)

@@ -6,11 +6,11 @@ Written atomically (temp file + rename) so a crash never leaves a torn file, and
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from metagan.files import atomic_file
 
 META_FORMAT = "metagan/meta-checkpoint/1"
 CUSTOMER_FORMAT = "metagan/customer-generator/2"
@@ -23,20 +23,10 @@ class CheckpointError(ValueError):
 
 
 def save_atomic(obj: dict, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp files are private; checkpoints are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """``torch.save`` through :func:`metagan.files.atomic_file`: the old file or the new, never a torn one."""
+    with atomic_file(path) as f:
+        torch.save(obj, f)
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path, expected_format: str | tuple[str, ...], map_location: str = "cpu") -> dict:

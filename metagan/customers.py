@@ -7,13 +7,12 @@ lists the rejected files with reasons. The folder is versioned with DVC together
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from metagan.data.shards import save_npz
+from metagan.files import save_npz, write_json
 from metagan.uploads import CustomerUploads, UploadError, load_customer_uploads, validate_customer_id
 
 
@@ -41,7 +40,7 @@ def ingest_customer(folder: str | Path, dest_root: str | Path, size: int, channe
     save_npz(dest / "shots.npz", images=up.images, files=np.array(up.files))
     report = {"customer_id": up.customer_id, "files": up.files, "rejected": up.rejected,
               "content_hash": up.content_hash}
-    (dest / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    write_json(dest / "report.json", report)
     return IngestResult(up.customer_id, True, len(up.images), up.rejected, content_hash=up.content_hash)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from metagan.files import write_bytes
 from metagan.nets import SampleGenerator
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,7 @@ def export_generator_onnx(generator: SampleGenerator, path: str | Path, opset: i
         if model is None:
             model = _dynamo_export(generator, opset)
             _TEMPLATES[key] = model.SerializeToString()
-    tmp = path.with_suffix(".onnx.tmp")
-    onnx.save(model, str(tmp))  # weights embedded: one self-contained file
-    tmp.replace(path)
-    return path
+    return write_bytes(path, model.SerializeToString())  # weights embedded: one self-contained file
 
 
 def _dynamo_export(generator: SampleGenerator, opset: int):

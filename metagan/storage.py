@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from metagan.files import write_bytes
 from metagan.retry import RetryPolicy, ServiceUnavailable
 
 
@@ -50,12 +51,7 @@ class OutputLocation:
                 raise ServiceUnavailable(f"S3 unavailable: writing s3://{self.bucket}/{key} failed after "
                                          f"{self.policy.attempts} attempt(s): {e}") from e
             return f"s3://{self.bucket}/{key}"
-        path = self.root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-        return str(path)
+        return str(write_bytes(self.root / relative, data))
 
 
 def _is_retryable(e) -> bool:

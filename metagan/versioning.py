@@ -20,12 +20,13 @@ import contextlib
 import logging
 import os
 import re
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
+
+from metagan.retry import RetryPolicy, call_with_retries
 
 if TYPE_CHECKING:
     from dvc.repo import Repo
@@ -84,18 +85,11 @@ def _is_transient(err: DvcError) -> bool:
     return isinstance(err.__cause__, (FileTransferError, LockError, ConnectionError, TimeoutError))
 
 
-def _with_retries(action: Callable[[], _T], retries: int, backoff_s: float) -> _T:
-    """Run `action`, retrying transient DvcErrors up to `retries` times with doubling delays."""
-    if retries < 0:
-        raise ValueError(f"retries must be >= 0, got {retries}")
-    for attempt in range(retries + 1):
-        try:
-            return action()
-        except DvcError as err:
-            if attempt == retries or not _is_transient(err):
-                raise
-            time.sleep(backoff_s * 2**attempt)
-    raise AssertionError("unreachable")
+def _with_retries(action: Callable[[], _T], what: str, policy: RetryPolicy | None) -> _T:
+    """``action`` under the library's retry policy (``METAGAN_DVC_*``, :mod:`metagan.retry`):
+    transient DvcErrors are retried with backoff; when the budget is spent, ServiceUnavailable."""
+    return call_with_retries(action, what, policy or RetryPolicy.from_env("dvc"),
+                             lambda e: isinstance(e, DvcError) and _is_transient(e), service="DVC remote")
 
 
 def _paths(root: Path, target: str) -> tuple[Path, Path, Path]:
@@ -211,20 +205,19 @@ def track(root: Path, target: str = "data") -> str:
     return version
 
 
-def push(root: Path, target: str = "data", retries: int = 3, backoff_s: float = 1.0) -> None:
-    """Upload the tracked version of `target` to the default remote, retrying transient failures."""
+def push(root: Path, target: str = "data", policy: RetryPolicy | None = None) -> None:
+    """Upload the tracked version of `target` to the default remote, retrying transient failures
+    (`policy`, default ``RetryPolicy.from_env("dvc")``)."""
     root, _, dvcfile = _paths(root, target)
 
     def attempt() -> None:
         with _dvc(root, f"dvc push {dvcfile.name}") as repo:
             repo.push(targets=[str(dvcfile)])
 
-    _with_retries(attempt, retries, backoff_s)
+    _with_retries(attempt, f"dvc push {dvcfile.name}", policy)
 
 
-def pull(
-    root: Path, target: str = "data", force: bool = False, retries: int = 3, backoff_s: float = 1.0
-) -> None:
+def pull(root: Path, target: str = "data", force: bool = False, policy: RetryPolicy | None = None) -> None:
     """Download (if needed) and materialise the version recorded in `<target>.dvc`.
 
     Without `force`, edits in the workspace that were never tracked stop it with a DvcError.
@@ -235,7 +228,7 @@ def pull(
         with _dvc(root, f"dvc pull {dvcfile.name}") as repo:
             repo.pull(targets=[str(dvcfile)], force=force)
 
-    _with_retries(attempt, retries, backoff_s)
+    _with_retries(attempt, f"dvc pull {dvcfile.name}", policy)
 
 
 def checkout(root: Path, target: str = "data", force: bool = False) -> None:
@@ -294,7 +287,7 @@ def checkout_version(root: Path, version: str, target: str = "data", force: bool
         try:
             checkout(root, target, force=True)
         except DvcError:
-            pull(root, target, force=True, retries=1)
+            pull(root, target, force=True)
         with _dvc(root, f"dvc add {target}") as repo:
             repo.add(str(path))  # restores size/nfiles in the .dvc file; the md5 stays
     except BaseException:

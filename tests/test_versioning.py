@@ -8,7 +8,8 @@ import pytest
 
 pytest.importorskip("dvc")
 
-from metagan import versioning  # noqa: E402
+from metagan import retry, versioning  # noqa: E402
+from metagan.retry import RetryPolicy, ServiceUnavailable  # noqa: E402
 from metagan.versioning import (  # noqa: E402
     DvcError,
     checkout,
@@ -167,7 +168,7 @@ def test_push_retries_transient_failures_only(repo, monkeypatch):
 
     track(repo)
     sleeps: list[float] = []
-    monkeypatch.setattr(versioning.time, "sleep", sleeps.append)
+    monkeypatch.setattr(retry.time, "sleep", sleeps.append)
     real_push, calls = Repo.push, []
 
     def flaky_push(self, *args, **kwargs):
@@ -177,12 +178,13 @@ def test_push_retries_transient_failures_only(repo, monkeypatch):
         return real_push(self, *args, **kwargs)
 
     monkeypatch.setattr(Repo, "push", flaky_push)
-    push(repo, retries=2, backoff_s=0.5)
+    push(repo, policy=RetryPolicy(attempts=3, backoff_s=0.5))
     assert sleeps == [0.5, 1.0] and len(calls) == 3 and status_clean(repo, cloud=True)
 
     calls.clear(), sleeps.clear()
-    with pytest.raises(DvcError, match="`dvc push data.dvc` failed.*3 files failed to upload"):
-        push(repo, retries=1, backoff_s=0.5)  # still failing after the last retry
+    with pytest.raises(ServiceUnavailable, match=r"DVC remote unavailable: dvc push data.dvc failed 2 time\(s\)"
+                                                 r".*3 files failed to upload"):
+        push(repo, policy=RetryPolicy(attempts=2, backoff_s=0.5))  # still failing after the last attempt
     assert sleeps == [0.5]
 
     sleeps.clear()
@@ -192,10 +194,10 @@ def test_push_retries_transient_failures_only(repo, monkeypatch):
     (repo / "data/tasks/manifest.json").write_text('{"shards": 3}')
     track(repo)
     with pytest.raises(DvcError, match="`dvc push data.dvc` failed.*NotADirectoryError"):
-        push(repo, retries=2)
+        push(repo, policy=RetryPolicy(attempts=3))
     (repo / ".dvc/config").write_text("[core]\n    analytics = false\n")  # no default remote
     with pytest.raises(DvcError, match="`dvc push data.dvc` failed.*no remote specified"):
-        push(repo, retries=2)
+        push(repo, policy=RetryPolicy(attempts=3))
     assert sleeps == []  # permanent errors are not retried
 
 

@@ -13,7 +13,6 @@ the directory is built aside and swapped in, so a crash never leaves a torn mani
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -27,6 +26,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from metagan.files import save_npz, sha256_file
+
 if TYPE_CHECKING:
     from .sources import ClassImages
 
@@ -35,8 +36,6 @@ log = logging.getLogger(__name__)
 FORMAT = "metagan-shards/1"
 MANIFEST = "manifest.json"
 SHARD_PATTERN = "shard-{:05d}.npz"
-# A fixed zip timestamp (the zip epoch) instead of "now", for reproducible bytes.
-_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 class ShardError(ValueError):
@@ -188,37 +187,6 @@ def _swap_in(new: Path, dest: Path) -> None:
     os.replace(dest, old / dest.name)
     os.replace(new, dest)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
-    """np.savez_compressed, but byte-for-byte reproducible and written atomically.
-
-    numpy stamps each zip entry with the current time, so the same arrays give different bytes
-    (and different DVC hashes) on every run; here every entry gets the zip epoch instead.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
-            for key, value in arrays.items():
-                info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
-                info.compress_type = zipfile.ZIP_DEFLATED
-                info.external_attr = 0o644 << 16
-                with zf.open(info, "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
-        os.chmod(tmp, 0o644)  # mkstemp files are private; these are ordinary data files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import tempfile
 import urllib.parse
 import urllib.request
@@ -24,7 +23,7 @@ from typing import Literal, Union
 import numpy as np
 
 from .images import DEFAULT_MAX_PIXELS, ImageError, load_image, load_image_bytes, preprocess_array
-from .shards import save_npz, sha256_file
+from metagan.files import move_into_place, save_npz, sha256_file, write_text
 
 log = logging.getLogger(__name__)
 
@@ -244,16 +243,8 @@ def write_omniglot_subset(
 
     dest_npz.parent.mkdir(parents=True, exist_ok=True)
     save_npz(dest_npz, images=sub, labels=new_labels)
-    _atomic_write_text(dest_npz.with_name("alphabets.json"), json.dumps(new_ranges, indent=1) + "\n")
+    write_text(dest_npz.with_name("alphabets.json"), json.dumps(new_ranges, indent=1) + "\n")
     return dest_npz
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp files are private; this is an ordinary data file
-    os.replace(tmp, path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -405,11 +396,10 @@ def download_omniglot(
         log.info("%s already present, not downloading", dest)
         return dest
 
-    fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=f".{name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
+    with tempfile.TemporaryDirectory(dir=dest_dir, prefix=f".{name}.") as part:
+        tmp = Path(part) / name
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
             while chunk := resp.read(chunk_bytes):
                 digest.update(chunk)
                 out.write(chunk)
@@ -418,9 +408,7 @@ def download_omniglot(
             raise ValueError(f"checksum mismatch for {url}: expected sha256 {sha256.lower()}, got {got}")
         if not zipfile.is_zipfile(tmp):
             raise ValueError(f"{url} did not return a zip file (an error page or a moved file?)")
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+        move_into_place(tmp, dest)  # complete and verified, or not there at all
     log.info("downloaded %s -> %s", url, dest)
     return dest
 
