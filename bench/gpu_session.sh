@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# The prepared device check for the performance issue: one call of about 9 minutes on one GPU.
+# The prepared device check: one call of about 9 minutes on one GPU.
 #
 # Prepare once, on the development machine (the device machine has PyTorch but not pydantic, and
 # reaches no network; ../shared does not travel):
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux2014_x86_64 -d .whl pydantic==2.14.4 pydantic_core==2.50.5 \
-#       annotated-types==0.8.0 typing-inspection==0.4.5
+#       annotated-types==0.8.0 typing-inspection==0.4.5 typing_extensions==4.16.0
 #   mkdir -p .omniglot && cp ../shared/data/omniglot/{images_background.npz,alphabets.json} .omniglot/
-#   (.whl/ and .omniglot/ are listed in .git/info/exclude; artifacts/bench2/evaluator.pt is the
-#   benchmark evaluator, trained without the held-out alphabets)
+#   (.whl/ and .omniglot/ are listed in .git/info/exclude)
 # Then, with the device tool:
-#   run(command="bash bench/gpu_session.sh", timeout_s=590,
-#       carry=[".whl", ".omniglot", "artifacts/bench2/evaluator.pt"])
+#   run(command="bash bench/gpu_session.sh", timeout_s=590, carry=[".whl", ".omniglot"])
 # On a CPU, `SMOKE=1 PY=.venv/bin/python bash bench/gpu_session.sh` runs every step at toy sizes (about
-# a minute): run it before spending device time.
+# two minutes): run it before spending device time.
+#
+# What it does:
+# 1. meta-training throughput (tasks/s) of FIGR's Reptile, vmapped Reptile, condgan and fusion (~80 s);
+# 2. the benchmark models, trained side by side on the one GPU for TRAIN_MIN minutes each with the
+#    test and tune alphabets held out (bench/train_method.py): fusion (the new design), condgan,
+#    reptile and pretrain. Their checkpoints come back in $OUT and are scored on the CPU with
+#    bench/quality.py (docs/BENCHMARKS.md), where the fusion one is trained on from its checkpoint.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-session}
@@ -30,23 +35,37 @@ if [[ -d .omniglot && ! -e ../shared/data/omniglot ]]; then  # params.yaml's dat
 fi
 
 if [[ ${SMOKE:-0} == 1 ]]; then
-  DEVICE=cpu; PRESET=tiny; TRAIN_PRESET=tiny; TASKS=2,4; SECONDS_EACH=1; TRAIN_MIN=0.1; CLASSES="--classes 4"; BATCH=4
+  DEVICE=cpu; PRESET=tiny; TRAIN_PRESET=tiny; TASKS=2,4; SECONDS_EACH=1; TRAIN_MIN=0.2; BATCH=4; FUSION_BATCH=4
+  THROUGHPUT_S=120
 else
-  DEVICE=cuda; PRESET=figr; TRAIN_PRESET=small; TASKS=16,32,64; SECONDS_EACH=12; TRAIN_MIN=2.5; CLASSES=""; BATCH=32
+  DEVICE=cuda; PRESET=small; TRAIN_PRESET=small; TASKS=8,32,64; SECONDS_EACH=6; TRAIN_MIN=${TRAIN_MIN:-6.3}; BATCH=32
+  FUSION_BATCH=32; THROUGHPUT_S=110
   nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
 fi
-
-# 1. tasks/s: FIGR's one-task Reptile against vmapped Reptile (fp32, bf16) and condgan (~3.5 min)
-timeout 260 $PY bench/meta_throughput.py --device $DEVICE --preset $PRESET --shots 4 --inner-steps 10 \
-  --tasks $TASKS --bf16 --seconds $SECONDS_EACH --out "$OUT/meta_throughput.json" 2>&1 | tee "$OUT/meta_throughput.log"
-
-# 2. time to quality: condgan (small preset) meta-trained on the GPU with the test and tune alphabets
-#    held out, then the quality benchmark's test split at K = 5 (adaptation runs on the CPU cores)
 WORK=artifacts/gpu-session
-timeout 200 $PY bench/train_method.py --method condgan --preset $TRAIN_PRESET --minutes $TRAIN_MIN --meta-batch $BATCH --device $DEVICE \
-  --out $WORK --name condgan-gpu 2>&1 | tee "$OUT/train.log"
-mkdir -p $WORK/eval && cp artifacts/bench2/evaluator.pt $WORK/eval/evaluator.pt
-timeout 150 $PY bench/quality.py --reuse --out $WORK/eval --methods "" --split val --shots 5 $CLASSES \
-  --checkpoint condgan-gpu=$WORK/condgan-gpu.pt --report quality.json 2>&1 | tee "$OUT/quality.log"
-cp $WORK/eval/quality.json "$OUT/quality.json" 2>/dev/null
+mkdir -p $WORK
+
+# 1. tasks/s per method and tasks per step
+timeout $THROUGHPUT_S $PY bench/meta_throughput.py --device $DEVICE --preset $PRESET --shots 5 --inner-steps 5 \
+  --tasks $TASKS --seconds $SECONDS_EACH --out "$OUT/meta_throughput.json" > "$OUT/meta_throughput.log" 2>&1
+
+# 2. the benchmark models, side by side (one Python process each; the GPU is far from full)
+train() {  # name method batch [extra args]
+  local name=$1 method=$2 batch=$3; shift 3
+  $PY bench/train_method.py --method "$method" --preset $TRAIN_PRESET --minutes $TRAIN_MIN --meta-batch "$batch" \
+    --device $DEVICE --out $WORK --name "$name" --log-every 1000 "$@" > "$OUT/train-$name.log" 2>&1
+}
+$PY -c "from metagan.config import load_params; from metagan.task_data import prepare_task_dataset; \
+prepare_task_dataset(load_params().with_overrides(data={'packed_dir': '$PWD/$WORK/tasks'}))"  # pack once
+train fusion fusion $FUSION_BATCH &
+train fusion-recon fusion $FUSION_BATCH --recon-weight 1.0 &
+train condgan condgan $BATCH &
+train reptile reptile 8 &
+train pretrain pretrain $BATCH &
+wait
+for f in $WORK/*.pt; do cp "$f" "$OUT/"; done
+# at most 8 files come back: the logs travel as one
+for f in "$OUT"/nvidia-smi.txt "$OUT"/*.log; do [[ -e $f ]] && { echo "=== $(basename "$f")"; cat "$f"; rm "$f"; }; done \
+  > "$OUT/session-log.txt"
+tail -n 40 "$OUT/session-log.txt"
 ls -la "$OUT"

@@ -1,5 +1,6 @@
 """Meta-training throughput in tasks per second: FIGR's one-task-at-a-time Reptile (the reference)
-against the same Reptile with T tasks' inner loops vmapped at once, and against condgan.
+against the same Reptile with T tasks' inner loops vmapped at once, and against the episodic
+learners (condgan, fusion).
 
 Every figure comes from one process on one device in one run, so ratios compare like with like.
 Episodes are random images created on the device (the data path is not what is measured; in
@@ -88,7 +89,8 @@ def main() -> None:
     ap.add_argument("--inner-steps", type=int, default=10, help="FIGR's 10 inner steps")
     ap.add_argument("--tasks", default="16,64", help="tasks run at once by the vmapped Reptile and condgan")
     ap.add_argument("--bf16", action="store_true", help="also run the vmapped Reptile with bf16 autocast")
-    ap.add_argument("--skip-condgan", action="store_true")
+    ap.add_argument("--episodic", default="condgan,fusion",
+                    help="episodic meta-learners also measured at each --tasks (comma-separated; '' for none)")
     ap.add_argument("--seconds", type=float, default=20.0, help="timed seconds per configuration")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--out", help="write the JSON report here")
@@ -111,8 +113,8 @@ def main() -> None:
         rows.append(measure("reptile", t, args, vmap_tasks=True))
         if args.bf16:
             rows.append(measure("reptile", t, args, vmap_tasks=True, bf16=True))
-        if not args.skip_condgan and t >= 2:
-            rows.append(measure("condgan", t, args))
+        for method in [m for m in args.episodic.split(",") if m and t >= 2]:
+            rows.append(measure(method, t, args))
     for r in rows:
         if "tasks_per_second" in r:
             r["vs_figr_reference"] = r["tasks_per_second"] / reference

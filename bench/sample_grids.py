@@ -31,12 +31,15 @@ def main() -> None:
     ap.add_argument("--characters", type=int, default=6)
     ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--split", choices=["val", "tune"], default="val",
+                    help="draw characters of data.val_groups (the test) or data.tune_groups (while developing)")
+    ap.add_argument("--adapt-steps", type=int, help="fine-tuning steps (default: params.yaml's rule for --shots)")
     args = ap.parse_args()
 
     bench = Path(args.bench)
     params = load_params().with_overrides(data={"packed_dir": str(bench.resolve() / "tasks")})
     ds = prepare_task_dataset(params)
-    _, val_ids = split_classes(ds, params.data.val_groups)
+    _, val_ids = split_classes(ds, params.data.val_groups if args.split == "val" else params.data.tune_groups)
     rng = np.random.default_rng(args.seed)
     chars = rng.choice(val_ids, args.characters, replace=False)
     shots = {int(c): ds.images[rng.permutation(ds.indices_of(int(c)))[: args.shots]] for c in chars}
@@ -47,11 +50,12 @@ def main() -> None:
         meta = MetaModel.load(path)
         rows = []
         for c, s in shots.items():
-            g = adapt_to_customer(meta, s, seed=args.seed + c, settings=params.adapt)  # params.yaml's adapt
+            g = adapt_to_customer(meta, s, steps=args.adapt_steps, seed=args.seed + c,
+                                  settings=params.adapt)  # params.yaml's adapt
             with torch.no_grad():
                 gen = to_uint8(g(torch.randn(args.samples, g.z_dim, generator=torch.Generator().manual_seed(c))))
             rows.append(np.concatenate([s, blank, gen]))
-        path = save_png(make_grid(np.stack(rows)), Path(args.out_dir) / f"{method}-K{args.shots}.png", scale=2)
+        path = save_png(make_grid(np.stack(rows)), Path(args.out_dir) / f"{method}-K{args.shots}{'-tune' if args.split == 'tune' else ''}.png", scale=2)
         print(f"{method}: {path}")
 
 

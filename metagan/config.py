@@ -81,6 +81,9 @@ class MetaConfig(_Section):
     """condgan: weight of a prototypical-network term. The set encoder learns to tell the episode's
     classes apart from their real query drawings, and the generator is rewarded when its images
     are told apart the same way, i.e. recognisably of their task's class."""
+    recon_weight: float = Field(0.0, ge=0)
+    """fusion: weight of a coarse reconstruction term (LoFGAN's local reconstruction, at 1/4 of the
+    image size): a sample's layout should follow the blend of the shots its fusion weights make."""
     vmap_tasks: bool = False
     """reptile: run the meta-batch's inner loops at once, vmapped over stacked per-task weights
     (the same arithmetic; for GPUs, where one task's loop leaves the device idle)."""

@@ -142,8 +142,8 @@ class FusionGenerator(nn.Module):
         if k > self.cfg.fusion_slots:
             raise ValueError(f"{k} shots given; this generator fuses at most {self.cfg.fusion_slots}")
         n = z.shape[0] // t
-        noise, logits = z[:, : self.cfg.z_dim], z[:, self.cfg.z_dim : self.cfg.z_dim + k]
-        log_w = torch.log_softmax(FUSION_TEMPERATURE * logits, dim=1)  # (T*n, K)
+        noise = z[:, : self.cfg.z_dim]
+        log_w = self.log_fusion_weights(z, k)  # (T*n, K)
         weights = log_w.exp().view(t, n, k, 1, 1, 1)
         w0 = self._widths[0]
         style = self.fc(noise)
@@ -161,6 +161,10 @@ class FusionGenerator(nn.Module):
             else:
                 h = self.norm(h)
         return self.out(h)
+
+    def log_fusion_weights(self, z: torch.Tensor, k: int) -> torch.Tensor:
+        """(N, input_dim) -> (N, k): the log convex weights of a sample's k shots, drawn from ``z``."""
+        return torch.log_softmax(FUSION_TEMPERATURE * z[:, self.cfg.z_dim : self.cfg.z_dim + k], dim=1)
 
     @torch.no_grad()
     def scale_noise(self, scale: float) -> None:

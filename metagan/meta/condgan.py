@@ -58,7 +58,7 @@ class SetConditionedGan(MetaLearner):
         G, D, E = self.nets.generator, self.nets.critic, self.nets.encoder
         tasks, shots = episode.shape[0], self.cfg.shots
         # a random support size each step, so one model serves customers with 1 to 20 shots
-        k = int(torch.randint(1, shots + 1, (1,), generator=rng))
+        k = int(torch.randint(1, shots + 1, (1,), generator=rng, device=rng.device))
         support, queries = episode[:, :k], episode[:, shots:]
         q = queries.shape[1]
         real = queries.flatten(0, 1)

@@ -32,6 +32,17 @@ COPY_WEIGHT = 0.5
 MAX_SHOTS = 20
 
 
+def coarse_reconstruction_loss(fake: torch.Tensor, support: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """L1 between each sample and the blend of its task's shots under its fusion weights, both
+    pooled to a quarter of the image size: the layout must follow the fused shots, the strokes
+    (what pooling removes) are left to the critic. ``fake``: (T*n, C, H, W); ``support``:
+    (T, K, C, H, W); ``weights``: (T*n, K)."""
+    t, k = support.shape[:2]
+    n = fake.shape[0] // t
+    blend = (weights.view(t, n, k, 1, 1, 1) * support.unsqueeze(1)).sum(2).flatten(0, 1)
+    return (F.avg_pool2d(fake, 4) - F.avg_pool2d(blend, 4)).abs().mean()
+
+
 @register("fusion")
 class FusionGan(MetaLearner):
     code_dim = 64
@@ -54,7 +65,7 @@ class FusionGan(MetaLearner):
         G, D, E = self.nets.generator, self.nets.critic, self.nets.encoder
         tasks, shots = episode.shape[0], self.cfg.shots
         # a random support size each step, so one model serves customers with 1 to 20 shots
-        k = int(torch.randint(1, shots + 1, (1,), generator=rng))
+        k = int(torch.randint(1, shots + 1, (1,), generator=rng, device=rng.device))
         support, queries = episode[:, :k], episode[:, shots:]
         q = queries.shape[1]
         real = queries.flatten(0, 1)
@@ -85,12 +96,17 @@ class FusionGan(MetaLearner):
         fake = G(z, G.encode(support))
         partner = nearest_shot(fake.detach().view_as(queries), support)
         g_loss = g_nonsaturating_loss(D(pair(fake, partner), code)) + MODE_SEEKING_WEIGHT * mode_seeking_loss(fake, z, q)
+        stats = {}
+        if self.cfg.recon_weight:
+            recon = coarse_reconstruction_loss(fake, support, G.log_fusion_weights(z, k).exp())
+            g_loss = g_loss + self.cfg.recon_weight * recon
+            stats["recon"] = float(recon.detach())
         self.g_opt.zero_grad(set_to_none=True)
         g_loss.backward()
         self.g_opt.step()
         return {"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach()), "r1": float(gp.detach()),
                 "d_gap_mismatch": float((d_real.mean() - d_mismatch.mean()).detach()),
-                "d_gap_copy": float((d_real.mean() - d_copy.mean()).detach())}
+                "d_gap_copy": float((d_real.mean() - d_copy.mean()).detach())} | stats
 
     def _noise(self, n: int, rng: torch.Generator) -> torch.Tensor:
         return torch.randn(n, self.nets.generator.input_dim, generator=rng, device=self.device)
