@@ -62,18 +62,18 @@ def main() -> None:
         from flows.meta_train import meta_train
 
         p = str(work / "params.yaml")
-        data = ingest(str(uploads), p)
-        meta = meta_train(p, data["data_version"])
+        data = ingest(load(p), str(uploads))
+        meta = meta_train(load(p), data.data_version)
         figures = {}
         for workers, ids in runs.items():
             params = load(p, {"scaleout": {"dask_workers": workers}})
             start = time.perf_counter()
-            results = adapt_customers_flow(params)(p, meta["version"], data["data_version"], customers=ids,
-                                                   overrides={"scaleout": {"dask_workers": workers}})
+            results = adapt_customers_flow(params)(params, meta.version, data.data_version,
+                                                   [u for u in data.accepted if u.customer_id in ids])
             wall = time.perf_counter() - start
-            figures[workers] = {"wall_s": round(wall, 1), "ok": sum(r["ok"] for r in results),
-                                "compute_s": round(sum(r.get("seconds", 0) for r in results), 1),
-                                "processes": len({r.get("worker") for r in results})}
+            figures[workers] = {"wall_s": round(wall, 1), "ok": sum(r.ok for r in results),
+                                "compute_s": round(sum(r.seconds for r in results), 1),
+                                "processes": len({r.worker for r in results})}
         print(json.dumps({"machine": platform.platform(), "cpus": os.cpu_count(), "date": str(date.today()),
                           "customers": args.customers, "runs": figures,
                           "speedup": round(figures[1]["wall_s"] / figures[args.workers]["wall_s"], 2)}, indent=2))

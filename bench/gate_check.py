@@ -1,6 +1,6 @@
 """Does the promotion gate refuse the generators a customer would not want?
 
-The gate sees only a customer's shots (``metagan.shot_metrics``). Here each held-out character is
+The gate sees only a customer's shots (``metagan.metric_registry``, family ``shots``). Here each held-out character is
 adapted as the flows adapt a customer, and what the gate saw is set beside what it should have
 predicted: the character's consistency and copy rate against its *held-out* real drawings, scored
 exactly as ``bench/quality.py`` scores them. A generator is "bad" when fewer than ``--bad-below`` of
@@ -27,7 +27,7 @@ import torch
 from metagan.adapt import adapt_to_customer
 from metagan.data.images import to_uint8
 from metagan.evaluator import calibrate, embed, load_evaluator
-from metagan.shot_metrics import GATE_SAMPLES, gate_metrics_from_features
+from metagan.metric_registry import GATE_SAMPLES, gate_metrics_from_features
 from quality import class_scores, held_out_data, held_out_features, load_for_held_out, split_drawings
 
 THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
@@ -80,7 +80,7 @@ def adapt_and_embed(meta, net, ds, splits, params, args) -> list[dict]:
             z = torch.randn(args.samples, generator.z_dim, generator=torch.Generator().manual_seed(c))
             held_out = class_scores(embed(net, to_uint8(generator(z))), feats[c], protos, i)
             z = torch.randn(GATE_SAMPLES, generator.z_dim, generator=torch.Generator().manual_seed(0))
-            gate_features = embed(net, to_uint8(generator(z)))  # as evaluator_shot_metrics draws them
+            gate_features = embed(net, to_uint8(generator(z)))  # as metric_registry.Samples draws them
         rows.append({"class": c, "held_out": held_out, "samples": gate_features, "shots": feats[c]["shots"]})
         print(f"{i + 1}/{len(classes)} held-out consistency {held_out['consistency']:.2f}", flush=True)
     return rows

@@ -48,17 +48,18 @@ def main() -> None:
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
 
     from flows.adapt_customers import adapt_customers
+    from flows.common import load
     from flows.ingest import ingest
     from flows.meta_train import meta_train
 
-    p = str(root / "params.yaml")
-    data = ingest(str(uploads), p)
-    meta = meta_train(p, data["data_version"])
+    p = load(str(root / "params.yaml"))
+    data = ingest(p, str(uploads))
+    meta = meta_train(p, data.data_version)
     start = time.perf_counter()
-    results = adapt_customers(p, meta["version"], data["data_version"])
+    results = adapt_customers(p, meta.version, data.data_version, data.accepted)
     wall = time.perf_counter() - start
-    compute = sum(r["seconds"] for r in results)
-    ok = sum(r["ok"] for r in results)
+    compute = sum(r.seconds for r in results)
+    ok = sum(r.ok for r in results)
     print(json.dumps({"machine": platform.platform(), "customers": args.customers, "ok": ok,
                       "flow_wall_s": round(wall, 1), "compute_s": round(compute, 1),
                       "overhead_per_customer_s": round((wall - compute) / args.customers, 3),

@@ -1,22 +1,21 @@
-"""Helpers shared by the flows: config loading, content hashes, the data-root location."""
+"""Shared by the flows: loading and checking params once per entry point, the fan-out runner,
+the Prefect tag limits, and where the DVC workspace is."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import json
 from pathlib import Path
 
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from metagan.config import ConfigError, Params, load_params
 
-
 FANOUT_WORKERS = int(os.environ.get("METAGAN_FANOUT_WORKERS", "4"))
 
 
 def load(params_path: str | None, overrides: dict | None = None) -> Params:
-    """Validate params first: a bad params.yaml fails the flow before any work starts.
+    """Validate params first: a bad params.yaml fails before any work starts. Entry points (the
+    CLI, the deployments, the DVC stages) call this once and hand the ``Params`` to every flow.
 
     ``overrides``: ``{section: {key: value}}`` applied on top (command-line flags, the demo).
     """
@@ -72,13 +71,6 @@ def ensure_concurrency_limits(params: Params) -> dict[str, int]:
         for tag, limit in limits.items():
             client.create_concurrency_limit(tag=tag, concurrency_limit=limit)  # the server upserts by tag
     return limits
-
-
-def params_hash(params: Params, *sections: str) -> str:
-    """Short hash of the given config sections: part of the identity of a trained artifact."""
-    raw = params.model_dump()
-    blob = json.dumps({s: raw[s] for s in sections}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def dvc_root(params: Params) -> Path:

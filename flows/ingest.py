@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.common import FANOUT_WORKERS, data_target, dvc_root, load
+from flows.common import FANOUT_WORKERS, data_target, dvc_root
 from metagan import versioning
 from metagan.config import Params
 from metagan.customers import IngestResult, ingest_customer
 from metagan.task_data import prepare_task_dataset
-from metagan.uploads import discover_customers
+from metagan.uploads import CustomerUploads, discover_customers
+
+
+@dataclass(frozen=True)
+class Ingestion:
+    data_version: str
+    task_classes: int
+    customers: dict[str, IngestResult] = field(default_factory=dict)
+
+    @property
+    def accepted(self) -> list[CustomerUploads]:
+        """The usable shots of each accepted customer, as this run ingested them."""
+        return [r.uploads for r in self.customers.values() if r.ok and r.uploads is not None]
+
+    @property
+    def rejected(self) -> dict[str, str]:
+        return {cid: r.error for cid, r in self.customers.items() if not r.ok}
 
 
 @task
@@ -31,7 +48,8 @@ def ingest_one(folder: Path, params: Params) -> IngestResult:
 
 @task(tags=["dvc"])
 def version_data(params: Params) -> str:
-    """``dvc add`` the data root and push it to the remote; returns the data version."""
+    """``dvc add`` the data root and push it to the remote (retried in metagan.versioning); returns
+    the data version."""
     root = dvc_root(params)
     versioning.ensure_dvc_repo(root, params.storage.dvc_remote)
     version = versioning.track(root, data_target(params))
@@ -42,8 +60,7 @@ def version_data(params: Params) -> str:
 # Bounded fan-out: each task holds MLflow (SQLite) connections, and 50 at once exhausted its
 # connection pool (measured with bench/orchestration.py); on 2 cores more threads buy nothing.
 @flow(name="ingest", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=FANOUT_WORKERS))
-def ingest(customers_dir: str | None = None, params_path: str | None = None, source: str | None = None, overrides: dict | None = None) -> dict:
-    params = load(params_path, overrides)
+def ingest(params: Params, customers_dir: str | None = None, source: str | None = None) -> Ingestion:
     logger = get_run_logger()
     classes = pack_tasks(params, source)
     results: list[IngestResult] = []
@@ -58,5 +75,4 @@ def ingest(customers_dir: str | None = None, params_path: str | None = None, sou
             logger.warning("customer rejected: %s", r.error)
     version = version_data(params)
     logger.info("data version %s (%d task classes)", version, classes)
-    return {"data_version": version, "task_classes": classes,
-            "customers": {r.customer_id: r.__dict__ for r in results}}
+    return Ingestion(version, classes, {r.customer_id: r for r in results})

@@ -1,4 +1,8 @@
-"""``metagan serve``: the scheduled deployments (cron schedules from params.yaml)."""
+"""``metagan serve`` / ``metagan deploy``: the scheduled deployments (cron schedules from params.yaml).
+
+A deployment's run starts in a fresh process with its parameters as JSON, so these entry flows take
+the path of params.yaml, load it once and hand the ``Params`` to the flows they run.
+"""
 
 from __future__ import annotations
 
@@ -11,30 +15,46 @@ from flows.generate import generate
 from flows.ingest import ingest
 from flows.meta_train import meta_train
 from flows.promote import promote
+from metagan.registry import Adaptation, PromotionResult
 
 
 @flow(name="adapt-new-customers")
-def adapt_new_customers(customers_dir: str, params_path: str | None = None) -> list[dict]:
+def adapt_new_customers(customers_dir: str, params_path: str | None = None) -> list[PromotionResult]:
     """Hourly: ingest uploads, adapt new or changed customers (unchanged ones are reused), promote."""
-    data = ingest(customers_dir, params_path)
-    adapted = adapt_customers_flow(load(params_path))(params_path, data_version=data["data_version"])
-    return promote(params_path, customers=[r["customer_id"] for r in adapted if r.get("ok")])
+    params = load(params_path)
+    data = ingest(params, customers_dir)
+    adapted: list[Adaptation] = adapt_customers_flow(params)(params, data_version=data.data_version,
+                                                             uploads=data.accepted) if data.accepted else []
+    built = {a.customer_id: a.version for a in adapted if a.ok}
+    return promote(params, list(built), built) if built else []
+
+
+@flow(name="scheduled-meta-train")
+def scheduled_meta_train(params_path: str | None = None) -> str:
+    """Weekly: meta-train on the data version recorded in data.dvc (or reuse an identical model)."""
+    return meta_train(load(params_path)).version
+
+
+@flow(name="nightly-generate")
+def nightly_generate(params_path: str | None = None, count: int | None = None, customers: list[str] | None = None,
+                     seed: int = 0, out: str | None = None) -> list[dict]:
+    """Nightly: the batch job for every customer in production (or ``customers``)."""
+    return generate(load(params_path), customers, count, seed, out)
 
 
 GPU_DEPLOYMENTS = {"weekly-meta-train"}
 
 
 def deployments(customers_dir: str, params_path: str | None = None, **options) -> list:
-    params = load(params_path)
-    s = params.schedules
+    s = load(params_path).schedules
     return [
         adapt_new_customers.to_deployment("hourly-adapt", schedule=Cron(s.adapt_cron, timezone=s.timezone),
                                           parameters={"customers_dir": customers_dir, "params_path": params_path},
                                           **options),
-        meta_train.to_deployment("weekly-meta-train", schedule=Cron(s.meta_train_cron, timezone=s.timezone),
-                                 parameters={"params_path": params_path}, **options),
-        generate.to_deployment("nightly-generate", schedule=Cron(s.generate_cron, timezone=s.timezone),
-                               parameters={"params_path": params_path, "count": s.generate_count}, **options),
+        scheduled_meta_train.to_deployment("weekly-meta-train", schedule=Cron(s.meta_train_cron, timezone=s.timezone),
+                                           parameters={"params_path": params_path}, **options),
+        nightly_generate.to_deployment("nightly-generate", schedule=Cron(s.generate_cron, timezone=s.timezone),
+                                       parameters={"params_path": params_path, "count": s.generate_count}, **options),
     ]
 
 

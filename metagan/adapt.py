@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import copy
-import json
+import functools
 import logging
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -16,12 +15,10 @@ import torch
 from metagan.checkpoint import CUSTOMER_FORMAT, CUSTOMER_FORMATS, load_checkpoint, save_atomic
 from metagan.config import AdaptConfig, Params, params_from_checkpoint
 from metagan.data.images import load_image, to_tensor
-from metagan.export import check_parity, export_generator_onnx
 from metagan.meta import MetaLearner
 from metagan.meta.inner import FinetuneOptions
 from metagan.nets import NetConfig, SampleGenerator, build_generator, truncate_noise
 from metagan.train import load_meta_learner
-from metagan.uploads import CustomerUploads, UploadError, load_customer_uploads
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +59,30 @@ class MetaModel:
         return learner
 
     @property
+    def method(self) -> str:
+        return self.checkpoint["method"]
+
+    @property
     def image_size(self) -> int:
         return self.learner.nets.generator.cfg.image_size
 
     @property
     def channels(self) -> int:
         return self.learner.nets.generator.cfg.channels
+
+
+def load_meta_model(path: str | Path) -> MetaModel:
+    """The meta-model at ``path``, loaded once per process and file version (a thread pool or Dask
+    worker adapting many customers shares one)."""
+    path = Path(path)
+    if not path.exists():
+        raise NoMetaCheckpoint(path)
+    return _cached_meta_model(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_meta_model(path: str, mtime_ns: int) -> MetaModel:
+    return MetaModel.load(path)
 
 
 def finetune_options(cfg: AdaptConfig) -> FinetuneOptions:
@@ -122,56 +137,3 @@ def load_customer_generator(path: str | Path) -> SampleGenerator:
     g.load_state_dict(ckpt["generator"])
     condition = ckpt["condition"] if "condition" in ckpt else ckpt["task_code"]  # /1 held the code alone
     return SampleGenerator(g, condition).eval()
-
-
-@dataclass
-class CustomerResult:
-    customer_id: str
-    ok: bool
-    error: str = ""
-    shots: int = 0
-    rejected: list[tuple[str, str]] = field(default_factory=list)
-    parity_max_abs_diff: float = float("nan")
-    seconds: float = 0.0
-    onnx_path: str = ""
-    content_hash: str = ""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def adapt_customer_folder(meta: MetaModel, folder: str | Path, out_root: str | Path, params: Params,
-                          seed: int = 0) -> CustomerResult:
-    """Load, validate, adapt, export and parity-check one customer; never raises for bad uploads."""
-    folder, start = Path(folder), time.monotonic()
-    cfg = params.adapt
-    try:
-        uploads = load_customer_uploads(folder, meta.image_size, meta.channels, cfg.min_shots,
-                                        cfg.max_shots, cfg.max_image_pixels)
-    except UploadError as e:
-        log.warning("%s", e)
-        return CustomerResult(folder.name, ok=False, error=str(e))
-    return adapt_customer(meta, uploads, out_root, params, seed, start)
-
-
-def adapt_customer(meta: MetaModel, uploads: CustomerUploads, out_root: str | Path, params: Params,
-                   seed: int = 0, start: float | None = None) -> CustomerResult:
-    """Adapt to validated uploads, save the generator, export ONNX and check it against torch."""
-    start = time.monotonic() if start is None else start
-    cfg = params.adapt
-    out = Path(out_root) / uploads.customer_id
-    generator = adapt_to_customer(meta, uploads.images, seed=seed, settings=cfg)
-    info = {"customer_id": uploads.customer_id, "files": uploads.files, "seed": seed,
-            "steps": cfg.steps_for(len(uploads.images)), "method": meta.checkpoint["method"],
-            "content_hash": uploads.content_hash}
-    save_customer_generator(generator, out / "generator.pt", info)
-    onnx_path = export_generator_onnx(generator, out / "model.onnx", params.export.opset)
-    diff = check_parity(generator, onnx_path, params.export.parity_batch, seed)
-    result = CustomerResult(uploads.customer_id, ok=diff <= params.export.parity_atol, shots=len(uploads.images),
-                            rejected=uploads.rejected, parity_max_abs_diff=diff,
-                            seconds=time.monotonic() - start, onnx_path=str(onnx_path),
-                            content_hash=uploads.content_hash)
-    if not result.ok:
-        result.error = f"ONNX parity failed: max |torch - onnx| = {diff:.2e} > {params.export.parity_atol:.0e}"
-    (out / "report.json").write_text(json.dumps(result.to_dict(), indent=2))
-    return result

@@ -24,6 +24,9 @@ class IngestResult:
     rejected: list[tuple[str, str]] | None = None
     error: str = ""
     content_hash: str = ""
+    uploads: CustomerUploads | None = None
+    """The shots as ingested, for this run's adaptation: never read back from the shared folder,
+    which an overlapping run may have rewritten since."""
 
 
 def ingest_customer(folder: str | Path, dest_root: str | Path, size: int, channels: int, min_shots: int,
@@ -41,7 +44,7 @@ def ingest_customer(folder: str | Path, dest_root: str | Path, size: int, channe
     report = {"customer_id": up.customer_id, "files": up.files, "rejected": up.rejected,
               "content_hash": up.content_hash}
     write_json(dest / "report.json", report)
-    return IngestResult(up.customer_id, True, len(up.images), up.rejected, content_hash=up.content_hash)
+    return IngestResult(up.customer_id, True, len(up.images), up.rejected, content_hash=up.content_hash, uploads=up)
 
 
 def load_ingested(dest_root: str | Path, customer_id: str) -> CustomerUploads:

@@ -1,28 +1,58 @@
-"""The promotion gate: may a candidate replace a customer's production model?"""
+"""The promotion gate: may a candidate replace a customer's production model? A pure function of
+what the registry records about the two versions; :mod:`metagan.registry` calls it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Mapping
+
 from metagan.config import GateConfig
+from metagan.metric_registry import METRICS
 
 
-def gate_decision(candidate: dict[str, str], production: dict[str, str] | None, cfg: GateConfig) -> tuple[bool, str]:
-    """Decide from the metrics recorded as tags on the two model versions; returns (ok, reason)."""
-    if candidate.get("parity_ok") != "true":
-        return False, "ONNX output does not match torch"
-    parity = float(candidate.get("parity_max_abs_diff", "inf"))
-    if parity > cfg.max_parity_diff:
-        return False, f"ONNX parity {parity:.2e} > {cfg.max_parity_diff:.0e}"
-    if "consistency" in candidate:
-        c, k, d = (float(candidate[m]) for m in ("consistency", "copy_rate", "diversity"))
-        if c < cfg.min_consistency:
-            return False, f"consistency {c:.2f} < {cfg.min_consistency:.2f}: samples do not look like the uploads"
-        if k > cfg.max_copy_rate:
-            return False, f"copy rate {k:.2f} > {cfg.max_copy_rate:.2f}: samples duplicate the uploads"
-        if d < cfg.min_diversity:
-            return False, f"diversity {d:.2f} < {cfg.min_diversity:.2f}: samples are too alike"
-    if production is not None and "shot_coverage" in production and "shot_coverage" in candidate:
-        cand, prod = float(candidate["shot_coverage"]), float(production["shot_coverage"])
-        if cand > prod * (1 + cfg.max_coverage_regression):
-            return False, f"worse than production: shot coverage {cand:.4f} vs {prod:.4f}"
-    checks = "ONNX parity" + (", quality thresholds" if "consistency" in candidate else "")
-    return True, f"passed: {checks}" + (", not worse than production" if production else "")
+@dataclass(frozen=True)
+class Evidence:
+    """What a model version shows: its ONNX parity check and its metrics (registry names)."""
+
+    parity_ok: bool
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    passed: bool
+    reasons: tuple[str, ...]
+    """Why it was refused (every failed check), or what it passed."""
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def gate_decision(candidate: Evidence, production: Evidence | None, cfg: GateConfig) -> GateDecision:
+    """Refuse a candidate whose ONNX output differs from torch, that misses a bound of
+    :data:`~metagan.metric_registry.METRICS` or that is worse than production beyond tolerance."""
+    failed: list[str] = []
+    checked = ["ONNX parity"]
+    if not candidate.parity_ok:
+        failed.append("ONNX output does not match torch")
+    quality = False
+    for m in METRICS.values():
+        value = candidate.metrics.get(m.name)
+        if m.gate_bound is not None and value is not None:
+            bound = getattr(cfg, m.gate_bound)
+            if value < bound if m.better == "higher" else value > bound:
+                op = "<" if m.better == "higher" else ">"
+                failed.append(f"{m.describe(value)} {op} {bound:{m.fmt}}" + (f": {m.refusal}" if m.refusal else ""))
+            quality |= m.family == "shots"
+        prod = production.metrics.get(m.name) if production is not None else None
+        if m.no_worse_than_production is not None and value is not None and prod is not None:
+            tolerance = getattr(cfg, m.no_worse_than_production)
+            worse = value > prod * (1 + tolerance) if m.better == "lower" else value < prod * (1 - tolerance)
+            if worse:
+                failed.append(f"worse than production: {m.describe(value)} vs {prod:{m.fmt}}")
+    if failed:
+        return GateDecision(False, tuple(failed))
+    checked += ["quality thresholds"] if quality else []
+    checked += ["not worse than production"] if production is not None else []
+    return GateDecision(True, ("passed: " + ", ".join(checked),))

@@ -30,13 +30,11 @@ from metagan.retry import RetryPolicy, call_with_retries
 
 log = logging.getLogger(__name__)
 
-META_MODEL = "metagan-meta"
-EVALUATOR_MODEL = "metagan-evaluator"
 EXPERIMENT = "metagan"
-
-
-def customer_model_name(customer_id: str) -> str:
-    return f"metagan-customer-{customer_id}"
+PAGE_SIZE = 100
+"""Registered models per page of a listing (MLflow's default page): every listing follows the page
+tokens to the end, so no model past the first page is ever missed."""
+VERSIONS_PAGE_SIZE = 1000
 
 
 def tracking_uri(root: Path = PROJECT_ROOT) -> str:
@@ -191,6 +189,24 @@ def client():
     return MlflowClient()
 
 
+def _all_pages(what: str, search, page_size: int, **query) -> list:
+    """Every result of a paginated MLflow search, each page retried on its own."""
+    results, token = [], None
+    while True:
+        page = _retrying(f"{what} (page {len(results) // page_size + 1})", search, max_results=page_size,
+                         page_token=token, **query)
+        results.extend(page)
+        token = page.token
+        if not token:
+            return results
+
+
+def search_versions(filter_string: str, page_size: int = VERSIONS_PAGE_SIZE) -> list:
+    """Every model version matching ``filter_string`` (all pages)."""
+    return _all_pages(f"search model versions {filter_string!r}", client().search_model_versions, page_size,
+                      filter_string=filter_string)
+
+
 def find_version(model_name: str, tags: dict[str, str]):
     """The newest registered version of ``model_name`` carrying all ``tags``, or None.
 
@@ -200,13 +216,13 @@ def find_version(model_name: str, tags: dict[str, str]):
 
     query = " and ".join([f"name='{model_name}'"] + [f"tags.{k}='{v}'" for k, v in tags.items()])
     try:  # unreachable server: ServiceUnavailable propagates (never "not found", which would re-register)
-        versions = _retrying(f"search versions of {model_name}", client().search_model_versions, query)
+        versions = search_versions(query)
     except MlflowException:
         return None
     return max(versions, key=lambda v: int(v.version)) if versions else None
 
 
-def _register_version(model_name: str, source: str, run_id: str, tags: dict[str, str], model_id: str | None = None):
+def register_version(model_name: str, source: str, run_id: str, tags: dict[str, str], model_id: str | None = None):
     """Create a version with its tags in one call; a retry returns the version this run already made."""
     from mlflow.exceptions import MlflowException
 
@@ -233,7 +249,7 @@ def _register_version(model_name: str, source: str, run_id: str, tags: dict[str,
 
 def register_artifact(model_name: str, run, artifact_path: str, tags: dict[str, str]):
     """Register a run's artifact folder as a new version of ``model_name`` with ``tags``."""
-    return _register_version(model_name, f"{run.info.artifact_uri}/{artifact_path}", run.info.run_id, tags)
+    return register_version(model_name, f"{run.info.artifact_uri}/{artifact_path}", run.info.run_id, tags)
 
 
 def log_onnx_model(onnx_path: str | Path, model_name: str, tags: dict[str, str]):
@@ -252,7 +268,7 @@ def log_onnx_model(onnx_path: str | Path, model_name: str, tags: dict[str, str])
     info = _retrying(f"log the ONNX model for {model_name}", mlflow.onnx.log_model, model, name="model",
                      pip_requirements=_onnx_requirements())
     run_id = mlflow.active_run().info.run_id
-    return _register_version(model_name, info.model_uri, run_id, tags, model_id=info.model_id)
+    return register_version(model_name, info.model_uri, run_id, tags, model_id=info.model_id)
 
 
 def _onnx_requirements() -> list[str]:
@@ -277,9 +293,16 @@ def set_alias(model_name: str, alias: str, version: str | int) -> None:
     _retrying(f"set {model_name}@{alias}", client().set_registered_model_alias, model_name, alias, str(version))
 
 
-def list_models(prefix: str = "metagan-") -> list:
-    return [m for m in _retrying("list registered models", client().search_registered_models)
-            if m.name.startswith(prefix)]
+def list_models(prefix: str = "metagan-", page_size: int = PAGE_SIZE) -> list:
+    """Every registered model whose name starts with ``prefix``, with its aliases
+    (``RegisteredModel.aliases``), from one listing that follows every page."""
+    models = _all_pages("list registered models", client().search_registered_models, page_size,
+                        filter_string=f"name LIKE '{prefix}%'")
+    return [m for m in models if m.name.startswith(prefix)]  # LIKE's "_" matches any one character
+
+
+def get_version(model_name: str, version: str | int):
+    return _retrying(f"get {model_name} version {version}", client().get_model_version, model_name, str(version))
 
 
 def load_onnx_bytes(model_uri: str) -> bytes:
@@ -294,7 +317,7 @@ def download_artifact_file(model_name: str, version: str | int, filename: str, d
     """Fetch one file of a registered (non-MLmodel) version, e.g. the meta checkpoint."""
     import mlflow
 
-    mv = _retrying(f"get {model_name} version {version}", client().get_model_version, model_name, str(version))
+    mv = get_version(model_name, version)
     return Path(_retrying(f"download {filename} of {model_name} version {version}", mlflow.artifacts.download_artifacts,
                           artifact_uri=f"{mv.source}/{filename}", dst_path=str(dest)))
 

@@ -298,3 +298,17 @@ def checkout_version(root: Path, version: str, target: str = "data", force: bool
         raise
     if data_version(root, target) != version:
         raise DvcError(f"`dvc checkout {dvcfile.name}` materialised {data_version(root, target)}, not {version}")
+
+
+def materialise(root: Path, target: str = "data", version: str | None = None) -> str:
+    """Make the workspace hold data `version` (default: the one recorded in `<target>.dvc`), from
+    the cache or the remote; returns the version now in the workspace."""
+    current = data_version(root, target)
+    if version and version != current:
+        checkout_version(root, version, target)
+        return version
+    if current is None:
+        raise DvcError("no data version recorded yet: run the ingest flow (metagan ingest) first")
+    if not status_clean(root, target):
+        pull(root, target)
+    return current

@@ -56,3 +56,14 @@ def make_dataset(classes_per_group: int = 3, groups: int = 4, per_class: int = 6
 @pytest.fixture
 def tiny_dataset() -> TaskDataset:
     return make_dataset()
+
+
+@pytest.fixture
+def meta_ckpt(tiny_params, tiny_dataset, tmp_path):
+    """A tiny condgan meta checkpoint (3 steps), trained here."""
+    from metagan.train import meta_train
+
+    grids = []
+    result = meta_train(tiny_params, tiny_dataset, tmp_path / "meta.pt", on_samples=lambda g, s: grids.append(g))
+    assert result.steps == 3 and grids and grids[0].dtype == np.uint8
+    return result.checkpoint

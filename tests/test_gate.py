@@ -1,38 +1,54 @@
 from metagan.config import GateConfig
-from metagan.gate import gate_decision
+from metagan.gate import Evidence, gate_decision
 
-GOOD = {"parity_ok": "true", "parity_max_abs_diff": "1e-6", "shot_coverage": "0.20",
-        "consistency": "0.9", "copy_rate": "0.0", "diversity": "0.8"}
+GOOD = Evidence(True, {"parity_max_abs_diff": 1e-6, "shot_coverage": 0.20, "consistency": 0.9, "copy_rate": 0.0,
+                       "diversity": 0.8})
+
+
+def changed(evidence: Evidence, **metrics: float) -> Evidence:
+    return Evidence(evidence.parity_ok, {**evidence.metrics, **metrics})
 
 
 def test_a_good_first_candidate_passes():
-    ok, reason = gate_decision(GOOD, None, GateConfig())
-    assert ok and "quality thresholds" in reason
+    decision = gate_decision(GOOD, None, GateConfig())
+    assert decision.passed and "quality thresholds" in decision.reason
 
 
 def test_onnx_mismatch_is_refused():
-    ok, reason = gate_decision(GOOD | {"parity_ok": "false"}, None, GateConfig())
-    assert not ok and "ONNX" in reason
+    decision = gate_decision(Evidence(False, GOOD.metrics), None, GateConfig())
+    assert not decision.passed and "ONNX" in decision.reason
+    decision = gate_decision(changed(GOOD, parity_max_abs_diff=1e-2), None, GateConfig())
+    assert not decision.passed and decision.reasons == ("ONNX parity 1.00e-02 > 1.00e-04",)
 
 
 def test_each_quality_threshold_refuses_with_its_reason():
     cfg = GateConfig()
-    assert "consistency" in gate_decision(GOOD | {"consistency": "0.1"}, None, cfg)[1]
-    assert "copy rate" in gate_decision(GOOD | {"copy_rate": "0.9"}, None, cfg)[1]
-    assert "diversity" in gate_decision(GOOD | {"diversity": "0.01"}, None, cfg)[1]
+    assert "consistency" in gate_decision(changed(GOOD, consistency=0.1), None, cfg).reason
+    assert "copy rate" in gate_decision(changed(GOOD, copy_rate=0.9), None, cfg).reason
+    assert "diversity" in gate_decision(changed(GOOD, diversity=0.01), None, cfg).reason
+
+
+def test_every_failed_check_is_a_reason():
+    decision = gate_decision(changed(GOOD, consistency=0.1, copy_rate=0.9), None, GateConfig())
+    assert not decision.passed and len(decision.reasons) == 2
+
+
+def test_without_evaluator_metrics_only_parity_and_production_are_checked():
+    decision = gate_decision(Evidence(True, {"parity_max_abs_diff": 1e-6, "shot_coverage": 0.2}), None, GateConfig())
+    assert decision.passed and decision.reason == "passed: ONNX parity"
 
 
 def test_a_candidate_worse_than_production_is_refused():
-    ok, reason = gate_decision(GOOD | {"shot_coverage": "0.30"}, GOOD, GateConfig())
-    assert not ok and "worse than production" in reason
-    assert gate_decision(GOOD | {"shot_coverage": "0.205"}, GOOD, GateConfig())[0]  # within tolerance
+    decision = gate_decision(changed(GOOD, shot_coverage=0.30), GOOD, GateConfig())
+    assert not decision.passed and "worse than production" in decision.reason
+    assert gate_decision(changed(GOOD, shot_coverage=0.205), GOOD, GateConfig()).passed  # within tolerance
 
 
 def test_gate_metrics_from_features_count_consistent_copied_and_spread_samples():
     import torch
 
+    from metagan.metric_registry import gate_metrics_from_features
     from metagan.metrics import mean_pairwise_distance
-    from metagan.shot_metrics import gate_metrics_from_features
 
     shots = torch.tensor([[0.0, 0.0], [0.2, 0.0]])  # prototype (0.1, 0)
     reference = {"background": torch.tensor([[10.0, 0.0], [0.0, 10.0]]), "copy_threshold": 0.05, "class_spread": 2.0}

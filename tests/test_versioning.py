@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("dvc")
 
-from metagan import retry, versioning  # noqa: E402
+from metagan import retry  # noqa: E402
 from metagan.retry import RetryPolicy, ServiceUnavailable  # noqa: E402
 from metagan.versioning import (  # noqa: E402
     DvcError,

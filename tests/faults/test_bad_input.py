@@ -265,12 +265,12 @@ def test_path_like_customer_ids_are_refused_by_every_entry_point(params, custome
     ingested shots, adapting and generating all refuse them."""
     from flows.adapt_customers import adapt_one
     from flows.generate import load_production_model
-    from metagan.uploads import UploadError
+    from metagan.uploads import CustomerUploads, UploadError
 
     with pytest.raises(UploadError, match="unsafe customer id"):
         load_ingested(params.resolve(params.paths.ingested_customers), customer_id)
     with pytest.raises(UploadError, match="unsafe customer id"):
-        adapt_one.fn(customer_id, "1", "", params)
+        adapt_one.fn(CustomerUploads(customer_id, np.zeros((1, 32, 32, 1), np.uint8), ["a.png"]), "1", "", params)
     with pytest.raises(UploadError, match="unsafe customer id"):
         load_production_model.fn(customer_id)
 
@@ -286,7 +286,7 @@ def test_bad_params_yaml_fails_before_any_work(tmp_path, uploads, text, message,
     """Guarantee: a params.yaml with unknown keys or wrong types is rejected with the offending key
     before any flow starts and anything is read, written, versioned or registered."""
     import flows.ingest
-    from metagan.cli import main
+    from flows.cli import main
 
     started = []
     monkeypatch.setattr(flows.ingest, "ingest", lambda *a, **k: started.append(a))

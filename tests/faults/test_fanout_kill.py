@@ -69,7 +69,7 @@ def test_a_fanout_killed_midway_finishes_on_rerun_without_duplicates_or_orphaned
     customers registered, then a rerun: every customer ends with exactly one model version, the
     customers finished before the kill are reused (not retrained), and every `candidate` alias
     points at a complete version (identity tags, parity checked, ONNX loadable from the registry)."""
-    from metagan import tracking
+    from metagan import registry, tracking
 
     root, env = project
     first = workers.start("adapt-fanout", root, env)
@@ -85,10 +85,10 @@ def test_a_fanout_killed_midway_finishes_on_rerun_without_duplicates_or_orphaned
     assert second.wait(timeout=300) == 0, (root / "adapt-fanout.log").read_text()[-3000:]
     results = re.findall(r"RESULTS (.*)", (root / "adapt-fanout.log").read_text())
     reused = {cid for cid, _, was_reused, ok in eval(results[-1]) if was_reused}
-    assert {tracking.customer_model_name(c) for c in reused} == done_before
+    assert {registry.customer_model_name(c) for c in reused} == done_before
 
     for cid in CUSTOMERS:
-        name = tracking.customer_model_name(cid)
+        name = registry.customer_model_name(cid)
         versions = tracking.client().search_model_versions(f"name='{name}'")
         assert len(versions) == 1, f"{name}: {[v.version for v in versions]}"
         candidate = tracking.get_alias(name, "candidate")

@@ -97,7 +97,7 @@ def test_the_batch_job_serves_the_registry_model_not_a_file_on_disk(tmp_path, mo
     the served images are the registered version's, and differ from another ONNX file of the
     same architecture (the control shows the comparison can tell them apart)."""
     from flows.generate import load_production_model, write_batch
-    from metagan import tracking
+    from metagan import registry, tracking
     from metagan.export import export_generator_onnx, sample_onnx
     from metagan.nets import Generator, SampleGenerator, net_config
 
@@ -106,14 +106,15 @@ def test_the_batch_job_serves_the_registry_model_not_a_file_on_disk(tmp_path, mo
     torch.manual_seed(0)
     registered = export_generator_onnx(SampleGenerator(Generator(cfg), torch.randn(8)), tmp_path / "reg.onnx")
     rogue = export_generator_onnx(SampleGenerator(Generator(cfg), torch.randn(8)), tmp_path / "rogue.onnx")
-    name = tracking.customer_model_name("acme")
+    name = registry.customer_model_name("acme")
     with tracking.start_run("register", {}):
         version = tracking.log_onnx_model(registered, name, {"parity_ok": "true"})
     tracking.set_alias(name, "production", version.version)
 
-    onnx_bytes, model = load_production_model.fn("acme")
-    assert model["uri"] == f"models:/{name}@production" and model["version"] == version.version
-    manifest = write_batch.fn(onnx_bytes, model, 3, str(tmp_path / "out"), 1)
+    model = load_production_model.fn("acme")
+    assert model.uri == f"models:/{name}/{version.version}" and model.version == str(version.version)
+    manifest = write_batch.fn(model, 3, str(tmp_path / "out"), 1)
+    assert manifest["model"] == {"name": name, "version": str(version.version), "uri": model.uri}
     served = np.stack([np.asarray(Image.open(tmp_path / "out" / f)) for f in manifest["files"]])
     assert np.array_equal(served[..., None], sample_onnx(registered, 3, seed=1))
     assert not np.array_equal(served[..., None], sample_onnx(rogue, 3, seed=1))
@@ -148,6 +149,7 @@ def test_credentials_in_the_environment_are_never_logged_to_mlflow_or_prefect(tm
     from prefect.client.orchestration import get_client
 
     from flows.adapt_customers import adapt_customers
+    from flows.common import load
 
     for k, v in SECRETS.items():
         monkeypatch.setenv(k, v)
@@ -155,8 +157,9 @@ def test_credentials_in_the_environment_are_never_logged_to_mlflow_or_prefect(tm
     params = tiny_customer_project(tmp_path, "acme")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.model_dump()))
 
-    state = adapt_customers(str(tmp_path / "params.yaml"), meta_version="1", data_version="v", return_state=True)
-    assert state.result()[0]["ok"]
+    state = adapt_customers(load(str(tmp_path / "params.yaml")), meta_version="1", data_version="v",
+                            return_state=True)
+    assert state.result()[0].ok
 
     async def prefect_records():
         from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
@@ -181,12 +184,13 @@ def test_credentials_in_the_environment_are_never_logged_to_mlflow_or_prefect(tm
 def _adapted_weights(tmp_path, tag: str, customers: dict[str, list[int]]):
     """Ingest ``customers`` (id -> dataset image indices), adapt each from one meta-model; the
     generator state dict of each, by id."""
-    from metagan.adapt import MetaModel, adapt_customer, load_customer_generator
+    from metagan.adapt import MetaModel
+    from metagan.customer_model import adapt_customer
     from metagan.customers import ingest_customer, load_ingested
 
     ds = make_dataset(size=16)
-    params = Params().with_overrides(model={"preset": "tiny"}, adapt={"steps": 3})
     uploads, data, out = tmp_path / tag / "uploads", tmp_path / tag / "data", tmp_path / tag / "models"
+    params = Params().with_overrides(model={"preset": "tiny"}, adapt={"steps": 3}, paths={"customers_dir": str(out)})
     weights = {}
     meta = MetaModel.load(tmp_path / "meta.pt")
     for cid, indices in customers.items():
@@ -196,8 +200,7 @@ def _adapted_weights(tmp_path, tag: str, customers: dict[str, list[int]]):
     for cid in sorted(customers):  # every customer ingested, then adapted: as the flows do it
         assert ingest_customer(uploads / cid, data, 16, 1, 1, 20, 10**7).ok
     for cid in sorted(customers):
-        adapt_customer(meta, load_ingested(data, cid), out, params)
-        weights[cid] = load_customer_generator(out / cid / "generator.pt").state_dict()
+        weights[cid] = adapt_customer(meta, load_ingested(data, cid), params).generator.state_dict()
     return weights
 
 

@@ -8,13 +8,14 @@ import time
 import pytest
 import torch
 
-from metagan import tracking
+from metagan import registry, tracking
+from metagan.customers import load_ingested
 from metagan.retry import ServiceUnavailable
 from tests.faults.conftest import tiny_customer_project
 from tests.servers import MlflowServer, S3Server
 
 CUSTOMER = "acme"
-NAME = tracking.customer_model_name(CUSTOMER)
+NAME = registry.customer_model_name(CUSTOMER)
 
 
 def retry_env(monkeypatch, service: str, attempts: int, backoff: float = 0.25, max_backoff: float = 2.0,
@@ -101,7 +102,7 @@ def test_an_mlflow_server_frozen_with_sigstop_is_ridden_out(served, monkeypatch)
     served.pause()
     later(2.5, served.resume)
     with RetryLog() as retries:
-        assert tracking.get_alias(tracking.customer_model_name("nobody"), "production") is None
+        assert tracking.get_alias(registry.customer_model_name("nobody"), "production") is None
     assert retries.retried
 
 
@@ -126,8 +127,9 @@ def test_an_outage_between_registering_and_aliasing_leaves_no_alias_and_a_rerun_
         return version
 
     monkeypatch.setattr(tracking, "log_onnx_model", register_then_crash_the_server)
+    uploads = load_ingested(params.resolve(params.paths.ingested_customers), CUSTOMER)
     with pytest.raises(ServiceUnavailable, match="unavailable"):
-        adapt_one.fn(CUSTOMER, "1", "v", params)
+        adapt_one.fn(uploads, "1", "v", params)
     monkeypatch.setattr(tracking, "log_onnx_model", real)
 
     store = MlflowClient(tracking_uri=served.backend_store_uri, registry_uri=served.backend_store_uri)
@@ -139,10 +141,10 @@ def test_an_outage_between_registering_and_aliasing_leaves_no_alias_and_a_rerun_
     retry_env(monkeypatch, "MLFLOW", attempts=40, backoff=0.25, max_backoff=2.0, timeout=10)
     restart = later(1.0, lambda: served.start(timeout=180))
     with RetryLog() as retries:
-        result = adapt_one.fn(CUSTOMER, "1", "v", params)
+        result = adapt_one.fn(uploads, "1", "v", params)
     restart.join()
     assert retries.retried  # the rerun met the outage and retried through it
-    assert result["reused"] and result["ok"] and result["version"] == str(version.version)
+    assert result.reused and result.ok and result.version == str(version.version)
     assert [str(v.version) for v in versions()] == [str(version.version)]
     assert tracking.get_alias(NAME, "candidate").version == str(version.version)
 
@@ -165,7 +167,7 @@ def test_a_lost_reply_to_a_registration_does_not_create_a_second_version(served,
         return version
 
     monkeypatch.setattr(MlflowClient, "create_model_version", reply_lost)
-    name = tracking.customer_model_name("lost-reply")
+    name = registry.customer_model_name("lost-reply")
     with tracking.start_run("lost-reply", {}):
         version = tracking.log_onnx_model(tiny_onnx(tmp_path / "g.onnx"), name, {"content_hash": "h"})
     assert lost == [version.version]
@@ -177,9 +179,10 @@ def test_mlflow_down_past_the_retry_budget_fails_clearly_and_is_never_read_as_ab
     server, the operation and the attempts, within the budget; "unreachable" is never taken for
     "no such model/alias" (promote would otherwise act on a registry it cannot see)."""
     from flows.adapt_customers import adapt_one
-    from flows.promote import promote_customer
+    from flows.promote import promote_customers
 
     root, params = project
+    uploads = load_ingested(params.resolve(params.paths.ingested_customers), CUSTOMER)
     retry_env(monkeypatch, "MLFLOW", attempts=3, backoff=0.2, max_backoff=0.4)
     served.stop()
     start = time.monotonic()
@@ -189,9 +192,9 @@ def test_mlflow_down_past_the_retry_budget_fails_clearly_and_is_never_read_as_ab
     message = str(err.value)
     assert served.uri in message and f"get {NAME}@production" in message and "3 time(s)" in message
     with pytest.raises(ServiceUnavailable):
-        promote_customer.fn(CUSTOMER, params)
+        promote_customers.fn(params, [CUSTOMER], None)
     with pytest.raises(ServiceUnavailable):
-        adapt_one.fn(CUSTOMER, "1", "v", params)  # never "not registered yet" -> adapt and register again
+        adapt_one.fn(uploads, "1", "v", params)  # never "not registered yet" -> adapt and register again
 
 
 @pytest.fixture(scope="module")

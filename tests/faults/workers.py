@@ -54,9 +54,10 @@ def checkpoint_writer_job(folder: Path) -> None:
 def adapt_fanout_job(folder: Path) -> None:
     """The ``adapt_customers`` flow over every ingested customer (Prefect, one worker thread)."""
     from flows.adapt_customers import adapt_customers
+    from flows.common import load
 
-    results = adapt_customers(str(folder / "params.yaml"), meta_version="1", data_version="faults")
-    print("RESULTS", [(r["customer_id"], r.get("version"), r.get("reused"), r["ok"]) for r in results], flush=True)
+    results = adapt_customers(load(str(folder / "params.yaml")), meta_version="1", data_version="faults")
+    print("RESULTS", [(r.customer_id, r.version, r.reused, r.ok) for r in results], flush=True)
 
 
 JOBS = {"meta-train": meta_train_job, "checkpoint-writer": checkpoint_writer_job, "adapt-fanout": adapt_fanout_job}

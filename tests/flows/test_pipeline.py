@@ -23,12 +23,18 @@ def project(tmp_path_factory, prefect_harness):
     mp.undo()
 
 
+def params_of(root):
+    from flows.common import load
+
+    return load(str(root / "params.yaml"))
+
+
 @pytest.fixture(scope="module")
 def first_run(project):
     from flows.pipeline import pipeline
 
     root, customers = project
-    return pipeline(str(customers), str(root / "params.yaml"), count=5, seed=3)
+    return pipeline(params_of(root), str(customers), count=5, seed=3)
 
 
 def versions(name):
@@ -55,9 +61,10 @@ def test_pipeline_registers_one_production_model_per_good_customer(project, firs
         assert prod.tags["parity_ok"] == "true" and prod.tags["gate"] == "passed"
         if (PROJECT_ROOT / "metagan/pretrained/evaluator.pt").exists():
             assert {"consistency", "copy_rate", "diversity"} <= set(prod.tags)
-    assert tracking.get_alias("metagan-evaluator", "current") is not None or not first_run["evaluator"]["registered"]
+    assert tracking.get_alias("metagan-evaluator", "current") is not None or not first_run.evaluator.registered
     assert "metagan-customer-broken" not in {m.name for m in tracking.list_models()}
-    assert "broken" in first_run["data"]["customers"]["broken"]["error"]
+    assert "broken" in first_run.data.rejected["broken"]
+    assert [p.outcome.value for p in first_run.promoted] == ["promoted", "promoted"]
 
 
 def test_registered_onnx_model_runs_in_onnxruntime_and_matches_torch(project, first_run):
@@ -96,33 +103,37 @@ def test_a_second_run_with_nothing_changed_creates_no_new_versions(project, firs
 
     root, customers = project
     before = {n: versions(n) for n in ("metagan-meta", "metagan-customer-alpha", "metagan-customer-beta")}
-    second = pipeline(str(customers), str(root / "params.yaml"), count=5, seed=3)
-    assert second["meta"]["reused"] and all(r["reused"] for r in second["adapted"])
+    second = pipeline(params_of(root), str(customers), count=5, seed=3)
+    assert second.meta.reused and all(r.reused for r in second.adapted)
+    assert [p.outcome.value for p in second.promoted] == ["already production", "already production"]
+    assert [m["model"]["name"] for m in second.generated] == ["metagan-customer-alpha", "metagan-customer-beta"]
     assert {n: versions(n) for n in before} == before
 
 
 def test_rollback_needs_a_previous_version_and_then_swaps(project, first_run):
     from flows.promote import rollback
     from metagan import tracking
+    from metagan.registry import NoPreviousVersion
 
-    with pytest.raises(RuntimeError, match="no previous"):
-        rollback("alpha")
+    root, _ = project
+    params = params_of(root)
+    with pytest.raises(NoPreviousVersion, match="no previous"):
+        rollback(params, "alpha")
     name = "metagan-customer-alpha"
     tracking.set_alias(name, "previous", tracking.get_alias(name, "production").version)
-    assert rollback("alpha") == tracking.get_alias(name, "production").version
+    assert rollback(params, "alpha") == str(tracking.get_alias(name, "production").version)
 
 
 def test_a_worker_without_the_checkpoint_fetches_the_registered_meta_model(project, first_run, tmp_path):
     """A Dask worker on another machine has no meta checkpoint on disk: it adapts from the
     registered version's checkpoint, the same weights."""
-    from flows.adapt_customers import meta_model_for
-    from flows.common import load
+    from metagan.adapt import load_meta_model
+    from metagan.registry import meta_checkpoint
 
     root, _ = project
-    params = load(str(root / "params.yaml"))
+    params = params_of(root)
     elsewhere = params.with_overrides(paths={"meta_checkpoint": str(tmp_path / "not-here" / "checkpoint.pt")})
-    local, fetched = meta_model_for(params, first_run["meta"]["version"]), \
-        meta_model_for(elsewhere, first_run["meta"]["version"])
+    local, fetched = (load_meta_model(meta_checkpoint(p, first_run.meta.version)) for p in (params, elsewhere))
     assert not (tmp_path / "not-here").exists()
     a, b = local.learner.nets.generator.state_dict(), fetched.learner.nets.generator.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

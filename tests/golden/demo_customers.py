@@ -42,37 +42,33 @@ def _state_sha(module: torch.nn.Module) -> str:
 
 
 def demo_customer_outputs(work: Path) -> dict[str, dict]:
-    """customer id -> {"onnx_output": sha, "weights": sha, "contact_sheet": sha, metrics...}."""
-    from metagan.adapt import MetaModel, adapt_customer, load_customer_generator
+    """customer id -> {"onnx_output": sha, "weights": sha, "contact_sheet": sha, metrics...}, made by
+    the production path (:func:`metagan.customer_model.adapt_customer`, as ``metagan adapt`` runs it).
+    (At 445612f, where the values were recorded, the same steps were spread over ``adapt.adapt_customer``
+    and ``flows.adapt_customers.adapt_one``.)"""
+    from metagan.adapt import MetaModel
+    from metagan.customer_model import adapt_customer, load_gate_evaluator
     from metagan.customers import ingest_customer, load_ingested
-    from metagan.evaluator import load_evaluator
     from metagan.export import noise, onnx_session
-    from metagan.shot_metrics import evaluator_shot_metrics, shot_metrics
-    from metagan.contact_sheet import contact_sheet
-    from metagan.export import sample_onnx
 
     torch.set_num_threads(1)
-    params = load_params().with_overrides(meta={"init_checkpoint": str(SHIPPED_META), "minutes": 0.0})
+    params = load_params().with_overrides(meta={"init_checkpoint": str(SHIPPED_META), "minutes": 0.0},
+                                          paths={"customers_dir": str(work / "models")})
     meta = MetaModel.load(SHIPPED_META)
-    ev_path = params.resolve(params.paths.evaluator)
-    evaluator = load_evaluator(ev_path, with_reference=True)
+    evaluator = load_gate_evaluator(params)
     out: dict[str, dict] = {}
     for folder in sorted(p for p in CUSTOMERS.iterdir() if p.is_dir()):
         a = params.adapt
-        assert ingest_customer(folder, work / "data", params.data.image_size, params.data.channels, a.min_shots,
-                               a.max_shots, a.max_image_pixels).ok
-        uploads = load_ingested(work / "data", folder.name)
-        result = adapt_customer(meta, uploads, work / "models", params, seed=0)
-        generator = load_customer_generator(work / "models" / folder.name / "generator.pt")
-        metrics = shot_metrics(generator, uploads.images)
-        metrics |= evaluator_shot_metrics(generator, uploads.images, *evaluator)
-        metrics |= {"parity_max_abs_diff": result.parity_max_abs_diff}
-        session = onnx_session(result.onnx_path, threads=1)
+        ingested = ingest_customer(folder, work / "data", params.data.image_size, params.data.channels, a.min_shots,
+                                   a.max_shots, a.max_image_pixels)
+        assert ingested.ok
+        assert np.array_equal(ingested.uploads.images, load_ingested(work / "data", folder.name).images)
+        model = adapt_customer(meta, ingested.uploads, params, evaluator, seed=0)
+        session = onnx_session(model.onnx_path, threads=1)
         (images,) = session.run(None, {"z": noise(NOISE, session.get_inputs()[0].shape[1], 0)})
-        sheet = contact_sheet(uploads.images, sample_onnx(result.onnx_path, 32), work / f"{folder.name}.png")
-        out[folder.name] = {"onnx_output": _sha(images), "weights": _state_sha(generator),
-                            "contact_sheet": hashlib.sha256(sheet.read_bytes()).hexdigest(),
-                            **{k: float(v) for k, v in metrics.items()}}
+        out[folder.name] = {"onnx_output": _sha(images), "weights": _state_sha(model.generator),
+                            "contact_sheet": hashlib.sha256(model.contact_sheet.read_bytes()).hexdigest(),
+                            **{k: float(v) for k, v in model.metrics.items()}}
     return out
 
 

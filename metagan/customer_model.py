@@ -1,0 +1,145 @@
+"""A customer's model: adapted from the meta-model, exported to ONNX, checked and scored, as one value.
+
+:func:`adapt_customer` is the whole step from validated uploads to something the registry can
+register: the generator (in memory), its ONNX file, the parity check, the metrics (floats, by
+:mod:`metagan.metric_registry` name) and the contact sheet, laid out on disk as
+:class:`CustomerFolder` says. Nothing here talks to MLflow.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from metagan.adapt import MetaModel, adapt_to_customer, save_customer_generator
+from metagan.config import Params
+from metagan.contact_sheet import contact_sheet
+from metagan.export import check_parity, export_generator_onnx, sample_onnx
+from metagan.files import write_json
+from metagan.metric_registry import customer_metrics
+from metagan.nets import SampleGenerator
+from metagan.uploads import CustomerUploads, validate_customer_id
+
+CONTACT_SHEET_SAMPLES = 32
+
+
+@dataclass(frozen=True)
+class CustomerFolder:
+    """Where a customer's adaptation writes its files: ``<paths.customers_dir>/<id>/``."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, params: Params, customer_id: str) -> "CustomerFolder":
+        return cls(params.resolve(params.paths.customers_dir) / validate_customer_id(customer_id))
+
+    @property
+    def generator(self) -> Path:
+        """The adapted generator's checkpoint (``metagan/customer-generator/2``)."""
+        return self.root / "generator.pt"
+
+    @property
+    def onnx(self) -> Path:
+        return self.root / "model.onnx"
+
+    @property
+    def contact_sheet(self) -> Path:
+        return self.root / "contact-sheet.png"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.json"
+
+
+@dataclass(frozen=True)
+class Parity:
+    """ONNX against torch on the same noise."""
+
+    max_abs_diff: float
+    atol: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs_diff <= self.atol
+
+
+@dataclass
+class CustomerModel:
+    customer_id: str
+    generator: SampleGenerator
+    """Whatever design the meta-model adapts (condgan's code, fusion's maps...): noise -> images."""
+    folder: CustomerFolder
+    parity: Parity
+    metrics: dict[str, float]
+    """Every customer metric of :mod:`metagan.metric_registry`, parity included; floats until the
+    registry writes them to MLflow."""
+    shots: int
+    content_hash: str
+    """The uploads' identity: a model is rebuilt exactly when the usable images change."""
+    files: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    method: str = ""
+    seconds: float = 0.0
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.folder.onnx
+
+    @property
+    def contact_sheet(self) -> Path:
+        return self.folder.contact_sheet
+
+    @property
+    def ok(self) -> bool:
+        return self.parity.ok
+
+    @property
+    def error(self) -> str:
+        if self.parity.ok:
+            return ""
+        return (f"customer {self.customer_id!r}: ONNX parity failed: max |torch - onnx| = "
+                f"{self.parity.max_abs_diff:.2e} > {self.parity.atol:.0e}")
+
+    def report(self) -> dict:
+        """What ``report.json`` holds (and the DVC stage's metrics read)."""
+        return {"customer_id": self.customer_id, "ok": self.ok, "error": self.error, "shots": self.shots,
+                "files": self.files, "rejected": [list(r) for r in self.rejected], "method": self.method,
+                "content_hash": self.content_hash, "seconds": self.seconds, "metrics": self.metrics}
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_evaluator(path: str, mtime_ns: int):
+    from metagan.evaluator import load_evaluator
+
+    return load_evaluator(path, with_reference=True)
+
+
+def load_gate_evaluator(params: Params):
+    """The evaluator the customer metrics use, ``(net, reference)``, or None when the configured file
+    is absent (the evaluator-space metrics are then not computed, and the gate skips their bounds)."""
+    path = params.resolve(params.paths.evaluator)
+    return _cached_evaluator(str(path), path.stat().st_mtime_ns) if path.exists() else None
+
+
+def adapt_customer(meta: MetaModel, uploads: CustomerUploads, params: Params, evaluator=None,
+                   seed: int = 0) -> CustomerModel:
+    """Adapt to validated uploads, save the generator, export ONNX, check it against torch, score
+    it from the shots (with ``evaluator``, a ``(net, reference)`` pair) and draw its contact sheet."""
+    start = time.monotonic()
+    folder = CustomerFolder.of(params, uploads.customer_id)
+    generator = adapt_to_customer(meta, uploads.images, seed=seed, settings=params.adapt)
+    info = {"customer_id": uploads.customer_id, "files": uploads.files, "seed": seed,
+            "steps": params.adapt.steps_for(len(uploads.images)), "method": meta.method,
+            "content_hash": uploads.content_hash}
+    save_customer_generator(generator, folder.generator, info)
+    export_generator_onnx(generator, folder.onnx, params.export.opset)
+    parity = Parity(check_parity(generator, folder.onnx, params.export.parity_batch, seed), params.export.parity_atol)
+    metrics = customer_metrics(generator, uploads.images, evaluator) | {"parity_max_abs_diff": parity.max_abs_diff}
+    contact_sheet(uploads.images, sample_onnx(folder.onnx, CONTACT_SHEET_SAMPLES), folder.contact_sheet)
+    model = CustomerModel(uploads.customer_id, generator, folder, parity, metrics, len(uploads.images),
+                          uploads.content_hash, list(uploads.files), list(uploads.rejected), meta.method,
+                          time.monotonic() - start)
+    write_json(folder.report, model.report())
+    return model

@@ -1,0 +1,82 @@
+"""Per-customer mutual exclusion for the registry's read-modify-write steps.
+
+The lifecycle (:mod:`metagan.registry`) takes a :data:`Locker`: a function from a lock name to a
+context manager that holds it. Two are provided:
+
+- :func:`file_locker` (the embedded profile: one machine): ``flock`` on a file per name. The kernel
+  releases it when the holder exits, however it exits (SIGKILL included), so a killed run never
+  leaves a customer locked.
+- ``flows.locks.prefect_locker`` (the scale-out profile): a Prefect global concurrency limit of 1
+  per name on the Prefect server every worker already talks to (the library never imports
+  Prefect, so it lives with the flows).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+
+Locker = Callable[[str], AbstractContextManager]
+"""``locker(name)``: a context manager holding the lock called ``name`` while the block runs."""
+
+LOCK_TIMEOUT_ENV = "METAGAN_LOCK_TIMEOUT_S"
+DEFAULT_TIMEOUT_S = 3600.0
+
+
+class LockTimeout(TimeoutError):
+    """Another run held the lock for longer than the timeout."""
+
+
+def lock_timeout_s() -> float:
+    raw = os.environ.get(LOCK_TIMEOUT_ENV)
+    try:
+        return float(raw) if raw is not None else DEFAULT_TIMEOUT_S
+    except ValueError:
+        raise ValueError(f"{LOCK_TIMEOUT_ENV}={raw!r} is not a number") from None
+
+
+def no_lock(name: str) -> AbstractContextManager:
+    """For a process that is known to be the registry's only writer (tests, benchmarks)."""
+    return nullcontext()
+
+
+def file_locker(folder: str | Path, timeout_s: float | None = None) -> Locker:
+    """Locks as files under ``folder`` (created on first use); waits at most ``timeout_s``."""
+    folder = Path(folder)
+
+    @contextmanager
+    def hold(name: str) -> Iterator[None]:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / (re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".lock")
+        limit = lock_timeout_s() if timeout_s is None else timeout_s
+        deadline = time.monotonic() + limit
+        with open(path, "a+b") as f:
+            while True:
+                try:
+                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise LockTimeout(f"lock {name!r} ({path}) still held by another run after {limit:g} s")
+                    time.sleep(0.05)
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    return hold
+
+
+def local_lock_folder(tracking_uri: str) -> Path:
+    """Where the embedded profile keeps its locks: beside the SQLite registry they protect, or (a
+    tracking server on this machine) in the temp folder, one folder per registry."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri.removeprefix("sqlite:///")).parent / "locks"
+    return Path(tempfile.gettempdir()) / "metagan-locks" / hashlib.sha256(tracking_uri.encode()).hexdigest()[:12]

@@ -1,0 +1,117 @@
+"""The meta-model's and the evaluator's lifecycle: train or reuse, log, register, keep ``current``.
+
+Identities and names come from :mod:`metagan.registry`; MLflow is reached through
+:mod:`metagan.tracking`, the training itself is :func:`metagan.train.meta_train`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from metagan import tracking
+from metagan.config import Params
+from metagan.data import load_packed
+from metagan.files import sha256_file, write_json, write_text
+from metagan.grid import make_grid
+from metagan.registry import CURRENT, EVALUATOR_MODEL, META_MODEL, meta_identity
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MetaRegistration:
+    version: str
+    reused: bool
+    checkpoint: Path
+    data_version: str
+    steps: int | None = None
+    """Meta-training steps run now (None when an identical registered model was reused)."""
+
+
+def train_meta_or_reuse(params: Params, data_version: str) -> MetaRegistration:
+    """Train and register a meta-model (alias ``current``), unless one with the same identity
+    (:func:`~metagan.registry.meta_identity`) is registered already: then its checkpoint is put in
+    place (downloaded when the local file differs) and it becomes ``current`` again."""
+    from metagan.train import meta_train
+
+    tags = meta_identity(params, data_version)
+    ckpt = params.resolve(params.paths.meta_checkpoint)
+    existing = tracking.find_version(META_MODEL, tags)
+    if existing is not None:
+        if not ckpt.exists() or existing.tags.get("checkpoint_sha256") != sha256_file(ckpt):
+            tracking.download_artifact_file(META_MODEL, existing.version, ckpt.name, ckpt.parent)
+        log.info("reusing %s version %s (same data and params)", META_MODEL, existing.version)
+        tracking.set_alias(META_MODEL, CURRENT, existing.version)
+        return MetaRegistration(str(existing.version), True, ckpt, data_version)
+
+    dataset = load_packed(params.resolve(params.data.packed_dir))
+    run_tags = tags | {"code_version": tracking.code_version(), "step": "meta_train"}
+    history: list[tuple[str, float, int]] = []
+    to_mlflow = None
+
+    def report(name: str, value: float, step: int) -> None:
+        history.append((name, value, step))
+        to_mlflow(name, value, step)
+
+    with tracking.start_run("meta-train", run_tags, params) as run:
+        to_mlflow = tracking.mlflow_reporter()
+        result = meta_train(
+            params, dataset, ckpt, report=report, data_version=data_version, resume=True,
+            on_samples=lambda grid, step: tracking.log_image(make_grid(grid), f"samples/step-{step:07d}.png"),
+        )
+        tracking.log_metrics({f"final_{k}": v for k, v in result.metrics.items()} | {"steps": result.steps})
+        write_dvc_metrics(ckpt.parent, result.metrics | {"steps": result.steps}, history)
+        tracking.log_file(ckpt, "checkpoint")
+        version = tracking.register_artifact(
+            META_MODEL, run, "checkpoint", run_tags | {"checkpoint_sha256": sha256_file(ckpt), "method": params.meta.method},
+        )
+    tracking.set_alias(META_MODEL, CURRENT, version.version)
+    log.info("registered %s version %s after %d steps", META_MODEL, version.version, result.steps)
+    return MetaRegistration(str(version.version), False, ckpt, data_version, result.steps)
+
+
+def write_dvc_metrics(folder: Path, metrics: dict, history: list[tuple[str, float, int]]) -> None:
+    """``metrics.json`` and ``history.csv`` for ``dvc metrics show`` and ``dvc plots show``."""
+    write_json(folder / "metrics.json", metrics)
+    names = sorted({n for n, _, _ in history})
+    rows: dict[int, dict[str, float]] = {}
+    for n, v, step in history:
+        rows.setdefault(step, {})[n] = v
+    lines = [",".join(["step", *names])]
+    lines += [",".join([str(step), *(f"{rows[step].get(n, ''):.6g}" if n in rows[step] else "" for n in names)])
+              for step in sorted(rows)]
+    write_text(folder / "history.csv", "\n".join(lines) + "\n")
+
+
+def current_meta_version() -> str:
+    mv = tracking.get_alias(META_MODEL, CURRENT)
+    if mv is None:
+        raise LookupError("no meta-model registered yet: run the meta-train flow first")
+    return str(mv.version)
+
+
+@dataclass(frozen=True)
+class EvaluatorRegistration:
+    registered: bool
+    version: str | None = None
+    reused: bool = False
+    reason: str = ""
+
+
+def register_evaluator(params: Params) -> EvaluatorRegistration:
+    """Version the configured evaluator file as ``metagan-evaluator`` (identity: its sha256)."""
+    path = params.resolve(params.paths.evaluator)
+    if not path.exists():
+        return EvaluatorRegistration(False, reason=f"no evaluator at {path} (python bench/build_pretrained.py makes one)")
+    sha = sha256_file(path)
+    existing = tracking.find_version(EVALUATOR_MODEL, {"sha256": sha})
+    if existing is not None:
+        return EvaluatorRegistration(True, str(existing.version), reused=True)
+    with tracking.start_run("register-evaluator", {"step": "evaluator"}) as run:
+        tracking.log_file(path, "evaluator")
+        mv = tracking.register_artifact(EVALUATOR_MODEL, run, "evaluator",
+                                        {"sha256": sha, "code_version": tracking.code_version()})
+    tracking.set_alias(EVALUATOR_MODEL, CURRENT, mv.version)
+    return EvaluatorRegistration(True, str(mv.version))

@@ -1,0 +1,352 @@
+"""The customer-model lifecycle: the rules of the product, on top of :mod:`metagan.tracking`.
+
+This module owns the model names and alias names, what makes two models the same (identity tags),
+find-or-register, ``candidate`` -> ``production`` (through the pure :mod:`metagan.gate`),
+``previous`` and rollback, the listing of every customer (all pages) and what the batch job serves.
+
+Each read-modify-write of one customer's registry entries (find-or-register, promote, rollback)
+runs holding that customer's lock (:mod:`metagan.locks`; the flows pass the profile's locker), so
+overlapping runs leave exactly one version per identity and consistent aliases. Results are
+typed values (:class:`Adaptation`, :class:`PromotionResult`); metrics stay floats until
+:func:`metric_tags` writes them.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import logging
+import os
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from metagan import tracking
+from metagan.adapt import load_meta_model
+from metagan.config import GateConfig, Params
+from metagan.customer_model import adapt_customer, load_gate_evaluator
+from metagan.files import move_into_place
+from metagan.gate import Evidence, gate_decision
+from metagan.locks import Locker, file_locker, local_lock_folder
+from metagan.metric_registry import METRICS, key_metric_names
+from metagan.uploads import CustomerUploads, validate_customer_id
+
+log = logging.getLogger(__name__)
+
+META_MODEL = "metagan-meta"
+EVALUATOR_MODEL = "metagan-evaluator"
+CUSTOMER_PREFIX = "metagan-customer-"
+
+CURRENT = "current"
+"""The meta-model's and evaluator's moving alias ("latest" is reserved by MLflow)."""
+CANDIDATE, PRODUCTION, PREVIOUS = "candidate", "production", "previous"
+CUSTOMER_ALIASES = (PRODUCTION, CANDIDATE, PREVIOUS)
+
+
+def customer_model_name(customer_id: str) -> str:
+    return CUSTOMER_PREFIX + validate_customer_id(customer_id)
+
+
+def customer_id_of(model_name: str) -> str:
+    return model_name.removeprefix(CUSTOMER_PREFIX)
+
+
+def params_hash(params: Params, *sections: str) -> str:
+    """Short hash of the given config sections: part of the identity of a trained artifact."""
+    raw = params.model_dump()
+    blob = json.dumps({s: raw[s] for s in sections}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CustomerIdentity:
+    """Same usable shots, meta-model version and adaptation config -> the same customer model."""
+
+    content_hash: str
+    meta_version: str
+    adapt_hash: str
+
+    @classmethod
+    def of(cls, params: Params, content_hash: str, meta_version: str | int) -> "CustomerIdentity":
+        return cls(content_hash, str(meta_version), params_hash(params, "adapt", "export"))
+
+    def tags(self) -> dict[str, str]:
+        return {"content_hash": self.content_hash, "meta_version": self.meta_version, "adapt_hash": self.adapt_hash}
+
+
+def meta_identity(params: Params, data_version: str) -> dict[str, str]:
+    """The identity of a meta-model: same data and same training config -> same model."""
+    return {"data_version": data_version, "params_hash": params_hash(params, "data", "model", "meta")}
+
+
+def default_locker() -> Locker:
+    """File locks beside the registry (one machine: the embedded profile)."""
+    return file_locker(local_lock_folder(tracking.tracking_uri()))
+
+
+def lock_name(customer_id: str) -> str:
+    return f"metagan-customer-{customer_id}"
+
+
+def metric_tags(metrics: dict[str, float]) -> dict[str, str]:
+    """Metrics as version tags: ``repr`` reads back as the same float."""
+    return {k: repr(float(v)) for k, v in metrics.items()}
+
+
+def evidence(version) -> Evidence:
+    """What the gate needs from a registered version: its parity flag and its metrics as floats."""
+    metrics = {}
+    for name in METRICS:
+        try:
+            metrics[name] = float(version.tags[name])
+        except (KeyError, ValueError):
+            pass
+    return Evidence(version.tags.get("parity_ok") == "true", metrics)
+
+
+def worker_id() -> str:
+    """Which process adapted a customer (host:pid), recorded to see the fan-out spread."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# ---------------------------------------------------------------------------------------------
+# adapt and register
+
+
+def meta_checkpoint(params: Params, meta_version: str | int) -> Path:
+    """The meta-model to adapt from: the configured checkpoint (which meta-training keeps at the
+    ``current`` version), or, where this process has no such file (a Dask worker on another
+    machine), the checkpoint of registered version ``meta_version``, fetched once into a cache."""
+    ckpt = params.resolve(params.paths.meta_checkpoint)
+    if ckpt.exists():
+        return ckpt
+    registry = hashlib.sha256(tracking.tracking_uri().encode()).hexdigest()[:12]
+    cached = Path(tempfile.gettempdir()) / "metagan-meta-cache" / registry / str(meta_version) / ckpt.name
+    if not cached.exists():  # download beside, then rename: a killed download leaves no torn file
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cached.parent) as part:
+            move_into_place(tracking.download_artifact_file(META_MODEL, meta_version, ckpt.name, part), cached)
+    return cached
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """One customer's adaptation: a new version, an identical one reused, or a failure."""
+
+    customer_id: str
+    ok: bool
+    version: str | None = None
+    reused: bool = False
+    error: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    worker: str = ""
+
+
+def adapt_and_register(uploads: CustomerUploads, params: Params, meta_version: str | int, data_version: str = "",
+                       lock: Locker | None = None) -> Adaptation:
+    """Register ``uploads``' model as the customer's ``candidate``: an identical version (same
+    :class:`CustomerIdentity`) is reused, otherwise the customer is adapted from meta-model
+    ``meta_version`` (:func:`metagan.customer_model.adapt_customer`), logged and registered with its
+    identity and metrics as tags. Only a version registered complete and parity-checked gets the alias."""
+    cid = uploads.customer_id
+    name = customer_model_name(cid)
+    identity = CustomerIdentity.of(params, uploads.content_hash, meta_version)
+    with (lock or default_locker())(lock_name(cid)):
+        existing = tracking.find_version(name, identity.tags())
+        if existing is not None:
+            ok = existing.tags.get("parity_ok") == "true"
+            if ok:  # a run killed between registering and aliasing left it without its alias
+                _set_alias_if_moved(name, CANDIDATE, existing.version)
+            return Adaptation(cid, ok, str(existing.version), reused=True, metrics=evidence(existing).metrics,
+                              error="" if ok else f"customer {cid!r}: version {existing.version} failed the ONNX "
+                                                  "parity check")
+        meta = load_meta_model(meta_checkpoint(params, meta_version))
+        run_tags = identity.tags() | {"customer_id": cid, "data_version": data_version, "meta_model": META_MODEL,
+                                      "code_version": tracking.code_version()}
+        with tracking.start_run(f"adapt-{cid}", run_tags, params):
+            model = adapt_customer(meta, uploads, params, load_gate_evaluator(params))
+            tracking.log_metrics(model.metrics | {"adapt_seconds": model.seconds, "shots": model.shots})
+            tracking.log_file(model.contact_sheet)
+            version = tracking.log_onnx_model(model.onnx_path, name, run_tags | metric_tags(model.metrics)
+                                              | {"shots": str(model.shots), "parity_ok": str(model.ok).lower()})
+        if model.ok:
+            tracking.set_alias(name, CANDIDATE, version.version)
+    return Adaptation(cid, model.ok, str(version.version), error=model.error, metrics=model.metrics,
+                      seconds=model.seconds, worker=worker_id())
+
+
+def _set_alias_if_moved(name: str, alias: str, version) -> None:
+    current = tracking.get_alias(name, alias)
+    if current is None or str(current.version) != str(version):
+        tracking.set_alias(name, alias, version)
+
+
+# ---------------------------------------------------------------------------------------------
+# promote and roll back
+
+
+class Promotion(enum.Enum):
+    PROMOTED = "promoted"
+    ALREADY_PRODUCTION = "already production"
+    REFUSED = "refused"
+    NO_CANDIDATE = "no candidate"
+    SUPERSEDED = "superseded"
+    """The version asked for is no longer the candidate: a later run registered another."""
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    customer_id: str
+    outcome: Promotion
+    version: str | None = None
+    """The candidate considered (for SUPERSEDED: the version asked for)."""
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def serving(self) -> bool:
+        """The version considered is what production serves now."""
+        return self.outcome in (Promotion.PROMOTED, Promotion.ALREADY_PRODUCTION)
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons) or self.outcome.value
+
+
+def promote(customer_id: str, gate: GateConfig, version: str | int | None = None,
+            lock: Locker | None = None) -> PromotionResult:
+    """Move ``production`` to the customer's ``candidate`` if it passes the gate (the old production
+    becomes ``previous``). With ``version``, only if that version is still the candidate."""
+    name = customer_model_name(customer_id)
+    with (lock or default_locker())(lock_name(customer_id)):
+        cand = tracking.get_alias(name, CANDIDATE)
+        if cand is None:
+            return PromotionResult(customer_id, Promotion.NO_CANDIDATE)
+        if version is not None and str(cand.version) != str(version):
+            return PromotionResult(customer_id, Promotion.SUPERSEDED, str(version),
+                                   (f"version {cand.version} is the candidate now (a later run's)",))
+        prod = tracking.get_alias(name, PRODUCTION)
+        if prod is not None and prod.version == cand.version:
+            return PromotionResult(customer_id, Promotion.ALREADY_PRODUCTION, str(cand.version))
+        decision = gate_decision(evidence(cand), evidence(prod) if prod is not None else None, gate)
+        tracking.set_version_tags(name, cand.version, {"gate": "passed" if decision.passed else "refused",
+                                                       "gate_reason": decision.reason})
+        if not decision.passed:
+            return PromotionResult(customer_id, Promotion.REFUSED, str(cand.version), decision.reasons)
+        if prod is not None:
+            tracking.set_alias(name, PREVIOUS, prod.version)
+        tracking.set_alias(name, PRODUCTION, cand.version)  # last: production always names a complete version
+    return PromotionResult(customer_id, Promotion.PROMOTED, str(cand.version), decision.reasons)
+
+
+def promote_all(gate: GateConfig, customers: Iterable[str] | None = None, versions: dict[str, str] | None = None,
+                lock: Locker | None = None) -> list[PromotionResult]:
+    """:func:`promote` for ``customers`` (default: every customer in the registry, found in one
+    listing; those whose candidate already serves are reported without touching the registry).
+    ``versions``: customer id -> the version to promote (see :func:`promote`)."""
+    versions = versions or {}
+    if customers is not None:
+        return [promote(c, gate, versions.get(c), lock) for c in customers]
+    results = []
+    for entry in list_customers():
+        cand, prod = entry.aliases.get(CANDIDATE), entry.aliases.get(PRODUCTION)
+        if cand is None:
+            results.append(PromotionResult(entry.customer_id, Promotion.NO_CANDIDATE))
+        elif cand == prod:
+            results.append(PromotionResult(entry.customer_id, Promotion.ALREADY_PRODUCTION, cand))
+        else:
+            results.append(promote(entry.customer_id, gate, versions.get(entry.customer_id), lock))
+    return results
+
+
+class NoPreviousVersion(LookupError):
+    """A rollback was asked for a customer that never had another production version."""
+
+
+def rollback(customer_id: str, lock: Locker | None = None) -> str:
+    """Swap ``production`` and ``previous``; returns the version now in production."""
+    name = customer_model_name(customer_id)
+    with (lock or default_locker())(lock_name(customer_id)):
+        prev, prod = tracking.get_alias(name, PREVIOUS), tracking.get_alias(name, PRODUCTION)
+        if prev is None:
+            raise NoPreviousVersion(f"customer {customer_id!r} has no previous production version to roll back to")
+        tracking.set_alias(name, PRODUCTION, prev.version)
+        if prod is not None:
+            tracking.set_alias(name, PREVIOUS, prod.version)
+    return str(prev.version)
+
+
+# ---------------------------------------------------------------------------------------------
+# listing and serving
+
+
+@dataclass(frozen=True)
+class CustomerEntry:
+    customer_id: str
+    name: str
+    aliases: dict[str, str]
+    """alias -> version, as the listing reported them."""
+
+
+def list_customers() -> list[CustomerEntry]:
+    """Every customer with a registered model, with its aliases, from one paginated listing."""
+    return sorted((CustomerEntry(customer_id_of(m.name), m.name, {a: str(v) for a, v in (m.aliases or {}).items()})
+                   for m in tracking.list_models(CUSTOMER_PREFIX)), key=lambda e: e.customer_id)
+
+
+def customers_in_production() -> list[str]:
+    """The customers the nightly batch job generates for."""
+    return [e.customer_id for e in list_customers() if PRODUCTION in e.aliases]
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    name: str
+    version: str
+    uri: str
+    """``models:/<name>/<version>``: the version production named when it was read, pinned."""
+    onnx: bytes
+
+    def describe(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "uri": self.uri}
+
+
+def production_model(customer_id: str) -> ServedModel:
+    """The customer's production ONNX model. The alias is read once and the version it names is
+    loaded, so a promotion in between can neither mix two versions nor mislabel the manifest."""
+    name = customer_model_name(customer_id)
+    mv = tracking.get_alias(name, PRODUCTION)
+    if mv is None:
+        raise LookupError(f"customer {customer_id!r} has no production model (run adapt and promote first)")
+    uri = f"models:/{name}/{mv.version}"
+    return ServedModel(name, str(mv.version), uri, tracking.load_onnx_bytes(uri))
+
+
+def models_table() -> str:
+    """``metagan models``: every metagan model, its version count, customer aliases and key metrics
+    of the version shown (production, else candidate, else the newest), from two paginated
+    listings (models with their aliases; versions with their tags) whatever the number of models."""
+    keys = key_metric_names()
+    versions: dict[str, dict[str, object]] = {}
+    for v in tracking.search_versions("name LIKE 'metagan-%'"):
+        versions.setdefault(v.name, {})[str(v.version)] = v
+    rows = [("model", "versions", *CUSTOMER_ALIASES, *keys)]
+    for m in sorted(tracking.list_models("metagan-"), key=lambda m: m.name):
+        aliases = {a: str(v) for a, v in (m.aliases or {}).items()}
+        mine = versions.get(m.name, {})
+        shown = aliases.get(PRODUCTION) or aliases.get(CANDIDATE) or max(mine, key=int, default=None)
+        tags = mine[shown].tags if shown in mine else {}
+        rows.append((m.name, str(len(mine)), *(aliases.get(a, "-") for a in CUSTOMER_ALIASES),
+                     *(_show(tags.get(k)) for k in keys)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _show(tag: str | None) -> str:
+    try:
+        return f"{float(tag):.4g}"
+    except (TypeError, ValueError):
+        return tag or "-"

@@ -1,0 +1,41 @@
+"""ONNX export: the served model computes what torch computes, however it is run."""
+
+import numpy as np
+import torch
+
+from metagan.adapt import adapt_to_customer
+from metagan.checkpoint import META_FORMAT, load_checkpoint
+from metagan.export import check_parity, export_generator_onnx
+
+
+def test_onnx_output_equals_torch_output(meta_ckpt, tiny_dataset, tmp_path):
+    gen = adapt_to_customer(meta_ckpt, tiny_dataset.images[:3])
+    path = export_generator_onnx(gen, tmp_path / "g.onnx")
+    assert check_parity(gen, path, batch=5) < 1e-5
+
+
+
+def test_parallel_onnx_sessions_give_the_same_images(meta_ckpt, tiny_dataset, tmp_path):
+    """The batch job splits batches over single-threaded sessions; the images must not depend on
+    how many there are."""
+    from metagan.export import OnnxGenerator, noise, onnx_session, sample_onnx
+
+    path = export_generator_onnx(adapt_to_customer(meta_ckpt, tiny_dataset.images[:3]), tmp_path / "g.onnx")
+    z = noise(37, load_checkpoint(meta_ckpt, META_FORMAT)["net"]["z_dim"], 0)
+    (single,) = onnx_session(path).run(None, {"z": z})
+    for workers in (1, 2, 3):
+        with OnnxGenerator(path, workers) as run:
+            np.testing.assert_allclose(run(z), single, atol=1e-6)
+    assert np.array_equal(sample_onnx(path, 37, seed=0, batch_size=16, workers=3),
+                          sample_onnx(path, 37, seed=0, batch_size=37, workers=1))
+
+
+
+def test_exports_after_the_first_reuse_the_graph_with_each_generators_own_weights(tmp_path):
+    from metagan.nets import Generator, SampleGenerator, net_config
+
+    cfg = net_config("tiny", code_dim=8)
+    gens = [SampleGenerator(Generator(cfg), torch.randn(8)) for _ in range(2)]
+    paths = [export_generator_onnx(g, tmp_path / f"g{i}.onnx") for i, g in enumerate(gens)]
+    assert all(check_parity(g, p) < 1e-5 for g, p in zip(gens, paths))
+    assert paths[0].read_bytes() != paths[1].read_bytes()

@@ -1,0 +1,79 @@
+"""Meta-training: checkpoints as data, held-out groups, resuming, loading old and foreign files."""
+
+import pytest
+import torch
+
+from metagan.adapt import MetaModel, NoMetaCheckpoint
+from metagan.checkpoint import CheckpointError, META_FORMAT, load_checkpoint
+from metagan.config import ConfigError
+from metagan.train import meta_train
+
+
+def test_checkpoint_is_state_dicts_plus_config_and_loads_weights_only(meta_ckpt):
+    ckpt = load_checkpoint(meta_ckpt, META_FORMAT)  # weights_only=True inside
+    assert ckpt["method"] == "condgan" and ckpt["step"] == 3
+    assert ckpt["params"]["model"]["preset"] == "tiny"
+    assert ckpt["train_groups"] == ["g0", "g1", "g2"]  # the held-out group never trained on
+    assert isinstance(ckpt["state"]["generator"]["fc.weight"], torch.Tensor)
+
+
+
+def test_tune_groups_are_held_out_and_absent_ones_are_ignored(tiny_params, tiny_dataset, tmp_path):
+    params = tiny_params.with_overrides(data={"tune_groups": ["g2", "not-in-this-dataset"]})
+    result = meta_train(params, tiny_dataset, tmp_path / "tuned.pt")
+    assert load_checkpoint(result.checkpoint, META_FORMAT)["train_groups"] == ["g0", "g1"]
+
+
+
+def test_a_killed_meta_training_resumes_from_its_last_checkpoint(tiny_params, tiny_dataset, tmp_path):
+    params = tiny_params.with_overrides(meta={"max_steps": 4, "sample_every": 3})
+    path = tmp_path / "resume.pt"
+
+    def crash(grid, step):
+        raise KeyboardInterrupt("killed")
+
+    with pytest.raises(KeyboardInterrupt):
+        meta_train(params, tiny_dataset, path, on_samples=crash, checkpoint_every_s=0.0)
+    assert load_checkpoint(path, META_FORMAT)["step"] == 2  # saved after steps 1 and 2, killed in step 3
+    result = meta_train(params, tiny_dataset, path, resume=True)
+    assert load_checkpoint(path, META_FORMAT)["step"] == 4 == result.steps
+    other = params.with_overrides(meta={"seed": 1})  # a different config never resumes this file
+    seen = []
+    meta_train(other, tiny_dataset, path, resume=True, on_samples=lambda g, s: seen.append(s))
+    assert seen[0] == 3  # trained from step 0, not continued from the other run's step 4
+
+
+
+def test_raising_the_budget_of_a_finished_run_extends_it_instead_of_restarting(tiny_params, tiny_dataset, tmp_path):
+    path = tmp_path / "long.pt"
+    meta_train(tiny_params.with_overrides(meta={"max_steps": 3}), tiny_dataset, path)
+    longer = tiny_params.with_overrides(meta={"max_steps": 5, "minutes": tiny_params.meta.minutes * 2})
+    result = meta_train(longer, tiny_dataset, path, resume=True)
+    assert result.steps == 5 and load_checkpoint(path, META_FORMAT)["params"]["meta"]["max_steps"] == 5
+
+
+
+def test_meta_model_load_reports_missing_and_foreign_checkpoints(tmp_path):
+    with pytest.raises(NoMetaCheckpoint):
+        MetaModel.load(tmp_path / "missing.pt")
+    torch.save({"format": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a"):
+        MetaModel.load(tmp_path / "other.pt")
+
+
+
+def test_a_checkpoint_naming_settings_this_version_lacks_still_loads(meta_ckpt, tmp_path, caplog):
+    """A shipped model outlives the code that trained it: unknown keys in its params record are
+    dropped with a warning (params.yaml itself stays strict)."""
+    from metagan.checkpoint import save_atomic
+
+    ckpt = torch.load(meta_ckpt, weights_only=True)
+    ckpt["params"]["adapt"]["copy_limit"] = 0.0  # a setting a later version removed
+    save_atomic(ckpt, tmp_path / "old.pt")
+    meta = MetaModel.load(tmp_path / "old.pt")
+    assert meta.params.adapt.steps == ckpt["params"]["adapt"]["steps"]
+    assert "dropped adapt.copy_limit" in caplog.text
+    ckpt["params"]["adapt"]["steps"] = "many"
+    save_atomic(ckpt, tmp_path / "bad.pt")
+    with pytest.raises(ConfigError, match="adapt.steps"):
+        MetaModel.load(tmp_path / "bad.pt")

@@ -1,0 +1,167 @@
+"""The lifecycle's rules (metagan.registry) on a real MLflow registry (SQLite): every customer is
+listed whatever the number of pages, promotion results are typed, a generate during a promotion
+serves one complete version."""
+
+import threading
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from metagan import registry, tracking
+from metagan.config import GateConfig
+from metagan.registry import Promotion
+
+GOOD_TAGS = {"parity_ok": "true", "parity_max_abs_diff": "1e-06", "shot_coverage": "0.2"}
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracking.experiment_id()
+    return tmp_path
+
+
+@pytest.fixture
+def onnx_model(store):
+    """One tiny logged ONNX model; versions registered from it (the source) load as real models."""
+    from metagan.export import export_generator_onnx
+    from metagan.nets import Generator, SampleGenerator, net_config
+
+    torch.manual_seed(0)
+    path = export_generator_onnx(SampleGenerator(Generator(net_config("tiny", 16, 1, code_dim=8)), torch.randn(8)),
+                                 store / "g.onnx")
+    with tracking.start_run("models", {}) as run:
+        version = tracking.log_onnx_model(path, registry.customer_model_name("seed"), {})
+    return run.info.run_id, version.source
+
+
+def register(customer: str, run_source: tuple[str, str], tags: dict | None = None, alias: str | None = None) -> str:
+    run_id, source = run_source
+    mv = tracking.register_version(registry.customer_model_name(customer), source, run_id, GOOD_TAGS | (tags or {}))
+    if alias:
+        tracking.set_alias(registry.customer_model_name(customer), alias, mv.version)
+    return str(mv.version)
+
+
+class Calls:
+    """Counts MlflowClient calls by method name."""
+
+    def __init__(self, monkeypatch, *names):
+        self.counts = dict.fromkeys(names, 0)
+        for name in names:
+            real = getattr(MlflowClient, name)
+
+            def spy(client, *a, _real=real, _name=name, **k):
+                self.counts[_name] += 1
+                return _real(client, *a, **k)
+
+            monkeypatch.setattr(MlflowClient, name, spy)
+
+
+def test_every_customer_past_the_first_page_is_listed_promoted_and_generated_for(onnx_model, monkeypatch):
+    """Guarantee: with more customers than one page of MLflow's listing (100), the listing, the
+    nightly generate's customer list, `metagan promote` and `metagan models` see every one; the
+    models table comes from two paginated listings, not queries per model."""
+    ids = [f"c{i:03d}" for i in range(105)]
+    for cid in ids:
+        register(cid, onnx_model, alias=registry.CANDIDATE)
+    calls = Calls(monkeypatch, "search_registered_models", "search_model_versions", "get_model_version_by_alias")
+    listed = registry.list_customers()
+    assert [e.customer_id for e in listed] == sorted(ids + ["seed"])
+    assert calls.counts["search_registered_models"] == 2  # 100 + 6 on two pages
+    assert registry.customers_in_production() == []
+
+    results = {r.customer_id: r for r in registry.promote_all(GateConfig())}
+    assert {cid: r.outcome for cid, r in results.items() if cid != "seed"} == dict.fromkeys(ids, Promotion.PROMOTED)
+    assert results["seed"].outcome is Promotion.NO_CANDIDATE
+    assert registry.customers_in_production() == ids
+    again = registry.promote_all(GateConfig())  # all already served: read from the one listing alone
+    assert {r.outcome for r in again if r.customer_id != "seed"} == {Promotion.ALREADY_PRODUCTION}
+
+    for name in calls.counts:
+        calls.counts[name] = 0
+    table = registry.models_table().splitlines()
+    assert len(table) == 1 + 106 and table[1].startswith("metagan-customer-c000")
+    assert calls.counts == {"search_registered_models": 2, "search_model_versions": 1, "get_model_version_by_alias": 0}
+
+
+def test_promotion_results_are_typed_and_previous_follows(onnx_model):
+    gate = GateConfig()
+    assert registry.promote("acme", gate).outcome is Promotion.NO_CANDIDATE
+    v1 = register("acme", onnx_model, alias=registry.CANDIDATE)
+    first = registry.promote("acme", gate)
+    assert (first.outcome, first.version, first.serving) == (Promotion.PROMOTED, v1, True)
+    assert registry.promote("acme", gate).outcome is Promotion.ALREADY_PRODUCTION
+
+    v2 = register("acme", onnx_model, {"consistency": "0.1", "copy_rate": "0.0", "diversity": "1.0"},
+                  alias=registry.CANDIDATE)
+    refused = registry.promote("acme", gate)
+    assert refused.outcome is Promotion.REFUSED and not refused.serving and refused.version == v2
+    assert any("consistency 0.10 < 0.50" in r for r in refused.reasons)
+    assert tracking.get_version(registry.customer_model_name("acme"), v2).tags["gate"] == "refused"
+
+    v3 = register("acme", onnx_model, alias=registry.CANDIDATE)
+    assert registry.promote("acme", gate, version=v2).outcome is Promotion.SUPERSEDED  # v3 came later
+    assert registry.promote("acme", gate, version=v3).outcome is Promotion.PROMOTED
+    name = registry.customer_model_name("acme")
+    assert (str(tracking.get_alias(name, "production").version), str(tracking.get_alias(name, "previous").version)) \
+        == (v3, v1)
+    assert registry.rollback("acme") == v1
+    assert str(tracking.get_alias(name, "previous").version) == v3
+    with pytest.raises(registry.NoPreviousVersion):
+        registry.rollback("nobody")
+
+
+def test_metrics_are_written_as_tags_that_read_back_as_the_same_floats():
+    metrics = {"consistency": 0.1 + 0.2, "shot_coverage": 1 / 3, "parity_max_abs_diff": 2.384185791015625e-07}
+    tags = registry.metric_tags(metrics) | {"parity_ok": "true"}
+
+    class Version:
+        pass
+
+    v = Version()
+    v.tags = tags
+    assert registry.evidence(v).metrics == metrics and registry.evidence(v).parity_ok
+
+
+def test_a_generate_during_promotions_serves_one_complete_version(store):
+    """Guarantee: the batch job reads `production` once and loads the version it names
+    (models:/name/<version>): while promotions and rollbacks move the alias between two versions,
+    every load returns the bytes of the version it reports."""
+    from metagan.export import export_generator_onnx
+    from metagan.nets import Generator, SampleGenerator, net_config
+
+    name = registry.customer_model_name("acme")
+    onnx = {}
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        path = export_generator_onnx(SampleGenerator(Generator(net_config("tiny", 16, 1, code_dim=8)),
+                                                     torch.randn(8)), store / f"g{seed}.onnx")
+        with tracking.start_run(f"v{seed}", {}):
+            mv = tracking.log_onnx_model(path, name, GOOD_TAGS)
+        onnx[str(mv.version)] = tracking.load_onnx_bytes(f"models:/{name}/{mv.version}")
+        tracking.set_alias(name, registry.CANDIDATE, mv.version)
+        assert registry.promote("acme", GateConfig()).serving
+    assert onnx["1"] != onnx["2"]
+
+    stop, errors, served = threading.Event(), [], []
+
+    def flip():
+        try:
+            while not stop.is_set():
+                registry.rollback("acme")
+        except Exception as e:  # noqa: BLE001 (reported by the assertion below)
+            errors.append(e)
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    try:
+        for _ in range(12):
+            model = registry.production_model("acme")
+            served.append(model.version)
+            assert model.onnx == onnx[model.version] and model.uri == f"models:/{name}/{model.version}"
+    finally:
+        stop.set()
+        flipper.join()
+    assert not errors and set(served) <= {"1", "2"}
