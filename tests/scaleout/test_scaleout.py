@@ -173,3 +173,27 @@ def test_the_gpu_tag_limit_holds_concurrent_tasks_back(stack, run):
     assert proc.returncode == 0, proc.stderr[-3000:]
     (s1, e1), (s2, e2) = sorted(json.loads(proc.stdout.strip().splitlines()[-1]))
     assert s2 >= e1, "the two gpu-tagged tasks overlapped"
+
+
+def test_overlapping_adapt_runs_on_postgresql_leave_one_version_per_identity(stack, run, monkeypatch):
+    """Guarantee (as tests/faults/test_overlapping_runs.py on SQLite): two `metagan adapt` processes
+    started together, here against MLflow on PostgreSQL reached over HTTP only, with Dask fan-out:
+    one version per identity, each built from its own run's uploads, consistent aliases. The
+    per-customer locks are the Prefect server's concurrency limits."""
+    import httpx
+    import yaml
+
+    from tests.overlap import check_outcome, run_together, write_overlap_uploads
+
+    root, _, env = run
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["scaleout"]["dask_workers"] = 1  # two runs, each with its own cluster, on a 2-core machine
+    (root / "overlap.yaml").write_text(yaml.safe_dump(params))
+    folders = write_overlap_uploads(root)
+    outs, wall = run_together(root / "overlap.yaml", folders, env, root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack["mlflow"].uri)
+    outcome = check_outcome(folders, outs)
+    print(f"two overlapping adapt runs (scale-out): {wall:.1f} s; {outcome}")
+    limits = httpx.post(f"{stack['prefect'].api_url}/v2/concurrency_limits/filter", json={}).json()
+    held = {l["name"]: l["active_slots"] for l in limits}
+    assert held.get("metagan-customer-ovA") == 0 == held.get("metagan-customer-ovB")  # used, and released
