@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
+from metagan.files import write_text
 from metagan.retry import RetryPolicy, call_with_retries
 
 if TYPE_CHECKING:
@@ -282,7 +283,7 @@ def checkout_version(root: Path, version: str, target: str = "data", force: bool
     for stale in ("md5", "size", "nfiles", "hash"):
         out.pop(stale, None)
     out.update({"md5": version, "hash": "md5"})
-    dvcfile.write_text(yaml.safe_dump(doc, sort_keys=False))
+    write_text(dvcfile, yaml.safe_dump(doc, sort_keys=False))
     try:
         try:
             checkout(root, target, force=True)
@@ -294,7 +295,7 @@ def checkout_version(root: Path, version: str, target: str = "data", force: bool
         if original is None:
             dvcfile.unlink(missing_ok=True)
         else:
-            dvcfile.write_text(original)
+            write_text(dvcfile, original)
         raise
     if data_version(root, target) != version:
         raise DvcError(f"`dvc checkout {dvcfile.name}` materialised {data_version(root, target)}, not {version}")
