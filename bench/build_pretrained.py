@@ -55,7 +55,7 @@ def main() -> None:
                                  "init_checkpoint": args.init, "proto_weight": args.proto_weight,
                                  "same_alphabet": args.same_alphabet}.items() if v is not None},
     )
-    ds = prepare_task_dataset(params)
+    ds = prepare_task_dataset(params, allow_sample=False)  # never the six-alphabet sample
     OUT.mkdir(parents=True, exist_ok=True)
     all_ids = torch.arange(ds.num_classes).numpy()
     if not args.skip_meta:

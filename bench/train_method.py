@@ -45,7 +45,7 @@ def main() -> None:
             "init_checkpoint": str(Path(args.init).resolve()) if args.init else None}
     params = load_params().with_overrides(data={"packed_dir": str(out / "tasks")}, model={"preset": args.preset},
                                           meta={k: v for k, v in meta.items() if v is not None})
-    ds = prepare_task_dataset(params)
+    ds = prepare_task_dataset(params, allow_sample=False)  # never the six-alphabet sample
     started = time.monotonic()
 
     def report(name: str, value: float, step: int) -> None:

@@ -13,11 +13,15 @@ from metagan.data import TaskDataset, load_packed, pack_shards, read_source
 log = logging.getLogger(__name__)
 
 
-def resolve_source(params: Params) -> Path:
-    """The configured source, or the sample shipped in the repository when it is absent."""
+def resolve_source(params: Params, allow_sample: bool = True) -> Path:
+    """The configured source, or the sample shipped in the repository when it is absent (unless
+    ``allow_sample`` is False: benchmark models trained on six alphabets would be silently wrong)."""
     source = params.resolve(params.data.source)
     if source.exists():
         return source
+    if not allow_sample:
+        raise FileNotFoundError(f"task source {source} not found (data.source); this job does not fall back to "
+                                f"the bundled sample")
     sample = params.resolve(params.data.sample)
     log.warning("task source %s not found; using the bundled sample %s", source, sample)
     return sample
@@ -35,8 +39,9 @@ def source_fingerprint(path: Path) -> str:
     return f"{path.name} sha256:{h.hexdigest()}"
 
 
-def prepare_task_dataset(params: Params, source: str | Path | None = None, force: bool = False) -> TaskDataset:
-    src = Path(source) if source else resolve_source(params)
+def prepare_task_dataset(params: Params, source: str | Path | None = None, force: bool = False,
+                         allow_sample: bool = True) -> TaskDataset:
+    src = Path(source) if source else resolve_source(params, allow_sample)
     out = params.resolve(params.data.packed_dir)
     fingerprint = source_fingerprint(src)
     manifest_path = out / "manifest.json"

@@ -99,7 +99,7 @@ def _train(
     _, size, _, channels = dataset.images.shape
     net_cfg = net_config(params.model.preset, size, channels)
     learner = build_learner(cfg.method, net_cfg, cfg, device)
-    first_step, spent = 0, 0.0
+    first_step, spent, seen_groups = 0, 0.0, []
     if main:  # rank 0 reads checkpoints; the other ranks get its weights and optimizer state below
         if cfg.init_checkpoint:
             init = load_checkpoint(params.resolve(cfg.init_checkpoint), META_FORMAT, map_location=device)
@@ -108,12 +108,14 @@ def _train(
                                  f"{init['net']}; this run trains {cfg.method} with {learner.nets.generator.cfg}")
             learner.load_state_dict(init["state"])
             first_step = int(init["step"])  # steps count across warm starts
+            seen_groups = init.get("train_groups", [])
         if resume:  # a writer killed mid-save leaves its temp file (never read); drop those
             for stale in Path(checkpoint_path).parent.glob(f".{Path(checkpoint_path).name}.*.tmp"):
                 stale.unlink(missing_ok=True)
-        previous = _resumable(checkpoint_path, params, data_version) if resume else None
+        previous = _resumable(checkpoint_path, params, data_version, dataset) if resume else None
         if previous is not None:
             learner.load_state_dict(previous["state"])
+            seen_groups = previous.get("train_groups", [])
             first_step, spent = int(previous["step"]), float(previous.get("seconds", 0.0))
             log.info("resuming %s from step %d (%.0f s already spent)", checkpoint_path, first_step, spent)
     first_step, spent = distributed.broadcast_object((first_step, spent))
@@ -138,15 +140,18 @@ def _train(
     sampler = EpisodeSampler(dataset, train_ids, cfg.shots, cfg.queries, seed=seed, rotations=cfg.class_rotations,
                              same_group=cfg.same_alphabet)
     rng = torch.Generator(device).manual_seed(seed)
+    fingerprint = dataset_fingerprint(dataset) if main else ""
+    # every alphabet these weights have seen, across warm starts and resumes (bench/quality.py
+    # refuses to score a model on an alphabet it saw)
+    groups = sorted({dataset.class_groups[i] for i in train_ids} | set(seen_groups))
     bank = torch.from_numpy(negative_bank(dataset, train_ids, cfg.seed)) if main and learner.code_dim else None
 
     def save(step: int, metrics: dict[str, float]) -> None:
         save_atomic(
             {"format": META_FORMAT, "method": cfg.method, "net": learner.nets.generator.cfg.to_dict(),
              "params": params.model_dump(), "step": step, "state": learner.state_dict(),
-             "metrics": metrics, "data_version": data_version,
-             "seconds": spent + time.monotonic() - start,
-             "train_groups": sorted({dataset.class_groups[i] for i in train_ids}), "negative_bank": bank},
+             "metrics": metrics, "data_version": data_version, "dataset": fingerprint,
+             "seconds": spent + time.monotonic() - start, "train_groups": groups, "negative_bank": bank},
             checkpoint_path,
         )
 
@@ -217,13 +222,19 @@ def _training_config(raw: dict) -> dict:
     return {**raw, "meta": {k: v for k, v in raw.get("meta", {}).items() if k not in BUDGET_FIELDS}}
 
 
-def _resumable(path: str | Path, params: Params, data_version: str) -> dict | None:
-    """The checkpoint at ``path`` if it was written by a run of this very training config and data."""
+def _resumable(path: str | Path, params: Params, data_version: str, dataset: TaskDataset) -> dict | None:
+    """The checkpoint at ``path`` if it was written by a run of this very training config and data.
+
+    The data is compared by content, not only by its DVC version: benchmark runs have none, and a
+    run resumed on another machine once fell back to the bundled six-alphabet sample unnoticed."""
     if not Path(path).exists():
         return None
     ckpt = load_checkpoint(path, META_FORMAT)
     same = _training_config(ckpt["params"]) == _training_config(params.model_dump()) \
         and ckpt.get("data_version") == data_version
+    if same and ckpt.get("dataset") not in (None, dataset_fingerprint(dataset)):
+        log.warning("not resuming %s: it was trained on other data", path)
+        same = False
     return ckpt if same else None
 
 
