@@ -193,3 +193,5 @@ register_metric("kid", "held_out", "lower", "kernel inception distance in evalua
                 "drawings (metrics.kernel_distance)")(None)
 register_metric("aug_gain", "held_out", "higher", "few-shot accuracy with samples added to the shots minus without "
                 "(metrics.augmentation_gain)")(None)
+register_metric("aug_gain_share_of_real", "held_out", "higher", "aug_gain over the gain that adding held-out real "
+                "drawings instead brings")(None)

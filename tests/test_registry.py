@@ -33,12 +33,13 @@ def onnx_model(store):
                                  store / "g.onnx")
     with tracking.start_run("models", {}) as run:
         version = tracking.log_onnx_model(path, registry.customer_model_name("seed"), {})
-    return run.info.run_id, version.source
+    return run.info.run_id, version.source, version.source.removeprefix("models:/")  # the logged model's id
 
 
-def register(customer: str, run_source: tuple[str, str], tags: dict | None = None, alias: str | None = None) -> str:
-    run_id, source = run_source
-    mv = tracking.register_version(registry.customer_model_name(customer), source, run_id, GOOD_TAGS | (tags or {}))
+def register(customer: str, logged: tuple[str, str, str], tags: dict | None = None, alias: str | None = None) -> str:
+    run_id, source, model_id = logged
+    mv = tracking.register_version(registry.customer_model_name(customer), source, run_id, GOOD_TAGS | (tags or {}),
+                                   model_id=model_id)
     if alias:
         tracking.set_alias(registry.customer_model_name(customer), alias, mv.version)
     return str(mv.version)

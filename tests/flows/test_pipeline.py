@@ -98,12 +98,19 @@ def test_batch_job_wrote_images_and_manifest(project, first_run):
     assert Image.open(root / "out/alpha/00000.png").size == (32, 32)
 
 
-def test_a_second_run_with_nothing_changed_creates_no_new_versions(project, first_run):
+def test_a_second_run_with_nothing_changed_creates_no_new_versions(project, first_run, monkeypatch):
+    import flows.common
+    import metagan.config
     from flows.pipeline import pipeline
 
     root, customers = project
     before = {n: versions(n) for n in ("metagan-meta", "metagan-customer-alpha", "metagan-customer-beta")}
-    second = pipeline(params_of(root), str(customers), count=5, seed=3)
+    params = params_of(root)
+    loads = []
+    for module in (flows.common, metagan.config):  # the flows get the Params: none reads params.yaml again
+        monkeypatch.setattr(module, "load_params", lambda *a, **k: loads.append(a))
+    second = pipeline(params, str(customers), count=5, seed=3)
+    assert loads == []
     assert second.meta.reused and all(r.reused for r in second.adapted)
     assert [p.outcome.value for p in second.promoted] == ["already production", "already production"]
     assert [m["model"]["name"] for m in second.generated] == ["metagan-customer-alpha", "metagan-customer-beta"]
