@@ -1,0 +1,98 @@
+"""What went wrong, classified once: the kind of a failure decides whether it is retried, what
+exit code a command ends with, and that it is reported as one line rather than a traceback.
+
+Every known failure the library raises carries a :class:`Failure` kind, either as a subclass of
+:class:`MetaganError` or through :func:`kind_of` (for the library's older exception classes and
+a few standard ones). Permanent kinds are never retried, by the library's retry layer or by
+Prefect; only ``UNAVAILABLE`` is transient.
+
+Exit codes (the same for every command; README and docs/RELIABILITY.md list them):
+
+| code | meaning |
+|---|---|
+| 0 | success: everything asked for was done |
+| 1 | partial: some customers failed or were refused by the gate, the others were done |
+| 2 | usage error: the command line itself is wrong (argparse's own code) |
+| 3 | bad input: invalid params.yaml, bad uploads, unknown customer or version, invalid id |
+| 4 | service unavailable: a server (MLflow, Prefect, S3, DVC remote) stayed unreachable, or a lock stayed held |
+| 5 | damaged state: the registry or a stored artifact is missing, unreadable or fails its checksum |
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Failure(Enum):
+    BAD_INPUT = "bad input"
+    UNAVAILABLE = "service unavailable"
+    DAMAGED = "damaged state"
+
+    @property
+    def permanent(self) -> bool:
+        """Retrying cannot help: the same call fails the same way until someone changes something."""
+        return self is not Failure.UNAVAILABLE
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self]
+
+
+class ExitCode:
+    OK = 0
+    PARTIAL = 1
+    USAGE = 2
+    BAD_INPUT = 3
+    UNAVAILABLE = 4
+    DAMAGED = 5
+
+
+EXIT_CODES = {Failure.BAD_INPUT: ExitCode.BAD_INPUT, Failure.UNAVAILABLE: ExitCode.UNAVAILABLE,
+              Failure.DAMAGED: ExitCode.DAMAGED}
+
+
+class MetaganError(Exception):
+    """A known failure with a one-line message a user can act on."""
+
+    kind: Failure = Failure.BAD_INPUT
+
+
+class BadInput(MetaganError, ValueError):
+    kind = Failure.BAD_INPUT
+
+
+class NotFound(MetaganError, LookupError):
+    """An unknown customer, version or alias: permanent, never retried."""
+
+    kind = Failure.BAD_INPUT
+
+
+class Unavailable(MetaganError, RuntimeError):
+    kind = Failure.UNAVAILABLE
+
+
+class Damaged(MetaganError, RuntimeError):
+    """Stored state (the registry, a model file, a checkpoint) is missing or corrupt."""
+
+    kind = Failure.DAMAGED
+
+
+def kind_of(error: BaseException) -> Failure | None:
+    """The kind of a known failure, or None for an unexpected one (a bug: show its traceback)."""
+    if isinstance(error, MetaganError):
+        return error.kind
+    # the library's exception classes that predate this module (imported lazily: this module sits
+    # at the bottom of the house and imports nothing of it at import time)
+    from metagan.checkpoint import CheckpointError
+    from metagan.config import ConfigError
+    from metagan.data.images import ImageError
+    from metagan.retry import ServiceUnavailable
+    from metagan.uploads import UploadError
+
+    if isinstance(error, (ConfigError, UploadError, ImageError)):
+        return Failure.BAD_INPUT
+    if isinstance(error, ServiceUnavailable):
+        return Failure.UNAVAILABLE
+    if isinstance(error, CheckpointError):
+        return Failure.DAMAGED
+    return None
