@@ -1,7 +1,7 @@
 """Quality after every few fine-tuning steps, from one fine-tuning run per held-out character.
 
 ``bench/quality.py --adapt-steps N`` scores one step count per run; this fine-tunes each character
-once for ``--steps`` steps (a condgan checkpoint, the ``adapt`` settings of params.yaml) and, every
+once for ``--steps`` steps (a condgan or fusion checkpoint, the ``adapt`` settings of params.yaml) and, every
 ``--every`` steps, keeps the images quality.py would score (same shots, seeds and noise). Each step
 count is then scored exactly as quality.py scores it, so choosing ``adapt.steps`` on the tune split
 costs one run instead of one per candidate:
@@ -40,7 +40,7 @@ def record(meta: MetaModel, cfg: AdaptConfig, ds, splits: dict, steps: int, ever
         shots = to_tensor(ds.images[splits[c][0]])
         torch.manual_seed(seed + c)  # as adapt_to_customer seeds each customer
         rng = torch.Generator().manual_seed(seed + c)
-        z = torch.randn(samples, meta.learner.nets.generator.cfg.z_dim, generator=torch.Generator().manual_seed(c))
+        z = torch.randn(samples, meta.learner.nets.generator.input_dim, generator=torch.Generator().manual_seed(c))
 
         def keep(step, generate, c=c, z=z):
             if step % every == 0:
@@ -54,7 +54,7 @@ def record(meta: MetaModel, cfg: AdaptConfig, ds, splits: dict, steps: int, ever
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", required=True, help="a condgan meta checkpoint")
+    ap.add_argument("--checkpoint", required=True, help="a condgan or fusion meta checkpoint")
     ap.add_argument("--split", choices=["val", "tune"], default="tune")
     ap.add_argument("--shots", type=int, default=5)
     ap.add_argument("--steps", type=int, default=60)
@@ -71,8 +71,9 @@ def main() -> None:
     params, ds, train_ids, groups, ids = held_out_data(bench, args.split, adapt={"negatives": args.negatives})
     classes = [int(c) for c in ids][: args.classes]
     meta = load_for_held_out(args.checkpoint, args.checkpoint, groups, ds, train_ids, args.seed)
-    if meta.checkpoint["method"] != "condgan":
-        raise SystemExit("finetune_trajectory.py follows condgan's fine-tuning; use bench/quality.py for others")
+    if meta.checkpoint["method"] not in ("condgan", "fusion"):
+        raise SystemExit("finetune_trajectory.py follows condgan's and fusion's fine-tuning (their adapt takes "
+                         "on_step); use bench/quality.py for others")
     splits = split_drawings(ds, classes, args.shots, args.seed)
     images = record(meta, params.adapt, ds, splits, args.steps, args.every, args.samples, args.seed)
 
@@ -83,13 +84,13 @@ def main() -> None:
               "meta_steps": meta.checkpoint["step"], "adapt": params.adapt.model_dump(), "held_out": groups,
               "results": {str(k): v for k, v in results.items()}}
     (bench / args.report).write_text(json.dumps(report, indent=2))
-    cols = ["consistency", "diversity", "copy_rate", "kid", "aug_gain"]
+    cols = ["heldout_consistency", "heldout_diversity", "heldout_copy_rate", "kid", "aug_gain"]
     print("\n| fine-tuning steps | " + " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 1))
     for step, r in results.items():
         print(f"| {step} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
-    allowed = [s for s, r in results.items() if r["copy_rate"] <= COPY_LIMIT]
+    allowed = [s for s, r in results.items() if r["heldout_copy_rate"] <= COPY_LIMIT]
     if allowed:
-        best = max(allowed, key=lambda s: results[s]["consistency"])
+        best = max(allowed, key=lambda s: results[s]["heldout_consistency"])
         print(f"\nmost consistent with a copy rate <= {COPY_LIMIT}: {best} steps")
 
 

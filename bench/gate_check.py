@@ -82,7 +82,7 @@ def adapt_and_embed(meta, net, ds, splits, params, args) -> list[dict]:
             z = torch.randn(GATE_SAMPLES, generator.z_dim, generator=torch.Generator().manual_seed(0))
             gate_features = embed(net, to_uint8(generator(z)))  # as metric_registry.Samples draws them
         rows.append({"class": c, "held_out": held_out, "samples": gate_features, "shots": feats[c]["shots"]})
-        print(f"{i + 1}/{len(classes)} held-out consistency {held_out['consistency']:.2f}", flush=True)
+        print(f"{i + 1}/{len(classes)} held-out consistency {held_out['heldout_consistency']:.2f}", flush=True)
     return rows
 
 
@@ -127,13 +127,13 @@ def main() -> None:
         r["gate"] |= candidate_signals(r["samples"], r["shots"], background_all, background_k, radii)
 
     cfg = params.gate
-    held = [r["held_out"]["consistency"] for r in rows]
-    bad = [r["held_out"]["consistency"] < args.bad_below or r["held_out"]["copy_rate"] > cfg.max_copy_rate
+    held = [r["held_out"]["heldout_consistency"] for r in rows]
+    bad = [r["held_out"]["heldout_consistency"] < args.bad_below or r["held_out"]["heldout_copy_rate"] > cfg.max_copy_rate
            for r in rows]
     signals = [k for k in rows[0]["gate"] if k not in ("copy_rate", "diversity")]
     correlations = {k: rank_correlation([r["gate"][k] for r in rows], held) for k in signals}
     correlations["copy_rate"] = rank_correlation([r["gate"]["copy_rate"] for r in rows],
-                                                 [r["held_out"]["copy_rate"] for r in rows])
+                                                 [r["held_out"]["heldout_copy_rate"] for r in rows])
     sweeps = {}
     for k in signals:
         sweeps[k] = {}

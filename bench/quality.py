@@ -5,10 +5,14 @@ For each method and each K: every held-out character's drawings are split (seede
 images, scored in the evaluator's feature space (a prototypical network trained on the
 meta-training alphabets only):
 
-- consistency: share of generated images whose nearest class prototype (N-way over all held-out
+Metric names are those of ``metagan.metric_registry`` (the ``held_out`` family): the gate's
+``consistency``, ``copy_rate`` and ``diversity`` are other quantities, computed from a customer's
+shots alone.
+
+- heldout_consistency: share of generated images whose nearest class prototype (N-way over all held-out
   characters, prototypes from non-shot real drawings) is the character's;
-- diversity: spread of generated images / spread of the reference reals;
-- copy rate: share of generated images nearer to a shot than any real drawing of the class is;
+- heldout_diversity: spread of generated images / spread of the reference reals;
+- heldout_copy_rate: share of generated images nearer to a shot than any real drawing of the class is;
 - KID: kernel distance between generated images and the non-shot real drawings;
 - augmentation gain (DAGAN protocol): N-way nearest-prototype accuracy on the queries with
   prototypes from the shots alone vs the shots plus as many generated images as there are
@@ -102,8 +106,8 @@ def held_out_features(ds, net, splits) -> tuple[list[int], dict[int, dict[str, t
 def class_scores(gen: torch.Tensor, f: dict[str, torch.Tensor], protos: torch.Tensor, i: int) -> dict[str, float]:
     """One character's figures; ``gen``: features of its generated images, ``i``: its prototype's row."""
     non_shot = torch.cat([f["queries"], f["refs"]])
-    return {"consistency": class_consistency(gen, protos, i), "diversity": diversity(gen, f["refs"]),
-            "copy_rate": copy_rate(gen, f["shots"], non_shot), "kid": kernel_distance(gen, non_shot)}
+    return {"heldout_consistency": class_consistency(gen, protos, i), "heldout_diversity": diversity(gen, f["refs"]),
+            "heldout_copy_rate": copy_rate(gen, f["shots"], non_shot), "kid": kernel_distance(gen, non_shot)}
 
 
 def score(ds, net, splits, generate, samples: int) -> dict[str, float]:
@@ -145,7 +149,8 @@ def new_drawing_reference(ds, net, splits) -> dict[str, float]:
         copies.append(np.mean([copy_rate(real[j : j + 1], feats[c]["shots"], torch.cat([real[:j], real[j + 1 :]]))
                                for j in range(len(real))]))
     nan = float("nan")
-    return {"consistency": float(np.mean(cons)), "diversity": nan, "copy_rate": float(np.mean(copies)), "kid": nan,
+    return {"heldout_consistency": float(np.mean(cons)), "heldout_diversity": nan,
+            "heldout_copy_rate": float(np.mean(copies)), "kid": nan,
             "aug_gain": nan, "aug_gain_share_of_real": nan}
 
 
@@ -264,7 +269,7 @@ def main() -> None:
               "adapt": settings.model_dump() | {"truncation": truncations},
               "held_out_classes": len(val_ids), "results": results}
     (out / args.report).write_text(json.dumps(report, indent=2))
-    cols = ["consistency", "diversity", "copy_rate", "kid", "aug_gain", "aug_gain_share_of_real"]
+    cols = ["heldout_consistency", "heldout_diversity", "heldout_copy_rate", "kid", "aug_gain", "aug_gain_share_of_real"]
     for k, res in results.items():
         print(f"\n{k}\n| method | " + " | ".join(cols) + " |")
         print("|" + "---|" * (len(cols) + 1))
