@@ -12,6 +12,7 @@ from flows.common import FANOUT_WORKERS, data_target, dvc_root
 from metagan import versioning
 from metagan.config import Params
 from metagan.customers import IngestResult, ingest_customer
+from metagan.domain import upload_screen
 from metagan.task_data import prepare_task_dataset
 from metagan.uploads import CustomerUploads, discover_customers
 
@@ -40,10 +41,10 @@ def pack_tasks(params: Params, source: str | None) -> int:
 
 @task
 def ingest_one(folder: Path, params: Params) -> IngestResult:
-    """Validate one customer's uploads and pack the usable shots."""
+    """Validate one customer's uploads (the domain check included) and pack the usable shots."""
     a = params.adapt
     return ingest_customer(folder, params.resolve(params.paths.ingested_customers), params.data.image_size,
-                           params.data.channels, a.min_shots, a.max_shots, a.max_image_pixels)
+                           params.data.channels, a.min_shots, a.max_shots, a.max_image_pixels, upload_screen(params))
 
 
 @task(tags=["dvc"])

@@ -30,11 +30,12 @@ class IngestResult:
 
 
 def ingest_customer(folder: str | Path, dest_root: str | Path, size: int, channels: int, min_shots: int,
-                    max_shots: int, max_pixels: int) -> IngestResult:
-    """Validate one customer's uploads and pack the usable shots; never raises for bad uploads."""
+                    max_shots: int, max_pixels: int, screen=None) -> IngestResult:
+    """Validate one customer's uploads and pack the usable shots; never raises for bad uploads.
+    ``screen``: the domain check (:func:`metagan.domain.upload_screen`)."""
     folder = Path(folder)
     try:
-        up = load_customer_uploads(folder, size, channels, min_shots, max_shots, max_pixels)
+        up = load_customer_uploads(folder, size, channels, min_shots, max_shots, max_pixels, screen)
     except UploadError as e:
         return IngestResult(folder.name, ok=False, error=str(e))
     dest = Path(dest_root) / up.customer_id
@@ -42,7 +43,7 @@ def ingest_customer(folder: str | Path, dest_root: str | Path, size: int, channe
     # deterministic bytes (fixed zip timestamps): unchanged uploads leave the DVC hash unchanged
     save_npz(dest / "shots.npz", images=up.images, files=np.array(up.files))
     report = {"customer_id": up.customer_id, "files": up.files, "rejected": up.rejected,
-              "content_hash": up.content_hash}
+              "content_hash": up.content_hash} | ({"converted": up.converted} if up.converted else {})
     write_json(dest / "report.json", report)
     return IngestResult(up.customer_id, True, len(up.images), up.rejected, content_hash=up.content_hash, uploads=up)
 

@@ -11,6 +11,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -40,6 +41,8 @@ class CustomerUploads:
     files: list[str]
     rejected: list[tuple[str, str]] = field(default_factory=list)
     """(file name, reason) for every file that was not used."""
+    converted: list[tuple[str, str]] = field(default_factory=list)
+    """(file name, what was done) for every file used after a conversion (an inverted drawing)."""
 
     @property
     def content_hash(self) -> str:
@@ -66,8 +69,11 @@ def discover_customers(root: str | Path) -> list[Path]:
 
 def load_customer_uploads(
     folder: str | Path, size: int, channels: int, min_shots: int = 1, max_shots: int = 20,
-    max_pixels: int = 40_000_000,
+    max_pixels: int = 40_000_000, screen: Callable[[np.ndarray], list] | None = None,
 ) -> CustomerUploads:
+    """The usable shots of one customer folder. ``screen``: the domain check
+    (:class:`metagan.domain.DomainScreen`), judging the decoded images as a batch; the files it
+    refuses are rejected with its reason, the ones it converts are used converted."""
     folder = Path(folder)
     customer = validate_customer_id(folder.name)
     if folder.is_symlink():
@@ -96,8 +102,29 @@ def load_customer_uploads(
         used.append(path.name)
         if len(images) > max_shots:  # stop decoding: thousands of uploads would only cost time
             raise UploadError(customer, f"more than {max_shots} usable images, at most {max_shots} allowed")
+    converted = []
+    if screen is not None and images:
+        kept, kept_names = [], []
+        for name, verdict in zip(used, screen(np.stack(images))):
+            if not verdict.ok:
+                rejected.append((name, verdict.refusal))
+                continue
+            kept.append(verdict.image)
+            kept_names.append(name)
+            if verdict.converted:
+                converted.append((name, verdict.converted))
+        images, used = kept, kept_names
     if len(images) < min_shots:
-        detail = "; ".join(f"{n}: {r}" for n, r in rejected)
+        detail = rejection_summary(rejected)
         raise UploadError(customer, f"{len(images)} usable image(s), at least {min_shots} needed"
                           + (f" (rejected: {detail})" if detail else ""))
-    return CustomerUploads(customer, np.stack(images), used, rejected)
+    return CustomerUploads(customer, np.stack(images), used, rejected, converted)
+
+
+def rejection_summary(rejected: list[tuple[str, str]]) -> str:
+    """``a.png, b.png: reason; c.png: other reason``: files with the same reason named together,
+    so five photos read as one sentence the customer can act on."""
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in rejected:
+        by_reason.setdefault(reason, []).append(name)
+    return "; ".join(f"{', '.join(names)}: {reason}" for reason, names in by_reason.items())

@@ -16,6 +16,11 @@ def project(tmp_path_factory, prefect_harness):
     root = tmp_path_factory.mktemp("project")
     make_project(root, {"alpha": 140, "beta": 120}, dvc_remote=str(root.parent / f"{root.name}-remote"))
     customers = root / "uploads"
+    # a customer whose uploads are colour photos of noise: refused by the domain check, never adapted
+    (customers / "photos").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)).save(customers / "photos" / f"{i}.png")
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow/mlflow.db'}")
     mp.setenv("DVC_SITE_CACHE_DIR", str(root / ".dvc-site-cache"))
@@ -64,6 +69,9 @@ def test_pipeline_registers_one_production_model_per_good_customer(project, firs
     assert tracking.get_alias("metagan-evaluator", "current") is not None or not first_run.evaluator.registered
     assert "metagan-customer-broken" not in {m.name for m in tracking.list_models()}
     assert "broken" in first_run.data.rejected["broken"]
+    if (PROJECT_ROOT / "metagan/pretrained/evaluator.pt").exists():  # junk never reaches production
+        assert "metagan-customer-photos" not in {m.name for m in tracking.list_models()}
+        assert "it looks like a photograph" in first_run.data.rejected["photos"]
     assert [p.outcome.value for p in first_run.promoted] == ["promoted", "promoted"]
 
 

@@ -1,0 +1,295 @@
+"""The domain check of customer uploads (metagan/domain.py): calibrated on the tune alphabets and on
+non-character images made here, measured on the test alphabets and on other non-character images.
+
+    python bench/domain_check.py                   # measure with the benchmark evaluator
+    python bench/domain_check.py --write metagan/pretrained/evaluator.pt --evaluator metagan/pretrained/evaluator.pt
+
+The honest figures need an evaluator that never saw the alphabets it is measured on:
+``artifacts/bench2/evaluator.pt`` was trained on the 26 alphabets other than ``data.val_groups``
+(the test) and ``data.tune_groups``. Its domain statistics are fitted on those 26 alphabets'
+drawings, the threshold is set between the tune alphabets' farthest drawing and the calibration
+junk's nearest image, and then:
+
+- real customers: every test character, ``--draws`` random sets of K = 1, 5, 10 of its drawings;
+  a customer is refused when none of its uploads passes (``adapt.min_shots`` is 1), and loses a
+  file when any one is refused;
+- junk customers: K images of one kind, of the calibration kinds with other seeds and of kinds the
+  calibration never saw (``HELD_OUT_KINDS``);
+- inverted drawings (white on black) of the test characters: converted, then judged;
+- drawings photographed on tinted paper (grey background, sensor noise): a case the check is not
+  built for, measured so the limit is known.
+
+``--write PATH`` calibrates ``--evaluator`` the same way (its drawings: every alphabet of the
+task data outside the held-out ones it was *not* trained on; for the shipped evaluator, all 30)
+and stores the statistics in PATH's ``reference["domain"]``, the weights unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from metagan.config import load_params  # noqa: E402
+from metagan.data import load_image_bytes  # noqa: E402
+from metagan.domain import DomainScreen, as_judged, calibrate_domain, describe  # noqa: E402
+from metagan.evaluator import load_evaluator, save_evaluator  # noqa: E402
+from metagan.task_data import prepare_task_dataset  # noqa: E402
+
+SIZE = 32
+SHOTS = (1, 5, 10)
+
+
+# ---------------------------------------------------------------------------------------------
+# non-character images, as a customer would upload them: files of various sizes and formats
+
+
+def _rgb(a) -> Image.Image:
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "RGB")
+
+
+def _smooth_field(rng, s: int, octaves: int = 5, colour: bool = True) -> np.ndarray:
+    """Fractal noise: octaves of random values, bicubically upsampled (clouds, stone, foliage)."""
+    c = 3 if colour else 1
+    out = np.zeros((s, s, c))
+    for o in range(octaves):
+        n = 2 ** (o + 2)
+        small = rng.random((n, n, c))
+        out += np.stack([np.asarray(Image.fromarray((small[..., i] * 255).astype(np.uint8)).resize((s, s), Image.BICUBIC),
+                                    float) for i in range(c)], -1) / 2 ** o
+    out = (out - out.min()) / (np.ptp(out) + 1e-9) * 255
+    return out if colour else np.repeat(out, 3, -1)
+
+
+def noise_photo(rng, s):
+    return _rgb(rng.integers(0, 256, (s, s, 3)))
+
+
+def gaussian_noise(rng, s):
+    return _rgb(np.repeat(rng.normal(rng.uniform(60, 200), rng.uniform(20, 70), (s, s, 1)), 3, -1))
+
+
+def colour_gradient(rng, s):
+    a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    th = rng.uniform(0, 2 * np.pi)
+    y, x = np.mgrid[0:s, 0:s] / (s - 1)
+    t = np.cos(th) * x + np.sin(th) * y
+    t = (t - t.min()) / (np.ptp(t) + 1e-9)
+    return _rgb(a + (b - a) * t[..., None])
+
+
+def radial_gradient(rng, s):
+    a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    cy, cx = rng.uniform(0, s, 2)
+    y, x = np.mgrid[0:s, 0:s]
+    t = np.hypot(y - cy, x - cx)
+    return _rgb(a + (b - a) * (t / t.max())[..., None])
+
+
+def texture(rng, s):
+    return _rgb(_smooth_field(rng, s, colour=bool(rng.integers(2))))
+
+
+def natural(rng, s):
+    """A natural-ish photo: a smooth field with a few objects, slightly blurred, saved as JPEG."""
+    img = _smooth_field(rng, s, octaves=3)
+    y, x = np.mgrid[0:s, 0:s]
+    for _ in range(rng.integers(2, 6)):
+        cy, cx, r = rng.uniform(0, s), rng.uniform(0, s), rng.uniform(s / 16, s / 3)
+        img = np.where((np.hypot(y - cy, x - cx) < r)[..., None], rng.integers(0, 256, 3), img)
+    return _rgb(img).filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 3)))
+
+
+def stripes(rng, s):
+    th, period = rng.uniform(0, np.pi), rng.uniform(4, 40) * s / 128
+    y, x = np.mgrid[0:s, 0:s]
+    v = np.sin((np.cos(th) * x + np.sin(th) * y) / period * 2 * np.pi) > 0
+    return _rgb(np.where(v[..., None], rng.integers(0, 256, 3), rng.integers(0, 256, 3)))
+
+
+def checker(rng, s):
+    n = rng.integers(2, 16)
+    y, x = np.mgrid[0:s, 0:s] * n // s
+    return _rgb(np.where(((x + y) % 2 == 0)[..., None], rng.integers(0, 256, 3), rng.integers(0, 256, 3)))
+
+
+def blank(rng, s):
+    return _rgb(np.broadcast_to(rng.integers(0, 256, 3), (s, s, 3)).copy())
+
+
+CALIBRATION_KINDS = {"noise_photo": noise_photo, "gaussian_noise": gaussian_noise, "colour_gradient": colour_gradient,
+                     "texture": texture, "blank": blank}
+HELD_OUT_KINDS = {"radial_gradient": radial_gradient, "natural_photo": natural, "stripes": stripes,
+                  "checkerboard": checker}
+"""Kinds the calibration never saw: does the threshold hold beyond what it was set on?"""
+
+
+def junk(kind: str, n: int, seed: int) -> np.ndarray:
+    """``n`` images of ``kind``, encoded as files (PNG; the natural photos JPEG) of 64-256 px and
+    decoded by the upload pipeline (metagan.data.load_image_bytes), as ingestion decodes uploads."""
+    make = (CALIBRATION_KINDS | HELD_OUT_KINDS)[kind]
+    rng = np.random.default_rng([seed, sorted(CALIBRATION_KINDS | HELD_OUT_KINDS).index(kind)])
+    out = []
+    for i in range(n):
+        buf = io.BytesIO()
+        make(rng, int(rng.integers(64, 257))).save(buf, format="JPEG" if kind == "natural_photo" else "PNG")
+        out.append(load_image_bytes(buf.getvalue(), f"{kind}-{i}", SIZE, 1))
+    return np.stack(out)
+
+
+def tinted_paper(drawings: np.ndarray, rng) -> np.ndarray:
+    """Drawings as if photographed on paper: a grey background (150-230) and sensor noise."""
+    x = drawings.astype(np.float64) / 255 * rng.uniform(150, 230, (len(drawings), 1, 1, 1))
+    return np.clip(x + rng.normal(0, 6, x.shape), 0, 255).astype(np.uint8)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def customers_of(ds, class_ids, k: int, draws: int, rng) -> list[np.ndarray]:
+    """Upload sets of ``k`` drawings of one character each, ``draws`` per character."""
+    return [rng.choice(ds.indices_of(int(c)), size=k, replace=False) for c in class_ids for _ in range(draws)]
+
+
+def refusals(ok: np.ndarray, sets: list[np.ndarray]) -> dict:
+    """Per-file verdicts (ok by image row) -> customer figures: refused (no upload passes) and lost a file."""
+    passed = np.array([ok[s].sum() for s in sets])
+    k = len(sets[0])
+    return {"customers": len(sets), "refused": int((passed == 0).sum()), "refused_rate": float((passed == 0).mean()),
+            "lost_a_file": int((passed < k).sum()), "lost_a_file_rate": float((passed < k).mean())}
+
+
+def reason_counts(images: np.ndarray, ok: np.ndarray) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for img, good in zip(images, ok):
+        if not good:
+            r = describe(as_judged(img[None])[0][0])
+            counts[r] = counts.get(r, 0) + 1
+    return counts
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--evaluator", default="artifacts/bench2/evaluator.pt")
+    ap.add_argument("--tasks", default="artifacts/bench2/tasks", help="packed task data (all 30 alphabets)")
+    ap.add_argument("--trained-on-held-out", action="store_true",
+                    help="the evaluator was trained on every alphabet (the shipped one): fit its domain on all of them")
+    ap.add_argument("--junk", type=int, default=200, help="images per kind, calibration and test each")
+    ap.add_argument("--draws", type=int, default=20, help="customers per test character and K")
+    ap.add_argument("--write", help="store the domain statistics in this evaluator file (weights unchanged)")
+    ap.add_argument("--report", default="docs/results/domain-check-2026-11-29.json")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    start = time.monotonic()
+
+    params = load_params()
+    ds = prepare_task_dataset(params.with_overrides(data={"packed_dir": str((ROOT / args.tasks).resolve())}))
+    groups = np.array(ds.class_groups)
+    val_ids = np.flatnonzero(np.isin(groups, params.data.val_groups))
+    tune_ids = np.flatnonzero(np.isin(groups, params.data.tune_groups))
+    held_out = np.isin(groups, params.data.val_groups + params.data.tune_groups)
+    train_ids = np.arange(len(groups)) if args.trained_on_held_out else np.flatnonzero(~held_out)
+    rows = lambda ids: np.concatenate([ds.indices_of(int(c)) for c in ids])  # noqa: E731
+
+    net, reference = load_evaluator(ROOT / args.evaluator, with_reference=True)
+    calibration_junk = np.concatenate([junk(k, args.junk, seed=1) for k in CALIBRATION_KINDS])
+    domain = calibrate_domain(net, ds.images[rows(train_ids)], ds.images[rows(tune_ids)], calibration_junk)
+    screen = DomainScreen(net, domain)
+    print(f"threshold {domain.threshold:.2f}: farthest tune drawing {domain.calibration['farthest_tune_drawing']:.2f}, "
+          f"nearest calibration junk {domain.calibration['nearest_junk_image']:.2f}")
+
+    def ok_of(images: np.ndarray) -> np.ndarray:
+        return np.array([v.ok for v in screen(images)])
+
+    rng = np.random.default_rng(args.seed)
+    report = {"evaluator": args.evaluator, "threshold": domain.threshold, "calibration": domain.calibration,
+              "calibration_kinds": sorted(CALIBRATION_KINDS), "held_out_kinds": sorted(HELD_OUT_KINDS),
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+              "date": datetime.now(timezone.utc).date().isoformat(), "real": {}, "junk": {}}
+
+    for split, ids in (("test", val_ids), ("tune", tune_ids)):
+        images = ds.images
+        ok = np.ones(len(images), bool)
+        ok[rows(ids)] = ok_of(images[rows(ids)])
+        d = screen.distances(images[rows(ids)])
+        report["real"][split] = {"alphabets": sorted(set(groups[ids])), "characters": len(ids),
+                                 "drawings": int(len(rows(ids))), "files_refused": int((~ok[rows(ids)]).sum()),
+                                 "farthest_drawing": float(d.max()), "median_distance": float(np.median(d)),
+                                 **{f"K={k}": refusals(ok, customers_of(ds, ids, k, args.draws, rng)) for k in SHOTS}}
+        if split == "test":
+            inverted = 255 - images[rows(ids)]
+            verdicts = screen(inverted)
+            inv_ok = np.array([v.ok for v in verdicts])
+            report["real"]["test_inverted"] = {
+                "drawings": len(inverted), "converted": int(sum(bool(v.converted) for v in verdicts)),
+                "refused": int((~inv_ok).sum()),
+                "same_as_uninverted": bool(all(np.array_equal(v.image, o) for v, o in zip(verdicts, images[rows(ids)])))}
+            tinted = tinted_paper(images[rows(ids)], rng)
+            t_ok = ok_of(tinted)
+            report["real"]["test_on_tinted_paper"] = {"drawings": len(tinted), "refused": int((~t_ok).sum()),
+                                                      "refused_rate": float((~t_ok).mean()),
+                                                      "reasons": reason_counts(tinted, t_ok)}
+
+    for kind in [*CALIBRATION_KINDS, *HELD_OUT_KINDS]:
+        images = junk(kind, args.junk, seed=2)
+        ok = ok_of(images)
+        d = screen.distances(as_judged(images)[0])
+        report["junk"][kind] = {"in_calibration": kind in CALIBRATION_KINDS, "images": len(images),
+                                "files_refused": int((~ok).sum()), "nearest": float(d.min()),
+                                "reasons": reason_counts(images, ok),
+                                **{f"K={k}": refusals(ok, [rng.choice(len(images), k, replace=False)
+                                                           for _ in range(args.draws * 10)]) for k in SHOTS}}
+    # a customer mixing real drawings with one junk upload: the junk file goes, the drawings stay
+    real = ds.images[rows(val_ids)]
+    mixed = [np.concatenate([real[rng.choice(len(real), 4, replace=False)], junk(k, 1, seed=3 + i)])
+             for i, k in enumerate(list(CALIBRATION_KINDS) * 20)]
+    kept = [[v.ok for v in screen(m)] for m in mixed]
+    report["mixed"] = {"customers": len(mixed), "junk_file_refused": int(sum(not k[-1] for k in kept)),
+                       "drawings_kept": int(sum(sum(k[:-1]) for k in kept)), "drawings": 4 * len(mixed)}
+    report["seconds"] = round(time.monotonic() - start, 1)
+
+    print(json.dumps({k: report[k] for k in ("real", "mixed")}, indent=1))
+    for kind, r in report["junk"].items():
+        print(f"{kind:16s} files refused {r['files_refused']}/{r['images']}  nearest {r['nearest']:.2f}  "
+              f"K=1 refused {r['K=1']['refused_rate']:.3f}  {r['reasons']}")
+    if args.report:
+        out = ROOT / args.report
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1, default=float) + "\n")
+        print("wrote", out)
+    if args.write:
+        write_domain(ROOT / args.write, domain)
+
+
+def write_domain(path: Path, domain) -> None:
+    """Store ``domain`` in the evaluator file at ``path``; the weights and the rest of its reference
+    stay as they are (checked after writing)."""
+    from metagan.checkpoint import load_checkpoint
+    from metagan.evaluator import EVALUATOR_FORMAT
+
+    before = load_checkpoint(path, EVALUATOR_FORMAT)
+    net = load_evaluator(path)
+    reference = dict(before["reference"] or {}) | {"domain": domain.to_dict()}
+    save_evaluator(net, path, before["info"], reference)
+    after = load_checkpoint(path, EVALUATOR_FORMAT)
+    assert all(torch.equal(before["state"][k], after["state"][k]) for k in before["state"])
+    assert all(torch.equal(before["reference"][k], after["reference"][k]) if torch.is_tensor(before["reference"][k])
+               else before["reference"][k] == after["reference"][k] for k in before["reference"] if k != "domain")
+    print(f"wrote domain statistics (threshold {domain.threshold:.2f}) into {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""The domain check (metagan/domain.py): uploads far from the drawings the meta-model was trained on
+are refused at ingestion, before any compute, with a reason the customer can act on; inverted
+drawings are converted; real drawings pass. Real image files through the ingest flow's task, with
+the shipped evaluator and its calibration (bench/domain_check.py measures the rates)."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flows.ingest import ingest_one
+from metagan.config import PROJECT_ROOT, Params
+from metagan.data import load_image_bytes
+from metagan.domain import (WHAT_THE_MODEL_DRAWS, DomainReference, DomainScreen, calibrate_domain, describe,
+                            screen_for, upload_screen)
+from metagan.evaluator import ProtoNet, load_evaluator, save_evaluator
+
+EXAMPLES = PROJECT_ROOT / "metagan" / "sample_data" / "customers"
+if not EXAMPLES.is_dir():
+    EXAMPLES = PROJECT_ROOT / "examples" / "customers"
+SHIPPED_EVALUATOR = PROJECT_ROOT / "metagan" / "pretrained" / "evaluator.pt"
+SIZE = 32
+
+
+def sample_drawings(n: int, start: int = 100) -> list[np.ndarray]:
+    """Real drawings (the bundled Omniglot sample, one per character), 105 x 105, black on white."""
+    images = np.load(PROJECT_ROOT / "metagan/sample_data/omniglot_sample.npz")["images"]
+    return [images[start + i, 0].astype(np.uint8) * 255 for i in range(n)]
+
+
+def save(folder, name: str, image) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (image if isinstance(image, Image.Image) else Image.fromarray(image)).save(folder / name)
+
+
+def noise_photo(rng, size: int = 256) -> Image.Image:
+    return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), "RGB")
+
+
+@pytest.fixture
+def params(tmp_path) -> Params:
+    return Params().with_overrides(paths={"ingested_customers": str(tmp_path / "ingested")})
+
+
+pytestmark = pytest.mark.skipif(not SHIPPED_EVALUATOR.exists(), reason="no shipped evaluator")
+
+
+def test_the_shipped_evaluator_carries_domain_statistics_for_the_upload_format():
+    """Guarantee: the shipped evaluator is calibrated (its weights and gate calibration untouched),
+    so ingestion checks uploads of the configured format (32 x 32, one channel)."""
+    _, reference = load_evaluator(SHIPPED_EVALUATOR, with_reference=True)
+    domain = DomainReference.from_reference(reference)
+    assert domain is not None and (domain.image_size, domain.channels) == (32, 1)
+    assert domain.calibration["farthest_tune_drawing"] < domain.threshold < domain.calibration["nearest_junk_image"]
+    assert {"background", "copy_threshold", "class_spread"} <= set(reference)
+    assert upload_screen(Params()) is not None
+
+
+def test_noise_photos_are_refused_at_ingestion_with_a_reason_the_customer_can_act_on(tmp_path, params):
+    """Guarantee: a customer who uploads five colour photos of random noise (which reached
+    production before, with consistency 1.0) is refused at ingestion: one sentence names the files
+    and says they look like photographs and what the model draws; nothing is written for them, so
+    nothing is adapted; a customer of real drawings beside them is ingested."""
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        save(tmp_path / "up" / "photos", f"photo_{i}.png", noise_photo(rng))
+    for i, d in enumerate(sample_drawings(5)):
+        save(tmp_path / "up" / "drawer", f"{i}.png", d)
+    photos = ingest_one.fn(tmp_path / "up" / "photos", params)
+    assert not photos.ok
+    assert photos.error == ("customer 'photos': 0 usable image(s), at least 1 needed (rejected: photo_0.png, "
+                            "photo_1.png, photo_2.png, photo_3.png, photo_4.png: it looks like a photograph, a texture "
+                            f"or a gradient (many shades, not strokes on a plain background); {WHAT_THE_MODEL_DRAWS})")
+    assert not (tmp_path / "ingested" / "photos").exists()
+    drawer = ingest_one.fn(tmp_path / "up" / "drawer", params)
+    assert drawer.ok and drawer.shots == 5 and drawer.rejected == []
+
+
+def test_inverted_drawings_are_converted_to_dark_on_white(tmp_path, params):
+    """Decision: drawings in white on black are converted (inverted), not refused: the customer gets
+    the same shots as for the same drawings in black on white, and report.json says so."""
+    drawings = sample_drawings(4)
+    for i, d in enumerate(drawings):
+        save(tmp_path / "up" / "plain", f"{i}.png", d)
+        save(tmp_path / "up" / "inverted", f"{i}.png", 255 - d)
+    plain = ingest_one.fn(tmp_path / "up" / "plain", params)
+    inverted = ingest_one.fn(tmp_path / "up" / "inverted", params)
+    assert plain.ok and inverted.ok and inverted.rejected == []
+    assert np.array_equal(plain.uploads.images, inverted.uploads.images)
+    assert inverted.content_hash == plain.content_hash
+    report = json.loads((tmp_path / "ingested" / "inverted" / "report.json").read_text())
+    assert [f for f, _ in report["converted"]] == ["0.png", "1.png", "2.png", "3.png"]
+    assert "inverted" in report["converted"][0][1]
+
+
+def test_one_photo_among_drawings_is_rejected_alone(tmp_path, params):
+    """Guarantee: a photo, a blank page and a pattern among real drawings are rejected, each with
+    its reason; the customer keeps its drawings."""
+    rng = np.random.default_rng(1)
+    for i, d in enumerate(sample_drawings(3)):
+        save(tmp_path / "up" / "mixed", f"{i}.png", d)
+    save(tmp_path / "up" / "mixed", "photo.jpg", noise_photo(rng).convert("RGB"))
+    save(tmp_path / "up" / "mixed", "blank.png", np.full((64, 64), 240, np.uint8))
+    stripes = np.where((np.arange(128)[None, :] // 8) % 2 == 0, 30, 220).astype(np.uint8).repeat(128, 0)
+    save(tmp_path / "up" / "mixed", "stripes.png", stripes)
+    result = ingest_one.fn(tmp_path / "up" / "mixed", params)
+    assert result.ok and result.shots == 3
+    reasons = dict(result.rejected)
+    assert reasons.keys() == {"photo.jpg", "blank.png", "stripes.png"}
+    assert reasons["blank.png"].startswith("it is blank")
+    assert reasons["photo.jpg"].startswith("it looks like a photograph")
+    assert all(r.endswith(WHAT_THE_MODEL_DRAWS) for r in reasons.values())
+
+
+def test_real_customers_pass(tmp_path):
+    """Guarantee: the example customers and drawings of every character of the bundled sample
+    (its alphabets include held-out ones) pass the domain check."""
+    screen = upload_screen(Params())
+    files = sorted(EXAMPLES.glob("*/*.png"))
+    examples = np.stack([load_image_bytes(f.read_bytes(), f.name, SIZE, 1) for f in files])
+    assert all(v.ok and not v.converted for v in screen(examples))
+    sample = np.load(PROJECT_ROOT / "metagan/sample_data/omniglot_sample.npz")["images"]
+    from metagan.data import preprocess_array
+
+    drawings = np.stack([preprocess_array(sample[c, j], SIZE, 1) for c in range(len(sample)) for j in range(2)])
+    verdicts = screen(drawings)
+    assert sum(not v.ok for v in verdicts) == 0, max(v.distance for v in verdicts)
+
+
+def test_the_reasons_describe_what_the_upload_looks_like():
+    """Guarantee: the refusal says what is wrong in the customer's terms: blank, a grey (photographed)
+    page, a photograph/texture/gradient, a pattern."""
+    blank = np.full((32, 32, 1), 200, np.uint8)
+    assert describe(blank).startswith("it is blank")
+    drawing = load_image_bytes(_png(sample_drawings(1)[0]), "d", SIZE, 1)
+    grey_paper = (drawing.astype(float) / 255 * 170 + 10).astype(np.uint8)  # strokes 10, paper 180
+    assert describe(grey_paper).startswith("its background is grey")
+    gradient = np.broadcast_to(np.linspace(0, 255, 32, dtype=np.uint8)[None, :, None], (32, 32, 1)).copy()
+    assert describe(gradient).startswith("it looks like a photograph")
+
+
+def _png(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_without_calibrated_statistics_the_check_is_skipped_and_says_so(tmp_path, caplog):
+    """Guarantee: with no evaluator, an evaluator without domain statistics, or statistics for
+    another image format, ingestion does not check the domain (it cannot), and the log says why."""
+    net = ProtoNet(1, 8)
+    assert screen_for(None, 32, 1) is None
+    assert screen_for((net, {"background": torch.zeros(1, 8)}), 32, 1) is None
+    _, reference = load_evaluator(SHIPPED_EVALUATOR, with_reference=True)
+    assert screen_for((net, reference), 64, 3) is None
+    assert "not checked against the meta-model's domain" in caplog.text
+
+
+def test_calibration_sets_the_threshold_midway_and_survives_a_save(tmp_path):
+    """Guarantee: the threshold lies midway between the farthest real (tune) drawing and the nearest
+    non-character image; the statistics are saved with the evaluator and load back with
+    `weights_only` (no pickle)."""
+    torch.manual_seed(0)
+    net = ProtoNet(1, 8).eval()
+    drawings = np.stack([load_image_bytes(_png(d), "d", SIZE, 1) for d in sample_drawings(40, start=0)])
+    tune = np.stack([load_image_bytes(_png(d), "t", SIZE, 1) for d in sample_drawings(10, start=60)])
+    rng = np.random.default_rng(0)
+    junk = np.stack([load_image_bytes(_png(rng.integers(0, 256, (64, 64), dtype=np.uint8)), "j", SIZE, 1)
+                     for _ in range(10)])
+    domain = calibrate_domain(net, drawings, tune, junk)
+    c = domain.calibration
+    if c["nearest_junk_image"] > c["farthest_tune_drawing"]:
+        assert domain.threshold == pytest.approx((c["nearest_junk_image"] + c["farthest_tune_drawing"]) / 2)
+    else:
+        assert domain.threshold == c["farthest_tune_drawing"]
+    path = save_evaluator(net, tmp_path / "e.pt", {}, {"domain": domain.to_dict()})
+    loaded = DomainReference.from_reference(load_evaluator(path, with_reference=True)[1])
+    assert loaded.threshold == domain.threshold and torch.equal(loaded.precision, domain.precision)
+    screen = DomainScreen(net, loaded)
+    assert [v.ok for v in screen(tune)] == [True] * len(tune)
