@@ -9,6 +9,7 @@ from flows.common import FANOUT_WORKERS, fanout_runner
 from flows.locks import customer_locker
 from metagan import registry
 from metagan.config import Params
+from metagan.errors import kind_of
 from metagan.customers import ingested_customers, load_ingested
 from metagan.meta_lifecycle import current_meta_version
 from metagan.registry import Adaptation
@@ -38,7 +39,8 @@ def adapt_customers(params: Params, meta_version: str | None = None, data_versio
 
     def failed(cid: str, e: Exception) -> Adaptation:  # one customer's failure is reported, the others finish
         logger.error("customer %s failed: %s", cid, e)
-        return Adaptation(cid, ok=False, error=f"{type(e).__name__}: {e}")
+        # a known failure's message is the reason (it names the customer); a bug keeps its class
+        return Adaptation(cid, ok=False, error=str(e) if kind_of(e) is not None else f"{type(e).__name__}: {e}")
 
     if uploads is None:
         root, uploads = params.resolve(params.paths.ingested_customers), []

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import functools
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from metagan.adapt import MetaModel, adapt_to_customer, save_customer_generator
 from metagan.config import Params
 from metagan.contact_sheet import contact_sheet
+from metagan.errors import FileSystemFault
 from metagan.export import check_parity, export_generator_onnx, sample_onnx
 from metagan.files import write_json
 from metagan.metric_registry import customer_metrics
@@ -133,13 +135,27 @@ def adapt_customer(meta: MetaModel, uploads: CustomerUploads, params: Params, ev
     info = {"customer_id": uploads.customer_id, "files": uploads.files, "seed": seed,
             "steps": params.adapt.steps_for(len(uploads.images)), "method": meta.method,
             "content_hash": uploads.content_hash}
-    save_customer_generator(generator, folder.generator, info)
-    export_generator_onnx(generator, folder.onnx, params.export.opset)
+    with writing(uploads.customer_id):
+        save_customer_generator(generator, folder.generator, info)
+        export_generator_onnx(generator, folder.onnx, params.export.opset)
     parity = Parity(check_parity(generator, folder.onnx, params.export.parity_batch, seed), params.export.parity_atol)
     metrics = customer_metrics(generator, uploads.images, evaluator) | {"parity_max_abs_diff": parity.max_abs_diff}
-    contact_sheet(uploads.images, sample_onnx(folder.onnx, CONTACT_SHEET_SAMPLES), folder.contact_sheet)
+    with writing(uploads.customer_id):
+        contact_sheet(uploads.images, sample_onnx(folder.onnx, CONTACT_SHEET_SAMPLES), folder.contact_sheet)
     model = CustomerModel(uploads.customer_id, generator, folder, parity, metrics, len(uploads.images),
                           uploads.content_hash, list(uploads.files), list(uploads.rejected), meta.method,
                           time.monotonic() - start)
-    write_json(folder.report, model.report())
+    with writing(uploads.customer_id):
+        write_json(folder.report, model.report())
     return model
+
+
+@contextmanager
+def writing(customer_id: str):
+    """A file-system fault while writing a customer's files (its folder unwritable, the disk full)
+    becomes a :class:`~metagan.errors.FileSystemFault` naming the customer and the file: it fails
+    this customer, not the run (the writes are atomic, so nothing torn is left behind)."""
+    try:
+        yield
+    except OSError as e:
+        raise FileSystemFault.of(e, f"customer {customer_id!r}: cannot write") from e

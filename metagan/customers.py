@@ -31,20 +31,28 @@ class IngestResult:
 
 def ingest_customer(folder: str | Path, dest_root: str | Path, size: int, channels: int, min_shots: int,
                     max_shots: int, max_pixels: int, screen=None) -> IngestResult:
-    """Validate one customer's uploads and pack the usable shots; never raises for bad uploads.
-    ``screen``: the domain check (:func:`metagan.domain.upload_screen`)."""
+    """Validate one customer's uploads and pack the usable shots; never raises for bad uploads, nor
+    for a file-system fault (a folder it cannot read or write): either fails this customer alone,
+    with its reason. ``screen``: the domain check (:func:`metagan.domain.upload_screen`)."""
     folder = Path(folder)
     try:
         up = load_customer_uploads(folder, size, channels, min_shots, max_shots, max_pixels, screen)
     except UploadError as e:
         return IngestResult(folder.name, ok=False, error=str(e))
+    except OSError as e:
+        return IngestResult(folder.name, ok=False, error=f"customer {folder.name!r}: cannot read {folder}: "
+                                                        f"{e.strerror or e}")
     dest = Path(dest_root) / up.customer_id
-    dest.mkdir(parents=True, exist_ok=True)
-    # deterministic bytes (fixed zip timestamps): unchanged uploads leave the DVC hash unchanged
-    save_npz(dest / "shots.npz", images=up.images, files=np.array(up.files))
-    report = {"customer_id": up.customer_id, "files": up.files, "rejected": up.rejected,
-              "content_hash": up.content_hash} | ({"converted": up.converted} if up.converted else {})
-    write_json(dest / "report.json", report)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        # deterministic bytes (fixed zip timestamps): unchanged uploads leave the DVC hash unchanged
+        save_npz(dest / "shots.npz", images=up.images, files=np.array(up.files))
+        report = {"customer_id": up.customer_id, "files": up.files, "rejected": up.rejected,
+                  "content_hash": up.content_hash} | ({"converted": up.converted} if up.converted else {})
+        write_json(dest / "report.json", report)
+    except OSError as e:  # atomic writes: the customer's previous shots, if any, are intact
+        return IngestResult(up.customer_id, ok=False, error=f"customer {up.customer_id!r}: cannot write "
+                                                            f"{e.filename or dest}: {e.strerror or e}")
     return IngestResult(up.customer_id, True, len(up.images), up.rejected, content_hash=up.content_hash, uploads=up)
 
 

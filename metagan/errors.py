@@ -16,6 +16,7 @@ Exit codes (the same for every command; README and docs/RELIABILITY.md list them
 | 3 | bad input: invalid params.yaml, bad uploads, unknown customer or version, invalid id |
 | 4 | service unavailable: a server (MLflow, Prefect, S3, DVC remote) stayed unreachable, or a lock stayed held |
 | 5 | damaged state: the registry or a stored artifact is missing, unreadable or fails its checksum |
+| 6 | file system: a local file or folder could not be read or written (permission, disk full, read-only) |
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Failure(Enum):
     BAD_INPUT = "bad input"
     UNAVAILABLE = "service unavailable"
     DAMAGED = "damaged state"
+    FILE_SYSTEM = "file system"
 
     @property
     def permanent(self) -> bool:
@@ -45,10 +47,11 @@ class ExitCode:
     BAD_INPUT = 3
     UNAVAILABLE = 4
     DAMAGED = 5
+    FILE_SYSTEM = 6
 
 
 EXIT_CODES = {Failure.BAD_INPUT: ExitCode.BAD_INPUT, Failure.UNAVAILABLE: ExitCode.UNAVAILABLE,
-              Failure.DAMAGED: ExitCode.DAMAGED}
+              Failure.DAMAGED: ExitCode.DAMAGED, Failure.FILE_SYSTEM: ExitCode.FILE_SYSTEM}
 
 
 class MetaganError(Exception):
@@ -77,6 +80,25 @@ class Damaged(MetaganError, RuntimeError):
     kind = Failure.DAMAGED
 
 
+class FileSystemFault(MetaganError, RuntimeError):
+    """A local file or folder could not be read or written (permission, disk full, read-only file
+    system). Permanent: retrying the same write fails the same way; it fails the customer (or the
+    command) it happened in, and the others go on."""
+
+    kind = Failure.FILE_SYSTEM
+
+    @classmethod
+    def of(cls, error: OSError, doing: str) -> "FileSystemFault":
+        """``doing``: what failed, e.g. "customer 'a': cannot write"; the file and the system's
+        reason follow ("customer 'a': cannot write /x/model.onnx: No space left on device")."""
+        where = f" {error.filename}" if error.filename else ""
+        return cls(f"{doing}{where}: {error.strerror or error}")
+
+
+# errno values of a local file-system fault, as opposed to a network error (also an OSError)
+_FILE_SYSTEM_ERRNOS = {"EACCES", "EPERM", "ENOSPC", "EROFS", "EDQUOT", "EIO", "EISDIR", "ENOTDIR", "EEXIST"}
+
+
 def kind_of(error: BaseException) -> Failure | None:
     """The kind of a known failure, or None for an unexpected one (a bug: show its traceback)."""
     if isinstance(error, MetaganError):
@@ -95,4 +117,12 @@ def kind_of(error: BaseException) -> Failure | None:
         return Failure.UNAVAILABLE
     if isinstance(error, CheckpointError):
         return Failure.DAMAGED
+    if isinstance(error, OSError) and _errno_name(error) in _FILE_SYSTEM_ERRNOS:
+        return Failure.FILE_SYSTEM
     return None
+
+
+def _errno_name(error: OSError) -> str:
+    import errno
+
+    return errno.errorcode.get(error.errno or 0, "")

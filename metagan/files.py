@@ -27,8 +27,11 @@ _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 def atomic_file(path: str | Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
     """A binary file object whose content replaces ``path`` when the block ends without error."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    except OSError as e:
+        raise _naming(e, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
@@ -36,9 +39,16 @@ def atomic_file(path: str | Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)  # mkstemp files are private; these are ordinary files
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename in (tmp, None):
+            raise _naming(e, path) from None
         raise
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """The same error (same class, from its errno) naming the file being written, not its temp file."""
+    return type(e)(e.errno, e.strerror, str(path)) if e.errno is not None else e
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:

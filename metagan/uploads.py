@@ -93,6 +93,9 @@ def load_customer_uploads(
         except ImageError as e:
             rejected.append((path.name, e.reason))
             continue
+        except OSError as e:  # the file system's fault, not the file's: this file is skipped, not the customer
+            rejected.append((path.name, f"cannot be read ({e.strerror or e})"))
+            continue
         digest = hashlib.sha256(img.tobytes()).hexdigest()
         if digest in seen:
             rejected.append((path.name, f"duplicate of {seen[digest]}"))
