@@ -180,6 +180,29 @@ def reason_counts(images: np.ndarray, ok: np.ndarray) -> dict[str, int]:
     return counts
 
 
+def nearest_prototype_separation(net, ds, train_ids, tune_ids, val_ids, junk_images, rows) -> dict:
+    """The other candidate distance: to the nearest meta-training character's prototype (mean of
+    its drawings' features), in units of the mean within-character spread. Where real drawings and
+    junk overlap on it, no threshold separates them."""
+    from metagan.evaluator import embed
+    from metagan.metrics import mean_pairwise_distance
+
+    protos, spreads = [], []
+    for c in train_ids:
+        f = embed(net, ds.images[ds.indices_of(int(c))])
+        protos.append(f.mean(0))
+        spreads.append(mean_pairwise_distance(f))
+    protos, unit = torch.stack(protos), float(np.mean(spreads))
+
+    def d(images):
+        return (torch.cdist(embed(net, as_judged(images)[0]), protos).min(1).values / unit).numpy()
+
+    tune, test, j = d(ds.images[rows(tune_ids)]), d(ds.images[rows(val_ids)]), d(junk_images)
+    return {"distance": "nearest meta-training character prototype / within-character spread",
+            "farthest_tune_drawing": float(tune.max()), "farthest_test_drawing": float(test.max()),
+            "nearest_junk_image": float(j.min()), "junk_nearer_than_farthest_tune_drawing": int((j < tune.max()).sum())}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--evaluator", default="artifacts/bench2/evaluator.pt")
@@ -259,6 +282,7 @@ def main() -> None:
     kept = [[v.ok for v in screen(m)] for m in mixed]
     report["mixed"] = {"customers": len(mixed), "junk_file_refused": int(sum(not k[-1] for k in kept)),
                        "drawings_kept": int(sum(sum(k[:-1]) for k in kept)), "drawings": 4 * len(mixed)}
+    report["alternative"] = nearest_prototype_separation(net, ds, train_ids, tune_ids, val_ids, calibration_junk, rows)
     report["seconds"] = round(time.monotonic() - start, 1)
 
     print(json.dumps({k: report[k] for k in ("real", "mixed")}, indent=1))
