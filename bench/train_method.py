@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--proto-weight", type=float, help="condgan's prototypical term (default: params.yaml)")
     ap.add_argument("--same-alphabet", type=float, help="share of one-alphabet episodes (default: params.yaml)")
     ap.add_argument("--recon-weight", type=float, help="fusion's coarse reconstruction term (default: params.yaml)")
+    ap.add_argument("--mode-seeking", type=float, help="weight of the mode-seeking term (default: params.yaml)")
+    ap.add_argument("--max-steps", type=int, help="stop after this many meta-steps (in all) even if --minutes is left")
     ap.add_argument("--init", help="warm start from this meta checkpoint (steps count on from its own)")
     ap.add_argument("--meta-batch", type=int, help="tasks per meta-step (default: params.yaml)")
     ap.add_argument("--preset", help="network size (default: params.yaml)")
@@ -41,7 +43,8 @@ def main() -> None:
     out = Path(args.out).resolve()
     meta = {"method": args.method, "minutes": args.minutes, "device": args.device,
             "class_rotations": args.class_rotations, "inner_lr": args.inner_lr, "proto_weight": args.proto_weight,
-            "same_alphabet": args.same_alphabet, "recon_weight": args.recon_weight, "meta_batch": args.meta_batch, "vmap_tasks": args.vmap_tasks or None,
+            "same_alphabet": args.same_alphabet, "recon_weight": args.recon_weight, "mode_seeking": args.mode_seeking, "max_steps": args.max_steps,
+            "meta_batch": args.meta_batch, "vmap_tasks": args.vmap_tasks or None,
             "init_checkpoint": str(Path(args.init).resolve()) if args.init else None}
     params = load_params().with_overrides(data={"packed_dir": str(out / "tasks")}, model={"preset": args.preset},
                                           meta={k: v for k, v in meta.items() if v is not None})

@@ -1,8 +1,14 @@
-"""Typed configuration, loaded from ``params.yaml``.
+"""Typed configuration, loaded from ``params.yaml``, and where a project's files live.
 
 One source of truth for the CLI, the flows and DVC stages. Every section rejects unknown keys and
 wrong types, so a typo in ``params.yaml`` fails before any work starts instead of silently
 falling back to a default.
+
+A *project folder* holds a user's ``params.yaml``, ``data/``, ``mlflow/``, ``artifacts/`` and
+outputs: the current folder, or the one ``metagan --project DIR`` names (``METAGAN_PROJECT``).
+The defaults ship inside the package (``metagan/params.yaml``, beside the shipped meta-model,
+evaluator and sample data), so an installed wheel behaves as a checkout does; the project's
+``params.yaml`` is read on top of them, section by section.
 """
 
 from __future__ import annotations
@@ -13,12 +19,24 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_PARAMS = PROJECT_ROOT / "params.yaml"
+PACKAGE_DIR = Path(__file__).resolve().parent
+SOURCE_ROOT = PACKAGE_DIR.parent
+"""Where the code is: the repository in a checkout, ``site-packages`` in an installed wheel."""
+PROJECT_ROOT = SOURCE_ROOT
+"""The checkout (bench/ scripts and tests read its files); a project's files are under :func:`project_dir`."""
+SHIPPED_PARAMS = PACKAGE_DIR / "params.yaml"
+"""The default settings, shipped in the package (in a checkout, a link to the repository's params.yaml)."""
+PROJECT_ENV = "METAGAN_PROJECT"
+
+
+def project_dir() -> Path:
+    """The project folder: ``METAGAN_PROJECT`` (``metagan --project DIR`` sets it, so child processes
+    such as Dask workers and DVC stages inherit it) or the current folder."""
+    return Path(os.environ.get(PROJECT_ENV) or os.getcwd()).resolve()
 
 
 class ConfigError(ValueError):
@@ -81,6 +99,8 @@ class MetaConfig(_Section):
     """condgan: weight of a prototypical-network term. The set encoder learns to tell the episode's
     classes apart from their real query drawings, and the generator is rewarded when its images
     are told apart the same way, i.e. recognisably of their task's class."""
+    mode_seeking: float = Field(1.0, ge=0)
+    """condgan, fusion: weight of the mode-seeking term in meta-training (different noise, different images)."""
     recon_weight: float = Field(0.0, ge=0)
     """fusion: weight of a coarse reconstruction term (LoFGAN's local reconstruction, at 1/4 of the
     image size): a sample's layout should follow the blend of the shots its fusion weights make."""
@@ -92,7 +112,9 @@ class MetaConfig(_Section):
 
     @field_validator("method")
     @classmethod
-    def _registered(cls, method: str) -> str:
+    def _registered(cls, method: str, info: ValidationInfo) -> str:
+        if (info.context or {}).get("serving"):
+            return method  # serving runs no meta-learner; listing them would import torch (load_params)
         if method not in meta_methods():
             raise ValueError(f"unknown meta-learning method {method!r}; choose one of {meta_methods()}")
         return method
@@ -214,9 +236,16 @@ class Params(_Section):
     scaleout: ScaleoutConfig = ScaleoutConfig()
 
     def resolve(self, path: str) -> Path:
-        """A path from the config, relative to the project root unless absolute."""
+        """A path from the config, relative to the project folder unless absolute. A relative path
+        under ``metagan/`` names a file shipped in the package (the meta-model, the evaluator, the
+        sample data): the project's own copy when it has one (a checkout), else the installed one."""
         p = Path(path)
-        return p if p.is_absolute() else PROJECT_ROOT / p
+        if p.is_absolute():
+            return p
+        local = project_dir() / p
+        if p.parts[:1] == (PACKAGE_DIR.name,) and not local.exists() and (SOURCE_ROOT / p).exists():
+            return SOURCE_ROOT / p
+        return local
 
     def with_overrides(self, **sections: dict) -> "Params":
         """A copy with some fields replaced, e.g. ``with_overrides(meta={"method": "reptile"})``."""
@@ -226,9 +255,9 @@ class Params(_Section):
         return params_from_dict(raw)
 
 
-def params_from_dict(raw: dict) -> Params:
+def params_from_dict(raw: dict, serving: bool = False) -> Params:
     try:
-        return Params.model_validate(raw)
+        return Params.model_validate(raw, context={"serving": serving})
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e)) from None
 
@@ -264,26 +293,52 @@ def _format_validation_error(e: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_params(path: str | Path | None = None) -> Params:
-    """Load and validate ``params.yaml``; missing file means all defaults.
+def load_params(path: str | Path | None = None, serving: bool = False) -> Params:
+    """Load and validate the settings: the shipped defaults (:data:`SHIPPED_PARAMS`) with the
+    project's ``params.yaml`` (or ``path``, which must exist) on top, key by key.
+
+    ``serving``: for commands that only read the registry and run ONNX models (``metagan
+    generate``): ``meta.method`` is not looked up among the meta-learners, which imports torch.
 
     ``METAGAN_PROFILE`` in the environment overrides ``profile``; the scale-out profile's remote
     locations replace the embedded ones, so the rest of the code reads one set of fields.
     """
-    path = Path(path) if path else DEFAULT_PARAMS
-    raw = {}
-    if path.exists():
-        with open(path) as f:
-            raw = yaml.safe_load(f) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    raw = _read_yaml(SHIPPED_PARAMS) if SHIPPED_PARAMS.is_file() else {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():  # a typo in --params must not silently mean "the defaults"
+            raise ConfigError(f"params file {path} does not exist" if not path.exists() else f"{path} is not a file")
+        raw = _merged(raw, _read_yaml(path))
+    elif (project_dir() / "params.yaml").is_file():
+        raw = _merged(raw, _read_yaml(project_dir() / "params.yaml"))
     if os.environ.get(PROFILE_ENV):
         raw["profile"] = os.environ[PROFILE_ENV]
-    return apply_profile(params_from_dict(raw))
+    return apply_profile(params_from_dict(raw, serving), serving)
 
 
-def apply_profile(params: Params) -> Params:
+def _read_yaml(path: Path) -> dict:
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def _merged(base: dict, over: dict) -> dict:
+    """``over`` on top of ``base``: mappings merge key by key, anything else (lists too) replaces."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def apply_profile(params: Params, serving: bool = False) -> Params:
     if params.profile != "scaleout":
         return params
     s = params.scaleout
-    return params.with_overrides(storage={"dvc_remote": s.dvc_remote}, paths={"generated": s.generated})
+    raw = params.model_dump()
+    raw["storage"]["dvc_remote"], raw["paths"]["generated"] = s.dvc_remote, s.generated
+    return params_from_dict(raw, serving)

@@ -11,6 +11,9 @@ once per customer) and builds an image from them:
   finer level the decoder looks up stroke detail in all shots' maps by attention. A learned
   position embedding makes a read prefer the same place in the shots, and the fusion weights bias
   it towards the shots that weigh most in this sample;
+- **pixel reads**: at full resolution each output pixel mixes the shots' own pixel values within a
+  few pixels of the same place (attention over shots and offsets), plus a learned correction, so
+  strokes are as sharp and the background as clean as the customer's drawings;
 - **noise** sets a per-channel scale at every level and adds a 4x4 map, so one shot (K = 1)
   still gives varied samples.
 
@@ -56,6 +59,7 @@ class ShotEncoder(nn.Module):
     def __init__(self, cfg: NetConfig):
         super().__init__()
         n = _num_upsamples(cfg.image_size)
+        self.keeps_pixels = cfg.pixel_read
         self.stem = nn.Sequential(nn.Conv2d(cfg.channels, level_width(cfg, n), 3, padding=1), _act())
         # downs[i] goes from level n - i to level n - i - 1
         self.downs = nn.ModuleList(
@@ -64,12 +68,14 @@ class ShotEncoder(nn.Module):
         )
 
     def forward(self, images: torch.Tensor) -> Features:
-        """(N, C, H, W) -> maps per level, coarsest first, each (N, c, h, w)."""
-        h, maps = self.stem(images), []
+        """(N, C, H, W) -> maps per level, coarsest first, each (N, c, h, w). The last, at full
+        resolution, is the images themselves beside the stem's features (what pixel reads copy)."""
+        h = self.stem(images)
+        full, maps = torch.cat([images, h], dim=1), []
         for down in self.downs:
             h = down(h)
             maps.append(h)
-        return maps[::-1]
+        return maps[::-1] + ([full] if self.keeps_pixels else [])
 
 
 class AttentiveRead(nn.Module):
@@ -99,6 +105,49 @@ class AttentiveRead(nn.Module):
         return read.view(t * n, s, s, c).permute(0, 3, 1, 2)
 
 
+def _shifted(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """(N, c, H, W) -> (N, S, c, H, W), S = (2r+1)^2: ``x`` moved by every offset within ``radius``
+    (entry j at (i, k) is x at (i + dy_j, k + dx_j)); the border is replicated (blank paper)."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (radius,) * 4, mode="replicate")
+    span = range(2 * radius + 1)
+    return torch.stack([padded[..., dy : dy + h, dx : dx + w] for dy in span for dx in span], dim=1)
+
+
+class PixelRead(nn.Module):
+    """At full resolution, each output pixel is read from the shots' pixels near the same place.
+
+    A pixel's query (from the decoder) is matched against the stem features of every shot at every
+    offset within ``radius``; the read is the attention-weighted mix of those shots' *pixel values*.
+    So strokes come out as sharp and backgrounds as clean as the customer's own drawings, with the
+    local displacements and the mix of shots (biased by the fusion weights) making them new. A
+    learned bias per offset starts out favouring small displacements.
+    """
+
+    def __init__(self, query_ch: int, key_ch: int, channels: int, radius: int = 2, dim: int = 8):
+        super().__init__()
+        self.radius, self.dim, self.channels = radius, dim, channels
+        self.query = nn.Conv2d(query_ch, dim, 1)
+        self.key = nn.Conv2d(key_ch, dim, 1)
+        span = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        dist2 = (span[:, None] ** 2 + span[None, :] ** 2).flatten()
+        self.offset_bias = nn.Parameter(-dist2 / 2)
+
+    def forward(self, h: torch.Tensor, full: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor:
+        """``h``: (T*n, c, H, W); ``full``: (T, K, C + c', H, W) pixels then features; -> (T*n, C, H, W)."""
+        t, k, _, hh, ww = full.shape
+        n, c, s, p = h.shape[0] // t, self.channels, (2 * self.radius + 1) ** 2, hh * ww
+        # pixel position leads (T, P, ...): the matmuls batch over positions without further copies
+        # (measured: 1.5x less CPU time than an einsum over the (T, K*S, d, P) layout)
+        keys = _shifted(self.key(full[:, :, c:].flatten(0, 1)), self.radius)  # (T*K, S, d, H, W)
+        keys = keys.reshape(t, k * s, self.dim, p).permute(0, 3, 2, 1)  # (T, P, d, K*S)
+        values = _shifted(full[:, :, :c].flatten(0, 1), self.radius).reshape(t, k * s, c, p).permute(0, 3, 1, 2)
+        q = self.query(h).reshape(t, n, self.dim, p).permute(0, 3, 1, 2)  # (T, P, n, d)
+        bias = (log_weights.view(t, n, k, 1) + self.offset_bias.view(1, 1, 1, s)).reshape(t, 1, n, k * s)
+        attention = torch.softmax(q @ keys / math.sqrt(self.dim) + bias, dim=-1)  # (T, P, n, K*S)
+        return (attention @ values).permute(0, 2, 3, 1).reshape(t * n, c, hh, ww)
+
+
 class FusionGenerator(nn.Module):
     """(noise + fusion logits, the shots' feature maps) -> images; see the module docstring."""
 
@@ -123,7 +172,13 @@ class FusionGenerator(nn.Module):
             nn.Sequential(nn.Conv2d(2 * widths[lv], widths[lv], 3, padding=1), _act(), PixelNorm())
             for lv in range(1, n))
         self.norm = PixelNorm()
-        self.out = nn.Conv2d(widths[n], cfg.channels, 3, padding=1)
+        self.pixels = PixelRead(widths[n], widths[n], cfg.channels) if cfg.pixel_read else None
+        # the image is the pixel read plus a correction; the correction starts small, so training
+        # begins from images made of the shots' own pixels
+        self.out = nn.Conv2d(widths[n] + (cfg.channels if cfg.pixel_read else 0), cfg.channels, 3, padding=1)
+        if cfg.pixel_read:
+            with torch.no_grad():
+                self.out.weight.mul_(0.1)
         self._widths = widths
 
     @property
@@ -158,9 +213,11 @@ class FusionGenerator(nn.Module):
             if lv < self.levels:
                 read = self.reads[lv - 1](h, maps[lv], log_w)
                 h = self.merges[lv - 1](torch.cat([h, read], dim=1))
-            else:
-                h = self.norm(h)
-        return self.out(h)
+        h = self.norm(h)
+        if self.pixels is None:
+            return self.out(h)
+        read = self.pixels(h, maps[self.levels], log_w)
+        return read + self.out(torch.cat([h, read], dim=1))
 
     def log_fusion_weights(self, z: torch.Tensor, k: int) -> torch.Tensor:
         """(N, input_dim) -> (N, k): the log convex weights of a sample's k shots, drawn from ``z``."""

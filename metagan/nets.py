@@ -31,6 +31,9 @@ class NetConfig:
     feature maps fused, :mod:`metagan.fusion_nets`)."""
     fusion_slots: int = 0
     """``fusion``: most shots a generator fuses (its input carries one fusion logit per slot)."""
+    pixel_read: bool = False
+    """``fusion``: output pixels are read from the shots' pixels (``fusion_nets.PixelRead``); False
+    only for the first fusion checkpoints, which synthesised every pixel."""
 
     def to_dict(self) -> dict:
         return asdict(self)

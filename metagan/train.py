@@ -257,7 +257,7 @@ def load_meta_learner(path: str | Path, device: str = "cpu") -> tuple[MetaLearne
     """Rebuild a learner from a checkpoint (weights_only: nothing in it can run code)."""
     ckpt = load_checkpoint(path, META_FORMAT, map_location=device)
     params = params_from_checkpoint(ckpt["params"])
-    learner = build_learner(ckpt["method"], NetConfig(**ckpt["net"]), params.meta, device)
+    learner = build_learner(ckpt["method"], NetConfig(**ckpt["net"]), params.meta, device, saved=True)
     learner.load_state_dict(ckpt["state"])
     if ckpt.get("negative_bank") is not None:
         learner.negative_bank = to_tensor(ckpt["negative_bank"].numpy()).to(device)

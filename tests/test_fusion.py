@@ -83,7 +83,7 @@ def test_customer_checkpoint_round_trip_keeps_the_fusion_maps(tmp_path):
     z = torch.randn(3, gen.z_dim)
     with torch.no_grad():
         assert torch.equal(back(z), gen(z))
-    assert sorted(back.condition) == ["maps0", "maps1", "maps2"]
+    assert sorted(back.condition) == ["maps0", "maps1", "maps2", "maps3"]  # 4x4, 8x8, 16x16, full size
 
 
 def test_nearest_shot_finds_the_matching_shot_and_excludes_itself_when_asked():
@@ -103,3 +103,22 @@ def test_fusion_meta_step_trains_the_generator_and_the_pair_critic():
     assert np.isfinite(list(stats.values())).all() and "d_gap_copy" in stats
     for net in ("generator", "critic", "encoder"):
         assert any(not torch.equal(before[net][k], v) for k, v in L.state_dict()[net].items())
+
+
+def test_first_design_checkpoints_rebuild_without_the_pixel_read(tmp_path):
+    """Checkpoints of the first fusion design (no pixel read) load as they were built."""
+    from metagan.nets import NetConfig
+    from metagan.train import load_meta_learner
+    from metagan.checkpoint import META_FORMAT, save_atomic
+
+    L = learner()
+    v1 = NetConfig(**{**L.nets.generator.cfg.to_dict(), "pixel_read": False})
+    old = build_learner("fusion", v1, CFG, saved=True)
+    assert old.nets.generator.pixels is None and len(old.nets.generator.encode(shots(2))) == 3
+    from metagan.config import Params
+    params = Params().with_overrides(meta={"method": "fusion"})
+    save_atomic({"format": META_FORMAT, "method": "fusion", "net": {k: v for k, v in v1.to_dict().items()
+                                                                   if k != "pixel_read"},
+                 "params": params.model_dump(), "step": 1, "state": old.state_dict()}, tmp_path / "v1.pt")
+    loaded, _ = load_meta_learner(tmp_path / "v1.pt")
+    assert loaded.nets.generator.pixels is None

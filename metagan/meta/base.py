@@ -67,6 +67,8 @@ class MetaLearner(ABC):
     arch: str = "dcgan"
     """Generator design the networks must be built with (``NetConfig.arch``)."""
     fusion_slots: int = 0
+    pixel_read: bool = False
+    """The fusion generator's design version new networks are built with (``NetConfig.pixel_read``)."""
     min_tasks_per_rank: int = 1
     """Fewest tasks of a meta-batch one process may hold in a multi-process run."""
 
@@ -110,12 +112,17 @@ class MetaLearner(ABC):
         return self.nets.generator(z, code).clamp(-1.0, 1.0)
 
 
-def build_learner(method: str, net_cfg: NetConfig, cfg: MetaConfig, device: str = "cpu") -> MetaLearner:
-    """Networks + learner for ``method``; the networks get the code size the method needs."""
+def build_learner(method: str, net_cfg: NetConfig, cfg: MetaConfig, device: str = "cpu",
+                  saved: bool = False) -> MetaLearner:
+    """Networks + learner for ``method``; the networks get the code size and design the method needs.
+    ``saved``: ``net_cfg`` is a checkpoint's, whose design version (``pixel_read``) is kept."""
     if method not in REGISTRY:
         raise ValueError(f"unknown meta-learning method {method!r}; choose one of {sorted(REGISTRY)}")
     cls = REGISTRY[method]
-    needs = {"code_dim": cls.code_dim, "arch": cls.arch, "fusion_slots": cls.fusion_slots}
+    needs = {"code_dim": cls.code_dim, "arch": cls.arch, "fusion_slots": cls.fusion_slots,
+             "pixel_read": cls.pixel_read}
+    if saved:  # a saved model is rebuilt as it was built, whatever the class builds now
+        needs["pixel_read"] = net_cfg.pixel_read
     if any(getattr(net_cfg, k) != v for k, v in needs.items()):
         net_cfg = NetConfig(**{**net_cfg.to_dict(), **needs})
     nets = GanNets.build(net_cfg, seed=cfg.seed).to(device)

@@ -35,7 +35,6 @@ from metagan.nets import SampleGenerator
 
 
 R1_GAMMA = 1.0
-MODE_SEEKING_WEIGHT = 1.0
 
 
 @register("condgan")
@@ -87,7 +86,7 @@ class SetConditionedGan(MetaLearner):
         code, task_codes = code.detach(), task_codes.detach()
         z = torch.randn(real.shape[0], G.cfg.z_dim, generator=rng, device=self.device)
         fake = G(z, code)
-        g_loss = g_nonsaturating_loss(D(fake, code)) + MODE_SEEKING_WEIGHT * mode_seeking_loss(fake, z, q)
+        g_loss = g_nonsaturating_loss(D(fake, code)) + self.cfg.mode_seeking * mode_seeking_loss(fake, z, q)
         if proto:  # ... and generated images too; only the generator steps on this (d_opt zeroes E's grads)
             proto_fake = prototype_loss(E.embed_each(fake), task_codes, task_of)
             g_loss = g_loss + self.cfg.proto_weight * proto_fake

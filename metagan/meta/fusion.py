@@ -26,7 +26,6 @@ from metagan.meta.inner import FinetuneOptions, StepHook
 from metagan.nets import SampleGenerator, condition_of
 
 R1_GAMMA = 1.0
-MODE_SEEKING_WEIGHT = 1.0
 COPY_WEIGHT = 0.5
 """Weight of the critic's term that scores a shot beside itself (shifted by up to 1 px) as fake."""
 MAX_SHOTS = 20
@@ -48,6 +47,7 @@ class FusionGan(MetaLearner):
     code_dim = 64
     arch = "fusion"
     fusion_slots = MAX_SHOTS
+    pixel_read = True
     min_tasks_per_rank = 2  # the matching-aware term pairs each task with another of the same batch
 
     def __init__(self, nets: GanNets, cfg: MetaConfig):
@@ -95,7 +95,7 @@ class FusionGan(MetaLearner):
         z = self._noise(len(real), rng)
         fake = G(z, G.encode(support))
         partner = nearest_shot(fake.detach().view_as(queries), support)
-        g_loss = g_nonsaturating_loss(D(pair(fake, partner), code)) + MODE_SEEKING_WEIGHT * mode_seeking_loss(fake, z, q)
+        g_loss = g_nonsaturating_loss(D(pair(fake, partner), code)) + self.cfg.mode_seeking * mode_seeking_loss(fake, z, q)
         stats = {}
         if self.cfg.recon_weight:
             recon = coarse_reconstruction_loss(fake, support, G.log_fusion_weights(z, k).exp())
