@@ -4,7 +4,7 @@ Registers ``--customers`` customer models (one tiny ONNX model logged once, regi
 of every customer, with the tags and ``candidate`` alias a real adaptation leaves), then times what
 scales with the number of customers:
 
-- ``metagan models`` (``registry.models_table``: two paginated listings);
+- ``metagan models`` (``registry.model_rows``: two paginated listings);
 - ``metagan promote`` over all customers, twice: the first promotes every candidate (gate, tags,
   aliases, each under the customer's lock), the second finds every candidate already serving;
 - the nightly ``generate``'s customer list (``registry.customers_in_production``).
@@ -89,8 +89,8 @@ def measure(n: int, work: Path, env: dict) -> dict:
     setup = register_customers(n, work)
     out = {"customers": n, "register_s": round(setup, 1)}
 
-    table, t = timed(registry.models_table)
-    assert len(table.splitlines()) == 1 + n, "metagan models missed customers"
+    rows, t = timed(registry.model_rows)
+    assert len(rows) == n, "metagan models missed customers"
     out["models_table_s"] = round(t, 2)
     listed, t = timed(registry.customers_in_production)
     assert listed == [], "nothing is in production yet"
@@ -109,8 +109,8 @@ def measure(n: int, work: Path, env: dict) -> dict:
     listed, t = timed(registry.customers_in_production)
     assert listed == ids, "the nightly generate would miss customers"
     out["generate_listing_s"] = round(t, 2)
-    t, stdout = cli(["models"], env, work)
-    assert stdout.count("metagan-customer-") == n
+    t, stdout = cli(["models", "--json"], env, work)
+    assert stdout.count('"kind": "customer"') == n
     out["cli_models_s"] = round(t, 1)
     out["per_customer_ms"] = {k.removesuffix("_s"): round(1000 * v / n, 2) for k, v in out.items()
                               if k.endswith("_s") and k != "register_s"}

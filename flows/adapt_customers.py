@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
+from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from flows import progress
+from flows.artifacts import adapt_table
 from flows.common import FANOUT_WORKERS, fanout_runner
 from flows.locks import customer_locker
 from metagan import registry
@@ -49,12 +52,20 @@ def adapt_customers(params: Params, meta_version: str | None = None, data_versio
                 uploads.append(load_ingested(root, cid))
             except Exception as e:  # unreadable ingested data
                 results.append(failed(cid, e))
-    futures = {u.customer_id: adapt_one.submit(u, str(meta_version), data_version, params) for u in uploads}
-    for cid, fut in futures.items():
+    futures = {adapt_one.submit(u, str(meta_version), data_version, params): u.customer_id for u in uploads}
+    done = progress.counter("adapting", len(futures))
+    finished: dict[str, Adaptation] = {}
+    for fut in as_completed(list(futures)):  # as they finish: the bar and the log follow the fan-out
+        cid = futures[fut]
         try:
-            results.append(fut.result())
+            finished[cid] = fut.result()
+            logger.info("customer %s: version %s (%s)", cid, finished[cid].version,
+                        "reused" if finished[cid].reused else "new")
         except Exception as e:
-            results.append(failed(cid, e))
+            finished[cid] = failed(cid, e)
+        done(len(finished))
+    results += [finished[u.customer_id] for u in uploads]  # the order of the uploads, whatever the finish
+    adapt_table(results)  # the outcome per customer, in the Prefect UI
     return results
 
 

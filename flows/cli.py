@@ -1,5 +1,14 @@
 """The ``metagan`` command: the application on top of the flows. Each sub-command loads and checks
-params.yaml once (flags applied on top) and hands the ``Params`` to the flows it runs."""
+the settings once (flags applied on top) and hands the ``Params`` to the flows it runs.
+
+Exit codes are :mod:`metagan.errors`' (the same for every command): 0 done, 1 partial (some
+customers failed, were rejected or refused by the gate), 2 usage error, 3 bad input, 4 service
+unavailable, 5 damaged state, 70 internal error. A known failure prints one line (``-v``: and its
+traceback); an unexpected one prints its traceback.
+
+Nothing heavy is imported at module level: ``metagan generate`` draws images without torch,
+MLflow or Prefect, and the other commands import what they run.
+"""
 
 from __future__ import annotations
 
@@ -10,24 +19,39 @@ import os
 import sys
 from pathlib import Path
 
-from metagan.config import PROJECT_ROOT, ConfigError, Params, load_params, meta_methods
-from metagan.nets import PRESETS
+from metagan.config import PROJECT_ENV, ConfigError, Params, load_params, project_dir
+from metagan.errors import BadInput, ExitCode, NotFound, Usage, kind_of
+
+# the sub-commands that must not start Prefect (registry reads and the fast batch job)
+WITHOUT_PREFECT = {"generate", "models", "rollback", "init"}
 
 
-def _overrides(**sections: dict) -> dict:
-    """Command-line flags as params overrides, dropping flags that were not given."""
-    out = {s: {k: v for k, v in kv.items() if v is not None} for s, kv in sections.items()}
-    return {s: kv for s, kv in out.items() if kv}
+# ---------------------------------------------------------------------------------------------
+# sub-commands
+
+
+def cmd_init(args, params: Params) -> int:
+    from metagan.config import SHIPPED_PARAMS
+    from metagan.files import write_text
+
+    target = project_dir() / "params.yaml"
+    if target.exists():
+        raise BadInput(f"{target} exists already; edit it, or remove it to start from the defaults")
+    write_text(target, "# metagan settings of this project, over the shipped defaults (any key may go).\n"
+               + SHIPPED_PARAMS.read_text())
+    print(f"wrote {target}; data/, mlflow/, artifacts/ and outputs will go beside it")
+    return ExitCode.OK
 
 
 def cmd_ingest(args, params: Params) -> int:
     from flows.ingest import ingest
 
-    result = ingest(params, args.customers, args.source)
+    customers = _existing_dir(args.customers)
+    result = ingest(params, str(customers) if customers else None, args.source)
     print(f"data version {result.data_version} ({result.task_classes} task classes)")
     for cid, r in result.customers.items():
         print(f"  {cid}: " + (f"{r.shots} shots" if r.ok else f"REJECTED {r.error}"))
-    return 0
+    return ExitCode.PARTIAL if result.rejected else ExitCode.OK
 
 
 def cmd_meta_train(args, params: Params) -> int:
@@ -43,7 +67,7 @@ def cmd_meta_train(args, params: Params) -> int:
     try:
         if not group.is_main:
             follow_main()
-            return 0
+            return ExitCode.OK
         rc = _meta_train(args, params)
         release_followers()  # not on an error: rank 0 exits non-zero and torchrun stops the others
         return rc
@@ -62,81 +86,150 @@ def _meta_train(args, params: Params) -> int:
     result = meta_train(params, data.data_version)
     print(f"metagan-meta version {result.version} ({'reused' if result.reused else 'trained'}); "
           f"checkpoint {result.checkpoint}")
-    return 0
+    return ExitCode.OK
 
 
 def cmd_adapt(args, params: Params) -> int:
     from flows.adapt_customers import adapt_customers_flow
     from flows.ingest import ingest
     from flows.promote import promote
+    from metagan.adapt import NoMetaCheckpoint
+    from metagan.registry import Promotion
 
+    customers = _existing_dir(args.customers)
     ckpt = params.resolve(params.paths.meta_checkpoint)
     if not ckpt.exists():
-        print(f"error: no meta-trained checkpoint at {ckpt}. Make one with:  metagan meta-train --preset small",
-              file=sys.stderr)
-        return 2
+        raise NoMetaCheckpoint(ckpt)
     params = params.with_overrides(**_overrides(adapt={"steps": args.steps}))
-    data = ingest(params, args.customers)
-    failed = list(data.rejected.values())
+    data = ingest(params, str(customers))
     adapted = adapt_customers_flow(params)(params, data_version=data.data_version,
                                            uploads=data.accepted) if data.accepted else []
     built = {a.customer_id: a.version for a in adapted if a.ok}
     promoted = {p.customer_id: p for p in (promote(params, list(built), built) if built else [])}
+    # partial: a customer rejected, failed or refused by the gate (a candidate superseded by an
+    # overlapping run's newer one is not a failure: that run promotes its own)
+    partial = bool(data.rejected)
     for a in adapted:
         p = promoted.get(a.customer_id)
         state = "production" if p is not None and p.serving else f"not promoted: {p.reason if p else a.error}"
         print(f"  {a.customer_id}: version {a.version} ({'reused' if a.reused else 'new'}), {state}")
-        failed += [a.error] if not a.ok else []
-    for e in failed:
+        partial |= not a.ok or (p is not None and p.outcome is Promotion.REFUSED)
+    for e in list(data.rejected.values()) + [a.error for a in adapted if not a.ok]:
         print(f"  FAILED {e}", file=sys.stderr)
-    return 1 if failed else 0
+    return ExitCode.PARTIAL if partial else ExitCode.OK
 
 
 def cmd_generate(args, params: Params) -> int:
-    from flows.generate import generate
+    """The batch job for one customer, without Prefect or MLflow: the registry is read directly,
+    the images drawn with onnxruntime (about a second in all, docs/BENCHMARKS.md)."""
+    from flows import progress
+    from metagan import registry
+    from metagan.generate import run_batch_job
     from metagan.uploads import validate_customer_id
 
-    customer = validate_customer_id(args.customer)
-    out = args.out if args.out.startswith("s3://") else str(Path(args.out).resolve())
-    (manifest,) = generate(params, [customer], args.count, args.seed, out)
-    print(f"wrote {manifest['count']} images from {manifest['model']['name']} v{manifest['model']['version']} "
-          f"to {out.rstrip('/')}/{customer}")
-    return 0
+    if args.model is not None:
+        model = registry.local_model(args.model)
+        folder = model.name
+    else:
+        customer = validate_customer_id(args.customer)
+        model = registry.served_model(customer, args.alias or registry.PRODUCTION, args.version)
+        # previews (another alias, a version number) go beside the production batch, never over it
+        folder = customer if model.alias == registry.PRODUCTION else \
+            f"{customer}-{model.alias}" if model.alias else f"{customer}-v{model.version}"
+    count = params.schedules.generate_count if args.count is None else args.count
+    out = args.out or params.paths.generated
+    out = out if out.startswith("s3://") else str(Path(out).resolve() if args.out else params.resolve(out))
+    done = progress.counter("generating", count)
+    manifest = run_batch_job(model.onnx, count, f"{out.rstrip('/')}/{folder}", args.seed, model.describe(),
+                             progress=done)
+    served = f"{model.name} v{model.version}" + (f" ({model.alias})" if model.alias else "")
+    print(f"wrote {manifest['count']} images of {served} to {manifest['location']} "
+          f"(contact sheet {manifest['contact_sheet']}, gallery {manifest['gallery']})")
+    return ExitCode.OK
 
 
 def cmd_promote(args, params: Params) -> int:
     from flows.promote import promote
+    from metagan.registry import Promotion
+    from metagan.uploads import validate_customer_id
 
-    for r in promote(params, [args.customer] if args.customer else None):
+    customers = [validate_customer_id(args.customer)] if args.customer else None
+    results = promote(params, customers)
+    for r in results:
         print(f"  {r.customer_id}: {r.outcome.value}" + (f" ({r.reason})" if r.reasons else ""))
-    return 0
+    if customers and results[0].outcome is Promotion.NO_CANDIDATE:
+        raise NotFound(f"customer {args.customer!r} has no candidate model to promote")
+    return ExitCode.PARTIAL if any(r.outcome is Promotion.REFUSED for r in results) else ExitCode.OK
 
 
 def cmd_rollback(args, params: Params) -> int:
     from flows.promote import rollback
+    from metagan.uploads import validate_customer_id
 
-    print(f"{args.customer}: production is now version {rollback(params, args.customer)}")
-    return 0
+    customer = validate_customer_id(args.customer)
+    print(f"{customer}: production is now version {rollback(params, customer)}")
+    return ExitCode.OK
 
 
 def cmd_models(args, params: Params) -> int:
-    from metagan.registry import models_table
+    from metagan.registry import model_rows
 
-    print(models_table())
-    return 0
+    rows = model_rows()
+    if args.json:
+        print(json.dumps([{"model": r.name, "kind": r.kind, "customer_id": r.customer_id, "versions": r.versions,
+                           "aliases": r.aliases, "metrics_of": {"version": r.metrics_of, "from": r.metrics_from},
+                           "metrics": r.metrics} for r in rows], indent=2))
+    else:
+        print(models_table(rows))
+    return ExitCode.OK
+
+
+def models_table(rows, width: int = 100) -> str:
+    """Customers one a line (aliases, and the key metrics of production, else of the candidate),
+    then the meta-model and the evaluator with their ``current`` version; fits ``width`` columns."""
+    from metagan.metric_registry import METRICS
+    from metagan.registry import CANDIDATE, CURRENT, PREVIOUS, PRODUCTION
+
+    keys = [m for m in METRICS.values() if m.key]
+    customers = [r for r in rows if r.kind == "customer"]
+    lines = []
+    if customers:
+        head = ["customer", "vers", "prod", "cand", "prev", "from", *(m.column or m.name for m in keys)]
+        body = [[r.customer_id, str(r.versions), *(r.aliases.get(a, "-") for a in (PRODUCTION, CANDIDATE, PREVIOUS)),
+                 {"production": "prod", "candidate": "cand"}.get(r.metrics_from, r.metrics_from or "-"),
+                 *(format(r.metrics[m.name], m.fmt) if m.name in r.metrics else "-" for m in keys)] for r in customers]
+        widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
+        # long ids give way first: the id column shrinks (ids cut with "~") until the table fits
+        spare = width - (sum(widths) + 2 * (len(widths) - 1))
+        if spare < 0:
+            widths[0] = max(len(head[0]), widths[0] + spare)
+        cut = [[x[0] if len(x[0]) <= widths[0] else x[0][: widths[0] - 1] + "~", *x[1:]] for x in [head, *body]]
+        lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+                  for r in cut]
+        lines.append("from: whose metrics these are (prod: the production version's, cand: the candidate's)")
+        names = [f"{m.column} = {m.name}" for m in keys if m.column]
+        lines += ["  " + ", ".join(names[i : i + 3]) for i in range(0, len(names), 3)]
+    else:
+        lines.append("no customer models yet (metagan adapt registers them)")
+    for r in rows:
+        if r.kind in ("meta", "evaluator"):
+            what = "meta-model" if r.kind == "meta" else "evaluator"
+            lines.append(f"{what} {r.name}: {r.versions} version(s), {CURRENT} = {r.aliases.get(CURRENT, '-')}")
+    return "\n".join(lines)
 
 
 def cmd_demo(args, params: Params) -> int:
-    from flows.demo import run_demo
+    from flows.demo import EXAMPLE_CUSTOMERS, run_demo
 
-    return run_demo(args.params, Path(args.customers or PROJECT_ROOT / "examples/customers"),
-                    Path(args.out or PROJECT_ROOT / "out/demo"), args.train_minutes)
+    out = Path(args.out) if args.out else project_dir() / "out" / "demo"
+    return run_demo(args.params, _existing_dir(args.customers) if args.customers else EXAMPLE_CUSTOMERS,
+                    out.resolve(), args.train_minutes)
 
 
 def cmd_pipeline(args, params: Params) -> int:
     from flows.pipeline import pipeline
 
-    result = pipeline(params, str(Path(args.customers).resolve()), count=args.count, seed=args.seed, out=args.out)
+    result = pipeline(params, str(_existing_dir(args.customers)), count=args.count, seed=args.seed, out=args.out)
     summary = {"data_version": result.data.data_version, "meta_version": result.meta.version,
                "rejected": result.data.rejected,
                "adapted": [{"customer_id": a.customer_id, "ok": a.ok, "version": a.version, "reused": a.reused,
@@ -147,14 +240,14 @@ def cmd_pipeline(args, params: Params) -> int:
                "generated": [{"customer": m["model"]["name"], "version": m["model"]["version"],
                               "count": m["count"], "manifest": m.get("manifest")} for m in result.generated]}
     print(json.dumps(summary, indent=2, default=str))
-    return 1 if any(not a.ok for a in result.adapted) else 0
+    return ExitCode.PARTIAL if result.partial else ExitCode.OK
 
 
 def cmd_serve(args, params: Params) -> int:
     from flows.serve import serve_all
 
-    serve_all(str(Path(args.customers).resolve()), args.params)
-    return 0
+    serve_all(str(_existing_dir(args.customers)), args.params)
+    return ExitCode.OK
 
 
 def cmd_deploy(args, params: Params) -> int:
@@ -163,99 +256,345 @@ def cmd_deploy(args, params: Params) -> int:
     for name, pool in deploy_to_pools(str(Path(args.customers).resolve()), args.params, args.cpu_pool,
                                       args.gpu_pool).items():
         print(f"  {name} -> work pool {pool}")
-    print(f"start workers with:  prefect worker start --pool {args.cpu_pool}   (and --pool {args.gpu_pool} on GPU nodes)")
-    return 0
+    print(f"start workers with:  prefect worker start --pool {args.cpu_pool}   "
+          f"(and --pool {args.gpu_pool} on GPU nodes)")
+    return ExitCode.OK
+
+
+# ---------------------------------------------------------------------------------------------
+# the parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors on one line (and exit code 2, as always)."""
+
+    def error(self, message: str):
+        self.exit(ExitCode.USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Every option's default in its help; defaults that come from params.yaml say so in the text."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        shown = action.default is not None and action.default is not False and action.default != argparse.SUPPRESS
+        if "default" not in text and shown and action.option_strings and action.nargs != 0:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _count(text: str) -> int:
+    """A number of images: a whole number, at least 1 (0 or less is a mistake, not "the default")."""
+    return _whole(text, 1)
+
+
+def _whole(text: str, least: int = 0) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {n}")
+    return n
+
+
+def _positive_whole(text: str) -> int:
+    return _whole(text, 1)
+
+
+def _minutes(text: str) -> float:
+    try:
+        m = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of minutes: {text!r}") from None
+    if not m >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return m
+
+
+def _global_options(p: argparse.ArgumentParser, here: bool) -> None:
+    """Options every command takes, before or after the sub-command's name. After it (``here``
+    False) their default is SUPPRESS, so leaving them out keeps what came before the name."""
+    keep = {} if here else {"default": argparse.SUPPRESS}
+    p.add_argument("--project", metavar="DIR", help="project folder: params.yaml, data/, mlflow/, artifacts/ and "
+                   "outputs live there (default: the current folder)", **keep)
+    p.add_argument("--params", metavar="FILE", help="settings file, read over the shipped defaults (default: "
+                   "PROJECT/params.yaml when it exists)", **keep)
+    p.add_argument("-v", "--verbose", action="store_true", help="log INFO on the console, tracebacks with errors",
+                   **keep)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or warnings: results and errors only",
+                   **keep)
+
+
+def _choices_of(section: str, field: str) -> list[str]:
+    """The values params.yaml accepts for a field (a Literal), so the CLI offers the same."""
+    from typing import get_args
+
+    from metagan.config import Params as P
+
+    return list(get_args(P.model_fields[section].annotation.model_fields[field].annotation))
+
+
+class _Methods:
+    """The meta-learners of :mod:`metagan.meta`, looked up only when a command needs them: listing
+    them imports torch, which ``metagan generate`` must not pay for."""
+
+    def _names(self) -> list[str]:
+        from metagan.config import meta_methods
+
+        return meta_methods()
+
+    def __contains__(self, item) -> bool:
+        return item in self._names()
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="metagan", description="Few-shot image generation with meta-learned GANs.")
-    p.add_argument("--params", default=None, help="params.yaml to use (default: the project's)")
-    p.add_argument("-v", "--verbose", action="store_true")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="metagan", formatter_class=_Help,
+                description="Few-shot image generation with meta-learned GANs.",
+                epilog="exit codes: 0 done, 1 partial (some customers failed, were rejected or refused by the gate), "
+                       "2 usage error, 3 bad input, 4 service unavailable, 5 damaged state, 70 internal error")
+    p.add_argument("--version", action="version", version=f"metagan {_version()}")
+    _global_options(p, here=True)
+    common = _Parser(add_help=False)
+    _global_options(common, here=False)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    i = sub.add_parser("ingest", help="validate and pack task data and customer uploads; version with DVC")
-    i.add_argument("--customers", help="folder with one sub-folder of uploads per customer")
-    i.add_argument("--source", help="task dataset (npz, Omniglot zip or folder tree); default: params.yaml")
-    i.set_defaults(func=cmd_ingest)
+    def command(name: str, help: str, func) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help, description=help, parents=[common], formatter_class=_Help)
+        c.set_defaults(func=func)
+        return c
 
-    t = sub.add_parser("meta-train", help="meta-train, log to MLflow and register metagan-meta")
-    t.add_argument("--preset", choices=sorted(PRESETS))
-    t.add_argument("--method", choices=meta_methods())
-    t.add_argument("--minutes", type=float)
-    t.add_argument("--max-steps", type=int)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--source", help="task dataset (npz, Omniglot zip or folder tree); default: params.yaml")
-    t.set_defaults(func=cmd_meta_train)
+    customers_help = "folder with one sub-folder of uploads per customer (its name is the customer's id)"
+    command("init", "write params.yaml (the shipped defaults) into the project folder, to edit", cmd_init)
 
-    a = sub.add_parser("adapt", help="adapt the meta-model to each customer folder, register and promote")
-    a.add_argument("--customers", required=True, help="folder with one sub-folder of uploads per customer")
-    a.add_argument("--steps", type=int, help="fine-tuning steps (the most, for customers with few shots: "
-                   "adapt.steps_per_extra_shot)")
-    a.set_defaults(func=cmd_adapt)
+    i = command("ingest", "validate and pack task data and customer uploads; version them with DVC", cmd_ingest)
+    i.add_argument("--customers", metavar="DIR", help=customers_help)
+    i.add_argument("--source", metavar="PATH", help="task dataset: npz, Omniglot zip or <root>/<class>/<images> "
+                   "folder (default: params.yaml's data.source, else the bundled sample)")
 
-    g = sub.add_parser("generate", help="N PNGs from a customer's production ONNX model (onnxruntime)")
-    g.add_argument("--customer", required=True)
-    g.add_argument("--count", type=int, default=16)
-    g.add_argument("--out", required=True, help="a folder or s3://bucket/prefix; images go to OUT/ID/")
-    g.add_argument("--seed", type=int, default=0)
-    g.set_defaults(func=cmd_generate)
+    t = command("meta-train", "meta-train, log to MLflow and register metagan-meta", cmd_meta_train)
+    t.add_argument("--preset", choices=_choices_of("model", "preset"),
+                   help="network size (default: params.yaml's model.preset)")
+    t.add_argument("--method", choices=_Methods(), metavar="METHOD",
+                   help="meta-learner: %(choices)s (default: params.yaml's meta.method)")
+    t.add_argument("--minutes", type=_minutes, metavar="M", help="time budget (default: params.yaml's meta.minutes)")
+    t.add_argument("--max-steps", type=_positive_whole, metavar="N",
+                   help="stop after N meta-steps (default: params.yaml's meta.max_steps, none)")
+    t.add_argument("--seed", type=int, help="random seed (default: params.yaml's meta.seed)")
+    t.add_argument("--source", metavar="PATH", help="task dataset (default: params.yaml's data.source)")
 
-    pr = sub.add_parser("promote", help="move production to candidates that pass the gate")
-    pr.add_argument("--customer")
-    pr.set_defaults(func=cmd_promote)
+    a = command("adapt", "adapt the meta-model to each customer folder, register and promote", cmd_adapt)
+    a.add_argument("--customers", metavar="DIR", required=True, help=customers_help)
+    a.add_argument("--steps", type=_whole, metavar="N", help="most fine-tuning steps; fewer for few shots "
+                   "(adapt.steps_per_extra_shot) (default: params.yaml's adapt.steps)")
 
-    rb = sub.add_parser("rollback", help="put a customer's previous production model back")
-    rb.add_argument("--customer", required=True)
-    rb.set_defaults(func=cmd_rollback)
+    g = command("generate", "draw images from a customer's model with onnxruntime: PNGs, a contact sheet, "
+                "index.html and manifest.json in OUT/ID/", cmd_generate)
+    g.add_argument("--customer", metavar="ID", help="the customer's id (required unless --model)")
+    g.add_argument("--count", type=_count, metavar="N",
+                   help="number of images (default: params.yaml's schedules.generate_count)")
+    g.add_argument("--out", metavar="DIR", help="a folder or s3://bucket/prefix (default: params.yaml's "
+                   "paths.generated)")
+    g.add_argument("--seed", type=int, default=0, help="noise seed: the same seed draws the same images")
+    which = g.add_mutually_exclusive_group()
+    which.add_argument("--alias", choices=["production", "candidate", "previous"],
+                       help="which of the customer's models; other than production (a preview before "
+                       "promotion), the images go to OUT/ID-ALIAS/ (default: production)")
+    which.add_argument("--version", type=_positive_whole, metavar="N",
+                       help="a registered version by number, whatever its alias (images in OUT/ID-vN/)")
+    which.add_argument("--model", metavar="FILE", help="a local .onnx file instead of the registry "
+                       "(images in OUT/<file name>/)")
 
-    m = sub.add_parser("models", help="customers, versions, aliases and key metrics")
-    m.set_defaults(func=cmd_models)
+    pr = command("promote", "move production to candidates that pass the gate (exit 1 if any is refused)",
+                 cmd_promote)
+    pr.add_argument("--customer", metavar="ID", help="only this customer (default: every customer)")
 
-    d = sub.add_parser("demo", help="the whole pipeline on the bundled sample and example customers")
-    d.add_argument("--customers", help="default: examples/customers")
-    d.add_argument("--out", help="default: out/demo")
-    d.add_argument("--train-minutes", type=float, default=3.0,
+    rb = command("rollback", "put a customer's previous production model back", cmd_rollback)
+    rb.add_argument("--customer", metavar="ID", required=True, help="the customer's id")
+
+    m = command("models", "customers, versions, aliases and key metrics; the meta-model and evaluator",
+                cmd_models)
+    m.add_argument("--json", action="store_true", help="as JSON, every metric, for scripts")
+
+    d = command("demo", "the whole pipeline on the bundled sample and example customers", cmd_demo)
+    d.add_argument("--customers", metavar="DIR", help=customers_help + " (default: the examples shipped "
+                   "with metagan)")
+    d.add_argument("--out", metavar="DIR", help="where the images go (default: PROJECT/out/demo)")
+    d.add_argument("--train-minutes", type=_minutes, default=3.0, metavar="M",
                    help="meta-training budget when no shipped meta-model is available")
-    d.set_defaults(func=cmd_demo)
 
-    pl = sub.add_parser("pipeline", help="ingest, meta-train, adapt, promote and generate in one flow run; "
-                        "prints a JSON summary")
-    pl.add_argument("--customers", required=True, help="folder with one sub-folder of uploads per customer")
-    pl.add_argument("--count", type=int, help="images per customer (default: schedules.generate_count)")
-    pl.add_argument("--seed", type=int, default=0)
-    pl.add_argument("--out", help="a folder or s3://bucket/prefix (default: paths.generated)")
-    pl.set_defaults(func=cmd_pipeline)
+    pl = command("pipeline", "ingest, meta-train, adapt, promote and generate in one flow run; prints a JSON "
+                 "summary", cmd_pipeline)
+    pl.add_argument("--customers", metavar="DIR", required=True, help=customers_help)
+    pl.add_argument("--count", type=_count, metavar="N",
+                    help="images per customer (default: params.yaml's schedules.generate_count)")
+    pl.add_argument("--seed", type=int, default=0, help="noise seed of the batch job")
+    pl.add_argument("--out", metavar="DIR", help="a folder or s3://bucket/prefix (default: params.yaml's "
+                    "paths.generated)")
 
-    s = sub.add_parser("serve", help="serve the scheduled Prefect deployments")
-    s.add_argument("--customers", required=True, help="folder the hourly adaptation reads uploads from")
-    s.set_defaults(func=cmd_serve)
+    s = command("serve", "serve the scheduled Prefect deployments from this process", cmd_serve)
+    s.add_argument("--customers", metavar="DIR", required=True, help="folder the hourly adaptation reads "
+                   "uploads from")
 
-    dp = sub.add_parser("deploy", help="register the scheduled deployments with work pools on a Prefect server")
-    dp.add_argument("--customers", required=True, help="folder the hourly adaptation reads uploads from")
-    dp.add_argument("--cpu-pool", default="metagan-cpu")
-    dp.add_argument("--gpu-pool", default="metagan-gpu", help="meta-training runs here")
-    dp.set_defaults(func=cmd_deploy)
+    dp = command("deploy", "register the scheduled deployments with work pools on a Prefect server", cmd_deploy)
+    dp.add_argument("--customers", metavar="DIR", required=True, help="folder the hourly adaptation reads "
+                    "uploads from")
+    dp.add_argument("--cpu-pool", default="metagan-cpu", metavar="POOL", help="work pool of the CPU flows")
+    dp.add_argument("--gpu-pool", default="metagan-gpu", metavar="POOL", help="work pool of meta-training")
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    if not args.verbose and args.command != "demo":  # the demo shows Prefect's progress lines
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    if args.command != "meta-train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        # under torchrun every rank would run the whole command on its own
-        print(f"error: only meta-train runs under torchrun, not {args.command!r}", file=sys.stderr)
-        return 2
-    from flows.common import load
+# ---------------------------------------------------------------------------------------------
+# running a command
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
 
     try:
-        # validated before any flow starts; the registry-only commands need no servers named
-        params = load_params(args.params) if args.command in ("models", "rollback") else load(args.params)
-        return args.func(args, params)
-    except (ConfigError, LookupError, RuntimeError, FileNotFoundError, TimeoutError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return version("metagan")
+    except PackageNotFoundError:
+        from metagan import __version__
+
+        return __version__
+
+
+def _overrides(**sections: dict) -> dict:
+    """Command-line flags as params overrides, dropping flags that were not given."""
+    out = {s: {k: v for k, v in kv.items() if v is not None} for s, kv in sections.items()}
+    return {s: kv for s, kv in out.items() if kv}
+
+
+def _existing_dir(path: str | None) -> Path | None:
+    """A folder the user named: it must exist (checked before any flow starts)."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.is_dir():
+        raise BadInput(f"{path}: no such folder" if not p.exists() else f"{path} is not a folder")
+    return p.resolve()
+
+
+class Console(logging.StreamHandler):
+    """The command's log output on stderr. Default: warnings of metagan's own loggers, one line
+    each (Prefect's records, tracebacks included, go to the Prefect API and UI, not here);
+    ``-v``: everything from INFO on, with tracebacks; ``-q``: errors only."""
+
+    def __init__(self, verbose: bool, quiet: bool):
+        super().__init__(sys.stderr)
+        self.verbose = verbose
+        self.setLevel(logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose
+                                            else "%(levelname)s: %(message)s"))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.verbose or record.levelno >= logging.CRITICAL or record.name.split(".")[0] in ("metagan", "flows")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.verbose:
+            return super().format(record)
+        return f"{record.levelname.lower()}: {record.getMessage().splitlines()[0] if record.getMessage() else ''}"
+
+
+def _configure(args) -> None:
+    """Before Prefect is imported: where the project is, and where logs go."""
+    if args.project is not None:
+        project = _existing_dir(args.project)
+        os.environ[PROJECT_ENV] = str(project)
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if isinstance(h, Console)]:  # main() called again (tests)
+        root.removeHandler(h)
+    # a handler on the root before Prefect sets up its logging keeps Prefect's console handler off
+    # the root: flow and task logs still reach the Prefect API (and UI) at INFO, not the terminal
+    root.addHandler(Console(args.verbose, args.quiet))
+    root.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    logging.getLogger("metagan").setLevel(logging.INFO)  # reaches the Prefect UI inside a run
+    logging.getLogger("flows").setLevel(logging.INFO)
+    if not args.verbose:  # MLflow logs to its own handler ("Creating initial MLflow database tables...")
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "metagan")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")  # library logs outside a run
+
+
+def _check_arguments(args) -> None:
+    """What argparse cannot check: customer ids, folders that must exist, combinations."""
+    from metagan.uploads import validate_customer_id
+
+    if args.command == "generate":
+        if args.model is not None and args.customer is not None:
+            raise Usage("--model FILE takes no --customer: the file is served as is")
+        if args.model is None and args.customer is None:
+            raise Usage("say which model: --customer ID (and optionally --alias or --version), or --model FILE.onnx")
+    if getattr(args, "customer", None) is not None:
+        validate_customer_id(args.customer)
+    if args.command in ("ingest", "adapt", "pipeline", "serve", "demo"):
+        _existing_dir(args.customers)
+
+
+def _show_progress(args) -> bool:
+    forced = os.environ.get("METAGAN_PROGRESS")
+    if forced is not None:
+        return forced not in ("", "0")
+    return not args.quiet and sys.stderr.isatty()
+
+
+def _load(args) -> Params:
+    """The settings, validated before any flow starts; the registry-only commands and the fast
+    batch job check no Prefect server (they use none)."""
+    if args.command in WITHOUT_PREFECT:
+        return load_params(args.params, serving=args.command == "generate")
+    from flows.common import load
+
+    return load(args.params)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, usage errors (already printed)
+        return e.code if isinstance(e.code, int) else ExitCode.USAGE
+    try:
+        _configure(args)
+        if args.command != "meta-train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # under torchrun every rank would run the whole command on its own
+            raise Usage(f"only meta-train runs under torchrun, not {args.command!r}")
+        params = _load(args)
+        _check_arguments(args)  # a mistake on the command line is reported before any state is looked at
+        from flows import progress
+
+        with progress.display(_show_progress(args)):
+            return args.func(args, params)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 (every error ends here: classified, one line, its exit code)
+        kind = kind_of(e)
+        if kind is None:
+            import traceback
+
+            traceback.print_exc()
+            print(f"error: unexpected {type(e).__name__}: {e} (a bug: please report it with the traceback above)",
+                  file=sys.stderr)
+            return ExitCode.INTERNAL
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
+        print(f"error: {_message(e)}", file=sys.stderr)
+        return kind.exit_code
+
+
+def _message(e: BaseException) -> str:
+    """The error's own message (a few lines only for a params.yaml with several problems)."""
+    text = str(e).strip() or type(e).__name__
+    return text if isinstance(e, ConfigError) else " ".join(text.split())
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -9,11 +10,13 @@ import numpy as np
 from PIL import Image
 
 from flows.common import check_profile
-from metagan.config import PROJECT_ROOT, Params, load_params
+from metagan import tracking
+from metagan.config import PACKAGE_DIR, Params, load_params
 from metagan.contact_sheet import contact_sheet
 from metagan.registry import customer_id_of
 
-SHIPPED_META = PROJECT_ROOT / "metagan" / "pretrained" / "condgan-small.pt"
+SHIPPED_META = PACKAGE_DIR / "pretrained" / "condgan-small.pt"
+EXAMPLE_CUSTOMERS = PACKAGE_DIR / "sample_data" / "customers"
 
 
 def demo_params(params_path: str | None, train_minutes: float) -> Params:
@@ -50,8 +53,11 @@ def run_demo(params_path: str | None, customers: Path, out: Path, train_minutes:
         generated = np.stack([_as_hwc(np.asarray(Image.open(folder / f))) for f in m["files"]])
         sheet = contact_sheet(shots[cid], generated, out / f"{cid}-contact-sheet.png")
         echo(f"  {cid}: {m['count']} images in {folder} (model v{m['model']['version']}); contact sheet {sheet}")
+    bin_dir = Path(sys.executable).parent  # the environment metagan runs in (.venv/bin in a checkout)
     echo("")
-    echo("Look at the runs and the model registry:   .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db")
-    echo("Look at the flow runs:                     .venv/bin/prefect server start")
-    echo("List models, versions and aliases:         .venv/bin/metagan models")
+    echo(f"Look at the runs and the model registry:   {bin_dir / 'mlflow'} ui --backend-store-uri "
+         f"{tracking.tracking_uri()}")
+    echo(f"Look at the flow runs (start it first):    {bin_dir / 'prefect'} server start")
+    echo(f"List models, versions and aliases:         {bin_dir / 'metagan'} models")
+    echo(f"Preview a candidate before promoting it:   {bin_dir / 'metagan'} generate --customer ID --alias candidate")
     return 0

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 
+from flows import progress
 from flows.common import data_target, dvc_root
 from metagan import meta_lifecycle, versioning
 from metagan.config import Params
@@ -19,8 +20,17 @@ def checkout_data(params: Params, data_version: str | None) -> str:
 
 @task(tags=["gpu"])
 def train_or_reuse(params: Params, data_version: str) -> MetaRegistration:
-    """Train and register a meta-model, unless one with the same identity is registered already."""
-    return meta_lifecycle.train_meta_or_reuse(params, data_version)
+    """Train and register a meta-model, unless one with the same identity is registered already.
+    Progress: a bar on the console (when one is shown) and a run-log line every 30 s."""
+    logger = get_run_logger()
+    report = progress.meta_training(params, logger.info)
+    try:
+        result = meta_lifecycle.train_meta_or_reuse(params, data_version, progress=report)
+    finally:
+        report.finish()
+    logger.info("metagan-meta version %s (%s)", result.version,
+                "reused: same data and params" if result.reused else f"trained for {result.steps} steps")
+    return result
 
 
 @flow(name="meta-train", log_prints=True)

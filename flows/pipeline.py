@@ -7,15 +7,16 @@ from dataclasses import dataclass, field
 from prefect import flow
 
 from flows.adapt_customers import adapt_customers_flow
+from flows.artifacts import pipeline_summary
 from flows.common import ensure_concurrency_limits
 from flows.evaluator import register_evaluator
-from flows.generate import generate
+from flows.generate import generate, output_uri
 from flows.ingest import Ingestion, ingest
 from flows.meta_train import meta_train
 from flows.promote import promote
 from metagan.config import Params
 from metagan.meta_lifecycle import EvaluatorRegistration, MetaRegistration
-from metagan.registry import Adaptation, PromotionResult
+from metagan.registry import Adaptation, Promotion, PromotionResult
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,12 @@ class PipelineResult:
     promoted: list[PromotionResult] = field(default_factory=list)
     generated: list[dict] = field(default_factory=list)
     """The batch job's manifests."""
+
+    @property
+    def partial(self) -> bool:
+        """Some customer was rejected at ingestion, failed to adapt or was refused by the gate."""
+        return bool(self.data.rejected) or any(not a.ok for a in self.adapted) \
+            or any(p.outcome is Promotion.REFUSED for p in self.promoted)
 
 
 @flow(name="pipeline", log_prints=True)
@@ -42,4 +49,6 @@ def pipeline(params: Params, customers_dir: str | None = None, source: str | Non
     promoted = promote(params, list(built), built) if built else []
     serving = [p.customer_id for p in promoted if p.serving]
     generated = generate(params, serving, count, seed, out) if serving else []
-    return PipelineResult(data, meta, evaluator, adapted, promoted, generated)
+    result = PipelineResult(data, meta, evaluator, adapted, promoted, generated)
+    pipeline_summary(result, out or output_uri(params))  # in the Prefect UI, with links to MLflow
+    return result

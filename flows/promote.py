@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 
+from flows.artifacts import promotion_table
 from flows.locks import customer_locker
 from metagan import registry
 from metagan.config import Params
@@ -26,6 +27,7 @@ def promote(params: Params, customers: list[str] | None = None,
     results = promote_customers(params, customers, versions)
     for r in results:
         logger.info("%s: %s (%s)", r.customer_id, r.outcome.value, r.reason)
+    promotion_table(results)  # the decisions, in the Prefect UI
     return results
 
 

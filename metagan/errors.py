@@ -12,11 +12,12 @@ Exit codes (the same for every command; README and docs/RELIABILITY.md list them
 |---|---|
 | 0 | success: everything asked for was done |
 | 1 | partial: some customers failed or were refused by the gate, the others were done |
-| 2 | usage error: the command line itself is wrong (argparse's own code) |
+| 2 | usage error: the command line itself is wrong (argparse's own code, and the checks argparse cannot make) |
 | 3 | bad input: invalid params.yaml, bad uploads, unknown customer or version, invalid id |
 | 4 | service unavailable: a server (MLflow, Prefect, S3, DVC remote) stayed unreachable, or a lock stayed held |
 | 5 | damaged state: the registry or a stored artifact is missing, unreadable or fails its checksum |
 | 6 | file system: a local file or folder could not be read or written (permission, disk full, read-only) |
+| 70 | internal error: a bug (an unexpected exception); its traceback is printed (BSD's ``EX_SOFTWARE``) |
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from enum import Enum
 
 
 class Failure(Enum):
+    USAGE = "usage error"
     BAD_INPUT = "bad input"
     UNAVAILABLE = "service unavailable"
     DAMAGED = "damaged state"
@@ -48,16 +50,24 @@ class ExitCode:
     UNAVAILABLE = 4
     DAMAGED = 5
     FILE_SYSTEM = 6
+    INTERNAL = 70
 
 
-EXIT_CODES = {Failure.BAD_INPUT: ExitCode.BAD_INPUT, Failure.UNAVAILABLE: ExitCode.UNAVAILABLE,
-              Failure.DAMAGED: ExitCode.DAMAGED, Failure.FILE_SYSTEM: ExitCode.FILE_SYSTEM}
+EXIT_CODES = {Failure.USAGE: ExitCode.USAGE, Failure.BAD_INPUT: ExitCode.BAD_INPUT,
+              Failure.UNAVAILABLE: ExitCode.UNAVAILABLE, Failure.DAMAGED: ExitCode.DAMAGED,
+              Failure.FILE_SYSTEM: ExitCode.FILE_SYSTEM}
 
 
 class MetaganError(Exception):
     """A known failure with a one-line message a user can act on."""
 
     kind: Failure = Failure.BAD_INPUT
+
+
+class Usage(MetaganError, ValueError):
+    """A command line argparse accepts but that cannot run (e.g. a sub-command under torchrun)."""
+
+    kind = Failure.USAGE
 
 
 class BadInput(MetaganError, ValueError):
@@ -103,20 +113,25 @@ def kind_of(error: BaseException) -> Failure | None:
     """The kind of a known failure, or None for an unexpected one (a bug: show its traceback)."""
     if isinstance(error, MetaganError):
         return error.kind
-    # the library's exception classes that predate this module (imported lazily: this module sits
-    # at the bottom of the house and imports nothing of it at import time)
-    from metagan.checkpoint import CheckpointError
-    from metagan.config import ConfigError
-    from metagan.data.images import ImageError
-    from metagan.retry import ServiceUnavailable
-    from metagan.uploads import UploadError
-
-    if isinstance(error, (ConfigError, UploadError, ImageError)):
+    # The library's exception classes that predate this module, looked up only in modules already
+    # imported: an exception of a class whose module was never loaded cannot be raised, and
+    # importing them here would load torch on the error path of `metagan generate`, which needs none.
+    if _instance(error, "metagan.config", "ConfigError") or _instance(error, "metagan.uploads", "UploadError") \
+            or _instance(error, "metagan.data.images", "ImageError"):
         return Failure.BAD_INPUT
-    if isinstance(error, ServiceUnavailable):
+    if _instance(error, "metagan.retry", "ServiceUnavailable"):
         return Failure.UNAVAILABLE
-    if isinstance(error, CheckpointError):
+    if _instance(error, "metagan.checkpoint", "CheckpointError") or _instance(error, "metagan.versioning", "DvcError"):
         return Failure.DAMAGED
+    # What the library signals with standard exceptions: an unknown customer, alias or previous
+    # version (LookupError; KeyError and IndexError are bugs), a missing file it was pointed at,
+    # a lock that stayed held (TimeoutError)
+    if isinstance(error, LookupError) and not isinstance(error, (KeyError, IndexError)):
+        return Failure.BAD_INPUT
+    if isinstance(error, FileNotFoundError):
+        return Failure.BAD_INPUT
+    if isinstance(error, TimeoutError):
+        return Failure.UNAVAILABLE
     if isinstance(error, OSError) and _errno_name(error) in _FILE_SYSTEM_ERRNOS:
         return Failure.FILE_SYSTEM
     return None
@@ -126,3 +141,10 @@ def _errno_name(error: OSError) -> str:
     import errno
 
     return errno.errorcode.get(error.errno or 0, "")
+
+
+def _instance(error: BaseException, module: str, name: str) -> bool:
+    import sys
+
+    cls = getattr(sys.modules.get(module), name, None)
+    return cls is not None and isinstance(error, cls)

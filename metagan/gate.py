@@ -34,11 +34,14 @@ def gate_decision(candidate: Evidence, production: Evidence | None, cfg: GateCon
     :data:`~metagan.metric_registry.METRICS` or that is worse than production beyond tolerance."""
     failed: list[str] = []
     checked = ["ONNX parity"]
+    unchecked: list[str] = []  # bounds the candidate has no value for (no evaluator for its images)
     if not candidate.parity_ok:
         failed.append("ONNX output does not match torch")
     quality = False
     for m in METRICS.values():
         value = candidate.metrics.get(m.name)
+        if m.gate_bound is not None and value is None and m.needs_evaluator:
+            unchecked.append(m.label or m.name.replace("_", " "))
         if m.gate_bound is not None and value is not None:
             bound = getattr(cfg, m.gate_bound)
             if value < bound if m.better == "higher" else value > bound:
@@ -55,4 +58,7 @@ def gate_decision(candidate: Evidence, production: Evidence | None, cfg: GateCon
         return GateDecision(False, tuple(failed))
     checked += ["quality thresholds"] if quality else []
     checked += ["not worse than production"] if production is not None else []
-    return GateDecision(True, ("passed: " + ", ".join(checked),))
+    # say what was not checked rather than pass silently: without an evaluator for the model's
+    # image format (size, channels), the quality bounds cannot be computed
+    skipped = (f"not checked: {', '.join(unchecked)} (no evaluator for this image format)",) if unchecked else ()
+    return GateDecision(True, ("passed: " + ", ".join(checked),) + skipped)

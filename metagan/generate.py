@@ -1,37 +1,93 @@
-"""Batch generation with onnxruntime alone (no torch needed at serving time)."""
+"""The batch job: an ONNX generator -> PNGs, a contact sheet, a gallery page and ``manifest.json``
+in a folder or an ``s3://`` prefix. onnxruntime, numpy and Pillow only: no torch at serving time."""
 
 from __future__ import annotations
 
+import html
+import io
+import json
+import time
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
-from metagan.export import sample_onnx
+import numpy as np
+
+from metagan.onnx_runtime import sample_onnx
+
+CONTACT_SHEET = "contact-sheet.png"
+GALLERY = "index.html"
+MANIFEST = "manifest.json"
 
 
-def png_bytes(img) -> bytes:
-    import io
+def png_bytes(img: np.ndarray, scale: int = 1) -> bytes:
+    from PIL import Image
 
     from metagan.grid import to_pil
 
+    pil = to_pil(img)
+    if scale > 1:
+        pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
     buf = io.BytesIO()
-    to_pil(img).save(buf, format="PNG")
+    pil.save(buf, format="PNG")
     return buf.getvalue()
 
 
-def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model: dict,
-                  batch_size: int = 256) -> dict:
-    """The nightly job: ONNX model -> ``count`` PNGs + ``manifest.json`` in a folder or S3 prefix."""
-    import json
-    import time
-    from datetime import datetime, timezone
+def contact_sheet_png(images: np.ndarray, max_images: int = 64) -> bytes:
+    """The batch at a glance: up to ``max_images`` of it on one grid, enlarged to about 512 px."""
+    from metagan.grid import make_grid
 
+    grid = make_grid(images[:max_images])
+    return png_bytes(grid, scale=max(1, 512 // max(grid.shape[:2])))
+
+
+def gallery_html(model: dict, files: list[str], manifest: dict) -> bytes:
+    """A page to look at a batch in a browser: the contact sheet, then every image."""
+    title = html.escape(f"{model.get('name', 'model')} v{model.get('version', '?')}")
+    size = manifest["image_shape"][1] * 2
+    imgs = "\n".join(f'<a href="{html.escape(f)}"><img src="{html.escape(f)}" width="{size}" height="{size}" '
+                     f'title="{html.escape(f)}"></a>' for f in files)
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<style>body{{font-family:sans-serif;margin:2em}}
+img{{image-rendering:pixelated;margin:2px;border:1px solid #ccc}}</style>
+</head><body>
+<h1>{title}</h1>
+<p>{manifest['count']} images, seed {manifest['seed']}, made {html.escape(manifest['created'])}
+from <code>{html.escape(str(model.get('uri', '')))}</code></p>
+<p><img src="{CONTACT_SHEET}" alt="contact sheet"></p>
+{imgs}
+</body></html>
+""".encode()
+
+
+def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model: dict, batch_size: int = 256,
+                  progress: Callable[[int], None] | None = None) -> dict:
+    """``count`` images of the ONNX model in ``out_uri`` as ``00000.png``..., its contact sheet and
+    gallery page, and last ``manifest.json`` (what was made, from which model version, and where),
+    so a reader that finds the manifest finds a complete batch. Returns the manifest.
+
+    ``progress(n)``: called with the number of images written so far.
+    """
+    from metagan.errors import BadInput
     from metagan.storage import OutputLocation
 
+    if count < 1:
+        raise BadInput(f"the image count must be at least 1, got {count}")
     start = time.monotonic()
     images = sample_onnx(onnx_bytes, count, seed=seed, batch_size=batch_size)
     out = OutputLocation(out_uri)
-    files = [out.write(f"{i:05d}.png", png_bytes(img)) for i, img in enumerate(images)]
+    files = []
+    for i, img in enumerate(images):
+        files.append(Path(out.write(f"{i:05d}.png", png_bytes(img))).name)
+        if progress is not None:
+            progress(i + 1)
     manifest = {"model": model, "seed": seed, "count": count, "image_shape": list(images.shape[1:]),
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "seconds": round(time.monotonic() - start, 3), "files": [Path(f).name for f in files]}
-    manifest["manifest"] = out.write("manifest.json", json.dumps(manifest, indent=2).encode())
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "files": files,
+                "contact_sheet": CONTACT_SHEET, "gallery": GALLERY}
+    out.write(CONTACT_SHEET, contact_sheet_png(images))
+    out.write(GALLERY, gallery_html(model, files, manifest))
+    manifest["seconds"] = round(time.monotonic() - start, 3)
+    manifest["location"] = out.uri
+    manifest["manifest"] = out.write(MANIFEST, json.dumps(manifest, indent=2).encode())
     return manifest

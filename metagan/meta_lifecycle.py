@@ -30,10 +30,13 @@ class MetaRegistration:
     """Meta-training steps run now (None when an identical registered model was reused)."""
 
 
-def train_meta_or_reuse(params: Params, data_version: str) -> MetaRegistration:
+def train_meta_or_reuse(params: Params, data_version: str, progress=None) -> MetaRegistration:
     """Train and register a meta-model (alias ``current``), unless one with the same identity
     (:func:`~metagan.registry.meta_identity`) is registered already: then its checkpoint is put in
-    place (downloaded when the local file differs) and it becomes ``current`` again."""
+    place (downloaded when the local file differs) and it becomes ``current`` again.
+
+    ``progress``: a ``report(name, value, step)`` callback that sees every statistic MLflow gets
+    (the flows draw a progress bar and write run logs with it)."""
     from metagan.train import meta_train
 
     tags = meta_identity(params, data_version)
@@ -43,6 +46,7 @@ def train_meta_or_reuse(params: Params, data_version: str) -> MetaRegistration:
         if not ckpt.exists() or existing.tags.get("checkpoint_sha256") != sha256_file(ckpt):
             tracking.download_artifact_file(META_MODEL, existing.version, ckpt.name, ckpt.parent)
         log.info("reusing %s version %s (same data and params)", META_MODEL, existing.version)
+        restore_dvc_metrics(existing.run_id, ckpt.parent)  # a DVC stage declares them, trained or reused
         tracking.set_alias(META_MODEL, CURRENT, existing.version)
         return MetaRegistration(str(existing.version), True, ckpt, data_version)
 
@@ -54,15 +58,19 @@ def train_meta_or_reuse(params: Params, data_version: str) -> MetaRegistration:
     def report(name: str, value: float, step: int) -> None:
         history.append((name, value, step))
         to_mlflow(name, value, step)
+        if progress is not None:
+            progress(name, value, step)
 
     with tracking.start_run("meta-train", run_tags, params) as run:
         to_mlflow = tracking.mlflow_reporter()
         result = meta_train(
             params, dataset, ckpt, report=report, data_version=data_version, resume=True,
-            on_samples=lambda grid, step: tracking.log_image(make_grid(grid), f"samples/step-{step:07d}.png"),
+            on_samples=lambda grid, step: tracking.log_image(make_grid(grid), "samples", step),
         )
         tracking.log_metrics({f"final_{k}": v for k, v in result.metrics.items()} | {"steps": result.steps})
         write_dvc_metrics(ckpt.parent, result.metrics | {"steps": result.steps}, history)
+        for name in DVC_FILES:  # kept with the run, so a reuse of this model writes the same files
+            tracking.log_file(ckpt.parent / name, "dvc")
         tracking.log_file(ckpt, "checkpoint")
         version = tracking.register_artifact(
             META_MODEL, run, "checkpoint", run_tags | {"checkpoint_sha256": sha256_file(ckpt), "method": params.meta.method},
@@ -70,6 +78,20 @@ def train_meta_or_reuse(params: Params, data_version: str) -> MetaRegistration:
     tracking.set_alias(META_MODEL, CURRENT, version.version)
     log.info("registered %s version %s after %d steps", META_MODEL, version.version, result.steps)
     return MetaRegistration(str(version.version), False, ckpt, data_version, result.steps)
+
+
+DVC_FILES = ("metrics.json", "history.csv")
+
+
+def restore_dvc_metrics(run_id: str, folder: Path) -> None:
+    """The DVC stage's ``metrics.json`` and ``history.csv`` of a reused meta-model: the files its
+    training run kept, or, for a run from before they were kept, rebuilt from its MLflow metrics."""
+    if tracking.download_run_files(run_id, "dvc", DVC_FILES, folder):
+        return
+    metrics, history = tracking.run_metrics(run_id)
+    final = {k.removeprefix("final_"): v for k, v in metrics.items() if k.startswith("final_")}
+    write_dvc_metrics(folder, final | ({"steps": metrics["steps"]} if "steps" in metrics else {}),
+                      [(n, v, step) for n, v, step in history if not n.startswith("final_") and n != "steps"])
 
 
 def write_dvc_metrics(folder: Path, metrics: dict, history: list[tuple[str, float, int]]) -> None:

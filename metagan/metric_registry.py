@@ -45,6 +45,8 @@ class Metric:
     needs_evaluator: bool = False
     key: bool = False
     """Shown in ``metagan models``."""
+    column: str = ""
+    """Its column header there (default: the name)."""
     label: str = ""
     """How messages name it (default: the name with spaces)."""
     refusal: str = ""
@@ -125,7 +127,7 @@ def _l1_pairwise(x: torch.Tensor) -> float:
 
 @register_metric("shot_coverage", "shots", "lower", "mean over shots of the L1 distance (per pixel) to the nearest "
                  "sample: the generator reaches every upload", no_worse_than_production="max_coverage_regression",
-                 key=True, fmt=".4f")
+                 key=True, column="coverage", fmt=".4f")
 def shot_coverage(s: Samples) -> float:
     real, gen = s.shots.flatten(1), s.images.flatten(1)
     return float((torch.cdist(real, gen, p=1) / real.shape[1]).min(1).values.mean())
@@ -153,27 +155,27 @@ def _diversity(gen: torch.Tensor, reference: dict) -> float:
 
 @register_metric("consistency", "shots", "higher", "share of samples nearer the shots' prototype than any of the "
                  "evaluator's background class prototypes (features)", gate_bound="min_consistency",
-                 needs_evaluator=True, key=True, refusal="samples do not look like the uploads")
+                 needs_evaluator=True, key=True, column="consist", refusal="samples do not look like the uploads")
 def consistency(s: Samples) -> float:
     return _consistency(s.features, s.shot_features, s.reference)
 
 
 @register_metric("copy_rate", "shots", "lower", "share of samples closer to a shot than two people's drawings of one "
                  "character come (the evaluator's calibrated threshold)", gate_bound="max_copy_rate",
-                 needs_evaluator=True, key=True, refusal="samples duplicate the uploads")
+                 needs_evaluator=True, key=True, column="copy", refusal="samples duplicate the uploads")
 def copy_rate(s: Samples) -> float:
     return _copy_rate(s.features, s.shot_features, s.reference)
 
 
 @register_metric("diversity", "shots", "higher", "mean pairwise feature distance of samples over the typical "
                  "within-class spread", gate_bound="min_diversity", needs_evaluator=True, key=True,
-                 refusal="samples are too alike")
+                 column="divers", refusal="samples are too alike")
 def diversity(s: Samples) -> float:
     return _diversity(s.features, s.reference)
 
 
 register_metric("parity_max_abs_diff", "export", "lower", "largest |torch - onnxruntime| over the parity batch",
-                gate_bound="max_parity_diff", key=True, label="ONNX parity", fmt=".2e")(None)
+                gate_bound="max_parity_diff", key=True, label="ONNX parity", column="parity", fmt=".2e")(None)
 
 
 def gate_metrics_from_features(gen: torch.Tensor, fs: torch.Tensor, reference: dict) -> dict[str, float]:

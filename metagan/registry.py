@@ -22,17 +22,19 @@ import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from metagan import tracking
-from metagan.adapt import load_meta_model
 from metagan.config import GateConfig, Params
-from metagan.customer_model import adapt_customer, load_gate_evaluator
 from metagan.files import move_into_place
-from metagan.gate import Evidence, gate_decision
 from metagan.locks import Locker, file_locker, local_lock_folder
-from metagan.metric_registry import METRICS, key_metric_names
 from metagan.uploads import CustomerUploads, validate_customer_id
+
+if TYPE_CHECKING:
+    from metagan.gate import Evidence
+
+# Adaptation, the gate and the metrics (torch) are imported where they are used: serving a model
+# (`metagan generate`, `metagan models`) reads names, aliases and files only, without torch.
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,9 @@ def metric_tags(metrics: dict[str, float]) -> dict[str, str]:
 
 def evidence(version) -> Evidence:
     """What the gate needs from a registered version: its parity flag and its metrics as floats."""
+    from metagan.gate import Evidence
+    from metagan.metric_registry import METRICS
+
     metrics = {}
     for name in METRICS:
         try:
@@ -144,6 +149,8 @@ class Adaptation:
     metrics: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     worker: str = ""
+    run_id: str = ""
+    """The MLflow run that made the version (for links from the Prefect UI)."""
 
 
 def adapt_and_register(uploads: CustomerUploads, params: Params, meta_version: str | int, data_version: str = "",
@@ -163,20 +170,24 @@ def adapt_and_register(uploads: CustomerUploads, params: Params, meta_version: s
                 _set_alias_if_moved(name, CANDIDATE, existing.version)
             return Adaptation(cid, ok, str(existing.version), reused=True, metrics=evidence(existing).metrics,
                               error="" if ok else f"customer {cid!r}: version {existing.version} failed the ONNX "
-                                                  "parity check")
+                                                  "parity check", run_id=existing.run_id or "")
+        from metagan.adapt import load_meta_model
+        from metagan.customer_model import adapt_customer, load_gate_evaluator
+
         meta = load_meta_model(meta_checkpoint(params, meta_version))
         run_tags = identity.tags() | {"customer_id": cid, "data_version": data_version, "meta_model": META_MODEL,
                                       "code_version": tracking.code_version()}
-        with tracking.start_run(f"adapt-{cid}", run_tags, params):
+        with tracking.start_run(f"adapt-{cid}", run_tags, params) as run:
             model = adapt_customer(meta, uploads, params, load_gate_evaluator(params))
             tracking.log_metrics(model.metrics | {"adapt_seconds": model.seconds, "shots": model.shots})
             tracking.log_file(model.contact_sheet)
             version = tracking.log_onnx_model(model.onnx_path, name, run_tags | metric_tags(model.metrics)
-                                              | {"shots": str(model.shots), "parity_ok": str(model.ok).lower()})
+                                              | {"shots": str(model.shots), "parity_ok": str(model.ok).lower()},
+                                              metrics=model.metrics)
         if model.ok:
             tracking.set_alias(name, CANDIDATE, version.version)
     return Adaptation(cid, model.ok, str(version.version), error=model.error, metrics=model.metrics,
-                      seconds=model.seconds, worker=worker_id())
+                      seconds=model.seconds, worker=worker_id(), run_id=run.info.run_id)
 
 
 def _set_alias_if_moved(name: str, alias: str, version) -> None:
@@ -205,6 +216,8 @@ class PromotionResult:
     version: str | None = None
     """The candidate considered (for SUPERSEDED: the version asked for)."""
     reasons: tuple[str, ...] = ()
+    metrics: dict[str, float] = field(default_factory=dict)
+    """The candidate's metrics, as the gate saw them (when it ran)."""
 
     @property
     def serving(self) -> bool:
@@ -220,6 +233,8 @@ def promote(customer_id: str, gate: GateConfig, version: str | int | None = None
             lock: Locker | None = None) -> PromotionResult:
     """Move ``production`` to the customer's ``candidate`` if it passes the gate (the old production
     becomes ``previous``). With ``version``, only if that version is still the candidate."""
+    from metagan.gate import gate_decision
+
     name = customer_model_name(customer_id)
     with (lock or default_locker())(lock_name(customer_id)):
         cand = tracking.get_alias(name, CANDIDATE)
@@ -231,15 +246,17 @@ def promote(customer_id: str, gate: GateConfig, version: str | int | None = None
         prod = tracking.get_alias(name, PRODUCTION)
         if prod is not None and prod.version == cand.version:
             return PromotionResult(customer_id, Promotion.ALREADY_PRODUCTION, str(cand.version))
-        decision = gate_decision(evidence(cand), evidence(prod) if prod is not None else None, gate)
+        seen = evidence(cand)
+        decision = gate_decision(seen, evidence(prod) if prod is not None else None, gate)
         tracking.set_version_tags(name, cand.version, {"gate": "passed" if decision.passed else "refused",
                                                        "gate_reason": decision.reason})
         if not decision.passed:
-            return PromotionResult(customer_id, Promotion.REFUSED, str(cand.version), decision.reasons)
+            return PromotionResult(customer_id, Promotion.REFUSED, str(cand.version), decision.reasons,
+                                   dict(seen.metrics))
         if prod is not None:
             tracking.set_alias(name, PREVIOUS, prod.version)
         tracking.set_alias(name, PRODUCTION, cand.version)  # last: production always names a complete version
-    return PromotionResult(customer_id, Promotion.PROMOTED, str(cand.version), decision.reasons)
+    return PromotionResult(customer_id, Promotion.PROMOTED, str(cand.version), decision.reasons, dict(seen.metrics))
 
 
 def promote_all(gate: GateConfig, customers: Iterable[str] | None = None, versions: dict[str, str] | None = None,
@@ -307,46 +324,131 @@ class ServedModel:
     name: str
     version: str
     uri: str
-    """``models:/<name>/<version>``: the version production named when it was read, pinned."""
+    """``models:/<name>/<version>``: the version the alias named when it was read, pinned (or the
+    path of a local ONNX file)."""
     onnx: bytes
+    alias: str | None = None
+    """The alias it was read through; None when asked for by version, or for a local file."""
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.onnx).hexdigest()
 
     def describe(self) -> dict[str, str]:
-        return {"name": self.name, "version": self.version, "uri": self.uri}
+        """What the batch job's manifest records of the model it drew from."""
+        return {"name": self.name, "version": self.version, "uri": self.uri, "sha256": self.sha256} \
+            | ({"alias": self.alias} if self.alias else {})
+
+
+def served_model(customer_id: str, alias: str = PRODUCTION, version: str | int | None = None) -> ServedModel:
+    """A customer's ONNX model for the batch job: the version ``alias`` names, or version ``version``
+    (a preview before promotion: ``alias="candidate"`` or a number). The alias is read once and the
+    version it names is loaded, so a promotion in between can neither mix two versions nor
+    mislabel the manifest; the bytes are checked against the checksum recorded at registration.
+    Needs neither torch nor (for the embedded registry) mlflow."""
+    from metagan.errors import BadInput, NotFound
+
+    name = customer_model_name(customer_id)
+    if version is None and alias not in CUSTOMER_ALIASES:
+        raise BadInput(f"unknown alias {alias!r}; a customer model has {', '.join(CUSTOMER_ALIASES)}")
+    found = tracking.load_onnx_version(name, alias if version is None else None, version)
+    if found is None:
+        if version is not None:
+            raise NotFound(f"customer {customer_id!r} has no model version {version}")
+        hint = " (run adapt and promote first)" if alias == PRODUCTION else ""
+        raise NotFound(f"customer {customer_id!r} has no {alias} model{hint}")
+    verify_model_bytes(found.onnx, found.tags.get("onnx_sha256"))
+    return ServedModel(name, found.version, f"models:/{name}/{found.version}", found.onnx,
+                       alias if version is None else None)
+
+
+def verify_model_bytes(data: bytes, expected_sha256: str | None) -> None:
+    """Raise :class:`~metagan.errors.Damaged` when ``data`` is not the model registered with the
+    ``onnx_sha256`` tag ``expected_sha256`` (None: a version registered before the tag existed)."""
+    from metagan.errors import Damaged
+
+    if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
+        raise Damaged(f"model file does not match its registered checksum (sha256 {expected_sha256[:12]}...); "
+                      "restore mlflow/artifacts from backup or register the model again")
 
 
 def production_model(customer_id: str) -> ServedModel:
-    """The customer's production ONNX model. The alias is read once and the version it names is
-    loaded, so a promotion in between can neither mix two versions nor mislabel the manifest."""
-    name = customer_model_name(customer_id)
-    mv = tracking.get_alias(name, PRODUCTION)
-    if mv is None:
-        raise LookupError(f"customer {customer_id!r} has no production model (run adapt and promote first)")
-    uri = f"models:/{name}/{mv.version}"
-    return ServedModel(name, str(mv.version), uri, tracking.load_onnx_bytes(uri))
+    """The customer's production ONNX model (:func:`served_model`)."""
+    return served_model(customer_id, PRODUCTION)
 
 
-def models_table() -> str:
-    """``metagan models``: every metagan model, its version count, customer aliases and key metrics
-    of the version shown (production, else candidate, else the newest), from two paginated
-    listings (models with their aliases; versions with their tags) whatever the number of models."""
-    keys = key_metric_names()
+def local_model(path: str | Path) -> ServedModel:
+    """An ONNX file on disk, served as is (a preview of a model that is not registered)."""
+    from metagan.errors import BadInput
+
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"no ONNX file at {path}")
+    return ServedModel(path.stem, "local", str(path.resolve()), path.read_bytes())
+
+
+BATCH_TAGS = ("last_batch", "last_batch_run", "last_batch_created")
+
+
+def record_batch(customer_id: str, model: ServedModel, manifest: dict) -> str:
+    """Record a batch the job drew from a registered version against that version: a run
+    ``generate-<id>`` holding the manifest (and its count and time as metrics), and the version's
+    ``last_batch*`` tags pointing at the manifest and the run. Returns the run id."""
+    tags = {"step": "generate", "customer_id": customer_id, "model_name": model.name,
+            "model_version": model.version, "served_as": model.alias or f"version {model.version}"}
+    with tracking.start_run(f"generate-{customer_id}", tags) as run:
+        tracking.log_metrics({"images": manifest["count"], "seconds": manifest.get("seconds", 0.0)})
+        tracking.log_json(manifest, "manifest.json")
+    tracking.set_version_tags(model.name, model.version, dict(zip(BATCH_TAGS, (
+        manifest.get("manifest", ""), run.info.run_id, manifest.get("created", "")))))
+    return run.info.run_id
+
+
+@dataclass(frozen=True)
+class ModelRow:
+    """One registered model as ``metagan models`` shows it."""
+
+    name: str
+    kind: str
+    """``customer``, ``meta`` (the meta-model) or ``evaluator``."""
+    versions: int
+    aliases: dict[str, str]
+    """alias -> version."""
+    metrics_of: str | None
+    """The version whose metrics are shown: production's, else the candidate's, else the newest."""
+    metrics_from: str
+    """Which that is: ``production``, ``candidate``, ``newest`` (or ``""`` with no version)."""
+    metrics: dict[str, float]
+
+    @property
+    def customer_id(self) -> str | None:
+        return customer_id_of(self.name) if self.kind == "customer" else None
+
+
+def model_rows() -> list[ModelRow]:
+    """Every metagan model (customers first, by id; then the meta-model and the evaluator) with its
+    version count, aliases and the metrics of the version shown, from two paginated listings
+    (models with their aliases; versions with their tags) whatever the number of models."""
+    from metagan.metric_registry import METRICS
+
     versions: dict[str, dict[str, object]] = {}
     for v in tracking.search_versions("name LIKE 'metagan-%'"):
         versions.setdefault(v.name, {})[str(v.version)] = v
-    rows = [("model", "versions", *CUSTOMER_ALIASES, *keys)]
-    for m in sorted(tracking.list_models("metagan-"), key=lambda m: m.name):
-        aliases = {a: str(v) for a, v in (m.aliases or {}).items()}
+    rows = []
+    for m in tracking.list_models("metagan-"):
+        aliases = {a: str(v) for a, v in sorted((m.aliases or {}).items())}
         mine = versions.get(m.name, {})
-        shown = aliases.get(PRODUCTION) or aliases.get(CANDIDATE) or max(mine, key=int, default=None)
+        shown, source = next(((aliases[a], a) for a in (PRODUCTION, CANDIDATE) if a in aliases),
+                             (max(mine, key=int, default=None), "newest"))
         tags = mine[shown].tags if shown in mine else {}
-        rows.append((m.name, str(len(mine)), *(aliases.get(a, "-") for a in CUSTOMER_ALIASES),
-                     *(_show(tags.get(k)) for k in keys)))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
-
-
-def _show(tag: str | None) -> str:
-    try:
-        return f"{float(tag):.4g}"
-    except (TypeError, ValueError):
-        return tag or "-"
+        metrics = {}
+        for name in METRICS:
+            try:
+                metrics[name] = float(tags[name])
+            except (KeyError, ValueError):
+                pass
+        kind = "customer" if m.name.startswith(CUSTOMER_PREFIX) else \
+            {META_MODEL: "meta", EVALUATOR_MODEL: "evaluator"}.get(m.name, "other")
+        rows.append(ModelRow(m.name, kind, len(mine), aliases, shown, source if shown else "", metrics))
+    order = {"customer": 0, "meta": 1, "evaluator": 2}
+    return sorted(rows, key=lambda r: (order.get(r.kind, 3), r.name))

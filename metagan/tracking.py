@@ -1,6 +1,6 @@
 """The one module that talks to MLflow: runs, metrics, the model registry and its aliases.
 
-Embedded default: SQLite at ``mlflow/mlflow.db`` with artifacts under ``mlflow/artifacts``.
+Embedded default: SQLite at ``mlflow/mlflow.db`` of the project folder, artifacts under ``mlflow/artifacts``.
 Setting ``MLFLOW_TRACKING_URI`` (and ``MLFLOW_S3_ENDPOINT_URL``, AWS credentials, ...) in the
 environment points the same code at a tracking server; nothing here builds server URIs by hand.
 
@@ -22,10 +22,11 @@ import re
 import subprocess
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from metagan.config import PROJECT_ROOT, Params
+from metagan.config import SOURCE_ROOT, Params, project_dir
 from metagan.retry import RetryPolicy, call_with_retries
 
 log = logging.getLogger(__name__)
@@ -37,11 +38,12 @@ tokens to the end, so no model past the first page is ever missed."""
 VERSIONS_PAGE_SIZE = 1000
 
 
-def tracking_uri(root: Path = PROJECT_ROOT) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
+def tracking_uri(root: Path | None = None) -> str:
+    """``MLFLOW_TRACKING_URI``, else the SQLite registry in the project folder (``root``)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root or project_dir()) / 'mlflow' / 'mlflow.db'}"
 
 
-def configure(root: Path = PROJECT_ROOT) -> str:
+def configure(root: Path | None = None) -> str:
     """Point MLflow at the configured store; returns the tracking URI."""
     import mlflow
 
@@ -91,13 +93,13 @@ def _retrying(what: str, fn, *args, **kwargs):
                              service=f"MLflow ({tracking_uri()})")
 
 
-def experiment_id(name: str = EXPERIMENT, root: Path = PROJECT_ROOT) -> str:
+def experiment_id(name: str = EXPERIMENT, root: Path | None = None) -> str:
     configure(root)
     # get-or-create as one unit: a retry after a create whose reply was lost finds the experiment
     return _retrying(f"get or create experiment {name!r}", _get_or_create_experiment, name, root)
 
 
-def _get_or_create_experiment(name: str, root: Path) -> str:
+def _get_or_create_experiment(name: str, root: Path | None) -> str:
     import mlflow
 
     exp = mlflow.get_experiment_by_name(name)
@@ -112,8 +114,16 @@ def _get_or_create_experiment(name: str, root: Path) -> str:
     return mlflow.create_experiment(name, artifact_location=location)
 
 
-def code_version(root: Path = PROJECT_ROOT) -> str:
-    """The git commit of the code, with ``-dirty`` when the work tree has uncommitted changes."""
+def code_version(root: Path = SOURCE_ROOT) -> str:
+    """The git commit of the code, with ``-dirty`` when the work tree has uncommitted changes; for
+    an installed package (no git repository around it), its version."""
+    if not (root / ".git").exists():
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"metagan {version('metagan')}"
+        except PackageNotFoundError:
+            return "unknown"
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              check=True).stdout.strip()
@@ -137,7 +147,7 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
 
 @contextmanager
 def start_run(run_name: str, tags: dict[str, str], params: Params | None = None,
-              root: Path = PROJECT_ROOT) -> Iterator:
+              root: Path | None = None) -> Iterator:
     """An MLflow run that records the resolved config and the given tags (data/code versions)."""
     import mlflow
 
@@ -252,23 +262,45 @@ def register_artifact(model_name: str, run, artifact_path: str, tags: dict[str, 
     return register_version(model_name, f"{run.info.artifact_uri}/{artifact_path}", run.info.run_id, tags)
 
 
-def log_onnx_model(onnx_path: str | Path, model_name: str, tags: dict[str, str]):
-    """Log an ONNX file in the active run (ONNX flavor) and register it with ``tags``; returns the
-    model version.
+def log_onnx_model(onnx_path: str | Path, model_name: str, tags: dict[str, str],
+                   metrics: dict[str, float] | None = None):
+    """Log an ONNX file in the active run (ONNX flavor, with its signature and an input example)
+    and register it with ``tags``; ``metrics`` are logged on the logged model too (MLflow 3's model
+    page). Returns the model version.
 
     The requirements are given, not inferred: MLflow's inference starts a Python subprocess that
-    imports the model (~3 s a customer, the largest share of the orchestration overhead). The tags
-    go with the version's creation in one call, so no version exists with only some of them
-    (``find_version`` finds it on a rerun); aliases are the caller's business and come after.
+    imports the model (~3 s a customer, the largest share of the orchestration overhead). The file
+    is stored as it is, weights inside (MLflow's default moves them to a separate file under a
+    random name), so the registered ``model.onnx`` is the exported file, byte for byte, and the
+    batch job can read and check it without MLflow. The tags go with the version's creation in one
+    call, so no version exists with only some of them (``find_version`` finds it on a rerun);
+    aliases are the caller's business and come after.
     """
     import mlflow
     import onnx
 
     model = onnx.load(str(onnx_path))
+    signature, example = _onnx_signature(onnx_path)
     info = _retrying(f"log the ONNX model for {model_name}", mlflow.onnx.log_model, model, name="model",
-                     pip_requirements=_onnx_requirements())
+                     pip_requirements=_onnx_requirements(), save_as_external_data=False, signature=signature,
+                     input_example=example, onnx_execution_providers=["CPUExecutionProvider"])
     run_id = mlflow.active_run().info.run_id
+    if metrics:
+        _retrying("log metrics on the model", mlflow.log_metrics, {k: float(v) for k, v in metrics.items()},
+                  model_id=info.model_id)
     return register_version(model_name, info.model_uri, run_id, tags, model_id=info.model_id)
+
+
+def _onnx_signature(onnx_path: str | Path):
+    """The model's signature (noise ``z`` in, images out) from a run on a two-row example."""
+    from mlflow.models import infer_signature
+
+    from metagan.onnx_runtime import INPUT_NAME, OUTPUT_NAME, noise, onnx_session
+
+    session = onnx_session(onnx_path, threads=1)
+    z = noise(2, int(session.get_inputs()[0].shape[1]), seed=0)
+    (images,) = session.run([OUTPUT_NAME], {INPUT_NAME: z})
+    return infer_signature(z, images), z
 
 
 def _onnx_requirements() -> list[str]:
@@ -313,6 +345,57 @@ def load_onnx_bytes(model_uri: str) -> bytes:
     return _retrying(f"load {model_uri}", mlflow.onnx.load_model, model_uri).SerializeToString()
 
 
+@dataclass(frozen=True)
+class OnnxVersion:
+    """One registered ONNX version as serving reads it."""
+
+    name: str
+    version: str
+    tags: dict[str, str]
+    onnx: bytes
+
+
+def load_onnx_version(model_name: str, alias: str | None = None,
+                      version: str | int | None = None) -> OnnxVersion | None:
+    """Version ``version`` of ``model_name`` (or the one ``alias`` names, read once), its tags and its
+    ONNX bytes; None when there is no such alias or version.
+
+    The embedded registry is read directly (:mod:`metagan.mlflow_sqlite`: sqlite3 and the file,
+    no mlflow import, the largest part of a ``metagan generate`` call otherwise); a server, or a
+    store that reader does not know, goes through MLflow's client."""
+    from metagan import mlflow_sqlite
+
+    db = mlflow_sqlite.database_path(tracking_uri())
+    if db is not None:
+        try:
+            stored = mlflow_sqlite.read_version(db, model_name, alias, version)
+            if stored is None:
+                return None
+            path = mlflow_sqlite.onnx_file(stored)
+            if not path.is_file():
+                from metagan.errors import Damaged
+
+                raise Damaged(f"{model_name} version {stored.version}: its model file {path} is missing; "
+                              "restore mlflow/artifacts from backup")
+            return OnnxVersion(model_name, stored.version, stored.tags, path.read_bytes())
+        except mlflow_sqlite.UnknownLayout as e:
+            log.info("reading %s through MLflow's client: %s", model_name, e)
+    mv = get_alias(model_name, alias) if version is None else _get_version_or_none(model_name, version)
+    if mv is None:
+        return None
+    onnx = load_onnx_bytes(f"models:/{model_name}/{mv.version}")
+    return OnnxVersion(model_name, str(mv.version), dict(mv.tags), onnx)
+
+
+def _get_version_or_none(model_name: str, version: str | int):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return get_version(model_name, version)
+    except MlflowException:
+        return None
+
+
 def download_artifact_file(model_name: str, version: str | int, filename: str, dest: str | Path) -> Path:
     """Fetch one file of a registered (non-MLmodel) version, e.g. the meta checkpoint."""
     import mlflow
@@ -322,24 +405,60 @@ def download_artifact_file(model_name: str, version: str | int, filename: str, d
                           artifact_uri=f"{mv.source}/{filename}", dst_path=str(dest)))
 
 
+def download_run_files(run_id: str, artifact_path: str, names: tuple[str, ...], dest: str | Path) -> bool:
+    """Put the files ``names`` that run ``run_id`` logged under ``artifact_path`` into ``dest``;
+    False (and nothing written) when the run has not all of them."""
+    import mlflow
+
+    logged = {Path(f.path).name for f in _retrying(f"list the files of run {run_id}", client().list_artifacts, run_id,
+                                                  artifact_path)}
+    if not set(names) <= logged:
+        return False
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest) as part:
+        for name in names:
+            got = _retrying(f"download {name} of run {run_id}", mlflow.artifacts.download_artifacts, run_id=run_id,
+                            artifact_path=f"{artifact_path}/{name}", dst_path=part)
+            os.replace(got, dest / name)
+    return True
+
+
+def run_metrics(run_id: str) -> tuple[dict[str, float], list[tuple[str, float, int]]]:
+    """A run's latest metrics, and every logged value as (name, value, step)."""
+    c = client()
+    latest = _retrying(f"read run {run_id}", c.get_run, run_id).data.metrics
+    history = [(name, m.value, m.step) for name in latest
+               for m in _retrying(f"read the history of {name}", c.get_metric_history, run_id, name)]
+    return dict(latest), history
+
+
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     import mlflow
 
     _retrying("log metrics", mlflow.log_metrics, {k: float(v) for k, v in metrics.items()}, step=step)
 
 
-def log_image(image, artifact_file: str) -> None:
-    """Log a uint8 (H, W, C) image as a PNG artifact of the active run."""
+def log_image(image, key: str, step: int) -> None:
+    """Log a uint8 (H, W, C) image of the active run as MLflow image ``key`` at ``step`` (the UI's
+    image view shows each key's images over the steps)."""
     import mlflow
 
-    _retrying(f"log image {artifact_file}", mlflow.log_image, image[..., 0] if image.shape[-1] == 1 else image,
-              artifact_file=artifact_file)
+    _retrying(f"log image {key} at step {step}", mlflow.log_image, image[..., 0] if image.shape[-1] == 1 else image,
+              key=key, step=step, synchronous=True)
 
 
 def log_file(path: str | Path, artifact_path: str | None = None) -> None:
     import mlflow
 
     _retrying(f"log artifact {Path(path).name}", mlflow.log_artifact, str(path), artifact_path=artifact_path)
+
+
+def log_json(value, artifact_file: str) -> None:
+    """``value`` as a JSON artifact of the active run."""
+    import mlflow
+
+    _retrying(f"log {artifact_file}", mlflow.log_dict, value, artifact_file)
 
 
 def set_version_tags(model_name: str, version: str | int, tags: dict[str, str]) -> None:

@@ -15,8 +15,6 @@ from typing import Callable
 
 import numpy as np
 
-from metagan.data.images import ImageError, load_image
-
 # Ids become file names, registry model names and URL parts: keep them boring.
 CUSTOMER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -74,6 +72,10 @@ def load_customer_uploads(
     """The usable shots of one customer folder. ``screen``: the domain check
     (:class:`metagan.domain.DomainScreen`), judging the decoded images as a batch; the files it
     refuses are rejected with its reason, the ones it converts are used converted."""
+    # here, not at the top: ids are validated on the serving path too (`metagan generate`), which
+    # must not pay for the data layer's torch import
+    from metagan.data.images import ImageError, load_image
+
     folder = Path(folder)
     customer = validate_customer_id(folder.name)
     if folder.is_symlink():

@@ -54,3 +54,30 @@ def make_project(root: Path, customers: dict[str, int], dvc_remote: str, **secti
         params[section].update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     return root
+
+
+def rgb_image(rng: np.random.Generator, cls: int, size: int = 64) -> np.ndarray:
+    """A colour drawing of class ``cls``: a square of the class's colour at the class's place, on
+    white, its position and shade varying a little from drawing to drawing."""
+    colour = np.array([(cls * 97) % 256, (cls * 57 + 80) % 256, (cls * 31 + 160) % 256])
+    img = np.full((size, size, 3), 255, np.uint8)
+    x, y = 4 + (cls * 13) % (size - 28) + rng.integers(0, 4), 4 + (cls * 7) % (size - 28) + rng.integers(0, 4)
+    img[y : y + 20, x : x + 20] = np.clip(colour + rng.integers(-20, 20, 3), 0, 255)
+    return img
+
+
+def write_rgb_project(root: Path, groups: int = 3, classes: int = 3, per_class: int = 6, size: int = 64) -> Path:
+    """A colour task dataset ``root/tasks/<group>/<class>/*.png`` and two customers in
+    ``root/uploads`` drawing classes of the last group (held out of meta-training)."""
+    rng = np.random.default_rng(0)
+    for g in range(groups):
+        for c in range(classes):
+            folder = root / "tasks" / f"g{g}" / f"c{c}"
+            folder.mkdir(parents=True)
+            for j in range(per_class):
+                Image.fromarray(rgb_image(rng, g * classes + c, size)).save(folder / f"{j}.png")
+    for name, cls in (("red", (groups - 1) * classes), ("blue", (groups - 1) * classes + 1)):
+        (root / "uploads" / name).mkdir(parents=True)
+        for j in range(4):
+            Image.fromarray(rgb_image(rng, cls, 2 * size)).save(root / "uploads" / name / f"{j}.png")
+    return root

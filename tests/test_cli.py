@@ -1,18 +1,158 @@
-"""The ``metagan`` command (flows/cli.py)."""
+"""The ``metagan`` command (flows/cli.py): flags documented with their defaults, global options
+anywhere, one-line errors with the exit codes of metagan.errors for every user mistake."""
 
-from flows.cli import build_parser, main
+import argparse
+import logging
+import os
+
+import pytest
+
+from flows.cli import Console, build_parser, main
 from metagan.config import meta_methods
+from metagan.errors import BadInput, ExitCode
 
 
-def test_cli_adapt_without_checkpoint_names_the_command_that_makes_one(tmp_path, capsys):
+@pytest.fixture(autouse=True)
+def clean_process():
+    """main() sets the process up (environment, the console log handler): undo it after each test."""
+    env = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(env)
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if isinstance(h, Console)]:
+        root.removeHandler(h)
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    return next(a for a in build_parser()._actions if a.dest == "command").choices
+
+
+def run(capsys, *argv: str) -> tuple[int, list[str]]:
+    rc = main(list(argv))
+    return rc, capsys.readouterr().err.strip().splitlines()
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("metagan 0.")
+
+
+def test_every_flag_of_every_command_is_documented_with_its_default():
+    for name, parser in subcommands().items():
+        helps = parser.format_help()
+        for action in parser._actions:
+            if not action.option_strings or action.help == argparse.SUPPRESS:
+                continue
+            assert action.help, f"metagan {name} {action.option_strings[0]} has no help"
+            if action.default not in (None, False, argparse.SUPPRESS) or "default" in action.help:
+                text = parser._get_formatter()._get_help_string(action)
+                assert "default" in text, f"metagan {name} {action.option_strings[0]} does not show its default"
+        assert "--project" in helps and "--params" in helps and "--quiet" in helps
+
+
+def test_global_options_are_accepted_after_the_subcommand(tmp_path):
+    params = str(tmp_path / "p.yaml")
+    before = build_parser().parse_args(["--params", params, "-v", "models"])
+    after = build_parser().parse_args(["models", "--params", params, "-v"])
+    assert (before.params, before.verbose) == (after.params, after.verbose) == (params, True)
+    # given nowhere, they keep their defaults
+    neither = build_parser().parse_args(["models"])
+    assert neither.params is None and neither.verbose is False and neither.project is None
+
+
+@pytest.mark.parametrize("argv, code, says", [
+    (["generate", "--customer", "../x"], ExitCode.BAD_INPUT, "unsafe customer id"),
+    (["generate", "--customer", "café"], ExitCode.BAD_INPUT, "unsafe customer id"),
+    (["generate", "--customer", "x", "--count", "-5"], ExitCode.USAGE, "--count: must be at least 1, got -5"),
+    (["generate", "--customer", "x", "--count", "0"], ExitCode.USAGE, "--count: must be at least 1, got 0"),
+    (["generate", "--customer", "x", "--count", "many"], ExitCode.USAGE, "not a whole number"),
+    (["generate"], ExitCode.USAGE, "say which model"),
+    (["generate", "--customer", "x", "--alias", "candidate", "--version", "2"], ExitCode.USAGE, "not allowed with"),
+    (["promote", "--customer", "../x"], ExitCode.BAD_INPUT, "unsafe customer id"),
+    (["rollback", "--customer", "a/b"], ExitCode.BAD_INPUT, "unsafe customer id"),
+    (["adapt", "--customers", "/no/such/folder"], ExitCode.BAD_INPUT, "/no/such/folder: no such folder"),
+    (["ingest", "--customers", "/no/such/folder"], ExitCode.BAD_INPUT, "/no/such/folder: no such folder"),
+    (["--params", "/no/such/params.yaml", "models"], ExitCode.BAD_INPUT, "params file /no/such/params.yaml does "
+                                                                         "not exist"),
+    (["models", "--project", "/no/such/project"], ExitCode.BAD_INPUT, "/no/such/project: no such folder"),
+    (["meta-train", "--minutes", "-1"], ExitCode.USAGE, "--minutes: must be 0 or more"),
+    (["meta-train", "--method", "nosuch"], ExitCode.USAGE, "invalid choice"),
+    (["nosuch"], ExitCode.USAGE, "invalid choice"),
+])
+def test_every_user_mistake_gets_one_line_and_its_exit_code(capsys, argv, code, says):
+    rc, err = run(capsys, *argv)
+    assert rc == code
+    assert len(err) == 1 and says in err[0], err
+    assert "Traceback" not in err[0]
+
+
+def test_a_wrong_params_path_is_an_error_not_the_defaults(tmp_path):
+    from metagan.config import ConfigError, load_params
+
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_params(tmp_path / "nonexistent.yaml")
+
+
+def test_verbose_shows_the_traceback_of_a_known_failure(capsys):
+    rc = main(["-v", "generate", "--customer", "../x"])
+    err = capsys.readouterr().err
+    assert rc == ExitCode.BAD_INPUT and "Traceback" in err and err.strip().endswith(
+        "starting with a letter or digit")
+
+
+def test_an_unexpected_failure_is_a_bug_with_its_traceback(capsys, monkeypatch):
+    def broken(args, params):
+        raise ZeroDivisionError("oops")
+
+    monkeypatch.setattr("flows.cli.build_parser", _parser_with(init=broken))
+    rc = main(["init"])
+    err = capsys.readouterr().err
+    assert rc == ExitCode.INTERNAL == 70 and "Traceback" in err and "a bug" in err
+
+
+def test_known_failures_keep_their_kind_whatever_the_command(capsys, monkeypatch):
+    def refuses(args, params):
+        raise BadInput("customer 'x' has no such thing")
+
+    monkeypatch.setattr("flows.cli.build_parser", _parser_with(init=refuses))
+    assert main(["init"]) == ExitCode.BAD_INPUT
+    assert capsys.readouterr().err.strip() == "error: customer 'x' has no such thing"
+
+
+def _parser_with(**funcs):
+    real = build_parser
+
+    def build():
+        p = real()
+        for name, func in funcs.items():
+            next(a for a in p._actions if a.dest == "command").choices[name].set_defaults(func=func)
+        return p
+
+    return build
+
+
+def test_adapt_in_a_new_project_names_the_command_that_starts_one(tmp_path, capsys):
     (tmp_path / "c" / "x").mkdir(parents=True)
     (tmp_path / "params.yaml").write_text(f"paths:\n  meta_checkpoint: {tmp_path / 'none.pt'}\n")
-    rc = main(["--params", str(tmp_path / "params.yaml"), "adapt", "--customers", str(tmp_path / "c")])
-    assert rc == 2
-    assert "metagan meta-train" in capsys.readouterr().err
+    rc, err = run(capsys, "--project", str(tmp_path), "adapt", "--customers", str(tmp_path / "c"))
+    assert rc in (ExitCode.BAD_INPUT, ExitCode.DAMAGED)  # no meta-model, no registry
+    assert len(err) == 1 and "metagan meta-train" in err[0]
 
 
 def test_method_choices_come_from_the_meta_learner_registry():
-    sub = next(a for a in build_parser()._actions if a.dest == "command")
-    method = next(a for a in sub.choices["meta-train"]._actions if a.dest == "method")
+    method = next(a for a in subcommands()["meta-train"]._actions if a.dest == "method")
     assert method.choices == meta_methods() and {"condgan", "reptile", "fusion"} <= set(method.choices)
+    assert "condgan" in subcommands()["meta-train"].format_help()
+
+
+def test_init_writes_the_shipped_defaults_into_the_project_once(tmp_path, capsys):
+    from metagan.config import Params, load_params
+
+    assert main(["--project", str(tmp_path), "init"]) == 0
+    written = tmp_path / "params.yaml"
+    assert written.exists()
+    os.environ["METAGAN_PROJECT"] = str(tmp_path)
+    assert isinstance(load_params(), Params)
+    rc, err = run(capsys, "init", "--project", str(tmp_path))
+    assert rc == ExitCode.BAD_INPUT and "exists already" in err[0]

@@ -33,9 +33,10 @@ def test_every_failed_check_is_a_reason():
     assert not decision.passed and len(decision.reasons) == 2
 
 
-def test_without_evaluator_metrics_only_parity_and_production_are_checked():
+def test_without_evaluator_metrics_only_parity_and_production_are_checked_and_the_gate_says_so():
     decision = gate_decision(Evidence(True, {"parity_max_abs_diff": 1e-6, "shot_coverage": 0.2}), None, GateConfig())
-    assert decision.passed and decision.reason == "passed: ONNX parity"
+    assert decision.passed and decision.reason == ("passed: ONNX parity; not checked: consistency, copy rate, "
+                                                   "diversity (no evaluator for this image format)")
 
 
 def test_a_candidate_worse_than_production_is_refused():

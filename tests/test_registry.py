@@ -82,8 +82,8 @@ def test_every_customer_past_the_first_page_is_listed_promoted_and_generated_for
 
     for name in calls.counts:
         calls.counts[name] = 0
-    table = registry.models_table().splitlines()
-    assert len(table) == 1 + 106 and table[1].startswith("metagan-customer-c000")
+    rows = registry.model_rows()
+    assert len(rows) == 106 and rows[0].customer_id == "c000" and all(r.kind == "customer" for r in rows)
     assert calls.counts == {"search_registered_models": 2, "search_model_versions": 1, "get_model_version_by_alias": 0}
 
 

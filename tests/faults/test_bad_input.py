@@ -287,6 +287,7 @@ def test_bad_params_yaml_fails_before_any_work(tmp_path, uploads, text, message,
     before any flow starts and anything is read, written, versioned or registered."""
     import flows.ingest
     from flows.cli import main
+    from metagan.errors import ExitCode
 
     started = []
     monkeypatch.setattr(flows.ingest, "ingest", lambda *a, **k: started.append(a))
@@ -294,7 +295,7 @@ def test_bad_params_yaml_fails_before_any_work(tmp_path, uploads, text, message,
     bad.write_text(text)
     before = sorted(p.name for p in tmp_path.iterdir())
     rc = main(["--params", str(bad), "ingest", "--customers", str(uploads)])
-    assert rc == 2 and started == []
+    assert rc == ExitCode.BAD_INPUT and started == []
     assert message in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     with pytest.raises(ConfigError, match=message.split(".")[-1]):

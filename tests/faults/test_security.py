@@ -2,6 +2,7 @@
 registry; credentials stay in the environment; a customer's model depends on their uploads alone."""
 
 import ast
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +115,8 @@ def test_the_batch_job_serves_the_registry_model_not_a_file_on_disk(tmp_path, mo
     model = load_production_model.fn("acme")
     assert model.uri == f"models:/{name}/{version.version}" and model.version == str(version.version)
     manifest = write_batch.fn(model, 3, str(tmp_path / "out"), 1)
-    assert manifest["model"] == {"name": name, "version": str(version.version), "uri": model.uri}
+    assert manifest["model"] == {"name": name, "version": str(version.version), "uri": model.uri, "alias": "production",
+                                 "sha256": hashlib.sha256(registered.read_bytes()).hexdigest()}
     served = np.stack([np.asarray(Image.open(tmp_path / "out" / f)) for f in manifest["files"]])
     assert np.array_equal(served[..., None], sample_onnx(registered, 3, seed=1))
     assert not np.array_equal(served[..., None], sample_onnx(rogue, 3, seed=1))

@@ -231,6 +231,7 @@ def test_s3_frozen_during_the_batch_job_is_ridden_out(s3_env, tmp_path, monkeypa
     manifest = batch(onnx_bytes, "s3://out/frozen", count=3)
     assert time.monotonic() - start >= 2.0  # it did wait out the freeze
     assert sorted(s3_env.keys("out", "frozen/")) == ["frozen/00000.png", "frozen/00001.png", "frozen/00002.png",
+                                                    "frozen/contact-sheet.png", "frozen/index.html",
                                                     "frozen/manifest.json"]
     assert manifest["count"] == 3
 

@@ -102,8 +102,33 @@ def test_batch_job_wrote_images_and_manifest(project, first_run):
     manifest = json.loads((root / "out/alpha/manifest.json").read_text())
     assert manifest["count"] == 5 and manifest["seed"] == 3
     assert manifest["model"]["name"] == "metagan-customer-alpha" and manifest["model"]["version"]
-    assert len(list((root / "out/alpha").glob("*.png"))) == 5
+    assert len(list((root / "out/alpha").glob("0*.png"))) == 5
+    assert (root / "out/alpha/contact-sheet.png").exists() and (root / "out/alpha/index.html").exists()
     assert Image.open(root / "out/alpha/00000.png").size == (32, 32)
+
+
+def test_the_mlflow_ui_has_signatures_model_metrics_sample_images_and_the_batch(project, first_run):
+    """What the MLflow UI shows: the ONNX model's signature and input example, its metrics on the
+    logged model, the meta-training sample grids as images (key and step), and the batch job's
+    manifest recorded against the version it drew from."""
+    import mlflow
+
+    from metagan import tracking
+
+    root, _ = project
+    prod = tracking.get_alias("metagan-customer-alpha", "production")
+    info = mlflow.models.get_model_info(f"models:/metagan-customer-alpha/{prod.version}")
+    assert info.signature is not None and info.saved_input_example_info is not None
+    inputs = info.signature.inputs.to_dict()[0]["tensor-spec"]
+    assert inputs["dtype"] == "float32" and inputs["shape"][0] == -1
+    logged = mlflow.get_logged_model(info.model_id)
+    assert "shot_coverage" in {m.key for m in logged.metrics}
+    meta_run = tracking.get_alias("metagan-meta", "current").run_id
+    images = [f.path for f in tracking.client().list_artifacts(meta_run, "images")]
+    assert any("samples" in f for f in images), images
+    assert prod.tags["last_batch"] == str(root / "out/alpha/manifest.json")
+    batch_run = tracking.client().get_run(prod.tags["last_batch_run"])
+    assert batch_run.data.tags["model_version"] == str(prod.version) and batch_run.data.metrics["images"] == 5
 
 
 def test_a_second_run_with_nothing_changed_creates_no_new_versions(project, first_run, monkeypatch):

@@ -1,6 +1,6 @@
 """Golden outputs of the demo customers: what a refactor must leave bit for bit unchanged.
 
-Each customer of ``examples/customers/`` is ingested as ``metagan ingest`` does, adapted from the
+Each customer of ``metagan/sample_data/customers/`` is ingested as ``metagan ingest`` does, adapted from the
 shipped meta-model ``metagan/pretrained/condgan-small.pt`` with seed 0 and the project's
 params.yaml, exported to ONNX, parity-checked and scored as ``metagan adapt`` does. Recorded per
 customer: the sha256 of the ONNX model's output for fixed noise (onnxruntime, one thread), of the
@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metagan.config import PROJECT_ROOT, load_params
+from metagan.config import PACKAGE_DIR, load_params
 
-SHIPPED_META = PROJECT_ROOT / "metagan" / "pretrained" / "condgan-small.pt"
-CUSTOMERS = PROJECT_ROOT / "examples" / "customers"
+SHIPPED_META = PACKAGE_DIR / "pretrained" / "condgan-small.pt"
+CUSTOMERS = PACKAGE_DIR / "sample_data" / "customers"  # examples/customers/ when the values were recorded
 GOLDEN = Path(__file__).with_name("demo_customers.npz")
 NOISE = 16  # images from noise(NOISE, z_dim, seed 0)
 

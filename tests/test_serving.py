@@ -1,0 +1,164 @@
+"""Serving without the training stack: ``metagan generate`` reads the embedded registry directly
+(metagan.mlflow_sqlite), checks the model against its registered checksum, previews candidates,
+versions and local files, and imports neither torch, MLflow nor Prefect. ``metagan models`` fits
+100 columns and says whose metrics it shows."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flows.cli import Console, main
+from metagan import mlflow_sqlite, registry, tracking
+from metagan.config import PROJECT_ROOT
+from metagan.errors import Damaged, ExitCode, NotFound
+from metagan.files import sha256_file
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("METAGAN_PROJECT", str(tmp_path))
+    tracking.experiment_id()
+    yield tmp_path
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if isinstance(h, Console)]:
+        root.removeHandler(h)
+
+
+def tiny_onnx(path, seed: int):
+    from metagan.export import export_generator_onnx
+    from metagan.nets import Generator, SampleGenerator, net_config
+
+    torch.manual_seed(seed)
+    return export_generator_onnx(SampleGenerator(Generator(net_config("tiny", 16, 1, code_dim=8)), torch.randn(8)),
+                                 path)
+
+
+@pytest.fixture
+def acme(store):
+    """Customer acme: version 1 in production, version 2 the candidate (different weights), both
+    with their checksum tag; the meta-model registered with ``current``."""
+    name = registry.customer_model_name("acme")
+    files = {}
+    for v, alias in ((1, registry.PRODUCTION), (2, registry.CANDIDATE)):
+        files[str(v)] = tiny_onnx(store / f"v{v}.onnx", seed=v)
+        with tracking.start_run(f"adapt-{v}", {}):
+            mv = tracking.log_onnx_model(files[str(v)], name, {"parity_ok": "true", "shot_coverage": "0.25",
+                                                               "onnx_sha256": sha256_file(files[str(v)])})
+        tracking.set_alias(name, alias, mv.version)
+    with tracking.start_run("meta", {}) as run:
+        meta = tracking.register_version(registry.META_MODEL, mv.source, run.info.run_id, {})
+    tracking.set_alias(registry.META_MODEL, registry.CURRENT, meta.version)
+    return files
+
+
+def test_the_registered_file_is_the_exported_file_byte_for_byte(acme):
+    """The batch job can check a model against the checksum of the file adaptation exported."""
+    served = registry.served_model("acme")
+    assert served.onnx == acme["1"].read_bytes()
+    assert tracking.load_onnx_bytes("models:/metagan-customer-acme/2") == acme["2"].read_bytes()
+
+
+def test_the_direct_reader_agrees_with_mlflows_client(acme, monkeypatch):
+    asked = [("metagan-customer-acme", "production", None), ("metagan-customer-acme", "candidate", None),
+             ("metagan-customer-acme", None, 1), ("metagan-customer-acme", None, "2"),
+             ("metagan-customer-acme", "previous", None), ("metagan-customer-acme", None, 9),
+             ("metagan-customer-nosuch", "production", None)]
+    direct = [tracking.load_onnx_version(*a) for a in asked]
+
+    def unknown(*a, **k):
+        raise mlflow_sqlite.UnknownLayout("forced")
+
+    monkeypatch.setattr(mlflow_sqlite, "read_version", unknown)
+    through_mlflow = [tracking.load_onnx_version(*a) for a in asked]
+    assert direct == through_mlflow
+    assert [d.version if d else None for d in direct] == ["1", "2", "1", "2", None, None, None]
+
+
+def test_a_model_that_does_not_match_its_checksum_is_refused(acme, store, capsys):
+    stored = mlflow_sqlite.onnx_file(mlflow_sqlite.read_version(store / "mlflow.db", "metagan-customer-acme",
+                                                                "production"))
+    stored.write_bytes(stored.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(Damaged, match="checksum"):
+        registry.served_model("acme")
+    assert main(["generate", "--customer", "acme", "--out", str(store / "out")]) == ExitCode.DAMAGED
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (store / "out").exists()
+
+
+def test_unknown_customer_alias_or_version_is_bad_input(acme, capsys):
+    with pytest.raises(NotFound, match="no production model"):
+        registry.served_model("nosuch")
+    with pytest.raises(NotFound, match="no previous model"):
+        registry.served_model("acme", "previous")
+    assert main(["generate", "--customer", "acme", "--version", "7"]) == ExitCode.BAD_INPUT
+    assert capsys.readouterr().err.strip() == "error: customer 'acme' has no model version 7"
+
+
+def images(folder):
+    return np.stack([np.asarray(Image.open(p)) for p in sorted(folder.glob("0*.png"))])
+
+
+def test_generate_serves_production_and_previews_candidate_version_and_file(acme, store, capsys):
+    from metagan.onnx_runtime import sample_onnx
+
+    out = store / "out"
+    assert main(["generate", "--customer", "acme", "--count", "5", "--out", str(out), "--seed", "3"]) == 0
+    assert "metagan-customer-acme v1 (production)" in capsys.readouterr().out
+    manifest = json.loads((out / "acme/manifest.json").read_text())
+    assert manifest["model"] | {} == {"name": "metagan-customer-acme", "version": "1", "alias": "production",
+                                      "uri": "models:/metagan-customer-acme/1", "sha256": sha256_file(acme["1"])}
+    assert manifest["count"] == 5 and len(manifest["files"]) == 5
+    assert {"contact-sheet.png", "index.html"} <= {p.name for p in (out / "acme").iterdir()}
+    assert np.array_equal(images(out / "acme")[..., None], sample_onnx(acme["1"], 5, seed=3))
+
+    # previews go beside production's batch, never over it
+    assert main(["generate", "--customer", "acme", "--alias", "candidate", "--count", "5", "--out", str(out),
+                 "--seed", "3"]) == 0
+    assert main(["generate", "--customer", "acme", "--version", "2", "--count", "5", "--out", str(out),
+                 "--seed", "3"]) == 0
+    assert main(["generate", "--model", str(acme["2"]), "--count", "5", "--out", str(out), "--seed", "3"]) == 0
+    candidate = sample_onnx(acme["2"], 5, seed=3)
+    for folder in ("acme-candidate", "acme-v2", "v2"):
+        assert np.array_equal(images(out / folder)[..., None], candidate), folder
+    assert json.loads((out / "acme-candidate/manifest.json").read_text())["model"]["alias"] == "candidate"
+    assert np.array_equal(images(out / "acme")[..., None], sample_onnx(acme["1"], 5, seed=3))
+
+
+def test_the_serving_path_imports_neither_torch_nor_mlflow_nor_prefect(acme, store):
+    code = ("import sys; from flows.cli import main; rc = main(['generate', '--customer', 'acme', '--count', '3', "
+            f"'--out', {str(store / 'out')!r}]); "
+            "print(rc, sorted(m for m in ('torch', 'mlflow', 'prefect', 'dvc', 'pandas') if m in sys.modules))")
+    env = os.environ | {"PYTHONPATH": str(PROJECT_ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[-2] == "0 []"
+
+
+def test_models_fits_100_columns_says_whose_metrics_and_has_json(acme, store, capsys):
+    for cid in ("a-customer-with-a-rather-long-identifier-that-goes-on-and-on", "beta"):
+        name = registry.customer_model_name(cid)
+        mv = tracking.register_version(name, tracking.get_version("metagan-customer-acme", 2).source, "",
+                                       {"parity_ok": "true", "consistency": "0.75"})
+        tracking.set_alias(name, registry.CANDIDATE, mv.version)
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(map(len, lines)) <= 100
+    header, acme_row = lines[0].split(), next(line.split() for line in lines if line.startswith("acme"))
+    assert header[:6] == ["customer", "vers", "prod", "cand", "prev", "from"]
+    assert acme_row[:6] == ["acme", "2", "1", "2", "-", "prod"]  # production's metrics, production is 1
+    beta = next(line.split() for line in lines if line.startswith("beta"))
+    assert beta[5] == "cand" and "0.75" in beta
+    assert any(line.startswith("meta-model metagan-meta") and "current = 1" in line for line in lines)
+
+    assert main(["models", "--json"]) == 0
+    rows = {r["model"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["metagan-customer-acme"]["metrics_of"] == {"version": "1", "from": "production"}
+    assert rows["metagan-customer-acme"]["metrics"]["shot_coverage"] == 0.25
+    assert rows["metagan-meta"]["aliases"] == {"current": "1"} and rows["metagan-meta"]["kind"] == "meta"
