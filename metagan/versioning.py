@@ -68,6 +68,9 @@ def _dvc(root: Path, operation: str) -> Iterator[Repo]:
         log.addHandler(collect)
     try:
         with Repo(str(root)) as repo:
+            # no "To track the changes with git, run: git add data.dvc" after every add: the data
+            # version is recorded by the flows (and printed by `metagan ingest`), and nobody reads it
+            repo.scm_context.quiet = True
             yield repo
     except (DvcException, OSError) as exc:  # DVC lets some filesystem errors through unwrapped
         reason = str(exc) if isinstance(exc, DvcException) else f"{type(exc).__name__}: {exc}"
