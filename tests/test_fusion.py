@@ -122,3 +122,26 @@ def test_first_design_checkpoints_rebuild_without_the_pixel_read(tmp_path):
                  "params": params.model_dump(), "step": 1, "state": old.state_dict()}, tmp_path / "v1.pt")
     loaded, _ = load_meta_learner(tmp_path / "v1.pt")
     assert loaded.nets.generator.pixels is None
+
+
+def test_a_fusion_customer_goes_through_the_product_path_like_any_other(tiny_params, tiny_dataset, tmp_path):
+    """Meta-train (tiny), ingest, adapt_customer, the batch job: nothing downstream knows the design."""
+    from PIL import Image
+
+    from metagan.adapt import MetaModel
+    from metagan.customer_model import adapt_customer
+    from metagan.customers import ingest_customer
+    from metagan.generate import run_batch_job
+    from metagan.train import meta_train
+
+    params = tiny_params.with_overrides(meta={"method": "fusion"})
+    ckpt = meta_train(params, tiny_dataset, tmp_path / "fusion.pt").checkpoint
+    folder = tmp_path / "uploads" / "acme"
+    folder.mkdir(parents=True)
+    for i, img in enumerate(tiny_dataset.images[tiny_dataset.indices_of(9)[:4]]):
+        Image.fromarray(img[..., 0]).save(folder / f"shot{i}.png")
+    ingested = ingest_customer(folder, tmp_path / "data", 16, 1, 1, 20, 10**7)
+    model = adapt_customer(MetaModel.load(ckpt), ingested.uploads, params)
+    assert model.ok and model.method == "fusion" and model.parity.max_abs_diff < 1e-4
+    manifest = run_batch_job(model.onnx_path.read_bytes(), 5, str(tmp_path / "out"), 0, {"name": "acme"})
+    assert manifest["count"] == 5 and manifest["image_shape"] == [16, 16, 1]
