@@ -23,7 +23,11 @@ from metagan.config import PROJECT_ENV, ConfigError, Params, load_params, projec
 from metagan.errors import BadInput, ExitCode, NotFound, Usage, kind_of
 
 # the sub-commands that must not start Prefect (registry reads and the fast batch job)
-WITHOUT_PREFECT = {"generate", "models", "rollback", "init"}
+WITHOUT_PREFECT = {"generate", "models", "rollback", "init", "doctor"}
+# the sub-commands that read a registry they must not create: a missing or unreadable one fails
+# them at once, before any work (the others create it, or read none)
+NEEDS_REGISTRY = {"adapt", "promote", "rollback", "models", "generate", "doctor"}
+MAY_CREATE_REGISTRY = {"meta-train", "pipeline", "demo"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,6 +186,18 @@ def cmd_models(args, params: Params) -> int:
     else:
         print(models_table(rows))
     return ExitCode.OK
+
+
+def cmd_doctor(args, params: Params) -> int:
+    """The registry's health (metagan.health): exit 5 when the store or any served model is damaged."""
+    from metagan.health import check_registry
+
+    health = check_registry()
+    for v in health.versions:
+        print(v.describe())
+    print(f"{health.store}: {len(health.versions)} production or candidate version(s) checked, "
+          f"{len(health.damaged)} damaged")
+    return ExitCode.DAMAGED if health.damaged else ExitCode.OK
 
 
 def models_table(rows, width: int = 100) -> str:
@@ -422,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
                 cmd_models)
     m.add_argument("--json", action="store_true", help="as JSON, every metric, for scripts")
 
+    command("doctor", "check the registry: the store, and each production and candidate model file against "
+            "the checksum recorded at registration (exit 5 if anything is damaged)", cmd_doctor)
+
     d = command("demo", "the whole pipeline on the bundled sample and example customers", cmd_demo)
     d.add_argument("--customers", metavar="DIR", help=customers_help + " (default: the examples shipped "
                    "with metagan)")
@@ -567,6 +586,11 @@ def main(argv: list[str] | None = None) -> int:
             raise Usage(f"only meta-train runs under torchrun, not {args.command!r}")
         params = _load(args)
         _check_arguments(args)  # a mistake on the command line is reported before any state is looked at
+        if (args.command in NEEDS_REGISTRY and getattr(args, "model", None) is None) \
+                or args.command in MAY_CREATE_REGISTRY:
+            from metagan.tracking import check_configured_store
+
+            check_configured_store(create=args.command in MAY_CREATE_REGISTRY)
         from flows import progress
 
         with progress.display(_show_progress(args)):

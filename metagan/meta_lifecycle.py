@@ -39,6 +39,7 @@ def train_meta_or_reuse(params: Params, data_version: str, progress=None) -> Met
     (the flows draw a progress bar and write run logs with it)."""
     from metagan.train import meta_train
 
+    tracking.create_store()  # meta-training starts a project: the one step that may make a new registry
     tags = meta_identity(params, data_version)
     ckpt = params.resolve(params.paths.meta_checkpoint)
     existing = tracking.find_version(META_MODEL, tags)
@@ -128,6 +129,7 @@ def register_evaluator(params: Params) -> EvaluatorRegistration:
     if not path.exists():
         return EvaluatorRegistration(False, reason=f"no evaluator at {path} (python bench/build_pretrained.py makes one)")
     sha = sha256_file(path)
+    tracking.create_store()
     existing = tracking.find_version(EVALUATOR_MODEL, {"sha256": sha})
     if existing is not None:
         return EvaluatorRegistration(True, str(existing.version), reused=True)

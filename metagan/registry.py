@@ -364,12 +364,22 @@ def served_model(customer_id: str, alias: str = PRODUCTION, version: str | int |
 
 def verify_model_bytes(data: bytes, expected_sha256: str | None) -> None:
     """Raise :class:`~metagan.errors.Damaged` when ``data`` is not the model registered with the
-    ``onnx_sha256`` tag ``expected_sha256`` (None: a version registered before the tag existed)."""
+    ``onnx_sha256`` tag ``expected_sha256``; a version registered before the tag existed (None) is
+    checked by loading it instead (onnxruntime must accept it)."""
     from metagan.errors import Damaged
 
     if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
         raise Damaged(f"model file does not match its registered checksum (sha256 {expected_sha256[:12]}...); "
                       "restore mlflow/artifacts from backup or register the model again")
+    if expected_sha256 is None:
+        from metagan.onnx_runtime import onnx_session
+
+        try:
+            onnx_session(data, threads=1)
+        except Exception as e:  # onnxruntime's own classes (InvalidProtobuf, Fail, ...): all mean "not loadable"
+            text = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise Damaged(f"model file does not load ({text}); restore mlflow/artifacts from backup or register "
+                          "the model again") from None
 
 
 def production_model(customer_id: str) -> ServedModel:

@@ -19,11 +19,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
+from metagan.errors import MetaganError, Unavailable
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class ServiceUnavailable(RuntimeError):
+class ServiceUnavailable(Unavailable):
     """A remote service stayed unreachable (or kept failing) through every retry."""
 
 
@@ -59,14 +61,16 @@ class RetryPolicy:
 def call_with_retries(action: Callable[[], T], what: str, policy: RetryPolicy,
                       is_transient: Callable[[BaseException], bool], service: str = "service") -> T:
     """Run ``action``; retry transient failures with exponential backoff, at most ``policy.attempts``
-    times in all. Other exceptions propagate at once; the last transient one becomes a
-    :class:`ServiceUnavailable` naming ``what``."""
+    times in all. Other exceptions propagate at once, and so does a failure the library classified
+    permanent (:mod:`metagan.errors`: an unknown customer, a damaged file...), whatever
+    ``is_transient`` says; the last transient one becomes a :class:`ServiceUnavailable` naming
+    ``what``."""
     start = time.monotonic()
     for attempt in range(1, policy.attempts + 1):
         try:
             return action()
         except Exception as e:
-            if not is_transient(e):
+            if (isinstance(e, MetaganError) and e.kind.permanent) or not is_transient(e):
                 raise
             if attempt == policy.attempts:
                 raise ServiceUnavailable(

@@ -8,7 +8,7 @@ from pathlib import Path
 from metagan.config import PROJECT_ROOT
 
 APPLICATION = {"flows.cli", "flows.demo"}
-LIFECYCLE = {"metagan.registry", "metagan.meta_lifecycle", "metagan.gate"}
+LIFECYCLE = {"metagan.registry", "metagan.meta_lifecycle", "metagan.gate", "metagan.health"}
 FLOORS = ["core", "lifecycle", "flows", "application"]
 
 

@@ -158,6 +158,9 @@ def test_credentials_in_the_environment_are_never_logged_to_mlflow_or_prefect(tm
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
     params = tiny_customer_project(tmp_path, "acme")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.model_dump()))
+    from metagan import tracking
+
+    tracking.create_store()  # as meta-training would have: adapting needs an existing registry
 
     state = adapt_customers(load(str(tmp_path / "params.yaml")), meta_version="1", data_version="v",
                             return_state=True)

@@ -1,0 +1,204 @@
+"""Lost and damaged registry state: a missing or unreadable registry fails every command at once
+with one line naming the file, and is never silently replaced; `metagan doctor` checks every
+production and candidate model file against the checksum recorded at registration; `generate`
+refuses a damaged model with one line. Real SQLite registries and real ONNX files, damaged the
+way disks and people damage them (deleted, truncated, overwritten)."""
+
+import hashlib
+import logging
+import os
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import pytest
+import torch
+
+from flows.cli import Console, main
+from metagan import registry, tracking
+from metagan.errors import Damaged, ExitCode
+from metagan.files import sha256_file
+from metagan.health import check_registry
+
+CUSTOMERS = ("a", "b", "c", "d")
+
+
+@pytest.fixture(autouse=True)
+def clean_process():
+    """main() sets the process up (environment, the console log handler): undo it after each test."""
+    env = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(env)
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if isinstance(h, Console)]:
+        root.removeHandler(h)
+
+
+@pytest.fixture(scope="module")
+def registered(tmp_path_factory):
+    """A project whose registry has four customers in production (tiny ONNX models), as after
+    `metagan demo`: the embedded store at mlflow/mlflow.db, the model files in mlflow/artifacts;
+    built once, with a copy of its mlflow/ folder to restore before each test."""
+    from metagan.export import export_generator_onnx
+    from metagan.nets import Generator, SampleGenerator, net_config
+
+    root = tmp_path_factory.mktemp("project")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+        tracking.create_store()
+        for i, cid in enumerate(CUSTOMERS):
+            torch.manual_seed(i)
+            generator = SampleGenerator(Generator(net_config("tiny", 16, 1, code_dim=8)), torch.randn(8))
+            onnx = export_generator_onnx(generator, root / f"{cid}.onnx")
+            name = registry.customer_model_name(cid)
+            with tracking.start_run(f"adapt-{cid}", {}):
+                version = tracking.log_onnx_model(onnx, name, {"parity_ok": "true"})
+            for alias in (registry.CANDIDATE, registry.PRODUCTION):
+                tracking.set_alias(name, alias, version.version)
+    shutil.copytree(root / "mlflow", root / "pristine")
+    return root
+
+
+@pytest.fixture
+def project(registered, monkeypatch):
+    shutil.rmtree(registered / "mlflow")
+    shutil.rmtree(registered / "out", ignore_errors=True)
+    shutil.copytree(registered / "pristine", registered / "mlflow")
+    monkeypatch.setenv("METAGAN_PROJECT", str(registered))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{registered / 'mlflow' / 'mlflow.db'}")
+    return registered
+
+
+def run(capsys, *argv: str) -> tuple[int, list[str], float]:
+    start = time.monotonic()
+    rc = main(list(argv))
+    captured = capsys.readouterr()
+    return rc, captured.err.strip().splitlines(), time.monotonic() - start
+
+
+def model_file(cid: str) -> Path:
+    """The registered ONNX file of the customer's production version (under mlflow/artifacts)."""
+    version = tracking.get_alias(registry.customer_model_name(cid), registry.PRODUCTION)
+    folder = tracking.client().get_logged_model(version.source.removeprefix("models:/")).artifact_location
+    return Path(unquote(urlparse(folder).path)) / "model.onnx"
+
+
+READERS = [("models",), ("doctor",), ("promote",), ("rollback", "--customer", "a"),
+           ("generate", "--customer", "a", "--count", "2")]
+
+
+@pytest.mark.parametrize("fault", ["deleted", "emptied", "truncated", "overwritten"])
+def test_a_lost_or_unreadable_registry_fails_every_command_at_once_with_one_line(project, capsys, fault):
+    """Guarantee: with the registry database deleted, emptied (0 bytes), truncated or overwritten,
+    `models`, `doctor`, `promote`, `rollback` and `generate` each exit 5 (damaged state) with one
+    line naming the file and saying to restore it from backup, before any work; none of them
+    creates a new, empty registry in its place."""
+    db = project / "mlflow" / "mlflow.db"
+    if fault == "deleted":
+        db.unlink()
+    elif fault == "emptied":
+        db.write_bytes(b"")
+    elif fault == "truncated":
+        with open(db, "r+b") as f:
+            f.truncate(db.stat().st_size // 3)
+    else:
+        db.write_bytes(os.urandom(db.stat().st_size))
+    before = db.read_bytes() if db.exists() else None
+    for argv in READERS:
+        rc, err, seconds = run(capsys, *argv, "--out", str(project / "out")) if argv[0] == "generate" \
+            else run(capsys, *argv)
+        assert rc == ExitCode.DAMAGED, (argv, err)
+        assert len(err) == 1 and str(db) in err[0] and "restore it from backup" in err[0], (argv, err)
+        assert ("is gone" in err[0]) == (fault == "deleted"), err
+        assert seconds < 5, (argv, seconds)
+    assert (db.read_bytes() if db.exists() else None) == before  # nothing replaced it or wrote to it
+    assert not (project / "out").exists()
+
+
+def test_only_a_step_that_starts_a_project_creates_a_registry_and_never_over_a_lost_one(project, tmp_path_factory,
+                                                                                         monkeypatch, capsys):
+    """Guarantee: a registry is created only by the steps that start a project (meta-training, the
+    evaluator's registration: `tracking.create_store`); in a new project the read-only commands
+    fail instead of creating one, and where a registry was lost (its model files remain) even those
+    steps refuse to start a new one."""
+    db = project / "mlflow" / "mlflow.db"
+    db.unlink()
+    with pytest.raises(Damaged, match="is gone .* restore it from backup, or move .*artifacts away"):
+        tracking.create_store()
+    assert not db.exists()
+
+    fresh = tmp_path_factory.mktemp("fresh")
+    monkeypatch.setenv("METAGAN_PROJECT", str(fresh))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{fresh / 'mlflow' / 'mlflow.db'}")
+    rc, err, _ = run(capsys, "models")
+    assert rc == ExitCode.DAMAGED and "there is no registry at" in err[0] and "metagan meta-train" in err[0]
+    assert not (fresh / "mlflow" / "mlflow.db").exists()
+    tracking.create_store()
+    assert (fresh / "mlflow" / "mlflow.db").is_file()
+    assert run(capsys, "models")[0] == ExitCode.OK
+
+
+def test_registration_records_the_checksum_of_the_stored_model_file(project):
+    """Guarantee: every customer version registered from now on carries `onnx_sha256`, the sha256 of
+    its model file as the registry stores it, which is the exported file byte for byte."""
+    for cid in CUSTOMERS:
+        version = tracking.get_alias(registry.customer_model_name(cid), registry.PRODUCTION)
+        stored = model_file(cid)
+        assert version.tags[tracking.ONNX_SHA256_TAG] == sha256_file(stored) == sha256_file(project / f"{cid}.onnx")
+
+
+def test_doctor_and_generate_find_deleted_truncated_and_altered_model_files(project, capsys):
+    """Guarantee: `metagan doctor` checks every production and candidate version: a deleted, a
+    truncated and an altered (same size, other bytes) model file are each reported DAMAGED, the
+    healthy one ok, exit 5; `generate` refuses each damaged one with one line (exit 5) and serves
+    the healthy one."""
+    model_file("a").unlink()
+    with open(model_file("b"), "r+b") as f:
+        f.truncate(100)
+    altered = bytearray(model_file("c").read_bytes())
+    altered[-200:] = bytes(200)  # weights zeroed: still a loadable model, not the registered one
+    model_file("c").write_bytes(bytes(altered))
+
+    health = check_registry()
+    assert {v.customer_id: v.ok for v in health.versions} == {"a": False, "b": False, "c": False, "d": True}
+    assert all(v.aliases == ("production", "candidate") for v in health.versions)
+    rc, _, seconds = run(capsys, "doctor")
+    assert rc == ExitCode.DAMAGED and seconds < 5
+
+    for cid in ("a", "b", "c"):
+        rc, err, seconds = run(capsys, "generate", "--customer", cid, "--count", "2", "--out", str(project / "out"))
+        assert rc == ExitCode.DAMAGED and len(err) == 1 and seconds < 5, (cid, err)
+        assert not (project / "out" / cid).exists()
+    assert run(capsys, "generate", "--customer", "d", "--count", "2", "--out", str(project / "out"))[0] == ExitCode.OK
+
+
+def test_versions_registered_without_a_checksum_are_checked_by_loading(project):
+    """Guarantee: a version registered before `onnx_sha256` existed is checked by loading its model
+    (onnxruntime): a loadable one passes, a truncated one is damaged."""
+    name = registry.customer_model_name("a")
+    version = tracking.get_alias(name, registry.PRODUCTION).version
+    db = project / "mlflow" / "mlflow.db"
+    with sqlite3.connect(db) as con:  # as an older metagan registered it: no checksum tag
+        con.execute("DELETE FROM model_version_tags WHERE key = ?", (tracking.ONNX_SHA256_TAG,))
+    con.close()
+    (check,) = [v for v in check_registry().versions if v.customer_id == "a"]
+    assert check.ok and check.how == "loaded"
+    with open(model_file("a"), "r+b") as f:
+        f.truncate(300)
+    (check,) = [v for v in check_registry().versions if v.customer_id == "a"]
+    assert not check.ok and check.how == "loaded" and "restore" in check.problem
+    with pytest.raises(Damaged):
+        registry.verify_model_bytes(model_file("a").read_bytes(), None)
+    assert version == tracking.get_alias(name, registry.PRODUCTION).version
+
+
+def test_verify_model_bytes_accepts_the_registered_file_and_nothing_else(project):
+    """Guarantee: the check generate calls (`registry.verify_model_bytes`) passes exactly the bytes
+    whose sha256 was recorded."""
+    data = model_file("a").read_bytes()
+    registry.verify_model_bytes(data, hashlib.sha256(data).hexdigest())
+    with pytest.raises(Damaged, match="checksum"):
+        registry.verify_model_bytes(data[:-1] + b"\0", hashlib.sha256(data).hexdigest())
