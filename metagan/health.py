@@ -52,30 +52,34 @@ class RegistryHealth:
 
 def check_registry() -> RegistryHealth:
     """Check the store (a missing or unreadable one raises :class:`~metagan.errors.Damaged` at once)
-    and every ``production`` and ``candidate`` customer version, from two paginated listings and
-    one read of each version's model file."""
+    and every ``production`` and ``candidate`` customer version, from one paginated listing and one
+    read of each version's model file."""
     uri = tracking.configure()
-    tags = {(v.name, str(v.version)): dict(v.tags or {})
-            for v in tracking.search_versions(f"name LIKE '{registry.CUSTOMER_PREFIX}%'")}
     checks = []
     for entry in registry.list_customers():
         served: dict[str, list[str]] = {}
         for alias in (registry.PRODUCTION, registry.CANDIDATE):
             if alias in entry.aliases:
                 served.setdefault(entry.aliases[alias], []).append(alias)
-        for version, aliases in served.items():
-            checks.append(check_version(entry.customer_id, version, tuple(aliases),
-                                        tags.get((entry.name, version), {})))
+        checks += [check_version(entry.customer_id, version, tuple(aliases)) for version, aliases in served.items()]
     return RegistryHealth(uri, checks)
 
 
-def check_version(customer_id: str, version: str, aliases: tuple[str, ...], tags: dict[str, str]) -> VersionCheck:
-    """One version: its model file read from the registry and verified (:func:`registry.verify_model_bytes`)."""
-    expected = tags.get(tracking.ONNX_SHA256_TAG)
+def check_version(customer_id: str, version: str, aliases: tuple[str, ...]) -> VersionCheck:
+    """One version: its model file read as serving reads it (:func:`tracking.load_onnx_version`) and
+    verified (:func:`registry.verify_model_bytes`)."""
+    name = registry.customer_model_name(customer_id)
+    try:
+        found = tracking.load_onnx_version(name, version=version)
+    except Damaged as e:
+        return VersionCheck(customer_id, version, aliases, "checksum", str(e))
+    if found is None:
+        return VersionCheck(customer_id, version, aliases, "checksum",
+                            f"{name} version {version}, named by {' and '.join(aliases)}, is not in the registry")
+    expected = found.tags.get(tracking.ONNX_SHA256_TAG)
     how = "checksum" if expected else "loaded"
     try:
-        data = tracking.load_onnx_bytes(f"models:/{registry.customer_model_name(customer_id)}/{version}")
-        registry.verify_model_bytes(data, expected)
+        registry.verify_model_bytes(found.onnx, expected)
     except Damaged as e:
-        return VersionCheck(customer_id, version, aliases, how, str(e))
+        return VersionCheck(customer_id, version, aliases, how, f"{name} version {version}: {e}")
     return VersionCheck(customer_id, version, aliases, how)
