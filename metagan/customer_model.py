@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -161,6 +163,7 @@ def adapt_customer(meta: MetaModel, uploads: CustomerUploads, params: Params, ev
     it from the shots (with ``evaluator``, a ``(net, reference)`` pair) and draw its contact sheet."""
     start = time.monotonic()
     folder = CustomerFolder.of(params, uploads.customer_id)
+    check_writable(folder, uploads.customer_id)
     generator = adapt_to_customer(meta, uploads.images, seed=seed, settings=params.adapt)
     info = {"customer_id": uploads.customer_id, "files": uploads.files, "seed": seed,
             "steps": params.adapt.steps_for(len(uploads.images)), "method": meta.method,
@@ -178,6 +181,19 @@ def adapt_customer(meta: MetaModel, uploads: CustomerUploads, params: Params, ev
     with writing(uploads.customer_id):
         write_json(folder.report, model.report())
     return model
+
+
+def check_writable(folder: CustomerFolder, customer_id: str) -> None:
+    """Fail before the compute, not after it: a folder that takes no new file (read-only,
+    immutable, no permission) fails the customer in milliseconds instead of after its fine-tuning."""
+    try:
+        folder.root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder.root, prefix=".write-check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise FileSystemFault.of(OSError(e.errno, e.strerror, str(folder.root)), f"customer {customer_id!r}: cannot "
+                                 "write in") from e
 
 
 @contextmanager

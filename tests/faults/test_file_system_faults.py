@@ -106,9 +106,12 @@ def adapt_project(tmp_path, monkeypatch, prefect_harness):
 
 def test_a_write_fault_while_adapting_or_exporting_one_customer_fails_that_customer_alone(adapt_project, monkeypatch):
     """Guarantee: in one adapt fan-out, customer b's ONNX export hits a full disk (ENOSPC) and c's
-    generator checkpoint a read-only folder (EROFS): each fails with a reason naming the customer,
-    the file and the system's words, gets no version and no alias; a is adapted and registered as
-    its candidate; the failed customers' MLflow runs are marked FAILED."""
+    folder takes no new file (EPERM, as `chattr +i` makes it): each fails with a reason naming the
+    customer, the file or folder and the system's words, gets no version and no alias; c fails
+    before its fine-tuning (no compute spent on results that cannot be saved); a is adapted and
+    registered as its candidate; the failed customers' MLflow runs are marked FAILED."""
+    import tempfile
+
     from flows.adapt_customers import adapt_customers
     from metagan import customer_model, export, registry, tracking
 
@@ -116,14 +119,25 @@ def test_a_write_fault_while_adapting_or_exporting_one_customer_fails_that_custo
     models = Path(params.paths.customers_dir)
     fail_for(monkeypatch, export, "write_bytes", "b",
              OSError(errno.ENOSPC, "No space left on device", str(models / "b" / "model.onnx")))
-    fail_for(monkeypatch, customer_model, "save_customer_generator", "c",
-             OSError(errno.EROFS, "Read-only file system", str(models / "c" / "generator.pt")))
+    real_mkstemp = tempfile.mkstemp
+
+    def immutable_c(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == models / "c":
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(Path(dir) / ".write-check.x"))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(customer_model.tempfile, "mkstemp", immutable_c)
+    adapted = []
+    real_adapt = customer_model.adapt_to_customer
+    monkeypatch.setattr(customer_model, "adapt_to_customer",
+                        lambda meta, shots, **k: adapted.append(len(shots)) or real_adapt(meta, shots, **k))
 
     results = {r.customer_id: r for r in adapt_customers(params, meta_version="1", uploads=uploads)}
     assert results["a"].ok and results["a"].version
     assert not results["b"].ok and not results["c"].ok
     assert results["b"].error == f"customer 'b': cannot write {models / 'b' / 'model.onnx'}: No space left on device"
-    assert results["c"].error == f"customer 'c': cannot write {models / 'c' / 'generator.pt'}: Read-only file system"
+    assert results["c"].error == f"customer 'c': cannot write in {models / 'c'}: Operation not permitted"
+    assert len(adapted) == 2  # a and b were fine-tuned, c was not
     assert tracking.get_alias(registry.customer_model_name("a"), registry.CANDIDATE) is not None
     listed = {e.customer_id for e in registry.list_customers()}
     assert listed == {"a"}  # b and c: no version, no alias
