@@ -3,8 +3,8 @@ the settings once (flags applied on top) and hands the ``Params`` to the flows i
 
 Exit codes are :mod:`metagan.errors`' (the same for every command): 0 done, 1 partial (some
 customers failed, were rejected or refused by the gate), 2 usage error, 3 bad input, 4 service
-unavailable, 5 damaged state, 70 internal error. A known failure prints one line (``-v``: and its
-traceback); an unexpected one prints its traceback.
+unavailable, 5 damaged state, 6 file system, 70 internal error. A known failure prints one line
+(``-v``: and its traceback); an unexpected one prints its traceback.
 
 Nothing heavy is imported at module level: ``metagan generate`` draws images without torch,
 MLflow or Prefect, and the other commands import what they run.
@@ -374,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="metagan", formatter_class=_Help,
                 description="Few-shot image generation with meta-learned GANs.",
                 epilog="exit codes: 0 done, 1 partial (some customers failed, were rejected or refused by the gate), "
-                       "2 usage error, 3 bad input, 4 service unavailable, 5 damaged state, 70 internal error")
+                       "2 usage error, 3 bad input, 4 service unavailable, 5 damaged state, 6 file system, 70 internal error")
     p.add_argument("--version", action="version", version=f"metagan {_version()}")
     _global_options(p, here=True)
     common = _Parser(add_help=False)
