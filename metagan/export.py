@@ -60,6 +60,7 @@ def _dynamo_export(generator: SampleGenerator, opset: int):
         program = torch.onnx.export(
             generator, (z,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME], dynamic_shapes={"z": {0: batch}}, verbose=False,
+            optimize=getattr(generator.generator, "onnx_constant_folding", True),
         )
     return program.model_proto
 
@@ -68,7 +69,7 @@ def _swap_weights(model, generator: SampleGenerator):
     """The template graph with ``generator``'s weights, or None if the names do not line up."""
     from onnx import numpy_helper
 
-    state = {k: v.detach().numpy() for k, v in generator.state_dict().items()}
+    state = {k: v.detach().numpy() for k, v in generator.served_state().items()}
     inits = {init.name: i for i, init in enumerate(model.graph.initializer)}
     if not set(state) <= set(inits):
         return None

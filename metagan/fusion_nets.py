@@ -149,7 +149,9 @@ class LocalRead(nn.Module):
         keys = keys.reshape(t, k * s, self.dim, p).permute(0, 3, 2, 1)  # (T, P, d, K*S)
         vals = _shifted(values.flatten(0, 1), self.radius).reshape(t, k * s, v, p).permute(0, 3, 1, 2)
         q = (self.query(h) / math.sqrt(self.dim)).reshape(t, n, self.dim, p).permute(0, 3, 1, 2)  # (T, P, n, d)
-        bias = (log_weights.view(t, n, k, 1) + self.offset_bias.view(1, 1, 1, s)).reshape(t, 1, n, k * s)
+        # (the offset prior broadcasts as it is: a view of it would be folded into an unnamed constant
+        # by the ONNX exporter, and later customers' exports swap weights by name)
+        bias = (log_weights.view(t, n, k, 1) + self.offset_bias).reshape(t, 1, n, k * s)
         attention = torch.softmax(q @ keys + bias, dim=-1)  # (T, P, n, K*S)
         return (attention @ vals).permute(0, 2, 3, 1).reshape(t * n, v, hh, ww)
 
@@ -191,6 +193,14 @@ class FusionGenerator(nn.Module):
     @property
     def input_dim(self) -> int:
         return self.cfg.z_dim + self.cfg.fusion_slots
+
+    unserved = ("encoder.",)
+    """Weights a served model does not use: its condition holds the shots' maps, already encoded."""
+    onnx_constant_folding = False
+    """The exporter's optimiser would fold the maps and what is computed from them alone (the keys of
+    the reads) into unnamed constants, and a later customer's export, which swaps weights into the
+    first one's graph by name, could not replace them: export unoptimised (the folded work is a
+    few small convolutions per batch)."""
 
     def encode(self, shots: torch.Tensor) -> Features:
         """(K, C, H, W) -> maps with T = 1; (T, K, C, H, W) -> maps for T support sets."""

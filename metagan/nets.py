@@ -228,6 +228,11 @@ class SampleGenerator(nn.Module):
         """Width of the noise input (for fusion: noise plus one fusion logit per slot)."""
         return self.generator.input_dim
 
+    def served_state(self) -> dict[str, torch.Tensor]:
+        """The weights and buffers the forward pass uses (what an exported graph holds by name)."""
+        skip = tuple(f"generator.{p}" for p in getattr(self.generator, "unserved", ()))
+        return {k: v for k, v in self.state_dict().items() if not k.startswith(skip)} if skip else self.state_dict()
+
     @property
     def condition(self) -> Condition:
         """The condition buffers by name (what a customer checkpoint saves)."""

@@ -145,3 +145,24 @@ def test_a_fusion_customer_goes_through_the_product_path_like_any_other(tiny_par
     assert model.ok and model.method == "fusion" and model.parity.max_abs_diff < 1e-4
     manifest = run_batch_job(model.onnx_path.read_bytes(), 5, str(tmp_path / "out"), 0, {"name": "acme"})
     assert manifest["count"] == 5 and manifest["image_shape"] == [16, 16, 1]
+
+
+def test_later_fusion_exports_reuse_the_graph_with_each_customers_own_weights(tmp_path):
+    """The second customer of a design is exported by swapping weights into the first one's graph
+    (milliseconds, not a second dynamo export of seconds); fine-tuned weights and maps must all be
+    swapped by name, or parity fails."""
+    from metagan import export
+
+    L = learner()
+    a = L.adapt(shots(3, seed=1), steps=2, lr=1e-2, rng=torch.Generator().manual_seed(0))
+    b = L.adapt(shots(3, seed=2), steps=2, lr=1e-2, rng=torch.Generator().manual_seed(1))
+    export_generator_onnx(a, tmp_path / "a.onnx")
+    dynamo = export._dynamo_export
+    calls = []
+    export._dynamo_export = lambda *args: calls.append(1) or dynamo(*args)
+    try:
+        path = export_generator_onnx(b, tmp_path / "b.onnx")
+    finally:
+        export._dynamo_export = dynamo
+    assert calls == []  # the template was used
+    assert check_parity(b, path) < 1e-4 and check_parity(a, tmp_path / "a.onnx") < 1e-4
