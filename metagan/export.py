@@ -62,7 +62,14 @@ def _dynamo_export(generator: SampleGenerator, opset: int):
             output_names=[OUTPUT_NAME], dynamic_shapes={"z": {0: batch}}, verbose=False,
             optimize=getattr(generator.generator, "onnx_constant_folding", True),
         )
-    return program.model_proto
+    model = program.model_proto
+    max_batch = getattr(generator.generator, "max_batch", None)
+    if max_batch is not None:  # read by the serving side (metagan.onnx_runtime.OnnxGenerator)
+        from metagan.onnx_runtime import MAX_BATCH_KEY
+
+        entry = model.metadata_props.add()
+        entry.key, entry.value = MAX_BATCH_KEY, str(max_batch(generator.condition))
+    return model
 
 
 def _swap_weights(model, generator: SampleGenerator):

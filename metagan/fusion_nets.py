@@ -196,6 +196,14 @@ class FusionGenerator(nn.Module):
 
     unserved = ("encoder.",)
     """Weights a served model does not use: its condition holds the shots' maps, already encoded."""
+    @staticmethod
+    def max_batch(condition: dict[str, torch.Tensor]) -> int:
+        """Images per onnxruntime call for a customer with this condition: the 16x16 read holds a
+        score per position pair, 256 x (256 K) floats an image (about 16 MB at K = 20 with the
+        softmax's copies), so a call of at most ~640/K images stays near half a GB."""
+        shots = next(iter(condition.values())).shape[1]
+        return max(8, min(256, 640 // shots))
+
     onnx_constant_folding = False
     """The exporter's optimiser would fold the maps and what is computed from them alone (the keys of
     the reads) into unnamed constants, and a later customer's export, which swaps weights into the

@@ -166,3 +166,15 @@ def test_later_fusion_exports_reuse_the_graph_with_each_customers_own_weights(tm
         export._dynamo_export = dynamo
     assert calls == []  # the template was used
     assert check_parity(b, path) < 1e-4 and check_parity(a, tmp_path / "a.onnx") < 1e-4
+
+
+def test_a_fusion_model_tells_the_serving_side_how_many_images_a_call_may_hold(tmp_path):
+    """Its attention over all shots grows with them: the batch job splits its calls accordingly."""
+    from metagan.onnx_runtime import OnnxGenerator, sample_onnx
+
+    gen = learner().adapt(shots(20), steps=0, lr=1e-3, rng=torch.Generator())
+    path = export_generator_onnx(gen, tmp_path / "g.onnx")
+    with OnnxGenerator(path, workers=1) as served:
+        assert served.max_batch == 32
+        capped = sample_onnx(None, 40, seed=3, session=served)
+    assert np.array_equal(capped, sample_onnx(path, 40, seed=3, batch_size=8))
