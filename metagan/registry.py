@@ -346,7 +346,7 @@ def served_model(customer_id: str, alias: str = PRODUCTION, version: str | int |
     version it names is loaded, so a promotion in between can neither mix two versions nor
     mislabel the manifest; the bytes are checked against the checksum recorded at registration.
     Needs neither torch nor (for the embedded registry) mlflow."""
-    from metagan.errors import BadInput, NotFound
+    from metagan.errors import BadInput, Damaged, NotFound
 
     name = customer_model_name(customer_id)
     if version is None and alias not in CUSTOMER_ALIASES:
@@ -357,7 +357,10 @@ def served_model(customer_id: str, alias: str = PRODUCTION, version: str | int |
             raise NotFound(f"customer {customer_id!r} has no model version {version}")
         hint = " (run adapt and promote first)" if alias == PRODUCTION else ""
         raise NotFound(f"customer {customer_id!r} has no {alias} model{hint}")
-    verify_model_bytes(found.onnx, found.tags.get("onnx_sha256"))
+    try:
+        verify_model_bytes(found.onnx, found.tags.get(tracking.ONNX_SHA256_TAG))
+    except Damaged as e:  # say whose model, which version
+        raise Damaged(f"customer {customer_id!r}: {name} version {found.version} is damaged: {e}") from None
     return ServedModel(name, found.version, f"models:/{name}/{found.version}", found.onnx,
                        alias if version is None else None)
 
