@@ -24,6 +24,8 @@ of its class's prototype, as a generated image is (what a perfect generator woul
 
     python bench/quality.py --minutes 35 --shots 1,5,10          # trains each method first
     python bench/quality.py --reuse --out artifacts/bench         # reuse checkpoints in --out
+    python bench/quality.py --reuse --out artifacts/bench2 --methods "" --checkpoint fusion=F.pt \\
+        --also-evaluator artifacts/bench3/evaluator-w32.pt      # both evaluators, one adaptation
 
 Alphabets: ``data.val_groups`` (the test) and ``data.tune_groups`` are both held out of
 meta-training and of the evaluator. Choose adaptation and sampling settings with ``--split tune``
@@ -80,6 +82,14 @@ def held_out_data(bench: Path, split: str, adapt: dict | None = None):
     groups = params.data.val_groups if split == "val" else params.data.tune_groups
     _, ids = split_classes(ds, groups)
     return params, ds, train_ids, groups, ids
+
+
+def load_held_out_evaluator(path: Path, held_out_groups: list[str]) -> torch.nn.Module:
+    """An evaluator file that says it was trained without the held-out alphabets."""
+    trained_on = load_checkpoint(path, EVALUATOR_FORMAT)["info"].get("train_groups")
+    if trained_on is None or set(trained_on) & set(held_out_groups):
+        raise SystemExit(f"{path} does not say it was trained without the held-out alphabets")
+    return load_evaluator(path)
 
 
 def load_for_held_out(path: str | Path, name: str, groups: list[str], ds, train_ids, seed: int) -> MetaModel:
@@ -182,6 +192,9 @@ def main() -> None:
     ap.add_argument("--evaluator-minutes", type=float, default=3.0)
     ap.add_argument("--evaluator", help="score with this evaluator file instead of OUT/evaluator.pt (a second "
                     "instrument: see bench/second_evaluator.py)")
+    ap.add_argument("--also-evaluator", action="append", default=[], metavar="PATH",
+                    help="also score the same generated images with this evaluator (repeatable; reported under "
+                         "results_by_evaluator): the generators are adapted once for all evaluators")
     ap.add_argument("--classes", type=int, help="score only the first N held-out characters: a smoke run (fewer classes make every figure easier)")
     ap.add_argument("--out", default="artifacts/bench")
     ap.add_argument("--reuse", action="store_true", help="reuse checkpoints already in --out")
@@ -206,18 +219,17 @@ def main() -> None:
     print(f"{len(train_ids)} meta-training classes, {len(val_ids)} evaluated classes "
           f"({args.split}: {', '.join(groups)}); adapt {settings.model_dump()}", flush=True)
 
+    held_out_groups = params.data.val_groups + params.data.tune_groups
     ev_path = Path(args.evaluator) if args.evaluator else out / "evaluator.pt"
     if args.evaluator:
-        trained_on = load_checkpoint(ev_path, EVALUATOR_FORMAT)["info"].get("train_groups")
-        if trained_on is None or set(trained_on) & set(params.data.val_groups + params.data.tune_groups):
-            raise SystemExit(f"{ev_path} does not say it was trained without the held-out alphabets")
-        net = load_evaluator(ev_path)
+        net = load_held_out_evaluator(ev_path, held_out_groups)
     elif args.reuse and ev_path.exists():
         net = load_evaluator(ev_path)
     else:
         net, info = train_evaluator(ds, train_ids, minutes=args.evaluator_minutes, seed=args.seed)
         save_evaluator(net, ev_path, info)
         print(f"evaluator: {info}", flush=True)
+    evaluators = {str(ev_path): net} | {p: load_held_out_evaluator(Path(p), held_out_groups) for p in args.also_evaluator}
 
     checkpoints = {}
     for method in [m for m in args.methods.split(",") if m]:
@@ -228,53 +240,59 @@ def main() -> None:
     checkpoints |= dict(spec.partition("=")[::2] for spec in args.checkpoint)
     metas = {name: load_for_held_out(path, name, groups, ds, train_ids, args.seed) for name, path in checkpoints.items()}
 
-    results: dict[str, dict] = {}
+    by_evaluator: dict[str, dict[str, dict]] = {e: {} for e in evaluators}
     for k in [int(s) for s in args.shots.split(",")]:
         splits = split_drawings(ds, val_ids, k, args.seed)
-        rng = np.random.default_rng(args.seed)
-        res = {
-            "copy the shots (reference)": score(
-                ds, net, splits, lambda c, shots, n: shots[rng.integers(0, len(shots), n)], args.samples),
-            "real held-out drawings (ceiling)": score(
-                ds, net, splits, lambda c, shots, n: ds.images[splits[c][2]], args.samples),
-            "new real drawings (a perfect generator)": new_drawing_reference(ds, net, splits),
-        }
-        for method, meta in metas.items():
-            adapt_timed = False
-            adapted: dict[int, torch.nn.Module] = {}
-            for tau, select in [(t, s) for t in truncations for s in selects]:
-                def generate(c, shots, n, meta=meta, tau=tau, select=select):
-                    if c not in adapted:
-                        adapted[c] = adapt_to_customer(meta, shots, seed=args.seed + c, settings=settings)
-                    g = truncate_noise(copy.deepcopy(adapted[c]), tau)
-                    if select > 1:
-                        g = select_by_critic(meta.learner.nets, g, to_tensor(shots), select)
-                    with torch.no_grad():
-                        return to_uint8(g(torch.randn(n, g.z_dim, generator=torch.Generator().manual_seed(c))))
+        adapted: dict[str, dict[int, torch.nn.Module]] = {m: {} for m in metas}  # shared by the evaluators
+        for ev_name, net in evaluators.items():
+            rng = np.random.default_rng(args.seed)
+            res = {
+                "copy the shots (reference)": score(
+                    ds, net, splits, lambda c, shots, n: shots[rng.integers(0, len(shots), n)], args.samples),
+                "real held-out drawings (ceiling)": score(
+                    ds, net, splits, lambda c, shots, n: ds.images[splits[c][2]], args.samples),
+                "new real drawings (a perfect generator)": new_drawing_reference(ds, net, splits),
+            }
+            for method, meta in metas.items():
+                adapt_timed = bool(adapted[method])
+                for tau, select in [(t, s) for t in truncations for s in selects]:
+                    def generate(c, shots, n, meta=meta, tau=tau, select=select, cache=adapted[method]):
+                        if c not in cache:
+                            cache[c] = adapt_to_customer(meta, shots, seed=args.seed + c, settings=settings)
+                        g = truncate_noise(copy.deepcopy(cache[c]), tau)
+                        if select > 1:
+                            g = select_by_critic(meta.learner.nets, g, to_tensor(shots), select)
+                        with torch.no_grad():
+                            return to_uint8(g(torch.randn(n, g.z_dim, generator=torch.Generator().manual_seed(c))))
 
-                t = time.monotonic()
-                name = method if len(truncations) == 1 else f"{method} (truncation {tau})"
-                if len(selects) > 1:
-                    name += f" best of {select}"
-                res[name] = score(ds, net, splits, generate, args.samples)
-                res[name] |= {"meta_steps": meta.checkpoint["step"], "truncation": tau, "select_from": select}
-                if not adapt_timed:  # later settings reuse the adapted generators
-                    adapt_timed = True
-                    res[name]["adapt_seconds_per_customer"] = (time.monotonic() - t) / len(splits)
-                print(f"K={k} {name}: " + json.dumps({a: round(b, 3) for a, b in res[name].items()}), flush=True)
-        results[f"K={k}"] = res
+                    t = time.monotonic()
+                    name = method if len(truncations) == 1 else f"{method} (truncation {tau})"
+                    if len(selects) > 1:
+                        name += f" best of {select}"
+                    res[name] = score(ds, net, splits, generate, args.samples)
+                    res[name] |= {"meta_steps": meta.checkpoint["step"], "truncation": tau, "select_from": select}
+                    if not adapt_timed:  # later settings and evaluators reuse the adapted generators
+                        adapt_timed = True
+                        res[name]["adapt_seconds_per_customer"] = (time.monotonic() - t) / len(splits)
+                    print(f"K={k} {name} [{ev_name}]: " + json.dumps({a: round(b, 3) for a, b in res[name].items()}),
+                          flush=True)
+            by_evaluator[ev_name][f"K={k}"] = res
+    results = by_evaluator[str(ev_path)]
 
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
               "cpu_threads": torch.get_num_threads(), "args": vars(args), "held_out": groups, "split": args.split,
               "adapt": settings.model_dump() | {"truncation": truncations},
               "held_out_classes": len(val_ids), "results": results}
+    if args.also_evaluator:
+        report["results_by_evaluator"] = by_evaluator
     (out / args.report).write_text(json.dumps(report, indent=2))
     cols = ["heldout_consistency", "heldout_diversity", "heldout_copy_rate", "kid", "aug_gain", "aug_gain_share_of_real"]
-    for k, res in results.items():
-        print(f"\n{k}\n| method | " + " | ".join(cols) + " |")
-        print("|" + "---|" * (len(cols) + 1))
-        for name, r in res.items():
-            print(f"| {name} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
+    for ev_name, ev_results in by_evaluator.items():
+        for k, res in ev_results.items():
+            print(f"\n{k}, evaluator {ev_name}\n| method | " + " | ".join(cols) + " |")
+            print("|" + "---|" * (len(cols) + 1))
+            for name, r in res.items():
+                print(f"| {name} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
 
 
 if __name__ == "__main__":
