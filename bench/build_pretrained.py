@@ -5,6 +5,13 @@ optionally warm-started from an earlier checkpoint, then writes a slim copy with
 state, plus the evaluator trained and calibrated on the same classes.
 
     python bench/build_pretrained.py --minutes 45 [--init artifacts/bench/condgan.pt] [--device cuda]
+
+``--ship CHECKPOINT`` instead ships a benchmark checkpoint as it is (slimmed; no training, the
+evaluator untouched): one trained by ``bench/train_method.py`` without the test and tune alphabets,
+so the demo customers' alphabets (the test's) are new to the shipped model, as a customer's are.
+
+    python bench/build_pretrained.py --ship artifacts/bench2/condgan-long.pt \
+        --ship-command "OMP_NUM_THREADS=1 python bench/train_method.py --method condgan --minutes 240 ..."
 """
 
 from __future__ import annotations
@@ -33,6 +40,21 @@ def slim(src: Path, dest: Path, extra: dict) -> Path:
     return save_atomic(ckpt, dest)
 
 
+def ship_benchmark_checkpoint(src: Path, command: str) -> Path:
+    """Ship ``src`` if it held out the demo customers' alphabets (the test's), refuse it otherwise."""
+    ckpt = load_checkpoint(src, META_FORMAT)
+    demo_groups = load_params().data.val_groups
+    seen = sorted(set(ckpt.get("train_groups", [])) & set(demo_groups))
+    if seen or not ckpt.get("train_groups"):
+        raise SystemExit(f"{src} trained on {seen or 'unknown alphabets'}: the demo customers' alphabets must be new to it")
+    info = {"command": command, "total_steps": ckpt["step"], "seconds": round(ckpt.get("seconds", 0)),
+            "source": src.name, "held_out": sorted(set(load_params().data.val_groups + load_params().data.tune_groups)),
+            "metrics": ckpt.get("metrics", {})}
+    dest = slim(src, OUT / f"{ckpt['method']}-small.pt", info)
+    print(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB): {json.dumps(info)}")
+    return dest
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--method", default="condgan")
@@ -45,7 +67,12 @@ def main() -> None:
     ap.add_argument("--same-alphabet", type=float, help="share of one-alphabet episodes (default: params.yaml)")
     ap.add_argument("--skip-meta", action="store_true", help="only rebuild the evaluator")
     ap.add_argument("--skip-evaluator", action="store_true", help="only rebuild the meta-initialisation")
+    ap.add_argument("--ship", help="ship this benchmark meta checkpoint as it is (held-out alphabets stay held out)")
+    ap.add_argument("--ship-command", default="", help="the command that trained --ship (recorded in the file)")
     args = ap.parse_args()
+    if args.ship:
+        ship_benchmark_checkpoint(Path(args.ship), args.ship_command)
+        return
 
     params = load_params().with_overrides(
         # production holds nothing out: neither the test nor the tune alphabets
