@@ -14,6 +14,8 @@ shots alone.
 - heldout_diversity: spread of generated images / spread of the reference reals;
 - heldout_copy_rate: share of generated images nearer to a shot than any real drawing of the class is;
 - KID: kernel distance between generated images and the non-shot real drawings;
+- grey_share / white_share: pixels between 200 and 250 of 255 / pure white: a clean background has few of the
+  first (the ceiling row gives real drawings' share at the same size);
 - augmentation gain (DAGAN protocol): N-way nearest-prototype accuracy on the queries with
   prototypes from the shots alone vs the shots plus as many generated images as there are
   reference reals; the ceiling adds the reference reals themselves.
@@ -120,6 +122,12 @@ def class_scores(gen: torch.Tensor, f: dict[str, torch.Tensor], protos: torch.Te
             "heldout_copy_rate": copy_rate(gen, f["shots"], non_shot), "kid": kernel_distance(gen, non_shot)}
 
 
+def background_shares(images: np.ndarray) -> dict[str, float]:
+    """How clean the paper is: the share of near-white grey pixels (200-250 of 255: a faint texture
+    where real drawings are blank) and of pure white ones."""
+    return {"grey_share": float(((images >= 200) & (images <= 250)).mean()), "white_share": float((images == 255).mean())}
+
+
 def score(ds, net, splits, generate, samples: int) -> dict[str, float]:
     """``generate(class_id, shots_uint8, n) -> uint8 images``; metrics pooled over classes."""
     classes, feats, protos = held_out_features(ds, net, splits)
@@ -127,8 +135,9 @@ def score(ds, net, splits, generate, samples: int) -> dict[str, float]:
     for i, c in enumerate(classes):
         f = feats[c]
         shots = ds.images[splits[c][0]]
-        gen = embed(net, generate(c, shots, samples))
-        rows.append(class_scores(gen, f, protos, i))
+        images = generate(c, shots, samples)
+        gen = embed(net, images)
+        rows.append(class_scores(gen, f, protos, i) | background_shares(images))
         support.append(f["shots"])
         extra.append(gen[: len(f["refs"])])
         ceiling.append(f["refs"])
@@ -161,7 +170,7 @@ def new_drawing_reference(ds, net, splits) -> dict[str, float]:
     nan = float("nan")
     return {"heldout_consistency": float(np.mean(cons)), "heldout_diversity": nan,
             "heldout_copy_rate": float(np.mean(copies)), "kid": nan,
-            "aug_gain": nan, "aug_gain_share_of_real": nan}
+            "aug_gain": nan, "aug_gain_share_of_real": nan, "grey_share": nan}
 
 
 def main() -> None:
@@ -286,7 +295,8 @@ def main() -> None:
     if args.also_evaluator:
         report["results_by_evaluator"] = by_evaluator
     (out / args.report).write_text(json.dumps(report, indent=2))
-    cols = ["heldout_consistency", "heldout_diversity", "heldout_copy_rate", "kid", "aug_gain", "aug_gain_share_of_real"]
+    cols = ["heldout_consistency", "heldout_diversity", "heldout_copy_rate", "kid", "aug_gain", "aug_gain_share_of_real",
+            "grey_share"]
     for ev_name, ev_results in by_evaluator.items():
         for k, res in ev_results.items():
             print(f"\n{k}, evaluator {ev_name}\n| method | " + " | ".join(cols) + " |")
