@@ -67,3 +67,20 @@ def meta_ckpt(tiny_params, tiny_dataset, tmp_path):
     result = meta_train(tiny_params, tiny_dataset, tmp_path / "meta.pt", on_samples=lambda g, s: grids.append(g))
     assert result.steps == 3 and grids and grids[0].dtype == np.uint8
     return result.checkpoint
+
+
+@pytest.fixture
+def clean_process():
+    """flows.cli.main() sets the process up (environment, the console log handler): undo it after each test."""
+    import logging
+    import os
+
+    from flows.cli import Console
+
+    env = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(env)
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if isinstance(h, Console)]:
+        root.removeHandler(h)

@@ -2,26 +2,16 @@
 anywhere, one-line errors with the exit codes of metagan.errors for every user mistake."""
 
 import argparse
-import logging
 import os
 
 import pytest
 
-from flows.cli import Console, build_parser, main
+from flows.cli import build_parser, main
 from metagan.config import meta_methods
 from metagan.errors import BadInput, ExitCode
 
 
-@pytest.fixture(autouse=True)
-def clean_process():
-    """main() sets the process up (environment, the console log handler): undo it after each test."""
-    env = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(env)
-    root = logging.getLogger()
-    for h in [h for h in root.handlers if isinstance(h, Console)]:
-        root.removeHandler(h)
+pytestmark = pytest.mark.usefixtures("clean_process")  # tests/conftest.py
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:

@@ -5,7 +5,6 @@ refuses a damaged model with one line. Real SQLite registries and real ONNX file
 way disks and people damage them (deleted, truncated, overwritten)."""
 
 import hashlib
-import logging
 import os
 import shutil
 import sqlite3
@@ -16,7 +15,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 import torch
 
-from flows.cli import Console, main
+from flows.cli import main
 from metagan import registry, tracking
 from metagan.errors import Damaged, ExitCode
 from metagan.files import sha256_file
@@ -25,16 +24,7 @@ from metagan.health import check_registry
 CUSTOMERS = ("a", "b", "c", "d")
 
 
-@pytest.fixture(autouse=True)
-def clean_process():
-    """main() sets the process up (environment, the console log handler): undo it after each test."""
-    env = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(env)
-    root = logging.getLogger()
-    for h in [h for h in root.handlers if isinstance(h, Console)]:
-        root.removeHandler(h)
+pytestmark = pytest.mark.usefixtures("clean_process")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
