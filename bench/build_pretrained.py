@@ -43,12 +43,13 @@ def slim(src: Path, dest: Path, extra: dict) -> Path:
 def ship_benchmark_checkpoint(src: Path, command: str) -> Path:
     """Ship ``src`` if it held out the demo customers' alphabets (the test's), refuse it otherwise."""
     ckpt = load_checkpoint(src, META_FORMAT)
-    demo_groups = load_params().data.val_groups
+    data = load_params().data
+    demo_groups = data.val_groups
     seen = sorted(set(ckpt.get("train_groups", [])) & set(demo_groups))
     if seen or not ckpt.get("train_groups"):
         raise SystemExit(f"{src} trained on {seen or 'unknown alphabets'}: the demo customers' alphabets must be new to it")
     info = {"command": command, "total_steps": ckpt["step"], "seconds": round(ckpt.get("seconds", 0)),
-            "source": src.name, "held_out": sorted(set(load_params().data.val_groups + load_params().data.tune_groups)),
+            "source": src.name, "held_out": sorted(set(data.val_groups + data.tune_groups)),
             "metrics": ckpt.get("metrics", {})}
     dest = slim(src, OUT / f"{ckpt['method']}-small.pt", info)
     print(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB): {json.dumps(info)}")
