@@ -64,7 +64,6 @@ def main() -> None:
     ap.add_argument("--init", help="warm start from this meta checkpoint")
     ap.add_argument("--evaluator-minutes", type=float, default=3.0)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--proto-weight", type=float, help="condgan's prototype term (default: params.yaml)")
     ap.add_argument("--same-alphabet", type=float, help="share of one-alphabet episodes (default: params.yaml)")
     ap.add_argument("--skip-meta", action="store_true", help="only rebuild the evaluator")
     ap.add_argument("--skip-evaluator", action="store_true", help="only rebuild the meta-initialisation")
@@ -80,8 +79,8 @@ def main() -> None:
         data={"val_groups": [], "tune_groups": [], "packed_dir": str(PROJECT_ROOT / "artifacts" / "pretrained" / "tasks")},
         model={"preset": args.preset},
         meta={k: v for k, v in {"method": args.method, "minutes": args.minutes, "device": args.device,
-                                 "init_checkpoint": args.init, "proto_weight": args.proto_weight,
-                                 "same_alphabet": args.same_alphabet}.items() if v is not None},
+                                 "init_checkpoint": args.init, "same_alphabet": args.same_alphabet}.items()
+              if v is not None},
     )
     ds = prepare_task_dataset(params, allow_sample=False)  # never the six-alphabet sample
     OUT.mkdir(parents=True, exist_ok=True)

@@ -28,9 +28,9 @@ from datetime import datetime, timezone
 
 import torch
 
-from metagan.config import MetaConfig
+from metagan.config import Params
 from metagan.meta import build_learner
-from metagan.nets import count_parameters, net_config
+from metagan.nets import count_parameters
 
 PASSES_PER_STEP = 10
 # peak HBM bandwidth, bytes/s, by the name torch reports (SXM parts; PCIe H100s are ~2.0e12)
@@ -52,13 +52,11 @@ def sync(device: str) -> None:
 
 
 def measure(method: str, tasks: int, args, vmap_tasks: bool = False, bf16: bool = False) -> dict:
-    cfg = MetaConfig(method=method, shots=args.shots, queries=args.shots, meta_batch=tasks,
-                     inner_steps=args.inner_steps, inner_lr=1e-4, vmap_tasks=vmap_tasks)
-    learner = build_learner(method, net_config(args.preset), cfg, args.device)
+    learner = build_learner(learner_params(method, tasks, args, vmap_tasks), args.image_size, 1, args.device)
     if bf16:
         learner.autocast_dtype = torch.bfloat16
     rng = torch.Generator(args.device).manual_seed(0)
-    size = learner.nets.generator.cfg.image_size
+    size = args.image_size
     episode = torch.rand(tasks, 2 * args.shots, 1, size, size, generator=rng, device=args.device) * 2 - 1
     row = {"method": method, "tasks_at_once": tasks, "vmap": vmap_tasks, "bf16": bf16}
     if args.device.startswith("cuda"):
@@ -81,6 +79,13 @@ def measure(method: str, tasks: int, args, vmap_tasks: bool = False, bf16: bool 
     return row
 
 
+def learner_params(method: str, tasks: int, args, vmap_tasks: bool = False) -> Params:
+    own = {"inner_steps": args.inner_steps, "inner_lr": 1e-4, "vmap_tasks": vmap_tasks} if method == "reptile" else {}
+    return Params().with_overrides(model={"preset": args.preset}, learners={method: own},
+                                   meta={"method": method, "shots": args.shots, "queries": args.shots,
+                                         "meta_batch": tasks})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
@@ -89,6 +94,7 @@ def main() -> None:
     ap.add_argument("--inner-steps", type=int, default=10, help="FIGR's 10 inner steps")
     ap.add_argument("--tasks", default="16,64", help="tasks run at once by the vmapped Reptile and condgan")
     ap.add_argument("--bf16", action="store_true", help="also run the vmapped Reptile with bf16 autocast")
+    ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--episodic", default="condgan,fusion",
                     help="episodic meta-learners also measured at each --tasks (comma-separated; '' for none)")
     ap.add_argument("--seconds", type=float, default=20.0, help="timed seconds per configuration")
@@ -99,7 +105,7 @@ def main() -> None:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32
 
-    nets = build_learner("reptile", net_config(args.preset), MetaConfig()).nets
+    nets = build_learner(learner_params("reptile", 1, args), args.image_size, 1).nets
     params = count_parameters(nets.generator) + count_parameters(nets.critic)
     bytes_per_task = PASSES_PER_STEP * 4 * params * args.inner_steps
     bandwidth = peak_bandwidth(args.device)

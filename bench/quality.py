@@ -56,7 +56,6 @@ from metagan.data.images import to_tensor, to_uint8
 from metagan.evaluator import EVALUATOR_FORMAT, embed, load_evaluator, save_evaluator, train_evaluator
 from metagan.metrics import (augmentation_gain, class_consistency, class_consistency_left_out, copy_rate, diversity,
                              kernel_distance)
-from metagan.nets import truncate_noise
 from metagan.selection import select_by_critic
 from metagan.task_data import prepare_task_dataset
 from metagan.train import ensure_negative_bank, meta_train
@@ -268,7 +267,7 @@ def main() -> None:
                     def generate(c, shots, n, meta=meta, tau=tau, select=select, cache=adapted[method]):
                         if c not in cache:
                             cache[c] = adapt_to_customer(meta, shots, seed=args.seed + c, settings=settings)
-                        g = truncate_noise(copy.deepcopy(cache[c]), tau)
+                        g = copy.deepcopy(cache[c]).truncate(tau)
                         if select > 1:
                             g = select_by_critic(meta.learner.nets, g, to_tensor(shots), select)
                         with torch.no_grad():

@@ -2,7 +2,8 @@
 ``data.tune_groups`` are held out, and nothing is logged or registered (benchmark models are not
 production models).
 
-    OMP_NUM_THREADS=1 python bench/train_method.py --method condgan --minutes 35 --out artifacts/bench
+    OMP_NUM_THREADS=1 python bench/train_method.py --method warp --minutes 120 --image-size 64 --out artifacts/bench64
+    python bench/train_method.py --method condgan --minutes 35 --set proto_weight=1.0   # a learner setting
 """
 
 from __future__ import annotations
@@ -23,17 +24,15 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, required=True)
     ap.add_argument("--out", default="artifacts/bench", help="folder; the checkpoint is OUT/NAME.pt")
     ap.add_argument("--name", help="checkpoint name (default: the method)")
+    ap.add_argument("--image-size", type=int, help="drawings' size (default: params.yaml's data.image_size)")
     ap.add_argument("--class-rotations", type=int, choices=[1, 2, 4], default=None)
-    ap.add_argument("--inner-lr", type=float, help="reptile's inner learning rate (default: params.yaml)")
-    ap.add_argument("--proto-weight", type=float, help="condgan's prototypical term (default: params.yaml)")
     ap.add_argument("--same-alphabet", type=float, help="share of one-alphabet episodes (default: params.yaml)")
-    ap.add_argument("--recon-weight", type=float, help="fusion's coarse reconstruction term (default: params.yaml)")
-    ap.add_argument("--mode-seeking", type=float, help="weight of the mode-seeking term (default: params.yaml)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting of the learner (learners.<method>.KEY; VALUE is JSON), repeatable")
     ap.add_argument("--max-steps", type=int, help="stop after this many meta-steps (in all) even if --minutes is left")
     ap.add_argument("--init", help="warm start from this meta checkpoint (steps count on from its own)")
     ap.add_argument("--meta-batch", type=int, help="tasks per meta-step (default: params.yaml)")
     ap.add_argument("--preset", help="network size (default: params.yaml)")
-    ap.add_argument("--vmap-tasks", action="store_true", help="reptile: run the meta-batch's inner loops at once")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--resume", action="store_true",
                     help="continue OUT/NAME.pt if it was trained with this config (a larger --minutes extends it)")
@@ -42,12 +41,14 @@ def main() -> None:
 
     out = Path(args.out).resolve()
     meta = {"method": args.method, "minutes": args.minutes, "device": args.device,
-            "class_rotations": args.class_rotations, "inner_lr": args.inner_lr, "proto_weight": args.proto_weight,
-            "same_alphabet": args.same_alphabet, "recon_weight": args.recon_weight, "mode_seeking": args.mode_seeking, "max_steps": args.max_steps,
-            "meta_batch": args.meta_batch, "vmap_tasks": args.vmap_tasks or None,
-            "init_checkpoint": str(Path(args.init).resolve()) if args.init else None}
-    params = load_params().with_overrides(data={"packed_dir": str(out / "tasks")}, model={"preset": args.preset},
-                                          meta={k: v for k, v in meta.items() if v is not None})
+            "class_rotations": args.class_rotations, "same_alphabet": args.same_alphabet, "max_steps": args.max_steps,
+            "meta_batch": args.meta_batch, "init_checkpoint": str(Path(args.init).resolve()) if args.init else None}
+    params = load_params()
+    size = args.image_size or params.data.image_size
+    own = params.learners.get(args.method, {}) | {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    params = params.with_overrides(data={"packed_dir": str(out / f"tasks-{size}"), "image_size": size},
+                                   model={"preset": args.preset}, learners={args.method: own},
+                                   meta={k: v for k, v in meta.items() if v is not None})
     ds = prepare_task_dataset(params, allow_sample=False)  # never the six-alphabet sample
     started = time.monotonic()
 

@@ -356,9 +356,9 @@ class _Methods:
     them imports torch, which ``metagan generate`` must not pay for."""
 
     def _names(self) -> list[str]:
-        from metagan.config import meta_methods
+        from metagan.meta import REGISTRY
 
-        return meta_methods()
+        return sorted(REGISTRY)
 
     def __contains__(self, item) -> bool:
         return item in self._names()
@@ -567,7 +567,7 @@ def _load(args) -> Params:
     """The settings, validated before any flow starts; the registry-only commands and the fast
     batch job check no Prefect server (they use none)."""
     if args.command in WITHOUT_PREFECT:
-        return load_params(args.params, serving=args.command == "generate")
+        return load_params(args.params)
     from flows.common import load
 
     return load(args.params)

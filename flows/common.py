@@ -19,8 +19,11 @@ def load(params_path: str | None, overrides: dict | None = None) -> Params:
 
     ``overrides``: ``{section: {key: value}}`` applied on top (command-line flags, the demo).
     """
+    from metagan.meta import check_learners  # imports torch: not on the serving path, which never gets here
+
     params = load_params(params_path)
     params = params.with_overrides(**overrides) if overrides else params
+    check_learners(params)
     check_profile(params)
     return params
 

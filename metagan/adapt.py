@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 from dataclasses import dataclass
@@ -12,12 +11,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from metagan.checkpoint import CUSTOMER_FORMAT, CUSTOMER_FORMATS, load_checkpoint, save_atomic
 from metagan.config import AdaptConfig, Params, params_from_checkpoint
 from metagan.data.images import load_image, to_tensor
 from metagan.meta import MetaLearner
 from metagan.meta.inner import FinetuneOptions
-from metagan.nets import NetConfig, SampleGenerator, build_generator, truncate_noise
+from metagan.served import ServedGenerator
 from metagan.train import load_meta_learner
 
 log = logging.getLogger(__name__)
@@ -54,9 +52,7 @@ class MetaModel:
         of one process (the flow's fan-out) on *shared* modules used each other's tensors
         ("differentiated Tensor ... not used in the graph", seen with 50 customers on 4 threads).
         """
-        learner = type(self.learner)(copy.deepcopy(self.learner.nets), self.learner.cfg)
-        learner.negative_bank = self.learner.negative_bank  # read-only: shared, not copied
-        return learner
+        return self.learner.private_copy()
 
     @property
     def method(self) -> str:
@@ -64,11 +60,11 @@ class MetaModel:
 
     @property
     def image_size(self) -> int:
-        return self.learner.nets.generator.cfg.image_size
+        return self.learner.net_cfg.image_size
 
     @property
     def channels(self) -> int:
-        return self.learner.nets.generator.cfg.channels
+        return self.learner.net_cfg.channels
 
 
 def load_meta_model(path: str | Path) -> MetaModel:
@@ -97,7 +93,7 @@ def adapt_to_customer(
     steps: int | None = None,
     seed: int = 0,
     settings: AdaptConfig | None = None,
-) -> SampleGenerator:
+) -> ServedGenerator:
     """An adapted generator for the customer shown by ``images`` (1-20 shots), deterministic in ``seed``.
 
     ``images``: uint8 (K, H, W, C) already in the dataset's format, or image files of any size or
@@ -113,7 +109,7 @@ def adapt_to_customer(
     expected = (meta.image_size, meta.image_size, meta.channels)
     if images.shape[1:] != expected:
         raise ValueError(f"images have shape {images.shape[1:]}, the model expects {expected}")
-    if cfg.negatives and meta.learner.code_dim and meta.learner.negative_bank is None:
+    if cfg.negatives and meta.learner.uses_negative_bank and meta.learner.negative_bank is None:
         log.warning("adapt.negatives is %d but this meta-model has no bank of other characters' drawings "
                     "(checkpoints from before it was saved): fine-tuning without them", cfg.negatives)
     torch.manual_seed(seed)
@@ -121,19 +117,4 @@ def adapt_to_customer(
     shots = to_tensor(images).to(meta.learner.device)
     steps = cfg.steps_for(len(images)) if steps is None else steps
     generator = meta.private_learner().adapt(shots, steps, cfg.lr, rng, finetune_options(cfg))
-    return truncate_noise(generator.cpu().eval(), cfg.truncation)
-
-
-def save_customer_generator(generator: SampleGenerator, path: str | Path, info: dict) -> Path:
-    """The generator's config and weights, and its condition by name (weights_only-loadable)."""
-    return save_atomic({"format": CUSTOMER_FORMAT, "net": generator.generator.cfg.to_dict(),
-                        "generator": generator.generator.state_dict(), "condition": generator.condition,
-                        "info": info}, path)
-
-
-def load_customer_generator(path: str | Path) -> SampleGenerator:
-    ckpt = load_checkpoint(path, CUSTOMER_FORMATS)
-    g = build_generator(NetConfig(**ckpt["net"]))
-    g.load_state_dict(ckpt["generator"])
-    condition = ckpt["condition"] if "condition" in ckpt else ckpt["task_code"]  # /1 held the code alone
-    return SampleGenerator(g, condition).eval()
+    return generator.cpu().eval().truncate(cfg.truncation)

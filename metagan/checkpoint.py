@@ -13,9 +13,6 @@ import torch
 from metagan.files import atomic_file
 
 META_FORMAT = "metagan/meta-checkpoint/1"
-CUSTOMER_FORMAT = "metagan/customer-generator/2"
-"""/2: the generator's design and a named condition (task code or fusion maps); /1 held a task code."""
-CUSTOMER_FORMATS = (CUSTOMER_FORMAT, "metagan/customer-generator/1")
 
 
 class CheckpointError(ValueError):

@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +68,16 @@ class ModelConfig(_Section):
     preset: Literal["tiny", "small", "figr"] = "small"
 
 
-def meta_methods() -> list[str]:
-    """The meta-learners registered in :mod:`metagan.meta` (the one list the config and CLI offer)."""
-    from metagan.meta import REGISTRY  # lazy: the learners import this module
-
-    return sorted(REGISTRY)
-
-
 class MetaConfig(_Section):
+    """The episodes and the budget of meta-training, whatever the learner (a learner's own settings
+    are ``learners.<name>``, checked by the learner: :mod:`metagan.meta`)."""
+
     method: str = "condgan"
-    """A meta-learner of :func:`meta_methods`."""
+    """A learner of :mod:`metagan.meta` (checked where a learner is built)."""
     shots: int = Field(5, ge=1, le=20)
     queries: int = Field(5, ge=1)
     meta_batch: int = Field(8, ge=1)
-    inner_steps: int = Field(5, ge=1)
-    inner_lr: float = Field(1e-3, gt=0)
     outer_lr: float = Field(2e-4, gt=0)
-    gp_weight: float = Field(10.0, ge=0)
     minutes: float = Field(5.0, ge=0)
     init_checkpoint: str | None = None
     """Start from this meta checkpoint's weights (e.g. the shipped one); with minutes 0, use it as is."""
@@ -94,30 +87,9 @@ class MetaConfig(_Section):
     """Count each training class turned by 0/90/180/270 degrees (4) or 0/180 (2) as its own task."""
     same_alphabet: float = Field(0.0, ge=0, le=1)
     """Share of meta-training episodes whose tasks all come from one alphabet (data group): hard
-    negatives for condgan's class-aware critic and prototype term."""
-    proto_weight: float = Field(0.0, ge=0)
-    """condgan: weight of a prototypical-network term. The set encoder learns to tell the episode's
-    classes apart from their real query drawings, and the generator is rewarded when its images
-    are told apart the same way, i.e. recognisably of their task's class."""
-    mode_seeking: float = Field(1.0, ge=0)
-    """condgan, fusion: weight of the mode-seeking term in meta-training (different noise, different images)."""
-    recon_weight: float = Field(0.0, ge=0)
-    """fusion: weight of a coarse reconstruction term (LoFGAN's local reconstruction, at 1/4 of the
-    image size): a sample's layout should follow the blend of the shots its fusion weights make."""
-    vmap_tasks: bool = False
-    """reptile: run the meta-batch's inner loops at once, vmapped over stacked per-task weights
-    (the same arithmetic; for GPUs, where one task's loop leaves the device idle)."""
+    negatives for a class-aware critic."""
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-
-    @field_validator("method")
-    @classmethod
-    def _registered(cls, method: str, info: ValidationInfo) -> str:
-        if (info.context or {}).get("serving"):
-            return method  # serving runs no meta-learner; listing them would import torch (load_params)
-        if method not in meta_methods():
-            raise ValueError(f"unknown meta-learning method {method!r}; choose one of {meta_methods()}")
-        return method
 
 
 class AdaptConfig(_Section):
@@ -234,6 +206,9 @@ class Params(_Section):
     gate: GateConfig = GateConfig()
     schedules: ScheduleConfig = ScheduleConfig()
     scaleout: ScaleoutConfig = ScaleoutConfig()
+    learners: dict[str, dict[str, Any]] = {}
+    """Each learner's own settings by its name (``learners.warp.adv_weight``), checked by the
+    learner's ``Settings`` model (:func:`metagan.meta.check_learners`)."""
 
     def resolve(self, path: str) -> Path:
         """A path from the config, relative to the project folder unless absolute. A relative path
@@ -255,11 +230,17 @@ class Params(_Section):
         return params_from_dict(raw)
 
 
-def params_from_dict(raw: dict, serving: bool = False) -> Params:
+MOVED_TO_LEARNERS = frozenset({"inner_steps", "inner_lr", "gp_weight", "vmap_tasks", "proto_weight", "mode_seeking",
+                               "recon_weight"})
+"""``meta`` settings that became a learner's own (``learners.<name>``): a checkpoint that has them
+in ``meta`` is read without a warning (:func:`metagan.meta.load_learner` takes them from there)."""
+
+
+def params_from_dict(raw: dict) -> Params:
     try:
-        return Params.model_validate(raw, context={"serving": serving})
+        return Params.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(e)) from None
+        raise ConfigError(format_validation_error(e)) from None
 
 
 def params_from_checkpoint(raw: dict) -> Params:
@@ -277,7 +258,7 @@ def params_from_checkpoint(raw: dict) -> Params:
             log.warning("checkpoint params: dropped section %r, unknown to this version", section)
             continue
         if section in known and isinstance(values, dict):
-            unknown = sorted(set(values) - known[section])
+            unknown = sorted(set(values) - known[section] - (MOVED_TO_LEARNERS if section == "meta" else set()))
             if unknown:
                 log.warning("checkpoint params: dropped %s.%s, unknown to this version", section, ", ".join(unknown))
             values = {k: v for k, v in values.items() if k in known[section]}
@@ -285,20 +266,19 @@ def params_from_checkpoint(raw: dict) -> Params:
     return params_from_dict(kept)
 
 
-def _format_validation_error(e: ValidationError) -> str:
+def format_validation_error(e: ValidationError, section: str = "") -> str:
     lines = [f"invalid params: {e.error_count()} problem(s)"]
     for err in e.errors():
-        where = ".".join(str(p) for p in err["loc"])
+        where = ".".join([section] * bool(section) + [str(p) for p in err["loc"]])
         lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
     return "\n".join(lines)
 
 
-def load_params(path: str | Path | None = None, serving: bool = False) -> Params:
+def load_params(path: str | Path | None = None) -> Params:
     """Load and validate the settings: the shipped defaults (:data:`SHIPPED_PARAMS`) with the
-    project's ``params.yaml`` (or ``path``, which must exist) on top, key by key.
-
-    ``serving``: for commands that only read the registry and run ONNX models (``metagan
-    generate``): ``meta.method`` is not looked up among the meta-learners, which imports torch.
+    project's ``params.yaml`` (or ``path``, which must exist) on top, key by key. (Which learner
+    ``meta.method`` names, and its settings, are checked where a learner is built:
+    :func:`metagan.meta.check_learners`.)
 
     ``METAGAN_PROFILE`` in the environment overrides ``profile``; the scale-out profile's remote
     locations replace the embedded ones, so the rest of the code reads one set of fields.
@@ -313,7 +293,7 @@ def load_params(path: str | Path | None = None, serving: bool = False) -> Params
         raw = _merged(raw, _read_yaml(project_dir() / "params.yaml"))
     if os.environ.get(PROFILE_ENV):
         raw["profile"] = os.environ[PROFILE_ENV]
-    return apply_profile(params_from_dict(raw, serving), serving)
+    return apply_profile(params_from_dict(raw))
 
 
 def _read_yaml(path: Path) -> dict:
@@ -335,10 +315,10 @@ def _merged(base: dict, over: dict) -> dict:
     return out
 
 
-def apply_profile(params: Params, serving: bool = False) -> Params:
+def apply_profile(params: Params) -> Params:
     if params.profile != "scaleout":
         return params
     s = params.scaleout
     raw = params.model_dump()
     raw["storage"]["dvc_remote"], raw["paths"]["generated"] = s.dvc_remote, s.generated
-    return params_from_dict(raw, serving)
+    return params_from_dict(raw)

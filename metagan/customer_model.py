@@ -17,14 +17,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metagan.adapt import MetaModel, adapt_to_customer, save_customer_generator
+from metagan.adapt import MetaModel, adapt_to_customer
 from metagan.config import Params
 from metagan.contact_sheet import contact_sheet
 from metagan.errors import FileSystemFault
 from metagan.export import check_parity, export_generator_onnx, sample_onnx
 from metagan.files import write_json
 from metagan.metric_registry import customer_metrics
-from metagan.nets import SampleGenerator
+from metagan.served import ServedGenerator
 from metagan.uploads import CustomerUploads, validate_customer_id
 
 CONTACT_SHEET_SAMPLES = 32
@@ -39,11 +39,6 @@ class CustomerFolder:
     @classmethod
     def of(cls, params: Params, customer_id: str) -> "CustomerFolder":
         return cls(params.resolve(params.paths.customers_dir) / validate_customer_id(customer_id))
-
-    @property
-    def generator(self) -> Path:
-        """The adapted generator's checkpoint (``metagan/customer-generator/2``)."""
-        return self.root / "generator.pt"
 
     @property
     def onnx(self) -> Path:
@@ -73,7 +68,7 @@ class Parity:
 @dataclass
 class CustomerModel:
     customer_id: str
-    generator: SampleGenerator
+    generator: ServedGenerator
     """Whatever design the meta-model adapts (condgan's code, fusion's maps...): noise -> images."""
     folder: CustomerFolder
     parity: Parity
@@ -159,17 +154,13 @@ def _warn_once(message: str) -> None:
 
 def adapt_customer(meta: MetaModel, uploads: CustomerUploads, params: Params, evaluator=None,
                    seed: int = 0) -> CustomerModel:
-    """Adapt to validated uploads, save the generator, export ONNX, check it against torch, score
+    """Adapt to validated uploads, export ONNX, check it against torch, score
     it from the shots (with ``evaluator``, a ``(net, reference)`` pair) and draw its contact sheet."""
     start = time.monotonic()
     folder = CustomerFolder.of(params, uploads.customer_id)
     check_writable(folder, uploads.customer_id)
     generator = adapt_to_customer(meta, uploads.images, seed=seed, settings=params.adapt)
-    info = {"customer_id": uploads.customer_id, "files": uploads.files, "seed": seed,
-            "steps": params.adapt.steps_for(len(uploads.images)), "method": meta.method,
-            "content_hash": uploads.content_hash}
     with writing(uploads.customer_id):
-        save_customer_generator(generator, folder.generator, info)
         export_generator_onnx(generator, folder.onnx, params.export.opset)
     parity = Parity(check_parity(generator, folder.onnx, params.export.parity_batch, seed), params.export.parity_atol)
     metrics = customer_metrics(generator, uploads.images, evaluator) | {"parity_max_abs_diff": parity.max_abs_diff}

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from metagan.files import write_bytes
-from metagan.nets import SampleGenerator
+from metagan.served import ServedGenerator
 # the runtime side, importable from here too (callers that export also sample)
 from metagan.onnx_runtime import (INPUT_NAME, MIN_IMAGES_TO_SLICE, OUTPUT_NAME, OnnxGenerator, cpu_cores,  # noqa: F401
                                   noise, onnx_session, sample_onnx, to_uint8_images)
@@ -33,16 +33,16 @@ _EXPORT_LOCK = threading.Lock()
 _TEMPLATES: dict[tuple, bytes] = {}
 
 
-def export_generator_onnx(generator: SampleGenerator, path: str | Path, opset: int = 18) -> Path:
+def export_generator_onnx(generator: ServedGenerator, path: str | Path, opset: int = 18) -> Path:
     """Write ``generator`` as ONNX: input ``z`` (batch, z_dim) -> ``images`` (batch, C, H, W) in [-1, 1]."""
     import onnx
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     generator = generator.cpu().eval()
-    # customers of one design share a graph when their conditions have the same shapes (fusion:
-    # the same number of shots)
-    key = (generator.generator.cfg, tuple((k, tuple(v.shape)) for k, v in generator.condition.items()), opset)
+    # customers of one design share a graph when their conditions have the same shapes (the same
+    # number of shots, for the designs that keep them)
+    key = (generator.template_key(), opset)
     with _EXPORT_LOCK:
         template = _TEMPLATES.get(key)
         model = _swap_weights(onnx.load_from_string(template), generator) if template else None
@@ -52,7 +52,7 @@ def export_generator_onnx(generator: SampleGenerator, path: str | Path, opset: i
     return write_bytes(path, model.SerializeToString())  # weights embedded: one self-contained file
 
 
-def _dynamo_export(generator: SampleGenerator, opset: int):
+def _dynamo_export(generator: ServedGenerator, opset: int):
     z = torch.randn(2, generator.z_dim)
     batch = torch.export.Dim("batch", min=1, max=65536)
     with warnings.catch_warnings():
@@ -60,19 +60,19 @@ def _dynamo_export(generator: SampleGenerator, opset: int):
         program = torch.onnx.export(
             generator, (z,), dynamo=True, opset_version=opset, input_names=[INPUT_NAME],
             output_names=[OUTPUT_NAME], dynamic_shapes={"z": {0: batch}}, verbose=False,
-            optimize=getattr(generator.generator, "onnx_constant_folding", True),
+            optimize=generator.onnx_constant_folding,
         )
     model = program.model_proto
-    max_batch = getattr(generator.generator, "max_batch", None)
+    max_batch = generator.max_batch()
     if max_batch is not None:  # read by the serving side (metagan.onnx_runtime.OnnxGenerator)
         from metagan.onnx_runtime import MAX_BATCH_KEY
 
         entry = model.metadata_props.add()
-        entry.key, entry.value = MAX_BATCH_KEY, str(max_batch(generator.condition))
+        entry.key, entry.value = MAX_BATCH_KEY, str(max_batch)
     return model
 
 
-def _swap_weights(model, generator: SampleGenerator):
+def _swap_weights(model, generator: ServedGenerator):
     """The template graph with ``generator``'s weights, or None if the names do not line up."""
     from onnx import numpy_helper
 
@@ -88,7 +88,7 @@ def _swap_weights(model, generator: SampleGenerator):
     return model
 
 
-def check_parity(generator: SampleGenerator, onnx_path: str | Path, batch: int = 8, seed: int = 0) -> float:
+def check_parity(generator: ServedGenerator, onnx_path: str | Path, batch: int = 8, seed: int = 0) -> float:
     """Max absolute difference between torch and onnxruntime outputs on the same noise."""
     z = noise(batch, generator.z_dim, seed)
     with torch.no_grad():

@@ -7,10 +7,12 @@ and batch-independent layers keep adaptation on 1-5 shots well-behaved.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
+
+from metagan.served import ServedGenerator
 
 
 @dataclass(frozen=True)
@@ -26,17 +28,14 @@ class NetConfig:
     d_width: int = 64
     extra_conv: bool = False
     """An extra 3x3 conv at the 4x4 level of G and D (the FIGR-sized preset uses it for capacity)."""
-    arch: str = "dcgan"
-    """Generator design: ``dcgan`` (noise [+ one task code] -> image) or ``fusion`` (the shots'
-    feature maps fused, :mod:`metagan.fusion_nets`)."""
-    fusion_slots: int = 0
-    """``fusion``: most shots a generator fuses (its input carries one fusion logit per slot)."""
-    pixel_read: bool = False
-    """``fusion``: output pixels are read from the shots' pixels (``fusion_nets.PixelRead``); False
-    only for the first fusion checkpoints, which synthesised every pixel."""
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "NetConfig":
+        """A checkpoint's config; fields of older designs that lived here (``arch``...) are dropped."""
+        return cls(**{f.name: raw[f.name] for f in fields(cls) if f.name in raw})
 
 
 PRESETS: dict[str, dict] = {
@@ -55,7 +54,7 @@ def net_config(preset: str, image_size: int = 32, channels: int = 1, code_dim: i
     return NetConfig(image_size=image_size, channels=channels, code_dim=code_dim, **PRESETS[preset])
 
 
-def _num_upsamples(image_size: int) -> int:
+def num_upsamples(image_size: int) -> int:
     n = (image_size // 4).bit_length() - 1
     if 4 * 2**n != image_size:
         raise ValueError(f"image_size must be 4 * 2^n, got {image_size}")
@@ -82,7 +81,7 @@ class Generator(nn.Module):
     def __init__(self, cfg: NetConfig):
         super().__init__()
         self.cfg = cfg
-        n_up = _num_upsamples(cfg.image_size)
+        n_up = num_upsamples(cfg.image_size)
         w = cfg.g_width
         self.fc = nn.Linear(cfg.z_dim + cfg.code_dim, w * 4 * 4)
         layers: list[nn.Module] = [nn.LeakyReLU(0.2), PixelNorm()]
@@ -114,11 +113,11 @@ class Generator(nn.Module):
         self.fc.weight[:, : self.cfg.z_dim] *= scale
 
 
-class _ConvTrunk(nn.Sequential):
+class ConvTrunk(nn.Sequential):
     """Strided convs from image to a flat feature vector; shared by D and the encoder."""
 
     def __init__(self, cfg: NetConfig, width: int, extra_conv: bool = False):
-        n_down = _num_upsamples(cfg.image_size)
+        n_down = num_upsamples(cfg.image_size)
         layers: list[nn.Module] = []
         ch = cfg.channels
         for i in range(n_down):
@@ -138,7 +137,7 @@ class Discriminator(nn.Module):
     def __init__(self, cfg: NetConfig):
         super().__init__()
         self.cfg = cfg
-        self.trunk = _ConvTrunk(cfg, cfg.d_width, cfg.extra_conv)
+        self.trunk = ConvTrunk(cfg, cfg.d_width, cfg.extra_conv)
         self.head = nn.Linear(self.trunk.out_features, 1)
         self.project = nn.Linear(cfg.code_dim, self.trunk.out_features, bias=False) if cfg.code_dim else None
 
@@ -157,7 +156,7 @@ class SetEncoder(nn.Module):
 
     def __init__(self, cfg: NetConfig):
         super().__init__()
-        self.trunk = _ConvTrunk(cfg, cfg.d_width // 2 or 8)
+        self.trunk = ConvTrunk(cfg, cfg.d_width // 2 or 8)
         self.out = nn.Linear(self.trunk.out_features, cfg.code_dim)
 
     def embed_each(self, images: torch.Tensor) -> torch.Tensor:
@@ -175,82 +174,28 @@ class SetEncoder(nn.Module):
         return e * torch.rsqrt(e.pow(2).mean(dim=-1, keepdim=True) + 1e-8)
 
 
-def build_generator(cfg: NetConfig) -> nn.Module:
-    """The generator of ``cfg.arch``."""
-    if cfg.arch == "dcgan":
-        return Generator(cfg)
-    if cfg.arch == "fusion":
-        from metagan.fusion_nets import FusionGenerator
+class SampleGenerator(ServedGenerator):
+    """A dcgan-design customer generator: noise -> images, the task code (if any) baked in."""
 
-        return FusionGenerator(cfg)
-    raise ValueError(f"unknown generator design {cfg.arch!r}; choose dcgan or fusion")
-
-
-Condition = dict[str, torch.Tensor]
-"""What a customer's generator is conditioned on, by name: ``task_code`` (condgan) or the shots'
-feature maps ``maps0``, ``maps1``, ... (fusion). Saved in the customer checkpoint and folded into
-the ONNX graph as constants."""
-
-
-def condition_of(generator: nn.Module, shots: torch.Tensor | None = None, code: torch.Tensor | None = None) -> Condition:
-    """The condition a customer's generator carries: the fusion maps of ``shots``, or the ``code``."""
-    if getattr(generator.cfg, "arch", "dcgan") == "fusion":
-        with torch.no_grad():
-            return {f"maps{i}": m for i, m in enumerate(generator.encode(shots))}
-    return {"task_code": None if code is None else code.detach().reshape(1, -1)}
-
-
-class SampleGenerator(nn.Module):
-    """What a customer gets: noise -> images, with the customer's condition baked in as buffers.
-
-    The exported ONNX graph has one input (noise) and one output (images) whatever the method.
-    ``condition``: a :data:`Condition`, or (condgan's form) the task code alone.
-    """
-
-    def __init__(self, generator: nn.Module, condition: Condition | torch.Tensor | None = None):
-        super().__init__()
+    def __init__(self, generator: Generator, task_code: torch.Tensor | None = None):
+        super().__init__({"task_code": None if task_code is None else task_code.reshape(1, -1)})
         self.generator = generator
-        if condition is None or isinstance(condition, torch.Tensor):
-            condition = {"task_code": condition}
-        if generator.cfg.arch == "dcgan":  # its forward takes a code, None when unconditional
-            condition = {"task_code": None} | condition
-        self.condition_names = list(condition)
-        for name, value in condition.items():
-            # buffers: they travel with .to(), state_dict() and the ONNX export. (For dcgan designs
-            # the buffer is "task_code", None when unconditional; not "code": torch.export's
-            # GraphModule has a ``code`` attribute of its own.)
-            if name == "task_code" and value is not None:
-                value = value.reshape(1, -1)
-            self.register_buffer(name, None if value is None else value.detach().clone())
 
     @property
     def z_dim(self) -> int:
-        """Width of the noise input (for fusion: noise plus one fusion logit per slot)."""
         return self.generator.input_dim
 
-    def served_state(self) -> dict[str, torch.Tensor]:
-        """The weights and buffers the forward pass uses (what an exported graph holds by name)."""
-        skip = tuple(f"generator.{p}" for p in getattr(self.generator, "unserved", ()))
-        return {k: v for k, v in self.state_dict().items() if not k.startswith(skip)} if skip else self.state_dict()
+    def config(self) -> dict:
+        return self.generator.cfg.to_dict()
 
-    @property
-    def condition(self) -> Condition:
-        """The condition buffers by name (what a customer checkpoint saves)."""
-        return {name: getattr(self, name) for name in self.condition_names if getattr(self, name) is not None}
+    def truncate(self, scale: float) -> "SampleGenerator":
+        """Make ``self(z)`` compute what ``self(scale * z)`` did (the truncation trick), by weights."""
+        if scale != 1.0:
+            self.generator.scale_noise(scale)
+        return self
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if self.generator.cfg.arch == "fusion":
-            return self.generator(z, [getattr(self, name) for name in self.condition_names]).clamp(-1.0, 1.0)
         return self.generator(z, self.task_code).clamp(-1.0, 1.0)
-
-
-@torch.no_grad()
-def truncate_noise(generator: SampleGenerator, scale: float) -> SampleGenerator:
-    """Make ``generator(z)`` compute what ``generator(scale * z)`` did (the truncation trick) on the
-    noise part of ``z``, by changing weights only: the exported model keeps its one input."""
-    if scale != 1.0:
-        generator.generator.scale_noise(scale)
-    return generator
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -18,11 +18,10 @@ import torch
 
 from metagan import distributed
 from metagan.checkpoint import META_FORMAT, load_checkpoint, save_atomic
-from metagan.config import Params, params_from_checkpoint, params_from_dict
+from metagan.config import Params, params_from_dict
 from metagan.data import EpisodeSampler, TaskDataset, load_packed, split_classes
 from metagan.data.images import to_tensor, to_uint8
-from metagan.meta import MetaLearner, build_learner
-from metagan.nets import NetConfig, net_config
+from metagan.meta import MetaLearner, build_learner, load_learner
 
 log = logging.getLogger(__name__)
 
@@ -97,15 +96,14 @@ def _train(
     rank, world, main = (group.rank, group.world_size, group.is_main) if group else (0, 1, True)
     device = group.device if group else pick_device(cfg.device)
     _, size, _, channels = dataset.images.shape
-    net_cfg = net_config(params.model.preset, size, channels)
-    learner = build_learner(cfg.method, net_cfg, cfg, device)
+    learner = build_learner(params, size, channels, device)
     first_step, spent, seen_groups = 0, 0.0, []
     if main:  # rank 0 reads checkpoints; the other ranks get its weights and optimizer state below
         if cfg.init_checkpoint:
             init = load_checkpoint(params.resolve(cfg.init_checkpoint), META_FORMAT, map_location=device)
-            if init["method"] != cfg.method or NetConfig(**init["net"]) != learner.nets.generator.cfg:
+            if init["method"] != cfg.method or type(learner).net_config_from_dict(init["net"]) != learner.net_cfg:
                 raise ValueError(f"init checkpoint {cfg.init_checkpoint} is a {init['method']} model with "
-                                 f"{init['net']}; this run trains {cfg.method} with {learner.nets.generator.cfg}")
+                                 f"{init['net']}; this run trains {cfg.method} with {learner.net_cfg}")
             learner.load_state_dict(init["state"])
             first_step = int(init["step"])  # steps count across warm starts
             seen_groups = init.get("train_groups", [])
@@ -119,7 +117,7 @@ def _train(
             first_step, spent = int(previous["step"]), float(previous.get("seconds", 0.0))
             log.info("resuming %s from step %d (%.0f s already spent)", checkpoint_path, first_step, spent)
     first_step, spent = distributed.broadcast_object((first_step, spent))
-    distributed.sync_from_main(learner.nets.modules().values(), learner.optimizers().values())
+    distributed.sync_from_main(learner.modules().values(), learner.optimizers().values())
     # meta_batch is the number of tasks per outer step in all; each rank takes its share and
     # every optimizer step applies the task-weighted mean of all ranks' gradients
     tasks = distributed.tasks_on_rank(cfg.meta_batch, rank, world, learner.min_tasks_per_rank if world > 1 else 1)
@@ -144,12 +142,12 @@ def _train(
     # every alphabet these weights have seen, across warm starts and resumes (bench/quality.py
     # refuses to score a model on an alphabet it saw)
     groups = sorted({dataset.class_groups[i] for i in train_ids} | set(seen_groups))
-    bank = torch.from_numpy(negative_bank(dataset, train_ids, cfg.seed)) if main and learner.code_dim else None
+    bank = torch.from_numpy(negative_bank(dataset, train_ids, cfg.seed)) if main and learner.uses_negative_bank else None
 
     def save(step: int, metrics: dict[str, float]) -> None:
         save_atomic(
-            {"format": META_FORMAT, "method": cfg.method, "net": learner.nets.generator.cfg.to_dict(),
-             "params": params.model_dump(), "step": step, "state": learner.state_dict(),
+            {"format": META_FORMAT, "method": cfg.method, "net": learner.net_cfg.to_dict(),
+             "settings": learner.settings.model_dump(), "params": params.model_dump(), "step": step, "state": learner.state_dict(),
              "metrics": metrics, "data_version": data_version, "dataset": fingerprint,
              "seconds": spent + time.monotonic() - start, "train_groups": groups, "negative_bank": bank},
             checkpoint_path,
@@ -182,7 +180,7 @@ def _train(
         h.remove()
     seconds = time.monotonic() - start
     smoothed["steps_per_second"] = (step - first_step) / max(seconds, 1e-9)
-    digest = distributed.parameter_digest(learner.nets.modules())
+    digest = distributed.parameter_digest(learner.modules())
     distributed.check_in_sync(digest)
     if main:
         save(step, smoothed)
@@ -208,7 +206,7 @@ def negative_bank(dataset: TaskDataset, class_ids: np.ndarray, seed: int, size: 
 def ensure_negative_bank(learner: MetaLearner, dataset: TaskDataset, class_ids: np.ndarray, seed: int) -> None:
     """Benchmarks only: a conditional learner whose checkpoint predates saved banks gets the same
     kind of bank, drawn from ``class_ids`` (its training characters)."""
-    if learner.code_dim and learner.negative_bank is None:
+    if learner.uses_negative_bank and learner.negative_bank is None:
         learner.negative_bank = to_tensor(negative_bank(dataset, class_ids, seed)).to(learner.device)
 
 
@@ -256,9 +254,7 @@ def preview_grid(learner: MetaLearner, support: torch.Tensor, rng: torch.Generat
 def load_meta_learner(path: str | Path, device: str = "cpu") -> tuple[MetaLearner, dict]:
     """Rebuild a learner from a checkpoint (weights_only: nothing in it can run code)."""
     ckpt = load_checkpoint(path, META_FORMAT, map_location=device)
-    params = params_from_checkpoint(ckpt["params"])
-    learner = build_learner(ckpt["method"], NetConfig(**ckpt["net"]), params.meta, device, saved=True)
-    learner.load_state_dict(ckpt["state"])
+    learner = load_learner(ckpt, device)
     if ckpt.get("negative_bank") is not None:
         learner.negative_bank = to_tensor(ckpt["negative_bank"].numpy()).to(device)
     return learner, ckpt

@@ -28,7 +28,7 @@ def make_tiny_params(tmp_path) -> Params:
     return Params().with_overrides(
         data={"val_groups": ["g3"], "packed_dir": str(tmp_path / "tasks")},
         model={"preset": "tiny"},
-        meta={"meta_batch": 2, "shots": 3, "queries": 2, "inner_steps": 2, "minutes": 1.0, "max_steps": 3,
+        meta={"meta_batch": 2, "shots": 3, "queries": 2, "minutes": 1.0, "max_steps": 3,
               "sample_every": 2},
         adapt={"steps": 3},
         paths={"meta_checkpoint": str(tmp_path / "meta.pt"), "customers_dir": str(tmp_path / "customers")},

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from metagan.adapt import MetaModel, load_customer_generator
+from metagan.adapt import MetaModel
 from metagan.customer_model import CustomerFolder, CustomerModel, adapt_customer
 from metagan.customers import ingest_customer
 from metagan.generate import run_batch_job
@@ -39,10 +39,7 @@ def test_uploads_become_one_typed_model_laid_out_as_its_folder_says(meta_ckpt, t
     assert model.onnx_path == layout.onnx and model.contact_sheet == layout.contact_sheet
     report = json.loads(layout.report.read_text())
     assert report["ok"] and report["metrics"] == model.metrics
-    saved = load_customer_generator(layout.generator)  # the checkpoint holds the in-memory generator
-    z = torch.randn(3, model.generator.z_dim)
-    with torch.no_grad():
-        assert torch.equal(saved(z), model.generator(z))
+    assert sorted(p.name for p in layout.root.iterdir()) == ["contact-sheet.png", "model.onnx", "report.json"]
 
 
 def test_the_batch_job_writes_pngs_of_the_training_format_and_a_seed_reproduces_them(meta_ckpt, tiny_params,

@@ -47,7 +47,7 @@ def test_all_ranks_end_with_the_checkpoints_parameters_and_the_same_metrics(two_
     learner, _ = load_meta_learner(out / "meta.pt")
     (run0,), (run1,) = ranks[0]["runs"], ranks[1]["runs"]
     assert run0["steps"] == run1["steps"] == 3
-    assert run0["digest"] == run1["digest"] == distributed.parameter_digest(learner.nets.modules())
+    assert run0["digest"] == run1["digest"] == distributed.parameter_digest(learner.modules())
     # statistics are averaged over ranks before they are reported
     assert {k: v for k, v in run0["metrics"].items() if k != "steps_per_second"} == \
         {k: v for k, v in run1["metrics"].items() if k != "steps_per_second"}
@@ -77,4 +77,4 @@ def test_one_process_runs_as_before_without_torch_distributed(tiny_params, tiny_
     assert distributed.current() is None and not torch.distributed.is_initialized()
     learner, ckpt = load_meta_learner(tmp_path / "one.pt")
     assert ckpt["step"] == result.steps == 3
-    assert result.param_digest == distributed.parameter_digest(learner.nets.modules())
+    assert result.param_digest == distributed.parameter_digest(learner.modules())

@@ -6,19 +6,17 @@ import numpy as np
 import pytest
 import torch
 
-from metagan.adapt import load_customer_generator, save_customer_generator
-from metagan.config import MetaConfig
+from metagan.config import Params
 from metagan.export import check_parity, export_generator_onnx, onnx_session
-from metagan.fusion_nets import FUSION_TEMPERATURE, nearest_shot
 from metagan.meta import build_learner
-from metagan.nets import SampleGenerator, condition_of, net_config, truncate_noise
+from metagan.meta.fusion_nets import FUSION_TEMPERATURE, FusionSampleGenerator, nearest_shot
 
-CFG = MetaConfig(method="fusion", meta_batch=2, shots=3, queries=2)
+PARAMS = Params().with_overrides(model={"preset": "tiny"}, meta={"method": "fusion", "meta_batch": 2, "shots": 3,
+                                                                 "queries": 2})
 
 
 def learner(seed=0):
-    torch.manual_seed(seed)
-    return build_learner("fusion", net_config("tiny", image_size=32), CFG)
+    return build_learner(PARAMS.with_overrides(meta={"seed": seed}), 32, 1)
 
 
 def shots(k, seed=0):
@@ -65,25 +63,19 @@ def test_more_shots_than_fusion_slots_is_a_clear_error():
 
 
 def test_truncation_scales_only_the_noise_exactly():
-    gen = SampleGenerator(copy.deepcopy(learner().nets.generator), condition_of(learner().nets.generator, shots(3)))
+    gen = FusionSampleGenerator(copy.deepcopy(learner().nets.generator), shots(3))
     z = torch.randn(5, gen.z_dim, generator=torch.Generator().manual_seed(0))
     scaled = z.clone()
     scaled[:, :16] *= 0.7
     with torch.no_grad():
         expected = gen(scaled)
-        got = truncate_noise(gen, 0.7)(z)
+        got = gen.truncate(0.7)(z)
     assert torch.allclose(got, expected, atol=1e-6)
 
 
-def test_customer_checkpoint_round_trip_keeps_the_fusion_maps(tmp_path):
-    L = learner()
-    gen = L.adapt(shots(4), steps=1, lr=1e-3, rng=torch.Generator().manual_seed(0)).eval()
-    save_customer_generator(gen, tmp_path / "g.pt", {"customer_id": "c"})
-    back = load_customer_generator(tmp_path / "g.pt")
-    z = torch.randn(3, gen.z_dim)
-    with torch.no_grad():
-        assert torch.equal(back(z), gen(z))
-    assert sorted(back.condition) == ["maps0", "maps1", "maps2", "maps3"]  # 4x4, 8x8, 16x16, full size
+def test_a_fusion_customer_keeps_the_maps_of_every_level():
+    gen = learner().adapt(shots(4), steps=1, lr=1e-3, rng=torch.Generator().manual_seed(0))
+    assert sorted(gen.condition) == ["maps0", "maps1", "maps2", "maps3"]  # 4x4, 8x8, 16x16, full size
 
 
 def test_nearest_shot_finds_the_matching_shot_and_excludes_itself_when_asked():
@@ -107,19 +99,17 @@ def test_fusion_meta_step_trains_the_generator_and_the_pair_critic():
 
 def test_first_design_checkpoints_rebuild_without_the_pixel_read(tmp_path):
     """Checkpoints of the first fusion design (no pixel read) load as they were built."""
-    from metagan.nets import NetConfig
-    from metagan.train import load_meta_learner
     from metagan.checkpoint import META_FORMAT, save_atomic
+    from metagan.meta.fusion import FusionGan
+    from metagan.train import load_meta_learner
 
     L = learner()
-    v1 = NetConfig(**{**L.nets.generator.cfg.to_dict(), "pixel_read": False})
-    old = build_learner("fusion", v1, CFG, saved=True)
+    v1 = FusionGan.net_config_from_dict({**L.net_cfg.to_dict(), "pixel_read": False, "arch": "fusion"})
+    old = FusionGan(v1, PARAMS.meta, L.settings)
     assert old.nets.generator.pixels is None and len(old.nets.generator.encode(shots(2))) == 3
-    from metagan.config import Params
-    params = Params().with_overrides(meta={"method": "fusion"})
-    save_atomic({"format": META_FORMAT, "method": "fusion", "net": {k: v for k, v in v1.to_dict().items()
-                                                                   if k != "pixel_read"},
-                 "params": params.model_dump(), "step": 1, "state": old.state_dict()}, tmp_path / "v1.pt")
+    first = {k: v for k, v in v1.to_dict().items() if k != "pixel_read"} | {"arch": "fusion"}  # as the first design saved it
+    save_atomic({"format": META_FORMAT, "method": "fusion", "net": first,
+                 "params": PARAMS.model_dump(), "step": 1, "state": old.state_dict()}, tmp_path / "v1.pt")
     loaded, _ = load_meta_learner(tmp_path / "v1.pt")
     assert loaded.nets.generator.pixels is None
 

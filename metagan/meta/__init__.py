@@ -1,6 +1,77 @@
-"""Meta-learners behind one interface; importing this package registers all of them."""
+"""The learners, found through one registry.
 
-from metagan.meta import baselines, condgan, fusion, reptile  # noqa: F401  (registration side effect)
-from metagan.meta.base import REGISTRY, GanNets, MetaLearner, build_learner
+Importing this package imports every module in it, and each learner registers itself
+(:func:`~metagan.meta.base.register`): adding a learner is adding its module. A learner's own
+settings live under ``learners.<name>`` in params.yaml and are checked by its ``Settings`` model
+here, where a learner is built, so the configuration module needs to know no learner.
+"""
 
-__all__ = ["REGISTRY", "GanNets", "MetaLearner", "build_learner"]
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from pydantic import ValidationError
+
+from metagan.config import ConfigError, Params, format_validation_error, params_from_checkpoint
+from metagan.meta.base import REGISTRY, LearnerSettings, MetaLearner, register
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+
+def learner_class(method: str) -> type[MetaLearner]:
+    if method not in REGISTRY:
+        raise ConfigError(f"unknown meta-learning method {method!r}; choose one of {sorted(REGISTRY)}")
+    return REGISTRY[method]
+
+
+def learner_settings(params: Params, method: str | None = None) -> LearnerSettings:
+    """``learners.<method>`` of params.yaml (default: ``meta.method``), checked by the learner."""
+    method = method or params.meta.method
+    return _settings(learner_class(method), params.learners.get(method, {}), f"learners.{method}")
+
+
+def _settings(cls: type[MetaLearner], raw: dict, where: str) -> LearnerSettings:
+    try:
+        return cls.Settings.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, where)) from None
+
+
+def check_learners(params: Params) -> None:
+    """The chosen learner exists and every learner's settings are valid (entry points call this
+    before any work starts)."""
+    learner_class(params.meta.method)
+    for method in params.learners:
+        learner_settings(params, method)
+
+
+def build_learner(params: Params, image_size: int, channels: int, device: str = "cpu") -> MetaLearner:
+    """A new learner of ``meta.method`` for images of this size, with its settings and networks."""
+    cls = learner_class(params.meta.method)
+    settings = learner_settings(params)
+    return cls(cls.net_config(params.model.preset, image_size, channels, settings), params.meta, settings, device)
+
+
+def load_learner(ckpt: dict, device: str = "cpu") -> MetaLearner:
+    """The learner a meta checkpoint holds, rebuilt as it was saved."""
+    cls = learner_class(ckpt["method"])
+    params = params_from_checkpoint(ckpt["params"])
+    learner = cls(cls.net_config_from_dict(ckpt["net"]), params.meta, _saved_settings(cls, ckpt), device)
+    learner.load_state_dict(ckpt["state"])
+    return learner
+
+
+def _saved_settings(cls: type[MetaLearner], ckpt: dict) -> LearnerSettings:
+    """The settings a checkpoint was trained with. Checkpoints from before learners had settings of
+    their own kept them in the ``meta`` section; those keys are taken from there."""
+    raw = dict(ckpt["params"].get("learners", {}).get(cls.name, {}))
+    if not raw:
+        legacy = ckpt["params"].get("meta", {})
+        raw = {k: legacy[k] for k in cls.Settings.model_fields if k in legacy}
+    return _settings(cls, raw, f"checkpoint learners.{cls.name}")
+
+
+__all__ = ["REGISTRY", "LearnerSettings", "MetaLearner", "build_learner", "check_learners", "learner_class",
+           "learner_settings", "load_learner", "register"]

@@ -7,10 +7,12 @@ a pre-trained GAN is transferred to a small dataset.
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 
 from metagan.config import MetaConfig
 from metagan.losses import critic_loss, generator_loss, gradient_penalty
-from metagan.meta.base import GanNets, MetaLearner, register
+from metagan.meta.base import LearnerSettings, register
+from metagan.meta.gan import GanLearner, GanNets
 from metagan.meta.inner import (
     FinetuneOptions,
     InnerLoopConfig,
@@ -29,12 +31,19 @@ def finetune_unconditional(nets: GanNets, shots: torch.Tensor, steps: int, lr: f
     return SampleGenerator(module_with_params(nets.generator, g))
 
 
+class WganSettings(LearnerSettings):
+    gp_weight: float = Field(10.0, ge=0)
+
+
 @register("pretrain")
-class Pretrain(MetaLearner):
+class Pretrain(GanLearner):
     """WGAN-GP on images pooled from the meta-batch's tasks, ignoring task structure."""
 
-    def __init__(self, nets: GanNets, cfg: MetaConfig):
-        super().__init__(nets, cfg)
+    Settings = WganSettings
+
+    def __init__(self, net_cfg, cfg: MetaConfig, settings: WganSettings, device: str = "cpu"):
+        super().__init__(net_cfg, cfg, settings, device)
+        nets = self.nets
         self.g_opt = torch.optim.Adam(nets.generator.parameters(), lr=cfg.outer_lr, betas=(0.0, 0.9))
         self.d_opt = torch.optim.Adam(nets.critic.parameters(), lr=cfg.outer_lr, betas=(0.0, 0.9))
 
@@ -46,7 +55,7 @@ class Pretrain(MetaLearner):
         real = episode.flatten(0, 1)
         z = torch.randn(real.shape[0], G.cfg.z_dim, generator=rng, device=self.device)
         fake = G(z).detach()
-        d_loss = critic_loss(D(real), D(fake)) + self.cfg.gp_weight * gradient_penalty(D, real, fake, rng)
+        d_loss = critic_loss(D(real), D(fake)) + self.settings.gp_weight * gradient_penalty(D, real, fake, rng)
         self.d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         self.d_opt.step()
@@ -59,13 +68,14 @@ class Pretrain(MetaLearner):
 
     def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator,
               options: FinetuneOptions = FinetuneOptions()) -> SampleGenerator:
-        return finetune_unconditional(self.nets, shots, steps, lr, self.cfg.gp_weight, rng, options)
+        return finetune_unconditional(self.nets, shots, steps, lr, self.settings.gp_weight, rng, options)
 
 
 @register("scratch")
-class Scratch(MetaLearner):
+class Scratch(GanLearner):
     """No meta-training at all: a randomly initialised GAN fine-tuned on the shots."""
 
+    Settings = WganSettings
     trains = False
 
     def meta_step(self, episode: torch.Tensor, rng: torch.Generator) -> dict[str, float]:
@@ -73,4 +83,4 @@ class Scratch(MetaLearner):
 
     def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator,
               options: FinetuneOptions = FinetuneOptions()) -> SampleGenerator:
-        return finetune_unconditional(self.nets, shots, steps, lr, self.cfg.gp_weight, rng, options)
+        return finetune_unconditional(self.nets, shots, steps, lr, self.settings.gp_weight, rng, options)

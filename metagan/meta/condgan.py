@@ -13,6 +13,7 @@ drawings of the class instead of copies of the support set.
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 
 from metagan.config import MetaConfig
 from metagan.losses import (
@@ -22,7 +23,8 @@ from metagan.losses import (
     prototype_loss,
     r1_penalty,
 )
-from metagan.meta.base import GanNets, MetaLearner, register
+from metagan.meta.base import LearnerSettings, register
+from metagan.meta.gan import GanLearner
 from metagan.meta.inner import (
     FinetuneOptions,
     InnerLoopConfig,
@@ -37,13 +39,25 @@ from metagan.nets import SampleGenerator
 R1_GAMMA = 1.0
 
 
+class CondganSettings(LearnerSettings):
+    proto_weight: float = Field(0.0, ge=0)
+    """Weight of a prototypical-network term. The set encoder learns to tell the episode's classes
+    apart from their real query drawings, and the generator is rewarded when its images are told
+    apart the same way, i.e. recognisably of their task's class."""
+    mode_seeking: float = Field(1.0, ge=0)
+    """Weight of the mode-seeking term in meta-training (different noise, different images)."""
+
+
 @register("condgan")
-class SetConditionedGan(MetaLearner):
+class SetConditionedGan(GanLearner):
+    Settings = CondganSettings
     code_dim = 64
     min_tasks_per_rank = 2  # the matching-aware term pairs each task with another of the same batch
+    uses_negative_bank = True
 
-    def __init__(self, nets: GanNets, cfg: MetaConfig):
-        super().__init__(nets, cfg)
+    def __init__(self, net_cfg, cfg: MetaConfig, settings: CondganSettings, device: str = "cpu"):
+        super().__init__(net_cfg, cfg, settings, device)
+        nets = self.nets
         if nets.encoder is None:
             raise ValueError("condgan needs networks built with a set encoder (code_dim > 0)")
         self.g_opt = torch.optim.Adam(nets.generator.parameters(), lr=cfg.outer_lr, betas=(0.0, 0.9))
@@ -65,7 +79,7 @@ class SetConditionedGan(MetaLearner):
         task_codes = E(support)  # (tasks, code_dim)
         code = task_codes.repeat_interleave(q, 0)  # (tasks * q, code_dim)
         task_of = torch.arange(tasks, device=self.device).repeat_interleave(q)
-        proto = self.cfg.proto_weight > 0 and tasks > 1
+        proto = self.settings.proto_weight > 0 and tasks > 1
         z = torch.randn(real.shape[0], G.cfg.z_dim, generator=rng, device=self.device)
         fake = G(z, code.detach()).detach()
         d_real, d_fake = D(real, code), D(fake, code)
@@ -77,7 +91,7 @@ class SetConditionedGan(MetaLearner):
         stats = {}
         if proto:  # the encoder as a prototypical network: queries nearest their own task's code
             proto_real = prototype_loss(E.embed_each(real), task_codes, task_of)
-            d_loss = d_loss + self.cfg.proto_weight * proto_real
+            d_loss = d_loss + self.settings.proto_weight * proto_real
             stats["proto_real"] = float(proto_real.detach())
         self.d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
@@ -86,10 +100,10 @@ class SetConditionedGan(MetaLearner):
         code, task_codes = code.detach(), task_codes.detach()
         z = torch.randn(real.shape[0], G.cfg.z_dim, generator=rng, device=self.device)
         fake = G(z, code)
-        g_loss = g_nonsaturating_loss(D(fake, code)) + self.cfg.mode_seeking * mode_seeking_loss(fake, z, q)
+        g_loss = g_nonsaturating_loss(D(fake, code)) + self.settings.mode_seeking * mode_seeking_loss(fake, z, q)
         if proto:  # ... and generated images too; only the generator steps on this (d_opt zeroes E's grads)
             proto_fake = prototype_loss(E.embed_each(fake), task_codes, task_of)
-            g_loss = g_loss + self.cfg.proto_weight * proto_fake
+            g_loss = g_loss + self.settings.proto_weight * proto_fake
             stats["proto_fake"] = float(proto_fake.detach())
         self.g_opt.zero_grad(set_to_none=True)
         g_loss.backward()

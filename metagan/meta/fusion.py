@@ -16,14 +16,16 @@ from __future__ import annotations
 import copy
 
 import torch
+from pydantic import Field
 from torch.nn import functional as F
 
 from metagan.config import MetaConfig
-from metagan.fusion_nets import nearest_shot, pair
 from metagan.losses import d_logistic_loss, g_nonsaturating_loss, mode_seeking_loss, r1_penalty, random_shift
-from metagan.meta.base import GanNets, MetaLearner, register
+from metagan.meta.base import LearnerSettings, register
+from metagan.meta.fusion_nets import FusionGenerator, FusionNetConfig, FusionSampleGenerator, nearest_shot, pair
+from metagan.meta.gan import GanLearner, GanNets
 from metagan.meta.inner import FinetuneOptions, StepHook
-from metagan.nets import SampleGenerator, condition_of
+from metagan.nets import Discriminator, NetConfig, SetEncoder, net_config
 
 R1_GAMMA = 1.0
 COPY_WEIGHT = 0.5
@@ -42,21 +44,43 @@ def coarse_reconstruction_loss(fake: torch.Tensor, support: torch.Tensor, weight
     return (F.avg_pool2d(fake, 4) - F.avg_pool2d(blend, 4)).abs().mean()
 
 
-@register("fusion")
-class FusionGan(MetaLearner):
-    code_dim = 64
-    arch = "fusion"
-    fusion_slots = MAX_SHOTS
-    pixel_read = True
-    min_tasks_per_rank = 2  # the matching-aware term pairs each task with another of the same batch
+class FusionSettings(LearnerSettings):
+    mode_seeking: float = Field(1.0, ge=0)
+    """Weight of the mode-seeking term in meta-training (different noise, different images)."""
+    recon_weight: float = Field(0.0, ge=0)
+    """Weight of a coarse reconstruction term (LoFGAN's local reconstruction, at 1/4 of the image
+    size): a sample's layout should follow the blend of the shots its fusion weights make."""
 
-    def __init__(self, nets: GanNets, cfg: MetaConfig):
-        super().__init__(nets, cfg)
-        if nets.encoder is None:
-            raise ValueError("fusion needs networks built with a set encoder (code_dim > 0)")
+
+@register("fusion")
+class FusionGan(GanLearner):
+    Settings = FusionSettings
+    code_dim = 64
+    min_tasks_per_rank = 2  # the matching-aware term pairs each task with another of the same batch
+    uses_negative_bank = True
+
+    def __init__(self, net_cfg: FusionNetConfig, cfg: MetaConfig, settings: FusionSettings, device: str = "cpu"):
+        super().__init__(net_cfg, cfg, settings, device)
+        nets = self.nets
         self.g_opt = torch.optim.Adam(nets.generator.parameters(), lr=cfg.outer_lr, betas=(0.0, 0.9))
         critic_params = list(nets.critic.parameters()) + list(nets.encoder.parameters())
         self.d_opt = torch.optim.Adam(critic_params, lr=cfg.outer_lr, betas=(0.0, 0.9))
+
+    def build_nets(self, net_cfg: FusionNetConfig) -> GanNets:
+        """The fusion generator, a pair critic (an image beside a shot, as channels) and the set
+        encoder of the critic's task code."""
+        critic = Discriminator(NetConfig.from_dict({**net_cfg.to_dict(), "channels": 2 * net_cfg.channels}))
+        return GanNets(FusionGenerator(net_cfg), critic, SetEncoder(net_cfg))
+
+    @classmethod
+    def net_config(cls, preset: str, image_size: int, channels: int, settings: FusionSettings) -> FusionNetConfig:
+        base = net_config(preset, image_size, channels, code_dim=cls.code_dim)
+        return FusionNetConfig(**base.to_dict(), fusion_slots=MAX_SHOTS, pixel_read=True)
+
+    @classmethod
+    def net_config_from_dict(cls, raw: dict) -> FusionNetConfig:
+        # the first design's checkpoints had no pixel_read field, and no pixel read
+        return FusionNetConfig.from_dict({"pixel_read": False, **raw})
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"generator": self.g_opt, "critic": self.d_opt}
@@ -95,11 +119,11 @@ class FusionGan(MetaLearner):
         z = self._noise(len(real), rng)
         fake = G(z, G.encode(support))
         partner = nearest_shot(fake.detach().view_as(queries), support)
-        g_loss = g_nonsaturating_loss(D(pair(fake, partner), code)) + self.cfg.mode_seeking * mode_seeking_loss(fake, z, q)
+        g_loss = g_nonsaturating_loss(D(pair(fake, partner), code)) + self.settings.mode_seeking * mode_seeking_loss(fake, z, q)
         stats = {}
-        if self.cfg.recon_weight:
+        if self.settings.recon_weight:
             recon = coarse_reconstruction_loss(fake, support, G.log_fusion_weights(z, k).exp())
-            g_loss = g_loss + self.cfg.recon_weight * recon
+            g_loss = g_loss + self.settings.recon_weight * recon
             stats["recon"] = float(recon.detach())
         self.g_opt.zero_grad(set_to_none=True)
         g_loss.backward()
@@ -117,12 +141,12 @@ class FusionGan(MetaLearner):
         return G(self._noise(n, rng), G.encode(shots)).clamp(-1.0, 1.0)
 
     def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator,
-              options: FinetuneOptions = FinetuneOptions(), on_step: StepHook | None = None) -> SampleGenerator:
+              options: FinetuneOptions = FinetuneOptions(), on_step: StepHook | None = None) -> FusionSampleGenerator:
         """Fine-tune a copy of the generator (encoder included) and critic on the shots, with each shot
         beside its nearest *other* shot as a real pair; one shot has no such pair and is not
         fine-tuned. The customer's condition is the shots' maps under the fine-tuned encoder."""
-        if len(shots) > self.fusion_slots:
-            raise ValueError(f"{len(shots)} shots given; the fusion generator takes at most {self.fusion_slots}")
+        if len(shots) > self.net_cfg.fusion_slots:
+            raise ValueError(f"{len(shots)} shots given; the fusion generator takes at most {self.net_cfg.fusion_slots}")
         G, D = copy.deepcopy(self.nets.generator), copy.deepcopy(self.nets.critic)
         with torch.no_grad():
             code = self.nets.encoder(shots)  # (1, code_dim)
@@ -134,7 +158,7 @@ class FusionGan(MetaLearner):
         if on_step is not None:
             on_step(0, generate)
         if steps == 0 or len(shots) < 2:
-            return SampleGenerator(G, condition_of(G, shots))
+            return FusionSampleGenerator(G, shots)
         g_opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.0, 0.9))
         d_opt = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.0, 0.9))
         n = max(len(shots), options.fake_batch)
@@ -172,4 +196,4 @@ class FusionGan(MetaLearner):
             g_opt.step()
             if on_step is not None:
                 on_step(step, generate)
-        return SampleGenerator(G, condition_of(G, shots))
+        return FusionSampleGenerator(G, shots)

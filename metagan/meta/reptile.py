@@ -8,9 +8,12 @@ any torch optimizer can apply it (the learn2learn pattern).
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from metagan.meta.base import GanNets, MetaLearner, register
+from metagan.config import MetaConfig
+from metagan.meta.base import LearnerSettings, register
+from metagan.meta.gan import GanLearner
 from metagan.meta.batched import batched_wgan_gp_inner_loop, stack_params
 from metagan.meta.inner import (
     FinetuneOptions,
@@ -21,7 +24,6 @@ from metagan.meta.inner import (
     wgan_gp_inner_loop,
 )
 from metagan.nets import SampleGenerator
-from metagan.config import MetaConfig
 
 
 def reptile_outer_step(module: nn.Module, adapted: list[Params] | Params, optimizer: torch.optim.Optimizer) -> None:
@@ -35,21 +37,34 @@ def reptile_outer_step(module: nn.Module, adapted: list[Params] | Params, optimi
     optimizer.step()
 
 
+class ReptileSettings(LearnerSettings):
+    inner_steps: int = Field(5, ge=1)
+    inner_lr: float = Field(1e-3, gt=0)
+    """SGD; 0.01 diverged to NaN within 30 meta-steps (small preset)."""
+    gp_weight: float = Field(10.0, ge=0)
+    vmap_tasks: bool = False
+    """Run the meta-batch's inner loops at once, vmapped over stacked per-task weights (the same
+    arithmetic; for GPUs, where one task's loop leaves the device idle)."""
+
+
 @register("reptile")
-class Reptile(MetaLearner):
-    def __init__(self, nets: GanNets, cfg: MetaConfig):
-        super().__init__(nets, cfg)
+class Reptile(GanLearner):
+    Settings = ReptileSettings
+
+    def __init__(self, net_cfg, cfg: MetaConfig, settings: ReptileSettings, device: str = "cpu"):
+        super().__init__(net_cfg, cfg, settings, device)
+        nets = self.nets
         # beta1 = 0 as in FIGR: the Reptile direction is already an average over the meta-batch
         self.g_opt = torch.optim.Adam(nets.generator.parameters(), lr=cfg.outer_lr, betas=(0.0, 0.999))
         self.d_opt = torch.optim.Adam(nets.critic.parameters(), lr=cfg.outer_lr, betas=(0.0, 0.999))
-        self.inner = InnerLoopConfig(steps=cfg.inner_steps, lr=cfg.inner_lr, gp_weight=cfg.gp_weight)
+        self.inner = InnerLoopConfig(steps=settings.inner_steps, lr=settings.inner_lr, gp_weight=settings.gp_weight)
         self.autocast_dtype: torch.dtype | None = None  # bf16 network calls in the batched loop (GPU benchmarks)
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"generator": self.g_opt, "critic": self.d_opt}
 
     def meta_step(self, episode: torch.Tensor, rng: torch.Generator) -> dict[str, float]:
-        if self.cfg.vmap_tasks:
+        if self.settings.vmap_tasks:
             return self._batched_meta_step(episode[:, : self.cfg.shots], rng)
         g0, d0 = params_of(self.nets.generator), params_of(self.nets.critic)
         adapted_g, adapted_d, stats = [], [], []
@@ -78,7 +93,7 @@ class Reptile(MetaLearner):
         # The initialisation was meta-learned for *this* inner loop (SGD at inner_lr), so adapt with
         # it, only for more steps; ``lr`` (the fine-tuning rate of the other methods) and the
         # fine-tuning ``options`` are not used: FIGR's adaptation stays FIGR's.
-        inner = InnerLoopConfig(steps=steps, lr=self.cfg.inner_lr, gp_weight=self.cfg.gp_weight)
+        inner = InnerLoopConfig(steps=steps, lr=self.settings.inner_lr, gp_weight=self.settings.gp_weight)
         g, _, _ = wgan_gp_inner_loop(
             self.nets.generator, self.nets.critic, params_of(self.nets.generator), params_of(self.nets.critic),
             shots, inner, rng,

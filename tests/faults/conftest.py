@@ -15,7 +15,7 @@ def tiny_customer_project(root: Path, customer: str) -> Params:
     ds = make_dataset(size=16)
     params = Params().with_overrides(
         data={"val_groups": ["g3"]}, model={"preset": "tiny"},
-        meta={"meta_batch": 2, "shots": 3, "queries": 2, "inner_steps": 2, "max_steps": 1}, adapt={"steps": 2},
+        meta={"meta_batch": 2, "shots": 3, "queries": 2, "max_steps": 1}, adapt={"steps": 2},
         paths={"meta_checkpoint": str(root / "meta.pt"), "customers_dir": str(root / "models"),
                "ingested_customers": str(root / "data"), "evaluator": str(root / "none.pt")})
     meta_train(params, ds, root / "meta.pt")

@@ -87,7 +87,7 @@ def adapt_project(tmp_path, monkeypatch, prefect_harness):
     ds = make_dataset(size=16)
     params = Params().with_overrides(
         data={"val_groups": ["g3"], "packed_dir": str(tmp_path / "tasks")}, model={"preset": "tiny"},
-        meta={"meta_batch": 2, "shots": 3, "queries": 2, "inner_steps": 2, "max_steps": 1}, adapt={"steps": 2},
+        meta={"meta_batch": 2, "shots": 3, "queries": 2, "max_steps": 1}, adapt={"steps": 2},
         paths={"meta_checkpoint": str(tmp_path / "meta.pt"), "customers_dir": str(tmp_path / "models"),
                "ingested_customers": str(tmp_path / "data"), "evaluator": str(tmp_path / "none.pt")})
     meta_train(params, ds, tmp_path / "meta.pt")

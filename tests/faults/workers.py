@@ -23,7 +23,7 @@ def meta_params(folder: Path) -> Params:
     return Params().with_overrides(
         data={"val_groups": ["g3"], "packed_dir": str(folder / "tasks")},
         model={"preset": "tiny"},
-        meta={"meta_batch": 2, "shots": 3, "queries": 2, "inner_steps": 2, "minutes": 10.0,
+        meta={"meta_batch": 2, "shots": 3, "queries": 2, "minutes": 10.0,
               "max_steps": STEPS, "sample_every": 1},
     )
 

@@ -33,7 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metagan.nets import NetConfig, PixelNorm, _num_upsamples
+from dataclasses import dataclass
+
+from metagan.nets import NetConfig, PixelNorm, num_upsamples
+from metagan.served import ServedGenerator
 
 PIXEL_RADIUS = 2
 """Offsets (each way) a full-resolution pixel read looks at."""
@@ -41,6 +44,15 @@ FUSION_TEMPERATURE = 2.0
 """Scale of the standard normal fusion logits: at 2, a 5-shot sample's heaviest shot weighs about
 0.5 on average, so samples are blends led by one drawing rather than near-uniform averages
 (which would all look alike) or one-hot picks (which would copy)."""
+
+@dataclass(frozen=True)
+class FusionNetConfig(NetConfig):
+    fusion_slots: int = 20
+    """Most shots a generator fuses (its input carries one fusion logit per slot)."""
+    pixel_read: bool = True
+    """Output pixels are read from the shots' pixels (:class:`LocalRead`); False only for the first
+    fusion checkpoints, which synthesised every pixel."""
+
 
 Features = list[torch.Tensor]
 """A support set's maps, coarsest first: ``[(T, K, c0, 4, 4), (T, K, c1, 8, 8), ...]``."""
@@ -60,7 +72,7 @@ class ShotEncoder(nn.Module):
 
     def __init__(self, cfg: NetConfig):
         super().__init__()
-        n = _num_upsamples(cfg.image_size)
+        n = num_upsamples(cfg.image_size)
         self.keeps_pixels = cfg.pixel_read
         self.stem = nn.Sequential(nn.Conv2d(cfg.channels, level_width(cfg, n), 3, padding=1), _act())
         # downs[i] goes from level n - i to level n - i - 1
@@ -159,12 +171,12 @@ class LocalRead(nn.Module):
 class FusionGenerator(nn.Module):
     """(noise + fusion logits, the shots' feature maps) -> images; see the module docstring."""
 
-    def __init__(self, cfg: NetConfig):
+    def __init__(self, cfg: FusionNetConfig):
         super().__init__()
         if cfg.fusion_slots < 1:
             raise ValueError("the fusion generator needs fusion_slots >= 1")
         self.cfg = cfg
-        self.levels = n = _num_upsamples(cfg.image_size)
+        self.levels = n = num_upsamples(cfg.image_size)
         self.encoder = ShotEncoder(cfg)
         w0 = level_width(cfg, 0)
         widths = [level_width(cfg, lv) for lv in range(n + 1)]
@@ -193,22 +205,6 @@ class FusionGenerator(nn.Module):
     @property
     def input_dim(self) -> int:
         return self.cfg.z_dim + self.cfg.fusion_slots
-
-    unserved = ("encoder.",)
-    """Weights a served model does not use: its condition holds the shots' maps, already encoded."""
-    @staticmethod
-    def max_batch(condition: dict[str, torch.Tensor]) -> int:
-        """Images per onnxruntime call for a customer with this condition: the 16x16 read holds a
-        score per position pair, 256 x (256 K) floats an image (about 16 MB at K = 20 with the
-        softmax's copies), so a call of at most ~640/K images stays near half a GB."""
-        shots = next(iter(condition.values())).shape[1]
-        return max(8, min(256, 640 // shots))
-
-    onnx_constant_folding = False
-    """The exporter's optimiser would fold the maps and what is computed from them alone (the keys of
-    the reads) into unnamed constants, and a later customer's export, which swaps weights into the
-    first one's graph by name, could not replace them: export unoptimised (the folded work is a
-    few small convolutions per batch)."""
 
     def encode(self, shots: torch.Tensor) -> Features:
         """(K, C, H, W) -> maps with T = 1; (T, K, C, H, W) -> maps for T support sets."""
@@ -275,3 +271,43 @@ def nearest_shot(images: torch.Tensor, shots: torch.Tensor, exclude_self: bool =
 def pair(images: torch.Tensor, partners: torch.Tensor) -> torch.Tensor:
     """The pair critic's input: an image beside the shot it is compared with, as channels."""
     return torch.cat([images.flatten(0, -4), partners.flatten(0, -4)], dim=1)
+
+
+class FusionSampleGenerator(ServedGenerator):
+    """A fusion customer's generator: noise + fusion logits -> images, the shots' maps baked in."""
+
+    unserved = ("generator.encoder.",)
+    """Weights a served model does not use: its condition holds the shots' maps, already encoded."""
+    onnx_constant_folding = False
+    """The exporter's optimiser would fold the maps and what is computed from them alone (the keys of
+    the reads) into unnamed constants, and a later customer's export, which swaps weights into the
+    first one's graph by name, could not replace them: export unoptimised (the folded work is a
+    few small convolutions per batch)."""
+
+    def __init__(self, generator: FusionGenerator, shots: torch.Tensor):
+        with torch.no_grad():
+            maps = generator.encode(shots)
+        super().__init__({f"maps{i}": m for i, m in enumerate(maps)})
+        self.generator = generator
+
+    @property
+    def z_dim(self) -> int:
+        return self.generator.input_dim
+
+    def config(self) -> dict:
+        return self.generator.cfg.to_dict()
+
+    def truncate(self, scale: float) -> "FusionSampleGenerator":
+        if scale != 1.0:
+            self.generator.scale_noise(scale)
+        return self
+
+    def max_batch(self) -> int:
+        """Images per onnxruntime call: the 16x16 read holds a score per position pair, 256 x (256 K)
+        floats an image (about 16 MB at K = 20 with the softmax's copies), so a call of at most
+        ~640/K images stays near half a GB."""
+        shots = self.maps0.shape[1]
+        return max(8, min(256, 640 // shots))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z, [getattr(self, name) for name in self.condition_names]).clamp(-1.0, 1.0)
