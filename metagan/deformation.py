@@ -1,0 +1,112 @@
+"""Deformations of a drawing: a global affine map, a smooth displacement field from coarse control
+points and a stroke-width change, applied with ``grid_sample``.
+
+Shared by the learners that make new drawings by moving a customer's own strokes (``classic``
+draws the deformations at random, ``warp`` predicts them). Everything here is plain tensor
+arithmetic that the ONNX exporter maps to standard operators (``affine_grid`` to MatMul,
+``interpolate`` to Resize, ``grid_sample`` to GridSample, max-pooling), so a served generator
+built on it is one graph with noise in and images out.
+
+Coordinates are ``grid_sample``'s normalised ones: the image spans [-1, 1] each way, so one pixel
+of a 64 px image is 2 / 64. A displacement field says, for each output pixel, where in the input
+to read: positive x reads from the right, which moves the drawing left.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+MAX_SHOTS = 20
+"""Most shots a served generator chooses among (the upload limit): its noise carries one choice
+score per slot, and a customer with K shots uses the first K."""
+
+
+def ink(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] (white paper at 1) -> ink density in [0, 1] (paper at 0), the quantity a
+    warp moves: outside the image there is no ink, so ``grid_sample``'s zero padding is blank paper."""
+    return (1.0 - images) * 0.5
+
+
+def from_ink(density: torch.Tensor) -> torch.Tensor:
+    return 1.0 - 2.0 * density
+
+
+def uniform(z: torch.Tensor) -> torch.Tensor:
+    """Standard normal noise -> uniform on [0, 1] (its CDF), so one noise input serves both."""
+    return 0.5 * (1.0 + torch.erf(z * (1.0 / math.sqrt(2.0))))
+
+
+def symmetric(z: torch.Tensor, bound: float) -> torch.Tensor:
+    """Standard normal noise -> uniform on [-bound, bound]."""
+    return bound * (2.0 * uniform(z) - 1.0)
+
+
+def choice_weights(scores: torch.Tensor) -> torch.Tensor:
+    """(N, K) scores -> one-hot rows at each row's highest score. With i.i.d. normal scores every
+    shot is equally likely (the argmax of Gaussians is uniform); a learned preference adds to them."""
+    one_hot = (scores == scores.max(dim=1, keepdim=True).values).to(scores.dtype)
+    return one_hot / one_hot.sum(dim=1, keepdim=True)  # exact ties (never with real noise) average
+
+
+def pick_shots(shots: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """For each sample the shot with the highest score. ``shots``: (K, C, H, W); ``scores``: (N, K)."""
+    return torch.einsum("nk,kchw->nchw", choice_weights(scores), shots)
+
+
+def affine_matrix(rotation: torch.Tensor, shear: torch.Tensor, log_scale: torch.Tensor,
+                  shift: torch.Tensor) -> torch.Tensor:
+    """(N, 2, 3) sampling matrices: rotation (N,) in radians, shear (N,) along x, log_scale (N, 2)
+    per axis, shift (N, 2) in normalised units. They map output coordinates to input ones, so a
+    scale above 1 shrinks the drawing; the sign conventions do not matter to random or learned use."""
+    cos, sin = torch.cos(rotation), torch.sin(rotation)
+    sx, sy = torch.exp(log_scale[:, 0]), torch.exp(log_scale[:, 1])
+    # R(rotation) @ [[1, shear], [0, 1]] @ diag(sx, sy)
+    a = cos * sx
+    b = (cos * shear - sin) * sy
+    c = sin * sx
+    d = (sin * shear + cos) * sy
+    row0 = torch.stack([a, b, shift[:, 0]], dim=1)
+    row1 = torch.stack([c, d, shift[:, 1]], dim=1)
+    return torch.stack([row0, row1], dim=1)
+
+
+def identity_affine(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    return torch.eye(2, 3, device=device).expand(n, 2, 3)
+
+
+def smooth_field(control: torch.Tensor, size: int) -> torch.Tensor:
+    """Control points (N, 2, g, g) -> a displacement field (N, size, size, 2), bicubic in between:
+    g = 4 or 8 moves whole strokes, never single pixels."""
+    field = F.interpolate(control, size=(size, size), mode="bicubic", align_corners=True)
+    return field.permute(0, 2, 3, 1)
+
+
+def stroke_width(density: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
+    """Thicken (``width`` > 0) or thin (< 0) strokes, ``width`` (N,) in [-1, 1]: a blend towards the
+    3x3 maximum (a one-pixel dilation) or minimum (erosion) of the ink."""
+    thick = F.max_pool2d(density, 3, stride=1, padding=1)
+    thin = -F.max_pool2d(-density, 3, stride=1, padding=1)
+    w = width.view(-1, 1, 1, 1)
+    return density + w.clamp(min=0.0) * (thick - density) + (-w).clamp(min=0.0) * (thin - density)
+
+
+def deform(images: torch.Tensor, theta: torch.Tensor, field: torch.Tensor | None = None,
+           width: torch.Tensor | None = None) -> torch.Tensor:
+    """Move the ink of ``images`` (N, C, H, W) in [-1, 1]: read each output pixel at
+    ``theta`` (N, 2, 3) applied to its position plus ``field`` (N, H, W, 2), then change the stroke
+    width by ``width`` (N,). Bilinear reads keep strokes as sharp as the input's resolution allows."""
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    if field is not None:
+        grid = grid + field
+    density = F.grid_sample(ink(images), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if width is not None:
+        density = stroke_width(density, width)
+    return from_ink(density)
+
+
+def pixel(size: int) -> float:
+    """One pixel of a ``size`` px image in normalised coordinates."""
+    return 2.0 / size

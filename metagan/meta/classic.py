@@ -1,0 +1,117 @@
+"""``classic``: the augmentation a user already has, as a learner with nothing to meta-train.
+
+Each image is one of the customer's shots under a random affine map (rotation, shear, scale,
+shift), a smooth random displacement of a few pixels (4x4 control points, upsampled), and, for a
+share of the images, thicker strokes. No learning: the strengths are settings
+(``learners.classic`` in params.yaml), chosen on the tune alphabets by ``bench/quality.py``.
+
+It is the reference every generator design must beat, and a floor the product can fall back
+to: served like every customer model, one ONNX graph with noise in and the shots as constants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from pydantic import Field
+
+from metagan.deformation import MAX_SHOTS, affine_matrix, choice_weights, deform, smooth_field, symmetric, uniform
+from metagan.meta.base import LearnerSettings, MetaLearner, register
+from metagan.served import ServedGenerator
+
+
+class ClassicSettings(LearnerSettings):
+    rotation: float = Field(0.15, ge=0, le=1.0)
+    """Largest rotation, radians."""
+    shear: float = Field(0.15, ge=0, le=1.0)
+    scale: float = Field(0.1, ge=0, le=0.5)
+    """Largest relative change of size (both axes together)."""
+    shift: float = Field(0.1, ge=0, le=0.5)
+    """Largest shift, as a share of the image's side."""
+    elastic: float = Field(0.03, ge=0, le=0.2)
+    """Largest displacement of a control point of the smooth field, as a share of the image's side."""
+    elastic_grid: int = Field(4, ge=2, le=16)
+    thicken_share: float = Field(0.5, ge=0, le=1)
+    """Share of the images whose strokes are thickened (a one-pixel dilation at the served size)."""
+
+
+@dataclass(frozen=True)
+class ClassicConfig:
+    image_size: int = 64
+    channels: int = 1
+    rotation: float = 0.15
+    shear: float = 0.15
+    scale: float = 0.1
+    shift: float = 0.1
+    elastic: float = 0.03
+    elastic_grid: int = 4
+    thicken_share: float = 0.5
+
+    @property
+    def z_dim(self) -> int:
+        """Noise: a choice score per shot slot, rotation, shear, scale, shift (2), the control
+        points (2 x grid x grid), and whether to thicken."""
+        return MAX_SHOTS + 5 + 2 * self.elastic_grid**2 + 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ClassicGenerator(ServedGenerator):
+    """Noise -> a randomly deformed shot. Its only state is the shots."""
+
+    def __init__(self, cfg: ClassicConfig, shots: torch.Tensor):
+        super().__init__({"shots": shots})
+        self.cfg = cfg
+
+    @property
+    def z_dim(self) -> int:
+        return self.cfg.z_dim
+
+    def config(self) -> dict:
+        return self.cfg.to_dict()
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        cfg, shots = self.cfg, self.shots
+        base = torch.einsum("nk,kchw->nchw", choice_weights(z[:, : shots.shape[0]]), shots)
+        p = z[:, MAX_SHOTS:]
+        log_scale = symmetric(p[:, 2], 1.0) * torch.log1p(torch.tensor(cfg.scale))
+        theta = affine_matrix(symmetric(p[:, 0], cfg.rotation), symmetric(p[:, 1], cfg.shear),
+                              torch.stack([log_scale, log_scale], dim=1), symmetric(p[:, 3:5], 2 * cfg.shift))
+        g = cfg.elastic_grid
+        control = symmetric(p[:, 5 : 5 + 2 * g * g], 2 * cfg.elastic).reshape(-1, 2, g, g)
+        thicken = (uniform(p[:, 5 + 2 * g * g]) < cfg.thicken_share).to(z.dtype)
+        return deform(base, theta, smooth_field(control, shots.shape[-1]), thicken).clamp(-1.0, 1.0)
+
+
+@register("classic")
+class Classic(MetaLearner):
+    """Nothing to meta-train: a customer's generator is its shots and the settings."""
+
+    Settings = ClassicSettings
+    trains = False
+
+    @classmethod
+    def net_config(cls, preset: str, image_size: int, channels: int, settings: ClassicSettings) -> ClassicConfig:
+        return ClassicConfig(image_size=image_size, channels=channels, **settings.model_dump())
+
+    @classmethod
+    def net_config_from_dict(cls, raw: dict) -> ClassicConfig:
+        return ClassicConfig(**raw)
+
+    def modules(self) -> dict:
+        return {}
+
+    def meta_step(self, episode: torch.Tensor, rng: torch.Generator) -> dict[str, float]:
+        return {}
+
+    def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator, options=None) -> ClassicGenerator:
+        if len(shots) > MAX_SHOTS:
+            raise ValueError(f"{len(shots)} shots given; at most {MAX_SHOTS} are supported")
+        return ClassicGenerator(self.net_cfg, shots).eval()
+
+    @torch.no_grad()
+    def sample(self, shots: torch.Tensor, n: int, rng: torch.Generator) -> torch.Tensor:
+        g = ClassicGenerator(self.net_cfg, shots)
+        return g(torch.randn(n, g.z_dim, generator=rng, device=shots.device))

@@ -1,0 +1,99 @@
+"""``classic``: random affine, smooth displacement and stroke width on one of the shots, served as
+one ONNX graph with the shots as constants."""
+
+import pytest
+import torch
+
+from metagan.config import Params
+from metagan.deformation import MAX_SHOTS, affine_matrix, deform, identity_affine, smooth_field
+from metagan.export import check_parity, export_generator_onnx, onnx_session
+from metagan.meta import build_learner
+
+
+def classic(image_size=32, **settings):
+    params = Params().with_overrides(meta={"method": "classic"}, learners={"classic": settings})
+    return build_learner(params, image_size, 1)
+
+
+def drawings(k, size=32, seed=0):
+    """Blank paper with a dark bar at a random place: strokes the deformation must move."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.ones(k, 1, size, size)
+    for i in range(k):
+        r, c = torch.randint(4, size - 12, (2,), generator=g).tolist()
+        x[i, :, r : r + 8, c : c + 2] = -1.0
+    return x
+
+
+def noise(n, z_dim, seed=0):
+    return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def test_the_identity_deformation_returns_the_drawing():
+    x = drawings(3)
+    assert torch.allclose(deform(x, identity_affine(3)), x, atol=1e-5)
+    assert torch.allclose(deform(x, identity_affine(3), smooth_field(torch.zeros(3, 2, 4, 4), 32), torch.zeros(3)),
+                          x, atol=1e-5)
+
+
+def test_a_shift_moves_the_ink_and_nothing_comes_in_from_outside():
+    x = drawings(1)
+    shift = affine_matrix(torch.zeros(1), torch.zeros(1), torch.zeros(1, 2), torch.tensor([[2 * 4 / 32, 0.0]]))
+    moved = deform(x, shift)  # reads 4 px to the right: the bar moves 4 px left
+    assert torch.allclose(moved[..., :, :-4], x[..., :, 4:], atol=1e-5)
+    assert (moved[..., :, -4:] == 1.0).all()  # blank paper where the image had no pixels
+
+
+def test_thickening_adds_ink_and_thinning_removes_it():
+    from metagan.deformation import ink, stroke_width
+
+    d = ink(drawings(2))
+    assert stroke_width(d, torch.ones(2)).sum() > d.sum() > stroke_width(d, -torch.ones(2)).sum()
+
+
+def test_samples_are_moved_shots_each_shot_chosen_and_in_range():
+    shots = drawings(3)
+    gen = classic().adapt(shots, 0, 0.0, torch.Generator())
+    assert gen.z_dim == MAX_SHOTS + 5 + 2 * 4 * 4 + 1
+    out = gen(noise(64, gen.z_dim))
+    assert out.shape == (64, 1, 32, 32) and out.abs().max() <= 1
+    # with every strength 0 a sample is exactly the shot its noise picks, and each shot is picked
+    still = classic(rotation=0.0, shear=0.0, scale=0.0, shift=0.0, elastic=0.0, thicken_share=0.0)
+    copies = still.adapt(shots, 0, 0.0, torch.Generator())(noise(64, gen.z_dim))
+    nearest = torch.cdist(copies.flatten(1), shots.flatten(1)).min(1)
+    assert nearest.values.max() < 1e-3 and set(nearest.indices.tolist()) == {0, 1, 2}
+    assert (out - copies).abs().mean() > 0.01  # the default strengths do move them
+
+
+@pytest.mark.parametrize("k", [1, 20])
+def test_classic_exports_one_input_onnx_with_parity_and_later_customers_reuse_the_graph(tmp_path, k):
+    from metagan import export
+
+    learner = classic()
+    a = learner.adapt(drawings(k, seed=1), 0, 0.0, torch.Generator())
+    b = learner.adapt(drawings(k, seed=2), 0, 0.0, torch.Generator())
+    path = export_generator_onnx(a, tmp_path / "a.onnx")
+    assert [i.name for i in onnx_session(path).get_inputs()] == ["z"]
+    assert check_parity(a, path, batch=16) < 1e-4
+    dynamo, calls = export._dynamo_export, []
+    export._dynamo_export = lambda *args: calls.append(1) or dynamo(*args)
+    try:
+        other = export_generator_onnx(b, tmp_path / "b.onnx")
+    finally:
+        export._dynamo_export = dynamo
+    assert calls == [] and check_parity(b, other, batch=16) < 1e-4  # b's shots were swapped in by name
+
+
+def test_more_shots_than_slots_is_a_clear_error():
+    with pytest.raises(ValueError, match="at most 20"):
+        classic().adapt(drawings(21), 0, 0.0, torch.Generator())
+
+
+def test_strengths_are_checked_settings():
+    from metagan.config import ConfigError
+    from metagan.meta import check_learners
+
+    with pytest.raises(ConfigError, match="learners.classic.rotation"):
+        check_learners(Params().with_overrides(meta={"method": "classic"}, learners={"classic": {"rotation": -1.0}}))
+    with pytest.raises(ConfigError, match="learners.classic.unknown"):
+        check_learners(Params().with_overrides(learners={"classic": {"unknown": 1}}))
