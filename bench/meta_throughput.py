@@ -95,7 +95,7 @@ def main() -> None:
     ap.add_argument("--tasks", default="16,64", help="tasks run at once by the vmapped Reptile and condgan")
     ap.add_argument("--bf16", action="store_true", help="also run the vmapped Reptile with bf16 autocast")
     ap.add_argument("--image-size", type=int, default=32)
-    ap.add_argument("--episodic", default="condgan,fusion",
+    ap.add_argument("--episodic", default="condgan,fusion,warp",
                     help="episodic meta-learners also measured at each --tasks (comma-separated; '' for none)")
     ap.add_argument("--seconds", type=float, default=20.0, help="timed seconds per configuration")
     ap.add_argument("--warmup", type=int, default=2)

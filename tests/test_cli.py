@@ -132,7 +132,7 @@ def test_adapt_in_a_new_project_names_the_command_that_starts_one(tmp_path, caps
 
 def test_method_choices_come_from_the_meta_learner_registry():
     method = next(a for a in subcommands()["meta-train"]._actions if a.dest == "method")
-    assert method.choices == sorted(REGISTRY) and {"condgan", "reptile", "classic"} <= set(method.choices)
+    assert method.choices == sorted(REGISTRY) and {"condgan", "reptile", "classic", "warp"} <= set(method.choices)
     assert "condgan" in subcommands()["meta-train"].format_help()
 
 

@@ -1,0 +1,217 @@
+"""``warp``: new drawings are the customer's own shots, moved the way people's drawings of one
+character differ from each other.
+
+Meta-training is episodic over the meta-training characters. Each step pairs a support shot
+with a held-out drawing of the same character by another person, and trains at once:
+
+- a **registration** (conditional VAE, Kingma & Welling 2014; Sohn et al. 2015): the
+  :class:`~metagan.meta.warp_nets.Registration` network reads the pair into noise, and the field
+  generator must move the shot onto the other drawing with it (pyramid L1, smooth control
+  points). The KL term pulls that noise towards the standard normal the served generator is fed,
+  so real deformations are the prior every sample starts from;
+- a **pair critic** (DAGAN, Antoniou et al. 2017): a drawing beside the shot it came from. Real
+  pairs are two people's drawings of one character; fakes are the shot moved by noise from the
+  prior, a shot beside itself shifted by a pixel (a copy), and a drawing beside another
+  character's shot. So a sample must differ from its shot as much as people's drawings do, and
+  stay the shot's character.
+
+Random deformations (``classic``) stop where they start to break a character; deformations
+learned from real pairs, chosen for the shot they move, go further (Hauberg et al. 2016; Zhao
+et al. 2019).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from metagan.config import MetaConfig
+from metagan.deformation import MAX_SHOTS
+from metagan.losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty, random_shift
+from metagan.meta.base import LearnerSettings, MetaLearner, register
+from metagan.meta.warp_nets import (
+    FieldEncoder,
+    PairCritic,
+    Registration,
+    WarpGenerator,
+    WarpNetConfig,
+    apply_field,
+    flat_field,
+    gaussian_kl,
+    pyramid_l1,
+    smoothness,
+)
+from metagan.served import ServedGenerator
+
+
+class WarpSettings(LearnerSettings):
+    field_weight: float = Field(1.0, ge=0)
+    """The generator's deformation, decoded from a registered one's noise, against it (MSE in
+    normalised units): what pulls samples towards real variation."""
+    kl_weight: float = Field(0.001, ge=0)
+    free_bits: float = Field(0.05, ge=0)
+    smooth_weight: float = Field(0.3, ge=0)
+    adv_weight: float = Field(0.05, ge=0)
+    adv_ramp_steps: int = Field(2000, ge=0)
+    """Steps over which the adversarial term grows from 0: the registration learns first."""
+    copy_weight: float = Field(0.5, ge=0)
+    mismatch_weight: float = Field(0.5, ge=0)
+    r1_gamma: float = Field(1.0, ge=0)
+    lr: float = Field(5e-4, gt=0)
+
+
+PRESETS: dict[str, dict] = {
+    "tiny": dict(width=4, noise_dim=8),  # tests
+    "small": dict(width=16, noise_dim=32),  # the CPU default
+    "figr": dict(width=64, noise_dim=64),  # GPUs
+}
+
+
+class WarpSampleGenerator(ServedGenerator):
+    """What a customer gets: noise -> moved shots, the shots and their features as buffers."""
+
+    onnx_constant_folding = False
+    """Keep the condition as named initializers, so a later customer's export swaps them in."""
+    unserved = ("generator.encoder.",)
+    """The encoder's work is in the condition."""
+
+    def __init__(self, generator: WarpGenerator, shots: torch.Tensor):
+        with torch.no_grad():
+            condition = generator.encode(shots)
+        super().__init__(condition)
+        self.generator = generator
+        self.register_buffer("noise_scale", torch.tensor(1.0))
+
+    @property
+    def z_dim(self) -> int:
+        return self.generator.cfg.z_dim
+
+    def config(self) -> dict:
+        return self.generator.cfg.to_dict()
+
+    def truncate(self, scale: float) -> "WarpSampleGenerator":
+        self.noise_scale.mul_(scale)
+        return self
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        z = torch.cat([z[:, :MAX_SHOTS], z[:, MAX_SHOTS:] * self.noise_scale], dim=1)
+        return self.generator(z, *(getattr(self, n) for n in self.condition_names)).clamp(-1.0, 1.0)
+
+
+@register("warp")
+class WarpLearner(MetaLearner):
+    """Owns the warp networks, the critic and their optimizers."""
+
+    Settings = WarpSettings
+    min_tasks_per_rank = 2  # the matching-aware term pairs each task with another of the batch
+
+    def __init__(self, net_cfg: WarpNetConfig, cfg: MetaConfig, settings: WarpSettings, device: str = "cpu"):
+        super().__init__(net_cfg, cfg, settings, device)
+        self.shots = cfg.shots
+        self.generator = WarpGenerator(net_cfg).to(device)
+        self.registration = Registration(net_cfg).to(device)
+        self.field_encoder = FieldEncoder(net_cfg).to(device)
+        self.critic = PairCritic(net_cfg).to(device)
+        g_params = [p for m in (self.generator, self.registration, self.field_encoder) for p in m.parameters()]
+        self.g_opt = torch.optim.Adam(g_params, lr=settings.lr, betas=(0.5, 0.99))
+        self.d_opt = torch.optim.Adam(self.critic.parameters(), lr=settings.lr, betas=(0.5, 0.99))
+        self.steps = 0
+
+    @classmethod
+    def net_config(cls, preset: str, image_size: int, channels: int, settings: WarpSettings) -> WarpNetConfig:
+        return WarpNetConfig(image_size=image_size, channels=channels, feature_size=min(32, image_size),
+                             **PRESETS[preset])
+
+    @classmethod
+    def net_config_from_dict(cls, raw: dict) -> WarpNetConfig:
+        return WarpNetConfig(**raw)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"generator": self.generator, "registration": self.registration, "field_encoder": self.field_encoder,
+                "critic": self.critic}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"generator": self.g_opt, "critic": self.d_opt}
+
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.steps = int(state.get("steps", 0))
+
+    def meta_step(self, episode: torch.Tensor, rng: torch.Generator) -> dict[str, float]:
+        s, cfg, G, R, Q, D = self.settings, self.net_cfg, self.generator, self.registration, self.field_encoder, self.critic
+        tasks, shots = episode.shape[0], self.shots
+        k = int(torch.randint(1, shots + 1, (1,), generator=rng, device=rng.device))
+        support, queries = episode[:, :k], episode[:, shots:]
+        q = queries.shape[1]
+        target = queries.flatten(0, 1)  # (T*q, C, S, S)
+
+        maps, vecs = G.encoder(support.flatten(0, 1))
+        maps, vecs = maps.view(tasks, k, *maps.shape[1:]), vecs.view(tasks, k, -1)
+        pick = torch.randint(0, k, (tasks, q), generator=rng, device=rng.device)
+        rows = torch.arange(tasks, device=episode.device)[:, None].expand(tasks, q)
+        base, base_map, base_vec = support[rows, pick].flatten(0, 1), maps[rows, pick].flatten(0, 1), \
+            vecs[rows, pick].flatten(0, 1)
+        set_vec = vecs.mean(1).repeat_interleave(q, 0)
+
+        # the registration: how this shot moves onto another person's drawing of its character
+        reg_globals, reg_control = R(base, target)
+        registered = apply_field(cfg, base, reg_globals, reg_control)
+        reg_loss = pyramid_l1(registered, target) + s.smooth_weight * smoothness(reg_control)
+        # the conditional VAE: the generator draws that deformation from the noise it was encoded to
+        field = flat_field(reg_globals, reg_control).detach()
+        mean, log_var = Q(field, base_vec)
+        eps = torch.randn(mean.shape, generator=rng, device=rng.device)
+        post_globals, post_control = G.fields(mean + (0.5 * log_var).exp() * eps, base_map, base_vec, set_vec)
+        field_loss = F.mse_loss(flat_field(post_globals, post_control), field)
+        kl = gaussian_kl(mean, log_var, s.free_bits)
+        # a sample: the shot moved by noise from the prior
+        noise = torch.randn(mean.shape, generator=rng, device=rng.device)
+        prior_globals, prior_control = G.fields(noise, base_map, base_vec, set_vec)
+        fake = apply_field(cfg, base, prior_globals, prior_control)
+
+        # critic: real pairs against samples, copies and other characters' drawings
+        d_real = D(base, target)
+        d_fake = D(base, fake.detach())
+        d_copy = D(base, random_shift(base, 1, rng))
+        d_mismatch = D(base, target.roll(q, 0))
+        gp = r1_penalty(lambda x: D(base, x), target)
+        d_loss = d_logistic_loss(d_real, d_fake) + s.copy_weight * F.softplus(d_copy).mean() \
+            + s.mismatch_weight * F.softplus(d_mismatch).mean() + 0.5 * s.r1_gamma * gp
+        self.d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.d_opt.step()
+
+        ramp = min(1.0, self.steps / max(s.adv_ramp_steps, 1))
+        adv = g_nonsaturating_loss(D(base, fake))
+        g_loss = reg_loss + s.field_weight * field_loss + s.kl_weight * kl \
+            + s.smooth_weight * smoothness(prior_control) + ramp * s.adv_weight * adv
+        self.g_opt.zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.g_opt.step()
+        self.steps += 1
+        return {"registered_l1": float(pyramid_l1(registered, target).detach()),
+                "field_mse": float(field_loss.detach()), "kl": float(kl.detach()), "adv": float(adv.detach()),
+                "d_loss": float(d_loss.detach()), "r1": float(gp.detach()),
+                "sample_l1": float(pyramid_l1(fake, target).detach()),
+                "d_gap_copy": float((d_real.mean() - d_copy.mean()).detach()),
+                "d_gap_fake": float((d_real.mean() - d_fake.mean()).detach())}
+
+    @torch.no_grad()
+    def sample(self, shots: torch.Tensor, n: int, rng: torch.Generator) -> torch.Tensor:
+        served = WarpSampleGenerator(self.generator, shots)
+        return served(torch.randn(n, served.z_dim, generator=rng, device=shots.device))
+
+    def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator, options=None
+              ) -> WarpSampleGenerator:
+        """A customer's generator: the meta-learned networks with the shots as its condition. (No
+        fine-tuning: ``steps`` are not used.)"""
+        return WarpSampleGenerator(copy.deepcopy(self.generator), shots).eval()
+
+

@@ -1,0 +1,119 @@
+"""``warp``: samples are the customer's shots moved by a predicted deformation; meta-trained as a
+registration, a conditional VAE over the registered deformations and a pair critic."""
+
+import copy
+
+import pytest
+import torch
+
+from metagan.config import Params
+from metagan.export import check_parity, export_generator_onnx, onnx_session
+from metagan.meta import build_learner
+
+PARAMS = Params().with_overrides(model={"preset": "tiny"},
+                                 meta={"method": "warp", "meta_batch": 2, "shots": 3, "queries": 2})
+
+
+def warp(seed=0, size=32):
+    return build_learner(PARAMS.with_overrides(meta={"seed": seed}), size, 1)
+
+
+def drawings(k, size=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.ones(k, 1, size, size)
+    for i in range(k):
+        r, c = torch.randint(4, size - 12, (2,), generator=g).tolist()
+        x[i, :, r : r + 8, c : c + 2] = -1.0
+    return x
+
+
+def test_a_meta_step_trains_every_network_and_reports_the_registration():
+    learner = warp()
+    before = copy.deepcopy(learner.state_dict())
+    episode = torch.stack([torch.cat([drawings(3, seed=t), drawings(2, seed=t + 10)]) for t in range(2)])
+    stats = learner.meta_step(episode, torch.Generator().manual_seed(0))
+    assert {"registered_l1", "field_mse", "kl", "d_gap_copy"} <= stats.keys()
+    assert all(torch.isfinite(torch.tensor(v)) for v in stats.values())
+    for name in ("generator", "registration", "field_encoder", "critic"):
+        assert any(not torch.equal(v, learner.state_dict()[name][k]) for k, v in before[name].items()), name
+
+
+def test_registration_moves_a_shot_onto_another_drawing_after_some_steps():
+    """The registration network alone, on pairs of one bar moved a few pixels: it learns to move it."""
+    from metagan.meta.warp_nets import apply_field, pyramid_l1
+
+    torch.manual_seed(0)
+    learner = warp()
+    R, opt = learner.registration, torch.optim.Adam(learner.registration.parameters(), lr=3e-3)
+    a = drawings(16, seed=1)
+    b = torch.roll(a, shifts=3, dims=3)
+
+    def loss():
+        return pyramid_l1(apply_field(learner.net_cfg, a, *R(a, b)), b)
+
+    first = float(loss().detach())
+    for _ in range(60):
+        opt.zero_grad()
+        loss().backward()
+        opt.step()
+    assert float(loss().detach()) < 0.7 * first
+
+
+def test_an_identity_deformation_serves_the_shot_the_noise_picks():
+    learner = warp()
+    head = learner.generator.fields.head
+    for layer in (head.control, head.globals):
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+    shots = drawings(3)
+    gen = learner.adapt(shots, 0, 0.0, torch.Generator())
+    out = gen(torch.randn(32, gen.z_dim, generator=torch.Generator().manual_seed(0)))
+    nearest = torch.cdist(out.flatten(1), shots.flatten(1)).min(1)
+    assert nearest.values.max() < 1e-3 and set(nearest.indices.tolist()) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("k", [1, 20])
+def test_warp_exports_one_input_onnx_with_parity_and_later_customers_reuse_the_graph(tmp_path, k):
+    from metagan import export
+
+    learner = warp(size=64)
+    a = learner.adapt(drawings(k, 64, seed=1), 0, 0.0, torch.Generator())
+    b = learner.adapt(drawings(k, 64, seed=2), 0, 0.0, torch.Generator())
+    path = export_generator_onnx(a, tmp_path / "a.onnx")
+    session = onnx_session(path)
+    assert [i.name for i in session.get_inputs()] == ["z"] and session.get_inputs()[0].shape[1] == a.z_dim
+    assert check_parity(a, path, batch=16) < 1e-4
+    dynamo, calls = export._dynamo_export, []
+    export._dynamo_export = lambda *args: calls.append(1) or dynamo(*args)
+    try:
+        other = export_generator_onnx(b, tmp_path / "b.onnx")
+    finally:
+        export._dynamo_export = dynamo
+    assert calls == [] and check_parity(b, other, batch=16) < 1e-4
+
+
+def test_truncation_scales_the_deformation_noise_only():
+    gen = warp().adapt(drawings(3), 0, 0.0, torch.Generator())
+    z = torch.randn(5, gen.z_dim, generator=torch.Generator().manual_seed(0))
+    scaled = z.clone()
+    scaled[:, 20:] *= 0.5
+    with torch.no_grad():
+        expected = gen(scaled)
+        got = copy.deepcopy(gen).truncate(0.5)(z)
+    assert torch.allclose(got, expected, atol=1e-6)
+
+
+def test_more_shots_than_slots_is_a_clear_error():
+    with pytest.raises(ValueError, match="at most 20"):
+        warp().adapt(drawings(21), 0, 0.0, torch.Generator())
+
+
+def test_a_warp_checkpoint_resumes_and_loads_as_saved(tiny_params, tiny_dataset, tmp_path):
+    from metagan.train import load_meta_learner, meta_train
+
+    params = tiny_params.with_overrides(meta={"method": "warp", "max_steps": 2})
+    first = meta_train(params, tiny_dataset, tmp_path / "warp.pt")
+    longer = meta_train(params.with_overrides(meta={"max_steps": 4}), tiny_dataset, tmp_path / "warp.pt", resume=True)
+    assert (first.steps, longer.steps) == (2, 4)
+    learner, ckpt = load_meta_learner(tmp_path / "warp.pt")
+    assert ckpt["method"] == "warp" and ckpt["settings"] == learner.settings.model_dump() and learner.steps == 4
