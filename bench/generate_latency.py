@@ -36,7 +36,7 @@ import flows.cli, flows.progress, metagan.registry, metagan.generate, metagan.on
 t1 = time.perf_counter()
 from metagan import registry
 from metagan.config import load_params
-params = load_params(serving=True)
+params = load_params()
 model = registry.served_model({customer!r})
 t2 = time.perf_counter()
 from metagan.onnx_runtime import sample_onnx

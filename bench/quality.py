@@ -48,9 +48,9 @@ from benchlib.heldout import (HeldOut, ensure_evaluator, held_out_data, new_draw
                               split_drawings)
 from benchlib.rows import bank_adapter, checkpoint_adapter, classic_adapter, draw, load_for_held_out
 from metagan.config import Params
-from metagan.evaluator import load_evaluator
+from metagan.evaluator import embed, load_evaluator
 from metagan.gate import Evidence, gate_decision
-from metagan.metric_registry import customer_metrics
+from metagan.metric_registry import customer_metrics, gate_metrics_from_features
 
 EVALUATORS = {"evaluator.pt": dict(width=64, seed=0, ways=20), "evaluator-w32.pt": dict(width=32, seed=1, ways=30)}
 """The benchmark's two instruments, trained on first use (OUT/...)."""
@@ -58,6 +58,15 @@ EVALUATORS = {"evaluator.pt": dict(width=64, seed=0, ways=20), "evaluator-w32.pt
 
 def gate_pass(generator, shots: np.ndarray, evaluator, params: Params) -> tuple[bool, str]:
     metrics = customer_metrics(generator, shots, evaluator)
+    decision = gate_decision(Evidence(True, metrics), None, params.gate)
+    return decision.passed, decision.reason
+
+
+def gate_pass_of_real(drawings: np.ndarray, shots: np.ndarray, evaluator, params: Params) -> tuple[bool, str]:
+    """The gate's decision on a perfect generator, one whose samples are new real drawings of the
+    character (the reference reals): how strict the gate is with real customers."""
+    net, reference = evaluator
+    metrics = gate_metrics_from_features(embed(net, drawings), embed(net, shots), reference)
     decision = gate_decision(Evidence(True, metrics), None, params.gate)
     return decision.passed, decision.reason
 
@@ -122,6 +131,11 @@ def main() -> None:
         images = {"copy the shots": {c: shots_of[c][rng.integers(0, k, args.samples)] for c in splits},
                   "new real drawings": {c: ds.images[s[2]] for c, s in splits.items()}}
         seconds, gate = {}, {}
+        if gate_evaluator is not None:
+            passed = [gate_pass_of_real(images["new real drawings"][c], shots_of[c], gate_evaluator, params)
+                      for c in splits]
+            gate["new real drawings"] = {"pass_share": float(np.mean([p for p, _ in passed])),
+                                         "refusals": sorted({r for p, r in passed if not p})[:5]}
         for name, adapt in rows.items():
             start, images[name], passed = time.monotonic(), {}, []
             for c in splits:

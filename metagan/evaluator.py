@@ -77,21 +77,26 @@ def calibrate(net: ProtoNet, ds: TaskDataset, class_ids: np.ndarray, max_classes
 
     - ``background``: prototypes of (up to) ``max_classes`` meta-training classes, the other
       ways of the N-way consistency test for a customer;
+    - ``background_drawings``: the features of each of those classes' drawings (C, M, D, in a
+      random order), so the test can pit a K-shot customer against K-drawing prototypes of the
+      other characters, like with like (:func:`metagan.metric_registry.background_for`);
     - ``copy_threshold``: 1st percentile of distances between two *different* people's drawings
       of the same character: closer than that is a copy, not a new drawing;
     - ``class_spread``: mean pairwise distance within a class (diversity's unit).
     """
     rng = np.random.default_rng(seed)
     chosen = rng.choice(class_ids, size=min(max_classes, len(class_ids)), replace=False)
-    protos, nearest, spreads = [], [], []
+    protos, drawings, nearest, spreads = [], [], [], []
+    per_class = min(len(ds.indices_of(int(c))) for c in chosen)
     for c in chosen:
         f = embed(net, ds.images[ds.indices_of(int(c))])
         protos.append(f.mean(0))
+        drawings.append(f[torch.from_numpy(rng.permutation(len(f))[:per_class])])
         d = torch.cdist(f, f)
         spreads.append(mean_pairwise_distance(f))
         nearest.append(d[~torch.eye(len(f), dtype=torch.bool)])
-    return {"background": torch.stack(protos), "copy_threshold": float(torch.quantile(torch.cat(nearest), 0.01)),
-            "class_spread": float(np.mean(spreads))}
+    return {"background": torch.stack(protos), "background_drawings": torch.stack(drawings),
+            "copy_threshold": float(torch.quantile(torch.cat(nearest), 0.01)), "class_spread": float(np.mean(spreads))}
 
 
 def save_evaluator(net: ProtoNet, path: str | Path, info: dict, reference: dict | None = None) -> Path:

@@ -1,8 +1,15 @@
+"""The benchmark's held-out metrics (bench/benchlib/metrics.py) and the evaluator's sizes."""
+
+import sys
+
 import pytest
 import torch
 
-from metagan.metrics import (augmentation_gain, class_consistency, class_consistency_left_out, copy_rate, diversity,
-                             kernel_distance)
+from metagan.config import PROJECT_ROOT
+
+sys.path.insert(0, str(PROJECT_ROOT / "bench"))  # the benchmark scripts' own library
+from benchlib.metrics import (augmentation_gain, class_consistency, class_consistency_left_out,  # noqa: E402
+                              copy_rate, diversity, kernel_distance)
 
 
 def test_consistency_counts_samples_nearest_to_the_right_prototype():

@@ -18,7 +18,7 @@ from metagan.checkpoint import load_checkpoint
 from metagan.config import Params, load_params
 from metagan.data import TaskDataset, split_classes
 from metagan.evaluator import EVALUATOR_FORMAT, at_size, embed, load_evaluator, save_evaluator, train_evaluator
-from metagan.metrics import (augmentation_gain, class_consistency, class_consistency_left_out, copy_rate, diversity,
+from benchlib.metrics import (augmentation_gain, class_consistency, class_consistency_left_out, copy_rate, diversity,
                              kernel_distance)
 from metagan.task_data import prepare_task_dataset
 
