@@ -209,8 +209,17 @@ whose checkpoint differs from the current params only in these resumes (raising 
 extends a run instead of restarting it)."""
 
 
+TRAINING_SECTIONS = ("data", "model", "meta")
+"""What a meta-training run trains on and with, besides its own learner's settings: serving,
+adaptation, the gate, paths and other learners' settings do not stop a run from resuming."""
+
+
 def _training_config(raw: dict) -> dict:
-    return {**raw, "meta": {k: v for k, v in raw.get("meta", {}).items() if k not in BUDGET_FIELDS}}
+    """The part of a params dump that decides what a meta-training run computes."""
+    config = {section: raw.get(section, {}) for section in TRAINING_SECTIONS}
+    config["meta"] = {k: v for k, v in config["meta"].items() if k not in BUDGET_FIELDS}
+    config["learner"] = raw.get("learners", {}).get(config["meta"].get("method"), {})
+    return config
 
 
 def _resumable(path: str | Path, params: Params, data_version: str, dataset: TaskDataset) -> dict | None:
@@ -221,8 +230,11 @@ def _resumable(path: str | Path, params: Params, data_version: str, dataset: Tas
     if not Path(path).exists():
         return None
     ckpt = load_checkpoint(path, META_FORMAT)
-    same = _training_config(ckpt["params"]) == _training_config(params.model_dump()) \
-        and ckpt.get("data_version") == data_version
+    before, now = _training_config(ckpt["params"]), _training_config(params.model_dump())
+    same = before == now and ckpt.get("data_version") == data_version
+    if not same:  # it will be overwritten: say why
+        changed = sorted(k for k in now if before.get(k) != now[k]) or ["data_version"]
+        log.warning("not resuming %s: trained with other settings (%s); starting over", path, ", ".join(changed))
     if same and ckpt.get("dataset") not in (None, dataset_fingerprint(dataset)):
         log.warning("not resuming %s: it was trained on other data", path)
         same = False

@@ -52,6 +52,18 @@ def test_raising_the_budget_of_a_finished_run_extends_it_instead_of_restarting(t
     assert result.steps == 5 and load_checkpoint(path, META_FORMAT)["params"]["meta"]["max_steps"] == 5
 
 
+def test_serving_and_other_learners_settings_do_not_stop_a_run_from_resuming(tiny_params, tiny_dataset, tmp_path):
+    path = tmp_path / "run.pt"
+    meta_train(tiny_params.with_overrides(meta={"max_steps": 2}), tiny_dataset, path)
+    other = "classic" if tiny_params.meta.method != "classic" else "warp"
+    served_differently = tiny_params.with_overrides(
+        meta={"max_steps": 3, "sample_every": 1}, adapt={"truncation": 0.5}, gate={"min_consistency": 0.1},
+        learners={other: {"rotation": 0.01}})
+    seen = []
+    meta_train(served_differently, tiny_dataset, path, resume=True, on_samples=lambda g, s: seen.append(s))
+    assert seen[0] == 3  # continued from step 2, not restarted
+
+
 
 def test_meta_model_load_reports_missing_and_foreign_checkpoints(tmp_path):
     with pytest.raises(NoMetaCheckpoint):
