@@ -14,11 +14,11 @@
 # two minutes): run it before spending device time.
 #
 # What it does:
-# 1. meta-training throughput (tasks/s) of FIGR's Reptile, vmapped Reptile, condgan and fusion (~80 s);
+# 1. meta-training throughput (tasks/s) of FIGR's Reptile, vmapped Reptile, condgan and warp (~80 s);
 # 2. the benchmark models, trained side by side on the one GPU for TRAIN_MIN minutes each with the
-#    test and tune alphabets held out (bench/train_method.py): fusion (the new design), condgan,
-#    reptile and pretrain. Their checkpoints come back in $OUT and are scored on the CPU with
-#    bench/quality.py (docs/BENCHMARKS.md), where the fusion one is trained on from its checkpoint.
+#    test and tune alphabets held out (bench/train_method.py): warp (the production design) at 64 px
+#    with two meta-batch sizes. Their checkpoints come back in $OUT and are scored on the CPU with
+#    bench/quality.py (docs/BENCHMARKS.md), and can be trained on there from their checkpoints.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-session}
@@ -35,11 +35,11 @@ if [[ -d .omniglot && ! -e ../shared/data/omniglot ]]; then  # params.yaml's dat
 fi
 
 if [[ ${SMOKE:-0} == 1 ]]; then
-  DEVICE=cpu; PRESET=tiny; TRAIN_PRESET=tiny; TASKS=2,4; SECONDS_EACH=1; TRAIN_MIN=0.2; BATCH=4; FUSION_BATCH=4
+  DEVICE=cpu; PRESET=tiny; TRAIN_PRESET=tiny; TASKS=2,4; SECONDS_EACH=1; TRAIN_MIN=0.2; BATCH=4; BIG_BATCH=8
   THROUGHPUT_S=120
 else
-  DEVICE=cuda; PRESET=small; TRAIN_PRESET=small; TASKS=8,32,64; SECONDS_EACH=6; TRAIN_MIN=${TRAIN_MIN:-6.3}; BATCH=32
-  FUSION_BATCH=32; THROUGHPUT_S=110
+  DEVICE=cuda; PRESET=small; TRAIN_PRESET=small; TASKS=8,32,64; SECONDS_EACH=6; TRAIN_MIN=${TRAIN_MIN:-6.3}; BATCH=8
+  BIG_BATCH=32; THROUGHPUT_S=110
   nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
 fi
 WORK=artifacts/gpu-session
@@ -56,12 +56,9 @@ train() {  # name method batch [extra args]
     --device $DEVICE --out $WORK --name "$name" --log-every 1000 "$@" > "$OUT/train-$name.log" 2>&1
 }
 $PY -c "from metagan.config import load_params; from metagan.task_data import prepare_task_dataset; \
-prepare_task_dataset(load_params().with_overrides(data={'packed_dir': '$PWD/$WORK/tasks'}))"  # pack once
-train fusion fusion $FUSION_BATCH &
-train fusion-recon fusion $FUSION_BATCH --recon-weight 1.0 &
-train condgan condgan $BATCH &
-train reptile reptile 8 &
-train pretrain pretrain $BATCH &
+prepare_task_dataset(load_params().with_overrides(data={'packed_dir': '$PWD/$WORK/tasks-64', 'image_size': 64}))"  # pack once
+train warp warp $BATCH --image-size 64 &
+train warp-b$BIG_BATCH warp $BIG_BATCH --image-size 64 &
 wait
 for f in $WORK/*.pt; do cp "$f" "$OUT/"; done
 # at most 8 files come back: the logs travel as one

@@ -1,6 +1,6 @@
 """Meta-training throughput in tasks per second: FIGR's one-task-at-a-time Reptile (the reference)
 against the same Reptile with T tasks' inner loops vmapped at once, and against the episodic
-learners (condgan, fusion).
+learners (condgan, warp).
 
 Every figure comes from one process on one device in one run, so ratios compare like with like.
 Episodes are random images created on the device (the data path is not what is measured; in
@@ -95,7 +95,7 @@ def main() -> None:
     ap.add_argument("--tasks", default="16,64", help="tasks run at once by the vmapped Reptile and condgan")
     ap.add_argument("--bf16", action="store_true", help="also run the vmapped Reptile with bf16 autocast")
     ap.add_argument("--image-size", type=int, default=32)
-    ap.add_argument("--episodic", default="condgan,fusion,warp",
+    ap.add_argument("--episodic", default="condgan,warp",
                     help="episodic meta-learners also measured at each --tasks (comma-separated; '' for none)")
     ap.add_argument("--seconds", type=float, default=20.0, help="timed seconds per configuration")
     ap.add_argument("--warmup", type=int, default=2)

@@ -48,7 +48,7 @@ from benchlib.heldout import (HeldOut, ensure_evaluator, held_out_data, new_draw
                               split_drawings)
 from benchlib.rows import bank_adapter, checkpoint_adapter, classic_adapter, draw, load_for_held_out
 from metagan.config import Params
-from metagan.evaluator import embed, load_evaluator
+from metagan.evaluator import at_size, embed, load_evaluator
 from metagan.gate import Evidence, gate_decision
 from metagan.metric_registry import customer_metrics, gate_metrics_from_features
 
@@ -57,6 +57,9 @@ EVALUATORS = {"evaluator.pt": dict(width=64, seed=0, ways=20), "evaluator-w32.pt
 
 
 def gate_pass(generator, shots: np.ndarray, evaluator, params: Params) -> tuple[bool, str]:
+    # a model served at another size than the benchmark's drawings (condgan's 32 px) is gated
+    # against its shots at its own size, as the product would have ingested them
+    shots = at_size(shots, draw(generator, 1, 0).shape[1])
     metrics = customer_metrics(generator, shots, evaluator)
     decision = gate_decision(Evidence(True, metrics), None, params.gate)
     return decision.passed, decision.reason

@@ -5,7 +5,7 @@ memory format, ``torch.compile`` of the networks, and larger episodes per step.
 Each variant warms up, then runs for ``--seconds`` on real Omniglot episodes. Run it on an idle
 machine: every figure is wall-clock.
 
-    OMP_NUM_THREADS=2 python bench/train_speed.py --method fusion --preset small --seconds 30 \\
+    OMP_NUM_THREADS=2 python bench/train_speed.py --method warp --preset small --seconds 30 \\
         --variants fp32,bf16,channels_last,compile,compile_static,batch16 --out docs/results/train-speed.json
 """
 
@@ -38,7 +38,7 @@ def measure(variant: str, args, ds, train_ids) -> dict:
         for m in learner.nets.modules().values():
             m.to(memory_format=torch.channels_last)
     if variant in ("compile", "compile_static"):
-        # dynamic shapes fail in inductor on the fusion nets (torch 2.13: "cannot determine truth value of
+        # dynamic shapes failed in inductor on the (since removed) fusion nets (torch 2.13: "cannot determine truth value of
         # Relational"); static shapes recompile per episode shape, which a fixed meta-batch keeps to a few.
         # The critic stays eager: its R1 penalty is a double backward, which compiled autograd refuses.
         for name, m in learner.nets.modules().items():
@@ -70,7 +70,7 @@ def measure(variant: str, args, ds, train_ids) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--method", default="fusion")
+    ap.add_argument("--method", default="warp")
     ap.add_argument("--preset", default="small")
     ap.add_argument("--variants", default="fp32,bf16,channels_last,batch16")
     ap.add_argument("--seconds", type=float, default=30.0)

@@ -29,7 +29,7 @@ SOURCE_ROOT = PACKAGE_DIR.parent
 PROJECT_ROOT = SOURCE_ROOT
 """The checkout (bench/ scripts and tests read its files); a project's files are under :func:`project_dir`."""
 SHIPPED_PARAMS = PACKAGE_DIR / "params.yaml"
-SHIPPED_META_MODEL = PACKAGE_DIR / "pretrained" / "condgan-small.pt"
+SHIPPED_META_MODEL = PACKAGE_DIR / "pretrained" / "warp-small.pt"
 """The meta-model shipped in the package (metagan/pretrained/README.md): the demo adapts from it."""
 """The default settings, shipped in the package (in a checkout, a link to the repository's params.yaml)."""
 PROJECT_ENV = "METAGAN_PROJECT"
@@ -56,7 +56,7 @@ class DataConfig(_Section):
     sample: str = "metagan/sample_data/omniglot_sample.npz"
     """Small subset shipped in the repository; used when ``source`` does not exist."""
     packed_dir: str = "data/tasks"
-    image_size: Literal[32, 64] = 32
+    image_size: Literal[32, 64] = 64
     channels: Literal[1, 3] = 1
     images_per_shard: int = Field(4096, gt=0)
     val_groups: list[str] = []
@@ -74,7 +74,7 @@ class MetaConfig(_Section):
     """The episodes and the budget of meta-training, whatever the learner (a learner's own settings
     are ``learners.<name>``, checked by the learner: :mod:`metagan.meta`)."""
 
-    method: str = "condgan"
+    method: str = "warp"
     """A learner of :mod:`metagan.meta` (checked where a learner is built)."""
     shots: int = Field(5, ge=1, le=20)
     queries: int = Field(5, ge=1)

@@ -69,7 +69,7 @@ class Parity:
 class CustomerModel:
     customer_id: str
     generator: ServedGenerator
-    """Whatever design the meta-model adapts (condgan's code, fusion's maps...): noise -> images."""
+    """Whatever design the meta-model adapts (condgan's code, warp's shots...): noise -> images."""
     folder: CustomerFolder
     parity: Parity
     metrics: dict[str, float]

@@ -55,9 +55,9 @@ class OnnxGenerator:
         self.workers = max(1, workers or cpu_cores())
         self.sessions = [onnx_session(model, threads=1 if self.workers > 1 else 0) for _ in range(self.workers)]
         self.z_dim = int(self.sessions[0].get_inputs()[0].shape[1])
-        # a model may say how many images one call should hold at most (MAX_BATCH_KEY; the fusion
-        # design's attention over all its shots grows with them: 256 images of a 20-shot customer
-        # peaked at 5.3 GB)
+        # a model may say how many images one call should hold at most (MAX_BATCH_KEY): a design whose
+        # memory grows with its shots (the removed fusion design's attention: 256 images of a 20-shot
+        # customer peaked at 5.3 GB)
         meta = self.sessions[0].get_modelmeta().custom_metadata_map
         self.max_batch = int(meta[MAX_BATCH_KEY]) * self.workers if MAX_BATCH_KEY in meta else None
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="onnx") if self.workers > 1 else None

@@ -39,16 +39,24 @@ def test_a_learner_checks_its_own_settings_where_it_is_built():
                                               learners={"condgan": {"typo": 1}}), 16, 1)
 
 
-def test_checkpoints_from_before_learner_settings_keep_theirs():
-    """The shipped meta-model kept condgan's settings in ``meta``: they load as its own, silently."""
+def test_checkpoints_from_before_learner_settings_keep_theirs(meta_ckpt, tmp_path):
+    """Meta-models written before learners had their own section (condgan's shipped until
+    2026-12-05) kept their settings in ``meta``: they load as the learner's own, silently."""
     import logging
+
+    import torch
 
     from metagan.train import load_meta_learner
 
+    legacy = torch.load(meta_ckpt, weights_only=True)
+    own = legacy["params"].pop("learners").get("condgan", {}) | {"proto_weight": 0.25}
+    legacy["params"]["meta"] |= own
+    legacy.pop("settings", None)
+    torch.save(legacy, tmp_path / "legacy.pt")
     with pytest.MonkeyPatch.context() as mp:
         records = []
         mp.setattr(logging.getLogger("metagan.config"), "warning", lambda *a, **k: records.append(a))
-        learner, ckpt = load_meta_learner(PROJECT_ROOT / "metagan/pretrained/condgan-small.pt")
+        learner, ckpt = load_meta_learner(tmp_path / "legacy.pt")
     assert "proto_weight" in ckpt["params"]["meta"] and "learners" not in ckpt["params"]
-    assert learner.settings.proto_weight == ckpt["params"]["meta"]["proto_weight"]
+    assert learner.settings.proto_weight == 0.25
     assert not any("proto_weight" in str(r) for r in records)

@@ -103,6 +103,19 @@ def test_truncation_scales_the_deformation_noise_only():
     assert torch.allclose(got, expected, atol=1e-6)
 
 
+def test_the_deformation_noise_shrinks_towards_many_shots_noise_as_shots_grow():
+    """One shot: full-scale noise; K shots: s + (1 - s) / K (several shots already differ as people's
+    drawings do), before ``adapt.truncation`` multiplies it."""
+    learner = warp()
+    s = learner.settings.many_shots_noise
+    assert s < 1
+    scales = {k: float(learner.adapt(drawings(k), 0, 0.0, torch.Generator()).noise_scale) for k in (1, 2, 10)}
+    assert scales[1] == pytest.approx(1.0)
+    assert scales[2] == pytest.approx(s + (1 - s) / 2) and scales[10] == pytest.approx(s + (1 - s) / 10)
+    assert float(learner.adapt(drawings(2), 0, 0.0, torch.Generator()).truncate(0.5).noise_scale) \
+        == pytest.approx(0.5 * scales[2])
+
+
 def test_more_shots_than_slots_is_a_clear_error():
     with pytest.raises(ValueError, match="at most 20"):
         warp().adapt(drawings(21), 0, 0.0, torch.Generator())

@@ -58,11 +58,19 @@ def groups_of(classes: list[int], ways: int = WAYS) -> list[list[int]]:
     return [list(g) for g in np.array_split(np.asarray(classes), n)]
 
 
+def at_least(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (N, S, S, C) at ``size`` (a multiple of S) by repeating pixels: a model served smaller
+    than the shots (condgan's 32 px) is shown as a user would upscale its drawings."""
+    f = size // images.shape[1]
+    return images if f == 1 else images.repeat(f, axis=1).repeat(f, axis=2)
+
+
 def classifier_accuracy(groups: list[list[int]], shots_of: dict, extra_of: dict | None, queries_of: dict,
                         steps: int = 300, seed: int = 0) -> float:
     """Mean test accuracy over the N-way groups; ``extra_of[c]``: images added to class c's shots."""
     accs = []
     for group in groups:
-        train = [np.concatenate([shots_of[c], extra_of[c]]) if extra_of else shots_of[c] for c in group]
+        train = [np.concatenate([shots_of[c], at_least(extra_of[c], shots_of[c].shape[1])]) if extra_of
+                 else shots_of[c] for c in group]
         accs.append(accuracy(train, [queries_of[c] for c in group], steps, seed))
     return float(np.mean(accs))

@@ -23,22 +23,22 @@ from metagan.served import ServedGenerator
 
 
 class ClassicSettings(LearnerSettings):
-    rotation: float = Field(0.15, ge=0, le=1.0)
+    rotation: float = Field(0.1125, ge=0, le=1.0)
     """Largest rotation, radians."""
-    shear: float = Field(0.15, ge=0, le=1.0)
-    scale: float = Field(0.1, ge=0, le=0.5)
+    shear: float = Field(0.1125, ge=0, le=1.0)
+    scale: float = Field(0.075, ge=0, le=0.5)
     """Largest relative change of size (both axes together)."""
-    shift: float = Field(0.1, ge=0, le=0.5)
+    shift: float = Field(0.075, ge=0, le=0.5)
     """Largest shift, as a share of the image's side."""
-    elastic: float = Field(0.03, ge=0, le=0.2)
+    elastic: float = Field(0.0225, ge=0, le=0.2)
     """Largest displacement of a control point of the smooth field, as a share of the image's side."""
     elastic_grid: int = Field(4, ge=2, le=16)
-    thicken_share: float = Field(0.5, ge=0, le=1)
+    thicken_share: float = Field(0.0, ge=0, le=1)
     """Share of the images whose strokes are thickened."""
     thicken: float = Field(0.6, ge=0, le=1)
     """How much: 1 is a one-pixel dilation at the served size; 0.6 at 64 px is about one pixel of the
     105 px scan (a full 64 px dilation made strokes bold, measured on the tune alphabets)."""
-    crisp: float = Field(0.0, ge=0, le=20)
+    crisp: float = Field(6.0, ge=0, le=20)
     """Restore the edge profile after resampling (:func:`metagan.deformation.crisp`; 0: off)."""
 
 
@@ -46,15 +46,15 @@ class ClassicSettings(LearnerSettings):
 class ClassicConfig:
     image_size: int = 64
     channels: int = 1
-    rotation: float = 0.15
-    shear: float = 0.15
-    scale: float = 0.1
-    shift: float = 0.1
-    elastic: float = 0.03
+    rotation: float = 0.1125
+    shear: float = 0.1125
+    scale: float = 0.075
+    shift: float = 0.075
+    elastic: float = 0.0225
     elastic_grid: int = 4
-    thicken_share: float = 0.5
+    thicken_share: float = 0.0
     thicken: float = 0.6
-    crisp: float = 0.0
+    crisp: float = 6.0
 
     @property
     def z_dim(self) -> int:

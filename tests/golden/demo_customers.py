@@ -1,7 +1,7 @@
 """Golden outputs of the demo customers: what a refactor must leave bit for bit unchanged.
 
 Each customer of ``metagan/sample_data/customers/`` is ingested as ``metagan ingest`` does, adapted from the
-shipped meta-model ``metagan/pretrained/condgan-small.pt`` with seed 0 and the project's
+shipped meta-model (``config.SHIPPED_META_MODEL``) with seed 0 and the project's
 params.yaml, exported to ONNX, parity-checked and scored as ``metagan adapt`` does. Recorded per
 customer: the sha256 of the ONNX model's output for fixed noise (onnxruntime, one thread), of the
 generator's weights and of the contact sheet, and the metrics as float64.
