@@ -19,7 +19,7 @@ from flows.ingest import ingest_one
 from metagan.config import ConfigError, Params
 from metagan.customers import load_ingested
 
-SIZE = 32
+SIZE = Params().data.image_size  # the served size (64)
 
 
 def drawing(value: int = 0, size: int = 40) -> np.ndarray:

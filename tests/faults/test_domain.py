@@ -22,7 +22,7 @@ EXAMPLES = PROJECT_ROOT / "metagan" / "sample_data" / "customers"
 if not EXAMPLES.is_dir():
     EXAMPLES = PROJECT_ROOT / "examples" / "customers"
 SHIPPED_EVALUATOR = PROJECT_ROOT / "metagan" / "pretrained" / "evaluator.pt"
-SIZE = 32
+SIZE = Params().data.image_size  # the served size (64)
 
 
 def sample_drawings(n: int, start: int = 100) -> list[np.ndarray]:
@@ -50,10 +50,10 @@ pytestmark = pytest.mark.skipif(not SHIPPED_EVALUATOR.exists(), reason="no shipp
 
 def test_the_shipped_evaluator_carries_domain_statistics_for_the_upload_format():
     """Guarantee: the shipped evaluator is calibrated (its weights and gate calibration untouched),
-    so ingestion checks uploads of the configured format (32 x 32, one channel)."""
+    so ingestion checks uploads of the configured format (the served size, one channel)."""
     _, reference = load_evaluator(SHIPPED_EVALUATOR, with_reference=True)
     domain = DomainReference.from_reference(reference)
-    assert domain is not None and (domain.image_size, domain.channels) == (32, 1)
+    assert domain is not None and (domain.image_size, domain.channels) == (SIZE, 1)
     assert domain.calibration["farthest_tune_drawing"] < domain.threshold < domain.calibration["nearest_junk_image"]
     assert {"background", "copy_threshold", "class_spread"} <= set(reference)
     assert upload_screen(Params()) is not None

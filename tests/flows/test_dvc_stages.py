@@ -30,7 +30,8 @@ def checkout(tmp_path_factory, prefect_harness):
     for package in ("metagan", "flows"):
         shutil.copytree(PROJECT_ROOT / package, root / package, symlinks=True,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pt", "sample_data"))
-    shutil.copy(PROJECT_ROOT / "dvc.yaml", root / "dvc.yaml")
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(PROJECT_ROOT / name, root / name)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "METAGAN_PROJECT"))} | {
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PREFECT_API_URL": PREFECT_API_URL.value(),
         "DVC_SITE_CACHE_DIR": str(root / ".dvc-site-cache"), "METAGAN_FANOUT_WORKERS": "2"}
@@ -95,4 +96,21 @@ def test_metrics_read_well_in_dvc_metrics_show(checkout):
     adapt = shown["artifacts/adapt/metrics.json"]["data"]
     assert adapt["customers"] == 2 and adapt["failed"] == 0 and "shot_coverage" in adapt["mean"]
     assert "alpha" not in json.dumps(adapt)  # one line per run, not one column per customer
-    assert {"d_loss", "g_loss", "steps"} <= set(shown["artifacts/meta/metrics.json"]["data"])
+    assert {"d_loss", "steps"} <= set(shown["artifacts/meta/metrics.json"]["data"])  # and the learner's own losses
+
+
+def test_a_change_to_a_metric_module_reruns_adaptation(checkout):
+    """The stages depend on the code they run (tests/test_dvc_deps.py checks the list against the imports)."""
+    root, env = checkout
+    if not (root / "artifacts/adapt/models.json").exists():
+        repro(root, env)
+    metric = root / "metagan" / "metric_registry.py"
+    original = metric.read_text()
+    metric.write_text(original + "\n# a metric changed\n")
+    try:
+        proc = subprocess.run([str(BIN / "dvc"), "status", "--json"], cwd=root, env=env, capture_output=True,
+                              text=True, check=True)
+        changed = set(json.loads(proc.stdout))
+    finally:
+        metric.write_text(original)
+    assert {"meta_train", "adapt", "generate"} <= changed
