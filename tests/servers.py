@@ -277,8 +277,10 @@ def scaleout_stack(work: Path, bucket: str = "metagan") -> Iterator[dict]:
         mlflow = MlflowServer(work, pg.url("mlflow"), f"s3://{bucket}/mlflow", s3.client_env())
         prefect = PrefectServer(work, pg.url("prefect", "asyncpg"))
         servers += [mlflow.start(), prefect.start(timeout=180)]
+        # the fleet index (and the per-customer advisory locks) in the registry's own database
         env = s3.client_env() | {"MLFLOW_TRACKING_URI": mlflow.uri, "PREFECT_API_URL": prefect.api_url,
-                                 "METAGAN_PROFILE": "scaleout"}
+                                 "METAGAN_PROFILE": "scaleout",
+                                 "METAGAN_INDEX_URL": f"postgresql://{pg.user}@127.0.0.1:{pg.port}/mlflow"}
         yield {"pg": pg, "s3": s3, "mlflow": mlflow, "prefect": prefect, "env": env}
     finally:
         for server in reversed(servers):

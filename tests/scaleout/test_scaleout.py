@@ -182,8 +182,7 @@ def test_overlapping_adapt_runs_on_postgresql_leave_one_version_per_identity(sta
     """Guarantee (as tests/faults/test_overlapping_runs.py on SQLite): two `metagan adapt` processes
     started together, here against MLflow on PostgreSQL reached over HTTP only, with Dask fan-out:
     one version per identity, each built from its own run's uploads, consistent aliases. The
-    per-customer locks are the Prefect server's concurrency limits."""
-    import httpx
+    per-customer locks are PostgreSQL advisory locks on the fleet index's database."""
     import yaml
 
     from tests.overlap import check_outcome, run_together, write_overlap_uploads
@@ -197,6 +196,7 @@ def test_overlapping_adapt_runs_on_postgresql_leave_one_version_per_identity(sta
     monkeypatch.setenv("MLFLOW_TRACKING_URI", stack["mlflow"].uri)
     outcome = check_outcome(folders, outs)
     print(f"two overlapping adapt runs (scale-out): {wall:.1f} s; {outcome}")
-    limits = httpx.post(f"{stack['prefect'].api_url}/v2/concurrency_limits/filter", json={}).json()
-    held = {l["name"]: l["active_slots"] for l in limits}
-    assert held.get("metagan-customer-ovA") == 0 == held.get("metagan-customer-ovB")  # used, and released
+    held = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(stack["pg"].port), "-U", stack["pg"].user, "-d",
+                           "mlflow", "-At", "-c", "select count(*) from pg_locks where locktype = 'advisory'"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert held == "0"  # every lock released when the runs ended
