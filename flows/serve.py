@@ -11,7 +11,7 @@ from prefect.schedules import Cron
 
 from flows.adapt_customers import adapt_customers_flow
 from flows.common import ensure_concurrency_limits, load
-from flows.generate import generate
+from flows.generate import generate_flow
 from flows.ingest import ingest
 from flows.meta_train import meta_train
 from flows.promote import promote
@@ -37,9 +37,10 @@ def scheduled_meta_train(params_path: str | None = None) -> str:
 
 @flow(name="nightly-generate")
 def nightly_generate(params_path: str | None = None, count: int | None = None, customers: list[str] | None = None,
-                     seed: int = 0, out: str | None = None) -> list[dict]:
-    """Nightly: the batch job for every customer in production (or ``customers``)."""
-    return generate(load(params_path), customers, count, seed, out)
+                     seed: int = 0, out: str | None = None) -> int:
+    """Nightly: the batch job for the customers due (or ``customers``); returns how many were drawn."""
+    params = load(params_path)
+    return sum(b.ok for b in generate_flow(params)(params, customers, count, seed, out))
 
 
 GPU_DEPLOYMENTS = {"weekly-meta-train"}

@@ -40,6 +40,10 @@ VERSIONS_PAGE_SIZE = 1000
 ONNX_SHA256_TAG = "onnx_sha256"
 """Version tag: sha256 of the registered ONNX file, recorded at registration (versions registered
 before it existed carry none, and are checked by loading)."""
+ONNX_FILE_TAG = "onnx_file"
+"""Version tag: the artifact URI of the registered ONNX file itself, so that serving a known version
+reads that one file (one download through a tracking server) instead of MLflow's whole model
+folder (seven files and a parse: about 150 ms against 45 ms on loopback)."""
 
 
 def tracking_uri(root: Path | None = None) -> str:
@@ -468,6 +472,8 @@ def log_onnx_model(onnx_path: str | Path, model_name: str, tags: dict[str, str],
     if metrics:
         _retrying("log metrics on the model", mlflow.log_metrics, {k: float(v) for k, v in metrics.items()},
                   model_id=info.model_id)
+    logged = _retrying(f"read the logged model of {model_name}", client().get_logged_model, info.model_id)
+    tags = tags | {ONNX_FILE_TAG: f"{logged.artifact_location.rstrip('/')}/model.onnx"}  # the ONNX flavor's file name
     return register_version(model_name, info.model_uri, run_id, tags, model_id=info.model_id)
 
 
@@ -588,6 +594,37 @@ def load_onnx_version(model_name: str, alias: str | None = None,
     return OnnxVersion(model_name, str(mv.version), dict(mv.tags), onnx)
 
 
+def read_model_file(uri: str) -> bytes:
+    """The bytes of one registered artifact file (an :data:`ONNX_FILE_TAG` URI): read where it is
+    on this machine (the embedded store), downloaded once through the tracking server otherwise.
+    A file that is not there is :class:`~metagan.errors.Damaged`."""
+    from urllib.parse import unquote, urlparse
+
+    from metagan.errors import Damaged
+
+    if uri.startswith("file:"):
+        path = Path(unquote(urlparse(uri).path))
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise Damaged(f"the model file {path} is missing; restore mlflow/artifacts from backup") from None
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    configure()
+    with tempfile.TemporaryDirectory(prefix="metagan-model-") as tmp:
+        try:
+            got = _retrying(f"download {uri}", mlflow.artifacts.download_artifacts, artifact_uri=uri, dst_path=tmp)
+        except MlflowException as e:
+            if not _absent(e):
+                raise
+            raise Damaged(f"the model file {uri} is missing from the artifact store") from None
+        path = Path(got)
+        if not path.is_file():  # MLflow answers an absent file with an empty folder
+            raise Damaged(f"the model file {uri} is missing from the artifact store")
+        return path.read_bytes()
+
+
 def _get_version_or_none(model_name: str, version: str | int):
     from mlflow.exceptions import MlflowException
 
@@ -662,6 +699,29 @@ def log_json(value, artifact_file: str) -> None:
     import mlflow
 
     _retrying(f"log {artifact_file}", mlflow.log_dict, value, artifact_file)
+
+
+def set_model_tag(model_name: str, key: str, value: str) -> None:
+    """A tag of the registered model itself (not of one version)."""
+    _retrying(f"tag {model_name}", client().set_registered_model_tag, model_name, key, value)
+
+
+def search_models(names: list[str]) -> list:
+    """The registered models named ``names`` (at most a page, 100), with their aliases and tags:
+    one request where reading each customer's aliases one by one takes two."""
+    if not names:
+        return []
+    quoted = ", ".join(f"'{n}'" for n in names)
+    return _all_pages("read registered models", client().search_registered_models, PAGE_SIZE,
+                      filter_string=f"name IN ({quoted})")
+
+
+def search_versions_of(names: list[str]) -> list:
+    """Every version of the models ``names``, with their tags (all pages)."""
+    if not names:
+        return []
+    quoted = ", ".join(f"'{n}'" for n in names)
+    return search_versions(f"name IN ({quoted})")
 
 
 def set_version_tags(model_name: str, version: str | int, tags: dict[str, str]) -> None:

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from metagan import fleet
 from metagan.fleet_index import FleetIndex
 from metagan.locks import LockTimeout, advisory_locker
 from tests.servers import Postgres, postgres_available
@@ -116,6 +117,17 @@ def test_planning_reads_only_the_rows_due_through_the_index(tmp_path):
                        "ORDER BY adapt_since, customer_id", "metagan_fleet_adapt")):
         plan = " ".join(str(r) for r in con.execute("EXPLAIN QUERY PLAN " + sql))
         assert f"USING INDEX {used}" in plan, plan
+
+
+def test_the_night_is_cut_into_tasks_and_cadences_are_read_as_hours():
+    due = [fleet.DueBatch(f"c{i}", "1", None, None, None, 0.0) for i in range(10)]
+    assert [len(c) for c in fleet.chunks(due, per_task=4, workers=2)] == [3, 3, 3, 1]  # at least 2 tasks a worker
+    assert [len(c) for c in fleet.chunks(due * 10, per_task=4, workers=2)] == [4] * 25
+    assert fleet.chunks([], 4, 2) == []
+    assert [fleet.parse_every(t) for t in ("12h", "7d", "never", "0", "default", "36")] == [12, 168, 0, 0, None, 36]
+    with pytest.raises(ValueError, match="hours or days"):
+        fleet.parse_every("weekly")
+    assert fleet.next_due(100.0, None, DAY) == 100.0 + DAY and fleet.next_due(100.0, 0, DAY) is None
 
 
 HOLD = """

@@ -1,5 +1,6 @@
 """The whole pipeline under Prefect, on a tiny model, in a throwaway project folder."""
 
+import io
 import json
 
 import numpy as np
@@ -110,9 +111,14 @@ def test_batch_job_wrote_images_and_manifest(project, first_run):
     manifest = json.loads((root / "out/alpha/manifest.json").read_text())
     assert manifest["count"] == 5 and manifest["seed"] == 3
     assert manifest["model"]["name"] == "metagan-customer-alpha" and manifest["model"]["version"]
-    assert len(list((root / "out/alpha").glob("0*.png"))) == 5
+    # one shard (fleet.batch_format's default): a PNG and a JSON per image, WebDataset's layout
+    from metagan.shards import read_shard
+
+    assert manifest["shard"] == "images.tar" and not list((root / "out/alpha").glob("0*.png"))
+    samples = read_shard((root / "out/alpha/images.tar").read_bytes())
+    assert [k for k, _, _ in samples] == ["00000", "00001", "00002", "00003", "00004"]
     assert (root / "out/alpha/contact-sheet.png").exists() and (root / "out/alpha/index.html").exists()
-    assert Image.open(root / "out/alpha/00000.png").size == (32, 32)
+    assert Image.open(io.BytesIO(samples[0][1])).size == (32, 32)
 
 
 def test_the_mlflow_ui_has_signatures_model_metrics_sample_images_and_the_batch(project, first_run):
@@ -135,8 +141,13 @@ def test_the_mlflow_ui_has_signatures_model_metrics_sample_images_and_the_batch(
     images = [f.path for f in tracking.client().list_artifacts(meta_run, "images")]
     assert any("samples" in f for f in images), images
     assert prod.tags["last_batch"] == str(root / "out/alpha/manifest.json")
+    # one generate run per task of the night, its customers' manifests in manifests.json
     batch_run = tracking.client().get_run(prod.tags["last_batch_run"])
-    assert batch_run.data.tags["model_version"] == str(prod.version) and batch_run.data.metrics["images"] == 5
+    assert batch_run.data.tags["step"] == "generate" and batch_run.data.metrics["images"] >= 5
+    recorded = mlflow.artifacts.load_dict(f"runs:/{batch_run.info.run_id}/manifests.json")
+    assert {"customer_id": "alpha", "model_version": str(prod.version), "count": 5} == \
+        {k: v for k, v in next(m for m in recorded if m["customer_id"] == "alpha").items()
+         if k in ("customer_id", "model_version", "count")}
 
 
 def test_a_second_run_with_nothing_changed_creates_no_new_versions(project, first_run, monkeypatch):
@@ -154,7 +165,7 @@ def test_a_second_run_with_nothing_changed_creates_no_new_versions(project, firs
     assert loads == []
     assert second.meta.reused and all(r.reused for r in second.adapted)
     assert [p.outcome.value for p in second.promoted] == ["already production", "already production"]
-    assert [m["model"]["name"] for m in second.generated] == ["metagan-customer-alpha", "metagan-customer-beta"]
+    assert [b.model_name for b in second.generated] == ["metagan-customer-alpha", "metagan-customer-beta"]
     assert {n: versions(n) for n in before} == before
 
 
@@ -185,3 +196,4 @@ def test_a_worker_without_the_checkpoint_fetches_the_registered_meta_model(proje
     assert not (tmp_path / "not-here").exists()
     a, b = local.learner.modules()["generator"].state_dict(), fetched.learner.modules()["generator"].state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+

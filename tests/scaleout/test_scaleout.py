@@ -82,11 +82,16 @@ def test_customers_were_spread_over_dask_workers(run):
     assert summary["rejected"].keys() == {"broken"}
 
 
-def test_batch_generation_wrote_to_s3(stack, run):
+def test_batch_generation_wrote_one_shard_per_customer_to_s3(stack, run):
+    """Four objects a customer (they were 67 with loose PNGs): the shard, contact sheet, gallery, manifest."""
+    from metagan.shards import read_shard
+
     keys = stack["s3"].keys(BUCKET, "generated/")
     for cid in CUSTOMERS:
-        assert {f"generated/{cid}/{f}" for f in ("manifest.json", "contact-sheet.png", "index.html")} <= set(keys)
-        assert sum(k.startswith(f"generated/{cid}/0") and k.endswith(".png") for k in keys) == 4
+        assert {k for k in keys if k.startswith(f"generated/{cid}/")} == {
+            f"generated/{cid}/{f}" for f in ("images.tar", "manifest.json", "contact-sheet.png", "index.html")}
+    shard = stack["s3"].client().get_object(Bucket=BUCKET, Key="generated/alpha/images.tar")["Body"].read()
+    assert [k for k, _, _ in read_shard(shard)] == ["00000", "00001", "00002", "00003"]
 
 
 def test_dvc_data_is_pushed_to_s3_and_pulls_into_a_fresh_clone(stack, run, tmp_path):
