@@ -197,3 +197,28 @@ def test_a_worker_without_the_checkpoint_fetches_the_registered_meta_model(proje
     a, b = local.learner.modules()["generator"].state_dict(), fetched.learner.modules()["generator"].state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
+
+def test_the_hourly_run_adapts_only_the_customers_whose_uploads_changed(project, first_run):
+    """The hourly schedule (flows.hourly): with nothing changed it reads the upload folders' entries
+    and the fleet index and stops; new uploads for one customer get that customer, and only it,
+    ingested, adapted and promoted (the rejected folders are not read again either)."""
+    import shutil
+
+    from flows.hourly import adapt_changed
+    from metagan import tracking
+
+    root, customers = project
+    params = params_of(root)
+    adapt_changed(params, str(customers))  # whatever earlier tests left: settled
+    quiet = adapt_changed(params, str(customers))
+    assert quiet.changed == [] and quiet.adapted == []
+    before = {c: versions(f"metagan-customer-{c}") for c in ("alpha", "beta")}
+    shutil.copy(customers / "beta" / "0.png", customers / "alpha" / "extra.png")  # a new upload for alpha
+    hour = adapt_changed(params, str(customers))
+    assert hour.changed == ["alpha"]
+    assert [(a.customer_id, a.reused) for a in hour.adapted] == [("alpha", False)]
+    assert [p.outcome.value for p in hour.promoted] == ["promoted"]
+    assert versions("metagan-customer-alpha") == before["alpha"] + [max(before["alpha"]) + 1]
+    assert versions("metagan-customer-beta") == before["beta"]
+    prod = tracking.get_alias("metagan-customer-alpha", "production")
+    assert prod.tags["shots"] == "5"
