@@ -132,8 +132,13 @@ class Batch:
     """The MLflow run that recorded it."""
 
 
+DRAW_THREADS = 2
+"""Customers one task draws at once: while one waits on the network (its model's download, its
+puts, its registry record), the other computes."""
+
+
 def draw_batches(due: list[DueBatch], count: int, out: str, seed: int, layout: str, stamp: float,
-                 default_s: int) -> list[Batch]:
+                 default_s: int, threads: int = DRAW_THREADS) -> list[Batch]:
     """Draw, write and record each customer's batch (a fan-out task's share of a night).
 
     For each: the model (the version the plan named, checked against its registered checksum;
@@ -142,78 +147,94 @@ def draw_batches(due: list[DueBatch], count: int, out: str, seed: int, layout: s
     ``last_batch*`` tags), then its watermark in the index. A kill between the manifest and the
     watermark draws that customer again on the rerun, never loses one. A customer that fails
     (a damaged model) is reported and the others go on; an unexpected error (a bug) too, with its
-    class."""
-    from metagan.generate import run_batch_job
+    class. Results come in the order of ``due``."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from metagan.storage import OutputLocation
 
-    found = registry_index()
-    location = OutputLocation(out)  # one S3 client for the whole chunk
-    run = BatchRecorder(len(due))
-    results = []
-    for item in due:
-        start = time.monotonic()
-        try:
-            model = _served(item)
-            manifest = run_batch_job(model.onnx, count, f"{out.rstrip('/')}/{item.customer_id}", seed,
-                                     model.describe(), layout=layout, out=location, threads=1)
-            run_id = run.record(item.customer_id, model, manifest)
-            found.batches_done([(item.customer_id, model.version, stamp, next_due(stamp, item.every_s, default_s))])
-        except Exception as e:
-            if isinstance(e, KeyboardInterrupt):
-                raise
-            error = str(e) if kind_of(e) is not None else f"{type(e).__name__}: {e}"
-            log.error("customer %s: no batch: %s", item.customer_id, error)
-            results.append(Batch(item.customer_id, False, error=error, seconds=time.monotonic() - start))
-            continue
-        results.append(Batch(item.customer_id, True, model.name, model.version, manifest["count"],
-                             manifest["location"], manifest["manifest"], layout, tuple(manifest["files"]),
-                             round(time.monotonic() - start, 3), run_id=run_id))
-    run.close()
-    return results
+    location = OutputLocation(out)  # one S3 client for the whole task (boto3's clients are thread-safe)
+    with BatchRecorder(len(due)) as run:
+        def one(item: DueBatch) -> Batch:
+            return _draw_one(item, count, location, seed, layout, stamp, default_s, run)
+
+        if threads > 1 and len(due) > 1:
+            with ThreadPoolExecutor(min(threads, len(due)), thread_name_prefix="draw") as pool:
+                return list(pool.map(one, due))
+        return [one(item) for item in due]
 
 
-BATCH_TAGS = ("last_batch", "last_batch_run", "last_batch_created")
+def _draw_one(item: DueBatch, count: int, out, seed: int, layout: str, stamp: float, default_s: int,
+              run: "BatchRecorder") -> Batch:
+    from metagan.generate import run_batch_job
+
+    start = time.monotonic()
+    try:
+        model = _served(item)
+        manifest = run_batch_job(model.onnx, count, f"{out.uri.rstrip('/')}/{item.customer_id}", seed,
+                                 model.describe(), layout=layout, out=out, threads=1)
+        run.record(item.customer_id, model, manifest)
+        registry_index().batches_done([(item.customer_id, model.version, stamp,
+                                        next_due(stamp, item.every_s, default_s))])
+    except Exception as e:
+        error = str(e) if kind_of(e) is not None else f"{type(e).__name__}: {e}"
+        log.error("customer %s: no batch: %s", item.customer_id, error)
+        return Batch(item.customer_id, False, error=error, seconds=round(time.monotonic() - start, 3))
+    return Batch(item.customer_id, True, model.name, model.version, manifest["count"], manifest["location"],
+                 manifest["manifest"], layout, tuple(manifest["files"]), round(time.monotonic() - start, 3),
+                 run_id=run.run_id)
+
+
+BATCH_TAGS = ("last_batch", "last_batch_created")
+"""Version tags of the batch last drawn from it: its manifest, and when (the registry's record of
+the night, from which ``metagan doctor`` rebuilds the index's watermarks)."""
 
 
 class BatchRecorder:
     """Records the batches one task of the nightly job draws: one MLflow run ``generate`` for the
     task (its customers' manifests in ``manifests.json``, the images and customers as metrics),
-    and on each version drawn from, the ``last_batch*`` tags pointing at the batch's manifest
-    and that run. One run per task rather than per customer: a run costs five requests, a
-    customer's record three."""
+    and on each version drawn from, the :data:`BATCH_TAGS`. One run per task rather than per
+    customer: a run costs five requests; a customer's record costs two (the run's id is not
+    tagged on the version: a third request a customer, for a link the run's manifests.json gives).
+    The run is opened and closed by the task's own thread (MLflow's active run is per thread);
+    :meth:`record` may be called from any."""
 
     def __init__(self, expected: int = 0):
+        import threading
+
         self.expected = expected
-        self._run = None
-        self._stack = None
         self.manifests: list[dict] = []
+        self._lock = threading.Lock()
+        self._stack = None
+        self.run_id = ""
 
-    def record(self, customer_id: str, model: registry.ServedModel, manifest: dict) -> str:
-        """Record one batch (drawn from a registered version); returns the run's id."""
-        if self._run is None:
-            from contextlib import ExitStack
+    def __enter__(self) -> "BatchRecorder":
+        from contextlib import ExitStack
 
-            self._stack = ExitStack()
-            self._run = self._stack.enter_context(tracking.start_run(
-                "generate", {"step": "generate", "customers_planned": str(self.expected)}))
-        run_id = self._run.info.run_id
-        self.manifests.append({"customer_id": customer_id, "model_name": model.name, "model_version": model.version,
-                               "served_as": model.alias or f"version {model.version}", "manifest": manifest["manifest"],
-                               "count": manifest["count"], "created": manifest["created"]})
+        self._stack = ExitStack()
+        run = self._stack.enter_context(tracking.start_run(
+            "generate", {"step": "generate", "customers_planned": str(self.expected)}))
+        self.run_id = run.info.run_id
+        return self
+
+    def record(self, customer_id: str, model: registry.ServedModel, manifest: dict) -> None:
+        """Record one batch (drawn from a registered version)."""
         tracking.set_version_tags(model.name, model.version, dict(zip(BATCH_TAGS, (
-            manifest.get("manifest", ""), run_id, manifest.get("created", "")))))
-        return run_id
+            manifest.get("manifest", ""), manifest.get("created", "")))))
+        with self._lock:
+            self.manifests.append({"customer_id": customer_id, "model_name": model.name,
+                                   "model_version": model.version, "served_as": model.alias or f"version {model.version}",
+                                   "manifest": manifest["manifest"], "count": manifest["count"],
+                                   "created": manifest["created"]})
 
-    def close(self) -> None:
-        """The task's manifests and totals on its run, and the run ended (nothing if none was drawn)."""
-        if self._run is None:
-            return
+    def __exit__(self, *exc) -> None:
+        """The task's manifests and totals on its run, and the run ended."""
         try:
-            tracking.log_metrics({"images": sum(m["count"] for m in self.manifests), "customers": len(self.manifests)})
-            tracking.log_json(self.manifests, "manifests.json")
+            if self.manifests:
+                tracking.log_metrics({"images": sum(m["count"] for m in self.manifests),
+                                      "customers": len(self.manifests)})
+                tracking.log_json(self.manifests, "manifests.json")
         finally:
-            self._stack.close()
-            self._run = None
+            self._stack.__exit__(*exc)
 
 
 def _served(item: DueBatch) -> registry.ServedModel:
