@@ -51,7 +51,9 @@ def cmd_ingest(args, params: Params) -> int:
     from flows.ingest import ingest
 
     customers = _existing_dir(args.customers)
-    result = ingest(params, str(customers) if customers else None, args.source)
+    if args.customer and customers is None:
+        raise Usage("--customer ID names a folder of --customers DIR")
+    result = ingest(params, str(customers) if customers else None, args.source, folders=args.customer)
     print(f"data version {result.data_version} ({result.task_classes} task classes)")
     for cid, r in result.customers.items():
         print(f"  {cid}: " + (f"{r.shots} shots" if r.ok else f"REJECTED {r.error}"))
@@ -431,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = command("ingest", "validate and pack task data and customer uploads; version them with DVC", cmd_ingest)
     i.add_argument("--customers", metavar="DIR", help=customers_help)
+    i.add_argument("--customer", metavar="ID", action="append", help="only this customer's folder (repeatable): "
+                   "what an upload service calls when a customer's uploads arrive, so that the hourly run finds "
+                   "them without scanning every folder (fleet.scan_uploads: false)")
     i.add_argument("--source", metavar="PATH", help="task dataset: npz, Omniglot zip or <root>/<class>/<images> "
                    "folder (default: params.yaml's data.source, else the bundled sample)")
 
@@ -604,8 +609,9 @@ def _check_arguments(args) -> None:
         if args.model is None and args.customer is None and not args.all:
             raise Usage("say which model: --customer ID (and optionally --alias or --version), --model FILE.onnx, "
                         "or --all (the nightly batch job)")
-    if getattr(args, "customer", None) is not None:
-        validate_customer_id(args.customer)
+    named = getattr(args, "customer", None)
+    for customer in named if isinstance(named, list) else [named] if named is not None else []:
+        validate_customer_id(customer)
     if args.command in ("ingest", "adapt", "pipeline", "serve", "demo"):
         _existing_dir(args.customers)
 

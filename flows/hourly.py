@@ -1,6 +1,7 @@
 """``adapt-changed``: the hourly adaptation, planned from what changed (:mod:`metagan.fleet`).
 
-1. the upload folders whose files changed since their last ingestion (directory entries only);
+1. the upload folders whose files changed since their last ingestion (directory entries only; with
+   ``fleet.scan_uploads: false`` none: the uploads were ingested as they arrived, and recorded);
 2. if the meta-model or the adaptation settings changed since the last hour, every customer;
 3. those folders ingested (validated, packed, versioned), which records their shots in the index;
 4. the customers whose shots differ from those their newest model was adapted from (this hour's,
@@ -71,7 +72,7 @@ def load_pending(params: Params, customer_ids: list[str]) -> list[CustomerUpload
 @flow(name="adapt-changed", log_prints=True)
 def adapt_changed(params: Params, customers_dir: str) -> HourResult:
     logger = get_run_logger()
-    changed = changed_folders(params, customers_dir)
+    changed = changed_folders(params, customers_dir) if params.fleet.scan_uploads else []
     meta_version = current_meta_version()
     marked = mark_all_if_models_changed(params, meta_version)
     data: Ingestion | None = ingest(params, customers_dir, folders=changed) if changed else None

@@ -205,6 +205,10 @@ class FleetConfig(_Section):
     costs requests to Prefect, a customer's batch about 0.1 s)."""
     promote_concurrency: int = Field(4, ge=1, le=64)
     """Customers promoted at once (each a few requests to MLflow, under its own lock)."""
+    scan_uploads: bool = True
+    """The hourly run looks for changed upload folders itself (directory entries only, one ``stat``
+    a file: it grows with the fleet). ``false``: uploads are ingested as they arrive (``metagan
+    ingest --customers DIR --customer ID``), and the hour plans from the index alone."""
 
 
 PROFILE_ENV = "METAGAN_PROFILE"

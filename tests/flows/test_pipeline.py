@@ -221,3 +221,27 @@ def test_the_hourly_run_adapts_only_the_customers_whose_uploads_changed(project,
     assert versions("metagan-customer-beta") == before["beta"]
     prod = tracking.get_alias("metagan-customer-alpha", "production")
     assert prod.tags["shots"] == "5"
+
+
+def test_uploads_ingested_as_they_arrive_are_adapted_by_the_hour_without_a_scan(project, first_run, capsys):
+    """At fleet scale the hour need not look at every folder (fleet.scan_uploads: false): an upload
+    service ingests the customer whose uploads arrived (`metagan ingest --customer ID`), which
+    records them in the fleet index, and the hour adapts that customer from the index alone."""
+    import shutil
+
+    import yaml
+
+    from flows.cli import main
+    from flows.common import load
+    from flows.hourly import adapt_changed
+
+    root, customers = project
+    shutil.copy(customers / "alpha" / "1.png", customers / "beta" / "extra.png")
+    assert main(["--params", str(root / "params.yaml"), "ingest", "--customers", str(customers),
+                 "--customer", "beta"]) == 0
+    assert "beta: 5 shots" in capsys.readouterr().out
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw.setdefault("fleet", {})["scan_uploads"] = False
+    (root / "no-scan.yaml").write_text(yaml.safe_dump(raw))
+    hour = adapt_changed(load(str(root / "no-scan.yaml")), str(customers))
+    assert hour.changed == [] and [(a.customer_id, a.reused) for a in hour.adapted] == [("beta", False)]
