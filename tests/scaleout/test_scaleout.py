@@ -94,6 +94,27 @@ def test_batch_generation_wrote_one_shard_per_customer_to_s3(stack, run):
     assert [k for k, _, _ in read_shard(shard)] == ["00000", "00001", "00002", "00003"]
 
 
+def test_generate_all_draws_the_customers_due_from_the_index_in_postgresql(stack, run):
+    """`metagan generate --all` on the scale-out profile: the plan comes from the fleet index in
+    PostgreSQL (the pipeline's batches moved every customer's watermark on, so none is due until
+    its cadence comes round: here alpha's, set to an hour), the model file is read by the URI the
+    promotion recorded, and the batch lands in S3 as a shard."""
+    root, _, env = run
+    args = ["--params", str(root / "params.yaml")]
+    proc = metagan([*args, "schedule", "--customer", "alpha", "--every", "1h"], env, root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = metagan([*args, "generate", "--all", "--count", "3"], env, root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 customer(s) due: 1 batch(es) drawn into s3://metagan/generated" in proc.stdout
+    manifest = json.loads(stack["s3"].client().get_object(Bucket=BUCKET, Key="generated/alpha/manifest.json")["Body"].read())
+    assert manifest["count"] == 3 and manifest["layout"] == "shard"
+    rows = subprocess.run(["psql", "-h", "127.0.0.1", "-p", str(stack["pg"].port), "-U", stack["pg"].user, "-d", "mlflow",
+                           "-At", "-c", "select customer_id, due_at > extract(epoch from now()) from metagan_fleet "
+                           "where batch_version = production_version order by 1"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert rows == [f"{cid}|t" for cid in sorted(CUSTOMERS)]  # every one drawn from production, next turn ahead
+
+
 def test_dvc_data_is_pushed_to_s3_and_pulls_into_a_fresh_clone(stack, run, tmp_path):
     from metagan import versioning
 
