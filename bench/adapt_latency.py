@@ -18,13 +18,15 @@ import platform  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from metagan.config import SHIPPED_META_MODEL  # noqa: E402
+
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", default="metagan/pretrained/condgan-small.pt")
+    ap.add_argument("--checkpoint", default=str(SHIPPED_META_MODEL))
     ap.add_argument("--shots", type=int, default=5)
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--repeat", type=int, default=5)

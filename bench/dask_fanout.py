@@ -22,6 +22,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from metagan.config import SHIPPED_META_MODEL
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -49,7 +51,7 @@ def main() -> None:
             write_uploads(uploads, {cid: 109 + i % 48 for i, cid in enumerate(ids)}, args.shots, broken=False)
         params = yaml.safe_load((ROOT / "params.yaml").read_text())
         params["data"].update(source=str(ROOT / params["data"]["sample"]), packed_dir=str(work / "data/tasks"))
-        params["meta"].update(init_checkpoint=str(ROOT / "metagan/pretrained/condgan-small.pt"), minutes=0.0)
+        params["meta"].update(init_checkpoint=str(SHIPPED_META_MODEL), minutes=0.0)
         params["paths"].update(data_root=str(work / "data"), ingested_customers=str(work / "data/customers"),
                                meta_checkpoint=str(work / "meta.pt"), customers_dir=str(work / "models"))
         params["scaleout"].update(dvc_remote="s3://metagan/dvc", generated="s3://metagan/generated")

@@ -49,6 +49,7 @@ from metagan.evaluator import load_evaluator, save_evaluator  # noqa: E402
 from metagan.task_data import prepare_task_dataset  # noqa: E402
 
 SIZE = 32
+"""The uploads' size: set to the task data's (``data.image_size``) in main()."""
 SHOTS = (1, 5, 10)
 
 
@@ -206,7 +207,8 @@ def nearest_prototype_separation(net, ds, train_ids, tune_ids, val_ids, junk_ima
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--evaluator", default="artifacts/bench2/evaluator.pt")
-    ap.add_argument("--tasks", default="artifacts/bench2/tasks", help="packed task data (all 30 alphabets)")
+    ap.add_argument("--tasks", default="artifacts/bench64/tasks-64", help="packed task data (all 30 alphabets)")
+    ap.add_argument("--image-size", type=int, default=64, help="the served size uploads are decoded at")
     ap.add_argument("--trained-on-held-out", action="store_true",
                     help="the evaluator was trained on every alphabet (the shipped one): fit its domain on all of them")
     ap.add_argument("--junk", type=int, default=200, help="images per kind, calibration and test each")
@@ -219,7 +221,10 @@ def main() -> None:
     start = time.monotonic()
 
     params = load_params()
-    ds = prepare_task_dataset(params.with_overrides(data={"packed_dir": str((ROOT / args.tasks).resolve())}))
+    global SIZE
+    ds = prepare_task_dataset(params.with_overrides(data={"packed_dir": str((ROOT / args.tasks).resolve()),
+                                                          "image_size": args.image_size}))
+    SIZE = args.image_size  # uploads are decoded at the served size; the evaluator averages them down
     groups = np.array(ds.class_groups)
     val_ids = np.flatnonzero(np.isin(groups, params.data.val_groups))
     tune_ids = np.flatnonzero(np.isin(groups, params.data.tune_groups))

@@ -28,7 +28,7 @@ from metagan.data import split_classes
 from metagan.data.images import to_tensor, to_uint8
 from metagan.evaluator import embed, load_evaluator
 from metagan.grid import make_grid, save_png
-from metagan.metrics import class_consistency
+from benchlib.metrics import class_consistency
 from metagan.task_data import prepare_task_dataset
 
 

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metagan.adapt import adapt_to_customer
+from benchlib.heldout import at_evaluator_size, class_scores, held_out_data, held_out_features, split_drawings
+from benchlib.rows import checkpoint_adapter, load_for_held_out
 from metagan.data.images import to_uint8
 from metagan.evaluator import calibrate, embed, load_evaluator
 from metagan.metric_registry import GATE_SAMPLES, gate_metrics_from_features
-from quality import class_scores, held_out_data, held_out_features, load_for_held_out, split_drawings
 
 THRESHOLDS = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
@@ -72,10 +72,11 @@ def candidate_signals(gen, fs, background_all, background_k, radii: dict[str, fl
 def adapt_and_embed(meta, net, ds, splits, params, args) -> list[dict]:
     """Per character: its held-out figures and the evaluator features the gate would see."""
     classes, feats, protos = held_out_features(ds, net, splits)
+    adapt = checkpoint_adapter(meta, params)
     rows = []
     for i, c in enumerate(classes):
         shots = ds.images[splits[c][0]]
-        generator = adapt_to_customer(meta, shots, seed=args.seed + c, settings=params.adapt)
+        generator = adapt(shots, args.seed + c)
         with torch.no_grad():
             z = torch.randn(args.samples, generator.z_dim, generator=torch.Generator().manual_seed(c))
             held_out = class_scores(embed(net, to_uint8(generator(z))), feats[c], protos, i)
@@ -93,21 +94,25 @@ def main() -> None:
     ap.add_argument("--shots", type=int, default=5)
     ap.add_argument("--bad-below", type=float, default=0.5, help="held-out consistency under which a generator is bad")
     ap.add_argument("--samples", type=int, default=32, help="held-out scoring samples (the gate draws its own)")
-    ap.add_argument("--bench", default="artifacts/bench2", help="folder holding evaluator.pt and the packed tasks")
+    ap.add_argument("--bench", default="artifacts/bench64", help="folder holding evaluator.pt and the packed tasks")
+    ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--classes", type=int, help="only the first N held-out characters (a smoke run)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--report", default="gate-check.json", help="file name of the JSON report in --bench")
     args = ap.parse_args()
 
     bench = Path(args.bench)
-    params, ds, train_ids, groups, ids = held_out_data(bench, args.split)
-    meta = load_for_held_out(args.checkpoint, args.checkpoint, groups, ds, train_ids, args.seed)
+    held = held_out_data(bench, args.split, args.image_size)
+    params, ds, train_ids, groups, ids = held.params, held.ds, held.train_ids, held.groups, held.ids
+    meta = load_for_held_out(args.checkpoint, args.checkpoint, groups)
     net = load_evaluator(bench / "evaluator.pt")
     # the gate's reference statistics, from the meta-training characters as in production
-    reference = calibrate(net, ds, train_ids, seed=args.seed)
-    background_all = calibrate(net, ds, train_ids, seed=args.seed, max_classes=len(train_ids))["background"]
-    background_k = shot_prototypes(net, ds, train_ids, args.shots, args.seed)
-    radii = {f"radius_q{int(q * 100)}": shot_radius(net, ds, train_ids, args.shots, q, args.seed) for q in (0.9, 0.95)}
+    small = at_evaluator_size(ds, net.image_size)
+    reference = calibrate(net, small, train_ids, seed=args.seed)
+    background_all = calibrate(net, small, train_ids, seed=args.seed, max_classes=len(train_ids))["background"]
+    background_k = shot_prototypes(net, small, train_ids, args.shots, args.seed)
+    radii = {f"radius_q{int(q * 100)}": shot_radius(net, small, train_ids, args.shots, q, args.seed)
+             for q in (0.9, 0.95)}
     print(f"radii of a {args.shots}-shot prototype: {radii}", flush=True)
 
     # reused only for the same model, characters, shots and fine-tuning (a cache from another run is redone)

@@ -25,6 +25,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from metagan.config import SHIPPED_META_MODEL
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -34,7 +36,7 @@ import flows.cli, flows.progress, metagan.registry, metagan.generate, metagan.on
 t1 = time.perf_counter()
 from metagan import registry
 from metagan.config import load_params
-params = load_params(serving=True)
+params = load_params()
 model = registry.served_model({customer!r})
 t2 = time.perf_counter()
 from metagan.onnx_runtime import sample_onnx
@@ -63,7 +65,7 @@ def build_project(work: Path, customers: int) -> list[str]:
     folder = PACKAGE_DIR / "sample_data" / "customers" / "hebrew-03"
     uploads = ingest_customer(folder, work / "data", params.data.image_size, params.data.channels, a.min_shots,
                               a.max_shots, a.max_image_pixels).uploads
-    model = adapt_customer(MetaModel.load(PACKAGE_DIR / "pretrained" / "condgan-small.pt"), uploads, params)
+    model = adapt_customer(MetaModel.load(SHIPPED_META_MODEL), uploads, params)
     ids = [f"c{i:05d}" for i in range(customers)]
     with tracking.start_run("generate-latency", {}) as run:
         first = tracking.log_onnx_model(model.onnx_path, registry.customer_model_name(ids[0]), {})

@@ -15,6 +15,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from metagan.config import SHIPPED_META_MODEL
+
 import numpy as np
 import torch
 
@@ -62,7 +64,7 @@ def rate(fn, batch: int, seconds: float) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--checkpoint", default="metagan/pretrained/condgan-small.pt")
+    ap.add_argument("--checkpoint", default=str(SHIPPED_META_MODEL))
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--seconds", type=float, default=5.0)
     args = ap.parse_args()

@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from metagan.config import SHIPPED_META_MODEL
+
 import numpy as np
 import yaml
 from PIL import Image
@@ -38,7 +40,7 @@ def main() -> None:
             Image.fromarray(sample[i % len(sample), j].astype(np.uint8) * 255).save(uploads / f"c{i:03d}" / f"{j}.png")
     params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
     params["data"].update(source=str(PROJECT_ROOT / params["data"]["sample"]), packed_dir=str(root / "data/tasks"))
-    params["meta"].update(init_checkpoint=str(PROJECT_ROOT / "metagan/pretrained/condgan-small.pt"), minutes=0.0)
+    params["meta"].update(init_checkpoint=str(SHIPPED_META_MODEL), minutes=0.0)
     params["paths"].update(data_root=str(root / "data"), ingested_customers=str(root / "data/customers"),
                            meta_checkpoint=str(root / "meta.pt"), customers_dir=str(root / "models"))
     params["storage"]["dvc_remote"] = str(root / "remote")

@@ -11,10 +11,10 @@ from PIL import Image
 
 from flows.common import check_profile
 from metagan import tracking
-from metagan.config import PACKAGE_DIR, Params, load_params
+from metagan.config import PACKAGE_DIR, SHIPPED_META_MODEL, Params, load_params
 from metagan.contact_sheet import contact_sheet
 
-SHIPPED_META = PACKAGE_DIR / "pretrained" / "condgan-small.pt"
+SHIPPED_META = SHIPPED_META_MODEL
 EXAMPLE_CUSTOMERS = PACKAGE_DIR / "sample_data" / "customers"
 
 

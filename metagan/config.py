@@ -29,6 +29,8 @@ SOURCE_ROOT = PACKAGE_DIR.parent
 PROJECT_ROOT = SOURCE_ROOT
 """The checkout (bench/ scripts and tests read its files); a project's files are under :func:`project_dir`."""
 SHIPPED_PARAMS = PACKAGE_DIR / "params.yaml"
+SHIPPED_META_MODEL = PACKAGE_DIR / "pretrained" / "condgan-small.pt"
+"""The meta-model shipped in the package (metagan/pretrained/README.md): the demo adapts from it."""
 """The default settings, shipped in the package (in a checkout, a link to the repository's params.yaml)."""
 PROJECT_ENV = "METAGAN_PROJECT"
 

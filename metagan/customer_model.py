@@ -116,30 +116,24 @@ def _cached_evaluator(path: str, mtime_ns: int):
     return load_evaluator(path, with_reference=True)
 
 
-EVALUATOR_SIZE_BEFORE_RECORDED = 32
-"""The image size of evaluators whose reference does not record one: all were calibrated on 32x32
-drawings (bench/build_pretrained.py)."""
-
-
 def evaluator_format(evaluator) -> tuple[int, int]:
     """(channels, image size) of the images an evaluator ``(net, reference)`` was trained and
     calibrated on: its distances mean nothing for other images."""
-    net, reference = evaluator
-    reference = reference or {}
-    size = reference.get("image_size") or (reference.get("domain") or {}).get("image_size")
-    return net.channels, int(size or EVALUATOR_SIZE_BEFORE_RECORDED)
+    net, _ = evaluator
+    return net.channels, net.image_size
 
 
 def load_gate_evaluator(params: Params):
     """The evaluator the customer metrics use, ``(net, reference)``, or None when the configured file
     is absent or made for another image format than ``data.channels`` and ``data.image_size`` (the
-    evaluator-space metrics are then not computed, and the gate says it could not check them)."""
+    evaluator-space metrics are then not computed, and the gate says it could not check them).
+    Images a whole multiple of the evaluator's size are averaged down to it (64 px for a 32 px one)."""
     path = params.resolve(params.paths.evaluator)
     if not path.exists():
         return None
     evaluator = _cached_evaluator(str(path), path.stat().st_mtime_ns)
     channels, size = evaluator_format(evaluator)
-    if (channels, size) != (params.data.channels, params.data.image_size):
+    if channels != params.data.channels or params.data.image_size % size:
         _warn_once(f"the evaluator {path} takes {channels}-channel {size}x{size} images, not "
                    f"{params.data.channels}-channel {params.data.image_size}x{params.data.image_size}: the gate's "
                    "quality checks (consistency, copy rate, diversity) are not run")

@@ -93,6 +93,19 @@ def stroke_width(density: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
     return density + w.clamp(min=0.0) * (thick - density) + (-w).clamp(min=0.0) * (thin - density)
 
 
+def crisp(images: torch.Tensor, strength: float) -> torch.Tensor:
+    """Restore the edge profile of a drawing after resampling: bilinear reads spread each stroke
+    edge over more grey pixels than a scan has (measured: resampling the shots by half a pixel
+    dropped the evaluators' recognition of them from 0.87 to 0.83 and doubled the kernel distance,
+    crisping at 6 brought both back). A sigmoid of the ink density around one half, rescaled so
+    blank paper and full ink stay as they are; 0 leaves the images unchanged."""
+    if strength <= 0:
+        return images
+    lo, hi = torch.sigmoid(torch.tensor(-0.5 * strength)), torch.sigmoid(torch.tensor(0.5 * strength))
+    density = (torch.sigmoid((ink(images) - 0.5) * strength) - lo) / (hi - lo)
+    return from_ink(density)
+
+
 def deform(images: torch.Tensor, theta: torch.Tensor, field: torch.Tensor | None = None,
            width: torch.Tensor | None = None) -> torch.Tensor:
     """Move the ink of ``images`` (N, C, H, W) in [-1, 1]: read each output pixel at

@@ -170,7 +170,8 @@ class DomainScreen:
 def screen_for(evaluator, image_size: int, channels: int) -> DomainScreen | None:
     """The domain check for uploads of this format with ``evaluator`` (a ``(net, reference)`` pair),
     or None when there is no evaluator, it carries no domain statistics, or they were calibrated
-    for another image format (the check is then skipped, and the log says why)."""
+    for another image format (the check is then skipped, and the log says why). Uploads a whole
+    multiple of the calibrated size are averaged down to it (:func:`metagan.evaluator.embed`)."""
     if evaluator is None:
         log.warning("no evaluator: uploads are not checked against the meta-model's domain")
         return None
@@ -180,7 +181,7 @@ def screen_for(evaluator, image_size: int, channels: int) -> DomainScreen | None
         log.warning("the evaluator carries no domain statistics (bench/domain_check.py --write adds them): "
                     "uploads are not checked against the meta-model's domain")
         return None
-    if (domain.image_size, domain.channels) != (image_size, channels):
+    if domain.channels != channels or image_size % domain.image_size:
         log.warning("the evaluator's domain statistics are for %dx%d images with %d channel(s), not %dx%d with %d: "
                     "uploads are not checked against the meta-model's domain", domain.image_size, domain.image_size,
                     domain.channels, image_size, image_size, channels)

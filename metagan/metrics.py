@@ -1,30 +1,9 @@
-"""Quality metrics for a customer's generated images, in the evaluator's feature space."""
+"""Distances in an evaluator's feature space shared by the customer metrics and the evaluator's
+calibration (the benchmark's held-out metrics are bench/benchlib/metrics.py)."""
 
 from __future__ import annotations
 
 import torch
-
-
-def class_consistency(gen: torch.Tensor, prototypes: torch.Tensor, target: int) -> float:
-    """Share of generated images whose nearest class prototype is the customer's class."""
-    return float((torch.cdist(gen, prototypes).argmin(1) == target).float().mean())
-
-
-def class_consistency_left_out(real: torch.Tensor, prototypes: torch.Tensor, target: int) -> float:
-    """The consistency a generator drawing genuinely *new* real drawings would score.
-
-    ``prototypes[target]`` is the mean of ``real``, the class's drawings, so scoring them as they
-    are would let each one vote for itself. Each drawing is scored against its class's prototype
-    recomputed without it (the other classes' prototypes never contain it), as a generated image,
-    which is in no prototype, is scored.
-    """
-    n = len(real)
-    if n < 2:
-        raise ValueError("leaving one drawing out needs at least two")
-    own = (real.sum(0, keepdim=True) - real) / (n - 1)
-    d = torch.cdist(real, prototypes)
-    d[:, target] = (real - own).norm(dim=1)
-    return float((d.argmin(1) == target).float().mean())
 
 
 def mean_pairwise_distance(x: torch.Tensor) -> float:
@@ -32,46 +11,3 @@ def mean_pairwise_distance(x: torch.Tensor) -> float:
         return 0.0
     d = torch.cdist(x, x)
     return float(d.sum() / (len(x) * (len(x) - 1)))
-
-
-def diversity(gen: torch.Tensor, real: torch.Tensor) -> float:
-    """Spread of generated images relative to the spread of real images of the class (1 = as varied)."""
-    return mean_pairwise_distance(gen) / max(mean_pairwise_distance(real), 1e-12)
-
-
-def copy_rate(gen: torch.Tensor, shots: torch.Tensor, real: torch.Tensor) -> float:
-    """Share of generated images nearer to a shot than any two different real drawings ever are.
-
-    The threshold is the smallest distance between a held-out real drawing and a shot: two people
-    drawing the same character never come closer than that, so a generated image that does is a
-    near-duplicate of an upload rather than a new drawing.
-    """
-    threshold = torch.cdist(real, shots).min()
-    return float((torch.cdist(gen, shots).min(1).values < threshold).float().mean())
-
-
-def kernel_distance(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Unbiased MMD^2 with the cubic polynomial kernel of KID (Binkowski et al., 2018)."""
-    d = x.shape[1]
-    k = lambda a, b: (a @ b.T / d + 1) ** 3  # noqa: E731
-    m, n = len(x), len(y)
-    kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
-    return float((kxx.sum() - kxx.diag().sum()) / (m * (m - 1)) + (kyy.sum() - kyy.diag().sum()) / (n * (n - 1))
-                 - 2 * kxy.mean())
-
-
-def nearest_prototype_accuracy(queries: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor) -> float:
-    return float((torch.cdist(queries, prototypes).argmin(1) == labels).float().mean())
-
-
-def augmentation_gain(support: list[torch.Tensor], extra: list[torch.Tensor], queries: torch.Tensor,
-                      labels: torch.Tensor) -> tuple[float, float]:
-    """DAGAN's protocol with a nearest-prototype classifier in evaluator space.
-
-    ``support[c]``: the shots of class c; ``extra[c]``: images added to them (generated, or real
-    drawings for the ceiling). Returns (accuracy without, accuracy with the extra images).
-    """
-    without = torch.stack([s.mean(0) for s in support])
-    with_extra = torch.stack([torch.cat([s, e]).mean(0) for s, e in zip(support, extra)])
-    return (nearest_prototype_accuracy(queries, labels, without),
-            nearest_prototype_accuracy(queries, labels, with_extra))

@@ -203,13 +203,6 @@ def negative_bank(dataset: TaskDataset, class_ids: np.ndarray, seed: int, size: 
     return dataset.images[np.sort(pick)]
 
 
-def ensure_negative_bank(learner: MetaLearner, dataset: TaskDataset, class_ids: np.ndarray, seed: int) -> None:
-    """Benchmarks only: a conditional learner whose checkpoint predates saved banks gets the same
-    kind of bank, drawn from ``class_ids`` (its training characters)."""
-    if learner.uses_negative_bank and learner.negative_bank is None:
-        learner.negative_bank = to_tensor(negative_bank(dataset, class_ids, seed)).to(learner.device)
-
-
 BUDGET_FIELDS = ("minutes", "max_steps", "device", "sample_every")
 """``meta`` settings that say how long, where and how often to look, not what is trained: a run
 whose checkpoint differs from the current params only in these resumes (raising ``minutes``

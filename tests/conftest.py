@@ -60,11 +60,12 @@ def tiny_dataset() -> TaskDataset:
 
 @pytest.fixture
 def meta_ckpt(tiny_params, tiny_dataset, tmp_path):
-    """A tiny condgan meta checkpoint (3 steps), trained here."""
+    """A tiny condgan meta checkpoint (3 steps), trained here: the learner whose fine-tuning the
+    adaptation tests exercise (warp has its own tests, tests/test_warp.py)."""
     from metagan.train import meta_train
 
     grids = []
-    result = meta_train(tiny_params, tiny_dataset, tmp_path / "meta.pt", on_samples=lambda g, s: grids.append(g))
+    result = meta_train(tiny_params.with_overrides(meta={"method": "condgan"}), tiny_dataset, tmp_path / "meta.pt", on_samples=lambda g, s: grids.append(g))
     assert result.steps == 3 and grids and grids[0].dtype == np.uint8
     return result.checkpoint
 

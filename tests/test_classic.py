@@ -97,3 +97,13 @@ def test_strengths_are_checked_settings():
         check_learners(Params().with_overrides(meta={"method": "classic"}, learners={"classic": {"rotation": -1.0}}))
     with pytest.raises(ConfigError, match="learners.classic.unknown"):
         check_learners(Params().with_overrides(learners={"classic": {"unknown": 1}}))
+
+
+def test_crisp_restores_edges_and_leaves_paper_and_ink_alone():
+    from metagan.deformation import crisp
+
+    x = torch.tensor([1.0, 0.6, 0.0, -0.6, -1.0]).view(1, 1, 1, 5)  # paper, light grey, mid, dark grey, ink
+    y = crisp(x, 6.0)
+    assert torch.allclose(y[..., [0, 2, 4]], x[..., [0, 2, 4]], atol=1e-6)
+    assert y[..., 1] > x[..., 1] and y[..., 3] < x[..., 3]  # greys pushed towards paper or ink
+    assert torch.equal(crisp(x, 0.0), x)

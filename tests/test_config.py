@@ -35,7 +35,8 @@ def test_a_learner_checks_its_own_settings_where_it_is_built():
     with pytest.raises(ConfigError, match="learners.reptile.inner_lr"):
         check_learners(Params().with_overrides(learners={"reptile": {"inner_lr": "fast"}}))
     with pytest.raises(ConfigError, match="learners.condgan.typo"):
-        build_learner(Params().with_overrides(model={"preset": "tiny"}, learners={"condgan": {"typo": 1}}), 16, 1)
+        build_learner(Params().with_overrides(model={"preset": "tiny"}, meta={"method": "condgan"},
+                                              learners={"condgan": {"typo": 1}}), 16, 1)
 
 
 def test_checkpoints_from_before_learner_settings_keep_theirs():

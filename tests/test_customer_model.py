@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-import torch
 from PIL import Image
 
 from metagan.adapt import MetaModel

@@ -30,3 +30,26 @@ def test_customer_metrics_without_an_evaluator_are_the_pixel_ones():
     assert list(metrics) == ["shot_coverage", "sample_diversity"]
     assert all(isinstance(v, float) for v in metrics.values())
     assert customer_metrics(generator, shots) == metrics  # fixed noise: the same numbers
+
+
+def test_a_customer_is_told_apart_from_other_characters_prototypes_of_as_many_drawings():
+    """One shot is a noisy prototype: the other characters' are made of one drawing each too, so a
+    sample a little off the shot is not judged against 20-drawing centroids."""
+    from metagan.metric_registry import background_for, gate_metrics_from_features
+
+    drawings = torch.randn(3, 20, 4)
+    reference = {"background": drawings.mean(1), "background_drawings": drawings, "copy_threshold": 0.1,
+                 "class_spread": 1.0}
+    assert torch.equal(background_for(1, reference), drawings[:, 0])
+    assert torch.allclose(background_for(5, reference), drawings[:, :5].mean(1))
+    assert torch.allclose(background_for(50, reference), drawings.mean(1))
+    assert torch.equal(background_for(1, {"background": drawings.mean(1)}), drawings.mean(1))  # older references
+    # a sample between the shot and another character's full prototype, nearer the shot than that
+    # character's one-drawing prototype: the one-shot customer's sample counts as consistent
+    shot = torch.zeros(1, 4)
+    reference = {"background": torch.full((1, 4), 1.0), "background_drawings": torch.full((1, 20, 4), 1.0),
+                 "copy_threshold": 0.0, "class_spread": 1.0}
+    reference["background_drawings"][0, 0] = 5.0
+    sample = torch.full((1, 4), 0.6)
+    assert gate_metrics_from_features(sample, shot, reference)["consistency"] == 1.0
+    assert gate_metrics_from_features(sample, shot, {**reference, "background_drawings": None})["consistency"] == 0.0

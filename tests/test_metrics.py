@@ -1,7 +1,15 @@
+"""The benchmark's held-out metrics (bench/benchlib/metrics.py) and the evaluator's sizes."""
+
+import sys
+
+import pytest
 import torch
 
-from metagan.metrics import (augmentation_gain, class_consistency, class_consistency_left_out, copy_rate, diversity,
-                             kernel_distance)
+from metagan.config import PROJECT_ROOT
+
+sys.path.insert(0, str(PROJECT_ROOT / "bench"))  # the benchmark scripts' own library
+from benchlib.metrics import (augmentation_gain, class_consistency, class_consistency_left_out,  # noqa: E402
+                              copy_rate, diversity, kernel_distance)
 
 
 def test_consistency_counts_samples_nearest_to_the_right_prototype():
@@ -61,20 +69,29 @@ def test_augmentation_gain_improves_when_extra_images_fix_a_misleading_shot():
     assert without == 0.5 and with_extra == 1.0
 
 
-def test_critic_selection_serves_the_critics_favourite_of_rotated_candidates():
-    """bench/quality.py --select-from: each image is the candidate the critic scores highest; the
-    candidates are orthogonal rotations of the noise (candidate 0 the noise itself)."""
-    from metagan.nets import Discriminator, Generator, SampleGenerator, net_config
-    from metagan.selection import CriticSelectedGenerator, random_rotations
+def test_drawings_larger_than_the_evaluator_are_averaged_down_to_its_size():
+    """A 32 px evaluator scores 64 px drawings (the served size) as their 2x2 averages."""
+    import numpy as np
 
-    q = random_rotations(3, 16, seed=0)
-    assert torch.equal(q[0], torch.eye(16))
-    assert torch.allclose(q @ q.transpose(1, 2), torch.eye(16).expand(3, 16, 16), atol=1e-5)
-    cfg = net_config("tiny", 16, 1, code_dim=8)
-    sampler = SampleGenerator(Generator(cfg), torch.randn(8)).eval()
-    served = CriticSelectedGenerator(sampler, Discriminator(cfg), torch.randn(8), 4)
-    z = torch.randn(6, sampler.z_dim)
-    with torch.no_grad():
-        candidates, scores = served.scores(z)
-        assert torch.equal(candidates[:, 0], sampler(z))
-        assert torch.equal(served(z), candidates[torch.arange(6), scores.argmax(1)])
+    from metagan.evaluator import ProtoNet, at_size, embed
+
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 256, (3, 64, 64, 1)).astype(np.uint8)
+    small = at_size(big, 32)
+    assert small.shape == (3, 32, 32, 1) and small[0, 0, 0, 0] == round(big[0, :2, :2, 0].mean())
+    assert at_size(small, 32) is small
+    net = ProtoNet(1, 8, image_size=32).eval()
+    assert torch.allclose(embed(net, big), embed(net, small))
+    with pytest.raises(ValueError, match="cannot be averaged down"):
+        at_size(rng.integers(0, 256, (1, 48, 48, 1)).astype(np.uint8), 32)
+
+
+def test_the_gate_scores_64px_customers_with_a_32px_evaluator(tmp_path):
+    from metagan.config import Params
+    from metagan.customer_model import load_gate_evaluator
+    from metagan.evaluator import ProtoNet, save_evaluator
+
+    save_evaluator(ProtoNet(1, 8, image_size=32), tmp_path / "ev.pt", {}, {"background": torch.zeros(2, 8)})
+    params = Params().with_overrides(data={"image_size": 64}, paths={"evaluator": str(tmp_path / "ev.pt")})
+    assert load_gate_evaluator(params) is not None
+    assert load_gate_evaluator(params.with_overrides(data={"channels": 3})) is None  # another format: not scored

@@ -117,3 +117,13 @@ def test_a_warp_checkpoint_resumes_and_loads_as_saved(tiny_params, tiny_dataset,
     assert (first.steps, longer.steps) == (2, 4)
     learner, ckpt = load_meta_learner(tmp_path / "warp.pt")
     assert ckpt["method"] == "warp" and ckpt["settings"] == learner.settings.model_dump() and learner.steps == 4
+
+
+def test_the_identity_term_trains_the_encoder_on_real_drawings_and_is_reported():
+    learner = build_learner(PARAMS.with_overrides(learners={"warp": {"identity_weight": 1.0}}), 32, 1)
+    episode = torch.stack([torch.cat([drawings(3, seed=t), drawings(2, seed=t + 10)]) for t in range(2)])
+    before = copy.deepcopy(learner.generator.encoder.state_dict())
+    stats = learner.meta_step(episode, torch.Generator().manual_seed(0))
+    assert {"identity_real", "identity_fake"} <= stats.keys()
+    assert any(not torch.equal(v, learner.generator.encoder.state_dict()[k]) for k, v in before.items())
+    assert "identity_real" not in warp().meta_step(episode, torch.Generator().manual_seed(0))  # off by default

@@ -28,10 +28,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
+from torch.func import functional_call
 
 from metagan.config import MetaConfig
-from metagan.deformation import MAX_SHOTS
-from metagan.losses import d_logistic_loss, g_nonsaturating_loss, r1_penalty, random_shift
+from metagan.deformation import MAX_SHOTS, crisp
+from metagan.losses import d_logistic_loss, g_nonsaturating_loss, prototype_loss, r1_penalty, random_shift
 from metagan.meta.base import LearnerSettings, MetaLearner, register
 from metagan.meta.warp_nets import (
     FieldEncoder,
@@ -61,7 +62,14 @@ class WarpSettings(LearnerSettings):
     copy_weight: float = Field(0.5, ge=0)
     mismatch_weight: float = Field(0.5, ge=0)
     r1_gamma: float = Field(1.0, ge=0)
+    identity_weight: float = Field(0.0, ge=0)
+    """Weight of the identity term: the shot encoder learns, as a prototypical network, to tell the
+    episode's characters apart from their real query drawings, and a sample is rewarded when its
+    encoding is nearest its own character's prototype (the encoder itself is not trained on samples)."""
     lr: float = Field(5e-4, gt=0)
+    crisp: float = Field(6.0, ge=0, le=20)
+    """Served images: restore the edge profile after the resampling (:func:`metagan.deformation.crisp`;
+    0: off). Applied to what a customer gets, not in meta-training."""
 
 
 PRESETS: dict[str, dict] = {
@@ -79,11 +87,11 @@ class WarpSampleGenerator(ServedGenerator):
     unserved = ("generator.encoder.",)
     """The encoder's work is in the condition."""
 
-    def __init__(self, generator: WarpGenerator, shots: torch.Tensor):
+    def __init__(self, generator: WarpGenerator, shots: torch.Tensor, crisp: float = 0.0):
         with torch.no_grad():
             condition = generator.encode(shots)
         super().__init__(condition)
-        self.generator = generator
+        self.generator, self.crisp = generator, crisp
         self.register_buffer("noise_scale", torch.tensor(1.0))
 
     @property
@@ -91,7 +99,7 @@ class WarpSampleGenerator(ServedGenerator):
         return self.generator.cfg.z_dim
 
     def config(self) -> dict:
-        return self.generator.cfg.to_dict()
+        return self.generator.cfg.to_dict() | {"crisp": self.crisp}
 
     def truncate(self, scale: float) -> "WarpSampleGenerator":
         self.noise_scale.mul_(scale)
@@ -99,7 +107,7 @@ class WarpSampleGenerator(ServedGenerator):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         z = torch.cat([z[:, :MAX_SHOTS], z[:, MAX_SHOTS:] * self.noise_scale], dim=1)
-        return self.generator(z, *(getattr(self, n) for n in self.condition_names)).clamp(-1.0, 1.0)
+        return crisp(self.generator(z, *(getattr(self, n) for n in self.condition_names)), self.crisp).clamp(-1.0, 1.0)
 
 
 @register("warp")
@@ -192,6 +200,15 @@ class WarpLearner(MetaLearner):
         adv = g_nonsaturating_loss(D(base, fake))
         g_loss = reg_loss + s.field_weight * field_loss + s.kl_weight * kl \
             + s.smooth_weight * smoothness(prior_control) + ramp * s.adv_weight * adv
+        stats = {}
+        if s.identity_weight and tasks > 1:
+            task_of = torch.arange(tasks, device=episode.device).repeat_interleave(q)
+            prototypes = vecs.mean(1)
+            real_id = prototype_loss(G.encoder(target)[1], prototypes, task_of)
+            frozen = {k: v.detach() for k, v in G.encoder.named_parameters()}
+            fake_id = prototype_loss(functional_call(G.encoder, frozen, (fake,))[1], prototypes.detach(), task_of)
+            g_loss = g_loss + s.identity_weight * (real_id + ramp * fake_id)
+            stats = {"identity_real": float(real_id.detach()), "identity_fake": float(fake_id.detach())}
         self.g_opt.zero_grad(set_to_none=True)
         g_loss.backward()
         self.g_opt.step()
@@ -201,17 +218,17 @@ class WarpLearner(MetaLearner):
                 "d_loss": float(d_loss.detach()), "r1": float(gp.detach()),
                 "sample_l1": float(pyramid_l1(fake, target).detach()),
                 "d_gap_copy": float((d_real.mean() - d_copy.mean()).detach()),
-                "d_gap_fake": float((d_real.mean() - d_fake.mean()).detach())}
+                "d_gap_fake": float((d_real.mean() - d_fake.mean()).detach())} | stats
 
     @torch.no_grad()
     def sample(self, shots: torch.Tensor, n: int, rng: torch.Generator) -> torch.Tensor:
-        served = WarpSampleGenerator(self.generator, shots)
+        served = WarpSampleGenerator(self.generator, shots, self.settings.crisp)
         return served(torch.randn(n, served.z_dim, generator=rng, device=shots.device))
 
     def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator, options=None
               ) -> WarpSampleGenerator:
         """A customer's generator: the meta-learned networks with the shots as its condition. (No
         fine-tuning: ``steps`` are not used.)"""
-        return WarpSampleGenerator(copy.deepcopy(self.generator), shots).eval()
+        return WarpSampleGenerator(copy.deepcopy(self.generator), shots, self.settings.crisp).eval()
 
 

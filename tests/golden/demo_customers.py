@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metagan.config import PACKAGE_DIR, load_params
+from metagan.config import PACKAGE_DIR, SHIPPED_META_MODEL, load_params
 
-SHIPPED_META = PACKAGE_DIR / "pretrained" / "condgan-small.pt"
+SHIPPED_META = SHIPPED_META_MODEL
 CUSTOMERS = PACKAGE_DIR / "sample_data" / "customers"  # examples/customers/ when the values were recorded
 GOLDEN = Path(__file__).with_name("demo_customers.npz")
 NOISE = 16  # images from noise(NOISE, z_dim, seed 0)

@@ -1,0 +1,146 @@
+"""The quality benchmark's data and instruments: held-out alphabets, their drawings split into shots,
+queries and reference reals, evaluators that never saw them, and the scores of a generator.
+
+Drawings are packed at the served size (``--image-size``, 64 px); evaluators see them averaged
+down to their own size (32 px), generated images too (:func:`metagan.evaluator.embed`), so every
+row is scored at the evaluator's size whatever size it was drawn at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from metagan.checkpoint import load_checkpoint
+from metagan.config import Params, load_params
+from metagan.data import TaskDataset, split_classes
+from metagan.evaluator import EVALUATOR_FORMAT, at_size, embed, load_evaluator, save_evaluator, train_evaluator
+from benchlib.metrics import (augmentation_gain, class_consistency, class_consistency_left_out, copy_rate, diversity,
+                             kernel_distance)
+from metagan.task_data import prepare_task_dataset
+
+QUERIES = 5
+EVALUATOR_SIZE = 32
+
+
+@dataclass
+class HeldOut:
+    """The benchmark's params, dataset (at the served size), meta-training classes, and the
+    evaluated alphabets with their classes."""
+
+    params: Params
+    ds: TaskDataset
+    train_ids: np.ndarray
+    groups: list[str]
+    ids: np.ndarray
+
+
+def held_out_data(bench: Path, split: str, image_size: int = 64, adapt: dict | None = None) -> HeldOut:
+    # packed under the benchmark's folder: the project's data/ is the pipeline's (DVC-tracked) data
+    params = load_params().with_overrides(
+        data={"packed_dir": str(bench.resolve() / f"tasks-{image_size}"), "image_size": image_size}, adapt=adapt or {})
+    ds = prepare_task_dataset(params, allow_sample=False)
+    train_ids, _ = split_classes(ds, params.data.val_groups + params.data.tune_groups)
+    groups = params.data.val_groups if split == "val" else params.data.tune_groups
+    _, ids = split_classes(ds, groups)
+    return HeldOut(params, ds, train_ids, groups, ids)
+
+
+def at_evaluator_size(ds: TaskDataset, size: int = EVALUATOR_SIZE) -> TaskDataset:
+    """The same drawings averaged down to an evaluator's size."""
+    return replace(ds, images=at_size(ds.images, size))
+
+
+def split_drawings(ds: TaskDataset, class_ids, shots: int, seed: int) -> dict[int, tuple[np.ndarray, ...]]:
+    """Per held-out class: (shot, query, reference-real) indices, fixed by the seed."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for c in class_ids:
+        idx = rng.permutation(ds.indices_of(int(c)))
+        out[int(c)] = (idx[:shots], idx[shots : shots + QUERIES], idx[shots + QUERIES :])
+    return out
+
+
+def ensure_evaluator(path: Path, held: HeldOut, steps: int, seed: int = 0, width: int = 64, ways: int = 20):
+    """The evaluator at ``path``, trained first (``steps`` episodes on the meta-training alphabets
+    only, at 32 px) when absent."""
+    if not path.exists():
+        small = at_evaluator_size(held.ds)
+        net, info = train_evaluator(small, held.train_ids, minutes=1e9, seed=seed, width=width, ways=ways,
+                                    max_steps=steps)
+        groups = sorted({held.ds.class_groups[i] for i in held.train_ids})
+        save_evaluator(net, path, info | {"width": width, "ways": ways, "seed": seed, "train_groups": groups})
+        print(f"evaluator {path}: {info}", flush=True)
+    return load_held_out_evaluator(path, held.params.data.val_groups + held.params.data.tune_groups)
+
+
+def load_held_out_evaluator(path: Path, held_out_groups: list[str]):
+    """An evaluator file that says it was trained without the held-out alphabets."""
+    trained_on = load_checkpoint(path, EVALUATOR_FORMAT)["info"].get("train_groups")
+    if trained_on is None or set(trained_on) & set(held_out_groups):
+        raise SystemExit(f"{path} does not say it was trained without the held-out alphabets")
+    return load_evaluator(path)
+
+
+def held_out_features(ds, net, splits) -> tuple[list[int], dict[int, dict[str, torch.Tensor]], torch.Tensor]:
+    """Sorted classes, their shots'/queries'/reference reals' features, and the N-way prototypes
+    (from the non-shot real drawings)."""
+    classes = sorted(splits)
+    feats = {c: {k: embed(net, ds.images[idx]) for k, idx in zip(("shots", "queries", "refs"), splits[c])}
+             for c in classes}
+    protos = torch.stack([torch.cat([feats[c]["queries"], feats[c]["refs"]]).mean(0) for c in classes])
+    return classes, feats, protos
+
+
+def class_scores(gen: torch.Tensor, f: dict[str, torch.Tensor], protos: torch.Tensor, i: int) -> dict[str, float]:
+    """One character's figures; ``gen``: features of its generated images, ``i``: its prototype's row."""
+    non_shot = torch.cat([f["queries"], f["refs"]])
+    return {"heldout_consistency": class_consistency(gen, protos, i), "heldout_diversity": diversity(gen, f["refs"]),
+            "heldout_copy_rate": copy_rate(gen, f["shots"], non_shot), "kid": kernel_distance(gen, non_shot)}
+
+
+def background_shares(images: np.ndarray) -> dict[str, float]:
+    """How clean the paper is, at the evaluator's size: the share of near-white grey pixels (200-250
+    of 255: a faint texture where real drawings are blank) and of pure white ones."""
+    images = at_size(images, EVALUATOR_SIZE) if images.shape[1] % EVALUATOR_SIZE == 0 else images
+    return {"grey_share": float(((images >= 200) & (images <= 250)).mean()), "white_share": float((images == 255).mean())}
+
+
+def score(ds, net, splits, images_of: dict[int, np.ndarray]) -> dict[str, float]:
+    """Metrics of generated images (``images_of[class]``: uint8), pooled over classes."""
+    classes, feats, protos = held_out_features(ds, net, splits)
+    rows, support, extra, ceiling = [], [], [], []
+    for i, c in enumerate(classes):
+        f = feats[c]
+        gen = embed(net, images_of[c])
+        rows.append(class_scores(gen, f, protos, i) | background_shares(images_of[c]))
+        support.append(f["shots"])
+        extra.append(gen[: len(f["refs"])])
+        ceiling.append(f["refs"])
+    queries = torch.cat([feats[c]["queries"] for c in classes])
+    labels = torch.arange(len(classes)).repeat_interleave(QUERIES)
+    acc0, acc1 = augmentation_gain(support, extra, queries, labels)
+    _, acc_real = augmentation_gain(support, ceiling, queries, labels)
+    out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    out |= {"acc_shots_only": acc0, "acc_with_generated": acc1, "aug_gain": acc1 - acc0,
+            "aug_gain_real_ceiling": acc_real - acc0,
+            "aug_gain_share_of_real": (acc1 - acc0) / (acc_real - acc0) if acc_real > acc0 else float("nan")}
+    return out
+
+
+def new_drawing_reference(ds, net, splits) -> dict[str, float]:
+    """What a perfect generator, one that draws new real drawings of the character, would score:
+    each non-shot drawing scored left out of its class's prototype, and counted as a copy when it
+    is nearer to a shot than any *other* non-shot drawing is (as a generated image is scored).
+    Diversity and KID of the reference reals themselves come from :func:`score` (``refs`` row)."""
+    classes, feats, protos = held_out_features(ds, net, splits)
+    cons, copies = [], []
+    for i, c in enumerate(classes):
+        real = torch.cat([feats[c]["queries"], feats[c]["refs"]])
+        cons.append(class_consistency_left_out(real, protos, i))
+        copies.append(np.mean([copy_rate(real[j : j + 1], feats[c]["shots"], torch.cat([real[:j], real[j + 1 :]]))
+                               for j in range(len(real))]))
+    return {"heldout_consistency": float(np.mean(cons)), "heldout_copy_rate": float(np.mean(copies))}

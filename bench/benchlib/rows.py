@@ -1,0 +1,53 @@
+"""The rows the quality benchmark and the sample grids draw from: each turns a customer's shots
+(uint8, at the served size) into a generator (noise -> images)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchlib.bank import BankGenerator
+from metagan.adapt import MetaModel, adapt_to_customer
+from metagan.config import Params
+from metagan.data.images import to_tensor, to_uint8
+from metagan.evaluator import at_size
+from metagan.meta import learner_class
+
+
+def load_for_held_out(path: str | Path, name: str, groups: list[str]) -> MetaModel:
+    meta = MetaModel.load(path)
+    seen = set(meta.checkpoint.get("train_groups", [])) & set(groups)
+    if seen:
+        raise SystemExit(f"{name} was meta-trained on {sorted(seen)}: it cannot be evaluated on them")
+    return meta
+
+
+def classic_adapter(params: Params, image_size: int, settings: dict):
+    cls = learner_class("classic")
+    s = cls.Settings.model_validate({**params.learners.get("classic", {}), **settings})
+    learner = cls(cls.net_config("small", image_size, 1, s), params.meta, s)
+    return lambda shots, seed: learner.adapt(to_tensor(shots), 0, 0.0, torch.Generator())
+
+
+def checkpoint_adapter(meta: MetaModel, params: Params, changes: dict | None = None):
+    """Adapt as the product does; ``changes``: the learner's settings changed for this row (serve-time
+    ones, e.g. warp's ``crisp``), and ``truncation`` (the ``adapt`` section's)."""
+    changes = dict(changes or {})
+    adapt_cfg = params.adapt.model_copy(update={"truncation": changes.pop("truncation", params.adapt.truncation)})
+    if changes:
+        meta.learner.settings = meta.learner.settings.model_copy(update=changes)
+
+    def adapt(shots, seed):
+        return adapt_to_customer(meta, at_size(shots, meta.image_size), seed=seed, settings=adapt_cfg)
+    return adapt
+
+
+def bank_adapter(bank: dict, strength: float, crisp: float = 0.0):
+    return lambda shots, seed: BankGenerator(to_tensor(shots), bank, strength, crisp)
+
+
+def draw(generator, n: int, seed: int) -> np.ndarray:
+    with torch.no_grad():
+        return to_uint8(generator(torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(seed))))
