@@ -20,7 +20,8 @@ The fleet (each step timed; the load average is recorded with every figure):
 6. **plan the hour** (the upload-folder scan and the index queries; and the index queries alone,
    as with ``fleet.scan_uploads: false``) and **plan the night** (the index query), each
    ``--repeat`` times (the median); then the night's run for the 1% due, and the hour's
-   ingestion of the changed folders (the real ingest flow, DVC included) and its plan again.
+   ingestion of the changed folders (the real ingest flow, DVC included; ``--skip-hour-ingest``
+   leaves it and its DVC set-up out) and its plan again.
 7. **promote 200 changed customers** (new candidates, ``promote_all`` at the configured concurrency
    and at 1) and **doctor** (the index compared with the registry, nothing to repair).
 
@@ -265,8 +266,9 @@ def measure(args, work: Path, env: dict) -> dict:
     # the ingested data as DVC versions it: one packed folder per customer (a copy of one: DVC's
     # cost is in the number of files), added and pushed once, so the hour's ingestion below pays
     # what a steady fleet pays
-    _, t = timed(lambda: pack_all(params, ids, uploads / ids[0]))
-    out["dvc_first_add_s"] = t
+    if not args.skip_hour_ingest:
+        _, t = timed(lambda: pack_all(params, ids, uploads / ids[0]))
+        out["dvc_first_add_s"] = t
 
     from prefect import flow
 
@@ -318,13 +320,14 @@ def measure(args, work: Path, env: dict) -> dict:
     out["night_one_percent_due"] = night(params, args.count)
 
     # the hour's ingestion of the changed folders (the real ingest flow, DVC add and push included)
-    from flows.ingest import ingest
+    if not args.skip_hour_ingest:
+        from flows.ingest import ingest
 
-    _, t = timed(lambda: ingest(params, str(uploads), folders=[str(uploads / c) for c in changed_up]))
-    t_pending, pending = median_of(lambda: fleet.pending_adaptation(params), args.repeat)
-    assert sorted(pending) == sorted(changed_up), "the hour's plan is not the customers whose uploads changed"
-    out["hour_ingest"] = {"wall_s": t, "folders": len(changed_up), "pending_after": len(pending),
-                          "pending_query_s": t_pending, "load": load()}
+        _, t = timed(lambda: ingest(params, str(uploads), folders=[str(uploads / c) for c in changed_up]))
+        t_pending, pending = median_of(lambda: fleet.pending_adaptation(params), args.repeat)
+        assert sorted(pending) == sorted(changed_up), "the hour's plan is not the customers whose uploads changed"
+        out["hour_ingest"] = {"wall_s": t, "folders": len(changed_up), "pending_after": len(pending),
+                              "pending_query_s": t_pending, "load": load()}
 
     # 7. promotion of 200 changed customers, and doctor
     figures = {}
@@ -362,6 +365,8 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=64, help="images a customer")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--all-due-night", action="store_true", help="also run the night with every customer due")
+    ap.add_argument("--skip-hour-ingest", action="store_true",
+                    help="leave out the DVC set-up and the hour's ingestion of the changed folders (step 6's last part)")
     ap.add_argument("--model", help="an ONNX file to register (default: adapt a demo customer, about a minute)")
     ap.add_argument("--report", help="write the figures as JSON here too")
     args = ap.parse_args()
