@@ -60,8 +60,8 @@ def pipeline_summary(result, out: str) -> None:
              f"- data version `{result.data.data_version}` ({result.data.task_classes} task classes)",
              f"- meta-model `metagan-meta` version {result.meta.version} "
              f"({'reused' if result.meta.reused else 'trained'})",
-             f"- images: `{out}` (one folder per customer: PNGs, `contact-sheet.png`, `index.html`, "
-             "`manifest.json`)",
+             f"- images: `{out}` (one folder per customer: the images (a shard `images.tar`, or PNGs), "
+             "`contact-sheet.png`, `index.html`, `manifest.json`)",
              f"- MLflow: {mlflow_ui()} (embedded store: `mlflow ui --backend-store-uri {tracking.tracking_uri()}`)",
              "", "| customer | version | decision | reason | MLflow run |", "|---|---|---|---|---|"]
     for a in result.adapted:
@@ -72,8 +72,8 @@ def pipeline_summary(result, out: str) -> None:
                      f"{run_link(a.run_id, 'adapt run')} |")
     for cid, error in result.data.rejected.items():
         lines.append(f"| {cid} | | rejected at ingestion | {error.replace('|', '/')} | |")
-    for m in result.generated:
-        lines.append(f"\n{m['count']} images of `{m['model']['name']}` version {m['model']['version']} "
-                     f"in `{m.get('location', '')}`")
+    for b in result.generated:
+        lines.append(f"\n{b.count} images of `{b.model_name}` version {b.version} in `{b.location}`" if b.ok
+                     else f"\nno batch for {b.customer_id}: {b.error}")
     create_markdown_artifact("\n".join(lines), key="pipeline-summary",
                              description="what this pipeline run did, with links to MLflow")

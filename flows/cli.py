@@ -23,10 +23,10 @@ from metagan.config import PROJECT_ENV, ConfigError, Params, load_params, projec
 from metagan.errors import BadInput, ExitCode, NotFound, Usage, kind_of
 
 # the sub-commands that must not start Prefect (registry reads and the fast batch job)
-WITHOUT_PREFECT = {"generate", "models", "rollback", "init", "doctor"}
+WITHOUT_PREFECT = {"generate", "models", "rollback", "init", "doctor", "schedule"}
 # the sub-commands that read a registry they must not create: a missing or unreadable one fails
 # them at once, before any work (the others create it, or read none)
-NEEDS_REGISTRY = {"adapt", "promote", "rollback", "models", "generate", "doctor"}
+NEEDS_REGISTRY = {"adapt", "promote", "rollback", "models", "generate", "doctor", "schedule"}
 MAY_CREATE_REGISTRY = {"meta-train", "pipeline", "demo"}
 
 
@@ -51,7 +51,9 @@ def cmd_ingest(args, params: Params) -> int:
     from flows.ingest import ingest
 
     customers = _existing_dir(args.customers)
-    result = ingest(params, str(customers) if customers else None, args.source)
+    if args.customer and customers is None:
+        raise Usage("--customer ID names a folder of --customers DIR")
+    result = ingest(params, str(customers) if customers else None, args.source, folders=args.customer)
     print(f"data version {result.data_version} ({result.task_classes} task classes)")
     for cid, r in result.customers.items():
         print(f"  {cid}: " + (f"{r.shots} shots" if r.ok else f"REJECTED {r.error}"))
@@ -125,7 +127,10 @@ def cmd_adapt(args, params: Params) -> int:
 
 def cmd_generate(args, params: Params) -> int:
     """The batch job for one customer, without Prefect or MLflow: the registry is read directly,
-    the images drawn with onnxruntime (about a second in all, docs/BENCHMARKS.md)."""
+    the images drawn with onnxruntime (about a second in all, docs/BENCHMARKS.md). With ``--all``:
+    the nightly batch job once, planned as the schedule plans it (the customers due)."""
+    if args.all:
+        return _generate_all(args, params)
     from flows import progress
     from metagan import registry
     from metagan.generate import run_batch_job
@@ -145,10 +150,37 @@ def cmd_generate(args, params: Params) -> int:
     out = out if out.startswith("s3://") else str(Path(out).resolve() if args.out else params.resolve(out))
     done = progress.counter("generating", count)
     manifest = run_batch_job(model.onnx, count, f"{out.rstrip('/')}/{folder}", args.seed, model.describe(),
-                             progress=done)
+                             progress=done, layout=args.format or "png")
     served = f"{model.name} v{model.version}" + (f" ({model.alias})" if model.alias else "")
+    images = f"shard {manifest['shard']}, " if manifest.get("shard") else ""
     print(f"wrote {manifest['count']} images of {served} to {manifest['location']} "
-          f"(contact sheet {manifest['contact_sheet']}, gallery {manifest['gallery']})")
+          f"({images}contact sheet {manifest['contact_sheet']}, gallery {manifest['gallery']})")
+    return ExitCode.OK
+
+
+def _generate_all(args, params: Params) -> int:
+    from flows.generate import generate_flow
+
+    out = args.out if args.out is None or args.out.startswith("s3://") else str(Path(args.out).resolve())
+    batches = generate_flow(params)(params, count=args.count, seed=args.seed, out=out, layout=args.format)
+    failed = [b for b in batches if not b.ok]
+    where = batches[0].location.rsplit("/", 1)[0] if batches and batches[0].ok else out or params.paths.generated
+    print(f"{len(batches)} customer(s) due: {len(batches) - len(failed)} batch(es) drawn into {where}"
+          + (f", {len(failed)} failed" if failed else ""))
+    for b in failed:
+        print(f"  FAILED {b.customer_id}: {b.error}", file=sys.stderr)
+    return ExitCode.PARTIAL if failed else ExitCode.OK
+
+
+def cmd_schedule(args, params: Params) -> int:
+    from metagan import fleet
+    from metagan.uploads import validate_customer_id
+
+    customer = validate_customer_id(args.customer)
+    hours = fleet.parse_every(args.every)
+    fleet.set_schedule(customer, hours, params)
+    said = "the default" if hours is None else "only when its model changes" if hours == 0 else f"every {hours:g} h"
+    print(f"{customer}: a batch {said}")
     return ExitCode.OK
 
 
@@ -189,7 +221,11 @@ def cmd_models(args, params: Params) -> int:
 
 
 def cmd_doctor(args, params: Params) -> int:
-    """The registry's health (metagan.health): exit 5 when the store or any served model is damaged."""
+    """The registry's health (metagan.health): exit 5 when the store or any served model is damaged;
+    then the fleet index checked against the registry, and the rows that disagree rewritten."""
+    from metagan.fleet import default_every_s
+    from metagan.fleet_index import registry_index
+    from metagan.fleet_repair import repair_index
     from metagan.health import check_registry
 
     health = check_registry()
@@ -197,6 +233,11 @@ def cmd_doctor(args, params: Params) -> int:
         print(v.describe())
     print(f"{health.store}: {len(health.versions)} production or candidate version(s) checked, "
           f"{len(health.damaged)} damaged")
+    repair = repair_index(registry_index(), default_every_s(params))
+    for cid, why in repair.repaired:
+        print(f"repaired {cid} in the fleet index: {why}")
+    print(f"fleet index {repair.index}: {repair.customers} customer(s), "
+          + ("agrees with the registry" if repair.agreed else f"{len(repair.repaired)} row(s) repaired from the registry"))
     return ExitCode.DAMAGED if health.damaged else ExitCode.OK
 
 
@@ -253,8 +294,9 @@ def cmd_pipeline(args, params: Params) -> int:
                            for a in result.adapted],
                "promoted": [{"customer_id": p.customer_id, "outcome": p.outcome.value, "version": p.version,
                              "reason": p.reason} for p in result.promoted],
-               "generated": [{"customer": m["model"]["name"], "version": m["model"]["version"],
-                              "count": m["count"], "manifest": m.get("manifest")} for m in result.generated]}
+               "generated": [{"customer": b.model_name, "version": b.version, "count": b.count,
+                              "manifest": b.manifest} | ({} if b.ok else {"customer_id": b.customer_id, "error": b.error})
+                             for b in result.generated]}
     print(json.dumps(summary, indent=2, default=str))
     return ExitCode.PARTIAL if result.partial else ExitCode.OK
 
@@ -391,6 +433,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = command("ingest", "validate and pack task data and customer uploads; version them with DVC", cmd_ingest)
     i.add_argument("--customers", metavar="DIR", help=customers_help)
+    i.add_argument("--customer", metavar="ID", action="append", help="only this customer's folder (repeatable): "
+                   "what an upload service calls when a customer's uploads arrive, so that the hourly run finds "
+                   "them without scanning every folder (fleet.scan_uploads: false)")
     i.add_argument("--source", metavar="PATH", help="task dataset: npz, Omniglot zip or <root>/<class>/<images> "
                    "folder (default: params.yaml's data.source, else the bundled sample)")
 
@@ -426,10 +471,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a registered version by number, whatever its alias (images in OUT/ID-vN/)")
     which.add_argument("--model", metavar="FILE", help="a local .onnx file instead of the registry "
                        "(images in OUT/<file name>/)")
+    which.add_argument("--all", action="store_true", help="the nightly batch job once: every customer due (production "
+                       "changed since its last batch, or its cadence came round), one batch each in OUT/ID/")
+    g.add_argument("--format", choices=["png", "shard"], help="loose PNGs, or one shard (images.tar: PNG + JSON per "
+                   "image, WebDataset's layout) (default: png for one customer, params.yaml's fleet.batch_format "
+                   "with --all)")
 
     pr = command("promote", "move production to candidates that pass the gate (exit 1 if any is refused)",
                  cmd_promote)
     pr.add_argument("--customer", metavar="ID", help="only this customer (default: every customer)")
+
+    sc = command("schedule", "how often a customer's nightly batch is drawn (besides whenever its model changes)",
+                 cmd_schedule)
+    sc.add_argument("--customer", metavar="ID", required=True, help="the customer's id")
+    sc.add_argument("--every", required=True, metavar="WHEN", help="12h, 7d, never (only when its model changes) "
+                    "or default (params.yaml's fleet.batch_every_hours)")
 
     rb = command("rollback", "put a customer's previous production model back", cmd_rollback)
     rb.add_argument("--customer", metavar="ID", required=True, help="the customer's id")
@@ -548,10 +604,14 @@ def _check_arguments(args) -> None:
     if args.command == "generate":
         if args.model is not None and args.customer is not None:
             raise Usage("--model FILE takes no --customer: the file is served as is")
-        if args.model is None and args.customer is None:
-            raise Usage("say which model: --customer ID (and optionally --alias or --version), or --model FILE.onnx")
-    if getattr(args, "customer", None) is not None:
-        validate_customer_id(args.customer)
+        if args.all and args.customer is not None:
+            raise Usage("--all draws for every customer due; it takes no --customer")
+        if args.model is None and args.customer is None and not args.all:
+            raise Usage("say which model: --customer ID (and optionally --alias or --version), --model FILE.onnx, "
+                        "or --all (the nightly batch job)")
+    named = getattr(args, "customer", None)
+    for customer in named if isinstance(named, list) else [named] if named is not None else []:
+        validate_customer_id(customer)
     if args.command in ("ingest", "adapt", "pipeline", "serve", "demo"):
         _existing_dir(args.customers)
 
@@ -565,8 +625,8 @@ def _show_progress(args) -> bool:
 
 def _load(args) -> Params:
     """The settings, validated before any flow starts; the registry-only commands and the fast
-    batch job check no Prefect server (they use none)."""
-    if args.command in WITHOUT_PREFECT:
+    batch job check no Prefect server (they use none); ``generate --all`` runs the nightly flow."""
+    if args.command in WITHOUT_PREFECT and not getattr(args, "all", False):
         return load_params(args.params)
     from flows.common import load
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from metagan.config import ConfigError, Params, load_params
+from metagan.fleet_index import INDEX_URL_ENV
 
 FANOUT_WORKERS = int(os.environ.get("METAGAN_FANOUT_WORKERS", "4"))
 
@@ -39,6 +40,8 @@ def check_profile(params: Params) -> None:
         missing.append("MLFLOW_TRACKING_URI=http://<mlflow server>")
     if not PREFECT_API_URL.value():
         missing.append("PREFECT_API_URL=http://<prefect server>/api")
+    if not os.environ.get(INDEX_URL_ENV, "").startswith(("postgresql://", "postgres://")):
+        missing.append(f"{INDEX_URL_ENV}=postgresql://<user>@<host>/<database> (the fleet index and the customer locks)")
     if missing:
         raise ConfigError("profile 'scaleout' needs " + " and ".join(missing)
                           + " in the environment (see mlflow/scaleout.env and docs/DEPLOY.md)")

@@ -13,7 +13,6 @@ from flows.common import check_profile
 from metagan import tracking
 from metagan.config import PACKAGE_DIR, SHIPPED_META_MODEL, Params, load_params
 from metagan.contact_sheet import contact_sheet
-from metagan.registry import customer_id_of
 
 SHIPPED_META = SHIPPED_META_MODEL
 EXAMPLE_CUSTOMERS = PACKAGE_DIR / "sample_data" / "customers"
@@ -24,7 +23,8 @@ def demo_params(params_path: str | None, train_minutes: float) -> Params:
     params = load_params(params_path)
     meta = {"init_checkpoint": str(SHIPPED_META), "minutes": 0.0} if SHIPPED_META.exists() \
         else {"minutes": train_minutes}
-    params = params.with_overrides(data={"source": params.data.sample}, meta=meta)
+    # loose PNGs: the demo shows the images themselves
+    params = params.with_overrides(data={"source": params.data.sample}, meta=meta, fleet={"batch_format": "png"})
     check_profile(params)
     return params
 
@@ -47,12 +47,12 @@ def run_demo(params_path: str | None, customers: Path, out: Path, train_minutes:
     for error in result.data.rejected.values():
         echo(f"  rejected: {error}")
     shots = {u.customer_id: u.images for u in result.data.accepted}
-    for m in result.generated:
-        cid = customer_id_of(m["model"]["name"])
+    for b in result.generated:
+        cid = b.customer_id
         folder = out / cid
-        generated = np.stack([_as_hwc(np.asarray(Image.open(folder / f))) for f in m["files"]])
+        generated = np.stack([_as_hwc(np.asarray(Image.open(folder / f))) for f in b.files])
         sheet = contact_sheet(shots[cid], generated, out / f"{cid}-contact-sheet.png")
-        echo(f"  {cid}: {m['count']} images in {folder} (model v{m['model']['version']}); contact sheet {sheet}")
+        echo(f"  {cid}: {b.count} images in {folder} (model v{b.version}); contact sheet {sheet}")
     bin_dir = Path(sys.executable).parent  # the environment metagan runs in (.venv/bin in a checkout)
     echo("")
     echo(f"Look at the runs and the model registry:   {bin_dir / 'mlflow'} ui --backend-store-uri "

@@ -1,21 +1,29 @@
-"""``generate``: the scheduled batch job as a Prefect flow. Each customer's production model is read
-once (the version pinned, its bytes checked), drawn from with onnxruntime
-(:func:`metagan.generate.run_batch_job`: PNGs, contact sheet, gallery, ``manifest.json`` in a folder
-or ``s3://`` prefix), and the batch is recorded in MLflow against the version it used.
+"""``generate``: the nightly batch job as a Prefect flow, planned from what changed and fanned out.
 
-A single ``metagan generate`` call runs the same library functions without Prefect or MLflow
+The plan is the fleet index's list of customers due (:func:`metagan.fleet.plan_night`: production
+changed since their last batch, or their cadence came round), or the customers the caller names.
+It is cut into tasks of ``fleet.customers_per_task`` customers on the profile's task runner
+(threads embedded, the Dask cluster scaled out, as adaptation); each task draws, writes and
+records its customers' batches (:func:`metagan.fleet.draw_batches`: one shard, contact sheet,
+gallery and manifest per customer) and moves each one's watermark on. A run killed midway is
+resumed by the next: only the customers not done are still due.
+
+A single ``metagan generate --customer ID`` runs the batch job without Prefect or MLflow
 (``flows/cli.py``): starting Prefect's API and importing MLflow took most of its 15 s.
 """
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import progress
-from metagan import registry
+from flows.common import FANOUT_WORKERS, fanout_runner
+from metagan import fleet
 from metagan.config import Params
-from metagan.generate import run_batch_job
-from metagan.registry import ServedModel
+from metagan.fleet import Batch, NightPlan
+from metagan.fleet_index import DueBatch
 
 
 def output_uri(params: Params) -> str:
@@ -24,43 +32,63 @@ def output_uri(params: Params) -> str:
 
 
 @task
-def production_customers() -> list[str]:
-    """Every customer with a production model, from one paginated listing of the registry."""
-    return registry.customers_in_production()
+def plan_batches(params: Params, customers: list[str] | None) -> NightPlan:
+    """The customers due tonight, from the fleet index (or the customers named, due or not)."""
+    return fleet.named_customers(customers) if customers is not None else fleet.plan_night(params)
 
 
 @task
-def load_production_model(customer_id: str) -> ServedModel:
-    """The customer's production ONNX model, pinned to the version the alias named when read."""
-    return registry.production_model(customer_id)
+def draw(due: list[DueBatch], count: int, out: str, seed: int, layout: str, stamp: float, default_s: int) -> list[Batch]:
+    """One task's customers: each batch drawn, written, recorded, and its watermark moved on."""
+    return fleet.draw_batches(due, count, out, seed, layout, stamp, default_s)
 
 
 @task
-def write_batch(model: ServedModel, count: int, out_uri: str, seed: int) -> dict:
-    return run_batch_job(model.onnx, count, out_uri, seed, model.describe())
+def finish_night(plan: NightPlan, batches: list[Batch]) -> None:
+    fleet.finish_night(plan, batches)
 
 
-@task
-def record_batch(customer_id: str, model: ServedModel, manifest: dict) -> str:
-    """The manifest, recorded in MLflow against the model version it was drawn from."""
-    return registry.record_batch(customer_id, model, manifest)
+def workers(params: Params) -> int:
+    """Tasks the profile's runner runs at once."""
+    if params.profile == "scaleout":
+        return params.scaleout.dask_workers * params.scaleout.threads_per_worker
+    return FANOUT_WORKERS
 
 
-@flow(name="generate", log_prints=True)
+# The embedded default (bounded threads, as adaptation); generate_flow picks the profile's runner.
+@flow(name="generate", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=FANOUT_WORKERS))
 def generate(params: Params, customers: list[str] | None = None, count: int | None = None, seed: int = 0,
-             out: str | None = None) -> list[dict]:
+             out: str | None = None, layout: str | None = None) -> list[Batch]:
+    """``customers``: draw for these (their production alias read when drawn) instead of the plan."""
     logger = get_run_logger()
     count = params.schedules.generate_count if count is None else count
     out = out or output_uri(params)
-    customers = customers if customers is not None else production_customers()
-    done = progress.counter("generating", len(customers))
-    manifests = []
-    for i, cid in enumerate(customers):
-        model = load_production_model(cid)
-        manifest = write_batch(model, count, f"{out.rstrip('/')}/{cid}", seed)
-        record_batch(cid, model, manifest)
-        logger.info("%s: %d images from %s version %s in %s", cid, manifest["count"], model.name, model.version,
-                    manifest["location"])
-        manifests.append(manifest)
-        done(i + 1)
-    return manifests
+    layout = layout or params.fleet.batch_format
+    night = plan_batches(params, customers)
+    if night.resumed:
+        logger.info("resuming the night started at %s: %d customers still due", night.started, len(night.due))
+    tasks = fleet.chunks(night.due, params.fleet.customers_per_task, workers(params))
+    futures = {draw.submit(chunk, count, out, seed, layout, night.started, fleet.default_every_s(params)): chunk
+               for chunk in tasks}
+    done = progress.counter("generating", len(night.due))
+    finished: dict[str, Batch] = {}
+    for fut in as_completed(list(futures)):
+        try:
+            batches = fut.result()
+        except Exception as e:  # the task itself failed (a worker lost): its customers stay due
+            batches = [Batch(d.customer_id, False, error=f"{type(e).__name__}: {e}") for d in futures[fut]]
+        for b in batches:
+            finished[b.customer_id] = b
+            if not b.ok:
+                logger.error("customer %s: no batch: %s", b.customer_id, b.error)
+        done(len(finished))
+    results = [finished[d.customer_id] for d in night.due if d.customer_id in finished]
+    finish_night(night, results)
+    logger.info("%d batch(es) drawn, %d failed, in %s", sum(b.ok for b in results), sum(not b.ok for b in results), out)
+    return results
+
+
+def generate_flow(params: Params):
+    """``generate`` on the profile's task runner: threads embedded, a Dask cluster scaled out."""
+    return generate.with_options(task_runner=fanout_runner(params))
+

@@ -9,7 +9,7 @@ from prefect import flow, get_run_logger, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.common import FANOUT_WORKERS, data_target, dvc_root
-from metagan import versioning
+from metagan import fleet, versioning
 from metagan.config import Params
 from metagan.customers import IngestResult, ingest_customer
 from metagan.domain import upload_screen
@@ -47,6 +47,12 @@ def ingest_one(folder: Path, params: Params) -> IngestResult:
                            params.data.channels, a.min_shots, a.max_shots, a.max_image_pixels, upload_screen(params))
 
 
+@task
+def record_ingestion(results: list[IngestResult]) -> None:
+    """The fleet index learns what each folder held (its signature and shots): the hourly run plans from it."""
+    fleet.record_ingestion(results)
+
+
 @task(tags=["dvc"])
 def version_data(params: Params) -> str:
     """``dvc add`` the data root and push it to the remote (retried in metagan.versioning); returns
@@ -61,12 +67,18 @@ def version_data(params: Params) -> str:
 # Bounded fan-out: each task holds MLflow (SQLite) connections, and 50 at once exhausted its
 # connection pool (measured with bench/orchestration.py); on 2 cores more threads buy nothing.
 @flow(name="ingest", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=FANOUT_WORKERS))
-def ingest(params: Params, customers_dir: str | None = None, source: str | None = None) -> Ingestion:
+def ingest(params: Params, customers_dir: str | None = None, source: str | None = None,
+           folders: list[str] | None = None) -> Ingestion:
+    """``folders``: only these customer folders of ``customers_dir`` (the hourly run's changed ones)."""
     logger = get_run_logger()
     classes = pack_tasks(params, source)
     results: list[IngestResult] = []
     if customers_dir:
-        futures = [ingest_one.submit(f, params) for f in discover_customers(customers_dir)]
+        found = discover_customers(customers_dir)
+        if folders is not None:
+            wanted = {Path(f).name for f in folders}
+            found = [f for f in found if f.name in wanted]
+        futures = [ingest_one.submit(f, params) for f in found]
         results = [f.result() for f in futures]
     for r in results:
         if r.ok:
@@ -75,5 +87,7 @@ def ingest(params: Params, customers_dir: str | None = None, source: str | None 
         else:
             logger.warning("customer rejected: %s", r.error)
     version = version_data(params)
+    if results:  # after the data is versioned and pushed: an ingestion that failed there is redone
+        record_ingestion(results)
     logger.info("data version %s (%d task classes)", version, classes)
     return Ingestion(version, classes, {r.customer_id: r for r in results})

@@ -2,48 +2,37 @@
 
 - embedded (one machine): ``flock`` files beside the registry (:func:`metagan.locks.file_locker`);
   the kernel frees a lock when its holder dies, SIGKILL included.
-- scale-out (workers on many machines, MLflow reached over HTTP only): a Prefect global
-  concurrency limit of 1 per customer on the Prefect server all of them already use. The slot is
-  held on a lease the client renews while it works; the server's repossessor frees the slot of a
-  holder that died once its lease (``LEASE_S``) runs out.
+- scale-out (workers on many machines, MLflow reached over HTTP only): a PostgreSQL advisory lock
+  per customer on the fleet index's database (``METAGAN_INDEX_URL``), which every worker already
+  talks to (:func:`metagan.locks.advisory_locker`). Taking it is one round trip; the server frees
+  it when the holder's connection drops, SIGKILL included.
 
-Why not Prefect's limits in the embedded profile too: each ``metagan`` process there starts its own
-ephemeral API server, which runs no repossessor; a process SIGKILLed while holding a slot left it
-held for good (measured: the next run waited out its timeout), where a ``flock`` is freed at once.
+Before: a Prefect global concurrency limit per customer. It cost four requests to the Prefect
+server (create the limit, acquire on a lease, renew, release), 97 ms a customer measured on
+loopback against 0.1 ms for the advisory lock, and a holder that died kept the slot until its
+60 s lease expired. Prefect's limits never served the embedded profile: each ``metagan`` process
+there starts its own ephemeral API server, which runs no repossessor (a SIGKILLed holder's slot
+stayed held for good).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import os
+from functools import lru_cache
 
 from metagan import registry
 from metagan.config import Params
-from metagan.locks import Locker, lock_timeout_s
-
-LEASE_S = 60  # Prefect's shortest lease; renewed every 45 s while held
-
-_created: set[str] = set()
+from metagan.fleet_index import INDEX_URL_ENV
+from metagan.locks import Locker, advisory_locker
 
 
 def customer_locker(params: Params) -> Locker:
-    return prefect_lock if params.profile == "scaleout" else registry.default_locker()
+    if params.profile != "scaleout":
+        return registry.default_locker()
+    return _advisory(os.environ[INDEX_URL_ENV])  # flows.common.check_profile made sure it is set
 
 
-@contextmanager
-def prefect_lock(name: str) -> Iterator[None]:
-    """Hold the Prefect global concurrency limit ``name`` (limit 1, created on first use)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
-    from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectAlreadyExists
-
-    if name not in _created:
-        with get_client(sync_client=True) as client:
-            try:
-                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-            except ObjectAlreadyExists:
-                pass
-        _created.add(name)
-    with concurrency(name, occupy=1, strict=True, timeout_seconds=lock_timeout_s(), lease_duration=LEASE_S):
-        yield
+@lru_cache(maxsize=None)
+def _advisory(url: str) -> Locker:
+    """One locker (its connections, one per thread) per database for the life of the process."""
+    return advisory_locker(url)

@@ -10,11 +10,12 @@ from flows.adapt_customers import adapt_customers_flow
 from flows.artifacts import pipeline_summary
 from flows.common import ensure_concurrency_limits
 from flows.evaluator import register_evaluator
-from flows.generate import generate, output_uri
+from flows.generate import generate_flow, output_uri
 from flows.ingest import Ingestion, ingest
 from flows.meta_train import meta_train
 from flows.promote import promote
 from metagan.config import Params
+from metagan.fleet import Batch
 from metagan.meta_lifecycle import EvaluatorRegistration, MetaRegistration
 from metagan.registry import Adaptation, Promotion, PromotionResult
 
@@ -26,14 +27,15 @@ class PipelineResult:
     evaluator: EvaluatorRegistration
     adapted: list[Adaptation] = field(default_factory=list)
     promoted: list[PromotionResult] = field(default_factory=list)
-    generated: list[dict] = field(default_factory=list)
-    """The batch job's manifests."""
+    generated: list[Batch] = field(default_factory=list)
+    """The batch job's batches, one per customer served."""
 
     @property
     def partial(self) -> bool:
-        """Some customer was rejected at ingestion, failed to adapt or was refused by the gate."""
+        """Some customer was rejected at ingestion, failed to adapt, was refused by the gate or got
+        no batch."""
         return bool(self.data.rejected) or any(not a.ok for a in self.adapted) \
-            or any(p.outcome is Promotion.REFUSED for p in self.promoted)
+            or any(p.outcome is Promotion.REFUSED for p in self.promoted) or any(not b.ok for b in self.generated)
 
 
 @flow(name="pipeline", log_prints=True)
@@ -48,7 +50,7 @@ def pipeline(params: Params, customers_dir: str | None = None, source: str | Non
     built = {a.customer_id: a.version for a in adapted if a.ok}
     promoted = promote(params, list(built), built) if built else []
     serving = [p.customer_id for p in promoted if p.serving]
-    generated = generate(params, serving, count, seed, out) if serving else []
+    generated = generate_flow(params)(params, serving, count, seed, out) if serving else []
     result = PipelineResult(data, meta, evaluator, adapted, promoted, generated)
     pipeline_summary(result, out or output_uri(params))  # in the Prefect UI, with links to MLflow
     return result

@@ -15,7 +15,8 @@ from metagan.registry import PromotionResult
 def promote_customers(params: Params, customers: list[str] | None,
                       versions: dict[str, str] | None) -> list[PromotionResult]:
     """Promote each customer's candidate through the gate (every customer: from one listing)."""
-    return registry.promote_all(params.gate, customers, versions, customer_locker(params))
+    return registry.promote_all(params.gate, customers, versions, customer_locker(params),
+                                params.fleet.promote_concurrency)
 
 
 @flow(name="promote", log_prints=True)

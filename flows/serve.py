@@ -9,24 +9,18 @@ from __future__ import annotations
 from prefect import flow, serve
 from prefect.schedules import Cron
 
-from flows.adapt_customers import adapt_customers_flow
 from flows.common import ensure_concurrency_limits, load
-from flows.generate import generate
-from flows.ingest import ingest
+from flows.generate import generate_flow
+from flows.hourly import adapt_changed
 from flows.meta_train import meta_train
-from flows.promote import promote
-from metagan.registry import Adaptation, PromotionResult
+from metagan.registry import PromotionResult
 
 
 @flow(name="adapt-new-customers")
 def adapt_new_customers(customers_dir: str, params_path: str | None = None) -> list[PromotionResult]:
-    """Hourly: ingest uploads, adapt new or changed customers (unchanged ones are reused), promote."""
-    params = load(params_path)
-    data = ingest(params, customers_dir)
-    adapted: list[Adaptation] = adapt_customers_flow(params)(params, data_version=data.data_version,
-                                                             uploads=data.accepted) if data.accepted else []
-    built = {a.customer_id: a.version for a in adapted if a.ok}
-    return promote(params, list(built), built) if built else []
+    """Hourly: ingest the upload folders that changed, adapt the customers whose shots changed, promote
+    (:mod:`flows.hourly`)."""
+    return adapt_changed(load(params_path), customers_dir).promoted
 
 
 @flow(name="scheduled-meta-train")
@@ -37,9 +31,10 @@ def scheduled_meta_train(params_path: str | None = None) -> str:
 
 @flow(name="nightly-generate")
 def nightly_generate(params_path: str | None = None, count: int | None = None, customers: list[str] | None = None,
-                     seed: int = 0, out: str | None = None) -> list[dict]:
-    """Nightly: the batch job for every customer in production (or ``customers``)."""
-    return generate(load(params_path), customers, count, seed, out)
+                     seed: int = 0, out: str | None = None) -> int:
+    """Nightly: the batch job for the customers due (or ``customers``); returns how many were drawn."""
+    params = load(params_path)
+    return sum(b.ok for b in generate_flow(params)(params, customers, count, seed, out))
 
 
 GPU_DEPLOYMENTS = {"weekly-meta-train"}

@@ -84,12 +84,15 @@ def production_stage(params: Params) -> None:
 
 
 def generate_stage(params: Params) -> None:
-    from flows.generate import generate, output_uri
+    from flows.generate import generate_flow, output_uri
+    from metagan.registry import customers_in_production
 
     out = output_uri(params)
     if not out.startswith("s3://"):
         params.resolve(out).mkdir(parents=True, exist_ok=True)  # declared, even with no customer to draw for
-    generate(params)
+    # every customer in production: the stage's output is the whole batch (DVC reruns it when
+    # what production serves changed), not tonight's share of it
+    generate_flow(params)(params, customers_in_production())
 
 
 if __name__ == "__main__":

@@ -191,6 +191,28 @@ class ScheduleConfig(_Section):
     timezone: str = "UTC"
 
 
+class FleetConfig(_Section):
+    """The fleet's hourly and nightly work (:mod:`metagan.fleet`): what makes a customer due, how a
+    batch is written, how the work is cut for the task runner."""
+
+    batch_every_hours: float = Field(24.0, ge=0)
+    """A customer's batch is due this long after its last one (and at once when its production
+    model changes); 0: only when it changes. ``metagan schedule --customer ID --every ...`` sets
+    a customer's own."""
+    batch_format: Literal["shard", "png"] = "shard"
+    """``shard``: each customer's batch is one tar of PNG + JSON per image (WebDataset's layout)
+    beside its contact sheet, gallery and manifest; ``png``: loose PNGs."""
+    customers_per_task: int = Field(32, ge=1, le=1000)
+    """The nightly batch's unit of fan-out: one task draws for this many customers (a task run
+    costs requests to Prefect, a customer's batch about 0.1 s)."""
+    promote_concurrency: int = Field(4, ge=1, le=64)
+    """Customers promoted at once (each a few requests to MLflow, under its own lock)."""
+    scan_uploads: bool = True
+    """The hourly run looks for changed upload folders itself (directory entries only, one ``stat``
+    a file: it grows with the fleet). ``false``: uploads are ingested as they arrive (``metagan
+    ingest --customers DIR --customer ID``), and the hour plans from the index alone."""
+
+
 PROFILE_ENV = "METAGAN_PROFILE"
 
 
@@ -208,6 +230,7 @@ class Params(_Section):
     gate: GateConfig = GateConfig()
     schedules: ScheduleConfig = ScheduleConfig()
     scaleout: ScaleoutConfig = ScaleoutConfig()
+    fleet: FleetConfig = FleetConfig()
     learners: dict[str, dict[str, Any]] = {}
     """Each learner's own settings by its name (``learners.warp.adv_weight``), checked by the
     learner's ``Settings`` model (:func:`metagan.meta.check_learners`)."""

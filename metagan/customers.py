@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from metagan.files import save_npz, write_json
-from metagan.uploads import CustomerUploads, UploadError, load_customer_uploads, validate_customer_id
+from metagan.uploads import CustomerUploads, UploadError, folder_signature, load_customer_uploads, validate_customer_id
 
 
 @dataclass
@@ -27,6 +27,9 @@ class IngestResult:
     uploads: CustomerUploads | None = None
     """The shots as ingested, for this run's adaptation: never read back from the shared folder,
     which an overlapping run may have rewritten since."""
+    signature: str = ""
+    """The upload folder's :func:`~metagan.uploads.folder_signature` before it was read (the hourly
+    run ingests it again only once that changes)."""
 
 
 def ingest_customer(folder: str | Path, dest_root: str | Path, size: int, channels: int, min_shots: int,
@@ -35,10 +38,13 @@ def ingest_customer(folder: str | Path, dest_root: str | Path, size: int, channe
     for a file-system fault (a folder it cannot read or write): either fails this customer alone,
     with its reason. ``screen``: the domain check (:func:`metagan.domain.upload_screen`)."""
     folder = Path(folder)
+    # before reading: a file that changes while it is read changes the signature again
+    signature = folder_signature(folder)
     try:
         up = load_customer_uploads(folder, size, channels, min_shots, max_shots, max_pixels, screen)
     except UploadError as e:
-        return IngestResult(folder.name, ok=False, error=str(e))
+        unsafe = e.reason.startswith("unsafe customer id")  # never recorded: the id is not one
+        return IngestResult(folder.name, ok=False, error=str(e), signature="" if unsafe else signature)
     except OSError as e:
         return IngestResult(folder.name, ok=False, error=f"customer {folder.name!r}: cannot read {folder}: "
                                                         f"{e.strerror or e}")
@@ -53,7 +59,8 @@ def ingest_customer(folder: str | Path, dest_root: str | Path, size: int, channe
     except OSError as e:  # atomic writes: the customer's previous shots, if any, are intact
         return IngestResult(up.customer_id, ok=False, error=f"customer {up.customer_id!r}: cannot write "
                                                             f"{e.filename or dest}: {e.strerror or e}")
-    return IngestResult(up.customer_id, True, len(up.images), up.rejected, content_hash=up.content_hash, uploads=up)
+    return IngestResult(up.customer_id, True, len(up.images), up.rejected, content_hash=up.content_hash, uploads=up,
+                        signature=signature)
 
 
 def load_ingested(dest_root: str | Path, customer_id: str) -> CustomerUploads:

@@ -51,9 +51,13 @@ class OnnxGenerator:
     output does not depend on the number of workers.
     """
 
-    def __init__(self, model: str | Path | bytes, workers: int | None = None):
+    def __init__(self, model: str | Path | bytes, workers: int | None = None, threads: int | None = None):
+        """``threads``: intra-op threads of each session (default: one when there are several
+        sessions, else onnxruntime's one per core; one inside a fan-out task, whose neighbours use
+        the other cores)."""
         self.workers = max(1, workers or cpu_cores())
-        self.sessions = [onnx_session(model, threads=1 if self.workers > 1 else 0) for _ in range(self.workers)]
+        threads = threads if threads is not None else 1 if self.workers > 1 else 0
+        self.sessions = [onnx_session(model, threads=threads) for _ in range(self.workers)]
         self.z_dim = int(self.sessions[0].get_inputs()[0].shape[1])
         # a model may say how many images one call should hold at most (MAX_BATCH_KEY): a design whose
         # memory grows with its shots (the removed fusion design's attention: 256 images of a 20-shot
@@ -93,15 +97,16 @@ def to_uint8_images(x: np.ndarray) -> np.ndarray:
 
 
 def sample_onnx(onnx_path: str | Path | bytes | None, count: int, seed: int = 0, batch_size: int = 256,
-                session=None, workers: int | None = None) -> np.ndarray:
+                session=None, workers: int | None = None, threads: int | None = None) -> np.ndarray:
     """``count`` images (N, H, W, C) uint8 from an ONNX generator, through onnxruntime alone.
 
     ``session``: an onnxruntime session or :class:`OnnxGenerator` to use instead of ``onnx_path``;
-    ``workers``: sessions run in parallel over slices of each batch (default: one per core)."""
+    ``workers``: sessions run in parallel over slices of each batch (default: one per core);
+    ``threads``: each session's threads (see :class:`OnnxGenerator`)."""
     if session is None:
         # a contact sheet's few images do not repay loading one session per core
         few = workers is None and count < MIN_IMAGES_TO_SLICE
-        with OnnxGenerator(onnx_path, 1 if few else workers) as generator:
+        with OnnxGenerator(onnx_path, 1 if few else workers, threads) as generator:
             return sample_onnx(None, count, seed, batch_size, session=generator)
     if isinstance(session, OnnxGenerator):
         run, z_dim = session, session.z_dim

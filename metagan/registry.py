@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Iterable
 from metagan import tracking
 from metagan.config import GateConfig, Params
 from metagan.files import move_into_place
+from metagan.fleet_index import registry_index
 from metagan.locks import Locker, file_locker, local_lock_folder
 from metagan.uploads import CustomerUploads, validate_customer_id
 
@@ -168,6 +169,7 @@ def adapt_and_register(uploads: CustomerUploads, params: Params, meta_version: s
             ok = existing.tags.get("parity_ok") == "true"
             if ok:  # a run killed between registering and aliasing left it without its alias
                 _set_alias_if_moved(name, CANDIDATE, existing.version)
+            registry_index().adapted(cid, uploads.content_hash)  # the fleet index: nothing left to adapt
             return Adaptation(cid, ok, str(existing.version), reused=True, metrics=evidence(existing).metrics,
                               error="" if ok else f"customer {cid!r}: version {existing.version} failed the ONNX "
                                                   "parity check", run_id=existing.run_id or "")
@@ -186,6 +188,7 @@ def adapt_and_register(uploads: CustomerUploads, params: Params, meta_version: s
                                               metrics=model.metrics)
         if model.ok:
             tracking.set_alias(name, CANDIDATE, version.version)
+        registry_index().adapted(cid, uploads.content_hash)
     return Adaptation(cid, model.ok, str(version.version), error=model.error, metrics=model.metrics,
                       seconds=model.seconds, worker=worker_id(), run_id=run.info.run_id)
 
@@ -233,50 +236,112 @@ def promote(customer_id: str, gate: GateConfig, version: str | int | None = None
             lock: Locker | None = None) -> PromotionResult:
     """Move ``production`` to the customer's ``candidate`` if it passes the gate (the old production
     becomes ``previous``). With ``version``, only if that version is still the candidate."""
+    name = customer_model_name(customer_id)
+    with (lock or default_locker())(lock_name(customer_id)):
+        cand, prod = tracking.get_alias(name, CANDIDATE), tracking.get_alias(name, PRODUCTION)
+        return _promote_read(customer_id, cand, prod, gate, version)
+
+
+def _promote_read(customer_id: str, cand, prod, gate: GateConfig, version: str | int | None) -> PromotionResult:
+    """:func:`promote`'s decision and writes, the customer's lock held and its ``candidate`` and
+    ``production`` versions (with their tags) read under it."""
     from metagan.gate import gate_decision
 
     name = customer_model_name(customer_id)
-    with (lock or default_locker())(lock_name(customer_id)):
-        cand = tracking.get_alias(name, CANDIDATE)
-        if cand is None:
-            return PromotionResult(customer_id, Promotion.NO_CANDIDATE)
-        if version is not None and str(cand.version) != str(version):
-            return PromotionResult(customer_id, Promotion.SUPERSEDED, str(version),
-                                   (f"version {cand.version} is the candidate now (a later run's)",))
-        prod = tracking.get_alias(name, PRODUCTION)
-        if prod is not None and prod.version == cand.version:
-            return PromotionResult(customer_id, Promotion.ALREADY_PRODUCTION, str(cand.version))
-        seen = evidence(cand)
-        decision = gate_decision(seen, evidence(prod) if prod is not None else None, gate)
-        tracking.set_version_tags(name, cand.version, {"gate": "passed" if decision.passed else "refused",
-                                                       "gate_reason": decision.reason})
-        if not decision.passed:
-            return PromotionResult(customer_id, Promotion.REFUSED, str(cand.version), decision.reasons,
-                                   dict(seen.metrics))
-        if prod is not None:
-            tracking.set_alias(name, PREVIOUS, prod.version)
-        tracking.set_alias(name, PRODUCTION, cand.version)  # last: production always names a complete version
+    if cand is None:
+        return PromotionResult(customer_id, Promotion.NO_CANDIDATE)
+    if version is not None and str(cand.version) != str(version):
+        return PromotionResult(customer_id, Promotion.SUPERSEDED, str(version),
+                               (f"version {cand.version} is the candidate now (a later run's)",))
+    if prod is not None and str(prod.version) == str(cand.version):
+        _production_changed(customer_id, prod)  # the index agrees (a repair when an earlier write failed)
+        return PromotionResult(customer_id, Promotion.ALREADY_PRODUCTION, str(cand.version))
+    seen = evidence(cand)
+    decision = gate_decision(seen, evidence(prod) if prod is not None else None, gate)
+    tracking.set_version_tags(name, cand.version, {"gate": "passed" if decision.passed else "refused",
+                                                   "gate_reason": decision.reason})
+    if not decision.passed:
+        return PromotionResult(customer_id, Promotion.REFUSED, str(cand.version), decision.reasons,
+                               dict(seen.metrics))
+    if prod is not None:
+        tracking.set_alias(name, PREVIOUS, prod.version)
+    tracking.set_alias(name, PRODUCTION, cand.version)  # last: production always names a complete version
+    _production_changed(customer_id, cand)
     return PromotionResult(customer_id, Promotion.PROMOTED, str(cand.version), decision.reasons, dict(seen.metrics))
 
 
+def _production_changed(customer_id: str, version) -> None:
+    """The fleet index's event: production serves ``version`` (a registered version with its
+    tags), so the customer's batch is due. After the registry's own write: an index that missed
+    it is repaired from the registry (``metagan doctor``), never the other way round."""
+    registry_index().production_changed(customer_id, str(version.version), version.tags.get(tracking.ONNX_FILE_TAG),
+                                        version.tags.get(tracking.ONNX_SHA256_TAG))
+
+
+PROMOTE_BATCH = 25
+"""Customers promoted under one set of locks, read in two requests (their aliases, their versions)."""
+
+
 def promote_all(gate: GateConfig, customers: Iterable[str] | None = None, versions: dict[str, str] | None = None,
-                lock: Locker | None = None) -> list[PromotionResult]:
+                lock: Locker | None = None, concurrency: int = 1) -> list[PromotionResult]:
     """:func:`promote` for ``customers`` (default: every customer in the registry, found in one
     listing; those whose candidate already serves are reported without touching the registry).
-    ``versions``: customer id -> the version to promote (see :func:`promote`)."""
+    ``versions``: customer id -> the version to promote (see :func:`promote`).
+
+    Customers go in batches of :data:`PROMOTE_BATCH`, ``concurrency`` batches at once: a batch
+    takes its customers' locks (in sorted order, so two batches never wait for each other in a
+    circle), reads their aliases and versions in two requests instead of two per customer, then
+    decides and writes each. Results come back in the order asked."""
     versions = versions or {}
-    if customers is not None:
-        return [promote(c, gate, versions.get(c), lock) for c in customers]
-    results = []
-    for entry in list_customers():
-        cand, prod = entry.aliases.get(CANDIDATE), entry.aliases.get(PRODUCTION)
-        if cand is None:
-            results.append(PromotionResult(entry.customer_id, Promotion.NO_CANDIDATE))
-        elif cand == prod:
-            results.append(PromotionResult(entry.customer_id, Promotion.ALREADY_PRODUCTION, cand))
-        else:
-            results.append(promote(entry.customer_id, gate, versions.get(entry.customer_id), lock))
-    return results
+    results: dict[str, PromotionResult] = {}
+    if customers is None:
+        todo = []
+        for entry in list_customers():
+            cand, prod = entry.aliases.get(CANDIDATE), entry.aliases.get(PRODUCTION)
+            if cand is None:
+                results[entry.customer_id] = PromotionResult(entry.customer_id, Promotion.NO_CANDIDATE)
+            elif cand == prod:
+                results[entry.customer_id] = PromotionResult(entry.customer_id, Promotion.ALREADY_PRODUCTION, cand)
+            else:
+                todo.append(entry.customer_id)
+        order = sorted([*results, *todo])
+    else:
+        todo = order = list(customers)
+    batches = [todo[i : i + PROMOTE_BATCH] for i in range(0, len(todo), PROMOTE_BATCH)]
+    held = lock or default_locker()
+
+    def promote_batch(batch: list[str]) -> list[PromotionResult]:
+        return _promote_batch(batch, gate, versions, held)
+
+    if concurrency > 1 and len(batches) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(concurrency, len(batches)), thread_name_prefix="promote") as pool:
+            done = list(pool.map(promote_batch, batches))
+    else:
+        done = [promote_batch(b) for b in batches]
+    for batch_results in done:
+        results.update({r.customer_id: r for r in batch_results})
+    return [results[c] for c in order]
+
+
+def _promote_batch(customer_ids: list[str], gate: GateConfig, versions: dict[str, str],
+                   lock: Locker) -> list[PromotionResult]:
+    from contextlib import ExitStack
+
+    names = {c: customer_model_name(c) for c in customer_ids}
+    with ExitStack() as held:
+        for c in sorted(set(customer_ids)):
+            held.enter_context(lock(lock_name(c)))
+        aliases = {m.name: dict(m.aliases or {}) for m in tracking.search_models(list(names.values()))}
+        by_version = {(v.name, str(v.version)): v for v in tracking.search_versions_of(list(names.values()))}
+
+        def aliased(c: str, alias: str):
+            v = aliases.get(names[c], {}).get(alias)
+            return None if v is None else by_version.get((names[c], str(v)))
+
+        return [_promote_read(c, aliased(c, CANDIDATE), aliased(c, PRODUCTION), gate, versions.get(c))
+                for c in customer_ids]
 
 
 class NoPreviousVersion(LookupError):
@@ -293,6 +358,7 @@ def rollback(customer_id: str, lock: Locker | None = None) -> str:
         tracking.set_alias(name, PRODUCTION, prev.version)
         if prod is not None:
             tracking.set_alias(name, PREVIOUS, prod.version)
+        _production_changed(customer_id, prev)
     return str(prev.version)
 
 
@@ -400,21 +466,24 @@ def local_model(path: str | Path) -> ServedModel:
     return ServedModel(path.stem, "local", str(path.resolve()), path.read_bytes())
 
 
-BATCH_TAGS = ("last_batch", "last_batch_run", "last_batch_created")
+def served_version(customer_id: str, version: str, model_uri: str | None = None,
+                   sha256: str | None = None) -> ServedModel:
+    """Production version ``version`` of a customer, as the night's plan named it (the fleet
+    index copies the version's file URI and checksum from the registry at promotion): that one
+    file is read, and checked against the checksum. Without a URI (a version registered before
+    versions carried one), the registry is asked (:func:`served_model`)."""
+    from metagan.errors import Damaged
 
-
-def record_batch(customer_id: str, model: ServedModel, manifest: dict) -> str:
-    """Record a batch the job drew from a registered version against that version: a run
-    ``generate-<id>`` holding the manifest (and its count and time as metrics), and the version's
-    ``last_batch*`` tags pointing at the manifest and the run. Returns the run id."""
-    tags = {"step": "generate", "customer_id": customer_id, "model_name": model.name,
-            "model_version": model.version, "served_as": model.alias or f"version {model.version}"}
-    with tracking.start_run(f"generate-{customer_id}", tags) as run:
-        tracking.log_metrics({"images": manifest["count"], "seconds": manifest.get("seconds", 0.0)})
-        tracking.log_json(manifest, "manifest.json")
-    tracking.set_version_tags(model.name, model.version, dict(zip(BATCH_TAGS, (
-        manifest.get("manifest", ""), run.info.run_id, manifest.get("created", "")))))
-    return run.info.run_id
+    name = customer_model_name(customer_id)
+    if model_uri is None:
+        found = served_model(customer_id, version=version)
+        return ServedModel(found.name, found.version, found.uri, found.onnx, PRODUCTION)
+    data = tracking.read_model_file(model_uri)
+    try:
+        verify_model_bytes(data, sha256)
+    except Damaged as e:
+        raise Damaged(f"customer {customer_id!r}: {name} version {version} is damaged: {e}") from None
+    return ServedModel(name, str(version), f"models:/{name}/{version}", data, PRODUCTION)
 
 
 @dataclass(frozen=True)

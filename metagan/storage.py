@@ -27,15 +27,20 @@ def s3_client():
 
 
 class OutputLocation:
-    def __init__(self, uri: str | Path):
+    def __init__(self, uri: str | Path, _client=None):
         self.uri = str(uri)
         self.is_s3 = self.uri.startswith("s3://")
         if self.is_s3:
             bucket, _, prefix = self.uri.removeprefix("s3://").partition("/")
             self.bucket, self.prefix = bucket, prefix.strip("/")
-            self.s3, self.policy = s3_client()
+            self.s3, self.policy = _client or s3_client()
         else:
             self.root = Path(self.uri)
+
+    def at(self, uri: str | Path) -> "OutputLocation":
+        """Another location, sharing this one's S3 client (making a client costs tens of ms: once
+        per worker, not once per customer of a night)."""
+        return OutputLocation(uri, (self.s3, self.policy) if self.is_s3 and str(uri).startswith("s3://") else None)
 
     def write(self, relative: str, data: bytes) -> str:
         """Write ``data`` at ``relative`` under this location; returns its full URI or path."""

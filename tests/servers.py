@@ -211,10 +211,11 @@ class MlflowServer(Process):
     name = "mlflow"
 
     def __init__(self, workdir: Path, backend_store_uri: str, artifacts_destination: str,
-                 extra_env: dict[str, str] | None = None):
+                 extra_env: dict[str, str] | None = None, workers: int = 1):
         super().__init__(workdir)
         self.backend_store_uri, self.artifacts_destination = backend_store_uri, artifacts_destination
         self.extra_env = extra_env or {}
+        self.workers = workers
 
     def command(self):
         return ["bash", str(PROJECT_ROOT / "mlflow" / "start-server.sh")]
@@ -224,7 +225,7 @@ class MlflowServer(Process):
             "PATH": f"{BIN}:{os.environ['PATH']}",
             "MLFLOW_BACKEND_STORE_URI": self.backend_store_uri,
             "MLFLOW_ARTIFACTS_DESTINATION": self.artifacts_destination,
-            "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(self.port), "MLFLOW_WORKERS": "1"}
+            "MLFLOW_HOST": "127.0.0.1", "MLFLOW_PORT": str(self.port), "MLFLOW_WORKERS": str(self.workers)}
 
     @property
     def uri(self) -> str:
@@ -261,10 +262,12 @@ class PrefectServer(Process):
 
 
 @contextmanager
-def scaleout_stack(work: Path, bucket: str = "metagan") -> Iterator[dict]:
+def scaleout_stack(work: Path, bucket: str = "metagan", mlflow_workers: int = 1) -> Iterator[dict]:
     """The scale-out profile's servers: PostgreSQL (databases ``mlflow`` and ``prefect``), an S3
     server holding ``bucket``, and the MLflow and Prefect servers on them. Yields the servers
-    (keys pg, s3, mlflow, prefect) and ``env``, the environment a client of the profile needs."""
+    (keys pg, s3, mlflow, prefect) and ``env``, the environment a client of the profile needs.
+    ``mlflow_workers``: the tracking server's processes (1 for tests; ``mlflow/start-server.sh``
+    defaults to 2, which the benchmarks use)."""
     pg = Postgres(work)
     servers: list[Process] = []
     try:
@@ -274,11 +277,13 @@ def scaleout_stack(work: Path, bucket: str = "metagan") -> Iterator[dict]:
         s3 = S3Server(work)
         servers.append(s3.start())
         s3.create_bucket(bucket)
-        mlflow = MlflowServer(work, pg.url("mlflow"), f"s3://{bucket}/mlflow", s3.client_env())
+        mlflow = MlflowServer(work, pg.url("mlflow"), f"s3://{bucket}/mlflow", s3.client_env(), mlflow_workers)
         prefect = PrefectServer(work, pg.url("prefect", "asyncpg"))
         servers += [mlflow.start(), prefect.start(timeout=180)]
+        # the fleet index (and the per-customer advisory locks) in the registry's own database
         env = s3.client_env() | {"MLFLOW_TRACKING_URI": mlflow.uri, "PREFECT_API_URL": prefect.api_url,
-                                 "METAGAN_PROFILE": "scaleout"}
+                                 "METAGAN_PROFILE": "scaleout",
+                                 "METAGAN_INDEX_URL": f"postgresql://{pg.user}@127.0.0.1:{pg.port}/mlflow"}
         yield {"pg": pg, "s3": s3, "mlflow": mlflow, "prefect": prefect, "env": env}
     finally:
         for server in reversed(servers):

@@ -8,7 +8,8 @@ from pathlib import Path
 from metagan.config import PROJECT_ROOT
 
 APPLICATION = {"flows.cli", "flows.demo"}
-LIFECYCLE = {"metagan.registry", "metagan.meta_lifecycle", "metagan.gate", "metagan.health"}
+LIFECYCLE = {"metagan.registry", "metagan.meta_lifecycle", "metagan.gate", "metagan.health", "metagan.fleet",
+             "metagan.fleet_repair"}
 FLOORS = ["core", "lifecycle", "flows", "application"]
 
 

@@ -162,3 +162,22 @@ def test_models_fits_100_columns_says_whose_metrics_and_has_json(acme, store, ca
     assert rows["metagan-customer-acme"]["metrics_of"] == {"version": "1", "from": "production"}
     assert rows["metagan-customer-acme"]["metrics"]["shot_coverage"] == 0.25
     assert rows["metagan-meta"]["aliases"] == {"current": "1"} and rows["metagan-meta"]["kind"] == "meta"
+
+
+def test_a_batch_as_one_shard_holds_what_loose_pngs_hold(acme, store):
+    """The shard layout (one tar, WebDataset's PNG + JSON per image) writes 4 files where loose
+    PNGs write count + 3, and its images are the same bytes; its gallery embeds them."""
+    from metagan.generate import run_batch_job
+    from metagan.shards import read_shard
+
+    model = registry.served_model("acme")
+    loose = run_batch_job(model.onnx, 6, str(store / "png"), 4, model.describe())
+    shard = run_batch_job(model.onnx, 6, str(store / "shard"), 4, model.describe(), layout="shard")
+    assert sorted(p.name for p in (store / "shard").iterdir()) == ["contact-sheet.png", "images.tar", "index.html",
+                                                                   "manifest.json"]
+    samples = read_shard((store / "shard" / "images.tar").read_bytes())
+    assert [f"{k}.png" for k, _, _ in samples] == loose["files"] == shard["files"]
+    assert all(png == (store / "png" / f"{k}.png").read_bytes() for k, png, _ in samples)
+    assert samples[2][2] == {"index": 2, "model": model.name, "version": model.version, "seed": 4}
+    assert (store / "png" / "contact-sheet.png").read_bytes() == (store / "shard" / "contact-sheet.png").read_bytes()
+    assert (store / "shard" / "index.html").read_text().count("data:image/png;base64,") == 6

@@ -260,19 +260,21 @@ def test_unsafe_customer_folder_names_fail_alone_and_write_nothing(uploads, para
 
 
 @pytest.mark.parametrize("customer_id", ["../good-1", "a/b", "..", "/etc/passwd", "a\x00b"])
-def test_path_like_customer_ids_are_refused_by_every_entry_point(params, customer_id):
+def test_path_like_customer_ids_are_refused_by_every_entry_point(params, customer_id, tmp_path):
     """Guarantee: ids that are paths never reach the file system or the registry: loading
     ingested shots, adapting and generating all refuse them."""
+    out = tmp_path / "generated"
     from flows.adapt_customers import adapt_one
-    from flows.generate import load_production_model
+    from flows.generate import draw
+    from metagan.fleet import named_customers
     from metagan.uploads import CustomerUploads, UploadError
 
     with pytest.raises(UploadError, match="unsafe customer id"):
         load_ingested(params.resolve(params.paths.ingested_customers), customer_id)
     with pytest.raises(UploadError, match="unsafe customer id"):
         adapt_one.fn(CustomerUploads(customer_id, np.zeros((1, 32, 32, 1), np.uint8), ["a.png"]), "1", "", params)
-    with pytest.raises(UploadError, match="unsafe customer id"):
-        load_production_model.fn(customer_id)
+    (batch,) = draw.fn(named_customers([customer_id]).due, 1, str(out), 0, "png", 0.0, 86400)  # the night's task
+    assert not batch.ok and "unsafe customer id" in batch.error and not out.exists()
 
 
 @pytest.mark.parametrize("text, message", [

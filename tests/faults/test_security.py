@@ -3,6 +3,7 @@ registry; credentials stay in the environment; a customer's model depends on the
 
 import ast
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -96,8 +97,9 @@ def test_the_batch_job_serves_the_registry_model_not_a_file_on_disk(tmp_path, mo
     """Guarantee: `generate` loads the ONNX model only from the registry (models:/...@production):
     the served images are the registered version's, and differ from another ONNX file of the
     same architecture (the control shows the comparison can tell them apart)."""
-    from flows.generate import load_production_model, write_batch
+    from flows.generate import draw
     from metagan import registry, tracking
+    from metagan.fleet import named_customers
     from metagan.export import export_generator_onnx, sample_onnx
     from metagan.nets import Generator, SampleGenerator, net_config
 
@@ -111,12 +113,12 @@ def test_the_batch_job_serves_the_registry_model_not_a_file_on_disk(tmp_path, mo
         version = tracking.log_onnx_model(registered, name, {"parity_ok": "true"})
     tracking.set_alias(name, "production", version.version)
 
-    model = load_production_model.fn("acme")
-    assert model.uri == f"models:/{name}/{version.version}" and model.version == str(version.version)
-    manifest = write_batch.fn(model, 3, str(tmp_path / "out"), 1)
-    assert manifest["model"] == {"name": name, "version": str(version.version), "uri": model.uri, "alias": "production",
-                                 "sha256": hashlib.sha256(registered.read_bytes()).hexdigest()}
-    served = np.stack([np.asarray(Image.open(tmp_path / "out" / f)) for f in manifest["files"]])
+    (batch,) = draw.fn(named_customers(["acme"]).due, 3, str(tmp_path / "out"), 1, "png", 0.0, 86400)  # the night's task
+    manifest = json.loads((tmp_path / "out" / "acme" / "manifest.json").read_text())
+    assert batch.ok and batch.version == str(version.version)
+    assert manifest["model"] == {"name": name, "version": str(version.version), "uri": f"models:/{name}/{version.version}",
+                                 "alias": "production", "sha256": hashlib.sha256(registered.read_bytes()).hexdigest()}
+    served = np.stack([np.asarray(Image.open(tmp_path / "out" / "acme" / f)) for f in manifest["files"]])
     assert np.array_equal(served[..., None], sample_onnx(registered, 3, seed=1))
     assert not np.array_equal(served[..., None], sample_onnx(rogue, 3, seed=1))
 

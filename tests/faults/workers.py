@@ -60,7 +60,15 @@ def adapt_fanout_job(folder: Path) -> None:
     print("RESULTS", [(r.customer_id, r.version, r.reused, r.ok) for r in results], flush=True)
 
 
-JOBS = {"meta-train": meta_train_job, "checkpoint-writer": checkpoint_writer_job, "adapt-fanout": adapt_fanout_job}
+def night_job(folder: Path) -> None:
+    """``metagan generate --all``: the nightly batch job once, as the schedule runs it."""
+    from flows.cli import main
+
+    sys.exit(main(["--project", str(folder), "generate", "--all", "--count", "64"]))
+
+
+JOBS = {"meta-train": meta_train_job, "checkpoint-writer": checkpoint_writer_job, "adapt-fanout": adapt_fanout_job,
+        "night": night_job}
 
 
 def start(job: str, folder: Path, env: dict | None = None) -> subprocess.Popen:

@@ -9,6 +9,7 @@ environment sees this one's packages (torch, MLflow, Prefect...) through a ``.pt
 metagan only from the wheel.
 """
 
+import io
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ import yaml
 from PIL import Image
 
 from metagan.config import PROJECT_ROOT
+from metagan.shards import read_shard
 from tests.projects import write_rgb_project
 
 
@@ -101,11 +103,13 @@ def test_a_colour_64px_pipeline_from_another_folder_with_logs_and_tables_in_pref
     assert [a["ok"] for a in summary["adapted"]] == [True, True]
     for p in summary["promoted"]:  # the gate says which checks it could not run
         assert p["outcome"] == "promoted" and "not checked: consistency, copy rate, diversity" in p["reason"]
-    for cid in ("red", "blue"):
-        img = Image.open(project / "out/generated" / cid / "00000.png")
-        assert img.mode == "RGB" and img.size == (64, 64)
+    first = {}
+    for cid in ("red", "blue"):  # the pipeline's batch: one shard (fleet.batch_format) beside the sheet
+        key, png, _ = read_shard((project / "out/generated" / cid / "images.tar").read_bytes())[0]
+        first[cid] = img = Image.open(io.BytesIO(png))
+        assert key == "00000" and img.mode == "RGB" and img.size == (64, 64)
         assert (project / "out/generated" / cid / "contact-sheet.png").exists()
-    assert np.asarray(Image.open(project / "out/generated/red/00000.png")).std(axis=2).mean() > 0  # not grey
+    assert np.asarray(first["red"]).std(axis=2).mean() > 0  # not grey
     # everything the run wrote is in the project; nothing next to the package or where it ran
     assert (project / "mlflow/mlflow.db").is_file() and (project / "data.dvc").is_file()
     assert list(elsewhere.iterdir()) == [] and not list(installed.parent.glob("lib/python*/site-packages/mlflow.db"))

@@ -1,5 +1,6 @@
 """The whole pipeline under Prefect, on a tiny model, in a throwaway project folder."""
 
+import io
 import json
 
 import numpy as np
@@ -110,9 +111,14 @@ def test_batch_job_wrote_images_and_manifest(project, first_run):
     manifest = json.loads((root / "out/alpha/manifest.json").read_text())
     assert manifest["count"] == 5 and manifest["seed"] == 3
     assert manifest["model"]["name"] == "metagan-customer-alpha" and manifest["model"]["version"]
-    assert len(list((root / "out/alpha").glob("0*.png"))) == 5
+    # one shard (fleet.batch_format's default): a PNG and a JSON per image, WebDataset's layout
+    from metagan.shards import read_shard
+
+    assert manifest["shard"] == "images.tar" and not list((root / "out/alpha").glob("0*.png"))
+    samples = read_shard((root / "out/alpha/images.tar").read_bytes())
+    assert [k for k, _, _ in samples] == ["00000", "00001", "00002", "00003", "00004"]
     assert (root / "out/alpha/contact-sheet.png").exists() and (root / "out/alpha/index.html").exists()
-    assert Image.open(root / "out/alpha/00000.png").size == (32, 32)
+    assert Image.open(io.BytesIO(samples[0][1])).size == (32, 32)
 
 
 def test_the_mlflow_ui_has_signatures_model_metrics_sample_images_and_the_batch(project, first_run):
@@ -135,8 +141,12 @@ def test_the_mlflow_ui_has_signatures_model_metrics_sample_images_and_the_batch(
     images = [f.path for f in tracking.client().list_artifacts(meta_run, "images")]
     assert any("samples" in f for f in images), images
     assert prod.tags["last_batch"] == str(root / "out/alpha/manifest.json")
-    batch_run = tracking.client().get_run(prod.tags["last_batch_run"])
-    assert batch_run.data.tags["model_version"] == str(prod.version) and batch_run.data.metrics["images"] == 5
+    # one generate run per task of the night, its customers' manifests in manifests.json
+    runs = tracking.client().search_runs([tracking.experiment_id()], "tags.step = 'generate'")
+    recorded = [m for r in runs for m in mlflow.artifacts.load_dict(f"runs:/{r.info.run_id}/manifests.json")]
+    assert {"customer_id": "alpha", "model_version": str(prod.version), "count": 5} == \
+        {k: v for k, v in next(m for m in recorded if m["customer_id"] == "alpha").items()
+         if k in ("customer_id", "model_version", "count")}
 
 
 def test_a_second_run_with_nothing_changed_creates_no_new_versions(project, first_run, monkeypatch):
@@ -154,7 +164,7 @@ def test_a_second_run_with_nothing_changed_creates_no_new_versions(project, firs
     assert loads == []
     assert second.meta.reused and all(r.reused for r in second.adapted)
     assert [p.outcome.value for p in second.promoted] == ["already production", "already production"]
-    assert [m["model"]["name"] for m in second.generated] == ["metagan-customer-alpha", "metagan-customer-beta"]
+    assert [b.model_name for b in second.generated] == ["metagan-customer-alpha", "metagan-customer-beta"]
     assert {n: versions(n) for n in before} == before
 
 
@@ -185,3 +195,53 @@ def test_a_worker_without_the_checkpoint_fetches_the_registered_meta_model(proje
     assert not (tmp_path / "not-here").exists()
     a, b = local.learner.modules()["generator"].state_dict(), fetched.learner.modules()["generator"].state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_hourly_run_adapts_only_the_customers_whose_uploads_changed(project, first_run):
+    """The hourly schedule (flows.hourly): with nothing changed it reads the upload folders' entries
+    and the fleet index and stops; new uploads for one customer get that customer, and only it,
+    ingested, adapted and promoted (the rejected folders are not read again either)."""
+    import shutil
+
+    from flows.hourly import adapt_changed
+    from metagan import tracking
+
+    root, customers = project
+    params = params_of(root)
+    adapt_changed(params, str(customers))  # whatever earlier tests left: settled
+    quiet = adapt_changed(params, str(customers))
+    assert quiet.changed == [] and quiet.adapted == []
+    before = {c: versions(f"metagan-customer-{c}") for c in ("alpha", "beta")}
+    shutil.copy(customers / "beta" / "0.png", customers / "alpha" / "extra.png")  # a new upload for alpha
+    hour = adapt_changed(params, str(customers))
+    assert hour.changed == ["alpha"]
+    assert [(a.customer_id, a.reused) for a in hour.adapted] == [("alpha", False)]
+    assert [p.outcome.value for p in hour.promoted] == ["promoted"]
+    assert versions("metagan-customer-alpha") == before["alpha"] + [max(before["alpha"]) + 1]
+    assert versions("metagan-customer-beta") == before["beta"]
+    prod = tracking.get_alias("metagan-customer-alpha", "production")
+    assert prod.tags["shots"] == "5"
+
+
+def test_uploads_ingested_as_they_arrive_are_adapted_by_the_hour_without_a_scan(project, first_run, capsys):
+    """At fleet scale the hour need not look at every folder (fleet.scan_uploads: false): an upload
+    service ingests the customer whose uploads arrived (`metagan ingest --customer ID`), which
+    records them in the fleet index, and the hour adapts that customer from the index alone."""
+    import shutil
+
+    import yaml
+
+    from flows.cli import main
+    from flows.common import load
+    from flows.hourly import adapt_changed
+
+    root, customers = project
+    shutil.copy(customers / "alpha" / "1.png", customers / "beta" / "extra.png")
+    assert main(["--params", str(root / "params.yaml"), "ingest", "--customers", str(customers),
+                 "--customer", "beta"]) == 0
+    assert "beta: 5 shots" in capsys.readouterr().out
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw.setdefault("fleet", {})["scan_uploads"] = False
+    (root / "no-scan.yaml").write_text(yaml.safe_dump(raw))
+    hour = adapt_changed(load(str(root / "no-scan.yaml")), str(customers))
+    assert hour.changed == [] and [(a.customer_id, a.reused) for a in hour.adapted] == [("beta", False)]

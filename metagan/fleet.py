@@ -1,0 +1,334 @@
+"""The fleet's hourly and nightly work, planned from what changed (the rules; the flows run them).
+
+- **The night** (:func:`plan_night`, :func:`draw_batches`): a customer's batch is due when its
+  production model changed since its last batch, or when its own cadence has come round
+  (``fleet.batch_every_hours``, or the customer's own, :func:`set_schedule`). The plan is one
+  indexed query on the fleet index (:mod:`metagan.fleet_index`); each batch written moves that
+  customer's watermark on, so a night that crashed resumes with the customers not done, and only
+  those (the night's own start time, kept in the index, stamps them all).
+- **The hour** (:func:`changed_upload_folders`, :func:`pending_adaptation`): only the upload
+  folders whose files changed are ingested again (the folder's names, sizes and times against
+  those at its last ingestion; no image is decoded), and only the customers whose usable shots
+  differ from those their newest model was adapted from are adapted. A new meta-model or new
+  adaptation settings change every customer's model: the first hour that sees them marks all.
+
+The registry stays the source of truth: :mod:`metagan.fleet_repair` (``metagan doctor``) rewrites
+index rows that disagree with it, and builds the index of a registry that has none.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from metagan import registry, tracking
+from metagan.config import Params
+from metagan.errors import kind_of
+from metagan.fleet_index import DueBatch, FleetIndex, registry_index
+
+log = logging.getLogger(__name__)
+
+SLACK_S = 3600.0
+"""A batch due within this long of a night's start is drawn that night: tomorrow's run starts a
+little earlier or later than tonight's, and must not skip a customer by seconds."""
+RESUME_WITHIN_S = 12 * 3600.0
+"""A night left unfinished is resumed (its start time kept) by a run within this long."""
+EVERY_TAG = "batch_every_hours"
+"""Registered-model tag: the customer's own batch cadence (the registry keeps it; the index copies it)."""
+
+
+def default_every_s(params: Params) -> int:
+    return round(params.fleet.batch_every_hours * 3600)
+
+
+def next_due(stamp: float, every_s: int | None, default_s: int) -> float | None:
+    """When a batch drawn in the night that started at ``stamp`` is due again (None: only when
+    production changes)."""
+    cadence = default_s if every_s is None else every_s
+    return stamp + cadence if cadence > 0 else None
+
+
+# ---------------------------------------------------------------------------------------------
+# the night
+
+
+@dataclass(frozen=True)
+class NightPlan:
+    started: float
+    """The night's start (POSIX seconds): its batches' watermark stamp."""
+    due: list[DueBatch]
+    resumed: bool = False
+    """A night that stopped before its end is being finished."""
+    planned: bool = True
+    """False: the customers were named by the caller, not planned from the index."""
+
+
+def index(params: Params) -> FleetIndex:
+    """The fleet index of the configured registry, built from the registry if it never was."""
+    from metagan.fleet_repair import ensure_built
+
+    found = registry_index()
+    ensure_built(found, default_every_s(params))
+    return found
+
+
+def plan_night(params: Params, now: float | None = None) -> NightPlan:
+    """The customers whose batch is due now, from the index alone. A night that did not finish
+    (its record in the index says so) is resumed: its start time is kept, so the batches it
+    already drew are not due again, and those it did not draw are."""
+    now = time.time() if now is None else now
+    found = index(params)
+    night = found.get_state("night")
+    resumed = bool(night and not night.get("finished") and now - night["started"] < RESUME_WITHIN_S)
+    started = night["started"] if resumed else now
+    due = found.due(now + SLACK_S)
+    found.set_state("night", {"started": started, "finished": False, "due": len(due)})
+    return NightPlan(started, due, resumed)
+
+
+def named_customers(customer_ids: list[str], now: float | None = None) -> NightPlan:
+    """A batch for each of ``customer_ids`` (their production alias read when drawn), due or not."""
+    now = time.time() if now is None else now
+    return NightPlan(now, [DueBatch(c, None, None, None, None, now) for c in customer_ids], planned=False)
+
+
+def finish_night(plan: NightPlan, batches: list["Batch"]) -> None:
+    """The night is over: the next run plans a new one."""
+    if plan.planned:
+        registry_index().set_state("night", {"started": plan.started, "finished": True, "due": len(plan.due),
+                                             "drawn": sum(b.ok for b in batches),
+                                             "failed": sum(not b.ok for b in batches)})
+
+
+def chunks(due: list[DueBatch], per_task: int, workers: int) -> list[list[DueBatch]]:
+    """The night cut into tasks of at most ``per_task`` customers, at least two per worker when
+    there are enough customers (so a slow chunk does not leave a worker idle at the end)."""
+    if not due:
+        return []
+    size = max(1, min(per_task, -(-len(due) // (2 * max(1, workers)))))
+    return [due[i : i + size] for i in range(0, len(due), size)]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One customer's batch of a night: where it is, or why it failed (the others go on)."""
+
+    customer_id: str
+    ok: bool
+    model_name: str = ""
+    version: str = ""
+    count: int = 0
+    location: str = ""
+    manifest: str = ""
+    """Where ``manifest.json`` is (written last: a batch with a manifest is complete)."""
+    layout: str = "png"
+    files: tuple[str, ...] = ()
+    """The images' names: files in ``location`` (png), or members of its shard."""
+    seconds: float = 0.0
+    error: str = ""
+    run_id: str = ""
+    """The MLflow run that recorded it."""
+
+
+DRAW_THREADS = 2
+"""Customers one task draws at once: while one waits on the network (its model's download, its
+puts, its registry record), the other computes."""
+
+
+def draw_batches(due: list[DueBatch], count: int, out: str, seed: int, layout: str, stamp: float,
+                 default_s: int, threads: int = DRAW_THREADS) -> list[Batch]:
+    """Draw, write and record each customer's batch (a fan-out task's share of a night).
+
+    For each: the model (the version the plan named, checked against its registered checksum;
+    for a named customer, the version its production alias names when read), the batch in
+    ``out/<id>/`` with its manifest written last, its record in the registry (the version's
+    ``last_batch*`` tags), then its watermark in the index. A kill between the manifest and the
+    watermark draws that customer again on the rerun, never loses one. A customer that fails
+    (a damaged model) is reported and the others go on; an unexpected error (a bug) too, with its
+    class. Results come in the order of ``due``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from metagan.storage import OutputLocation
+
+    location = OutputLocation(out)  # one S3 client for the whole task (boto3's clients are thread-safe)
+    with BatchRecorder(len(due)) as run:
+        def one(item: DueBatch) -> Batch:
+            return _draw_one(item, count, location, seed, layout, stamp, default_s, run)
+
+        if threads > 1 and len(due) > 1:
+            with ThreadPoolExecutor(min(threads, len(due)), thread_name_prefix="draw") as pool:
+                return list(pool.map(one, due))
+        return [one(item) for item in due]
+
+
+def _draw_one(item: DueBatch, count: int, out, seed: int, layout: str, stamp: float, default_s: int,
+              run: "BatchRecorder") -> Batch:
+    from metagan.generate import run_batch_job
+
+    start = time.monotonic()
+    try:
+        model = _served(item)
+        manifest = run_batch_job(model.onnx, count, f"{out.uri.rstrip('/')}/{item.customer_id}", seed,
+                                 model.describe(), layout=layout, out=out, threads=1)
+        run.record(item.customer_id, model, manifest)
+        registry_index().batches_done([(item.customer_id, model.version, stamp,
+                                        next_due(stamp, item.every_s, default_s))])
+    except Exception as e:
+        error = str(e) if kind_of(e) is not None else f"{type(e).__name__}: {e}"
+        log.error("customer %s: no batch: %s", item.customer_id, error)
+        return Batch(item.customer_id, False, error=error, seconds=round(time.monotonic() - start, 3))
+    return Batch(item.customer_id, True, model.name, model.version, manifest["count"], manifest["location"],
+                 manifest["manifest"], layout, tuple(manifest["files"]), round(time.monotonic() - start, 3),
+                 run_id=run.run_id)
+
+
+BATCH_TAGS = ("last_batch", "last_batch_created")
+"""Version tags of the batch last drawn from it: its manifest, and when (the registry's record of
+the night, from which ``metagan doctor`` rebuilds the index's watermarks)."""
+
+
+class BatchRecorder:
+    """Records the batches one task of the nightly job draws: one MLflow run ``generate`` for the
+    task (its customers' manifests in ``manifests.json``, the images and customers as metrics),
+    and on each version drawn from, the :data:`BATCH_TAGS`. One run per task rather than per
+    customer: a run costs five requests; a customer's record costs two (the run's id is not
+    tagged on the version: a third request a customer, for a link the run's manifests.json gives).
+    The run is opened and closed by the task's own thread (MLflow's active run is per thread);
+    :meth:`record` may be called from any."""
+
+    def __init__(self, expected: int = 0):
+        import threading
+
+        self.expected = expected
+        self.manifests: list[dict] = []
+        self._lock = threading.Lock()
+        self._stack = None
+        self.run_id = ""
+
+    def __enter__(self) -> "BatchRecorder":
+        from contextlib import ExitStack
+
+        self._stack = ExitStack()
+        run = self._stack.enter_context(tracking.start_run(
+            "generate", {"step": "generate", "customers_planned": str(self.expected)}))
+        self.run_id = run.info.run_id
+        return self
+
+    def record(self, customer_id: str, model: registry.ServedModel, manifest: dict) -> None:
+        """Record one batch (drawn from a registered version)."""
+        tracking.set_version_tags(model.name, model.version, dict(zip(BATCH_TAGS, (
+            manifest.get("manifest", ""), manifest.get("created", "")))))
+        with self._lock:
+            self.manifests.append({"customer_id": customer_id, "model_name": model.name,
+                                   "model_version": model.version, "served_as": model.alias or f"version {model.version}",
+                                   "manifest": manifest["manifest"], "count": manifest["count"],
+                                   "created": manifest["created"]})
+
+    def __exit__(self, *exc) -> None:
+        """The task's manifests and totals on its run, and the run ended."""
+        try:
+            if self.manifests:
+                tracking.log_metrics({"images": sum(m["count"] for m in self.manifests),
+                                      "customers": len(self.manifests)})
+                tracking.log_json(self.manifests, "manifests.json")
+        finally:
+            self._stack.__exit__(*exc)
+
+
+def _served(item: DueBatch) -> registry.ServedModel:
+    if item.version is None:
+        return registry.production_model(item.customer_id)
+    return registry.served_version(item.customer_id, item.version, item.model_uri, item.model_sha256)
+
+
+# ---------------------------------------------------------------------------------------------
+# the hour
+
+
+@dataclass(frozen=True)
+class HourPlan:
+    changed: list[Path] = field(default_factory=list)
+    """Upload folders whose files changed since their last ingestion (to ingest)."""
+    marked_all: int = 0
+    """Customers marked for adaptation because the meta-model or adaptation settings changed."""
+
+
+def changed_upload_folders(params: Params, customers_dir: str | Path) -> list[Path]:
+    """The customer folders under ``customers_dir`` whose files (names, sizes, modification times)
+    differ from those at their last ingestion, or that were never ingested. Reads directory
+    entries only: no image is opened."""
+    from metagan.uploads import discover_customers, folder_signature
+
+    seen = index(params).upload_signatures()
+    return [f for f in discover_customers(customers_dir) if seen.get(f.name) != folder_signature(f)]
+
+
+def check_adaptation_identity(params: Params, meta_version: str) -> int:
+    """Mark every customer for adaptation when the meta-model or the adaptation settings differ
+    from those the last hour saw (the index keeps them); returns how many were marked."""
+    current = {"meta_version": str(meta_version), "adapt_hash": registry.params_hash(params, "adapt", "export")}
+    found = index(params)
+    seen = found.get_state("adaptation")
+    marked = 0
+    if seen is not None and seen != current:
+        marked = found.all_pending_adaptation()
+        log.info("meta-model or adaptation settings changed (%s -> %s): %d customers to adapt", seen, current, marked)
+    if seen != current:
+        found.set_state("adaptation", current)
+    return marked
+
+
+def pending_adaptation(params: Params, limit: int | None = None) -> list[str]:
+    """The customers whose usable uploads differ from those their newest model was adapted from."""
+    return index(params).pending_adaptation(limit)
+
+
+def record_ingestion(results: list) -> None:
+    """Ingestion's event: each folder's signature and, when accepted, its shots' content hash
+    (``results``: :class:`metagan.customers.IngestResult`)."""
+    registry_index().uploads_ingested([(r.customer_id, r.signature, r.content_hash if r.ok else None)
+                                       for r in results if r.signature])
+
+
+# ---------------------------------------------------------------------------------------------
+# a customer's own cadence
+
+
+def parse_every(text: str) -> float | None:
+    """``12h``, ``7d``, ``0``/``never`` (only when the model changes) or ``default`` -> hours (None: the default)."""
+    from metagan.errors import BadInput
+
+    t = text.strip().lower()
+    if t == "default":
+        return None
+    if t in ("never", "0"):
+        return 0.0
+    try:
+        hours = float(t[:-1]) * (24 if t.endswith("d") else 1) if t[-1:] in "hd" else float(t)
+    except ValueError:
+        raise BadInput(f"--every {text!r}: write hours or days (12h, 7d), never, or default") from None
+    if hours < 0:
+        raise BadInput(f"--every {text!r}: must not be negative")
+    return hours
+
+
+def set_schedule(customer_id: str, every_hours: float | None, params: Params) -> None:
+    """A customer's own batch cadence (None: back to the fleet's default): written to the registry
+    (a tag of its registered model, the truth) and to the index (its next turn follows)."""
+    name = registry.customer_model_name(customer_id)
+    tracking.set_model_tag(name, EVERY_TAG, "" if every_hours is None else repr(float(every_hours)))
+    registry_index().set_every(customer_id, None if every_hours is None else round(every_hours * 3600),
+                               default_every_s(params))
+
+
+def every_s_of(tag: str | None) -> int | None:
+    """A registered model's cadence tag as seconds (None: the default)."""
+    if not tag:
+        return None
+    try:
+        return round(float(tag) * 3600)
+    except ValueError:
+        return None
+

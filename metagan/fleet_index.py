@@ -1,0 +1,392 @@
+"""The fleet's work index: one row per customer saying what the hourly and nightly runs must do,
+kept in a table beside the registry (SQLite on the embedded profile, PostgreSQL on the scale-out
+one), so that finding the work costs what the work is, not what the fleet is.
+
+The lifecycle writes it on its own events (:mod:`metagan.fleet`): ingestion (the uploads'
+content hash: adaptation becomes pending when it differs from the adapted one), adaptation
+(pending cleared), promotion and rollback (the production version changed: the customer is due
+at once), a batch drawn (the customer's watermark ``due_at`` moves on to its next turn, and only
+if production is still the version drawn). Planning is an indexed range query:
+``due_at <= now`` for the night, ``adapt_since IS NOT NULL`` for the hour.
+
+The index is derived data, never the truth: the registry is. ``metagan doctor`` compares the two
+and rewrites the rows that disagree (:func:`metagan.fleet.repair_index`). Times are POSIX
+seconds (floats), so one schema serves both databases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from metagan.retry import RetryPolicy, call_with_retries
+
+log = logging.getLogger(__name__)
+
+INDEX_URL_ENV = "METAGAN_INDEX_URL"
+"""``postgresql://user@host:port/database`` of the scale-out profile's index (credentials from
+libpq's environment, ``PGPASSWORD``); unset on the embedded profile, whose index is a SQLite file
+beside the registry."""
+
+TABLE, STATE = "metagan_fleet", "metagan_fleet_state"
+
+_SCHEMA = (
+    f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+        customer_id TEXT PRIMARY KEY,
+        production_version TEXT, model_uri TEXT, model_sha256 TEXT,
+        batch_version TEXT, batch_at DOUBLE PRECISION, due_at DOUBLE PRECISION, every_s BIGINT,
+        uploads_sig TEXT, uploads_hash TEXT, adapted_hash TEXT, adapt_since DOUBLE PRECISION,
+        updated_at DOUBLE PRECISION)""",
+    # partial indexes: only the rows with work are in them, so a plan reads what is due and no more
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_due ON {TABLE} (due_at) WHERE due_at IS NOT NULL",
+    f"CREATE INDEX IF NOT EXISTS {TABLE}_adapt ON {TABLE} (adapt_since) WHERE adapt_since IS NOT NULL",
+    f"CREATE TABLE IF NOT EXISTS {STATE} (key TEXT PRIMARY KEY, value TEXT)",
+)
+
+
+@dataclass(frozen=True)
+class CustomerRow:
+    """What the index holds for one customer."""
+
+    customer_id: str
+    production_version: str | None = None
+    model_uri: str | None = None
+    """Where the production version's ONNX file is (an artifact URI), when the registry said so."""
+    model_sha256: str | None = None
+    batch_version: str | None = None
+    """The production version the last batch was drawn from."""
+    batch_at: float | None = None
+    due_at: float | None = None
+    """When the next batch is due (the customer's watermark); None: only when production changes."""
+    every_s: int | None = None
+    """The customer's own batch cadence in seconds (0: only when production changes; None: the
+    fleet's default)."""
+    uploads_sig: str | None = None
+    """Names, sizes and times of the upload folder's files when it was last ingested."""
+    uploads_hash: str | None = None
+    """Content hash of the usable shots last ingested (None: the last ingestion was rejected)."""
+    adapted_hash: str | None = None
+    """Content hash of the shots the newest registered version was adapted from."""
+    adapt_since: float | None = None
+    """When adaptation became pending (None: nothing to adapt)."""
+    updated_at: float | None = None
+
+
+COLUMNS = tuple(f.name for f in fields(CustomerRow))
+
+
+@dataclass(frozen=True)
+class DueBatch:
+    """One customer's batch the night must draw: from which version, and its cadence."""
+
+    customer_id: str
+    version: str
+    model_uri: str | None
+    model_sha256: str | None
+    every_s: int | None
+    due_at: float
+
+
+def embedded_index_path(tracking_uri: str) -> Path:
+    """The embedded profile's index: beside the SQLite registry (or, for a tracking server on this
+    machine, in the temp folder, one file per registry)."""
+    if tracking_uri.startswith("sqlite:///"):
+        return Path(tracking_uri.removeprefix("sqlite:///")).parent / "fleet.db"
+    key = hashlib.sha256(tracking_uri.encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / "metagan-fleet" / key / "fleet.db"
+
+
+class FleetIndex:
+    """The index on one database. Connections are per thread (SQLite's cannot cross threads, and
+    a PostgreSQL session is one conversation at a time); every statement is retried at the I/O
+    (``METAGAN_INDEX_*``, :mod:`metagan.retry`) when the database is unreachable or busy."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.postgres = url.startswith(("postgresql://", "postgres://"))
+        self._local = threading.local()
+        self._ready = False
+        self._generation = 0
+
+    def __repr__(self) -> str:
+        return f"FleetIndex({self.where})"
+
+    @property
+    def where(self) -> str:
+        """The database, for messages (no credentials: a URL's password is cut)."""
+        if not self.postgres:
+            return self.url
+        scheme, _, rest = self.url.partition("://")
+        return f"{scheme}://{rest.rpartition('@')[2]}"
+
+    # -- connections and retries -----------------------------------------------------------
+
+    def _connect(self):
+        if self.postgres:
+            import psycopg
+
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=int(RetryPolicy.from_env("index").timeout_s))
+        path = Path(self.url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(path, timeout=30, isolation_level=None)  # autocommit; BEGIN where needed
+        con.execute("PRAGMA journal_mode=WAL")  # readers never wait for the night's writers
+        con.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses at most the last commits, never the file
+        return con
+
+    def _connection(self):
+        if not self.postgres and not Path(self.url.removeprefix("sqlite:///")).exists():
+            # the file was removed (lost, or deleted to be rebuilt): no thread may go on writing to
+            # the unlinked one through a connection it keeps; a new file gets the schema again
+            self._generation += 1
+            self._ready = False
+        con = getattr(self._local, "con", None)
+        if con is None or getattr(self._local, "generation", None) != self._generation:
+            self._drop_connection()
+            con = self._local.con = self._connect()
+            self._local.generation = self._generation
+        return con
+
+    def _drop_connection(self) -> None:
+        con = getattr(self._local, "con", None)
+        self._local.con = None
+        if con is not None:
+            try:
+                con.close()
+            except Exception:
+                pass
+
+    def _transient(self, e: BaseException) -> bool:
+        if isinstance(e, sqlite3.OperationalError):
+            return "locked" in str(e) or "busy" in str(e)
+        if self.postgres:
+            import psycopg
+
+            if isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError)):
+                self._drop_connection()  # a broken session is replaced on the next attempt
+                return True
+        return isinstance(e, (ConnectionError, TimeoutError))
+
+    def _run(self, what: str, action):
+        """``action(connection)`` with retries; the schema is created first (once per database)."""
+        def attempt():
+            con = self._connection()
+            if not self._ready:
+                self._create_schema(con)
+                self._ready = True
+            return action(con)
+
+        return call_with_retries(attempt, what, RetryPolicy.from_env("index"), self._transient,
+                                 service=f"the fleet index ({self.where})")
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.postgres else sql
+
+    def _create_schema(self, con) -> None:
+        for statement in _SCHEMA:
+            ddl = statement if self.postgres else statement.replace("DOUBLE PRECISION", "REAL")
+            try:
+                con.execute(ddl)
+            except Exception as e:
+                # two processes creating the table at once on PostgreSQL: one wins, the other's
+                # IF NOT EXISTS races on the catalogue (a unique violation); the table is there
+                if not (self.postgres and type(e).__name__ == "UniqueViolation"):
+                    raise
+
+    def _execute(self, what: str, sql: str, args: tuple = ()) -> int:
+        """One statement; returns the number of rows it changed."""
+        def action(con):
+            cur = con.execute(self._sql(sql), args)
+            return cur.rowcount
+
+        return self._run(what, action)
+
+    def _query(self, what: str, sql: str, args: tuple = ()) -> list[tuple]:
+        return self._run(what, lambda con: con.execute(self._sql(sql), args).fetchall())
+
+    def _executemany(self, what: str, sql: str, rows: list[tuple]) -> None:
+        """Many rows in one transaction (one round trip per batch on PostgreSQL: pipelined)."""
+        def action(con):
+            if self.postgres:
+                with con.transaction(), con.cursor() as cur:
+                    cur.executemany(self._sql(sql), rows)
+            else:
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    con.executemany(sql, rows)
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+
+        if rows:
+            self._run(what, action)
+
+    # -- events ------------------------------------------------------------------------------
+
+    def production_changed(self, customer_id: str, version: str, model_uri: str | None, sha256: str | None,
+                           now: float | None = None) -> bool:
+        """Production now serves ``version``: the customer is due at once (unless the index
+        already knew). Idempotent; returns whether the row changed."""
+        now = time.time() if now is None else now
+        return self._execute(f"record {customer_id}'s production version", f"""
+            INSERT INTO {TABLE} (customer_id, production_version, model_uri, model_sha256, due_at, updated_at)
+            VALUES (?, ?, ?, ?, ?, ?)
+            ON CONFLICT (customer_id) DO UPDATE SET production_version = excluded.production_version,
+                model_uri = excluded.model_uri, model_sha256 = excluded.model_sha256,
+                due_at = excluded.due_at, updated_at = excluded.updated_at
+            WHERE {TABLE}.production_version IS DISTINCT FROM excluded.production_version
+               OR {TABLE}.model_sha256 IS DISTINCT FROM excluded.model_sha256""",
+            (customer_id, str(version), model_uri, sha256, now, now)) > 0
+
+    def batches_done(self, done: list[tuple[str, str, float, float | None]]) -> None:
+        """``(customer, version drawn, when, next due)`` for each batch written: the watermark moves
+        on only where production is still the version drawn (a promotion meanwhile keeps the
+        customer due)."""
+        self._executemany("record the batches drawn", f"""
+            UPDATE {TABLE} SET batch_version = ?, batch_at = ?, due_at = ?, updated_at = ?
+            WHERE customer_id = ? AND production_version = ?""",
+            [(v, at, due, at, cid, v) for cid, v, at, due in done])
+
+    def set_every(self, customer_id: str, every_s: int | None, default_every_s: int) -> None:
+        """A customer's own cadence (None: the default); its next turn follows from its last batch."""
+        cadence = default_every_s if every_s is None else every_s
+        self._execute(f"set {customer_id}'s batch cadence", f"""
+            INSERT INTO {TABLE} (customer_id, every_s, updated_at) VALUES (?, ?, ?)
+            ON CONFLICT (customer_id) DO UPDATE SET every_s = excluded.every_s, updated_at = excluded.updated_at,
+                due_at = CASE
+                    WHEN {TABLE}.production_version IS NULL THEN {TABLE}.due_at
+                    WHEN {TABLE}.batch_version IS DISTINCT FROM {TABLE}.production_version THEN {TABLE}.due_at
+                    WHEN ? = 0 THEN NULL
+                    ELSE {TABLE}.batch_at + ? END""",
+            (customer_id, every_s, time.time(), cadence, cadence))
+
+    def uploads_ingested(self, records: list[tuple[str, str, str | None]], now: float | None = None) -> None:
+        """``(customer, folder signature, content hash or None if rejected)`` per folder ingested:
+        adaptation becomes pending where the shots differ from those last adapted."""
+        now = time.time() if now is None else now
+        self._executemany("record the ingested uploads", f"""
+            INSERT INTO {TABLE} (customer_id, uploads_sig, uploads_hash, adapt_since, updated_at)
+            VALUES (?, ?, ?, ?, ?)
+            ON CONFLICT (customer_id) DO UPDATE SET uploads_sig = excluded.uploads_sig,
+                uploads_hash = excluded.uploads_hash, updated_at = excluded.updated_at,
+                adapt_since = CASE
+                    WHEN excluded.uploads_hash IS NULL THEN NULL
+                    WHEN excluded.uploads_hash IS NOT DISTINCT FROM {TABLE}.adapted_hash THEN NULL
+                    ELSE COALESCE({TABLE}.adapt_since, excluded.adapt_since) END""",
+            [(cid, sig, h, now if h is not None else None, now) for cid, sig, h in records])
+
+    def adapted(self, customer_id: str, content_hash: str) -> None:
+        """A version adapted from ``content_hash`` is registered: nothing is pending any more,
+        unless newer uploads arrived meanwhile."""
+        now = time.time()
+        self._execute(f"record {customer_id}'s adaptation", f"""
+            INSERT INTO {TABLE} (customer_id, adapted_hash, updated_at) VALUES (?, ?, ?)
+            ON CONFLICT (customer_id) DO UPDATE SET adapted_hash = excluded.adapted_hash,
+                updated_at = excluded.updated_at,
+                adapt_since = CASE WHEN {TABLE}.uploads_hash IS NULL
+                                     OR {TABLE}.uploads_hash = excluded.adapted_hash THEN NULL
+                                   ELSE {TABLE}.adapt_since END""",
+            (customer_id, content_hash, now))
+
+    def all_pending_adaptation(self, now: float | None = None) -> int:
+        """Every customer with usable uploads must be adapted again (a new meta-model or adaptation
+        settings change every customer's model); returns how many."""
+        now = time.time() if now is None else now
+        return self._execute("mark every customer for adaptation", f"""
+            UPDATE {TABLE} SET adapt_since = ?, updated_at = ?
+            WHERE uploads_hash IS NOT NULL AND adapt_since IS NULL""", (now, now))
+
+    # -- plans -------------------------------------------------------------------------------
+
+    def due(self, now: float, limit: int | None = None) -> list[DueBatch]:
+        """The customers whose batch is due at ``now``, the longest waiting first (index range scan)."""
+        rows = self._query("plan the night", f"""
+            SELECT customer_id, production_version, model_uri, model_sha256, every_s, due_at FROM {TABLE}
+            WHERE due_at IS NOT NULL AND due_at <= ? AND production_version IS NOT NULL
+            ORDER BY due_at, customer_id""" + (" LIMIT ?" if limit else ""),
+            (now, limit) if limit else (now,))
+        return [DueBatch(r[0], r[1], r[2], r[3], None if r[4] is None else int(r[4]), float(r[5])) for r in rows]
+
+    def pending_adaptation(self, limit: int | None = None) -> list[str]:
+        """The customers whose uploads changed since their last adaptation, the oldest first."""
+        rows = self._query("plan the hour", f"""
+            SELECT customer_id FROM {TABLE} WHERE adapt_since IS NOT NULL
+            ORDER BY adapt_since, customer_id""" + (" LIMIT ?" if limit else ""), (limit,) if limit else ())
+        return [r[0] for r in rows]
+
+    def upload_signatures(self) -> dict[str, str | None]:
+        """Each customer's upload-folder signature at its last ingestion (for the folder scan)."""
+        return dict(self._query("read the upload signatures",
+                                f"SELECT customer_id, uploads_sig FROM {TABLE} WHERE uploads_sig IS NOT NULL"))
+
+    # -- whole rows (doctor) -------------------------------------------------------------------
+
+    def rows(self) -> dict[str, CustomerRow]:
+        found = self._query("read the fleet index", f"SELECT {', '.join(COLUMNS)} FROM {TABLE}")
+        return {r[0]: CustomerRow(*r) for r in found}
+
+    def row(self, customer_id: str) -> CustomerRow | None:
+        found = self._query(f"read {customer_id}'s row",
+                            f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE customer_id = ?", (customer_id,))
+        return CustomerRow(*found[0]) if found else None
+
+    def put(self, rows: list[CustomerRow]) -> None:
+        """Write whole rows (the repair of rows that disagreed with the registry)."""
+        names = ", ".join(COLUMNS)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
+        self._executemany("repair the fleet index", f"""
+            INSERT INTO {TABLE} ({names}) VALUES ({', '.join('?' * len(COLUMNS))})
+            ON CONFLICT (customer_id) DO UPDATE SET {updates}""",
+            [tuple(getattr(r, c) for c in COLUMNS) for r in rows])
+
+    def delete(self, customer_ids: list[str]) -> None:
+        self._executemany("remove customers from the fleet index", f"DELETE FROM {TABLE} WHERE customer_id = ?",
+                          [(c,) for c in customer_ids])
+
+    def count(self) -> int:
+        return int(self._query("count the fleet index", f"SELECT count(*) FROM {TABLE}")[0][0])
+
+    # -- fleet-wide state: watermarks ----------------------------------------------------------
+
+    def get_state(self, key: str) -> dict | None:
+        found = self._query(f"read {key}", f"SELECT value FROM {STATE} WHERE key = ?", (key,))
+        return json.loads(found[0][0]) if found else None
+
+    def set_state(self, key: str, value: dict) -> None:
+        self._execute(f"write {key}", f"""INSERT INTO {STATE} (key, value) VALUES (?, ?)
+            ON CONFLICT (key) DO UPDATE SET value = excluded.value""", (key, json.dumps(value, sort_keys=True)))
+
+    def close(self) -> None:
+        self._drop_connection()
+
+
+_OPEN: dict[str, FleetIndex] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def open_index(url: str) -> FleetIndex:
+    """The index at ``url`` (one object per database per process: connections are reused)."""
+    with _OPEN_LOCK:
+        if url not in _OPEN:
+            _OPEN[url] = FleetIndex(url)
+        return _OPEN[url]
+
+
+def registry_index() -> FleetIndex:
+    """The index of the configured registry (:func:`metagan.tracking.tracking_uri`)."""
+    from metagan import tracking
+
+    return open_index(index_url(tracking.tracking_uri()))
+
+
+def index_url(tracking_uri: str) -> str:
+    """``METAGAN_INDEX_URL`` when set (the scale-out profile's PostgreSQL), else the embedded file."""
+    return os.environ.get(INDEX_URL_ENV) or f"sqlite:///{embedded_index_path(tracking_uri)}"

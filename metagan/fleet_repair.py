@@ -1,0 +1,123 @@
+"""The fleet index against the registry, the source of truth (``metagan doctor``).
+
+What the registry says of each customer, from two paginated listings (registered models with
+their aliases and tags; versions with their tags): the production version and its file and
+checksum, whether a batch was drawn from it (its ``last_batch_created`` tag) and when, the
+customer's own cadence (the model's ``batch_every_hours`` tag) and the uploads its newest version
+was adapted from. A row that disagrees on any of these is rewritten from the registry; its
+watermark is recomputed (due at once when production has not been drawn from); what only
+ingestion knows (the upload folder's signature and hash) is kept. Rows of customers the registry
+does not know lose their production state.
+
+The same rebuild makes the index of a registry that never had one (an existing project's first
+night after an upgrade): :func:`ensure_built`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from metagan import registry, tracking
+from metagan.fleet_index import CustomerRow, FleetIndex
+
+BUILT = "built"
+
+
+@dataclass(frozen=True)
+class IndexRepair:
+    index: str
+    """Which database."""
+    customers: int
+    """Customers the registry holds."""
+    repaired: list[tuple[str, str]] = field(default_factory=list)
+    """(customer, what disagreed) for each row rewritten."""
+
+    @property
+    def agreed(self) -> bool:
+        return not self.repaired
+
+
+def _created(tag: str | None) -> float | None:
+    try:
+        return datetime.fromisoformat(tag).timestamp() if tag else None
+    except ValueError:
+        return None
+
+
+def expected_rows(default_every_s: int, now: float) -> dict[str, CustomerRow]:
+    """What the registry says the index should hold, customer by customer (uploads unknown)."""
+    from metagan.fleet import EVERY_TAG, every_s_of, next_due
+
+    versions: dict[str, dict[str, object]] = {}
+    for v in tracking.search_versions(f"name LIKE '{registry.CUSTOMER_PREFIX}%'"):
+        versions.setdefault(v.name, {})[str(v.version)] = v
+    rows = {}
+    for m in tracking.list_models(registry.CUSTOMER_PREFIX):
+        cid = registry.customer_id_of(m.name)
+        mine = versions.get(m.name, {})
+        newest = mine[max(mine, key=int)] if mine else None
+        adapted = newest.tags.get("content_hash") if newest is not None else None
+        every = every_s_of((m.tags or {}).get(EVERY_TAG))
+        prod_version = (m.aliases or {}).get(registry.PRODUCTION)
+        prod = mine.get(str(prod_version)) if prod_version is not None else None
+        if prod is None:
+            rows[cid] = CustomerRow(cid, every_s=every, adapted_hash=adapted)
+            continue
+        drawn_at = _created(prod.tags.get("last_batch_created"))
+        rows[cid] = CustomerRow(
+            cid, str(prod.version), prod.tags.get(tracking.ONNX_FILE_TAG), prod.tags.get(tracking.ONNX_SHA256_TAG),
+            batch_version=str(prod.version) if drawn_at is not None else None, batch_at=drawn_at,
+            due_at=next_due(drawn_at, every, default_every_s) if drawn_at is not None else now,
+            every_s=every, adapted_hash=adapted)
+    return rows
+
+
+def disagreement(have: CustomerRow | None, want: CustomerRow) -> str:
+    """What makes ``have`` (the index's row) disagree with ``want`` (the registry's); "" if nothing."""
+    if have is None:
+        return "missing from the index"
+    for name in ("production_version", "model_uri", "model_sha256", "every_s", "adapted_hash"):
+        if getattr(have, name) != getattr(want, name):
+            return f"{name}: index {getattr(have, name)!r}, registry {getattr(want, name)!r}"
+    drawn_here = have.production_version is not None and have.batch_version == have.production_version
+    drawn_there = want.batch_version is not None
+    if drawn_here != drawn_there:
+        return (f"the index says a batch was {'' if drawn_here else 'not '}drawn from version "
+                f"{want.production_version}, the registry says the opposite")
+    if want.production_version is not None and not drawn_there and have.due_at is None:
+        return f"version {want.production_version} was never drawn from, and the index has it not due"
+    return ""
+
+
+def repair_index(found: FleetIndex, default_every_s: int, now: float | None = None) -> IndexRepair:
+    """Rewrite every row of ``found`` that disagrees with the registry (see the module's text)."""
+    now = time.time() if now is None else now
+    want = expected_rows(default_every_s, now)
+    have = found.rows()
+    fixed, repaired = [], []
+    for cid, row in want.items():
+        why = disagreement(have.get(cid), row)
+        if why:
+            old = have.get(cid)
+            uploads = {} if old is None else {"uploads_sig": old.uploads_sig, "uploads_hash": old.uploads_hash}
+            pending = uploads.get("uploads_hash") is not None and uploads["uploads_hash"] != row.adapted_hash
+            fixed.append(replace(row, **uploads, adapt_since=(old.adapt_since or now) if pending else None,
+                                 updated_at=now))
+            repaired.append((cid, why))
+    for cid, old in have.items():
+        if cid not in want and old.production_version is not None:
+            fixed.append(replace(old, production_version=None, model_uri=None, model_sha256=None, batch_version=None,
+                                 due_at=None, updated_at=now))
+            repaired.append((cid, "not in the registry"))
+    found.put(fixed)
+    found.set_state(BUILT, {"at": now, "customers": len(want)})
+    return IndexRepair(found.where, len(want), repaired)
+
+
+def ensure_built(found: FleetIndex, default_every_s: int) -> IndexRepair | None:
+    """Build the index from the registry if it never was (None when it was)."""
+    if found.get_state(BUILT) is not None:
+        return None
+    return repair_index(found, default_every_s)

@@ -1,0 +1,179 @@
+"""The fleet index (metagan.fleet_index) on both of its databases, SQLite and PostgreSQL: the
+lifecycle's events make customers due or pending, a batch moves its customer's watermark on only
+while production is the version drawn, plans are index range scans, and the scale-out profile's
+per-customer advisory locks exclude each other and die with their holder."""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from metagan import fleet
+from metagan.fleet_index import FleetIndex
+from metagan.locks import LockTimeout, advisory_locker
+from tests.servers import Postgres, postgres_available
+
+DAY = 86400
+
+
+@pytest.fixture(scope="module")
+def pg(tmp_path_factory):
+    if not postgres_available():
+        if os.environ.get("METAGAN_REQUIRE_SERVERS"):
+            raise RuntimeError("PostgreSQL is required (Debian package postgresql)")
+        pytest.skip("PostgreSQL is not installed")
+    server = Postgres(tmp_path_factory.mktemp("pg"))
+    server.start()
+    yield server
+    server.cleanup()
+
+
+_databases = iter(range(10**6))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def index(request, tmp_path) -> FleetIndex:
+    if request.param == "sqlite":
+        yield FleetIndex(f"sqlite:///{tmp_path / 'fleet.db'}")
+        return
+    server = request.getfixturevalue("pg")
+    name = f"fleet{next(_databases)}"
+    server.create_database(name)
+    found = FleetIndex(f"postgresql://{server.user}@127.0.0.1:{server.port}/{name}")
+    yield found
+    found.close()
+
+
+def test_a_promotion_makes_a_customer_due_and_its_batch_moves_its_watermark_on(index):
+    index.production_changed("a", "1", "file:///m.onnx", "sha-1", now=1000.0)
+    index.production_changed("b", "4", None, None, now=1001.0)
+    assert [(d.customer_id, d.version, d.model_uri) for d in index.due(now=2000.0)] == [
+        ("a", "1", "file:///m.onnx"), ("b", "4", None)]
+    assert not index.production_changed("a", "1", "file:///m.onnx", "sha-1", now=3000.0)  # nothing new: unchanged
+    index.batches_done([("a", "1", 2000.0, 2000.0 + DAY)])
+    assert [d.customer_id for d in index.due(now=2500.0)] == ["b"]
+    assert [d.customer_id for d in index.due(now=2000.0 + DAY)] == ["b", "a"]  # its turn came round; b waited longer
+    row = index.row("a")
+    assert (row.batch_version, row.batch_at, row.due_at) == ("1", 2000.0, 2000.0 + DAY)
+
+
+def test_a_batch_of_a_version_no_longer_in_production_leaves_the_customer_due(index):
+    """A promotion during the night: the batch drawn from the old version does not count."""
+    index.production_changed("a", "1", None, "sha-1", now=10.0)
+    index.production_changed("a", "2", None, "sha-2", now=20.0)  # promoted while version 1 was drawn
+    index.batches_done([("a", "1", 30.0, 30.0 + DAY)])
+    assert [(d.customer_id, d.version) for d in index.due(now=40.0)] == [("a", "2")]
+
+
+def test_changed_uploads_make_adaptation_pending_until_a_model_is_adapted_from_them(index):
+    index.uploads_ingested([("a", "sig-a", "h1"), ("b", "sig-b", "h2"), ("bad", "sig-bad", None)], now=5.0)
+    assert index.pending_adaptation() == ["a", "b"]  # a rejected folder has nothing to adapt
+    index.adapted("a", "h1")
+    index.adapted("b", "old")  # adapted from shots older than those ingested: still pending
+    assert index.pending_adaptation() == ["b"]
+    index.uploads_ingested([("a", "sig-a2", "h1")], now=6.0)  # files touched, same shots: nothing to do
+    assert index.pending_adaptation() == ["b"]
+    assert index.upload_signatures() == {"a": "sig-a2", "b": "sig-b", "bad": "sig-bad"}
+    assert index.all_pending_adaptation(now=7.0) == 1  # a new meta-model: every customer with shots
+    assert index.pending_adaptation() == ["b", "a"]  # b has waited longest
+
+
+def test_a_customers_own_cadence_sets_its_next_turn(index):
+    index.production_changed("a", "1", None, None, now=0.0)
+    index.batches_done([("a", "1", 100.0, 100.0 + DAY)])
+    index.set_every("a", 7 * DAY, DAY)
+    assert index.row("a").due_at == 100.0 + 7 * DAY
+    index.set_every("a", 0, DAY)  # only when its model changes
+    assert index.row("a").due_at is None and index.due(now=10**9) == []
+    index.production_changed("a", "2", None, None, now=200.0)
+    assert [d.version for d in index.due(now=300.0)] == ["2"]
+    index.set_every("a", None, DAY)  # back to the default: still due (version 2 never drawn)
+    assert [d.version for d in index.due(now=300.0)] == ["2"]
+
+
+def test_the_watermarks_of_the_night_are_kept_in_the_index(index):
+    assert index.get_state("night") is None
+    index.set_state("night", {"started": 5.0, "finished": False})
+    index.set_state("night", {"started": 6.0, "finished": True})
+    assert index.get_state("night") == {"started": 6.0, "finished": True}
+
+
+def test_planning_reads_only_the_rows_due_through_the_index(tmp_path):
+    """Planning must not grow with the fleet: the plans are range scans of partial indexes (the
+    rows with work), never a scan of the table. (SQLite's planner says so; on PostgreSQL the same
+    partial indexes serve, bench/fleet.py measures both.)"""
+    import sqlite3
+
+    index = FleetIndex(f"sqlite:///{tmp_path / 'fleet.db'}")
+    index.production_changed("a", "1", None, None)
+    con = sqlite3.connect(tmp_path / "fleet.db")
+    for sql, used in ((f"SELECT customer_id FROM metagan_fleet WHERE due_at IS NOT NULL AND due_at <= 5 "
+                       "AND production_version IS NOT NULL ORDER BY due_at, customer_id", "metagan_fleet_due"),
+                      ("SELECT customer_id FROM metagan_fleet WHERE adapt_since IS NOT NULL "
+                       "ORDER BY adapt_since, customer_id", "metagan_fleet_adapt")):
+        plan = " ".join(str(r) for r in con.execute("EXPLAIN QUERY PLAN " + sql))
+        assert f"USING INDEX {used}" in plan, plan
+
+
+def test_the_night_is_cut_into_tasks_and_cadences_are_read_as_hours():
+    due = [fleet.DueBatch(f"c{i}", "1", None, None, None, 0.0) for i in range(10)]
+    assert [len(c) for c in fleet.chunks(due, per_task=4, workers=2)] == [3, 3, 3, 1]  # at least 2 tasks a worker
+    assert [len(c) for c in fleet.chunks(due * 10, per_task=4, workers=2)] == [4] * 25
+    assert fleet.chunks([], 4, 2) == []
+    assert [fleet.parse_every(t) for t in ("12h", "7d", "never", "0", "default", "36")] == [12, 168, 0, 0, None, 36]
+    with pytest.raises(ValueError, match="hours or days"):
+        fleet.parse_every("weekly")
+    assert fleet.next_due(100.0, None, DAY) == 100.0 + DAY and fleet.next_due(100.0, 0, DAY) is None
+
+
+HOLD = """
+import sys, time
+from metagan.locks import advisory_locker
+with advisory_locker(sys.argv[1])("metagan-customer-a"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_advisory_locks_exclude_each_other_and_die_with_their_holder(pg):
+    """Guarantee (scale-out profile): one holder at a time per customer, other customers free;
+    a holder SIGKILLed mid-hold frees its customer at once (the server ends its session)."""
+    pg.create_database("locks")
+    url = f"postgresql://{pg.user}@127.0.0.1:{pg.port}/locks"
+    lock = advisory_locker(url)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, url], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockTimeout, match="metagan-customer-a"):
+            with advisory_locker(url, timeout_s=0.3)("metagan-customer-a"):
+                pass
+        with lock("metagan-customer-b"):  # another customer is not held up
+            pass
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        start = time.monotonic()
+        with advisory_locker(url, timeout_s=10)("metagan-customer-a"):
+            assert time.monotonic() - start < 5
+    finally:
+        holder.kill()
+        holder.wait()
+    # threads of one process each hold their own (one session per thread): they exclude each other too
+    inside, overlap = [], []
+
+    def work():
+        with lock("metagan-customer-c"):
+            overlap.append(len(inside))
+            inside.append(1)
+            time.sleep(0.05)
+            inside.pop()
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlap == [0, 0, 0, 0]
