@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from metagan import registry, tracking
+from metagan.cadence import EVERY_TAG, every_s_of, next_due  # noqa: F401 (the night's cadence; also fleet.next_due)
 from metagan.config import Params
 from metagan.errors import kind_of
 from metagan.fleet_index import DueBatch, FleetIndex, registry_index
@@ -35,19 +36,8 @@ SLACK_S = 3600.0
 little earlier or later than tonight's, and must not skip a customer by seconds."""
 RESUME_WITHIN_S = 12 * 3600.0
 """A night left unfinished is resumed (its start time kept) by a run within this long."""
-EVERY_TAG = "batch_every_hours"
-"""Registered-model tag: the customer's own batch cadence (the registry keeps it; the index copies it)."""
-
-
 def default_every_s(params: Params) -> int:
     return round(params.fleet.batch_every_hours * 3600)
-
-
-def next_due(stamp: float, every_s: int | None, default_s: int) -> float | None:
-    """When a batch drawn in the night that started at ``stamp`` is due again (None: only when
-    production changes)."""
-    cadence = default_s if every_s is None else every_s
-    return stamp + cadence if cadence > 0 else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,14 +311,3 @@ def set_schedule(customer_id: str, every_hours: float | None, params: Params) ->
     tracking.set_model_tag(name, EVERY_TAG, "" if every_hours is None else repr(float(every_hours)))
     registry_index().set_every(customer_id, None if every_hours is None else round(every_hours * 3600),
                                default_every_s(params))
-
-
-def every_s_of(tag: str | None) -> int | None:
-    """A registered model's cadence tag as seconds (None: the default)."""
-    if not tag:
-        return None
-    try:
-        return round(float(tag) * 3600)
-    except ValueError:
-        return None
-

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from metagan import registry, tracking
+from metagan.cadence import EVERY_TAG, every_s_of, next_due
 from metagan.fleet_index import CustomerRow, FleetIndex
 
 BUILT = "built"
@@ -48,8 +49,6 @@ def _created(tag: str | None) -> float | None:
 
 def expected_rows(default_every_s: int, now: float) -> dict[str, CustomerRow]:
     """What the registry says the index should hold, customer by customer (uploads unknown)."""
-    from metagan.fleet import EVERY_TAG, every_s_of, next_due
-
     versions: dict[str, dict[str, object]] = {}
     for v in tracking.search_versions(f"name LIKE '{registry.CUSTOMER_PREFIX}%'"):
         versions.setdefault(v.name, {})[str(v.version)] = v

@@ -51,7 +51,9 @@ def gate_decision(candidate: Evidence, production: Evidence | None, cfg: GateCon
         prod = production.metrics.get(m.name) if production is not None else None
         if m.no_worse_than_production is not None and value is not None and prod is not None:
             tolerance = getattr(cfg, m.no_worse_than_production)
-            worse = value > prod * (1 + tolerance) if m.better == "lower" else value < prod * (1 - tolerance)
+            noise = getattr(cfg, m.production_noise) if m.production_noise else 0.0
+            worse = value > prod * (1 + tolerance) + noise if m.better == "lower" \
+                else value < prod * (1 - tolerance) - noise
             if worse:
                 failed.append(f"worse than production: {m.describe(value)} vs {prod:{m.fmt}}")
     if failed:

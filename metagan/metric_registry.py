@@ -42,6 +42,8 @@ class Metric:
     """The ``GateConfig`` field a candidate's value must respect."""
     no_worse_than_production: str | None = None
     """The ``GateConfig`` field bounding how much worse (relative) than production a candidate may be."""
+    production_noise: str | None = None
+    """The ``GateConfig`` field below which a difference from production is noise (absolute)."""
     needs_evaluator: bool = False
     key: bool = False
     """Shown in ``metagan models``."""
@@ -127,6 +129,7 @@ def _l1_pairwise(x: torch.Tensor) -> float:
 
 @register_metric("shot_coverage", "shots", "lower", "mean over shots of the L1 distance (per pixel) to the nearest "
                  "sample: the generator reaches every upload", no_worse_than_production="max_coverage_regression",
+                 production_noise="coverage_noise",
                  key=True, column="coverage", fmt=".4f")
 def shot_coverage(s: Samples) -> float:
     real, gen = s.shots.flatten(1), s.images.flatten(1)

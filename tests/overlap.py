@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from metagan.config import Params
+
 from tests.projects import write_uploads
 
 RUN_UPLOADS = ({"ovA": 140, "ovB": 130}, {"ovA": 140, "ovB": 120})
@@ -50,7 +52,7 @@ def reported(stdout: str) -> dict[str, tuple[str, str]]:
     return {m[0]: (m[1], m[2]) for m in re.findall(r"^\s+(\w+): version (\d+) \(\w+\), (.*)$", stdout, re.M)}
 
 
-def check_outcome(folders: list[Path], outs, image_size: int = 32) -> dict:
+def check_outcome(folders: list[Path], outs, image_size: int | None = None) -> dict:
     """The guarantees of docs/RELIABILITY.md for two overlapping runs, checked on the registry."""
     from metagan import registry, tracking
     from metagan.uploads import load_customer_uploads
@@ -73,11 +75,13 @@ def check_outcome(folders: list[Path], outs, image_size: int = 32) -> dict:
     versions = {str(v.version): v for v in tracking.search_versions(f"name='{name}'")}
     assert len(versions) == 2
     for folder, report in zip(folders, reports):
-        own = load_customer_uploads(folder / "ovB", image_size, 1).content_hash
+        own = load_customer_uploads(folder / "ovB", image_size or Params().data.image_size, 1).content_hash
         assert versions[report["ovB"][0]].tags["content_hash"] == own
     newest = max(versions, key=int)
     production = str(tracking.get_alias(name, "production").version)
-    assert str(tracking.get_alias(name, "candidate").version) == production == newest
+    candidate = str(tracking.get_alias(name, "candidate").version)
+    assert candidate == production == newest, {"candidate": candidate, "production": production, "newest": newest,
+                                               "reports": reports}
     previous = tracking.get_alias(name, "previous")
     assert previous is None or str(previous.version) == min(versions, key=int)
     states = {r["ovB"][0]: r["ovB"][1] for r in reports}

@@ -45,6 +45,14 @@ def test_a_candidate_worse_than_production_is_refused():
     assert gate_decision(changed(GOOD, shot_coverage=0.205), GOOD, GateConfig()).passed  # within tolerance
 
 
+def test_a_coverage_difference_within_its_noise_is_not_a_regression():
+    """A generator that moves the shots covers them within thousandths: 0.005 against 0.003 is no worse."""
+    near = changed(GOOD, shot_coverage=0.003)
+    assert gate_decision(changed(GOOD, shot_coverage=0.005), near, GateConfig()).passed
+    assert not gate_decision(changed(GOOD, shot_coverage=0.02), near, GateConfig()).passed
+    assert not gate_decision(changed(GOOD, shot_coverage=0.005), near, GateConfig(coverage_noise=0.0)).passed
+
+
 def test_gate_metrics_from_features_count_consistent_copied_and_spread_samples():
     import torch
 

@@ -118,7 +118,8 @@ def test_batch_job_wrote_images_and_manifest(project, first_run):
     samples = read_shard((root / "out/alpha/images.tar").read_bytes())
     assert [k for k, _, _ in samples] == ["00000", "00001", "00002", "00003", "00004"]
     assert (root / "out/alpha/contact-sheet.png").exists() and (root / "out/alpha/index.html").exists()
-    assert Image.open(io.BytesIO(samples[0][1])).size == (32, 32)
+    size = params_of(root).data.image_size
+    assert Image.open(io.BytesIO(samples[0][1])).size == (size, size)
 
 
 def test_the_mlflow_ui_has_signatures_model_metrics_sample_images_and_the_batch(project, first_run):

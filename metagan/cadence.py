@@ -1,0 +1,27 @@
+"""A customer's batch cadence: when a batch drawn at a night's start is due again.
+
+Core rules shared by the night's planning (:mod:`metagan.fleet`) and the index's repair from the
+registry (:mod:`metagan.fleet_repair`), so neither imports the other for them.
+"""
+
+from __future__ import annotations
+
+EVERY_TAG = "batch_every_hours"
+"""Registered-model tag: the customer's own batch cadence (the registry keeps it; the index copies it)."""
+
+
+def next_due(stamp: float, every_s: int | None, default_s: int) -> float | None:
+    """When a batch drawn in the night that started at ``stamp`` is due again (None: only when
+    production changes)."""
+    cadence = default_s if every_s is None else every_s
+    return stamp + cadence if cadence > 0 else None
+
+
+def every_s_of(tag: str | None) -> int | None:
+    """A registered model's cadence tag as seconds (None: the default)."""
+    if not tag:
+        return None
+    try:
+        return round(float(tag) * 3600)
+    except ValueError:
+        return None
