@@ -56,10 +56,10 @@ EVALUATORS = {"evaluator.pt": dict(width=64, seed=0, ways=20), "evaluator-w32.pt
 """The benchmark's two instruments, trained on first use (OUT/...)."""
 
 
-def gate_pass(generator, shots: np.ndarray, evaluator, params: Params) -> tuple[bool, str]:
+def gate_pass(generator, shots: np.ndarray, served_size: int, evaluator, params: Params) -> tuple[bool, str]:
     # a model served at another size than the benchmark's drawings (condgan's 32 px) is gated
     # against its shots at its own size, as the product would have ingested them
-    shots = at_size(shots, draw(generator, 1, 0).shape[1])
+    shots = at_size(shots, served_size)
     metrics = customer_metrics(generator, shots, evaluator)
     decision = gate_decision(Evidence(True, metrics), None, params.gate)
     return decision.passed, decision.reason
@@ -145,7 +145,7 @@ def main() -> None:
                 generator = adapt(shots_of[c], args.seed + c)
                 images[name][c] = draw(generator, args.samples, c)
                 if gate_evaluator is not None:
-                    passed.append(gate_pass(generator, shots_of[c], gate_evaluator, params))
+                    passed.append(gate_pass(generator, shots_of[c], images[name][c].shape[1], gate_evaluator, params))
             seconds[name] = (time.monotonic() - start) / len(splits)
             if passed:
                 gate[name] = {"pass_share": float(np.mean([p for p, _ in passed])),

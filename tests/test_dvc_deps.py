@@ -5,35 +5,31 @@ forgotten and ``dvc repro`` reruns what a code change affects."""
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path
 
 import yaml
 
 from metagan.config import PROJECT_ROOT
+from tests.test_layers import _names, modules
 
 DYNAMIC_PACKAGES = {"metagan.meta"}
 """Packages that import every module of their folder at run time (the learner registry), which no
 import statement names."""
 
 
+@cache
+def _our_modules() -> dict[str, Path]:
+    return modules()
+
+
 def module_file(name: str) -> Path | None:
-    path = PROJECT_ROOT / Path(*name.split("."))
-    if (path / "__init__.py").exists():
-        return path / "__init__.py"
-    return path.with_suffix(".py") if path.with_suffix(".py").exists() else None
+    return _our_modules().get(name)
 
 
 def imported(node: ast.AST, package: str) -> set[str]:
-    """Our modules an AST imports anywhere (``from m import name`` may name a module too)."""
-    found = set()
-    for n in ast.walk(node):
-        if isinstance(n, ast.Import):
-            found |= {a.name for a in n.names}
-        elif isinstance(n, ast.ImportFrom):
-            base = package.rsplit(".", n.level - 1)[0] if n.level > 1 else package
-            module = (f"{base}.{n.module}" if n.module else base) if n.level else n.module
-            found |= {module} | {f"{module}.{a.name}" for a in n.names}
-    return {m for m in found if m.split(".")[0] in ("metagan", "flows") and module_file(m)}
+    """Our modules an AST imports anywhere (test_layers' reading of import statements)."""
+    return {m for n in ast.walk(node) for m in _names(n, package) if module_file(m)}
 
 
 def closure(start: set[str]) -> set[str]:

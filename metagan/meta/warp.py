@@ -229,14 +229,16 @@ class WarpLearner(MetaLearner):
 
     @torch.no_grad()
     def sample(self, shots: torch.Tensor, n: int, rng: torch.Generator) -> torch.Tensor:
-        served = WarpSampleGenerator(self.generator, shots, self.settings.crisp, self.settings.many_shots_noise)
+        served = self._served(self.generator, shots)
         return served(torch.randn(n, served.z_dim, generator=rng, device=shots.device))
 
     def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator, options=None
               ) -> WarpSampleGenerator:
         """A customer's generator: the meta-learned networks with the shots as its condition. (No
         fine-tuning: ``steps`` are not used.)"""
-        return WarpSampleGenerator(copy.deepcopy(self.generator), shots, self.settings.crisp,
-                                   self.settings.many_shots_noise).eval()
+        return self._served(copy.deepcopy(self.generator), shots).eval()
+
+    def _served(self, generator: WarpGenerator, shots: torch.Tensor) -> WarpSampleGenerator:
+        return WarpSampleGenerator(generator, shots, self.settings.crisp, self.settings.many_shots_noise)
 
 
