@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from metagan import registry, tracking
-from metagan.cadence import EVERY_TAG, every_s_of, next_due  # noqa: F401 (the night's cadence; also fleet.next_due)
+from metagan.cadence import EVERY_TAG, next_due
 from metagan.config import Params
 from metagan.errors import kind_of
 from metagan.fleet_index import DueBatch, FleetIndex, registry_index

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from metagan import fleet
+from metagan import cadence, fleet
 from metagan.fleet_index import FleetIndex
 from metagan.locks import LockTimeout, advisory_locker
 from tests.servers import Postgres, postgres_available
@@ -127,7 +127,7 @@ def test_the_night_is_cut_into_tasks_and_cadences_are_read_as_hours():
     assert [fleet.parse_every(t) for t in ("12h", "7d", "never", "0", "default", "36")] == [12, 168, 0, 0, None, 36]
     with pytest.raises(ValueError, match="hours or days"):
         fleet.parse_every("weekly")
-    assert fleet.next_due(100.0, None, DAY) == 100.0 + DAY and fleet.next_due(100.0, 0, DAY) is None
+    assert cadence.next_due(100.0, None, DAY) == 100.0 + DAY and cadence.next_due(100.0, 0, DAY) is None
 
 
 HOLD = """
