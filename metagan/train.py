@@ -18,10 +18,10 @@ import torch
 
 from metagan import distributed
 from metagan.checkpoint import META_FORMAT, load_checkpoint, save_atomic
-from metagan.config import Params, params_from_dict
+from metagan.config import ConfigError, Params, params_from_dict
 from metagan.data import EpisodeSampler, TaskDataset, load_packed, split_classes
 from metagan.data.images import to_tensor, to_uint8
-from metagan.meta import MetaLearner, build_learner, load_learner
+from metagan.meta import MetaLearner, build_learner, learner_settings_from, load_learner
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,12 @@ def _training_config(raw: dict) -> dict:
     """The part of a params dump that decides what a meta-training run computes."""
     config = {section: raw.get(section, {}) for section in TRAINING_SECTIONS}
     config["meta"] = {k: v for k, v in config["meta"].items() if k not in BUDGET_FIELDS}
-    config["learner"] = raw.get("learners", {}).get(config["meta"].get("method"), {})
+    method = config["meta"].get("method")
+    own = raw.get("learners", {}).get(method, {})
+    try:  # defaults filled in and serving settings left out, so adding either keeps a run resumable
+        config["learner"] = learner_settings_from(method, own).training_part()
+    except ConfigError:
+        config["learner"] = own
     return config
 
 

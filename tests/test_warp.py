@@ -132,6 +132,18 @@ def test_a_warp_checkpoint_resumes_and_loads_as_saved(tiny_params, tiny_dataset,
     assert ckpt["method"] == "warp" and ckpt["settings"] == learner.settings.model_dump() and learner.steps == 4
 
 
+def test_a_served_warp_setting_or_a_new_default_does_not_restart_a_run(tiny_params, tiny_dataset, tmp_path):
+    from metagan.train import meta_train
+
+    params = tiny_params.with_overrides(meta={"method": "warp", "max_steps": 2}, learners={"warp": {"crisp": 2.0}})
+    meta_train(params, tiny_dataset, tmp_path / "warp.pt")
+    served_otherwise = {"crisp": 4.0, "many_shots_noise": 0.5, "identity_weight": 0.0}  # the last: its default
+    longer = params.with_overrides(meta={"max_steps": 3}, learners={"warp": served_otherwise})
+    assert meta_train(longer, tiny_dataset, tmp_path / "warp.pt", resume=True).steps == 3
+    trained_otherwise = params.with_overrides(learners={"warp": {"smooth_weight": 0.1}})
+    assert meta_train(trained_otherwise, tiny_dataset, tmp_path / "warp.pt", resume=True).steps == 2  # from 0, not 3
+
+
 def test_the_identity_term_trains_the_encoder_on_real_drawings_and_is_reported():
     learner = build_learner(PARAMS.with_overrides(learners={"warp": {"identity_weight": 1.0}}), 32, 1)
     episode = torch.stack([torch.cat([drawings(3, seed=t), drawings(2, seed=t + 10)]) for t in range(2)])

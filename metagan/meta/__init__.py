@@ -32,6 +32,11 @@ def learner_settings(params: Params, method: str | None = None) -> LearnerSettin
     return _settings(learner_class(method), params.learners.get(method, {}), f"learners.{method}")
 
 
+def learner_settings_from(method: str, raw: dict) -> LearnerSettings:
+    """A learner's settings from a raw ``learners.<method>`` mapping (a checkpoint's, say)."""
+    return _settings(learner_class(method), raw, f"learners.{method}")
+
+
 def _settings(cls: type[MetaLearner], raw: dict, where: str) -> LearnerSettings:
     try:
         return cls.Settings.model_validate(raw)
@@ -74,4 +79,4 @@ def _saved_settings(cls: type[MetaLearner], ckpt: dict) -> LearnerSettings:
 
 
 __all__ = ["REGISTRY", "LearnerSettings", "MetaLearner", "build_learner", "check_learners", "learner_class",
-           "learner_settings", "load_learner", "register"]
+           "learner_settings", "learner_settings_from", "load_learner", "register"]

@@ -45,6 +45,14 @@ class LearnerSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
+    served: ClassVar[frozenset[str]] = frozenset()
+    """Settings that shape only what a customer is served (applied after meta-training): changing
+    one must not restart a meta-training run."""
+
+    def training_part(self) -> dict:
+        """The settings that decide what meta-training computes."""
+        return self.model_dump(exclude=set(self.served))
+
 
 class MetaLearner(ABC):
     name: ClassVar[str] = ""

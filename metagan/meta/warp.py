@@ -50,6 +50,8 @@ from metagan.served import ServedGenerator
 
 
 class WarpSettings(LearnerSettings):
+    served = frozenset({"crisp", "many_shots_noise"})
+
     field_weight: float = Field(1.0, ge=0)
     """The generator's deformation, decoded from a registered one's noise, against it (MSE in
     normalised units): what pulls samples towards real variation."""
