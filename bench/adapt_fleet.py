@@ -88,8 +88,8 @@ WATCHED = {  # (module, function) -> what it is, for the breakdown
     ("metagan.tracking", "log_metrics"): "MLflow: log metrics",
     ("metagan.tracking", "log_file"): "MLflow: log the contact sheet",
     ("metagan.tracking", "set_alias"): "MLflow: set the candidate alias",
-    ("metagan.registry", "registry_index"): "fleet index: record the adaptation",
-    ("metagan.registry", "meta_checkpoint"): "the meta-model's checkpoint (cached after the first)",
+    ("metagan.lifecycle.registry", "registry_index"): "fleet index: record the adaptation",
+    ("metagan.lifecycle.registry", "meta_checkpoint"): "the meta-model's checkpoint (cached after the first)",
 }
 
 
@@ -103,7 +103,7 @@ def where_time_goes(p: str, data, meta_version: str, ids: list[str]) -> dict:
 
     from flows.common import load as load_params
     from flows.locks import customer_locker
-    from metagan import registry
+    from metagan.lifecycle import registry
 
     params = load_params(p)
     uploads = {u.customer_id: u for u in data.accepted}

@@ -35,7 +35,7 @@ HELD_OUT_CHARS = range(120, 150)  # Futurama and Hebrew characters of the bundle
 
 def metagan(project: Path, *args: str) -> float:
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "flows.cli", "--project", str(project), "-q", *args],
+    done = subprocess.run([sys.executable, "-m", "flows.app.cli", "--project", str(project), "-q", *args],
                           capture_output=True, text=True, cwd=PROJECT_ROOT)
     if done.returncode not in (0, 1):
         raise SystemExit(f"metagan {' '.join(args)} failed ({done.returncode}): {done.stderr[-2000:]}")

@@ -1,7 +1,7 @@
 """The faults of issue 19, reproduced in a project after `metagan demo`, each command timed.
 
     git clone -q /path/to/metagan /tmp/c19 && cd /tmp/c19
-    python -m flows.cli demo
+    python -m flows.app.cli demo
     python bench/fault_timings.py --report docs/results/fault-timings-2026-11-29.json
 
 Each case damages the project (the registry deleted or truncated, a production model file
@@ -36,7 +36,7 @@ KEPT = ("mlflow", "data", "artifacts", "data.dvc")
 
 def metagan(*argv: str) -> dict:
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "flows.cli", *argv], cwd=ROOT, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "flows.app.cli", *argv], cwd=ROOT, capture_output=True, text=True,
                           timeout=900)
     err = [line for line in done.stderr.splitlines() if line.strip()]
     return {"command": "metagan " + " ".join(argv), "exit": done.returncode,

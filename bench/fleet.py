@@ -129,7 +129,8 @@ def real_model(work: Path) -> Path:
 
 def register(ids: list[str], onnx: Path, clients: int, drawn_at: str | None) -> dict:
     """Every customer a version of the one logged model, aliased candidate and production."""
-    from metagan import registry, tracking
+    from metagan import tracking
+    from metagan.lifecycle import registry
 
     with tracking.start_run("fleet-bench", {}) as run:
         first = tracking.log_onnx_model(onnx, registry.customer_model_name("fleet-model"), METRIC_TAGS)
@@ -201,7 +202,8 @@ def night(params, count: int) -> dict:
 
 def new_candidates(ids: list[str], logged: dict, clients: int) -> None:
     """A new candidate for each (as an adaptation registers it, and records in the index)."""
-    from metagan import registry, tracking
+    from metagan import tracking
+    from metagan.lifecycle import registry
     from metagan.fleet_index import registry_index
 
     def one(cid: str) -> None:
@@ -219,10 +221,11 @@ def measure(args, work: Path, env: dict) -> dict:
     os.environ.update(env)
     import yaml
 
-    from metagan import fleet, registry
+    from metagan.lifecycle import fleet
+    from metagan.lifecycle import registry
     from metagan.config import GateConfig, load_params
     from metagan.fleet_index import registry_index
-    from metagan.fleet_repair import repair_index
+    from metagan.lifecycle.fleet_repair import repair_index
     from metagan.uploads import folder_signature
 
     n = args.customers

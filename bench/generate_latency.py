@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 BREAKDOWN = """
 import time; t0 = time.perf_counter()
-import flows.cli, flows.progress, metagan.registry, metagan.generate, metagan.onnx_runtime, onnxruntime, PIL.Image
+import flows.app.cli, flows.progress, metagan.lifecycle.registry, metagan.generate, metagan.onnx_runtime, onnxruntime, PIL.Image
 t1 = time.perf_counter()
-from metagan import registry
+from metagan.lifecycle import registry
 from metagan.config import load_params
 params = load_params()
 model = registry.served_model({customer!r})
@@ -53,7 +53,8 @@ print(json.dumps({{"imports_s": t1 - t0, "settings_and_registry_s": t2 - t1, "dr
 
 def build_project(work: Path, customers: int) -> list[str]:
     """A project folder whose registry holds ``customers`` customers in production."""
-    from metagan import registry, tracking
+    from metagan import tracking
+    from metagan.lifecycle import registry
     from metagan.adapt import MetaModel
     from metagan.config import PACKAGE_DIR, load_params
     from metagan.customer_model import adapt_customer

@@ -49,7 +49,7 @@ from benchlib.heldout import (HeldOut, ensure_evaluator, held_out_data, new_draw
 from benchlib.rows import bank_adapter, checkpoint_adapter, classic_adapter, draw, load_for_held_out
 from metagan.config import Params
 from metagan.evaluator import at_size, embed, load_evaluator
-from metagan.gate import Evidence, gate_decision
+from metagan.lifecycle.gate import Evidence, gate_decision
 from metagan.metric_registry import customer_metrics, gate_metrics_from_features
 
 EVALUATORS = {"evaluator.pt": dict(width=64, seed=0, ways=20), "evaluator-w32.pt": dict(width=32, seed=1, ways=30)}

@@ -10,7 +10,7 @@ scales with the number of customers:
 - the nightly ``generate``'s customer list (``registry.customers_in_production``).
 
 Each is timed in-process (the library call) and as the real command in a fresh process
-(``python -m flows.cli``, start-up included). Every listing must return every customer.
+(``python -m flows.app.cli``, start-up included). Every listing must return every customer.
 
     python bench/registry_scale.py --backend sqlite --customers 1000
     python bench/registry_scale.py --backend postgres --customers 1000   # the scale-out stack on loopback
@@ -47,7 +47,8 @@ def register_customers(n: int, work: Path) -> float:
     """``n`` customers, each with one version (tags as adaptation leaves them) aliased ``candidate``."""
     import torch
 
-    from metagan import registry, tracking
+    from metagan import tracking
+    from metagan.lifecycle import registry
     from metagan.export import export_generator_onnx
     from metagan.nets import Generator, SampleGenerator, net_config
 
@@ -72,7 +73,7 @@ def cli(args: list[str], env: dict, cwd: Path) -> float:
     full = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | env | {
         "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_HOME": str(cwd / ".prefect")}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=ROOT, env=full, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "flows.app.cli", *args], cwd=ROOT, env=full, capture_output=True,
                           text=True, timeout=3600)
     if proc.returncode != 0:
         raise RuntimeError(f"metagan {' '.join(args)} failed: {proc.stderr[-3000:]}")
@@ -80,7 +81,7 @@ def cli(args: list[str], env: dict, cwd: Path) -> float:
 
 
 def measure(n: int, work: Path, env: dict) -> dict:
-    from metagan import registry
+    from metagan.lifecycle import registry
     from metagan.config import GateConfig
     from metagan.locks import no_lock
 

@@ -10,12 +10,12 @@ from flows import progress
 from flows.artifacts import adapt_table
 from flows.common import FANOUT_WORKERS, fanout_runner
 from flows.locks import customer_locker
-from metagan import registry
+from metagan.lifecycle import registry
 from metagan.config import Params
 from metagan.errors import kind_of
 from metagan.customers import ingested_customers, load_ingested
-from metagan.meta_lifecycle import current_meta_version
-from metagan.registry import Adaptation
+from metagan.lifecycle.meta_model import current_meta_version
+from metagan.lifecycle.registry import Adaptation
 from metagan.uploads import CustomerUploads
 
 
@@ -24,7 +24,7 @@ def adapt_one(uploads: CustomerUploads, meta_version: str, data_version: str, pa
     """Adapt one customer and register the ONNX model as its candidate (or reuse an identical one).
 
     The shots travel with the task (a few KB), so a worker needs neither the ingested data nor the
-    meta checkpoint on its own disk (:func:`metagan.registry.meta_checkpoint`).
+    meta checkpoint on its own disk (:func:`metagan.lifecycle.registry.meta_checkpoint`).
     """
     return registry.adapt_and_register(uploads, params, meta_version, data_version, customer_locker(params))
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from prefect import flow, task
 
-from metagan import meta_lifecycle
+from metagan.lifecycle import meta_model
 from metagan.config import Params
-from metagan.meta_lifecycle import EvaluatorRegistration
+from metagan.lifecycle.meta_model import EvaluatorRegistration
 
 
 @task
 def register_evaluator_file(params: Params) -> EvaluatorRegistration:
-    return meta_lifecycle.register_evaluator(params)
+    return meta_model.register_evaluator(params)
 
 
 @flow(name="register-evaluator")

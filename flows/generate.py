@@ -1,15 +1,15 @@
 """``generate``: the nightly batch job as a Prefect flow, planned from what changed and fanned out.
 
-The plan is the fleet index's list of customers due (:func:`metagan.fleet.plan_night`: production
+The plan is the fleet index's list of customers due (:func:`metagan.lifecycle.fleet.plan_night`: production
 changed since their last batch, or their cadence came round), or the customers the caller names.
 It is cut into tasks of ``fleet.customers_per_task`` customers on the profile's task runner
 (threads embedded, the Dask cluster scaled out, as adaptation); each task draws, writes and
-records its customers' batches (:func:`metagan.fleet.draw_batches`: one shard, contact sheet,
+records its customers' batches (:func:`metagan.lifecycle.fleet.draw_batches`: one shard, contact sheet,
 gallery and manifest per customer) and moves each one's watermark on. A run killed midway is
 resumed by the next: only the customers not done are still due.
 
 A single ``metagan generate --customer ID`` runs the batch job without Prefect or MLflow
-(``flows/cli.py``): starting Prefect's API and importing MLflow took most of its 15 s.
+(``flows/app/cli.py``): starting Prefect's API and importing MLflow took most of its 15 s.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import progress
 from flows.common import FANOUT_WORKERS, fanout_runner
-from metagan import fleet
+from metagan.lifecycle import fleet
 from metagan.config import Params
-from metagan.fleet import Batch, NightPlan
+from metagan.lifecycle.fleet import Batch, NightPlan
 from metagan.fleet_index import DueBatch
 
 

@@ -1,4 +1,4 @@
-"""``adapt-changed``: the hourly adaptation, planned from what changed (:mod:`metagan.fleet`).
+"""``adapt-changed``: the hourly adaptation, planned from what changed (:mod:`metagan.lifecycle.fleet`).
 
 1. the upload folders whose files changed since their last ingestion (directory entries only; with
    ``fleet.scan_uploads: false`` none: the uploads were ingested as they arrived, and recorded);
@@ -21,11 +21,12 @@ from flows.adapt_customers import adapt_customers_flow
 from flows.common import dvc_root, data_target
 from flows.ingest import Ingestion, ingest
 from flows.promote import promote
-from metagan import fleet, versioning
+from metagan import versioning
+from metagan.lifecycle import fleet
 from metagan.config import Params
 from metagan.customers import load_ingested
-from metagan.meta_lifecycle import current_meta_version
-from metagan.registry import Adaptation, PromotionResult
+from metagan.lifecycle.meta_model import current_meta_version
+from metagan.lifecycle.registry import Adaptation, PromotionResult
 from metagan.uploads import CustomerUploads
 
 

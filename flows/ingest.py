@@ -9,7 +9,8 @@ from prefect import flow, get_run_logger, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.common import FANOUT_WORKERS, data_target, dvc_root
-from metagan import fleet, versioning
+from metagan import versioning
+from metagan.lifecycle import fleet
 from metagan.config import Params
 from metagan.customers import IngestResult, ingest_customer
 from metagan.domain import upload_screen

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-from metagan import registry
+from metagan.lifecycle import registry
 from metagan.config import Params
 from metagan.fleet_index import INDEX_URL_ENV
 from metagan.locks import Locker, advisory_locker

@@ -6,9 +6,10 @@ from prefect import flow, get_run_logger, task
 
 from flows import progress
 from flows.common import data_target, dvc_root
-from metagan import meta_lifecycle, versioning
+from metagan import versioning
+from metagan.lifecycle import meta_model
 from metagan.config import Params
-from metagan.meta_lifecycle import MetaRegistration
+from metagan.lifecycle.meta_model import MetaRegistration
 
 
 # Tags "dvc" and "gpu" carry the Prefect tag concurrency limits of the scale-out profile.
@@ -25,7 +26,7 @@ def train_or_reuse(params: Params, data_version: str) -> MetaRegistration:
     logger = get_run_logger()
     report = progress.meta_training(params, logger.info)
     try:
-        result = meta_lifecycle.train_meta_or_reuse(params, data_version, progress=report)
+        result = meta_model.train_meta_or_reuse(params, data_version, progress=report)
     finally:
         report.finish()
     logger.info("metagan-meta version %s (%s)", result.version,

@@ -15,9 +15,9 @@ from flows.ingest import Ingestion, ingest
 from flows.meta_train import meta_train
 from flows.promote import promote
 from metagan.config import Params
-from metagan.fleet import Batch
-from metagan.meta_lifecycle import EvaluatorRegistration, MetaRegistration
-from metagan.registry import Adaptation, Promotion, PromotionResult
+from metagan.lifecycle.fleet import Batch
+from metagan.lifecycle.meta_model import EvaluatorRegistration, MetaRegistration
+from metagan.lifecycle.registry import Adaptation, Promotion, PromotionResult
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Progress on the console for the long steps: meta-training (step, losses, share of the budget,
 time left), the adapt fan-out (customers done of all) and generation (images written).
 
-The application opens one live display around a command (:func:`display`, ``flows/cli.py``);
+The application opens one live display around a command (:func:`display`, ``flows/app/cli.py``);
 flows and tasks report into whatever display is open (:func:`bar`), and into nothing when none is:
 a deployment's run, a test, ``--quiet``, output that is not a terminal. Updates are thread-safe
 (tasks run in worker threads). Run logs are separate: they go to Prefect (``get_run_logger``)

@@ -6,9 +6,9 @@ from prefect import flow, get_run_logger, task
 
 from flows.artifacts import promotion_table
 from flows.locks import customer_locker
-from metagan import registry
+from metagan.lifecycle import registry
 from metagan.config import Params
-from metagan.registry import PromotionResult
+from metagan.lifecycle.registry import PromotionResult
 
 
 @task

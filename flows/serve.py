@@ -13,7 +13,7 @@ from flows.common import ensure_concurrency_limits, load
 from flows.generate import generate_flow
 from flows.hourly import adapt_changed
 from flows.meta_train import meta_train
-from metagan.registry import PromotionResult
+from metagan.lifecycle.registry import PromotionResult
 
 
 @flow(name="adapt-new-customers")

@@ -77,7 +77,7 @@ def adapt_stage(params: Params) -> None:
 
 
 def production_stage(params: Params) -> None:
-    from metagan.registry import PRODUCTION as ALIAS, list_customers
+    from metagan.lifecycle.registry import PRODUCTION as ALIAS, list_customers
 
     write_json(params.resolve(PRODUCTION), {e.customer_id: e.aliases[ALIAS] for e in list_customers()
                                             if ALIAS in e.aliases})
@@ -85,7 +85,7 @@ def production_stage(params: Params) -> None:
 
 def generate_stage(params: Params) -> None:
     from flows.generate import generate_flow, output_uri
-    from metagan.registry import customers_in_production
+    from metagan.lifecycle.registry import customers_in_production
 
     out = output_uri(params)
     if not out.startswith("s3://"):

@@ -1,7 +1,7 @@
 """A customer's batch cadence: when a batch drawn at a night's start is due again.
 
-Core rules shared by the night's planning (:mod:`metagan.fleet`) and the index's repair from the
-registry (:mod:`metagan.fleet_repair`), so neither imports the other for them.
+Core rules shared by the night's planning (:mod:`metagan.lifecycle.fleet`) and the index's repair from the
+registry (:mod:`metagan.lifecycle.fleet_repair`), so neither imports the other for them.
 """
 
 from __future__ import annotations

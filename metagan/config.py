@@ -196,7 +196,7 @@ class ScheduleConfig(_Section):
 
 
 class FleetConfig(_Section):
-    """The fleet's hourly and nightly work (:mod:`metagan.fleet`): what makes a customer due, how a
+    """The fleet's hourly and nightly work (:mod:`metagan.lifecycle.fleet`): what makes a customer due, how a
     batch is written, how the work is cut for the task runner."""
 
     batch_every_hours: float = Field(24.0, ge=0)

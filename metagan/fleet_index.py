@@ -2,7 +2,7 @@
 kept in a table beside the registry (SQLite on the embedded profile, PostgreSQL on the scale-out
 one), so that finding the work costs what the work is, not what the fleet is.
 
-The lifecycle writes it on its own events (:mod:`metagan.fleet`): ingestion (the uploads'
+The lifecycle writes it on its own events (:mod:`metagan.lifecycle.fleet`): ingestion (the uploads'
 content hash: adaptation becomes pending when it differs from the adapted one), adaptation
 (pending cleared), promotion and rollback (the production version changed: the customer is due
 at once), a batch drawn (the customer's watermark ``due_at`` moves on to its next turn, and only
@@ -10,7 +10,7 @@ if production is still the version drawn). Planning is an indexed range query:
 ``due_at <= now`` for the night, ``adapt_since IS NOT NULL`` for the hour.
 
 The index is derived data, never the truth: the registry is. ``metagan doctor`` compares the two
-and rewrites the rows that disagree (:func:`metagan.fleet.repair_index`). Times are POSIX
+and rewrites the rows that disagree (:func:`metagan.lifecycle.fleet.repair_index`). Times are POSIX
 seconds (floats), so one schema serves both databases.
 """
 

@@ -1,6 +1,6 @@
 """Per-customer mutual exclusion for the registry's read-modify-write steps.
 
-The lifecycle (:mod:`metagan.registry`) takes a :data:`Locker`: a function from a lock name to a
+The lifecycle (:mod:`metagan.lifecycle.registry`) takes a :data:`Locker`: a function from a lock name to a
 context manager that holds it. Two are provided:
 
 - :func:`file_locker` (the embedded profile: one machine): ``flock`` on a file per name. The kernel

@@ -72,11 +72,11 @@ def meta_ckpt(tiny_params, tiny_dataset, tmp_path):
 
 @pytest.fixture
 def clean_process():
-    """flows.cli.main() sets the process up (environment, the console log handler): undo it after each test."""
+    """flows.app.cli.main() sets the process up (environment, the console log handler): undo it after each test."""
     import logging
     import os
 
-    from flows.cli import Console
+    from flows.app.cli import Console
 
     env = dict(os.environ)
     yield

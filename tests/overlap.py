@@ -31,7 +31,7 @@ def write_overlap_uploads(root: Path) -> list[Path]:
 def start_adapt(params_path: Path, customers: Path, env: dict, cwd: Path, tag: str) -> subprocess.Popen:
     full = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | env | {
         "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_HOME": str(cwd / f".prefect-{tag}")}
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", "--params", str(params_path), "adapt", "--customers",
+    return subprocess.Popen([sys.executable, "-m", "flows.app.cli", "--params", str(params_path), "adapt", "--customers",
                              str(customers)], cwd=cwd, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
@@ -54,7 +54,8 @@ def reported(stdout: str) -> dict[str, tuple[str, str]]:
 
 def check_outcome(folders: list[Path], outs, image_size: int | None = None) -> dict:
     """The guarantees of docs/RELIABILITY.md for two overlapping runs, checked on the registry."""
-    from metagan import registry, tracking
+    from metagan import tracking
+    from metagan.lifecycle import registry
     from metagan.uploads import load_customer_uploads
 
     for rc, out, err in outs:

@@ -1,4 +1,4 @@
-"""The ``metagan`` command (flows/cli.py): flags documented with their defaults, global options
+"""The ``metagan`` command (flows/app/cli.py): flags documented with their defaults, global options
 anywhere, one-line errors with the exit codes of metagan.errors for every user mistake."""
 
 import argparse
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from flows.cli import build_parser, main
+from flows.app.cli import build_parser, main
 from metagan.meta import REGISTRY
 from metagan.errors import BadInput, ExitCode
 
@@ -95,7 +95,7 @@ def test_an_unexpected_failure_is_a_bug_with_its_traceback(capsys, monkeypatch):
     def broken(args, params):
         raise ZeroDivisionError("oops")
 
-    monkeypatch.setattr("flows.cli.build_parser", _parser_with(init=broken))
+    monkeypatch.setattr("flows.app.cli.build_parser", _parser_with(init=broken))
     rc = main(["init"])
     err = capsys.readouterr().err
     assert rc == ExitCode.INTERNAL == 70 and "Traceback" in err and "a bug" in err
@@ -105,7 +105,7 @@ def test_known_failures_keep_their_kind_whatever_the_command(capsys, monkeypatch
     def refuses(args, params):
         raise BadInput("customer 'x' has no such thing")
 
-    monkeypatch.setattr("flows.cli.build_parser", _parser_with(init=refuses))
+    monkeypatch.setattr("flows.app.cli.build_parser", _parser_with(init=refuses))
     assert main(["init"]) == ExitCode.BAD_INPUT
     assert capsys.readouterr().err.strip() == "error: customer 'x' has no such thing"
 

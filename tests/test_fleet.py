@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from metagan import cadence, fleet
+from metagan import cadence
+from metagan.lifecycle import fleet
 from metagan.fleet_index import FleetIndex
 from metagan.locks import LockTimeout, advisory_locker
 from tests.servers import Postgres, postgres_available

@@ -1,5 +1,5 @@
 from metagan.config import GateConfig
-from metagan.gate import Evidence, gate_decision
+from metagan.lifecycle.gate import Evidence, gate_decision
 
 GOOD = Evidence(True, {"parity_max_abs_diff": 1e-6, "shot_coverage": 0.20, "consistency": 0.9, "copy_rate": 0.0,
                        "diversity": 0.8})

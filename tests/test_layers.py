@@ -1,28 +1,22 @@
 """The house has four floors and every import points down: application (the ``metagan`` command,
 the demo) -> flows (Prefect glue) -> lifecycle (register, gate, promote, roll back) -> library core.
-Read from the source with ``ast``, lazy imports inside functions included."""
+A module's floor is its folder's; imports are read from the source with ``ast``, lazy imports
+inside functions included."""
 
 import ast
 from pathlib import Path
 
 from metagan.config import PROJECT_ROOT
 
-APPLICATION = {"flows.cli", "flows.demo"}
-LIFECYCLE = {"metagan.registry", "metagan.meta_lifecycle", "metagan.gate", "metagan.health", "metagan.fleet",
-             "metagan.fleet_repair"}
+FLOOR_FOLDERS = {"flows/app": "application", "flows": "flows", "metagan/lifecycle": "lifecycle", "metagan": "core"}
+"""Each floor is a folder (with everything under it that no deeper floor's folder claims)."""
 FLOORS = ["core", "lifecycle", "flows", "application"]
 
 
 def floor(module: str) -> str | None:
-    if module in APPLICATION:
-        return "application"
-    if module == "flows" or module.startswith("flows."):
-        return "flows"
-    if module in LIFECYCLE:
-        return "lifecycle"
-    if module == "metagan" or module.startswith("metagan."):
-        return "core"
-    return None
+    folder = module.replace(".", "/")
+    homes = [f for f in FLOOR_FOLDERS if folder == f or folder.startswith(f + "/")]
+    return FLOOR_FOLDERS[max(homes, key=len)] if homes else None
 
 
 def modules() -> dict[str, Path]:
@@ -97,6 +91,18 @@ def test_no_import_cycles_between_library_modules():
         if m not in state:
             visit(m, [m])
     assert not cycles, cycles
+
+
+def test_every_floor_is_a_package_that_says_what_it_is():
+    for folder in FLOOR_FOLDERS:
+        init = PROJECT_ROOT / folder / "__init__.py"
+        assert init.is_file() and ast.get_docstring(ast.parse(init.read_text())), folder
+
+
+def test_the_docs_name_the_floors_by_their_folders():
+    for doc in ("README.md", "DEVELOPERS.md"):
+        text = (PROJECT_ROOT / doc).read_text()
+        assert all(f"{folder}/" in text for folder in FLOOR_FOLDERS), doc
 
 
 def test_the_floor_test_sees_an_upward_import(tmp_path):

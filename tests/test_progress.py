@@ -38,7 +38,7 @@ def test_a_counter_counts_and_nothing_is_drawn_without_a_display():
 
 
 def test_quiet_or_no_terminal_means_no_bars(monkeypatch):
-    from flows.cli import _show_progress, build_parser
+    from flows.app.cli import _show_progress, build_parser
 
     monkeypatch.delenv("METAGAN_PROGRESS", raising=False)
     assert not _show_progress(build_parser().parse_args(["models", "-q"]))

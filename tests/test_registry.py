@@ -1,4 +1,4 @@
-"""The lifecycle's rules (metagan.registry) on a real MLflow registry (SQLite): every customer is
+"""The lifecycle's rules (metagan.lifecycle.registry) on a real MLflow registry (SQLite): every customer is
 listed whatever the number of pages, promotion results are typed, a generate during a promotion
 serves one complete version."""
 
@@ -8,9 +8,10 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from metagan import registry, tracking
+from metagan import tracking
+from metagan.lifecycle import registry
 from metagan.config import GateConfig
-from metagan.registry import Promotion
+from metagan.lifecycle.registry import Promotion
 
 GOOD_TAGS = {"parity_ok": "true", "parity_max_abs_diff": "1e-06", "shot_coverage": "0.2"}
 

@@ -14,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from flows.cli import Console, main
-from metagan import mlflow_sqlite, registry, tracking
+from flows.app.cli import Console, main
+from metagan import mlflow_sqlite, tracking
+from metagan.lifecycle import registry
 from metagan.config import PROJECT_ROOT
 from metagan.errors import Damaged, ExitCode, NotFound
 from metagan.files import sha256_file
@@ -133,7 +134,7 @@ def test_generate_serves_production_and_previews_candidate_version_and_file(acme
 
 
 def test_the_serving_path_imports_neither_torch_nor_mlflow_nor_prefect(acme, store):
-    code = ("import sys; from flows.cli import main; rc = main(['generate', '--customer', 'acme', '--count', '3', "
+    code = ("import sys; from flows.app.cli import main; rc = main(['generate', '--customer', 'acme', '--count', '3', "
             f"'--out', {str(store / 'out')!r}]); "
             "print(rc, sorted(m for m in ('torch', 'mlflow', 'prefect', 'dvc', 'pandas') if m in sys.modules))")
     env = os.environ | {"PYTHONPATH": str(PROJECT_ROOT)}

@@ -266,7 +266,7 @@ def test_path_like_customer_ids_are_refused_by_every_entry_point(params, custome
     out = tmp_path / "generated"
     from flows.adapt_customers import adapt_one
     from flows.generate import draw
-    from metagan.fleet import named_customers
+    from metagan.lifecycle.fleet import named_customers
     from metagan.uploads import CustomerUploads, UploadError
 
     with pytest.raises(UploadError, match="unsafe customer id"):
@@ -288,7 +288,7 @@ def test_bad_params_yaml_fails_before_any_work(tmp_path, uploads, text, message,
     """Guarantee: a params.yaml with unknown keys or wrong types is rejected with the offending key
     before any flow starts and anything is read, written, versioned or registered."""
     import flows.ingest
-    from flows.cli import main
+    from flows.app.cli import main
     from metagan.errors import ExitCode
 
     started = []

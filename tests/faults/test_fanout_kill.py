@@ -69,7 +69,8 @@ def test_a_fanout_killed_midway_finishes_on_rerun_without_duplicates_or_orphaned
     customers registered, then a rerun: every customer ends with exactly one model version, the
     customers finished before the kill are reused (not retrained), and every `candidate` alias
     points at a complete version (identity tags, parity checked, ONNX loadable from the registry)."""
-    from metagan import registry, tracking
+    from metagan import tracking
+    from metagan.lifecycle import registry
 
     root, env = project
     first = workers.start("adapt-fanout", root, env)

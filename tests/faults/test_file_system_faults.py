@@ -113,7 +113,8 @@ def test_a_write_fault_while_adapting_or_exporting_one_customer_fails_that_custo
     import tempfile
 
     from flows.adapt_customers import adapt_customers
-    from metagan import customer_model, export, registry, tracking
+    from metagan import customer_model, export, tracking
+    from metagan.lifecycle import registry
 
     params, uploads = adapt_project
     models = Path(params.paths.customers_dir)

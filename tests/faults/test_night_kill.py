@@ -7,9 +7,10 @@ import signal
 import pytest
 import torch
 
-from metagan import registry, tracking
+from metagan import tracking
+from metagan.lifecycle import registry
 from metagan.config import GateConfig, Params
-from metagan.fleet import DRAW_THREADS
+from metagan.lifecycle.fleet import DRAW_THREADS
 from metagan.fleet_index import registry_index
 from tests.faults import workers
 

@@ -11,7 +11,8 @@ from tests.projects import make_project
 def project(tmp_path, monkeypatch):
     """A project with a registered tiny meta-model and DVC set up, as after `metagan meta-train`."""
     from flows.common import load
-    from metagan import meta_lifecycle, versioning
+    from metagan import versioning
+    from metagan.lifecycle import meta_model
     from metagan.task_data import prepare_task_dataset
 
     (tmp_path / "project").mkdir()
@@ -23,7 +24,7 @@ def project(tmp_path, monkeypatch):
     params = load(str(root / "params.yaml"))
     prepare_task_dataset(params)
     versioning.ensure_dvc_repo(root, params.storage.dvc_remote)
-    meta_lifecycle.train_meta_or_reuse(params, "overlap-test")
+    meta_model.train_meta_or_reuse(params, "overlap-test")
     return root, env
 
 

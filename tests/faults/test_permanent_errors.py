@@ -121,7 +121,7 @@ def metagan(*argv: str, cwd, env_extra: dict) -> tuple[int, list[str], float]:
 
     env = dict(os.environ) | env_extra
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "flows.cli", *argv], cwd=cwd, env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "flows.app.cli", *argv], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=120)
     return done.returncode, done.stderr.strip().splitlines(), time.monotonic() - start
 

@@ -15,11 +15,12 @@ from urllib.parse import unquote, urlparse
 import pytest
 import torch
 
-from flows.cli import main
-from metagan import registry, tracking
+from flows.app.cli import main
+from metagan import tracking
+from metagan.lifecycle import registry
 from metagan.errors import Damaged, ExitCode
 from metagan.files import sha256_file
-from metagan.health import check_registry
+from metagan.lifecycle.health import check_registry
 
 CUSTOMERS = ("a", "b", "c", "d")
 

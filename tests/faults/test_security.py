@@ -98,8 +98,9 @@ def test_the_batch_job_serves_the_registry_model_not_a_file_on_disk(tmp_path, mo
     the served images are the registered version's, and differ from another ONNX file of the
     same architecture (the control shows the comparison can tell them apart)."""
     from flows.generate import draw
-    from metagan import registry, tracking
-    from metagan.fleet import named_customers
+    from metagan import tracking
+    from metagan.lifecycle import registry
+    from metagan.lifecycle.fleet import named_customers
     from metagan.export import export_generator_onnx, sample_onnx
     from metagan.nets import Generator, SampleGenerator, net_config
 

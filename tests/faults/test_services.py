@@ -8,7 +8,8 @@ import time
 import pytest
 import torch
 
-from metagan import registry, tracking
+from metagan import tracking
+from metagan.lifecycle import registry
 from metagan.customers import load_ingested
 from metagan.retry import ServiceUnavailable
 from tests.faults.conftest import tiny_customer_project

@@ -62,7 +62,7 @@ def adapt_fanout_job(folder: Path) -> None:
 
 def night_job(folder: Path) -> None:
     """``metagan generate --all``: the nightly batch job once, as the schedule runs it."""
-    from flows.cli import main
+    from flows.app.cli import main
 
     sys.exit(main(["--project", str(folder), "generate", "--all", "--count", "64"]))
 

@@ -9,9 +9,10 @@ import json
 import pytest
 import torch
 
-from flows.cli import main
+from flows.app.cli import main
 from flows.generate import generate
-from metagan import registry, tracking
+from metagan import tracking
+from metagan.lifecycle import registry
 from metagan.config import GateConfig, Params
 from metagan.fleet_index import registry_index
 from metagan.shards import read_shard

@@ -83,7 +83,7 @@ def test_registered_onnx_model_runs_in_onnxruntime_and_matches_torch(project, fi
     from metagan.adapt import adapt_to_customer, load_meta_model
     from metagan.customers import load_ingested
     from metagan.export import noise, onnx_session
-    from metagan.registry import meta_checkpoint
+    from metagan.lifecycle.registry import meta_checkpoint
 
     root, _ = project
     params = params_of(root)
@@ -172,7 +172,7 @@ def test_a_second_run_with_nothing_changed_creates_no_new_versions(project, firs
 def test_rollback_needs_a_previous_version_and_then_swaps(project, first_run):
     from flows.promote import rollback
     from metagan import tracking
-    from metagan.registry import NoPreviousVersion
+    from metagan.lifecycle.registry import NoPreviousVersion
 
     root, _ = project
     params = params_of(root)
@@ -187,7 +187,7 @@ def test_a_worker_without_the_checkpoint_fetches_the_registered_meta_model(proje
     """A Dask worker on another machine has no meta checkpoint on disk: it adapts from the
     registered version's checkpoint, the same weights."""
     from metagan.adapt import load_meta_model
-    from metagan.registry import meta_checkpoint
+    from metagan.lifecycle.registry import meta_checkpoint
 
     root, _ = project
     params = params_of(root)
@@ -232,7 +232,7 @@ def test_uploads_ingested_as_they_arrive_are_adapted_by_the_hour_without_a_scan(
 
     import yaml
 
-    from flows.cli import main
+    from flows.app.cli import main
     from flows.common import load
     from flows.hourly import adapt_changed
 

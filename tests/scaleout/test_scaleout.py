@@ -34,7 +34,7 @@ def metagan(args: list[str], env: dict, cwd: Path, timeout: float = 600) -> subp
     # never the test session's own Prefect settings
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | env | {
         "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_HOME": str(cwd / ".prefect")}
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, env=full_env,
+    return subprocess.run([sys.executable, "-m", "flows.app.cli", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
 

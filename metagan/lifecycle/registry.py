@@ -1,7 +1,7 @@
 """The customer-model lifecycle: the rules of the product, on top of :mod:`metagan.tracking`.
 
 This module owns the model names and alias names, what makes two models the same (identity tags),
-find-or-register, ``candidate`` -> ``production`` (through the pure :mod:`metagan.gate`),
+find-or-register, ``candidate`` -> ``production`` (through the pure :mod:`metagan.lifecycle.gate`),
 ``previous`` and rollback, the listing of every customer (all pages) and what the batch job serves.
 
 Each read-modify-write of one customer's registry entries (find-or-register, promote, rollback)
@@ -32,7 +32,7 @@ from metagan.locks import Locker, file_locker, local_lock_folder
 from metagan.uploads import CustomerUploads, validate_customer_id
 
 if TYPE_CHECKING:
-    from metagan.gate import Evidence
+    from metagan.lifecycle.gate import Evidence
 
 # Adaptation, the gate and the metrics (torch) are imported where they are used: serving a model
 # (`metagan generate`, `metagan models`) reads names, aliases and files only, without torch.
@@ -101,7 +101,7 @@ def metric_tags(metrics: dict[str, float]) -> dict[str, str]:
 
 def evidence(version) -> Evidence:
     """What the gate needs from a registered version: its parity flag and its metrics as floats."""
-    from metagan.gate import Evidence
+    from metagan.lifecycle.gate import Evidence
     from metagan.metric_registry import METRICS
 
     metrics = {}
@@ -245,7 +245,7 @@ def promote(customer_id: str, gate: GateConfig, version: str | int | None = None
 def _promote_read(customer_id: str, cand, prod, gate: GateConfig, version: str | int | None) -> PromotionResult:
     """:func:`promote`'s decision and writes, the customer's lock held and its ``candidate`` and
     ``production`` versions (with their tags) read under it."""
-    from metagan.gate import gate_decision
+    from metagan.lifecycle.gate import gate_decision
 
     name = customer_model_name(customer_id)
     if cand is None:

@@ -100,7 +100,7 @@ def cmd_adapt(args, params: Params) -> int:
     from flows.ingest import ingest
     from flows.promote import promote
     from metagan.adapt import NoMetaCheckpoint
-    from metagan.registry import Promotion
+    from metagan.lifecycle.registry import Promotion
 
     customers = _existing_dir(args.customers)
     ckpt = params.resolve(params.paths.meta_checkpoint)
@@ -132,7 +132,7 @@ def cmd_generate(args, params: Params) -> int:
     if args.all:
         return _generate_all(args, params)
     from flows import progress
-    from metagan import registry
+    from metagan.lifecycle import registry
     from metagan.generate import run_batch_job
     from metagan.uploads import validate_customer_id
 
@@ -173,7 +173,7 @@ def _generate_all(args, params: Params) -> int:
 
 
 def cmd_schedule(args, params: Params) -> int:
-    from metagan import fleet
+    from metagan.lifecycle import fleet
     from metagan.uploads import validate_customer_id
 
     customer = validate_customer_id(args.customer)
@@ -186,7 +186,7 @@ def cmd_schedule(args, params: Params) -> int:
 
 def cmd_promote(args, params: Params) -> int:
     from flows.promote import promote
-    from metagan.registry import Promotion
+    from metagan.lifecycle.registry import Promotion
     from metagan.uploads import validate_customer_id
 
     customers = [validate_customer_id(args.customer)] if args.customer else None
@@ -208,7 +208,7 @@ def cmd_rollback(args, params: Params) -> int:
 
 
 def cmd_models(args, params: Params) -> int:
-    from metagan.registry import model_rows
+    from metagan.lifecycle.registry import model_rows
 
     rows = model_rows()
     if args.json:
@@ -221,12 +221,12 @@ def cmd_models(args, params: Params) -> int:
 
 
 def cmd_doctor(args, params: Params) -> int:
-    """The registry's health (metagan.health): exit 5 when the store or any served model is damaged;
+    """The registry's health (metagan.lifecycle.health): exit 5 when the store or any served model is damaged;
     then the fleet index checked against the registry, and the rows that disagree rewritten."""
-    from metagan.fleet import default_every_s
+    from metagan.lifecycle.fleet import default_every_s
     from metagan.fleet_index import registry_index
-    from metagan.fleet_repair import repair_index
-    from metagan.health import check_registry
+    from metagan.lifecycle.fleet_repair import repair_index
+    from metagan.lifecycle.health import check_registry
 
     health = check_registry()
     for v in health.versions:
@@ -245,7 +245,7 @@ def models_table(rows, width: int = 100) -> str:
     """Customers one a line (aliases, and the key metrics of production, else of the candidate),
     then the meta-model and the evaluator with their ``current`` version; fits ``width`` columns."""
     from metagan.metric_registry import METRICS
-    from metagan.registry import CANDIDATE, CURRENT, PREVIOUS, PRODUCTION
+    from metagan.lifecycle.registry import CANDIDATE, CURRENT, PREVIOUS, PRODUCTION
 
     keys = [m for m in METRICS.values() if m.key]
     customers = [r for r in rows if r.kind == "customer"]
@@ -276,7 +276,7 @@ def models_table(rows, width: int = 100) -> str:
 
 
 def cmd_demo(args, params: Params) -> int:
-    from flows.demo import EXAMPLE_CUSTOMERS, run_demo
+    from flows.app.demo import EXAMPLE_CUSTOMERS, run_demo
 
     out = Path(args.out) if args.out else project_dir() / "out" / "demo"
     return run_demo(args.params, _existing_dir(args.customers) if args.customers else EXAMPLE_CUSTOMERS,

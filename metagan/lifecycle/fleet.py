@@ -12,7 +12,7 @@
   differ from those their newest model was adapted from are adapted. A new meta-model or new
   adaptation settings change every customer's model: the first hour that sees them marks all.
 
-The registry stays the source of truth: :mod:`metagan.fleet_repair` (``metagan doctor``) rewrites
+The registry stays the source of truth: :mod:`metagan.lifecycle.fleet_repair` (``metagan doctor``) rewrites
 index rows that disagree with it, and builds the index of a registry that has none.
 """
 
@@ -23,7 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metagan import registry, tracking
+from metagan import tracking
+from metagan.lifecycle import registry
 from metagan.cadence import EVERY_TAG, next_due
 from metagan.config import Params
 from metagan.errors import kind_of
@@ -57,7 +58,7 @@ class NightPlan:
 
 def index(params: Params) -> FleetIndex:
     """The fleet index of the configured registry, built from the registry if it never was."""
-    from metagan.fleet_repair import ensure_built
+    from metagan.lifecycle.fleet_repair import ensure_built
 
     found = registry_index()
     ensure_built(found, default_every_s(params))

@@ -1,6 +1,6 @@
 """The meta-model's and the evaluator's lifecycle: train or reuse, log, register, keep ``current``.
 
-Identities and names come from :mod:`metagan.registry`; MLflow is reached through
+Identities and names come from :mod:`metagan.lifecycle.registry`; MLflow is reached through
 :mod:`metagan.tracking`, the training itself is :func:`metagan.train.meta_train`.
 """
 
@@ -15,7 +15,7 @@ from metagan.config import Params
 from metagan.data import load_packed
 from metagan.files import sha256_file, write_json, write_text
 from metagan.grid import make_grid
-from metagan.registry import CURRENT, EVALUATOR_MODEL, META_MODEL, meta_identity
+from metagan.lifecycle.registry import CURRENT, EVALUATOR_MODEL, META_MODEL, meta_identity
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class MetaRegistration:
 
 def train_meta_or_reuse(params: Params, data_version: str, progress=None) -> MetaRegistration:
     """Train and register a meta-model (alias ``current``), unless one with the same identity
-    (:func:`~metagan.registry.meta_identity`) is registered already: then its checkpoint is put in
+    (:func:`~metagan.lifecycle.registry.meta_identity`) is registered already: then its checkpoint is put in
     place (downloaded when the local file differs) and it becomes ``current`` again.
 
     ``progress``: a ``report(name, value, step)`` callback that sees every statistic MLflow gets

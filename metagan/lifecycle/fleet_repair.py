@@ -19,7 +19,8 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from metagan import registry, tracking
+from metagan import tracking
+from metagan.lifecycle import registry
 from metagan.cadence import EVERY_TAG, every_s_of, next_due
 from metagan.fleet_index import CustomerRow, FleetIndex
 

@@ -1,5 +1,5 @@
 """The promotion gate: may a candidate replace a customer's production model? A pure function of
-what the registry records about the two versions; :mod:`metagan.registry` calls it."""
+what the registry records about the two versions; :mod:`metagan.lifecycle.registry` calls it."""
 
 from __future__ import annotations
 
