@@ -82,12 +82,12 @@ def adapt_flow(p: str, ids: list[str], data, meta_version: str, overrides: dict 
 
 WATCHED = {  # (module, function) -> what it is, for the breakdown
     ("metagan.customer_model", "adapt_customer"): "compute: fine-tune, export, parity, metrics, contact sheet",
-    ("metagan.tracking", "log_onnx_model"): "MLflow: log the ONNX model (7 files to the artifact store), register it",
+    ("metagan.model_versions", "log_onnx_model"): "MLflow: log the ONNX model (7 files to the artifact store), register it",
     ("metagan.tracking", "start_run"): "MLflow: the run (start, params, params.yaml, end)",
-    ("metagan.tracking", "find_version"): "MLflow: find an identical version",
+    ("metagan.model_versions", "find_version"): "MLflow: find an identical version",
     ("metagan.tracking", "log_metrics"): "MLflow: log metrics",
     ("metagan.tracking", "log_file"): "MLflow: log the contact sheet",
-    ("metagan.tracking", "set_alias"): "MLflow: set the candidate alias",
+    ("metagan.model_versions", "set_alias"): "MLflow: set the candidate alias",
     ("metagan.lifecycle.registry", "registry_index"): "fleet index: record the adaptation",
     ("metagan.lifecycle.registry", "meta_checkpoint"): "the meta-model's checkpoint (cached after the first)",
 }

@@ -129,20 +129,19 @@ def real_model(work: Path) -> Path:
 
 def register(ids: list[str], onnx: Path, clients: int, drawn_at: str | None) -> dict:
     """Every customer a version of the one logged model, aliased candidate and production."""
-    from metagan import tracking
-    from metagan.lifecycle import registry
+    from metagan import model_names, model_versions, tracking
 
     with tracking.start_run("fleet-bench", {}) as run:
-        first = tracking.log_onnx_model(onnx, registry.customer_model_name("fleet-model"), METRIC_TAGS)
+        first = model_versions.log_onnx_model(onnx, model_names.customer_model_name("fleet-model"), METRIC_TAGS)
     source, model_id = first.source, first.source.removeprefix("models:/")
     tags = dict(first.tags) | ({"last_batch_created": drawn_at, "last_batch": "bench"} if drawn_at else {})
 
     def one(cid: str) -> None:
-        name = registry.customer_model_name(cid)
-        mv = tracking.register_version(name, source, run.info.run_id, tags | {"content_hash": f"bench-{cid}"},
+        name = model_names.customer_model_name(cid)
+        mv = model_versions.register_version(name, source, run.info.run_id, tags | {"content_hash": f"bench-{cid}"},
                                        model_id=model_id)
-        tracking.set_alias(name, registry.CANDIDATE, mv.version)
-        tracking.set_alias(name, registry.PRODUCTION, mv.version)
+        model_versions.set_alias(name, model_names.CANDIDATE, mv.version)
+        model_versions.set_alias(name, model_names.PRODUCTION, mv.version)
 
     with ThreadPoolExecutor(clients) as pool:
         list(pool.map(one, ids))
@@ -202,15 +201,14 @@ def night(params, count: int) -> dict:
 
 def new_candidates(ids: list[str], logged: dict, clients: int) -> None:
     """A new candidate for each (as an adaptation registers it, and records in the index)."""
-    from metagan import tracking
-    from metagan.lifecycle import registry
+    from metagan import model_names, model_versions
     from metagan.fleet_index import registry_index
 
     def one(cid: str) -> None:
-        name = registry.customer_model_name(cid)
-        mv = tracking.register_version(name, logged["source"], logged["run_id"],
+        name = model_names.customer_model_name(cid)
+        mv = model_versions.register_version(name, logged["source"], logged["run_id"],
                                        logged["tags"] | {"content_hash": f"bench2-{cid}"}, model_id=logged["model_id"])
-        tracking.set_alias(name, registry.CANDIDATE, mv.version)
+        model_versions.set_alias(name, model_names.CANDIDATE, mv.version)
         registry_index().adapted(cid, f"bench2-{cid}")
 
     with ThreadPoolExecutor(clients) as pool:

@@ -34,10 +34,10 @@ BREAKDOWN = """
 import time; t0 = time.perf_counter()
 import flows.app.cli, flows.progress, metagan.lifecycle.registry, metagan.generate, metagan.onnx_runtime, onnxruntime, PIL.Image
 t1 = time.perf_counter()
-from metagan.lifecycle import registry
+from metagan import model_names, serving
 from metagan.config import load_params
 params = load_params()
-model = registry.served_model({customer!r})
+model = serving.served_model({customer!r})
 t2 = time.perf_counter()
 from metagan.onnx_runtime import sample_onnx
 images = sample_onnx(model.onnx, {count})
@@ -53,8 +53,7 @@ print(json.dumps({{"imports_s": t1 - t0, "settings_and_registry_s": t2 - t1, "dr
 
 def build_project(work: Path, customers: int) -> list[str]:
     """A project folder whose registry holds ``customers`` customers in production."""
-    from metagan import tracking
-    from metagan.lifecycle import registry
+    from metagan import model_names, model_versions, tracking
     from metagan.adapt import MetaModel
     from metagan.config import PACKAGE_DIR, load_params
     from metagan.customer_model import adapt_customer
@@ -69,15 +68,15 @@ def build_project(work: Path, customers: int) -> list[str]:
     model = adapt_customer(MetaModel.load(SHIPPED_META_MODEL), uploads, params)
     ids = [f"c{i:05d}" for i in range(customers)]
     with tracking.start_run("generate-latency", {}) as run:
-        first = tracking.log_onnx_model(model.onnx_path, registry.customer_model_name(ids[0]), {})
+        first = model_versions.log_onnx_model(model.onnx_path, model_names.customer_model_name(ids[0]), {})
     from metagan.files import sha256_file
 
     tags = {"parity_ok": "true", "onnx_sha256": sha256_file(model.onnx_path)}
     for cid in ids:
-        name = registry.customer_model_name(cid)
-        mv = first if cid == ids[0] else tracking.register_version(name, first.source, run.info.run_id, tags,
+        name = model_names.customer_model_name(cid)
+        mv = first if cid == ids[0] else model_versions.register_version(name, first.source, run.info.run_id, tags,
                                                                    model_id=first.source.removeprefix("models:/"))
-        tracking.set_alias(name, registry.PRODUCTION, mv.version)
+        model_versions.set_alias(name, model_names.PRODUCTION, mv.version)
     return ids
 
 

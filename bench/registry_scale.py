@@ -47,8 +47,9 @@ def register_customers(n: int, work: Path) -> float:
     """``n`` customers, each with one version (tags as adaptation leaves them) aliased ``candidate``."""
     import torch
 
-    from metagan import tracking
+    from metagan import model_versions, tracking
     from metagan.lifecycle import registry
+    from metagan import model_names
     from metagan.export import export_generator_onnx
     from metagan.nets import Generator, SampleGenerator, net_config
 
@@ -57,15 +58,15 @@ def register_customers(n: int, work: Path) -> float:
                                  work / "tiny.onnx")
     start = time.perf_counter()
     with tracking.start_run("registry-scale", {}) as run:
-        first = tracking.log_onnx_model(onnx, registry.customer_model_name("c00000"), {})
+        first = model_versions.log_onnx_model(onnx, model_names.customer_model_name("c00000"), {})
     tags = {"parity_ok": "true", "meta_version": "1", "adapt_hash": "bench", "data_version": "bench"} | \
         registry.metric_tags({"parity_max_abs_diff": 1e-6, "shot_coverage": 0.2, "sample_diversity": 0.9,
                               "consistency": 0.9, "copy_rate": 0.0, "diversity": 1.0})
     for i in range(n):
-        name = registry.customer_model_name(f"c{i:05d}")
-        mv = tracking.register_version(name, first.source, run.info.run_id, tags | {"content_hash": f"h{i}"},
+        name = model_names.customer_model_name(f"c{i:05d}")
+        mv = model_versions.register_version(name, first.source, run.info.run_id, tags | {"content_hash": f"h{i}"},
                                        model_id=first.source.removeprefix("models:/"))
-        tracking.set_alias(name, registry.CANDIDATE, mv.version)
+        model_versions.set_alias(name, model_names.CANDIDATE, mv.version)
     return time.perf_counter() - start
 
 

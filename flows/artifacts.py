@@ -9,7 +9,7 @@ import os
 
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from metagan import tracking
+from metagan import store, tracking
 from metagan.metric_registry import METRICS
 from metagan.lifecycle.registry import Adaptation, PromotionResult
 
@@ -41,7 +41,7 @@ def promotion_table(results: list[PromotionResult]) -> None:
 def mlflow_ui() -> str:
     """Where the MLflow UI of this registry is: the tracking server itself, or the address
     ``mlflow ui`` serves the embedded SQLite store on by default."""
-    uri = tracking.tracking_uri()
+    uri = store.tracking_uri()
     return uri.rstrip("/") if uri.startswith(("http://", "https://")) else os.environ.get(
         "METAGAN_MLFLOW_UI", "http://127.0.0.1:5000")
 
@@ -62,7 +62,7 @@ def pipeline_summary(result, out: str) -> None:
              f"({'reused' if result.meta.reused else 'trained'})",
              f"- images: `{out}` (one folder per customer: the images (a shard `images.tar`, or PNGs), "
              "`contact-sheet.png`, `index.html`, `manifest.json`)",
-             f"- MLflow: {mlflow_ui()} (embedded store: `mlflow ui --backend-store-uri {tracking.tracking_uri()}`)",
+             f"- MLflow: {mlflow_ui()} (embedded store: `mlflow ui --backend-store-uri {store.tracking_uri()}`)",
              "", "| customer | version | decision | reason | MLflow run |", "|---|---|---|---|---|"]
     for a in result.adapted:
         p = promoted.get(a.customer_id)

@@ -77,7 +77,8 @@ def adapt_stage(params: Params) -> None:
 
 
 def production_stage(params: Params) -> None:
-    from metagan.lifecycle.registry import PRODUCTION as ALIAS, list_customers
+    from metagan.model_names import PRODUCTION as ALIAS
+    from metagan.lifecycle.registry import list_customers
 
     write_json(params.resolve(PRODUCTION), {e.customer_id: e.aliases[ALIAS] for e in list_customers()
                                             if ALIAS in e.aliases})

@@ -381,10 +381,10 @@ def open_index(url: str) -> FleetIndex:
 
 
 def registry_index() -> FleetIndex:
-    """The index of the configured registry (:func:`metagan.tracking.tracking_uri`)."""
-    from metagan import tracking
+    """The index of the configured registry (:func:`metagan.store.tracking_uri`)."""
+    from metagan import store
 
-    return open_index(index_url(tracking.tracking_uri()))
+    return open_index(index_url(store.tracking_uri()))
 
 
 def index_url(tracking_uri: str) -> str:

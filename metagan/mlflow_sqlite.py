@@ -3,7 +3,7 @@ number, its tags and its ONNX file, with ``sqlite3`` and the file system alone.
 
 Why not MLflow's client: importing mlflow costs about 1.5 s of a 3 s budget for ``metagan
 generate`` on 2 cores (docs/BENCHMARKS.md), and serving needs only a few rows and one file. Only
-:mod:`metagan.tracking` calls this, and it falls back to MLflow's client whenever the store does
+:mod:`metagan.serving` calls this, and it falls back to MLflow's client whenever the store does
 not look as expected (:class:`UnknownLayout`: another MLflow schema, artifacts not on the local
 file system), so a new MLflow version can make serving slower but not wrong;
 ``tests/test_serving.py`` checks this reader against MLflow's client on the same registry.
@@ -93,7 +93,7 @@ def onnx_file(stored: StoredVersion) -> Path:
         raise UnknownLayout(f"{described}: no ONNX flavor ({e})") from e
     if any(p.suffix == ".data" for p in folder.iterdir()):
         # logged with MLflow's default, the weights in a separate file (versions registered before
-        # tracking.log_onnx_model stored the file whole): onnx reassembles it
+        # model_versions.log_onnx_model stored the file whole): onnx reassembles it
         raise UnknownLayout(f"{stored.name} version {stored.version} keeps its weights beside model.onnx")
     return folder / data
 

@@ -54,8 +54,7 @@ def reported(stdout: str) -> dict[str, tuple[str, str]]:
 
 def check_outcome(folders: list[Path], outs, image_size: int | None = None) -> dict:
     """The guarantees of docs/RELIABILITY.md for two overlapping runs, checked on the registry."""
-    from metagan import tracking
-    from metagan.lifecycle import registry
+    from metagan import model_names, model_versions
     from metagan.uploads import load_customer_uploads
 
     for rc, out, err in outs:
@@ -64,26 +63,26 @@ def check_outcome(folders: list[Path], outs, image_size: int | None = None) -> d
     assert all(r.keys() == {"ovA", "ovB"} for r in reports), reports
 
     # the same uploads in both runs: exactly one version, serving, nothing stale in `previous`
-    name = registry.customer_model_name("ovA")
-    (only,) = tracking.search_versions(f"name='{name}'")
+    name = model_names.customer_model_name("ovA")
+    (only,) = model_versions.search_versions(f"name='{name}'")
     assert {r["ovA"][0] for r in reports} == {str(only.version)}
-    aliases = {a: str(tracking.get_alias(name, a).version) for a in ("candidate", "production")}
+    aliases = {a: str(model_versions.get_alias(name, a).version) for a in ("candidate", "production")}
     assert aliases == {"candidate": str(only.version), "production": str(only.version)}
-    assert tracking.get_alias(name, "previous") is None
+    assert model_versions.get_alias(name, "previous") is None
 
     # one id, different uploads: one version per run, each built from what that run ingested
-    name = registry.customer_model_name("ovB")
-    versions = {str(v.version): v for v in tracking.search_versions(f"name='{name}'")}
+    name = model_names.customer_model_name("ovB")
+    versions = {str(v.version): v for v in model_versions.search_versions(f"name='{name}'")}
     assert len(versions) == 2
     for folder, report in zip(folders, reports):
         own = load_customer_uploads(folder / "ovB", image_size or Params().data.image_size, 1).content_hash
         assert versions[report["ovB"][0]].tags["content_hash"] == own
     newest = max(versions, key=int)
-    production = str(tracking.get_alias(name, "production").version)
-    candidate = str(tracking.get_alias(name, "candidate").version)
+    production = str(model_versions.get_alias(name, "production").version)
+    candidate = str(model_versions.get_alias(name, "candidate").version)
     assert candidate == production == newest, {"candidate": candidate, "production": production, "newest": newest,
                                                "reports": reports}
-    previous = tracking.get_alias(name, "previous")
+    previous = model_versions.get_alias(name, "previous")
     assert previous is None or str(previous.version) == min(versions, key=int)
     states = {r["ovB"][0]: r["ovB"][1] for r in reports}
     assert states[newest] == "production"

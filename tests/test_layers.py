@@ -111,3 +111,25 @@ def test_the_floor_test_sees_an_upward_import(tmp_path):
     bad.write_text("def f():\n    from flows.pipeline import pipeline\n")
     assert "flows.pipeline" in imports("metagan.bad", bad)
     assert FLOORS.index(floor("flows.pipeline")) > FLOORS.index(floor("metagan.bad"))
+
+
+SERVING_PATH = ("metagan.serving", "metagan.generate", "metagan.onnx_runtime")
+HEAVY = ("torch", "mlflow", "prefect", "dvc", "pandas")
+
+
+def test_the_serving_path_is_torch_free_by_its_imports():
+    """Every module the batch job's modules reach through their module-level imports imports none of
+    the heavy packages at module level (a function that needs one imports it inside)."""
+    mods, seen, todo, heavy = modules(), set(), list(SERVING_PATH), []
+    while todo:
+        m = todo.pop()
+        if m in seen or m not in mods:
+            continue
+        seen.add(m)
+        for name in imports(m, mods[m], top_level_only=True):
+            if name.split(".")[0] in HEAVY:
+                heavy.append(f"{m} imports {name}")
+            parents = [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 2)]
+            todo += [p for p in parents if p in mods]  # a package's __init__ runs too
+    assert {"metagan.serving", "metagan.store", "metagan.model_names"} <= seen
+    assert not heavy, "\n".join(sorted(heavy))

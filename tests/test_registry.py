@@ -8,7 +8,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from metagan import tracking
+from metagan import model_names, model_versions, serving, tracking
 from metagan.lifecycle import registry
 from metagan.config import GateConfig
 from metagan.lifecycle.registry import Promotion
@@ -33,16 +33,16 @@ def onnx_model(store):
     path = export_generator_onnx(SampleGenerator(Generator(net_config("tiny", 16, 1, code_dim=8)), torch.randn(8)),
                                  store / "g.onnx")
     with tracking.start_run("models", {}) as run:
-        version = tracking.log_onnx_model(path, registry.customer_model_name("seed"), {})
+        version = model_versions.log_onnx_model(path, model_names.customer_model_name("seed"), {})
     return run.info.run_id, version.source, version.source.removeprefix("models:/")  # the logged model's id
 
 
 def register(customer: str, logged: tuple[str, str, str], tags: dict | None = None, alias: str | None = None) -> str:
     run_id, source, model_id = logged
-    mv = tracking.register_version(registry.customer_model_name(customer), source, run_id, GOOD_TAGS | (tags or {}),
+    mv = model_versions.register_version(model_names.customer_model_name(customer), source, run_id, GOOD_TAGS | (tags or {}),
                                    model_id=model_id)
     if alias:
-        tracking.set_alias(registry.customer_model_name(customer), alias, mv.version)
+        model_versions.set_alias(model_names.customer_model_name(customer), alias, mv.version)
     return str(mv.version)
 
 
@@ -67,7 +67,7 @@ def test_every_customer_past_the_first_page_is_listed_promoted_and_generated_for
     models table comes from two paginated listings, not queries per model."""
     ids = [f"c{i:03d}" for i in range(105)]
     for cid in ids:
-        register(cid, onnx_model, alias=registry.CANDIDATE)
+        register(cid, onnx_model, alias=model_names.CANDIDATE)
     calls = Calls(monkeypatch, "search_registered_models", "search_model_versions", "get_model_version_by_alias")
     listed = registry.list_customers()
     assert [e.customer_id for e in listed] == sorted(ids + ["seed"])
@@ -91,26 +91,26 @@ def test_every_customer_past_the_first_page_is_listed_promoted_and_generated_for
 def test_promotion_results_are_typed_and_previous_follows(onnx_model):
     gate = GateConfig()
     assert registry.promote("acme", gate).outcome is Promotion.NO_CANDIDATE
-    v1 = register("acme", onnx_model, alias=registry.CANDIDATE)
+    v1 = register("acme", onnx_model, alias=model_names.CANDIDATE)
     first = registry.promote("acme", gate)
     assert (first.outcome, first.version, first.serving) == (Promotion.PROMOTED, v1, True)
     assert registry.promote("acme", gate).outcome is Promotion.ALREADY_PRODUCTION
 
     v2 = register("acme", onnx_model, {"consistency": "0.1", "copy_rate": "0.0", "diversity": "1.0"},
-                  alias=registry.CANDIDATE)
+                  alias=model_names.CANDIDATE)
     refused = registry.promote("acme", gate)
     assert refused.outcome is Promotion.REFUSED and not refused.serving and refused.version == v2
     assert any("consistency 0.10 < 0.50" in r for r in refused.reasons)
-    assert tracking.get_version(registry.customer_model_name("acme"), v2).tags["gate"] == "refused"
+    assert model_versions.get_version(model_names.customer_model_name("acme"), v2).tags["gate"] == "refused"
 
-    v3 = register("acme", onnx_model, alias=registry.CANDIDATE)
+    v3 = register("acme", onnx_model, alias=model_names.CANDIDATE)
     assert registry.promote("acme", gate, version=v2).outcome is Promotion.SUPERSEDED  # v3 came later
     assert registry.promote("acme", gate, version=v3).outcome is Promotion.PROMOTED
-    name = registry.customer_model_name("acme")
-    assert (str(tracking.get_alias(name, "production").version), str(tracking.get_alias(name, "previous").version)) \
+    name = model_names.customer_model_name("acme")
+    assert (str(model_versions.get_alias(name, "production").version), str(model_versions.get_alias(name, "previous").version)) \
         == (v3, v1)
     assert registry.rollback("acme") == v1
-    assert str(tracking.get_alias(name, "previous").version) == v3
+    assert str(model_versions.get_alias(name, "previous").version) == v3
     with pytest.raises(registry.NoPreviousVersion):
         registry.rollback("nobody")
 
@@ -134,16 +134,16 @@ def test_a_generate_during_promotions_serves_one_complete_version(store):
     from metagan.export import export_generator_onnx
     from metagan.nets import Generator, SampleGenerator, net_config
 
-    name = registry.customer_model_name("acme")
+    name = model_names.customer_model_name("acme")
     onnx = {}
     for seed in (1, 2):
         torch.manual_seed(seed)
         path = export_generator_onnx(SampleGenerator(Generator(net_config("tiny", 16, 1, code_dim=8)),
                                                      torch.randn(8)), store / f"g{seed}.onnx")
         with tracking.start_run(f"v{seed}", {}):
-            mv = tracking.log_onnx_model(path, name, GOOD_TAGS)
-        onnx[str(mv.version)] = tracking.load_onnx_bytes(f"models:/{name}/{mv.version}")
-        tracking.set_alias(name, registry.CANDIDATE, mv.version)
+            mv = model_versions.log_onnx_model(path, name, GOOD_TAGS)
+        onnx[str(mv.version)] = serving.load_onnx_bytes(f"models:/{name}/{mv.version}")
+        model_versions.set_alias(name, model_names.CANDIDATE, mv.version)
         assert registry.promote("acme", GateConfig()).serving
     assert onnx["1"] != onnx["2"]
 
@@ -160,7 +160,7 @@ def test_a_generate_during_promotions_serves_one_complete_version(store):
     flipper.start()
     try:
         for _ in range(12):
-            model = registry.production_model("acme")
+            model = serving.production_model("acme")
             served.append(model.version)
             assert model.onnx == onnx[model.version] and model.uri == f"models:/{name}/{model.version}"
     finally:

@@ -15,8 +15,7 @@ import torch
 from PIL import Image
 
 from flows.app.cli import Console, main
-from metagan import mlflow_sqlite, tracking
-from metagan.lifecycle import registry
+from metagan import mlflow_sqlite, model_names, model_versions, serving, tracking
 from metagan.config import PROJECT_ROOT
 from metagan.errors import Damaged, ExitCode, NotFound
 from metagan.files import sha256_file
@@ -46,25 +45,25 @@ def tiny_onnx(path, seed: int):
 def acme(store):
     """Customer acme: version 1 in production, version 2 the candidate (different weights), both
     with their checksum tag; the meta-model registered with ``current``."""
-    name = registry.customer_model_name("acme")
+    name = model_names.customer_model_name("acme")
     files = {}
-    for v, alias in ((1, registry.PRODUCTION), (2, registry.CANDIDATE)):
+    for v, alias in ((1, model_names.PRODUCTION), (2, model_names.CANDIDATE)):
         files[str(v)] = tiny_onnx(store / f"v{v}.onnx", seed=v)
         with tracking.start_run(f"adapt-{v}", {}):
-            mv = tracking.log_onnx_model(files[str(v)], name, {"parity_ok": "true", "shot_coverage": "0.25",
+            mv = model_versions.log_onnx_model(files[str(v)], name, {"parity_ok": "true", "shot_coverage": "0.25",
                                                                "onnx_sha256": sha256_file(files[str(v)])})
-        tracking.set_alias(name, alias, mv.version)
+        model_versions.set_alias(name, alias, mv.version)
     with tracking.start_run("meta", {}) as run:
-        meta = tracking.register_version(registry.META_MODEL, mv.source, run.info.run_id, {})
-    tracking.set_alias(registry.META_MODEL, registry.CURRENT, meta.version)
+        meta = model_versions.register_version(model_names.META_MODEL, mv.source, run.info.run_id, {})
+    model_versions.set_alias(model_names.META_MODEL, model_names.CURRENT, meta.version)
     return files
 
 
 def test_the_registered_file_is_the_exported_file_byte_for_byte(acme):
     """The batch job can check a model against the checksum of the file adaptation exported."""
-    served = registry.served_model("acme")
+    served = serving.served_model("acme")
     assert served.onnx == acme["1"].read_bytes()
-    assert tracking.load_onnx_bytes("models:/metagan-customer-acme/2") == acme["2"].read_bytes()
+    assert serving.load_onnx_bytes("models:/metagan-customer-acme/2") == acme["2"].read_bytes()
 
 
 def test_the_direct_reader_agrees_with_mlflows_client(acme, monkeypatch):
@@ -72,13 +71,13 @@ def test_the_direct_reader_agrees_with_mlflows_client(acme, monkeypatch):
              ("metagan-customer-acme", None, 1), ("metagan-customer-acme", None, "2"),
              ("metagan-customer-acme", "previous", None), ("metagan-customer-acme", None, 9),
              ("metagan-customer-nosuch", "production", None)]
-    direct = [tracking.load_onnx_version(*a) for a in asked]
+    direct = [serving.load_onnx_version(*a) for a in asked]
 
     def unknown(*a, **k):
         raise mlflow_sqlite.UnknownLayout("forced")
 
     monkeypatch.setattr(mlflow_sqlite, "read_version", unknown)
-    through_mlflow = [tracking.load_onnx_version(*a) for a in asked]
+    through_mlflow = [serving.load_onnx_version(*a) for a in asked]
     assert direct == through_mlflow
     assert [d.version if d else None for d in direct] == ["1", "2", "1", "2", None, None, None]
 
@@ -88,7 +87,7 @@ def test_a_model_that_does_not_match_its_checksum_is_refused(acme, store, capsys
                                                                 "production"))
     stored.write_bytes(stored.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(Damaged, match="checksum"):
-        registry.served_model("acme")
+        serving.served_model("acme")
     assert main(["generate", "--customer", "acme", "--out", str(store / "out")]) == ExitCode.DAMAGED
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert not (store / "out").exists()
@@ -96,9 +95,9 @@ def test_a_model_that_does_not_match_its_checksum_is_refused(acme, store, capsys
 
 def test_unknown_customer_alias_or_version_is_bad_input(acme, capsys):
     with pytest.raises(NotFound, match="no production model"):
-        registry.served_model("nosuch")
+        serving.served_model("nosuch")
     with pytest.raises(NotFound, match="no previous model"):
-        registry.served_model("acme", "previous")
+        serving.served_model("acme", "previous")
     assert main(["generate", "--customer", "acme", "--version", "7"]) == ExitCode.BAD_INPUT
     assert capsys.readouterr().err.strip() == "error: customer 'acme' has no model version 7"
 
@@ -144,10 +143,10 @@ def test_the_serving_path_imports_neither_torch_nor_mlflow_nor_prefect(acme, sto
 
 def test_models_fits_100_columns_says_whose_metrics_and_has_json(acme, store, capsys):
     for cid in ("a-customer-with-a-rather-long-identifier-that-goes-on-and-on", "beta"):
-        name = registry.customer_model_name(cid)
-        mv = tracking.register_version(name, tracking.get_version("metagan-customer-acme", 2).source, "",
+        name = model_names.customer_model_name(cid)
+        mv = model_versions.register_version(name, model_versions.get_version("metagan-customer-acme", 2).source, "",
                                        {"parity_ok": "true", "consistency": "0.75"})
-        tracking.set_alias(name, registry.CANDIDATE, mv.version)
+        model_versions.set_alias(name, model_names.CANDIDATE, mv.version)
     assert main(["models"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert max(map(len, lines)) <= 100
@@ -171,7 +170,7 @@ def test_a_batch_as_one_shard_holds_what_loose_pngs_hold(acme, store):
     from metagan.generate import run_batch_job
     from metagan.shards import read_shard
 
-    model = registry.served_model("acme")
+    model = serving.served_model("acme")
     loose = run_batch_job(model.onnx, 6, str(store / "png"), 4, model.describe())
     shard = run_batch_job(model.onnx, 6, str(store / "shard"), 4, model.describe(), layout="shard")
     assert sorted(p.name for p in (store / "shard").iterdir()) == ["contact-sheet.png", "images.tar", "index.html",

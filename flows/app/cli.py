@@ -132,18 +132,18 @@ def cmd_generate(args, params: Params) -> int:
     if args.all:
         return _generate_all(args, params)
     from flows import progress
-    from metagan.lifecycle import registry
+    from metagan import model_names, serving
     from metagan.generate import run_batch_job
     from metagan.uploads import validate_customer_id
 
     if args.model is not None:
-        model = registry.local_model(args.model)
+        model = serving.local_model(args.model)
         folder = model.name
     else:
         customer = validate_customer_id(args.customer)
-        model = registry.served_model(customer, args.alias or registry.PRODUCTION, args.version)
+        model = serving.served_model(customer, args.alias or model_names.PRODUCTION, args.version)
         # previews (another alias, a version number) go beside the production batch, never over it
-        folder = customer if model.alias == registry.PRODUCTION else \
+        folder = customer if model.alias == model_names.PRODUCTION else \
             f"{customer}-{model.alias}" if model.alias else f"{customer}-v{model.version}"
     count = params.schedules.generate_count if args.count is None else args.count
     out = args.out or params.paths.generated
@@ -245,7 +245,7 @@ def models_table(rows, width: int = 100) -> str:
     """Customers one a line (aliases, and the key metrics of production, else of the candidate),
     then the meta-model and the evaluator with their ``current`` version; fits ``width`` columns."""
     from metagan.metric_registry import METRICS
-    from metagan.lifecycle.registry import CANDIDATE, CURRENT, PREVIOUS, PRODUCTION
+    from metagan.model_names import CANDIDATE, CURRENT, PREVIOUS, PRODUCTION
 
     keys = [m for m in METRICS.values() if m.key]
     customers = [r for r in rows if r.kind == "customer"]
@@ -648,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         _check_arguments(args)  # a mistake on the command line is reported before any state is looked at
         if (args.command in NEEDS_REGISTRY and getattr(args, "model", None) is None) \
                 or args.command in MAY_CREATE_REGISTRY:
-            from metagan.tracking import check_configured_store
+            from metagan.store import check_configured_store
 
             check_configured_store(create=args.command in MAY_CREATE_REGISTRY)
         from flows import progress

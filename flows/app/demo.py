@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from flows.common import check_profile
-from metagan import tracking
+from metagan import store
 from metagan.config import PACKAGE_DIR, SHIPPED_META_MODEL, Params, load_params
 from metagan.contact_sheet import contact_sheet
 
@@ -56,7 +56,7 @@ def run_demo(params_path: str | None, customers: Path, out: Path, train_minutes:
     bin_dir = Path(sys.executable).parent  # the environment metagan runs in (.venv/bin in a checkout)
     echo("")
     echo(f"Look at the runs and the model registry:   {bin_dir / 'mlflow'} ui --backend-store-uri "
-         f"{tracking.tracking_uri()}")
+         f"{store.tracking_uri()}")
     echo(f"Look at the flow runs (start it first):    {bin_dir / 'prefect'} server start")
     echo(f"List models, versions and aliases:         {bin_dir / 'metagan'} models")
     echo(f"Preview a candidate before promoting it:   {bin_dir / 'metagan'} generate --customer ID --alias candidate")

@@ -23,8 +23,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metagan import tracking
+from metagan import model_versions, tracking
 from metagan.lifecycle import registry
+from metagan import model_names, serving
 from metagan.cadence import EVERY_TAG, next_due
 from metagan.config import Params
 from metagan.errors import kind_of
@@ -207,9 +208,9 @@ class BatchRecorder:
         self.run_id = run.info.run_id
         return self
 
-    def record(self, customer_id: str, model: registry.ServedModel, manifest: dict) -> None:
+    def record(self, customer_id: str, model: serving.ServedModel, manifest: dict) -> None:
         """Record one batch (drawn from a registered version)."""
-        tracking.set_version_tags(model.name, model.version, dict(zip(BATCH_TAGS, (
+        model_versions.set_version_tags(model.name, model.version, dict(zip(BATCH_TAGS, (
             manifest.get("manifest", ""), manifest.get("created", "")))))
         with self._lock:
             self.manifests.append({"customer_id": customer_id, "model_name": model.name,
@@ -228,10 +229,10 @@ class BatchRecorder:
             self._stack.__exit__(*exc)
 
 
-def _served(item: DueBatch) -> registry.ServedModel:
+def _served(item: DueBatch) -> serving.ServedModel:
     if item.version is None:
-        return registry.production_model(item.customer_id)
-    return registry.served_version(item.customer_id, item.version, item.model_uri, item.model_sha256)
+        return serving.production_model(item.customer_id)
+    return serving.served_version(item.customer_id, item.version, item.model_uri, item.model_sha256)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,7 +309,7 @@ def parse_every(text: str) -> float | None:
 def set_schedule(customer_id: str, every_hours: float | None, params: Params) -> None:
     """A customer's own batch cadence (None: back to the fleet's default): written to the registry
     (a tag of its registered model, the truth) and to the index (its next turn follows)."""
-    name = registry.customer_model_name(customer_id)
-    tracking.set_model_tag(name, EVERY_TAG, "" if every_hours is None else repr(float(every_hours)))
+    name = model_names.customer_model_name(customer_id)
+    model_versions.set_model_tag(name, EVERY_TAG, "" if every_hours is None else repr(float(every_hours)))
     registry_index().set_every(customer_id, None if every_hours is None else round(every_hours * 3600),
                                default_every_s(params))

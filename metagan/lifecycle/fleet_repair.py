@@ -19,8 +19,7 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from metagan import tracking
-from metagan.lifecycle import registry
+from metagan import model_names, model_versions
 from metagan.cadence import EVERY_TAG, every_s_of, next_due
 from metagan.fleet_index import CustomerRow, FleetIndex
 
@@ -51,23 +50,23 @@ def _created(tag: str | None) -> float | None:
 def expected_rows(default_every_s: int, now: float) -> dict[str, CustomerRow]:
     """What the registry says the index should hold, customer by customer (uploads unknown)."""
     versions: dict[str, dict[str, object]] = {}
-    for v in tracking.search_versions(f"name LIKE '{registry.CUSTOMER_PREFIX}%'"):
+    for v in model_versions.search_versions(f"name LIKE '{model_names.CUSTOMER_PREFIX}%'"):
         versions.setdefault(v.name, {})[str(v.version)] = v
     rows = {}
-    for m in tracking.list_models(registry.CUSTOMER_PREFIX):
-        cid = registry.customer_id_of(m.name)
+    for m in model_versions.list_models(model_names.CUSTOMER_PREFIX):
+        cid = model_names.customer_id_of(m.name)
         mine = versions.get(m.name, {})
         newest = mine[max(mine, key=int)] if mine else None
         adapted = newest.tags.get("content_hash") if newest is not None else None
         every = every_s_of((m.tags or {}).get(EVERY_TAG))
-        prod_version = (m.aliases or {}).get(registry.PRODUCTION)
+        prod_version = (m.aliases or {}).get(model_names.PRODUCTION)
         prod = mine.get(str(prod_version)) if prod_version is not None else None
         if prod is None:
             rows[cid] = CustomerRow(cid, every_s=every, adapted_hash=adapted)
             continue
         drawn_at = _created(prod.tags.get("last_batch_created"))
         rows[cid] = CustomerRow(
-            cid, str(prod.version), prod.tags.get(tracking.ONNX_FILE_TAG), prod.tags.get(tracking.ONNX_SHA256_TAG),
+            cid, str(prod.version), prod.tags.get(model_versions.ONNX_FILE_TAG), prod.tags.get(model_versions.ONNX_SHA256_TAG),
             batch_version=str(prod.version) if drawn_at is not None else None, batch_at=drawn_at,
             due_at=next_due(drawn_at, every, default_every_s) if drawn_at is not None else now,
             every_s=every, adapted_hash=adapted)

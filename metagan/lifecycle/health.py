@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from metagan import tracking
+from metagan import model_names, model_versions, serving, store
 from metagan.lifecycle import registry
 from metagan.errors import Damaged
 
@@ -55,11 +55,11 @@ def check_registry() -> RegistryHealth:
     """Check the store (a missing or unreadable one raises :class:`~metagan.errors.Damaged` at once)
     and every ``production`` and ``candidate`` customer version, from one paginated listing and one
     read of each version's model file."""
-    uri = tracking.configure()
+    uri = store.configure()
     checks = []
     for entry in registry.list_customers():
         served: dict[str, list[str]] = {}
-        for alias in (registry.PRODUCTION, registry.CANDIDATE):
+        for alias in (model_names.PRODUCTION, model_names.CANDIDATE):
             if alias in entry.aliases:
                 served.setdefault(entry.aliases[alias], []).append(alias)
         checks += [check_version(entry.customer_id, version, tuple(aliases)) for version, aliases in served.items()]
@@ -67,20 +67,20 @@ def check_registry() -> RegistryHealth:
 
 
 def check_version(customer_id: str, version: str, aliases: tuple[str, ...]) -> VersionCheck:
-    """One version: its model file read as serving reads it (:func:`tracking.load_onnx_version`) and
-    verified (:func:`registry.verify_model_bytes`)."""
-    name = registry.customer_model_name(customer_id)
+    """One version: its model file read as serving reads it (:func:`serving.load_onnx_version`) and
+    verified (:func:`serving.verify_model_bytes`)."""
+    name = model_names.customer_model_name(customer_id)
     try:
-        found = tracking.load_onnx_version(name, version=version)
+        found = serving.load_onnx_version(name, version=version)
     except Damaged as e:
         return VersionCheck(customer_id, version, aliases, "checksum", str(e))
     if found is None:
         return VersionCheck(customer_id, version, aliases, "checksum",
                             f"{name} version {version}, named by {' and '.join(aliases)}, is not in the registry")
-    expected = found.tags.get(tracking.ONNX_SHA256_TAG)
+    expected = found.tags.get(model_versions.ONNX_SHA256_TAG)
     how = "checksum" if expected else "loaded"
     try:
-        registry.verify_model_bytes(found.onnx, expected)
+        serving.verify_model_bytes(found.onnx, expected)
     except Damaged as e:
         return VersionCheck(customer_id, version, aliases, how, f"{name} version {version}: {e}")
     return VersionCheck(customer_id, version, aliases, how)

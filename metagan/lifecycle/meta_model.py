@@ -1,7 +1,7 @@
 """The meta-model's and the evaluator's lifecycle: train or reuse, log, register, keep ``current``.
 
 Identities and names come from :mod:`metagan.lifecycle.registry`; MLflow is reached through
-:mod:`metagan.tracking`, the training itself is :func:`metagan.train.meta_train`.
+:mod:`metagan.tracking` and :mod:`metagan.model_versions`, the training itself is :func:`metagan.train.meta_train`.
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from metagan import tracking
+from metagan import model_versions, tracking
 from metagan.config import Params
 from metagan.data import load_packed
 from metagan.files import sha256_file, write_json, write_text
 from metagan.grid import make_grid
-from metagan.lifecycle.registry import CURRENT, EVALUATOR_MODEL, META_MODEL, meta_identity
+from metagan.model_names import CURRENT, EVALUATOR_MODEL, META_MODEL
+from metagan.lifecycle.registry import meta_identity
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +43,13 @@ def train_meta_or_reuse(params: Params, data_version: str, progress=None) -> Met
     tracking.create_store()  # meta-training starts a project: the one step that may make a new registry
     tags = meta_identity(params, data_version)
     ckpt = params.resolve(params.paths.meta_checkpoint)
-    existing = tracking.find_version(META_MODEL, tags)
+    existing = model_versions.find_version(META_MODEL, tags)
     if existing is not None:
         if not ckpt.exists() or existing.tags.get("checkpoint_sha256") != sha256_file(ckpt):
-            tracking.download_artifact_file(META_MODEL, existing.version, ckpt.name, ckpt.parent)
+            model_versions.download_artifact_file(META_MODEL, existing.version, ckpt.name, ckpt.parent)
         log.info("reusing %s version %s (same data and params)", META_MODEL, existing.version)
         restore_dvc_metrics(existing.run_id, ckpt.parent)  # a DVC stage declares them, trained or reused
-        tracking.set_alias(META_MODEL, CURRENT, existing.version)
+        model_versions.set_alias(META_MODEL, CURRENT, existing.version)
         return MetaRegistration(str(existing.version), True, ckpt, data_version)
 
     dataset = load_packed(params.resolve(params.data.packed_dir))
@@ -73,10 +74,10 @@ def train_meta_or_reuse(params: Params, data_version: str, progress=None) -> Met
         for name in DVC_FILES:  # kept with the run, so a reuse of this model writes the same files
             tracking.log_file(ckpt.parent / name, "dvc")
         tracking.log_file(ckpt, "checkpoint")
-        version = tracking.register_artifact(
+        version = model_versions.register_artifact(
             META_MODEL, run, "checkpoint", run_tags | {"checkpoint_sha256": sha256_file(ckpt), "method": params.meta.method},
         )
-    tracking.set_alias(META_MODEL, CURRENT, version.version)
+    model_versions.set_alias(META_MODEL, CURRENT, version.version)
     log.info("registered %s version %s after %d steps", META_MODEL, version.version, result.steps)
     return MetaRegistration(str(version.version), False, ckpt, data_version, result.steps)
 
@@ -109,7 +110,7 @@ def write_dvc_metrics(folder: Path, metrics: dict, history: list[tuple[str, floa
 
 
 def current_meta_version() -> str:
-    mv = tracking.get_alias(META_MODEL, CURRENT)
+    mv = model_versions.get_alias(META_MODEL, CURRENT)
     if mv is None:
         raise LookupError("no meta-model registered yet: run the meta-train flow first")
     return str(mv.version)
@@ -130,12 +131,12 @@ def register_evaluator(params: Params) -> EvaluatorRegistration:
         return EvaluatorRegistration(False, reason=f"no evaluator at {path} (python bench/build_pretrained.py makes one)")
     sha = sha256_file(path)
     tracking.create_store()
-    existing = tracking.find_version(EVALUATOR_MODEL, {"sha256": sha})
+    existing = model_versions.find_version(EVALUATOR_MODEL, {"sha256": sha})
     if existing is not None:
         return EvaluatorRegistration(True, str(existing.version), reused=True)
     with tracking.start_run("register-evaluator", {"step": "evaluator"}) as run:
         tracking.log_file(path, "evaluator")
-        mv = tracking.register_artifact(EVALUATOR_MODEL, run, "evaluator",
+        mv = model_versions.register_artifact(EVALUATOR_MODEL, run, "evaluator",
                                         {"sha256": sha, "code_version": tracking.code_version()})
-    tracking.set_alias(EVALUATOR_MODEL, CURRENT, mv.version)
+    model_versions.set_alias(EVALUATOR_MODEL, CURRENT, mv.version)
     return EvaluatorRegistration(True, str(mv.version))

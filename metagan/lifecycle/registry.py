@@ -1,8 +1,9 @@
-"""The customer-model lifecycle: the rules of the product, on top of :mod:`metagan.tracking`.
+"""The customer-model lifecycle: the rules of the product, on top of :mod:`metagan.model_versions`.
 
-This module owns the model names and alias names, what makes two models the same (identity tags),
-find-or-register, ``candidate`` -> ``production`` (through the pure :mod:`metagan.lifecycle.gate`),
-``previous`` and rollback, the listing of every customer (all pages) and what the batch job serves.
+This module owns what makes two models the same (identity tags), find-or-register, ``candidate``
+-> ``production`` (through the pure :mod:`metagan.lifecycle.gate`), ``previous`` and rollback, and
+the listing of every customer (all pages). The names it writes are :mod:`metagan.model_names`'s;
+what the batch job reads is :mod:`metagan.serving`'s.
 
 Each read-modify-write of one customer's registry entries (find-or-register, promote, rollback)
 runs holding that customer's lock (:mod:`metagan.locks`; the flows pass the profile's locker), so
@@ -24,12 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from metagan import tracking
+from metagan import model_versions, store, tracking
 from metagan.config import GateConfig, Params
 from metagan.files import move_into_place
 from metagan.fleet_index import registry_index
 from metagan.locks import Locker, file_locker, local_lock_folder
-from metagan.uploads import CustomerUploads, validate_customer_id
+from metagan.model_names import (CANDIDATE, CUSTOMER_PREFIX, EVALUATOR_MODEL, META_MODEL, PREVIOUS, PRODUCTION,
+                                 customer_id_of, customer_model_name)
+from metagan.uploads import CustomerUploads
 
 if TYPE_CHECKING:
     from metagan.lifecycle.gate import Evidence
@@ -38,23 +41,6 @@ if TYPE_CHECKING:
 # (`metagan generate`, `metagan models`) reads names, aliases and files only, without torch.
 
 log = logging.getLogger(__name__)
-
-META_MODEL = "metagan-meta"
-EVALUATOR_MODEL = "metagan-evaluator"
-CUSTOMER_PREFIX = "metagan-customer-"
-
-CURRENT = "current"
-"""The meta-model's and evaluator's moving alias ("latest" is reserved by MLflow)."""
-CANDIDATE, PRODUCTION, PREVIOUS = "candidate", "production", "previous"
-CUSTOMER_ALIASES = (PRODUCTION, CANDIDATE, PREVIOUS)
-
-
-def customer_model_name(customer_id: str) -> str:
-    return CUSTOMER_PREFIX + validate_customer_id(customer_id)
-
-
-def customer_id_of(model_name: str) -> str:
-    return model_name.removeprefix(CUSTOMER_PREFIX)
 
 
 def params_hash(params: Params, *sections: str) -> str:
@@ -87,7 +73,7 @@ def meta_identity(params: Params, data_version: str) -> dict[str, str]:
 
 def default_locker() -> Locker:
     """File locks beside the registry (one machine: the embedded profile)."""
-    return file_locker(local_lock_folder(tracking.tracking_uri()))
+    return file_locker(local_lock_folder(store.tracking_uri()))
 
 
 def lock_name(customer_id: str) -> str:
@@ -129,12 +115,12 @@ def meta_checkpoint(params: Params, meta_version: str | int) -> Path:
     ckpt = params.resolve(params.paths.meta_checkpoint)
     if ckpt.exists():
         return ckpt
-    registry = hashlib.sha256(tracking.tracking_uri().encode()).hexdigest()[:12]
+    registry = hashlib.sha256(store.tracking_uri().encode()).hexdigest()[:12]
     cached = Path(tempfile.gettempdir()) / "metagan-meta-cache" / registry / str(meta_version) / ckpt.name
     if not cached.exists():  # download beside, then rename: a killed download leaves no torn file
         cached.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cached.parent) as part:
-            move_into_place(tracking.download_artifact_file(META_MODEL, meta_version, ckpt.name, part), cached)
+            move_into_place(model_versions.download_artifact_file(META_MODEL, meta_version, ckpt.name, part), cached)
     return cached
 
 
@@ -164,7 +150,7 @@ def adapt_and_register(uploads: CustomerUploads, params: Params, meta_version: s
     name = customer_model_name(cid)
     identity = CustomerIdentity.of(params, uploads.content_hash, meta_version)
     with (lock or default_locker())(lock_name(cid)):
-        existing = tracking.find_version(name, identity.tags())
+        existing = model_versions.find_version(name, identity.tags())
         if existing is not None:
             ok = existing.tags.get("parity_ok") == "true"
             if ok:  # a run killed between registering and aliasing left it without its alias
@@ -183,20 +169,20 @@ def adapt_and_register(uploads: CustomerUploads, params: Params, meta_version: s
             model = adapt_customer(meta, uploads, params, load_gate_evaluator(params))
             tracking.log_metrics(model.metrics | {"adapt_seconds": model.seconds, "shots": model.shots})
             tracking.log_file(model.contact_sheet)
-            version = tracking.log_onnx_model(model.onnx_path, name, run_tags | metric_tags(model.metrics)
+            version = model_versions.log_onnx_model(model.onnx_path, name, run_tags | metric_tags(model.metrics)
                                               | {"shots": str(model.shots), "parity_ok": str(model.ok).lower()},
                                               metrics=model.metrics)
         if model.ok:
-            tracking.set_alias(name, CANDIDATE, version.version)
+            model_versions.set_alias(name, CANDIDATE, version.version)
         registry_index().adapted(cid, uploads.content_hash)
     return Adaptation(cid, model.ok, str(version.version), error=model.error, metrics=model.metrics,
                       seconds=model.seconds, worker=worker_id(), run_id=run.info.run_id)
 
 
 def _set_alias_if_moved(name: str, alias: str, version) -> None:
-    current = tracking.get_alias(name, alias)
+    current = model_versions.get_alias(name, alias)
     if current is None or str(current.version) != str(version):
-        tracking.set_alias(name, alias, version)
+        model_versions.set_alias(name, alias, version)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,7 +224,7 @@ def promote(customer_id: str, gate: GateConfig, version: str | int | None = None
     becomes ``previous``). With ``version``, only if that version is still the candidate."""
     name = customer_model_name(customer_id)
     with (lock or default_locker())(lock_name(customer_id)):
-        cand, prod = tracking.get_alias(name, CANDIDATE), tracking.get_alias(name, PRODUCTION)
+        cand, prod = model_versions.get_alias(name, CANDIDATE), model_versions.get_alias(name, PRODUCTION)
         return _promote_read(customer_id, cand, prod, gate, version)
 
 
@@ -258,14 +244,14 @@ def _promote_read(customer_id: str, cand, prod, gate: GateConfig, version: str |
         return PromotionResult(customer_id, Promotion.ALREADY_PRODUCTION, str(cand.version))
     seen = evidence(cand)
     decision = gate_decision(seen, evidence(prod) if prod is not None else None, gate)
-    tracking.set_version_tags(name, cand.version, {"gate": "passed" if decision.passed else "refused",
+    model_versions.set_version_tags(name, cand.version, {"gate": "passed" if decision.passed else "refused",
                                                    "gate_reason": decision.reason})
     if not decision.passed:
         return PromotionResult(customer_id, Promotion.REFUSED, str(cand.version), decision.reasons,
                                dict(seen.metrics))
     if prod is not None:
-        tracking.set_alias(name, PREVIOUS, prod.version)
-    tracking.set_alias(name, PRODUCTION, cand.version)  # last: production always names a complete version
+        model_versions.set_alias(name, PREVIOUS, prod.version)
+    model_versions.set_alias(name, PRODUCTION, cand.version)  # last: production always names a complete version
     _production_changed(customer_id, cand)
     return PromotionResult(customer_id, Promotion.PROMOTED, str(cand.version), decision.reasons, dict(seen.metrics))
 
@@ -274,8 +260,8 @@ def _production_changed(customer_id: str, version) -> None:
     """The fleet index's event: production serves ``version`` (a registered version with its
     tags), so the customer's batch is due. After the registry's own write: an index that missed
     it is repaired from the registry (``metagan doctor``), never the other way round."""
-    registry_index().production_changed(customer_id, str(version.version), version.tags.get(tracking.ONNX_FILE_TAG),
-                                        version.tags.get(tracking.ONNX_SHA256_TAG))
+    registry_index().production_changed(customer_id, str(version.version), version.tags.get(model_versions.ONNX_FILE_TAG),
+                                        version.tags.get(model_versions.ONNX_SHA256_TAG))
 
 
 PROMOTE_BATCH = 25
@@ -333,8 +319,8 @@ def _promote_batch(customer_ids: list[str], gate: GateConfig, versions: dict[str
     with ExitStack() as held:
         for c in sorted(set(customer_ids)):
             held.enter_context(lock(lock_name(c)))
-        aliases = {m.name: dict(m.aliases or {}) for m in tracking.search_models(list(names.values()))}
-        by_version = {(v.name, str(v.version)): v for v in tracking.search_versions_of(list(names.values()))}
+        aliases = {m.name: dict(m.aliases or {}) for m in model_versions.search_models(list(names.values()))}
+        by_version = {(v.name, str(v.version)): v for v in model_versions.search_versions_of(list(names.values()))}
 
         def aliased(c: str, alias: str):
             v = aliases.get(names[c], {}).get(alias)
@@ -352,12 +338,12 @@ def rollback(customer_id: str, lock: Locker | None = None) -> str:
     """Swap ``production`` and ``previous``; returns the version now in production."""
     name = customer_model_name(customer_id)
     with (lock or default_locker())(lock_name(customer_id)):
-        prev, prod = tracking.get_alias(name, PREVIOUS), tracking.get_alias(name, PRODUCTION)
+        prev, prod = model_versions.get_alias(name, PREVIOUS), model_versions.get_alias(name, PRODUCTION)
         if prev is None:
             raise NoPreviousVersion(f"customer {customer_id!r} has no previous production version to roll back to")
-        tracking.set_alias(name, PRODUCTION, prev.version)
+        model_versions.set_alias(name, PRODUCTION, prev.version)
         if prod is not None:
-            tracking.set_alias(name, PREVIOUS, prod.version)
+            model_versions.set_alias(name, PREVIOUS, prod.version)
         _production_changed(customer_id, prev)
     return str(prev.version)
 
@@ -377,113 +363,12 @@ class CustomerEntry:
 def list_customers() -> list[CustomerEntry]:
     """Every customer with a registered model, with its aliases, from one paginated listing."""
     return sorted((CustomerEntry(customer_id_of(m.name), m.name, {a: str(v) for a, v in (m.aliases or {}).items()})
-                   for m in tracking.list_models(CUSTOMER_PREFIX)), key=lambda e: e.customer_id)
+                   for m in model_versions.list_models(CUSTOMER_PREFIX)), key=lambda e: e.customer_id)
 
 
 def customers_in_production() -> list[str]:
     """The customers the nightly batch job generates for."""
     return [e.customer_id for e in list_customers() if PRODUCTION in e.aliases]
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    name: str
-    version: str
-    uri: str
-    """``models:/<name>/<version>``: the version the alias named when it was read, pinned (or the
-    path of a local ONNX file)."""
-    onnx: bytes
-    alias: str | None = None
-    """The alias it was read through; None when asked for by version, or for a local file."""
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.onnx).hexdigest()
-
-    def describe(self) -> dict[str, str]:
-        """What the batch job's manifest records of the model it drew from."""
-        return {"name": self.name, "version": self.version, "uri": self.uri, "sha256": self.sha256} \
-            | ({"alias": self.alias} if self.alias else {})
-
-
-def served_model(customer_id: str, alias: str = PRODUCTION, version: str | int | None = None) -> ServedModel:
-    """A customer's ONNX model for the batch job: the version ``alias`` names, or version ``version``
-    (a preview before promotion: ``alias="candidate"`` or a number). The alias is read once and the
-    version it names is loaded, so a promotion in between can neither mix two versions nor
-    mislabel the manifest; the bytes are checked against the checksum recorded at registration.
-    Needs neither torch nor (for the embedded registry) mlflow."""
-    from metagan.errors import BadInput, Damaged, NotFound
-
-    name = customer_model_name(customer_id)
-    if version is None and alias not in CUSTOMER_ALIASES:
-        raise BadInput(f"unknown alias {alias!r}; a customer model has {', '.join(CUSTOMER_ALIASES)}")
-    found = tracking.load_onnx_version(name, alias if version is None else None, version)
-    if found is None:
-        if version is not None:
-            raise NotFound(f"customer {customer_id!r} has no model version {version}")
-        hint = " (run adapt and promote first)" if alias == PRODUCTION else ""
-        raise NotFound(f"customer {customer_id!r} has no {alias} model{hint}")
-    try:
-        verify_model_bytes(found.onnx, found.tags.get(tracking.ONNX_SHA256_TAG))
-    except Damaged as e:  # say whose model, which version
-        raise Damaged(f"customer {customer_id!r}: {name} version {found.version} is damaged: {e}") from None
-    return ServedModel(name, found.version, f"models:/{name}/{found.version}", found.onnx,
-                       alias if version is None else None)
-
-
-def verify_model_bytes(data: bytes, expected_sha256: str | None) -> None:
-    """Raise :class:`~metagan.errors.Damaged` when ``data`` is not the model registered with the
-    ``onnx_sha256`` tag ``expected_sha256``; a version registered before the tag existed (None) is
-    checked by loading it instead (onnxruntime must accept it)."""
-    from metagan.errors import Damaged
-
-    if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
-        raise Damaged(f"model file does not match its registered checksum (sha256 {expected_sha256[:12]}...); "
-                      "restore mlflow/artifacts from backup or register the model again")
-    if expected_sha256 is None:
-        from metagan.onnx_runtime import onnx_session
-
-        try:
-            onnx_session(data, threads=1)
-        except Exception as e:  # onnxruntime's own classes (InvalidProtobuf, Fail, ...): all mean "not loadable"
-            text = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise Damaged(f"model file does not load ({text}); restore mlflow/artifacts from backup or register "
-                          "the model again") from None
-
-
-def production_model(customer_id: str) -> ServedModel:
-    """The customer's production ONNX model (:func:`served_model`)."""
-    return served_model(customer_id, PRODUCTION)
-
-
-def local_model(path: str | Path) -> ServedModel:
-    """An ONNX file on disk, served as is (a preview of a model that is not registered)."""
-    from metagan.errors import BadInput
-
-    path = Path(path)
-    if not path.is_file():
-        raise BadInput(f"no ONNX file at {path}")
-    return ServedModel(path.stem, "local", str(path.resolve()), path.read_bytes())
-
-
-def served_version(customer_id: str, version: str, model_uri: str | None = None,
-                   sha256: str | None = None) -> ServedModel:
-    """Production version ``version`` of a customer, as the night's plan named it (the fleet
-    index copies the version's file URI and checksum from the registry at promotion): that one
-    file is read, and checked against the checksum. Without a URI (a version registered before
-    versions carried one), the registry is asked (:func:`served_model`)."""
-    from metagan.errors import Damaged
-
-    name = customer_model_name(customer_id)
-    if model_uri is None:
-        found = served_model(customer_id, version=version)
-        return ServedModel(found.name, found.version, found.uri, found.onnx, PRODUCTION)
-    data = tracking.read_model_file(model_uri)
-    try:
-        verify_model_bytes(data, sha256)
-    except Damaged as e:
-        raise Damaged(f"customer {customer_id!r}: {name} version {version} is damaged: {e}") from None
-    return ServedModel(name, str(version), f"models:/{name}/{version}", data, PRODUCTION)
 
 
 @dataclass(frozen=True)
@@ -514,10 +399,10 @@ def model_rows() -> list[ModelRow]:
     from metagan.metric_registry import METRICS
 
     versions: dict[str, dict[str, object]] = {}
-    for v in tracking.search_versions("name LIKE 'metagan-%'"):
+    for v in model_versions.search_versions("name LIKE 'metagan-%'"):
         versions.setdefault(v.name, {})[str(v.version)] = v
     rows = []
-    for m in tracking.list_models("metagan-"):
+    for m in model_versions.list_models("metagan-"):
         aliases = {a: str(v) for a, v in sorted((m.aliases or {}).items())}
         mine = versions.get(m.name, {})
         shown, source = next(((aliases[a], a) for a in (PRODUCTION, CANDIDATE) if a in aliases),

@@ -56,10 +56,10 @@ def tracking_ready():
 
 
 def registered_versions():
-    from metagan import tracking
+    from metagan import store
 
     try:
-        return tracking.client().search_model_versions("name LIKE 'metagan-customer-%'")
+        return store.client().search_model_versions("name LIKE 'metagan-customer-%'")
     except Exception:  # the database may not exist yet
         return []
 
@@ -69,8 +69,7 @@ def test_a_fanout_killed_midway_finishes_on_rerun_without_duplicates_or_orphaned
     customers registered, then a rerun: every customer ends with exactly one model version, the
     customers finished before the kill are reused (not retrained), and every `candidate` alias
     points at a complete version (identity tags, parity checked, ONNX loadable from the registry)."""
-    from metagan import tracking
-    from metagan.lifecycle import registry
+    from metagan import model_names, model_versions, serving, store
 
     root, env = project
     first = workers.start("adapt-fanout", root, env)
@@ -86,15 +85,15 @@ def test_a_fanout_killed_midway_finishes_on_rerun_without_duplicates_or_orphaned
     assert second.wait(timeout=300) == 0, (root / "adapt-fanout.log").read_text()[-3000:]
     results = re.findall(r"RESULTS (.*)", (root / "adapt-fanout.log").read_text())
     reused = {cid for cid, _, was_reused, ok in eval(results[-1]) if was_reused}
-    assert {registry.customer_model_name(c) for c in reused} == done_before
+    assert {model_names.customer_model_name(c) for c in reused} == done_before
 
     for cid in CUSTOMERS:
-        name = registry.customer_model_name(cid)
-        versions = tracking.client().search_model_versions(f"name='{name}'")
+        name = model_names.customer_model_name(cid)
+        versions = store.client().search_model_versions(f"name='{name}'")
         assert len(versions) == 1, f"{name}: {[v.version for v in versions]}"
-        candidate = tracking.get_alias(name, "candidate")
+        candidate = model_versions.get_alias(name, "candidate")
         assert candidate is not None and candidate.version == versions[0].version
         assert candidate.status == "READY" and candidate.tags["parity_ok"] == "true"
         assert {"content_hash", "meta_version", "adapt_hash"} <= set(candidate.tags)
-        onnx_bytes = tracking.load_onnx_bytes(f"models:/{name}@candidate")
+        onnx_bytes = serving.load_onnx_bytes(f"models:/{name}@candidate")
         assert sample_onnx(None, 2, session=onnx_session(onnx_bytes)).shape == (2, 16, 16, 1)

@@ -113,8 +113,9 @@ def test_a_write_fault_while_adapting_or_exporting_one_customer_fails_that_custo
     import tempfile
 
     from flows.adapt_customers import adapt_customers
-    from metagan import customer_model, export, tracking
+    from metagan import customer_model, export, model_versions, store, tracking
     from metagan.lifecycle import registry
+    from metagan import model_names
 
     params, uploads = adapt_project
     models = Path(params.paths.customers_dir)
@@ -139,9 +140,9 @@ def test_a_write_fault_while_adapting_or_exporting_one_customer_fails_that_custo
     assert results["b"].error == f"customer 'b': cannot write {models / 'b' / 'model.onnx'}: No space left on device"
     assert results["c"].error == f"customer 'c': cannot write in {models / 'c'}: Operation not permitted"
     assert len(adapted) == 2  # a and b were fine-tuned, c was not
-    assert tracking.get_alias(registry.customer_model_name("a"), registry.CANDIDATE) is not None
+    assert model_versions.get_alias(model_names.customer_model_name("a"), model_names.CANDIDATE) is not None
     listed = {e.customer_id for e in registry.list_customers()}
     assert listed == {"a"}  # b and c: no version, no alias
-    runs = tracking.client().search_runs([tracking.experiment_id()])
+    runs = store.client().search_runs([tracking.experiment_id()])
     assert {r.info.run_name: r.info.status for r in runs} == {"adapt-a": "FINISHED", "adapt-b": "FAILED",
                                                               "adapt-c": "FAILED"}

@@ -7,8 +7,9 @@ import signal
 import pytest
 import torch
 
-from metagan import tracking
+from metagan import model_versions, tracking
 from metagan.lifecycle import registry
+from metagan import model_names
 from metagan.config import GateConfig, Params
 from metagan.lifecycle.fleet import DRAW_THREADS
 from metagan.fleet_index import registry_index
@@ -33,12 +34,12 @@ def project(tmp_path, monkeypatch, prefect_harness):
     onnx = export_generator_onnx(SampleGenerator(Generator(net_config("tiny", 16, 1, code_dim=8)), torch.randn(8)),
                                  tmp_path / "g.onnx")
     with tracking.start_run("models", {}) as run:
-        first = tracking.log_onnx_model(onnx, registry.customer_model_name(CUSTOMERS[0]), {"parity_ok": "true"})
+        first = model_versions.log_onnx_model(onnx, model_names.customer_model_name(CUSTOMERS[0]), {"parity_ok": "true"})
     for cid in CUSTOMERS:
-        mv = first if cid == CUSTOMERS[0] else tracking.register_version(
-            registry.customer_model_name(cid), first.source, run.info.run_id, dict(first.tags),
+        mv = first if cid == CUSTOMERS[0] else model_versions.register_version(
+            model_names.customer_model_name(cid), first.source, run.info.run_id, dict(first.tags),
             model_id=first.source.removeprefix("models:/"))
-        tracking.set_alias(registry.customer_model_name(cid), registry.CANDIDATE, mv.version)
+        model_versions.set_alias(model_names.customer_model_name(cid), model_names.CANDIDATE, mv.version)
     assert all(r.serving for r in registry.promote_all(GateConfig()))
     (tmp_path / "params.yaml").write_text("paths:\n  generated: out\n")
     env = {"MLFLOW_TRACKING_URI": uri, "METAGAN_FANOUT_WORKERS": "1", "PREFECT_API_URL": PREFECT_API_URL.value(),
@@ -79,6 +80,6 @@ def test_a_night_killed_midway_is_resumed_by_drawing_only_the_customers_not_done
     assert night["started"] == started and night["finished"]  # the same night, now finished
     assert manifests(root) == set(CUSTOMERS)
     for cid in CUSTOMERS:
-        prod = tracking.get_alias(registry.customer_model_name(cid), registry.PRODUCTION)
+        prod = model_versions.get_alias(model_names.customer_model_name(cid), model_names.PRODUCTION)
         manifest = json.loads((root / "out" / cid / "manifest.json").read_text())
         assert prod.tags["last_batch"] == str(root / "out" / cid / "manifest.json") and manifest["count"] == 64

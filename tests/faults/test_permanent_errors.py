@@ -12,7 +12,7 @@ import time
 import pytest
 from mlflow.exceptions import MlflowException
 
-from metagan import tracking
+from metagan import model_versions, store, tracking
 from metagan.config import PROJECT_ROOT, ConfigError
 from metagan.errors import BadInput, Damaged, FileSystemFault, NotFound, kind_of
 from metagan.retry import RetryPolicy, ServiceUnavailable, call_with_retries
@@ -79,27 +79,27 @@ def test_a_damaged_store_under_mlflow_is_damaged_at_once_and_a_locked_one_is_ret
     broken = mlflow_error("TEMPORARILY_UNAVAILABLE",
                           sqlalchemy.exc.OperationalError("SELECT", {}, sqlite3.OperationalError("no such table: x")))
     with pytest.raises(Damaged, match="unreadable .*no such table"):
-        tracking._retrying("get x", failing(broken))
+        store.retrying("get x", failing(broken))
     assert len(attempts) == 1
     malformed = mlflow_error("BAD_REQUEST", sqlalchemy.exc.DatabaseError(
         "SELECT", {}, sqlite3.DatabaseError("database disk image is malformed")))
     with pytest.raises(Damaged, match="malformed"):
-        tracking._retrying("get x", failing(malformed))
+        store.retrying("get x", failing(malformed))
     assert len(attempts) == 2
 
     locked = mlflow_error("TEMPORARILY_UNAVAILABLE",
                           sqlalchemy.exc.OperationalError("UPDATE", {}, sqlite3.OperationalError("database is locked")))
     attempts.clear()
     with pytest.raises(ServiceUnavailable):
-        tracking._retrying("set x", failing(locked))
+        store.retrying("set x", failing(locked))
     assert len(attempts) == 5
 
     tracking.create_store()
-    assert tracking.get_alias("metagan-customer-nosuch", "production") is None
-    client = tracking.client()
+    assert model_versions.get_alias("metagan-customer-nosuch", "production") is None
+    client = store.client()
     monkeypatch.setattr(type(client), "get_model_version_by_alias", lambda *a: (_ for _ in ()).throw(malformed))
     with pytest.raises(Damaged):
-        tracking.get_alias("metagan-customer-x", "production")
+        model_versions.get_alias("metagan-customer-x", "production")
 
 
 def test_no_prefect_task_or_flow_retries_anything():

@@ -16,8 +16,7 @@ import pytest
 import torch
 
 from flows.app.cli import main
-from metagan import tracking
-from metagan.lifecycle import registry
+from metagan import model_names, model_versions, serving, store, tracking
 from metagan.errors import Damaged, ExitCode
 from metagan.files import sha256_file
 from metagan.lifecycle.health import check_registry
@@ -44,11 +43,11 @@ def registered(tmp_path_factory):
             torch.manual_seed(i)
             generator = SampleGenerator(Generator(net_config("tiny", 16, 1, code_dim=8)), torch.randn(8))
             onnx = export_generator_onnx(generator, root / f"{cid}.onnx")
-            name = registry.customer_model_name(cid)
+            name = model_names.customer_model_name(cid)
             with tracking.start_run(f"adapt-{cid}", {}):
-                version = tracking.log_onnx_model(onnx, name, {"parity_ok": "true"})
-            for alias in (registry.CANDIDATE, registry.PRODUCTION):
-                tracking.set_alias(name, alias, version.version)
+                version = model_versions.log_onnx_model(onnx, name, {"parity_ok": "true"})
+            for alias in (model_names.CANDIDATE, model_names.PRODUCTION):
+                model_versions.set_alias(name, alias, version.version)
     shutil.copytree(root / "mlflow", root / "pristine")
     return root
 
@@ -72,8 +71,8 @@ def run(capsys, *argv: str) -> tuple[int, list[str], float]:
 
 def model_file(cid: str) -> Path:
     """The registered ONNX file of the customer's production version (under mlflow/artifacts)."""
-    version = tracking.get_alias(registry.customer_model_name(cid), registry.PRODUCTION)
-    folder = tracking.client().get_logged_model(version.source.removeprefix("models:/")).artifact_location
+    version = model_versions.get_alias(model_names.customer_model_name(cid), model_names.PRODUCTION)
+    folder = store.client().get_logged_model(version.source.removeprefix("models:/")).artifact_location
     return Path(unquote(urlparse(folder).path)) / "model.onnx"
 
 
@@ -136,9 +135,9 @@ def test_registration_records_the_checksum_of_the_stored_model_file(project):
     """Guarantee: every customer version registered from now on carries `onnx_sha256`, the sha256 of
     its model file as the registry stores it, which is the exported file byte for byte."""
     for cid in CUSTOMERS:
-        version = tracking.get_alias(registry.customer_model_name(cid), registry.PRODUCTION)
+        version = model_versions.get_alias(model_names.customer_model_name(cid), model_names.PRODUCTION)
         stored = model_file(cid)
-        assert version.tags[tracking.ONNX_SHA256_TAG] == sha256_file(stored) == sha256_file(project / f"{cid}.onnx")
+        assert version.tags[model_versions.ONNX_SHA256_TAG] == sha256_file(stored) == sha256_file(project / f"{cid}.onnx")
 
 
 def test_doctor_and_generate_find_deleted_truncated_and_altered_model_files(project, capsys):
@@ -169,11 +168,11 @@ def test_doctor_and_generate_find_deleted_truncated_and_altered_model_files(proj
 def test_versions_registered_without_a_checksum_are_checked_by_loading(project):
     """Guarantee: a version registered before `onnx_sha256` existed is checked by loading its model
     (onnxruntime): a loadable one passes, a truncated one is damaged."""
-    name = registry.customer_model_name("a")
-    version = tracking.get_alias(name, registry.PRODUCTION).version
+    name = model_names.customer_model_name("a")
+    version = model_versions.get_alias(name, model_names.PRODUCTION).version
     db = project / "mlflow" / "mlflow.db"
     with sqlite3.connect(db) as con:  # as an older metagan registered it: no checksum tag
-        con.execute("DELETE FROM model_version_tags WHERE key = ?", (tracking.ONNX_SHA256_TAG,))
+        con.execute("DELETE FROM model_version_tags WHERE key = ?", (model_versions.ONNX_SHA256_TAG,))
     con.close()
     (check,) = [v for v in check_registry().versions if v.customer_id == "a"]
     assert check.ok and check.how == "loaded"
@@ -182,14 +181,14 @@ def test_versions_registered_without_a_checksum_are_checked_by_loading(project):
     (check,) = [v for v in check_registry().versions if v.customer_id == "a"]
     assert not check.ok and check.how == "loaded" and "restore" in check.problem
     with pytest.raises(Damaged):
-        registry.verify_model_bytes(model_file("a").read_bytes(), None)
-    assert version == tracking.get_alias(name, registry.PRODUCTION).version
+        serving.verify_model_bytes(model_file("a").read_bytes(), None)
+    assert version == model_versions.get_alias(name, model_names.PRODUCTION).version
 
 
 def test_verify_model_bytes_accepts_the_registered_file_and_nothing_else(project):
-    """Guarantee: the check generate calls (`registry.verify_model_bytes`) passes exactly the bytes
+    """Guarantee: the check generate calls (`serving.verify_model_bytes`) passes exactly the bytes
     whose sha256 was recorded."""
     data = model_file("a").read_bytes()
-    registry.verify_model_bytes(data, hashlib.sha256(data).hexdigest())
+    serving.verify_model_bytes(data, hashlib.sha256(data).hexdigest())
     with pytest.raises(Damaged, match="checksum"):
-        registry.verify_model_bytes(data[:-1] + b"\0", hashlib.sha256(data).hexdigest())
+        serving.verify_model_bytes(data[:-1] + b"\0", hashlib.sha256(data).hexdigest())

@@ -98,8 +98,7 @@ def test_the_batch_job_serves_the_registry_model_not_a_file_on_disk(tmp_path, mo
     the served images are the registered version's, and differ from another ONNX file of the
     same architecture (the control shows the comparison can tell them apart)."""
     from flows.generate import draw
-    from metagan import tracking
-    from metagan.lifecycle import registry
+    from metagan import model_names, model_versions, tracking
     from metagan.lifecycle.fleet import named_customers
     from metagan.export import export_generator_onnx, sample_onnx
     from metagan.nets import Generator, SampleGenerator, net_config
@@ -109,10 +108,10 @@ def test_the_batch_job_serves_the_registry_model_not_a_file_on_disk(tmp_path, mo
     torch.manual_seed(0)
     registered = export_generator_onnx(SampleGenerator(Generator(cfg), torch.randn(8)), tmp_path / "reg.onnx")
     rogue = export_generator_onnx(SampleGenerator(Generator(cfg), torch.randn(8)), tmp_path / "rogue.onnx")
-    name = registry.customer_model_name("acme")
+    name = model_names.customer_model_name("acme")
     with tracking.start_run("register", {}):
-        version = tracking.log_onnx_model(registered, name, {"parity_ok": "true"})
-    tracking.set_alias(name, "production", version.version)
+        version = model_versions.log_onnx_model(registered, name, {"parity_ok": "true"})
+    model_versions.set_alias(name, "production", version.version)
 
     (batch,) = draw.fn(named_customers(["acme"]).due, 3, str(tmp_path / "out"), 1, "png", 0.0, 86400)  # the night's task
     manifest = json.loads((tmp_path / "out" / "acme" / "manifest.json").read_text())

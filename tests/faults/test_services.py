@@ -8,15 +8,14 @@ import time
 import pytest
 import torch
 
-from metagan import tracking
-from metagan.lifecycle import registry
+from metagan import model_names, model_versions, store, tracking
 from metagan.customers import load_ingested
 from metagan.retry import ServiceUnavailable
 from tests.faults.conftest import tiny_customer_project
 from tests.servers import MlflowServer, S3Server
 
 CUSTOMER = "acme"
-NAME = registry.customer_model_name(CUSTOMER)
+NAME = model_names.customer_model_name(CUSTOMER)
 
 
 def retry_env(monkeypatch, service: str, attempts: int, backoff: float = 0.25, max_backoff: float = 2.0,
@@ -84,7 +83,7 @@ def project(tmp_path_factory):
 
 
 def versions(name=NAME):
-    return tracking.client().search_model_versions(f"name='{name}'")
+    return store.client().search_model_versions(f"name='{name}'")
 
 
 def tiny_onnx(path, seed=0):
@@ -103,7 +102,7 @@ def test_an_mlflow_server_frozen_with_sigstop_is_ridden_out(served, monkeypatch)
     served.pause()
     later(2.5, served.resume)
     with RetryLog() as retries:
-        assert tracking.get_alias(registry.customer_model_name("nobody"), "production") is None
+        assert model_versions.get_alias(model_names.customer_model_name("nobody"), "production") is None
     assert retries.retried
 
 
@@ -120,18 +119,18 @@ def test_an_outage_between_registering_and_aliasing_leaves_no_alias_and_a_rerun_
 
     root, params = project
     retry_env(monkeypatch, "MLFLOW", attempts=2, backoff=0.2, max_backoff=0.2, timeout=10)
-    real = tracking.log_onnx_model
+    real = model_versions.log_onnx_model
 
     def register_then_crash_the_server(*args, **kwargs):
         version = real(*args, **kwargs)
         served.stop()
         return version
 
-    monkeypatch.setattr(tracking, "log_onnx_model", register_then_crash_the_server)
+    monkeypatch.setattr(model_versions, "log_onnx_model", register_then_crash_the_server)
     uploads = load_ingested(params.resolve(params.paths.ingested_customers), CUSTOMER)
     with pytest.raises(ServiceUnavailable, match="unavailable"):
         adapt_one.fn(uploads, "1", "v", params)
-    monkeypatch.setattr(tracking, "log_onnx_model", real)
+    monkeypatch.setattr(model_versions, "log_onnx_model", real)
 
     store = MlflowClient(tracking_uri=served.backend_store_uri, registry_uri=served.backend_store_uri)
     (version,) = store.search_model_versions(f"name='{NAME}'")  # the server's own database, while it is down
@@ -147,7 +146,7 @@ def test_an_outage_between_registering_and_aliasing_leaves_no_alias_and_a_rerun_
     assert retries.retried  # the rerun met the outage and retried through it
     assert result.reused and result.ok and result.version == str(version.version)
     assert [str(v.version) for v in versions()] == [str(version.version)]
-    assert tracking.get_alias(NAME, "candidate").version == str(version.version)
+    assert model_versions.get_alias(NAME, "candidate").version == str(version.version)
 
 
 def test_a_lost_reply_to_a_registration_does_not_create_a_second_version(served, tmp_path, monkeypatch):
@@ -168,9 +167,9 @@ def test_a_lost_reply_to_a_registration_does_not_create_a_second_version(served,
         return version
 
     monkeypatch.setattr(MlflowClient, "create_model_version", reply_lost)
-    name = registry.customer_model_name("lost-reply")
+    name = model_names.customer_model_name("lost-reply")
     with tracking.start_run("lost-reply", {}):
-        version = tracking.log_onnx_model(tiny_onnx(tmp_path / "g.onnx"), name, {"content_hash": "h"})
+        version = model_versions.log_onnx_model(tiny_onnx(tmp_path / "g.onnx"), name, {"content_hash": "h"})
     assert lost == [version.version]
     assert [v.version for v in versions(name)] == [version.version]
 
@@ -188,7 +187,7 @@ def test_mlflow_down_past_the_retry_budget_fails_clearly_and_is_never_read_as_ab
     served.stop()
     start = time.monotonic()
     with pytest.raises(ServiceUnavailable) as err:
-        tracking.get_alias(NAME, "production")
+        model_versions.get_alias(NAME, "production")
     assert time.monotonic() - start < 15
     message = str(err.value)
     assert served.uri in message and f"get {NAME}@production" in message and "3 time(s)" in message

@@ -11,8 +11,9 @@ import torch
 
 from flows.app.cli import main
 from flows.generate import generate
-from metagan import tracking
+from metagan import model_versions, store, tracking
 from metagan.lifecycle import registry
+from metagan import model_names
 from metagan.config import GateConfig, Params
 from metagan.fleet_index import registry_index
 from metagan.shards import read_shard
@@ -42,8 +43,8 @@ def fleet(tmp_path, monkeypatch, onnx_file):
     monkeypatch.setenv("METAGAN_PROJECT", str(tmp_path))
     tracking.create_store()
     with tracking.start_run("models", {}) as run:
-        first = tracking.log_onnx_model(onnx_file, registry.customer_model_name("c0"), TAGS)
-    tracking.set_alias(registry.customer_model_name("c0"), registry.CANDIDATE, first.version)
+        first = model_versions.log_onnx_model(onnx_file, model_names.customer_model_name("c0"), TAGS)
+    model_versions.set_alias(model_names.customer_model_name("c0"), model_names.CANDIDATE, first.version)
     for cid in CUSTOMERS[1:]:
         candidate(cid, first, run.info.run_id)
     results = registry.promote_all(GATE)
@@ -54,9 +55,9 @@ def fleet(tmp_path, monkeypatch, onnx_file):
 
 def candidate(cid: str, logged, run_id: str) -> str:
     """A new version of ``cid`` from the logged model's file, as its candidate."""
-    mv = tracking.register_version(registry.customer_model_name(cid), logged.source, run_id, dict(logged.tags),
+    mv = model_versions.register_version(model_names.customer_model_name(cid), logged.source, run_id, dict(logged.tags),
                                    model_id=logged.source.removeprefix("models:/"))
-    tracking.set_alias(registry.customer_model_name(cid), registry.CANDIDATE, mv.version)
+    model_versions.set_alias(model_names.customer_model_name(cid), model_names.CANDIDATE, mv.version)
     return str(mv.version)
 
 
@@ -79,9 +80,9 @@ def test_the_night_draws_each_customer_due_once_as_a_shard_and_records_it(fleet)
     assert all(png.startswith(b"\x89PNG") and meta["version"] == manifest["model"]["version"]
                for _, png, meta in samples)
     assert b"data:image/png;base64," in (folder / "index.html").read_bytes()  # the gallery shows the shard's images
-    prod = tracking.get_alias(registry.customer_model_name("c3"), registry.PRODUCTION)
+    prod = model_versions.get_alias(model_names.customer_model_name("c3"), model_names.PRODUCTION)
     assert prod.tags["last_batch"] == str(folder / "manifest.json") and prod.tags["last_batch_created"]
-    runs = tracking.client().search_runs([tracking.experiment_id()], "tags.step = 'generate'")
+    runs = store.client().search_runs([tracking.experiment_id()], "tags.step = 'generate'")
     assert sum(r.data.metrics["customers"] for r in runs) == len(CUSTOMERS)  # one run per task, every batch in one
     # the same night again, or any night before the customers' turn comes round: nothing to do
     assert generate(params, count=5) == []
@@ -102,7 +103,7 @@ def test_a_customer_can_have_its_batch_only_when_its_model_changes(fleet, capsys
     root, params, (logged, run_id) = fleet
     assert main(["--project", str(root), "schedule", "--customer", "c2", "--every", "never"]) == 0
     assert "only when its model changes" in capsys.readouterr().out
-    model = tracking.client().get_registered_model(registry.customer_model_name("c2"))
+    model = store.client().get_registered_model(model_names.customer_model_name("c2"))
     assert model.tags["batch_every_hours"] == "0.0"  # the registry keeps the setting
     generate(params, count=2)
     assert registry_index().row("c2").due_at is None and registry_index().row("c0").due_at is not None

@@ -44,34 +44,34 @@ def first_run(project):
 
 
 def versions(name):
-    from metagan import tracking
+    from metagan import store
 
-    return sorted(int(v.version) for v in tracking.client().search_model_versions(f"name='{name}'"))
+    return sorted(int(v.version) for v in store.client().search_model_versions(f"name='{name}'"))
 
 
 def test_pipeline_registers_one_production_model_per_good_customer(project, first_run):
-    from metagan import tracking, versioning
+    from metagan import model_versions, versioning
 
     root, _ = project
     data_version = versioning.data_version(root)
-    meta = tracking.get_alias("metagan-meta", "current")
+    meta = model_versions.get_alias("metagan-meta", "current")
     assert meta.tags["data_version"] == data_version
     assert meta.tags["code_version"] and meta.tags["params_hash"]
     for cid in ("alpha", "beta"):
         name = f"metagan-customer-{cid}"
-        prod = tracking.get_alias(name, "production")
+        prod = model_versions.get_alias(name, "production")
         assert versions(name) == [1]
-        assert tracking.get_alias(name, "candidate").version == prod.version
+        assert model_versions.get_alias(name, "candidate").version == prod.version
         assert prod.tags["meta_version"] == str(meta.version)  # lineage to the meta-model
         assert prod.tags["data_version"] == data_version
         assert prod.tags["parity_ok"] == "true" and prod.tags["gate"] == "passed"
         if (PROJECT_ROOT / "metagan/pretrained/evaluator.pt").exists():
             assert {"consistency", "copy_rate", "diversity"} <= set(prod.tags)
-    assert tracking.get_alias("metagan-evaluator", "current") is not None or not first_run.evaluator.registered
-    assert "metagan-customer-broken" not in {m.name for m in tracking.list_models()}
+    assert model_versions.get_alias("metagan-evaluator", "current") is not None or not first_run.evaluator.registered
+    assert "metagan-customer-broken" not in {m.name for m in model_versions.list_models()}
     assert "broken" in first_run.data.rejected["broken"]
     if (PROJECT_ROOT / "metagan/pretrained/evaluator.pt").exists():  # junk never reaches production
-        assert "metagan-customer-photos" not in {m.name for m in tracking.list_models()}
+        assert "metagan-customer-photos" not in {m.name for m in model_versions.list_models()}
         assert "it looks like a photograph" in first_run.data.rejected["photos"]
     assert [p.outcome.value for p in first_run.promoted] == ["promoted", "promoted"]
 
@@ -79,7 +79,7 @@ def test_pipeline_registers_one_production_model_per_good_customer(project, firs
 def test_registered_onnx_model_runs_in_onnxruntime_and_matches_torch(project, first_run):
     """The production model is the customer's adapted generator: adapting the ingested shots again
     from the same meta-model (adaptation is deterministic in its seed) gives the same images in torch."""
-    from metagan import tracking
+    from metagan import serving
     from metagan.adapt import adapt_to_customer, load_meta_model
     from metagan.customers import load_ingested
     from metagan.export import noise, onnx_session
@@ -87,7 +87,7 @@ def test_registered_onnx_model_runs_in_onnxruntime_and_matches_torch(project, fi
 
     root, _ = project
     params = params_of(root)
-    session = onnx_session(tracking.load_onnx_bytes("models:/metagan-customer-alpha@production"))
+    session = onnx_session(serving.load_onnx_bytes("models:/metagan-customer-alpha@production"))
     z = noise(6, session.get_inputs()[0].shape[1], seed=0)
     (got,) = session.run(None, {"z": z})
     meta = load_meta_model(meta_checkpoint(params, first_run.meta.version))
@@ -128,22 +128,22 @@ def test_the_mlflow_ui_has_signatures_model_metrics_sample_images_and_the_batch(
     manifest recorded against the version it drew from."""
     import mlflow
 
-    from metagan import tracking
+    from metagan import model_versions, store, tracking
 
     root, _ = project
-    prod = tracking.get_alias("metagan-customer-alpha", "production")
+    prod = model_versions.get_alias("metagan-customer-alpha", "production")
     info = mlflow.models.get_model_info(f"models:/metagan-customer-alpha/{prod.version}")
     assert info.signature is not None and info.saved_input_example_info is not None
     inputs = info.signature.inputs.to_dict()[0]["tensor-spec"]
     assert inputs["dtype"] == "float32" and inputs["shape"][0] == -1
     logged = mlflow.get_logged_model(info.model_id)
     assert "shot_coverage" in {m.key for m in logged.metrics}
-    meta_run = tracking.get_alias("metagan-meta", "current").run_id
-    images = [f.path for f in tracking.client().list_artifacts(meta_run, "images")]
+    meta_run = model_versions.get_alias("metagan-meta", "current").run_id
+    images = [f.path for f in store.client().list_artifacts(meta_run, "images")]
     assert any("samples" in f for f in images), images
     assert prod.tags["last_batch"] == str(root / "out/alpha/manifest.json")
     # one generate run per task of the night, its customers' manifests in manifests.json
-    runs = tracking.client().search_runs([tracking.experiment_id()], "tags.step = 'generate'")
+    runs = store.client().search_runs([tracking.experiment_id()], "tags.step = 'generate'")
     recorded = [m for r in runs for m in mlflow.artifacts.load_dict(f"runs:/{r.info.run_id}/manifests.json")]
     assert {"customer_id": "alpha", "model_version": str(prod.version), "count": 5} == \
         {k: v for k, v in next(m for m in recorded if m["customer_id"] == "alpha").items()
@@ -171,7 +171,7 @@ def test_a_second_run_with_nothing_changed_creates_no_new_versions(project, firs
 
 def test_rollback_needs_a_previous_version_and_then_swaps(project, first_run):
     from flows.promote import rollback
-    from metagan import tracking
+    from metagan import model_versions
     from metagan.lifecycle.registry import NoPreviousVersion
 
     root, _ = project
@@ -179,8 +179,8 @@ def test_rollback_needs_a_previous_version_and_then_swaps(project, first_run):
     with pytest.raises(NoPreviousVersion, match="no previous"):
         rollback(params, "alpha")
     name = "metagan-customer-alpha"
-    tracking.set_alias(name, "previous", tracking.get_alias(name, "production").version)
-    assert rollback(params, "alpha") == str(tracking.get_alias(name, "production").version)
+    model_versions.set_alias(name, "previous", model_versions.get_alias(name, "production").version)
+    assert rollback(params, "alpha") == str(model_versions.get_alias(name, "production").version)
 
 
 def test_a_worker_without_the_checkpoint_fetches_the_registered_meta_model(project, first_run, tmp_path):
@@ -205,7 +205,7 @@ def test_the_hourly_run_adapts_only_the_customers_whose_uploads_changed(project,
     import shutil
 
     from flows.hourly import adapt_changed
-    from metagan import tracking
+    from metagan import model_versions
 
     root, customers = project
     params = params_of(root)
@@ -220,7 +220,7 @@ def test_the_hourly_run_adapts_only_the_customers_whose_uploads_changed(project,
     assert [p.outcome.value for p in hour.promoted] == ["promoted"]
     assert versions("metagan-customer-alpha") == before["alpha"] + [max(before["alpha"]) + 1]
     assert versions("metagan-customer-beta") == before["beta"]
-    prod = tracking.get_alias("metagan-customer-alpha", "production")
+    prod = model_versions.get_alias("metagan-customer-alpha", "production")
     assert prod.tags["shots"] == "5"
 
 

@@ -1,0 +1,36 @@
+"""The registry's names: the meta-model's, the evaluator's and each customer's model, and their aliases.
+
+A name and an alias mean the same to the lifecycle that writes them (:mod:`metagan.lifecycle.registry`)
+and to the batch job that reads them (:mod:`metagan.serving`).
+"""
+
+from __future__ import annotations
+
+from metagan.uploads import validate_customer_id
+
+
+META_MODEL = "metagan-meta"
+
+
+EVALUATOR_MODEL = "metagan-evaluator"
+
+
+CUSTOMER_PREFIX = "metagan-customer-"
+
+
+CURRENT = "current"
+"""The meta-model's and evaluator's moving alias ("latest" is reserved by MLflow)."""
+
+
+CANDIDATE, PRODUCTION, PREVIOUS = "candidate", "production", "previous"
+
+
+CUSTOMER_ALIASES = (PRODUCTION, CANDIDATE, PREVIOUS)
+
+
+def customer_model_name(customer_id: str) -> str:
+    return CUSTOMER_PREFIX + validate_customer_id(customer_id)
+
+
+def customer_id_of(model_name: str) -> str:
+    return model_name.removeprefix(CUSTOMER_PREFIX)

@@ -1,0 +1,261 @@
+"""The MLflow store: where it is, whether it is healthy, and the one retry layer every call to it goes through.
+
+Embedded default: SQLite at ``mlflow/mlflow.db`` of the project folder, artifacts under ``mlflow/artifacts``.
+Setting ``MLFLOW_TRACKING_URI`` (and ``MLFLOW_S3_ENDPOINT_URL``, AWS credentials, ...) in the
+environment points the same code at a tracking server; nothing here builds server URIs by hand.
+
+Every call to MLflow goes through :func:`retrying`: a server that is unreachable for a while is
+retried with exponential backoff (``METAGAN_MLFLOW_ATTEMPTS``, ``..._BACKOFF_S``, ``..._TIMEOUT_S``,
+see :mod:`metagan.retry`), then the call fails with a ``ServiceUnavailable`` naming what it was
+doing. MLflow's own HTTP retries are turned off by default so the two do not multiply (MLflow
+alone would retry 7 times over ~4 minutes, each request waiting up to 120 s). A failure of the
+embedded store itself (a corrupt or vanished SQLite file) is :class:`~metagan.errors.Damaged`, at once.
+
+Runs and logging: :mod:`metagan.tracking`; registered models, versions and aliases:
+:mod:`metagan.model_versions`; reading a served model: :mod:`metagan.serving`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from pathlib import Path
+
+from metagan.config import project_dir
+from metagan.retry import RetryPolicy, call_with_retries
+
+log = logging.getLogger(__name__)
+
+
+def tracking_uri(root: Path | None = None) -> str:
+    """``MLFLOW_TRACKING_URI``, else the SQLite registry in the project folder (``root``)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root or project_dir()) / 'mlflow' / 'mlflow.db'}"
+
+
+def configure(root: Path | None = None, create: bool = False) -> str:
+    """Point MLflow at the configured store; returns the tracking URI.
+
+    The embedded store (a SQLite file) must exist and be readable (:func:`check_store`): MLflow
+    would otherwise create an empty one in place of a lost registry, and every command would carry
+    on as if no customer had a model. Only ``create=True`` may make a new one: starting a run
+    (:func:`metagan.tracking.experiment_id`), which only the steps that record work do, and :func:`metagan.tracking.create_store`."""
+    import mlflow
+
+    policy = RetryPolicy.from_env("mlflow")
+    # the retries are ours (retrying); MLflow's HTTP layer makes one attempt with a bounded timeout
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    # a download is a step of a larger job (a night draws thousands): no progress bar per file
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    timeout = str(max(1, round(policy.timeout_s)))  # MLflow takes whole seconds
+    if "METAGAN_MLFLOW_TIMEOUT_S" in os.environ:
+        os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = timeout
+    else:
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", timeout)
+    uri = tracking_uri(root)
+    db = _sqlite_file(uri)
+    if db is not None and create and not db.exists():
+        _refuse_to_replace(db)
+        db.parent.mkdir(parents=True, exist_ok=True)
+    elif db is not None:
+        check_store(db)
+    mlflow.set_tracking_uri(uri)
+    user_registry = os.environ.get("MLFLOW_REGISTRY_URI")
+    mlflow.set_registry_uri(user_registry or uri)
+    if not user_registry:
+        # set_registry_uri exports MLFLOW_REGISTRY_URI: left there, it would read as the user's
+        # choice on the next call (after the tracking URI changed) and in every child process
+        os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    return uri
+
+
+def check_configured_store(root: Path | None = None, create: bool = False) -> None:
+    """:func:`check_store` for the configured store when it is embedded (a server checks its own),
+    without importing MLflow: entry points call it before any work starts. ``create``: for a step
+    that would make the store, only a lost one (model files left without it) is an error."""
+    db = _sqlite_file(tracking_uri(root))
+    if db is not None and create and not db.exists():
+        _refuse_to_replace(db)
+    elif db is not None:
+        check_store(db)
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+_STORE_CHECKED: dict[str, tuple[int, int]] = {}
+"""Embedded stores found readable by this process: (inode, size) of the file checked. The full
+check runs again when the file was replaced or shrank (SQLite files only grow: a truncation);
+presence is checked at every call."""
+
+
+def check_store(db: Path) -> None:
+    """Raise :class:`~metagan.errors.Damaged` (one line, naming the file) when the embedded store is
+    missing, empty, not MLflow's, or corrupt: SQLite's ``quick_check`` the first time a process sees
+    the file (and when it was replaced or shrank), a read of its schema whenever it changed."""
+    from metagan.errors import Damaged
+
+    if not db.is_file():
+        _forget_mlflow_stores(db)  # nothing may go on writing to the file that was deleted
+        artifacts = db.parent / "artifacts"
+        if artifacts.is_dir() and any(artifacts.iterdir()):
+            raise Damaged(f"the registry at {db} is gone (the model files in {artifacts} remain); restore it from "
+                          "backup")
+        raise Damaged(f"there is no registry at {db}: if this project had one, it is gone (restore it from backup); "
+                      "a new project starts one with `metagan meta-train` or `metagan demo`")
+    stat = db.stat()
+    identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    seen = _STORE_CHECKED.get(str(db))
+    if seen == identity:
+        return
+    # replaced (restored from backup) or shrunk (SQLite files only grow): the whole file again, and
+    # MLflow must reopen it (its pooled connections would go on using the old one)
+    thorough = seen is None or seen[0] != stat.st_ino or stat.st_size < seen[1]
+    if seen is not None and thorough:
+        _forget_mlflow_stores(db)
+    try:
+        if not _readable_store(db, thorough):
+            return  # a writer holds it: MLflow's own calls wait and retry, and the check runs next time
+    except Damaged:
+        _STORE_CHECKED.pop(str(db), None)
+        _forget_mlflow_stores(db)
+        raise
+    _STORE_CHECKED[str(db)] = identity
+
+
+def _readable_store(db: Path, thorough: bool) -> bool:
+    """Raise Damaged when ``db`` is not a readable MLflow registry; False when it is locked."""
+    import sqlite3
+    from contextlib import closing
+
+    from metagan.errors import Damaged
+
+    try:
+        with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as con:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if not {"registered_models", "model_versions", "registered_model_aliases"} <= tables:
+                raise Damaged(f"the registry at {db} holds no MLflow registry tables (empty or replaced); restore "
+                              "it from backup")
+            (result,) = con.execute("PRAGMA quick_check(1)").fetchone() if thorough else ("ok",)
+    except sqlite3.OperationalError as e:
+        if "locked" in str(e) or "busy" in str(e):
+            return False
+        raise Damaged(f"the registry at {db} is unreadable ({e}); restore it from backup") from None
+    except sqlite3.DatabaseError as e:  # "file is not a database", "database disk image is malformed"
+        raise Damaged(f"the registry at {db} is unreadable ({e}); restore it from backup") from None
+    if result != "ok":
+        raise Damaged(f"the registry at {db} is corrupt (SQLite: {result}); restore it from backup")
+    return True
+
+
+def _forget_mlflow_stores(db: Path) -> None:
+    """Drop MLflow's cached stores and database engines of ``db``: MLflow keeps them for the life of
+    the process, and their pooled connections would go on reading and writing the file that was
+    replaced. These are MLflow's private caches: with another layout, a warning says to restart."""
+    import sys
+
+    if "mlflow.store.db.utils" not in sys.modules:
+        return  # MLflow has opened no database in this process
+    try:
+        from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+        from mlflow.tracking._model_registry.registry import ModelRegistryStoreRegistry
+        from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
+
+        for store in (RegistryStore, TrackingStore):
+            for uri in [u for u in store._engine_map if _sqlite_file(u) == db]:
+                store._engine_map.pop(uri).dispose()
+        TrackingStoreRegistry._get_store_with_resolved_uri.cache_clear()
+        ModelRegistryStoreRegistry._get_store_with_resolved_uri.cache_clear()
+    except (ImportError, AttributeError) as e:  # another MLflow version
+        log.warning("could not make MLflow reopen the registry at %s (%s): restart this process", db, e)
+
+
+def _refuse_to_replace(db: Path) -> None:
+    """Creating a store where one was lost would hide the loss (and orphan every model file)."""
+    from metagan.errors import Damaged
+
+    artifacts = db.parent / "artifacts"
+    if artifacts.is_dir() and any(artifacts.iterdir()):
+        raise Damaged(f"the registry at {db} is gone (the model files in {artifacts} remain); restore it from "
+                      f"backup, or move {artifacts} away to start a new registry")
+
+
+def _store_damage(e: BaseException):
+    """A :class:`~metagan.errors.Damaged` for a failure of the store itself (a corrupt or vanished
+    SQLite file under MLflow's client), None for anything else (a locked database is transient)."""
+    import sqlite3
+
+    from metagan.errors import Damaged
+
+    seen = e
+    while seen is not None:
+        # sqlite3's and SQLAlchemy's classes of the same names (not IntegrityError: a constraint)
+        if type(seen).__name__ in ("DatabaseError", "OperationalError") and (
+                isinstance(seen, sqlite3.DatabaseError) or type(seen).__module__.startswith("sqlalchemy")):
+            text = str(seen).splitlines()[0] if str(seen) else type(seen).__name__
+            if "locked" in text or "busy" in text:
+                return None
+            db = _sqlite_file(tracking_uri())
+            if db is not None:
+                _STORE_CHECKED.pop(str(db), None)
+                _forget_mlflow_stores(db)
+            return Damaged(f"the registry at {db or tracking_uri()} is unreadable ({text}); restore it from backup")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def is_transient(e: BaseException) -> bool:
+    """Failures worth retrying: no connection, timeouts, throttling, 5xx from a server or proxy."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(e, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError,
+                      TimeoutError)):
+        return True
+    if isinstance(e, requests.exceptions.HTTPError):  # an artifact download through the server
+        return e.response is not None and e.response.status_code in (429, 500, 502, 503, 504)
+    if isinstance(e, MlflowException):
+        # rest_utils wraps connection errors, timeouts and non-JSON error replies (a proxy's 503)
+        # as "API request to ... failed ..."; a JSON error from the server carries an error code
+        message = str(e.message)
+        if message.startswith("API request to"):
+            code = re.search(r"failed with error code (\d+)", message)
+            return code is None or int(code.group(1)) in (429, 500, 502, 503, 504)
+        # the SQLite store reports every OperationalError as TEMPORARILY_UNAVAILABLE: a locked
+        # database is, a missing table or a disk I/O error is not
+        return e.error_code in ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED") and _store_damage(e) is None
+    return False
+
+
+def retrying(what: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with bounded retries on transient MLflow failures; a failure of the
+    embedded store itself is raised as :class:`~metagan.errors.Damaged`, at once."""
+    try:
+        return call_with_retries(lambda: fn(*args, **kwargs), what, RetryPolicy.from_env("mlflow"), is_transient,
+                                 service=f"MLflow ({tracking_uri()})")
+    except Exception as e:
+        damage = _store_damage(e)
+        if damage is not None:
+            raise damage from e
+        raise
+
+
+def absent(e) -> bool:
+    """MLflow's answer for a model, version or alias that does not exist (and nothing else)."""
+    return e.error_code == "RESOURCE_DOES_NOT_EXIST" or (
+        e.error_code == "INVALID_PARAMETER_VALUE" and "alias" in str(e.message) and "not found" in str(e.message))
+
+
+def client():
+    from mlflow import MlflowClient
+
+    configure()
+    try:  # opening the store reads the database: a damaged one is damaged here too
+        return MlflowClient()
+    except Exception as e:
+        damage = _store_damage(e)
+        if damage is not None:
+            raise damage from e
+        raise
