@@ -50,16 +50,11 @@ timeout $THROUGHPUT_S $PY bench/meta_throughput.py --device $DEVICE --preset $PR
   --tasks $TASKS --seconds $SECONDS_EACH --out "$OUT/meta_throughput.json" > "$OUT/meta_throughput.log" 2>&1
 
 # 2. the benchmark models, side by side (one Python process each; the GPU is far from full)
-train() {  # name method batch [extra args]
-  local name=$1 method=$2 batch=$3; shift 3
-  $PY bench/train_method.py --method "$method" --preset $TRAIN_PRESET --minutes $TRAIN_MIN --meta-batch "$batch" \
-    --device $DEVICE --out $WORK --name "$name" --log-every 1000 "$@" > "$OUT/train-$name.log" 2>&1
-}
 $PY -c "from metagan.config import load_params; from metagan.task_data import prepare_task_dataset; \
 prepare_task_dataset(load_params().with_overrides(data={'packed_dir': '$PWD/$WORK/tasks-64', 'image_size': 64}))"  # pack once
-train warp warp $BATCH --image-size 64 &
-train warp-b$BIG_BATCH warp $BIG_BATCH --image-size 64 &
-wait
+PY=$PY LOGS=$OUT OMP_NUM_THREADS=${OMP_NUM_THREADS:-4} \
+  TRAIN_ARGS="--preset $TRAIN_PRESET --device $DEVICE --image-size 64 --log-every 1000" \
+  bash bench/train_methods.sh $TRAIN_MIN $WORK "warp=warp --meta-batch $BATCH" "warp-b$BIG_BATCH=warp --meta-batch $BIG_BATCH"
 for f in $WORK/*.pt; do cp "$f" "$OUT/"; done
 # at most 8 files come back: the logs travel as one
 for f in "$OUT"/nvidia-smi.txt "$OUT"/*.log; do [[ -e $f ]] && { echo "=== $(basename "$f")"; cat "$f"; rm "$f"; }; done \

@@ -14,7 +14,7 @@ before any compute, against the drawings the meta-model was trained on:
 - **threshold**: midway between the farthest drawing of the tune alphabets (``data.tune_groups``)
   and the nearest non-character image of the calibration set (noise photos, gradients, textures,
   patterns, blank images), with an evaluator that saw neither; measured on the test alphabets
-  (docs/BENCHMARKS.md, the domain check);
+  (docs/history/2026-11-29-upload-domain-check.md; at 64 px: docs/BENCHMARKS.md);
 - **inverted drawings** (light strokes on a dark background, told by the image's border) are
   *converted*: inverted to dark on white, then checked like any upload;
 - **the reason** a refused upload gets says what it looks like (blank; a grey paper background;

@@ -39,7 +39,7 @@ def test_copy_rate_flags_only_samples_closer_to_a_shot_than_any_real_drawing():
 
 
 def test_a_fresh_real_drawing_scores_a_copy_rate_of_one_over_the_number_of_reals():
-    """Why the 5% copy target is strict (docs/BENCHMARKS.md, fifth round): each held-out drawing
+    """Why the 5% copy target is strict (docs/history/2026-11-27-quality-round-5-finetuning-length.md): each held-out drawing
     scored against the others is a "copy" exactly when it is the one nearest to the shots."""
     g = torch.Generator().manual_seed(0)
     for reals in (10, 15):
