@@ -16,8 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 from pydantic import Field
 
-from metagan.deformation import (MAX_SHOTS, affine_matrix, choice_weights, crisp, deform, smooth_field, symmetric,
-                                 uniform)
+from metagan.deformation import MAX_SHOTS, choice_weights, crisp, deform, random_deformation, random_noise_dim, uniform
 from metagan.meta.base import LearnerSettings, MetaLearner, register
 from metagan.served import ServedGenerator
 
@@ -60,7 +59,7 @@ class ClassicConfig:
     def z_dim(self) -> int:
         """Noise: a choice score per shot slot, rotation, shear, scale, shift (2), the control
         points (2 x grid x grid), and whether to thicken."""
-        return MAX_SHOTS + 5 + 2 * self.elastic_grid**2 + 1
+        return MAX_SHOTS + random_noise_dim(self.elastic_grid) + 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,13 +83,10 @@ class ClassicGenerator(ServedGenerator):
         cfg, shots = self.cfg, self.shots
         base = torch.einsum("nk,kchw->nchw", choice_weights(z[:, : shots.shape[0]]), shots)
         p = z[:, MAX_SHOTS:]
-        log_scale = symmetric(p[:, 2], 1.0) * torch.log1p(torch.tensor(cfg.scale))
-        theta = affine_matrix(symmetric(p[:, 0], cfg.rotation), symmetric(p[:, 1], cfg.shear),
-                              torch.stack([log_scale, log_scale], dim=1), symmetric(p[:, 3:5], 2 * cfg.shift))
-        g = cfg.elastic_grid
-        control = symmetric(p[:, 5 : 5 + 2 * g * g], 2 * cfg.elastic).reshape(-1, 2, g, g)
-        thicken = cfg.thicken * (uniform(p[:, 5 + 2 * g * g]) < cfg.thicken_share).to(z.dtype)
-        return crisp(deform(base, theta, smooth_field(control, shots.shape[-1]), thicken), cfg.crisp).clamp(-1.0, 1.0)
+        theta, field = random_deformation(p, shots.shape[-1], cfg.rotation, cfg.shear, cfg.scale, cfg.shift,
+                                          cfg.elastic, cfg.elastic_grid)
+        thicken = cfg.thicken * (uniform(p[:, random_noise_dim(cfg.elastic_grid)]) < cfg.thicken_share).to(z.dtype)
+        return crisp(deform(base, theta, field, thicken), cfg.crisp).clamp(-1.0, 1.0)
 
 
 @register("classic")
