@@ -73,12 +73,6 @@ def affine_matrix(rotation: torch.Tensor, shear: torch.Tensor, log_scale: torch.
     return torch.stack([row0, row1], dim=1)
 
 
-CLASSICAL_RECIPE = dict(rotation=0.15, shear=0.15, scale=0.1, shift=0.1, elastic=0.03, grid=4)
-"""The classical augmentation's strengths a user would start from (torchvision's RandomAffine and
-ElasticTransform as the quality issue measured them); ``classic``'s defaults are three quarters of
-these, chosen on the tune alphabets."""
-
-
 def random_noise_dim(grid: int) -> int:
     """Noise entries one random deformation takes: rotation, shear, scale, shift (2), and the
     control points of a ``grid`` x ``grid`` field (2 each)."""
@@ -95,14 +89,6 @@ def random_deformation(p: torch.Tensor, size: int, rotation: float, shear: float
                           torch.stack([log_scale, log_scale], dim=1), symmetric(p[:, 3:5], 2 * shift))
     control = symmetric(p[:, 5 : random_noise_dim(grid)], 2 * elastic).reshape(-1, 2, grid, grid)
     return theta, smooth_field(control, size)
-
-
-def compose_affine(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
-    """The sampling matrix of reading through ``inner`` then ``outer`` (both (N, 2, 3)): a point x
-    reads at outer(inner(x))."""
-    a = outer[:, :, :2] @ inner[:, :, :2]
-    b = (outer[:, :, :2] @ inner[:, :, 2:]).squeeze(-1) + outer[:, :, 2]
-    return torch.cat([a, b.unsqueeze(-1)], dim=2)
 
 
 def identity_affine(n: int, device: torch.device | str = "cpu") -> torch.Tensor:

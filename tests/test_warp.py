@@ -92,32 +92,6 @@ def test_warp_exports_one_input_onnx_with_parity_and_later_customers_reuse_the_g
     assert calls == [] and check_parity(b, other, batch=16) < 1e-4
 
 
-def test_learned_plus_random_adds_the_classical_recipe_on_top_and_exports_with_parity(tmp_path):
-    """``random``: the learned deformation of a randomly deformed shot; its noise comes after the
-    learned one's, and with the learned part at the identity it is the classical recipe alone."""
-    from metagan.deformation import CLASSICAL_RECIPE, deform, random_deformation, random_noise_dim
-
-    plain = warp(size=64)
-    mixed = build_learner(PARAMS.with_overrides(learners={"warp": {"random": 0.5}}), 64, 1)
-    shots = drawings(1, 64, seed=1)
-    a, b = plain.adapt(shots, 0, 0.0, torch.Generator()), mixed.adapt(shots, 0, 0.0, torch.Generator())
-    assert b.z_dim == a.z_dim + random_noise_dim(CLASSICAL_RECIPE["grid"])
-    head = mixed.generator.fields.head
-    for layer in (head.control, head.globals):
-        torch.nn.init.zeros_(layer.weight)
-        torch.nn.init.zeros_(layer.bias)
-    b = mixed.adapt(shots, 0, 0.0, torch.Generator())  # crisp off below: compare the moves alone
-    b.crisp = 0.0
-    z = torch.randn(8, b.z_dim, generator=torch.Generator().manual_seed(0))
-    recipe = {k: 0.5 * v for k, v in CLASSICAL_RECIPE.items() if k != "grid"}
-    theta, field = random_deformation(z[:, a.z_dim:], 64, grid=CLASSICAL_RECIPE["grid"], **recipe)
-    with torch.no_grad():
-        assert torch.allclose(b(z), deform(shots.expand(8, -1, -1, -1), theta, field).clamp(-1, 1), atol=1e-5)
-    b.crisp = 6.0
-    path = export_generator_onnx(b, tmp_path / "mixed.onnx")
-    assert onnx_session(path).get_inputs()[0].shape[1] == b.z_dim and check_parity(b, path, batch=16) < 1e-4
-
-
 def test_truncation_scales_the_deformation_noise_only():
     gen = warp().adapt(drawings(3), 0, 0.0, torch.Generator())
     z = torch.randn(5, gen.z_dim, generator=torch.Generator().manual_seed(0))

@@ -31,8 +31,7 @@ from torch import nn
 from torch.func import functional_call
 
 from metagan.config import MetaConfig
-from metagan.deformation import (CLASSICAL_RECIPE, MAX_SHOTS, compose_affine, crisp, deform, random_deformation,
-                                 random_noise_dim, smooth_field)
+from metagan.deformation import MAX_SHOTS, crisp
 from metagan.losses import d_logistic_loss, g_nonsaturating_loss, prototype_loss, r1_penalty, random_shift
 from metagan.meta.base import LearnerSettings, MetaLearner, register
 from metagan.meta.warp_nets import (
@@ -42,7 +41,6 @@ from metagan.meta.warp_nets import (
     WarpGenerator,
     WarpNetConfig,
     apply_field,
-    deformation,
     flat_field,
     gaussian_kl,
     pyramid_l1,
@@ -52,7 +50,7 @@ from metagan.served import ServedGenerator
 
 
 class WarpSettings(LearnerSettings):
-    served = frozenset({"crisp", "many_shots_noise", "random"})
+    served = frozenset({"crisp", "many_shots_noise"})
 
     field_weight: float = Field(1.0, ge=0)
     """The generator's deformation, decoded from a registered one's noise, against it (MSE in
@@ -74,10 +72,6 @@ class WarpSettings(LearnerSettings):
     crisp: float = Field(6.0, ge=0, le=20)
     """Served images: restore the edge profile after the resampling (:func:`metagan.deformation.crisp`;
     0: off). Applied to what a customer gets, not in meta-training."""
-    random: float = Field(0.0, ge=0, le=1.5)
-    """Served images: a random deformation on top of the learned one ("learned + random", Zhao et
-    al. 2019), as a multiple of the classical recipe's strengths
-    (:data:`metagan.deformation.CLASSICAL_RECIPE`); 0: off."""
     many_shots_noise: float = Field(0.7, gt=0, le=1)
     """Served images: the deformation noise's scale as the shots grow, ``s + (1 - s) / K`` for K
     shots (1 at one shot). Several shots already differ the way people's drawings do, and each
@@ -101,42 +95,28 @@ class WarpSampleGenerator(ServedGenerator):
     """The encoder's work is in the condition."""
 
     def __init__(self, generator: WarpGenerator, shots: torch.Tensor, crisp: float = 0.0,
-                 many_shots_noise: float = 1.0, random: float = 0.0):
+                 many_shots_noise: float = 1.0):
         with torch.no_grad():
             condition = generator.encode(shots)
         super().__init__(condition)
-        self.generator, self.crisp, self.random = generator, crisp, random
+        self.generator, self.crisp = generator, crisp
         k = shots.shape[0]
         self.register_buffer("noise_scale", torch.tensor(many_shots_noise + (1.0 - many_shots_noise) / k))
 
     @property
     def z_dim(self) -> int:
-        """The learned deformation's noise, then (with ``random``) the random deformation's."""
-        return self.generator.cfg.z_dim + (random_noise_dim(CLASSICAL_RECIPE["grid"]) if self.random else 0)
+        return self.generator.cfg.z_dim
 
     def config(self) -> dict:
-        return self.generator.cfg.to_dict() | {"crisp": self.crisp} | ({"random": self.random} if self.random else {})
+        return self.generator.cfg.to_dict() | {"crisp": self.crisp}
 
     def truncate(self, scale: float) -> "WarpSampleGenerator":
         self.noise_scale.mul_(scale)
         return self
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        cfg = self.generator.cfg
-        learned = torch.cat([z[:, :MAX_SHOTS], z[:, MAX_SHOTS:cfg.z_dim] * self.noise_scale], dim=1)
-        condition = [getattr(self, n) for n in self.condition_names]
-        if not self.random:
-            return crisp(self.generator(learned, *condition), self.crisp).clamp(-1.0, 1.0)
-        base, globals_, control = self.generator.parts(learned, *condition)
-        theta, control, width = deformation(cfg, globals_, control)
-        recipe = {k: v * self.random for k, v in CLASSICAL_RECIPE.items() if k != "grid"}
-        random_theta, random_field = random_deformation(z[:, cfg.z_dim:], base.shape[-1], grid=CLASSICAL_RECIPE["grid"],
-                                                        **recipe)
-        # read through the random map, then the learned one: the learned deformation of a randomly
-        # deformed drawing (fields added: both are a few pixels, so composing them is near additive)
-        moved = deform(base, compose_affine(theta, random_theta), smooth_field(control, base.shape[-1]) + random_field,
-                       width)
-        return crisp(moved, self.crisp).clamp(-1.0, 1.0)
+        z = torch.cat([z[:, :MAX_SHOTS], z[:, MAX_SHOTS:] * self.noise_scale], dim=1)
+        return crisp(self.generator(z, *(getattr(self, n) for n in self.condition_names)), self.crisp).clamp(-1.0, 1.0)
 
 
 @register("warp")
@@ -261,7 +241,6 @@ class WarpLearner(MetaLearner):
         return self._served(copy.deepcopy(self.generator), shots).eval()
 
     def _served(self, generator: WarpGenerator, shots: torch.Tensor) -> WarpSampleGenerator:
-        return WarpSampleGenerator(generator, shots, self.settings.crisp, self.settings.many_shots_noise,
-                                   self.settings.random)
+        return WarpSampleGenerator(generator, shots, self.settings.crisp, self.settings.many_shots_noise)
 
 

@@ -233,21 +233,15 @@ class WarpGenerator(nn.Module):
         maps, vecs = self.encoder(shots)
         return {"shots": shots, "maps": maps, "vectors": vecs, "set_vector": vecs.mean(0, keepdim=True)}
 
-    def parts(self, z: torch.Tensor, shots: torch.Tensor, maps: torch.Tensor, vectors: torch.Tensor,
-              set_vector: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(the shot each sample moves, its deformation's global parts, its control points)."""
+    def forward(self, z: torch.Tensor, shots: torch.Tensor, maps: torch.Tensor, vectors: torch.Tensor,
+                set_vector: torch.Tensor) -> torch.Tensor:
         k = shots.shape[0]
         choice = choice_weights(z[:, :k])
         base = torch.einsum("nk,kchw->nchw", choice, shots)
         shot_map = torch.einsum("nk,kchw->nchw", choice, maps)
         shot_vec = choice @ vectors
-        globals_, control = self.fields(z[:, MAX_SHOTS:self.cfg.z_dim], shot_map, shot_vec,
-                                        set_vector.expand(z.shape[0], -1))
-        return base, globals_, control
-
-    def forward(self, z: torch.Tensor, shots: torch.Tensor, maps: torch.Tensor, vectors: torch.Tensor,
-                set_vector: torch.Tensor) -> torch.Tensor:
-        return apply_field(self.cfg, *self.parts(z, shots, maps, vectors, set_vector))
+        globals_, control = self.fields(z[:, MAX_SHOTS:], shot_map, shot_vec, set_vector.expand(z.shape[0], -1))
+        return apply_field(self.cfg, base, globals_, control)
 
 
 def gaussian_kl(mean: torch.Tensor, log_var: torch.Tensor, free_bits: float = 0.0) -> torch.Tensor:
