@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.fleet import cpu_split, load, tree_cpu  # noqa: E402
+from metagan.config import SHIPPED_META_MODEL  # noqa: E402
 
 
 def project(work: Path, ids: list[str], shots: int, scaleout: bool) -> str:
@@ -48,7 +49,7 @@ def project(work: Path, ids: list[str], shots: int, scaleout: bool) -> str:
     write_uploads(work / "uploads", {cid: 109 + i % 48 for i, cid in enumerate(ids)}, shots, broken=False)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"].update(source=str(ROOT / params["data"]["sample"]), packed_dir=str(work / "data/tasks"))
-    params["meta"].update(init_checkpoint=str(ROOT / "metagan/pretrained/condgan-small.pt"), minutes=0.0)
+    params["meta"].update(init_checkpoint=str(SHIPPED_META_MODEL), minutes=0.0)
     params["paths"].update(data_root=str(work / "data"), ingested_customers=str(work / "data/customers"),
                            meta_checkpoint=str(work / "meta.pt"), customers_dir=str(work / "models"),
                            generated=str(work / "out"))

@@ -3,7 +3,7 @@
 Reports a cold first customer (imports and exporter warm-up included, as a fresh process pays)
 and the steady per-customer time of a running worker. Target: <= 5 s for 5 shots on 2 cores.
 
-    python bench/adapt_latency.py --checkpoint metagan/pretrained/condgan-small.pt --shots 5 --repeat 5
+    python bench/adapt_latency.py --checkpoint metagan/pretrained/warp-small.pt --shots 5 --repeat 5
 """
 
 from __future__ import annotations

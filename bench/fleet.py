@@ -115,7 +115,7 @@ def timed(fn):
 def real_model(work: Path) -> Path:
     """A demo customer (hebrew-03) adapted from the shipped meta-model: a production-sized ONNX file."""
     from metagan.adapt import MetaModel
-    from metagan.config import PACKAGE_DIR, load_params
+    from metagan.config import PACKAGE_DIR, SHIPPED_META_MODEL, load_params
     from metagan.customer_model import adapt_customer
     from metagan.customers import ingest_customer
 
@@ -124,7 +124,7 @@ def real_model(work: Path) -> Path:
     uploads = ingest_customer(PACKAGE_DIR / "sample_data" / "customers" / "hebrew-03", work / "model-data",
                               params.data.image_size, params.data.channels, a.min_shots, a.max_shots,
                               a.max_image_pixels).uploads
-    return adapt_customer(MetaModel.load(PACKAGE_DIR / "pretrained" / "condgan-small.pt"), uploads, params).onnx_path
+    return adapt_customer(MetaModel.load(SHIPPED_META_MODEL), uploads, params).onnx_path
 
 
 def register(ids: list[str], onnx: Path, clients: int, drawn_at: str | None) -> dict:
@@ -369,6 +369,9 @@ def main() -> None:
     ap.add_argument("--skip-hour-ingest", action="store_true",
                     help="leave out the DVC set-up and the hour's ingestion of the changed folders (step 6's last part)")
     ap.add_argument("--model", help="an ONNX file to register (default: adapt a demo customer, about a minute)")
+    ap.add_argument("--models-through-server", action="store_true",
+                    help="scale-out: the night's workers read models through the tracking server, not from the "
+                         "bucket (no MLFLOW_ARTIFACTS_DESTINATION on the clients)")
     ap.add_argument("--report", help="write the figures as JSON here too")
     args = ap.parse_args()
     with ExitStack() as stack:
@@ -384,9 +387,13 @@ def main() -> None:
             from tests.servers import scaleout_stack
 
             env |= stack.enter_context(scaleout_stack(work / "servers", mlflow_workers=args.mlflow_workers))["env"]
+            if args.models_through_server:
+                env.pop("MLFLOW_ARTIFACTS_DESTINATION")
         figures = measure(args, work, env)
     report = {"profile": args.profile, "machine": platform.platform(), "cpus": os.cpu_count(), "date": str(date.today()),
               "mlflow_workers": args.mlflow_workers if args.profile == "scaleout" else None,
+              "models_read": None if args.profile == "embedded" else
+              "through the tracking server" if args.models_through_server else "from the bucket",
               "command": " ".join([Path(sys.executable).name, *sys.argv]), **figures}
     print(json.dumps(report, indent=2))
     if args.report:

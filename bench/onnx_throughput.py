@@ -2,7 +2,7 @@
 plain session) vs torch eager for the same generator, and the fraction of the machine's FLOP
 roofline reached.
 
-    python bench/onnx_throughput.py --checkpoint metagan/pretrained/condgan-small.pt --batch 256 --seconds 5
+    python bench/onnx_throughput.py --checkpoint metagan/pretrained/warp-small.pt --batch 256 --seconds 5
 """
 
 from __future__ import annotations

@@ -17,3 +17,13 @@ def test_meta_throughput_reports_the_figr_reference_and_the_vmapped_reptile(tmp_
     assert [(r["method"], r["tasks_at_once"], r["vmap"]) for r in rows] == \
         [("reptile", 1, False), ("reptile", 2, True), ("condgan", 2, False), ("warp", 2, False)]
     assert rows[0]["vs_figr_reference"] == 1.0 and all(r["tasks_per_second"] > 0 for r in rows)
+
+
+def test_every_shipped_file_a_benchmark_names_is_shipped():
+    """A benchmark that names a file of ``metagan/pretrained/`` (a default, a usage line) names one
+    that is there: the shipped meta-model changed once and left two benchmarks pointing at nothing."""
+    import re
+
+    named = {(path.name, m) for path in [*ROOT.glob("bench/*.py"), *ROOT.glob("bench/*.sh")]
+             for m in re.findall(r"metagan/pretrained/[\w.-]+\.pt", path.read_text())}
+    assert named and not [(script, m) for script, m in named if not (ROOT / m).is_file()]
