@@ -26,6 +26,38 @@ def s3_client():
     return boto3.client("s3", config=config), policy
 
 
+_CLIENTS: dict = {}
+
+
+def shared_s3_client():
+    """One :func:`s3_client` per process and configuration, for reads: a night's worker reads a
+    model for every customer it draws, and making a client costs tens of milliseconds (boto3's
+    clients are thread-safe)."""
+    import os
+
+    key = (os.environ.get("AWS_ENDPOINT_URL"), os.environ.get("AWS_ACCESS_KEY_ID"), RetryPolicy.from_env("s3"))
+    if key not in _CLIENTS:
+        _CLIENTS[key] = s3_client()
+    return _CLIENTS[key]
+
+
+def read_object(uri: str) -> bytes:
+    """The whole object at ``s3://bucket/key`` (one GET), with the writes' retries and timeouts;
+    an object that is not there is ``FileNotFoundError``."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    client, policy = shared_s3_client()
+    try:
+        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except (BotoCoreError, ClientError) as e:
+        if isinstance(e, ClientError) and e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            raise FileNotFoundError(uri) from None
+        if isinstance(e, ClientError) and not _is_retryable(e):
+            raise
+        raise ServiceUnavailable(f"S3 unavailable: reading {uri} failed after {policy.attempts} attempt(s): {e}") from e
+
+
 class OutputLocation:
     def __init__(self, uri: str | Path, _client=None):
         self.uri = str(uri)

@@ -283,6 +283,8 @@ def scaleout_stack(work: Path, bucket: str = "metagan", mlflow_workers: int = 1)
         # the fleet index (and the per-customer advisory locks) in the registry's own database
         env = s3.client_env() | {"MLFLOW_TRACKING_URI": mlflow.uri, "PREFECT_API_URL": prefect.api_url,
                                  "METAGAN_PROFILE": "scaleout",
+                                 # where the server keeps artifacts: the night reads models there
+                                 "MLFLOW_ARTIFACTS_DESTINATION": mlflow.artifacts_destination,
                                  "METAGAN_INDEX_URL": f"postgresql://{pg.user}@127.0.0.1:{pg.port}/mlflow"}
         yield {"pg": pg, "s3": s3, "mlflow": mlflow, "prefect": prefect, "env": env}
     finally:

@@ -74,6 +74,32 @@ def test_model_artifacts_are_in_the_bucket(stack, run):
     assert any(k.endswith("checkpoint.pt") for k in keys)
 
 
+def test_a_worker_reads_a_model_from_the_bucket_as_the_server_would_serve_it(stack, run, monkeypatch):
+    """With the server's artifact destination known, a model file is read straight from S3 (no
+    request to the tracking server); its bytes are those the server serves, and its checksum the
+    registered one."""
+    import hashlib
+
+    from mlflow import MlflowClient
+
+    from metagan import serving
+
+    mv = MlflowClient(stack["mlflow"].uri, registry_uri=stack["mlflow"].uri).get_model_version_by_alias(
+        "metagan-customer-alpha", "production")
+    uri = mv.tags["onnx_file"]
+    for k, v in stack["env"].items():
+        monkeypatch.setenv(k, v)
+    direct = serving.direct_s3_uri(uri)
+    assert direct is not None and direct.startswith(f"s3://{BUCKET}/mlflow/")
+    data = serving.read_model_file(uri)
+    assert hashlib.sha256(data).hexdigest() == mv.tags["onnx_sha256"]
+    monkeypatch.delenv("MLFLOW_ARTIFACTS_DESTINATION")  # through the server
+    assert serving.direct_s3_uri(uri) is None and serving.read_model_file(uri) == data
+    monkeypatch.setenv("MLFLOW_ARTIFACTS_DESTINATION", f"s3://{BUCKET}/elsewhere")
+    with pytest.raises(Exception, match="missing from the artifact store"):
+        serving.read_model_file(uri)
+
+
 def test_customers_were_spread_over_dask_workers(run):
     _, summary, _ = run
     workers = {r["worker"] for r in summary["adapted"] if not r.get("reused")}
