@@ -14,6 +14,7 @@ to read: positive x reads from the right, which moves the drawing left.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -44,16 +45,13 @@ def symmetric(z: torch.Tensor, bound: float) -> torch.Tensor:
     return bound * (2.0 * uniform(z) - 1.0)
 
 
-def choice_weights(scores: torch.Tensor) -> torch.Tensor:
-    """(N, K) scores -> one-hot rows at each row's highest score. With i.i.d. normal scores every
-    shot is equally likely (the argmax of Gaussians is uniform); a learned preference adds to them."""
-    one_hot = (scores == scores.max(dim=1, keepdim=True).values).to(scores.dtype)
-    return one_hot / one_hot.sum(dim=1, keepdim=True)  # exact ties (never with real noise) average
-
-
-def pick_shots(shots: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-    """For each sample the shot with the highest score. ``shots``: (K, C, H, W); ``scores``: (N, K)."""
-    return torch.einsum("nk,kchw->nchw", choice_weights(scores), shots)
+def pick(scores: torch.Tensor, *per_shot: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """For each sample, the shot with the highest of its (N, K) ``scores``, from each tensor of
+    ``per_shot`` (K, ...): with i.i.d. normal scores every shot is equally likely (the argmax of
+    Gaussians is uniform). An index, not a one-hot product: exported, it is one Gather where the
+    product was a (N, K, C, H, W) multiply-and-sum, half of a warp model's time."""
+    index = scores.argmax(dim=1)
+    return tuple(t.index_select(0, index) for t in per_shot)
 
 
 def affine_matrix(rotation: torch.Tensor, shear: torch.Tensor, log_scale: torch.Tensor,
@@ -97,9 +95,38 @@ def identity_affine(n: int, device: torch.device | str = "cpu") -> torch.Tensor:
 
 def smooth_field(control: torch.Tensor, size: int) -> torch.Tensor:
     """Control points (N, 2, g, g) -> a displacement field (N, size, size, 2), bicubic in between:
-    g = 4 or 8 moves whole strokes, never single pixels."""
-    field = F.interpolate(control, size=(size, size), mode="bicubic", align_corners=True)
-    return field.permute(0, 2, 3, 1)
+    g = 4 or 8 moves whole strokes, never single pixels. Bicubic interpolation is separable, so it
+    is two products with a fixed (size, g) matrix: the same values as ``F.interpolate``'s (within
+    1e-6), and exported as two MatMuls instead of a Resize that took a quarter of a warp model's time."""
+    a = _bicubic_matrix(control.shape[-1], size).to(control)
+    return (a @ control @ a.T).permute(0, 2, 3, 1)
+
+
+def _bicubic_matrix(grid: int, size: int) -> torch.Tensor:
+    """Row i: the weights of the ``grid`` control points at output position i: ``F.interpolate``'s
+    bicubic (its cubic convolution, A = -0.75; align_corners; edge indices clamped). Built from a
+    cached table each call: a tensor cached inside an ONNX export's tracing would be a fake one."""
+    return torch.tensor(_bicubic_table(grid, size))
+
+
+@functools.lru_cache(maxsize=16)
+def _bicubic_table(grid: int, size: int) -> tuple[tuple[float, ...], ...]:
+    def cubic(x: float) -> float:
+        a, x = -0.75, abs(x)
+        if x <= 1:
+            return ((a + 2) * x - (a + 3)) * x * x + 1
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a if x < 2 else 0.0
+
+    rows = []
+    for i in range(size):
+        src = i * (grid - 1) / (size - 1) if size > 1 else 0.0
+        x0 = math.floor(src)
+        t = src - x0
+        row = [0.0] * grid
+        for k in range(-1, 3):
+            row[min(max(x0 + k, 0), grid - 1)] += cubic(t - k)
+        rows.append(tuple(row))
+    return tuple(rows)
 
 
 def stroke_width(density: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
@@ -129,13 +156,28 @@ def deform(images: torch.Tensor, theta: torch.Tensor, field: torch.Tensor | None
     """Move the ink of ``images`` (N, C, H, W) in [-1, 1]: read each output pixel at
     ``theta`` (N, 2, 3) applied to its position plus ``field`` (N, H, W, 2), then change the stroke
     width by ``width`` (N,). Bilinear reads keep strokes as sharp as the input's resolution allows."""
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    grid = affine_grid(theta, images.shape[-2], images.shape[-1])
     if field is not None:
         grid = grid + field
     density = F.grid_sample(ink(images), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if width is not None:
         density = stroke_width(density, width)
     return from_ink(density)
+
+
+def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``F.affine_grid(theta, (N, C, height, width), align_corners=False)`` as one product of the
+    pixel centres (height * width, 3) with each (2, 3) map: the same values, exported as a MatMul
+    where ``affine_grid``'s export multiplies and sums over a broadcast axis (60% of a warp model's
+    time in onnxruntime)."""
+    centres = torch.tensor(_pixel_centres(height, width), dtype=theta.dtype, device=theta.device)
+    return (centres @ theta.transpose(1, 2)).view(-1, height, width, 2)
+
+
+@functools.lru_cache(maxsize=16)
+def _pixel_centres(height: int, width: int) -> tuple[tuple[float, float, float], ...]:
+    """(x, y, 1) of each pixel's centre in normalised coordinates, row by row."""
+    return tuple(((2 * j + 1) / width - 1, (2 * i + 1) / height - 1, 1.0) for i in range(height) for j in range(width))
 
 
 def pixel(size: int) -> float:

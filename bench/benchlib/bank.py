@@ -15,7 +15,7 @@ import torch
 
 from metagan.data import TaskDataset
 from metagan.data.images import to_tensor
-from metagan.deformation import MAX_SHOTS, affine_matrix, choice_weights, crisp, deform, pixel, smooth_field
+from metagan.deformation import MAX_SHOTS, affine_matrix, crisp, deform, pick, pixel, smooth_field
 from metagan.meta.warp_nets import pyramid_l1, smoothness
 from metagan.served import ServedGenerator
 
@@ -79,8 +79,8 @@ class BankGenerator(ServedGenerator):
         return MAX_SHOTS + 1
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        base = torch.einsum("nk,kchw->nchw", choice_weights(z[:, : self.shots.shape[0]]), self.shots)
+        (base,) = pick(z[:, : self.shots.shape[0]], self.shots)
         n = len(self.bank["affine"])
-        pick = (torch.special.ndtr(z[:, MAX_SHOTS]) * n).long().clamp(max=n - 1)
-        g, c = self.bank["affine"][pick] * self.strength, self.bank["control"][pick] * self.strength
+        field = (torch.special.ndtr(z[:, MAX_SHOTS]) * n).long().clamp(max=n - 1)
+        g, c = self.bank["affine"][field] * self.strength, self.bank["control"][field] * self.strength
         return crisp(deform(base, _theta(g), smooth_field(c, self.shots.shape[-1])), self.crisp).clamp(-1.0, 1.0)

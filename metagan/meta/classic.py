@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 from pydantic import Field
 
-from metagan.deformation import MAX_SHOTS, choice_weights, crisp, deform, random_deformation, random_noise_dim, uniform
+from metagan.deformation import MAX_SHOTS, crisp, deform, pick, random_deformation, random_noise_dim, uniform
 from metagan.meta.base import LearnerSettings, MetaLearner, register
 from metagan.served import ServedGenerator
 
@@ -81,7 +81,7 @@ class ClassicGenerator(ServedGenerator):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         cfg, shots = self.cfg, self.shots
-        base = torch.einsum("nk,kchw->nchw", choice_weights(z[:, : shots.shape[0]]), shots)
+        (base,) = pick(z[:, : shots.shape[0]], shots)
         p = z[:, MAX_SHOTS:]
         theta, field = random_deformation(p, shots.shape[-1], cfg.rotation, cfg.shear, cfg.scale, cfg.shift,
                                           cfg.elastic, cfg.elastic_grid)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metagan.deformation import MAX_SHOTS, affine_matrix, choice_weights, deform, pixel, smooth_field
+from metagan.deformation import MAX_SHOTS, affine_matrix, deform, pick, pixel, smooth_field
 
 
 @dataclass(frozen=True)
@@ -235,11 +235,7 @@ class WarpGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, shots: torch.Tensor, maps: torch.Tensor, vectors: torch.Tensor,
                 set_vector: torch.Tensor) -> torch.Tensor:
-        k = shots.shape[0]
-        choice = choice_weights(z[:, :k])
-        base = torch.einsum("nk,kchw->nchw", choice, shots)
-        shot_map = torch.einsum("nk,kchw->nchw", choice, maps)
-        shot_vec = choice @ vectors
+        base, shot_map, shot_vec = pick(z[:, : shots.shape[0]], shots, maps, vectors)
         globals_, control = self.fields(z[:, MAX_SHOTS:], shot_map, shot_vec, set_vector.expand(z.shape[0], -1))
         return apply_field(self.cfg, base, globals_, control)
 
