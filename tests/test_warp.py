@@ -103,15 +103,15 @@ def test_truncation_scales_the_deformation_noise_only():
     assert torch.allclose(got, expected, atol=1e-6)
 
 
-def test_the_deformation_noise_shrinks_towards_many_shots_noise_as_shots_grow():
-    """One shot: full-scale noise; K shots: s + (1 - s) / K (several shots already differ as people's
-    drawings do), before ``adapt.truncation`` multiplies it."""
+def test_the_deformation_noise_goes_from_one_shot_noise_towards_many_shots_noise_as_shots_grow():
+    """One shot: ``one_shot_noise``; K shots: s + (n1 - s) / K (several shots already differ as
+    people's drawings do), before ``adapt.truncation`` multiplies it."""
     learner = warp()
-    s = learner.settings.many_shots_noise
-    assert s < 1
+    s, n1 = learner.settings.many_shots_noise, learner.settings.one_shot_noise
+    assert s < n1 <= 1
     scales = {k: float(learner.adapt(drawings(k), 0, 0.0, torch.Generator()).noise_scale) for k in (1, 2, 10)}
-    assert scales[1] == pytest.approx(1.0)
-    assert scales[2] == pytest.approx(s + (1 - s) / 2) and scales[10] == pytest.approx(s + (1 - s) / 10)
+    assert scales[1] == pytest.approx(n1)
+    assert scales[2] == pytest.approx(s + (n1 - s) / 2) and scales[10] == pytest.approx(s + (n1 - s) / 10)
     assert float(learner.adapt(drawings(2), 0, 0.0, torch.Generator()).truncate(0.5).noise_scale) \
         == pytest.approx(0.5 * scales[2])
 
@@ -137,7 +137,7 @@ def test_a_served_warp_setting_or_a_new_default_does_not_restart_a_run(tiny_para
 
     params = tiny_params.with_overrides(meta={"method": "warp", "max_steps": 2}, learners={"warp": {"crisp": 2.0}})
     meta_train(params, tiny_dataset, tmp_path / "warp.pt")
-    served_otherwise = {"crisp": 4.0, "many_shots_noise": 0.5, "identity_weight": 0.0}  # the last: its default
+    served_otherwise = {"crisp": 4.0, "many_shots_noise": 0.5, "one_shot_noise": 0.8, "identity_weight": 0.0}  # the last: its default
     longer = params.with_overrides(meta={"max_steps": 3}, learners={"warp": served_otherwise})
     assert meta_train(longer, tiny_dataset, tmp_path / "warp.pt", resume=True).steps == 3
     trained_otherwise = params.with_overrides(learners={"warp": {"smooth_weight": 0.1}})
