@@ -13,6 +13,7 @@ import torch
 
 from metagan.config import AdaptConfig, Params, params_from_checkpoint
 from metagan.data.images import load_image, to_tensor
+from metagan.export import EXPORT_LOCK
 from metagan.meta import MetaLearner
 from metagan.meta.inner import FinetuneOptions
 from metagan.served import ServedGenerator
@@ -112,9 +113,10 @@ def adapt_to_customer(
     if cfg.negatives and meta.learner.uses_negative_bank and meta.learner.negative_bank is None:
         log.warning("adapt.negatives is %d but this meta-model has no bank of other characters' drawings "
                     "(checkpoints from before it was saved): fine-tuning without them", cfg.negatives)
-    torch.manual_seed(seed)
-    rng = torch.Generator(meta.learner.device).manual_seed(seed)
     shots = to_tensor(images).to(meta.learner.device)
     steps = cfg.steps_for(len(images)) if steps is None else steps
-    generator = meta.private_learner().adapt(shots, steps, cfg.lr, rng, finetune_options(cfg))
+    with EXPORT_LOCK:  # not beside another thread's ONNX export (metagan.export.EXPORT_LOCK says why)
+        torch.manual_seed(seed)
+        rng = torch.Generator(meta.learner.device).manual_seed(seed)
+        generator = meta.private_learner().adapt(shots, steps, cfg.lr, rng, finetune_options(cfg))
     return generator.cpu().eval().truncate(cfg.truncation)

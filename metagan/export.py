@@ -23,8 +23,13 @@ logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(loggin
 
 # torch.export keeps global tracing state: two exports in threads of one process (a flow fanning
 # customers out over a thread pool) corrupt each other ("ProxyTorchDispatchMode slot already
-# occupied"), so exports are serialised; adaptation itself still runs in parallel.
-_EXPORT_LOCK = threading.Lock()
+# occupied"), so exports are serialised. While one thread exports, torch also treats every call
+# of a dynamo-disabled function in *any* thread (torch.manual_seed, an optimizer's step and
+# zero_grad) as part of the export and edits a global annotation dict without a lock: two threads
+# doing so raise KeyError 'custom' (seen adapting 40 customers on the thread pool). So adaptation
+# holds the same lock while it seeds and fine-tunes (metagan.adapt.adapt_to_customer); the rest
+# of a customer's work (parity, metrics, the contact sheet) runs in parallel.
+EXPORT_LOCK = threading.RLock()
 
 
 # One exported graph per architecture: customers of one meta-model differ only in weights, so
@@ -43,7 +48,7 @@ def export_generator_onnx(generator: ServedGenerator, path: str | Path, opset: i
     # customers of one design share a graph when their conditions have the same shapes (the same
     # number of shots, for the designs that keep them)
     key = (generator.template_key(), opset)
-    with _EXPORT_LOCK:
+    with EXPORT_LOCK:
         template = _TEMPLATES.get(key)
         model = _swap_weights(onnx.load_from_string(template), generator) if template else None
         if model is None:

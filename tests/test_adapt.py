@@ -100,3 +100,26 @@ def test_fewer_shots_get_fewer_fine_tuning_steps_and_one_shot_none(meta_ckpt, ti
     scheduled = adapt_to_customer(meta, shot, seed=1, settings=cfg)
     assert torch.equal(scheduled(z), adapt_to_customer(meta, shot, steps=0, seed=1, settings=cfg)(z))
     assert not torch.equal(scheduled(z), adapt_to_customer(meta, shot, steps=2, seed=1, settings=cfg)(z))
+
+
+def test_adaptation_seeds_and_fine_tunes_only_while_no_other_thread_exports(meta_ckpt, tiny_dataset, monkeypatch):
+    """torch edits a global dict without a lock when a thread calls torch.manual_seed or an
+    optimizer's step while another thread exports (KeyError 'custom'): adaptation holds the export
+    lock for that part."""
+    import threading
+
+    from metagan.export import EXPORT_LOCK
+
+    meta = MetaModel.load(meta_ckpt)
+    learner_cls = type(meta.learner)
+    real_adapt, held = learner_cls.adapt, []
+
+    def adapt(self, *args, **kwargs):
+        other = threading.Thread(target=lambda: held.append(not EXPORT_LOCK.acquire(blocking=False)))
+        other.start()
+        other.join()
+        return real_adapt(self, *args, **kwargs)
+
+    monkeypatch.setattr(learner_cls, "adapt", adapt)
+    adapt_to_customer(meta, tiny_dataset.images[:3], seed=0, steps=1)
+    assert held == [True]
