@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -105,12 +106,12 @@ def smooth_field(control: torch.Tensor, size: int) -> torch.Tensor:
 def _bicubic_matrix(grid: int, size: int) -> torch.Tensor:
     """Row i: the weights of the ``grid`` control points at output position i: ``F.interpolate``'s
     bicubic (its cubic convolution, A = -0.75; align_corners; edge indices clamped). Built from a
-    cached table each call: a tensor cached inside an ONNX export's tracing would be a fake one."""
+    cached array each call: a tensor cached inside an ONNX export's tracing would be a fake one."""
     return torch.tensor(_bicubic_table(grid, size))
 
 
 @functools.lru_cache(maxsize=16)
-def _bicubic_table(grid: int, size: int) -> tuple[tuple[float, ...], ...]:
+def _bicubic_table(grid: int, size: int) -> np.ndarray:
     def cubic(x: float) -> float:
         a, x = -0.75, abs(x)
         if x <= 1:
@@ -125,8 +126,8 @@ def _bicubic_table(grid: int, size: int) -> tuple[tuple[float, ...], ...]:
         row = [0.0] * grid
         for k in range(-1, 3):
             row[min(max(x0 + k, 0), grid - 1)] += cubic(t - k)
-        rows.append(tuple(row))
-    return tuple(rows)
+        rows.append(row)
+    return _frozen(np.array(rows, dtype=np.float32))
 
 
 def stroke_width(density: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
@@ -175,9 +176,16 @@ def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=16)
-def _pixel_centres(height: int, width: int) -> tuple[tuple[float, float, float], ...]:
-    """(x, y, 1) of each pixel's centre in normalised coordinates, row by row."""
-    return tuple(((2 * j + 1) / width - 1, (2 * i + 1) / height - 1, 1.0) for i in range(height) for j in range(width))
+def _pixel_centres(height: int, width: int) -> np.ndarray:
+    """(x, y, 1) of each pixel's centre in normalised coordinates, row by row (height * width, 3)."""
+    y, x = np.meshgrid((2 * np.arange(height) + 1) / height - 1, (2 * np.arange(width) + 1) / width - 1, indexing="ij")
+    return _frozen(np.stack([x.ravel(), y.ravel(), np.ones(height * width)], axis=1).astype(np.float32))
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    """A cached table no caller may change in place."""
+    array.flags.writeable = False
+    return array
 
 
 def pixel(size: int) -> float:

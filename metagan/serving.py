@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from metagan.errors import BadInput, Damaged, NotFound
 from metagan.model_names import CUSTOMER_ALIASES, PRODUCTION, customer_model_name
@@ -86,8 +88,6 @@ def read_model_file(uri: str) -> bytes:
     on this machine (the embedded store); straight from the bucket when the tracking server keeps
     its artifacts in S3 and this process knows where (:func:`direct_s3_uri`); downloaded once
     through the tracking server otherwise. A file that is not there is :class:`~metagan.errors.Damaged`."""
-    from urllib.parse import unquote, urlparse
-
     if uri.startswith("file:"):
         path = Path(unquote(urlparse(uri).path))
         try:
@@ -125,9 +125,6 @@ def direct_s3_uri(uri: str) -> str | None:
     workers have them anyway, for the batches: reading the models there too takes the tracking
     server off the path of every customer's model (1.75 MB through the server and back at 10,000
     customers a night). None when the file is not proxied or the destination is not known."""
-    import os
-    from urllib.parse import urlparse
-
     destination = os.environ.get("MLFLOW_ARTIFACTS_DESTINATION", "")
     if not uri.startswith("mlflow-artifacts:") or not destination.startswith("s3://"):
         return None

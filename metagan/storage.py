@@ -53,9 +53,10 @@ def read_object(uri: str) -> bytes:
     except (BotoCoreError, ClientError) as e:
         if isinstance(e, ClientError) and e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
             raise FileNotFoundError(uri) from None
-        if isinstance(e, ClientError) and not _is_retryable(e):
+        unavailable = _unavailable(e, f"reading {uri}", policy)
+        if unavailable is None:
             raise
-        raise ServiceUnavailable(f"S3 unavailable: reading {uri} failed after {policy.attempts} attempt(s): {e}") from e
+        raise unavailable from e
 
 
 class OutputLocation:
@@ -83,12 +84,22 @@ class OutputLocation:
             try:
                 self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
             except (BotoCoreError, ClientError) as e:
-                if isinstance(e, ClientError) and not _is_retryable(e):
+                unavailable = _unavailable(e, f"writing s3://{self.bucket}/{key}", self.policy)
+                if unavailable is None:
                     raise  # access denied, no such bucket...: retrying would not help, say so as is
-                raise ServiceUnavailable(f"S3 unavailable: writing s3://{self.bucket}/{key} failed after "
-                                         f"{self.policy.attempts} attempt(s): {e}") from e
+                raise unavailable from e
             return f"s3://{self.bucket}/{key}"
         return str(write_bytes(self.root / relative, data))
+
+
+def _unavailable(e: Exception, what: str, policy: RetryPolicy) -> ServiceUnavailable | None:
+    """An S3 call's failure once botocore's retries are spent, as ``ServiceUnavailable`` naming the
+    object; None for a permanent error (access denied, no such bucket...), which is raised as it is."""
+    from botocore.exceptions import ClientError
+
+    if isinstance(e, ClientError) and not _is_retryable(e):
+        return None
+    return ServiceUnavailable(f"S3 unavailable: {what} failed after {policy.attempts} attempt(s): {e}")
 
 
 def _is_retryable(e) -> bool:

@@ -29,7 +29,7 @@ def learner_class(method: str) -> type[MetaLearner]:
 def learner_settings(params: Params, method: str | None = None) -> LearnerSettings:
     """``learners.<method>`` of params.yaml (default: ``meta.method``), checked by the learner."""
     method = method or params.meta.method
-    return _settings(learner_class(method), params.learners.get(method, {}), f"learners.{method}")
+    return learner_settings_from(method, params.learners.get(method, {}))
 
 
 def learner_settings_from(method: str, raw: dict) -> LearnerSettings:
