@@ -102,17 +102,20 @@ def register_artifact(model_name: str, run, artifact_path: str, tags: dict[str, 
 
 def log_onnx_model(onnx_path: str | Path, model_name: str, tags: dict[str, str],
                    metrics: dict[str, float] | None = None):
-    """Log an ONNX file in the active run (ONNX flavor, with its signature and an input example)
-    and register it with ``tags``; ``metrics`` are logged on the logged model too (MLflow 3's model
+    """Log an ONNX file in the active run (ONNX flavor, with its signature) and register it with
+    ``tags``; ``metrics`` are logged on the run and the logged model together (MLflow 3's model
     page). Returns the model version.
 
     The requirements are given, not inferred: MLflow's inference starts a Python subprocess that
-    imports the model (~3 s a customer, the largest share of the orchestration overhead). The file
-    is stored as it is, weights inside (MLflow's default moves them to a separate file under a
-    random name), so the registered ``model.onnx`` is the exported file, byte for byte, and the
-    batch job can read and check it without MLflow. The tags go with the version's creation in one
-    call, so no version exists with only some of them (``find_version`` finds it on a rerun);
-    aliases are the caller's business and come after.
+    imports the model (~3 s a customer, the largest share of the orchestration overhead). No input
+    example: MLflow would store two more files and run the model once more to validate it, where
+    the parity check has already run it. The metrics come after the model: logged before, MLflow
+    copies them onto the model one history request per metric. The file is stored as it is,
+    weights inside (MLflow's default moves them to a separate file under a random name), so the
+    registered ``model.onnx`` is the exported file, byte for byte, and the batch job can read and
+    check it without MLflow. The tags go with the version's creation in one call, so no version
+    exists with only some of them (``find_version`` finds it on a rerun); aliases are the caller's
+    business and come after.
     """
     import mlflow
     import onnx
@@ -121,16 +124,15 @@ def log_onnx_model(onnx_path: str | Path, model_name: str, tags: dict[str, str],
     # what the registry stores is this file byte for byte (below): its checksum goes with the
     # version, and serving and `metagan doctor` check the stored file against it
     tags = tags | {ONNX_SHA256_TAG: sha256_file(onnx_path)}
-    signature, example = _onnx_signature(onnx_path)
     info = retrying(f"log the ONNX model for {model_name}", mlflow.onnx.log_model, model, name="model",
-                     pip_requirements=_onnx_requirements(), save_as_external_data=False, signature=signature,
-                     input_example=example, onnx_execution_providers=["CPUExecutionProvider"])
+                     pip_requirements=_onnx_requirements(), save_as_external_data=False,
+                     signature=_onnx_signature(onnx_path), onnx_execution_providers=["CPUExecutionProvider"])
     run_id = mlflow.active_run().info.run_id
     if metrics:
-        retrying("log metrics on the model", mlflow.log_metrics, {k: float(v) for k, v in metrics.items()},
-                  model_id=info.model_id)
-    logged = retrying(f"read the logged model of {model_name}", client().get_logged_model, info.model_id)
-    tags = tags | {ONNX_FILE_TAG: f"{logged.artifact_location.rstrip('/')}/model.onnx"}  # the ONNX flavor's file name
+        retrying("log metrics on the run and the model", mlflow.log_metrics,
+                  {k: float(v) for k, v in metrics.items()}, model_id=info.model_id)
+    # the logged model's folder (ModelInfo.artifact_path is its artifact location), the flavor's file name
+    tags = tags | {ONNX_FILE_TAG: f"{info.artifact_path.rstrip('/')}/model.onnx"}
     return register_version(model_name, info.model_uri, run_id, tags, model_id=info.model_id)
 
 
@@ -143,7 +145,7 @@ def _onnx_signature(onnx_path: str | Path):
     session = onnx_session(onnx_path, threads=1)
     z = noise(2, int(session.get_inputs()[0].shape[1]), seed=0)
     (images,) = session.run([OUTPUT_NAME], {INPUT_NAME: z})
-    return infer_signature(z, images), z
+    return infer_signature(z, images)
 
 
 def _onnx_requirements() -> list[str]:

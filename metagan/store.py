@@ -47,6 +47,9 @@ def configure(root: Path | None = None, create: bool = False) -> str:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     # a download is a step of a larger job (a night draws thousands): no progress bar per file
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # printing a run's link costs a request (MLflow reads the run back to build it) each time a run
+    # ends, thousands an hour on a server; the links are in the Prefect UI's tables instead
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     timeout = str(max(1, round(policy.timeout_s)))  # MLflow takes whole seconds
     if "METAGAN_MLFLOW_TIMEOUT_S" in os.environ:
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = timeout

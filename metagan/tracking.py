@@ -33,9 +33,20 @@ def create_store(root: Path | None = None) -> str:
 def experiment_id(name: str = EXPERIMENT, root: Path | None = None) -> str:
     """The experiment runs go to, created on first use, with the store itself when the project has
     none (:func:`configure`'s ``create``): only steps that start runs call this."""
-    configure(root, create=True)
+    uri = configure(root, create=True)
+    if (uri, name) in _SERVER_EXPERIMENTS:
+        return _SERVER_EXPERIMENTS[uri, name]
     # get-or-create as one unit: a retry after a create whose reply was lost finds the experiment
-    return retrying(f"get or create experiment {name!r}", _get_or_create_experiment, name, root)
+    found = retrying(f"get or create experiment {name!r}", _get_or_create_experiment, name, root)
+    if uri.startswith(("http://", "https://")):
+        _SERVER_EXPERIMENTS[uri, name] = found
+    return found
+
+
+# A server's experiment ids, remembered by the process: a fan-out worker starts a run per customer,
+# and asking for the id each time was one round trip of every adaptation. (An embedded store is
+# not remembered: its file can be replaced under the same URI, and asking it costs no request.)
+_SERVER_EXPERIMENTS: dict[tuple[str, str], str] = {}
 
 
 def _get_or_create_experiment(name: str, root: Path | None) -> str:
@@ -100,7 +111,8 @@ def start_run(run_name: str, tags: dict[str, str], params: Params | None = None,
                 import yaml
 
                 path.write_text(yaml.safe_dump(params.model_dump(), sort_keys=False))
-                retrying("log params.yaml", mlflow.log_artifact, str(path))
+                # straight to the run's artifact folder: mlflow.log_artifact reads the run back first
+                retrying("log params.yaml", _artifacts(run).log_artifact, str(path))
         yield run
     except BaseException as e:
         try:  # record the failure if the server lets us; the original error is what matters
@@ -111,17 +123,26 @@ def start_run(run_name: str, tags: dict[str, str], params: Params | None = None,
     _end_run(run, "FINISHED")
 
 
+def _artifacts(run):
+    """The artifact repository of ``run``, from the URI the run already carries."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    return get_artifact_repository(run.info.artifact_uri)
+
+
 def _end_run(run, status: str) -> None:
-    """Terminate ``run`` on the server (retried), then drop it from MLflow's active-run stack."""
+    """Drop ``run`` from MLflow's active-run stack and terminate it on the server; the termination
+    is retried when the first attempt fails (mlflow.end_run pops the stack before it asks)."""
     import mlflow
 
-    try:
-        retrying(f"end run {run.info.run_name!r}", client().set_terminated, run.info.run_id, status)
-    finally:
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run.info.run_id:
         try:
-            mlflow.end_run(status)  # pops the stack first, then repeats set_terminated (idempotent)
-        except Exception:
-            pass  # already terminated above, or the error above is being raised
+            mlflow.end_run(status)
+            return
+        except Exception:  # the stack is popped: what is left is the request, idempotent
+            pass
+    retrying(f"end run {run.info.run_name!r}", client().set_terminated, run.info.run_id, status)
 
 
 def mlflow_reporter():
@@ -175,9 +196,11 @@ def log_image(image, key: str, step: int) -> None:
 
 
 def log_file(path: str | Path, artifact_path: str | None = None) -> None:
+    """``path`` into the active run's artifacts (under ``artifact_path``)."""
     import mlflow
 
-    retrying(f"log artifact {Path(path).name}", mlflow.log_artifact, str(path), artifact_path=artifact_path)
+    retrying(f"log artifact {Path(path).name}", _artifacts(mlflow.active_run()).log_artifact, str(path),
+             artifact_path)
 
 
 def log_json(value, artifact_file: str) -> None:

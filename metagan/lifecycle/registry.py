@@ -167,11 +167,11 @@ def adapt_and_register(uploads: CustomerUploads, params: Params, meta_version: s
                                       "code_version": tracking.code_version()}
         with tracking.start_run(f"adapt-{cid}", run_tags, params) as run:
             model = adapt_customer(meta, uploads, params, load_gate_evaluator(params))
-            tracking.log_metrics(model.metrics | {"adapt_seconds": model.seconds, "shots": model.shots})
             tracking.log_file(model.contact_sheet)
             version = model_versions.log_onnx_model(model.onnx_path, name, run_tags | metric_tags(model.metrics)
                                               | {"shots": str(model.shots), "parity_ok": str(model.ok).lower()},
-                                              metrics=model.metrics)
+                                              metrics=model.metrics | {"adapt_seconds": model.seconds,
+                                                                       "shots": model.shots})
         if model.ok:
             model_versions.set_alias(name, CANDIDATE, version.version)
         registry_index().adapted(cid, uploads.content_hash)
