@@ -47,6 +47,13 @@ def check_profile(params: Params) -> None:
                           + " in the environment (see mlflow/scaleout.env and docs/DEPLOY.md)")
 
 
+def workers(params: Params) -> int:
+    """Tasks the profile's runner runs at once."""
+    if params.profile == "scaleout":
+        return params.scaleout.dask_workers * params.scaleout.threads_per_worker
+    return FANOUT_WORKERS
+
+
 def fanout_runner(params: Params):
     """Where per-customer tasks run: a thread pool (embedded) or a Dask cluster (scale-out)."""
     if params.profile != "scaleout":

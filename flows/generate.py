@@ -19,7 +19,7 @@ from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import progress
-from flows.common import FANOUT_WORKERS, fanout_runner
+from flows.common import FANOUT_WORKERS, fanout_runner, workers
 from metagan.lifecycle import fleet
 from metagan.config import Params
 from metagan.lifecycle.fleet import Batch, NightPlan
@@ -46,13 +46,6 @@ def draw(due: list[DueBatch], count: int, out: str, seed: int, layout: str, stam
 @task
 def finish_night(plan: NightPlan, batches: list[Batch]) -> None:
     fleet.finish_night(plan, batches)
-
-
-def workers(params: Params) -> int:
-    """Tasks the profile's runner runs at once."""
-    if params.profile == "scaleout":
-        return params.scaleout.dask_workers * params.scaleout.threads_per_worker
-    return FANOUT_WORKERS
 
 
 # The embedded default (bounded threads, as adaptation); generate_flow picks the profile's runner.

@@ -209,6 +209,9 @@ class FleetConfig(_Section):
     customers_per_task: int = Field(32, ge=1, le=1000)
     """The nightly batch's unit of fan-out: one task draws for this many customers (a task run
     costs requests to Prefect, a customer's batch about 0.1 s)."""
+    adapt_customers_per_task: int = Field(4, ge=1, le=100)
+    """The hourly adaptation's unit of fan-out (fewer when there are few customers: at least two
+    tasks per worker). A customer's adaptation costs about 0.3 s, a task run on a server a tenth."""
     promote_concurrency: int = Field(4, ge=1, le=64)
     """Customers promoted at once (each a few requests to MLflow, under its own lock)."""
     scan_uploads: bool = True

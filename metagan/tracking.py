@@ -97,20 +97,25 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
 
 @contextmanager
 def start_run(run_name: str, tags: dict[str, str], params: Params | None = None,
-              root: Path | None = None) -> Iterator:
-    """An MLflow run that records the resolved config and the given tags (data/code versions)."""
+              root: Path | None = None, sections: tuple[str, ...] | None = None) -> Iterator:
+    """An MLflow run that records the resolved config (``params.yaml``, whole) and the given tags
+    (data/code versions). ``sections``: the config sections also logged as MLflow params (all
+    when None), the ones a run's result depends on: a customer's run logs its few dozen rather than
+    the ~100 of the whole config, and MLflow copies them again onto the logged model."""
     import mlflow
 
     exp = experiment_id(root=root)
     run = retrying(f"start run {run_name!r}", mlflow.start_run, experiment_id=exp, run_name=run_name, tags=tags)
     try:
         if params is not None:
-            retrying("log params", mlflow.log_params, flatten(params.model_dump()))
+            config = params.model_dump()
+            shown = config if sections is None else {k: v for k, v in config.items() if k in sections}
+            retrying("log params", mlflow.log_params, flatten(shown))
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "params.yaml"
                 import yaml
 
-                path.write_text(yaml.safe_dump(params.model_dump(), sort_keys=False))
+                path.write_text(yaml.safe_dump(config, sort_keys=False))
                 # straight to the run's artifact folder: mlflow.log_artifact reads the run back first
                 retrying("log params.yaml", _artifacts(run).log_artifact, str(path))
         yield run

@@ -22,6 +22,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from metagan import model_versions, tracking
 from metagan.lifecycle import registry
@@ -32,6 +33,7 @@ from metagan.errors import kind_of
 from metagan.fleet_index import DueBatch, FleetIndex, registry_index
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SLACK_S = 3600.0
 """A batch due within this long of a night's start is drawn that night: tomorrow's run starts a
@@ -94,9 +96,9 @@ def finish_night(plan: NightPlan, batches: list["Batch"]) -> None:
                                              "failed": sum(not b.ok for b in batches)})
 
 
-def chunks(due: list[DueBatch], per_task: int, workers: int) -> list[list[DueBatch]]:
-    """The night cut into tasks of at most ``per_task`` customers, at least two per worker when
-    there are enough customers (so a slow chunk does not leave a worker idle at the end)."""
+def chunks(due: list[T], per_task: int, workers: int) -> list[list[T]]:
+    """A night's (or an hour's) customers cut into tasks of at most ``per_task``, at least two per
+    worker when there are enough customers (so a slow chunk does not leave a worker idle at the end)."""
     if not due:
         return []
     size = max(1, min(per_task, -(-len(due) // (2 * max(1, workers)))))

@@ -43,6 +43,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# The config sections a customer's model depends on (its identity hashes adapt and export; data
+# sets the image size), logged as params of its run; params.yaml holds the rest.
+ADAPT_RUN_SECTIONS = ("adapt", "export", "data")
+
+
 def params_hash(params: Params, *sections: str) -> str:
     """Short hash of the given config sections: part of the identity of a trained artifact."""
     raw = params.model_dump()
@@ -165,7 +170,7 @@ def adapt_and_register(uploads: CustomerUploads, params: Params, meta_version: s
         meta = load_meta_model(meta_checkpoint(params, meta_version))
         run_tags = identity.tags() | {"customer_id": cid, "data_version": data_version, "meta_model": META_MODEL,
                                       "code_version": tracking.code_version()}
-        with tracking.start_run(f"adapt-{cid}", run_tags, params) as run:
+        with tracking.start_run(f"adapt-{cid}", run_tags, params, sections=ADAPT_RUN_SECTIONS) as run:
             model = adapt_customer(meta, uploads, params, load_gate_evaluator(params))
             tracking.log_file(model.contact_sheet)
             version = model_versions.log_onnx_model(model.onnx_path, name, run_tags | metric_tags(model.metrics)

@@ -129,7 +129,7 @@ def test_an_outage_between_registering_and_aliasing_leaves_no_alias_and_a_rerun_
     monkeypatch.setattr(model_versions, "log_onnx_model", register_then_crash_the_server)
     uploads = load_ingested(params.resolve(params.paths.ingested_customers), CUSTOMER)
     with pytest.raises(ServiceUnavailable, match="unavailable"):
-        adapt_one.fn(uploads, "1", "v", params)
+        adapt_one(uploads, "1", "v", params)
     monkeypatch.setattr(model_versions, "log_onnx_model", real)
 
     store = MlflowClient(tracking_uri=served.backend_store_uri, registry_uri=served.backend_store_uri)
@@ -141,7 +141,7 @@ def test_an_outage_between_registering_and_aliasing_leaves_no_alias_and_a_rerun_
     retry_env(monkeypatch, "MLFLOW", attempts=40, backoff=0.25, max_backoff=2.0, timeout=10)
     restart = later(1.0, lambda: served.start(timeout=180))
     with RetryLog() as retries:
-        result = adapt_one.fn(uploads, "1", "v", params)
+        result = adapt_one(uploads, "1", "v", params)
     restart.join()
     assert retries.retried  # the rerun met the outage and retried through it
     assert result.reused and result.ok and result.version == str(version.version)
@@ -194,7 +194,7 @@ def test_mlflow_down_past_the_retry_budget_fails_clearly_and_is_never_read_as_ab
     with pytest.raises(ServiceUnavailable):
         promote_customers.fn(params, [CUSTOMER], None)
     with pytest.raises(ServiceUnavailable):
-        adapt_one.fn(uploads, "1", "v", params)  # never "not registered yet" -> adapt and register again
+        adapt_one(uploads, "1", "v", params)  # never "not registered yet" -> adapt and register again
 
 
 @pytest.fixture(scope="module")
