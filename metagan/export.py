@@ -3,7 +3,11 @@ alone, which serving needs without torch, is :mod:`metagan.onnx_runtime`)."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import logging
+import tempfile
 import threading
 import warnings
 from pathlib import Path
@@ -33,9 +37,12 @@ EXPORT_LOCK = threading.RLock()
 
 
 # One exported graph per architecture: customers of one meta-model differ only in weights, so
-# after the first (slow, ~2 s) dynamo export, later exports copy the graph and swap the weight
+# after the first (slow, 2-4 s) dynamo export, later exports copy the graph and swap the weight
 # initializers by name (~10 ms). Every export is still checked against torch by check_parity.
+# The graphs are also kept on disk, for the next process: each Dask worker of each hour's
+# flow is a fresh process, and customers' shot counts (1 to 20) make up to 20 graphs a worker.
 _TEMPLATES: dict[tuple, bytes] = {}
+TEMPLATE_CACHE = Path(tempfile.gettempdir()) / "metagan-onnx-templates"
 
 
 def export_generator_onnx(generator: ServedGenerator, path: str | Path, opset: int = 18) -> Path:
@@ -49,12 +56,55 @@ def export_generator_onnx(generator: ServedGenerator, path: str | Path, opset: i
     # number of shots, for the designs that keep them)
     key = (generator.template_key(), opset)
     with EXPORT_LOCK:
-        template = _TEMPLATES.get(key)
-        model = _swap_weights(onnx.load_from_string(template), generator) if template else None
+        template = _TEMPLATES.get(key) or _stored_template(key)
+        model = _from_template(template, generator) if template else None
         if model is None:
             model = _dynamo_export(generator, opset)
             _TEMPLATES[key] = model.SerializeToString()
+            _store_template(key, _TEMPLATES[key])
+        else:
+            _TEMPLATES[key] = template
     return write_bytes(path, model.SerializeToString())  # weights embedded: one self-contained file
+
+
+def _template_file(key: tuple) -> Path:
+    """Where the graph of ``key`` is kept: named by the key and everything the graph depends on
+    besides it (this package's code, torch, onnx and onnxscript), so new code exports afresh."""
+    blob = json.dumps([repr(key), _code_digest()] + [_version(p) for p in ("torch", "onnx", "onnxscript")])
+    return TEMPLATE_CACHE / f"{hashlib.sha256(blob.encode()).hexdigest()[:32]}.onnx"
+
+
+@functools.lru_cache(maxsize=1)
+def _code_digest() -> str:
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for source in sorted(package.rglob("*.py")):
+        digest.update(str(source.relative_to(package)).encode() + b"\0" + source.read_bytes())
+    return digest.hexdigest()
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return ""
+
+
+def _stored_template(key: tuple) -> bytes | None:
+    try:
+        return _template_file(key).read_bytes()
+    except OSError:  # none yet, or unreadable: export afresh
+        return None
+
+
+def _store_template(key: tuple, template: bytes) -> None:
+    try:  # written whole or not at all (files.write_bytes): a reader never sees half a graph
+        TEMPLATE_CACHE.mkdir(parents=True, exist_ok=True)
+        write_bytes(_template_file(key), template)
+    except OSError as e:  # a cache: the export itself has succeeded
+        log.warning("could not keep the exported graph for the next process: %s", e)
 
 
 def _dynamo_export(generator: ServedGenerator, opset: int):
@@ -75,6 +125,16 @@ def _dynamo_export(generator: ServedGenerator, opset: int):
         entry = model.metadata_props.add()
         entry.key, entry.value = MAX_BATCH_KEY, str(max_batch)
     return model
+
+
+def _from_template(template: bytes, generator: ServedGenerator):
+    from google.protobuf.message import DecodeError
+    import onnx
+
+    try:
+        return _swap_weights(onnx.load_from_string(template), generator)
+    except DecodeError:  # a damaged file in the cache: export afresh (and replace it)
+        return None
 
 
 def _swap_weights(model, generator: ServedGenerator):

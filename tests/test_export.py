@@ -39,3 +39,30 @@ def test_exports_after_the_first_reuse_the_graph_with_each_generators_own_weight
     paths = [export_generator_onnx(g, tmp_path / f"g{i}.onnx") for i, g in enumerate(gens)]
     assert all(check_parity(g, p) < 1e-5 for g, p in zip(gens, paths))
     assert paths[0].read_bytes() != paths[1].read_bytes()
+
+
+def test_a_new_process_reuses_the_graph_kept_on_disk_and_a_damaged_one_is_exported_again(tmp_path, monkeypatch):
+    """Each Dask worker is a fresh process: the first export's graph is kept on disk (named by the
+    code, torch and onnx versions besides the architecture) and the next process swaps its weights
+    in without exporting; a damaged file is exported afresh and replaced."""
+    from metagan import export
+    from metagan.nets import Generator, SampleGenerator, net_config
+
+    monkeypatch.setattr(export, "TEMPLATE_CACHE", tmp_path / "cache")
+    monkeypatch.setattr(export, "_TEMPLATES", {})
+    cfg = net_config("tiny", code_dim=8)
+    first, second = (SampleGenerator(Generator(cfg), torch.randn(8)) for _ in range(2))
+    export_generator_onnx(first, tmp_path / "first.onnx")
+    (kept,) = (tmp_path / "cache").iterdir()
+
+    exports = []
+    monkeypatch.setattr(export, "_TEMPLATES", {})  # a new process
+    real_export = export._dynamo_export
+    monkeypatch.setattr(export, "_dynamo_export", lambda *a: exports.append(1) or real_export(*a))
+    path = export_generator_onnx(second, tmp_path / "second.onnx")
+    assert not exports and check_parity(second, path) < 1e-5
+
+    kept.write_bytes(b"not a graph")
+    monkeypatch.setattr(export, "_TEMPLATES", {})
+    path = export_generator_onnx(second, tmp_path / "third.onnx")
+    assert exports == [1] and check_parity(second, path) < 1e-5 and kept.read_bytes() != b"not a graph"
