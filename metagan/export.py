@@ -7,6 +7,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import tempfile
 import threading
 import warnings
@@ -42,7 +43,21 @@ EXPORT_LOCK = threading.RLock()
 # The graphs are also kept on disk, for the next process: each Dask worker of each hour's
 # flow is a fresh process, and customers' shot counts (1 to 20) make up to 20 graphs a worker.
 _TEMPLATES: dict[tuple, bytes] = {}
-TEMPLATE_CACHE = Path(tempfile.gettempdir()) / "metagan-onnx-templates"
+
+
+def _user_cache() -> Path:
+    """The user's own cache folder (``XDG_CACHE_HOME``, else ``~/.cache``): a graph read from a
+    folder others can write to would be code they chose, run for every customer."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no home directory: a folder of this user's own in the temp folder
+            base = str(Path(tempfile.gettempdir()) / f"metagan-{os.getuid()}")
+    return Path(base) / "metagan" / "onnx-templates"
+
+
+TEMPLATE_CACHE = _user_cache()
 
 
 def export_generator_onnx(generator: ServedGenerator, path: str | Path, opset: int = 18) -> Path:
@@ -101,7 +116,7 @@ def _stored_template(key: tuple) -> bytes | None:
 
 def _store_template(key: tuple, template: bytes) -> None:
     try:  # written whole or not at all (files.write_bytes): a reader never sees half a graph
-        TEMPLATE_CACHE.mkdir(parents=True, exist_ok=True)
+        TEMPLATE_CACHE.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_bytes(_template_file(key), template)
     except OSError as e:  # a cache: the export itself has succeeded
         log.warning("could not keep the exported graph for the next process: %s", e)

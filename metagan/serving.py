@@ -125,10 +125,12 @@ def direct_s3_uri(uri: str) -> str | None:
     workers have them anyway, for the batches: reading the models there too takes the tracking
     server off the path of every customer's model (1.75 MB through the server and back at 10,000
     customers a night). None when the file is not proxied or the destination is not known."""
-    destination = os.environ.get("MLFLOW_ARTIFACTS_DESTINATION", "")
-    if not uri.startswith("mlflow-artifacts:") or not destination.startswith("s3://"):
+    from metagan.storage import artifacts_bucket
+
+    destination = artifacts_bucket()
+    if not uri.startswith("mlflow-artifacts:") or destination is None:
         return None
-    return f"{destination.rstrip('/')}/{urlparse(uri).path.lstrip('/')}"
+    return f"{destination}/{urlparse(uri).path.lstrip('/')}"
 
 
 def _download_one_file(uri: str, local: Path) -> None:

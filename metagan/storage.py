@@ -9,6 +9,7 @@ naming the object. Writes are whole objects (one PUT), so a reader never sees ha
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from metagan.files import write_bytes
@@ -33,8 +34,6 @@ def shared_s3_client():
     """One :func:`s3_client` per process and configuration, for reads: a night's worker reads a
     model for every customer it draws, and making a client costs tens of milliseconds (boto3's
     clients are thread-safe)."""
-    import os
-
     key = (os.environ.get("AWS_ENDPOINT_URL"), os.environ.get("AWS_ACCESS_KEY_ID"), RetryPolicy.from_env("s3"))
     if key not in _CLIENTS:
         _CLIENTS[key] = s3_client()
@@ -59,6 +58,32 @@ def read_object(uri: str) -> bytes:
         raise unavailable from e
 
 
+def artifacts_bucket() -> str | None:
+    """The tracking server's ``MLFLOW_ARTIFACTS_DESTINATION`` when it is a bucket (``s3://...``)
+    and this process knows it: where the server keeps ``mlflow-artifacts:/PATH`` (``DESTINATION/PATH``)."""
+    destination = os.environ.get("MLFLOW_ARTIFACTS_DESTINATION", "")
+    return destination.rstrip("/") if destination.startswith("s3://") else None
+
+
+def write_object(uri: str, data: bytes) -> None:
+    """``data`` as the whole object at ``s3://bucket/key`` (one PUT), on the shared client, with
+    the same retries, timeouts and failures as :class:`OutputLocation`'s writes."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    _put(*shared_s3_client(), bucket, key, data)
+
+
+def _put(client, policy: RetryPolicy, bucket: str, key: str, data: bytes) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        client.put_object(Bucket=bucket, Key=key, Body=data)
+    except (BotoCoreError, ClientError) as e:
+        unavailable = _unavailable(e, f"writing s3://{bucket}/{key}", policy)
+        if unavailable is None:
+            raise  # access denied, no such bucket...: retrying would not help, say so as is
+        raise unavailable from e
+
+
 class OutputLocation:
     def __init__(self, uri: str | Path, _client=None):
         self.uri = str(uri)
@@ -78,16 +103,8 @@ class OutputLocation:
     def write(self, relative: str, data: bytes) -> str:
         """Write ``data`` at ``relative`` under this location; returns its full URI or path."""
         if self.is_s3:
-            from botocore.exceptions import BotoCoreError, ClientError
-
             key = f"{self.prefix}/{relative}" if self.prefix else relative
-            try:
-                self.s3.put_object(Bucket=self.bucket, Key=key, Body=data)
-            except (BotoCoreError, ClientError) as e:
-                unavailable = _unavailable(e, f"writing s3://{self.bucket}/{key}", self.policy)
-                if unavailable is None:
-                    raise  # access denied, no such bucket...: retrying would not help, say so as is
-                raise unavailable from e
+            _put(self.s3, self.policy, self.bucket, key, data)
             return f"s3://{self.bucket}/{key}"
         return str(write_bytes(self.root / relative, data))
 

@@ -63,6 +63,10 @@ def configure(root: Path | None = None, create: bool = False) -> str:
     elif db is not None:
         check_store(db)
     mlflow.set_tracking_uri(uri)
+    if db is None:  # a tracking server: files logged to it may go straight to its bucket
+        from metagan import bucket_artifacts
+
+        bucket_artifacts.install()
     user_registry = os.environ.get("MLFLOW_REGISTRY_URI")
     mlflow.set_registry_uri(user_registry or uri)
     if not user_registry:

@@ -251,3 +251,28 @@ def test_s3_down_past_the_retry_budget_fails_clearly_and_publishes_no_manifest(s
     finally:
         s3_env.resume()
     assert "down/manifest.json" not in s3_env.keys("out", "down/")
+
+
+def test_a_run_file_written_straight_to_a_frozen_bucket_fails_clearly_then_lands(s3_env, tmp_path, monkeypatch):
+    """Guarantee: a client that writes run files straight to the tracking server's bucket
+    (``MLFLOW_ARTIFACTS_DESTINATION``) meets a frozen S3 with bounded retries and a
+    ServiceUnavailable naming the object; once S3 answers, the file lands at the key the server
+    would have used."""
+    from metagan.bucket_artifacts import BucketArtifacts
+
+    retry_env(monkeypatch, "S3", attempts=2, timeout=1)
+    monkeypatch.setenv("MLFLOW_ARTIFACTS_DESTINATION", "s3://out/mlflow")
+    repo = BucketArtifacts("mlflow-artifacts:/1/run-a/artifacts", tracking_uri="http://127.0.0.1:1")
+    note = tmp_path / "note.txt"
+    note.write_text("hello")
+    s3_env.pause()
+    try:
+        start = time.monotonic()
+        with pytest.raises(ServiceUnavailable,
+                           match=r"writing s3://out/mlflow/1/run-a/artifacts/notes/note.txt failed after 2 attempt"):
+            repo.log_artifact(str(note), "notes")
+        assert time.monotonic() - start < 20
+    finally:
+        s3_env.resume()
+    repo.log_artifact(str(note), "notes")
+    assert "mlflow/1/run-a/artifacts/notes/note.txt" in s3_env.keys("out", "mlflow/")

@@ -100,6 +100,38 @@ def test_a_worker_reads_a_model_from_the_bucket_as_the_server_would_serve_it(sta
         serving.read_model_file(uri)
 
 
+def test_files_a_run_logs_go_straight_to_the_bucket_and_read_back_through_the_server(stack, run, tmp_path,
+                                                                                        monkeypatch):
+    """A client that knows the server's artifact destination uploads a run's files to the bucket
+    itself (no request to the tracking server), at the keys the server would have used: the
+    server serves them back, and without the destination the upload goes through the server."""
+    import mlflow
+    import requests
+
+    from metagan import tracking
+
+    for k, v in stack["env"].items():
+        monkeypatch.setenv(k, v)
+    sent = []
+    send = requests.Session.send
+    monkeypatch.setattr(requests.Session, "send", lambda self, req, **kw: sent.append(req.url) or send(self, req, **kw))
+    note = tmp_path / "note.txt"
+    note.write_text("straight to the bucket")
+    with tracking.start_run("bucket-upload", {}) as run_:
+        sent.clear()
+        tracking.log_file(note, "notes")
+        assert sent == []  # the PUT went to S3 (botocore), not to the tracking server
+        monkeypatch.delenv("MLFLOW_ARTIFACTS_DESTINATION")
+        (tmp_path / "proxied.txt").write_text("through the server")
+        tracking.log_file(tmp_path / "proxied.txt", "notes")
+        assert any("mlflow-artifacts" in url for url in sent)
+    keys = stack["s3"].keys(BUCKET, "mlflow/")
+    assert any(k.endswith(f"{run_.info.run_id}/artifacts/notes/note.txt") for k in keys)
+    got = mlflow.artifacts.download_artifacts(run_id=run_.info.run_id, artifact_path="notes", dst_path=str(tmp_path / "back"))
+    assert sorted(p.name for p in Path(got).iterdir()) == ["note.txt", "proxied.txt"]
+    assert (Path(got) / "note.txt").read_text() == "straight to the bucket"
+
+
 def test_customers_were_spread_over_dask_workers(run):
     _, summary, _ = run
     workers = {r["worker"] for r in summary["adapted"] if not r.get("reused")}

@@ -1,0 +1,47 @@
+"""Files a run logs go straight to the tracking server's bucket when this process knows it.
+
+A tracking server that proxies artifacts (``mlflow-artifacts:`` URIs, the scale-out profile's
+``mlflow server --artifacts-destination s3://...``) receives every file a run logs and writes it to
+its bucket: an adaptation's ONNX model and its four MLflow files, ``params.yaml`` and the contact
+sheet, seven uploads through the server for each customer, a third of its requests and most of
+its bytes. A process that has the server's ``MLFLOW_ARTIFACTS_DESTINATION`` (and S3 credentials,
+as every scale-out client has for DVC and the batches) writes them to the same keys itself: the
+URIs stay ``mlflow-artifacts:``, so the server, its UI and every reader find the files where they
+would have been. Without the destination, uploads go through the server as before. Reads are
+not changed here (the night reads its models directly: :func:`metagan.serving.direct_s3_uri`).
+"""
+
+from __future__ import annotations
+
+import posixpath
+from pathlib import Path
+from urllib.parse import urlparse
+
+from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+from mlflow.store.artifact.artifact_repo import verify_artifact_path
+
+from metagan.storage import artifacts_bucket, write_object
+
+
+class BucketArtifacts(MlflowArtifactsRepository):
+    """``mlflow-artifacts:`` uploads as PUTs to the server's bucket (the server's own layout:
+    ``mlflow-artifacts:/PATH`` is ``DESTINATION/PATH``); everything else as MLflow does it."""
+
+    def __init__(self, artifact_uri: str, tracking_uri: str | None = None, registry_uri: str | None = None) -> None:
+        self._proxied_path = urlparse(artifact_uri).path.strip("/")  # before the parent resolves it to a URL
+        super().__init__(artifact_uri, tracking_uri=tracking_uri, registry_uri=registry_uri)
+
+    def log_artifact(self, local_file, artifact_path=None):
+        destination = artifacts_bucket()
+        if destination is None:
+            return super().log_artifact(local_file, artifact_path)
+        verify_artifact_path(artifact_path)  # as MLflow checks it: no "..", no absolute path
+        key = posixpath.join(*(p for p in (self._proxied_path, artifact_path, Path(local_file).name) if p))
+        write_object(f"{destination}/{key}", Path(local_file).read_bytes())
+
+
+def install() -> None:
+    """Use :class:`BucketArtifacts` for ``mlflow-artifacts:`` URIs in this process (idempotent)."""
+    from mlflow.store.artifact.artifact_repository_registry import _artifact_repository_registry
+
+    _artifact_repository_registry.register("mlflow-artifacts", BucketArtifacts)
