@@ -21,7 +21,7 @@ from metagan.adapt import MetaModel, adapt_to_customer
 from metagan.config import Params
 from metagan.contact_sheet import contact_sheet
 from metagan.errors import FileSystemFault
-from metagan.export import check_parity, export_generator_onnx, sample_onnx
+from metagan.export import check_parity, export_generator_onnx, onnx_session, sample_onnx
 from metagan.files import write_json
 from metagan.metric_registry import customer_metrics
 from metagan.served import ServedGenerator
@@ -156,10 +156,12 @@ def adapt_customer(meta: MetaModel, uploads: CustomerUploads, params: Params, ev
     generator = adapt_to_customer(meta, uploads.images, seed=seed, settings=params.adapt)
     with writing(uploads.customer_id):
         export_generator_onnx(generator, folder.onnx, params.export.opset)
-    parity = Parity(check_parity(generator, folder.onnx, params.export.parity_batch, seed), params.export.parity_atol)
+    served = onnx_session(folder.onnx)  # one session for the parity check and the contact sheet (~17 ms each to open)
+    parity = Parity(check_parity(generator, folder.onnx, params.export.parity_batch, seed, session=served),
+                    params.export.parity_atol)
     metrics = customer_metrics(generator, uploads.images, evaluator) | {"parity_max_abs_diff": parity.max_abs_diff}
     with writing(uploads.customer_id):
-        contact_sheet(uploads.images, sample_onnx(folder.onnx, CONTACT_SHEET_SAMPLES), folder.contact_sheet)
+        contact_sheet(uploads.images, sample_onnx(None, CONTACT_SHEET_SAMPLES, session=served), folder.contact_sheet)
     model = CustomerModel(uploads.customer_id, generator, folder, parity, metrics, len(uploads.images),
                           uploads.content_hash, list(uploads.files), list(uploads.rejected), meta.method,
                           time.monotonic() - start)

@@ -168,12 +168,14 @@ def _swap_weights(model, generator: ServedGenerator):
     return model
 
 
-def check_parity(generator: ServedGenerator, onnx_path: str | Path, batch: int = 8, seed: int = 0) -> float:
-    """Max absolute difference between torch and onnxruntime outputs on the same noise."""
+def check_parity(generator: ServedGenerator, onnx_path: str | Path, batch: int = 8, seed: int = 0,
+                 session=None) -> float:
+    """Max absolute difference between torch and onnxruntime outputs on the same noise
+    (``session``: an onnxruntime session of ``onnx_path`` already open, to reuse)."""
     z = noise(batch, generator.z_dim, seed)
     with torch.no_grad():
         expected = generator.cpu().eval()(torch.from_numpy(z)).numpy()
-    (got,) = onnx_session(onnx_path).run([OUTPUT_NAME], {INPUT_NAME: z})
+    (got,) = (session or onnx_session(onnx_path)).run([OUTPUT_NAME], {INPUT_NAME: z})
     return float(np.abs(expected - got).max())
 
 

@@ -126,7 +126,7 @@ def log_onnx_model(onnx_path: str | Path, model_name: str, tags: dict[str, str],
     tags = tags | {ONNX_SHA256_TAG: sha256_file(onnx_path)}
     info = retrying(f"log the ONNX model for {model_name}", mlflow.onnx.log_model, model, name="model",
                      pip_requirements=_onnx_requirements(), save_as_external_data=False,
-                     signature=_onnx_signature(onnx_path), onnx_execution_providers=["CPUExecutionProvider"])
+                     signature=_onnx_signature(model), onnx_execution_providers=["CPUExecutionProvider"])
     run_id = mlflow.active_run().info.run_id
     if metrics:
         retrying("log metrics on the run and the model", mlflow.log_metrics,
@@ -136,16 +136,20 @@ def log_onnx_model(onnx_path: str | Path, model_name: str, tags: dict[str, str],
     return register_version(model_name, info.model_uri, run_id, tags, model_id=info.model_id)
 
 
-def _onnx_signature(onnx_path: str | Path):
-    """The model's signature (noise ``z`` in, images out) from a run on a two-row example."""
-    from mlflow.models import infer_signature
+def _onnx_signature(model):
+    """The model's signature (noise ``z`` in, images out), read from the graph's declared inputs
+    and outputs (a dimension without a fixed size, the batch, is -1): no session to open."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+    from onnx.helper import tensor_dtype_to_np_dtype
 
-    from metagan.onnx_runtime import INPUT_NAME, OUTPUT_NAME, noise, onnx_session
+    def spec(value) -> TensorSpec:
+        tensor = value.type.tensor_type
+        shape = tuple(d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim)
+        return TensorSpec(np.dtype(tensor_dtype_to_np_dtype(tensor.elem_type)), shape, value.name)
 
-    session = onnx_session(onnx_path, threads=1)
-    z = noise(2, int(session.get_inputs()[0].shape[1]), seed=0)
-    (images,) = session.run([OUTPUT_NAME], {INPUT_NAME: z})
-    return infer_signature(z, images)
+    return ModelSignature(Schema([spec(v) for v in model.graph.input]), Schema([spec(v) for v in model.graph.output]))
 
 
 def _onnx_requirements() -> list[str]:
