@@ -138,13 +138,24 @@ def _readable_store(db: Path, thorough: bool) -> bool:
 
     from metagan.errors import Damaged
 
-    try:
-        with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as con:
+    def read(mode: str) -> str:
+        with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode={mode}", uri=True, timeout=30)) as con:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             if not {"registered_models", "model_versions", "registered_model_aliases"} <= tables:
                 raise Damaged(f"the registry at {db} holds no MLflow registry tables (empty or replaced); restore "
                               "it from backup")
-            (result,) = con.execute("PRAGMA quick_check(1)").fetchone() if thorough else ("ok",)
+            return con.execute("PRAGMA quick_check(1)").fetchone()[0] if thorough else "ok"
+
+    try:
+        try:
+            result = read("ro")
+        except sqlite3.OperationalError as e:
+            if "readonly" not in str(e):
+                raise
+            # a writer killed mid-transaction left a hot journal: reading needs it rolled back, which
+            # a read-only connection may not do. A read-write one (it never creates the file) does,
+            # as MLflow's next connection would: the registry as it was before that transaction.
+            result = read("rw")
     except sqlite3.OperationalError as e:
         if "locked" in str(e) or "busy" in str(e):
             return False

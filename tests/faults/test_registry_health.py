@@ -192,3 +192,38 @@ def test_verify_model_bytes_accepts_the_registered_file_and_nothing_else(project
     serving.verify_model_bytes(data, hashlib.sha256(data).hexdigest())
     with pytest.raises(Damaged, match="checksum"):
         serving.verify_model_bytes(data[:-1] + b"\0", hashlib.sha256(data).hexdigest())
+
+
+def test_a_writer_killed_mid_transaction_leaves_a_registry_that_reads_as_before_not_damaged(tmp_path):
+    """Guarantee: a process killed (SIGKILL) inside a write transaction of the embedded registry
+    leaves a hot journal; the next command's health check rolls it back (as SQLite's recovery does)
+    and reads the registry as it was before that transaction, instead of calling it unreadable
+    (seen: the rerun of a killed night failed with "attempt to write a readonly database")."""
+    import subprocess
+    import sys
+    import textwrap
+
+    db = tmp_path / "mlflow.db"
+    with sqlite3.connect(db) as con:
+        for table in ("registered_models", "model_versions", "registered_model_aliases"):
+            con.execute(f"CREATE TABLE {table} (name TEXT)")
+        con.execute("INSERT INTO registered_models VALUES ('kept')")
+    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sqlite3, sys, time
+        con = sqlite3.connect({str(db)!r}, isolation_level=None)
+        con.execute("PRAGMA cache_size = 1")  # pages spill into the file before the commit
+        con.execute("BEGIN")
+        for i in range(20000):
+            con.execute("INSERT INTO model_versions VALUES (?)", ("x" * 200 + str(i),))
+        print("in the transaction", flush=True)
+        time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "in the transaction"
+    writer.kill()
+    writer.wait()
+    assert (tmp_path / "mlflow.db-journal").exists()  # hot: its writer is gone
+    store._STORE_CHECKED.pop(str(db), None)
+    store.check_store(db)  # not Damaged
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT count(*) FROM model_versions").fetchone() == (0,)
+        assert con.execute("SELECT name FROM registered_models").fetchall() == [("kept",)]
