@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import posixpath
 from pathlib import Path
-from urllib.parse import urlparse
 
 from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 from mlflow.store.artifact.artifact_repo import verify_artifact_path
 
-from metagan.storage import artifacts_bucket, write_object
+from metagan.storage import proxied_object, write_object
 
 
 class BucketArtifacts(MlflowArtifactsRepository):
@@ -28,16 +27,16 @@ class BucketArtifacts(MlflowArtifactsRepository):
     ``mlflow-artifacts:/PATH`` is ``DESTINATION/PATH``); everything else as MLflow does it."""
 
     def __init__(self, artifact_uri: str, tracking_uri: str | None = None, registry_uri: str | None = None) -> None:
-        self._proxied_path = urlparse(artifact_uri).path.strip("/")  # before the parent resolves it to a URL
+        self._proxied_uri = artifact_uri.rstrip("/")  # before the parent resolves it to the server's URL
         super().__init__(artifact_uri, tracking_uri=tracking_uri, registry_uri=registry_uri)
 
     def log_artifact(self, local_file, artifact_path=None):
-        destination = artifacts_bucket()
-        if destination is None:
-            return super().log_artifact(local_file, artifact_path)
         verify_artifact_path(artifact_path)  # as MLflow checks it: no "..", no absolute path
-        key = posixpath.join(*(p for p in (self._proxied_path, artifact_path, Path(local_file).name) if p))
-        write_object(f"{destination}/{key}", Path(local_file).read_bytes())
+        name = posixpath.join(*(p for p in (artifact_path, Path(local_file).name) if p))
+        target = proxied_object(f"{self._proxied_uri}/{name}")
+        if target is None:
+            return super().log_artifact(local_file, artifact_path)
+        write_object(target, Path(local_file).read_bytes())
 
 
 def install() -> None:

@@ -75,10 +75,9 @@ def export_generator_onnx(generator: ServedGenerator, path: str | Path, opset: i
         model = _from_template(template, generator) if template else None
         if model is None:
             model = _dynamo_export(generator, opset)
-            _TEMPLATES[key] = model.SerializeToString()
-            _store_template(key, _TEMPLATES[key])
-        else:
-            _TEMPLATES[key] = template
+            template = model.SerializeToString()
+            _store_template(key, template)
+        _TEMPLATES[key] = template
     return write_bytes(path, model.SerializeToString())  # weights embedded: one self-contained file
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,12 +124,9 @@ def direct_s3_uri(uri: str) -> str | None:
     workers have them anyway, for the batches: reading the models there too takes the tracking
     server off the path of every customer's model (1.75 MB through the server and back at 10,000
     customers a night). None when the file is not proxied or the destination is not known."""
-    from metagan.storage import artifacts_bucket
+    from metagan.storage import proxied_object
 
-    destination = artifacts_bucket()
-    if not uri.startswith("mlflow-artifacts:") or destination is None:
-        return None
-    return f"{destination}/{urlparse(uri).path.lstrip('/')}"
+    return proxied_object(uri)
 
 
 def _download_one_file(uri: str, local: Path) -> None:

@@ -58,11 +58,16 @@ def read_object(uri: str) -> bytes:
         raise unavailable from e
 
 
-def artifacts_bucket() -> str | None:
-    """The tracking server's ``MLFLOW_ARTIFACTS_DESTINATION`` when it is a bucket (``s3://...``)
-    and this process knows it: where the server keeps ``mlflow-artifacts:/PATH`` (``DESTINATION/PATH``)."""
+def proxied_object(uri: str) -> str | None:
+    """Where the tracking server keeps the file ``mlflow-artifacts:/PATH`` in its bucket
+    (``DESTINATION/PATH``), when this process knows the server's ``MLFLOW_ARTIFACTS_DESTINATION``
+    and it is a bucket (``s3://...``); None otherwise, or for a URI the server does not proxy."""
+    from urllib.parse import urlparse
+
     destination = os.environ.get("MLFLOW_ARTIFACTS_DESTINATION", "")
-    return destination.rstrip("/") if destination.startswith("s3://") else None
+    if not uri.startswith("mlflow-artifacts:") or not destination.startswith("s3://"):
+        return None
+    return f"{destination.rstrip('/')}/{urlparse(uri).path.lstrip('/')}"
 
 
 def write_object(uri: str, data: bytes) -> None:
