@@ -31,7 +31,7 @@ from torch import nn
 from torch.func import functional_call
 
 from metagan.config import MetaConfig
-from metagan.deformation import MAX_SHOTS, crisp, uniform
+from metagan.deformation import MAX_SHOTS, crisp
 from metagan.losses import d_logistic_loss, g_nonsaturating_loss, prototype_loss, r1_penalty, random_shift
 from metagan.meta.base import LearnerSettings, MetaLearner, register
 from metagan.meta.warp_nets import (
@@ -50,7 +50,7 @@ from metagan.served import ServedGenerator
 
 
 class WarpSettings(LearnerSettings):
-    served = frozenset({"crisp", "many_shots_noise", "one_shot_noise", "between"})
+    served = frozenset({"crisp", "many_shots_noise", "one_shot_noise"})
 
     field_weight: float = Field(1.0, ge=0)
     """The generator's deformation, decoded from a registered one's noise, against it (MSE in
@@ -78,11 +78,6 @@ class WarpSettings(LearnerSettings):
     people's drawings do, and each sample moves one of them: full-scale noise on top overshoots
     real variety (diversity 1.10 of real drawings' at K = 10 on the tune alphabets, 1.04 at 0.7;
     docs/BENCHMARKS.md)."""
-    between: float = Field(0.0, ge=0, le=1)
-    """Served images, two or more shots: each sample also moves part of the way, a uniform share of
-    up to ``between``, along the registered deformation from its shot to another of the customer's
-    shots (the :class:`~metagan.meta.warp_nets.Registration` network's, computed at adaptation).
-    The customer's own drawings differ the way drawings of this one character do; 0: off."""
     one_shot_noise: float = Field(0.9, gt=0, le=1)
     """Served images: the deformation noise's scale for one shot. Below 1 the samples of a one-shot
     customer stay nearer its drawing: on the tune alphabets 0.9 raised recognition by 1.3 to 1.7
@@ -97,10 +92,7 @@ PRESETS: dict[str, dict] = {
 
 
 class WarpSampleGenerator(ServedGenerator):
-    """What a customer gets: noise -> moved shots, the shots and their features as buffers.
-
-    The noise: one choice score per shot slot, the deformation noise, and with ``between`` one
-    more entry, how far along the way to another shot a sample moves."""
+    """What a customer gets: noise -> moved shots, the shots and their features as buffers."""
 
     onnx_constant_folding = False
     """Keep the condition as named initializers, so a later customer's export swaps them in."""
@@ -108,47 +100,28 @@ class WarpSampleGenerator(ServedGenerator):
     """The encoder's work is in the condition."""
 
     def __init__(self, generator: WarpGenerator, shots: torch.Tensor, crisp: float = 0.0,
-                 many_shots_noise: float = 1.0, one_shot_noise: float = 1.0,
-                 pair_fields: torch.Tensor | None = None, between: float = 0.0):
+                 many_shots_noise: float = 1.0, one_shot_noise: float = 1.0):
         with torch.no_grad():
             condition = generator.encode(shots)
-        if between > 0:
-            if pair_fields is None:
-                raise ValueError("between > 0 needs the registered fields between the shots")
-            condition["pair_fields"] = pair_fields.flatten(0, 1)  # (K * K, field size), row a * K + b: a -> b
         super().__init__(condition)
-        self.generator, self.crisp, self.between = generator, crisp, between
+        self.generator, self.crisp = generator, crisp
         k = shots.shape[0]
         self.register_buffer("noise_scale", torch.tensor(many_shots_noise + (one_shot_noise - many_shots_noise) / k))
 
     @property
     def z_dim(self) -> int:
-        return self.generator.cfg.z_dim + (1 if self.between > 0 else 0)
+        return self.generator.cfg.z_dim
 
     def config(self) -> dict:
-        return self.generator.cfg.to_dict() | {"crisp": self.crisp, "between": self.between}
+        return self.generator.cfg.to_dict() | {"crisp": self.crisp}
 
     def truncate(self, scale: float) -> "WarpSampleGenerator":
         self.noise_scale.mul_(scale)
         return self
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        G, cfg = self.generator, self.generator.cfg
-        k = self.shots.shape[0]
-        scores = z[:, :k]
-        index = scores.argmax(dim=1)
-        base, shot_map, shot_vec = (t.index_select(0, index) for t in (self.shots, self.maps, self.vectors))
-        noise = z[:, MAX_SHOTS : MAX_SHOTS + cfg.noise_dim] * self.noise_scale
-        globals_, control = G.fields(noise, shot_map, shot_vec, self.set_vector.expand(z.shape[0], -1))
-        if self.between > 0:
-            # another shot: the next-highest score (the shot itself at one shot, whose field is zero)
-            own = (torch.arange(k, device=z.device)[None, :] == index[:, None]).to(z.dtype)
-            other = (scores - 1e4 * own).argmax(dim=1)
-            pair = self.pair_fields.index_select(0, index * k + other)
-            share = self.between * uniform(z[:, -1:])
-            globals_ = (globals_ + share * pair[:, :7]).clamp(-1.0, 1.0)
-            control = (control + (share * pair[:, 7:]).view_as(control)).clamp(-1.0, 1.0)
-        return crisp(apply_field(cfg, base, globals_, control), self.crisp).clamp(-1.0, 1.0)
+        z = torch.cat([z[:, :MAX_SHOTS], z[:, MAX_SHOTS:] * self.noise_scale], dim=1)
+        return crisp(self.generator(z, *(getattr(self, n) for n in self.condition_names)), self.crisp).clamp(-1.0, 1.0)
 
 
 @register("warp")
@@ -273,17 +246,7 @@ class WarpLearner(MetaLearner):
         return self._served(copy.deepcopy(self.generator), shots).eval()
 
     def _served(self, generator: WarpGenerator, shots: torch.Tensor) -> WarpSampleGenerator:
-        s = self.settings
-        pairs = self.pair_fields(shots) if s.between > 0 else None
-        return WarpSampleGenerator(generator, shots, s.crisp, s.many_shots_noise, s.one_shot_noise, pairs, s.between)
-
-    @torch.no_grad()
-    def pair_fields(self, shots: torch.Tensor) -> torch.Tensor:
-        """(K, K, field size): the registered deformation from each shot onto each other one
-        (normalised parts; zero from a shot onto itself)."""
-        k = shots.shape[0]
-        a, b = torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij")
-        fields = flat_field(*self.registration(shots[a.flatten()], shots[b.flatten()])).view(k, k, -1)
-        return fields * (1.0 - torch.eye(k, device=shots.device))[:, :, None]
+        return WarpSampleGenerator(generator, shots, self.settings.crisp, self.settings.many_shots_noise,
+                                   self.settings.one_shot_noise)
 
 
