@@ -31,7 +31,7 @@ from torch import nn
 from torch.func import functional_call
 
 from metagan.config import MetaConfig
-from metagan.deformation import MAX_SHOTS, crisp, pick
+from metagan.deformation import MAX_SHOTS, crisp
 from metagan.losses import d_logistic_loss, g_nonsaturating_loss, prototype_loss, r1_penalty, random_shift
 from metagan.meta.base import LearnerSettings, MetaLearner, register
 from metagan.meta.warp_nets import (
@@ -50,7 +50,7 @@ from metagan.served import ServedGenerator
 
 
 class WarpSettings(LearnerSettings):
-    served = frozenset({"crisp", "many_shots_noise", "one_shot_noise", "candidates"})
+    served = frozenset({"crisp", "many_shots_noise", "one_shot_noise"})
 
     field_weight: float = Field(1.0, ge=0)
     """The generator's deformation, decoded from a registered one's noise, against it (MSE in
@@ -78,10 +78,6 @@ class WarpSettings(LearnerSettings):
     people's drawings do, and each sample moves one of them: full-scale noise on top overshoots
     real variety (diversity 1.10 of real drawings' at K = 10 on the tune alphabets, 1.04 at 0.7;
     docs/BENCHMARKS.md)."""
-    candidates: int = Field(1, ge=1, le=16)
-    """Served images: each is the one of this many candidates that the meta-trained pair critic
-    rates most like another person's drawing of its shot's character (discriminator rejection
-    sampling, Azadi et al. 2019); 1: every sample as drawn. The noise input is this many times wider."""
     one_shot_noise: float = Field(0.9, gt=0, le=1)
     """Served images: the deformation noise's scale for one shot. Below 1 the samples of a one-shot
     customer stay nearer its drawing: on the tune alphabets 0.9 raised recognition by 1.3 to 1.7
@@ -104,41 +100,28 @@ class WarpSampleGenerator(ServedGenerator):
     """The encoder's work is in the condition."""
 
     def __init__(self, generator: WarpGenerator, shots: torch.Tensor, crisp: float = 0.0,
-                 many_shots_noise: float = 1.0, one_shot_noise: float = 1.0, critic: PairCritic | None = None,
-                 candidates: int = 1):
+                 many_shots_noise: float = 1.0, one_shot_noise: float = 1.0):
         with torch.no_grad():
             condition = generator.encode(shots)
         super().__init__(condition)
-        if candidates > 1 and critic is None:
-            raise ValueError("choosing among candidates needs the pair critic")
-        self.generator, self.crisp, self.candidates = generator, crisp, candidates
-        self.critic = critic if candidates > 1 else None
+        self.generator, self.crisp = generator, crisp
         k = shots.shape[0]
         self.register_buffer("noise_scale", torch.tensor(many_shots_noise + (one_shot_noise - many_shots_noise) / k))
 
     @property
     def z_dim(self) -> int:
-        return self.generator.cfg.z_dim * self.candidates
+        return self.generator.cfg.z_dim
 
     def config(self) -> dict:
-        return self.generator.cfg.to_dict() | {"crisp": self.crisp, "candidates": self.candidates}
+        return self.generator.cfg.to_dict() | {"crisp": self.crisp}
 
     def truncate(self, scale: float) -> "WarpSampleGenerator":
         self.noise_scale.mul_(scale)
         return self
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        z = z.reshape(-1, self.generator.cfg.z_dim)  # a row per candidate, a sample's candidates together
         z = torch.cat([z[:, :MAX_SHOTS], z[:, MAX_SHOTS:] * self.noise_scale], dim=1)
-        G, m = self.generator, self.candidates
-        base, shot_map, shot_vec = pick(z[:, : self.shots.shape[0]], self.shots, self.maps, self.vectors)
-        globals_, control = G.fields(z[:, MAX_SHOTS:], shot_map, shot_vec, self.set_vector.expand(z.shape[0], -1))
-        images = apply_field(G.cfg, base, globals_, control)
-        if m > 1:
-            scores = self.critic(base, images).reshape(-1, m)
-            best = scores.argmax(dim=1) + m * torch.arange(scores.shape[0], device=z.device)
-            images = images.index_select(0, best)
-        return crisp(images, self.crisp).clamp(-1.0, 1.0)
+        return crisp(self.generator(z, *(getattr(self, n) for n in self.condition_names)), self.crisp).clamp(-1.0, 1.0)
 
 
 @register("warp")
@@ -263,9 +246,7 @@ class WarpLearner(MetaLearner):
         return self._served(copy.deepcopy(self.generator), shots).eval()
 
     def _served(self, generator: WarpGenerator, shots: torch.Tensor) -> WarpSampleGenerator:
-        s = self.settings
-        critic = copy.deepcopy(self.critic).eval() if s.candidates > 1 else None
-        return WarpSampleGenerator(generator, shots, s.crisp, s.many_shots_noise, s.one_shot_noise, critic,
-                                   s.candidates)
+        return WarpSampleGenerator(generator, shots, self.settings.crisp, self.settings.many_shots_noise,
+                                   self.settings.one_shot_noise)
 
 
