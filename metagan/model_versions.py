@@ -101,39 +101,66 @@ def register_artifact(model_name: str, run, artifact_path: str, tags: dict[str, 
 
 
 def log_onnx_model(onnx_path: str | Path, model_name: str, tags: dict[str, str],
-                   metrics: dict[str, float] | None = None):
-    """Log an ONNX file in the active run (ONNX flavor, with its signature) and register it with
-    ``tags``; ``metrics`` are logged on the run and the logged model together (MLflow 3's model
-    page). Returns the model version.
+                   metrics: dict[str, float] | None = None, params: dict[str, str] | None = None):
+    """Log an ONNX file in the active run as an MLflow model (ONNX flavor, with its signature) and
+    register it with ``tags``; ``metrics`` are logged on the run and the logged model together
+    (MLflow 3's model page), ``params`` on the logged model. Returns the model version.
 
+    The steps of ``mlflow.onnx.log_model``, with MLflow's public client calls, less three requests
+    a model: the logged model is created with the run's params as given (``log_model`` reads the
+    run back for them, and once more for metrics to copy), and its files go to the artifact
+    location the creation returned (``log_model_artifacts`` asks for the model again to learn it).
     The requirements are given, not inferred: MLflow's inference starts a Python subprocess that
-    imports the model (~3 s a customer, the largest share of the orchestration overhead). No input
-    example: MLflow would store two more files and run the model once more to validate it, where
-    the parity check has already run it. The metrics come after the model: logged before, MLflow
-    copies them onto the model one history request per metric. The file is stored as it is,
-    weights inside (MLflow's default moves them to a separate file under a random name), so the
-    registered ``model.onnx`` is the exported file, byte for byte, and the batch job can read and
-    check it without MLflow. The tags go with the version's creation in one call, so no version
-    exists with only some of them (``find_version`` finds it on a rerun); aliases are the caller's
-    business and come after.
+    imports the model (~3 s a customer). No input example: MLflow would store two more files and
+    run the model once more to validate it, where the parity check has already run it. The file is
+    stored as it is, weights inside (MLflow's default moves them to a separate file under a random
+    name), so the registered ``model.onnx`` is the exported file, byte for byte, and the batch job
+    can read and check it without MLflow. The tags go with the version's creation in one call, so
+    no version exists with only some of them (``find_version`` finds it on a rerun); aliases are
+    the caller's business and come after.
     """
+    import tempfile
+    import time
+
     import mlflow
     import onnx
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
+    from mlflow.models import Model
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     model = onnx.load(str(onnx_path))
     # what the registry stores is this file byte for byte (below): its checksum goes with the
     # version, and serving and `metagan doctor` check the stored file against it
     tags = tags | {ONNX_SHA256_TAG: sha256_file(onnx_path)}
-    info = retrying(f"log the ONNX model for {model_name}", mlflow.onnx.log_model, model, name="model",
-                     pip_requirements=_onnx_requirements(), save_as_external_data=False,
-                     signature=_onnx_signature(model), onnx_execution_providers=["CPUExecutionProvider"])
-    run_id = mlflow.active_run().info.run_id
-    if metrics:
-        retrying("log metrics on the run and the model", mlflow.log_metrics,
-                  {k: float(v) for k, v in metrics.items()}, model_id=info.model_id)
-    # the logged model's folder (ModelInfo.artifact_path is its artifact location), the flavor's file name
-    tags = tags | {ONNX_FILE_TAG: f"{info.artifact_path.rstrip('/')}/model.onnx"}
-    return register_version(model_name, info.model_uri, run_id, tags, model_id=info.model_id)
+    run = mlflow.active_run()
+    run_id, c = run.info.run_id, client()
+    logged = retrying(f"create the logged model for {model_name}", c.create_logged_model, run.info.experiment_id,
+                      name="model", source_run_id=run_id, params=params or {})
+    try:
+        retrying("link the model to its run", c.log_outputs, run_id, [LoggedModelOutput(logged.model_id, step=0)])
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "model"
+            mlflow.onnx.save_model(model, str(folder), pip_requirements=_onnx_requirements(),
+                                   save_as_external_data=False, signature=_onnx_signature(model),
+                                   onnx_execution_providers=["CPUExecutionProvider"],
+                                   mlflow_model=Model(artifact_path=logged.artifact_location, run_id=run_id,
+                                                      model_uuid=logged.model_id, model_id=logged.model_id))
+            retrying(f"store the files of the model for {model_name}",
+                     get_artifact_repository(logged.artifact_location).log_artifacts, str(folder))
+    except BaseException:
+        try:  # as log_model does: a model whose files did not all arrive is FAILED, never READY
+            c.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+        except Exception:
+            pass
+        raise
+    retrying("mark the model ready", c.finalize_logged_model, logged.model_id, LoggedModelStatus.READY)
+    if metrics:  # the client's call: mlflow.log_metrics would also record the model as the run's input
+        now = int(time.time() * 1000)
+        retrying("log metrics on the run and the model", c.log_batch, run_id,
+                 metrics=[Metric(k, float(v), now, 0, model_id=logged.model_id) for k, v in metrics.items()])
+    # the flavor's file in the logged model's folder
+    tags = tags | {ONNX_FILE_TAG: f"{logged.artifact_location.rstrip('/')}/model.onnx"}
+    return register_version(model_name, logged.model_uri, run_id, tags, model_id=logged.model_id)
 
 
 def _onnx_signature(model):

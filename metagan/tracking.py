@@ -95,6 +95,12 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def config_params(params: Params, sections: tuple[str, ...] | None = None) -> dict[str, str]:
+    """The config as MLflow params (dotted keys): the ``sections`` named, or all of it."""
+    config = params.model_dump()
+    return flatten(config if sections is None else {k: v for k, v in config.items() if k in sections})
+
+
 @contextmanager
 def start_run(run_name: str, tags: dict[str, str], params: Params | None = None,
               root: Path | None = None, sections: tuple[str, ...] | None = None) -> Iterator:
@@ -109,8 +115,7 @@ def start_run(run_name: str, tags: dict[str, str], params: Params | None = None,
     try:
         if params is not None:
             config = params.model_dump()
-            shown = config if sections is None else {k: v for k, v in config.items() if k in sections}
-            retrying("log params", mlflow.log_params, flatten(shown))
+            retrying("log params", mlflow.log_params, config_params(params, sections))
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "params.yaml"
                 import yaml

@@ -167,3 +167,28 @@ def test_a_generate_during_promotions_serves_one_complete_version(store):
         stop.set()
         flipper.join()
     assert not errors and set(served) <= {"1", "2"}
+
+
+def test_a_logged_onnx_model_is_ready_with_params_metrics_signature_and_the_file_itself(onnx_model, store):
+    """log_onnx_model does log_model's steps with the client's calls: what MLflow's UI and loaders
+    read of a logged model is all there."""
+    import mlflow
+    from mlflow.entities import LoggedModelStatus
+
+    from metagan.files import sha256_file
+
+    path = store / "g.onnx"
+    with tracking.start_run("one-model", {}) as run:
+        version = model_versions.log_onnx_model(path, model_names.customer_model_name("m"), {"parity_ok": "true"},
+                                                metrics={"shot_coverage": 0.25}, params={"adapt.steps": "3"})
+    logged = mlflow.get_logged_model(version.source.removeprefix("models:/"))
+    assert logged.status == LoggedModelStatus.READY and logged.source_run_id == run.info.run_id
+    assert logged.params == {"adapt.steps": "3"}
+    assert {(m.key, m.value) for m in logged.metrics} == {("shot_coverage", 0.25)}
+    assert MlflowClient().get_run(run.info.run_id).data.metrics == {"shot_coverage": 0.25}
+    assert [o.model_id for o in MlflowClient().get_run(run.info.run_id).outputs.model_outputs] == [logged.model_id]
+    info = mlflow.models.get_model_info(version.source)
+    assert info.signature is not None and info.flavors.keys() >= {"onnx", "python_function"}
+    stored = mlflow.artifacts.download_artifacts(version.tags[model_versions.ONNX_FILE_TAG], dst_path=str(store / "dl"))
+    assert sha256_file(stored) == sha256_file(path) == version.tags[model_versions.ONNX_SHA256_TAG]
+    assert mlflow.pyfunc.load_model(version.source) is not None

@@ -176,7 +176,8 @@ def adapt_and_register(uploads: CustomerUploads, params: Params, meta_version: s
             version = model_versions.log_onnx_model(model.onnx_path, name, run_tags | metric_tags(model.metrics)
                                               | {"shots": str(model.shots), "parity_ok": str(model.ok).lower()},
                                               metrics=model.metrics | {"adapt_seconds": model.seconds,
-                                                                       "shots": model.shots})
+                                                                       "shots": model.shots},
+                                              params=tracking.config_params(params, ADAPT_RUN_SECTIONS))
         if model.ok:
             model_versions.set_alias(name, CANDIDATE, version.version)
         registry_index().adapted(cid, uploads.content_hash)
