@@ -1,6 +1,8 @@
 """``classic``: random affine, smooth displacement and stroke width on one of the shots, served as
 one ONNX graph with the shots as constants."""
 
+import math
+
 import pytest
 import torch
 
@@ -15,13 +17,13 @@ def classic(image_size=32, **settings):
     return build_learner(params, image_size, 1)
 
 
-def drawings(k, size=32, seed=0):
-    """Blank paper with a dark bar at a random place: strokes the deformation must move."""
+def drawings(k, size=32, seed=0, pen=2):
+    """Blank paper with a dark bar ``pen`` pixels wide at a random place: strokes the deformation must move."""
     g = torch.Generator().manual_seed(seed)
     x = torch.ones(k, 1, size, size)
     for i in range(k):
         r, c = torch.randint(4, size - 12, (2,), generator=g).tolist()
-        x[i, :, r : r + 8, c : c + 2] = -1.0
+        x[i, :, r : r + 8, c : c + pen] = -1.0
     return x
 
 
@@ -51,6 +53,36 @@ def test_thickening_adds_ink_and_thinning_removes_it():
     assert stroke_width(d, torch.ones(2)).sum() > d.sum() > stroke_width(d, -torch.ones(2)).sum()
 
 
+def test_the_pen_width_is_read_from_the_drawings():
+    from metagan.deformation import pen_width
+
+    assert float(pen_width(drawings(3, 64, pen=2))) == pytest.approx(2.0, abs=0.5)
+    assert float(pen_width(drawings(3, 64, pen=4))) == pytest.approx(4.0, abs=0.8)
+
+
+def test_the_stretch_of_a_deformation_is_its_change_of_area():
+    from metagan.deformation import affine_grid, stretch
+
+    assert torch.allclose(stretch(affine_grid(identity_affine(2), 32, 32)), torch.ones(2, 1, 32, 32), atol=1e-4)
+    shrink = affine_matrix(torch.zeros(1), torch.zeros(1), torch.full((1, 2), 0.2), torch.zeros(1, 2))  # reads wider
+    assert torch.allclose(stretch(affine_grid(shrink, 32, 32)), torch.full((1, 1, 32, 32), math.exp(0.4)), atol=1e-3)
+
+
+def test_keeping_the_pen_holds_the_stroke_width_of_an_enlarged_drawing():
+    """Enlarged 1.5 times, a stroke grows wider (about 3 -> 3.8 px as measured on the pixels); a person
+    drawing larger keeps the pen."""
+    from metagan.deformation import pen_width
+
+    x = torch.ones(1, 1, 64, 64)
+    x[..., 20:44, 30:33] = -1.0  # a 3 px stroke near the centre, so the enlargement keeps it whole
+    larger = affine_matrix(torch.zeros(1), torch.zeros(1), torch.full((1, 2), -math.log(1.5)), torch.zeros(1, 2))
+    pen = float(pen_width(x))
+    plain = float(pen_width(deform(x, larger)))
+    kept = float(pen_width(deform(x, larger, keep_pen=1.0, pen=pen_width(x))))
+    assert plain > pen + 0.7 and abs(kept - pen) < 0.3
+    assert torch.equal(deform(x, larger, keep_pen=0.0, pen=pen_width(x)), deform(x, larger))
+
+
 def test_samples_are_moved_shots_each_shot_chosen_and_in_range():
     shots = drawings(3)
     gen = classic().adapt(shots, 0, 0.0, torch.Generator())
@@ -65,13 +97,13 @@ def test_samples_are_moved_shots_each_shot_chosen_and_in_range():
     assert (out - copies).abs().mean() > 0.01  # the default strengths do move them
 
 
-@pytest.mark.parametrize("k", [1, 20])
-def test_classic_exports_one_input_onnx_with_parity_and_later_customers_reuse_the_graph(tmp_path, k):
+@pytest.mark.parametrize("k, keep_pen", [(1, 0.0), (20, 0.0), (3, 0.5)])
+def test_classic_exports_one_input_onnx_with_parity_and_later_customers_reuse_the_graph(tmp_path, k, keep_pen):
     from metagan import export
 
-    learner = classic()
+    learner = classic(keep_pen=keep_pen)
     a = learner.adapt(drawings(k, seed=1), 0, 0.0, torch.Generator())
-    b = learner.adapt(drawings(k, seed=2), 0, 0.0, torch.Generator())
+    b = learner.adapt(drawings(k, seed=2, pen=3), 0, 0.0, torch.Generator())
     path = export_generator_onnx(a, tmp_path / "a.onnx")
     assert [i.name for i in onnx_session(path).get_inputs()] == ["z"]
     assert check_parity(a, path, batch=16) < 1e-4

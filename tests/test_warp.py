@@ -14,16 +14,16 @@ PARAMS = Params().with_overrides(model={"preset": "tiny"},
                                  meta={"method": "warp", "meta_batch": 2, "shots": 3, "queries": 2})
 
 
-def warp(seed=0, size=32):
-    return build_learner(PARAMS.with_overrides(meta={"seed": seed}), size, 1)
+def warp(seed=0, size=32, **settings):
+    return build_learner(PARAMS.with_overrides(meta={"seed": seed}, learners={"warp": settings}), size, 1)
 
 
-def drawings(k, size=32, seed=0):
+def drawings(k, size=32, seed=0, pen=2):
     g = torch.Generator().manual_seed(seed)
     x = torch.ones(k, 1, size, size)
     for i in range(k):
         r, c = torch.randint(4, size - 12, (2,), generator=g).tolist()
-        x[i, :, r : r + 8, c : c + 2] = -1.0
+        x[i, :, r : r + 8, c : c + pen] = -1.0
     return x
 
 
@@ -72,13 +72,15 @@ def test_an_identity_deformation_serves_the_shot_the_noise_picks():
     assert nearest.values.max() < 1e-3 and set(nearest.indices.tolist()) == {0, 1, 2}
 
 
-@pytest.mark.parametrize("k", [1, 20])
-def test_warp_exports_one_input_onnx_with_parity_and_later_customers_reuse_the_graph(tmp_path, k):
+@pytest.mark.parametrize("k, keep_pen", [(1, 0.3), (20, 0.3), (3, 0.0)])
+def test_warp_exports_one_input_onnx_with_parity_and_later_customers_reuse_the_graph(tmp_path, k, keep_pen):
     from metagan import export
 
-    learner = warp(size=64)
+    learner = warp(size=64, keep_pen=keep_pen)
     a = learner.adapt(drawings(k, 64, seed=1), 0, 0.0, torch.Generator())
-    b = learner.adapt(drawings(k, 64, seed=2), 0, 0.0, torch.Generator())
+    b = learner.adapt(drawings(k, 64, seed=2, pen=4), 0, 0.0, torch.Generator())
+    if keep_pen:
+        assert float(b.pen) > float(a.pen) + 1  # each customer's own pen, swapped in with its shots
     path = export_generator_onnx(a, tmp_path / "a.onnx")
     session = onnx_session(path)
     assert [i.name for i in session.get_inputs()] == ["z"] and session.get_inputs()[0].shape[1] == a.z_dim

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 import torch
 from pydantic import Field
 
-from metagan.deformation import MAX_SHOTS, crisp, deform, pick, random_deformation, random_noise_dim, uniform
+from metagan.deformation import (MAX_SHOTS, crisp, deform, pen_width, pick, random_deformation, random_noise_dim,
+                                 uniform)
 from metagan.meta.base import LearnerSettings, MetaLearner, register
 from metagan.served import ServedGenerator
 
@@ -39,6 +40,9 @@ class ClassicSettings(LearnerSettings):
     105 px scan (a full 64 px dilation made strokes bold, measured on the tune alphabets)."""
     crisp: float = Field(6.0, ge=0, le=20)
     """Restore the edge profile after resampling (:func:`metagan.deformation.crisp`; 0: off)."""
+    keep_pen: float = Field(0.0, ge=0, le=1)
+    """Share of the stroke-width change from enlarging or shrinking that is undone (as warp's; 0: off,
+    the classical recipe)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class ClassicConfig:
     thicken_share: float = 0.0
     thicken: float = 0.6
     crisp: float = 6.0
+    keep_pen: float = 0.0
 
     @property
     def z_dim(self) -> int:
@@ -71,6 +76,10 @@ class ClassicGenerator(ServedGenerator):
     def __init__(self, cfg: ClassicConfig, shots: torch.Tensor):
         super().__init__({"shots": shots})
         self.cfg = cfg
+        # the customer's own pen, in pixels (none where unused: every buffer must be in the exported graph)
+        self.register_buffer("pen", pen_width(shots) if cfg.keep_pen > 0 else None)
+        # constant folding would fold the pen into the products it scales, out of a later customer's reach
+        self.onnx_constant_folding = cfg.keep_pen == 0
 
     @property
     def z_dim(self) -> int:
@@ -86,7 +95,7 @@ class ClassicGenerator(ServedGenerator):
         theta, field = random_deformation(p, shots.shape[-1], cfg.rotation, cfg.shear, cfg.scale, cfg.shift,
                                           cfg.elastic, cfg.elastic_grid)
         thicken = cfg.thicken * (uniform(p[:, random_noise_dim(cfg.elastic_grid)]) < cfg.thicken_share).to(z.dtype)
-        return crisp(deform(base, theta, field, thicken), cfg.crisp).clamp(-1.0, 1.0)
+        return crisp(deform(base, theta, field, thicken, cfg.keep_pen, self.pen), cfg.crisp).clamp(-1.0, 1.0)
 
 
 @register("classic")

@@ -209,10 +209,12 @@ class PairCritic(nn.Module):
         return self.head(self.down(self.trunk(x)).flatten(1)).squeeze(1)
 
 
-def apply_field(cfg: WarpNetConfig, shots: torch.Tensor, globals_: torch.Tensor, control: torch.Tensor) -> torch.Tensor:
-    """Move ``shots`` by a deformation given in normalised parts."""
+def apply_field(cfg: WarpNetConfig, shots: torch.Tensor, globals_: torch.Tensor, control: torch.Tensor,
+                keep_pen: float = 0.0, pen: torch.Tensor | None = None) -> torch.Tensor:
+    """Move ``shots`` by a deformation given in normalised parts (``keep_pen``, ``pen``: as
+    :func:`metagan.deformation.deform`'s)."""
     theta, control, width = deformation(cfg, globals_, control)
-    return deform(shots, theta, smooth_field(control, shots.shape[-1]), width)
+    return deform(shots, theta, smooth_field(control, shots.shape[-1]), width, keep_pen, pen)
 
 
 class WarpGenerator(nn.Module):
@@ -234,10 +236,10 @@ class WarpGenerator(nn.Module):
         return {"shots": shots, "maps": maps, "vectors": vecs, "set_vector": vecs.mean(0, keepdim=True)}
 
     def forward(self, z: torch.Tensor, shots: torch.Tensor, maps: torch.Tensor, vectors: torch.Tensor,
-                set_vector: torch.Tensor) -> torch.Tensor:
+                set_vector: torch.Tensor, keep_pen: float = 0.0, pen: torch.Tensor | None = None) -> torch.Tensor:
         base, shot_map, shot_vec = pick(z[:, : shots.shape[0]], shots, maps, vectors)
         globals_, control = self.fields(z[:, MAX_SHOTS:], shot_map, shot_vec, set_vector.expand(z.shape[0], -1))
-        return apply_field(self.cfg, base, globals_, control)
+        return apply_field(self.cfg, base, globals_, control, keep_pen, pen)
 
 
 def gaussian_kl(mean: torch.Tensor, log_var: torch.Tensor, free_bits: float = 0.0) -> torch.Tensor:
