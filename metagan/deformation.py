@@ -167,23 +167,52 @@ def deform(images: torch.Tensor, theta: torch.Tensor, field: torch.Tensor | None
         grid = grid + field
     density = F.grid_sample(ink(images), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if keep_pen > 0 and pen is not None:
-        kept = keep_pen * 0.5 * pen * (1.0 - stretch(grid).rsqrt())  # pixels a side the move took off
+        kept = kept_pen(grid, keep_pen, pen)
         width = kept if width is None else kept + width.view(-1, 1, 1, 1)
     if width is not None:
         density = stroke_width(density, width)
     return from_ink(density)
 
 
-def stretch(grid: torch.Tensor) -> torch.Tensor:
-    """How much a sampling grid (N, H, W, 2) shrinks the drawing around each output pixel: its
-    Jacobian's determinant over the identity grid's, (N, 1, H, W); above 1 where the drawing got
-    smaller (and its strokes thinner), below 1 where it got larger. Forward differences, the last
-    row and column repeated; clamped to [1/4, 4], where a deformation folds."""
-    size_y, size_x = grid.shape[1], grid.shape[2]
-    dx = F.pad((grid[:, :, 1:] - grid[:, :, :-1]).permute(0, 3, 1, 2), (0, 1, 0, 0), mode="replicate")
-    dy = F.pad((grid[:, 1:] - grid[:, :-1]).permute(0, 3, 1, 2), (0, 0, 0, 1), mode="replicate")
-    det = (dx[:, 0:1] * dy[:, 1:2] - dx[:, 1:2] * dy[:, 0:1]) * (size_x * size_y / 4.0)
+STRETCH_POINTS = 12
+"""Lattice :func:`stretch` reads a deformation at (per side)."""
+
+
+def stretch(grid: torch.Tensor, points: int = STRETCH_POINTS) -> torch.Tensor:
+    """How much a sampling grid (N, H, W, 2) shrinks the drawing, at a ``points`` x ``points``
+    lattice of output pixels (N, points, points): the grid's Jacobian determinant over the identity
+    grid's, above 1 where the drawing got smaller (and its strokes thinner), below 1 where it got
+    larger; central differences, clamped to [1/4, 4], where a deformation folds. The fields are
+    smooth (bicubic from at most 16x16 control points), so a lattice holds what varies; read there
+    and interpolated it costs a tenth of the full-size arithmetic it replaced."""
+    n, height, width, _ = grid.shape
+    rows = [t.to(grid.device) for t in _lattice(height, points)]
+    cols = [t.to(grid.device) for t in _lattice(width, points)]
+    at_rows, at_cols = grid.index_select(1, rows[0]), grid.index_select(2, cols[0])  # (N, P, W, 2), (N, H, P, 2)
+    dx = (at_rows.index_select(2, cols[2]) - at_rows.index_select(2, cols[1])) / cols[3].view(1, 1, -1, 1)
+    dy = (at_cols.index_select(1, rows[2]) - at_cols.index_select(1, rows[1])) / rows[3].view(1, -1, 1, 1)
+    det = (dx[..., 0] * dy[..., 1] - dx[..., 1] * dy[..., 0]) * (width * height / 4.0)
     return det.clamp(0.25, 4.0)
+
+
+def _lattice(size: int, points: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pixel indices of ``points`` lattice positions spread as the bicubic matrix's control points
+    are (first to last pixel), their neighbours before and after (clamped at the edges), and the
+    distance between those neighbours in pixels."""
+    at = np.rint(np.linspace(0, size - 1, points)).astype(np.int64)
+    before, after = np.maximum(at - 1, 0), np.minimum(at + 1, size - 1)
+    return (torch.from_numpy(at), torch.from_numpy(before), torch.from_numpy(after),
+            torch.from_numpy((after - before).astype(np.float32)))
+
+
+def kept_pen(grid: torch.Tensor, keep_pen: float, pen: torch.Tensor) -> torch.Tensor:
+    """The width change (N, 1, H, W), pixels a side, that undoes ``keep_pen`` of what the move by
+    ``grid`` did to a pen ``pen`` pixels wide: computed on :func:`stretch`'s lattice, then
+    interpolated bicubically to every pixel (two matrix products, as :func:`smooth_field`)."""
+    lost = keep_pen * 0.5 * pen * (1.0 - stretch(grid).rsqrt())  # (N, P, P)
+    rows = _bicubic_matrix(lost.shape[1], grid.shape[1]).to(lost)
+    cols = _bicubic_matrix(lost.shape[2], grid.shape[2]).to(lost)
+    return (rows @ lost @ cols.T).unsqueeze(1)
 
 
 def pen_width(images: torch.Tensor) -> torch.Tensor:

@@ -63,9 +63,17 @@ def test_the_pen_width_is_read_from_the_drawings():
 def test_the_stretch_of_a_deformation_is_its_change_of_area():
     from metagan.deformation import affine_grid, stretch
 
-    assert torch.allclose(stretch(affine_grid(identity_affine(2), 32, 32)), torch.ones(2, 1, 32, 32), atol=1e-4)
+    assert torch.allclose(stretch(affine_grid(identity_affine(2), 32, 32), 8), torch.ones(2, 8, 8), atol=1e-4)
     shrink = affine_matrix(torch.zeros(1), torch.zeros(1), torch.full((1, 2), 0.2), torch.zeros(1, 2))  # reads wider
-    assert torch.allclose(stretch(affine_grid(shrink, 32, 32)), torch.full((1, 1, 32, 32), math.exp(0.4)), atol=1e-3)
+    assert torch.allclose(stretch(affine_grid(shrink, 32, 32), 8), torch.full((1, 8, 8), math.exp(0.4)), atol=1e-3)
+    # a smooth field that stretches the right half: read at the lattice as at every pixel
+    control = torch.zeros(1, 2, 4, 4)
+    control[:, 0, :, 2:] = 0.1
+    grid = affine_grid(identity_affine(1), 64, 64) + smooth_field(control, 64)
+    full = stretch(grid, 64)
+    assert torch.allclose(stretch(grid, 12), full[:, ::1, :][:, [round(i * 63 / 11) for i in range(12)]]
+                          [:, :, [round(i * 63 / 11) for i in range(12)]], atol=1e-5)
+    assert full.max() > 1.1 and full.min() < 0.97  # stretched where the field rises, squeezed beyond
 
 
 def test_keeping_the_pen_holds_the_stroke_width_of_an_enlarged_drawing():
