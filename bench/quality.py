@@ -44,8 +44,9 @@ import torch
 
 from benchlib.bank import load_or_build_bank
 from benchlib.classifier import classifier_accuracy, groups_of
-from benchlib.heldout import (HeldOut, ensure_evaluator, held_out_data, new_drawing_reference, score,
+from benchlib.heldout import (PER_CLASS, HeldOut, ensure_evaluator, held_out_data, new_drawing_reference, score,
                               split_drawings)
+from benchlib.metrics import paired_interval
 from benchlib.rows import bank_adapter, checkpoint_adapter, classic_adapter, draw, load_for_held_out
 from metagan.config import Params
 from metagan.evaluator import at_size, embed, load_evaluator
@@ -93,6 +94,9 @@ def main() -> None:
     ap.add_argument("--adapt-steps", type=int, default=None, help="fine-tuning steps of GAN learners (params.yaml)")
     ap.add_argument("--evaluator-steps", type=int, default=3000, help="training episodes of a missing evaluator")
     ap.add_argument("--classes", type=int, help="only the first N held-out characters: a smoke run")
+    ap.add_argument("--against", default="classic",
+                    help="the row every other generated row is compared with, character by character, with "
+                         "95%% bootstrap intervals of the difference (skipped when there is no such row)")
     ap.add_argument("--out", default="artifacts/bench64")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--report", default="quality.json")
@@ -126,7 +130,8 @@ def main() -> None:
 
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
               "cpu_threads": torch.get_num_threads(), "args": vars(args), "held_out": held.groups,
-              "held_out_classes": len(ids), "meta_steps": steps, "results": {}, "classifier": {}, "gate": {}}
+              "held_out_classes": len(ids), "meta_steps": steps, "results": {}, "classifier": {}, "gate": {},
+              "against": {}}
     for k in [int(s) for s in args.shots.split(",")]:
         splits = split_drawings(ds, ids, k, args.seed)
         shots_of = {c: ds.images[s[0]] for c, s in splits.items()}
@@ -157,6 +162,8 @@ def main() -> None:
                 res[name] = score(ds, net, splits, imgs) | {"adapt_seconds": seconds.get(name, 0.0)}
             res["new real drawings"] |= new_drawing_reference(ds, net, splits)
             report["results"].setdefault(ev_name, {})[f"K={k}"] = res
+            if args.against in rows:
+                report["against"].setdefault(ev_name, {})[f"K={k}"] = against(res, args.against, set(rows))
             for name, r in res.items():
                 print(f"K={k} [{ev_name}] {name}: " + json.dumps({a: round(b, 3) for a, b in r.items()
                                                                    if isinstance(b, float)}), flush=True)
@@ -178,10 +185,28 @@ def main() -> None:
     print_tables(report)
 
 
+def against(res: dict, reference: str, generated: set[str]) -> dict:
+    """Each generated row minus ``reference``, character by character: mean and 95% interval."""
+    base = res[reference]["per_class"]
+    return {name: {m: paired_interval(r["per_class"][m], base[m]) for m in PER_CLASS}
+            for name, r in res.items() if name in generated and name != reference}
+
+
 COLUMNS = ["heldout_consistency", "heldout_diversity", "heldout_copy_rate", "kid", "aug_gain", "grey_share"]
 
 
 def print_tables(report: dict) -> None:
+    print_result_tables(report)
+    for ev_name, by_k in report.get("against", {}).items():
+        for k, rows in by_k.items():
+            print(f"\n{k}, {ev_name}: minus {report['args']['against']}, per character (95% bootstrap interval)")
+            print("| row | " + " | ".join(PER_CLASS) + " |\n|" + "---|" * (len(PER_CLASS) + 1))
+            for name, r in rows.items():
+                print(f"| {name} | " + " | ".join(
+                    f"{r[m]['diff']:+.3f} [{r[m]['lo']:+.3f}, {r[m]['hi']:+.3f}]" for m in PER_CLASS) + " |")
+
+
+def print_result_tables(report: dict) -> None:
     for ev_name, by_k in report["results"].items():
         for k, res in by_k.items():
             print(f"\n{k}, {ev_name}\n| row | " + " | ".join(COLUMNS) + " | classifier gain | gate |")

@@ -2,6 +2,7 @@
 
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,7 +10,7 @@ from metagan.config import PROJECT_ROOT
 
 sys.path.insert(0, str(PROJECT_ROOT / "bench"))  # the benchmark scripts' own library
 from benchlib.metrics import (augmentation_gain, class_consistency, class_consistency_left_out,  # noqa: E402
-                              copy_rate, diversity, kernel_distance)
+                              copy_rate, diversity, kernel_distance, paired_interval)
 
 
 def test_consistency_counts_samples_nearest_to_the_right_prototype():
@@ -95,3 +96,14 @@ def test_the_gate_scores_64px_customers_with_a_32px_evaluator(tmp_path):
     params = Params().with_overrides(data={"image_size": 64}, paths={"evaluator": str(tmp_path / "ev.pt")})
     assert load_gate_evaluator(params) is not None
     assert load_gate_evaluator(params.with_overrides(data={"channels": 3})) is None  # another format: not scored
+
+
+def test_a_paired_interval_holds_a_consistent_difference_and_straddles_zero_for_noise():
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.8, 0.1, 48)
+    better = paired_interval(base + 0.05 + rng.normal(0, 0.01, 48), base)
+    assert 0 < better["lo"] < better["diff"] < better["hi"] and better["diff"] == pytest.approx(0.05, abs=0.01)
+    noise = paired_interval(base + rng.normal(0, 0.1, 48), base)
+    assert noise["lo"] < 0 < noise["hi"]
+    with pytest.raises(ValueError, match="no characters"):
+        paired_interval([], [])

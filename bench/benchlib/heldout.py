@@ -24,6 +24,8 @@ from metagan.task_data import prepare_task_dataset
 
 QUERIES = 5
 EVALUATOR_SIZE = 32
+PER_CLASS = ("heldout_consistency", "heldout_diversity", "heldout_copy_rate", "kid")
+"""Figures :func:`score` also keeps per character, in the evaluated characters' order."""
 
 
 @dataclass
@@ -125,6 +127,7 @@ def score(ds, net, splits, images_of: dict[int, np.ndarray]) -> dict[str, float]
     acc0, acc1 = augmentation_gain(support, extra, queries, labels)
     _, acc_real = augmentation_gain(support, ceiling, queries, labels)
     out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+    out["per_class"] = {k: [r[k] for r in rows] for k in PER_CLASS}  # for paired intervals between rows
     out |= {"acc_shots_only": acc0, "acc_with_generated": acc1, "aug_gain": acc1 - acc0,
             "aug_gain_real_ceiling": acc_real - acc0,
             "aug_gain_share_of_real": (acc1 - acc0) / (acc_real - acc0) if acc_real > acc0 else float("nan")}

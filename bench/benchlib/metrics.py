@@ -4,6 +4,7 @@ drawings of the character, which only a benchmark has (a customer's metrics are
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from metagan.metrics import mean_pairwise_distance
@@ -72,3 +73,17 @@ def augmentation_gain(support: list[torch.Tensor], extra: list[torch.Tensor], qu
     with_extra = torch.stack([torch.cat([s, e]).mean(0) for s, e in zip(support, extra)])
     return (nearest_prototype_accuracy(queries, labels, without),
             nearest_prototype_accuracy(queries, labels, with_extra))
+
+
+def paired_interval(a, b, resamples: int = 2000, level: float = 0.95, seed: int = 0) -> dict[str, float]:
+    """Mean of the paired differences ``a - b`` (one value per character, the same characters in
+    order) and its bootstrap interval (percentile, ``resamples`` draws of the characters with
+    replacement): whether one row beats another by more than the choice of characters moves it."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if d.size == 0:
+        raise ValueError("no characters to compare")
+    draws = np.random.default_rng(seed).integers(0, d.size, (resamples, d.size))
+    means = d[draws].mean(axis=1)
+    tail = (1.0 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return {"diff": float(d.mean()), "lo": float(lo), "hi": float(hi)}
