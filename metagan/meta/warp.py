@@ -76,7 +76,7 @@ class WarpSettings(LearnerSettings):
     """Served images: the share of the stroke-width change a deformation makes by enlarging or
     shrinking a drawing that is undone (:func:`metagan.deformation.deform`; 0: off). People draw a
     character larger with the same pen. On the tune alphabets 0.3 lowered KID on both evaluators at
-    K = 1, 5 and 10 and raised recognition, for 2 to 4% less diversity; 0.7 and 1 over-correct
+    K = 1, 5 and 10 and raised recognition, for 1 to 2% less diversity; 0.7 and 1 over-correct
     (docs/BENCHMARKS.md)."""
     many_shots_noise: float = Field(0.7, gt=0, le=1)
     """Served images: the deformation noise's scale as the shots grow, ``s + (n1 - s) / K`` for K
