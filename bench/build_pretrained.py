@@ -9,6 +9,8 @@ state, plus the evaluator trained and calibrated on the same classes.
 ``--ship CHECKPOINT`` instead ships a benchmark checkpoint as it is (slimmed; no training, the
 evaluator untouched): one trained by ``bench/train_method.py`` without the test and tune alphabets,
 so the demo customers' alphabets (the test's) are new to the shipped model, as a customer's are.
+Several ``--ship`` checkpoints of one run are averaged weight by weight first
+(:func:`metagan.train.average_meta_checkpoints`), the last one's everything else.
 
     python bench/build_pretrained.py --ship artifacts/bench2/condgan-long.pt \
         --ship-command "OMP_NUM_THREADS=1 python bench/train_method.py --method condgan --minutes 240 ..."
@@ -27,32 +29,34 @@ from metagan.config import PROJECT_ROOT, load_params
 from metagan.evaluator import EVALUATOR_FORMAT, calibrate, load_evaluator, save_evaluator, train_evaluator
 from metagan.data import split_classes
 from metagan.task_data import prepare_task_dataset
-from metagan.train import meta_train
+from metagan.train import average_meta_checkpoints, meta_train
 
 OUT = PROJECT_ROOT / "metagan" / "pretrained"
 
 
-def slim(src: Path, dest: Path, extra: dict) -> Path:
+def slim(src: Path | dict, dest: Path, extra: dict) -> Path:
     """The checkpoint without optimizer state (not needed to adapt; halves the size)."""
-    ckpt = load_checkpoint(src, META_FORMAT)
+    ckpt = load_checkpoint(src, META_FORMAT) if isinstance(src, Path) else src
     ckpt["state"].pop("optimizers", None)
     ckpt["state"]["optimizers"] = {}
     ckpt["shipped"] = extra
     return save_atomic(ckpt, dest)
 
 
-def ship_benchmark_checkpoint(src: Path, command: str) -> Path:
-    """Ship ``src`` if it held out the demo customers' alphabets (the test's), refuse it otherwise."""
-    ckpt = load_checkpoint(src, META_FORMAT)
+def ship_benchmark_checkpoint(sources: list[Path], command: str) -> Path:
+    """Ship ``sources`` (one checkpoint, or the average of several of one run) if they held out the
+    demo customers' alphabets (the test's), refuse them otherwise."""
+    ckpt = load_checkpoint(sources[0], META_FORMAT) if len(sources) == 1 else average_meta_checkpoints(sources)
     data = load_params().data
     demo_groups = data.val_groups
     seen = sorted(set(ckpt.get("train_groups", [])) & set(demo_groups))
     if seen or not ckpt.get("train_groups"):
-        raise SystemExit(f"{src} trained on {seen or 'unknown alphabets'}: the demo customers' alphabets must be new to it")
+        raise SystemExit(f"{sources[-1]} trained on {seen or 'unknown alphabets'}: the demo customers' alphabets "
+                         "must be new to it")
     info = {"command": command, "total_steps": ckpt["step"], "seconds": round(ckpt.get("seconds", 0)),
-            "source": src.name, "held_out": sorted(set(data.val_groups + data.tune_groups)),
-            "metrics": ckpt.get("metrics", {})}
-    dest = slim(src, OUT / f"{ckpt['method']}-small.pt", info)
+            "source": " + ".join(p.name for p in sources), "held_out": sorted(set(data.val_groups + data.tune_groups)),
+            "metrics": ckpt.get("metrics", {})} | ({"averaged": ckpt["averaged"]} if "averaged" in ckpt else {})
+    dest = slim(ckpt, OUT / f"{ckpt['method']}-small.pt", info)
     print(f"wrote {dest} ({dest.stat().st_size / 1e6:.1f} MB): {json.dumps(info)}")
     return dest
 
@@ -94,11 +98,13 @@ def main() -> None:
     ap.add_argument("--calibrate", action="store_true",
                     help="only recalibrate the shipped evaluator's gate reference on the drawings at data.image_size "
                          "(weights and domain statistics unchanged)")
-    ap.add_argument("--ship", help="ship this benchmark meta checkpoint as it is (held-out alphabets stay held out)")
+    ap.add_argument("--ship", action="append", type=Path,
+                    help="ship this benchmark meta checkpoint as it is (held-out alphabets stay held out); "
+                         "repeated: the weight-by-weight average of those checkpoints of one run")
     ap.add_argument("--ship-command", default="", help="the command that trained --ship (recorded in the file)")
     args = ap.parse_args()
     if args.ship:
-        ship_benchmark_checkpoint(Path(args.ship), args.ship_command)
+        ship_benchmark_checkpoint(args.ship, args.ship_command)
         return
     if args.calibrate:
         recalibrate_gate(OUT / "evaluator.pt")

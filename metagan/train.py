@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from metagan import distributed
-from metagan.checkpoint import META_FORMAT, load_checkpoint, save_atomic
+from metagan.checkpoint import META_FORMAT, CheckpointError, load_checkpoint, save_atomic
 from metagan.config import ConfigError, Params, params_from_dict
 from metagan.data import EpisodeSampler, TaskDataset, load_packed, split_classes
 from metagan.data.images import to_tensor, to_uint8
@@ -244,6 +244,31 @@ def _resumable(path: str | Path, params: Params, data_version: str, dataset: Tas
         log.warning("not resuming %s: it was trained on other data", path)
         same = False
     return ckpt if same else None
+
+
+def average_meta_checkpoints(paths: list[str | Path]) -> dict:
+    """The networks of several checkpoints of one meta-training run, weight by weight averaged
+    (Polyak averaging of a GAN's trajectory, Yazici et al. 2019: the mean's samples are better than
+    the last point's, where the adversarial game still oscillates). Everything else is the last
+    checkpoint's; optimizer state is dropped (it belongs to no average). Checkpoints of one run are
+    those :func:`meta_train` would resume from each other: the same training config (learner
+    settings with defaults filled in), data and alphabets; others are refused."""
+    if len(paths) < 2:
+        raise CheckpointError("averaging needs at least two checkpoints")
+    ckpts = [load_checkpoint(p, META_FORMAT) for p in paths]
+    last = ckpts[-1]
+    run = lambda c: (_training_config(c["params"]), c.get("dataset"), c.get("data_version"),  # noqa: E731
+                     sorted(c.get("train_groups", [])), c["net"])
+    for path, ckpt in zip(paths, ckpts):
+        if run(ckpt) != run(last):
+            raise CheckpointError(f"{path} and {paths[-1]} are not checkpoints of one run (other settings or data)")
+    state = {name: value for name, value in last["state"].items() if name != "optimizers"}
+    for name, module in state.items():
+        if isinstance(module, dict):
+            state[name] = {k: torch.stack([c["state"][name][k] for c in ckpts]).mean(0) if v.is_floating_point() else v
+                           for k, v in module.items()}
+    return last | {"state": state | {"optimizers": {}},
+                   "averaged": [{"step": c["step"], "seconds": round(c.get("seconds", 0.0))} for c in ckpts]}
 
 
 def _preview_support(ds: TaskDataset, class_ids: np.ndarray, shots: int, seed: int, device: str) -> torch.Tensor:

@@ -154,3 +154,33 @@ def test_the_identity_term_trains_the_encoder_on_real_drawings_and_is_reported()
     assert {"identity_real", "identity_fake"} <= stats.keys()
     assert any(not torch.equal(v, learner.generator.encoder.state_dict()[k]) for k, v in before.items())
     assert "identity_real" not in warp().meta_step(episode, torch.Generator().manual_seed(0))  # off by default
+
+
+def test_checkpoints_of_one_run_average_weight_by_weight_and_load_as_a_learner(tiny_params, tiny_dataset, tmp_path):
+    """Polyak averaging of a run's snapshots (how the shipped model can be built): every weight the
+    mean of the snapshots', the last one's steps and settings; snapshots of different runs refused."""
+    import shutil
+
+    from metagan.checkpoint import CheckpointError, save_atomic
+    from metagan.train import average_meta_checkpoints, load_meta_learner, meta_train
+
+    params = tiny_params.with_overrides(meta={"method": "warp", "max_steps": 2})
+    meta_train(params, tiny_dataset, tmp_path / "warp.pt")
+    shutil.copy(tmp_path / "warp.pt", tmp_path / "early.pt")
+    meta_train(params.with_overrides(meta={"max_steps": 4}), tiny_dataset, tmp_path / "warp.pt", resume=True)
+    averaged = average_meta_checkpoints([tmp_path / "early.pt", tmp_path / "warp.pt"])
+    early, late = (torch.load(tmp_path / p, weights_only=True) for p in ("early.pt", "warp.pt"))
+    for name in ("generator", "critic"):
+        for k, v in averaged["state"][name].items():
+            assert torch.allclose(v, (early["state"][name][k] + late["state"][name][k]) / 2) if v.is_floating_point() \
+                else torch.equal(v, late["state"][name][k])
+    assert averaged["step"] == 4 and [a["step"] for a in averaged["averaged"]] == [2, 4]
+    save_atomic(averaged, tmp_path / "mean.pt")
+    learner, _ = load_meta_learner(tmp_path / "mean.pt")
+    assert learner.steps == 4
+    other = params.with_overrides(learners={"warp": {"smooth_weight": 0.1}})
+    meta_train(other, tiny_dataset, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not checkpoints of one run"):
+        average_meta_checkpoints([tmp_path / "other.pt", tmp_path / "warp.pt"])
+    with pytest.raises(CheckpointError, match="at least two"):
+        average_meta_checkpoints([tmp_path / "warp.pt"])
