@@ -1,7 +1,7 @@
 """The demo customers' models are bit for bit what they were when the golden values were recorded
 (``tests/golden/demo_customers.py``; first at 445612f before the issue-17 refactor, re-recorded only
 for changes meant to change the models, each in its own commit: the last on 2026-12-05 for warp
-keeping the pen's width, ``learners.warp.keep_pen`` 0.3, its stretch read on a lattice)."""
+keeping the pen's width, then for the shipped meta-model averaged over two checkpoints)."""
 
 from tests.golden.demo_customers import GOLDEN, SHIPPED_META, demo_customer_outputs, load
 
