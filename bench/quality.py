@@ -18,6 +18,10 @@ few-shot GAN papers' protocol (a classifier trained from scratch, ``--classifier
 - gate_pass (``--gate``): share of customers the promotion gate would promote (the product's
   evaluator, ``paths.evaluator``, and ``gate`` bounds of params.yaml).
 
+Each generated row is also compared with ``--against`` (classic) character by character: the mean
+difference of recognition, diversity, copies and KID with its 95% bootstrap interval over the
+characters (``report["against"]``), so a win is told from the luck of the characters drawn.
+
 Rows: copies of the shots; new real drawings (the reference reals themselves: consistency and
 copy rate left out of their own prototype, what a perfect generator would score); ``classic``
 (``--classic NAME=JSON``, the settings over params.yaml's ``learners.classic``); the unconditioned
