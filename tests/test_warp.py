@@ -123,15 +123,18 @@ def test_more_shots_than_slots_is_a_clear_error():
         warp().adapt(drawings(21), 0, 0.0, torch.Generator())
 
 
-def test_a_warp_checkpoint_resumes_and_loads_as_saved(tiny_params, tiny_dataset, tmp_path):
+@pytest.mark.parametrize("ema_half_life", [0, 100])
+def test_a_warp_checkpoint_resumes_and_loads_as_saved(tiny_params, tiny_dataset, tmp_path, ema_half_life):
     from metagan.train import load_meta_learner, meta_train
 
-    params = tiny_params.with_overrides(meta={"method": "warp", "max_steps": 2})
+    params = tiny_params.with_overrides(meta={"method": "warp", "max_steps": 2},
+                                        learners={"warp": {"ema_half_life": ema_half_life}})
     first = meta_train(params, tiny_dataset, tmp_path / "warp.pt")
     longer = meta_train(params.with_overrides(meta={"max_steps": 4}), tiny_dataset, tmp_path / "warp.pt", resume=True)
     assert (first.steps, longer.steps) == (2, 4)
     learner, ckpt = load_meta_learner(tmp_path / "warp.pt")
     assert ckpt["method"] == "warp" and ckpt["settings"] == learner.settings.model_dump() and learner.steps == 4
+    assert ("generator_ema" in ckpt["state"]) == bool(ema_half_life)
 
 
 def test_a_served_warp_setting_or_a_new_default_does_not_restart_a_run(tiny_params, tiny_dataset, tmp_path):
@@ -184,3 +187,19 @@ def test_checkpoints_of_one_run_average_weight_by_weight_and_load_as_a_learner(t
         average_meta_checkpoints([tmp_path / "other.pt", tmp_path / "warp.pt"])
     with pytest.raises(CheckpointError, match="at least two"):
         average_meta_checkpoints([tmp_path / "warp.pt"])
+
+
+def test_a_running_average_of_the_generator_is_kept_saved_and_served_when_asked():
+    plain = warp()
+    assert plain.generator_ema is None and "generator_ema" not in plain.modules()  # off by default
+    learner = warp(ema_half_life=2)
+    start = copy.deepcopy(learner.generator_ema.state_dict())
+    episode = torch.stack([torch.cat([drawings(3, seed=t), drawings(2, seed=t + 10)]) for t in range(2)])
+    for step in range(3):
+        learner.meta_step(episode, torch.Generator().manual_seed(step))
+    key = "fields.head.control.weight"
+    averaged, trained = learner.generator_ema.state_dict()[key], learner.generator.state_dict()[key]
+    assert not torch.equal(averaged, start[key]) and not torch.equal(averaged, trained)
+    assert "generator_ema" in learner.state_dict()
+    served = learner.adapt(drawings(2), 0, 0.0, torch.Generator())
+    assert torch.equal(served.generator.state_dict()[key], averaged)
