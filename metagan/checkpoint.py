@@ -40,4 +40,3 @@ def load_checkpoint(path: str | Path, expected_format: str | tuple[str, ...], ma
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path} is not a {accepted[0]!r} checkpoint (found {found!r})")
     return ckpt
-

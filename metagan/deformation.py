@@ -199,11 +199,16 @@ def stretch(grid: torch.Tensor, points: int = STRETCH_POINTS) -> torch.Tensor:
 def _lattice(size: int, points: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pixel indices of ``points`` lattice positions spread as the bicubic matrix's control points
     are (first to last pixel), their neighbours before and after (clamped at the edges), and the
-    distance between those neighbours in pixels."""
+    distance between those neighbours in pixels. Fresh tensors from cached arrays (as
+    :func:`_bicubic_matrix`)."""
+    return tuple(torch.tensor(a) for a in _lattice_table(size, points))
+
+
+@functools.lru_cache(maxsize=16)
+def _lattice_table(size: int, points: int) -> tuple[np.ndarray, ...]:
     at = np.rint(np.linspace(0, size - 1, points)).astype(np.int64)
     before, after = np.maximum(at - 1, 0), np.minimum(at + 1, size - 1)
-    return (torch.from_numpy(at), torch.from_numpy(before), torch.from_numpy(after),
-            torch.from_numpy((after - before).astype(np.float32)))
+    return tuple(_frozen(a) for a in (at, before, after, (after - before).astype(np.float32)))
 
 
 def kept_pen(grid: torch.Tensor, keep_pen: float, pen: torch.Tensor) -> torch.Tensor:

@@ -257,10 +257,8 @@ def average_meta_checkpoints(paths: list[str | Path]) -> dict:
         raise CheckpointError("averaging needs at least two checkpoints")
     ckpts = [load_checkpoint(p, META_FORMAT) for p in paths]
     last = ckpts[-1]
-    run = lambda c: (_training_config(c["params"]), c.get("dataset"), c.get("data_version"),  # noqa: E731
-                     sorted(c.get("train_groups", [])), c["net"])
     for path, ckpt in zip(paths, ckpts):
-        if run(ckpt) != run(last):
+        if _run_of(ckpt) != _run_of(last):
             raise CheckpointError(f"{path} and {paths[-1]} are not checkpoints of one run (other settings or data)")
     state = {name: value for name, value in last["state"].items() if name != "optimizers"}
     for name, module in state.items():
@@ -269,6 +267,12 @@ def average_meta_checkpoints(paths: list[str | Path]) -> dict:
                            for k, v in module.items()}
     return last | {"state": state | {"optimizers": {}},
                    "averaged": [{"step": c["step"], "seconds": round(c.get("seconds", 0.0))} for c in ckpts]}
+
+
+def _run_of(ckpt: dict) -> tuple:
+    """What makes checkpoints those of one run: training config, data, alphabets and networks."""
+    return (_training_config(ckpt["params"]), ckpt.get("dataset"), ckpt.get("data_version"),
+            sorted(ckpt.get("train_groups", [])), ckpt["net"])
 
 
 def _preview_support(ds: TaskDataset, class_ids: np.ndarray, shots: int, seed: int, device: str) -> torch.Tensor:
