@@ -51,7 +51,7 @@ from benchlib.classifier import classifier_accuracy, groups_of
 from benchlib.heldout import (PER_CLASS, HeldOut, ensure_evaluator, held_out_data, new_drawing_reference, score,
                               split_drawings)
 from benchlib.metrics import paired_interval
-from benchlib.rows import bank_adapter, checkpoint_adapter, classic_adapter, draw, load_for_held_out
+from benchlib.rows import bank_adapter, checkpoint_adapter, classic_adapter, draw, load_for_held_out, mix_adapter
 from metagan.config import Params
 from metagan.evaluator import at_size, embed, load_evaluator
 from metagan.lifecycle.gate import Evidence, gate_decision
@@ -90,6 +90,8 @@ def main() -> None:
                          "and 'truncation'")
     ap.add_argument("--classic", action="append", default=[], metavar="NAME=JSON",
                     help="a classic row: settings over params.yaml's learners.classic (repeatable)")
+    ap.add_argument("--mix", action="append", default=[], metavar="NAME=A+B@SHARE",
+                    help="a row drawing each image from row A with probability SHARE, else from row B")
     ap.add_argument("--bank", default="", help="strengths of bank rows, comma-separated ('' for none)")
     ap.add_argument("--bank-crisp", type=float, default=0.0, help="the bank rows' edge restoration (as warp's crisp)")
     ap.add_argument("--classifier", action="store_true", help="also the from-scratch classifier protocol")
@@ -131,6 +133,11 @@ def main() -> None:
         meta = load_for_held_out(path, name, held.groups)
         rows[name] = checkpoint_adapter(meta, params, json.loads(changes or "{}"))
         steps[name] = meta.checkpoint["step"]
+    for spec in args.mix:
+        name, _, rest = spec.partition("=")
+        pair, _, share = rest.rpartition("@")
+        first, _, second = pair.partition("+")
+        rows[name] = mix_adapter(rows[first], rows[second], float(share))
 
     report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.platform(),
               "cpu_threads": torch.get_num_threads(), "args": vars(args), "held_out": held.groups,

@@ -27,3 +27,23 @@ def test_every_shipped_file_a_benchmark_names_is_shipped():
     named = {(path.name, m) for path in [*ROOT.glob("bench/*.py"), *ROOT.glob("bench/*.sh")]
              for m in re.findall(r"metagan/pretrained/[\w.-]+\.pt", path.read_text())}
     assert named and not [(script, m) for script, m in named if not (ROOT / m).is_file()]
+
+
+def test_a_mixture_row_draws_each_image_from_one_of_its_two_rows_in_the_share_asked():
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from benchlib.rows import MixGenerator
+
+    class Constant(torch.nn.Module):
+        def __init__(self, value, z_dim):
+            super().__init__()
+            self.value, self.z_dim = value, z_dim
+
+        def forward(self, z):
+            return torch.full((z.shape[0], 1, 2, 2), self.value)
+
+    mix = MixGenerator(Constant(1.0, 3), Constant(-1.0, 5), share=0.3)
+    out = mix(torch.randn(4000, mix.z_dim, generator=torch.Generator().manual_seed(0)))
+    assert mix.z_dim == 6 and set(out.unique().tolist()) == {-1.0, 1.0}
+    assert abs(float((out[:, 0, 0, 0] == 1.0).float().mean()) - 0.3) < 0.03

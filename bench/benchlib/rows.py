@@ -51,3 +51,22 @@ def bank_adapter(bank: dict, strength: float, crisp: float = 0.0):
 def draw(generator, n: int, seed: int) -> np.ndarray:
     with torch.no_grad():
         return to_uint8(generator(torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(seed))))
+
+
+class MixGenerator(torch.nn.Module):
+    """Each sample from ``first`` with probability ``share``, else from ``second``: a mixture of two
+    rows' distributions (its own noise column picks, so neither row's noise is biased)."""
+
+    def __init__(self, first, second, share: float):
+        super().__init__()
+        self.first, self.second, self.share = first, second, share
+        self.z_dim = max(first.z_dim, second.z_dim) + 1
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        pick = torch.special.ndtr(z[:, -1]) < self.share
+        a, b = self.first(z[:, : self.first.z_dim]), self.second(z[:, : self.second.z_dim])
+        return torch.where(pick.view(-1, 1, 1, 1), a, b)
+
+
+def mix_adapter(first, second, share: float):
+    return lambda shots, seed: MixGenerator(first(shots, seed), second(shots, seed + 7919), share)
