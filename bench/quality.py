@@ -105,6 +105,8 @@ def main() -> None:
                          "95%% bootstrap intervals of the difference (skipped when there is no such row)")
     ap.add_argument("--out", default="artifacts/bench64")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--draw-seed", type=int, default=0,
+                    help="another draw of the generated images' noise, all else equal: how far one draw moves a figure")
     ap.add_argument("--report", default="quality.json")
     args = ap.parse_args()
 
@@ -159,7 +161,7 @@ def main() -> None:
             start, images[name], passed = time.monotonic(), {}, []
             for c in splits:
                 generator = adapt(shots_of[c], args.seed + c)
-                images[name][c] = draw(generator, args.samples, c)
+                images[name][c] = draw(generator, args.samples, c + 100_003 * args.draw_seed)
                 if gate_evaluator is not None:
                     passed.append(gate_pass(generator, shots_of[c], images[name][c].shape[1], gate_evaluator, params))
             seconds[name] = (time.monotonic() - start) / len(splits)

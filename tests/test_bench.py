@@ -47,3 +47,20 @@ def test_a_mixture_row_draws_each_image_from_one_of_its_two_rows_in_the_share_as
     out = mix(torch.randn(4000, mix.z_dim, generator=torch.Generator().manual_seed(0)))
     assert mix.z_dim == 6 and set(out.unique().tolist()) == {-1.0, 1.0}
     assert abs(float((out[:, 0, 0, 0] == 1.0).float().mean()) - 0.3) < 0.03
+
+
+def test_a_row_that_changes_a_setting_the_learner_does_not_have_is_refused():
+    """A misspelt (or since removed) setting once scored as the shipped model under another name."""
+    import pytest
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from benchlib.rows import checkpoint_adapter
+    from metagan.adapt import MetaModel
+    from metagan.config import load_params
+
+    params = load_params(ROOT / "params.yaml")
+    meta = MetaModel.load(ROOT / "metagan/pretrained/warp-small.pt")
+    with pytest.raises(SystemExit, match="no setting many_shots_random"):
+        checkpoint_adapter(meta, params, {"many_shots_random": 0.25})
+    checkpoint_adapter(meta, params, {"crisp": 4, "truncation": 0.9})
+    assert meta.learner.settings.crisp == 4.0

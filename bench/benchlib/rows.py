@@ -37,7 +37,12 @@ def checkpoint_adapter(meta: MetaModel, params: Params, changes: dict | None = N
     changes = dict(changes or {})
     adapt_cfg = params.adapt.model_copy(update={"truncation": changes.pop("truncation", params.adapt.truncation)})
     if changes:
-        meta.learner.settings = meta.learner.settings.model_copy(update=changes)
+        # validated, so a setting this code does not have is an error, not a row silently as shipped
+        settings = meta.learner.settings
+        unknown = sorted(set(changes) - set(type(settings).model_fields))
+        if unknown:
+            raise SystemExit(f"{type(settings).__name__} has no setting {', '.join(unknown)}")
+        meta.learner.settings = type(settings).model_validate(settings.model_dump() | changes)
 
     def adapt(shots, seed):
         return adapt_to_customer(meta, at_size(shots, meta.image_size), seed=seed, settings=adapt_cfg)
