@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -88,6 +89,26 @@ def random_deformation(p: torch.Tensor, size: int, rotation: float, shear: float
                           torch.stack([log_scale, log_scale], dim=1), symmetric(p[:, 3:5], 2 * shift))
     control = symmetric(p[:, 5 : random_noise_dim(grid)], 2 * elastic).reshape(-1, 2, grid, grid)
     return theta, smooth_field(control, size)
+
+
+@dataclass(frozen=True)
+class RandomMoves:
+    """The classical recipe's strengths (:func:`random_deformation`'s bounds), as chosen for
+    ``classic`` on the tune alphabets: its settings' defaults, and the random moves ``warp`` serves
+    beside its learned ones."""
+    rotation: float = 0.1125
+    shear: float = 0.1125
+    scale: float = 0.075
+    shift: float = 0.075
+    elastic: float = 0.0225
+    grid: int = 4
+
+    @property
+    def noise_dim(self) -> int:
+        return random_noise_dim(self.grid)
+
+    def __call__(self, p: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return random_deformation(p, size, self.rotation, self.shear, self.scale, self.shift, self.elastic, self.grid)
 
 
 def identity_affine(n: int, device: torch.device | str = "cpu") -> torch.Tensor:

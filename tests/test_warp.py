@@ -60,7 +60,7 @@ def test_registration_moves_a_shot_onto_another_drawing_after_some_steps():
 
 
 def test_an_identity_deformation_serves_the_shot_the_noise_picks():
-    learner = warp()
+    learner = warp(many_shots_random=0.0)
     head = learner.generator.fields.head
     for layer in (head.control, head.globals):
         torch.nn.init.zeros_(layer.weight)
@@ -72,11 +72,11 @@ def test_an_identity_deformation_serves_the_shot_the_noise_picks():
     assert nearest.values.max() < 1e-3 and set(nearest.indices.tolist()) == {0, 1, 2}
 
 
-@pytest.mark.parametrize("k, keep_pen", [(1, 0.3), (20, 0.3), (3, 0.0)])
-def test_warp_exports_one_input_onnx_with_parity_and_later_customers_reuse_the_graph(tmp_path, k, keep_pen):
+@pytest.mark.parametrize("k, keep_pen, random", [(1, 0.3, 0.25), (20, 0.3, 0.25), (3, 0.0, 0.0), (5, 0.3, 0.5)])
+def test_warp_exports_one_input_onnx_with_parity_and_later_customers_reuse_the_graph(tmp_path, k, keep_pen, random):
     from metagan import export
 
-    learner = warp(size=64, keep_pen=keep_pen)
+    learner = warp(size=64, keep_pen=keep_pen, many_shots_random=random)
     a = learner.adapt(drawings(k, 64, seed=1), 0, 0.0, torch.Generator())
     b = learner.adapt(drawings(k, 64, seed=2, pen=4), 0, 0.0, torch.Generator())
     if keep_pen:
@@ -98,7 +98,7 @@ def test_truncation_scales_the_deformation_noise_only():
     gen = warp().adapt(drawings(3), 0, 0.0, torch.Generator())
     z = torch.randn(5, gen.z_dim, generator=torch.Generator().manual_seed(0))
     scaled = z.clone()
-    scaled[:, 20:] *= 0.5
+    scaled[:, 20 : gen.generator.cfg.z_dim] *= 0.5  # not the random moves' own noise
     with torch.no_grad():
         expected = gen(scaled)
         got = copy.deepcopy(gen).truncate(0.5)(z)
@@ -116,6 +116,35 @@ def test_the_deformation_noise_goes_from_one_shot_noise_towards_many_shots_noise
     assert scales[2] == pytest.approx(s + (n1 - s) / 2) and scales[10] == pytest.approx(s + (n1 - s) / 10)
     assert float(learner.adapt(drawings(2), 0, 0.0, torch.Generator()).truncate(0.5).noise_scale) \
         == pytest.approx(0.5 * scales[2])
+
+
+def test_random_moves_are_a_share_of_the_images_that_grows_with_the_shots_and_none_at_one_shot():
+    """``many_shots_random`` r: a share r (1 - 1 / K) of a K-shot customer's images are its shots moved
+    by the classical recipe's random deformation instead of a learned one; their noise comes after
+    the learned moves' own, which a one-shot customer's images still follow exactly."""
+    from metagan.deformation import RandomMoves
+
+    plain, mixed = warp(many_shots_random=0.0), warp(many_shots_random=0.5)
+    mixed.generator.load_state_dict(plain.generator.state_dict())
+    for layer in (mixed.generator.fields.head.control, mixed.generator.fields.head.globals):
+        torch.nn.init.zeros_(layer.weight)  # learned moves: none, so a moved image is a random one
+        torch.nn.init.zeros_(layer.bias)
+    shots = drawings(4)
+    gen = mixed.adapt(shots, 0, 0.0, torch.Generator())
+    assert gen.z_dim == plain.adapt(shots, 0, 0.0, torch.Generator()).z_dim + 1 + RandomMoves().noise_dim
+    assert float(gen.random_share) == pytest.approx(0.5 * (1 - 1 / 4))
+    with torch.no_grad():
+        out = gen(torch.randn(800, gen.z_dim, generator=torch.Generator().manual_seed(0)))
+    moved = torch.cdist(out.flatten(1), shots.flatten(1)).min(1).values > 1e-2
+    assert float(moved.float().mean()) == pytest.approx(0.375, abs=0.06)
+
+    mixed = warp(many_shots_random=0.5)
+    mixed.generator.load_state_dict(plain.generator.state_dict())
+    one, one_plain = (m.adapt(drawings(1), 0, 0.0, torch.Generator()) for m in (mixed, plain))
+    assert float(one.random_share) == 0.0
+    z = torch.randn(8, one.z_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.allclose(one(z), one_plain(z[:, : one_plain.z_dim]), atol=1e-6)
 
 
 def test_more_shots_than_slots_is_a_clear_error():

@@ -16,23 +16,25 @@ from dataclasses import asdict, dataclass
 import torch
 from pydantic import Field
 
-from metagan.deformation import (MAX_SHOTS, crisp, deform, pen_width, pick, random_deformation, random_noise_dim,
-                                 uniform)
+from metagan.deformation import (MAX_SHOTS, RandomMoves, crisp, deform, pen_width, pick, random_deformation,
+                                 random_noise_dim, uniform)
 from metagan.meta.base import LearnerSettings, MetaLearner, register
 from metagan.served import ServedGenerator
 
+TUNED = RandomMoves()
+
 
 class ClassicSettings(LearnerSettings):
-    rotation: float = Field(0.1125, ge=0, le=1.0)
+    rotation: float = Field(TUNED.rotation, ge=0, le=1.0)
     """Largest rotation, radians."""
-    shear: float = Field(0.1125, ge=0, le=1.0)
-    scale: float = Field(0.075, ge=0, le=0.5)
+    shear: float = Field(TUNED.shear, ge=0, le=1.0)
+    scale: float = Field(TUNED.scale, ge=0, le=0.5)
     """Largest relative change of size (both axes together)."""
-    shift: float = Field(0.075, ge=0, le=0.5)
+    shift: float = Field(TUNED.shift, ge=0, le=0.5)
     """Largest shift, as a share of the image's side."""
-    elastic: float = Field(0.0225, ge=0, le=0.2)
+    elastic: float = Field(TUNED.elastic, ge=0, le=0.2)
     """Largest displacement of a control point of the smooth field, as a share of the image's side."""
-    elastic_grid: int = Field(4, ge=2, le=16)
+    elastic_grid: int = Field(TUNED.grid, ge=2, le=16)
     thicken_share: float = Field(0.0, ge=0, le=1)
     """Share of the images whose strokes are thickened."""
     thicken: float = Field(0.6, ge=0, le=1)
@@ -49,12 +51,12 @@ class ClassicSettings(LearnerSettings):
 class ClassicConfig:
     image_size: int = 64
     channels: int = 1
-    rotation: float = 0.1125
-    shear: float = 0.1125
-    scale: float = 0.075
-    shift: float = 0.075
-    elastic: float = 0.0225
-    elastic_grid: int = 4
+    rotation: float = TUNED.rotation
+    shear: float = TUNED.shear
+    scale: float = TUNED.scale
+    shift: float = TUNED.shift
+    elastic: float = TUNED.elastic
+    elastic_grid: int = TUNED.grid
     thicken_share: float = 0.0
     thicken: float = 0.6
     crisp: float = 6.0

@@ -235,11 +235,18 @@ class WarpGenerator(nn.Module):
         maps, vecs = self.encoder(shots)
         return {"shots": shots, "maps": maps, "vectors": vecs, "set_vector": vecs.mean(0, keepdim=True)}
 
-    def forward(self, z: torch.Tensor, shots: torch.Tensor, maps: torch.Tensor, vectors: torch.Tensor,
-                set_vector: torch.Tensor, keep_pen: float = 0.0, pen: torch.Tensor | None = None) -> torch.Tensor:
+    def moves(self, z: torch.Tensor, shots: torch.Tensor, maps: torch.Tensor, vectors: torch.Tensor,
+              set_vector: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What each sample does before it is drawn: (the shot it moves, its affine map (N, 2, 3),
+        its displacement field (N, S, S, 2), its stroke-width change (N,)), as :func:`deform` takes them."""
         base, shot_map, shot_vec = pick(z[:, : shots.shape[0]], shots, maps, vectors)
         globals_, control = self.fields(z[:, MAX_SHOTS:], shot_map, shot_vec, set_vector.expand(z.shape[0], -1))
-        return apply_field(self.cfg, base, globals_, control, keep_pen, pen)
+        theta, control, width = deformation(self.cfg, globals_, control)
+        return base, theta, smooth_field(control, shots.shape[-1]), width
+
+    def forward(self, z: torch.Tensor, shots: torch.Tensor, maps: torch.Tensor, vectors: torch.Tensor,
+                set_vector: torch.Tensor, keep_pen: float = 0.0, pen: torch.Tensor | None = None) -> torch.Tensor:
+        return deform(*self.moves(z, shots, maps, vectors, set_vector), keep_pen, pen)
 
 
 def gaussian_kl(mean: torch.Tensor, log_var: torch.Tensor, free_bits: float = 0.0) -> torch.Tensor:
