@@ -16,8 +16,7 @@ from dataclasses import asdict, dataclass
 import torch
 from pydantic import Field
 
-from metagan.deformation import (MAX_SHOTS, RandomMoves, crisp, deform, pen_width, pick, random_deformation,
-                                 random_noise_dim, uniform)
+from metagan.deformation import MAX_SHOTS, RandomMoves, crisp, deform, pen_width, pick, uniform
 from metagan.meta.base import LearnerSettings, MetaLearner, register
 from metagan.served import ServedGenerator
 
@@ -63,10 +62,14 @@ class ClassicConfig:
     keep_pen: float = 0.0
 
     @property
+    def moves(self) -> RandomMoves:
+        return RandomMoves(self.rotation, self.shear, self.scale, self.shift, self.elastic, self.elastic_grid)
+
+    @property
     def z_dim(self) -> int:
         """Noise: a choice score per shot slot, rotation, shear, scale, shift (2), the control
         points (2 x grid x grid), and whether to thicken."""
-        return MAX_SHOTS + random_noise_dim(self.elastic_grid) + 1
+        return MAX_SHOTS + self.moves.noise_dim + 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -94,9 +97,9 @@ class ClassicGenerator(ServedGenerator):
         cfg, shots = self.cfg, self.shots
         (base,) = pick(z[:, : shots.shape[0]], shots)
         p = z[:, MAX_SHOTS:]
-        theta, field = random_deformation(p, shots.shape[-1], cfg.rotation, cfg.shear, cfg.scale, cfg.shift,
-                                          cfg.elastic, cfg.elastic_grid)
-        thicken = cfg.thicken * (uniform(p[:, random_noise_dim(cfg.elastic_grid)]) < cfg.thicken_share).to(z.dtype)
+        moves = cfg.moves
+        theta, field = moves(p, shots.shape[-1])
+        thicken = cfg.thicken * (uniform(p[:, moves.noise_dim]) < cfg.thicken_share).to(z.dtype)
         return crisp(deform(base, theta, field, thicken, cfg.keep_pen, self.pen), cfg.crisp).clamp(-1.0, 1.0)
 
 
