@@ -60,7 +60,7 @@ def test_a_row_that_changes_a_setting_the_learner_does_not_have_is_refused():
 
     params = load_params(ROOT / "params.yaml")
     meta = MetaModel.load(ROOT / "metagan/pretrained/warp-small.pt")
-    with pytest.raises(SystemExit, match="no setting many_shots_random"):
-        checkpoint_adapter(meta, params, {"many_shots_random": 0.25})
+    with pytest.raises(SystemExit, match="no setting no_such_setting"):
+        checkpoint_adapter(meta, params, {"no_such_setting": 0.25})
     checkpoint_adapter(meta, params, {"crisp": 4, "truncation": 0.9})
     assert meta.learner.settings.crisp == 4.0
