@@ -12,6 +12,7 @@ from benchlib.bank import BankGenerator
 from metagan.adapt import MetaModel, adapt_to_customer
 from metagan.config import Params
 from metagan.data.images import to_tensor, to_uint8
+from metagan.deformation import uniform
 from metagan.evaluator import at_size
 from metagan.meta import learner_class
 
@@ -68,7 +69,7 @@ class MixGenerator(torch.nn.Module):
         self.z_dim = max(first.z_dim, second.z_dim) + 1
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        pick = torch.special.ndtr(z[:, -1]) < self.share
+        pick = uniform(z[:, -1]) < self.share
         a, b = self.first(z[:, : self.first.z_dim]), self.second(z[:, : self.second.z_dim])
         return torch.where(pick.view(-1, 1, 1, 1), a, b)
 

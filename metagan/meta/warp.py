@@ -113,6 +113,11 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def by_shots(one_shot: float, many_shots: float, k: int) -> float:
+    """A served value for K shots: ``one_shot`` at one, towards ``many_shots`` as 1 / K shrinks."""
+    return many_shots + (one_shot - many_shots) / k
+
+
 class WarpSampleGenerator(ServedGenerator):
     """What a customer gets: noise -> moved shots, the shots and their features as buffers."""
 
@@ -129,12 +134,12 @@ class WarpSampleGenerator(ServedGenerator):
         super().__init__(condition)
         self.generator, self.crisp, self.keep_pen = generator, crisp, keep_pen
         k = shots.shape[0]
-        self.register_buffer("noise_scale", torch.tensor(many_shots_noise + (one_shot_noise - many_shots_noise) / k))
+        self.register_buffer("noise_scale", torch.tensor(by_shots(one_shot_noise, many_shots_noise, k)))
         # the customer's own pen, in pixels, and share of random moves (none where unused: every
         # buffer must be in the exported graph; the share is a buffer so customers of any K share a graph)
         self.register_buffer("pen", pen_width(shots) if keep_pen > 0 else None)
         self.random_moves = RandomMoves() if many_shots_random > 0 else None
-        self.register_buffer("random_share", torch.tensor(many_shots_random * (1.0 - 1.0 / k))
+        self.register_buffer("random_share", torch.tensor(by_shots(0.0, many_shots_random, k))
                              if self.random_moves else None)
 
     @property

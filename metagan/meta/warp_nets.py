@@ -218,8 +218,9 @@ def apply_field(cfg: WarpNetConfig, shots: torch.Tensor, globals_: torch.Tensor,
 
 
 class WarpGenerator(nn.Module):
-    """Noise -> a shot (chosen by the noise's first ``MAX_SHOTS`` entries) deformed as the rest of
-    the noise says. ``encoder`` and ``fields`` are the meta-learned networks."""
+    """Noise -> which shot to move (chosen by the noise's first ``MAX_SHOTS`` entries) and how, as the
+    rest of the noise says (:meth:`moves`; the served generator applies them). ``encoder`` and
+    ``fields`` are the meta-learned networks."""
 
     def __init__(self, cfg: WarpNetConfig):
         super().__init__()
@@ -243,10 +244,6 @@ class WarpGenerator(nn.Module):
         globals_, control = self.fields(z[:, MAX_SHOTS:], shot_map, shot_vec, set_vector.expand(z.shape[0], -1))
         theta, control, width = deformation(self.cfg, globals_, control)
         return base, theta, smooth_field(control, shots.shape[-1]), width
-
-    def forward(self, z: torch.Tensor, shots: torch.Tensor, maps: torch.Tensor, vectors: torch.Tensor,
-                set_vector: torch.Tensor, keep_pen: float = 0.0, pen: torch.Tensor | None = None) -> torch.Tensor:
-        return deform(*self.moves(z, shots, maps, vectors, set_vector), keep_pen, pen)
 
 
 def gaussian_kl(mean: torch.Tensor, log_var: torch.Tensor, free_bits: float = 0.0) -> torch.Tensor:
