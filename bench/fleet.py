@@ -311,7 +311,7 @@ def measure(args, work: Path, env: dict) -> dict:
 
     t_hour_index, _ = median_of(plan_hour_from_index, args.repeat)
     t_night, plan = median_of(lambda: fleet.plan_night(params), args.repeat)
-    due = sorted(d.customer_id for d in plan.due)
+    due = sorted(plan.due)
     assert due == sorted(changed_prod + hourly), "the night's plan is not the 1% due"
     out["plan"] = {"hour_s": t_hour, "hour_scan_s": t_scan, "hour_index_only_s": t_hour_index,
                    "night_s": t_night, "night_due": len(due),

@@ -6,7 +6,8 @@ alone, on both profiles' databases (SQLite beside the embedded registry; Postgre
 For each fleet size the index is filled with that many customers (a production version each, their
 last batch drawn, next due tomorrow), then two shapes of change are timed, each the median of
 ``--repeats`` plans, each plan what the flows call (:func:`metagan.lifecycle.fleet.plan_night`,
-with the night's record written; :func:`metagan.lifecycle.fleet.pending_adaptation` for the hour):
+with the night's record written; for the hour, as the hourly flow and ``bench/fleet.py``:
+:func:`metagan.lifecycle.fleet.check_adaptation_identity` then :func:`metagan.lifecycle.fleet.pending_adaptation`):
 
 - **1% changed**: 1% of the fleet due tonight and 1% with new uploads (the plan's result grows
   with the fleet: 10 rows at 1,000, 10,000 at 1,000,000);
@@ -78,6 +79,13 @@ def timed(fn, repeats: int) -> tuple[float, object]:
     return statistics.median(times), result
 
 
+def plan_hour(fleet, params) -> list[str]:
+    """The hour's plan from the index, as the hourly flow makes it (and ``bench/fleet.py`` times it):
+    a new meta-model or new settings would mark every customer, then the customers pending."""
+    fleet.check_adaptation_identity(params, "1")
+    return fleet.pending_adaptation(params)
+
+
 def measure(index: FleetIndex, params, customers: int, repeats: int) -> dict:
     from metagan.lifecycle import fleet
 
@@ -90,9 +98,9 @@ def measure(index: FleetIndex, params, customers: int, repeats: int) -> dict:
     for shape, changed in (("1%", max(1, customers // 100)), ("100", 100)):
         ids = mark(index, customers, changed, now)
         night_s, plan = timed(lambda: fleet.plan_night(params, now=now), repeats)
-        hour_s, pending = timed(lambda: fleet.pending_adaptation(params), repeats)
+        hour_s, pending = timed(lambda: plan_hour(fleet, params), repeats)
         assert len(plan.due) == changed and len(pending) == changed, (len(plan.due), len(pending), changed)
-        out[shape] = {"changed": changed, "night_ms": round(night_s * 1000, 2), "hour_ms": round(hour_s * 1000, 2)}
+        out[shape] = {"changed": changed, "night_ms": round(night_s * 1000, 3), "hour_ms": round(hour_s * 1000, 3)}
         unmark(index, ids, now)
     return out
 

@@ -23,7 +23,6 @@ from flows.common import FANOUT_WORKERS, fanout_runner, workers
 from metagan.lifecycle import fleet
 from metagan.config import Params
 from metagan.lifecycle.fleet import Batch, NightPlan
-from metagan.fleet_index import DueBatch
 
 
 def output_uri(params: Params) -> str:
@@ -38,9 +37,10 @@ def plan_batches(params: Params, customers: list[str] | None) -> NightPlan:
 
 
 @task
-def draw(due: list[DueBatch], count: int, out: str, seed: int, layout: str, stamp: float, default_s: int) -> list[Batch]:
+def draw(customers: list[str], planned: bool, count: int, out: str, seed: int, layout: str, stamp: float,
+         default_s: int) -> list[Batch]:
     """One task's customers: each batch drawn, written, recorded, and its watermark moved on."""
-    return fleet.draw_batches(due, count, out, seed, layout, stamp, default_s)
+    return fleet.draw_batches(customers, planned, count, out, seed, layout, stamp, default_s)
 
 
 @task
@@ -61,7 +61,8 @@ def generate(params: Params, customers: list[str] | None = None, count: int | No
     if night.resumed:
         logger.info("resuming the night started at %s: %d customers still due", night.started, len(night.due))
     tasks = fleet.chunks(night.due, params.fleet.customers_per_task, workers(params))
-    futures = {draw.submit(chunk, count, out, seed, layout, night.started, fleet.default_every_s(params)): chunk
+    futures = {draw.submit(chunk, night.planned, count, out, seed, layout, night.started,
+                           fleet.default_every_s(params)): chunk
                for chunk in tasks}
     done = progress.counter("generating", len(night.due))
     finished: dict[str, Batch] = {}
@@ -69,13 +70,13 @@ def generate(params: Params, customers: list[str] | None = None, count: int | No
         try:
             batches = fut.result()
         except Exception as e:  # the task itself failed (a worker lost): its customers stay due
-            batches = [Batch(d.customer_id, False, error=f"{type(e).__name__}: {e}") for d in futures[fut]]
+            batches = [Batch(c, False, error=f"{type(e).__name__}: {e}") for c in futures[fut]]
         for b in batches:
             finished[b.customer_id] = b
             if not b.ok:
                 logger.error("customer %s: no batch: %s", b.customer_id, b.error)
         done(len(finished))
-    results = [finished[d.customer_id] for d in night.due if d.customer_id in finished]
+    results = [finished[c] for c in night.due if c in finished]
     finish_night(night, results)
     logger.info("%d batch(es) drawn, %d failed, in %s", sum(b.ok for b in results), sum(not b.ok for b in results), out)
     return results

@@ -52,12 +52,13 @@ def index(request, tmp_path) -> FleetIndex:
 def test_a_promotion_makes_a_customer_due_and_its_batch_moves_its_watermark_on(index):
     index.production_changed("a", "1", "file:///m.onnx", "sha-1", now=1000.0)
     index.production_changed("b", "4", None, None, now=1001.0)
-    assert [(d.customer_id, d.version, d.model_uri) for d in index.due(now=2000.0)] == [
-        ("a", "1", "file:///m.onnx"), ("b", "4", None)]
+    assert index.due(now=2000.0) == ["a", "b"]
+    assert [(d.customer_id, d.version, d.model_uri) for d in index.due_batches(["b", "a", "new"])] == [
+        ("b", "4", None), ("a", "1", "file:///m.onnx"), ("new", None, None)]  # one it never heard of: read when drawn
     assert not index.production_changed("a", "1", "file:///m.onnx", "sha-1", now=3000.0)  # nothing new: unchanged
     index.batches_done([("a", "1", 2000.0, 2000.0 + DAY)])
-    assert [d.customer_id for d in index.due(now=2500.0)] == ["b"]
-    assert [d.customer_id for d in index.due(now=2000.0 + DAY)] == ["b", "a"]  # its turn came round; b waited longer
+    assert index.due(now=2500.0) == ["b"]
+    assert index.due(now=2000.0 + DAY) == ["b", "a"]  # its turn came round; b waited longer
     row = index.row("a")
     assert (row.batch_version, row.batch_at, row.due_at) == ("1", 2000.0, 2000.0 + DAY)
 
@@ -67,7 +68,7 @@ def test_a_batch_of_a_version_no_longer_in_production_leaves_the_customer_due(in
     index.production_changed("a", "1", None, "sha-1", now=10.0)
     index.production_changed("a", "2", None, "sha-2", now=20.0)  # promoted while version 1 was drawn
     index.batches_done([("a", "1", 30.0, 30.0 + DAY)])
-    assert [(d.customer_id, d.version) for d in index.due(now=40.0)] == [("a", "2")]
+    assert [(d.customer_id, d.version) for d in index.due_batches(index.due(now=40.0))] == [("a", "2")]
 
 
 def test_changed_uploads_make_adaptation_pending_until_a_model_is_adapted_from_them(index):
@@ -91,9 +92,9 @@ def test_a_customers_own_cadence_sets_its_next_turn(index):
     index.set_every("a", 0, DAY)  # only when its model changes
     assert index.row("a").due_at is None and index.due(now=10**9) == []
     index.production_changed("a", "2", None, None, now=200.0)
-    assert [d.version for d in index.due(now=300.0)] == ["2"]
+    assert [(d.version, d.every_s) for d in index.due_batches(index.due(now=300.0))] == [("2", 0)]
     index.set_every("a", None, DAY)  # back to the default: still due (version 2 never drawn)
-    assert [d.version for d in index.due(now=300.0)] == ["2"]
+    assert [(d.version, d.every_s) for d in index.due_batches(index.due(now=300.0))] == [("2", None)]
 
 
 def test_the_watermarks_of_the_night_are_kept_in_the_index(index):
@@ -105,23 +106,37 @@ def test_the_watermarks_of_the_night_are_kept_in_the_index(index):
 
 def test_planning_reads_only_the_rows_due_through_the_index(tmp_path):
     """Planning must not grow with the fleet: the plans are range scans of partial indexes (the
-    rows with work), never a scan of the table. (SQLite's planner says so; on PostgreSQL the same
-    partial indexes serve, bench/fleet.py measures both.)"""
+    rows with work), never a scan of the table, and read in the plan's order from the index alone
+    (no sort, no table row). (SQLite's planner says so; on PostgreSQL the same partial indexes
+    serve, bench/plan_scaling.py measures both.)"""
     import sqlite3
 
     index = FleetIndex(f"sqlite:///{tmp_path / 'fleet.db'}")
     index.production_changed("a", "1", None, None)
     con = sqlite3.connect(tmp_path / "fleet.db")
     for sql, used in ((f"SELECT customer_id FROM metagan_fleet WHERE due_at IS NOT NULL AND due_at <= 5 "
-                       "AND production_version IS NOT NULL ORDER BY due_at, customer_id", "metagan_fleet_due"),
+                       "AND production_version IS NOT NULL ORDER BY due_at, customer_id", "metagan_fleet_due_order"),
                       ("SELECT customer_id FROM metagan_fleet WHERE adapt_since IS NOT NULL "
-                       "ORDER BY adapt_since, customer_id", "metagan_fleet_adapt")):
+                       "ORDER BY adapt_since, customer_id", "metagan_fleet_adapt_order")):
         plan = " ".join(str(r) for r in con.execute("EXPLAIN QUERY PLAN " + sql))
-        assert f"USING INDEX {used}" in plan, plan
+        assert f"USING COVERING INDEX {used}" in plan and "TEMP B-TREE" not in plan, plan
+
+
+def test_an_index_of_the_earlier_schema_gets_the_ordered_indexes(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "fleet.db"
+    FleetIndex(f"sqlite:///{path}").production_changed("a", "1", None, None, now=1.0)
+    con = sqlite3.connect(path)
+    con.execute("CREATE INDEX metagan_fleet_due ON metagan_fleet (due_at) WHERE due_at IS NOT NULL")  # the old one
+    con.commit()
+    assert FleetIndex(f"sqlite:///{path}").due(now=2.0) == ["a"]  # a new process: the schema checked once
+    names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "metagan_fleet_due" not in names and {"metagan_fleet_due_order", "metagan_fleet_adapt_order"} <= names
 
 
 def test_the_night_is_cut_into_tasks_and_cadences_are_read_as_hours():
-    due = [fleet.DueBatch(f"c{i}", "1", None, None, None, 0.0) for i in range(10)]
+    due = [f"c{i}" for i in range(10)]
     assert [len(c) for c in fleet.chunks(due, per_task=4, workers=2)] == [3, 3, 3, 1]  # at least 2 tasks a worker
     assert [len(c) for c in fleet.chunks(due * 10, per_task=4, workers=2)] == [4] * 25
     assert fleet.chunks([], 4, 2) == []

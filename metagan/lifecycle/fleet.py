@@ -52,7 +52,8 @@ def default_every_s(params: Params) -> int:
 class NightPlan:
     started: float
     """The night's start (POSIX seconds): its batches' watermark stamp."""
-    due: list[DueBatch]
+    due: list[str]
+    """The customers to draw, the longest waiting first (each task reads its own customers' rows)."""
     resumed: bool = False
     """A night that stopped before its end is being finished."""
     planned: bool = True
@@ -85,7 +86,7 @@ def plan_night(params: Params, now: float | None = None) -> NightPlan:
 def named_customers(customer_ids: list[str], now: float | None = None) -> NightPlan:
     """A batch for each of ``customer_ids`` (their production alias read when drawn), due or not."""
     now = time.time() if now is None else now
-    return NightPlan(now, [DueBatch(c, None, None, None, None, now) for c in customer_ids], planned=False)
+    return NightPlan(now, list(customer_ids), planned=False)
 
 
 def finish_night(plan: NightPlan, batches: list["Batch"]) -> None:
@@ -131,12 +132,13 @@ DRAW_THREADS = 2
 puts, its registry record), the other computes."""
 
 
-def draw_batches(due: list[DueBatch], count: int, out: str, seed: int, layout: str, stamp: float,
-                 default_s: int, threads: int = DRAW_THREADS) -> list[Batch]:
+def draw_batches(customer_ids: list[str], planned: bool, count: int, out: str, seed: int, layout: str,
+                 stamp: float, default_s: int, threads: int = DRAW_THREADS) -> list[Batch]:
     """Draw, write and record each customer's batch (a fan-out task's share of a night).
 
-    For each: the model (the version the plan named, checked against its registered checksum;
-    for a named customer, the version its production alias names when read), the batch in
+    For each: the model (for a planned night, the production version the index names when the
+    task starts, checked against its registered checksum; for a named customer, or one the index
+    knows no version of, the version its production alias names when read), the batch in
     ``out/<id>/`` with its manifest written last, its record in the registry (the version's
     ``last_batch*`` tags), then its watermark in the index. A kill between the manifest and the
     watermark draws that customer again on the rerun, never loses one. A customer that fails
@@ -147,6 +149,8 @@ def draw_batches(due: list[DueBatch], count: int, out: str, seed: int, layout: s
     from metagan.storage import OutputLocation
 
     location = OutputLocation(out)  # one S3 client for the whole task (boto3's clients are thread-safe)
+    due = (registry_index().due_batches(customer_ids) if planned
+           else [DueBatch(c, None, None, None, None, stamp) for c in customer_ids])
     with BatchRecorder(len(due)) as run:
         def one(item: DueBatch) -> Batch:
             return _draw_one(item, count, location, seed, layout, stamp, default_s, run)

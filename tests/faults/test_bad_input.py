@@ -273,7 +273,7 @@ def test_path_like_customer_ids_are_refused_by_every_entry_point(params, custome
         load_ingested(params.resolve(params.paths.ingested_customers), customer_id)
     with pytest.raises(UploadError, match="unsafe customer id"):
         adapt_one(CustomerUploads(customer_id, np.zeros((1, 32, 32, 1), np.uint8), ["a.png"]), "1", "", params)
-    (batch,) = draw.fn(named_customers([customer_id]).due, 1, str(out), 0, "png", 0.0, 86400)  # the night's task
+    (batch,) = draw.fn(named_customers([customer_id]).due, False, 1, str(out), 0, "png", 0.0, 86400)  # the night's task
     assert not batch.ok and "unsafe customer id" in batch.error and not out.exists()
 
 

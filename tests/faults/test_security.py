@@ -113,7 +113,7 @@ def test_the_batch_job_serves_the_registry_model_not_a_file_on_disk(tmp_path, mo
         version = model_versions.log_onnx_model(registered, name, {"parity_ok": "true"})
     model_versions.set_alias(name, "production", version.version)
 
-    (batch,) = draw.fn(named_customers(["acme"]).due, 3, str(tmp_path / "out"), 1, "png", 0.0, 86400)  # the night's task
+    (batch,) = draw.fn(named_customers(["acme"]).due, False, 3, str(tmp_path / "out"), 1, "png", 0.0, 86400)  # the night's task
     manifest = json.loads((tmp_path / "out" / "acme" / "manifest.json").read_text())
     assert batch.ok and batch.version == str(version.version)
     assert manifest["model"] == {"name": name, "version": str(version.version), "uri": f"models:/{name}/{version.version}",
