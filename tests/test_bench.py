@@ -64,3 +64,35 @@ def test_a_row_that_changes_a_setting_the_learner_does_not_have_is_refused():
         checkpoint_adapter(meta, params, {"no_such_setting": 0.25})
     checkpoint_adapter(meta, params, {"crisp": 4, "truncation": 0.9})
     assert meta.learner.settings.crisp == 4.0
+
+
+def _draw_report(draw_seed: int, warp_kid: list[float], gain: float, checkpoint="warp=w.pt") -> dict:
+    per = lambda v: {"heldout_consistency": v, "heldout_diversity": v, "heldout_copy_rate": v, "kid": v}  # noqa: E731
+    rows = {"copy the shots": {"kid": 1.0, "per_class": per([1.0, 1.0])},
+            "classic": {"kid": 0.5, "per_class": per([0.5, 0.5])},
+            "warp": {"kid": float(sum(warp_kid) / 2), "per_class": per(warp_kid)}}
+    return {"date": f"d{draw_seed}", "machine": "m", "held_out": ["A"], "held_out_classes": 2,
+            "args": {"split": "val", "shots": "5", "samples": 96, "seed": 0, "draw_seed": draw_seed,
+                     "checkpoint": [checkpoint], "classic": ["classic={}"], "against": "classic"},
+            "results": {"ev.pt": {"K=5": rows}},
+            "classifier": {"K=5": {"shots only": {"accuracy": 0.5}, "warp": {"accuracy": 0.5 + gain,
+                                                                            "classifier_gain": gain}}},
+            "gate": {}, "against": {"ev.pt": {"K=5": {"warp": {}}}}}
+
+
+def test_draws_of_one_run_are_averaged_and_other_runs_refused():
+    import pytest
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from mean_of_draws import mean_of_draws
+
+    mean = mean_of_draws([_draw_report(0, [0.2, 0.4], 0.1), _draw_report(1, [0.4, 0.6], 0.3)])
+    warp = mean["results"]["ev.pt"]["K=5"]["warp"]
+    assert warp["kid"] == pytest.approx(0.4) and warp["per_class"]["kid"] == pytest.approx([0.3, 0.5])
+    assert abs(mean["classifier"]["K=5"]["warp"]["classifier_gain"] - 0.2) < 1e-9
+    assert mean["classifier_draws"]["K=5"]["warp"] == [0.1, 0.3] and mean["draw_seeds"] == [0, 1]
+    assert abs(mean["against"]["ev.pt"]["K=5"]["warp"]["kid"]["diff"] + 0.1) < 1e-9  # per character, on the means
+    with pytest.raises(SystemExit, match="same draw twice"):
+        mean_of_draws([_draw_report(0, [0.2, 0.4], 0.1), _draw_report(0, [0.2, 0.4], 0.1)])
+    with pytest.raises(SystemExit, match="made differently"):
+        mean_of_draws([_draw_report(0, [0.2, 0.4], 0.1), _draw_report(1, [0.2, 0.4], 0.1, "warp=other.pt")])
