@@ -45,9 +45,10 @@ def row_specs(args: dict) -> dict[str, str]:
     return specs
 
 
-def check_same_run(reports: list[dict]) -> None:
+def check_same_run(reports: list[dict], evaluators: bool = True) -> None:
     """The reports are draws of one run: same characters and shots, the rows they share made the
-    same way, the evaluators the same, each draw once. Rows only some reports have are left out."""
+    same way, the evaluators the same (unless ``evaluators`` is False), each draw once. Rows only
+    some reports have are left out."""
     first = reports[0]["args"]
     for r in reports[1:]:
         differ = [k for k in SAME if r["args"].get(k) != first.get(k)]
@@ -57,7 +58,7 @@ def check_same_run(reports: list[dict]) -> None:
         differ = [n for n in set(a) & set(b) if a[n] != b[n]]
         if differ:
             raise SystemExit(f"rows of one name made differently: {', '.join(sorted(differ))}")
-        for ev, by_k in reports[0]["results"].items():
+        for ev, by_k in (reports[0]["results"] if evaluators else {}).items():
             for k, rows in by_k.items():
                 for name in REFERENCE_ROWS:
                     if rows.get(name, {}).get("kid") != r["results"].get(ev, {}).get(k, {}).get(name, {}).get("kid"):
@@ -91,14 +92,17 @@ def mean_results(tables: list[dict]) -> dict:
     return out
 
 
-def mean_of_draws(reports: list[dict]) -> dict:
-    check_same_run(reports)
+def mean_of_draws(reports: list[dict], classifier_only: bool = False) -> dict:
+    """The mean of the draws; ``classifier_only``: of the from-scratch classifier's figures alone,
+    which no evaluator enters (for draws scored by evaluators trained apart, which differ: an
+    evaluator retrained with another number of threads is another evaluator)."""
+    check_same_run(reports, evaluators=not classifier_only)
     first = reports[0]
     out = {k: first[k] for k in ("machine", "held_out", "held_out_classes", "meta_steps") if k in first}
     out |= {"draw_seeds": [r["args"].get("draw_seed", 0) for r in reports], "dates": [r["date"] for r in reports],
             "args": first["args"] | {"draw_seed": None}, "results": {}, "classifier": {}, "classifier_draws": {},
             "gate": {}, "against": {}}
-    for ev, by_k in first["results"].items():
+    for ev, by_k in ({} if classifier_only else first["results"]).items():
         for k in by_k:
             res = mean_results([r["results"][ev][k] for r in reports])
             out["results"].setdefault(ev, {})[k] = res
@@ -123,19 +127,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("reports", nargs="+", type=Path)
     ap.add_argument("--report", type=Path, help="where to write the mean (same layout as one report)")
+    ap.add_argument("--classifier-only", action="store_true",
+                    help="average the classifier's figures only (draws scored by different evaluators)")
     args = ap.parse_args()
     if len(args.reports) < 2:
         raise SystemExit("give two or more reports of one run")
-    mean = mean_of_draws([json.loads(p.read_text()) for p in args.reports])
+    mean = mean_of_draws([json.loads(p.read_text()) for p in args.reports], args.classifier_only)
     mean["reports"] = [str(p) for p in args.reports]
     if args.report:
         args.report.write_text(json.dumps(mean, indent=2) + "\n")
     from quality import print_tables
 
     print_tables(mean)
+    reference = mean["args"].get("against")
     for k, rows in mean["classifier_draws"].items():
         print(f"{k} classifier gain by draw: " + "; ".join(
             f"{name} " + " ".join(f"{g:+.3f}" for g in gains if g is not None) for name, gains in rows.items()))
+        gains = {name: r["classifier_gain"] for name, r in mean["classifier"][k].items() if "classifier_gain" in r}
+        if reference in gains and "new real drawings" in gains:
+            span = gains["new real drawings"] - gains[reference]
+            print(f"{k} classifier gain, mean of {len(mean['draw_seeds'])} draws: " + "; ".join(
+                f"{name} {g:+.3f}" + (f" ({(g - gains[reference]) / span:.0%} of the way from {reference} to new"
+                                      " real drawings)" if span > 0 and name not in (reference, *REFERENCE_ROWS)
+                                      else "") for name, g in gains.items()))
 
 
 if __name__ == "__main__":
