@@ -100,7 +100,8 @@ class DueBatch:
     model_uri: str | None
     model_sha256: str | None
     every_s: int | None
-    due_at: float
+    drawn_at: float | None = None
+    """The stamp of the night that last drew a batch of this version (None: none did)."""
 
 
 def embedded_index_path(tracking_uri: str) -> Path:
@@ -327,23 +328,24 @@ class FleetIndex:
 
     def due_batches(self, customer_ids: list[str], per_query: int = 500) -> list[DueBatch]:
         """What to draw for each of ``customer_ids``: the production version the index names (its
-        model's location and checksum) and the customer's cadence, in the order given. A customer
-        the index has no production version for gets ``version`` None: its production alias is
-        read when drawn."""
+        model's location and checksum), the customer's cadence and when a batch of that version
+        was last drawn, in the order given. A customer the index has no production version for
+        gets ``version`` None: its production alias is read when drawn."""
         found: dict[str, tuple] = {}
         for start in range(0, len(customer_ids), per_query):
             part = customer_ids[start : start + per_query]
             found.update((r[0], r) for r in self._query("read the night's customers", f"""
-                SELECT customer_id, production_version, model_uri, model_sha256, every_s, due_at FROM {TABLE}
-                WHERE customer_id IN ({', '.join('?' * len(part))})""", tuple(part)))
+                SELECT customer_id, production_version, model_uri, model_sha256, every_s, batch_version, batch_at
+                FROM {TABLE} WHERE customer_id IN ({', '.join('?' * len(part))})""", tuple(part)))
         out = []
         for cid in customer_ids:
             r = found.get(cid)
+            every = None if r is None or r[4] is None else int(r[4])
             if r is None or r[1] is None:
-                out.append(DueBatch(cid, None, None, None, None if r is None or r[4] is None else int(r[4]), 0.0))
+                out.append(DueBatch(cid, None, None, None, every))
             else:
-                out.append(DueBatch(cid, r[1], r[2], r[3], None if r[4] is None else int(r[4]),
-                                    float(r[5]) if r[5] is not None else 0.0))
+                drawn = float(r[6]) if r[5] == r[1] and r[6] is not None else None
+                out.append(DueBatch(cid, r[1], r[2], r[3], every, drawn))
         return out
 
     def pending_adaptation(self, limit: int | None = None) -> list[str]:

@@ -138,19 +138,30 @@ def draw_batches(customer_ids: list[str], planned: bool, count: int, out: str, s
 
     For each: the model (for a planned night, the production version the index names when the
     task starts, checked against its registered checksum; for a named customer, or one the index
-    knows no version of, the version its production alias names when read), the batch in
+    knows no version of, the version its production alias names when read; a planned customer
+    whose production version was drawn since this night began, by an overlapping run, is left out
+    of the results: drawn once, not twice), the batch in
     ``out/<id>/`` with its manifest written last, its record in the registry (the version's
     ``last_batch*`` tags), then its watermark in the index. A kill between the manifest and the
     watermark draws that customer again on the rerun, never loses one. A customer that fails
     (a damaged model) is reported and the others go on; an unexpected error (a bug) too, with its
-    class. Results come in the order of ``due``."""
+    class. Results come in the order of ``customer_ids``."""
     from concurrent.futures import ThreadPoolExecutor
 
     from metagan.storage import OutputLocation
 
     location = OutputLocation(out)  # one S3 client for the whole task (boto3's clients are thread-safe)
-    due = (registry_index().due_batches(customer_ids) if planned
-           else [DueBatch(c, None, None, None, None, stamp) for c in customer_ids])
+    if planned:
+        due = registry_index().due_batches(customer_ids)
+        done = [d.customer_id for d in due if d.drawn_at is not None and d.drawn_at >= stamp]
+        if done:
+            log.info("%d customer(s) drawn by another run since this night began: left out (%s)", len(done),
+                     ", ".join(done[:5]) + (" ..." if len(done) > 5 else ""))
+            due = [d for d in due if d.drawn_at is None or d.drawn_at < stamp]
+    else:
+        due = [DueBatch(c, None, None, None, None) for c in customer_ids]
+    if not due:
+        return []
     with BatchRecorder(len(due)) as run:
         def one(item: DueBatch) -> Batch:
             return _draw_one(item, count, location, seed, layout, stamp, default_s, run)

@@ -147,3 +147,20 @@ def test_doctor_repairs_an_index_that_disagrees_with_the_registry_and_a_lost_one
     (root / "mlflow" / "fleet.db").unlink()  # lost: rebuilt from the registry at the next plan
     registry_index().close()
     assert generate(params, count=2) == []
+
+
+def test_a_customer_an_overlapping_run_drew_since_the_night_began_is_not_drawn_twice(fleet):
+    """Two runs of the same night (the schedule's and one by hand): each task reads its customers'
+    rows when it starts, and leaves out those whose production version was drawn since the night
+    began; the next night draws them as usual."""
+    from metagan.lifecycle import fleet as night
+
+    _, params, _ = fleet
+    plan = night.plan_night(params)
+    assert sorted(plan.due) == CUSTOMERS
+    version = registry_index().due_batches(["c1"])[0].version
+    registry_index().batches_done([("c1", version, plan.started, plan.started + 86400)])  # the other run's
+    batches = night.draw_batches(plan.due, True, 2, str(params.resolve(params.paths.generated)), 0, "png",
+                                 plan.started, 86400)
+    assert drawn(batches) == sorted(set(CUSTOMERS) - {"c1"})
+    assert generate(params, count=2) == []  # all drawn: nothing is due until their turn comes round
