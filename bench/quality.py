@@ -51,7 +51,8 @@ from benchlib.classifier import classifier_accuracy, groups_of
 from benchlib.heldout import (PER_CLASS, HeldOut, ensure_evaluator, held_out_data, new_drawing_reference, score,
                               split_drawings)
 from benchlib.metrics import paired_interval
-from benchlib.rows import bank_adapter, checkpoint_adapter, classic_adapter, draw, load_for_held_out, mix_adapter
+from benchlib.rows import (bank_adapter, checkpoint_adapter, classic_adapter, draw, load_for_held_out, mix_adapter,
+                          pair_moves_adapter)
 from metagan.config import Params
 from metagan.evaluator import at_size, embed, load_evaluator
 from metagan.lifecycle.gate import Evidence, gate_decision
@@ -92,6 +93,9 @@ def main() -> None:
                     help="a classic row: settings over params.yaml's learners.classic (repeatable)")
     ap.add_argument("--mix", action="append", default=[], metavar="NAME=A+B@SHARE",
                     help="a row drawing each image from row A with probability SHARE, else from row B")
+    ap.add_argument("--pairs", action="append", default=[], metavar="NAME=PATH@LOW-HIGH",
+                    help="an experiment: a warp checkpoint's customer generator whose images are its shots "
+                         "moved part of the way (uniform in LOW-HIGH) onto another of its shots")
     ap.add_argument("--bank", default="", help="strengths of bank rows, comma-separated ('' for none)")
     ap.add_argument("--bank-crisp", type=float, default=0.0, help="the bank rows' edge restoration (as warp's crisp)")
     ap.add_argument("--classifier", action="store_true", help="also the from-scratch classifier protocol")
@@ -134,6 +138,13 @@ def main() -> None:
         path, _, changes = path.partition("@")
         meta = load_for_held_out(path, name, held.groups)
         rows[name] = checkpoint_adapter(meta, params, json.loads(changes or "{}"))
+        steps[name] = meta.checkpoint["step"]
+    for spec in args.pairs:
+        name, _, rest = spec.partition("=")
+        path, _, reach = rest.rpartition("@")
+        low, _, high = reach.partition("-")
+        meta = load_for_held_out(path, name, held.groups)
+        rows[name] = pair_moves_adapter(meta, params, (float(low), float(high)))
         steps[name] = meta.checkpoint["step"]
     for spec in args.mix:
         name, _, rest = spec.partition("=")

@@ -96,3 +96,30 @@ def test_draws_of_one_run_are_averaged_and_other_runs_refused():
         mean_of_draws([_draw_report(0, [0.2, 0.4], 0.1), _draw_report(0, [0.2, 0.4], 0.1)])
     with pytest.raises(SystemExit, match="made differently"):
         mean_of_draws([_draw_report(0, [0.2, 0.4], 0.1), _draw_report(1, [0.2, 0.4], 0.1, "warp=other.pt")])
+
+
+def test_in_between_drawings_move_a_shot_part_of_the_way_onto_another_of_the_customers_shots():
+    """The pair row (an experiment of bench/quality.py): at t = 0 a sample is its shot, at t = 1 the
+    shot moved by the whole registered deformation; one shot has no pairs: the served images."""
+    from types import SimpleNamespace
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from benchlib.rows import PairMovesGenerator
+    from metagan.meta.warp_nets import WarpNetConfig, apply_field
+
+    cfg = WarpNetConfig(image_size=16, channels=1, feature_size=16, width=4, noise_dim=8)
+    shots = -torch.ones(2, 1, 16, 16)
+    shots[0, :, 4:12, 7:9] = 1.0  # a bar, and an empty page
+    globals_, control = torch.full((2, 7), 0.5), torch.full((2, 2, cfg.grid, cfg.grid), 0.5)
+    served = SimpleNamespace(shots=shots, generator=SimpleNamespace(cfg=cfg), keep_pen=0.0, pen=None, crisp=0.0,
+                             z_dim=3)
+    registration = lambda a, b: (globals_[: len(a)], control[: len(a)])  # noqa: E731
+    z = torch.full((1, 3), -8.0)  # the first pair (shot 0 onto shot 1), t at the low end
+    still = PairMovesGenerator(served, registration, (0.0, 0.0))(z)
+    assert torch.allclose(still, shots[:1], atol=1e-3)
+    whole = PairMovesGenerator(served, registration, (1.0, 1.0))(z)
+    assert torch.allclose(whole, apply_field(cfg, shots[:1], globals_[:1], control[:1]).clamp(-1, 1), atol=1e-5)
+    assert not len(PairMovesGenerator(SimpleNamespace(**{**vars(served), "shots": shots[:1]}), registration,
+                                      (0.5, 0.5)).pairs)

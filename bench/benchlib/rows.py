@@ -76,3 +76,42 @@ class MixGenerator(torch.nn.Module):
 
 def mix_adapter(first, second, share: float):
     return lambda shots, seed: MixGenerator(first(shots, seed), second(shots, seed + 7919), share)
+
+
+class PairMovesGenerator(torch.nn.Module):
+    """In-between drawings of a customer's own shots: shot i moved a part t of the way onto shot j
+    by warp's registration of the pair (how this customer's own drawings differ from each other,
+    as Hauberg et al. 2016 move one digit towards another of its class). t is drawn uniformly from
+    ``reach`` = (low, high). Below two shots there are no pairs: the served generator's images."""
+
+    def __init__(self, served, registration, reach: tuple[float, float]):
+        super().__init__()
+        self.served, self.reach, self.z_dim = served, reach, served.z_dim
+        shots = served.shots
+        k = shots.shape[0]
+        self.pairs = torch.tensor([(i, j) for i in range(k) for j in range(k) if i != j], dtype=torch.long)
+        if len(self.pairs):
+            with torch.no_grad():
+                self.globals, self.control = registration(shots[self.pairs[:, 0]], shots[self.pairs[:, 1]])
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if not len(self.pairs):
+            return self.served(z)
+        from metagan.deformation import crisp
+        from metagan.meta.warp_nets import apply_field
+
+        s = self.served
+        p = (uniform(z[:, 0]) * len(self.pairs)).long().clamp(max=len(self.pairs) - 1)
+        low, high = self.reach
+        t = low + (high - low) * uniform(z[:, 1])
+        moved = apply_field(s.generator.cfg, s.shots[self.pairs[p, 0]], self.globals[p] * t[:, None],
+                            self.control[p] * t[:, None, None, None], s.keep_pen, s.pen)
+        return crisp(moved, s.crisp).clamp(-1.0, 1.0)
+
+
+def pair_moves_adapter(meta: MetaModel, params: Params, reach: tuple[float, float]):
+    """The product's warp generator for the customer, its images replaced by in-between drawings
+    of its own pairs of shots (an experiment: not served)."""
+    served_of = checkpoint_adapter(meta, params)
+    registration = meta.learner.registration.eval()
+    return lambda shots, seed: PairMovesGenerator(served_of(shots, seed), registration, reach)
