@@ -93,9 +93,9 @@ def main() -> None:
                     help="a classic row: settings over params.yaml's learners.classic (repeatable)")
     ap.add_argument("--mix", action="append", default=[], metavar="NAME=A+B@SHARE",
                     help="a row drawing each image from row A with probability SHARE, else from row B")
-    ap.add_argument("--pairs", action="append", default=[], metavar="NAME=PATH@LOW-HIGH",
+    ap.add_argument("--pairs", action="append", default=[], metavar="NAME=PATH@LOW:HIGH",
                     help="an experiment: a warp checkpoint's customer generator whose images are its shots "
-                         "moved part of the way (uniform in LOW-HIGH) onto another of its shots")
+                         "moved part of the way (t uniform in LOW:HIGH; below 0 away from it) onto another of its shots")
     ap.add_argument("--bank", default="", help="strengths of bank rows, comma-separated ('' for none)")
     ap.add_argument("--bank-crisp", type=float, default=0.0, help="the bank rows' edge restoration (as warp's crisp)")
     ap.add_argument("--classifier", action="store_true", help="also the from-scratch classifier protocol")
@@ -142,7 +142,7 @@ def main() -> None:
     for spec in args.pairs:
         name, _, rest = spec.partition("=")
         path, _, reach = rest.rpartition("@")
-        low, _, high = reach.partition("-")
+        low, _, high = reach.partition(":") if ":" in reach else reach.partition("-")
         meta = load_for_held_out(path, name, held.groups)
         rows[name] = pair_moves_adapter(meta, params, (float(low), float(high)))
         steps[name] = meta.checkpoint["step"]
