@@ -123,3 +123,18 @@ def test_in_between_drawings_move_a_shot_part_of_the_way_onto_another_of_the_cus
     assert torch.allclose(whole, apply_field(cfg, shots[:1], globals_[:1], control[:1]).clamp(-1, 1), atol=1e-5)
     assert not len(PairMovesGenerator(SimpleNamespace(**{**vars(served), "shots": shots[:1]}), registration,
                                       (0.5, 0.5)).pairs)
+
+
+def test_the_shipped_judges_are_the_ones_the_quality_benchmark_trains_by_default():
+    """A checkout without artifacts/ scores with bench/evaluators/ (the judges every figure since
+    2026-12-06 comes from) only if their recorded training is the benchmark's default; otherwise
+    it would silently train other judges."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from quality import EVALUATORS
+
+    for name, kw in EVALUATORS.items():
+        info = torch.load(ROOT / "bench" / "evaluators" / name, weights_only=True)["info"]
+        assert (info["steps"], info["width"], info["ways"], info["seed"]) == (3000, kw["width"], kw["ways"], kw["seed"])
+        assert not set(info["train_groups"]) & {"Hebrew", "Futurama", "Armenian", "Bengali"}

@@ -74,9 +74,22 @@ score with different judges (docs/BENCHMARKS.md, "Seventh session"). Two: the ev
 2026-12-06 were trained so, on the 2-core box."""
 
 
+SHIPPED_EVALUATORS = Path(__file__).resolve().parent.parent / "evaluators"
+"""The benchmark's judges of 2026-12-06 (``evaluator.pt``, ``evaluator-w32.pt``): every checkout
+scores with these unless its output folder already has its own, so figures compare across sessions."""
+
+
 def ensure_evaluator(path: Path, held: HeldOut, steps: int, seed: int = 0, width: int = 64, ways: int = 20):
-    """The evaluator at ``path``, trained first (``steps`` episodes on the meta-training alphabets
-    only, at 32 px, :data:`EVALUATOR_THREADS` threads) when absent."""
+    """The evaluator at ``path``: the shipped one of that name when ``path`` is absent and the
+    default training was asked for, else trained first (``steps`` episodes on the meta-training
+    alphabets only, at 32 px, :data:`EVALUATOR_THREADS` threads)."""
+    shipped = SHIPPED_EVALUATORS / path.name
+    if not path.exists() and shipped.exists():
+        info = load_checkpoint(shipped, EVALUATOR_FORMAT)["info"]
+        if (info.get("steps"), info.get("width"), info.get("ways"), info.get("seed")) == (steps, width, ways, seed):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(shipped.read_bytes())
+            print(f"evaluator {path}: the shipped one ({shipped})", flush=True)
     if not path.exists():
         small = at_evaluator_size(held.ds)
         threads = torch.get_num_threads()
