@@ -36,7 +36,7 @@ REFERENCE_ROWS = ("copy the shots", "new real drawings")
 def row_specs(args: dict) -> dict[str, str]:
     """Each generated row's definition in one report (its name: what made it)."""
     specs = {}
-    for option in ("checkpoint", "classic", "mix"):
+    for option in ("checkpoint", "classic", "mix", "pairs"):
         for text in args.get(option) or []:
             name, _, rest = text.partition("=")
             specs[name] = f"{option}={rest}"
@@ -102,11 +102,11 @@ def mean_of_draws(reports: list[dict], classifier_only: bool = False) -> dict:
     out |= {"draw_seeds": [r["args"].get("draw_seed", 0) for r in reports], "dates": [r["date"] for r in reports],
             "args": first["args"] | {"draw_seed": None}, "results": {}, "classifier": {}, "classifier_draws": {},
             "gate": {}, "against": {}}
+    reference = first["args"].get("against")
     for ev, by_k in ({} if classifier_only else first["results"]).items():
         for k in by_k:
             res = mean_results([r["results"][ev][k] for r in reports])
             out["results"].setdefault(ev, {})[k] = res
-            reference = first["args"].get("against")
             if reference in res:
                 out["against"].setdefault(ev, {})[k] = {
                     name: {m: paired_interval(r["per_class"][m], res[reference]["per_class"][m]) for m in PER_CLASS}

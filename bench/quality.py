@@ -142,7 +142,7 @@ def main() -> None:
     for spec in args.pairs:
         name, _, rest = spec.partition("=")
         path, _, reach = rest.rpartition("@")
-        low, _, high = reach.partition(":") if ":" in reach else reach.partition("-")
+        low, _, high = reach.partition(":")
         meta = load_for_held_out(path, name, held.groups)
         rows[name] = pair_moves_adapter(meta, params, (float(low), float(high)))
         steps[name] = meta.checkpoint["step"]

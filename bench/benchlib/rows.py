@@ -12,9 +12,10 @@ from benchlib.bank import BankGenerator
 from metagan.adapt import MetaModel, adapt_to_customer
 from metagan.config import Params
 from metagan.data.images import to_tensor, to_uint8
-from metagan.deformation import uniform
+from metagan.deformation import crisp, uniform
 from metagan.evaluator import at_size
 from metagan.meta import learner_class
+from metagan.meta.warp_nets import apply_field
 
 
 def load_for_held_out(path: str | Path, name: str, groups: list[str]) -> MetaModel:
@@ -97,9 +98,6 @@ class PairMovesGenerator(torch.nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if not len(self.pairs):
             return self.served(z)
-        from metagan.deformation import crisp
-        from metagan.meta.warp_nets import apply_field
-
         s = self.served
         p = (uniform(z[:, 0]) * len(self.pairs)).long().clamp(max=len(self.pairs) - 1)
         low, high = self.reach
