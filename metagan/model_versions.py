@@ -104,7 +104,8 @@ def log_onnx_model(onnx_path: str | Path, model_name: str, tags: dict[str, str],
                    metrics: dict[str, float] | None = None, params: dict[str, str] | None = None):
     """Log an ONNX file in the active run as an MLflow model (ONNX flavor, with its signature) and
     register it with ``tags``; ``metrics`` are logged on the run and the logged model together
-    (MLflow 3's model page), ``params`` on the logged model. Returns the model version.
+    (MLflow 3's model page), ``params`` on the logged model and, with the metrics, on the run.
+    Returns the model version.
 
     The steps of ``mlflow.onnx.log_model``, with MLflow's public client calls, less three requests
     a model: the logged model is created with the run's params as given (``log_model`` reads the
@@ -124,7 +125,7 @@ def log_onnx_model(onnx_path: str | Path, model_name: str, tags: dict[str, str],
 
     import mlflow
     import onnx
-    from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param
     from mlflow.models import Model
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
@@ -154,10 +155,11 @@ def log_onnx_model(onnx_path: str | Path, model_name: str, tags: dict[str, str],
             pass
         raise
     retrying("mark the model ready", c.finalize_logged_model, logged.model_id, LoggedModelStatus.READY)
-    if metrics:  # the client's call: mlflow.log_metrics would also record the model as the run's input
+    if metrics or params:  # the client's call: mlflow.log_metrics would also record the model as the run's input
         now = int(time.time() * 1000)
-        retrying("log metrics on the run and the model", c.log_batch, run_id,
-                 metrics=[Metric(k, float(v), now, 0, model_id=logged.model_id) for k, v in metrics.items()])
+        retrying("log metrics and params on the run and the model", c.log_batch, run_id,
+                 metrics=[Metric(k, float(v), now, 0, model_id=logged.model_id) for k, v in (metrics or {}).items()],
+                 params=[Param(k, str(v)) for k, v in (params or {}).items()])
     # the flavor's file in the logged model's folder
     tags = tags | {ONNX_FILE_TAG: f"{logged.artifact_location.rstrip('/')}/model.onnx"}
     return register_version(model_name, logged.model_uri, run_id, tags, model_id=logged.model_id)

@@ -106,8 +106,8 @@ def start_run(run_name: str, tags: dict[str, str], params: Params | None = None,
               root: Path | None = None, sections: tuple[str, ...] | None = None) -> Iterator:
     """An MLflow run that records the resolved config (``params.yaml``, whole) and the given tags
     (data/code versions). ``sections``: the config sections also logged as MLflow params (all
-    when None), the ones a run's result depends on: a customer's run logs its few dozen rather than
-    the ~100 of the whole config, and MLflow copies them again onto the logged model."""
+    when None, none when empty), the ones a run's result depends on: a customer's run logs its few
+    dozen rather than the ~100 of the whole config, and MLflow copies them again onto the logged model."""
     import mlflow
 
     exp = experiment_id(root=root)
@@ -115,7 +115,9 @@ def start_run(run_name: str, tags: dict[str, str], params: Params | None = None,
     try:
         if params is not None:
             config = params.model_dump()
-            retrying("log params", mlflow.log_params, config_params(params, sections))
+            logged = config_params(params, sections)
+            if logged:
+                retrying("log params", mlflow.log_params, logged)
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "params.yaml"
                 import yaml

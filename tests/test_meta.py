@@ -78,6 +78,30 @@ def test_every_method_meta_steps_and_adapts_without_touching_the_meta_weights(me
         assert torch.equal(weights(after_step), weights(learner.state_dict()))
 
 
+
+@pytest.mark.parametrize("method", sorted(m for m in REGISTRY if REGISTRY[m].trains))
+def test_a_loaded_learner_builds_its_optimizers_only_to_train_and_then_with_their_saved_state(method):
+    def moments(optimizer_states: dict) -> dict:
+        return {(name, i): s["exp_avg"] for name, opt in optimizer_states.items() for i, s in opt["state"].items()}
+
+    trained = learner_of(method)
+    trained.meta_step(episode(), torch.Generator().manual_seed(0))
+    saved = moments(copy.deepcopy(trained.state_dict())["optimizers"])
+    assert saved  # the step's Adam moments
+
+    served = learner_of(method)
+    served.load_state_dict(trained.state_dict())
+    served.adapt(episode()[0, :3], steps=1, lr=1e-3, rng=torch.Generator().manual_seed(1))
+    assert served._optimizers is None  # adapting a customer builds none
+    kept = moments(served.state_dict()["optimizers"])  # saved again as loaded
+    assert kept.keys() == saved.keys() and all(torch.equal(kept[k], saved[k]) for k in saved)
+
+    resumed = learner_of(method)
+    resumed.load_state_dict(trained.state_dict())
+    built = moments({name: opt.state_dict() for name, opt in resumed.optimizers().items()})  # on first use
+    assert built.keys() == saved.keys() and all(torch.equal(built[k], saved[k]) for k in saved)
+
+
 @pytest.mark.parametrize("shots", [1, 20])
 def test_condgan_adapts_from_one_to_twenty_shots(shots):
     learner = learner_of("condgan")

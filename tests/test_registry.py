@@ -186,6 +186,7 @@ def test_a_logged_onnx_model_is_ready_with_params_metrics_signature_and_the_file
     assert logged.params == {"adapt.steps": "3"}
     assert {(m.key, m.value) for m in logged.metrics} == {("shot_coverage", 0.25)}
     assert MlflowClient().get_run(run.info.run_id).data.metrics == {"shot_coverage": 0.25}
+    assert MlflowClient().get_run(run.info.run_id).data.params == {"adapt.steps": "3"}  # with the metrics
     assert [o.model_id for o in MlflowClient().get_run(run.info.run_id).outputs.model_outputs] == [logged.model_id]
     info = mlflow.models.get_model_info(version.source)
     assert info.signature is not None and info.flavors.keys() >= {"onnx", "python_function"}

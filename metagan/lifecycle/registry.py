@@ -170,7 +170,9 @@ def adapt_and_register(uploads: CustomerUploads, params: Params, meta_version: s
         meta = load_meta_model(meta_checkpoint(params, meta_version))
         run_tags = identity.tags() | {"customer_id": cid, "data_version": data_version, "meta_model": META_MODEL,
                                       "code_version": tracking.code_version()}
-        with tracking.start_run(f"adapt-{cid}", run_tags, params, sections=ADAPT_RUN_SECTIONS) as run:
+        # the run's params go with its metrics (log_onnx_model): one request fewer a customer; a
+        # run that fails before has its whole config in its params.yaml
+        with tracking.start_run(f"adapt-{cid}", run_tags, params, sections=()) as run:
             model = adapt_customer(meta, uploads, params, load_gate_evaluator(params))
             tracking.log_file(model.contact_sheet)
             version = model_versions.log_onnx_model(model.onnx_path, name, run_tags | metric_tags(model.metrics)

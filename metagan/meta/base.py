@@ -68,6 +68,8 @@ class MetaLearner(ABC):
     def __init__(self, net_cfg: Any, cfg: MetaConfig, settings: LearnerSettings, device: str = "cpu"):
         self.net_cfg, self.cfg, self.settings, self.device = net_cfg, cfg, settings, torch.device(device)
         self.negative_bank: torch.Tensor | None = None
+        self._optimizers: dict[str, torch.optim.Optimizer] | None = None
+        self._saved_optimizers: dict[str, dict] = {}
         torch.manual_seed(cfg.seed)  # the initial weights are part of what a seed reproduces
 
     # -- what the learner is built from ---------------------------------------------------------
@@ -86,20 +88,41 @@ class MetaLearner(ABC):
     def modules(self) -> dict[str, nn.Module]:
         """Every network, by name (saved, synchronised across processes, digested)."""
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The outer loop's optimizers, by name (none for learners with nothing to meta-train)."""
         return {}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """The optimizers, built on first use with any state a checkpoint gave them. Serving
+        never uses them, and building the first optimizer of a process imports torch's compiler
+        stack (about a second): each Dask worker paid it for nothing before its first customer."""
+        if self._optimizers is None:
+            self._optimizers = self.build_optimizers()
+            for k, opt in self._optimizers.items():
+                if k in self._saved_optimizers:
+                    opt.load_state_dict(self._saved_optimizers[k])
+            self._saved_optimizers = {}
+        return self._optimizers
+
+    def optimizer(self, name: str) -> torch.optim.Optimizer:
+        return self.optimizers()[name]
 
     def state_dict(self) -> dict:
         state = {name: m.state_dict() for name, m in self.modules().items()}
-        state["optimizers"] = {k: opt.state_dict() for k, opt in self.optimizers().items()}
+        state["optimizers"] = dict(self._saved_optimizers) if self._optimizers is None else {
+            k: opt.state_dict() for k, opt in self._optimizers.items()}
         return state
 
     def load_state_dict(self, state: dict) -> None:
         for name, m in self.modules().items():
             m.load_state_dict(state[name])
-        for k, opt in self.optimizers().items():
-            if k in state.get("optimizers", {}):
-                opt.load_state_dict(state["optimizers"][k])
+        saved = state.get("optimizers", {})
+        if self._optimizers is None:  # applied when they are built
+            self._saved_optimizers = dict(saved)
+            return
+        for k, opt in self._optimizers.items():
+            if k in saved:
+                opt.load_state_dict(saved[k])
 
     def private_copy(self) -> "MetaLearner":
         """A learner with its own copy of the networks, for one adaptation: customers adapted in

@@ -41,14 +41,10 @@ class Pretrain(GanLearner):
 
     Settings = WganSettings
 
-    def __init__(self, net_cfg, cfg: MetaConfig, settings: WganSettings, device: str = "cpu"):
-        super().__init__(net_cfg, cfg, settings, device)
-        nets = self.nets
-        self.g_opt = torch.optim.Adam(nets.generator.parameters(), lr=cfg.outer_lr, betas=(0.0, 0.9))
-        self.d_opt = torch.optim.Adam(nets.critic.parameters(), lr=cfg.outer_lr, betas=(0.0, 0.9))
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"generator": self.g_opt, "critic": self.d_opt}
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        nets, lr = self.nets, self.cfg.outer_lr
+        return {"generator": torch.optim.Adam(nets.generator.parameters(), lr=lr, betas=(0.0, 0.9)),
+                "critic": torch.optim.Adam(nets.critic.parameters(), lr=lr, betas=(0.0, 0.9))}
 
     def meta_step(self, episode: torch.Tensor, rng: torch.Generator) -> dict[str, float]:
         G, D = self.nets.generator, self.nets.critic
@@ -56,14 +52,16 @@ class Pretrain(GanLearner):
         z = torch.randn(real.shape[0], G.cfg.z_dim, generator=rng, device=self.device)
         fake = G(z).detach()
         d_loss = critic_loss(D(real), D(fake)) + self.settings.gp_weight * gradient_penalty(D, real, fake, rng)
-        self.d_opt.zero_grad(set_to_none=True)
+        d_opt = self.optimizer("critic")
+        d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
-        self.d_opt.step()
+        d_opt.step()
         z = torch.randn(real.shape[0], G.cfg.z_dim, generator=rng, device=self.device)
         g_loss = generator_loss(D(G(z)))
-        self.g_opt.zero_grad(set_to_none=True)
+        g_opt = self.optimizer("generator")
+        g_opt.zero_grad(set_to_none=True)
         g_loss.backward()
-        self.g_opt.step()
+        g_opt.step()
         return {"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach())}
 
     def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator,

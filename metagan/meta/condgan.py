@@ -60,12 +60,12 @@ class SetConditionedGan(GanLearner):
         nets = self.nets
         if nets.encoder is None:
             raise ValueError("condgan needs networks built with a set encoder (code_dim > 0)")
-        self.g_opt = torch.optim.Adam(nets.generator.parameters(), lr=cfg.outer_lr, betas=(0.0, 0.9))
-        critic_params = list(nets.critic.parameters()) + list(nets.encoder.parameters())
-        self.d_opt = torch.optim.Adam(critic_params, lr=cfg.outer_lr, betas=(0.0, 0.9))
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"generator": self.g_opt, "critic": self.d_opt}
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        nets, lr = self.nets, self.cfg.outer_lr
+        critic_params = list(nets.critic.parameters()) + list(nets.encoder.parameters())
+        return {"generator": torch.optim.Adam(nets.generator.parameters(), lr=lr, betas=(0.0, 0.9)),
+                "critic": torch.optim.Adam(critic_params, lr=lr, betas=(0.0, 0.9))}
 
     def meta_step(self, episode: torch.Tensor, rng: torch.Generator) -> dict[str, float]:
         G, D, E = self.nets.generator, self.nets.critic, self.nets.encoder
@@ -93,9 +93,10 @@ class SetConditionedGan(GanLearner):
             proto_real = prototype_loss(E.embed_each(real), task_codes, task_of)
             d_loss = d_loss + self.settings.proto_weight * proto_real
             stats["proto_real"] = float(proto_real.detach())
-        self.d_opt.zero_grad(set_to_none=True)
+        d_opt = self.optimizer("critic")
+        d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
-        self.d_opt.step()
+        d_opt.step()
 
         code, task_codes = code.detach(), task_codes.detach()
         z = torch.randn(real.shape[0], G.cfg.z_dim, generator=rng, device=self.device)
@@ -105,9 +106,10 @@ class SetConditionedGan(GanLearner):
             proto_fake = prototype_loss(E.embed_each(fake), task_codes, task_of)
             g_loss = g_loss + self.settings.proto_weight * proto_fake
             stats["proto_fake"] = float(proto_fake.detach())
-        self.g_opt.zero_grad(set_to_none=True)
+        g_opt = self.optimizer("generator")
+        g_opt.zero_grad(set_to_none=True)
         g_loss.backward()
-        self.g_opt.step()
+        g_opt.step()
         return {"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach()), "r1": float(gp.detach()),
                 "d_gap_mismatch": float((d_real.mean() - d_mismatch.mean()).detach())} | stats
 

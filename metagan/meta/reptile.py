@@ -53,15 +53,14 @@ class Reptile(GanLearner):
 
     def __init__(self, net_cfg, cfg: MetaConfig, settings: ReptileSettings, device: str = "cpu"):
         super().__init__(net_cfg, cfg, settings, device)
-        nets = self.nets
-        # beta1 = 0 as in FIGR: the Reptile direction is already an average over the meta-batch
-        self.g_opt = torch.optim.Adam(nets.generator.parameters(), lr=cfg.outer_lr, betas=(0.0, 0.999))
-        self.d_opt = torch.optim.Adam(nets.critic.parameters(), lr=cfg.outer_lr, betas=(0.0, 0.999))
         self.inner = InnerLoopConfig(steps=settings.inner_steps, lr=settings.inner_lr, gp_weight=settings.gp_weight)
         self.autocast_dtype: torch.dtype | None = None  # bf16 network calls in the batched loop (GPU benchmarks)
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"generator": self.g_opt, "critic": self.d_opt}
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        nets, lr = self.nets, self.cfg.outer_lr
+        # beta1 = 0 as in FIGR: the Reptile direction is already an average over the meta-batch
+        return {"generator": torch.optim.Adam(nets.generator.parameters(), lr=lr, betas=(0.0, 0.999)),
+                "critic": torch.optim.Adam(nets.critic.parameters(), lr=lr, betas=(0.0, 0.999))}
 
     def meta_step(self, episode: torch.Tensor, rng: torch.Generator) -> dict[str, float]:
         if self.settings.vmap_tasks:
@@ -73,8 +72,8 @@ class Reptile(GanLearner):
             adapted_g.append(g)
             adapted_d.append(d)
             stats.append(s)
-        reptile_outer_step(self.nets.generator, adapted_g, self.g_opt)
-        reptile_outer_step(self.nets.critic, adapted_d, self.d_opt)
+        reptile_outer_step(self.nets.generator, adapted_g, self.optimizer("generator"))
+        reptile_outer_step(self.nets.critic, adapted_d, self.optimizer("critic"))
         return {k: sum(s[k] for s in stats) / len(stats) for k in stats[0]}
 
     def _batched_meta_step(self, tasks: torch.Tensor, rng: torch.Generator) -> dict[str, float]:
@@ -84,8 +83,8 @@ class Reptile(GanLearner):
         d = stack_params(params_of(self.nets.critic), t)
         g, d, stats = batched_wgan_gp_inner_loop(self.nets.generator, self.nets.critic, g, d, tasks, self.inner, rng,
                                                  self.autocast_dtype)
-        reptile_outer_step(self.nets.generator, g, self.g_opt)
-        reptile_outer_step(self.nets.critic, d, self.d_opt)
+        reptile_outer_step(self.nets.generator, g, self.optimizer("generator"))
+        reptile_outer_step(self.nets.critic, d, self.optimizer("critic"))
         return stats
 
     def adapt(self, shots: torch.Tensor, steps: int, lr: float, rng: torch.Generator,

@@ -187,9 +187,6 @@ class WarpLearner(MetaLearner):
         self.field_encoder = FieldEncoder(net_cfg).to(device)
         self.critic = PairCritic(net_cfg).to(device)
         self.generator_ema = copy.deepcopy(self.generator).requires_grad_(False) if settings.ema_half_life else None
-        g_params = [p for m in (self.generator, self.registration, self.field_encoder) for p in m.parameters()]
-        self.g_opt = torch.optim.Adam(g_params, lr=settings.lr, betas=(0.5, 0.99))
-        self.d_opt = torch.optim.Adam(self.critic.parameters(), lr=settings.lr, betas=(0.5, 0.99))
         self.steps = 0
 
     @classmethod
@@ -206,8 +203,11 @@ class WarpLearner(MetaLearner):
                 "critic": self.critic}
         return nets | ({"generator_ema": self.generator_ema} if self.generator_ema is not None else {})
 
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"generator": self.g_opt, "critic": self.d_opt}
+    def build_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        g_params = [p for m in (self.generator, self.registration, self.field_encoder) for p in m.parameters()]
+        lr = self.settings.lr
+        return {"generator": torch.optim.Adam(g_params, lr=lr, betas=(0.5, 0.99)),
+                "critic": torch.optim.Adam(self.critic.parameters(), lr=lr, betas=(0.5, 0.99))}
 
     def state_dict(self) -> dict:
         return super().state_dict() | {"steps": self.steps}
@@ -256,9 +256,10 @@ class WarpLearner(MetaLearner):
         gp = r1_penalty(lambda x: D(base, x), target)
         d_loss = d_logistic_loss(d_real, d_fake) + s.copy_weight * F.softplus(d_copy).mean() \
             + s.mismatch_weight * F.softplus(d_mismatch).mean() + 0.5 * s.r1_gamma * gp
-        self.d_opt.zero_grad(set_to_none=True)
+        d_opt = self.optimizer("critic")
+        d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
-        self.d_opt.step()
+        d_opt.step()
 
         ramp = min(1.0, self.steps / max(s.adv_ramp_steps, 1))
         adv = g_nonsaturating_loss(D(base, fake))
@@ -273,9 +274,10 @@ class WarpLearner(MetaLearner):
             fake_id = prototype_loss(functional_call(G.encoder, frozen, (fake,))[1], prototypes.detach(), task_of)
             g_loss = g_loss + s.identity_weight * (real_id + ramp * fake_id)
             stats = {"identity_real": float(real_id.detach()), "identity_fake": float(fake_id.detach())}
-        self.g_opt.zero_grad(set_to_none=True)
+        g_opt = self.optimizer("generator")
+        g_opt.zero_grad(set_to_none=True)
         g_loss.backward()
-        self.g_opt.step()
+        g_opt.step()
         self.steps += 1
         if self.generator_ema is not None:
             self._update_average()

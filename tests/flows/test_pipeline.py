@@ -138,7 +138,9 @@ def test_the_mlflow_ui_has_signatures_model_metrics_sample_images_and_the_batch(
     assert inputs["dtype"] == "float32" and inputs["shape"][0] == -1
     logged = mlflow.get_logged_model(info.model_id)
     assert "shot_coverage" in {m.key for m in logged.metrics}
-    assert {"shot_coverage", "adapt_seconds", "shots"} <= set(store.client().get_run(prod.run_id).data.metrics)
+    adapt_run = store.client().get_run(prod.run_id).data
+    assert {"shot_coverage", "adapt_seconds", "shots"} <= set(adapt_run.metrics)
+    assert logged.params == adapt_run.params and "adapt.steps" in adapt_run.params  # the settings it ran with
     meta_run = model_versions.get_alias("metagan-meta", "current").run_id
     images = [f.path for f in store.client().list_artifacts(meta_run, "images")]
     assert any("samples" in f for f in images), images
