@@ -52,7 +52,7 @@ from benchlib.heldout import (PER_CLASS, HeldOut, ensure_evaluator, held_out_dat
                               split_drawings)
 from benchlib.metrics import paired_interval
 from benchlib.rows import (bank_adapter, checkpoint_adapter, classic_adapter, draw, load_for_held_out, mix_adapter,
-                          pair_moves_adapter)
+                          pair_moves_adapter, part_moves_adapter)
 from metagan.config import Params
 from metagan.evaluator import at_size, embed, load_evaluator
 from metagan.lifecycle.gate import Evidence, gate_decision
@@ -96,6 +96,9 @@ def main() -> None:
     ap.add_argument("--pairs", action="append", default=[], metavar="NAME=PATH@LOW:HIGH",
                     help="an experiment: a warp checkpoint's customer generator whose images are its shots "
                          "moved part of the way (t uniform in LOW:HIGH; below 0 away from it) onto another of its shots")
+    ap.add_argument("--parts", action="append", default=[], metavar="NAME=ROW@ROTATION:SCALE:SHIFT",
+                    help="an experiment: row ROW's images with their separate pieces of ink each moved by its own "
+                         "small random map (bounds in radians, a share, a share of the side)")
     ap.add_argument("--bank", default="", help="strengths of bank rows, comma-separated ('' for none)")
     ap.add_argument("--bank-crisp", type=float, default=0.0, help="the bank rows' edge restoration (as warp's crisp)")
     ap.add_argument("--classifier", action="store_true", help="also the from-scratch classifier protocol")
@@ -111,11 +114,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--draw-seed", type=int, default=0,
                     help="another draw of the generated images' noise, all else equal: how far one draw moves a figure")
-    ap.add_argument("--report", default="quality.json")
+    ap.add_argument("--report", default="quality.json",
+                    help="where the report goes: a bare name under --out, a path with a folder as given")
     args = ap.parse_args()
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    report_path = out / args.report if Path(args.report).parent == Path(".") else Path(args.report)
+    report_path.parent.mkdir(parents=True, exist_ok=True)  # a missing folder fails now, not after the work
     held: HeldOut = held_out_data(out, args.split, args.image_size, adapt={"steps": args.adapt_steps})
     ds, params = held.ds, held.params
     ids = held.ids[: args.classes] if args.classes else held.ids
@@ -146,6 +152,10 @@ def main() -> None:
         meta = load_for_held_out(path, name, held.groups)
         rows[name] = pair_moves_adapter(meta, params, (float(low), float(high)))
         steps[name] = meta.checkpoint["step"]
+    for spec in args.parts:
+        name, _, rest = spec.partition("=")
+        row, _, bounds = rest.rpartition("@")
+        rows[name] = part_moves_adapter(rows[row], tuple(float(b) for b in bounds.split(":")))
     for spec in args.mix:
         name, _, rest = spec.partition("=")
         pair, _, share = rest.rpartition("@")
@@ -205,7 +215,7 @@ def main() -> None:
             report["classifier"][f"K={k}"] = cls
         for name, g in gate.items():
             print(f"K={k} [gate] {name}: {g['pass_share']:.3f} promoted", flush=True)
-        (out / args.report).write_text(json.dumps(report, indent=2))
+        report_path.write_text(json.dumps(report, indent=2))
     print_tables(report)
 
 

@@ -125,6 +125,35 @@ def test_in_between_drawings_move_a_shot_part_of_the_way_onto_another_of_the_cus
                                       (0.5, 0.5)).pairs)
 
 
+def test_separate_pieces_of_ink_move_each_on_its_own_and_a_drawing_of_one_piece_stays_as_drawn():
+    """The parts row (an experiment of bench/quality.py): with no rotation or scale, each piece is
+    shifted by its own noise; a one-piece drawing is returned unchanged."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from benchlib.rows import PartMovesGenerator
+
+    two = torch.ones(1, 1, 32, 32)  # white paper, dark ink
+    two[..., 4:10, 4:8] = -1.0
+    two[..., 20:26, 20:24] = -1.0
+    one = torch.ones(1, 1, 32, 32)
+    one[..., 10:20, 14:18] = -1.0
+    for drawing, pieces in ((two, 2), (one, 1)):
+        served = lambda z, d=drawing: d.expand(len(z), -1, -1, -1)  # noqa: E731
+        served.z_dim, served.crisp = 2, 0.0
+        row = PartMovesGenerator(served, (0.0, 0.0, 0.1))
+        z = torch.zeros(1, row.z_dim)
+        z[0, 2:] = torch.tensor([0.0, 0.0, 8.0, 0.0, 0.0, 0.0, -8.0, 0.0] + [0.0] * 24)  # piece 1 right, piece 2 left
+        moved = row(z)
+        if pieces == 1:
+            assert torch.equal(moved, drawing)
+            continue
+        ink = (1 - moved[0, 0]) / 2
+        columns = ink.sum(0).nonzero().flatten()
+        assert abs(float(ink.sum()) - 48.0) < 1e-3  # no ink lost or made
+        assert columns.min() > 5 and columns.max() < 22  # each moved about 3 px towards the middle
+
+
 def test_the_shipped_judges_are_the_ones_the_quality_benchmark_trains_by_default():
     """A checkout without artifacts/ scores with bench/evaluators/ (the judges every figure since
     2026-12-06 comes from) only if their recorded training is the benchmark's default; otherwise
