@@ -11,6 +11,7 @@ A learner exposes:
 - ``adapt(shots, steps, lr, rng, options)``: a customer's generator (a
   :class:`~metagan.served.ServedGenerator`), starting from the meta-learned weights;
 - ``sample(shots, n, rng)``: images for a task without fine-tuning (progress grids);
+- ``build_optimizers()``: its outer loop's optimizers by name, built on first use (serving never uses them);
 - ``state_dict`` / ``load_state_dict``: plain tensors, so checkpoints load with weights_only=True.
 """
 
