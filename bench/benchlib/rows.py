@@ -12,7 +12,7 @@ from benchlib.bank import BankGenerator
 from metagan.adapt import MetaModel, adapt_to_customer
 from metagan.config import Params
 from metagan.data.images import to_tensor, to_uint8
-from metagan.deformation import crisp, uniform
+from metagan.deformation import affine_matrix, crisp, from_ink, ink, symmetric, uniform
 from metagan.evaluator import at_size
 from metagan.meta import learner_class
 from metagan.meta.warp_nets import apply_field
@@ -132,9 +132,7 @@ class PartMovesGenerator(torch.nn.Module):
         self.crisp = getattr(served, "crisp", 0.0)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        from scipy import ndimage
-
-        from metagan.deformation import affine_matrix, ink, symmetric
+        from scipy import ndimage  # this experiment's alone
 
         images = self.served(z[:, : self.served.z_dim])
         noise = z[:, self.served.z_dim:].reshape(len(z), self.MAX_PARTS, 4)
@@ -154,14 +152,15 @@ class PartMovesGenerator(torch.nn.Module):
                               torch.zeros(n, 2))[:, :, :2]
             parts = torch.stack([density * (labels == j + 1) for j in range(n)])  # (n, 1, H, W)
             coords = torch.linspace(-1 + 1 / size, 1 - 1 / size, size)
-            weight = parts[:, 0].sum((1, 2)).clamp(min=1e-6)
-            centre = torch.stack([(parts[:, 0].sum(1) * coords).sum(1), (parts[:, 0].sum(2) * coords).sum(1)], 1) / weight[:, None]
+            mass = parts[:, 0]
+            centre = torch.stack([(mass.sum(1) * coords).sum(1), (mass.sum(2) * coords).sum(1)], 1) \
+                / mass.sum((1, 2)).clamp(min=1e-6)[:, None]
             # grid_sample maps output to input: in = A (out - c) + c - shift
             offset = centre - (a @ centre[:, :, None])[:, :, 0] - symmetric(p[:, 2:4], 2 * shift)
             theta = torch.cat([a, offset[:, :, None]], 2)
             grid = torch.nn.functional.affine_grid(theta, list(parts.shape), align_corners=False)
             moved = torch.nn.functional.grid_sample(parts, grid, align_corners=False).amax(0)
-            out.append(crisp(1.0 - 2.0 * moved.clamp(0, 1), self.crisp).expand_as(image))
+            out.append(crisp(from_ink(moved.clamp(0, 1)), self.crisp).expand_as(image))
         return torch.stack(out).clamp(-1.0, 1.0)
 
 

@@ -152,12 +152,13 @@ def draw_batches(customer_ids: list[str], planned: bool, count: int, out: str, s
 
     location = OutputLocation(out)  # one S3 client for the whole task (boto3's clients are thread-safe)
     if planned:
-        due = registry_index().due_batches(customer_ids)
-        done = [d.customer_id for d in due if d.drawn_at is not None and d.drawn_at >= stamp]
-        if done:
+        rows = registry_index().due_batches(customer_ids)
+        due = [d for d in rows if d.drawn_at is None or d.drawn_at < stamp]
+        if len(due) < len(rows):
+            kept = {d.customer_id for d in due}
+            done = [d.customer_id for d in rows if d.customer_id not in kept]
             log.info("%d customer(s) drawn by another run since this night began: left out (%s)", len(done),
                      ", ".join(done[:5]) + (" ..." if len(done) > 5 else ""))
-            due = [d for d in due if d.drawn_at is None or d.drawn_at < stamp]
     else:
         due = [DueBatch(c, None, None, None, None) for c in customer_ids]
     if not due:
