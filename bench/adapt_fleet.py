@@ -231,7 +231,7 @@ def scaleout(args) -> dict:
         servers = stack.enter_context(scaleout_stack(work / "servers", mlflow_workers=args.mlflow_workers))
         os.environ.update(servers["env"] | {"METAGAN_PROJECT": str(work)})
         # Prefect reads its settings (the server's address) when first imported: after the environment
-        from flows.common import load as load_params
+        from flows.common import load as load_params, local_cluster_kwargs
         from flows.ingest import ingest
         from flows.meta_train import meta_train
 
@@ -246,8 +246,7 @@ def scaleout(args) -> dict:
         from distributed import Client, LocalCluster
 
         start = time.perf_counter()
-        cluster = stack.enter_context(LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                                                   dashboard_address=None, env={"OMP_NUM_THREADS": "1"}))
+        cluster = stack.enter_context(LocalCluster(**local_cluster_kwargs(args.workers, 1)))
         started = time.perf_counter() - start
         on_cluster = {"scaleout": {"dask_address": cluster.scheduler_address}}
         out = adapt_flow(p, ids, data, meta.version, on_cluster)

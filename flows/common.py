@@ -65,11 +65,18 @@ def fanout_runner(params: Params):
     s = params.scaleout
     if s.dask_address:
         return DaskTaskRunner(address=s.dask_address)
-    # Processes, not threads: adaptation is CPU-bound torch code. Dask's nanny already starts
-    # workers with OMP_NUM_THREADS=1; match torch's threads to the worker's thread count.
-    return DaskTaskRunner(cluster_class="distributed.LocalCluster", cluster_kwargs={
-        "n_workers": s.dask_workers, "threads_per_worker": s.threads_per_worker, "processes": True,
-        "dashboard_address": None, "env": {"OMP_NUM_THREADS": str(s.threads_per_worker)}})
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster",
+                          cluster_kwargs=local_cluster_kwargs(s.dask_workers, s.threads_per_worker))
+
+
+def local_cluster_kwargs(workers: int, threads_per_worker: int) -> dict:
+    """A flow's own Dask cluster (``distributed.LocalCluster``'s arguments). Processes, not threads:
+    adaptation is CPU-bound torch code. Dask's nanny already starts workers with OMP_NUM_THREADS=1;
+    match torch's threads to the worker's thread count. Each worker warms up as it starts
+    (flows.dask_warmup), while the flow plans its work."""
+    return {"n_workers": workers, "threads_per_worker": threads_per_worker, "processes": True,
+            "dashboard_address": None, "env": {"OMP_NUM_THREADS": str(threads_per_worker)},
+            "preload": ["flows.dask_warmup"]}
 
 
 def ensure_concurrency_limits(params: Params) -> dict[str, int]:

@@ -181,6 +181,23 @@ def _onnx_signature(model):
     return ModelSignature(Schema([spec(v) for v in model.graph.input]), Schema([spec(v) for v in model.graph.output]))
 
 
+def prepare_model_logging() -> None:
+    """Pay MLflow's once-a-process costs of logging a model ahead of the first one: its imports and
+    ``save_model``'s check of the requirements against every installed distribution (about a
+    second, no switch), by saving a one-node ONNX model to a scratch folder. No request is sent."""
+    import tempfile
+
+    import mlflow.onnx
+    from onnx import TensorProto, helper
+
+    value = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])]
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "warm-up", value,
+                                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]))
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.onnx.save_model(model, f"{tmp}/model", pip_requirements=_onnx_requirements(),
+                               save_as_external_data=False)
+
+
 def _onnx_requirements() -> list[str]:
     """What serving the ONNX flavor needs: the versions installed here."""
     from importlib.metadata import version
