@@ -26,7 +26,8 @@ Rows: copies of the shots; new real drawings (the reference reals themselves: co
 copy rate left out of their own prototype, what a perfect generator would score); ``classic``
 (``--classic NAME=JSON``, the settings over params.yaml's ``learners.classic``); the unconditioned
 bank of registered real deformations (``--bank STRENGTH``); meta checkpoints (``--checkpoint
-NAME=PATH``, refused if they trained on an evaluated alphabet).
+NAME=PATH``, refused if they trained on an evaluated alphabet). Experiments built on those rows
+(docs/BENCHMARKS.md, none served): ``--mix``, ``--pairs``, ``--parts``, ``--strokes``.
 
     python bench/quality.py --split tune --classic classic={} --bank 0.5 --checkpoint warp=W.pt --classifier --gate
 
@@ -53,6 +54,7 @@ from benchlib.heldout import (PER_CLASS, HeldOut, ensure_evaluator, held_out_dat
 from benchlib.metrics import paired_interval
 from benchlib.rows import (bank_adapter, checkpoint_adapter, classic_adapter, draw, load_for_held_out, mix_adapter,
                           pair_moves_adapter, part_moves_adapter)
+from benchlib.strokes import stroke_moves_adapter
 from metagan.config import Params
 from metagan.evaluator import at_size, embed, load_evaluator
 from metagan.lifecycle.gate import Evidence, gate_decision
@@ -99,6 +101,9 @@ def main() -> None:
     ap.add_argument("--parts", action="append", default=[], metavar="NAME=ROW@ROTATION:SCALE:SHIFT",
                     help="an experiment: row ROW's images with their separate pieces of ink each moved by its own "
                          "small random map (bounds in radians, a share, a share of the side)")
+    ap.add_argument("--strokes", action="append", default=[], metavar="NAME=ROW@NODE_SD:BOW_SD",
+                    help="an experiment: row ROW's images thinned to strokes, each stroke moved (offsets of its ends "
+                         "and crossings and a bow, standard deviations in pixels) and redrawn with the image's pen")
     ap.add_argument("--bank", default="", help="strengths of bank rows, comma-separated ('' for none)")
     ap.add_argument("--bank-crisp", type=float, default=0.0, help="the bank rows' edge restoration (as warp's crisp)")
     ap.add_argument("--classifier", action="store_true", help="also the from-scratch classifier protocol")
@@ -156,6 +161,11 @@ def main() -> None:
         name, _, rest = spec.partition("=")
         row, _, bounds = rest.rpartition("@")
         rows[name] = part_moves_adapter(rows[row], tuple(float(b) for b in bounds.split(":")))
+    for spec in args.strokes:
+        name, _, rest = spec.partition("=")
+        row, _, sds = rest.rpartition("@")
+        node_sd, _, bow_sd = sds.partition(":")
+        rows[name] = stroke_moves_adapter(rows[row], float(node_sd), float(bow_sd))
     for spec in args.mix:
         name, _, rest = spec.partition("=")
         pair, _, share = rest.rpartition("@")

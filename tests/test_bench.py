@@ -154,6 +154,36 @@ def test_separate_pieces_of_ink_move_each_on_its_own_and_a_drawing_of_one_piece_
         assert columns.min() > 5 and columns.max() < 22  # each moved about 3 px towards the middle
 
 
+def test_strokes_are_parsed_at_their_crossings_and_moved_without_coming_apart():
+    """The strokes row (an experiment of bench/quality.py): a thick cross thins to four strokes
+    meeting at one crossing; unmoved it is the image as it was, and moved it stays one piece
+    (strokes that meet move their shared end together) with about the ink it had."""
+    import numpy as np
+    from scipy import ndimage
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from benchlib.strokes import move_strokes, strokes_of, thin
+
+    cross = np.zeros((40, 40), dtype=np.float32)
+    cross[18:22, 6:34] = 1.0
+    cross[6:34, 18:22] = 1.0
+    skeleton = thin(cross > 0.4)
+    assert skeleton.sum() < 0.4 * (cross > 0).sum()  # one pixel wide, not the bar
+    _, nodes, strokes = strokes_of(skeleton)
+    assert len(strokes) == 4 and nodes == 5  # four arms; four free ends and the crossing
+    assert len(set.intersection(*({a, b} for _, _, a, b in strokes))) == 1  # every arm ends at the crossing
+
+    still = move_strokes(cross, 0.0, 0.0, np.random.default_rng(0))
+    assert np.allclose(still, cross)
+    for seed in range(5):
+        moved = move_strokes(cross, 2.0, 1.5, np.random.default_rng(seed))
+        assert abs(float(moved.sum()) - float(cross.sum())) < 0.2 * float(cross.sum())
+        assert not np.allclose(moved, still, atol=0.1)
+        assert ndimage.label(moved > 0.4, structure=np.ones((3, 3)))[1] == 1
+    assert np.array_equal(move_strokes(np.zeros((8, 8), np.float32), 2.0, 1.0, np.random.default_rng(0)),
+                          np.zeros((8, 8), np.float32))
+
+
 def test_the_shipped_judges_are_the_ones_the_quality_benchmark_trains_by_default():
     """A checkout without artifacts/ scores with bench/evaluators/ (the judges every figure since
     2026-12-06 comes from) only if their recorded training is the benchmark's default; otherwise
