@@ -12,7 +12,9 @@ import logging
 import threading
 import time
 
-logger = logging.getLogger("metagan.dask_warmup")
+# Dask's own logger for preloads: a worker's log shows it beside "Run preload setup" (Dask
+# configures its loggers, not the application's)
+logger = logging.getLogger("distributed.preloading")
 
 
 def warm_up() -> float:
@@ -29,9 +31,9 @@ def warm_up() -> float:
 
 def _warm_up_logged() -> None:
     try:
-        logger.info("worker warmed up in %.1f s", warm_up())
+        logger.info("flows.dask_warmup: worker warmed up in %.1f s", warm_up())
     except Exception:  # the first task pays instead: never a reason for a worker to fail
-        logger.warning("worker warm-up failed", exc_info=True)
+        logger.warning("flows.dask_warmup: worker warm-up failed", exc_info=True)
 
 
 def dask_setup(worker) -> None:

@@ -19,8 +19,8 @@ def test_the_flows_own_clusters_preload_the_warm_up():
 
 
 def logged(monkeypatch, caplog):
-    """The warm-up's log records in caplog, whoever configured the logger (Prefect's CLI adds
-    metagan's loggers to its own, which do not propagate)."""
+    """The warm-up's log records in caplog, whoever configured the logger (Dask's own, which a
+    worker's log shows)."""
     caplog.set_level(logging.INFO, logger=dask_warmup.logger.name)
     monkeypatch.setattr(dask_warmup.logger, "handlers", [caplog.handler])
 
