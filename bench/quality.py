@@ -103,7 +103,8 @@ def main() -> None:
                          "small random map (bounds in radians, a share, a share of the side)")
     ap.add_argument("--strokes", action="append", default=[], metavar="NAME=ROW@NODE_SD:BOW_SD",
                     help="an experiment: row ROW's images thinned to strokes, each stroke moved (offsets of its ends "
-                         "and crossings and a bow, standard deviations in pixels) and redrawn with the image's pen")
+                         "and crossings and a bow, standard deviations in pixels), each pixel's ink carried along from its "
+                         "nearest skeleton point")
     ap.add_argument("--bank", default="", help="strengths of bank rows, comma-separated ('' for none)")
     ap.add_argument("--bank-crisp", type=float, default=0.0, help="the bank rows' edge restoration (as warp's crisp)")
     ap.add_argument("--classifier", action="store_true", help="also the from-scratch classifier protocol")

@@ -190,9 +190,8 @@ def prepare_model_logging() -> None:
     import mlflow.onnx
     from onnx import TensorProto, helper
 
-    value = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])]
-    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "warm-up", value,
-                                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])]))
+    x, y = (helper.make_tensor_value_info(name, TensorProto.FLOAT, [1]) for name in ("x", "y"))
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "warm-up", [x], [y]))
     with tempfile.TemporaryDirectory() as tmp:
         mlflow.onnx.save_model(model, f"{tmp}/model", pip_requirements=_onnx_requirements(),
                                save_as_external_data=False)

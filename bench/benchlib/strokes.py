@@ -32,9 +32,9 @@ def thin(mask: np.ndarray) -> np.ndarray:
     while True:
         changed = False
         for step in (0, 1):
-            p = [np.roll(skel, (-dy, -dx), (0, 1)) for dy, dx in NEIGHBOURS]  # p[i][y, x] = skel[y+dy, x+dx]
+            p = _neighbours(skel)
             count = sum(q.astype(np.int8) for q in p)
-            transitions = sum(((~p[i]) & p[(i + 1) % 8]).astype(np.int8) for i in range(8))
+            transitions = _runs(p)
             p2, p4, p6, p8 = p[0], p[2], p[4], p[6]
             if step == 0:
                 edge = ~(p2 & p4 & p6) & ~(p4 & p6 & p8)
@@ -48,6 +48,18 @@ def thin(mask: np.ndarray) -> np.ndarray:
             return skel[1:-1, 1:-1]
 
 
+def _neighbours(skel: np.ndarray) -> list[np.ndarray]:
+    """The eight neighbours of every pixel, clockwise from above: ``p[i][y, x] = skel[y + dy, x + dx]``
+    (wrapping at the border: callers pad)."""
+    return [np.roll(skel, (-dy, -dx), (0, 1)) for dy, dx in NEIGHBOURS]
+
+
+def _runs(p: list[np.ndarray]) -> np.ndarray:
+    """Runs of skeleton around each pixel (blank-to-ink steps, clockwise): Zhang-Suen's transitions
+    and Rutovitz's crossing number."""
+    return sum(((~p[i]) & p[(i + 1) % 8]).astype(np.int8) for i in range(8))
+
+
 def strokes_of(skel: np.ndarray) -> tuple[np.ndarray, int, list[tuple[np.ndarray, int, int]]]:
     """The skeleton's nodes (ends and crossings: pixels with other than two branches, clusters
     joined) and its strokes between them: ``(node_labels, nodes, strokes)``, each stroke its pixels
@@ -55,9 +67,7 @@ def strokes_of(skel: np.ndarray) -> tuple[np.ndarray, int, list[tuple[np.ndarray
     its two ends (-1: none, as on a closed loop)."""
     # crossing number (Rutovitz): the branches leaving a pixel, counted as the runs of skeleton
     # around it. A neighbour count would call every corner of a diagonal's staircase a node.
-    padded = np.pad(skel, 1)
-    p = [np.roll(padded, (-dy, -dx), (0, 1))[1:-1, 1:-1] for dy, dx in NEIGHBOURS]
-    branches = sum(((~p[i]) & p[(i + 1) % 8]).astype(np.int8) for i in range(8))
+    branches = _runs([q[1:-1, 1:-1] for q in _neighbours(np.pad(skel, 1))])
     # a crossing takes its skeleton neighbours with it: they touch each other across the corner,
     # and left in they would join the branches it separates
     crossings = ndimage.binary_dilation(skel & (branches >= 3), structure=EIGHT)
@@ -79,12 +89,12 @@ def strokes_of(skel: np.ndarray) -> tuple[np.ndarray, int, list[tuple[np.ndarray
     return node_labels, nodes, strokes
 
 
-def prune(skel: np.ndarray, spur: float) -> np.ndarray:
-    """The skeleton without its spurs: strokes shorter than ``spur`` pixels from a crossing to a
-    free end (thinning leaves them along thick or slanted strokes; each would make a crossing
-    whose own move kinks the stroke it sits on). Twice: a pruned spur can leave another."""
+def pruned_strokes(skel: np.ndarray, spur: float):
+    """``strokes_of`` the skeleton without its spurs: strokes shorter than ``spur`` pixels from a
+    crossing to a free end (thinning leaves them along thick or slanted strokes; each would make a
+    crossing whose own move kinks the stroke it sits on). Twice: a pruned spur can leave another."""
     for _ in range(2):
-        node_labels, nodes, strokes = strokes_of(skel)
+        node_labels, nodes, strokes = parsed = strokes_of(skel)
         degree = _degrees(nodes, strokes)
         drop = np.zeros_like(skel)
         for order, _, a, b in strokes:
@@ -93,9 +103,9 @@ def prune(skel: np.ndarray, spur: float) -> np.ndarray:
                     drop[tuple(order.T)] = True
                     drop |= node_labels == free + 1
         if not drop.any():
-            break
+            return parsed
         skel = skel & ~drop
-    return skel
+    return strokes_of(skel)
 
 
 def _degrees(nodes: int, strokes: list) -> np.ndarray:
@@ -142,8 +152,7 @@ def move_strokes(density: np.ndarray, node_sd: float, bow_sd: float, rng: np.ran
     skel = thin(mask)
     if not skel.any():
         return density
-    skel = prune(skel, spur=3)  # thinning's spurs: one or two pixels
-    node_labels, nodes, strokes = strokes_of(skel)
+    node_labels, nodes, strokes = pruned_strokes(skel, spur=3)  # thinning's spurs: one or two pixels
     degree = _degrees(nodes, strokes)
     node_moves = rng.normal(0.0, node_sd, (nodes + 1, 2)) * (degree >= 2)[:, None]
     for order, _, a, b in sorted(strokes, key=lambda s: -len(s[0])):  # long strokes set shared ends first
