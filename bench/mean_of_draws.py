@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from benchlib.heldout import PER_CLASS  # noqa: E402
 from benchlib.metrics import paired_interval  # noqa: E402
 
-SAME = ("split", "shots", "samples", "image_size", "classifier_steps", "adapt_steps", "evaluator_steps",
-        "classes", "seed")
+SAME = ("split", "shots", "samples", "image_size", "classifier_steps", "classifier_folds", "adapt_steps",
+        "evaluator_steps", "classes", "seed")
 """What must agree between the draws averaged (the characters, their shots, the images' number)."""
 REFERENCE_ROWS = ("copy the shots", "new real drawings")
 """Rows no draw changes: equal figures in every report say the evaluators were the same."""
@@ -36,7 +36,7 @@ REFERENCE_ROWS = ("copy the shots", "new real drawings")
 def row_specs(args: dict) -> dict[str, str]:
     """Each generated row's definition in one report (its name: what made it)."""
     specs = {}
-    for option in ("checkpoint", "classic", "mix", "pairs"):
+    for option in ("checkpoint", "classic", "mix", "pairs", "codes"):
         for text in args.get(option) or []:
             name, _, rest = text.partition("=")
             specs[name] = f"{option}={rest}"

@@ -197,3 +197,70 @@ def test_the_shipped_judges_are_the_ones_the_quality_benchmark_trains_by_default
         info = torch.load(ROOT / "bench" / "evaluators" / name, weights_only=True)["info"]
         assert (info["steps"], info["width"], info["ways"], info["seed"]) == (3000, kw["width"], kw["ways"], kw["seed"])
         assert not set(info["train_groups"]) & {"Hebrew", "Futurama", "Armenian", "Bengali"}
+
+
+def test_a_codes_row_feeds_warp_a_registered_pairs_code_and_the_customers_own_pairs_are_every_ordered_pair():
+    """The codes row (an experiment of bench/quality.py): the deformation noise is a stored code plus
+    its sigma times the sample's noise, scaled; the shot choice and any later noise pass through."""
+    from types import SimpleNamespace
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from benchlib.rows import PosteriorCodesGenerator, own_pair_codes
+    from metagan.adapt import MetaModel
+    from metagan.deformation import MAX_SHOTS
+
+    class Served(torch.nn.Module):
+        z_dim = MAX_SHOTS + 4 + 2
+        generator = SimpleNamespace(cfg=SimpleNamespace(z_dim=MAX_SHOTS + 4))
+
+        def forward(self, z):
+            return z
+
+    means, sigmas = torch.tensor([[1.0, 2, 3, 4], [-1.0, -2, -3, -4]]), torch.tensor([[0.0] * 4, [0.5] * 4])
+    row = PosteriorCodesGenerator(Served(), means, sigmas, scale=2.0)
+    z = torch.randn(2, row.z_dim, generator=torch.Generator().manual_seed(0))
+    z[:, -1] = torch.tensor([-8.0, 8.0])  # the first code, the last
+    fed = row(z)
+    noise = z[:, MAX_SHOTS : MAX_SHOTS + 4]
+    assert torch.equal(fed[:, :MAX_SHOTS], z[:, :MAX_SHOTS]) and torch.equal(fed[:, -2:], z[:, -3:-1])
+    assert torch.allclose(fed[:, MAX_SHOTS : MAX_SHOTS + 4], 2.0 * (means + sigmas * noise))
+
+    meta = MetaModel.load(ROOT / "metagan/pretrained/warp-small.pt")
+    shots = torch.randn(3, 1, 64, 64).clamp(-1, 1)
+    served = SimpleNamespace(shots=shots, vectors=meta.learner.generator.encoder(shots)[1])
+    mean, sigma = own_pair_codes(meta, served)
+    assert mean.shape == sigma.shape == (6, meta.learner.net_cfg.noise_dim) and bool((sigma > 0).all())
+
+
+def test_the_classifier_is_tested_on_every_set_of_query_drawings_and_its_gains_averaged(monkeypatch):
+    """Folds of the from-scratch classifier: each fold tests on its own five drawings a character,
+    the new real drawings' row adds the other non-shot drawings, a generated row as many images."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    import quality
+
+    images = np.arange(40)[:, None, None, None] * np.ones((1, 2, 2, 1), dtype=np.int64)  # drawing i is all i
+    ds = SimpleNamespace(images=images)
+    splits = {0: (np.arange(0, 2), np.arange(2, 7), np.arange(7, 20)),
+              1: (np.arange(20, 22), np.arange(22, 27), np.arange(27, 40))}
+    shots_of = {c: images[s[0]] for c, s in splits.items()}
+    calls = []
+
+    def fake_accuracy(groups, shots, extra, queries, steps, seed):
+        calls.append((extra, queries))
+        return 0.5 if extra is None else 0.5 + 0.01 * int(queries[0][0, 0, 0, 0])  # a gain the fold can be told by
+
+    monkeypatch.setattr(quality, "classifier_accuracy", fake_accuracy)
+    generated = {c: images[s[0]].repeat(20, axis=0) for c, s in splits.items()}
+    out = quality.classifier_rows(ds, splits, shots_of, {"new real drawings": None, "g": generated}, 1, 0, folds=0)
+    assert out["shots only"]["folds"] == 3 and len(calls) == 9
+    first_queries = [int(q[0][0, 0, 0, 0]) for _, q in calls[::3]]
+    assert first_queries == [2, 7, 12]  # disjoint sets of five non-shot drawings of character 0
+    real_extra, queries = calls[1]
+    assert sorted(real_extra[0][:, 0, 0, 0].tolist()) == list(range(7, 20)) and len(calls[2][0][0]) == 13
+    assert np.allclose(out["g"]["fold_gains"], [0.02, 0.07, 0.12]) and abs(out["g"]["classifier_gain"] - 0.07) < 1e-9

@@ -12,10 +12,10 @@ from benchlib.bank import BankGenerator
 from metagan.adapt import MetaModel, adapt_to_customer
 from metagan.config import Params
 from metagan.data.images import to_tensor, to_uint8
-from metagan.deformation import affine_matrix, crisp, from_ink, ink, symmetric, uniform
+from metagan.deformation import MAX_SHOTS, affine_matrix, crisp, from_ink, ink, symmetric, uniform
 from metagan.evaluator import at_size
 from metagan.meta import learner_class
-from metagan.meta.warp_nets import apply_field
+from metagan.meta.warp_nets import apply_field, flat_field
 
 
 def load_for_held_out(path: str | Path, name: str, groups: list[str]) -> MetaModel:
@@ -166,3 +166,67 @@ class PartMovesGenerator(torch.nn.Module):
 
 def part_moves_adapter(first, bounds: tuple[float, float, float]):
     return lambda shots, seed: PartMovesGenerator(first(shots, seed), bounds)
+
+
+class PosteriorCodesGenerator(torch.nn.Module):
+    """An experiment: warp's images with the deformation noise drawn from the conditional VAE's
+    aggregate posterior instead of its N(0, 1) prior (ex-post density estimation, Ghosh et al. 2020):
+    each sample takes the code of a registered pair of real drawings of one meta-training character
+    (mean plus its sigma times the sample's noise), decoded for the customer's shot. ``scale``
+    multiplies the code on top of the served noise scale. Not served."""
+
+    def __init__(self, served, means: torch.Tensor, sigmas: torch.Tensor, scale: float):
+        super().__init__()
+        self.served, self.means, self.sigmas, self.scale = served, means, sigmas, scale
+        self.z_dim = served.z_dim + 1
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        s = self.served
+        learned = s.generator.cfg.z_dim
+        n = len(self.means)
+        i = (uniform(z[:, -1]) * n).long().clamp(max=n - 1)
+        code = (self.means[i] + self.sigmas[i] * z[:, MAX_SHOTS:learned]) * self.scale
+        return s(torch.cat([z[:, :MAX_SHOTS], code, z[:, learned : s.z_dim]], dim=1))
+
+
+def pair_codes(learner, a: torch.Tensor, b: torch.Tensor, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The codes (means, sigmas) warp's registration and field encoder give the pairs ``a`` onto ``b``
+    (``vectors``: the shot encoder's of ``a``)."""
+    with torch.no_grad():
+        mean, log_var = learner.field_encoder(flat_field(*learner.registration(a, b)), vectors)
+    return mean, (0.5 * log_var).exp()
+
+
+def posterior_codes(meta: MetaModel, ds, class_ids: np.ndarray, pairs: int = 2000, seed: int = 0
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes of ``pairs`` registered pairs of two drawings of one character of ``class_ids``."""
+    rng = np.random.default_rng(seed)
+    chosen = np.array([rng.choice(ds.indices_of(int(c)), 2, replace=False) for c in rng.choice(class_ids, pairs)])
+    a, b = to_tensor(ds.images[chosen[:, 0]]), to_tensor(ds.images[chosen[:, 1]])
+    with torch.no_grad():
+        _, vectors = meta.learner.served_generator.encoder(a)
+    return pair_codes(meta.learner, a, b, vectors)
+
+
+def own_pair_codes(meta: MetaModel, served) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes of the customer's own pairs of shots: how its drawings differ from each other."""
+    k = served.shots.shape[0]
+    first, second = torch.tensor([(i, j) for i in range(k) for j in range(k) if i != j], dtype=torch.long).T
+    return pair_codes(meta.learner, served.shots[first], served.shots[second], served.vectors[first])
+
+
+def posterior_codes_adapter(meta: MetaModel, params: Params, ds, class_ids: np.ndarray, scale: float,
+                            mode: str = ""):
+    """``mode``: '' codes of meta-training pairs at ``scale`` times the served noise scale, 'own' the
+    customer's own pairs of shots at ``scale`` absolute (one shot: the served generator as it is)."""
+    served_of = checkpoint_adapter(meta, params)
+    if mode == "own":
+        def adapt(shots, seed):
+            served = served_of(shots, seed)
+            if served.shots.shape[0] < 2:
+                return served
+            means, sigmas = own_pair_codes(meta, served)
+            return PosteriorCodesGenerator(served, means, sigmas, scale / float(served.noise_scale))
+        return adapt
+    means, sigmas = posterior_codes(meta, ds, class_ids)
+    return lambda shots, seed: PosteriorCodesGenerator(served_of(shots, seed), means, sigmas, scale)
