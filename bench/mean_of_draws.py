@@ -61,8 +61,11 @@ def check_same_run(reports: list[dict], evaluators: bool = True) -> None:
         for ev, by_k in (reports[0]["results"] if evaluators else {}).items():
             for k, rows in by_k.items():
                 for name in REFERENCE_ROWS:
-                    if rows.get(name, {}).get("kid") != r["results"].get(ev, {}).get(k, {}).get(name, {}).get("kid"):
+                    mine, theirs = rows.get(name, {}), r["results"].get(ev, {}).get(k, {}).get(name, {})
+                    if mine.get("kid") != theirs.get("kid"):
                         raise SystemExit(f"{ev} scores '{name}' differently at {k}: not the same evaluator")
+                    if mine.get("aug_gain_folds") != theirs.get("aug_gain_folds"):
+                        raise SystemExit(f"{ev}'s augmentation gains at {k} were averaged over different query folds")
     seeds = [r["args"].get("draw_seed", 0) for r in reports]
     if len(set(seeds)) != len(seeds):
         raise SystemExit(f"the same draw twice: draw seeds {seeds}")

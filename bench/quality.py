@@ -49,8 +49,8 @@ import torch
 
 from benchlib.bank import load_or_build_bank
 from benchlib.classifier import classifier_accuracy, groups_of
-from benchlib.heldout import (PER_CLASS, QUERIES, HeldOut, ensure_evaluator, held_out_data, new_drawing_reference,
-                              score, split_drawings)
+from benchlib.heldout import (PER_CLASS, HeldOut, apart, ensure_evaluator, held_out_data, new_drawing_reference,
+                              query_folds, score, split_drawings)
 from benchlib.metrics import paired_interval
 from benchlib.rows import (bank_adapter, checkpoint_adapter, classic_adapter, draw, load_for_held_out, mix_adapter,
                           pair_moves_adapter, part_moves_adapter, posterior_codes_adapter)
@@ -219,7 +219,8 @@ def main() -> None:
         for ev_name, net in evaluators.items():
             res = {}
             for name, imgs in images.items():
-                res[name] = score(ds, net, splits, imgs) | {"adapt_seconds": seconds.get(name, 0.0)}
+                res[name] = score(ds, net, splits, imgs, real_row=name == "new real drawings") \
+                    | {"adapt_seconds": seconds.get(name, 0.0)}
             res["new real drawings"] |= new_drawing_reference(ds, net, splits)
             report["results"].setdefault(ev_name, {})[f"K={k}"] = res
             if args.against in rows:
@@ -241,28 +242,24 @@ def main() -> None:
 
 
 def classifier_rows(ds, splits: dict, shots_of: dict, images: dict, steps: int, seed: int, folds: int) -> dict:
-    """The from-scratch classifier's accuracy and gain for each row, averaged over ``folds`` (0: as
-    many as there are) disjoint sets of query drawings per character: each character's non-shot
-    drawings are cut into sets of QUERIES; a fold tests on one set and takes the others as the new
-    real drawings' row. With 5 queries of each of 20 characters a group is tested on 100 drawings
-    (a standard error of about 2 points, as large as the differences asked about); three folds test
-    on every non-shot drawing but a remainder. Generated rows add as many images as a fold has
-    real extras, the same images in every fold."""
+    """The from-scratch classifier's accuracy and gain for each row, averaged over ``folds``
+    (:func:`~benchlib.heldout.query_folds`; 0: all): a fold tests on its own 5 drawings a character
+    and takes the other non-shot drawings as the new real drawings' row; generated rows add as many
+    images, the same in every fold. One fold tests a group of 20 characters on 100 drawings, a
+    standard error of about 2 points, as large as the differences asked about."""
     non_shot = {c: np.concatenate([s[1], s[2]]) for c, s in splits.items()}
-    most = min(len(v) for v in non_shot.values()) // QUERIES
-    folds = most if folds <= 0 else min(folds, most)
     groups = groups_of(sorted(splits))
     rows: dict[str, list[float]] = {}
-    for f in range(folds):
-        at = slice(f * QUERIES, (f + 1) * QUERIES)
+    ats = query_folds([len(v) for v in non_shot.values()], folds)
+    for at in ats:
         queries_of = {c: ds.images[v[at]] for c, v in non_shot.items()}
-        reals = {c: ds.images[np.delete(v, np.arange(len(v))[at])] for c, v in non_shot.items()}
+        reals = {c: ds.images[apart(v, at)] for c, v in non_shot.items()}
         rows.setdefault("shots only", []).append(classifier_accuracy(groups, shots_of, None, queries_of, steps, seed))
         for name, imgs in images.items():
             extra = reals if name == "new real drawings" else {c: imgs[c][: len(reals[c])] for c in splits}
             rows.setdefault(name, []).append(classifier_accuracy(groups, shots_of, extra, queries_of, steps, seed))
     base = rows.pop("shots only")
-    out = {"shots only": {"accuracy": float(np.mean(base)), "folds": folds}}
+    out = {"shots only": {"accuracy": float(np.mean(base)), "folds": len(ats)}}
     for name, accs in rows.items():
         gains = [a - b for a, b in zip(accs, base)]
         out[name] = {"accuracy": float(np.mean(accs)), "classifier_gain": float(np.mean(gains)), "fold_gains": gains}

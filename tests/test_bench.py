@@ -96,6 +96,10 @@ def test_draws_of_one_run_are_averaged_and_other_runs_refused():
         mean_of_draws([_draw_report(0, [0.2, 0.4], 0.1), _draw_report(0, [0.2, 0.4], 0.1)])
     with pytest.raises(SystemExit, match="made differently"):
         mean_of_draws([_draw_report(0, [0.2, 0.4], 0.1), _draw_report(1, [0.2, 0.4], 0.1, "warp=other.pt")])
+    folded = _draw_report(1, [0.4, 0.6], 0.3)
+    folded["results"]["ev.pt"]["K=5"]["copy the shots"]["aug_gain_folds"] = 3
+    with pytest.raises(SystemExit, match="different query folds"):
+        mean_of_draws([_draw_report(0, [0.2, 0.4], 0.1), folded])
 
 
 def test_in_between_drawings_move_a_shot_part_of_the_way_onto_another_of_the_customers_shots():
@@ -264,3 +268,16 @@ def test_the_classifier_is_tested_on_every_set_of_query_drawings_and_its_gains_a
     real_extra, queries = calls[1]
     assert sorted(real_extra[0][:, 0, 0, 0].tolist()) == list(range(7, 20)) and len(calls[2][0][0]) == 13
     assert np.allclose(out["g"]["fold_gains"], [0.02, 0.07, 0.12]) and abs(out["g"]["classifier_gain"] - 0.07) < 1e-9
+
+
+def test_query_folds_are_disjoint_sets_of_five_the_first_being_the_splits_queries():
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from benchlib.heldout import apart, query_folds
+
+    assert query_folds([18, 15]) == [slice(0, 5), slice(5, 10), slice(10, 15)]
+    assert query_folds([18, 15], folds=1) == [slice(0, 5)] and query_folds([9]) == [slice(0, 5)]
+    assert apart(np.arange(12), slice(5, 10)).tolist() == [0, 1, 2, 3, 4, 10, 11]
+    assert apart(torch.arange(12), slice(0, 5)).tolist() == list(range(5, 12))
