@@ -15,6 +15,10 @@ few-shot GAN papers' protocol (a classifier trained from scratch, ``--classifier
   shots plus as many images as there are reference reals (DAGAN's protocol in evaluator space);
 - classifier_gain (``--classifier``): the same with a small CNN trained from scratch, N-way over
   groups of 20 characters;
+- both gains averaged over every set of 5 non-shot drawings a character taken as the queries (a
+  fold; the others are then the reference reals added), so they are tested on every non-shot
+  drawing, not on 5 (the protocol before is the first fold: ``--classifier-folds 1``, and each
+  row's ``aug_gain_first_fold``);
 - gate_pass (``--gate``): share of customers the promotion gate would promote (the product's
   evaluator, ``paths.evaluator``, and ``gate`` bounds of params.yaml).
 
