@@ -31,7 +31,7 @@ copy rate left out of their own prototype, what a perfect generator would score)
 (``--classic NAME=JSON``, the settings over params.yaml's ``learners.classic``); the unconditioned
 bank of registered real deformations (``--bank STRENGTH``); meta checkpoints (``--checkpoint
 NAME=PATH``, refused if they trained on an evaluated alphabet). Experiments built on those rows
-(docs/BENCHMARKS.md, none served): ``--mix``, ``--pairs``, ``--parts``, ``--strokes``.
+(docs/BENCHMARKS.md, none served): ``--mix``, ``--pairs``, ``--parts``, ``--strokes``, ``--codes``.
 
     python bench/quality.py --split tune --classic classic={} --bank 0.5 --checkpoint warp=W.pt --classifier --gate
 

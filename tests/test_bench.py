@@ -281,3 +281,13 @@ def test_query_folds_are_disjoint_sets_of_five_the_first_being_the_splits_querie
     assert query_folds([18, 15], folds=1) == [slice(0, 5)] and query_folds([9]) == [slice(0, 5)]
     assert apart(np.arange(12), slice(5, 10)).tolist() == [0, 1, 2, 3, 4, 10, 11]
     assert apart(torch.arange(12), slice(0, 5)).tolist() == list(range(5, 12))
+
+
+def test_a_codes_row_with_a_mode_it_does_not_have_is_refused():
+    import pytest
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from benchlib.rows import posterior_codes_adapter
+
+    with pytest.raises(SystemExit, match="not ':means'"):
+        posterior_codes_adapter(None, None, None, None, 1.0, "means")

@@ -218,7 +218,10 @@ def own_pair_codes(meta: MetaModel, served) -> tuple[torch.Tensor, torch.Tensor]
 def posterior_codes_adapter(meta: MetaModel, params: Params, ds, class_ids: np.ndarray, scale: float,
                             mode: str = ""):
     """``mode``: '' codes of meta-training pairs at ``scale`` times the served noise scale, 'own' the
-    customer's own pairs of shots at ``scale`` absolute (one shot: the served generator as it is)."""
+    customer's own pairs of shots at ``scale`` absolute (one shot: the served generator as it is). Any
+    other mode is refused, not scored as the first."""
+    if mode not in ("", "own"):
+        raise SystemExit(f"a codes row takes ':own' or nothing after its scale, not ':{mode}'")
     served_of = checkpoint_adapter(meta, params)
     if mode == "own":
         def adapt(shots, seed):
