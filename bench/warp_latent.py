@@ -12,7 +12,12 @@ field encoder into a code (mean, sigma). Reported:
   the prior (at 1, and at the served one-shot scale);
 - how well the shot predicts its pair's code (R^2 of a ridge regression from the shot encoder's
   vector, fitted on meta-training pairs, tested on the split's): near 0, the codes do not depend
-  on the shot and a shot-conditioned prior has nothing to add.
+  on the shot and a shot-conditioned prior has nothing to add;
+- the same question for the codes' whole distribution, not only their mean: the negative
+  log-likelihood of the split's codes (active dimensions, a sample of each posterior) under N(0, 1),
+  under the meta-training codes' Gaussian, and under a mixture density network from the shot's
+  vector (fitted on meta-training pairs, stopped early on a tenth of them). What the network gains
+  over the Gaussian is what a shot-conditioned prior could add.
 
     python bench/warp_latent.py --checkpoint metagan/pretrained/warp-small.pt --report R.json
 """
@@ -37,6 +42,58 @@ ACTIVE = 0.6
 def r2(target: torch.Tensor, rebuilt: torch.Tensor) -> float:
     target, rebuilt = target.flatten(1), rebuilt.flatten(1)
     return float(1 - ((target - rebuilt) ** 2).sum() / ((target - target.mean(0)) ** 2).sum())
+
+
+class MixtureDensity(torch.nn.Module):
+    """Shot vector -> a mixture of ``k`` diagonal Gaussians over the codes."""
+
+    def __init__(self, inputs: int, dims: int, k: int = 8, hidden: int = 128):
+        super().__init__()
+        self.k, self.dims = k, dims
+        self.body = torch.nn.Sequential(torch.nn.Linear(inputs, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
+                                        torch.nn.ReLU(), torch.nn.Linear(hidden, k * (1 + 2 * dims)))
+
+    def nll(self, vectors: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        out = self.body(vectors)
+        logits, rest = out[:, : self.k], out[:, self.k :]
+        mean, log_std = rest.view(-1, self.k, 2 * self.dims).chunk(2, dim=2)
+        log_std = log_std.clamp(-5.0, 3.0)
+        log_p = (-0.5 * ((codes[:, None] - mean) / log_std.exp()) ** 2 - log_std - 0.5 * np.log(2 * np.pi)).sum(2)
+        return -torch.logsumexp(torch.log_softmax(logits, 1) + log_p, 1).mean()
+
+
+def conditional_density(v_train: torch.Tensor, z_train: torch.Tensor, v_split: torch.Tensor, z_split: torch.Tensor,
+                        steps: int = 3000) -> dict[str, float]:
+    """Negative log-likelihood (nats a pair) of the split's codes under N(0, 1), the meta-training
+    codes' Gaussian, and a mixture density network of the shot's vector (early-stopped)."""
+    def gaussian(z, mean, cov):
+        return float(-torch.distributions.MultivariateNormal(mean, cov).log_prob(z).mean())
+
+    dims = z_train.shape[1]
+    centre, spread = v_train.mean(0), v_train.std(0) + 1e-6
+    v_train, v_split = (v_train - centre) / spread, (v_split - centre) / spread
+    fit = len(v_train) - len(v_train) // 10
+    net = MixtureDensity(v_train.shape[1], dims)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    best, best_state = float("inf"), None
+    with torch.enable_grad():
+        for step in range(steps):
+            i = torch.randint(0, fit, (256,))
+            loss = net.nll(v_train[i], z_train[i])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if step % 100 == 99:
+                with torch.no_grad():
+                    held = float(net.nll(v_train[fit:], z_train[fit:]))
+                if held < best:
+                    best, best_state = held, {k: t.clone() for k, t in net.state_dict().items()}
+    net.load_state_dict(best_state)
+    with torch.no_grad():
+        shot_nll = float(net.nll(v_split, z_split))
+    return {"prior N(0, 1)": gaussian(z_split, torch.zeros(dims), torch.eye(dims)),
+            "meta-training codes' Gaussian": gaussian(z_split, z_train.mean(0), torch.cov(z_train.T)),
+            "mixture density of the shot": shot_nll}
 
 
 def rms(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -70,7 +127,7 @@ def main() -> None:
         mean, log_var = Q(flat_field(g, c), vectors)
         return maps, vectors, g, c, mean, (0.5 * log_var).exp()
 
-    _, v_train, _, _, m_train, _ = codes(*pairs_of(held.ds, held.train_ids, 6 * args.pairs, rng))
+    _, v_train, _, _, m_train, s_train = codes(*pairs_of(held.ds, held.train_ids, 6 * args.pairs, rng))
     maps, vectors, g, c, mean, sigma = codes(*pairs_of(held.ds, held.ids, args.pairs, rng))
     active = (m_train.std(0) > ACTIVE).nonzero().flatten()
     aggregate = (mean.var(0) + sigma.pow(2).mean(0)).sqrt()
@@ -86,6 +143,8 @@ def main() -> None:
     w = torch.linalg.solve(x.T @ x + torch.eye(x.shape[1]), x.T @ m_train)
     predicted = torch.cat([vectors, torch.ones(len(vectors), 1)], 1) @ w
     shot_r2 = 1 - ((mean - predicted) ** 2).sum(0) / ((mean - mean.mean(0)) ** 2).sum(0)
+    sampled = lambda m, s: (m + s * torch.randn_like(s))[:, active]  # noqa: E731
+    density = conditional_density(v_train, sampled(m_train, s_train), vectors, sampled(mean, sigma))
 
     report = {"checkpoint": args.checkpoint, "split": args.split, "pairs": args.pairs,
               "noise_dims": int(mean.shape[1]), "active_dims": active.tolist(),
@@ -96,7 +155,8 @@ def main() -> None:
                                             for i in range(g.shape[1])]},
               "control_from_zero_code": {"registered": rms(c, zero_c), "rebuilt": rms(rebuilt_c, zero_c),
                                          "prior x1": prior[1.0], f"prior x{one_shot}": prior[one_shot]},
-              "code_from_shot_r2_active": [round(float(shot_r2[i]), 3) for i in active]}
+              "code_from_shot_r2_active": [round(float(shot_r2[i]), 3) for i in active],
+              "codes_nll_nats": density}
     print(json.dumps(report, indent=1))
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2))

@@ -291,3 +291,72 @@ def test_a_codes_row_with_a_mode_it_does_not_have_is_refused():
 
     with pytest.raises(SystemExit, match="not ':means'"):
         posterior_codes_adapter(None, None, None, None, 1.0, "means")
+
+
+def _bars(offsets: list[int], size: int = 32):
+    """White pages (uint8, N x size x size x 1), each with a vertical bar ``offset`` px right of the middle."""
+    import numpy as np
+
+    images = np.full((len(offsets), size, size, 1), 255, np.uint8)
+    for i, o in enumerate(offsets):
+        images[i, 8:24, size // 2 - 2 + o : size // 2 + 2 + o] = 0
+    return images
+
+
+def test_the_oracle_moves_a_shot_onto_each_drawing_it_is_registered_to_and_other_modes_do_not_know_them():
+    """bench/deformation_ceiling.py: the oracle's images are nearer their targets than the shot is; a
+    transferred field is registered between two other drawings and applied to the shot; an unknown
+    mode is refused."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pytest
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from deformation_ceiling import oracle_images
+
+    ds = SimpleNamespace(images=_bars([0, 3, -3, 2]))
+    splits = {7: (np.array([0]), np.array([], int), np.array([1, 2, 3]))}
+    moved, targets = oracle_images(ds, splits, grid=4, reach_px=4.0, iterations=80)
+    assert moved[7].shape == (3, 32, 32, 1) and np.array_equal(targets[7], ds.images[[1, 2, 3]])
+    before = np.abs(ds.images[[0, 0, 0]].astype(float) - targets[7]).mean((1, 2, 3))
+    after = np.abs(moved[7].astype(float) - targets[7]).mean((1, 2, 3))
+    assert (after < 0.6 * before).all()
+    transferred, _ = oracle_images(ds, splits, grid=4, reach_px=4.0, iterations=5, mode="transfer")
+    assert transferred[7].shape == (3, 32, 32, 1)
+    with pytest.raises(ValueError, match="no mode 'copy'"):
+        oracle_images(ds, splits, grid=4, reach_px=4.0, iterations=1, mode="copy")
+
+
+def test_a_registration_has_the_grid_and_reach_asked():
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from benchlib.bank import register_pairs
+    from metagan.data.images import to_tensor
+    from metagan.deformation import pixel
+
+    a, b = to_tensor(_bars([0, 0])), to_tensor(_bars([5, -5]))
+    g, control = register_pairs(a, b, iterations=30, grid=4, reach_px=2.0)
+    assert g.shape == (2, 6) and control.shape == (2, 2, 4, 4)
+    assert float(control.abs().max()) <= 2.0 * pixel(32) + 1e-6 and float(control.abs().max()) > 0
+    assert not torch.equal(control[0], control[1])
+
+
+def test_a_shot_conditioned_density_of_codes_beats_their_gaussian_only_where_the_shot_tells_them():
+    """bench/warp_latent.py: codes that follow the shot's vector are likelier under the mixture
+    density network than under the codes' Gaussian; codes that do not are not."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from warp_latent import conditional_density
+
+    torch.manual_seed(0)
+    vectors = torch.randn(3000, 4)
+    told = torch.stack([torch.where(vectors[:, 0] > 0, 2.0, -2.0), vectors[:, 1]], 1) + 0.2 * torch.randn(3000, 2)
+    untold = torch.randn(3000, 2)
+    fit, split = slice(0, 2500), slice(2500, None)
+    nll = conditional_density(vectors[fit], told[fit], vectors[split], told[split], steps=800)
+    assert nll["mixture density of the shot"] < nll["meta-training codes' Gaussian"] - 1.0
+    nll = conditional_density(vectors[fit], untold[fit], vectors[split], untold[split], steps=800)
+    assert abs(nll["mixture density of the shot"] - nll["meta-training codes' Gaussian"]) < 0.15

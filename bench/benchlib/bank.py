@@ -27,14 +27,15 @@ def _theta(g: torch.Tensor) -> torch.Tensor:
     return affine_matrix(g[:, 0], g[:, 1], g[:, 2:4], g[:, 4:6])
 
 
-def register_pairs(a: torch.Tensor, b: torch.Tensor, iterations: int = 150, smooth_weight: float = 0.3
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(affine parameters (N, 6), control points (N, 2, g, g) in normalised units) moving a onto b."""
+def register_pairs(a: torch.Tensor, b: torch.Tensor, iterations: int = 150, smooth_weight: float = 0.3,
+                   grid: int = GRID, reach_px: float = MAX_SHIFT_PX) -> tuple[torch.Tensor, torch.Tensor]:
+    """(affine parameters (N, 6), control points (N, 2, g, g) in normalised units) moving a onto b;
+    ``reach_px``: the largest shift of a control point, in pixels."""
     n, size = len(a), a.shape[-1]
     g = torch.zeros(n, 6, requires_grad=True)
-    c = torch.zeros(n, 2, GRID, GRID, requires_grad=True)
+    c = torch.zeros(n, 2, grid, grid, requires_grad=True)
     opt = torch.optim.Adam([g, c], lr=0.01)
-    scale = MAX_SHIFT_PX * pixel(size)
+    scale = reach_px * pixel(size)
     for _ in range(iterations):
         control = torch.tanh(c) * scale
         loss = pyramid_l1(deform(a, _theta(g), smooth_field(control, size)), b) + smooth_weight * smoothness(torch.tanh(c))

@@ -1,0 +1,210 @@
+"""How varied can moves of one drawing be? The ceiling of any deformation design at one shot.
+
+For each character of the ``--split`` alphabets, its one shot is registered onto each of its
+reference reals (the drawings the benchmark measures diversity against; never its queries) by
+direct optimisation, as the bank registers its pairs: an affine map and g x g control points
+fitted on ink averaged over 2-8 px squares. The shot moved by those fields (``oracle``, also at half
+strength) is what a generator that only moves the customer's drawing could draw if it knew the
+other people's drawings: an oracle, not a product row. Against it, moves of the same size that do
+not know them:
+
+- ``transfer``: the field registered between two of the character's *other* drawings;
+- ``aligned``: that field carried into the shot's frame through a registration onto the shot;
+- ``neighbours``: the shot registered onto the nearest drawings of *other* characters (the
+  meta-training alphabets), at three strengths;
+- the bank (fields of meta-training pairs) at 0.5 and 1; ``warp`` and ``classic`` as served;
+- warp's own parts given the oracle's pairs: its registration network's move, and its generator fed
+  the codes its field encoder gives them, or another character's (:func:`warp_oracle_images`).
+
+Scored like the benchmark's rows, with both judges: recognised, diversity (relative to the
+reference reals'), copies, KID, and for the oracle how much of the distance from the shot to its
+target the move covers in the judge's feature space (1: the moved shot looks like the target).
+If the oracle reaches the diversity target at the recognition the product keeps and the moves
+that do not know the targets do not, the one-shot gap is what the shot cannot tell about other
+people's drawings, not the deformation's reach.
+
+    python bench/deformation_ceiling.py --split tune --report R.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from benchlib.bank import _theta, load_or_build_bank, register_pairs
+from benchlib.heldout import (SHIPPED_EVALUATORS, class_scores, held_out_data, held_out_features,
+                              new_drawing_reference, split_drawings)
+from benchlib.rows import (PosteriorCodesGenerator, bank_adapter, checkpoint_adapter, classic_adapter, draw,
+                           load_for_held_out, pair_codes)
+from metagan.data.images import to_tensor, to_uint8
+from metagan.deformation import affine_grid, crisp, deform, from_ink, ink, smooth_field
+from metagan.evaluator import embed, load_evaluator
+from metagan.meta.warp_nets import apply_field
+
+CRISP = 6.0  # the served edge restoration (warp's ``crisp``)
+
+
+def sampling_map(g: torch.Tensor, control: torch.Tensor, size: int) -> torch.Tensor:
+    """The registered (affine, control points) as the map each output pixel reads at (N, H, W, 2)."""
+    return affine_grid(_theta(g), size, size) + smooth_field(control, size)
+
+
+def nearest_drawings(ds, shots: np.ndarray, pool: np.ndarray, count: int) -> np.ndarray:
+    """(len(shots), count) row indices of ``pool``'s drawings nearest each shot in ink blurred to 16 px."""
+    def blurred(rows):
+        return F.avg_pool2d(ink(to_tensor(ds.images[rows])), 4).flatten(1)
+    candidates = blurred(pool)
+    return pool[torch.cdist(blurred(shots), candidates).topk(count, largest=False).indices.numpy()]
+
+
+def oracle_images(ds, splits: dict, grid: int, reach_px: float, iterations: int, mode: str = "oracle",
+                  strength: float = 1.0, neighbours: np.ndarray | None = None, batch: int = 256) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """Per character: its shot moved by one field per reference real, and those drawings (uint8).
+
+    ``mode`` ``oracle``: the shot registered onto the reference real. ``transfer``: the shot moved
+    by the field registered between two of the character's *other* drawings (the reference real
+    onto the next one): the character's real variation, not aimed from the shot. ``aligned``: that
+    same field carried into the shot's frame through the registration of the first of the two onto
+    the shot (the displacement read where each of the shot's pixels corresponds, as in
+    computational anatomy's transport of deformations). ``neighbours``: the shot registered onto
+    the nearest drawings of the meta-training alphabets (:func:`nearest_drawings`, one row per
+    character), other characters that look alike. ``strength`` scales the registered move."""
+    if mode not in ("oracle", "transfer", "aligned", "neighbours"):
+        raise ValueError(f"no mode {mode!r}")
+    if mode == "neighbours":
+        pairs = [(c, int(s[0][0]), int(x), -1) for (c, s), near in zip(splits.items(), neighbours) for x in near]
+    else:
+        pairs = [(c, int(s[0][0]), int(r), int(s[2][(j + 1) % len(s[2])])) for c, s in splits.items()
+                 for j, r in enumerate(s[2])]
+    moved = []
+    for i in range(0, len(pairs), batch):
+        chunk = pairs[i : i + batch]
+        shot = to_tensor(ds.images[[p[1] for p in chunk]])
+        a = shot if mode in ("oracle", "neighbours") else to_tensor(ds.images[[p[3] for p in chunk]])
+        b = to_tensor(ds.images[[p[2] for p in chunk]])
+        size = a.shape[-1]
+        g, control = register_pairs(a, b, iterations=iterations, grid=grid, reach_px=reach_px)
+        g, control = g * strength, control * strength
+        if mode == "aligned":
+            g_in, c_in = register_pairs(a, shot, iterations=iterations, grid=grid, reach_px=reach_px)
+        with torch.no_grad():
+            if mode == "aligned":
+                identity = affine_grid(_theta(torch.zeros_like(g)), size, size)
+                displacement = (sampling_map(g, control, size) - identity).permute(0, 3, 1, 2)
+                carried = F.grid_sample(displacement, sampling_map(g_in, c_in, size), mode="bilinear",
+                                        padding_mode="border", align_corners=False).permute(0, 2, 3, 1)
+                images = F.grid_sample(ink(shot), identity + carried, mode="bilinear", padding_mode="zeros",
+                                       align_corners=False)
+                images = from_ink(images)
+            else:
+                images = deform(shot, _theta(g), smooth_field(control, size))
+            moved.append(to_uint8(crisp(images, CRISP).clamp(-1, 1)))
+        print(f"registered {i + len(chunk)} / {len(pairs)} pairs (g = {grid}, {mode} x{strength})", flush=True)
+    moved = np.concatenate(moved)
+    out, targets = {}, {}
+    for c in splits:
+        rows = [j for j, p in enumerate(pairs) if p[0] == c]
+        out[c] = moved[rows]
+        targets[c] = ds.images[[pairs[j][2] for j in rows]]
+    return out, targets
+
+
+@torch.no_grad()
+def warp_oracle_images(meta, params, ds, splits: dict, shots: dict, seed: int, samples: int) -> dict[str, dict]:
+    """The same oracle with warp's own parts. ``registration``: its registration network's move of
+    the shot onto each reference real, applied as served. ``decoded codes``: its generator fed the
+    codes its field encoder gives those pairs (``samples`` images). ``another character's codes``:
+    fed those of another character's shot and drawings instead. Where the first scores like the
+    registered oracle and the second does not, the code loses the move; where the second beats the
+    third, the codes hold where *this* shot's other drawings lie, which the shot alone cannot tell."""
+    learner = meta.learner
+    served_of = checkpoint_adapter(meta, params)
+    served, codes, moved = {}, {}, {}
+    for c, (_, _, refs) in splits.items():
+        served[c] = served_of(shots[c], seed + c)
+        a = served[c].shots.expand(len(refs), -1, -1, -1)
+        b = to_tensor(ds.images[refs])
+        globals_, control = learner.registration.eval()(a, b)
+        images = apply_field(served[c].generator.cfg, a, globals_, control, served[c].keep_pen, served[c].pen)
+        moved[c] = to_uint8(crisp(images, served[c].crisp).clamp(-1, 1))
+        codes[c] = pair_codes(learner, a, b, served[c].vectors.expand(len(refs), -1))
+    chars = list(splits)
+    other = dict(zip(chars, np.roll(chars, len(chars) // 2)))
+
+    def decoded(c, of):
+        absolute = 1 / float(served[c].noise_scale)  # the codes as they are, not at the served noise scale
+        return draw(PosteriorCodesGenerator(served[c], *codes[of], absolute), samples, seed + c)
+    return {"warp registration oracle": moved, "warp decoded oracle codes": {c: decoded(c, c) for c in chars},
+            "warp fed another character's codes": {c: decoded(c, other[c]) for c in chars}}
+
+
+def covered(net, shots: np.ndarray, moved: np.ndarray, targets: np.ndarray) -> float:
+    """Mean over pairs of 1 - d(moved, target) / d(shot, target) in the judge's feature space."""
+    fs, fm, ft = embed(net, shots), embed(net, moved), embed(net, targets)
+    return float((1 - (fm - ft).norm(dim=1) / (fs - ft).norm(dim=1).clamp_min(1e-9)).mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--split", choices=["val", "tune"], default="tune")
+    ap.add_argument("--draw-seed", type=int, default=0)
+    ap.add_argument("--grids", default="8,16", help="control-point grids of the registration")
+    ap.add_argument("--reach-px", type=float, default=8.0, help="largest control-point shift, pixels")
+    ap.add_argument("--iterations", type=int, default=150)
+    ap.add_argument("--samples", type=int, default=96, help="images a character of the warp and classic rows")
+    ap.add_argument("--checkpoint", default="metagan/pretrained/warp-small.pt")
+    ap.add_argument("--bench", default="artifacts/bench64")
+    ap.add_argument("--report", default="")
+    args = ap.parse_args()
+
+    held = held_out_data(Path(args.bench), args.split, 64)
+    splits = split_drawings(held.ds, held.ids, 1, args.draw_seed)
+    shots = {c: held.ds.images[s[0]] for c, s in splits.items()}
+    rows, targets = {}, {}
+    for grid in (int(g) for g in args.grids.split(",")):
+        rows[f"oracle g{grid}"], targets = oracle_images(held.ds, splits, grid, args.reach_px, args.iterations)
+    rows["oracle g8 x0.5"], _ = oracle_images(held.ds, splits, 8, args.reach_px, args.iterations, strength=0.5)
+    for mode in ("transfer", "aligned"):
+        rows[f"{mode} g8"], _ = oracle_images(held.ds, splits, 8, args.reach_px, args.iterations, mode)
+    pool = np.flatnonzero(np.isin(held.ds.labels, held.train_ids))
+    near = nearest_drawings(held.ds, np.array([int(s[0][0]) for s in splits.values()]), pool,
+                            min(len(s[2]) for s in splits.values()))
+    for strength in (0.3, 0.6, 1.0):
+        rows[f"neighbours g8 x{strength}"], _ = oracle_images(held.ds, splits, 8, args.reach_px, args.iterations,
+                                                             "neighbours", strength, near)
+    bank = load_or_build_bank(Path(args.bench) / "bank-64.pt", held.ds, held.train_ids)
+    for strength in (0.5, 1.0):
+        bank_row = bank_adapter(bank, strength, CRISP)
+        rows[f"bank x{strength}"] = {c: draw(bank_row(shots[c], 0), args.samples, args.draw_seed + c) for c in splits}
+    meta = load_for_held_out(args.checkpoint, "warp", held.groups)
+    for name, adapt in {"warp": checkpoint_adapter(meta, held.params),
+                        "classic": classic_adapter(held.params, 64, {})}.items():
+        rows[name] = {c: draw(adapt(shots[c], args.draw_seed + c), args.samples, args.draw_seed + c) for c in splits}
+    rows |= warp_oracle_images(meta, held.params, held.ds, splits, shots, args.draw_seed, args.samples)
+    rows["copies of the shot"] = {c: np.repeat(shots[c], 2, 0) for c in splits}
+    report = {"split": args.split, "draw_seed": args.draw_seed, "characters": len(splits), "reach_px": args.reach_px,
+              "iterations": args.iterations, "results": {}}
+    for judge in ("evaluator.pt", "evaluator-w32.pt"):
+        net = load_evaluator(SHIPPED_EVALUATORS / judge)
+        classes, feats, protos = held_out_features(held.ds, net, splits)
+        for name, images in rows.items():
+            per = [class_scores(embed(net, images[c]), feats[c], protos, i) for i, c in enumerate(classes)]
+            row = {k: float(np.mean([p[k] for p in per])) for k in per[0]}
+            if name.startswith("oracle"):
+                row["covered"] = float(np.mean([covered(net, shots[c], images[c], targets[c]) for c in classes]))
+            report["results"].setdefault(judge, {})[name] = row
+            print(f"{judge} {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
+        real = new_drawing_reference(held.ds, net, splits)
+        report["results"][judge]["new real drawings"] = real
+        print(f"{judge} new real drawings: " + ", ".join(f"{k} {v:.3f}" for k, v in real.items()), flush=True)
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
