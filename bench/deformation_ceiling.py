@@ -62,8 +62,20 @@ def nearest_drawings(ds, shots: np.ndarray, pool: np.ndarray, count: int) -> np.
     return pool[torch.cdist(blurred(shots), candidates).topk(count, largest=False).indices.numpy()]
 
 
+def carried(shot: torch.Tensor, move: torch.Tensor, into_shot: torch.Tensor) -> torch.Tensor:
+    """``shot`` moved by the sampling map ``move`` of another drawing's frame, read in the shot's
+    frame through ``into_shot`` (that drawing registered onto the shot): to first order, the move
+    another drawing made, made where the shot's strokes correspond."""
+    identity = affine_grid(torch.zeros(len(shot), 2, 3) + torch.eye(2, 3), shot.shape[-2], shot.shape[-1])
+    displacement = (move - identity).permute(0, 3, 1, 2)
+    at_shot = F.grid_sample(displacement, into_shot, mode="bilinear", padding_mode="border", align_corners=False)
+    return from_ink(F.grid_sample(ink(shot), identity + at_shot.permute(0, 2, 3, 1), mode="bilinear",
+                                  padding_mode="zeros", align_corners=False))
+
+
 def oracle_images(ds, splits: dict, grid: int, reach_px: float, iterations: int, mode: str = "oracle",
-                  strength: float = 1.0, neighbours: np.ndarray | None = None, batch: int = 256) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+                  strength: float = 1.0, neighbours: np.ndarray | None = None, batch: int = 256
+                  ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
     """Per character: its shot moved by one field per reference real, and those drawings (uint8).
 
     ``mode`` ``oracle``: the shot registered onto the reference real. ``transfer``: the shot moved
@@ -90,17 +102,11 @@ def oracle_images(ds, splits: dict, grid: int, reach_px: float, iterations: int,
         size = a.shape[-1]
         g, control = register_pairs(a, b, iterations=iterations, grid=grid, reach_px=reach_px)
         g, control = g * strength, control * strength
-        if mode == "aligned":
-            g_in, c_in = register_pairs(a, shot, iterations=iterations, grid=grid, reach_px=reach_px)
+        into_shot = register_pairs(a, shot, iterations=iterations, grid=grid, reach_px=reach_px) \
+            if mode == "aligned" else None
         with torch.no_grad():
-            if mode == "aligned":
-                identity = affine_grid(_theta(torch.zeros_like(g)), size, size)
-                displacement = (sampling_map(g, control, size) - identity).permute(0, 3, 1, 2)
-                carried = F.grid_sample(displacement, sampling_map(g_in, c_in, size), mode="bilinear",
-                                        padding_mode="border", align_corners=False).permute(0, 2, 3, 1)
-                images = F.grid_sample(ink(shot), identity + carried, mode="bilinear", padding_mode="zeros",
-                                       align_corners=False)
-                images = from_ink(images)
+            if into_shot is not None:
+                images = carried(shot, sampling_map(g, control, size), sampling_map(*into_shot, size))
             else:
                 images = deform(shot, _theta(g), smooth_field(control, size))
             moved.append(to_uint8(crisp(images, CRISP).clamp(-1, 1)))

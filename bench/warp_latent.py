@@ -15,9 +15,9 @@ field encoder into a code (mean, sigma). Reported:
   on the shot and a shot-conditioned prior has nothing to add;
 - the same question for the codes' whole distribution, not only their mean: the negative
   log-likelihood of the split's codes (active dimensions, a sample of each posterior) under N(0, 1),
-  under the meta-training codes' Gaussian, and under a mixture density network from the shot's
-  vector (fitted on meta-training pairs, stopped early on a tenth of them). What the network gains
-  over the Gaussian is what a shot-conditioned prior could add.
+  under the meta-training codes' Gaussian, and under mixture density networks from the shot's
+  vector and from its encoder map (fitted on meta-training pairs, stopped early on a tenth of
+  them). What a network gains over the Gaussian is what a shot-conditioned prior could add.
 
     python bench/warp_latent.py --checkpoint metagan/pretrained/warp-small.pt --report R.json
 """
@@ -45,16 +45,24 @@ def r2(target: torch.Tensor, rebuilt: torch.Tensor) -> float:
 
 
 class MixtureDensity(torch.nn.Module):
-    """Shot vector -> a mixture of ``k`` diagonal Gaussians over the codes."""
+    """The shot (its vector (N, D), or its encoder map (N, C, 8, 8) read by two convolutions) -> a
+    mixture of ``k`` diagonal Gaussians over the codes."""
 
-    def __init__(self, inputs: int, dims: int, k: int = 8, hidden: int = 128):
+    def __init__(self, shape: tuple[int, ...], dims: int, k: int = 8, hidden: int = 128):
         super().__init__()
         self.k, self.dims = k, dims
-        self.body = torch.nn.Sequential(torch.nn.Linear(inputs, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
-                                        torch.nn.ReLU(), torch.nn.Linear(hidden, k * (1 + 2 * dims)))
+        nn = torch.nn
+        if len(shape) == 1:
+            self.read, width = nn.Identity(), shape[0]
+        else:
+            self.read = nn.Sequential(nn.Conv2d(shape[0], 64, 3, padding=1), nn.ReLU(),
+                                      nn.Conv2d(64, 64, 3, padding=1, stride=2), nn.ReLU(), nn.Flatten())
+            width = 64 * ((shape[1] + 1) // 2) * ((shape[2] + 1) // 2)
+        self.body = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                                  nn.Linear(hidden, k * (1 + 2 * dims)))
 
-    def nll(self, vectors: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        out = self.body(vectors)
+    def nll(self, shots: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        out = self.body(self.read(shots))
         logits, rest = out[:, : self.k], out[:, self.k :]
         mean, log_std = rest.view(-1, self.k, 2 * self.dims).chunk(2, dim=2)
         log_std = log_std.clamp(-5.0, 3.0)
@@ -62,38 +70,51 @@ class MixtureDensity(torch.nn.Module):
         return -torch.logsumexp(torch.log_softmax(logits, 1) + log_p, 1).mean()
 
 
-def conditional_density(v_train: torch.Tensor, z_train: torch.Tensor, v_split: torch.Tensor, z_split: torch.Tensor,
-                        steps: int = 3000) -> dict[str, float]:
-    """Negative log-likelihood (nats a pair) of the split's codes under N(0, 1), the meta-training
-    codes' Gaussian, and a mixture density network of the shot's vector (early-stopped)."""
-    def gaussian(z, mean, cov):
-        return float(-torch.distributions.MultivariateNormal(mean, cov).log_prob(z).mean())
-
-    dims = z_train.shape[1]
-    centre, spread = v_train.mean(0), v_train.std(0) + 1e-6
-    v_train, v_split = (v_train - centre) / spread, (v_split - centre) / spread
-    fit = len(v_train) - len(v_train) // 10
-    net = MixtureDensity(v_train.shape[1], dims)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
+def shot_density_nll(s_train: torch.Tensor, z_train: torch.Tensor, s_split: torch.Tensor, z_split: torch.Tensor,
+                     steps: int = 3000) -> float:
+    """Negative log-likelihood (nats a pair) of the split's codes under a mixture density network of
+    the shot (vectors or maps, standardised per channel), fitted on meta-training pairs and stopped
+    at its best on a tenth of them (it overfits within a few hundred steps)."""
+    per_channel = (0,) if s_train.dim() == 2 else (0, 2, 3)
+    centre, spread = s_train.mean(per_channel, keepdim=True), s_train.std(per_channel, keepdim=True) + 1e-6
+    s_train, s_split = (s_train - centre) / spread, (s_split - centre) / spread
+    fit = len(s_train) - len(s_train) // 10
+    net = MixtureDensity(tuple(s_train.shape[1:]), z_train.shape[1])
+    opt = torch.optim.Adam(net.parameters(), lr=3e-4, weight_decay=1e-4)
     best, best_state = float("inf"), None
     with torch.enable_grad():
         for step in range(steps):
             i = torch.randint(0, fit, (256,))
-            loss = net.nll(v_train[i], z_train[i])
+            loss = net.nll(s_train[i], z_train[i])
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if step % 100 == 99:
+            if step % 50 == 49:
                 with torch.no_grad():
-                    held = float(net.nll(v_train[fit:], z_train[fit:]))
+                    held = float(net.nll(s_train[fit:], z_train[fit:]))
                 if held < best:
                     best, best_state = held, {k: t.clone() for k, t in net.state_dict().items()}
     net.load_state_dict(best_state)
     with torch.no_grad():
-        shot_nll = float(net.nll(v_split, z_split))
-    return {"prior N(0, 1)": gaussian(z_split, torch.zeros(dims), torch.eye(dims)),
-            "meta-training codes' Gaussian": gaussian(z_split, z_train.mean(0), torch.cov(z_train.T)),
-            "mixture density of the shot": shot_nll}
+        return float(net.nll(s_split, z_split))
+
+
+def conditional_density(shots_train: dict[str, torch.Tensor], z_train: torch.Tensor,
+                        shots_split: dict[str, torch.Tensor], z_split: torch.Tensor, steps: int = 3000
+                        ) -> dict[str, float]:
+    """Negative log-likelihood (nats a pair) of the split's codes under N(0, 1), the meta-training
+    codes' Gaussian, and a mixture density network of each view of the shot (``shots_*``: name ->
+    vectors or maps, the same names in both)."""
+    def gaussian(z, mean, cov):
+        return float(-torch.distributions.MultivariateNormal(mean, cov).log_prob(z).mean())
+
+    dims = z_train.shape[1]
+    out = {"prior N(0, 1)": gaussian(z_split, torch.zeros(dims), torch.eye(dims)),
+           "meta-training codes' Gaussian": gaussian(z_split, z_train.mean(0), torch.cov(z_train.T))}
+    for view, s_train in shots_train.items():
+        out[f"mixture density of the shot's {view}"] = shot_density_nll(s_train, z_train, shots_split[view], z_split,
+                                                                        steps)
+    return out
 
 
 def rms(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -127,7 +148,7 @@ def main() -> None:
         mean, log_var = Q(flat_field(g, c), vectors)
         return maps, vectors, g, c, mean, (0.5 * log_var).exp()
 
-    _, v_train, _, _, m_train, s_train = codes(*pairs_of(held.ds, held.train_ids, 6 * args.pairs, rng))
+    maps_train, v_train, _, _, m_train, s_train = codes(*pairs_of(held.ds, held.train_ids, 6 * args.pairs, rng))
     maps, vectors, g, c, mean, sigma = codes(*pairs_of(held.ds, held.ids, args.pairs, rng))
     active = (m_train.std(0) > ACTIVE).nonzero().flatten()
     aggregate = (mean.var(0) + sigma.pow(2).mean(0)).sqrt()
@@ -144,7 +165,8 @@ def main() -> None:
     predicted = torch.cat([vectors, torch.ones(len(vectors), 1)], 1) @ w
     shot_r2 = 1 - ((mean - predicted) ** 2).sum(0) / ((mean - mean.mean(0)) ** 2).sum(0)
     sampled = lambda m, s: (m + s * torch.randn_like(s))[:, active]  # noqa: E731
-    density = conditional_density(v_train, sampled(m_train, s_train), vectors, sampled(mean, sigma))
+    density = conditional_density({"vector": v_train, "map": maps_train}, sampled(m_train, s_train),
+                                  {"vector": vectors, "map": maps}, sampled(mean, sigma))
 
     report = {"checkpoint": args.checkpoint, "split": args.split, "pairs": args.pairs,
               "noise_dims": int(mean.shape[1]), "active_dims": active.tolist(),

@@ -328,6 +328,23 @@ def test_the_oracle_moves_a_shot_onto_each_drawing_it_is_registered_to_and_other
         oracle_images(ds, splits, grid=4, reach_px=4.0, iterations=1, mode="copy")
 
 
+def test_a_move_carried_through_an_identical_frame_is_the_move_itself():
+    """bench/deformation_ceiling.py's ``aligned`` mode: where the other drawing's frame is the
+    shot's (the identity registration), carrying its move changes nothing; no move leaves the shot."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from deformation_ceiling import carried
+    from metagan.data.images import to_tensor
+    from metagan.deformation import affine_grid, deform
+
+    shot = to_tensor(_bars([0]))
+    identity = affine_grid(torch.eye(2, 3)[None], 32, 32)
+    shift = torch.tensor([[[1.0, 0.0, 0.1], [0.0, 1.0, 0.0]]])
+    assert torch.allclose(carried(shot, affine_grid(shift, 32, 32), identity), deform(shot, shift), atol=1e-5)
+    assert torch.allclose(carried(shot, identity, identity), shot, atol=1e-5)
+
+
 def test_a_registration_has_the_grid_and_reach_asked():
     import torch
 
@@ -344,8 +361,8 @@ def test_a_registration_has_the_grid_and_reach_asked():
 
 
 def test_a_shot_conditioned_density_of_codes_beats_their_gaussian_only_where_the_shot_tells_them():
-    """bench/warp_latent.py: codes that follow the shot's vector are likelier under the mixture
-    density network than under the codes' Gaussian; codes that do not are not."""
+    """bench/warp_latent.py: codes that follow the shot (its vector, or its map) are likelier under a
+    mixture density network of it than under the codes' Gaussian; codes that do not are not."""
     import torch
 
     sys.path.insert(0, str(ROOT / "bench"))
@@ -356,7 +373,11 @@ def test_a_shot_conditioned_density_of_codes_beats_their_gaussian_only_where_the
     told = torch.stack([torch.where(vectors[:, 0] > 0, 2.0, -2.0), vectors[:, 1]], 1) + 0.2 * torch.randn(3000, 2)
     untold = torch.randn(3000, 2)
     fit, split = slice(0, 2500), slice(2500, None)
-    nll = conditional_density(vectors[fit], told[fit], vectors[split], told[split], steps=800)
-    assert nll["mixture density of the shot"] < nll["meta-training codes' Gaussian"] - 1.0
-    nll = conditional_density(vectors[fit], untold[fit], vectors[split], untold[split], steps=800)
-    assert abs(nll["mixture density of the shot"] - nll["meta-training codes' Gaussian"]) < 0.15
+    maps = vectors[:, :, None, None].expand(-1, -1, 2, 2)
+    views = lambda at: {"vector": vectors[at], "map": maps[at]}  # noqa: E731
+    nll = conditional_density(views(fit), told[fit], views(split), told[split], steps=500)
+    assert nll["mixture density of the shot's vector"] < nll["meta-training codes' Gaussian"] - 1.0
+    assert nll["mixture density of the shot's map"] < nll["meta-training codes' Gaussian"] - 1.0
+    nll = conditional_density(views(fit), untold[fit], views(split), untold[split], steps=500)
+    for view in ("vector", "map"):
+        assert abs(nll[f"mixture density of the shot's {view}"] - nll["meta-training codes' Gaussian"]) < 0.15
