@@ -14,7 +14,9 @@ not know them:
   meta-training alphabets), at three strengths;
 - the bank (fields of meta-training pairs) at 0.5 and 1; ``warp`` and ``classic`` as served;
 - warp's own parts given the oracle's pairs: its registration network's move, and its generator fed
-  the codes its field encoder gives them, or another character's (:func:`warp_oracle_images`).
+  the codes its field encoder gives them, or another character's (:func:`warp_oracle_images`);
+  and warp fed codes from a mixture density of the shot's map (a shot-conditioned prior fitted on
+  meta-training pairs, :func:`map_prior_codes`).
 
 Scored like the benchmark's rows, with both judges: recognised, diversity (relative to the
 reference reals'), copies, KID, and for the oracle how much of the distance from the shot to its
@@ -45,6 +47,7 @@ from metagan.data.images import to_tensor, to_uint8
 from metagan.deformation import affine_grid, crisp, deform, from_ink, ink, smooth_field
 from metagan.evaluator import embed, load_evaluator
 from metagan.meta.warp_nets import apply_field
+from warp_latent import ACTIVE, ShotDensity, pair_codes_and_shots, pairs_of
 
 CRISP = 6.0  # the served edge restoration (warp's ``crisp``)
 
@@ -149,6 +152,38 @@ def warp_oracle_images(meta, params, ds, splits: dict, shots: dict, seed: int, s
             "warp fed another character's codes": {c: decoded(c, other[c]) for c in chars}}
 
 
+@torch.no_grad()
+def warp_map_prior_images(meta, params, ds, train_ids, shots: dict, seed: int, samples: int) -> dict[int, np.ndarray]:
+    """warp as served, its codes drawn from a mixture density of the shot's map instead of N(0, 1)
+    (a shot-conditioned prior; the codes at the scale they were fitted at)."""
+    codes_of = map_prior_codes(meta, ds, train_ids)
+    served_of = checkpoint_adapter(meta, params)
+    out = {}
+    for c, shot in shots.items():
+        served = served_of(shot, seed + c)
+        codes = codes_of(served, 4 * samples)
+        out[c] = draw(PosteriorCodesGenerator(served, codes, torch.zeros_like(codes), 1 / float(served.noise_scale)),
+                      samples, seed + c)
+    return out
+
+
+def map_prior_codes(meta, ds, train_ids: np.ndarray, pairs: int = 20000, seed: int = 0):
+    """codes(served, n): ``n`` codes for a customer's one shot from a mixture density of its encoder
+    map, fitted on ``pairs`` registered meta-training pairs (:class:`warp_latent.ShotDensity`), in
+    the active dimensions; the others drawn from the prior, as served."""
+    torch.manual_seed(seed)
+    a, b = pairs_of(ds, train_ids, pairs, np.random.default_rng(seed))
+    maps, _, means, sigmas = pair_codes_and_shots(meta.learner, a, b)
+    active = means.std(0) > ACTIVE
+    density = ShotDensity(maps, (means + sigmas * torch.randn_like(sigmas))[:, active], steps=1500)
+
+    def codes(served, n: int) -> torch.Tensor:
+        full = torch.randn(n, means.shape[1])
+        full[:, active] = density.sample(served.maps[:1], n)
+        return full
+    return codes
+
+
 def covered(net, shots: np.ndarray, moved: np.ndarray, targets: np.ndarray) -> float:
     """Mean over pairs of 1 - d(moved, target) / d(shot, target) in the judge's feature space."""
     fs, fm, ft = embed(net, shots), embed(net, moved), embed(net, targets)
@@ -192,6 +227,8 @@ def main() -> None:
                         "classic": classic_adapter(held.params, 64, {})}.items():
         rows[name] = {c: draw(adapt(shots[c], args.draw_seed + c), args.samples, args.draw_seed + c) for c in splits}
     rows |= warp_oracle_images(meta, held.params, held.ds, splits, shots, args.draw_seed, args.samples)
+    rows["warp, codes from a mixture of the shot's map"] = warp_map_prior_images(
+        meta, held.params, held.ds, held.train_ids, shots, args.draw_seed, args.samples)
     rows["copies of the shot"] = {c: np.repeat(shots[c], 2, 0) for c in splits}
     report = {"split": args.split, "draw_seed": args.draw_seed, "characters": len(splits), "reach_px": args.reach_px,
               "iterations": args.iterations, "results": {}}

@@ -70,33 +70,49 @@ class MixtureDensity(torch.nn.Module):
         return -torch.logsumexp(torch.log_softmax(logits, 1) + log_p, 1).mean()
 
 
-def shot_density_nll(s_train: torch.Tensor, z_train: torch.Tensor, s_split: torch.Tensor, z_split: torch.Tensor,
-                     steps: int = 3000) -> float:
-    """Negative log-likelihood (nats a pair) of the split's codes under a mixture density network of
-    the shot (vectors or maps, standardised per channel), fitted on meta-training pairs and stopped
-    at its best on a tenth of them (it overfits within a few hundred steps)."""
-    per_channel = (0,) if s_train.dim() == 2 else (0, 2, 3)
-    centre, spread = s_train.mean(per_channel, keepdim=True), s_train.std(per_channel, keepdim=True) + 1e-6
-    s_train, s_split = (s_train - centre) / spread, (s_split - centre) / spread
-    fit = len(s_train) - len(s_train) // 10
-    net = MixtureDensity(tuple(s_train.shape[1:]), z_train.shape[1])
-    opt = torch.optim.Adam(net.parameters(), lr=3e-4, weight_decay=1e-4)
-    best, best_state = float("inf"), None
-    with torch.enable_grad():
-        for step in range(steps):
-            i = torch.randint(0, fit, (256,))
-            loss = net.nll(s_train[i], z_train[i])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            if step % 50 == 49:
-                with torch.no_grad():
-                    held = float(net.nll(s_train[fit:], z_train[fit:]))
-                if held < best:
-                    best, best_state = held, {k: t.clone() for k, t in net.state_dict().items()}
-    net.load_state_dict(best_state)
-    with torch.no_grad():
-        return float(net.nll(s_split, z_split))
+class ShotDensity:
+    """A :class:`MixtureDensity` fitted on meta-training pairs (shots standardised per channel),
+    stopped at its best on a tenth of them (it overfits within a few hundred steps)."""
+
+    def __init__(self, shots: torch.Tensor, codes: torch.Tensor, steps: int = 3000):
+        per_channel = (0,) if shots.dim() == 2 else (0, 2, 3)
+        self.centre = shots.mean(per_channel, keepdim=True)
+        self.spread = shots.std(per_channel, keepdim=True) + 1e-6
+        shots = self.standardised(shots)
+        fit = len(shots) - len(shots) // 10
+        self.net = MixtureDensity(tuple(shots.shape[1:]), codes.shape[1])
+        opt = torch.optim.Adam(self.net.parameters(), lr=3e-4, weight_decay=1e-4)
+        best, best_state = float("inf"), None
+        with torch.enable_grad():
+            for step in range(steps):
+                i = torch.randint(0, fit, (256,))
+                loss = self.net.nll(shots[i], codes[i])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if step % 50 == 49:
+                    with torch.no_grad():
+                        held = float(self.net.nll(shots[fit:], codes[fit:]))
+                    if held < best:
+                        best, best_state = held, {k: t.clone() for k, t in self.net.state_dict().items()}
+        self.net.load_state_dict(best_state)
+
+    def standardised(self, shots: torch.Tensor) -> torch.Tensor:
+        return (shots - self.centre) / self.spread
+
+    @torch.no_grad()
+    def nll(self, shots: torch.Tensor, codes: torch.Tensor) -> float:
+        """Negative log-likelihood, nats a pair."""
+        return float(self.net.nll(self.standardised(shots), codes))
+
+    @torch.no_grad()
+    def sample(self, shot: torch.Tensor, n: int) -> torch.Tensor:
+        """``n`` codes (n, dims) for one shot (its vector or map, batch of one)."""
+        out = self.net.body(self.net.read(self.standardised(shot)))[0]
+        k, dims = self.net.k, self.net.dims
+        mean, log_std = out[k:].view(k, 2 * dims).chunk(2, dim=1)
+        component = torch.distributions.Categorical(logits=out[:k]).sample((n,))
+        return mean[component] + log_std.clamp(-5.0, 3.0)[component].exp() * torch.randn(n, dims)
 
 
 def conditional_density(shots_train: dict[str, torch.Tensor], z_train: torch.Tensor,
@@ -112,13 +128,26 @@ def conditional_density(shots_train: dict[str, torch.Tensor], z_train: torch.Ten
     out = {"prior N(0, 1)": gaussian(z_split, torch.zeros(dims), torch.eye(dims)),
            "meta-training codes' Gaussian": gaussian(z_split, z_train.mean(0), torch.cov(z_train.T))}
     for view, s_train in shots_train.items():
-        out[f"mixture density of the shot's {view}"] = shot_density_nll(s_train, z_train, shots_split[view], z_split,
-                                                                        steps)
+        out[f"mixture density of the shot's {view}"] = ShotDensity(s_train, z_train, steps).nll(shots_split[view],
+                                                                                                z_split)
     return out
 
 
 def rms(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).pow(2).mean().sqrt())
+
+
+def pair_codes_and_shots(learner, a: torch.Tensor, b: torch.Tensor, batch: int = 500
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(maps, vectors, code means, code sigmas) of the pairs ``a`` onto ``b``, in batches."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(a), batch):
+            x, y = a[i : i + batch], b[i : i + batch]
+            maps, vectors = learner.served_generator.encoder(x)
+            mean, log_var = learner.field_encoder(flat_field(*learner.registration(x, y)), vectors)
+            out.append((maps, vectors, mean, (0.5 * log_var).exp()))
+    return tuple(torch.cat(t) for t in zip(*out))
 
 
 def pairs_of(ds, class_ids: np.ndarray, count: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -366,7 +366,7 @@ def test_a_shot_conditioned_density_of_codes_beats_their_gaussian_only_where_the
     import torch
 
     sys.path.insert(0, str(ROOT / "bench"))
-    from warp_latent import conditional_density
+    from warp_latent import ShotDensity, conditional_density
 
     torch.manual_seed(0)
     vectors = torch.randn(3000, 4)
@@ -381,3 +381,8 @@ def test_a_shot_conditioned_density_of_codes_beats_their_gaussian_only_where_the
     nll = conditional_density(views(fit), untold[fit], views(split), untold[split], steps=500)
     for view in ("vector", "map"):
         assert abs(nll[f"mixture density of the shot's {view}"] - nll["meta-training codes' Gaussian"]) < 0.15
+    density = ShotDensity(maps[fit], told[fit], steps=500)  # its samples follow the shot they are drawn for
+    up, down = torch.tensor([[2.0, 0, 0, 0]]), torch.tensor([[-2.0, 0, 0, 0]])
+    assert density.sample(up[:, :, None, None].expand(-1, -1, 2, 2), 200).shape == (200, 2)
+    assert float(density.sample(up[:, :, None, None].expand(-1, -1, 2, 2), 200)[:, 0].mean()) > 1.0
+    assert float(density.sample(down[:, :, None, None].expand(-1, -1, 2, 2), 200)[:, 0].mean()) < -1.0
