@@ -39,15 +39,15 @@ import torch
 import torch.nn.functional as F
 
 from benchlib.bank import _theta, load_or_build_bank, register_pairs
+from benchlib.density import ACTIVE, ShotDensity
 from benchlib.heldout import (SHIPPED_EVALUATORS, class_scores, held_out_data, held_out_features,
                               new_drawing_reference, split_drawings)
 from benchlib.rows import (PosteriorCodesGenerator, bank_adapter, checkpoint_adapter, classic_adapter, draw,
-                           load_for_held_out, pair_codes)
+                           load_for_held_out, pair_codes, pair_codes_and_shots, same_character_pairs)
 from metagan.data.images import to_tensor, to_uint8
 from metagan.deformation import affine_grid, crisp, deform, from_ink, ink, smooth_field
 from metagan.evaluator import embed, load_evaluator
 from metagan.meta.warp_nets import apply_field
-from warp_latent import ACTIVE, ShotDensity, pair_codes_and_shots, pairs_of
 
 CRISP = 6.0  # the served edge restoration (warp's ``crisp``)
 
@@ -77,9 +77,10 @@ def carried(shot: torch.Tensor, move: torch.Tensor, into_shot: torch.Tensor) -> 
 
 
 def oracle_images(ds, splits: dict, grid: int, reach_px: float, iterations: int, mode: str = "oracle",
-                  strength: float = 1.0, neighbours: np.ndarray | None = None, batch: int = 256
-                  ) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
-    """Per character: its shot moved by one field per reference real, and those drawings (uint8).
+                  strengths: tuple[float, ...] = (1.0,), neighbours: np.ndarray | None = None, batch: int = 256
+                  ) -> tuple[dict[float, dict[int, np.ndarray]], dict[int, np.ndarray]]:
+    """For each of ``strengths`` (scaling the registered moves; each pair is registered once), per
+    character: its shot moved by one field per reference real; and those drawings (uint8).
 
     ``mode`` ``oracle``: the shot registered onto the reference real. ``transfer``: the shot moved
     by the field registered between two of the character's *other* drawings (the reference real
@@ -88,7 +89,7 @@ def oracle_images(ds, splits: dict, grid: int, reach_px: float, iterations: int,
     the shot (the displacement read where each of the shot's pixels corresponds, as in
     computational anatomy's transport of deformations). ``neighbours``: the shot registered onto
     the nearest drawings of the meta-training alphabets (:func:`nearest_drawings`, one row per
-    character), other characters that look alike. ``strength`` scales the registered move."""
+    character), other characters that look alike."""
     if mode not in ("oracle", "transfer", "aligned", "neighbours"):
         raise ValueError(f"no mode {mode!r}")
     if mode == "neighbours":
@@ -96,31 +97,28 @@ def oracle_images(ds, splits: dict, grid: int, reach_px: float, iterations: int,
     else:
         pairs = [(c, int(s[0][0]), int(r), int(s[2][(j + 1) % len(s[2])])) for c, s in splits.items()
                  for j, r in enumerate(s[2])]
-    moved = []
+    moved = {strength: [] for strength in strengths}
     for i in range(0, len(pairs), batch):
         chunk = pairs[i : i + batch]
         shot = to_tensor(ds.images[[p[1] for p in chunk]])
         a = shot if mode in ("oracle", "neighbours") else to_tensor(ds.images[[p[3] for p in chunk]])
         b = to_tensor(ds.images[[p[2] for p in chunk]])
         size = a.shape[-1]
-        g, control = register_pairs(a, b, iterations=iterations, grid=grid, reach_px=reach_px)
-        g, control = g * strength, control * strength
+        registered = register_pairs(a, b, iterations=iterations, grid=grid, reach_px=reach_px)
         into_shot = register_pairs(a, shot, iterations=iterations, grid=grid, reach_px=reach_px) \
             if mode == "aligned" else None
         with torch.no_grad():
-            if into_shot is not None:
-                images = carried(shot, sampling_map(g, control, size), sampling_map(*into_shot, size))
-            else:
-                images = deform(shot, _theta(g), smooth_field(control, size))
-            moved.append(to_uint8(crisp(images, CRISP).clamp(-1, 1)))
-        print(f"registered {i + len(chunk)} / {len(pairs)} pairs (g = {grid}, {mode} x{strength})", flush=True)
-    moved = np.concatenate(moved)
-    out, targets = {}, {}
-    for c in splits:
-        rows = [j for j, p in enumerate(pairs) if p[0] == c]
-        out[c] = moved[rows]
-        targets[c] = ds.images[[pairs[j][2] for j in rows]]
-    return out, targets
+            for strength in strengths:
+                g, control = (t * strength for t in registered)
+                if into_shot is not None:
+                    images = carried(shot, sampling_map(g, control, size), sampling_map(*into_shot, size))
+                else:
+                    images = deform(shot, _theta(g), smooth_field(control, size))
+                moved[strength].append(to_uint8(crisp(images, CRISP).clamp(-1, 1)))
+        print(f"registered {i + len(chunk)} / {len(pairs)} pairs (g = {grid}, {mode})", flush=True)
+    rows_of = {c: [j for j, p in enumerate(pairs) if p[0] == c] for c in splits}
+    out = {strength: {c: np.concatenate(m)[rows] for c, rows in rows_of.items()} for strength, m in moved.items()}
+    return out, {c: ds.images[[pairs[j][2] for j in rows]] for c, rows in rows_of.items()}
 
 
 @torch.no_grad()
@@ -169,10 +167,10 @@ def warp_map_prior_images(meta, params, ds, train_ids, shots: dict, seed: int, s
 
 def map_prior_codes(meta, ds, train_ids: np.ndarray, pairs: int = 20000, seed: int = 0):
     """codes(served, n): ``n`` codes for a customer's one shot from a mixture density of its encoder
-    map, fitted on ``pairs`` registered meta-training pairs (:class:`warp_latent.ShotDensity`), in
+    map, fitted on ``pairs`` registered meta-training pairs (:class:`benchlib.density.ShotDensity`), in
     the active dimensions; the others drawn from the prior, as served."""
     torch.manual_seed(seed)
-    a, b = pairs_of(ds, train_ids, pairs, np.random.default_rng(seed))
+    a, b = same_character_pairs(ds, train_ids, pairs, np.random.default_rng(seed))
     maps, _, means, sigmas = pair_codes_and_shots(meta.learner, a, b)
     active = means.std(0) > ACTIVE
     density = ShotDensity(maps, (means + sigmas * torch.randn_like(sigmas))[:, active], steps=1500)
@@ -206,18 +204,19 @@ def main() -> None:
     held = held_out_data(Path(args.bench), args.split, 64)
     splits = split_drawings(held.ds, held.ids, 1, args.draw_seed)
     shots = {c: held.ds.images[s[0]] for c, s in splits.items()}
-    rows, targets = {}, {}
+    rows = {}
     for grid in (int(g) for g in args.grids.split(",")):
-        rows[f"oracle g{grid}"], targets = oracle_images(held.ds, splits, grid, args.reach_px, args.iterations)
-    rows["oracle g8 x0.5"], _ = oracle_images(held.ds, splits, 8, args.reach_px, args.iterations, strength=0.5)
+        by_strength, targets = oracle_images(held.ds, splits, grid, args.reach_px, args.iterations,
+                                             strengths=(1.0, 0.5) if grid == 8 else (1.0,))
+        rows |= {f"oracle g{grid}" + ("" if s == 1.0 else f" x{s}"): images for s, images in by_strength.items()}
     for mode in ("transfer", "aligned"):
-        rows[f"{mode} g8"], _ = oracle_images(held.ds, splits, 8, args.reach_px, args.iterations, mode)
+        rows[f"{mode} g8"] = oracle_images(held.ds, splits, 8, args.reach_px, args.iterations, mode)[0][1.0]
     pool = np.flatnonzero(np.isin(held.ds.labels, held.train_ids))
     near = nearest_drawings(held.ds, np.array([int(s[0][0]) for s in splits.values()]), pool,
                             min(len(s[2]) for s in splits.values()))
-    for strength in (0.3, 0.6, 1.0):
-        rows[f"neighbours g8 x{strength}"], _ = oracle_images(held.ds, splits, 8, args.reach_px, args.iterations,
-                                                             "neighbours", strength, near)
+    by_strength, _ = oracle_images(held.ds, splits, 8, args.reach_px, args.iterations, "neighbours", (0.3, 0.6, 1.0),
+                                   near)
+    rows |= {f"neighbours g8 x{strength}": images for strength, images in by_strength.items()}
     bank = load_or_build_bank(Path(args.bench) / "bank-64.pt", held.ds, held.train_ids)
     for strength in (0.5, 1.0):
         bank_row = bank_adapter(bank, strength, CRISP)

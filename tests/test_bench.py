@@ -317,12 +317,13 @@ def test_the_oracle_moves_a_shot_onto_each_drawing_it_is_registered_to_and_other
 
     ds = SimpleNamespace(images=_bars([0, 3, -3, 2]))
     splits = {7: (np.array([0]), np.array([], int), np.array([1, 2, 3]))}
-    moved, targets = oracle_images(ds, splits, grid=4, reach_px=4.0, iterations=80)
+    by_strength, targets = oracle_images(ds, splits, grid=4, reach_px=4.0, iterations=80)
+    moved = by_strength[1.0]
     assert moved[7].shape == (3, 32, 32, 1) and np.array_equal(targets[7], ds.images[[1, 2, 3]])
     before = np.abs(ds.images[[0, 0, 0]].astype(float) - targets[7]).mean((1, 2, 3))
     after = np.abs(moved[7].astype(float) - targets[7]).mean((1, 2, 3))
     assert (after < 0.6 * before).all()
-    transferred, _ = oracle_images(ds, splits, grid=4, reach_px=4.0, iterations=5, mode="transfer")
+    transferred = oracle_images(ds, splits, grid=4, reach_px=4.0, iterations=5, mode="transfer")[0][1.0]
     assert transferred[7].shape == (3, 32, 32, 1)
     with pytest.raises(ValueError, match="no mode 'copy'"):
         oracle_images(ds, splits, grid=4, reach_px=4.0, iterations=1, mode="copy")
@@ -366,7 +367,8 @@ def test_a_shot_conditioned_density_of_codes_beats_their_gaussian_only_where_the
     import torch
 
     sys.path.insert(0, str(ROOT / "bench"))
-    from warp_latent import ShotDensity, conditional_density
+    from benchlib.density import ShotDensity
+    from warp_latent import conditional_density
 
     torch.manual_seed(0)
     vectors = torch.randn(3000, 4)

@@ -197,15 +197,31 @@ def pair_codes(learner, a: torch.Tensor, b: torch.Tensor, vectors: torch.Tensor)
     return mean, (0.5 * log_var).exp()
 
 
+def same_character_pairs(ds, class_ids: np.ndarray, count: int, rng: np.random.Generator
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` pairs of two different drawings of one character of ``class_ids`` (as tensors)."""
+    chosen = np.array([rng.choice(ds.indices_of(int(c)), 2, replace=False) for c in rng.choice(class_ids, count)])
+    return to_tensor(ds.images[chosen[:, 0]]), to_tensor(ds.images[chosen[:, 1]])
+
+
+def pair_codes_and_shots(learner, a: torch.Tensor, b: torch.Tensor, batch: int = 500
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(the shot encoder's maps and vectors of ``a``, code means, code sigmas) of the pairs ``a``
+    onto ``b``, in batches."""
+    out = []
+    for i in range(0, len(a), batch):
+        x, y = a[i : i + batch], b[i : i + batch]
+        with torch.no_grad():
+            maps, vectors = learner.served_generator.encoder(x)
+        out.append((maps, vectors, *pair_codes(learner, x, y, vectors)))
+    return tuple(torch.cat(t) for t in zip(*out))
+
+
 def posterior_codes(meta: MetaModel, ds, class_ids: np.ndarray, pairs: int = 2000, seed: int = 0
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Codes of ``pairs`` registered pairs of two drawings of one character of ``class_ids``."""
-    rng = np.random.default_rng(seed)
-    chosen = np.array([rng.choice(ds.indices_of(int(c)), 2, replace=False) for c in rng.choice(class_ids, pairs)])
-    a, b = to_tensor(ds.images[chosen[:, 0]]), to_tensor(ds.images[chosen[:, 1]])
-    with torch.no_grad():
-        _, vectors = meta.learner.served_generator.encoder(a)
-    return pair_codes(meta.learner, a, b, vectors)
+    a, b = same_character_pairs(ds, class_ids, pairs, np.random.default_rng(seed))
+    return pair_codes_and_shots(meta.learner, a, b)[2:]
 
 
 def own_pair_codes(meta: MetaModel, served) -> tuple[torch.Tensor, torch.Tensor]:
