@@ -33,8 +33,7 @@ def worker(args: argparse.Namespace) -> None:
         meta={"method": args.method, "meta_batch": args.meta_batch, "max_steps": args.steps, "minutes": 60.0,
               "sample_every": 10**9, "device": args.device},
     )
-    group = distributed.init_from_env(args.device) if distributed.launched() else None
-    try:
+    with distributed.joined(args.device) as group:
         if group is not None and not group.is_main:
             follow_main()
             return
@@ -43,8 +42,6 @@ def worker(args: argparse.Namespace) -> None:
         release_followers()
         sps = result.metrics["steps_per_second"]
         print("RESULT " + json.dumps({"steps_per_second": sps, "tasks_per_second": sps * args.meta_batch}))
-    finally:
-        distributed.shutdown()
 
 
 def run(nproc: int, args: argparse.Namespace) -> dict:

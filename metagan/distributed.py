@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -101,6 +102,27 @@ def shutdown() -> None:
     if _group is not None:
         dist.destroy_process_group()
         _group = None
+
+
+@contextmanager
+def joined(device: str = "auto") -> Iterator[Group | None]:
+    """The ``torchrun`` job (None in a single process) for the ``with`` block, left after it.
+
+    On a clean exit every rank waits for the others before tearing down: a gloo rank that destroys
+    its group while a peer is still leaving can abort in torch's teardown ("terminate called
+    without an active exception", seen once in CI). On an error the rank leaves at once, since
+    the others may never arrive.
+    """
+    group = init_from_env(device) if launched() else None
+    try:
+        yield group
+    except BaseException:
+        shutdown()
+        raise
+    try:
+        barrier()
+    finally:
+        shutdown()
 
 
 def broadcast_object(obj: Any) -> Any:

@@ -39,8 +39,7 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     params = make_tiny_params(args.out).with_overrides(
         meta={"method": args.method, "meta_batch": args.meta_batch, "max_steps": args.steps})
-    group = distributed.init_from_env(params.meta.device) if distributed.launched() else None
-    try:
+    with distributed.joined(params.meta.device) as group:
         averaged = averaged_sgd_step(group.rank, group.world_size) if group else None
         if group is None or group.is_main:
             results = [meta_train(params, make_dataset(), params.paths.meta_checkpoint, checkpoint_every_s=0.0)]
@@ -51,8 +50,6 @@ def main(argv: list[str]) -> int:
         (args.out / f"rank{rank}.json").write_text(json.dumps(
             {"averaged": averaged,
              "runs": [{"steps": r.steps, "digest": r.param_digest, "metrics": r.metrics} for r in results]}))
-    finally:
-        distributed.shutdown()
     return 0
 
 

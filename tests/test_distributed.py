@@ -78,3 +78,13 @@ def test_one_process_runs_as_before_without_torch_distributed(tiny_params, tiny_
     learner, ckpt = load_meta_learner(tmp_path / "one.pt")
     assert ckpt["step"] == result.steps == 3
     assert result.param_digest == distributed.parameter_digest(learner.modules())
+
+
+def test_joined_is_a_no_op_in_one_process_and_lets_errors_through(monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with distributed.joined("cpu") as group:
+        assert group is None
+    with pytest.raises(ValueError, match="boom"):
+        with distributed.joined("cpu"):
+            raise ValueError("boom")
+    assert distributed.current() is None

@@ -69,16 +69,13 @@ def cmd_meta_train(args, params: Params) -> int:
     # meta_train hands the training job to the other ranks, which only train along
     from metagan.train import follow_main, release_followers
 
-    group = distributed.init_from_env(params.meta.device)
-    try:
+    with distributed.joined(params.meta.device) as group:
         if not group.is_main:
             follow_main()
             return ExitCode.OK
         rc = _meta_train(args, params)
         release_followers()  # not on an error: rank 0 exits non-zero and torchrun stops the others
         return rc
-    finally:
-        distributed.shutdown()
 
 
 def _meta_train(args, params: Params) -> int:
