@@ -77,10 +77,11 @@ def carried(shot: torch.Tensor, move: torch.Tensor, into_shot: torch.Tensor) -> 
 
 
 def oracle_images(ds, splits: dict, grid: int, reach_px: float, iterations: int, mode: str = "oracle",
-                  strengths: tuple[float, ...] = (1.0,), neighbours: np.ndarray | None = None, batch: int = 256
-                  ) -> tuple[dict[float, dict[int, np.ndarray]], dict[int, np.ndarray]]:
-    """For each of ``strengths`` (scaling the registered moves; each pair is registered once), per
-    character: its shot moved by one field per reference real; and those drawings (uint8).
+                  strengths: tuple = (1.0,), neighbours: np.ndarray | None = None, batch: int = 256
+                  ) -> tuple[dict, dict[int, np.ndarray]]:
+    """For each of ``strengths`` (scaling the registered moves, or a pair (affine scale, control
+    points' scale) scaling their parts apart; each pair is registered once), per character: its
+    shot moved by one field per reference real; and those drawings (uint8).
 
     ``mode`` ``oracle``: the shot registered onto the reference real. ``transfer``: the shot moved
     by the field registered between two of the character's *other* drawings (the reference real
@@ -109,7 +110,9 @@ def oracle_images(ds, splits: dict, grid: int, reach_px: float, iterations: int,
             if mode == "aligned" else None
         with torch.no_grad():
             for strength in strengths:
-                g, control = (t * strength for t in registered)
+                # a pair (affine scale, local scale) scales the two parts of the move apart
+                of_affine, of_local = strength if isinstance(strength, tuple) else (strength, strength)
+                g, control = registered[0] * of_affine, registered[1] * of_local
                 if into_shot is not None:
                     images = carried(shot, sampling_map(g, control, size), sampling_map(*into_shot, size))
                 else:
@@ -230,7 +233,15 @@ def main() -> None:
         meta, held.params, held.ds, held.train_ids, shots, args.draw_seed, args.samples)
     rows["copies of the shot"] = {c: np.repeat(shots[c], 2, 0) for c in splits}
     report = {"split": args.split, "draw_seed": args.draw_seed, "characters": len(splits), "reach_px": args.reach_px,
-              "iterations": args.iterations, "results": {}}
+              "iterations": args.iterations, "results": score_rows(held, splits, shots, rows, targets)}
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2))
+
+
+def score_rows(held, splits: dict, shots: dict, rows: dict, targets: dict) -> dict:
+    """{judge: {row: figures}} for both shipped judges, with new real drawings; rows named
+    ``oracle...`` also score how much of the way to their targets they cover."""
+    results = {}
     for judge in ("evaluator.pt", "evaluator-w32.pt"):
         net = load_evaluator(SHIPPED_EVALUATORS / judge)
         classes, feats, protos = held_out_features(held.ds, net, splits)
@@ -239,13 +250,12 @@ def main() -> None:
             row = {k: float(np.mean([p[k] for p in per])) for k in per[0]}
             if name.startswith("oracle"):
                 row["covered"] = float(np.mean([covered(net, shots[c], images[c], targets[c]) for c in classes]))
-            report["results"].setdefault(judge, {})[name] = row
+            results.setdefault(judge, {})[name] = row
             print(f"{judge} {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
         real = new_drawing_reference(held.ds, net, splits)
-        report["results"][judge]["new real drawings"] = real
+        results[judge]["new real drawings"] = real
         print(f"{judge} new real drawings: " + ", ".join(f"{k} {v:.3f}" for k, v in real.items()), flush=True)
-    if args.report:
-        Path(args.report).write_text(json.dumps(report, indent=2))
+    return results
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ few-shot GAN papers' protocol (a classifier trained from scratch, ``--classifier
 - kid: kernel distance between the images and the non-shot real drawings;
 - aug_gain: nearest-prototype accuracy on the queries with prototypes from the shots alone vs the
   shots plus as many images as there are reference reals (DAGAN's protocol in evaluator space);
+  aug_gain_nn: the same with each query labelled by its nearest single image (the issue's
+  "nearest-neighbour gain when added to the shots"), which also counts coverage, not just the mean;
 - classifier_gain (``--classifier``): the same with a small CNN trained from scratch, N-way over
   groups of 20 characters;
 - both gains averaged over every set of 5 non-shot drawings a character taken as the queries (a
@@ -277,7 +279,8 @@ def against(res: dict, reference: str, generated: set[str]) -> dict:
             for name, r in res.items() if name in generated and name != reference}
 
 
-COLUMNS = ["heldout_consistency", "heldout_diversity", "heldout_copy_rate", "kid", "aug_gain", "grey_share"]
+COLUMNS = ["heldout_consistency", "heldout_diversity", "heldout_copy_rate", "kid", "aug_gain", "aug_gain_nn",
+           "grey_share"]
 
 
 def print_tables(report: dict) -> None:

@@ -107,3 +107,16 @@ def test_a_paired_interval_holds_a_consistent_difference_and_straddles_zero_for_
     assert noise["lo"] < 0 < noise["hi"]
     with pytest.raises(ValueError, match="no characters"):
         paired_interval([], [])
+
+
+def test_a_nearest_neighbour_gains_from_coverage_where_a_prototype_does_not():
+    # class 0's extra images spread symmetrically around its shot: its mean stays put, so the
+    # prototype rule gains nothing, while a query near one of them is now labelled right by its
+    # nearest neighbour
+    support = [torch.tensor([[0.0, 0.0]]), torch.tensor([[4.0, 0.0]])]
+    extra = [torch.tensor([[3.0, 3.0], [-3.0, -3.0]]), torch.tensor([[4.0, 0.0]])]
+    queries, labels = torch.tensor([[3.0, 2.5], [4.0, 0.5]]), torch.tensor([0, 1])
+    assert augmentation_gain(support, extra, queries, labels) == (0.5, 0.5)
+    assert augmentation_gain(support, extra, queries, labels, "neighbour") == (0.5, 1.0)
+    with pytest.raises(ValueError, match="no rule"):
+        augmentation_gain(support, extra, queries, labels, "vote")

@@ -167,21 +167,22 @@ def score(ds, net, splits, images_of: dict[int, np.ndarray], real_row: bool = Fa
     support = [feats[c]["shots"] for c in classes]
     non_shot = [torch.cat([feats[c]["queries"], feats[c]["refs"]]) for c in classes]
     labels = torch.arange(len(classes)).repeat_interleave(QUERIES)
-    accs = []
-    for at in query_folds([len(v) for v in non_shot]):
-        queries = torch.cat([v[at] for v in non_shot])
-        reals = [apart(v, at) for v in non_shot]
-        acc0, acc_real = augmentation_gain(support, reals, queries, labels)
-        acc1 = acc_real if real_row else augmentation_gain(support, [g[: len(r)] for g, r in zip(gens, reals)],
-                                                           queries, labels)[1]
-        accs.append((acc0, acc1, acc_real))
-    acc0, acc1, acc_real = (float(np.mean(a)) for a in zip(*accs))
     out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     out["per_class"] = {k: [r[k] for r in rows] for k in PER_CLASS}  # for paired intervals between rows
-    out |= {"acc_shots_only": acc0, "acc_with_generated": acc1, "aug_gain": acc1 - acc0,
-            "aug_gain_real_ceiling": acc_real - acc0,
-            "aug_gain_share_of_real": (acc1 - acc0) / (acc_real - acc0) if acc_real > acc0 else float("nan"),
-            "aug_gain_folds": len(accs), "aug_gain_first_fold": accs[0][1] - accs[0][0]}
+    for rule, suffix in (("prototype", ""), ("neighbour", "_nn")):
+        accs = []
+        for at in query_folds([len(v) for v in non_shot]):
+            queries = torch.cat([v[at] for v in non_shot])
+            reals = [apart(v, at) for v in non_shot]
+            acc0, acc_real = augmentation_gain(support, reals, queries, labels, rule)
+            acc1 = acc_real if real_row else augmentation_gain(
+                support, [g[: len(r)] for g, r in zip(gens, reals)], queries, labels, rule)[1]
+            accs.append((acc0, acc1, acc_real))
+        acc0, acc1, acc_real = (float(np.mean(a)) for a in zip(*accs))
+        out |= {f"acc_shots_only{suffix}": acc0, f"acc_with_generated{suffix}": acc1, f"aug_gain{suffix}": acc1 - acc0,
+                f"aug_gain{suffix}_real_ceiling": acc_real - acc0,
+                f"aug_gain{suffix}_share_of_real": (acc1 - acc0) / (acc_real - acc0) if acc_real > acc0 else float("nan"),
+                f"aug_gain{suffix}_folds": len(accs), f"aug_gain{suffix}_first_fold": accs[0][1] - accs[0][0]}
     return out
 
 

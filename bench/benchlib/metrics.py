@@ -62,15 +62,30 @@ def nearest_prototype_accuracy(queries: torch.Tensor, labels: torch.Tensor, prot
     return float((torch.cdist(queries, prototypes).argmin(1) == labels).float().mean())
 
 
+def nearest_neighbour_accuracy(queries: torch.Tensor, labels: torch.Tensor, support: list[torch.Tensor]) -> float:
+    """Each query takes the class of its single nearest support image."""
+    pool = torch.cat(support)
+    owner = torch.cat([torch.full((len(s),), c) for c, s in enumerate(support)])
+    return float((owner[torch.cdist(queries, pool).argmin(1)] == labels).float().mean())
+
+
 def augmentation_gain(support: list[torch.Tensor], extra: list[torch.Tensor], queries: torch.Tensor,
-                      labels: torch.Tensor) -> tuple[float, float]:
-    """DAGAN's protocol with a nearest-prototype classifier in evaluator space.
+                      labels: torch.Tensor, rule: str = "prototype") -> tuple[float, float]:
+    """DAGAN's protocol with a nearest-prototype (``rule="prototype"``) or nearest-neighbour
+    (``"neighbour"``: the issue's table) classifier in evaluator space. A prototype only moves where
+    the added images shift the class's mean; a nearest neighbour also gains where they cover
+    drawings the shots do not.
 
     ``support[c]``: the shots of class c; ``extra[c]``: images added to them (generated, or real
     drawings for the ceiling). Returns (accuracy without, accuracy with the extra images).
     """
+    added = [torch.cat([s, e]) for s, e in zip(support, extra)]
+    if rule == "neighbour":
+        return nearest_neighbour_accuracy(queries, labels, support), nearest_neighbour_accuracy(queries, labels, added)
+    if rule != "prototype":
+        raise ValueError(f"no rule {rule!r} (prototype or neighbour)")
     without = torch.stack([s.mean(0) for s in support])
-    with_extra = torch.stack([torch.cat([s, e]).mean(0) for s, e in zip(support, extra)])
+    with_extra = torch.stack([a.mean(0) for a in added])
     return (nearest_prototype_accuracy(queries, labels, without),
             nearest_prototype_accuracy(queries, labels, with_extra))
 
