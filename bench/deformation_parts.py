@@ -10,7 +10,8 @@ strength. If the affine part alone carries most of the diversity and keeps recog
 not aimed, how people place, size and slant a drawing is a lever any design can pull without
 knowing the character; if only the aimed local part does, the gap stays the information the shot
 lacks. Scored as the ceiling scores (both judges, against new real drawings), with warp and classic
-as served.
+as served, and warp with its own two parts scaled apart (``--warp-parts``: is the served balance of
+its affine map and its local field where its moves keep the most recognition for their spread?).
 
     python bench/deformation_parts.py --split tune --report R.json
 """
@@ -40,6 +41,30 @@ def bank_part(bank: dict, part: str) -> dict:
     return {k: (v if k == keep or k == "pairs" else torch.zeros_like(v)) for k, v in bank.items()}
 
 
+class ScaledMoves(torch.nn.Module):
+    """A warp generator whose moves' affine map (its departure from the identity) and local field
+    are scaled apart."""
+
+    def __init__(self, generator, affine: float, local: float):
+        super().__init__()
+        self.inner, self.cfg, self.affine, self.local = generator, generator.cfg, affine, local
+
+    def moves(self, *args):
+        base, theta, field, width = self.inner.moves(*args)
+        identity = torch.eye(2, 3).expand_as(theta)
+        return base, identity + self.affine * (theta - identity), field * self.local, width
+
+
+def scaled_warp_adapter(meta, params, affine: float, local: float):
+    served_of = checkpoint_adapter(meta, params)
+
+    def adapt(shots, seed):
+        served = served_of(shots, seed)
+        served.generator = ScaledMoves(served.generator, affine, local)
+        return served
+    return adapt
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--split", choices=["val", "tune"], default="tune")
@@ -49,6 +74,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=96)
     ap.add_argument("--checkpoint", default="metagan/pretrained/warp-small.pt")
     ap.add_argument("--bench", default="artifacts/bench64")
+    ap.add_argument("--warp-parts", default="",
+                    help="AFFINE:LOCAL,... scales of warp's own parts to serve it at beside the rest")
     ap.add_argument("--report", default="")
     args = ap.parse_args()
 
@@ -68,6 +95,10 @@ def main() -> None:
     for name, adapt in {"warp": checkpoint_adapter(meta, held.params),
                         "classic": classic_adapter(held.params, 64, {})}.items():
         rows[name] = {c: draw(adapt(shots[c], args.draw_seed + c), args.samples, args.draw_seed + c) for c in splits}
+    for affine, local in (map(float, pair.split(":")) for pair in filter(None, args.warp_parts.split(","))):
+        adapt = scaled_warp_adapter(meta, held.params, affine, local)
+        rows[f"warp affine x{affine} local x{local}"] = {
+            c: draw(adapt(shots[c], args.draw_seed + c), args.samples, args.draw_seed + c) for c in splits}
     report = {"split": args.split, "draw_seed": args.draw_seed, "characters": len(splits),
               "results": score_rows(held, splits, shots, rows, targets)}
     if args.report:

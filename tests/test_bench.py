@@ -388,3 +388,30 @@ def test_a_shot_conditioned_density_of_codes_beats_their_gaussian_only_where_the
     assert density.sample(up[:, :, None, None].expand(-1, -1, 2, 2), 200).shape == (200, 2)
     assert float(density.sample(up[:, :, None, None].expand(-1, -1, 2, 2), 200)[:, 0].mean()) > 1.0
     assert float(density.sample(down[:, :, None, None].expand(-1, -1, 2, 2), 200)[:, 0].mean()) < -1.0
+
+
+def test_the_parts_of_a_move_scale_apart():
+    """bench/deformation_parts.py: a registered move's affine map and local field scale apart (both
+    at 0: every image the same, the shot unmoved), and warp's moves are scaled the same way."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from deformation_ceiling import oracle_images
+    from deformation_parts import ScaledMoves
+
+    ds = SimpleNamespace(images=_bars([0, 3, -3]))
+    splits = {7: (np.array([0]), np.array([], int), np.array([1, 2]))}
+    by_part, _ = oracle_images(ds, splits, grid=4, reach_px=4.0, iterations=20,
+                               strengths=((1.0, 1.0), (1.0, 0.0), (0.0, 0.0)))
+    assert set(by_part) == {(1.0, 1.0), (1.0, 0.0), (0.0, 0.0)}
+    unmoved = by_part[(0.0, 0.0)][7]
+    assert np.array_equal(unmoved[0], unmoved[1]) and not np.array_equal(by_part[(1.0, 1.0)][7][0], unmoved[0])
+
+    theta = torch.tensor([[[1.2, 0.1, 0.3], [0.0, 0.9, -0.2]]])
+    inner = SimpleNamespace(cfg=None, moves=lambda *a: ("base", theta, torch.ones(1, 4, 4, 2), "width"))
+    base, scaled, field, width = ScaledMoves(inner, affine=0.5, local=2.0).moves()
+    assert torch.allclose(scaled, torch.tensor([[[1.1, 0.05, 0.15], [0.0, 0.95, -0.1]]]))
+    assert torch.equal(field, torch.full((1, 4, 4, 2), 2.0)) and (base, width) == ("base", "width")
