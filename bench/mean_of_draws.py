@@ -23,8 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 
-from benchlib.heldout import PER_CLASS  # noqa: E402
-from benchlib.metrics import paired_interval  # noqa: E402
+from quality import against, print_tables  # noqa: E402
 
 SAME = ("split", "shots", "samples", "image_size", "classifier_steps", "classifier_folds", "adapt_steps",
         "evaluator_steps", "classes", "seed")
@@ -111,9 +110,8 @@ def mean_of_draws(reports: list[dict], classifier_only: bool = False) -> dict:
             res = mean_results([r["results"][ev][k] for r in reports])
             out["results"].setdefault(ev, {})[k] = res
             if reference in res:
-                out["against"].setdefault(ev, {})[k] = {
-                    name: {m: paired_interval(r["per_class"][m], res[reference]["per_class"][m]) for m in PER_CLASS}
-                    for name, r in res.items() if name in first.get("against", {}).get(ev, {}).get(k, {})}
+                out["against"].setdefault(ev, {})[k] = against(
+                    res, reference, set(first.get("against", {}).get(ev, {}).get(k, {})))
     for k in first.get("classifier", {}):
         tables = [r["classifier"][k] for r in reports]
         out["classifier"][k] = mean_results(tables)
@@ -139,8 +137,6 @@ def main() -> None:
     mean["reports"] = [str(p) for p in args.reports]
     if args.report:
         args.report.write_text(json.dumps(mean, indent=2) + "\n")
-    from quality import print_tables
-
     print_tables(mean)
     reference = mean["args"].get("against")
     for k, rows in mean["classifier_draws"].items():

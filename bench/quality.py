@@ -275,7 +275,8 @@ def classifier_rows(ds, splits: dict, shots_of: dict, images: dict, steps: int, 
 def against(res: dict, reference: str, generated: set[str]) -> dict:
     """Each generated row minus ``reference``, character by character: mean and 95% interval."""
     base = res[reference]["per_class"]
-    return {name: {m: paired_interval(r["per_class"][m], base[m]) for m in PER_CLASS}
+    kept = [m for m in PER_CLASS if m in base]  # reports before 2026-12-06's twelfth session kept no gains
+    return {name: {m: paired_interval(r["per_class"][m], base[m]) for m in kept}
             for name, r in res.items() if name in generated and name != reference}
 
 
@@ -288,10 +289,11 @@ def print_tables(report: dict) -> None:
     for ev_name, by_k in report.get("against", {}).items():
         for k, rows in by_k.items():
             print(f"\n{k}, {ev_name}: minus {report['args']['against']}, per character (95% bootstrap interval)")
-            print("| row | " + " | ".join(PER_CLASS) + " |\n|" + "---|" * (len(PER_CLASS) + 1))
+            kept = [m for m in PER_CLASS if all(m in r for r in rows.values())]
+            print("| row | " + " | ".join(kept) + " |\n|" + "---|" * (len(kept) + 1))
             for name, r in rows.items():
                 print(f"| {name} | " + " | ".join(
-                    f"{r[m]['diff']:+.3f} [{r[m]['lo']:+.3f}, {r[m]['hi']:+.3f}]" for m in PER_CLASS) + " |")
+                    f"{r[m]['diff']:+.3f} [{r[m]['lo']:+.3f}, {r[m]['hi']:+.3f}]" for m in kept) + " |")
 
 
 def print_result_tables(report: dict) -> None:

@@ -415,3 +415,27 @@ def test_the_parts_of_a_move_scale_apart():
     base, scaled, field, width = ScaledMoves(inner, affine=0.5, local=2.0).moves()
     assert torch.allclose(scaled, torch.tensor([[[1.1, 0.05, 0.15], [0.0, 0.95, -0.1]]]))
     assert torch.equal(field, torch.full((1, 4, 4, 2), 2.0)) and (base, width) == ("base", "width")
+
+
+def test_each_characters_gain_is_kept_and_they_average_to_the_gain(monkeypatch):
+    """benchlib.heldout.score keeps both rules' gains per character (the change on its own queries,
+    every fold), so rows can be compared character by character; their mean is the reported gain."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from benchlib import heldout
+
+    g = torch.Generator().manual_seed(0)
+    centres = [torch.tensor([0.0, 0.0]), torch.tensor([3.0, 0.0]), torch.tensor([0.0, 3.0])]
+    feats = {c: {"shots": m + torch.randn(1, 2, generator=g), "queries": m + torch.randn(5, 2, generator=g),
+                 "refs": m + torch.randn(10, 2, generator=g)} for c, m in enumerate(centres)}
+    protos = torch.stack(centres)
+    monkeypatch.setattr(heldout, "held_out_features", lambda ds, net, splits: ([0, 1, 2], feats, protos))
+    monkeypatch.setattr(heldout, "embed", lambda net, x: torch.as_tensor(x, dtype=torch.float32))
+    generated = {c: (m + torch.randn(15, 2, generator=g)).numpy() for c, m in enumerate(centres)}
+    out = heldout.score(None, None, None, generated)
+    assert out["aug_gain_folds"] == out["aug_gain_nn_folds"] == 3
+    for key in ("aug_gain", "aug_gain_nn"):
+        assert len(out["per_class"][key]) == 3
+        assert np.isclose(np.mean(out["per_class"][key]), out[key])

@@ -18,14 +18,15 @@ from metagan.checkpoint import load_checkpoint
 from metagan.config import Params, load_params
 from metagan.data import TaskDataset, split_classes
 from metagan.evaluator import EVALUATOR_FORMAT, at_size, embed, load_evaluator, save_evaluator, train_evaluator
-from benchlib.metrics import (augmentation_gain, class_consistency, class_consistency_left_out, copy_rate, diversity,
+from benchlib.metrics import (augmentation_hits, class_consistency, class_consistency_left_out, copy_rate, diversity,
                              kernel_distance)
 from metagan.task_data import prepare_task_dataset
 
 QUERIES = 5
 EVALUATOR_SIZE = 32
-PER_CLASS = ("heldout_consistency", "heldout_diversity", "heldout_copy_rate", "kid")
-"""Figures :func:`score` also keeps per character, in the evaluated characters' order."""
+PER_CLASS = ("heldout_consistency", "heldout_diversity", "heldout_copy_rate", "kid", "aug_gain", "aug_gain_nn")
+"""Figures :func:`score` also keeps per character, in the evaluated characters' order (the gains:
+the change of the accuracy on that character's own queries, every fold)."""
 
 
 @dataclass
@@ -170,19 +171,23 @@ def score(ds, net, splits, images_of: dict[int, np.ndarray], real_row: bool = Fa
     out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     out["per_class"] = {k: [r[k] for r in rows] for k in PER_CLASS}  # for paired intervals between rows
     for rule, suffix in (("prototype", ""), ("neighbour", "_nn")):
-        accs = []
+        folds = []  # per fold: hits of the queries without, with the generated images, with the reals
         for at in query_folds([len(v) for v in non_shot]):
             queries = torch.cat([v[at] for v in non_shot])
             reals = [apart(v, at) for v in non_shot]
-            acc0, acc_real = augmentation_gain(support, reals, queries, labels, rule)
-            acc1 = acc_real if real_row else augmentation_gain(
+            hits0, hits_real = augmentation_hits(support, reals, queries, labels, rule)
+            hits1 = hits_real if real_row else augmentation_hits(
                 support, [g[: len(r)] for g, r in zip(gens, reals)], queries, labels, rule)[1]
-            accs.append((acc0, acc1, acc_real))
-        acc0, acc1, acc_real = (float(np.mean(a)) for a in zip(*accs))
+            folds.append(torch.stack([hits0, hits1, hits_real]).float())
+        hits = torch.stack(folds)  # (folds, 3, queries)
+        acc0, acc1, acc_real = (float(a) for a in hits.mean((0, 2)))
+        first0, first1 = (float(a) for a in hits[0, :2].mean(1))
+        out["per_class"][f"aug_gain{suffix}"] = (  # each character's own queries, every fold
+            (hits[:, 1] - hits[:, 0]).mean(0).view(len(classes), QUERIES).mean(1).tolist())
         out |= {f"acc_shots_only{suffix}": acc0, f"acc_with_generated{suffix}": acc1, f"aug_gain{suffix}": acc1 - acc0,
                 f"aug_gain{suffix}_real_ceiling": acc_real - acc0,
                 f"aug_gain{suffix}_share_of_real": (acc1 - acc0) / (acc_real - acc0) if acc_real > acc0 else float("nan"),
-                f"aug_gain{suffix}_folds": len(accs), f"aug_gain{suffix}_first_fold": accs[0][1] - accs[0][0]}
+                f"aug_gain{suffix}_folds": len(folds), f"aug_gain{suffix}_first_fold": first1 - first0}
     return out
 
 

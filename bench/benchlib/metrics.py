@@ -58,36 +58,43 @@ def kernel_distance(x: torch.Tensor, y: torch.Tensor) -> float:
                  - 2 * kxy.mean())
 
 
-def nearest_prototype_accuracy(queries: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor) -> float:
-    return float((torch.cdist(queries, prototypes).argmin(1) == labels).float().mean())
+def nearest_prototype_hits(queries: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    """Per query: whether its nearest prototype is its class's."""
+    return torch.cdist(queries, prototypes).argmin(1) == labels
 
 
-def nearest_neighbour_accuracy(queries: torch.Tensor, labels: torch.Tensor, support: list[torch.Tensor]) -> float:
-    """Each query takes the class of its single nearest support image."""
+def nearest_neighbour_hits(queries: torch.Tensor, labels: torch.Tensor, support: list[torch.Tensor]) -> torch.Tensor:
+    """Per query: whether its single nearest support image is of its class."""
     pool = torch.cat(support)
     owner = torch.cat([torch.full((len(s),), c) for c, s in enumerate(support)])
-    return float((owner[torch.cdist(queries, pool).argmin(1)] == labels).float().mean())
+    return owner[torch.cdist(queries, pool).argmin(1)] == labels
+
+
+def augmentation_hits(support: list[torch.Tensor], extra: list[torch.Tensor], queries: torch.Tensor,
+                      labels: torch.Tensor, rule: str = "prototype") -> tuple[torch.Tensor, torch.Tensor]:
+    """DAGAN's protocol in evaluator space, per query: (right without, right with the extra images).
+
+    ``rule`` ``prototype``: each query takes its nearest class mean; ``neighbour`` (the issue's
+    table): its nearest single image. A prototype only moves where the added images shift a class's
+    mean; a nearest neighbour also gains where they cover drawings the shots do not, and loses where
+    one of them sits nearer another class's queries.
+
+    ``support[c]``: the shots of class c; ``extra[c]``: images added to them (generated, or real
+    drawings for the ceiling).
+    """
+    added = [torch.cat([s, e]) for s, e in zip(support, extra)]
+    if rule == "neighbour":
+        return nearest_neighbour_hits(queries, labels, support), nearest_neighbour_hits(queries, labels, added)
+    if rule != "prototype":
+        raise ValueError(f"no rule {rule!r} (prototype or neighbour)")
+    return (nearest_prototype_hits(queries, labels, torch.stack([s.mean(0) for s in support])),
+            nearest_prototype_hits(queries, labels, torch.stack([a.mean(0) for a in added])))
 
 
 def augmentation_gain(support: list[torch.Tensor], extra: list[torch.Tensor], queries: torch.Tensor,
                       labels: torch.Tensor, rule: str = "prototype") -> tuple[float, float]:
-    """DAGAN's protocol with a nearest-prototype (``rule="prototype"``) or nearest-neighbour
-    (``"neighbour"``: the issue's table) classifier in evaluator space. A prototype only moves where
-    the added images shift the class's mean; a nearest neighbour also gains where they cover
-    drawings the shots do not.
-
-    ``support[c]``: the shots of class c; ``extra[c]``: images added to them (generated, or real
-    drawings for the ceiling). Returns (accuracy without, accuracy with the extra images).
-    """
-    added = [torch.cat([s, e]) for s, e in zip(support, extra)]
-    if rule == "neighbour":
-        return nearest_neighbour_accuracy(queries, labels, support), nearest_neighbour_accuracy(queries, labels, added)
-    if rule != "prototype":
-        raise ValueError(f"no rule {rule!r} (prototype or neighbour)")
-    without = torch.stack([s.mean(0) for s in support])
-    with_extra = torch.stack([a.mean(0) for a in added])
-    return (nearest_prototype_accuracy(queries, labels, without),
-            nearest_prototype_accuracy(queries, labels, with_extra))
+    """(accuracy without, accuracy with the extra images): :func:`augmentation_hits` averaged."""
+    return tuple(float(h.float().mean()) for h in augmentation_hits(support, extra, queries, labels, rule))
 
 
 def paired_interval(a, b, resamples: int = 2000, level: float = 0.95, seed: int = 0) -> dict[str, float]:
