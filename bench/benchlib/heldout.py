@@ -169,7 +169,7 @@ def score(ds, net, splits, images_of: dict[int, np.ndarray], real_row: bool = Fa
     non_shot = [torch.cat([feats[c]["queries"], feats[c]["refs"]]) for c in classes]
     labels = torch.arange(len(classes)).repeat_interleave(QUERIES)
     out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
-    out["per_class"] = {k: [r[k] for r in rows] for k in PER_CLASS}  # for paired intervals between rows
+    out["per_class"] = {k: [r[k] for r in rows] for k in PER_CLASS if k in rows[0]}  # the gains: below
     for rule, suffix in (("prototype", ""), ("neighbour", "_nn")):
         folds = []  # per fold: hits of the queries without, with the generated images, with the reals
         for at in query_folds([len(v) for v in non_shot]):
