@@ -167,28 +167,36 @@ def score(ds, net, splits, images_of: dict[int, np.ndarray], real_row: bool = Fa
         rows.append(class_scores(gens[-1], feats[c], protos, i) | background_shares(images_of[c]))
     support = [feats[c]["shots"] for c in classes]
     non_shot = [torch.cat([feats[c]["queries"], feats[c]["refs"]]) for c in classes]
-    labels = torch.arange(len(classes)).repeat_interleave(QUERIES)
     out = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
     out["per_class"] = {k: [r[k] for r in rows] for k in PER_CLASS if k in rows[0]}  # the gains: below
     for rule, suffix in (("prototype", ""), ("neighbour", "_nn")):
-        folds = []  # per fold: hits of the queries without, with the generated images, with the reals
-        for at in query_folds([len(v) for v in non_shot]):
-            queries = torch.cat([v[at] for v in non_shot])
-            reals = [apart(v, at) for v in non_shot]
-            hits0, hits_real = augmentation_hits(support, reals, queries, labels, rule)
-            hits1 = hits_real if real_row else augmentation_hits(
-                support, [g[: len(r)] for g, r in zip(gens, reals)], queries, labels, rule)[1]
-            folds.append(torch.stack([hits0, hits1, hits_real]).float())
-        hits = torch.stack(folds)  # (folds, 3, queries)
-        acc0, acc1, acc_real = (float(a) for a in hits.mean((0, 2)))
-        first0, first1 = (float(a) for a in hits[0, :2].mean(1))
-        out["per_class"][f"aug_gain{suffix}"] = (  # each character's own queries, every fold
-            (hits[:, 1] - hits[:, 0]).mean(0).view(len(classes), QUERIES).mean(1).tolist())
-        out |= {f"acc_shots_only{suffix}": acc0, f"acc_with_generated{suffix}": acc1, f"aug_gain{suffix}": acc1 - acc0,
-                f"aug_gain{suffix}_real_ceiling": acc_real - acc0,
-                f"aug_gain{suffix}_share_of_real": (acc1 - acc0) / (acc_real - acc0) if acc_real > acc0 else float("nan"),
-                f"aug_gain{suffix}_folds": len(folds), f"aug_gain{suffix}_first_fold": first1 - first0}
+        figures, out["per_class"][f"aug_gain{suffix}"] = fold_gains(support, non_shot, gens, rule, suffix, real_row)
+        out |= figures
     return out
+
+
+def fold_gains(support: list[torch.Tensor], non_shot: list[torch.Tensor], gens: list[torch.Tensor], rule: str,
+               suffix: str, real_row: bool) -> tuple[dict[str, float], list[float]]:
+    """The augmentation gain by ``rule`` over every query fold (each fold's other non-shot drawings
+    are the reals added; as many generated images as those), its keys ending in ``suffix``; and each
+    character's own gain (on its own queries), in order."""
+    labels = torch.arange(len(support)).repeat_interleave(QUERIES)
+    folds = []  # per fold: the queries' hits without, with the generated images, with the reals
+    for at in query_folds([len(v) for v in non_shot]):
+        queries = torch.cat([v[at] for v in non_shot])
+        reals = [apart(v, at) for v in non_shot]
+        hits0, hits_real = augmentation_hits(support, reals, queries, labels, rule)
+        hits1 = hits_real if real_row else augmentation_hits(
+            support, [g[: len(r)] for g, r in zip(gens, reals)], queries, labels, rule)[1]
+        folds.append(torch.stack([hits0, hits1, hits_real]).float())
+    hits = torch.stack(folds)  # (folds, 3, queries)
+    by_class = (hits[:, 1] - hits[:, 0]).mean(0).view(len(support), QUERIES).mean(1).tolist()
+    acc0, acc1, acc_real = (float(a) for a in hits.mean((0, 2)))
+    first0, first1 = (float(a) for a in hits[0, :2].mean(1))
+    return {f"acc_shots_only{suffix}": acc0, f"acc_with_generated{suffix}": acc1, f"aug_gain{suffix}": acc1 - acc0,
+            f"aug_gain{suffix}_real_ceiling": acc_real - acc0,
+            f"aug_gain{suffix}_share_of_real": (acc1 - acc0) / (acc_real - acc0) if acc_real > acc0 else float("nan"),
+            f"aug_gain{suffix}_folds": len(folds), f"aug_gain{suffix}_first_fold": first1 - first0}, by_class
 
 
 def new_drawing_reference(ds, net, splits) -> dict[str, float]:
