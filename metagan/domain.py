@@ -102,14 +102,30 @@ def as_judged(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out, inverted
 
 
+BLANK_RANGE = 24
+"""An image whose lightest and darkest pixels differ by less than this has nothing drawn on it."""
+
+
+def _gray(image: np.ndarray) -> np.ndarray:
+    return image.astype(np.float64).mean(-1) if image.ndim == 3 else image.astype(np.float64)
+
+
+def is_blank(image: np.ndarray) -> bool:
+    """Nothing is drawn on ``image`` (H, W[, C]) uint8: one even shade, whatever its distance. A
+    plain page sits close to the drawings' features (their background is most of every drawing),
+    so the distance alone let white and black pages through (found by a probe, 2026-12-06)."""
+    gray = _gray(image)
+    return float(gray.max() - gray.min()) < BLANK_RANGE
+
+
 def describe(image: np.ndarray) -> str:
     """What an out-of-domain upload looks like, from its pixels (as judged: an inverted drawing
     after inversion), in words a customer can act on."""
-    gray = image.astype(np.float64).mean(-1) if image.ndim == 3 else image.astype(np.float64)
+    gray = _gray(image)
     background = float(np.median(np.concatenate([gray[:BORDER].ravel(), gray[-BORDER:].ravel(),
                                                  gray[:, :BORDER].ravel(), gray[:, -BORDER:].ravel()])))
     plain = float((np.abs(gray - background) < 32).mean())
-    if gray.max() - gray.min() < 24:
+    if is_blank(image):
         return "it is blank: nothing is drawn on it"
     if background < 240 and plain >= 0.6 and float((gray < background - 64).mean()) >= 0.02:
         return ("its background is grey or coloured, not white (a photographed drawing?): scan it, or raise the "
@@ -160,7 +176,7 @@ class DomainScreen:
             converted = "light strokes on a dark background: inverted to dark on white" if inv else ""
             # the same words for the same kind of upload (the customer's message names the files
             # sharing a reason together); the distance is for the log
-            refusal = "" if d <= t else f"{describe(image)}; {WHAT_THE_MODEL_DRAWS}"
+            refusal = "" if d <= t and not is_blank(image) else f"{describe(image)}; {WHAT_THE_MODEL_DRAWS}"
             if refusal:
                 log.info("upload refused by the domain check: distance %.2f > %.2f", d, t)
             verdicts.append(Verdict(image, float(d), t, converted, refusal))

@@ -115,6 +115,16 @@ def test_one_photo_among_drawings_is_rejected_alone(tmp_path, params):
     assert all(r.endswith(WHAT_THE_MODEL_DRAWS) for r in reasons.values())
 
 
+@pytest.mark.parametrize("shade", [255, 250, 0])
+def test_a_plain_page_is_refused_whatever_its_distance(tmp_path, params, shade):
+    """Guarantee: a page with nothing drawn on it is refused as blank, white, near-white or black
+    (inverted to white). A plain page sits close to the drawings' features, so a probe found white
+    and black ones under the distance threshold, adapted and registered (2026-12-06)."""
+    save(tmp_path / "up" / "page", "page.png", np.full((105, 105), shade, np.uint8))
+    result = ingest_one.fn(tmp_path / "up" / "page", params)
+    assert not result.ok and "page.png: it is blank" in result.error
+
+
 def test_real_customers_pass(tmp_path):
     """Guarantee: the example customers and drawings of every character of the bundled sample
     (its alphabets include held-out ones) pass the domain check."""
