@@ -146,3 +146,28 @@ def test_init_writes_the_shipped_defaults_into_the_project_once(tmp_path, capsys
     assert isinstance(load_params(), Params)
     rc, err = run(capsys, "init", "--project", str(tmp_path))
     assert rc == ExitCode.BAD_INPUT and "exists already" in err[0]
+
+
+def test_the_demo_names_every_customer_it_did_not_serve_and_exits_partial(monkeypatch, tmp_path):
+    """`metagan demo` keeps the exit codes of every command: a customer rejected, failed or refused
+    by the gate is named with its reason and the demo exits 1 (found by a probe: it exited 0 and
+    said nothing of a refused customer)."""
+    from types import SimpleNamespace
+
+    import flows.app.demo as demo
+    import flows.pipeline
+    from flows.pipeline import PipelineResult
+    from metagan.config import Params
+    from metagan.lifecycle.registry import Adaptation, Promotion, PromotionResult
+
+    data = SimpleNamespace(rejected={"bad": "customer 'bad': 0 usable image(s)"}, accepted=[], data_version="d1")
+    result = PipelineResult(data, SimpleNamespace(version="1"), None,
+                            adapted=[Adaptation("white", True, "1"), Adaptation("broken", False, error="disk full")],
+                            promoted=[PromotionResult("white", Promotion.REFUSED, "1", ("copy rate 1.00 > 0.20",))])
+    monkeypatch.setattr(demo, "demo_params", lambda *a: Params())
+    monkeypatch.setattr(flows.pipeline, "pipeline", lambda *a, **k: result)
+    lines = []
+    assert demo.run_demo(None, tmp_path, tmp_path / "out", 0.0, echo=lines.append) == ExitCode.PARTIAL
+    text = "\n".join(lines)
+    assert "rejected: customer 'bad'" in text and "broken: adaptation failed: disk full" in text
+    assert "white: v1 not promoted: copy rate 1.00 > 0.20" in text

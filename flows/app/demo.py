@@ -13,6 +13,8 @@ from flows.common import check_profile
 from metagan import store
 from metagan.config import PACKAGE_DIR, SHIPPED_META_MODEL, Params, load_params
 from metagan.contact_sheet import contact_sheet
+from metagan.errors import ExitCode
+from metagan.lifecycle.registry import Promotion
 
 SHIPPED_META = SHIPPED_META_MODEL
 EXAMPLE_CUSTOMERS = PACKAGE_DIR / "sample_data" / "customers"
@@ -46,9 +48,18 @@ def run_demo(params_path: str | None, customers: Path, out: Path, train_minutes:
          f"metagan-meta v{result.meta.version}")
     for error in result.data.rejected.values():
         echo(f"  rejected: {error}")
+    for a in result.adapted:
+        if not a.ok:
+            echo(f"  {a.customer_id}: adaptation failed: {a.error}")
+    for p in result.promoted:
+        if p.outcome is Promotion.REFUSED:
+            echo(f"  {p.customer_id}: v{p.version} not promoted: {p.reason}")
     shots = {u.customer_id: u.images for u in result.data.accepted}
     for b in result.generated:
         cid = b.customer_id
+        if not b.ok:
+            echo(f"  {cid}: no images: {b.error}")
+            continue
         folder = out / cid
         generated = np.stack([_as_hwc(np.asarray(Image.open(folder / f))) for f in b.files])
         sheet = contact_sheet(shots[cid], generated, out / f"{cid}-contact-sheet.png")
@@ -60,4 +71,4 @@ def run_demo(params_path: str | None, customers: Path, out: Path, train_minutes:
     echo(f"Look at the flow runs (start it first):    {bin_dir / 'prefect'} server start")
     echo(f"List models, versions and aliases:         {bin_dir / 'metagan'} models")
     echo(f"Preview a candidate before promoting it:   {bin_dir / 'metagan'} generate --customer ID --alias candidate")
-    return 0
+    return ExitCode.PARTIAL if result.partial else ExitCode.OK  # as `metagan pipeline`
