@@ -99,6 +99,9 @@ def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model:
     manifest = {"model": model, "seed": seed, "count": count, "image_shape": list(images.shape[1:]),
                 "created": created.isoformat(timespec="seconds"), "layout": layout, "files": names,
                 "contact_sheet": CONTACT_SHEET, "gallery": GALLERY}
+    # a batch written over an earlier one: its manifest goes first, so no reader takes the new
+    # images half-written (or an interrupted write's mix of old and new) for the old batch
+    out.remove(MANIFEST)
     if layout == "shard":
         from metagan.shards import SHARD, shard_bytes
 

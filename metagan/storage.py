@@ -52,10 +52,7 @@ def read_object(uri: str) -> bytes:
     except (BotoCoreError, ClientError) as e:
         if isinstance(e, ClientError) and e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
             raise FileNotFoundError(uri) from None
-        unavailable = _unavailable(e, f"reading {uri}", policy)
-        if unavailable is None:
-            raise
-        raise unavailable from e
+        raise s3_failure(e, f"reading {uri}", policy) from e
 
 
 def proxied_object(uri: str) -> str | None:
@@ -83,10 +80,7 @@ def _put(client, policy: RetryPolicy, bucket: str, key: str, data: bytes) -> Non
     try:
         client.put_object(Bucket=bucket, Key=key, Body=data)
     except (BotoCoreError, ClientError) as e:
-        unavailable = _unavailable(e, f"writing s3://{bucket}/{key}", policy)
-        if unavailable is None:
-            raise  # access denied, no such bucket...: retrying would not help, say so as is
-        raise unavailable from e
+        raise s3_failure(e, f"writing s3://{bucket}/{key}", policy) from e
 
 
 class OutputLocation:
@@ -113,14 +107,35 @@ class OutputLocation:
             return f"s3://{self.bucket}/{key}"
         return str(write_bytes(self.root / relative, data))
 
+    def remove(self, relative: str) -> None:
+        """Remove ``relative`` under this location; nothing there is no error."""
+        if not self.is_s3:
+            (self.root / relative).unlink(missing_ok=True)
+            return
+        from botocore.exceptions import BotoCoreError, ClientError
 
-def _unavailable(e: Exception, what: str, policy: RetryPolicy) -> ServiceUnavailable | None:
-    """An S3 call's failure once botocore's retries are spent, as ``ServiceUnavailable`` naming the
-    object; None for a permanent error (access denied, no such bucket...), which is raised as it is."""
-    from botocore.exceptions import ClientError
+        key = f"{self.prefix}/{relative}" if self.prefix else relative
+        try:
+            self.s3.delete_object(Bucket=self.bucket, Key=key)  # S3 answers 204 for a key not there
+        except (BotoCoreError, ClientError) as e:
+            raise s3_failure(e, f"removing s3://{self.bucket}/{key}", self.policy) from e
 
+
+def s3_failure(e: Exception, what: str, policy: RetryPolicy) -> Exception:
+    """An S3 call's failure once botocore's retries are spent, classified (:mod:`metagan.errors`):
+    ``ServiceUnavailable`` naming the object when it may pass; a one-line ``BadInput`` when only
+    someone changing the configuration helps (no credentials, access denied, no such bucket),
+    never retried and never shown as a bug."""
+    from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
+
+    from metagan.errors import BadInput
+
+    if isinstance(e, (NoCredentialsError, PartialCredentialsError)):
+        return BadInput(f"S3: no credentials for {what}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                        f"(or AWS_PROFILE) in the environment ({e})")
     if isinstance(e, ClientError) and not _is_retryable(e):
-        return None
+        error = e.response.get("Error", {})
+        return BadInput(f"S3 refused {what}: {error.get('Code', '?')}: {error.get('Message', e)}")
     return ServiceUnavailable(f"S3 unavailable: {what} failed after {policy.attempts} attempt(s): {e}")
 
 

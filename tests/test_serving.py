@@ -181,3 +181,28 @@ def test_a_batch_as_one_shard_holds_what_loose_pngs_hold(acme, store):
     assert samples[2][2] == {"index": 2, "model": model.name, "version": model.version, "seed": 4}
     assert (store / "png" / "contact-sheet.png").read_bytes() == (store / "shard" / "contact-sheet.png").read_bytes()
     assert (store / "shard" / "index.html").read_text().count("data:image/png;base64,") == 6
+
+
+def test_a_batch_written_over_another_drops_the_old_manifest_before_its_first_image(acme, store, monkeypatch):
+    """Guarantee: a reader that finds a manifest finds the batch it describes. Written over an
+    earlier batch, the old manifest goes before any image is replaced, so a write that fails half
+    way leaves no manifest over a mix of old and new images (a probe killed one: the old manifest
+    stood over new images)."""
+    import pytest
+
+    from metagan import storage
+    from metagan.generate import run_batch_job
+
+    model = serving.served_model("acme")
+    run_batch_job(model.onnx, 6, str(store / "b"), 1, model.describe())
+    written = []
+
+    def failing_write(self, relative, data):
+        written.append(relative)
+        if len(written) == 3:
+            raise OSError(28, "No space left on device")
+        return str(store / "b" / relative)
+    monkeypatch.setattr(storage.OutputLocation, "write", failing_write)
+    with pytest.raises(OSError):
+        run_batch_job(model.onnx, 6, str(store / "b"), 2, model.describe())
+    assert not (store / "b" / "manifest.json").exists()

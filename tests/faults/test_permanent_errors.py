@@ -142,3 +142,25 @@ def test_an_unknown_customer_or_invalid_id_fails_once_in_one_line_without_a_trac
         assert rc == 3, (argv, err)
         assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0], (argv, err)
         assert seconds < 30, (argv, seconds)  # the measured figure (well under 5 s) is in docs/RELIABILITY.md
+
+
+def test_s3_without_credentials_or_refusing_access_is_bad_input_not_unavailable():
+    """Guarantee: only an S3 failure that may pass is "unavailable" (exit 4, after the retries); no
+    credentials, access denied or no such bucket are the configuration's, one line, exit 3 (a probe
+    found missing credentials reported as "S3 unavailable" after 5 attempts)."""
+    from botocore.exceptions import ClientError, NoCredentialsError
+
+    from metagan.retry import RetryPolicy
+    from metagan.storage import s3_failure
+
+    policy = RetryPolicy.from_env("s3")
+
+    def client_error(code: str, status: int) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                           "PutObject")
+
+    failures = {name: s3_failure(e, "writing s3://b/k", policy) for name, e in {
+        "credentials": NoCredentialsError(), "denied": client_error("AccessDenied", 403),
+        "bucket": client_error("NoSuchBucket", 404), "busy": client_error("SlowDown", 503)}.items()}
+    assert [kind_of(failures[n]).exit_code for n in ("credentials", "denied", "bucket", "busy")] == [3, 3, 3, 4]
+    assert "AWS_ACCESS_KEY_ID" in str(failures["credentials"]) and "AccessDenied" in str(failures["denied"])
