@@ -187,11 +187,16 @@ class GateConfig(_Section):
     min_diversity: float = Field(0.2, ge=0)
 
 
+MAX_BATCH_IMAGES = 100_000
+"""The most images one batch draws: a batch is drawn and encoded in memory (about 400 MB of
+64 x 64 pixels at this size), so a larger ask fails at once, not when memory runs out."""
+
+
 class ScheduleConfig(_Section):
     adapt_cron: str = "0 * * * *"
     meta_train_cron: str = "0 3 * * 0"
     generate_cron: str = "30 2 * * *"
-    generate_count: int = Field(64, ge=1)
+    generate_count: int = Field(64, ge=1, le=MAX_BATCH_IMAGES)
     timezone: str = "UTC"
 
 

@@ -83,11 +83,14 @@ def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model:
     :class:`~metagan.storage.OutputLocation` whose S3 client to reuse for ``out_uri``; ``threads``:
     onnxruntime threads (one in a fan-out task: the other tasks use the other cores).
     """
+    from metagan.config import MAX_BATCH_IMAGES
     from metagan.errors import BadInput
     from metagan.storage import OutputLocation
 
-    if count < 1:
-        raise BadInput(f"the image count must be at least 1, got {count}")
+    if not 1 <= count <= MAX_BATCH_IMAGES:
+        raise BadInput(f"the image count must be 1 to {MAX_BATCH_IMAGES:,}, got {count:,}")
+    if seed < 0:
+        raise BadInput(f"the seed must be 0 or more, got {seed}")
     if layout not in LAYOUTS:
         raise BadInput(f"unknown batch layout {layout!r}; one of {', '.join(LAYOUTS)}")
     start = time.monotonic()

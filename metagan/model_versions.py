@@ -267,8 +267,19 @@ def download_artifact_file(model_name: str, version: str | int, filename: str, d
 
 
 def set_model_tag(model_name: str, key: str, value: str) -> None:
-    """A tag of the registered model itself (not of one version)."""
-    retrying(f"tag {model_name}", client().set_registered_model_tag, model_name, key, value)
+    """A tag of the registered model itself (not of one version); ``NotFound`` for a model that
+    is not registered."""
+    from mlflow.exceptions import MlflowException
+
+    from metagan.errors import NotFound
+    from metagan.store import absent
+
+    try:
+        retrying(f"tag {model_name}", client().set_registered_model_tag, model_name, key, value)
+    except MlflowException as e:
+        if not absent(e):
+            raise
+        raise NotFound(f"no registered model {model_name!r}") from None
 
 
 def search_models(names: list[str]) -> list:

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
-from metagan.errors import MetaganError, Unavailable
+from metagan.errors import BadInput, MetaganError, Unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,9 +45,9 @@ class RetryPolicy:
             try:
                 parsed = kind(raw) if raw is not None else default
             except ValueError:
-                raise ValueError(f"{prefix + name}={raw!r} is not a number") from None
+                raise BadInput(f"{prefix + name}={raw!r} is not a number") from None
             if parsed < (1 if name == "ATTEMPTS" else 0):
-                raise ValueError(f"{prefix + name} must be {'>= 1' if name == 'ATTEMPTS' else '>= 0'}, got {raw}")
+                raise BadInput(f"{prefix + name} must be {'>= 1' if name == 'ATTEMPTS' else '>= 0'}, got {raw}")
             return parsed
 
         return cls(value("ATTEMPTS", cls.attempts, int), value("BACKOFF_S", cls.backoff_s),

@@ -223,10 +223,17 @@ def production_model(customer_id: str) -> ServedModel:
 
 def local_model(path: str | Path) -> ServedModel:
     """An ONNX file on disk, served as is (a preview of a model that is not registered)."""
+    from metagan.onnx_runtime import onnx_session
+
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"no ONNX file at {path}")
-    return ServedModel(path.stem, "local", str(path.resolve()), path.read_bytes())
+    data = path.read_bytes()
+    try:  # the user's own file: one that does not load is their mistake, not a bug (a session costs ms)
+        onnx_session(data)
+    except Exception as e:  # noqa: BLE001 (onnxruntime's own classes: InvalidProtobuf, Fail, ...)
+        raise BadInput(f"{path} is not an ONNX model onnxruntime can load: {str(e).splitlines()[0][:200]}") from None
+    return ServedModel(path.stem, "local", str(path.resolve()), data)
 
 
 def served_version(customer_id: str, version: str, model_uri: str | None = None,

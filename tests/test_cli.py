@@ -57,6 +57,8 @@ def test_global_options_are_accepted_after_the_subcommand(tmp_path):
     (["generate", "--customer", "x", "--count", "-5"], ExitCode.USAGE, "--count: must be at least 1, got -5"),
     (["generate", "--customer", "x", "--count", "0"], ExitCode.USAGE, "--count: must be at least 1, got 0"),
     (["generate", "--customer", "x", "--count", "many"], ExitCode.USAGE, "not a whole number"),
+    (["generate", "--customer", "x", "--count", "100000000000"], ExitCode.USAGE, "--count: must be at most 100,000"),
+    (["generate", "--customer", "x", "--seed", "-1"], ExitCode.USAGE, "--seed: must be at least 0, got -1"),
     (["generate"], ExitCode.USAGE, "say which model"),
     (["generate", "--customer", "x", "--alias", "candidate", "--version", "2"], ExitCode.USAGE, "not allowed with"),
     (["promote", "--customer", "../x"], ExitCode.BAD_INPUT, "unsafe customer id"),

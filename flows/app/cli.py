@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-from metagan.config import PROJECT_ENV, ConfigError, Params, load_params, project_dir
+from metagan.config import MAX_BATCH_IMAGES, PROJECT_ENV, ConfigError, Params, load_params, project_dir
 from metagan.errors import BadInput, ExitCode, NotFound, Usage, kind_of
 
 # the sub-commands that must not start Prefect (registry reads and the fast batch job)
@@ -339,17 +339,20 @@ class _Help(argparse.RawDescriptionHelpFormatter):
 
 
 def _count(text: str) -> int:
-    """A number of images: a whole number, at least 1 (0 or less is a mistake, not "the default")."""
-    return _whole(text, 1)
+    """A number of images: a whole number, at least 1 (0 or less is a mistake, not "the default"),
+    at most what one batch holds in memory."""
+    return _whole(text, 1, MAX_BATCH_IMAGES)
 
 
-def _whole(text: str, least: int = 0) -> int:
+def _whole(text: str, least: int = 0, most: int | None = None) -> int:
     try:
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if n < least:
         raise argparse.ArgumentTypeError(f"must be at least {least}, got {n}")
+    if most is not None and n > most:
+        raise argparse.ArgumentTypeError(f"must be at most {most:,}, got {n:,}")
     return n
 
 
@@ -444,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--minutes", type=_minutes, metavar="M", help="time budget (default: params.yaml's meta.minutes)")
     t.add_argument("--max-steps", type=_positive_whole, metavar="N",
                    help="stop after N meta-steps (default: params.yaml's meta.max_steps, none)")
-    t.add_argument("--seed", type=int, help="random seed (default: params.yaml's meta.seed)")
+    t.add_argument("--seed", type=_whole, help="random seed (default: params.yaml's meta.seed)")
     t.add_argument("--source", metavar="PATH", help="task dataset (default: params.yaml's data.source)")
 
     a = command("adapt", "adapt the meta-model to each customer folder, register and promote", cmd_adapt)
@@ -459,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="number of images (default: params.yaml's schedules.generate_count)")
     g.add_argument("--out", metavar="DIR", help="a folder or s3://bucket/prefix (default: params.yaml's "
                    "paths.generated)")
-    g.add_argument("--seed", type=int, default=0, help="noise seed: the same seed draws the same images")
+    g.add_argument("--seed", type=_whole, default=0, help="noise seed: the same seed draws the same images")
     which = g.add_mutually_exclusive_group()
     which.add_argument("--alias", choices=["production", "candidate", "previous"],
                        help="which of the customer's models; other than production (a preview before "
@@ -506,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--customers", metavar="DIR", required=True, help=customers_help)
     pl.add_argument("--count", type=_count, metavar="N",
                     help="images per customer (default: params.yaml's schedules.generate_count)")
-    pl.add_argument("--seed", type=int, default=0, help="noise seed of the batch job")
+    pl.add_argument("--seed", type=_whole, default=0, help="noise seed of the batch job")
     pl.add_argument("--out", metavar="DIR", help="a folder or s3://bucket/prefix (default: params.yaml's "
                     "paths.generated)")
 

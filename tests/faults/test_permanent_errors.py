@@ -135,10 +135,16 @@ def test_an_unknown_customer_or_invalid_id_fails_once_in_one_line_without_a_trac
            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"}
     subprocess.run([sys.executable, "-c", "from metagan import tracking; tracking.create_store()"], env=env | {
         "PATH": __import__("os").environ["PATH"]}, check=True, capture_output=True, cwd=tmp_path)
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
     cases = [("generate", "--customer", "nosuch", "--out", str(tmp_path / "out")), ("rollback", "--customer", "nosuch"),
-             ("generate", "--customer", "../etc", "--out", str(tmp_path / "out")), ("promote", "--customer", "no such")]
+             ("generate", "--customer", "../etc", "--out", str(tmp_path / "out")), ("promote", "--customer", "no such"),
+             # found by a probe of 2026-12-06 as exit 70 ("a bug"), each with a traceback:
+             ("schedule", "--customer", "nosuch", "--every", "7d"),
+             ("generate", "--model", str(tmp_path / "junk.onnx"), "--out", str(tmp_path / "out")),
+             ("models", {"METAGAN_MLFLOW_ATTEMPTS": "abc"})]
     for argv in cases:
-        rc, err, seconds = metagan(*argv, cwd=tmp_path, env_extra=env)
+        extra = argv[-1] if isinstance(argv[-1], dict) else {}
+        rc, err, seconds = metagan(*(a for a in argv if isinstance(a, str)), cwd=tmp_path, env_extra=env | extra)
         assert rc == 3, (argv, err)
         assert len(err) == 1 and err[0].startswith("error: ") and "Traceback" not in err[0], (argv, err)
         assert seconds < 30, (argv, seconds)  # the measured figure (well under 5 s) is in docs/RELIABILITY.md
