@@ -173,3 +173,11 @@ def test_the_demo_names_every_customer_it_did_not_serve_and_exits_partial(monkey
     text = "\n".join(lines)
     assert "rejected: customer 'bad'" in text and "broken: adaptation failed: disk full" in text
     assert "white: v1 not promoted: copy rate 1.00 > 0.20" in text
+
+
+def test_doctor_checks_every_learners_settings(tmp_path, capsys):
+    """`metagan doctor` checks `learners.*` too (the serving commands leave it to it and to the
+    commands that train or adapt): a misspelt key is exit 3, naming it, before any state is read."""
+    (tmp_path / "params.yaml").write_text("learners:\n  warp:\n    crsp: 3\n")
+    rc, err = run(capsys, "--params", str(tmp_path / "params.yaml"), "doctor")
+    assert rc == ExitCode.BAD_INPUT and "learners.warp.crsp" in err[-1]

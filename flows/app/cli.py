@@ -627,7 +627,12 @@ def _load(args) -> Params:
     """The settings, validated before any flow starts; the registry-only commands and the fast
     batch job check no Prefect server (they use none); ``generate --all`` runs the nightly flow."""
     if args.command in WITHOUT_PREFECT and not getattr(args, "all", False):
-        return load_params(args.params)
+        params = load_params(args.params)
+        if args.command == "doctor":  # the others read no learner's settings and must start fast (torch)
+            from metagan.meta import check_learners
+
+            check_learners(params)
+        return params
     from flows.common import load
 
     return load(args.params)
