@@ -181,3 +181,31 @@ def test_doctor_checks_every_learners_settings(tmp_path, capsys):
     (tmp_path / "params.yaml").write_text("learners:\n  warp:\n    crsp: 3\n")
     rc, err = run(capsys, "--params", str(tmp_path / "params.yaml"), "doctor")
     assert rc == ExitCode.BAD_INPUT and "learners.warp.crsp" in err[-1]
+
+
+def test_adapt_names_the_uploads_it_left_out_of_a_customer_it_served(monkeypatch, tmp_path, capsys):
+    """A customer served from some of its files hears which were left out and why (a probe found
+    the reasons only in the customer's report.json); it is not a failure: exit 0."""
+    from types import SimpleNamespace
+
+    import flows.adapt_customers
+    import flows.ingest
+    import flows.promote
+    from flows.app.cli import cmd_adapt
+    from flows.ingest import Ingestion
+    from metagan.config import Params
+    from metagan.customers import IngestResult
+    from metagan.lifecycle.registry import Adaptation, Promotion, PromotionResult
+
+    (tmp_path / "meta.pt").write_bytes(b"")
+    (tmp_path / "up").mkdir()
+    params = Params().with_overrides(paths={"meta_checkpoint": str(tmp_path / "meta.pt")})
+    rejected = [("notes.txt", "not an image"), ("b.png", "not an image")]
+    data = Ingestion("d1", 3, {"mixed": IngestResult("mixed", True, 5, rejected, uploads=SimpleNamespace())})
+    monkeypatch.setattr(flows.ingest, "ingest", lambda *a, **k: data)
+    monkeypatch.setattr(flows.adapt_customers, "adapt_customers_flow",
+                        lambda p: lambda *a, **k: [Adaptation("mixed", True, "1")])
+    monkeypatch.setattr(flows.promote, "promote", lambda *a: [PromotionResult("mixed", Promotion.PROMOTED, "1")])
+    rc = cmd_adapt(SimpleNamespace(customers=str(tmp_path / "up"), steps=None), params)
+    assert rc == ExitCode.OK
+    assert "mixed: 2 upload(s) left out: notes.txt, b.png: not an image" in capsys.readouterr().out

@@ -98,6 +98,7 @@ def cmd_adapt(args, params: Params) -> int:
     from flows.promote import promote
     from metagan.adapt import NoMetaCheckpoint
     from metagan.lifecycle.registry import Promotion
+    from metagan.uploads import rejection_summary
 
     customers = _existing_dir(args.customers)
     ckpt = params.resolve(params.paths.meta_checkpoint)
@@ -117,6 +118,9 @@ def cmd_adapt(args, params: Params) -> int:
         state = "production" if p is not None and p.serving else f"not promoted: {p.reason if p else a.error}"
         print(f"  {a.customer_id}: version {a.version} ({'reused' if a.reused else 'new'}), {state}")
         partial |= not a.ok or (p is not None and p.outcome is Promotion.REFUSED)
+    for cid, r in data.customers.items():  # served, but not from every file uploaded: say which and why
+        if r.ok and r.rejected:
+            print(f"  {cid}: {len(r.rejected)} upload(s) left out: {rejection_summary(r.rejected)}")
     for e in list(data.rejected.values()) + [a.error for a in adapted if not a.ok]:
         print(f"  FAILED {e}", file=sys.stderr)
     return ExitCode.PARTIAL if partial else ExitCode.OK

@@ -283,6 +283,7 @@ def test_path_like_customer_ids_are_refused_by_every_entry_point(params, custome
     ("paths:\n  generated: 42\n", "paths.generated"),
     ("nonsense: {}\n", "nonsense"),
     ("- a list\n", "top level must be a mapping"),
+    ("adapt:\n  steps: 3\nadapt:\n  steps: 4\n", "'adapt' is given twice"),  # plain YAML keeps the last
 ])
 def test_bad_params_yaml_fails_before_any_work(tmp_path, uploads, text, message, capsys, monkeypatch):
     """Guarantee: a params.yaml with unknown keys or wrong types is rejected with the offending key
