@@ -110,7 +110,7 @@ def _train(
         if resume:  # a writer killed mid-save leaves its temp file (never read); drop those
             for stale in Path(checkpoint_path).parent.glob(f".{Path(checkpoint_path).name}.*.tmp"):
                 stale.unlink(missing_ok=True)
-        previous = _resumable(checkpoint_path, params, data_version, dataset) if resume else None
+        previous = _resumable(checkpoint_path, params, dataset) if resume else None
         if previous is not None:
             learner.load_state_dict(previous["state"])
             seen_groups = previous.get("train_groups", [])
@@ -227,18 +227,20 @@ def _training_config(raw: dict) -> dict:
     return config
 
 
-def _resumable(path: str | Path, params: Params, data_version: str, dataset: TaskDataset) -> dict | None:
+def _resumable(path: str | Path, params: Params, dataset: TaskDataset) -> dict | None:
     """The checkpoint at ``path`` if it was written by a run of this very training config and data.
 
-    The data is compared by content, not only by its DVC version: benchmark runs have none, and a
-    run resumed on another machine once fell back to the bundled six-alphabet sample unnoticed."""
+    The data is compared by content, not by its DVC version: benchmark runs have none, a run
+    resumed on another machine once fell back to the bundled six-alphabet sample unnoticed, and the
+    DVC version of the data folder also moves with every customer's uploads, which the meta-model
+    never reads (``data_version`` is kept in the checkpoint for the record)."""
     if not Path(path).exists():
         return None
     ckpt = load_checkpoint(path, META_FORMAT)
     before, now = _training_config(ckpt["params"]), _training_config(params.model_dump())
-    same = before == now and ckpt.get("data_version") == data_version
+    same = before == now
     if not same:  # it will be overwritten: say why
-        changed = sorted(k for k in now if before.get(k) != now[k]) or ["data_version"]
+        changed = sorted(k for k in now if before.get(k) != now[k])
         log.warning("not resuming %s: trained with other settings (%s); starting over", path, ", ".join(changed))
     if same and ckpt.get("dataset") not in (None, dataset_fingerprint(dataset)):
         log.warning("not resuming %s: it was trained on other data", path)

@@ -13,6 +13,7 @@ the directory is built aside and swapped in, so a crash never leaves a torn mani
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -238,6 +239,17 @@ def load_packed(dir: str | Path, verify: bool = True) -> TaskDataset:
         class_groups=[c["group"] for c in manifest["classes"]],
         manifest=manifest,
     )
+
+
+def packed_version(dir: str | Path) -> str:
+    """The content address of a packed dataset, from its manifest alone (no shard is read): the
+    preprocessing, the classes and every shard's sha256, which :func:`load_packed` verifies. What
+    a meta-model was trained on, unlike the DVC version of the whole data folder, which also moves
+    with every customer's uploads."""
+    manifest = _read_manifest(Path(dir))
+    content = {k: manifest[k] for k in ("preprocessing", "classes", "total_images")}
+    content["shards"] = [entry["sha256"] for entry in manifest["shards"]]
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def _read_manifest(root: Path) -> dict:

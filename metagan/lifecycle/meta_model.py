@@ -13,6 +13,7 @@ from pathlib import Path
 from metagan import model_versions, tracking
 from metagan.config import Params
 from metagan.data import load_packed
+from metagan.data.shards import packed_version
 from metagan.files import sha256_file, write_json, write_text
 from metagan.grid import make_grid
 from metagan.model_names import CURRENT, EVALUATOR_MODEL, META_MODEL
@@ -41,7 +42,8 @@ def train_meta_or_reuse(params: Params, data_version: str, progress=None) -> Met
     from metagan.train import meta_train
 
     tracking.create_store()  # meta-training starts a project: the one step that may make a new registry
-    tags = meta_identity(params, data_version)
+    packed = params.resolve(params.data.packed_dir)
+    tags = meta_identity(params, packed_version(packed))
     ckpt = params.resolve(params.paths.meta_checkpoint)
     existing = model_versions.find_version(META_MODEL, tags)
     if existing is not None:
@@ -52,8 +54,9 @@ def train_meta_or_reuse(params: Params, data_version: str, progress=None) -> Met
         model_versions.set_alias(META_MODEL, CURRENT, existing.version)
         return MetaRegistration(str(existing.version), True, ckpt, data_version)
 
-    dataset = load_packed(params.resolve(params.data.packed_dir))
-    run_tags = tags | {"code_version": tracking.code_version(), "step": "meta_train"}
+    dataset = load_packed(packed)
+    # the data version it was trained from: lineage, not identity
+    run_tags = tags | {"data_version": data_version, "code_version": tracking.code_version(), "step": "meta_train"}
     history: list[tuple[str, float, int]] = []
     to_mlflow = None
 

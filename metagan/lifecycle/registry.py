@@ -71,9 +71,13 @@ class CustomerIdentity:
         return {"content_hash": self.content_hash, "meta_version": self.meta_version, "adapt_hash": self.adapt_hash}
 
 
-def meta_identity(params: Params, data_version: str) -> dict[str, str]:
-    """The identity of a meta-model: same data and same training config -> same model."""
-    return {"data_version": data_version, "params_hash": params_hash(params, "data", "model", "meta")}
+def meta_identity(params: Params, tasks_version: str) -> dict[str, str]:
+    """The identity of a meta-model: same task data (``tasks_version``: the packed meta-training
+    tasks' content address, :func:`metagan.data.shards.packed_version`) and same training config ->
+    same model. Not the DVC version of the data folder, which moves with every customer's upload:
+    with it, one new upload made ``metagan pipeline`` train and register the meta-model again, and
+    adapt every customer again from it."""
+    return {"tasks_version": tasks_version, "params_hash": params_hash(params, "data", "model", "meta")}
 
 
 def default_locker() -> Locker:

@@ -39,3 +39,19 @@ def test_two_adapt_runs_started_together_leave_one_version_per_identity_and_cons
     outs, wall = run_together(root / "params.yaml", folders, env, root)
     outcome = check_outcome(folders, outs)
     print(f"two overlapping adapt runs: {wall:.1f} s; {outcome}")
+
+
+def test_a_new_data_version_with_the_same_tasks_reuses_the_meta_model(project):
+    """Guarantee: the meta-model's identity is its task data and settings, not the DVC version of
+    the data folder, which moves with every customer's upload: a run over a new data version with
+    the same tasks reuses the registered meta-model (before, one new upload made `metagan pipeline`
+    train and register it again, and adapt every customer again)."""
+    from flows.common import load
+    from metagan.lifecycle import meta_model
+
+    root, _ = project
+    params = load(str(root / "params.yaml"))
+    again = meta_model.train_meta_or_reuse(params, "a-new-customer-uploaded")
+    assert again.reused and again.version == "1"
+    other = meta_model.train_meta_or_reuse(params.with_overrides(meta={"seed": 7}), "a-new-customer-uploaded")
+    assert not other.reused and other.version == "2"
