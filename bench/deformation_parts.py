@@ -22,7 +22,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from benchlib.bank import load_or_build_bank

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from metagan.config import ConfigError, Params, load_params
-from metagan.fleet_index import INDEX_URL_ENV
+from metagan.config import Params, check_scaleout_environment, load_params
 
 FANOUT_WORKERS = int(os.environ.get("METAGAN_FANOUT_WORKERS", "4"))
 
@@ -30,21 +29,12 @@ def load(params_path: str | None, overrides: dict | None = None) -> Params:
 
 
 def check_profile(params: Params) -> None:
-    """The scale-out profile needs its servers named in the environment; say which are missing."""
+    """The scale-out profile needs its servers, Prefect's included, named in the environment."""
     if params.profile != "scaleout":
         return
     from prefect.settings import PREFECT_API_URL
 
-    missing = []
-    if not os.environ.get("MLFLOW_TRACKING_URI", "").startswith(("http://", "https://")):
-        missing.append("MLFLOW_TRACKING_URI=http://<mlflow server>")
-    if not PREFECT_API_URL.value():
-        missing.append("PREFECT_API_URL=http://<prefect server>/api")
-    if not os.environ.get(INDEX_URL_ENV, "").startswith(("postgresql://", "postgres://")):
-        missing.append(f"{INDEX_URL_ENV}=postgresql://<user>@<host>/<database> (the fleet index and the customer locks)")
-    if missing:
-        raise ConfigError("profile 'scaleout' needs " + " and ".join(missing)
-                          + " in the environment (see mlflow/scaleout.env and docs/DEPLOY.md)")
+    check_scaleout_environment(params, needs_prefect=True, prefect_api=PREFECT_API_URL.value() or "")
 
 
 def workers(params: Params) -> int:

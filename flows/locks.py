@@ -22,7 +22,7 @@ from functools import lru_cache
 
 from metagan.lifecycle import registry
 from metagan.config import Params
-from metagan.fleet_index import INDEX_URL_ENV
+from metagan.config import INDEX_URL_ENV
 from metagan.locks import Locker, advisory_locker
 
 

@@ -226,6 +226,8 @@ class FleetConfig(_Section):
 
 
 PROFILE_ENV = "METAGAN_PROFILE"
+INDEX_URL_ENV = "METAGAN_INDEX_URL"
+"""The fleet index's database (PostgreSQL in the scale-out profile; beside the registry otherwise)."""
 
 
 class Params(_Section):
@@ -376,3 +378,22 @@ def apply_profile(params: Params) -> Params:
     raw = params.model_dump()
     raw["storage"]["dvc_remote"], raw["paths"]["generated"] = s.dvc_remote, s.generated
     return params_from_dict(raw)
+
+
+def check_scaleout_environment(params: "Params", needs_prefect: bool = False, prefect_api: str = "") -> None:
+    """The scale-out profile needs its servers named in the environment; say which are missing, so
+    that no command quietly falls back to the embedded stores. ``needs_prefect``: the command runs
+    flows (``prefect_api``: Prefect's API URL as its settings read it); the registry-only commands
+    and the fast batch job need no Prefect server."""
+    if params.profile != "scaleout":
+        return
+    missing = []
+    if not os.environ.get("MLFLOW_TRACKING_URI", "").startswith(("http://", "https://")):
+        missing.append("MLFLOW_TRACKING_URI=http://<mlflow server>")
+    if needs_prefect and not prefect_api:
+        missing.append("PREFECT_API_URL=http://<prefect server>/api")
+    if not os.environ.get(INDEX_URL_ENV, "").startswith(("postgresql://", "postgres://")):
+        missing.append(f"{INDEX_URL_ENV}=postgresql://<user>@<host>/<database> (the fleet index and the customer locks)")
+    if missing:
+        raise ConfigError("profile 'scaleout' needs " + " and ".join(missing)
+                          + " in the environment (see mlflow/scaleout.env and docs/DEPLOY.md)")

@@ -27,11 +27,11 @@ import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from metagan.config import INDEX_URL_ENV
 from metagan.retry import RetryPolicy, call_with_retries
 
 log = logging.getLogger(__name__)
 
-INDEX_URL_ENV = "METAGAN_INDEX_URL"
 """``postgresql://user@host:port/database`` of the scale-out profile's index (credentials from
 libpq's environment, ``PGPASSWORD``); unset on the embedded profile, whose index is a SQLite file
 beside the registry."""

@@ -209,3 +209,18 @@ def test_adapt_names_the_uploads_it_left_out_of_a_customer_it_served(monkeypatch
     rc = cmd_adapt(SimpleNamespace(customers=str(tmp_path / "up"), steps=None), params)
     assert rc == ExitCode.OK
     assert "mixed: 2 upload(s) left out: notes.txt, b.png: not an image" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [["models"], ["doctor"], ["generate", "--customer", "x"], ["ingest"]])
+def test_the_scaleout_profile_without_its_servers_stops_every_command(monkeypatch, capsys, command):
+    """With `METAGAN_PROFILE=scaleout` and its servers not named, every command stops at once,
+    naming what is missing: the registry-only commands and the batch job too, which a walkthrough
+    of docs/DEPLOY.md found quietly using the embedded SQLite registry (they need no Prefect server,
+    so only the stores are asked of them)."""
+    for name in ("MLFLOW_TRACKING_URI", "METAGAN_INDEX_URL", "PREFECT_API_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("METAGAN_PROFILE", "scaleout")
+    rc, err = run(capsys, *command)
+    assert rc == ExitCode.BAD_INPUT and "profile 'scaleout' needs MLFLOW_TRACKING_URI" in err[-1]
+    if command != ["ingest"]:  # (whether Prefect's API is named for ingest depends on Prefect's profile)
+        assert "PREFECT_API_URL" not in err[-1]

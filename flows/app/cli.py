@@ -19,7 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-from metagan.config import MAX_BATCH_IMAGES, PROJECT_ENV, ConfigError, Params, load_params, project_dir
+from metagan.config import (MAX_BATCH_IMAGES, PROJECT_ENV, ConfigError, Params, check_scaleout_environment,
+                            load_params, project_dir)
 from metagan.errors import BadInput, ExitCode, NotFound, Usage, kind_of
 
 # the sub-commands that must not start Prefect (registry reads and the fast batch job)
@@ -632,6 +633,7 @@ def _load(args) -> Params:
     batch job check no Prefect server (they use none); ``generate --all`` runs the nightly flow."""
     if args.command in WITHOUT_PREFECT and not getattr(args, "all", False):
         params = load_params(args.params)
+        check_scaleout_environment(params)  # never the embedded stores by mistake
         if args.command == "doctor":  # the others read no learner's settings and must start fast (torch)
             from metagan.meta import check_learners
 
