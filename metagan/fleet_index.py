@@ -206,8 +206,15 @@ class FleetIndex:
             except Exception as e:
                 # two processes creating the table at once on PostgreSQL: one wins, the other's
                 # IF NOT EXISTS races on the catalogue (a unique violation); the table is there
-                if not (self.postgres and type(e).__name__ == "UniqueViolation"):
-                    raise
+                if self.postgres and type(e).__name__ == "UniqueViolation":
+                    continue
+                if self.postgres and type(e).__name__ == "InsufficientPrivilege":  # the operator's to grant
+                    from metagan.errors import BadInput
+
+                    raise BadInput(f"the fleet index ({self.where}) cannot create its tables: "
+                                   f"{str(e).splitlines()[0]}; its role needs to own the database or "
+                                   f"GRANT USAGE, CREATE ON SCHEMA public (docs/DEPLOY.md)") from None
+                raise
 
     def _execute(self, what: str, sql: str, args: tuple = ()) -> int:
         """One statement; returns the number of rows it changed."""

@@ -16,7 +16,7 @@ from metagan import cadence
 from metagan.lifecycle import fleet
 from metagan.fleet_index import FleetIndex
 from metagan.locks import LockTimeout, advisory_locker
-from tests.servers import Postgres, postgres_available
+from tests.servers import Postgres, _pg_bin, postgres_available
 
 DAY = 86400
 
@@ -193,3 +193,24 @@ def test_advisory_locks_exclude_each_other_and_die_with_their_holder(pg):
     for t in threads:
         t.join()
     assert overlap == [0, 0, 0, 0]
+
+
+def test_a_role_that_cannot_create_the_index_tables_is_told_what_to_grant(pg):
+    """A role without CREATE on the database's schema (PostgreSQL 15's default for a database it
+    does not own) gets one line naming the grant, exit 3, not a bug's traceback (found by a
+    walkthrough of docs/DEPLOY.md: `metagan pipeline` exited 70 after ingesting)."""
+    import subprocess
+
+    from metagan.errors import BadInput, kind_of
+
+    pg.create_database("fleetgrant")
+    psql = [_pg_bin("psql"), "-h", "127.0.0.1", "-p", str(pg.port), "-U", pg.user, "-d", "fleetgrant", "-v", "ON_ERROR_STOP=1", "-c"]
+    for sql in ("CREATE ROLE reader LOGIN", "REVOKE CREATE ON SCHEMA public FROM PUBLIC"):
+        subprocess.run([*psql, sql], check=True, capture_output=True)
+    index = FleetIndex(f"postgresql://reader@127.0.0.1:{pg.port}/fleetgrant")
+    try:
+        with pytest.raises(BadInput, match="GRANT USAGE, CREATE ON SCHEMA public") as caught:
+            index.due(now=0.0)
+        assert kind_of(caught.value).exit_code == 3
+    finally:
+        index.close()
