@@ -141,13 +141,17 @@ def ensure_dvc_repo(
     `remote_url` is a local folder (relative paths are relative to `root`) or a URL such as
     ``s3://bucket/prefix``; `remote_options` adds non-secret remote settings, e.g.
     ``{"endpointurl": os.environ["S3_ENDPOINT_URL"]}``. Credentials belong in the environment.
-    The config file is rewritten only when something changes.
+    The config file is rewritten only when something changes: a DVC repository made here records
+    its remote for everyone (``.dvc/config``); one that exists already (its config committed) gets
+    this host's remote as a local override (``.dvc/config.local``, which DVC's own .gitignore keeps
+    out of git), so a scale-out run leaves the checkout's committed remote alone.
     """
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
     root = Path(root).resolve()
-    if not (root / ".dvc").is_dir():
+    fresh = not (root / ".dvc").is_dir()
+    if fresh:
         git_root = _git_root(root)
         try:
             Repo.init(str(root), no_scm=git_root is None, subdir=git_root not in (None, root)).close()
@@ -157,7 +161,8 @@ def ensure_dvc_repo(
     url = _config_url(root, remote_url)
     wanted = {"url": url, **(remote_options or {})}
     with _dvc(root, f"dvc remote add --default {remote_name} {remote_url}") as repo:
-        current = repo.config.read("repo")
+        level = "repo" if fresh else "local"
+        current = repo.config.read()  # merged: the committed config, then this host's overrides
         section = current.get("remote", {}).get(remote_name, {})
         core = current.get("core", {})
         if (
@@ -166,7 +171,7 @@ def ensure_dvc_repo(
             and str(core.get("analytics")).lower() == "false"
         ):
             return
-        with repo.config.edit("repo") as conf:
+        with repo.config.edit(level) as conf:
             if str(section.get("url")) != str(url):  # options of another URL may not fit this one
                 conf["remote"][remote_name] = {}
             conf["remote"].setdefault(remote_name, {}).update(wanted)

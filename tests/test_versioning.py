@@ -61,13 +61,17 @@ def test_ensure_dvc_repo_is_idempotent_and_stores_relative_remote(repo):
     ensure_dvc_repo(repo, "../remote")
     assert config.read_bytes() == before and config.stat().st_mtime_ns == mtime
 
+    # another remote on this host (the scale-out profile's bucket): a local override, the
+    # committed config untouched (a scale-out run left the checkout's .dvc/config modified)
     ensure_dvc_repo(repo, "s3://bucket/prefix", remote_options={"endpointurl": "http://minio:9000"})
-    text = config.read_text()
-    assert "url = s3://bucket/prefix" in text and "endpointurl = http://minio:9000" in text
-    assert text.count('remote "storage"') == 1
+    local = (repo / ".dvc/config.local").read_text()
+    assert "url = s3://bucket/prefix" in local and "endpointurl = http://minio:9000" in local
+    assert local.count('remote "storage"') == 1 and config.read_bytes() == before
 
     ensure_dvc_repo(repo, "../remote")  # back to the local folder, without the S3-only option
     assert config.read_bytes() == before
+    local = (repo / ".dvc/config.local").read_text()
+    assert "url = ../../remote" in local and "endpointurl" not in local
 
 
 def test_ensure_dvc_repo_without_git_uses_no_scm(tmp_path, monkeypatch):
@@ -196,6 +200,7 @@ def test_push_retries_transient_failures_only(repo, monkeypatch):
     with pytest.raises(DvcError, match="`dvc push data.dvc` failed.*NotADirectoryError"):
         push(repo, policy=RetryPolicy(attempts=3))
     (repo / ".dvc/config").write_text("[core]\n    analytics = false\n")  # no default remote
+    (repo / ".dvc/config.local").unlink()
     with pytest.raises(DvcError, match="`dvc push data.dvc` failed.*no remote specified"):
         push(repo, policy=RetryPolicy(attempts=3))
     assert sleeps == []  # permanent errors are not retried
