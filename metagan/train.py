@@ -102,8 +102,10 @@ def _train(
         if cfg.init_checkpoint:
             init = load_checkpoint(params.resolve(cfg.init_checkpoint), META_FORMAT, map_location=device)
             if init["method"] != cfg.method or type(learner).net_config_from_dict(init["net"]) != learner.net_cfg:
-                raise ValueError(f"init checkpoint {cfg.init_checkpoint} is a {init['method']} model with "
-                                 f"{init['net']}; this run trains {cfg.method} with {learner.net_cfg}")
+                raise ConfigError(f"meta.init_checkpoint {cfg.init_checkpoint} is a {init['method']} model with "
+                                  f"{init['net']}; this run trains {cfg.method} with {learner.net_cfg}: a warm "
+                                  f"start continues the same method and network (set meta.method: "
+                                  f"{init['method']} and its preset, or clear meta.init_checkpoint)")
             learner.load_state_dict(init["state"])
             first_step = int(init["step"])  # steps count across warm starts
             seen_groups = init.get("train_groups", [])

@@ -89,3 +89,18 @@ def test_a_checkpoint_naming_settings_this_version_lacks_still_loads(meta_ckpt, 
     save_atomic(ckpt, tmp_path / "bad.pt")
     with pytest.raises(ConfigError, match="adapt.steps"):
         MetaModel.load(tmp_path / "bad.pt")
+
+
+def test_a_warm_start_from_another_methods_checkpoint_is_a_configuration_error(tiny_params, tiny_dataset, tmp_path):
+    """`meta.init_checkpoint` of another method is the configuration's mistake (exit 3), naming
+    what to set: a walkthrough found `metagan demo` with `meta.method: classic` ending as a bug."""
+    from metagan.config import ConfigError
+    from metagan.errors import kind_of
+
+    first = tmp_path / "first.pt"
+    meta_train(tiny_params.with_overrides(meta={"max_steps": 1}), tiny_dataset, first)
+    other = "condgan" if tiny_params.meta.method != "condgan" else "warp"
+    with pytest.raises(ConfigError, match="a warm start continues the same method") as caught:
+        meta_train(tiny_params.with_overrides(meta={"method": other, "max_steps": 1, "init_checkpoint": str(first)}),
+                   tiny_dataset, tmp_path / "second.pt")
+    assert kind_of(caught.value).exit_code == 3
