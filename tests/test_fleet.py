@@ -114,7 +114,7 @@ def test_planning_reads_only_the_rows_due_through_the_index(tmp_path):
     index = FleetIndex(f"sqlite:///{tmp_path / 'fleet.db'}")
     index.production_changed("a", "1", None, None)
     con = sqlite3.connect(tmp_path / "fleet.db")
-    for sql, used in ((f"SELECT customer_id FROM metagan_fleet WHERE due_at IS NOT NULL AND due_at <= 5 "
+    for sql, used in (("SELECT customer_id FROM metagan_fleet WHERE due_at IS NOT NULL AND due_at <= 5 "
                        "AND production_version IS NOT NULL ORDER BY due_at, customer_id", "metagan_fleet_due_order"),
                       ("SELECT customer_id FROM metagan_fleet WHERE adapt_since IS NOT NULL "
                        "ORDER BY adapt_since, customer_id", "metagan_fleet_adapt_order")):
