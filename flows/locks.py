@@ -21,8 +21,7 @@ import os
 from functools import lru_cache
 
 from metagan.lifecycle import registry
-from metagan.config import Params
-from metagan.config import INDEX_URL_ENV
+from metagan.config import INDEX_URL_ENV, Params
 from metagan.locks import Locker, advisory_locker
 
 

@@ -351,7 +351,6 @@ class _UniqueKeys(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-
 def _read_yaml(path: Path) -> dict:
     try:
         with open(path) as f:
