@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from metagan.errors import BadInput, FileSystemFault
 from metagan.files import write_bytes
 from metagan.retry import RetryPolicy, ServiceUnavailable
 
@@ -105,12 +106,18 @@ class OutputLocation:
             key = f"{self.prefix}/{relative}" if self.prefix else relative
             _put(self.s3, self.policy, self.bucket, key, data)
             return f"s3://{self.bucket}/{key}"
-        return str(write_bytes(self.root / relative, data))
+        try:
+            return str(write_bytes(self.root / relative, data))
+        except OSError as e:  # a folder that cannot be made (under /proc, say) is the file system's, not bad input
+            raise FileSystemFault.of(e, "cannot write") from e
 
     def remove(self, relative: str) -> None:
         """Remove ``relative`` under this location; nothing there is no error."""
         if not self.is_s3:
-            (self.root / relative).unlink(missing_ok=True)
+            try:
+                (self.root / relative).unlink(missing_ok=True)
+            except OSError as e:
+                raise FileSystemFault.of(e, "cannot remove") from e
             return
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -127,8 +134,6 @@ def s3_failure(e: Exception, what: str, policy: RetryPolicy) -> Exception:
     someone changing the configuration helps (no credentials, access denied, no such bucket),
     never retried and never shown as a bug."""
     from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
-
-    from metagan.errors import BadInput
 
     if isinstance(e, (NoCredentialsError, PartialCredentialsError)):
         return BadInput(f"S3: no credentials for {what}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "

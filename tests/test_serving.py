@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -206,3 +207,16 @@ def test_a_batch_written_over_another_drops_the_old_manifest_before_its_first_im
     with pytest.raises(OSError):
         run_batch_job(model.onnx, 6, str(store / "b"), 2, model.describe())
     assert not (store / "b" / "manifest.json").exists()
+
+
+def test_an_output_folder_that_cannot_be_made_is_a_file_system_fault(tmp_path):
+    """Guarantee: `--out` where no folder can be made (under a file, or under /proc, which refuses
+    new folders with "no such file") ends the batch with exit 6 naming the file, not as bad input."""
+    from metagan.errors import Failure, FileSystemFault
+    from metagan.storage import OutputLocation
+
+    (tmp_path / "a-file").write_bytes(b"")
+    for root in (tmp_path / "a-file" / "out", Path("/proc/metagan-nowhere")):
+        with pytest.raises(FileSystemFault, match=f"cannot write {root}/c/0.png: ") as e:
+            OutputLocation(root).write("c/0.png", b"png")
+        assert e.value.kind is Failure.FILE_SYSTEM
