@@ -115,6 +115,31 @@ def test_promotion_results_are_typed_and_previous_follows(onnx_model):
         registry.rollback("nobody")
 
 
+def test_a_rolled_back_version_is_not_promoted_again_until_a_rollback_brings_it_back(onnx_model):
+    """Guarantee: rollback sticks. The version rolled back stays the candidate (re-adapting the same
+    uploads finds it again), and a probe's next `metagan promote` put it straight back into
+    production; now promotion refuses it, one by one and in batches, saying why, until a second
+    rollback (the operator asking for it) returns it to production and lifts the refusal."""
+    gate = GateConfig()
+    name = model_names.customer_model_name("acme")
+    v1 = register("acme", onnx_model, alias=model_names.CANDIDATE)
+    assert registry.promote("acme", gate).serving
+    v2 = register("acme", onnx_model, alias=model_names.CANDIDATE)
+    assert registry.promote("acme", gate).serving
+    assert registry.rollback("acme") == v1
+    for again in (registry.promote("acme", gate), *registry.promote_all(gate, ["acme"]),
+                  *[r for r in registry.promote_all(gate) if r.customer_id == "acme"]):
+        assert (again.outcome, again.version) == (Promotion.REFUSED, v2)
+        assert "rolled back" in again.reason
+    assert str(model_versions.get_alias(name, "production").version) == v1
+    assert registry.rollback("acme") == v2  # back again, asked for
+    assert model_versions.get_version(name, v1).tags[registry.ROLLED_BACK_TAG] == "true"
+    assert model_versions.get_version(name, v2).tags[registry.ROLLED_BACK_TAG] == "false"
+    v3 = register("acme", onnx_model, alias=model_names.CANDIDATE)  # new uploads: a new candidate
+    assert registry.promote("acme", gate).outcome is Promotion.PROMOTED
+    assert str(model_versions.get_alias(name, "previous").version) == v2 != v3
+
+
 def test_metrics_are_written_as_tags_that_read_back_as_the_same_floats():
     metrics = {"consistency": 0.1 + 0.2, "shot_coverage": 1 / 3, "parity_max_abs_diff": 2.384185791015625e-07}
     tags = registry.metric_tags(metrics) | {"parity_ok": "true"}

@@ -47,6 +47,11 @@ log = logging.getLogger(__name__)
 # sets the image size), logged as params of its run; params.yaml holds the rest.
 ADAPT_RUN_SECTIONS = ("adapt", "export", "data")
 
+ROLLED_BACK_TAG = "rolled_back"
+"""``"true"`` on a version a rollback took out of production: promotion refuses it from then on
+(it stays the candidate, and re-adapting the same uploads finds it again), until a rollback puts
+it back, which is the one way an operator asks for it again."""
+
 
 def params_hash(params: Params, *sections: str) -> str:
     """Short hash of the given config sections: part of the identity of a trained artifact."""
@@ -254,6 +259,10 @@ def _promote_read(customer_id: str, cand, prod, gate: GateConfig, version: str |
     if prod is not None and str(prod.version) == str(cand.version):
         _production_changed(customer_id, prod)  # the index agrees (a repair when an earlier write failed)
         return PromotionResult(customer_id, Promotion.ALREADY_PRODUCTION, str(cand.version))
+    if cand.tags.get(ROLLED_BACK_TAG) == "true":
+        return PromotionResult(customer_id, Promotion.REFUSED, str(cand.version),
+                               (f"version {cand.version} was rolled back out of production (metagan rollback); "
+                                "new uploads or a new meta-model make a new candidate",))
     seen = evidence(cand)
     decision = gate_decision(seen, evidence(prod) if prod is not None else None, gate)
     model_versions.set_version_tags(name, cand.version, {"gate": "passed" if decision.passed else "refused",
@@ -347,12 +356,18 @@ class NoPreviousVersion(LookupError):
 
 
 def rollback(customer_id: str, lock: Locker | None = None) -> str:
-    """Swap ``production`` and ``previous``; returns the version now in production."""
+    """Swap ``production`` and ``previous``; returns the version now in production. The version
+    rolled back is tagged :data:`ROLLED_BACK_TAG`, so the next ``promote`` or hourly run does not
+    put it back."""
     name = customer_model_name(customer_id)
     with (lock or default_locker())(lock_name(customer_id)):
         prev, prod = model_versions.get_alias(name, PREVIOUS), model_versions.get_alias(name, PRODUCTION)
         if prev is None:
             raise NoPreviousVersion(f"customer {customer_id!r} has no previous production version to roll back to")
+        if prod is not None:  # tagged first: a rollback cut short here has changed nothing served
+            model_versions.set_version_tags(name, prod.version, {ROLLED_BACK_TAG: "true"})
+        if prev.tags.get(ROLLED_BACK_TAG) == "true":
+            model_versions.set_version_tags(name, prev.version, {ROLLED_BACK_TAG: "false"})
         model_versions.set_alias(name, PRODUCTION, prev.version)
         if prod is not None:
             model_versions.set_alias(name, PREVIOUS, prod.version)
