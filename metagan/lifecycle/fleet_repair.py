@@ -7,7 +7,8 @@ customer's own cadence (the model's ``batch_every_hours`` tag) and the uploads i
 was adapted from. A row that disagrees on any of these is rewritten from the registry; its
 watermark is recomputed (due at once when production has not been drawn from); what only
 ingestion knows (the upload folder's signature and hash) is kept. Rows of customers the registry
-does not know lose their production state.
+does not know (a registry restored from a backup older than them) lose their production state and
+what they were adapted from, so their uploads are adapted again.
 
 The same rebuild makes the index of a registry that never had one (an existing project's first
 night after an upgrade): :func:`ensure_built`.
@@ -106,9 +107,13 @@ def repair_index(found: FleetIndex, default_every_s: int, now: float | None = No
                                  updated_at=now))
             repaired.append((cid, why))
     for cid, old in have.items():
-        if cid not in want and old.production_version is not None:
+        if cid not in want and (old.production_version is not None or old.adapted_hash is not None):
+            # registered after the registry's backup was taken, say: its uploads have no model any
+            # more, so they are pending again (the hour adapts them without waiting for a change)
             fixed.append(replace(old, production_version=None, model_uri=None, model_sha256=None, batch_version=None,
-                                 due_at=None, updated_at=now))
+                                 due_at=None, adapted_hash=None,
+                                 adapt_since=(old.adapt_since or now) if old.uploads_hash is not None else None,
+                                 updated_at=now))
             repaired.append((cid, "not in the registry"))
     found.put(fixed)
     found.set_state(BUILT, {"at": now, "customers": len(want)})

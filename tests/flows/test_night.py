@@ -123,7 +123,7 @@ def test_generate_all_runs_the_night_once_from_the_command_line(fleet, capsys):
 
 def test_doctor_repairs_an_index_that_disagrees_with_the_registry_and_a_lost_one_is_rebuilt(fleet, capsys):
     """Guarantee: the registry is the truth. Rows missing, wrong or left over are rewritten from it
-    by `metagan doctor`; an index lost altogether is rebuilt before the next plan, and customers
+    by `metagan doctor` (a customer the registry lost has its uploads adapted again); an index lost altogether is rebuilt before the next plan, and customers
     already drawn from their production version are not drawn again."""
     from dataclasses import replace
 
@@ -133,13 +133,15 @@ def test_doctor_repairs_an_index_that_disagrees_with_the_registry_and_a_lost_one
     rows = index.rows()
     index.delete(["c0"])
     index.put([replace(rows["c1"], production_version="7"), replace(rows["c2"], batch_version=None),
-               replace(rows["c3"], customer_id="gone")])
+               replace(rows["c3"], customer_id="gone", uploads_hash="h-gone", adapted_hash="h-gone")])
     assert main(["--project", str(root), "doctor"]) == 0
     out = capsys.readouterr().out
     for cid, why in (("c0", "missing from the index"), ("c1", "production_version"), ("c2", "drawn"),
                      ("gone", "not in the registry")):
         assert f"repaired {cid} in the fleet index: " in out and why in out, out
     assert "4 row(s) repaired" in out
+    # registered after a registry's backup, then the backup restored: its uploads are pending again
+    assert registry_index().row("gone").adapted_hash is None and "gone" in registry_index().pending_adaptation()
     assert main(["--project", str(root), "doctor"]) == 0
     assert "agrees with the registry" in capsys.readouterr().out
     assert drawn(generate(params, count=2)) == ["c3", "c4", "c5"]  # c0-c2 were drawn: the registry says so
