@@ -6,6 +6,8 @@ the path of params.yaml, load it once and hand the ``Params`` to the flows they 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow, serve
 from prefect.schedules import Cron
 
@@ -13,6 +15,8 @@ from flows.common import ensure_concurrency_limits, load
 from flows.generate import generate_flow
 from flows.hourly import adapt_changed
 from flows.meta_train import meta_train
+from metagan.config import PROJECT_ENV, project_dir
+from metagan.errors import BadInput
 from metagan.lifecycle.registry import PromotionResult
 
 
@@ -41,6 +45,9 @@ GPU_DEPLOYMENTS = {"weekly-meta-train"}
 
 
 def deployments(customers_dir: str, params_path: str | None = None, **options) -> list:
+    """The three scheduled deployments. A run starts elsewhere (a worker's temporary folder, another
+    host): the params file they name is absolute, and ``customers_dir`` should be too."""
+    params_path = str(Path(params_path).resolve()) if params_path else None
     s = load(params_path).schedules
     return [
         adapt_new_customers.to_deployment("hourly-adapt", schedule=Cron(s.adapt_cron, timezone=s.timezone),
@@ -54,8 +61,32 @@ def deployments(customers_dir: str, params_path: str | None = None, **options) -
 
 
 def serve_all(customers_dir: str, params_path: str | None = None) -> None:
-    """One long-running process runs the schedules itself (the embedded way)."""
-    serve(*deployments(customers_dir, params_path))
+    """One long-running process runs the schedules itself (the embedded way). Deployments of the
+    same names already on work pools (``metagan deploy``) are left alone: serving would replace
+    them with ones only this process can run."""
+    served = deployments(customers_dir, params_path)
+    on_pools = deployments_on_pools(served)
+    if on_pools:
+        raise BadInput(f"{', '.join(on_pools)} already run on work pools (metagan deploy): start workers for "
+                       "them, or delete them (prefect deployment delete NAME) before serving here")
+    serve(*served)
+
+
+def deployments_on_pools(wanted: list) -> list[str]:
+    """Those of ``wanted`` that the Prefect server already has on a work pool, as "flow/name (pool)"."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    found = []
+    with get_client(sync_client=True) as client:
+        for dep in wanted:
+            try:
+                existing = client.read_deployment_by_name(f"{dep.flow_name}/{dep.name}")
+            except ObjectNotFound:
+                continue
+            if existing.work_pool_name:
+                found.append(f"{dep.flow_name}/{dep.name} (pool {existing.work_pool_name})")
+    return found
 
 
 def deploy_to_pools(customers_dir: str, params_path: str | None, cpu_pool: str, gpu_pool: str) -> dict[str, str]:
@@ -75,8 +106,13 @@ def deploy_to_pools(customers_dir: str, params_path: str | None, cpu_pool: str, 
                 client.read_work_pool(pool)
             except ObjectNotFound:
                 client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    # A process worker runs each flow in a temporary folder unless told where: the project folder,
+    # so its params.yaml, data.dvc and outputs are the ones the runs read and write
+    project = str(project_dir())
+    where = {"working_dir": project, "env": {PROJECT_ENV: project}}
     applied = {}
-    for dep in deployments(customers_dir, params_path, entrypoint_type=EntrypointType.MODULE_PATH):
+    for dep in deployments(customers_dir, params_path, entrypoint_type=EntrypointType.MODULE_PATH,
+                           job_variables=where):
         pool = gpu_pool if dep.name in GPU_DEPLOYMENTS else cpu_pool
         dep.apply(work_pool_name=pool)
         applied[dep.name] = pool

@@ -12,3 +12,29 @@ def test_deployments_carry_the_cron_schedules_from_params(tmp_path):
     assert deps["hourly-adapt"].schedules[0].schedule.cron == "*/5 * * * *"
     assert deps["weekly-meta-train"].schedules[0].schedule.cron == params["schedules"]["meta_train_cron"]
     assert deps["hourly-adapt"].parameters["customers_dir"] == str(tmp_path / "uploads")
+
+
+def test_pool_deployments_run_in_the_project_folder_and_serving_leaves_them_alone(prefect_harness, tmp_path,
+                                                                                   monkeypatch):
+    """Guarantee: a process worker runs each flow in a temporary folder unless told where (a probe's
+    scheduled runs read the shipped defaults, ingested into a folder deleted after the run, and a
+    relative --params failed): `metagan deploy` records the params file as an absolute path and
+    the project folder as the runs' working folder and METAGAN_PROJECT. `metagan serve` on the same
+    server then refuses to replace those deployments with ones only its own process could run."""
+    import pytest
+    from prefect.client.orchestration import get_client
+
+    from flows.serve import deploy_to_pools, serve_all
+    from metagan.config import PROJECT_ENV
+    from metagan.errors import BadInput
+
+    (tmp_path / "params.yaml").write_text("schedules:\n  generate_count: 7\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(PROJECT_ENV, raising=False)
+    deploy_to_pools(str(tmp_path / "uploads"), "params.yaml", "test-cpu", "test-gpu")
+    with get_client(sync_client=True) as client:
+        nightly = client.read_deployment_by_name("nightly-generate/nightly-generate")
+    assert nightly.parameters == {"params_path": str(tmp_path / "params.yaml"), "count": 7}
+    assert nightly.job_variables == {"working_dir": str(tmp_path), "env": {PROJECT_ENV: str(tmp_path)}}
+    with pytest.raises(BadInput, match="nightly-generate/nightly-generate \\(pool test-cpu\\)"):
+        serve_all(str(tmp_path / "uploads"), "params.yaml")
