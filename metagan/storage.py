@@ -138,12 +138,13 @@ def s3_failure(e: Exception, what: str, policy: RetryPolicy) -> Exception:
     if isinstance(e, (NoCredentialsError, PartialCredentialsError)):
         return BadInput(f"S3: no credentials for {what}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                         f"(or AWS_PROFILE) in the environment ({e})")
-    if isinstance(e, ClientError) and not _is_retryable(e):
+    if isinstance(e, ClientError) and not is_retryable(e):
         error = e.response.get("Error", {})
         return BadInput(f"S3 refused {what}: {error.get('Code', '?')}: {error.get('Message', e)}")
     return ServiceUnavailable(f"S3 unavailable: {what} failed after {policy.attempts} attempt(s): {e}")
 
 
-def _is_retryable(e) -> bool:
+def is_retryable(e) -> bool:
+    """An S3 error answer that may pass: throttling or the server's own failure (5xx)."""
     status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
     return status >= 500 or status == 429 or e.response.get("Error", {}).get("Code") in ("SlowDown", "Throttling")

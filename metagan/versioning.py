@@ -72,7 +72,10 @@ def _dvc(root: Path, operation: str) -> Iterator[Repo]:
             # version is recorded by the flows (and printed by `metagan ingest`), and nobody reads it
             repo.scm_context.quiet = True
             yield repo
-    except (DvcException, OSError) as exc:  # DVC lets some filesystem errors through unwrapped
+    except (DvcException, OSError, *_remote_client_errors()) as exc:  # DVC lets some through unwrapped
+        refused = _refused_by_remote(exc, operation)
+        if refused is not None:
+            raise refused from exc
         reason = str(exc) if isinstance(exc, DvcException) else f"{type(exc).__name__}: {exc}"
         details = "".join(f"\n  {line}" for line in collect.lines)
         raise DvcError(f"`{operation}` failed in {root}: {reason}{details}") from exc
@@ -81,12 +84,54 @@ def _dvc(root: Path, operation: str) -> Iterator[Repo]:
             log.removeHandler(collect)
 
 
+def _remote_client_errors() -> tuple[type[BaseException], ...]:
+    """The errors of an S3 remote's client (botocore, under s3fs) that DVC lets through as they are:
+    an unreachable endpoint arrived as botocore's own exception, a traceback and exit 70. Only
+    when that client is loaded (a local remote never loads it)."""
+    import sys
+
+    botocore = sys.modules.get("botocore.exceptions")
+    return (botocore.BotoCoreError, botocore.ClientError) if botocore is not None else ()
+
+
+def _refused_by_remote(exc: BaseException, operation: str) -> Exception | None:
+    """An S3 remote's permanent refusal (no credentials, access denied, no such bucket) as the bad
+    input :func:`metagan.storage.s3_failure` names; None for anything else."""
+    import sys
+
+    botocore = sys.modules.get("botocore.exceptions")
+    if botocore is None or not isinstance(exc, (botocore.BotoCoreError, botocore.ClientError)) \
+            or _remote_may_pass(exc):
+        return None
+    from metagan.errors import BadInput
+    from metagan.storage import s3_failure
+
+    failure = s3_failure(exc, f"`{operation}` (the DVC remote)", RetryPolicy(attempts=1))
+    return failure if isinstance(failure, BadInput) else None
+
+
+def _remote_may_pass(exc: BaseException) -> bool:
+    """A connection to the remote failed or timed out (the remote's client, or aiohttp under it),
+    or it answered with an error worth retrying (throttling, 5xx)."""
+    import sys
+
+    from metagan.storage import is_retryable
+
+    botocore, aiohttp = sys.modules.get("botocore.exceptions"), sys.modules.get("aiohttp")
+    return (botocore is not None and (isinstance(exc, (botocore.ConnectionError, botocore.HTTPClientError))
+                                      or (isinstance(exc, botocore.ClientError) and is_retryable(exc)))) \
+        or (aiohttp is not None and isinstance(exc, aiohttp.ClientConnectionError))
+
+
 def _is_transient(err: DvcError) -> bool:
-    """Failed transfers (network, throttling), timeouts and a lock held by another DVC process."""
+    """Failed transfers (network, throttling), timeouts, an unreachable remote and a lock held by
+    another DVC process."""
     from dvc.exceptions import FileTransferError
     from dvc.lock import LockError
 
-    return isinstance(err.__cause__, (FileTransferError, LockError, ConnectionError, TimeoutError))
+    cause = err.__cause__
+    return isinstance(cause, (FileTransferError, LockError, ConnectionError, TimeoutError)) \
+        or (cause is not None and _remote_may_pass(cause))
 
 
 def _with_retries(action: Callable[[], _T], what: str, policy: RetryPolicy | None) -> _T:

@@ -2,6 +2,7 @@
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,36 @@ def test_errors_name_the_command(tmp_path):
         checkout_version(tmp_path, "not-a-hash")
     with pytest.raises(ValueError, match="inside the repository"):
         data_version(tmp_path, "../elsewhere")
+
+
+def test_an_s3_remote_that_cannot_be_reached_is_unavailable_and_one_without_credentials_is_bad_input(
+        repo, monkeypatch):
+    """Guarantee: the errors of an S3 remote's client that DVC lets through as they are (botocore's)
+    are classified like every other: an endpoint that does not answer is retried and then "DVC
+    remote unavailable" (exit 4), missing credentials are bad input (exit 3) at once; a probe got
+    botocore's traceback and exit 70 from `metagan ingest`."""
+    import socket
+
+    from metagan.errors import BadInput
+
+    with socket.socket() as s:  # a loopback port nobody listens on: refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ensure_dvc_repo(repo, "s3://bucket/prefix")
+    subprocess.run([sys.executable, "-m", "dvc", "remote", "modify", "--local", "storage", "endpointurl",
+                    f"http://127.0.0.1:{port}"], cwd=repo, check=True, capture_output=True)
+    track(repo)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.setattr(retry.time, "sleep", lambda s: None)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's own retries (10 s here) are not what is tested
+    with pytest.raises(ServiceUnavailable, match=r"DVC remote unavailable: dvc push data.dvc failed 2 time\(s\).*"
+                                                 r"EndpointConnectionError"):
+        push(repo, policy=RetryPolicy(attempts=2))
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(repo / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(repo / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(BadInput, match="S3: no credentials for `dvc push data.dvc`"):
+        push(repo, policy=RetryPolicy(attempts=2))
