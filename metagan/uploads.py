@@ -78,8 +78,8 @@ def folder_signature(folder: str | Path) -> str:
             found = sorted((e.name, e.stat(follow_symlinks=False)) for e in entries if not e.name.startswith("."))
     except OSError as e:  # gone or unreadable: a signature no ingestion recorded, so it is looked at
         return f"unreadable:{e.errno}"
-    for name, st in found:
-        h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_mode}\n".encode())
+    for name, st in found:  # a name that is not UTF-8 (its bytes kept as surrogates) hashes as its bytes
+        h.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_mode}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
@@ -102,6 +102,9 @@ def load_customer_uploads(
     files = sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
     images, used, rejected, seen = [], [], [], {}
     for path in files:
+        if not _is_utf8(path.name):  # it could not be named in a report, a log or a registry tag
+            rejected.append((_shown_name(path.name), "the file name is not valid UTF-8: rename the file"))
+            continue
         if path.is_symlink():
             rejected.append((path.name, "symbolic link: only regular files are read"))
             continue
@@ -142,6 +145,19 @@ def load_customer_uploads(
         raise UploadError(customer, f"{len(images)} usable image(s), at least {min_shots} needed"
                           + (f" (rejected: {detail})" if detail else ""))
     return CustomerUploads(customer, np.stack(images), used, rejected, converted)
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # Python keeps a file name's undecodable bytes as lone surrogates
+        return False
+    return True
+
+
+def _shown_name(name: str) -> str:
+    """A file name as text that can be printed and stored: undecodable bytes as ``\\xff``."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def rejection_summary(rejected: list[tuple[str, str]]) -> str:

@@ -67,3 +67,25 @@ def test_a_failed_ingest_writes_nothing(tmp_path):
     r = ingest_customer(c, tmp_path / "data", 32, 1, 1, 20, 10**7)
     assert not r.ok and "x.png" in r.error
     assert not (tmp_path / "data" / "bad").exists()
+
+
+def test_a_file_name_that_is_not_utf8_is_rejected_alone_and_the_folder_still_has_a_signature(tmp_path):
+    """Guarantee: an upload whose name is not UTF-8 (bytes from another system's encoding) is
+    rejected with a reason that can be printed and stored, and the rest of the customer is used;
+    a probe's one such file stopped the whole run (exit 70) in the hourly scan and in ingestion."""
+    import json
+    import os
+
+    from metagan.uploads import folder_signature
+
+    c = tmp_path / "acme"
+    c.mkdir()
+    png(c / "a.png", 0)
+    png(os.fsdecode(bytes(c) + b"/r\xe9sum\xe9.png"), 40)
+    before = folder_signature(c)
+    up = load_customer_uploads(c, 32, 1)
+    assert up.files == ["a.png"]
+    assert up.rejected == [("r\\xe9sum\\xe9.png", "the file name is not valid UTF-8: rename the file")]
+    json.dumps(up.rejected).encode("utf-8")  # reports and logs can hold it
+    os.utime(c / "a.png", ns=(1, 1))
+    assert folder_signature(c) != before
