@@ -20,6 +20,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows import progress
 from flows.common import FANOUT_WORKERS, fanout_runner, workers
+from flows.locks import profile_locker
 from metagan.lifecycle import fleet
 from metagan.config import Params
 from metagan.lifecycle.fleet import Batch, NightPlan
@@ -38,9 +39,11 @@ def plan_batches(params: Params, customers: list[str] | None) -> NightPlan:
 
 @task
 def draw(customers: list[str], planned: bool, count: int, out: str, seed: int, layout: str, stamp: float,
-         default_s: int) -> list[Batch]:
-    """One task's customers: each batch drawn, written, recorded, and its watermark moved on."""
-    return fleet.draw_batches(customers, planned, count, out, seed, layout, stamp, default_s)
+         default_s: int, profile: str = "embedded") -> list[Batch]:
+    """One task's customers: each batch drawn, written (holding its location's lock: a batch by hand
+    may be writing there), recorded, and its watermark moved on."""
+    return fleet.draw_batches(customers, planned, count, out, seed, layout, stamp, default_s,
+                              lock=profile_locker(profile))
 
 
 @task
@@ -62,7 +65,7 @@ def generate(params: Params, customers: list[str] | None = None, count: int | No
         logger.info("resuming the night started at %s: %d customers still due", night.started, len(night.due))
     tasks = fleet.chunks(night.due, params.fleet.customers_per_task, workers(params))
     futures = {draw.submit(chunk, night.planned, count, out, seed, layout, night.started,
-                           fleet.default_every_s(params)): chunk
+                           fleet.default_every_s(params), params.profile): chunk
                for chunk in tasks}
     done = progress.counter("generating", len(night.due))
     finished: dict[str, Batch] = {}

@@ -26,7 +26,12 @@ from metagan.locks import Locker, advisory_locker
 
 
 def customer_locker(params: Params) -> Locker:
-    if params.profile != "scaleout":
+    return profile_locker(params.profile)
+
+
+def profile_locker(profile: str) -> Locker:
+    """The locker of a profile (for a task that gets the profile's name rather than its settings)."""
+    if profile != "scaleout":
         return registry.default_locker()
     return _advisory(os.environ[INDEX_URL_ENV])  # flows.common.check_profile made sure it is set
 

@@ -6,6 +6,7 @@ instead of 67. onnxruntime, numpy and Pillow only: no torch at serving time."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import json
@@ -15,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from metagan.locks import Locker, no_lock
 from metagan.onnx_runtime import sample_onnx
 
 CONTACT_SHEET = "contact-sheet.png"
@@ -71,9 +73,15 @@ from <code>{html.escape(str(model.get('uri', '')))}</code></p>
 LAYOUTS = ("png", "shard")
 
 
+def batch_lock_name(out_uri: str) -> str:
+    """The lock of one batch location: two batches written into the same place at once (one by
+    hand during the night's, say) left the slower one's manifest over the faster one's images."""
+    return "metagan-batch-" + hashlib.sha256(str(out_uri).rstrip("/").encode()).hexdigest()[:16]
+
+
 def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model: dict, batch_size: int = 256,
                   progress: Callable[[int], None] | None = None, layout: str = "png", out=None,
-                  threads: int | None = None) -> dict:
+                  threads: int | None = None, lock: Locker | None = None) -> dict:
     """``count`` images of the ONNX model in ``out_uri`` (loose ``00000.png``... or, with
     ``layout="shard"``, one ``images.tar`` of ``00000.png`` + ``00000.json``...), its contact sheet
     and gallery page, and last ``manifest.json`` (what was made, from which model version, and
@@ -81,7 +89,8 @@ def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model:
 
     ``progress(n)``: called with the number of images written so far; ``out``: an
     :class:`~metagan.storage.OutputLocation` whose S3 client to reuse for ``out_uri``; ``threads``:
-    onnxruntime threads (one in a fan-out task: the other tasks use the other cores).
+    onnxruntime threads (one in a fan-out task: the other tasks use the other cores); ``lock``: the
+    profile's locker, held (:func:`batch_lock_name`) from the first write to the manifest.
     """
     from metagan.config import MAX_BATCH_IMAGES
     from metagan.errors import BadInput
@@ -102,26 +111,27 @@ def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model:
     manifest = {"model": model, "seed": seed, "count": count, "image_shape": list(images.shape[1:]),
                 "created": created.isoformat(timespec="seconds"), "layout": layout, "files": names,
                 "contact_sheet": CONTACT_SHEET, "gallery": GALLERY}
-    # a batch written over an earlier one: its manifest goes first, so no reader takes the new
-    # images half-written (or an interrupted write's mix of old and new) for the old batch
-    out.remove(MANIFEST)
-    if layout == "shard":
-        from metagan.shards import SHARD, shard_bytes
+    with (lock or no_lock)(batch_lock_name(out.uri)):
+        # a batch written over an earlier one: its manifest goes first, so no reader takes the new
+        # images half-written (or an interrupted write's mix of old and new) for the old batch
+        out.remove(MANIFEST)
+        if layout == "shard":
+            from metagan.shards import SHARD, shard_bytes
 
-        meta = {"model": model.get("name"), "version": model.get("version"), "seed": seed}
-        out.write(SHARD, shard_bytes([(n.removesuffix(".png"), png, meta | {"index": i})
-                                      for i, (n, png) in enumerate(zip(names, pngs))], int(created.timestamp())))
-        manifest["shard"] = SHARD
-        if progress is not None:
-            progress(count)
-    else:
-        for i, (name, png) in enumerate(zip(names, pngs)):
-            out.write(name, png)
+            meta = {"model": model.get("name"), "version": model.get("version"), "seed": seed}
+            out.write(SHARD, shard_bytes([(n.removesuffix(".png"), png, meta | {"index": i})
+                                          for i, (n, png) in enumerate(zip(names, pngs))], int(created.timestamp())))
+            manifest["shard"] = SHARD
             if progress is not None:
-                progress(i + 1)
-    out.write(CONTACT_SHEET, contact_sheet_png(images))
-    out.write(GALLERY, gallery_html(model, names, manifest, pngs if layout == "shard" else None))
-    manifest["seconds"] = round(time.monotonic() - start, 3)
-    manifest["location"] = out.uri
-    manifest["manifest"] = out.write(MANIFEST, json.dumps(manifest, indent=2).encode())
-    return manifest
+                progress(count)
+        else:
+            for i, (name, png) in enumerate(zip(names, pngs)):
+                out.write(name, png)
+                if progress is not None:
+                    progress(i + 1)
+        out.write(CONTACT_SHEET, contact_sheet_png(images))
+        out.write(GALLERY, gallery_html(model, names, manifest, pngs if layout == "shard" else None))
+        manifest["seconds"] = round(time.monotonic() - start, 3)
+        manifest["location"] = out.uri
+        manifest["manifest"] = out.write(MANIFEST, json.dumps(manifest, indent=2).encode())
+        return manifest

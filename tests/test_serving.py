@@ -209,6 +209,27 @@ def test_a_batch_written_over_another_drops_the_old_manifest_before_its_first_im
     assert not (store / "b" / "manifest.json").exists()
 
 
+def test_two_batches_into_one_location_take_turns(acme, store):
+    """Guarantee: a batch writes its location holding that location's lock (the profile's locker:
+    `metagan generate` and the night's tasks pass it), so two batches there at once (one by hand
+    during the night's) take turns; a probe's two overlapping batches left the slower one's
+    manifest over the faster one's images."""
+    import threading
+
+    from metagan.generate import batch_lock_name, run_batch_job
+    from metagan.locks import file_locker
+
+    model = serving.served_model("acme")
+    lock, out = file_locker(store / "locks"), str(store / "b")
+    with lock(batch_lock_name(out + "/")):  # the same location however it is written
+        second = threading.Thread(target=run_batch_job, args=(model.onnx, 3, out, 1, model.describe()),
+                                  kwargs={"lock": lock})
+        second.start()
+        second.join(2.0)
+        assert second.is_alive() and not (store / "b").exists()  # drawn, and waiting to write
+    second.join(30)
+    assert json.loads((store / "b" / "manifest.json").read_text())["seed"] == 1
+
 def test_an_output_folder_that_cannot_be_made_is_a_file_system_fault(tmp_path):
     """Guarantee: `--out` where no folder can be made (under a file, or under /proc, which refuses
     new folders with "no such file") ends the batch with exit 6 naming the file, not as bad input."""

@@ -134,6 +134,7 @@ def cmd_generate(args, params: Params) -> int:
     if args.all:
         return _generate_all(args, params)
     from flows import progress
+    from flows.locks import customer_locker
     from metagan import model_names, serving
     from metagan.generate import run_batch_job
     from metagan.uploads import validate_customer_id
@@ -152,7 +153,8 @@ def cmd_generate(args, params: Params) -> int:
     out = out if out.startswith("s3://") else str(Path(out).resolve() if args.out else params.resolve(out))
     done = progress.counter("generating", count)
     manifest = run_batch_job(model.onnx, count, f"{out.rstrip('/')}/{folder}", args.seed, model.describe(),
-                             progress=done, layout=args.format or "png")
+                             progress=done, layout=args.format or "png",
+                             lock=None if args.model is not None else customer_locker(params))
     served = f"{model.name} v{model.version}" + (f" ({model.alias})" if model.alias else "")
     images = f"shard {manifest['shard']}, " if manifest.get("shard") else ""
     print(f"wrote {manifest['count']} images of {served} to {manifest['location']} "

@@ -31,6 +31,7 @@ from metagan.cadence import EVERY_TAG, next_due
 from metagan.config import Params
 from metagan.errors import kind_of
 from metagan.fleet_index import DueBatch, FleetIndex, registry_index
+from metagan.locks import Locker
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -133,7 +134,8 @@ puts, its registry record), the other computes."""
 
 
 def draw_batches(customer_ids: list[str], planned: bool, count: int, out: str, seed: int, layout: str,
-                 stamp: float, default_s: int, threads: int = DRAW_THREADS) -> list[Batch]:
+                 stamp: float, default_s: int, threads: int = DRAW_THREADS,
+                 lock: Locker | None = None) -> list[Batch]:
     """Draw, write and record each customer's batch (a fan-out task's share of a night).
 
     For each: the model (for a planned night, the production version the index names when the
@@ -165,7 +167,7 @@ def draw_batches(customer_ids: list[str], planned: bool, count: int, out: str, s
         return []
     with BatchRecorder(len(due)) as run:
         def one(item: DueBatch) -> Batch:
-            return _draw_one(item, count, location, seed, layout, stamp, default_s, run)
+            return _draw_one(item, count, location, seed, layout, stamp, default_s, run, lock)
 
         if threads > 1 and len(due) > 1:
             with ThreadPoolExecutor(min(threads, len(due)), thread_name_prefix="draw") as pool:
@@ -174,14 +176,14 @@ def draw_batches(customer_ids: list[str], planned: bool, count: int, out: str, s
 
 
 def _draw_one(item: DueBatch, count: int, out, seed: int, layout: str, stamp: float, default_s: int,
-              run: "BatchRecorder") -> Batch:
+              run: "BatchRecorder", lock: Locker | None) -> Batch:
     from metagan.generate import run_batch_job
 
     start = time.monotonic()
     try:
         model = _served(item)
         manifest = run_batch_job(model.onnx, count, f"{out.uri.rstrip('/')}/{item.customer_id}", seed,
-                                 model.describe(), layout=layout, out=out, threads=1)
+                                 model.describe(), layout=layout, out=out, threads=1, lock=lock)
         run.record(item.customer_id, model, manifest)
         registry_index().batches_done([(item.customer_id, model.version, stamp,
                                         next_due(stamp, item.every_s, default_s))])
