@@ -6,6 +6,7 @@ from prefect import flow, get_run_logger, task
 
 from flows import progress
 from flows.common import data_target, dvc_root
+from flows.locks import customer_locker
 from metagan import versioning
 from metagan.lifecycle import meta_model
 from metagan.config import Params
@@ -26,7 +27,7 @@ def train_or_reuse(params: Params, data_version: str) -> MetaRegistration:
     logger = get_run_logger()
     report = progress.meta_training(params, logger.info)
     try:
-        result = meta_model.train_meta_or_reuse(params, data_version, progress=report)
+        result = meta_model.train_meta_or_reuse(params, data_version, progress=report, lock=customer_locker(params))
     finally:
         report.finish()
     logger.info("metagan-meta version %s (%s)", result.version,

@@ -14,7 +14,6 @@ from metagan import store
 from metagan.config import PACKAGE_DIR, SHIPPED_META_MODEL, Params, load_params
 from metagan.contact_sheet import contact_sheet
 from metagan.errors import ExitCode
-from metagan.lifecycle.registry import Promotion
 
 SHIPPED_META = SHIPPED_META_MODEL
 EXAMPLE_CUSTOMERS = PACKAGE_DIR / "sample_data" / "customers"
@@ -52,7 +51,7 @@ def run_demo(params_path: str | None, customers: Path, out: Path, train_minutes:
         if not a.ok:
             echo(f"  {a.customer_id}: adaptation failed: {a.error}")
     for p in result.promoted:
-        if p.outcome is Promotion.REFUSED:
+        if not p.serving and p.version is not None:  # refused by the gate, or a later run's is the candidate
             echo(f"  {p.customer_id}: v{p.version} not promoted: {p.reason}")
     shots = {u.customer_id: u.images for u in result.data.accepted}
     for b in result.generated:

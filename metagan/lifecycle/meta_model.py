@@ -17,7 +17,8 @@ from metagan.data.shards import packed_version
 from metagan.files import sha256_file, write_json, write_text
 from metagan.grid import make_grid
 from metagan.model_names import CURRENT, EVALUATOR_MODEL, META_MODEL
-from metagan.lifecycle.registry import meta_identity
+from metagan.lifecycle.registry import default_locker, meta_identity
+from metagan.locks import Locker
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +33,28 @@ class MetaRegistration:
     """Meta-training steps run now (None when an identical registered model was reused)."""
 
 
-def train_meta_or_reuse(params: Params, data_version: str, progress=None) -> MetaRegistration:
+META_LOCK = "metagan-meta-model"
+"""Held from looking for the meta-model to registering it: two runs starting in one project at
+once (two demos, say) trained and registered it twice, and wrote one checkpoint file together."""
+
+
+def train_meta_or_reuse(params: Params, data_version: str, progress=None,
+                        lock: Locker | None = None) -> MetaRegistration:
     """Train and register a meta-model (alias ``current``), unless one with the same identity
     (:func:`~metagan.lifecycle.registry.meta_identity`) is registered already: then its checkpoint is put in
-    place (downloaded when the local file differs) and it becomes ``current`` again.
+    place (downloaded when the local file differs) and it becomes ``current`` again. A second run
+    waits for the first (``lock``, the profile's locker; :data:`META_LOCK`), then reuses its model.
 
     ``progress``: a ``report(name, value, step)`` callback that sees every statistic MLflow gets
     (the flows draw a progress bar and write run logs with it)."""
+    tracking.create_store()  # meta-training starts a project: the one step that may make a new registry
+    with (lock or default_locker())(META_LOCK):
+        return _train_or_reuse(params, data_version, progress)
+
+
+def _train_or_reuse(params: Params, data_version: str, progress) -> MetaRegistration:
     from metagan.train import meta_train
 
-    tracking.create_store()  # meta-training starts a project: the one step that may make a new registry
     packed = params.resolve(params.data.packed_dir)
     tags = meta_identity(params, packed_version(packed))
     ckpt = params.resolve(params.paths.meta_checkpoint)

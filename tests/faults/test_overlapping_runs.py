@@ -55,3 +55,21 @@ def test_a_new_data_version_with_the_same_tasks_reuses_the_meta_model(project):
     assert again.reused and again.version == "1"
     other = meta_model.train_meta_or_reuse(params.with_overrides(meta={"seed": 7}), "a-new-customer-uploaded")
     assert not other.reused and other.version == "2"
+
+
+def test_two_runs_starting_a_meta_model_at_once_train_it_once(project):
+    """Guarantee: two runs needing a meta-model that is not registered yet (two demos started
+    together in a new project) train and register it once: the second waits for the first's lock,
+    then reuses its model. A probe's two demos registered it twice, and one reported nothing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from flows.common import load
+    from metagan import model_versions
+    from metagan.lifecycle import meta_model
+
+    root, _ = project
+    params = load(str(root / "params.yaml")).with_overrides(meta={"seed": 11})  # an identity not registered
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda _: meta_model.train_meta_or_reuse(params, "together"), range(2)))
+    assert sorted(r.reused for r in runs) == [False, True] and runs[0].version == runs[1].version == "2"
+    assert len(model_versions.search_versions("name = 'metagan-meta'")) == 2  # the fixture's and this one
