@@ -140,6 +140,24 @@ def test_a_rolled_back_version_is_not_promoted_again_until_a_rollback_brings_it_
     assert str(model_versions.get_alias(name, "previous").version) == v2 != v3
 
 
+def test_a_rollback_to_a_damaged_model_is_refused_and_production_stays(onnx_model):
+    """Guarantee: rollback reads the previous version's model file and checks it first; one that
+    does not match its registered checksum is refused as damaged (exit 5) and production stays
+    where it was. A probe's rollback put a truncated model into production, and the next batch
+    failed."""
+    from metagan.errors import Damaged
+
+    gate, name = GateConfig(), model_names.customer_model_name("acme")
+    register("acme", onnx_model, {model_versions.ONNX_SHA256_TAG: "0" * 64}, alias=model_names.CANDIDATE)
+    assert registry.promote("acme", gate).serving
+    v2 = register("acme", onnx_model, alias=model_names.CANDIDATE)
+    assert registry.promote("acme", gate).serving
+    with pytest.raises(Damaged, match="customer 'acme': metagan-customer-acme version 1 is damaged"):
+        registry.rollback("acme")
+    assert str(model_versions.get_alias(name, "production").version) == v2
+    assert registry.ROLLED_BACK_TAG not in model_versions.get_version(name, v2).tags
+
+
 def test_metrics_are_written_as_tags_that_read_back_as_the_same_floats():
     metrics = {"consistency": 0.1 + 0.2, "shot_coverage": 1 / 3, "parity_max_abs_diff": 2.384185791015625e-07}
     tags = registry.metric_tags(metrics) | {"parity_ok": "true"}

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from metagan import model_versions, store, tracking
+from metagan import model_versions, serving, store, tracking
 from metagan.config import GateConfig, Params
 from metagan.files import move_into_place
 from metagan.fleet_index import registry_index
@@ -356,14 +356,17 @@ class NoPreviousVersion(LookupError):
 
 
 def rollback(customer_id: str, lock: Locker | None = None) -> str:
-    """Swap ``production`` and ``previous``; returns the version now in production. The version
-    rolled back is tagged :data:`ROLLED_BACK_TAG`, so the next ``promote`` or hourly run does not
-    put it back."""
+    """Swap ``production`` and ``previous``; returns the version now in production. A previous
+    version whose model file is missing or damaged is refused (:class:`~metagan.errors.Damaged`).
+    The version rolled back is tagged :data:`ROLLED_BACK_TAG`, so the next ``promote`` or hourly
+    run does not put it back."""
     name = customer_model_name(customer_id)
     with (lock or default_locker())(lock_name(customer_id)):
         prev, prod = model_versions.get_alias(name, PREVIOUS), model_versions.get_alias(name, PRODUCTION)
         if prev is None:
             raise NoPreviousVersion(f"customer {customer_id!r} has no previous production version to roll back to")
+        # its file read and checked before anything moves: production never names a damaged model
+        serving.served_model(customer_id, version=prev.version)
         if prod is not None:  # tagged first: a rollback cut short here has changed nothing served
             model_versions.set_version_tags(name, prod.version, {ROLLED_BACK_TAG: "true"})
         if prev.tags.get(ROLLED_BACK_TAG) == "true":
