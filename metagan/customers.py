@@ -7,6 +7,7 @@ lists the rejected files with reasons. The folder is versioned with DVC together
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,8 +69,13 @@ def load_ingested(dest_root: str | Path, customer_id: str) -> CustomerUploads:
     path = Path(dest_root) / customer_id / "shots.npz"
     if not path.exists():
         raise UploadError(customer_id, f"not ingested (no {path})")
-    with np.load(path, allow_pickle=False) as npz:  # never unpickle customer-derived data
-        return CustomerUploads(customer_id, npz["images"], [str(f) for f in npz["files"]])
+    try:
+        with np.load(path, allow_pickle=False) as npz:  # never unpickle customer-derived data
+            return CustomerUploads(customer_id, npz["images"], [str(f) for f in npz["files"]])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        # numpy calls bytes it cannot read "pickled data"; it is a damaged file, not a pickle
+        raise UploadError(customer_id, f"its ingested shots {path} are damaged ({type(e).__name__}); "
+                          "restore data/ with `dvc checkout`, or ingest its uploads again") from None
 
 
 def ingested_customers(dest_root: str | Path) -> list[str]:

@@ -89,3 +89,12 @@ def test_a_file_name_that_is_not_utf8_is_rejected_alone_and_the_folder_still_has
     json.dumps(up.rejected).encode("utf-8")  # reports and logs can hold it
     os.utime(c / "a.png", ns=(1, 1))
     assert folder_signature(c) != before
+
+
+def test_damaged_ingested_shots_are_named_as_damaged_not_as_pickled_data(tmp_path):
+    """Guarantee: an ingested shots.npz that is not a readable archive fails its customer with
+    "damaged" and what to do (numpy's own words were "contains pickled (object) data")."""
+    (tmp_path / "acme").mkdir()
+    (tmp_path / "acme" / "shots.npz").write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(UploadError, match=r"customer 'acme': its ingested shots .*shots.npz are damaged"):
+        load_ingested(tmp_path, "acme")
