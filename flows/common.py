@@ -9,6 +9,7 @@ from pathlib import Path
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from metagan.config import Params, check_scaleout_environment, load_params
+from metagan.errors import Unavailable
 
 FANOUT_WORKERS = int(os.environ.get("METAGAN_FANOUT_WORKERS", "4"))
 
@@ -54,9 +55,27 @@ def fanout_runner(params: Params):
 
     s = params.scaleout
     if s.dask_address:
+        check_scheduler_answers(s.dask_address)
         return DaskTaskRunner(address=s.dask_address)
     return DaskTaskRunner(cluster_class="distributed.LocalCluster",
                           cluster_kwargs=local_cluster_kwargs(s.dask_workers, s.threads_per_worker))
+
+
+def check_scheduler_answers(address: str, timeout_s: float = 10.0) -> None:
+    """A Dask scheduler that does not answer is an unavailable service (exit 4), said before the
+    flow starts: Dask itself waits 30 s and ends in a bare OSError (exit 70). One TCP connection;
+    addresses other than tcp:// and tls:// are left to Dask."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    if parts.scheme not in ("tcp", "tls") or not parts.hostname or parts.port is None:
+        return
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=timeout_s).close()
+    except OSError as e:
+        raise Unavailable(f"the Dask scheduler {address} does not answer ({e.strerror or e}): start it "
+                          "(docs/DEPLOY.md), or correct scaleout.dask_address") from None
 
 
 def local_cluster_kwargs(workers: int, threads_per_worker: int) -> dict:

@@ -130,10 +130,15 @@ def kind_of(error: BaseException) -> Failure | None:
         return Failure.BAD_INPUT
     if isinstance(error, FileNotFoundError):
         return Failure.BAD_INPUT
-    if isinstance(error, TimeoutError):
+    if isinstance(error, TimeoutError) or _instance(error, "httpx", "TransportError"):  # Prefect's API unanswered
         return Failure.UNAVAILABLE
     if isinstance(error, OSError) and _errno_name(error) in _FILE_SYSTEM_ERRNOS:
         return Failure.FILE_SYSTEM
+    # a client's bare wrapper of a service's failure (Prefect's "Failed to reach API at ...", raised
+    # from httpx's connection error) is that failure
+    if type(error) is RuntimeError and error.__cause__ is not None \
+            and kind_of(error.__cause__) is Failure.UNAVAILABLE:
+        return Failure.UNAVAILABLE
     return None
 
 

@@ -113,6 +113,19 @@ def embedded_index_path(tracking_uri: str) -> Path:
     return Path(tempfile.gettempdir()) / "metagan-fleet" / key / "fleet.db"
 
 
+# What PostgreSQL answers when only a change of settings helps (a wrong password, an unknown role
+# or database, no pg_hba.conf entry); anything else at connection time may pass and is retried
+_PERMANENT_LOGIN = ("password authentication failed", "no password supplied", "does not exist", "pg_hba.conf")
+
+
+def _refused_login(e: Exception) -> str:
+    """The server's line saying why, when a connection was refused for good; "" otherwise."""
+    for line in str(e).splitlines():
+        if any(marker in line for marker in _PERMANENT_LOGIN):
+            return line.strip().removeprefix("connection failed: ").strip()
+    return ""
+
+
 class FleetIndex:
     """The index on one database. Connections are per thread (SQLite's cannot cross threads, and
     a PostgreSQL session is one conversation at a time); every statement is retried at the I/O
@@ -142,7 +155,17 @@ class FleetIndex:
         if self.postgres:
             import psycopg
 
-            return psycopg.connect(self.url, autocommit=True, connect_timeout=int(RetryPolicy.from_env("index").timeout_s))
+            try:
+                return psycopg.connect(self.url, autocommit=True,
+                                       connect_timeout=int(RetryPolicy.from_env("index").timeout_s))
+            except psycopg.OperationalError as e:
+                refused = _refused_login(e)
+                if refused:  # the settings' to correct: retrying for 15 s and "unavailable" misled
+                    from metagan.errors import BadInput
+
+                    raise BadInput(f"the fleet index ({self.where}) refused the login: {refused} "
+                                   f"(check {INDEX_URL_ENV} and the role's password, docs/DEPLOY.md)") from None
+                raise
         path = Path(self.url.removeprefix("sqlite:///"))
         path.parent.mkdir(parents=True, exist_ok=True)
         con = sqlite3.connect(path, timeout=30, isolation_level=None)  # autocommit; BEGIN where needed

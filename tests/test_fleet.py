@@ -214,3 +214,24 @@ def test_a_role_that_cannot_create_the_index_tables_is_told_what_to_grant(pg):
         assert kind_of(caught.value).exit_code == 3
     finally:
         index.close()
+
+
+def test_a_login_the_server_refuses_is_bad_input_at_once_not_retried_as_unavailable(pg, monkeypatch):
+    """Guarantee: a login PostgreSQL refuses for good (an unknown role or database, a wrong
+    password) is bad input (exit 3) naming the index and the server's reason, on the first try; a
+    probe's wrong PGPASSWORD was retried for 15 s and reported as "unavailable" (exit 4)."""
+    import time
+
+    from metagan.errors import BadInput, kind_of
+
+    monkeypatch.setenv("METAGAN_INDEX_ATTEMPTS", "5")
+    for url in (f"postgresql://nosuchrole@127.0.0.1:{pg.port}/postgres",
+                f"postgresql://{pg.user}@127.0.0.1:{pg.port}/nosuchdatabase"):
+        index = FleetIndex(url)
+        start = time.monotonic()
+        try:
+            with pytest.raises(BadInput, match=r"refused the login: .*does not exist") as caught:
+                index.due(now=0.0)
+        finally:
+            index.close()
+        assert kind_of(caught.value).exit_code == 3 and time.monotonic() - start < 5

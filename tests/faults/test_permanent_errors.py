@@ -170,3 +170,24 @@ def test_s3_without_credentials_or_refusing_access_is_bad_input_not_unavailable(
         "bucket": client_error("NoSuchBucket", 404), "busy": client_error("SlowDown", 503)}.items()}
     assert [kind_of(failures[n]).exit_code for n in ("credentials", "denied", "bucket", "busy")] == [3, 3, 3, 4]
     assert "AWS_ACCESS_KEY_ID" in str(failures["credentials"]) and "AccessDenied" in str(failures["denied"])
+
+
+def test_an_orchestration_server_that_does_not_answer_is_unavailable_not_a_bug(tmp_path):
+    """Guarantee: a Prefect API that does not answer ends a flow command with exit 4 and one line
+    (Prefect's "Failed to reach API", raised from httpx's connection error), and a Dask scheduler
+    that does not answer is said before the flow starts; a probe got exit 70 and tracebacks."""
+    import socket
+
+    from flows.common import check_scheduler_answers
+    from metagan.errors import Unavailable
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "up" / "acme").mkdir(parents=True)
+    rc, lines, _ = metagan("--project", str(tmp_path), "ingest", "--customers", str(tmp_path / "up"), cwd=tmp_path,
+                           env_extra={"PREFECT_API_URL": f"http://127.0.0.1:{port}/api"})
+    assert (rc, lines[-1]) == (4, f"error: Failed to reach API at http://127.0.0.1:{port}/api/"), lines[-20:]
+    with pytest.raises(Unavailable, match=f"the Dask scheduler tcp://127.0.0.1:{port} does not answer"):
+        check_scheduler_answers(f"tcp://127.0.0.1:{port}")
+    assert kind_of(Unavailable("x")).exit_code == 4
