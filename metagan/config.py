@@ -343,6 +343,10 @@ class _UniqueKeys(yaml.SafeLoader):
         seen = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if not _hashable(key):  # a complex key (``? [a, b]``): no setting is named by a list
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a key must be a name, not a {type(key).__name__}",
+                    key_node.start_mark)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"{key!r} is given twice in one mapping (line {key_node.start_mark.line + 1})",
@@ -351,15 +355,37 @@ class _UniqueKeys(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def _hashable(key) -> bool:
+    try:
+        hash(key)
+    except TypeError:
+        return False
+    return True
+
+
 def _read_yaml(path: Path) -> dict:
     try:
-        with open(path) as f:
+        with open(path, "rb") as f:  # bytes: YAML's reader checks the encoding and names the byte
             raw = yaml.load(f, Loader=_UniqueKeys) or {}  # noqa: S506 (a safe loader)
+    except yaml.reader.ReaderError as e:
+        raise ConfigError(f"{path}: {_unreadable_text(path, e)}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())[:300]}") from None
+    except RecursionError:  # YAML's composer recurses once per level of brackets
+        raise ConfigError(f"{path}: not valid params: lists or mappings nested too deeply") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
     return raw
+
+
+def _unreadable_text(path: Path, e: yaml.reader.ReaderError) -> str:
+    """What YAML's reader refused, with its line: a byte that is not UTF-8 (a comment saved as
+    Latin-1, say) or a control character."""
+    if e.encoding == "unicode":  # decoded, but a character YAML forbids; position counts characters
+        text = path.read_bytes().decode("utf-8", "replace")
+        return f"control character {e.character:#04x} on line {text[:e.position].count(chr(10)) + 1} is not allowed"
+    line = path.read_bytes()[:e.position].count(b"\n") + 1  # position counts bytes
+    return f"not UTF-8 text: byte {e.character:#04x} on line {line} (save the file as UTF-8)"
 
 
 def _merged(base: dict, over: dict) -> dict:

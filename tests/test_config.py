@@ -60,3 +60,20 @@ def test_checkpoints_from_before_learner_settings_keep_theirs(meta_ckpt, tmp_pat
     assert "proto_weight" in ckpt["params"]["meta"] and "learners" not in ckpt["params"]
     assert learner.settings.proto_weight == 0.25
     assert not any("proto_weight" in str(r) for r in records)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"# r\xe9glages\nadapt:\n  steps: 5\n", r"not UTF-8 text: byte 0xe9 on line 1"),
+    (b"adapt:\n  steps: 5\x01\n", r"control character 0x01 on line 2"),
+    (b"? [a, b]\n: 1\n", r"a key must be a name, not a list"),
+    (b"adapt:\n  ? {a: 1}\n  : 2\n", r"a key must be a name, not a dict"),
+    (b"a: " + b"[" * 5000 + b"]" * 5000 + b"\n", r"nested too deeply"),
+], ids=["latin-1 byte", "control character", "list as key", "mapping as key", "5000 brackets"])
+def test_a_params_file_yaml_cannot_read_is_bad_input_naming_the_file(tmp_path, content, message):
+    """Guarantee: whatever bytes params.yaml holds, reading it fails with one ConfigError (exit 3)
+    that names the file and what is wrong, never a UnicodeDecodeError, TypeError or RecursionError."""
+    path = tmp_path / "params.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError, match=message) as caught:
+        load_params(path)
+    assert str(caught.value).startswith(f"{path}: ") and "\n" not in str(caught.value)
