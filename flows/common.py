@@ -3,15 +3,17 @@ the Prefect tag limits, and where the DVC workspace is."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from metagan.config import Params, check_scaleout_environment, load_params
+from metagan.env import number_from_env
 from metagan.errors import Unavailable
 
-FANOUT_WORKERS = int(os.environ.get("METAGAN_FANOUT_WORKERS", "4"))
+# Read once, at import: the flows' decorators build their default runner from it. A bad value
+# fails that import (inside the command, so it ends as bad input, exit 3), before any work.
+FANOUT_WORKERS = number_from_env("METAGAN_FANOUT_WORKERS", 4, int, minimum=1)
 
 
 def load(params_path: str | None, overrides: dict | None = None) -> Params:

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+
+from metagan.env import number_from_env
 
 Locker = Callable[[str], AbstractContextManager]
 """``locker(name)``: a context manager holding the lock called ``name`` while the block runs."""
@@ -37,11 +38,8 @@ class LockTimeout(TimeoutError):
 
 
 def lock_timeout_s() -> float:
-    raw = os.environ.get(LOCK_TIMEOUT_ENV)
-    try:
-        return float(raw) if raw is not None else DEFAULT_TIMEOUT_S
-    except ValueError:
-        raise ValueError(f"{LOCK_TIMEOUT_ENV}={raw!r} is not a number") from None
+    """Seconds a lock is waited for: ``METAGAN_LOCK_TIMEOUT_S``, a finite number >= 0."""
+    return number_from_env(LOCK_TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
 
 
 def no_lock(name: str) -> AbstractContextManager:

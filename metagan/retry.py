@@ -14,12 +14,12 @@ read timeout of one request, default 30).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
-from metagan.errors import BadInput, MetaganError, Unavailable
+from metagan.env import number_from_env
+from metagan.errors import MetaganError, Unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -39,19 +39,10 @@ class RetryPolicy:
     @classmethod
     def from_env(cls, service: str) -> "RetryPolicy":
         prefix = f"METAGAN_{service.upper()}_"
-
-        def value(name: str, default: float, kind=float):
-            raw = os.environ.get(prefix + name)
-            try:
-                parsed = kind(raw) if raw is not None else default
-            except ValueError:
-                raise BadInput(f"{prefix + name}={raw!r} is not a number") from None
-            if parsed < (1 if name == "ATTEMPTS" else 0):
-                raise BadInput(f"{prefix + name} must be {'>= 1' if name == 'ATTEMPTS' else '>= 0'}, got {raw}")
-            return parsed
-
-        return cls(value("ATTEMPTS", cls.attempts, int), value("BACKOFF_S", cls.backoff_s),
-                   value("MAX_BACKOFF_S", cls.max_backoff_s), value("TIMEOUT_S", cls.timeout_s))
+        return cls(number_from_env(prefix + "ATTEMPTS", cls.attempts, int, minimum=1),
+                   number_from_env(prefix + "BACKOFF_S", cls.backoff_s),
+                   number_from_env(prefix + "MAX_BACKOFF_S", cls.max_backoff_s),
+                   number_from_env(prefix + "TIMEOUT_S", cls.timeout_s))
 
     def delay(self, failures: int) -> float:
         """Seconds to wait after the ``failures``-th failure: backoff_s, 2x, 4x, ... up to the cap."""

@@ -45,8 +45,8 @@ def test_policy_from_the_environment_is_validated(monkeypatch):
     monkeypatch.setenv("METAGAN_MLFLOW_TIMEOUT_S", "1.5")
     assert RetryPolicy.from_env("mlflow") == RetryPolicy(attempts=2, timeout_s=1.5)
     monkeypatch.setenv("METAGAN_MLFLOW_ATTEMPTS", "0")
-    with pytest.raises(ValueError, match="METAGAN_MLFLOW_ATTEMPTS must be >= 1"):
+    with pytest.raises(ValueError, match="METAGAN_MLFLOW_ATTEMPTS must be a whole number >= 1, got '0'"):
         RetryPolicy.from_env("mlflow")
     monkeypatch.setenv("METAGAN_MLFLOW_ATTEMPTS", "many")
-    with pytest.raises(ValueError, match="is not a number"):
+    with pytest.raises(ValueError, match="METAGAN_MLFLOW_ATTEMPTS must be a whole number >= 1, got 'many'"):
         RetryPolicy.from_env("mlflow")
