@@ -18,6 +18,7 @@ Exit codes (the same for every command; README and docs/RELIABILITY.md list them
 | 5 | damaged state: the registry or a stored artifact is missing, unreadable or fails its checksum |
 | 6 | file system: a local file or folder could not be read or written (permission, disk full, read-only) |
 | 70 | internal error: a bug (an unexpected exception); its traceback is printed (BSD's ``EX_SOFTWARE``) |
+| 141 | the reader of the output went away (``metagan doctor | head -1``): the command stopped, quietly (128 + SIGPIPE, as a Unix tool killed by it) |
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class ExitCode:
     DAMAGED = 5
     FILE_SYSTEM = 6
     INTERNAL = 70
+    BROKEN_PIPE = 141
 
 
 EXIT_CODES = {Failure.USAGE: ExitCode.USAGE, Failure.BAD_INPUT: ExitCode.BAD_INPUT,

@@ -224,3 +224,57 @@ def test_the_scaleout_profile_without_its_servers_stops_every_command(monkeypatc
     assert rc == ExitCode.BAD_INPUT and "profile 'scaleout' needs MLFLOW_TRACKING_URI" in err[-1]
     if command != ["ingest"]:  # (whether Prefect's API is named for ingest depends on Prefect's profile)
         assert "PREFECT_API_URL" not in err[-1]
+
+
+@pytest.mark.parametrize("unbuffered", ["", "1"], ids=["buffered", "unbuffered"])
+def test_output_into_a_pipe_nobody_reads_ends_quietly_with_141(tmp_path, unbuffered):
+    """Guarantee: `metagan ... | head -1`: when the reader of stdout has gone, the command stops
+    without a traceback and exits 141 (128 + SIGPIPE, as a Unix tool killed by it), not 70 or 120,
+    whether the output was written at once or was still in Python's buffer at the end."""
+    import subprocess
+    import sys
+
+    from metagan.config import PROJECT_ROOT
+
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "flows.app.cli", "--project", str(tmp_path), "init"],
+                              cwd=PROJECT_ROOT, stdout=writer, stderr=subprocess.PIPE, text=True, timeout=120,
+                              env={**os.environ, "PYTHONUNBUFFERED": unbuffered})
+    finally:
+        os.close(writer)
+    assert (proc.returncode, proc.stderr) == (ExitCode.BROKEN_PIPE, "")
+
+
+class _ClosedPipe:
+    def write(self, text):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+        pass
+
+
+def test_a_closed_stdout_is_not_reported_as_a_bug(tmp_path, monkeypatch, capsys):
+    """Guarantee: a BrokenPipeError writing the command's output ends main with 141 and nothing on
+    stderr."""
+    import sys
+
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+    assert main(["--project", str(tmp_path), "init"]) == ExitCode.BROKEN_PIPE == 141
+    assert capsys.readouterr().err == ""
+
+
+def test_a_broken_connection_while_stdout_is_fine_is_still_a_bug(tmp_path, monkeypatch, capsys):
+    """Guarantee: a BrokenPipeError that is not stdout's (a server's socket) keeps its traceback and
+    exit 70: only a reader that went away is quiet."""
+    import sys
+
+    def broken_connection(args, params):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("flows.app.cli.build_parser", _parser_with(init=broken_connection))
+    with open(tmp_path / "out.txt", "w") as out:
+        monkeypatch.setattr(sys, "stdout", out)
+        assert main(["init"]) == ExitCode.INTERNAL
+    assert "Traceback" in capsys.readouterr().err

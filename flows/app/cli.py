@@ -16,6 +16,7 @@ import argparse
 import json
 import logging
 import os
+import select
 import sys
 from pathlib import Path
 
@@ -647,6 +648,16 @@ def _load(args) -> Params:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``metagan`` command; returns its exit code (:mod:`metagan.errors`)."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # a reader gone is found here, not by the interpreter's last flush (exit 120)
+        return code
+    except BrokenPipeError:  # `metagan doctor | head -1`: the reader has what it wanted
+        return _output_unread()
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -672,6 +683,8 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 (every error ends here: classified, one line, its exit code)
+        if isinstance(e, BrokenPipeError) and _output_pipe_closed():
+            raise  # not a failure of the command: main ends quietly
         kind = kind_of(e)
         if kind is None:
             import traceback
@@ -686,6 +699,28 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {_message(e)}", file=sys.stderr)
         return kind.exit_code
+
+
+def _output_pipe_closed() -> bool:
+    """Whether standard output is a pipe whose reader went away: then a BrokenPipeError is ours,
+    not a server connection's (a bug or an outage, reported as such)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no file behind stdout (a test's), no poll(): cannot tell
+        return True
+
+
+def _output_unread() -> int:
+    """Python's advice for SIGPIPE: point stdout at /dev/null, so that nothing written later (the
+    interpreter's last flush included) fails again, and end quietly with the code a Unix tool
+    killed by SIGPIPE has (128 + 13): the command did not finish printing, so not 0."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # stdout is no file (a test's): nothing to flush at exit
+        pass
+    return ExitCode.BROKEN_PIPE
 
 
 def _message(e: BaseException) -> str:
