@@ -21,6 +21,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows import progress
 from flows.common import FANOUT_WORKERS, fanout_runner, workers
 from flows.locks import profile_locker
+from metagan.addresses import is_s3
 from metagan.lifecycle import fleet
 from metagan.config import Params
 from metagan.lifecycle.fleet import Batch, NightPlan
@@ -28,7 +29,7 @@ from metagan.lifecycle.fleet import Batch, NightPlan
 
 def output_uri(params: Params) -> str:
     g = params.paths.generated
-    return g if g.startswith("s3://") else str(params.resolve(g))
+    return g if is_s3(g) else str(params.resolve(g))
 
 
 @task

@@ -91,10 +91,11 @@ def production_stage(params: Params) -> None:
 
 def generate_stage(params: Params) -> None:
     from flows.generate import generate_flow, output_uri
+    from metagan.addresses import is_s3
     from metagan.lifecycle.registry import customers_in_production
 
     out = output_uri(params)
-    if not out.startswith("s3://"):
+    if not is_s3(out):
         params.resolve(out).mkdir(parents=True, exist_ok=True)  # declared, even with no customer to draw for
     # every customer in production: the stage's output is the whole batch (DVC reruns it when
     # what production serves changed), not tonight's share of it

@@ -16,10 +16,12 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from metagan.addresses import is_s3
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,15 @@ def project_dir() -> Path:
 
 class ConfigError(ValueError):
     """``params.yaml`` (or an override) is invalid."""
+
+
+def _output_address(value: str) -> str:
+    is_s3(value)  # BadInput, a ValueError, for S3://b or s3://: reported as the field's problem
+    return value
+
+
+OutputAddress = Annotated[str, AfterValidator(_output_address)]
+"""A folder or ``s3://bucket[/prefix]``; any other address with a scheme is invalid (:mod:`metagan.addresses`)."""
 
 
 class _Section(BaseModel):
@@ -145,7 +156,7 @@ class PathsConfig(_Section):
     customers_dir: str = "artifacts/customers"
     evaluator: str = "metagan/pretrained/evaluator.pt"
     """The feature network for quality metrics (registered as ``metagan-evaluator``)."""
-    generated: str = "out/generated"
+    generated: OutputAddress = "out/generated"
     """Batch generation output: a folder or an ``s3://bucket/prefix``."""
 
 
@@ -164,7 +175,7 @@ class ScaleoutConfig(_Section):
     """Worker processes of the local cluster (ignored with ``dask_address``)."""
     threads_per_worker: int = Field(1, ge=1)
     dvc_remote: str = "s3://metagan/dvc"
-    generated: str = "s3://metagan/generated"
+    generated: OutputAddress = "s3://metagan/generated"
     gpu_concurrency: int = Field(1, ge=1)
     """Prefect tag concurrency limit ``gpu``: meta-training runs at once."""
     dvc_concurrency: int = Field(1, ge=1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from metagan.addresses import is_s3, s3_address
 from metagan.errors import BadInput, FileSystemFault
 from metagan.files import write_bytes
 from metagan.retry import RetryPolicy, ServiceUnavailable
@@ -46,7 +47,7 @@ def read_object(uri: str) -> bytes:
     an object that is not there is ``FileNotFoundError``."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    bucket, key = s3_address(uri)
     client, policy = shared_s3_client()
     try:
         return client.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -71,7 +72,7 @@ def proxied_object(uri: str) -> str | None:
 def write_object(uri: str, data: bytes) -> None:
     """``data`` as the whole object at ``s3://bucket/key`` (one PUT), on the shared client, with
     the same retries, timeouts and failures as :class:`OutputLocation`'s writes."""
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    bucket, key = s3_address(uri)
     _put(*shared_s3_client(), bucket, key, data)
 
 
@@ -85,12 +86,15 @@ def _put(client, policy: RetryPolicy, bucket: str, key: str, data: bytes) -> Non
 
 
 class OutputLocation:
+    """A local folder or ``s3://bucket[/prefix]`` (:func:`metagan.addresses.s3_address`: any other
+    address with a scheme is BadInput, never a local folder named after it)."""
+
     def __init__(self, uri: str | Path, _client=None):
         self.uri = str(uri)
-        self.is_s3 = self.uri.startswith("s3://")
+        bucket_and_prefix = s3_address(self.uri)
+        self.is_s3 = bucket_and_prefix is not None
         if self.is_s3:
-            bucket, _, prefix = self.uri.removeprefix("s3://").partition("/")
-            self.bucket, self.prefix = bucket, prefix.strip("/")
+            self.bucket, self.prefix = bucket_and_prefix
             self.s3, self.policy = _client or s3_client()
         else:
             self.root = Path(self.uri)
@@ -98,7 +102,7 @@ class OutputLocation:
     def at(self, uri: str | Path) -> "OutputLocation":
         """Another location, sharing this one's S3 client (making a client costs tens of ms: once
         per worker, not once per customer of a night)."""
-        return OutputLocation(uri, (self.s3, self.policy) if self.is_s3 and str(uri).startswith("s3://") else None)
+        return OutputLocation(uri, (self.s3, self.policy) if self.is_s3 and is_s3(uri) else None)
 
     def write(self, relative: str, data: bytes) -> str:
         """Write ``data`` at ``relative`` under this location; returns its full URI or path."""

@@ -10,6 +10,8 @@ from metagan.config import PROJECT_ROOT, ConfigError, load_params
     ("meta:\n  shots: five\n", "meta.shots"),
     ("adapt:\n  steps: '10'\n", "adapt.steps"),
     ("model:\n  preset: huge\n", "model.preset"),
+    ("paths:\n  generated: S3://bucket/x\n", "paths.generated: .*'S3://bucket/x'.*lowercase"),
+    ("scaleout:\n  generated: s3://\n", "scaleout.generated: .*'s3://': no bucket"),
 ])
 def test_params_with_unknown_keys_or_wrong_types_are_rejected(tmp_path, text, message):
     path = tmp_path / "params.yaml"

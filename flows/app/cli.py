@@ -20,6 +20,7 @@ import select
 import sys
 from pathlib import Path
 
+from metagan.addresses import is_s3
 from metagan.config import (MAX_BATCH_IMAGES, PROJECT_ENV, ConfigError, Params, check_scaleout_environment,
                             load_params, project_dir)
 from metagan.errors import BadInput, ExitCode, NotFound, Usage, kind_of
@@ -151,7 +152,7 @@ def cmd_generate(args, params: Params) -> int:
             f"{customer}-{model.alias}" if model.alias else f"{customer}-v{model.version}"
     count = params.schedules.generate_count if args.count is None else args.count
     out = args.out or params.paths.generated
-    out = out if out.startswith("s3://") else str(Path(out).resolve() if args.out else params.resolve(out))
+    out = out if is_s3(out) else str(Path(out).resolve() if args.out else params.resolve(out))
     done = progress.counter("generating", count)
     manifest = run_batch_job(model.onnx, count, f"{out.rstrip('/')}/{folder}", args.seed, model.describe(),
                              progress=done, layout=args.format or "png",
@@ -166,7 +167,7 @@ def cmd_generate(args, params: Params) -> int:
 def _generate_all(args, params: Params) -> int:
     from flows.generate import generate_flow
 
-    out = args.out if args.out is None or args.out.startswith("s3://") else str(Path(args.out).resolve())
+    out = args.out if args.out is None or is_s3(args.out) else str(Path(args.out).resolve())
     batches = generate_flow(params)(params, count=args.count, seed=args.seed, out=out, layout=args.format)
     failed = [b for b in batches if not b.ok]
     where = batches[0].location.rsplit("/", 1)[0] if batches and batches[0].ok else out or params.paths.generated
@@ -622,6 +623,8 @@ def _check_arguments(args) -> None:
         validate_customer_id(customer)
     if args.command in ("ingest", "adapt", "pipeline", "serve", "demo"):
         _existing_dir(args.customers)
+    if args.command in ("generate", "pipeline") and args.out:
+        is_s3(args.out)  # a malformed address (S3://b, s3://) is refused before any work, not made a local folder
 
 
 def _show_progress(args) -> bool:
