@@ -281,3 +281,38 @@ def test_a_broken_connection_while_stdout_is_fine_is_still_a_bug(tmp_path, monke
         monkeypatch.setattr(sys, "stdout", out)
         assert main(["init"]) == ExitCode.INTERNAL
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_a_killed_runs_prefect_server_is_stopped_by_the_next_flow_command(tmp_path):
+    """Guarantee: an ephemeral Prefect API server whose metagan run was SIGKILLed (a probe found
+    five, 230 MB each, living on) is stopped by the next command that starts one; a server whose
+    run is alive is left alone. The servers here are stand-ins with the same command line and
+    environment marker."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from flows.ephemeral import SERVER_APP, orphaned_servers, stop_orphaned_servers
+
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)", SERVER_APP.decode()]
+    env = os.environ | {"PREFECT__SERVER_EPHEMERAL": "1"}
+    alive = subprocess.Popen(sleeper, env=env)  # its parent, this test, is running
+    spawn = subprocess.run(["sh", "-c", f"{' '.join(repr(a) for a in sleeper)} >/dev/null 2>&1 & echo $!"],
+                           env=env, capture_output=True, text=True, check=True)  # sh exits: orphaned
+    orphan = int(spawn.stdout.strip())
+    try:
+        assert orphan in orphaned_servers() and alive.pid not in orphaned_servers()
+        assert stop_orphaned_servers() >= 1
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and os.path.exists(f"/proc/{orphan}") \
+                and open(f"/proc/{orphan}/stat").read().split()[2] != "Z":
+            time.sleep(0.05)
+        assert not os.path.exists(f"/proc/{orphan}") or open(f"/proc/{orphan}/stat").read().split()[2] == "Z"
+        assert alive.poll() is None
+    finally:
+        alive.kill()
+        try:
+            os.kill(orphan, 9)
+        except OSError:
+            pass

@@ -671,6 +671,11 @@ def _run(argv: list[str] | None) -> int:
         if args.command != "meta-train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             # under torchrun every rank would run the whole command on its own
             raise Usage(f"only meta-train runs under torchrun, not {args.command!r}")
+        starts_prefect = args.command not in WITHOUT_PREFECT or getattr(args, "all", False)
+        if starts_prefect and not os.environ.get("PREFECT_API_URL"):
+            from flows.ephemeral import stop_orphaned_servers
+
+            stop_orphaned_servers()  # a killed run's private Prefect server would live on for good
         params = _load(args)
         _check_arguments(args)  # a mistake on the command line is reported before any state is looked at
         if (args.command in NEEDS_REGISTRY and getattr(args, "model", None) is None) \
