@@ -428,8 +428,12 @@ def check_scaleout_environment(params: "Params", needs_prefect: bool = False, pr
         missing.append("MLFLOW_TRACKING_URI=http://<mlflow server>")
     if needs_prefect and not prefect_api:
         missing.append("PREFECT_API_URL=http://<prefect server>/api")
-    if not os.environ.get(INDEX_URL_ENV, "").startswith(("postgresql://", "postgres://")):
-        missing.append(f"{INDEX_URL_ENV}=postgresql://<user>@<host>/<database> (the fleet index and the customer locks)")
+    index_url = os.environ.get(INDEX_URL_ENV, "")
+    if not index_url.startswith(("postgresql://", "postgres://")):
+        # a URL copied from MLflow's backend store (postgresql+psycopg://) is set, but not libpq's
+        given = f", not {index_url.split('://')[0]}://" if "://" in index_url else ""
+        missing.append(f"{INDEX_URL_ENV}=postgresql://<user>@<host>/<database>{given} "
+                       "(the fleet index and the customer locks)")
     if missing:
         raise ConfigError("profile 'scaleout' needs " + " and ".join(missing)
                           + " in the environment (see mlflow/scaleout.env and docs/DEPLOY.md)")

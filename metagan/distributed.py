@@ -35,6 +35,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from metagan.env import number_from_env
+
 # Ranks other than 0 wait in a collective while rank 0 ingests data, checks the registry and,
 # after training, logs to MLflow: give those waits the same generous limit on every backend.
 COLLECTIVE_TIMEOUT = timedelta(minutes=30)
@@ -58,7 +60,7 @@ _group: Group | None = None
 
 def launched() -> bool:
     """True inside a ``torchrun`` job of more than one process (one process runs as usual)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return number_from_env("WORLD_SIZE", 1, int, minimum=1) > 1
 
 
 def init_from_env(device: str = "auto") -> Group:

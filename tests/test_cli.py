@@ -227,6 +227,11 @@ def test_the_scaleout_profile_without_its_servers_stops_every_command(monkeypatc
     assert rc == ExitCode.BAD_INPUT and "profile 'scaleout' needs MLFLOW_TRACKING_URI" in err[-1]
     if command != ["ingest"]:  # (whether Prefect's API is named for ingest depends on Prefect's profile)
         assert "PREFECT_API_URL" not in err[-1]
+    # the MLflow backend's SQLAlchemy URL copied into the index's: set, but the wrong kind, and said so
+    monkeypatch.setenv("METAGAN_INDEX_URL", "postgresql+psycopg://metagan@db/mlflow")
+    rc, err = run(capsys, *command)
+    assert rc == ExitCode.BAD_INPUT and "METAGAN_INDEX_URL=postgresql://<user>@<host>/<database>, not " \
+        "postgresql+psycopg://" in err[-1]
 
 
 @pytest.mark.parametrize("unbuffered", ["", "1"], ids=["buffered", "unbuffered"])

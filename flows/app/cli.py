@@ -23,6 +23,7 @@ from pathlib import Path
 from metagan.addresses import is_s3
 from metagan.config import (MAX_BATCH_IMAGES, PROJECT_ENV, ConfigError, Params, check_scaleout_environment,
                             load_params, project_dir)
+from metagan.env import number_from_env
 from metagan.errors import BadInput, ExitCode, NotFound, Usage, kind_of
 
 # the sub-commands that must not start Prefect (registry reads and the fast batch job)
@@ -185,7 +186,8 @@ def cmd_schedule(args, params: Params) -> int:
     customer = validate_customer_id(args.customer)
     hours = fleet.parse_every(args.every)
     fleet.set_schedule(customer, hours, params)
-    said = "the default" if hours is None else "only when its model changes" if hours == 0 else f"every {hours:g} h"
+    said = "at the default cadence (fleet.batch_every_hours)" if hours is None \
+        else "only when its model changes" if hours == 0 else f"every {hours:g} h"
     print(f"{customer}: a batch {said}")
     return ExitCode.OK
 
@@ -668,7 +670,7 @@ def _run(argv: list[str] | None) -> int:
         return e.code if isinstance(e.code, int) else ExitCode.USAGE
     try:
         _configure(args)
-        if args.command != "meta-train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if args.command != "meta-train" and number_from_env("WORLD_SIZE", 1, int, minimum=1) > 1:
             # under torchrun every rank would run the whole command on its own
             raise Usage(f"only meta-train runs under torchrun, not {args.command!r}")
         starts_prefect = args.command not in WITHOUT_PREFECT or getattr(args, "all", False)
