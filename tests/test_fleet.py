@@ -135,6 +135,68 @@ def test_an_index_of_the_earlier_schema_gets_the_ordered_indexes(tmp_path):
     assert "metagan_fleet_due" not in names and {"metagan_fleet_due_order", "metagan_fleet_adapt_order"} <= names
 
 
+@pytest.mark.parametrize("damage", ["overwritten", "truncated"])
+def test_a_damaged_embedded_index_is_moved_aside_with_its_log_and_a_new_one_goes_on(tmp_path, caplog, damage):
+    """Guarantee: an embedded index that is not a database (overwritten) or is malformed (truncated,
+    as `truncate -s 9000` left one that made every command exit 70) is moved aside whole, with the
+    files SQLite keeps beside it (a write-ahead log left in place would be replayed into the new
+    file), and a warning names both files; the statement goes on, on a new, empty index. Another
+    process's connection kept on the damaged file follows the file to the new one and never moves
+    it aside in turn."""
+    import logging
+    import sqlite3
+    from contextlib import closing
+
+    from metagan.fleet_index import CustomerRow
+
+    path = tmp_path / "fleet.db"
+    other = FleetIndex(f"sqlite:///{path}")  # another process's, its connection open on the file
+    other.put([CustomerRow(f"c{i}", uploads_sig="x" * 500) for i in range(100)])
+    with closing(sqlite3.connect(path)) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the rows in the file itself, as after a night
+    if damage == "truncated":
+        os.truncate(path, 9000)
+    else:
+        path.write_bytes(b"not a database " * 600)
+    damaged_bytes = path.read_bytes()
+    index = FleetIndex(f"sqlite:///{path}")
+    with caplog.at_level(logging.WARNING, logger="metagan.fleet_index"):
+        assert index.count() == 0
+    [(found, aside)] = index.set_aside
+    assert found == path and aside.name.startswith("fleet.db.damaged-") and aside.read_bytes() == damaged_bytes
+    assert {p.name for p in tmp_path.iterdir()} == {"fleet.db", "fleet.db-wal", "fleet.db-shm", aside.name,
+                                                     aside.name + "-wal", aside.name + "-shm"}
+    assert str(path) in caplog.text and str(aside) in caplog.text and "damaged" in caplog.text
+    index.production_changed("b", "2", None, None, now=1.0)
+    assert other.due(now=2.0) == ["b"] and other.set_aside == []
+    assert len(list(tmp_path.glob("fleet.db.damaged-*"))) == 3
+
+
+def test_a_damaged_postgresql_index_is_damaged_state_naming_the_database_and_nothing_is_moved(pg):
+    """Guarantee: on PostgreSQL the index's database is the operator's: a corrupt page (SQLSTATE
+    data_corrupted) is damaged state, exit 5, one line naming the database and how to rebuild the
+    index; nothing is dropped, moved or retried."""
+    from metagan.errors import Damaged, kind_of
+
+    pg.create_database("fleetdamaged")
+    index = FleetIndex(f"postgresql://{pg.user}@127.0.0.1:{pg.port}/fleetdamaged")
+    try:
+        index.production_changed("a", "1", None, None)
+        with index._connection().cursor() as cur:  # what a corrupt page of the table answers
+            cur.execute("""CREATE FUNCTION corrupt() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+                RAISE EXCEPTION 'invalid page in block 7 of relation base/16384/16385' USING ERRCODE = 'data_corrupted';
+                END $$""")
+            cur.execute("CREATE TRIGGER corrupt BEFORE INSERT OR UPDATE ON metagan_fleet "
+                        "FOR EACH ROW EXECUTE FUNCTION corrupt()")
+        with pytest.raises(Damaged, match="invalid page in block 7") as caught:
+            index.production_changed("b", "1", None, None)
+        assert kind_of(caught.value).exit_code == 5
+        assert f"127.0.0.1:{pg.port}/fleetdamaged" in str(caught.value) and "metagan doctor" in str(caught.value)
+        assert index.count() == 1 and index.set_aside == []
+    finally:
+        index.close()
+
+
 def test_the_night_is_cut_into_tasks_and_cadences_are_read_as_hours():
     due = [f"c{i}" for i in range(10)]
     assert [len(c) for c in fleet.chunks(due, per_task=4, workers=2)] == [3, 3, 3, 1]  # at least 2 tasks a worker

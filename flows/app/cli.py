@@ -241,7 +241,10 @@ def cmd_doctor(args, params: Params) -> int:
         print(v.describe())
     print(f"{health.store}: {len(health.versions)} production or candidate version(s) checked, "
           f"{len(health.damaged)} damaged")
-    repair = repair_index(registry_index(), default_every_s(params))
+    index = registry_index()
+    repair = repair_index(index, default_every_s(params))
+    for damaged, aside in index.set_aside:
+        print(f"the fleet index {damaged} was damaged: moved aside to {aside}, rebuilt from the registry")
     for cid, why in repair.repaired:
         print(f"repaired {cid} in the fleet index: {why}")
     print(f"fleet index {repair.index}: {repair.customers} customer(s), "

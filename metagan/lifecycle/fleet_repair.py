@@ -93,6 +93,16 @@ def disagreement(have: CustomerRow | None, want: CustomerRow) -> str:
 
 def repair_index(found: FleetIndex, default_every_s: int, now: float | None = None) -> IndexRepair:
     """Rewrite every row of ``found`` that disagrees with the registry (see the module's text)."""
+    set_aside = len(found.set_aside)
+    repair = _repair_once(found, default_every_s, now)
+    if len(found.set_aside) != set_aside:
+        # the file was found damaged under this repair and moved aside: what was read from it is
+        # gone, and the new file holds only what was written after; once more, on the new file
+        return _repair_once(found, default_every_s, now)
+    return repair
+
+
+def _repair_once(found: FleetIndex, default_every_s: int, now: float | None) -> IndexRepair:
     now = time.time() if now is None else now
     want = expected_rows(default_every_s, now)
     have = found.rows()

@@ -151,6 +151,37 @@ def test_doctor_repairs_an_index_that_disagrees_with_the_registry_and_a_lost_one
     assert generate(params, count=2) == []
 
 
+def test_a_damaged_index_is_moved_aside_and_rebuilt_and_no_command_stops_on_it(fleet, capsys):
+    """Guarantee: an index file truncated or overwritten (`truncate -s 9000 mlflow/fleet.db` made
+    `doctor`, `adapt`, `generate --all` and `schedule` exit 70 with SQLite's "malformed") is moved
+    aside with a warning and rebuilt from the registry: `doctor` says so and repairs every row,
+    `schedule` and `generate --all` go on, and nothing the registry says was drawn is drawn again."""
+    import os
+    import sqlite3
+    from contextlib import closing
+
+    root, params, _ = fleet
+    path = root / "mlflow" / "fleet.db"
+    generate(params, count=2, customers=["c0", "c1", "c2"])
+
+    def damage(how) -> None:
+        with closing(sqlite3.connect(path)) as con:
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        how()
+
+    damage(lambda: os.truncate(path, 9000))
+    assert main(["--project", str(root), "doctor"]) == 0
+    out = capsys.readouterr().out
+    assert f"the fleet index {path} was damaged: moved aside to {path}.damaged-" in out, out
+    assert "6 row(s) repaired from the registry" in out
+    assert drawn(generate(params, count=2)) == ["c3", "c4", "c5"]
+
+    damage(lambda: path.write_bytes(b"not a database " * 600))
+    assert main(["--project", str(root), "schedule", "--customer", "c0", "--every", "7d"]) == 0
+    assert generate(params, count=2) == []  # rebuilt at the plan: every customer drawn, the registry says
+    assert len(list(path.parent.glob("fleet.db.damaged-*"))) >= 2
+
+
 def test_a_customer_an_overlapping_run_drew_since_the_night_began_is_not_drawn_twice(fleet):
     """Two runs of the same night (the schedule's and one by hand): each task reads its customers'
     rows when it starts, and leaves out those whose production version was drawn since the night
