@@ -144,6 +144,22 @@ def kind_of(error: BaseException) -> Failure | None:
     return None
 
 
+_REFUSED_ERRNOS = {"EACCES", "EPERM", "ENOSPC", "EROFS", "EDQUOT"}
+"""The file system refused access (permission, immutable, read-only, full): not the data's fault."""
+
+
+def refused_by_file_system(error: BaseException) -> OSError | None:
+    """The OSError by which the file system refused access, found in ``error`` or what caused it
+    (a library that wraps it, DVC, would otherwise make it read as its own failure), or None."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and _errno_name(error) in _REFUSED_ERRNOS:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def _errno_name(error: OSError) -> str:
     import errno
 

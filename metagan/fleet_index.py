@@ -281,8 +281,11 @@ class FleetIndex:
 
     def _classified(self, error: BaseException):
         """The failure of a known kind ``error`` is, or None (an unexpected one)."""
-        from metagan.errors import Damaged
+        from metagan.errors import Damaged, FileSystemFault
 
+        if isinstance(error, sqlite3.OperationalError) and sqlite_faults.is_refused_by_file_system(error):
+            return FileSystemFault(f"the fleet index {self._path} cannot be opened or written ({error}): "
+                                   f"{sqlite_faults.REFUSED_HINT}")
         if isinstance(error, sqlite3.DatabaseError) and sqlite_faults.is_damaged(error):
             return Damaged(f"the fleet index {self._path} is damaged ({error}) even in a new file: move it and its "
                            "-wal and -shm files away, and `metagan doctor` rebuilds it from the registry")

@@ -15,8 +15,12 @@ from pathlib import Path
 
 _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 _DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
+_REFUSED = {sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM, sqlite3.SQLITE_FULL,
+            sqlite3.SQLITE_IOERR}
 _BUSY_TEXT = ("locked", "busy")
 _DAMAGED_TEXT = ("malformed", "file is not a database")
+_REFUSED_TEXT = ("readonly database", "unable to open database file", "access permission denied",
+                 "database or disk is full", "disk I/O error")
 
 COMPANIONS = ("-wal", "-shm", "-journal")
 """The files SQLite keeps beside a database: they belong to that file and to no other (a stale
@@ -29,10 +33,12 @@ def _primary_code(error: BaseException) -> int | None:
 
 
 def _matches(error: BaseException, codes: set[int], texts: tuple[str, ...]) -> bool:
+    error = getattr(error, "orig", None) or error  # SQLAlchemy's error: the driver's under it
     code = _primary_code(error)
     if code is not None:
         return code in codes
-    return any(t in str(error) for t in texts)
+    said = str(error).splitlines()[0] if str(error) else ""  # SQLite's words, not the statement's
+    return any(t in said for t in texts)
 
 
 def is_busy(error: BaseException) -> bool:
@@ -43,6 +49,16 @@ def is_busy(error: BaseException) -> bool:
 def is_damaged(error: BaseException) -> bool:
     """The file is not a SQLite database, or its pages are corrupt."""
     return _matches(error, _DAMAGED, _DAMAGED_TEXT)
+
+
+def is_refused_by_file_system(error: BaseException) -> bool:
+    """The file system refused to open or write the database or the files beside it (a read-only
+    mount, an immutable file or folder, permissions, a full disk, an I/O error): the database may
+    be whole, and restoring it from a backup would not help."""
+    return _matches(error, _REFUSED, _REFUSED_TEXT)
+
+
+REFUSED_HINT = "the file system refused it (read-only, immutable, no permission on it or its folder, or full)"
 
 
 def check_whole(con: sqlite3.Connection) -> None:

@@ -136,6 +136,7 @@ def _readable_store(db: Path, thorough: bool) -> bool:
     import sqlite3
     from contextlib import closing
 
+    from metagan import sqlite_faults
     from metagan.errors import Damaged
 
     def read(mode: str) -> str:
@@ -157,8 +158,10 @@ def _readable_store(db: Path, thorough: bool) -> bool:
             # as MLflow's next connection would: the registry as it was before that transaction.
             result = read("rw")
     except sqlite3.OperationalError as e:
-        if "locked" in str(e) or "busy" in str(e):
+        if sqlite_faults.is_busy(e):
             return False
+        if sqlite_faults.is_refused_by_file_system(e):
+            raise _refused(db, str(e)) from None
         raise Damaged(f"the registry at {db} is unreadable ({e}); restore it from backup") from None
     except sqlite3.DatabaseError as e:  # "file is not a database", "database disk image is malformed"
         raise Damaged(f"the registry at {db} is unreadable ({e}); restore it from backup") from None
@@ -200,11 +203,22 @@ def _refuse_to_replace(db: Path) -> None:
                       f"backup, or move {artifacts} away to start a new registry")
 
 
-def _store_damage(e: BaseException):
+def _refused(db: Path | str, reason: str):
+    """The file system refused the registry's file: a read-only or immutable project, a full disk.
+    Not damage: "restore it from backup" would replace a sound registry."""
+    from metagan import sqlite_faults
+    from metagan.errors import FileSystemFault
+
+    return FileSystemFault(f"the registry at {db} cannot be opened or written ({reason}): {sqlite_faults.REFUSED_HINT}")
+
+
+def _store_failure(e: BaseException):
     """A :class:`~metagan.errors.Damaged` for a failure of the store itself (a corrupt or vanished
-    SQLite file under MLflow's client), None for anything else (a locked database is transient)."""
+    SQLite file under MLflow's client), a :class:`~metagan.errors.FileSystemFault` where the file
+    system refused the file that is there, None for anything else (a locked database is transient)."""
     import sqlite3
 
+    from metagan import sqlite_faults
     from metagan.errors import Damaged
 
     seen = e
@@ -213,9 +227,11 @@ def _store_damage(e: BaseException):
         if type(seen).__name__ in ("DatabaseError", "OperationalError") and (
                 isinstance(seen, sqlite3.DatabaseError) or type(seen).__module__.startswith("sqlalchemy")):
             text = str(seen).splitlines()[0] if str(seen) else type(seen).__name__
-            if "locked" in text or "busy" in text:
+            if sqlite_faults.is_busy(seen):
                 return None
             db = _sqlite_file(tracking_uri())
+            if sqlite_faults.is_refused_by_file_system(seen) and (db is None or db.exists()):
+                return _refused(db or tracking_uri(), text.removeprefix("(sqlite3.OperationalError) "))
             if db is not None:
                 _STORE_CHECKED.pop(str(db), None)
                 _forget_mlflow_stores(db)
@@ -243,7 +259,7 @@ def is_transient(e: BaseException) -> bool:
             return code is None or int(code.group(1)) in (429, 500, 502, 503, 504)
         # the SQLite store reports every OperationalError as TEMPORARILY_UNAVAILABLE: a locked
         # database is, a missing table or a disk I/O error is not
-        return e.error_code in ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED") and _store_damage(e) is None
+        return e.error_code in ("TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED") and _store_failure(e) is None
     return False
 
 
@@ -254,9 +270,9 @@ def retrying(what: str, fn, *args, **kwargs):
         return call_with_retries(lambda: fn(*args, **kwargs), what, RetryPolicy.from_env("mlflow"), is_transient,
                                  service=f"MLflow ({tracking_uri()})")
     except Exception as e:
-        damage = _store_damage(e)
-        if damage is not None:
-            raise damage from e
+        failure = _store_failure(e)
+        if failure is not None:
+            raise failure from e
         raise
 
 
@@ -273,7 +289,7 @@ def client():
     try:  # opening the store reads the database: a damaged one is damaged here too
         return MlflowClient()
     except Exception as e:
-        damage = _store_damage(e)
-        if damage is not None:
-            raise damage from e
+        failure = _store_failure(e)
+        if failure is not None:
+            raise failure from e
         raise

@@ -73,7 +73,7 @@ def _dvc(root: Path, operation: str) -> Iterator[Repo]:
             repo.scm_context.quiet = True
             yield repo
     except (DvcException, OSError, *_remote_client_errors()) as exc:  # DVC lets some through unwrapped
-        refused = _refused_by_remote(exc, operation)
+        refused = _refused_by_remote(exc, operation) or _refused_by_file_system(exc, operation, root)
         if refused is not None:
             raise refused from exc
         reason = str(exc) if isinstance(exc, DvcException) else f"{type(exc).__name__}: {exc}"
@@ -108,6 +108,16 @@ def _refused_by_remote(exc: BaseException, operation: str) -> Exception | None:
 
     failure = s3_failure(exc, f"`{operation}` (the DVC remote)", RetryPolicy(attempts=1))
     return failure if isinstance(failure, BadInput) else None
+
+
+def _refused_by_file_system(exc: BaseException, operation: str, root: Path) -> Exception | None:
+    """A file DVC could not read or write because the file system refused it (permission, an
+    immutable or read-only folder, a full disk) as the file-system fault it is, naming the file;
+    None for anything else. Not the data's damage: nothing needs restoring."""
+    from metagan.errors import FileSystemFault, refused_by_file_system
+
+    cause = refused_by_file_system(exc)
+    return None if cause is None else FileSystemFault.of(cause, f"`{operation}` failed in {root}: the file system refused")
 
 
 def _remote_may_pass(exc: BaseException) -> bool:

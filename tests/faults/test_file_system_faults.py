@@ -146,3 +146,126 @@ def test_a_write_fault_while_adapting_or_exporting_one_customer_fails_that_custo
     runs = store.client().search_runs([tracking.experiment_id()])
     assert {r.info.run_name: r.info.status for r in runs} == {"adapt-a": "FINISHED", "adapt-b": "FAILED",
                                                               "adapt-c": "FAILED"}
+
+
+@pytest.fixture
+def registry_project(tmp_path, monkeypatch, clean_process):
+    """A project with an embedded registry (mlflow/mlflow.db) and its fleet index beside it."""
+    from metagan import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
+    monkeypatch.setenv("METAGAN_PROJECT", str(tmp_path))
+    monkeypatch.setenv("METAGAN_MLFLOW_BACKOFF_S", "0")
+    tracking.create_store()
+    return tmp_path
+
+
+def readonly_sqlite_error(tmp_path) -> Exception:
+    """The error SQLite itself gives a write to a file it could open only for reading (as it opens
+    an immutable file, `chattr +i`, for root)."""
+    import sqlite3
+    from contextlib import closing
+
+    db = tmp_path / "readonly-probe.db"
+    with closing(sqlite3.connect(db)) as con:
+        con.execute("CREATE TABLE t (x)")
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+        try:
+            con.execute("INSERT INTO t VALUES (1)")
+        except sqlite3.OperationalError as e:
+            return e
+    raise AssertionError("a read-only connection wrote")
+
+
+def test_a_registry_the_file_system_will_not_write_is_a_file_system_fault_not_damage(registry_project, monkeypatch,
+                                                                                     capsys):
+    """Guarantee: a registry SQLite may not write ("attempt to write a readonly database": a
+    read-only project, `chattr -R +i`) fails the command once with exit 6 naming the file and the
+    file system, never "unreadable ...; restore it from backup" (exit 5: the probe of 2026-12-06
+    found that advice given for a sound registry, which restoring would have replaced)."""
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos import databricks_pb2
+
+    from flows.app.cli import main
+    from metagan import store
+
+    readonly = readonly_sqlite_error(registry_project)
+    attempts = []
+
+    def refused(*args, **kwargs):  # as MLflow's SQLite store raises it
+        attempts.append(1)
+        try:
+            raise sqlalchemy.exc.OperationalError("INSERT INTO registered_model_tags", {}, readonly) from readonly
+        except sqlalchemy.exc.OperationalError as e:
+            raise MlflowException(str(e), error_code=databricks_pb2.TEMPORARILY_UNAVAILABLE) from e
+
+    monkeypatch.setattr(type(store.client()), "set_registered_model_tag", refused)
+    code = main(["--project", str(registry_project), "schedule", "--customer", "a", "--every", "7d"])
+    err = capsys.readouterr().err
+    db = registry_project / "mlflow" / "mlflow.db"
+    assert code == 6, err
+    assert f"the registry at {db} cannot be opened or written (attempt to write a readonly database)" in err
+    assert "restore" not in err and len(attempts) == 1  # permanent: not retried
+
+
+@pytest.mark.parametrize("refused", ["the folder", "the file"])
+def test_a_fleet_index_the_file_system_refuses_is_a_file_system_fault_naming_it(registry_project, monkeypatch,
+                                                                                capsys, refused):
+    """Guarantee: `metagan doctor` on a project whose fleet index SQLite may not create ("unable to
+    open database file") or write ("attempt to write a readonly database"), as in a read-only
+    project, exits 6 with one line naming the index's file (it exited 70 with a traceback)."""
+    import sqlite3
+
+    from flows.app.cli import main
+    from metagan.fleet_index import FleetIndex
+
+    index = registry_project / "mlflow" / "fleet.db"
+    if refused == "the file":
+        found = FleetIndex(f"sqlite:///{index}")
+        found.count()
+        found.close()
+    real_connect = sqlite3.connect
+
+    def read_only(database, *args, **kwargs):  # what SQLite falls back to when the file system refuses writes
+        if str(database) == str(index):
+            return real_connect(f"file:{index}?mode=ro", *args, uri=True, **kwargs)
+        return real_connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", read_only)
+    code = main(["--project", str(registry_project), "doctor"])
+    err = capsys.readouterr().err
+    assert code == 6, err
+    reason = "unable to open database file" if refused == "the folder" else "attempt to write a readonly database"
+    assert f"error: the fleet index {index} cannot be opened or written ({reason}): the file system refused" in err
+    assert "Traceback" not in err
+
+
+def test_dvc_refused_by_the_file_system_is_a_file_system_fault_naming_the_operation_and_file(tmp_path, monkeypatch):
+    """Guarantee: DVC refused by the file system (its lock in a read-only project: EPERM; a full
+    disk under its cache: ENOSPC, also when DVC wraps it in its own error) is a file-system fault,
+    exit 6, naming the operation and the file, not damaged state (it was exit 5)."""
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    from metagan import versioning
+    from metagan.errors import FileSystemFault, kind_of
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.txt").write_text("x")
+    versioning.ensure_dvc_repo(tmp_path, "../remote")
+    lock = tmp_path / ".dvc" / "tmp" / "lock"
+    for error, words in ((PermissionError(errno.EPERM, "Operation not permitted", str(lock)), "Operation not permitted"),
+                         (OSError(errno.ENOSPC, "No space left on device", str(lock)), "No space left on device")):
+        def refused(self, *args, error=error, **kwargs):
+            raise error
+
+        def wrapped(self, *args, error=error, **kwargs):
+            raise DvcException("unable to add") from error
+
+        for add in (refused, wrapped):
+            monkeypatch.setattr(Repo, "add", add)
+            with pytest.raises(FileSystemFault) as caught:
+                versioning.track(tmp_path)
+            assert kind_of(caught.value).exit_code == 6
+            assert str(caught.value) == f"`dvc add data` failed in {tmp_path}: the file system refused {lock}: {words}"
