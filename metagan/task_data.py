@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 
 from metagan.config import Params
-from metagan.data import TaskDataset, load_packed, pack_shards, read_source
+from metagan.data import ShardError, TaskDataset, load_packed, pack_shards, read_source
+from metagan.data.shards import MANIFEST, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +39,28 @@ def source_fingerprint(path: Path) -> str:
     return f"{path.name} sha256:{h.hexdigest()}"
 
 
+def _packed_from(out: Path, fingerprint: str, params: Params) -> bool:
+    """Whether the pack in ``out`` was made from the source ``fingerprint`` names, with the
+    configured preprocessing (:class:`ShardError` when its manifest is unreadable)."""
+    manifest = read_manifest(out)
+    pre = manifest["preprocessing"]
+    return (manifest.get("source") == fingerprint and pre.get("size") == params.data.image_size
+            and pre.get("channels") == params.data.channels)
+
+
 def prepare_task_dataset(params: Params, source: str | Path | None = None, force: bool = False,
                          allow_sample: bool = True) -> TaskDataset:
     src = Path(source) if source else resolve_source(params, allow_sample)
     out = params.resolve(params.data.packed_dir)
     fingerprint = source_fingerprint(src)
-    manifest_path = out / "manifest.json"
-    if not force and manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
-        pre = manifest.get("preprocessing", {})
-        if (manifest.get("source") == fingerprint and pre.get("size") == params.data.image_size
-                and pre.get("channels") == params.data.channels):
-            return load_packed(out)
+    if not force and (out / MANIFEST).exists():
+        try:
+            if _packed_from(out, fingerprint, params):
+                return load_packed(out)
+        except ShardError as e:
+            # the pack is this step's own output, and the source is here: pack it again rather
+            # than tell the user to run the step that is running
+            log.warning("the packed tasks in %s are damaged (%s): packing them again from %s", out, e.problem, src)
     log.info("packing %s into %s", src, out)
     pack_shards(read_source(src), out, params.data.image_size, params.data.channels,
                 params.data.images_per_shard, source=fingerprint)

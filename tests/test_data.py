@@ -202,6 +202,76 @@ def test_corrupted_shard_names_the_shard(tmp_path):
         load_packed(tmp_path)
 
 
+def folder_source(root: Path, n_classes: int = 6, per_class: int = 4) -> Path:
+    """A task source as a folder tree (<root>/<group>/<class>/<images>) of small random images."""
+    rng = np.random.default_rng(0)
+    for c in range(n_classes):
+        folder = root / f"g{c % 2}" / f"c{c}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (12, 12), dtype=np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def test_a_damaged_pack_is_packed_again_from_its_source_with_a_warning(tmp_path, caplog):
+    """Guarantee: preparing the tasks (what `metagan ingest`, `adapt` and `meta-train` run) over a
+    pack whose shard is truncated, corrupt or missing, or whose manifest is truncated or not one,
+    packs it again from the source with a warning naming the damage, and gets the same bytes as
+    the first pack (the same DVC version). Before, each stopped with an unexpected ShardError or
+    JSONDecodeError (exit 70) that said to re-run the pack step: the step that was running."""
+    from metagan.config import Params
+    from metagan.task_data import prepare_task_dataset
+
+    source = folder_source(tmp_path / "source")
+    out = tmp_path / "tasks"
+    params = Params().with_overrides(data={"packed_dir": str(out), "image_size": 32, "images_per_shard": 10})
+    first = prepare_task_dataset(params, source=source)
+    packed = {f.name: f.read_bytes() for f in out.iterdir()}
+    assert sorted(packed) == ["manifest.json", "shard-00000.npz", "shard-00001.npz", "shard-00002.npz"]
+
+    damages = {
+        "truncated shard": lambda: (out / "shard-00001.npz").write_bytes(packed["shard-00001.npz"][:1000]),
+        "corrupt shard": lambda: (out / "shard-00001.npz").write_bytes(packed["shard-00001.npz"][:-1] + b"x"),
+        "missing shard": lambda: (out / "shard-00002.npz").unlink(),
+        "truncated manifest": lambda: (out / "manifest.json").write_bytes(packed["manifest.json"][:200]),
+        "not a manifest": lambda: (out / "manifest.json").write_text("[]"),
+    }
+    for damage, make in damages.items():
+        make()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="metagan.task_data"):
+            again = prepare_task_dataset(params, source=source)
+        assert f"the packed tasks in {out} are damaged" in caplog.text and "packing them again" in caplog.text, damage
+        assert {f.name: f.read_bytes() for f in out.iterdir()} == packed, damage
+        assert np.array_equal(again.images, first.images) and again.class_names == first.class_names
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="metagan.task_data"):
+        prepare_task_dataset(params, source=source)
+    assert "packing" not in caplog.text  # a whole pack of the same source is reused
+
+
+def test_a_damaged_pack_with_no_source_to_pack_from_is_damaged_state_with_advice_that_works(tmp_path):
+    """Guarantee: where a pack is read without its source (the DVC meta-training stage, the other
+    ranks of a distributed job), a damaged one is damaged state, exit 5, one line naming the file
+    and saying how to pack it again (`metagan ingest`) or restore it (`dvc checkout`), never "re-run
+    the pack step"."""
+    from metagan.data.shards import packed_version
+    from metagan.errors import kind_of
+
+    out = tmp_path / "tasks"
+    pack_shards(synthetic_classes(), out, SIZE, 1, images_per_shard=40)
+    (out / "shard-00001.npz").write_bytes(b"truncated")
+    with pytest.raises(ShardError) as caught:
+        load_packed(out)
+    (out / "manifest.json").write_text('{"format": "metagan-shards/1", "classes"')
+    with pytest.raises(ShardError) as unreadable:
+        packed_version(out)
+    for error, file in ((caught.value, "shard-00001.npz"), (unreadable.value, "manifest.json")):
+        assert kind_of(error).exit_code == 5
+        assert str(out / file) in str(error) and "`metagan ingest` packs the tasks again" in str(error)
+        assert "`dvc checkout data.dvc`" in str(error) and "re-run the pack step" not in str(error)
+
+
 # ----------------------------------------------------------------------------------------------
 # Readers
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from metagan.errors import Damaged
 from metagan.files import save_npz, sha256_file
 
 if TYPE_CHECKING:
@@ -39,8 +40,17 @@ MANIFEST = "manifest.json"
 SHARD_PATTERN = "shard-{:05d}.npz"
 
 
-class ShardError(ValueError):
-    """A packed dataset is missing, corrupt, or does not match its manifest."""
+class ShardError(Damaged, ValueError):
+    """A packed dataset is missing, corrupt, or does not match its manifest: damaged state, whose
+    message says how to pack it again (:func:`metagan.task_data.prepare_task_dataset`, which
+    `metagan ingest` runs, repacks a damaged pack from its source by itself)."""
+
+    ADVICE = ("`metagan ingest` packs the tasks again from their source (or `dvc checkout data.dvc` restores the "
+              "version DVC recorded)")
+
+    def __init__(self, problem: str):
+        super().__init__(f"{problem}; {self.ADVICE}")
+        self.problem = problem
 
 
 @dataclass
@@ -196,7 +206,7 @@ def _swap_in(new: Path, dest: Path) -> None:
 def load_packed(dir: str | Path, verify: bool = True) -> TaskDataset:
     """Load a packed dataset; with ``verify``, check every shard's sha256 against the manifest."""
     root = Path(dir)
-    manifest = _read_manifest(root)
+    manifest = read_manifest(root)
     pre = manifest["preprocessing"]
     shape = (pre["size"], pre["size"], pre["channels"])
     n_classes = len(manifest["classes"])
@@ -211,7 +221,7 @@ def load_packed(dir: str | Path, verify: bool = True) -> TaskDataset:
             if got != entry["sha256"]:
                 raise ShardError(
                     f"{path}: checksum mismatch (manifest sha256 {entry['sha256']}, file {got}); "
-                    "the shard is corrupt or was changed after packing; re-run the pack step"
+                    "the shard is corrupt or was changed after packing"
                 )
         try:
             with np.load(path, allow_pickle=False) as npz:
@@ -246,13 +256,14 @@ def packed_version(dir: str | Path) -> str:
     preprocessing, the classes and every shard's sha256, which :func:`load_packed` verifies. What
     a meta-model was trained on, unlike the DVC version of the whole data folder, which also moves
     with every customer's uploads."""
-    manifest = _read_manifest(Path(dir))
+    manifest = read_manifest(Path(dir))
     content = {k: manifest[k] for k in ("preprocessing", "classes", "total_images")}
     content["shards"] = [entry["sha256"] for entry in manifest["shards"]]
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
-def _read_manifest(root: Path) -> dict:
+def read_manifest(root: Path) -> dict:
+    """A packed dataset's manifest, checked for its format and keys (:class:`ShardError` if not)."""
     path = root / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"no {MANIFEST} in {root}; pack the dataset first (pack_shards)")
