@@ -94,7 +94,7 @@ def measure(index: FleetIndex, params, customers: int, repeats: int) -> dict:
     fill(index, customers, now)
     out = {"customers": customers, "fill_s": round(time.perf_counter() - start, 1)}
     if index.postgres:  # what autovacuum would do after a bulk load: the planner's statistics
-        index._execute("analyze", "ANALYZE metagan_fleet")
+        index.db.execute("analyze", "ANALYZE metagan_fleet")
     for shape, changed in (("1%", max(1, customers // 100)), ("100", 100)):
         ids = mark(index, customers, changed, now)
         night_s, plan = timed(lambda: fleet.plan_night(params, now=now), repeats)
@@ -112,7 +112,7 @@ def run(profile: str, url: str, sizes: list[int], repeats: int) -> list[dict]:
     rows = []
     for n in sizes:
         index = open_index(url)
-        index._execute("empty the index", "DELETE FROM metagan_fleet")
+        index.db.execute("empty the index", "DELETE FROM metagan_fleet")
         index.set_state(BUILT, {"at": time.time()})  # filled here, not from a registry
         index.set_state("night", {"started": 0, "finished": True, "due": 0})
         rows.append(measure(index, params, n, repeats))

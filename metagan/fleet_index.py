@@ -18,24 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
-import sqlite3
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from metagan import sqlite_faults
 from metagan.config import INDEX_URL_ENV
-from metagan.retry import RetryPolicy, call_with_retries
-
-log = logging.getLogger(__name__)
-
-"""``postgresql://user@host:port/database`` of the scale-out profile's index (credentials from
-libpq's environment, ``PGPASSWORD``); unset on the embedded profile, whose index is a SQLite file
-beside the registry."""
+from metagan.index_database import IndexDatabase
 
 TABLE, STATE = "metagan_fleet", "metagan_fleet_state"
 
@@ -114,241 +105,31 @@ def embedded_index_path(tracking_uri: str) -> Path:
     return Path(tempfile.gettempdir()) / "metagan-fleet" / key / "fleet.db"
 
 
-# What PostgreSQL answers when only a change of settings helps (a wrong password, an unknown role
-# or database, no pg_hba.conf entry); anything else at connection time may pass and is retried
-_PERMANENT_LOGIN = ("password authentication failed", "no password supplied", "does not exist", "pg_hba.conf")
-
-
-def _refused_login(e: Exception) -> str:
-    """The server's line saying why, when a connection was refused for good; "" otherwise."""
-    for line in str(e).splitlines():
-        if any(marker in line for marker in _PERMANENT_LOGIN):
-            return line.strip().removeprefix("connection failed: ").strip()
-    return ""
-
-
 class FleetIndex:
-    """The index on one database. Connections are per thread (SQLite's cannot cross threads, and
-    a PostgreSQL session is one conversation at a time); every statement is retried at the I/O
-    (``METAGAN_INDEX_*``, :mod:`metagan.retry`) when the database is unreachable or busy."""
+    """The index on one database (:class:`~metagan.index_database.IndexDatabase`: connections,
+    retries, what failures mean)."""
 
     def __init__(self, url: str):
-        self.url = url
-        self.postgres = url.startswith(("postgresql://", "postgres://"))
-        self._local = threading.local()
-        self._ready = False
-        self._generation = 0
-        self._setting_aside = threading.Lock()
-        self.set_aside: list[tuple[Path, Path]] = []
-        """(damaged file, where it was moved) for each embedded index this process found damaged."""
+        self.db = IndexDatabase(url, _SCHEMA, (TABLE, STATE))
 
     def __repr__(self) -> str:
         return f"FleetIndex({self.where})"
 
     @property
-    def where(self) -> str:
-        """The database, for messages (no credentials: a URL's password is cut)."""
-        if not self.postgres:
-            return self.url
-        scheme, _, rest = self.url.partition("://")
-        return f"{scheme}://{rest.rpartition('@')[2]}"
-
-    # -- connections and retries -----------------------------------------------------------
-
-    def _connect(self):
-        if self.postgres:
-            import psycopg
-
-            try:
-                return psycopg.connect(self.url, autocommit=True,
-                                       connect_timeout=int(RetryPolicy.from_env("index").timeout_s))
-            except psycopg.OperationalError as e:
-                refused = _refused_login(e)
-                if refused:  # the settings' to correct: retrying for 15 s and "unavailable" misled
-                    from metagan.errors import BadInput
-
-                    raise BadInput(f"the fleet index ({self.where}) refused the login: {refused} "
-                                   f"(check {INDEX_URL_ENV} and the role's password, docs/DEPLOY.md)") from None
-                raise
-        path = self._path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(path, timeout=30, isolation_level=None)  # autocommit; BEGIN where needed
-        # the file this connection opened (SQLite opens it at connect): a damaged one is set aside
-        # only while it is still the file at the path, never a new one another process made there
-        self._local.inode = _inode(path)
-        try:
-            con.execute("PRAGMA journal_mode=WAL")  # readers never wait for the night's writers
-            con.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses at most the last commits, never the file
-        except BaseException:
-            con.close()
-            raise
-        return con
+    def url(self) -> str:
+        return self.db.url
 
     @property
-    def _path(self) -> Path:
-        return Path(self.url.removeprefix("sqlite:///"))
+    def where(self) -> str:
+        return self.db.where
 
-    def _connection(self):
-        if not self.postgres:
-            self._follow_the_file()
-        con = getattr(self._local, "con", None)
-        if con is None or getattr(self._local, "generation", None) != self._generation:
-            self._drop_connection()
-            con = self._local.con = self._connect()
-            self._local.generation = self._generation
-        return con
+    @property
+    def postgres(self) -> bool:
+        return self.db.postgres
 
-    def _follow_the_file(self) -> None:
-        """The file at the path is not the one this thread's connection opened (removed: lost or
-        deleted to be rebuilt; moved aside as damaged by another process): no thread may go on
-        writing to the old one through a connection it keeps; a new file gets the schema again."""
-        here = _inode(self._path)
-        if here is None or (getattr(self._local, "con", None) is not None and here != self._local.inode):
-            self._generation += 1
-            self._ready = False
-
-    def _drop_connection(self) -> None:
-        con = getattr(self._local, "con", None)
-        self._local.con = None
-        if con is not None:
-            try:
-                con.close()
-            except Exception:
-                pass
-
-    def _transient(self, e: BaseException) -> bool:
-        if isinstance(e, sqlite3.OperationalError):
-            return sqlite_faults.is_busy(e)
-        if self.postgres:
-            import psycopg
-
-            if isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError)):
-                self._drop_connection()  # a broken session is replaced on the next attempt
-                return True
-        return isinstance(e, (ConnectionError, TimeoutError))
-
-    def _run(self, what: str, action):
-        """``action(connection)`` with retries; the schema is created first (once per database). An
-        embedded index found damaged is set aside and the action runs on a new, empty one."""
-        def once():
-            con = self._connection()
-            if not self._ready:
-                self._create_schema(con)
-                self._ready = True
-            return action(con)
-
-        def attempt():
-            try:
-                return once()
-            except sqlite3.DatabaseError as e:
-                if not sqlite_faults.is_damaged(e):
-                    raise
-                self._set_aside_damaged(e)
-                return once()
-
-        try:
-            return call_with_retries(attempt, what, RetryPolicy.from_env("index"), self._transient,
-                                     service=f"the fleet index ({self.where})")
-        except Exception as e:
-            failure = self._classified(e)
-            if failure is None:
-                raise
-            raise failure from e
-
-    def _set_aside_damaged(self, error: sqlite3.DatabaseError) -> None:
-        """Move the damaged file aside (once, whichever thread finds it first); every thread's
-        connection is replaced, and the next statement makes a new index. The index is derived
-        data: the next plan (or `metagan doctor`) rebuilds it from the registry, and what only
-        ingestion knew (the upload folders' signatures) makes the next hourly scan ingest every
-        folder again."""
-        from metagan.errors import FileSystemFault
-
-        path = self._path
-        with self._setting_aside:
-            opened = getattr(self._local, "inode", None)
-            if opened is not None and opened == _inode(path):  # not yet replaced by another thread or process
-                try:
-                    aside = sqlite_faults.set_aside(path)
-                except OSError as e:
-                    raise FileSystemFault.of(e, f"the fleet index {path} is damaged ({error}) and cannot be moved "
-                                                "aside: cannot rename") from None
-                self.set_aside.append((path, aside))
-                log.warning("the fleet index %s is damaged (%s): moved aside to %s; a new one is built from the "
-                            "registry", path, error, aside)
-            self._generation += 1
-            self._ready = False
-        self._drop_connection()
-
-    def _classified(self, error: BaseException):
-        """The failure of a known kind ``error`` is, or None (an unexpected one)."""
-        from metagan.errors import Damaged, FileSystemFault
-
-        if isinstance(error, sqlite3.OperationalError) and sqlite_faults.is_refused_by_file_system(error):
-            return FileSystemFault(f"the fleet index {self._path} cannot be opened or written ({error}): "
-                                   f"{sqlite_faults.REFUSED_HINT}")
-        if isinstance(error, sqlite3.DatabaseError) and sqlite_faults.is_damaged(error):
-            return Damaged(f"the fleet index {self._path} is damaged ({error}) even in a new file: move it and its "
-                           "-wal and -shm files away, and `metagan doctor` rebuilds it from the registry")
-        if self.postgres and getattr(error, "sqlstate", None) in _PG_DAMAGED:
-            return Damaged(f"the fleet index ({self.where}) is damaged ({str(error).splitlines()[0]}): repair or "
-                           f"restore the database, or drop its tables {TABLE} and {STATE} and run `metagan doctor`, "
-                           "which rebuilds them from the registry")
-        return None
-
-    def _sql(self, sql: str) -> str:
-        return sql.replace("?", "%s") if self.postgres else sql
-
-    def _create_schema(self, con) -> None:
-        if not self.postgres:
-            # a torn page is found when a process opens the file, not when some later statement
-            # happens to read it (a truncated file still counts its rows); 60 ms at 100,000 rows
-            sqlite_faults.check_whole(con)
-        for statement in _SCHEMA:
-            ddl = statement if self.postgres else statement.replace("DOUBLE PRECISION", "REAL")
-            try:
-                con.execute(ddl)
-            except Exception as e:
-                # two processes creating the table at once on PostgreSQL: one wins, the other's
-                # IF NOT EXISTS races on the catalogue (a unique violation); the table is there
-                if self.postgres and type(e).__name__ == "UniqueViolation":
-                    continue
-                if self.postgres and type(e).__name__ == "InsufficientPrivilege":  # the operator's to grant
-                    from metagan.errors import BadInput
-
-                    raise BadInput(f"the fleet index ({self.where}) cannot create its tables: "
-                                   f"{str(e).splitlines()[0]}; its role needs to own the database or "
-                                   f"GRANT USAGE, CREATE ON SCHEMA public (docs/DEPLOY.md)") from None
-                raise
-
-    def _execute(self, what: str, sql: str, args: tuple = ()) -> int:
-        """One statement; returns the number of rows it changed."""
-        def action(con):
-            cur = con.execute(self._sql(sql), args)
-            return cur.rowcount
-
-        return self._run(what, action)
-
-    def _query(self, what: str, sql: str, args: tuple = ()) -> list[tuple]:
-        return self._run(what, lambda con: con.execute(self._sql(sql), args).fetchall())
-
-    def _executemany(self, what: str, sql: str, rows: list[tuple]) -> None:
-        """Many rows in one transaction (one round trip per batch on PostgreSQL: pipelined)."""
-        def action(con):
-            if self.postgres:
-                with con.transaction(), con.cursor() as cur:
-                    cur.executemany(self._sql(sql), rows)
-            else:
-                con.execute("BEGIN IMMEDIATE")
-                try:
-                    con.executemany(sql, rows)
-                    con.execute("COMMIT")
-                except BaseException:
-                    if con.in_transaction:  # SQLite ends it itself on some errors (a corrupt page)
-                        con.execute("ROLLBACK")
-                    raise
-
-        if rows:
-            self._run(what, action)
+    @property
+    def set_aside(self) -> list[tuple[Path, Path]]:
+        return self.db.set_aside
 
     # -- events ------------------------------------------------------------------------------
 
@@ -357,7 +138,7 @@ class FleetIndex:
         """Production now serves ``version``: the customer is due at once (unless the index
         already knew). Idempotent; returns whether the row changed."""
         now = time.time() if now is None else now
-        return self._execute(f"record {customer_id}'s production version", f"""
+        return self.db.execute(f"record {customer_id}'s production version", f"""
             INSERT INTO {TABLE} (customer_id, production_version, model_uri, model_sha256, due_at, updated_at)
             VALUES (?, ?, ?, ?, ?, ?)
             ON CONFLICT (customer_id) DO UPDATE SET production_version = excluded.production_version,
@@ -371,7 +152,7 @@ class FleetIndex:
         """``(customer, version drawn, when, next due)`` for each batch written: the watermark moves
         on only where production is still the version drawn (a promotion meanwhile keeps the
         customer due)."""
-        self._executemany("record the batches drawn", f"""
+        self.db.executemany("record the batches drawn", f"""
             UPDATE {TABLE} SET batch_version = ?, batch_at = ?, due_at = ?, updated_at = ?
             WHERE customer_id = ? AND production_version = ?""",
             [(v, at, due, at, cid, v) for cid, v, at, due in done])
@@ -379,7 +160,7 @@ class FleetIndex:
     def set_every(self, customer_id: str, every_s: int | None, default_every_s: int) -> None:
         """A customer's own cadence (None: the default); its next turn follows from its last batch."""
         cadence = default_every_s if every_s is None else every_s
-        self._execute(f"set {customer_id}'s batch cadence", f"""
+        self.db.execute(f"set {customer_id}'s batch cadence", f"""
             INSERT INTO {TABLE} (customer_id, every_s, updated_at) VALUES (?, ?, ?)
             ON CONFLICT (customer_id) DO UPDATE SET every_s = excluded.every_s, updated_at = excluded.updated_at,
                 due_at = CASE
@@ -393,7 +174,7 @@ class FleetIndex:
         """``(customer, folder signature, content hash or None if rejected)`` per folder ingested:
         adaptation becomes pending where the shots differ from those last adapted."""
         now = time.time() if now is None else now
-        self._executemany("record the ingested uploads", f"""
+        self.db.executemany("record the ingested uploads", f"""
             INSERT INTO {TABLE} (customer_id, uploads_sig, uploads_hash, adapt_since, updated_at)
             VALUES (?, ?, ?, ?, ?)
             ON CONFLICT (customer_id) DO UPDATE SET uploads_sig = excluded.uploads_sig,
@@ -408,7 +189,7 @@ class FleetIndex:
         """A version adapted from ``content_hash`` is registered: nothing is pending any more,
         unless newer uploads arrived meanwhile."""
         now = time.time()
-        self._execute(f"record {customer_id}'s adaptation", f"""
+        self.db.execute(f"record {customer_id}'s adaptation", f"""
             INSERT INTO {TABLE} (customer_id, adapted_hash, updated_at) VALUES (?, ?, ?)
             ON CONFLICT (customer_id) DO UPDATE SET adapted_hash = excluded.adapted_hash,
                 updated_at = excluded.updated_at,
@@ -421,7 +202,7 @@ class FleetIndex:
         """Every customer with usable uploads must be adapted again (a new meta-model or adaptation
         settings change every customer's model); returns how many."""
         now = time.time() if now is None else now
-        return self._execute("mark every customer for adaptation", f"""
+        return self.db.execute("mark every customer for adaptation", f"""
             UPDATE {TABLE} SET adapt_since = ?, updated_at = ?
             WHERE uploads_hash IS NOT NULL AND adapt_since IS NULL""", (now, now))
 
@@ -431,7 +212,7 @@ class FleetIndex:
         """The customers whose batch is due at ``now``, the longest waiting first (a range scan of
         the index alone). Only the names: each task of the night reads its own customers' rows
         (:meth:`due_batches`), so the plan costs what finding them costs, not what reading them does."""
-        rows = self._query("plan the night", f"""
+        rows = self.db.query("plan the night", f"""
             SELECT customer_id FROM {TABLE}
             WHERE due_at IS NOT NULL AND due_at <= ? AND production_version IS NOT NULL
             ORDER BY due_at, customer_id""" + (" LIMIT ?" if limit else ""),
@@ -446,7 +227,7 @@ class FleetIndex:
         found: dict[str, tuple] = {}
         for start in range(0, len(customer_ids), per_query):
             part = customer_ids[start : start + per_query]
-            found.update((r[0], r) for r in self._query("read the night's customers", f"""
+            found.update((r[0], r) for r in self.db.query("read the night's customers", f"""
                 SELECT customer_id, production_version, model_uri, model_sha256, every_s, batch_version, batch_at
                 FROM {TABLE} WHERE customer_id IN ({', '.join('?' * len(part))})""", tuple(part)))
         out = []
@@ -462,24 +243,24 @@ class FleetIndex:
 
     def pending_adaptation(self, limit: int | None = None) -> list[str]:
         """The customers whose uploads changed since their last adaptation, the oldest first."""
-        rows = self._query("plan the hour", f"""
+        rows = self.db.query("plan the hour", f"""
             SELECT customer_id FROM {TABLE} WHERE adapt_since IS NOT NULL
             ORDER BY adapt_since, customer_id""" + (" LIMIT ?" if limit else ""), (limit,) if limit else ())
         return [r[0] for r in rows]
 
     def upload_signatures(self) -> dict[str, str | None]:
         """Each customer's upload-folder signature at its last ingestion (for the folder scan)."""
-        return dict(self._query("read the upload signatures",
+        return dict(self.db.query("read the upload signatures",
                                 f"SELECT customer_id, uploads_sig FROM {TABLE} WHERE uploads_sig IS NOT NULL"))
 
     # -- whole rows (doctor) -------------------------------------------------------------------
 
     def rows(self) -> dict[str, CustomerRow]:
-        found = self._query("read the fleet index", f"SELECT {', '.join(COLUMNS)} FROM {TABLE}")
+        found = self.db.query("read the fleet index", f"SELECT {', '.join(COLUMNS)} FROM {TABLE}")
         return {r[0]: CustomerRow(*r) for r in found}
 
     def row(self, customer_id: str) -> CustomerRow | None:
-        found = self._query(f"read {customer_id}'s row",
+        found = self.db.query(f"read {customer_id}'s row",
                             f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE customer_id = ?", (customer_id,))
         return CustomerRow(*found[0]) if found else None
 
@@ -487,42 +268,30 @@ class FleetIndex:
         """Write whole rows (the repair of rows that disagreed with the registry)."""
         names = ", ".join(COLUMNS)
         updates = ", ".join(f"{c} = excluded.{c}" for c in COLUMNS[1:])
-        self._executemany("repair the fleet index", f"""
+        self.db.executemany("repair the fleet index", f"""
             INSERT INTO {TABLE} ({names}) VALUES ({', '.join('?' * len(COLUMNS))})
             ON CONFLICT (customer_id) DO UPDATE SET {updates}""",
             [tuple(getattr(r, c) for c in COLUMNS) for r in rows])
 
     def delete(self, customer_ids: list[str]) -> None:
-        self._executemany("remove customers from the fleet index", f"DELETE FROM {TABLE} WHERE customer_id = ?",
+        self.db.executemany("remove customers from the fleet index", f"DELETE FROM {TABLE} WHERE customer_id = ?",
                           [(c,) for c in customer_ids])
 
     def count(self) -> int:
-        return int(self._query("count the fleet index", f"SELECT count(*) FROM {TABLE}")[0][0])
+        return int(self.db.query("count the fleet index", f"SELECT count(*) FROM {TABLE}")[0][0])
 
     # -- fleet-wide state: watermarks ----------------------------------------------------------
 
     def get_state(self, key: str) -> dict | None:
-        found = self._query(f"read {key}", f"SELECT value FROM {STATE} WHERE key = ?", (key,))
+        found = self.db.query(f"read {key}", f"SELECT value FROM {STATE} WHERE key = ?", (key,))
         return json.loads(found[0][0]) if found else None
 
     def set_state(self, key: str, value: dict) -> None:
-        self._execute(f"write {key}", f"""INSERT INTO {STATE} (key, value) VALUES (?, ?)
+        self.db.execute(f"write {key}", f"""INSERT INTO {STATE} (key, value) VALUES (?, ?)
             ON CONFLICT (key) DO UPDATE SET value = excluded.value""", (key, json.dumps(value, sort_keys=True)))
 
     def close(self) -> None:
-        self._drop_connection()
-
-
-_PG_DAMAGED = {"XX001", "XX002"}
-"""PostgreSQL's data_corrupted and index_corrupted: its files are the operator's to repair."""
-
-
-def _inode(path: Path) -> tuple[int, int] | None:
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    return stat.st_dev, stat.st_ino
+        self.db.close()
 
 
 _OPEN: dict[str, FleetIndex] = {}

@@ -182,7 +182,7 @@ def test_a_damaged_postgresql_index_is_damaged_state_naming_the_database_and_not
     index = FleetIndex(f"postgresql://{pg.user}@127.0.0.1:{pg.port}/fleetdamaged")
     try:
         index.production_changed("a", "1", None, None)
-        with index._connection().cursor() as cur:  # what a corrupt page of the table answers
+        with index.db._connection().cursor() as cur:  # what a corrupt page of the table answers
             cur.execute("""CREATE FUNCTION corrupt() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
                 RAISE EXCEPTION 'invalid page in block 7 of relation base/16384/16385' USING ERRCODE = 'data_corrupted';
                 END $$""")
