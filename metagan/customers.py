@@ -73,7 +73,10 @@ def load_ingested(dest_root: str | Path, customer_id: str) -> CustomerUploads:
         with np.load(path, allow_pickle=False) as npz:  # never unpickle customer-derived data
             return CustomerUploads(customer_id, npz["images"], [str(f) for f in npz["files"]])
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-        # numpy calls bytes it cannot read "pickled data"; it is a damaged file, not a pickle
+        if "Object arrays cannot be loaded" in str(e):  # numpy's words for an archive of pickles
+            raise UploadError(customer_id, f"its ingested shots {path} hold pickled Python objects: refused, "
+                              "never unpickled; ingest its uploads again") from None
+        # numpy calls any other bytes it cannot read "pickled data": a damaged file, not a pickle
         raise UploadError(customer_id, f"its ingested shots {path} are damaged ({type(e).__name__}); "
                           "restore data/ with `dvc checkout`, or ingest its uploads again") from None
 
