@@ -12,11 +12,12 @@ import io
 import json
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from metagan.locks import Locker, no_lock
+from metagan.locks import Locker, file_locker, no_lock
 from metagan.onnx_runtime import sample_onnx
 
 CONTACT_SHEET = "contact-sheet.png"
@@ -73,10 +74,32 @@ from <code>{html.escape(str(model.get('uri', '')))}</code></p>
 LAYOUTS = ("png", "shard")
 
 
+def local_lock_of(folder: Path) -> tuple[Path, str]:
+    """(folder, name) of a local batch folder's lock: ``.<folder name>.batch.lock`` beside it, where
+    every writer of that folder meets it whatever its project, and not in the batch itself."""
+    return folder.parent, f".{folder.name}.batch"
+
+
 def batch_lock_name(out_uri: str) -> str:
     """The lock of one batch location: two batches written into the same place at once (one by
     hand during the night's, say) left the slower one's manifest over the faster one's images."""
     return "metagan-batch-" + hashlib.sha256(str(out_uri).rstrip("/").encode()).hexdigest()[:16]
+
+
+def holding_the_location(out, lock: Locker | None):
+    """The lock of ``out`` (an :class:`~metagan.storage.OutputLocation`): a local folder's is a file
+    beside it (:func:`local_lock_of`), so every writer there meets it whatever its project; an S3
+    prefix's is the profile's locker's (``lock``: advisory locks on the index's PostgreSQL)."""
+    from metagan.errors import FileSystemFault
+
+    if out.is_s3:
+        return (lock or no_lock)(batch_lock_name(out.uri))
+    folder, name = local_lock_of(out.root.absolute())
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a folder that cannot be made (under /proc, under a file) is the file system's
+        raise FileSystemFault.of(e, "cannot write") from e
+    return file_locker(folder)(name)
 
 
 def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model: dict, batch_size: int = 256,
@@ -90,7 +113,8 @@ def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model:
     ``progress(n)``: called with the number of images written so far; ``out``: an
     :class:`~metagan.storage.OutputLocation` whose S3 client to reuse for ``out_uri``; ``threads``:
     onnxruntime threads (one in a fan-out task: the other tasks use the other cores); ``lock``: the
-    profile's locker, held (:func:`batch_lock_name`) from the first write to the manifest.
+    profile's locker, for an S3 location (:func:`holding_the_location`, held from the first write
+    to the manifest).
     """
     from metagan.config import MAX_BATCH_IMAGES
     from metagan.errors import BadInput
@@ -111,7 +135,7 @@ def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model:
     manifest = {"model": model, "seed": seed, "count": count, "image_shape": list(images.shape[1:]),
                 "created": created.isoformat(timespec="seconds"), "layout": layout, "files": names,
                 "contact_sheet": CONTACT_SHEET, "gallery": GALLERY}
-    with (lock or no_lock)(batch_lock_name(out.uri)):
+    with holding_the_location(out, lock):
         # a batch written over an earlier one: its manifest goes first, so no reader takes the new
         # images half-written (or an interrupted write's mix of old and new) for the old batch
         out.remove(MANIFEST)

@@ -125,9 +125,12 @@ def test_generate_serves_production_and_previews_candidate_version_and_file(acme
                  "--seed", "3"]) == 0
     assert main(["generate", "--customer", "acme", "--version", "2", "--count", "5", "--out", str(out),
                  "--seed", "3"]) == 0
-    assert main(["generate", "--model", str(acme["2"]), "--count", "5", "--out", str(out), "--seed", "3"]) == 0
+    named_like_the_customer = store / "acme.onnx"  # a probe's file of that name wrote over production
+    named_like_the_customer.write_bytes(Path(acme["2"]).read_bytes())
+    assert main(["generate", "--model", str(named_like_the_customer), "--count", "5", "--out", str(out),
+                 "--seed", "3"]) == 0
     candidate = sample_onnx(acme["2"], 5, seed=3)
-    for folder in ("acme-candidate", "acme-v2", "v2"):
+    for folder in ("acme-candidate", "acme-v2", "acme-local"):
         assert np.array_equal(images(out / folder)[..., None], candidate), folder
     assert json.loads((out / "acme-candidate/manifest.json").read_text())["model"]["alias"] == "candidate"
     assert np.array_equal(images(out / "acme")[..., None], sample_onnx(acme["1"], 5, seed=3))
@@ -210,25 +213,26 @@ def test_a_batch_written_over_another_drops_the_old_manifest_before_its_first_im
 
 
 def test_two_batches_into_one_location_take_turns(acme, store):
-    """Guarantee: a batch writes its location holding that location's lock (the profile's locker:
-    `metagan generate` and the night's tasks pass it), so two batches there at once (one by hand
-    during the night's) take turns; a probe's two overlapping batches left the slower one's
-    manifest over the faster one's images."""
+    """Guarantee: a batch writes its location holding that location's lock (a local folder's is a
+    file inside it, whatever project the writer runs in; an S3 prefix's the profile's locker's), so
+    two batches there at once (one by hand during the night's, or another project's) take turns; a
+    probe's two overlapping batches left the slower one's manifest over the faster one's images."""
     import threading
 
-    from metagan.generate import batch_lock_name, run_batch_job
+    from metagan.generate import local_lock_of, run_batch_job
     from metagan.locks import file_locker
 
     model = serving.served_model("acme")
-    lock, out = file_locker(store / "locks"), str(store / "b")
-    with lock(batch_lock_name(out + "/")):  # the same location however it is written
-        second = threading.Thread(target=run_batch_job, args=(model.onnx, 3, out, 1, model.describe()),
-                                  kwargs={"lock": lock})
+    out = store / "b"
+    folder, name = local_lock_of(out)
+    with file_locker(folder)(name):  # another writer, of any project, holds the folder
+        second = threading.Thread(target=run_batch_job, args=(model.onnx, 3, str(out), 1, model.describe()))
         second.start()
         second.join(2.0)
-        assert second.is_alive() and not (store / "b").exists()  # drawn, and waiting to write
+        assert second.is_alive() and not list(out.glob("*.png")) and not (out / "manifest.json").exists()
     second.join(30)
-    assert json.loads((store / "b" / "manifest.json").read_text())["seed"] == 1
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 1
+
 
 def test_an_output_folder_that_cannot_be_made_is_a_file_system_fault(tmp_path):
     """Guarantee: `--out` where no folder can be made (under a file, or under /proc, which refuses

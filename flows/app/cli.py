@@ -144,7 +144,7 @@ def cmd_generate(args, params: Params) -> int:
 
     if args.model is not None:
         model = serving.local_model(args.model)
-        folder = model.name
+        folder = f"{model.name}-local"  # a file named after a customer must not write over its production batch
     else:
         customer = validate_customer_id(args.customer)
         model = serving.served_model(customer, args.alias or model_names.PRODUCTION, args.version)
