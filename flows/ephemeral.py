@@ -3,11 +3,13 @@
 Without ``PREFECT_API_URL`` each flow command starts a private Prefect API server in a child
 process (``uvicorn ... prefect.server.api.server:create_app``) and stops it when it exits. A run
 killed with SIGKILL cannot stop it: the server lives on, orphaned, holding about 230 MB, and no
-process will ever talk to it (its port is known only to the dead parent). The kernel's parent-death
+process will ever talk to it (its port is known only to the dead run). The kernel's parent-death
 signal cannot be asked for here: Prefect starts the server itself, and that signal follows the
-*thread* that started it, not the process. So each flow command first stops such orphans: servers
-started in ephemeral mode, of this user, whose parent is gone (adopted by init or a subreaper,
-which never start one). Linux only (``/proc``); elsewhere nothing is done.
+*thread* that started it, not the process. So a flow command marks its environment with its own
+process (id and start time, :data:`OWNER_ENV`), which the server it starts inherits, and first
+stops the servers whose marked owner is gone. Servers without the mark (another tool's, a
+``prefect server start``) are never touched, nor those whose owner lives, whatever its parent
+(``metagan serve`` as a container's process 1 included). Linux only (``/proc``).
 """
 
 from __future__ import annotations
@@ -19,13 +21,30 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+OWNER_ENV = "METAGAN_PREFECT_OWNER"
 SERVER_APP = b"prefect.server.api.server:create_app"
-EPHEMERAL_ENV = b"PREFECT__SERVER_EPHEMERAL=1"
+PROC = Path("/proc")
 
 
-def orphaned_servers(proc: Path = Path("/proc")) -> list[int]:
-    """Process ids of this user's ephemeral Prefect API servers whose parent is not a Python process
-    (the metagan run that started them is gone)."""
+def mark_owner() -> None:
+    """This process owns the Prefect servers it starts from now on (they inherit the environment)."""
+    mark = owner_mark(os.getpid())
+    if mark:
+        os.environ[OWNER_ENV] = mark
+
+
+def owner_mark(pid: int, proc: Path = PROC) -> str:
+    """``pid:start`` (its start time in clock ticks since boot: a reused id has another), or ""
+    when no such process runs (a killed one not yet reaped by its parent is a zombie: gone too)."""
+    try:
+        fields = _stat_fields(proc / str(pid))
+    except OSError:
+        return ""
+    return "" if fields[0] in ("Z", "X") else f"{pid}:{fields[19]}"
+
+
+def orphaned_servers(proc: Path = PROC) -> list[int]:
+    """Process ids of this user's Prefect API servers whose marked owner is gone."""
     found = []
     for entry in proc.iterdir() if proc.is_dir() else ():
         if not entry.name.isdigit():
@@ -33,12 +52,10 @@ def orphaned_servers(proc: Path = Path("/proc")) -> list[int]:
         try:
             if entry.stat().st_uid != os.getuid() or SERVER_APP not in (entry / "cmdline").read_bytes():
                 continue
-            if EPHEMERAL_ENV not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            parent = _parent_of(entry)
-            if parent == 1 or not _is_python(proc / str(parent)):
+            owner = _owner_of(entry)
+            if owner and owner_mark(int(owner.split(":")[0]), proc) != owner:
                 found.append(int(entry.name))
-        except OSError:  # it exited meanwhile, or is not ours to read
+        except (OSError, ValueError):  # it exited meanwhile, or is not ours to read
             continue
     return found
 
@@ -57,13 +74,15 @@ def stop_orphaned_servers() -> int:
     return stopped
 
 
-def _parent_of(entry: Path) -> int:
+def _owner_of(entry: Path) -> str:
+    prefix = f"{OWNER_ENV}=".encode()
+    for item in (entry / "environ").read_bytes().split(b"\0"):
+        if item.startswith(prefix):
+            return item[len(prefix):].decode()
+    return ""
+
+
+def _stat_fields(entry: Path) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after "pid (comm)": state, parent, ..., start time (20th)."""
     stat = (entry / "stat").read_text()
-    return int(stat[stat.rindex(")") + 2:].split()[1])  # after "pid (comm) state": the parent's pid
-
-
-def _is_python(entry: Path) -> bool:
-    try:
-        return b"python" in Path(os.readlink(entry / "exe")).name.encode()
-    except OSError:
-        return False
+    return stat[stat.rindex(")") + 2:].split()

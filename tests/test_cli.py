@@ -291,33 +291,27 @@ def test_a_broken_connection_while_stdout_is_fine_is_still_a_bug(tmp_path, monke
 def test_a_killed_runs_prefect_server_is_stopped_by_the_next_flow_command(tmp_path):
     """Guarantee: an ephemeral Prefect API server whose metagan run was SIGKILLed (a probe found
     five, 230 MB each, living on) is stopped by the next command that starts one; a server whose
-    run is alive is left alone. The servers here are stand-ins with the same command line and
-    environment marker."""
+    run is alive, whatever its parent (a later probe's `metagan serve` ran as a container's
+    process 1), and a server metagan did not start are left alone. The servers here are
+    stand-ins with the same command line, marked as a run marks the servers it starts."""
     import os
     import subprocess
     import sys
-    import time
 
-    from flows.ephemeral import SERVER_APP, orphaned_servers, stop_orphaned_servers
+    from flows.ephemeral import OWNER_ENV, SERVER_APP, orphaned_servers, owner_mark, stop_orphaned_servers
 
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_owner = f"{gone.stdout.strip()}:1"  # a process that has exited (and a start time no process has)
     sleeper = [sys.executable, "-c", "import time; time.sleep(120)", SERVER_APP.decode()]
-    env = os.environ | {"PREFECT__SERVER_EPHEMERAL": "1"}
-    alive = subprocess.Popen(sleeper, env=env)  # its parent, this test, is running
-    spawn = subprocess.run(["sh", "-c", f"{' '.join(repr(a) for a in sleeper)} >/dev/null 2>&1 & echo $!"],
-                           env=env, capture_output=True, text=True, check=True)  # sh exits: orphaned
-    orphan = int(spawn.stdout.strip())
+    env = {k: v for k, v in os.environ.items() if k != OWNER_ENV}
+    servers = {"orphan": subprocess.Popen(sleeper, env=env | {OWNER_ENV: dead_owner}),
+               "alive": subprocess.Popen(sleeper, env=env | {OWNER_ENV: owner_mark(os.getpid())}),
+               "not ours": subprocess.Popen(sleeper, env=env)}
     try:
-        assert orphan in orphaned_servers() and alive.pid not in orphaned_servers()
+        assert [p for p in orphaned_servers() if p in {s.pid for s in servers.values()}] == [servers["orphan"].pid]
         assert stop_orphaned_servers() >= 1
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and os.path.exists(f"/proc/{orphan}") \
-                and open(f"/proc/{orphan}/stat").read().split()[2] != "Z":
-            time.sleep(0.05)
-        assert not os.path.exists(f"/proc/{orphan}") or open(f"/proc/{orphan}/stat").read().split()[2] == "Z"
-        assert alive.poll() is None
+        assert servers["orphan"].wait(10) == -15  # SIGTERM
+        assert servers["alive"].poll() is None and servers["not ours"].poll() is None
     finally:
-        alive.kill()
-        try:
-            os.kill(orphan, 9)
-        except OSError:
-            pass
+        for s in servers.values():
+            s.kill()

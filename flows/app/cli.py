@@ -678,9 +678,10 @@ def _run(argv: list[str] | None) -> int:
             raise Usage(f"only meta-train runs under torchrun, not {args.command!r}")
         starts_prefect = args.command not in WITHOUT_PREFECT or getattr(args, "all", False)
         if starts_prefect and not os.environ.get("PREFECT_API_URL"):
-            from flows.ephemeral import stop_orphaned_servers
+            from flows.ephemeral import mark_owner, stop_orphaned_servers
 
             stop_orphaned_servers()  # a killed run's private Prefect server would live on for good
+            mark_owner()  # ...so the one this run starts can be told from a live run's
         params = _load(args)
         _check_arguments(args)  # a mistake on the command line is reported before any state is looked at
         if (args.command in NEEDS_REGISTRY and getattr(args, "model", None) is None) \
