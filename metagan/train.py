@@ -100,7 +100,10 @@ def _train(
     first_step, spent, seen_groups = 0, 0.0, []
     if main:  # rank 0 reads checkpoints; the other ranks get its weights and optimizer state below
         if cfg.init_checkpoint:
-            init = load_checkpoint(params.resolve(cfg.init_checkpoint), META_FORMAT, map_location=device)
+            try:
+                init = load_checkpoint(params.resolve(cfg.init_checkpoint), META_FORMAT, map_location=device)
+            except CheckpointError as e:  # the setting names the wrong file: the settings' mistake
+                raise ConfigError(f"meta.init_checkpoint {cfg.init_checkpoint}: {e}") from None
             if init["method"] != cfg.method or type(learner).net_config_from_dict(init["net"]) != learner.net_cfg:
                 raise ConfigError(f"meta.init_checkpoint {cfg.init_checkpoint} is a {init['method']} model with "
                                   f"{init['net']}; this run trains {cfg.method} with {learner.net_cfg}: a warm "

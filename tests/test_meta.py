@@ -235,3 +235,41 @@ def test_inner_loop_shows_each_step_generator_to_on_step_and_the_last_is_the_res
     assert sorted(seen) == [1, 2, 3] and not torch.equal(seen[1], seen[3])
     with torch.no_grad():
         assert torch.equal(seen[3], torch.func.functional_call(G, g, (z,)))
+
+
+def test_meta_training_needs_something_to_start_from_and_a_start_that_is_a_checkpoint(tmp_path):
+    """Guarantee: before any work, `meta.init_checkpoint` must name a checkpoint file, and a learner
+    that trains needs minutes or a checkpoint (a probe's `minutes: 0` without one registered an
+    untrained meta-model, and a wrong path was exit 5 after ingesting)."""
+    from metagan.config import SHIPPED_META_MODEL, ConfigError
+    from metagan.meta import check_learners
+
+    (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    for start, why in ((str(tmp_path / "none.pt"), "no such file"), (str(tmp_path), "no such file"),
+                       (str(tmp_path / "a.png"), "not a checkpoint")):
+        with pytest.raises(ConfigError, match=f"meta.init_checkpoint .*: {why}"):
+            check_learners(Params().with_overrides(meta={"init_checkpoint": start}))
+    with pytest.raises(ConfigError, match="meta.minutes is 0 and meta.init_checkpoint is not set"):
+        check_learners(Params().with_overrides(meta={"minutes": 0.0}))
+    check_learners(Params().with_overrides(meta={"minutes": 0.0, "init_checkpoint": str(SHIPPED_META_MODEL)}))
+    check_learners(Params().with_overrides(meta={"minutes": 0.0, "method": "classic"}))  # nothing to train
+
+
+def test_a_warm_start_counts_in_the_meta_models_identity_by_content_not_by_path(tmp_path):
+    """Guarantee: the same starting checkpoint at another path (a reinstall: the shipped model in
+    another environment) gives the same meta-model identity, so nothing is registered or adapted
+    again; another checkpoint gives another. A probe's reinstall re-adapted every customer."""
+    import shutil
+
+    from metagan.config import SHIPPED_META_MODEL
+    from metagan.lifecycle.registry import meta_identity
+
+    for name in ("a.pt", "b.pt"):
+        shutil.copy(SHIPPED_META_MODEL, tmp_path / name)
+    (tmp_path / "c.pt").write_bytes((tmp_path / "a.pt").read_bytes() + b"\0")
+
+    def identity(name: str, by_path: bool = False) -> dict:
+        return meta_identity(Params().with_overrides(meta={"init_checkpoint": str(tmp_path / name)}), "t", by_path)
+
+    assert identity("a.pt") == identity("b.pt") != identity("c.pt")
+    assert identity("a.pt", by_path=True) != identity("b.pt", by_path=True)  # the registries made before

@@ -59,6 +59,9 @@ def _train_or_reuse(params: Params, data_version: str, progress) -> MetaRegistra
     tags = meta_identity(params, packed_version(packed))
     ckpt = params.resolve(params.paths.meta_checkpoint)
     existing = model_versions.find_version(META_MODEL, tags)
+    if existing is None and params.meta.init_checkpoint:  # registered before warm starts counted by content
+        legacy = meta_identity(params, packed_version(packed), by_path=True)
+        existing = model_versions.find_version(META_MODEL, legacy)
     if existing is not None:
         if not ckpt.exists() or existing.tags.get("checkpoint_sha256") != sha256_file(ckpt):
             model_versions.download_artifact_file(META_MODEL, existing.version, ckpt.name, ckpt.parent)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from metagan import model_versions, serving, store, tracking
 from metagan.config import GateConfig, Params
-from metagan.files import move_into_place
+from metagan.files import move_into_place, sha256_file
 from metagan.fleet_index import registry_index
 from metagan.locks import Locker, file_locker, local_lock_folder
 from metagan.model_names import (CANDIDATE, CUSTOMER_PREFIX, EVALUATOR_MODEL, META_MODEL, PREVIOUS, PRODUCTION,
@@ -53,9 +53,10 @@ ROLLED_BACK_TAG = "rolled_back"
 it back, which is the one way an operator asks for it again."""
 
 
-def params_hash(params: Params, *sections: str) -> str:
-    """Short hash of the given config sections: part of the identity of a trained artifact."""
-    raw = params.model_dump()
+def params_hash(params: Params, *sections: str, raw: dict | None = None) -> str:
+    """Short hash of the given config sections (of ``raw``, a dump of ``params`` rewritten for
+    identity, when given): part of the identity of a trained artifact."""
+    raw = params.model_dump() if raw is None else raw
     blob = json.dumps({s: raw[s] for s in sections}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -76,13 +77,20 @@ class CustomerIdentity:
         return {"content_hash": self.content_hash, "meta_version": self.meta_version, "adapt_hash": self.adapt_hash}
 
 
-def meta_identity(params: Params, tasks_version: str) -> dict[str, str]:
+def meta_identity(params: Params, tasks_version: str, by_path: bool = False) -> dict[str, str]:
     """The identity of a meta-model: same task data (``tasks_version``: the packed meta-training
     tasks' content address, :func:`metagan.data.shards.packed_version`) and same training config ->
     same model. Not the DVC version of the data folder, which moves with every customer's upload:
     with it, one new upload made ``metagan pipeline`` train and register the meta-model again, and
-    adapt every customer again from it."""
-    return {"tasks_version": tasks_version, "params_hash": params_hash(params, "data", "model", "meta")}
+    adapt every customer again from it. A warm start's checkpoint counts by its content, not where
+    it lies: by its path, a reinstall (the shipped model in another environment) registered the
+    meta-model again and re-adapted every customer. ``by_path``: the identity as it was before
+    (registries made then hold it)."""
+    raw = params.model_dump()
+    start = params.meta.init_checkpoint
+    if start and not by_path and params.resolve(start).is_file():
+        raw["meta"]["init_checkpoint"] = "sha256:" + sha256_file(params.resolve(start))
+    return {"tasks_version": tasks_version, "params_hash": params_hash(params, "data", "model", "meta", raw=raw)}
 
 
 def default_locker() -> Locker:
