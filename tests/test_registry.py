@@ -129,8 +129,10 @@ def test_a_rolled_back_version_is_not_promoted_again_until_a_rollback_brings_it_
     assert registry.rollback("acme") == v1
     for again in (registry.promote("acme", gate), *registry.promote_all(gate, ["acme"]),
                   *[r for r in registry.promote_all(gate) if r.customer_id == "acme"]):
-        assert (again.outcome, again.version) == (Promotion.REFUSED, v2)
-        assert "rolled back" in again.reason
+        assert (again.outcome, again.version, again.serving) == (Promotion.HELD, v2, False)
+        assert "rolled back" in again.reason  # held, not refused: no run reports "partial" for it
+    [row] = [r for r in registry.model_rows() if r.customer_id == "acme"]
+    assert row.held_back == [v2]
     assert str(model_versions.get_alias(name, "production").version) == v1
     assert registry.rollback("acme") == v2  # back again, asked for
     assert model_versions.get_version(name, v1).tags[registry.ROLLED_BACK_TAG] == "true"

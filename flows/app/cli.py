@@ -222,7 +222,7 @@ def cmd_models(args, params: Params) -> int:
     if args.json:
         print(json.dumps([{"model": r.name, "kind": r.kind, "customer_id": r.customer_id, "versions": r.versions,
                            "aliases": r.aliases, "metrics_of": {"version": r.metrics_of, "from": r.metrics_from},
-                           "metrics": r.metrics} for r in rows], indent=2))
+                           "metrics": r.metrics, "held_back": r.held_back} for r in rows], indent=2))
     else:
         print(models_table(rows))
     return ExitCode.OK
@@ -277,6 +277,9 @@ def models_table(rows, width: int = 100) -> str:
         lines.append("from: whose metrics these are (prod: the production version's, cand: the candidate's)")
         names = [f"{m.column} = {m.name}" for m in keys if m.column]
         lines += ["  " + ", ".join(names[i : i + 3]) for i in range(0, len(names), 3)]
+        held = [f"{r.customer_id} v{', v'.join(r.held_back)}" for r in customers if r.held_back]
+        if held:
+            lines.append(f"held back (rolled back; promoted again only by another rollback): {'; '.join(held)}")
     else:
         lines.append("no customer models yet (metagan adapt registers them)")
     for r in rows:

@@ -221,6 +221,9 @@ class Promotion(enum.Enum):
     NO_CANDIDATE = "no candidate"
     SUPERSEDED = "superseded"
     """The version asked for is no longer the candidate: a later run registered another."""
+    HELD = "held back"
+    """The candidate was rolled back out of production (:data:`ROLLED_BACK_TAG`): what the operator
+    asked for, so not a failure of the run."""
 
 
 @dataclass(frozen=True)
@@ -268,7 +271,7 @@ def _promote_read(customer_id: str, cand, prod, gate: GateConfig, version: str |
         _production_changed(customer_id, prod)  # the index agrees (a repair when an earlier write failed)
         return PromotionResult(customer_id, Promotion.ALREADY_PRODUCTION, str(cand.version))
     if cand.tags.get(ROLLED_BACK_TAG) == "true":
-        return PromotionResult(customer_id, Promotion.REFUSED, str(cand.version),
+        return PromotionResult(customer_id, Promotion.HELD, str(cand.version),
                                (f"version {cand.version} was rolled back out of production (metagan rollback); "
                                 "new uploads or a new meta-model make a new candidate",))
     seen = evidence(cand)
@@ -424,6 +427,8 @@ class ModelRow:
     metrics_from: str
     """Which that is: ``production``, ``candidate``, ``newest`` (or ``""`` with no version)."""
     metrics: dict[str, float]
+    held_back: list[str] = field(default_factory=list)
+    """Versions rolled back out of production, which promotion holds back."""
 
     @property
     def customer_id(self) -> str | None:
@@ -454,6 +459,7 @@ def model_rows() -> list[ModelRow]:
                 pass
         kind = "customer" if m.name.startswith(CUSTOMER_PREFIX) else \
             {META_MODEL: "meta", EVALUATOR_MODEL: "evaluator"}.get(m.name, "other")
-        rows.append(ModelRow(m.name, kind, len(mine), aliases, shown, source if shown else "", metrics))
+        held = sorted((v for v, mv in mine.items() if mv.tags.get(ROLLED_BACK_TAG) == "true"), key=int)
+        rows.append(ModelRow(m.name, kind, len(mine), aliases, shown, source if shown else "", metrics, held))
     order = {"customer": 0, "meta": 1, "evaluator": 2}
     return sorted(rows, key=lambda r: (order.get(r.kind, 3), r.name))
