@@ -22,6 +22,10 @@ def s3_address(address: str | Path) -> tuple[str, str] | None:
     """``(bucket, prefix)`` of ``s3://bucket[/prefix]``; None for a plain path (a local folder).
     Any other address with a scheme, or one starting ``s3:`` in any case, is BadInput naming it."""
     text = str(address)  # a Path folds s3://b into s3:/b: refused below, never a local folder
+    if not text.strip():  # "" would be the current folder, which nobody means
+        raise BadInput("an empty address: give a folder or s3://bucket[/prefix]")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise BadInput(f"{text!r}: an address with a control character (a NUL, a newline...)")
     if not (_SCHEME.match(text) or text[:3].lower() == "s3:"):
         return None
     if not text.startswith(S3_SCHEME):

@@ -11,8 +11,9 @@ import os
 from metagan.errors import BadInput
 
 
-def number_from_env(name: str, default: float, kind: type = float, minimum: float = 0) -> float:
-    """``name``'s value as ``kind`` (``int`` or ``float``), finite and at least ``minimum``;
+def number_from_env(name: str, default: float, kind: type = float, minimum: float = 0,
+                    maximum: float = math.inf) -> float:
+    """``name``'s value as ``kind`` (``int`` or ``float``), finite and from ``minimum`` to ``maximum``;
     ``default`` when it is unset or empty (``NAME= metagan ...`` unsets it for one command)."""
     raw = os.environ.get(name, "").strip()
     if not raw:
@@ -21,7 +22,8 @@ def number_from_env(name: str, default: float, kind: type = float, minimum: floa
         value = kind(raw)
     except ValueError:
         value = None
-    if value is None or (isinstance(value, float) and not math.isfinite(value)) or value < minimum:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)) or not minimum <= value <= maximum:
         whole = "a whole number" if kind is int else "a number"
-        raise BadInput(f"{name} must be {whole} >= {minimum:g}, got {raw!r}")
+        most = f" and <= {maximum:.10g}" if math.isfinite(maximum) else ""
+        raise BadInput(f"{name} must be {whole} >= {minimum:g}{most}, got {raw!r}")
     return value

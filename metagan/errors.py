@@ -132,15 +132,16 @@ def kind_of(error: BaseException) -> Failure | None:
         return Failure.BAD_INPUT
     if isinstance(error, FileNotFoundError):
         return Failure.BAD_INPUT
+    if _instance(error, "httpx", "UnsupportedProtocol") or _instance(error, "httpx", "InvalidURL"):
+        return Failure.BAD_INPUT  # PREFECT_API_URL=not-a-url: no server could ever answer it
     if isinstance(error, TimeoutError) or _instance(error, "httpx", "TransportError"):  # Prefect's API unanswered
         return Failure.UNAVAILABLE
     if isinstance(error, OSError) and _errno_name(error) in _FILE_SYSTEM_ERRNOS:
         return Failure.FILE_SYSTEM
-    # a client's bare wrapper of a service's failure (Prefect's "Failed to reach API at ...", raised
-    # from httpx's connection error) is that failure
-    if type(error) is RuntimeError and error.__cause__ is not None \
-            and kind_of(error.__cause__) is Failure.UNAVAILABLE:
-        return Failure.UNAVAILABLE
+    # a client's bare wrapper of a known failure (Prefect's "Failed to reach API at ...", raised
+    # from httpx's connection error, or from its refusal of a URL that is none) is that failure
+    if type(error) is RuntimeError and error.__cause__ is not None:
+        return kind_of(error.__cause__)
     return None
 
 

@@ -37,9 +37,14 @@ class LockTimeout(TimeoutError):
     """Another run held the lock for longer than the timeout."""
 
 
+MAX_TIMEOUT_S = 2_147_483.0
+"""PostgreSQL's largest ``lock_timeout`` (2^31 - 1 ms, 24.8 days): a longer one is refused there."""
+
+
 def lock_timeout_s() -> float:
-    """Seconds a lock is waited for: ``METAGAN_LOCK_TIMEOUT_S``, a finite number >= 0."""
-    return number_from_env(LOCK_TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
+    """Seconds a lock is waited for: ``METAGAN_LOCK_TIMEOUT_S``, a finite number from 0 to
+    :data:`MAX_TIMEOUT_S`."""
+    return number_from_env(LOCK_TIMEOUT_ENV, DEFAULT_TIMEOUT_S, maximum=MAX_TIMEOUT_S)
 
 
 def no_lock(name: str) -> AbstractContextManager:

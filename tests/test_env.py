@@ -16,12 +16,12 @@ from metagan.retry import RetryPolicy
 NOT_FINITE_OR_NEGATIVE = ["abc", "nan", "inf", "-inf", "1e400", "-1", "1,5"]
 
 
-@pytest.mark.parametrize("raw", NOT_FINITE_OR_NEGATIVE)
+@pytest.mark.parametrize("raw", NOT_FINITE_OR_NEGATIVE + ["3000000"])  # above PostgreSQL's longest lock_timeout
 def test_a_lock_timeout_that_is_not_a_number_of_seconds_fails_the_lock_at_once(monkeypatch, tmp_path, raw):
     """Guarantee: METAGAN_LOCK_TIMEOUT_S that is not a number, NaN, infinite or negative is
     BadInput naming the variable, raised before the lock is waited for (NaN used to wait forever)."""
     monkeypatch.setenv(LOCK_TIMEOUT_ENV, raw)
-    with pytest.raises(BadInput, match=f"{LOCK_TIMEOUT_ENV} must be a number >= 0, got '{raw}'"):
+    with pytest.raises(BadInput, match=f"{LOCK_TIMEOUT_ENV} must be a number >= 0 and <= 2147483, got '{raw}'"):
         with file_locker(tmp_path)("customer-x"):
             pass
 

@@ -184,7 +184,8 @@ def cmd_schedule(args, params: Params) -> int:
     from metagan.uploads import validate_customer_id
 
     customer = validate_customer_id(args.customer)
-    hours = fleet.parse_every(args.every)
+    # argparse (3.11) hands `--every=--` over as a list: a value nobody can mean
+    hours = fleet.parse_every(args.every if isinstance(args.every, str) else "--")
     fleet.set_schedule(customer, hours, params)
     said = "at the default cadence (fleet.batch_every_hours)" if hours is None \
         else "only when its model changes" if hours == 0 else f"every {hours:g} h"
@@ -626,6 +627,8 @@ def _check_arguments(args) -> None:
         if args.model is None and args.customer is None and not args.all:
             raise Usage("say which model: --customer ID (and optionally --alias or --version), --model FILE.onnx, "
                         "or --all (the nightly batch job)")
+    if getattr(args, "out", None) == "":  # "" would be the current folder (or, for some, the default)
+        raise Usage("--out needs a folder or s3://bucket/prefix")
     named = getattr(args, "customer", None)
     for customer in named if isinstance(named, list) else [named] if named is not None else []:
         validate_customer_id(customer)

@@ -321,9 +321,14 @@ def parse_every(text: str) -> float | None:
         hours = float(t[:-1]) * (24 if t.endswith("d") else 1) if t[-1:] in "hd" else float(t)
     except ValueError:
         raise BadInput(f"--every {text!r}: write hours or days (12h, 7d), never, or default") from None
-    if hours < 0:
-        raise BadInput(f"--every {text!r}: must not be negative")
+    if not 0 <= hours <= MAX_EVERY_HOURS:  # NaN fails this too
+        raise BadInput(f"--every {text!r}: from 0 to {MAX_EVERY_HOURS // 24:g} days "
+                       "(never: only when its model changes)")
     return hours
+
+
+MAX_EVERY_HOURS = 10 * 365 * 24.0
+"""The longest cadence (ten years): longer is "never", and its seconds must fit the index's columns."""
 
 
 def set_schedule(customer_id: str, every_hours: float | None, params: Params) -> None:

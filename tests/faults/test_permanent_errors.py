@@ -191,3 +191,6 @@ def test_an_orchestration_server_that_does_not_answer_is_unavailable_not_a_bug(t
     with pytest.raises(Unavailable, match=f"the Dask scheduler tcp://127.0.0.1:{port} does not answer"):
         check_scheduler_answers(f"tcp://127.0.0.1:{port}")
     assert kind_of(Unavailable("x")).exit_code == 4
+    rc, lines, _ = metagan("--project", str(tmp_path), "ingest", "--customers", str(tmp_path / "up"), cwd=tmp_path,
+                           env_extra={"PREFECT_API_URL": "not-a-url"})  # no server could ever answer it
+    assert (rc, lines[-1]) == (3, "error: Failed to reach API at not-a-url/"), lines[-20:]
