@@ -10,6 +10,7 @@ from flows.locks import customer_locker
 from metagan import versioning
 from metagan.lifecycle import meta_model
 from metagan.config import Params
+from metagan.meta import check_warm_start
 from metagan.lifecycle.meta_model import MetaRegistration
 
 
@@ -39,6 +40,7 @@ def train_or_reuse(params: Params, data_version: str) -> MetaRegistration:
 def meta_train(params: Params, data_version: str | None = None, workspace_data: bool = False) -> MetaRegistration:
     """``workspace_data``: train on the data as it is in the workspace (inside ``dvc repro``, where
     DVC has materialised it and holds the repository lock), recording the version in data.dvc."""
+    check_warm_start(params)  # before the data is checked out: a wrong start is the settings'
     if workspace_data:
         version = versioning.data_version(dvc_root(params), data_target(params)) or "untracked"
     else:

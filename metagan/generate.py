@@ -11,6 +11,7 @@ import html
 import io
 import json
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -90,16 +91,26 @@ def holding_the_location(out, lock: Locker | None):
     """The lock of ``out`` (an :class:`~metagan.storage.OutputLocation`): a local folder's is a file
     beside it (:func:`local_lock_of`), so every writer there meets it whatever its project; an S3
     prefix's is the profile's locker's (``lock``: advisory locks on the index's PostgreSQL)."""
-    from metagan.errors import FileSystemFault
-
     if out.is_s3:
         return (lock or no_lock)(batch_lock_name(out.uri))
     folder, name = local_lock_of(out.root.absolute())
+    return _file_system_faults_named(file_locker(folder)(name))
+
+
+@contextmanager
+def _file_system_faults_named(lock):
+    """``lock`` held; a lock file that cannot be made (a read-only folder, one under /proc or under
+    a file) is the file system's fault, said as the batch's writes say theirs ("cannot write ...")."""
+    from metagan.errors import FileSystemFault
+
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # a folder that cannot be made (under /proc, under a file) is the file system's
+        lock.__enter__()
+    except OSError as e:
         raise FileSystemFault.of(e, "cannot write") from e
-    return file_locker(folder)(name)
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
 def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model: dict, batch_size: int = 256,

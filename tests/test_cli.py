@@ -65,8 +65,9 @@ def test_global_options_are_accepted_after_the_subcommand(tmp_path):
     (["generate", "--all", "--out", "s3://b/x"], ExitCode.BAD_INPUT, "'b' is not an S3 bucket name"),
     (["generate", "--all", "--out", ""], ExitCode.USAGE, "--out needs a folder"),  # was the current folder
     (["generate", "--customer", "x", "--out", "out\x01x"], ExitCode.BAD_INPUT, "a control character"),
-    (["schedule", "--customer", "x", "--every", "nanh"], ExitCode.BAD_INPUT, "from 0 to 3650 days"),
-    (["schedule", "--customer", "x", "--every", "1e30h"], ExitCode.BAD_INPUT, "from 0 to 3650 days"),
+    (["schedule", "--customer", "x", "--every", "nanh"], ExitCode.BAD_INPUT, "from a minute (0.017h) to 3650 days"),
+    (["schedule", "--customer", "x", "--every", "1e30h"], ExitCode.BAD_INPUT, "from a minute (0.017h) to 3650 days"),
+    (["schedule", "--customer", "x", "--every", "1e-300h"], ExitCode.BAD_INPUT, "from a minute"),
     (["schedule", "--customer", "x", "--every=--"], ExitCode.BAD_INPUT, "write hours or days"),
     (["generate", "--customer", "x", "--alias", "candidate", "--version", "2"], ExitCode.USAGE, "not allowed with"),
     (["promote", "--customer", "../x"], ExitCode.BAD_INPUT, "unsafe customer id"),

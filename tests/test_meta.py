@@ -238,21 +238,29 @@ def test_inner_loop_shows_each_step_generator_to_on_step_and_the_last_is_the_res
 
 
 def test_meta_training_needs_something_to_start_from_and_a_start_that_is_a_checkpoint(tmp_path):
-    """Guarantee: before any work, `meta.init_checkpoint` must name a checkpoint file, and a learner
-    that trains needs minutes or a checkpoint (a probe's `minutes: 0` without one registered an
-    untrained meta-model, and a wrong path was exit 5 after ingesting)."""
-    from metagan.config import SHIPPED_META_MODEL, ConfigError
-    from metagan.meta import check_learners
+    """Guarantee: before any meta-training work, `meta.init_checkpoint` must name a meta checkpoint
+    of the learner trained, and a learner that trains needs minutes or a checkpoint (a probe's
+    `minutes: 0` without one registered an untrained meta-model, and a wrong path was exit 5 after
+    ingesting). Only what meta-trains checks: promotion, the batch job and serving do not stop on
+    these settings (a later probe's nightly batch did)."""
+    from metagan.config import PACKAGE_DIR, SHIPPED_META_MODEL, ConfigError
+    from metagan.meta import check_learners, check_warm_start
 
     (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     for start, why in ((str(tmp_path / "none.pt"), "no such file"), (str(tmp_path), "no such file"),
-                       (str(tmp_path / "a.png"), "not a checkpoint")):
-        with pytest.raises(ConfigError, match=f"meta.init_checkpoint .*: {why}"):
-            check_learners(Params().with_overrides(meta={"init_checkpoint": start}))
+                       (str(tmp_path / "a.png"), "cannot read checkpoint"),
+                       (str(PACKAGE_DIR / "pretrained" / "evaluator.pt"), "is not a 'metagan/meta-checkpoint/1'")):
+        params = Params().with_overrides(meta={"init_checkpoint": start})
+        with pytest.raises(ConfigError, match=f"meta.init_checkpoint .*{why}"):
+            check_warm_start(params)
+        check_learners(params)  # the settings of the learners are fine
+    with pytest.raises(ConfigError, match="is a warp model; this run trains condgan"):
+        check_warm_start(Params().with_overrides(meta={"init_checkpoint": str(SHIPPED_META_MODEL),
+                                                       "method": "condgan"}))
     with pytest.raises(ConfigError, match="meta.minutes is 0 and meta.init_checkpoint is not set"):
-        check_learners(Params().with_overrides(meta={"minutes": 0.0}))
-    check_learners(Params().with_overrides(meta={"minutes": 0.0, "init_checkpoint": str(SHIPPED_META_MODEL)}))
-    check_learners(Params().with_overrides(meta={"minutes": 0.0, "method": "classic"}))  # nothing to train
+        check_warm_start(Params().with_overrides(meta={"minutes": 0.0}))
+    check_warm_start(Params().with_overrides(meta={"minutes": 0.0, "init_checkpoint": str(SHIPPED_META_MODEL)}))
+    check_warm_start(Params().with_overrides(meta={"minutes": 0.0, "method": "classic"}))  # nothing to train
 
 
 def test_a_warm_start_counts_in_the_meta_models_identity_by_content_not_by_path(tmp_path):

@@ -119,7 +119,8 @@ def cmd_adapt(args, params: Params) -> int:
     partial = bool(data.rejected)
     for a in adapted:
         p = promoted.get(a.customer_id)
-        state = "production" if p is not None and p.serving else f"not promoted: {p.reason if p else a.error}"
+        state = "production" if p is not None and p.serving else \
+            f"{'held back' if p is not None and p.held else 'not promoted'}: {p.reason if p else a.error}"
         print(f"  {a.customer_id}: version {a.version} ({'reused' if a.reused else 'new'}), {state}")
         partial |= not a.ok or (p is not None and p.outcome is Promotion.REFUSED)
     for cid, r in data.customers.items():  # served, but not from every file uploaded: say which and why
@@ -689,6 +690,10 @@ def _run(argv: list[str] | None) -> int:
             stop_orphaned_servers()  # a killed run's private Prefect server would live on for good
             mark_owner()  # ...so the one this run starts can be told from a live run's
         params = _load(args)
+        if args.command == "pipeline":  # before ingesting (meta-train's flags change these: its flow checks)
+            from metagan.meta import check_warm_start
+
+            check_warm_start(params)
         _check_arguments(args)  # a mistake on the command line is reported before any state is looked at
         if (args.command in NEEDS_REGISTRY and getattr(args, "model", None) is None) \
                 or args.command in MAY_CREATE_REGISTRY:
@@ -746,6 +751,8 @@ def _output_unread() -> int:
 def _message(e: BaseException) -> str:
     """The error's own message (a few lines only for a params.yaml with several problems)."""
     text = str(e).strip() or type(e).__name__
+    if type(e.__cause__).__name__ in ("UnsupportedProtocol", "InvalidURL"):  # httpx's: Prefect's URL is none
+        text += f" (PREFECT_API_URL is not a URL: http://HOST:PORT/api; {e.__cause__})"
     return text if isinstance(e, ConfigError) else " ".join(text.split())
 
 

@@ -51,8 +51,8 @@ def run_demo(params_path: str | None, customers: Path, out: Path, train_minutes:
         if not a.ok:
             echo(f"  {a.customer_id}: adaptation failed: {a.error}")
     for p in result.promoted:
-        if not p.serving and p.version is not None:  # refused by the gate, or a later run's is the candidate
-            echo(f"  {p.customer_id}: v{p.version} not promoted: {p.reason}")
+        if not p.serving and p.version is not None:  # refused, held back, or a later run's is the candidate
+            echo(f"  {p.customer_id}: v{p.version} {p.outcome.value if p.held else 'not promoted'}: {p.reason}")
     shots = {u.customer_id: u.images for u in result.data.accepted}
     for b in result.generated:
         cid = b.customer_id

@@ -321,9 +321,9 @@ def parse_every(text: str) -> float | None:
         hours = float(t[:-1]) * (24 if t.endswith("d") else 1) if t[-1:] in "hd" else float(t)
     except ValueError:
         raise BadInput(f"--every {text!r}: write hours or days (12h, 7d), never, or default") from None
-    if not 0 <= hours <= MAX_EVERY_HOURS:  # NaN fails this too
-        raise BadInput(f"--every {text!r}: from 0 to {MAX_EVERY_HOURS // 24:g} days "
-                       "(never: only when its model changes)")
+    if not (hours == 0 or 1 / 60 <= hours <= MAX_EVERY_HOURS):  # NaN fails this too
+        raise BadInput(f"--every {text!r}: from a minute (0.017h) to {MAX_EVERY_HOURS // 24:g} days, or never "
+                       "(only when its model changes)")
     return hours
 
 

@@ -242,6 +242,11 @@ class PromotionResult:
         return self.outcome in (Promotion.PROMOTED, Promotion.ALREADY_PRODUCTION)
 
     @property
+    def held(self) -> bool:
+        """The candidate is held back: rolled back out of production, as the operator asked."""
+        return self.outcome is Promotion.HELD
+
+    @property
     def reason(self) -> str:
         return "; ".join(self.reasons) or self.outcome.value
 
@@ -428,7 +433,7 @@ class ModelRow:
     """Which that is: ``production``, ``candidate``, ``newest`` (or ``""`` with no version)."""
     metrics: dict[str, float]
     held_back: list[str] = field(default_factory=list)
-    """Versions rolled back out of production, which promotion holds back."""
+    """The candidate, when it was rolled back out of production and promotion holds it back."""
 
     @property
     def customer_id(self) -> str | None:
@@ -459,7 +464,10 @@ def model_rows() -> list[ModelRow]:
                 pass
         kind = "customer" if m.name.startswith(CUSTOMER_PREFIX) else \
             {META_MODEL: "meta", EVALUATOR_MODEL: "evaluator"}.get(m.name, "other")
-        held = sorted((v for v, mv in mine.items() if mv.tags.get(ROLLED_BACK_TAG) == "true"), key=int)
-        rows.append(ModelRow(m.name, kind, len(mine), aliases, shown, source if shown else "", metrics, held))
+        candidate = mine.get(aliases.get(CANDIDATE, ""))  # the one version promotion would look at
+        held = [candidate.version] if candidate is not None and candidate.tags.get(ROLLED_BACK_TAG) == "true" \
+            and aliases.get(PRODUCTION) != aliases.get(CANDIDATE) else []
+        rows.append(ModelRow(m.name, kind, len(mine), aliases, shown, source if shown else "", metrics,
+                             [str(v) for v in held]))
     order = {"customer": 0, "meta": 1, "evaluator": 2}
     return sorted(rows, key=lambda r: (order.get(r.kind, 3), r.name))

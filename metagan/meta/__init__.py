@@ -45,20 +45,32 @@ def _settings(cls: type[MetaLearner], raw: dict, where: str) -> LearnerSettings:
 
 
 def check_learners(params: Params) -> None:
-    """The chosen learner exists, every learner's settings are valid and meta-training has
-    something to start from (entry points call this before any work starts)."""
-    cls = learner_class(params.meta.method)
+    """The chosen learner exists and every learner's settings are valid (entry points call this
+    before any work starts)."""
+    learner_class(params.meta.method)
     for method in params.learners:
         learner_settings(params, method)
+
+
+def check_warm_start(params: Params) -> None:
+    """Meta-training has something to start from: ``meta.init_checkpoint`` is a meta checkpoint of
+    this learner, or there are minutes to train. Only what may meta-train calls this (promotion,
+    the batch job and serving read neither setting, and must not stop on them)."""
+    from metagan.checkpoint import META_FORMAT, CheckpointError, load_checkpoint
+
     start = params.meta.init_checkpoint
     if start:
         path = params.resolve(start)
         if not path.is_file():
             raise ConfigError(f"meta.init_checkpoint {start}: no such file ({path})")
-        with open(path, "rb") as f:
-            if f.read(4) != b"PK\x03\x04":  # torch.save writes a zip archive
-                raise ConfigError(f"meta.init_checkpoint {start}: not a checkpoint (a file torch.save wrote)")
-    elif cls.trains and params.meta.minutes == 0:
+        try:
+            found = load_checkpoint(path, META_FORMAT)
+        except CheckpointError as e:  # torch's own words run to paragraphs: the first line says it
+            raise ConfigError(f"meta.init_checkpoint {start}: {str(e).splitlines()[0]}") from None
+        if found.get("method") != params.meta.method:
+            raise ConfigError(f"meta.init_checkpoint {start} is a {found.get('method')} model; this run trains "
+                              f"{params.meta.method} (set meta.method: {found.get('method')}, or another checkpoint)")
+    elif learner_class(params.meta.method).trains and params.meta.minutes == 0:
         raise ConfigError(f"meta.minutes is 0 and meta.init_checkpoint is not set: {params.meta.method} would "
                           "register an untrained meta-model; give it minutes, or a checkpoint to start from")
 
