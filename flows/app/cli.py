@@ -683,12 +683,7 @@ def _run(argv: list[str] | None) -> int:
         if args.command != "meta-train" and number_from_env("WORLD_SIZE", 1, int, minimum=1) > 1:
             # under torchrun every rank would run the whole command on its own
             raise Usage(f"only meta-train runs under torchrun, not {args.command!r}")
-        starts_prefect = args.command not in WITHOUT_PREFECT or getattr(args, "all", False)
-        if starts_prefect and not os.environ.get("PREFECT_API_URL"):
-            from flows.ephemeral import mark_owner, stop_orphaned_servers
-
-            stop_orphaned_servers()  # a killed run's private Prefect server would live on for good
-            mark_owner()  # ...so the one this run starts can be told from a live run's
+        _before_a_private_prefect_server(args)
         params = _load(args)
         if args.command == "pipeline":  # before ingesting (meta-train's flags change these: its flow checks)
             from metagan.meta import check_warm_start
@@ -724,6 +719,18 @@ def _run(argv: list[str] | None) -> int:
             traceback.print_exc()
         print(f"error: {_message(e)}", file=sys.stderr)
         return kind.exit_code
+
+
+def _before_a_private_prefect_server(args) -> None:
+    """A command that will start Prefect's ephemeral server (no ``PREFECT_API_URL``) first stops
+    those that killed runs left behind, then marks itself as the owner of the one it starts
+    (:mod:`flows.ephemeral`)."""
+    starts_prefect = args.command not in WITHOUT_PREFECT or getattr(args, "all", False)
+    if starts_prefect and not os.environ.get("PREFECT_API_URL"):
+        from flows.ephemeral import mark_owner, stop_orphaned_servers
+
+        stop_orphaned_servers()
+        mark_owner()
 
 
 def _output_pipe_closed() -> bool:
