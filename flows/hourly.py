@@ -73,10 +73,15 @@ def load_pending(params: Params, customer_ids: list[str]) -> list[CustomerUpload
 @flow(name="adapt-changed", log_prints=True)
 def adapt_changed(params: Params, customers_dir: str) -> HourResult:
     logger = get_run_logger()
-    changed = changed_folders(params, customers_dir) if params.fleet.scan_uploads else []
+    # without scanning, the index alone says what was ingested; one rebuilt from the registry
+    # (lost or damaged) no longer does, so this hour scans once
+    scan = params.fleet.scan_uploads or not fleet.uploads_known(params)
+    changed = changed_folders(params, customers_dir) if scan else []
     meta_version = current_meta_version()
     marked = mark_all_if_models_changed(params, meta_version)
     data: Ingestion | None = ingest(params, customers_dir, folders=changed) if changed else None
+    if scan and not params.fleet.scan_uploads:
+        fleet.uploads_scanned(params)
     pending = pending_customers(params)
     logger.info("%d upload folder(s) changed, %d customer(s) to adapt%s", len(changed), len(pending),
                 f" ({marked} for a new meta-model or settings)" if marked else "")

@@ -286,6 +286,9 @@ class FleetIndex:
         found = self.db.query(f"read {key}", f"SELECT value FROM {STATE} WHERE key = ?", (key,))
         return json.loads(found[0][0]) if found else None
 
+    def delete_state(self, key: str) -> None:
+        self.db.execute(f"forget {key}", f"DELETE FROM {STATE} WHERE key = ?", (key,))
+
     def set_state(self, key: str, value: dict) -> None:
         self.db.execute(f"write {key}", f"""INSERT INTO {STATE} (key, value) VALUES (?, ?)
             ON CONFLICT (key) DO UPDATE SET value = excluded.value""", (key, json.dumps(value, sort_keys=True)))

@@ -277,6 +277,21 @@ def changed_upload_folders(params: Params, customers_dir: str | Path) -> list[Pa
     return [f for f in discover_customers(customers_dir) if seen.get(f.name) != folder_signature(f)]
 
 
+def uploads_known(params: Params) -> bool:
+    """False when the index was built from the registry alone since the folders were last scanned
+    (:data:`~metagan.lifecycle.fleet_repair.UPLOADS_UNKNOWN`): the hour must scan them once."""
+    from metagan.lifecycle.fleet_repair import UPLOADS_UNKNOWN
+
+    return index(params).get_state(UPLOADS_UNKNOWN) is None
+
+
+def uploads_scanned(params: Params) -> None:
+    """Every upload folder was looked at and the changed ones ingested: the index knows them again."""
+    from metagan.lifecycle.fleet_repair import UPLOADS_UNKNOWN
+
+    index(params).delete_state(UPLOADS_UNKNOWN)
+
+
 def check_adaptation_identity(params: Params, meta_version: str) -> int:
     """Mark every customer for adaptation when the meta-model or the adaptation settings differ
     from those the last hour saw (the index keeps them); returns how many were marked."""

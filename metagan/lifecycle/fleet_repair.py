@@ -25,6 +25,10 @@ from metagan.cadence import EVERY_TAG, every_s_of, next_due
 from metagan.fleet_index import CustomerRow, FleetIndex
 
 BUILT = "built"
+UPLOADS_UNKNOWN = "uploads unknown"
+"""Set when the index was built from the registry alone: the upload folders' signatures and shots
+are not in it, so an hour that plans from the index alone (``fleet.scan_uploads: false``) would
+miss uploads ingested but not yet adapted; the next hour scans the folders once instead."""
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,8 @@ def _repair_once(found: FleetIndex, default_every_s: int, now: float | None) -> 
                                  updated_at=now))
             repaired.append((cid, "not in the registry"))
     found.put(fixed)
+    if want and not have:  # built from nothing (lost, damaged): what ingestion knew is gone
+        found.set_state(UPLOADS_UNKNOWN, {"since": now})
     found.set_state(BUILT, {"at": now, "customers": len(want)})
     return IndexRepair(found.where, len(want), repaired)
 

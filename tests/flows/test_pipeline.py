@@ -249,3 +249,27 @@ def test_uploads_ingested_as_they_arrive_are_adapted_by_the_hour_without_a_scan(
     (root / "no-scan.yaml").write_text(yaml.safe_dump(raw))
     hour = adapt_changed(load(str(root / "no-scan.yaml")), str(customers))
     assert hour.changed == [] and [(a.customer_id, a.reused) for a in hour.adapted] == [("beta", False)]
+
+
+def test_an_index_rebuilt_from_the_registry_makes_the_next_hour_scan_once(project, first_run, capsys):
+    """Guarantee: an index lost or damaged, and rebuilt from the registry, no longer knows uploads
+    ingested but not yet adapted; an hour that plans from the index alone (fleet.scan_uploads:
+    false) then scans the folders once, so such a customer is still adapted, and the hour after
+    plans from the index again. (A probe found the customer forgotten until its files changed.)"""
+    import shutil
+
+    from flows.app.cli import main
+    from flows.common import load
+    from flows.hourly import adapt_changed
+
+    root, customers = project
+    shutil.copy(customers / "beta" / "1.png", customers / "alpha" / "extra.png")  # a shot alpha had not
+    assert main(["--params", str(root / "params.yaml"), "ingest", "--customers", str(customers),
+                 "--customer", "alpha"]) == 0
+    capsys.readouterr()
+    (root / "mlflow" / "fleet.db").unlink()  # lost before the hour came
+    no_scan = load(str(root / "no-scan.yaml"))
+    hour = adapt_changed(no_scan, str(customers))
+    assert "alpha" in hour.changed and [(a.customer_id, a.reused) for a in hour.adapted] == [("alpha", False)]
+    again = adapt_changed(no_scan, str(customers))
+    assert again.changed == [] and again.adapted == []
