@@ -65,18 +65,23 @@ def fanout_runner(params: Params):
 
 def check_scheduler_answers(address: str, timeout_s: float = 10.0) -> None:
     """A Dask scheduler that does not answer is an unavailable service (exit 4), said before the
-    flow starts: Dask itself waits 30 s and ends in a bare OSError (exit 70). One TCP connection;
-    addresses other than tcp:// and tls:// are left to Dask."""
+    flow starts: Dask itself ended in a bare OSError (exit 70), or, for a frozen scheduler or
+    another service on the port, waited without end. A Dask server writes its handshake as soon as
+    it accepts a connection, so one connection and its first bytes within ``timeout_s`` say it is
+    there. Addresses other than tcp:// are left to Dask (a tls:// handshake comes after TLS's)."""
     import socket
     from urllib.parse import urlsplit
 
     parts = urlsplit(address if "://" in address else f"tcp://{address}")
-    if parts.scheme not in ("tcp", "tls") or not parts.hostname or parts.port is None:
+    if parts.scheme != "tcp" or not parts.hostname or parts.port is None:
         return
     try:
-        socket.create_connection((parts.hostname, parts.port), timeout=timeout_s).close()
-    except OSError as e:
-        raise Unavailable(f"the Dask scheduler {address} does not answer ({e.strerror or e}): start it "
+        with socket.create_connection((parts.hostname, parts.port), timeout=timeout_s) as conn:
+            if not conn.recv(1):
+                raise ConnectionResetError("closed without a word")
+    except OSError as e:  # refused, unknown host, or silent (socket.timeout is an OSError)
+        reason = "no handshake within {:g} s".format(timeout_s) if isinstance(e, TimeoutError) else e.strerror or e
+        raise Unavailable(f"the Dask scheduler {address} does not answer ({reason}): start it "
                           "(docs/DEPLOY.md), or correct scaleout.dask_address") from None
 
 

@@ -760,6 +760,8 @@ def _message(e: BaseException) -> str:
     text = str(e).strip() or type(e).__name__
     if type(e.__cause__).__name__ in ("UnsupportedProtocol", "InvalidURL"):  # httpx's: Prefect's URL is none
         text += f" (PREFECT_API_URL is not a URL: http://HOST:PORT/api; {e.__cause__})"
+    elif type(e).__module__.startswith("httpx"):  # Prefect's client, unanswered ("[Errno 111] Connection refused")
+        text = f"the Prefect API ({os.environ.get('PREFECT_API_URL') or 'its own server'}) did not answer: {text}"
     return text if isinstance(e, ConfigError) else " ".join(text.split())
 
 

@@ -190,6 +190,11 @@ def test_an_orchestration_server_that_does_not_answer_is_unavailable_not_a_bug(t
     assert (rc, lines[-1]) == (4, f"error: Failed to reach API at http://127.0.0.1:{port}/api/"), lines[-20:]
     with pytest.raises(Unavailable, match=f"the Dask scheduler tcp://127.0.0.1:{port} does not answer"):
         check_scheduler_answers(f"tcp://127.0.0.1:{port}")
+    with socket.socket() as silent:  # accepts, never speaks (a frozen scheduler, another service): an
+        silent.bind(("127.0.0.1", 0))  # operator's probe waited without end
+        silent.listen(1)
+        with pytest.raises(Unavailable, match="does not answer \\(no handshake within 0.5 s\\)"):
+            check_scheduler_answers(f"tcp://127.0.0.1:{silent.getsockname()[1]}", timeout_s=0.5)
     assert kind_of(Unavailable("x")).exit_code == 4
     rc, lines, _ = metagan("--project", str(tmp_path), "ingest", "--customers", str(tmp_path / "up"), cwd=tmp_path,
                            env_extra={"PREFECT_API_URL": "not-a-url"})  # no server could ever answer it
