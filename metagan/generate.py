@@ -11,7 +11,6 @@ import html
 import io
 import json
 import time
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -94,23 +93,7 @@ def holding_the_location(out, lock: Locker | None):
     if out.is_s3:
         return (lock or no_lock)(batch_lock_name(out.uri))
     folder, name = local_lock_of(out.root.absolute())
-    return _file_system_faults_named(file_locker(folder)(name))
-
-
-@contextmanager
-def _file_system_faults_named(lock):
-    """``lock`` held; a lock file that cannot be made (a read-only folder, one under /proc or under
-    a file) is the file system's fault, said as the batch's writes say theirs ("cannot write ...")."""
-    from metagan.errors import FileSystemFault
-
-    try:
-        lock.__enter__()
-    except OSError as e:
-        raise FileSystemFault.of(e, "cannot write") from e
-    try:
-        yield
-    finally:
-        lock.__exit__(None, None, None)
+    return file_locker(folder)(name)
 
 
 def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model: dict, batch_size: int = 256,

@@ -25,6 +25,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 from metagan.env import number_from_env
+from metagan.errors import FileSystemFault
 
 Locker = Callable[[str], AbstractContextManager]
 """``locker(name)``: a context manager holding the lock called ``name`` while the block runs."""
@@ -53,16 +54,21 @@ def no_lock(name: str) -> AbstractContextManager:
 
 
 def file_locker(folder: str | Path, timeout_s: float | None = None) -> Locker:
-    """Locks as files under ``folder`` (created on first use); waits at most ``timeout_s``."""
+    """Locks as files under ``folder`` (created on first use); waits at most ``timeout_s``. A lock
+    file that cannot be made is a :class:`~metagan.errors.FileSystemFault` naming it."""
     folder = Path(folder)
 
     @contextmanager
     def hold(name: str) -> Iterator[None]:
-        folder.mkdir(parents=True, exist_ok=True)
         path = folder / (re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".lock")
         limit = lock_timeout_s() if timeout_s is None else timeout_s
         deadline = time.monotonic() + limit
-        with open(path, "a+b") as f:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            lock_file = open(path, "a+b")
+        except OSError as e:  # a read-only folder, one under /proc or under a file: the file system's
+            raise FileSystemFault.of(e, "cannot write") from e
+        with lock_file as f:
             while True:
                 try:
                     fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

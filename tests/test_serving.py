@@ -214,7 +214,7 @@ def test_a_batch_written_over_another_drops_the_old_manifest_before_its_first_im
 
 def test_two_batches_into_one_location_take_turns(acme, store):
     """Guarantee: a batch writes its location holding that location's lock (a local folder's is a
-    file inside it, whatever project the writer runs in; an S3 prefix's the profile's locker's), so
+    file beside it, whatever project the writer runs in; an S3 prefix's the profile's locker's), so
     two batches there at once (one by hand during the night's, or another project's) take turns; a
     probe's two overlapping batches left the slower one's manifest over the faster one's images."""
     import threading
