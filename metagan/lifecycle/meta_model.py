@@ -56,12 +56,12 @@ def _train_or_reuse(params: Params, data_version: str, progress) -> MetaRegistra
     from metagan.train import meta_train
 
     packed = params.resolve(params.data.packed_dir)
-    tags = meta_identity(params, packed_version(packed))
+    tasks = packed_version(packed)
+    tags = meta_identity(params, tasks)
     ckpt = params.resolve(params.paths.meta_checkpoint)
     existing = model_versions.find_version(META_MODEL, tags)
     if existing is None and params.meta.init_checkpoint:  # registered before warm starts counted by content
-        legacy = meta_identity(params, packed_version(packed), by_path=True)
-        existing = model_versions.find_version(META_MODEL, legacy)
+        existing = model_versions.find_version(META_MODEL, meta_identity(params, tasks, by_path=True))
     if existing is not None:
         if not ckpt.exists() or existing.tags.get("checkpoint_sha256") != sha256_file(ckpt):
             model_versions.download_artifact_file(META_MODEL, existing.version, ckpt.name, ckpt.parent)

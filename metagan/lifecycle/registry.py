@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 ADAPT_RUN_SECTIONS = ("adapt", "export", "data")
 
 ROLLED_BACK_TAG = "rolled_back"
-"""``"true"`` on a version a rollback took out of production: promotion refuses it from then on
+"""``"true"`` on a version a rollback took out of production: promotion holds it back from then on
 (it stays the candidate, and re-adapting the same uploads finds it again), until a rollback puts
 it back, which is the one way an operator asks for it again."""
 
