@@ -81,8 +81,15 @@ def test_global_options_are_accepted_after_the_subcommand(tmp_path):
     (["meta-train", "--method", "nosuch"], ExitCode.USAGE, "invalid choice"),
     (["nosuch"], ExitCode.USAGE, "invalid choice"),
 ])
-def test_every_user_mistake_gets_one_line_and_its_exit_code(capsys, argv, code, says):
+def test_every_user_mistake_gets_one_line_and_its_exit_code(capsys, monkeypatch, tmp_path, argv, code, says):
+    """In a folder with no registry, no index and no data: a mistake is said before any state is
+    looked for (it was exit 5, "no registry", for `schedule --every 1e30h` in a fresh clone), and
+    nothing is made or swept (Prefect servers that killed runs left go only when work follows)."""
+    monkeypatch.chdir(tmp_path)
+    swept = []
+    monkeypatch.setattr("flows.ephemeral.stop_orphaned_servers", lambda: swept.append(1))
     rc, err = run(capsys, *argv)
+    assert not swept and not any(tmp_path.iterdir())
     assert rc == code
     assert len(err) == 1 and says in err[0], err
     assert "Traceback" not in err[0]

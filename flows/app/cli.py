@@ -637,6 +637,10 @@ def _check_arguments(args) -> None:
         _existing_dir(args.customers)
     if args.command in ("generate", "pipeline") and args.out:
         is_s3(args.out)  # a malformed address (S3://b, s3://) is refused before any work, not made a local folder
+    if args.command == "schedule":  # a wrong cadence is the command line's, said before the registry is looked for
+        from metagan.lifecycle.fleet import parse_every
+
+        parse_every(args.every if isinstance(args.every, str) else "--")
 
 
 def _show_progress(args) -> bool:
@@ -683,13 +687,13 @@ def _run(argv: list[str] | None) -> int:
         if args.command != "meta-train" and number_from_env("WORLD_SIZE", 1, int, minimum=1) > 1:
             # under torchrun every rank would run the whole command on its own
             raise Usage(f"only meta-train runs under torchrun, not {args.command!r}")
-        _before_a_private_prefect_server(args)
         params = _load(args)
         if args.command == "pipeline":  # before ingesting (meta-train's flags change these: its flow checks)
             from metagan.meta import check_warm_start
 
             check_warm_start(params)
         _check_arguments(args)  # a mistake on the command line is reported before any state is looked at
+        _before_a_private_prefect_server(args)  # work follows: the ones killed runs left go first
         if (args.command in NEEDS_REGISTRY and getattr(args, "model", None) is None) \
                 or args.command in MAY_CREATE_REGISTRY:
             from metagan.store import check_configured_store
