@@ -1,7 +1,8 @@
 """The batch job: an ONNX generator -> images, a contact sheet, a gallery page and ``manifest.json``
 in a folder or an ``s3://`` prefix. The images are loose PNGs (``layout="png"``) or one shard, a
-tar of PNG + JSON per image (``layout="shard"``, :mod:`metagan.shards`): four writes a customer
-instead of 67. onnxruntime, numpy and Pillow only: no torch at serving time."""
+tar of PNG + JSON per image (``layout="shard"``, :mod:`metagan.shards`): five writes a customer
+instead of 69. A batch written over another removes the other's files it did not rewrite (what the
+other's manifest names, nothing else). onnxruntime, numpy and Pillow only: no torch at serving time."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import hashlib
 import html
 import io
 import json
+import logging
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +26,16 @@ from metagan.onnx_runtime import sample_onnx
 CONTACT_SHEET = "contact-sheet.png"
 GALLERY = "index.html"
 MANIFEST = "manifest.json"
+UNFINISHED = ".unfinished-batch.json"
+"""While a batch replaces another: the files either may have left in the location. Written before
+the old manifest goes, removed after the new one is written, so the next batch over a batch killed
+midway (whose old manifest is gone) still knows which files to remove."""
+
+log = logging.getLogger(__name__)
+
+# what a batch may remove: a plain name in the location itself (a manifest edited to name
+# ``../x`` or ``sub/x`` names nothing to remove)
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def png_bytes(img: np.ndarray, scale: int = 1) -> bytes:
@@ -96,13 +109,47 @@ def holding_the_location(out, lock: Locker | None):
     return file_locker(folder)(name)
 
 
+def files_of(manifest: dict) -> set[str]:
+    """The files a batch's manifest names in its location: the loose images or the shard that holds
+    them, the contact sheet and the gallery."""
+    named = [manifest.get("shard")] if manifest.get("shard") else list(manifest.get("files") or [])
+    named += [manifest.get("contact_sheet"), manifest.get("gallery")]
+    return {n for n in named if isinstance(n, str) and _PLAIN_NAME.fullmatch(n)} - {MANIFEST, UNFINISHED}
+
+
+def _named_in(out, relative: str, key: str) -> set[str] | None:
+    """The files ``relative`` (a manifest, or the unfinished record under ``key``) names; None
+    when it is not there. An unreadable one names nothing: a warning, and nothing is removed."""
+    data = out.read(relative)
+    if data is None:
+        return None
+    try:
+        found = json.loads(data)
+        return files_of(found) if key == "manifest" else files_of({"files": found["files"]})
+    except (ValueError, TypeError, KeyError) as e:
+        log.warning("%s/%s is unreadable (%s): the files it names are left in place", out.uri.rstrip("/"),
+                    relative, e)
+        return set()
+
+
+def earlier_batch_files(out) -> set[str]:
+    """The files an earlier batch left in ``out``: what its manifest names, or, when there is no
+    manifest (a batch killed midway), what the unfinished record names. A record beside a manifest
+    is stale (the manifest is written after the removals it records) and is not read."""
+    named = _named_in(out, MANIFEST, "manifest")
+    if named is None:
+        named = _named_in(out, UNFINISHED, "record")
+    return named or set()
+
+
 def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model: dict, batch_size: int = 256,
                   progress: Callable[[int], None] | None = None, layout: str = "png", out=None,
                   threads: int | None = None, lock: Locker | None = None) -> dict:
     """``count`` images of the ONNX model in ``out_uri`` (loose ``00000.png``... or, with
     ``layout="shard"``, one ``images.tar`` of ``00000.png`` + ``00000.json``...), its contact sheet
     and gallery page, and last ``manifest.json`` (what was made, from which model version, and
-    where), so a reader that finds the manifest finds a complete batch. Returns the manifest.
+    where), so a reader that finds the manifest finds a complete batch, and nothing of an earlier
+    batch there beside it (:func:`earlier_batch_files`). Returns the manifest.
 
     ``progress(n)``: called with the number of images written so far; ``out``: an
     :class:`~metagan.storage.OutputLocation` whose S3 client to reuse for ``out_uri``; ``threads``:
@@ -129,12 +176,20 @@ def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model:
     manifest = {"model": model, "seed": seed, "count": count, "image_shape": list(images.shape[1:]),
                 "created": created.isoformat(timespec="seconds"), "layout": layout, "files": names,
                 "contact_sheet": CONTACT_SHEET, "gallery": GALLERY}
+    from metagan.shards import SHARD
+
+    ours = ({SHARD} if layout == "shard" else set(names)) | {CONTACT_SHEET, GALLERY}
     with holding_the_location(out, lock):
-        # a batch written over an earlier one: its manifest goes first, so no reader takes the new
-        # images half-written (or an interrupted write's mix of old and new) for the old batch
+        # a batch written over an earlier one removes the earlier one's files it does not rewrite,
+        # and only those (a user's own files may sit beside a batch); what both batches may leave
+        # is recorded first, so a kill at any later point leaves the next batch the list
+        earlier = earlier_batch_files(out)
+        out.write(UNFINISHED, json.dumps({"files": sorted(earlier | ours)}).encode())
+        # its manifest goes first, so no reader takes the new images half-written (or an
+        # interrupted write's mix of old and new) for the old batch
         out.remove(MANIFEST)
         if layout == "shard":
-            from metagan.shards import SHARD, shard_bytes
+            from metagan.shards import shard_bytes
 
             meta = {"model": model.get("name"), "version": model.get("version"), "seed": seed}
             out.write(SHARD, shard_bytes([(n.removesuffix(".png"), png, meta | {"index": i})
@@ -149,7 +204,10 @@ def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model:
                     progress(i + 1)
         out.write(CONTACT_SHEET, contact_sheet_png(images))
         out.write(GALLERY, gallery_html(model, names, manifest, pngs if layout == "shard" else None))
+        for name in sorted(earlier - ours):  # before the manifest: a folder with one holds that batch alone
+            out.remove(name)
         manifest["seconds"] = round(time.monotonic() - start, 3)
         manifest["location"] = out.uri
         manifest["manifest"] = out.write(MANIFEST, json.dumps(manifest, indent=2).encode())
+        out.remove(UNFINISHED)
         return manifest

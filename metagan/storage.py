@@ -115,6 +115,25 @@ class OutputLocation:
         except OSError as e:  # a folder that cannot be made (under /proc, say) is the file system's, not bad input
             raise FileSystemFault.of(e, "cannot write") from e
 
+    def read(self, relative: str) -> bytes | None:
+        """The bytes at ``relative`` under this location; None when nothing is there."""
+        if not self.is_s3:
+            try:
+                return (self.root / relative).read_bytes()
+            except FileNotFoundError:
+                return None
+            except OSError as e:
+                raise FileSystemFault.of(e, "cannot read") from e
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = f"{self.prefix}/{relative}" if self.prefix else relative
+        try:
+            return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except (BotoCoreError, ClientError) as e:
+            if isinstance(e, ClientError) and e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise s3_failure(e, f"reading s3://{self.bucket}/{key}", self.policy) from e
+
     def remove(self, relative: str) -> None:
         """Remove ``relative`` under this location; nothing there is no error."""
         if not self.is_s3:

@@ -245,3 +245,80 @@ def test_an_output_folder_that_cannot_be_made_is_a_file_system_fault(tmp_path):
         with pytest.raises(FileSystemFault, match=f"cannot write {root}/c/0.png: ") as e:
             OutputLocation(root).write("c/0.png", b"png")
         assert e.value.kind is Failure.FILE_SYSTEM
+
+
+def test_a_batch_written_over_another_removes_what_the_old_manifest_named_and_nothing_else(acme, store):
+    """Guarantee: a batch that replaces another in the same folder removes the files the old
+    manifest named that it did not write itself (a smaller batch: the extra images; another
+    layout: the loose PNGs or the shard), so the folder holds one batch; files the manifest does
+    not name (the user's own) stay. Before, a probe's 3 images over 6 left 6 PNGs beside a
+    manifest naming 3, and a shard over PNGs left both."""
+    from metagan.generate import run_batch_job
+
+    model = serving.served_model("acme")
+    out = store / "b"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "00042.png").write_bytes(b"the user's, named like an image")
+    batch = {"contact-sheet.png", "index.html", "manifest.json"}
+    run_batch_job(model.onnx, 6, str(out), 1, model.describe())
+    run_batch_job(model.onnx, 3, str(out), 2, model.describe())
+    assert {p.name for p in out.iterdir()} == batch | {"00000.png", "00001.png", "00002.png", "notes.txt",
+                                                       "00042.png"}
+    run_batch_job(model.onnx, 4, str(out), 3, model.describe(), layout="shard")
+    assert {p.name for p in out.iterdir()} == batch | {"images.tar", "notes.txt", "00042.png"}
+    run_batch_job(model.onnx, 2, str(out), 4, model.describe())
+    assert {p.name for p in out.iterdir()} == batch | {"00000.png", "00001.png", "notes.txt", "00042.png"}
+    assert json.loads((out / "manifest.json").read_text())["files"] == ["00000.png", "00001.png"]
+
+
+def test_a_batch_killed_midway_leaves_the_next_one_the_list_of_files_to_remove(acme, store, monkeypatch):
+    """Guarantee: a batch that fails half way over another leaves no manifest (the old one went
+    first) and a record of the files the two batches may have left; the next batch removes them,
+    so the folder again holds exactly what its manifest names."""
+    from metagan import storage
+    from metagan.generate import run_batch_job
+
+    model = serving.served_model("acme")
+    out = store / "b"
+    run_batch_job(model.onnx, 6, str(out), 1, model.describe())
+    real_write, written = storage.OutputLocation.write, []
+
+    def failing_write(self, relative, data):
+        written.append(relative)
+        if relative == "00007.png":  # a larger batch, killed after its 8th image
+            raise OSError(28, "No space left on device")
+        return real_write(self, relative, data)
+    monkeypatch.setattr(storage.OutputLocation, "write", failing_write)
+    with pytest.raises(OSError):
+        run_batch_job(model.onnx, 9, str(out), 2, model.describe())
+    assert not (out / "manifest.json").exists() and (out / "00006.png").exists()
+    monkeypatch.setattr(storage.OutputLocation, "write", real_write)
+    run_batch_job(model.onnx, 2, str(out), 3, model.describe())
+    assert sorted(p.name for p in out.iterdir()) == ["00000.png", "00001.png", "contact-sheet.png", "index.html",
+                                                     "manifest.json"]
+
+
+def test_a_batch_over_another_under_an_s3_prefix_removes_the_old_batchs_objects(acme, store, monkeypatch):
+    """Guarantee: the same under an S3 prefix: the objects the old manifest named and the new
+    batch did not write are deleted, other objects under the prefix (and beside it) stay."""
+    import boto3
+    from moto import mock_aws
+
+    from metagan.generate import run_batch_job
+
+    for var, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
+                       ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(var, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    model = serving.served_model("acme")
+    with mock_aws():
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket="out")
+        s3.put_object(Bucket="out", Key="acme/notes.txt", Body=b"mine")
+        s3.put_object(Bucket="out", Key="acme2/00005.png", Body=b"another prefix")
+        run_batch_job(model.onnx, 6, "s3://out/acme", 1, model.describe())
+        run_batch_job(model.onnx, 2, "s3://out/acme", 2, model.describe(), layout="shard")
+        keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="out")["Contents"])
+    assert keys == ["acme/contact-sheet.png", "acme/images.tar", "acme/index.html", "acme/manifest.json",
+                    "acme/notes.txt", "acme2/00005.png"]

@@ -245,8 +245,8 @@ def test_s3_down_past_the_retry_budget_fails_clearly_and_publishes_no_manifest(s
     s3_env.pause()
     try:
         start = time.monotonic()
-        # its first call: the earlier batch's manifest removed, before any image is written
-        with pytest.raises(ServiceUnavailable, match=r"removing s3://out/down/manifest.json failed after 2 attempt"):
+        # its first call: the earlier batch's manifest read (what to remove), before any image is written
+        with pytest.raises(ServiceUnavailable, match=r"reading s3://out/down/manifest.json failed after 2 attempt"):
             batch(onnx_bytes, "s3://out/down")
         assert time.monotonic() - start < 20
     finally:
