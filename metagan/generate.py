@@ -31,6 +31,12 @@ UNFINISHED = ".unfinished-batch.json"
 the old manifest goes, removed after the new one is written, so the next batch over a batch killed
 midway (whose old manifest is gone) still knows which files to remove."""
 
+PREVIEWS = "_previews"
+"""Where previews' batches go in an output location (another alias, a version, a local file):
+no customer id starts with "_" (:data:`metagan.uploads.CUSTOMER_ID`), so no customer's batch is
+there. Beside the customers' folders, previews named ``<id>-candidate`` or ``<file>-local`` had
+written into the folders of customers who bear those names."""
+
 log = logging.getLogger(__name__)
 
 # what a batch may remove: a plain name in the location itself (a manifest edited to name
@@ -85,6 +91,13 @@ from <code>{html.escape(str(model.get('uri', '')))}</code></p>
 
 
 LAYOUTS = ("png", "shard")
+
+
+def preview_folder(name: str, what: str) -> str:
+    """The folder, under an output location, of a preview of ``name`` (a customer id, or a local
+    file's stem): ``_previews/<name>-<what>`` (``candidate``, ``previous``, ``v3``; ``local`` for a
+    file, which no alias or version ends in, so a file never draws over a customer's preview)."""
+    return f"{PREVIEWS}/{name}-{what}"
 
 
 def local_lock_of(folder: Path) -> tuple[Path, str]:

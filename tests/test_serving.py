@@ -120,7 +120,7 @@ def test_generate_serves_production_and_previews_candidate_version_and_file(acme
     assert {"contact-sheet.png", "index.html"} <= {p.name for p in (out / "acme").iterdir()}
     assert np.array_equal(images(out / "acme")[..., None], sample_onnx(acme["1"], 5, seed=3))
 
-    # previews go beside production's batch, never over it
+    # previews go beside production's batch, never over it, under a name no customer can have
     assert main(["generate", "--customer", "acme", "--alias", "candidate", "--count", "5", "--out", str(out),
                  "--seed", "3"]) == 0
     assert main(["generate", "--customer", "acme", "--version", "2", "--count", "5", "--out", str(out),
@@ -130,10 +130,37 @@ def test_generate_serves_production_and_previews_candidate_version_and_file(acme
     assert main(["generate", "--model", str(named_like_the_customer), "--count", "5", "--out", str(out),
                  "--seed", "3"]) == 0
     candidate = sample_onnx(acme["2"], 5, seed=3)
-    for folder in ("acme-candidate", "acme-v2", "acme-local"):
+    for folder in ("_previews/acme-candidate", "_previews/acme-v2", "_previews/acme-local"):
         assert np.array_equal(images(out / folder)[..., None], candidate), folder
-    assert json.loads((out / "acme-candidate/manifest.json").read_text())["model"]["alias"] == "candidate"
+    assert json.loads((out / "_previews/acme-candidate/manifest.json").read_text())["model"]["alias"] == "candidate"
     assert np.array_equal(images(out / "acme")[..., None], sample_onnx(acme["1"], 5, seed=3))
+    # the customers' folders and the previews' (and the batches' lock files, hidden)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["_previews", "acme"]
+
+
+def test_a_preview_never_writes_into_a_customers_folder_whatever_the_customers_are_called(acme, store):
+    """Guarantee: previews (`--model FILE`, `--alias`, `--version`) go under `_previews/`, a name
+    no customer id can take (ids start with a letter or digit), so customers named `acme-local`,
+    `acme-candidate` or `acme-v2` keep their own batches. Before, `--model acme.onnx` wrote into
+    `OUT/acme-local/`, customer `acme-local`'s folder, and `--alias candidate` into `acme-candidate`'s."""
+    from metagan.generate import PREVIEWS, run_batch_job
+    from metagan.uploads import CUSTOMER_ID
+
+    assert not CUSTOMER_ID.fullmatch(PREVIEWS)
+    out = store / "out"
+    production = serving.served_model("acme")
+    theirs = {}
+    for customer in ("acme-local", "acme-candidate", "acme-v2"):  # their own batches, as the night writes them
+        theirs[customer] = run_batch_job(production.onnx, 2, str(out / customer), 9, {"name": customer})
+    file = store / "acme.onnx"
+    file.write_bytes(Path(acme["2"]).read_bytes())
+    assert main(["generate", "--model", str(file), "--count", "3", "--out", str(out)]) == 0
+    assert main(["generate", "--customer", "acme", "--alias", "candidate", "--count", "3", "--out", str(out)]) == 0
+    assert main(["generate", "--customer", "acme", "--version", "2", "--count", "3", "--out", str(out)]) == 0
+    for customer, manifest in theirs.items():
+        assert json.loads((out / customer / "manifest.json").read_text())["created"] == manifest["created"], customer
+        assert json.loads((out / customer / "manifest.json").read_text())["model"] == {"name": customer}
+        assert sorted(p.name for p in (out / customer).glob("0*.png")) == ["00000.png", "00001.png"], customer
 
 
 def test_the_serving_path_imports_neither_torch_nor_mlflow_nor_prefect(acme, store):

@@ -140,18 +140,20 @@ def cmd_generate(args, params: Params) -> int:
     from flows import progress
     from flows.locks import customer_locker
     from metagan import model_names, serving
-    from metagan.generate import run_batch_job
+    from metagan.generate import preview_folder, run_batch_job
     from metagan.uploads import validate_customer_id
 
+    # previews (a file, another alias, a version number) go beside the customers' batches, under a
+    # name no customer can have: a file named after a customer, or a customer named like another's
+    # preview (`acme-local`, `acme-candidate`), wrote over that customer's batch
     if args.model is not None:
         model = serving.local_model(args.model)
-        folder = f"{model.name}-local"  # a file named after a customer must not write over its production batch
+        folder = preview_folder(model.name, "local")
     else:
         customer = validate_customer_id(args.customer)
         model = serving.served_model(customer, args.alias or model_names.PRODUCTION, args.version)
-        # previews (another alias, a version number) go beside the production batch, never over it
         folder = customer if model.alias == model_names.PRODUCTION else \
-            f"{customer}-{model.alias}" if model.alias else f"{customer}-v{model.version}"
+            preview_folder(customer, model.alias or f"v{model.version}")
     count = params.schedules.generate_count if args.count is None else args.count
     out = args.out or params.paths.generated
     out = out if is_s3(out) else str(Path(out).resolve() if args.out else params.resolve(out))
@@ -485,11 +487,11 @@ def build_parser() -> argparse.ArgumentParser:
     which = g.add_mutually_exclusive_group()
     which.add_argument("--alias", choices=["production", "candidate", "previous"],
                        help="which of the customer's models; other than production (a preview before "
-                       "promotion), the images go to OUT/ID-ALIAS/ (default: production)")
+                       "promotion), the images go to OUT/_previews/ID-ALIAS/ (default: production)")
     which.add_argument("--version", type=_positive_whole, metavar="N",
-                       help="a registered version by number, whatever its alias (images in OUT/ID-vN/)")
+                       help="a registered version by number, whatever its alias (images in OUT/_previews/ID-vN/)")
     which.add_argument("--model", metavar="FILE", help="a local .onnx file instead of the registry "
-                       "(images in OUT/<file name>/)")
+                       "(images in OUT/_previews/<file name>-local/)")
     which.add_argument("--all", action="store_true", help="the nightly batch job once: every customer due (production "
                        "changed since its last batch, or its cadence came round), one batch each in OUT/ID/")
     g.add_argument("--format", choices=["png", "shard"], help="loose PNGs, or one shard (images.tar: PNG + JSON per "
