@@ -8,7 +8,7 @@ from pathlib import Path
 
 from metagan.config import Params
 from metagan.data import ShardError, TaskDataset, load_packed, pack_shards, read_source
-from metagan.data.shards import MANIFEST, read_manifest
+from metagan.data.shards import MANIFEST, read_manifest, shards_without_manifest
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,9 @@ def prepare_task_dataset(params: Params, source: str | Path | None = None, force
     src = Path(source) if source else resolve_source(params, allow_sample)
     out = params.resolve(params.data.packed_dir)
     fingerprint = source_fingerprint(src)
-    if not force and (out / MANIFEST).exists():
+    # a pack whose manifest was lost but whose shards remain is damaged like any other: read_manifest
+    # says so, and it is packed again below (pack_shards replaces nothing but a pack)
+    if not force and ((out / MANIFEST).exists() or shards_without_manifest(out)):
         try:
             if _packed_from(out, fingerprint, params):
                 return load_packed(out)

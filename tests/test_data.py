@@ -235,6 +235,7 @@ def test_a_damaged_pack_is_packed_again_from_its_source_with_a_warning(tmp_path,
         "missing shard": lambda: (out / "shard-00002.npz").unlink(),
         "truncated manifest": lambda: (out / "manifest.json").write_bytes(packed["manifest.json"][:200]),
         "not a manifest": lambda: (out / "manifest.json").write_text("[]"),
+        "deleted manifest, shards left": lambda: (out / "manifest.json").unlink(),  # was exit 70, "refusing to replace"
     }
     for damage, make in damages.items():
         make()
@@ -266,7 +267,12 @@ def test_a_damaged_pack_with_no_source_to_pack_from_is_damaged_state_with_advice
     (out / "manifest.json").write_text('{"format": "metagan-shards/1", "classes"')
     with pytest.raises(ShardError) as unreadable:
         packed_version(out)
-    for error, file in ((caught.value, "shard-00001.npz"), (unreadable.value, "manifest.json")):
+    (out / "manifest.json").unlink()  # the shards remain: a pack that lost its manifest, not no pack
+    with pytest.raises(ShardError) as lost:
+        load_packed(out)
+    assert "manifest.json is missing" in str(lost.value) and "shard(s) remain" in str(lost.value)
+    for error, file in ((caught.value, "shard-00001.npz"), (unreadable.value, "manifest.json"),
+                        (lost.value, "manifest.json")):
         assert kind_of(error).exit_code == 5
         assert str(out / file) in str(error) and "`metagan ingest` packs the tasks again" in str(error)
         assert "`dvc checkout data.dvc`" in str(error) and "re-run the pack step" not in str(error)

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 FORMAT = "metagan-shards/1"
 MANIFEST = "manifest.json"
 SHARD_PATTERN = "shard-{:05d}.npz"
+_SHARD_NAME = re.compile(r"shard-\d{5,}\.npz")
 
 
 class ShardError(Damaged, ValueError):
@@ -175,14 +177,25 @@ def pack_shards(
     return manifest
 
 
+def shards_without_manifest(root: Path) -> list[Path]:
+    """The shards of a pack that lost its manifest (deleted by hand, a partial copy): a folder with
+    no ``manifest.json`` that holds shard files and nothing else; empty for any other folder."""
+    if not root.is_dir() or (root / MANIFEST).exists():
+        return []
+    entries = list(root.iterdir())
+    shards = [p for p in entries if _SHARD_NAME.fullmatch(p.name) and p.is_file()]
+    return sorted(shards) if shards and len(shards) == len(entries) else []
+
+
 def _check_replaceable(out_dir: Path) -> None:
-    """Only ever replace an empty folder or an earlier pack, never someone's other files."""
+    """Only ever replace an empty folder or an earlier pack (whole, damaged, or its shards without
+    their manifest), never someone's other files."""
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
         raise ValueError(f"{out_dir} exists and is not a folder")
     entries = list(out_dir.iterdir())
-    if entries and not (out_dir / MANIFEST).is_file():
+    if entries and not (out_dir / MANIFEST).is_file() and not shards_without_manifest(out_dir):
         raise ValueError(
             f"refusing to replace {out_dir}: it is not empty and holds no {MANIFEST} "
             "(it does not look like a packed dataset)"
@@ -266,6 +279,8 @@ def read_manifest(root: Path) -> dict:
     """A packed dataset's manifest, checked for its format and keys (:class:`ShardError` if not)."""
     path = root / MANIFEST
     if not path.is_file():
+        if shards := shards_without_manifest(root):  # a pack that lost its manifest is damaged, not absent
+            raise ShardError(f"{path} is missing, though {len(shards)} shard(s) remain")
         raise FileNotFoundError(f"no {MANIFEST} in {root}; pack the dataset first (pack_shards)")
     try:
         manifest = json.loads(path.read_text())
