@@ -209,6 +209,47 @@ def test_a_registry_the_file_system_will_not_write_is_a_file_system_fault_not_da
     assert "restore" not in err and len(attempts) == 1  # permanent: not retried
 
 
+def test_a_read_only_registry_prints_one_line_and_no_traceback_of_mlflows(registry_project, monkeypatch, capfd):
+    """Guarantee: a registry the file system will not write, met by MLflow's own SQLite store,
+    shows the user one line, exit 6: MLflow logged SQLAlchemy's error with its traceback on stderr
+    first (a probe of 2026-12-06, `chattr -R +i mlflow/`, then `metagan schedule`). Other MLflow
+    errors are still logged as MLflow logs them."""
+    import logging
+    import sqlite3
+
+    import mlflow.store.db.utils
+    import sqlalchemy
+
+    from flows.app.cli import main
+    from metagan import store
+
+    db = registry_project / "mlflow" / "mlflow.db"
+    store.client().create_registered_model("metagan-customer-a")  # written while it may be
+
+    def read_only_engine(uri):  # the connections SQLite makes to an immutable file, for root
+        return sqlalchemy.create_engine("sqlite://", creator=lambda: sqlite3.connect(f"file:{db}?mode=ro", uri=True))
+
+    monkeypatch.setattr(mlflow.store.db.utils, "create_sqlalchemy_engine", read_only_engine)
+    store._forget_mlflow_stores(db)
+    try:
+        capfd.readouterr()
+        code = main(["--project", str(registry_project), "schedule", "--customer", "a", "--every", "7d"])
+        err = capfd.readouterr().err
+    finally:
+        monkeypatch.undo()
+        store._forget_mlflow_stores(db)
+    assert code == 6, err
+    assert err.splitlines() == [f"error: the registry at {db} cannot be opened or written (attempt to write a readonly "
+                                "database): the file system refused it (read-only, immutable, no permission on it or "
+                                "its folder, or full)"]
+    other = logging.getLogger("mlflow.store.db.utils")
+    try:
+        raise sqlalchemy.exc.OperationalError("SELECT 1", {}, sqlite3.OperationalError("no such table: x"))
+    except sqlalchemy.exc.OperationalError:
+        other.exception("SQLAlchemy database error. The following exception is caught.")
+    assert "no such table: x" in capfd.readouterr().err  # not the file system's refusal: MLflow's log stays
+
+
 @pytest.mark.parametrize("refused", ["the folder", "the file"])
 def test_a_fleet_index_the_file_system_refuses_is_a_file_system_fault_naming_it(registry_project, monkeypatch,
                                                                                 capsys, refused):
