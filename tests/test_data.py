@@ -476,6 +476,28 @@ def test_decompression_bomb_is_refused_without_global_change(tmp_path):
     assert load_image(tmp_path / "big.png", 8, 1, max_pixels=10_000).shape == (8, 8, 1)
 
 
+def test_a_long_thin_image_is_shrunk_before_it_is_padded_to_a_square(tmp_path, monkeypatch):
+    """A 1 x 100,000 strip (300 bytes of PNG, within the pixel limit) padded to a square as it was
+    took a 10-gigapixel canvas (10 GB, 2 minutes; at 1 x 40,000,000 the kernel killed the whole
+    ingestion): it is shrunk first, so no canvas is wider than MAX_CANVAS_SIDE."""
+    from metagan.data import images
+
+    Image.new("L", (1, 100_000), 0).save(tmp_path / "strip.png")
+    Image.new("L", (images.MAX_CANVAS_SIDE, 3), 0).save(tmp_path / "wide.png")
+    new = Image.new
+    sides = []
+
+    def canvas(mode, size, *rest, **kw):
+        sides.append(max(size))
+        assert max(size) <= images.MAX_CANVAS_SIDE, f"a canvas of {size}"
+        return new(mode, size, *rest, **kw)
+
+    monkeypatch.setattr(Image, "new", canvas)
+    assert load_image(tmp_path / "strip.png", 16, 1).shape == (16, 16, 1)
+    assert load_image(tmp_path / "wide.png", 16, 3).shape == (16, 16, 3)
+    assert sides and max(sides) <= images.MAX_CANVAS_SIDE
+
+
 def test_same_group_episodes_draw_every_task_from_one_alphabet(ds):
     ids = np.arange(ds.num_classes)
     groups_of = lambda classes: {ds.class_groups[int(c)] for c in classes}  # noqa: E731

@@ -7,7 +7,8 @@ The convention, shared by the packed task datasets and by customer uploads, is:
   white and non-square images are padded to a square with white, so an RGBA logo and a
   scanned drawing end up looking alike. Nothing is inverted automatically: an image drawn light
   on dark stays light on dark;
-- pad to square first, then resize with Lanczos, so the aspect ratio is never distorted.
+- pad to square first, then resize with Lanczos, so the aspect ratio is never distorted (an image
+  longer than ``MAX_CANVAS_SIDE`` is first shrunk by a whole factor, so the square stays bounded).
 
 Every decoding failure is an :class:`ImageError` that names the file and the reason, because the
 callers (dataset ingest, customer upload) need to tell a person which file to fix.
@@ -25,6 +26,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 40_000_000
 WHITE = 255
+# The longest side padded to a square as it is; a longer image is first shrunk by a whole factor.
+# The pixel limit bounds width x height, not the square: a 1 x 100,000 strip (a 300-byte PNG) padded
+# as it is took 10 GB and 2 minutes, a 1 x 40,000,000 one had ingestion killed for memory.
+MAX_CANVAS_SIDE = 8192
 
 
 class ImageError(ValueError):
@@ -174,6 +179,9 @@ def preprocess_array(img: np.ndarray, size: int, channels: int) -> np.ndarray:
 
     pil = pil.convert("L" if channels == 1 else "RGB")  # RGB->L uses ITU-R 601 luma
     side = max(pil.size)
+    if side > MAX_CANVAS_SIDE:  # box-averaged (thin strokes stay, lighter); images up to the bound are unchanged
+        pil = pil.reduce(-(-side // MAX_CANVAS_SIDE))
+        side = max(pil.size)
     if pil.width != pil.height:
         canvas = Image.new(pil.mode, (side, side), WHITE if channels == 1 else (WHITE,) * 3)
         canvas.paste(pil, ((side - pil.width) // 2, (side - pil.height) // 2))
