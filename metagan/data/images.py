@@ -106,6 +106,10 @@ def decode_image(fp: BinaryIO, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) 
         raise ImageError(name, f"decompression bomb: {e}") from None
     except UnidentifiedImageError:
         raise ImageError(name, "not an image format Pillow can read") from None
+    except NotImplementedError as e:
+        # a variant of a format Pillow knows but does not decode (a DDS texture's pixel format):
+        # it escaped every customer's ingestion as an internal error (probe of 2026-12-06)
+        raise ImageError(name, f"an image format variant Pillow cannot decode ({e})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         # Truncated or corrupt data: Pillow raises OSError ("image file is truncated"),
         # SyntaxError (broken PNG chunks) or ValueError depending on the decoder.

@@ -87,6 +87,17 @@ def truncated_jpeg() -> bytes:
     return buf.getvalue()[: buf.tell() // 2]
 
 
+def unsupported_dds() -> bytes:
+    """A DDS texture whose pixel format Pillow does not decode (it raises NotImplementedError)."""
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGBA", (4, 4), (0, 0, 0, 255)).save(buf, format="DDS")
+    data = bytearray(buf.getvalue())
+    data[80:84] = struct.pack("<I", 0)  # the pixel format's flags: none Pillow knows
+    return bytes(data)
+
+
 BAD_FILES = {
     # file name: (bytes, words the reason must contain)
     "notes.png": (b"these are my notes, not a drawing\n", "not an image format"),
@@ -96,6 +107,7 @@ BAD_FILES = {
     "half.jpg": (truncated_jpeg(), "truncated or corrupt"),
     "bomb.png": (png_header_only(100_000, 100_000), "decompression bomb"),
     "huge.png": (png_bytes(np.full((500, 500), 255, np.uint8)), "exceeds the limit of 200000"),
+    "texture.png": (unsupported_dds(), "format variant Pillow cannot decode"),
 }
 
 
