@@ -28,6 +28,31 @@ def onnx_session(model: str | Path | bytes, threads: int = 0):
     return ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
 
 
+def interface_problem(session) -> str | None:
+    """What keeps an onnxruntime session from serving as a generator, or None: one float input
+    ``z`` of shape (N, z_dim) with a fixed z_dim, and an output ``images`` that turns one noise
+    vector into one (1, C, H, W) image, C 1 or 3. A file given by hand (``metagan generate
+    --model``) with another interface ended in a traceback (exit 70) at drawing (probe of 2026-12-06)."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or inputs[0].name != INPUT_NAME:
+        return f"its inputs are {[i.name for i in inputs]}, not one input {INPUT_NAME!r}"
+    z = inputs[0]
+    if z.type != "tensor(float)" or len(z.shape) != 2 or not isinstance(z.shape[1], int) or z.shape[1] < 1:
+        return f"its input {INPUT_NAME!r} is {z.type} of shape {z.shape}, not float of shape (N, z_dim)"
+    if OUTPUT_NAME not in [o.name for o in outputs]:
+        return f"it has no output {OUTPUT_NAME!r} (its outputs: {[o.name for o in outputs]})"
+    try:
+        out = session.run([OUTPUT_NAME], {INPUT_NAME: noise(1, z.shape[1], 0)})[0]
+    except Exception as e:  # noqa: BLE001 (onnxruntime's own classes)
+        return f"it does not run on noise of shape (1, {z.shape[1]}): {str(e).splitlines()[0][:200]}"
+    shape = getattr(out, "shape", None)
+    if getattr(out, "dtype", None) != np.float32 or shape is None or len(shape) != 4 or shape[0] != 1 \
+            or shape[1] not in (1, 3) or min(shape[2:]) < 1:
+        return (f"its output {OUTPUT_NAME!r} for one noise vector is {getattr(out, 'dtype', type(out).__name__)} "
+                f"of shape {shape}, not float images of shape (1, 1 or 3, H, W)")
+    return None
+
+
 def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 

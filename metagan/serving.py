@@ -223,16 +223,19 @@ def production_model(customer_id: str) -> ServedModel:
 
 def local_model(path: str | Path) -> ServedModel:
     """An ONNX file on disk, served as is (a preview of a model that is not registered)."""
-    from metagan.onnx_runtime import onnx_session
+    from metagan.onnx_runtime import interface_problem, onnx_session
 
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"no ONNX file at {path}")
     data = path.read_bytes()
     try:  # the user's own file: one that does not load is their mistake, not a bug (a session costs ms)
-        onnx_session(data)
+        session = onnx_session(data)
     except Exception as e:  # noqa: BLE001 (onnxruntime's own classes: InvalidProtobuf, Fail, ...)
         raise BadInput(f"{path} is not an ONNX model onnxruntime can load: {str(e).splitlines()[0][:200]}") from None
+    problem = interface_problem(session)  # loadable, but another model's interface: their mistake too
+    if problem is not None:
+        raise BadInput(f"{path} is not a metagan generator: {problem}")
     return ServedModel(path.stem, "local", str(path.resolve()), data)
 
 

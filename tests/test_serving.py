@@ -18,7 +18,7 @@ from PIL import Image
 from flows.app.cli import Console, main
 from metagan import mlflow_sqlite, model_names, model_versions, serving, tracking
 from metagan.config import PROJECT_ROOT
-from metagan.errors import Damaged, ExitCode, NotFound
+from metagan.errors import BadInput, Damaged, ExitCode, NotFound
 from metagan.files import sha256_file
 
 
@@ -349,3 +349,51 @@ def test_a_batch_over_another_under_an_s3_prefix_removes_the_old_batchs_objects(
         keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket="out")["Contents"])
     assert keys == ["acme/contact-sheet.png", "acme/images.tar", "acme/index.html", "acme/manifest.json",
                     "acme/notes.txt", "acme2/00005.png"]
+def onnx_of(path, inputs, outputs, nodes, inits=()):
+    """A loadable ONNX model of any interface (opset 17)."""
+    import onnx
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, path.stem, inputs, outputs, initializer=list(inits))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_a_loadable_onnx_file_of_another_interface_is_bad_input_naming_what_differs(tmp_path):
+    """`metagan generate --model FILE` with a model onnxruntime loads but that is no generator (an
+    input other than float `z` of shape (N, z_dim), no output `images`, an output that is not
+    (N, 1 or 3, H, W) images) is bad input naming what differs: each ended in a traceback (exit 70)
+    when drawing, a two-channel one wrote LA images (probe of 2026-12-06). A generator passes."""
+    from onnx import TensorProto as T
+    from onnx import helper
+
+    def value(name, kind, shape):
+        return helper.make_tensor_value_info(name, kind, shape)
+
+    to_image = helper.make_tensor("shape", T.INT64, [4], [-1, 1, 8, 8])
+    two_channels = helper.make_tensor("shape", T.INT64, [4], [-1, 2, 4, 8])
+    reshape = helper.make_node("Reshape", ["z", "shape"], ["images"])
+    cases = {
+        "input x": ([value("x", T.FLOAT, [None, 64])], [value("images", T.FLOAT, None)],
+                    [helper.make_node("Reshape", ["x", "shape"], ["images"])], [to_image], "not one input 'z'"),
+        "z_dim unknown": ([value("z", T.FLOAT, ["N", "D"])], [value("images", T.FLOAT, None)], [reshape], [to_image],
+                          "not float of shape (N, z_dim)"),
+        "integer z": ([value("z", T.INT64, [None, 64])], [value("images", T.INT64, None)],
+                      [helper.make_node("Identity", ["z"], ["images"])], [], "not float of shape (N, z_dim)"),
+        "no images": ([value("z", T.FLOAT, [None, 64])], [value("out", T.FLOAT, None)],
+                      [helper.make_node("Reshape", ["z", "shape"], ["out"])], [to_image], "no output 'images'"),
+        "flat output": ([value("z", T.FLOAT, [None, 64])], [value("images", T.FLOAT, None)],
+                        [helper.make_node("Identity", ["z"], ["images"])], [], "of shape (1, 64), not float images"),
+        "two channels": ([value("z", T.FLOAT, [None, 64])], [value("images", T.FLOAT, None)], [reshape], [two_channels],
+                         "of shape (1, 2, 4, 8), not float images"),
+    }
+    for name, (inputs, outputs, nodes, inits, words) in cases.items():
+        path = onnx_of(tmp_path / f"{name.replace(' ', '-')}.onnx", inputs, outputs, nodes, inits)
+        with pytest.raises(BadInput, match="is not a metagan generator") as e:
+            serving.local_model(path)
+        assert words in str(e.value), (name, str(e.value))
+    good = onnx_of(tmp_path / "good.onnx", [value("z", T.FLOAT, [None, 64])], [value("images", T.FLOAT, None)],
+                   [reshape], [to_image])
+    assert serving.local_model(good).name == "good"
