@@ -35,8 +35,20 @@ def load_checkpoint(path: str | Path, expected_format: str | tuple[str, ...], ma
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a torn or foreign file: say which, never fall back to full unpickling
-        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
+        raise CheckpointError(f"cannot read checkpoint {path}: {_torch_reason(e)}") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") not in accepted:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path} is not a {accepted[0]!r} checkpoint (found {found!r})")
     return ckpt
+
+
+def _torch_reason(e: Exception) -> str:
+    """torch's reason in one line. For a file its safe unpickler refuses, torch's message runs to a
+    paragraph whose first line advises loading the file with ``weights_only=False``, which must
+    never be done here: only the line that says what it found is kept."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        found = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+        return f"not a checkpoint torch loads safely ({' '.join(found.split()) or type(e).__name__})"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else type(e).__name__

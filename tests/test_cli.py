@@ -216,6 +216,7 @@ def test_adapt_names_the_uploads_it_left_out_of_a_customer_it_served(monkeypatch
     (tmp_path / "meta.pt").write_bytes(b"")
     (tmp_path / "up").mkdir()
     params = Params().with_overrides(paths={"meta_checkpoint": str(tmp_path / "meta.pt")})
+    monkeypatch.setattr("metagan.adapt.load_meta_model", lambda path: None)  # the flows are stand-ins too
     rejected = [("notes.txt", "not an image"), ("b.png", "not an image")]
     data = Ingestion("d1", 3, {"mixed": IngestResult("mixed", True, 5, rejected, uploads=SimpleNamespace())})
     monkeypatch.setattr(flows.ingest, "ingest", lambda *a, **k: data)
@@ -225,6 +226,31 @@ def test_adapt_names_the_uploads_it_left_out_of_a_customer_it_served(monkeypatch
     rc = cmd_adapt(SimpleNamespace(customers=str(tmp_path / "up"), steps=None), params)
     assert rc == ExitCode.OK
     assert "mixed: 2 upload(s) left out: notes.txt, b.png: not an image" in capsys.readouterr().out
+
+
+def test_adapt_from_a_meta_checkpoint_that_does_not_load_stops_once_in_one_line(monkeypatch, tmp_path):
+    """A meta checkpoint replaced by garbage (or by another kind of checkpoint) is the project's
+    damage, said once, in one line, before any upload is ingested: before, every customer failed
+    with torch's paragraph (whose first line advises loading the file unsafely) and adapt exited 1,
+    "partial" (probe of 2026-12-06)."""
+    from types import SimpleNamespace
+
+    import flows.ingest
+    from flows.app.cli import cmd_adapt
+    from metagan.checkpoint import CheckpointError
+    from metagan.config import PROJECT_ROOT, Params
+    from metagan.errors import Failure, kind_of
+
+    (tmp_path / "up").mkdir()
+    params = Params().with_overrides(paths={"meta_checkpoint": str(tmp_path / "meta.pt")})
+    monkeypatch.setattr(flows.ingest, "ingest", lambda *a, **k: pytest.fail("ingested from a damaged meta-model"))
+    for content, words in ((b"garbage\n", "not a checkpoint torch loads safely (Unsupported operand 103)"),
+                           ((PROJECT_ROOT / "metagan/pretrained/evaluator.pt").read_bytes(), "is not a 'metagan/meta-checkpoint/1'")):
+        (tmp_path / "meta.pt").write_bytes(content)
+        with pytest.raises(CheckpointError) as e:
+            cmd_adapt(SimpleNamespace(customers=str(tmp_path / "up"), steps=None), params)
+        assert words in str(e.value) and len(str(e.value).splitlines()) == 1, str(e.value)
+        assert "weights_only" not in str(e.value) and kind_of(e.value) is Failure.DAMAGED
 
 
 @pytest.mark.parametrize("command", [["models"], ["doctor"], ["generate", "--customer", "x"], ["ingest"]])

@@ -100,7 +100,7 @@ def cmd_adapt(args, params: Params) -> int:
     from flows.adapt_customers import adapt_customers_flow
     from flows.ingest import ingest
     from flows.promote import promote
-    from metagan.adapt import NoMetaCheckpoint
+    from metagan.adapt import NoMetaCheckpoint, load_meta_model
     from metagan.lifecycle.registry import Promotion
     from metagan.uploads import rejection_summary
 
@@ -108,6 +108,10 @@ def cmd_adapt(args, params: Params) -> int:
     ckpt = params.resolve(params.paths.meta_checkpoint)
     if not ckpt.exists():
         raise NoMetaCheckpoint(ckpt)
+    # every customer adapts from it: one that does not load is the project's damage, said once
+    # (before, each customer failed with torch's paragraph, and the command exited 1, "partial").
+    # Loaded once per process: the fan-out's threads reuse it
+    load_meta_model(ckpt)
     params = params.with_overrides(**_overrides(adapt={"steps": args.steps}))
     data = ingest(params, str(customers))
     adapted = adapt_customers_flow(params)(params, data_version=data.data_version,
