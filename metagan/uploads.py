@@ -105,6 +105,10 @@ def load_customer_uploads(
         if not _is_utf8(path.name):  # it could not be named in a report, a log or a registry tag
             rejected.append((_shown_name(path.name), "the file name is not valid UTF-8: rename the file"))
             continue
+        if _breaks_lines(path.name):  # a line break in a name split the one-line error and could forge lines
+            rejected.append((_shown_name(path.name), "the file name holds control characters (a line break, a tab...): "
+                                                     "rename the file"))
+            continue
         if path.is_symlink():
             rejected.append((path.name, "symbolic link: only regular files are read"))
             continue
@@ -155,9 +159,19 @@ def _is_utf8(name: str) -> bool:
     return True
 
 
+def _breaks_lines(name: str) -> bool:
+    """Whether a name holds control characters (line breaks, tabs, terminal escapes) or Unicode's
+    line and paragraph separators; other invisible characters (an emoji's joiner) are fine."""
+    import unicodedata
+
+    return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name)
+
+
 def _shown_name(name: str) -> str:
-    """A file name as text that can be printed and stored: undecodable bytes as ``\\xff``."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """A file name as text that can be printed and stored on one line: undecodable bytes as
+    ``\\xff``, control characters and line separators as ``\\n``, ``\\x1b``, ``\\u2028``..."""
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(repr(c)[1:-1] if _breaks_lines(c) else c for c in text)
 
 
 def rejection_summary(rejected: list[tuple[str, str]]) -> str:

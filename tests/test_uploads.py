@@ -98,3 +98,28 @@ def test_damaged_ingested_shots_are_named_as_damaged_not_as_pickled_data(tmp_pat
     (tmp_path / "acme" / "shots.npz").write_bytes(bytes(range(256)) * 8)
     with pytest.raises(UploadError, match=r"customer 'acme': its ingested shots .*shots.npz are damaged"):
         load_ingested(tmp_path, "acme")
+
+
+def test_a_file_name_with_a_line_break_is_rejected_alone_and_shown_on_one_line(tmp_path):
+    """Guarantee: an upload whose name holds a line break, a tab, a terminal escape or a Unicode
+    line separator is rejected with its name escaped, so the customer's error stays one line: a
+    probe's "a<newline>FAILED nothing; all customers fine.png" split `metagan ingest`'s line in two,
+    the second forged. Names with other invisible characters (an emoji's joiner) are used."""
+    from metagan.uploads import UploadError
+
+    c = tmp_path / "acme"
+    c.mkdir()
+    png(c / "a.png", 0)
+    png(c / "\U0001F469\u200d\U0001F3A8.png", 40)
+    for name in ("b\nFAILED x.png", "c\r.png", "d\x1b[2J.png", "e\u2028.png", "f\t.png"):
+        (c / name).write_bytes(b"not even an image")
+    up = load_customer_uploads(c, 32, 1)
+    assert up.files == ["a.png", "\U0001F469\u200d\U0001F3A8.png"]
+    reason = "the file name holds control characters (a line break, a tab...): rename the file"
+    assert sorted(up.rejected) == sorted((n, reason) for n in
+                                         ("b\\nFAILED x.png", "c\\r.png", "d\\x1b[2J.png", "e\\u2028.png", "f\\t.png"))
+    (c / "a.png").unlink()
+    (c / "\U0001F469\u200d\U0001F3A8.png").unlink()
+    with pytest.raises(UploadError) as e:
+        load_customer_uploads(c, 32, 1)
+    assert len(str(e.value).splitlines()) == 1 and "b\\nFAILED x.png" in str(e.value)
