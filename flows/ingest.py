@@ -54,6 +54,12 @@ def record_ingestion(results: list[IngestResult]) -> None:
     fleet.record_ingestion(results)
 
 
+def no_folder(path: Path) -> IngestResult:
+    """The result for a customer named to ingest whose upload folder is not there."""
+    what = "is not a folder" if path.exists() or path.is_symlink() else "does not exist"
+    return IngestResult(path.name, ok=False, error=f"customer {path.name!r}: its upload folder {path} {what}")
+
+
 @task(tags=["dvc"])
 def version_data(params: Params) -> str:
     """``dvc add`` the data root and push it to the remote (retried in metagan.versioning); returns
@@ -79,8 +85,11 @@ def ingest(params: Params, customers_dir: str | None = None, source: str | None 
         if folders is not None:
             wanted = {Path(f).name for f in folders}
             found = [f for f in found if f.name in wanted]
+            # a folder named that is not there (a typo, a file, gone since) fails alone, aloud: the
+            # caller (an upload service) believed those uploads ingested (exit 0 before)
+            results = [no_folder(Path(customers_dir) / name) for name in sorted(wanted - {f.name for f in found})]
         futures = [ingest_one.submit(f, params) for f in found]
-        results = [f.result() for f in futures]
+        results += [f.result() for f in futures]
     for r in results:
         if r.ok:
             logger.info("customer %s: %d shots%s", r.customer_id, r.shots,
