@@ -228,6 +228,28 @@ def test_adapt_names_the_uploads_it_left_out_of_a_customer_it_served(monkeypatch
     assert "mixed: 2 upload(s) left out: notes.txt, b.png: not an image" in capsys.readouterr().out
 
 
+def test_ingest_names_the_uploads_it_left_out_of_a_customer_it_ingested(monkeypatch, tmp_path, capsys):
+    """As adapt does: `metagan ingest` said "5 shots" of a customer with a file rejected, the reason
+    only in its report.json (probe of 2026-12-06); not a failure: exit 0."""
+    from types import SimpleNamespace
+
+    import flows.ingest
+    from flows.app.cli import cmd_ingest
+    from flows.ingest import Ingestion
+    from metagan.config import Params
+    from metagan.customers import IngestResult
+
+    (tmp_path / "up").mkdir()
+    rejected = [("notes.txt", "not an image"), ("big.png", "exceeds the limit")]
+    data = Ingestion("d1", 3, {"mixed": IngestResult("mixed", True, 5, rejected), "clean": IngestResult("clean", True, 2)})
+    monkeypatch.setattr(flows.ingest, "ingest", lambda *a, **k: data)
+    rc = cmd_ingest(SimpleNamespace(customers=str(tmp_path / "up"), customer=None, source=None), Params())
+    out = capsys.readouterr().out
+    assert rc == ExitCode.OK
+    assert "  mixed: 5 shots (2 upload(s) left out: notes.txt: not an image; big.png: exceeds the limit)" in out
+    assert "  clean: 2 shots\n" in out
+
+
 def test_adapt_from_a_meta_checkpoint_that_does_not_load_stops_once_in_one_line(monkeypatch, tmp_path):
     """A meta checkpoint replaced by garbage (or by another kind of checkpoint) is the project's
     damage, said once, in one line, before any upload is ingested: before, every customer failed
