@@ -620,6 +620,10 @@ def _configure(args) -> None:
     logging.getLogger("flows").setLevel(logging.INFO)
     if not args.verbose:  # MLflow logs to its own handler ("Creating initial MLflow database tables...")
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # MLflow's SQL store logs every SQLite failure with its traceback before raising it (a full
+    # disk, a read-only file, and a locked database on each retry), which the error's one line
+    # then says again: its log stays off the console unless -v (probe of 2026-12-06)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.NOTSET if args.verbose else logging.CRITICAL)
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "metagan")
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")  # library logs outside a run
 

@@ -248,6 +248,31 @@ def test_a_read_only_registry_prints_one_line_and_no_traceback_of_mlflows(regist
     except sqlalchemy.exc.OperationalError:
         other.exception("SQLAlchemy database error. The following exception is caught.")
     assert "no such table: x" in capfd.readouterr().err  # not the file system's refusal: MLflow's log stays
+def test_mlflows_own_traceback_of_a_refused_registry_write_stays_off_the_console(registry_project, monkeypatch,
+                                                                                  capfd):
+    """Guarantee: a registry write the file system refuses (a full disk: "database or disk is full")
+    ends in one line, exit 6: MLflow's SQL store logged its own traceback (60 lines, "SQLAlchemy
+    database error. The following exception is caught.") before it, on each attempt (probe of
+    2026-12-06, `metagan schedule` on a full disk). With -v it is shown."""
+    import sqlite3
+
+    import sqlalchemy.exc
+    import sqlalchemy.orm
+
+    from flows.app.cli import main
+
+    full = sqlite3.OperationalError("database or disk is full")
+
+    def refused(self, *args, **kwargs):  # MLflow's own session maker catches this, logs and re-raises it
+        raise sqlalchemy.exc.OperationalError("INSERT INTO registered_model_tags", {}, full) from full
+
+    monkeypatch.setattr(sqlalchemy.orm.Session, "commit", refused)
+    code = main(["--project", str(registry_project), "schedule", "--customer", "a", "--every", "7d"])
+    err = capfd.readouterr().err.strip().splitlines()
+    assert code == 6 and len(err) == 1, err
+    assert "database or disk is full" in err[0] and err[0].startswith("error: ")
+    code = main(["--project", str(registry_project), "-v", "schedule", "--customer", "a", "--every", "7d"])
+    assert code == 6 and "SQLAlchemy database error" in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("refused", ["the folder", "the file"])
