@@ -214,7 +214,7 @@ def test_adapt_names_the_uploads_it_left_out_of_a_customer_it_served(monkeypatch
     from metagan.lifecycle.registry import Adaptation, Promotion, PromotionResult
 
     (tmp_path / "meta.pt").write_bytes(b"")
-    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / "mixed").mkdir(parents=True)
     params = Params().with_overrides(paths={"meta_checkpoint": str(tmp_path / "meta.pt")})
     monkeypatch.setattr("metagan.adapt.load_meta_model", lambda path: None)  # the flows are stand-ins too
     rejected = [("notes.txt", "not an image"), ("b.png", "not an image")]
@@ -250,6 +250,31 @@ def test_ingest_names_the_uploads_it_left_out_of_a_customer_it_ingested(monkeypa
     assert "  clean: 2 shots\n" in out
 
 
+def test_adapt_over_a_folder_without_customer_folders_is_bad_input_not_a_quiet_success(monkeypatch, tmp_path):
+    """`metagan adapt --customers uploads/alice` (one customer's folder, not their parent) or an empty
+    folder adapted nothing, said nothing and exited 0 (probe of 2026-12-06): bad input, naming the
+    parent when the folder holds files."""
+    from types import SimpleNamespace
+
+    import flows.ingest
+    from flows.app.cli import cmd_adapt
+    from metagan.config import Params
+
+    (tmp_path / "meta.pt").write_bytes(b"")
+    params = Params().with_overrides(paths={"meta_checkpoint": str(tmp_path / "meta.pt")})
+    monkeypatch.setattr(flows.ingest, "ingest", lambda *a, **k: pytest.fail("ingested nothing"))
+    alice = tmp_path / "uploads" / "alice"
+    alice.mkdir(parents=True)
+    with pytest.raises(BadInput, match="holds no customer folder") as e:
+        cmd_adapt(SimpleNamespace(customers=str(alice), steps=None), params)
+    assert "file(s)" not in str(e.value)
+    (alice / "1.png").write_bytes(b"png")
+    (alice / ".DS_Store").write_bytes(b"")
+    with pytest.raises(BadInput, match=f"it holds 1 file\\(s\\): if it is one customer's folder, give its parent "
+                                       f"folder {tmp_path / 'uploads'}"):
+        cmd_adapt(SimpleNamespace(customers=str(alice), steps=None), params)
+
+
 def test_adapt_from_a_meta_checkpoint_that_does_not_load_stops_once_in_one_line(monkeypatch, tmp_path):
     """A meta checkpoint replaced by garbage (or by another kind of checkpoint) is the project's
     damage, said once, in one line, before any upload is ingested: before, every customer failed
@@ -263,7 +288,7 @@ def test_adapt_from_a_meta_checkpoint_that_does_not_load_stops_once_in_one_line(
     from metagan.config import PROJECT_ROOT, Params
     from metagan.errors import Failure, kind_of
 
-    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / "acme").mkdir(parents=True)
     params = Params().with_overrides(paths={"meta_checkpoint": str(tmp_path / "meta.pt")})
     monkeypatch.setattr(flows.ingest, "ingest", lambda *a, **k: pytest.fail("ingested from a damaged meta-model"))
     for content, words in ((b"garbage\n", "not a checkpoint torch loads safely (Unsupported operand 103)"),

@@ -110,6 +110,7 @@ def cmd_adapt(args, params: Params) -> int:
     ckpt = params.resolve(params.paths.meta_checkpoint)
     if not ckpt.exists():
         raise NoMetaCheckpoint(ckpt)
+    _some_customer_folders(customers)
     # every customer adapts from it: one that does not load is the project's damage, said once
     # (before, each customer failed with torch's paragraph, and the command exited 1, "partial").
     # Loaded once per process: the fan-out's threads reuse it
@@ -135,6 +136,19 @@ def cmd_adapt(args, params: Params) -> int:
     for e in list(data.rejected.values()) + [a.error for a in adapted if not a.ok]:
         print(f"  FAILED {e}", file=sys.stderr)
     return ExitCode.PARTIAL if partial else ExitCode.OK
+
+
+def _some_customer_folders(customers: Path) -> None:
+    """``--customers DIR`` holds customer folders: adapt over none did nothing and said nothing
+    (exit 0), as when a user names one customer's folder instead of their parent."""
+    from metagan.uploads import discover_customers
+
+    if discover_customers(customers):
+        return
+    files = [p for p in customers.iterdir() if p.is_file() and not p.name.startswith(".")]
+    raise BadInput(f"{customers} holds no customer folder (one sub-folder of images per customer, named by its id)"
+                   + (f"; it holds {len(files)} file(s): if it is one customer's folder, give its parent folder "
+                      f"{customers.parent}" if files else ""))
 
 
 def cmd_generate(args, params: Params) -> int:
