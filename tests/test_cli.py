@@ -226,6 +226,13 @@ def test_adapt_names_the_uploads_it_left_out_of_a_customer_it_served(monkeypatch
     rc = cmd_adapt(SimpleNamespace(customers=str(tmp_path / "up"), steps=None), params)
     assert rc == ExitCode.OK
     assert "mixed: 2 upload(s) left out: notes.txt, b.png: not an image" in capsys.readouterr().out
+    # a customer whose adaptation failed has no version to name (it read "version None (new), not promoted")
+    full = "customer 'mixed': cannot write .../model.onnx: No space left on device"
+    monkeypatch.setattr(flows.adapt_customers, "adapt_customers_flow",
+                        lambda p: lambda *a, **k: [Adaptation("mixed", False, error=full)])
+    rc = cmd_adapt(SimpleNamespace(customers=str(tmp_path / "up"), steps=None), params)
+    out = capsys.readouterr().out
+    assert rc == ExitCode.PARTIAL and f"  mixed: not adapted: {full}" in out and "None" not in out
 
 
 def test_ingest_names_the_uploads_it_left_out_of_a_customer_it_ingested(monkeypatch, tmp_path, capsys):

@@ -126,10 +126,14 @@ def cmd_adapt(args, params: Params) -> int:
     partial = bool(data.rejected)
     for a in adapted:
         p = promoted.get(a.customer_id)
+        if not a.ok:  # no version to speak of (it read "version None (new), not promoted: ...")
+            print(f"  {a.customer_id}: not adapted: {a.error}")
+            partial = True
+            continue
         state = "production" if p is not None and p.serving else \
             f"{'held back' if p is not None and p.held else 'not promoted'}: {p.reason if p else a.error}"
         print(f"  {a.customer_id}: version {a.version} ({'reused' if a.reused else 'new'}), {state}")
-        partial |= not a.ok or (p is not None and p.outcome is Promotion.REFUSED)
+        partial |= p is not None and p.outcome is Promotion.REFUSED
     for cid, r in data.customers.items():  # served, but not from every file uploaded: say which and why
         if r.ok and r.rejected:
             print(f"  {cid}: {len(r.rejected)} upload(s) left out: {rejection_summary(r.rejected)}")
