@@ -100,7 +100,26 @@ def load_customer_uploads(
         # a link could make one customer's model out of another customer's (or any) files
         raise UploadError(customer, "the customer folder is a symbolic link; upload the files themselves")
     files = sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
-    images, used, rejected, seen = [], [], [], {}
+    images, used, rejected, seen, converted = [], [], [], {}, []
+    pending: list[tuple[str, np.ndarray]] = []  # decoded, not yet judged by the screen
+
+    def judge() -> None:
+        """The screen's verdicts on the pending images (one per image: judged in chunks, the same);
+        only the images it keeps count toward ``max_shots``."""
+        verdicts = screen(np.stack([img for _, img in pending])) if screen is not None and pending else None
+        for i, (name, img) in enumerate(pending):
+            verdict = verdicts[i] if verdicts is not None else None
+            if verdict is not None and not verdict.ok:
+                rejected.append((name, verdict.refusal))
+                continue
+            images.append(img if verdict is None else verdict.image)
+            used.append(name)
+            if verdict is not None and verdict.converted:
+                converted.append((name, verdict.converted))
+        pending.clear()
+        if len(images) > max_shots:
+            raise UploadError(customer, f"more than {max_shots} usable images, at most {max_shots} allowed")
+
     for path in files:
         if not _is_utf8(path.name):  # it could not be named in a report, a log or a registry tag
             rejected.append((_shown_name(path.name), "the file name is not valid UTF-8: rename the file"))
@@ -128,22 +147,12 @@ def load_customer_uploads(
             rejected.append((path.name, f"duplicate of {seen[digest]}"))
             continue
         seen[digest] = path.name
-        images.append(img)
-        used.append(path.name)
-        if len(images) > max_shots:  # stop decoding: thousands of uploads would only cost time
-            raise UploadError(customer, f"more than {max_shots} usable images, at most {max_shots} allowed")
-    converted = []
-    if screen is not None and images:
-        kept, kept_names = [], []
-        for name, verdict in zip(used, screen(np.stack(images))):
-            if not verdict.ok:
-                rejected.append((name, verdict.refusal))
-                continue
-            kept.append(verdict.image)
-            kept_names.append(name)
-            if verdict.converted:
-                converted.append((name, verdict.converted))
-        images, used = kept, kept_names
+        pending.append((path.name, img))
+        # past max_shots the screen judges what is decoded before decoding on, and decoding stops once
+        # the usable ones are too many: 20 drawings and a photo were "more than 20 usable images"
+        if len(images) + len(pending) > max_shots:
+            judge()
+    judge()
     if len(images) < min_shots:
         detail = rejection_summary(rejected)
         raise UploadError(customer, f"{len(images)} usable image(s), at least {min_shots} needed"

@@ -123,3 +123,30 @@ def test_a_file_name_with_a_line_break_is_rejected_alone_and_shown_on_one_line(t
     with pytest.raises(UploadError) as e:
         load_customer_uploads(c, 32, 1)
     assert len(str(e.value).splitlines()) == 1 and "b\\nFAILED x.png" in str(e.value)
+
+
+def test_only_the_uploads_the_domain_check_keeps_count_toward_max_shots(tmp_path):
+    """Guarantee: `adapt.max_shots` drawings and a photo give the drawings as shots and the photo
+    rejected with its reason: the photo counted, and the customer was refused whole with "more than
+    20 usable images" (probe of 2026-12-06, 20 drawings and a noise photo). Past the limit of kept
+    shots the customer still fails, and decoding stops there."""
+    from metagan.domain import Verdict
+
+    judged = []
+
+    def screen(images):  # the domain check's shape: a verdict per image; dark ones (value 0) are "photos"
+        judged.append(len(images))
+        return [Verdict(img, 0.0, 1.0, refusal="" if img.min() > 0 else "it looks like a photograph") for img in images]
+
+    c = tmp_path / "acme"
+    c.mkdir()
+    for i in range(3):
+        png(c / f"d{i}.png", 60 + 30 * i)
+    png(c / "photo.png", 0)
+    up = load_customer_uploads(c, 32, 1, max_shots=3, screen=screen)
+    assert up.files == ["d0.png", "d1.png", "d2.png"]
+    assert up.rejected == [("photo.png", "it looks like a photograph")]
+    for i in range(3, 6):
+        png(c / f"e{i}.png", 60 + 30 * i)
+    with pytest.raises(UploadError, match="more than 3 usable images, at most 3 allowed"):
+        load_customer_uploads(c, 32, 1, max_shots=3, screen=screen)
