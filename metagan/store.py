@@ -57,8 +57,6 @@ def configure(root: Path | None = None, create: bool = False) -> str:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", timeout)
     uri = tracking_uri(root)
     db = _sqlite_file(uri)
-    if db is not None:
-        _quiet_mlflows_log_of_refusals()
     if db is not None and create and not db.exists():
         _refuse_to_replace(db)
         db.parent.mkdir(parents=True, exist_ok=True)
@@ -76,28 +74,6 @@ def configure(root: Path | None = None, create: bool = False) -> str:
         # choice on the next call (after the tracking URI changed) and in every child process
         os.environ.pop("MLFLOW_REGISTRY_URI", None)
     return uri
-
-
-class _DropFileSystemRefusals(logging.Filter):
-    """Drops MLflow's log of a SQL error the file system caused (a read-only or immutable registry,
-    a full disk), traceback and all: :func:`retrying` turns that error into one line, exit 6
-    (:func:`_refused`), which MLflow's record printed ahead of on stderr. Any other error MLflow
-    logs (a locked or damaged database, a bug) still reaches its log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from metagan import sqlite_faults
-
-        error = record.exc_info[1] if record.exc_info else None
-        return error is None or not sqlite_faults.is_refused_by_file_system(error)
-
-
-_MLFLOW_SQL_LOGGER = "mlflow.store.db.utils"  # where MLflow's SQLAlchemy store logs the errors it re-raises
-
-
-def _quiet_mlflows_log_of_refusals() -> None:
-    logger = logging.getLogger(_MLFLOW_SQL_LOGGER)
-    if not any(isinstance(f, _DropFileSystemRefusals) for f in logger.filters):
-        logger.addFilter(_DropFileSystemRefusals())
 
 
 def check_configured_store(root: Path | None = None, create: bool = False) -> None:
