@@ -1,15 +1,19 @@
 """A Dask worker's warm-up (a Dask preload: ``dask worker ... --preload flows.dask_warmup``; the
 flows' own local clusters load it): a fresh worker process imports what a customer's task needs
 (torch, Prefect, MLflow, onnx, onnxruntime, metagan) and pays MLflow's once-a-process cost of
-logging a model in a background thread as it starts, while the flow is still planning the work,
-instead of on its first customer. The worker joins the cluster at once; a task that arrives
-first waits only for the imports it shares (Python's import locks), and a failed warm-up is
-logged and changes nothing (the task pays as before)."""
+logging a model as it starts, instead of on its first customer. A failed warm-up is logged and
+changes nothing (the task pays as before).
+
+The worker joins the cluster when its warm-up is done, never during it: a task that arrived while
+the warm-up thread was importing imported the same packages from another thread, and Python's
+import locks then broke the cycle by raising ``_DeadlockError`` in one of them (seen on every
+worker of a 1,000-customer night, where Prefect happened to catch it; in a task it would fail the
+customer). The event loop stays free meanwhile (the import runs in a thread the loop awaits)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import threading
 import time
 
 # Dask's own logger for preloads: a worker's log shows it beside "Run preload setup" (Dask
@@ -36,6 +40,6 @@ def _warm_up_logged() -> None:
         logger.warning("flows.dask_warmup: worker warm-up failed", exc_info=True)
 
 
-def dask_setup(worker) -> None:
-    """Dask's preload hook: start the warm-up beside the worker, not before it."""
-    threading.Thread(target=_warm_up_logged, name="metagan-warm-up", daemon=True).start()
+async def dask_setup(worker) -> None:
+    """Dask's preload hook, awaited before the worker registers with the scheduler."""
+    await asyncio.to_thread(_warm_up_logged)

@@ -1,11 +1,12 @@
-"""A Dask worker's warm-up (flows.dask_warmup): a preload the flows' own clusters load, which never
-delays a worker's start and never fails one."""
+"""A Dask worker's warm-up (flows.dask_warmup): a preload the flows' own clusters load, done before
+the worker takes tasks (never beside one: their imports raced), which never fails a worker."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
-import threading
+import time
 
 from flows import dask_warmup
 from flows.common import local_cluster_kwargs
@@ -25,14 +26,34 @@ def logged(monkeypatch, caplog):
     monkeypatch.setattr(dask_warmup.logger, "handlers", [caplog.handler])
 
 
-def test_the_warm_up_prepares_model_logging_in_a_thread_of_its_own(monkeypatch, caplog):
+def test_the_warm_up_is_done_before_the_worker_joins_and_leaves_its_event_loop_free(monkeypatch, caplog):
+    """Dask awaits an async dask_setup before the worker registers with the scheduler, so no task
+    imports beside the warm-up; the import runs in a thread, so the worker's loop keeps answering."""
     logged(monkeypatch, caplog)
-    before = set(threading.enumerate())
-    dask_warmup.dask_setup(worker=None)  # returns at once: the worker joins the cluster without waiting
-    started = [t for t in threading.enumerate() if t not in before and t.name == "metagan-warm-up"]
-    assert started and started[0].daemon
-    started[0].join(timeout=120)
-    assert "worker warmed up in" in caplog.text
+    monkeypatch.setattr(dask_warmup, "warm_up", lambda: time.sleep(0.3) or 0.3)
+    ticks = []
+
+    async def worker_start():
+        async def loop_work():
+            while True:
+                ticks.append(time.perf_counter())
+                await asyncio.sleep(0.02)
+
+        beside = asyncio.create_task(loop_work())
+        await dask_warmup.dask_setup(worker=None)
+        beside.cancel()
+
+    asyncio.run(worker_start())
+    assert "worker warmed up in 0.3 s" in caplog.text
+    assert len(ticks) >= 5  # the loop ran while the warm-up slept
+
+
+def test_the_real_warm_up_imports_what_a_task_needs(monkeypatch, caplog):
+    logged(monkeypatch, caplog)
+    assert dask_warmup.warm_up() >= 0
+    import sys
+
+    assert "flows.adapt_customers" in sys.modules and "onnxruntime" in sys.modules
 
 
 def test_a_failed_warm_up_is_logged_and_leaves_the_worker_alone(monkeypatch, caplog):
