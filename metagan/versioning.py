@@ -67,7 +67,7 @@ def _dvc(root: Path, operation: str) -> Iterator[Repo]:
     for log in loggers:
         log.addHandler(collect)
     try:
-        with Repo(str(root)) as repo:
+        with _no_dvc_info(), Repo(str(root)) as repo:
             # no "To track the changes with git, run: git add data.dvc" after every add: the data
             # version is recorded by the flows (and printed by `metagan ingest`), and nobody reads it
             repo.scm_context.quiet = True
@@ -82,6 +82,17 @@ def _dvc(root: Path, operation: str) -> Iterator[Repo]:
     finally:
         for log in loggers:
             log.removeHandler(collect)
+
+
+@contextlib.contextmanager
+def _no_dvc_info() -> Iterator[None]:
+    """DVC's INFO messages ("Initialized DVC repository.") left out: importing dvc gives its loggers
+    handlers that print them on standard output, where a command's result goes (`metagan pipeline`'s
+    JSON); its warnings and errors still reach :class:`_Collect` and the console."""
+    from dvc.logger import set_loggers_level
+
+    with set_loggers_level(logging.WARNING):
+        yield
 
 
 def _remote_client_errors() -> tuple[type[BaseException], ...]:
@@ -209,7 +220,8 @@ def ensure_dvc_repo(
     if fresh:
         git_root = _git_root(root)
         try:
-            Repo.init(str(root), no_scm=git_root is None, subdir=git_root not in (None, root)).close()
+            with _no_dvc_info():
+                Repo.init(str(root), no_scm=git_root is None, subdir=git_root not in (None, root)).close()
         except DvcException as exc:
             raise DvcError(f"`dvc init` failed in {root}: {exc}") from exc
 

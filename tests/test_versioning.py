@@ -1,5 +1,6 @@
 """Data versioning through DVC, each test in a throwaway git repo with a tiny data/ folder."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -82,6 +83,19 @@ def test_ensure_dvc_repo_without_git_uses_no_scm(tmp_path, monkeypatch):
     ensure_dvc_repo(root, str(tmp_path / "remote"))
     assert "no_scm = True" in (root / ".dvc/config").read_text()
     assert f"url = {tmp_path / 'remote'}" in (root / ".dvc/config").read_text()
+
+
+def test_dvc_prints_nothing_on_standard_output(tmp_path):
+    """`metagan pipeline` prints its JSON summary on stdout: DVC's own "Initialized DVC
+    repository." (its loggers print INFO there) came before it in a fresh project folder."""
+    root = tmp_path / "fresh"
+    (root / "data").mkdir(parents=True)
+    (root / "data/a.txt").write_text("a")
+    code = ("import sys; from pathlib import Path; from metagan.versioning import ensure_dvc_repo, track; "
+            "root = Path(sys.argv[1]); ensure_dvc_repo(root, '../remote'); track(root)")
+    done = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True,
+                          env={**os.environ, "DVC_SITE_CACHE_DIR": str(tmp_path / "dvc-site")})
+    assert done.stdout == "" and (root / ".dvc").is_dir() and (root / "data.dvc").is_file()
 
 
 def test_track_version_changes_exactly_when_data_changes(repo):
