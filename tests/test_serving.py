@@ -129,6 +129,7 @@ def test_generate_serves_production_and_previews_candidate_version_and_file(acme
     named_like_the_customer.write_bytes(Path(acme["2"]).read_bytes())
     assert main(["generate", "--model", str(named_like_the_customer), "--count", "5", "--out", str(out),
                  "--seed", "3"]) == 0
+    assert f"of the local file {named_like_the_customer} to {out / '_previews' / 'acme-local'}" in capsys.readouterr().out
     candidate = sample_onnx(acme["2"], 5, seed=3)
     for folder in ("_previews/acme-candidate", "_previews/acme-v2", "_previews/acme-local"):
         assert np.array_equal(images(out / folder)[..., None], candidate), folder

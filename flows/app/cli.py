@@ -185,7 +185,8 @@ def cmd_generate(args, params: Params) -> int:
     manifest = run_batch_job(model.onnx, count, f"{out.rstrip('/')}/{folder}", args.seed, model.describe(),
                              progress=done, layout=args.format or "png",
                              lock=None if args.model is not None else customer_locker(params))
-    served = f"{model.name} v{model.version}" + (f" ({model.alias})" if model.alias else "")
+    served = f"the local file {args.model}" if args.model is not None else \
+        f"{model.name} v{model.version}" + (f" ({model.alias})" if model.alias else "")
     images = f"shard {manifest['shard']}, " if manifest.get("shard") else ""
     print(f"wrote {manifest['count']} images of {served} to {manifest['location']} "
           f"({images}contact sheet {manifest['contact_sheet']}, gallery {manifest['gallery']})")
@@ -502,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = command("generate", "draw images from a customer's model with onnxruntime: PNGs, a contact sheet, "
                 "index.html and manifest.json in OUT/ID/", cmd_generate)
-    g.add_argument("--customer", metavar="ID", help="the customer's id (required unless --model)")
+    g.add_argument("--customer", metavar="ID", help="the customer's id (required unless --model or --all)")
     g.add_argument("--count", type=_count, metavar="N",
                    help="number of images (default: params.yaml's schedules.generate_count)")
     g.add_argument("--out", metavar="DIR", help="a folder or s3://bucket/prefix (default: params.yaml's "
@@ -515,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--version", type=_positive_whole, metavar="N",
                        help="a registered version by number, whatever its alias (images in OUT/_previews/ID-vN/)")
     which.add_argument("--model", metavar="FILE", help="a local .onnx file instead of the registry "
-                       "(images in OUT/_previews/<file name>-local/)")
+                       "(images in OUT/_previews/NAME-local/ for NAME.onnx)")
     which.add_argument("--all", action="store_true", help="the nightly batch job once: every customer due (production "
                        "changed since its last batch, or its cadence came round), one batch each in OUT/ID/")
     g.add_argument("--format", choices=["png", "shard"], help="loose PNGs, or one shard (images.tar: PNG + JSON per "
