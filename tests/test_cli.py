@@ -95,6 +95,18 @@ def test_every_user_mistake_gets_one_line_and_its_exit_code(capsys, monkeypatch,
     assert "Traceback" not in err[0]
 
 
+def test_deploy_without_a_prefect_server_is_bad_input(capsys, tmp_path, monkeypatch):
+    """Without one it registered the deployments with Prefect's private server (in ~/.prefect, where
+    no worker looks, and where `metagan serve` then refused to serve them) and exited 0."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with temporary_settings(updates={PREFECT_API_URL: None}):
+        rc, err = run(capsys, "deploy", "--customers", str(tmp_path))
+    assert rc == ExitCode.BAD_INPUT
+    assert len(err) == 1 and "set PREFECT_API_URL=http://HOST:4200/api" in err[0]
+
+
 def test_a_wrong_params_path_is_an_error_not_the_defaults(tmp_path):
     from metagan.config import ConfigError, load_params
 

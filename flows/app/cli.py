@@ -352,8 +352,13 @@ def cmd_serve(args, params: Params) -> int:
 
 
 def cmd_deploy(args, params: Params) -> int:
+    from prefect.settings import PREFECT_API_URL
+
     from flows.serve import deploy_to_pools
 
+    if not PREFECT_API_URL.value():  # Prefect's private server would take them (in ~/.prefect), for no worker
+        raise BadInput("metagan deploy registers the deployments with a Prefect server: set PREFECT_API_URL="
+                       "http://HOST:4200/api (or `prefect config set`); `metagan serve` runs them without one")
     for name, pool in deploy_to_pools(str(Path(args.customers).resolve()), args.params, args.cpu_pool,
                                       args.gpu_pool).items():
         print(f"  {name} -> work pool {pool}")
