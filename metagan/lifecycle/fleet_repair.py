@@ -2,7 +2,8 @@
 
 What the registry says of each customer, from two paginated listings (registered models with
 their aliases and tags; versions with their tags): the production version and its file and
-checksum, whether a batch was drawn from it (its ``last_batch_created`` tag) and when, the
+checksum, whether the customer's last batch was drawn from it (its ``last_batch_created`` tag, the
+newest of the customer's versions) and when, the
 customer's own cadence (the model's ``batch_every_hours`` tag) and the uploads its newest version
 was adapted from. A row that disagrees on any of these is rewritten from the registry; its
 watermark is recomputed (due at once when production has not been drawn from); what only
@@ -70,6 +71,11 @@ def expected_rows(default_every_s: int, now: float) -> dict[str, CustomerRow]:
             rows[cid] = CustomerRow(cid, every_s=every, adapted_hash=adapted)
             continue
         drawn_at = _created(prod.tags.get("last_batch_created"))
+        last = max((_created(v.tags.get("last_batch_created")) or 0.0 for v in mine.values()), default=0.0)
+        if drawn_at is not None and drawn_at < last:
+            # another version's batch came after it (production rolled back to an older version):
+            # the customer's last batch is not of production, so it is due, as the night rules
+            drawn_at = None
         rows[cid] = CustomerRow(
             cid, str(prod.version), prod.tags.get(model_versions.ONNX_FILE_TAG), prod.tags.get(model_versions.ONNX_SHA256_TAG),
             batch_version=str(prod.version) if drawn_at is not None else None, batch_at=drawn_at,

@@ -88,13 +88,17 @@ def test_the_night_draws_each_customer_due_once_as_a_shard_and_records_it(fleet)
     assert generate(params, count=5) == []
 
 
-def test_a_promotion_or_a_rollback_makes_only_that_customer_due(fleet):
-    _, params, (logged, run_id) = fleet
+def test_a_promotion_or_a_rollback_makes_only_that_customer_due(fleet, capsys):
+    root, params, (logged, run_id) = fleet
     generate(params, count=2)
     candidate("c1", logged, run_id)
     registry.promote_all(GATE, ["c1"])
     assert drawn(generate(params, count=2)) == ["c1"]
     registry.rollback("c1")
+    # version 1 had a batch, but version 2's came after it: doctor must not repair c1 to "drawn"
+    # (it did, and the night left version 2's images in the folder of a version 1 customer)
+    assert main(["--project", str(root), "doctor"]) == 0
+    assert "agrees with the registry" in capsys.readouterr().out
     assert drawn(generate(params, count=2)) == ["c1"]  # production is version 1 again: drawn from it again
     assert generate(params, count=2) == []
 
