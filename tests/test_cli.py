@@ -24,8 +24,16 @@ def run(capsys, *argv: str) -> tuple[int, list[str]]:
 
 
 def test_version(capsys):
+    import tomllib
+    from pathlib import Path
+
+    import metagan
+
     assert main(["--version"]) == 0
-    assert capsys.readouterr().out.startswith("metagan 0.")
+    assert capsys.readouterr().out == f"metagan {metagan.__version__}\n"
+    # one home: the package's version is read from metagan.__version__, not written twice
+    project = tomllib.loads((Path(metagan.__file__).parents[1] / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
 
 
 def test_every_flag_of_every_command_is_documented_with_its_default():

@@ -581,14 +581,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    """The version of the code that runs (pyproject.toml reads it from there too); not the installed
+    distribution's, which is another metagan when a checkout runs with ``PYTHONPATH`` or ``-m``."""
+    from metagan import __version__
 
-    try:
-        return version("metagan")
-    except PackageNotFoundError:
-        from metagan import __version__
-
-        return __version__
+    return __version__
 
 
 def _overrides(**sections: dict) -> dict:
