@@ -33,6 +33,7 @@ from metagan.data import (
     to_uint8,
     write_omniglot_subset,
 )
+from metagan.errors import BadInput
 
 REAL_NPZ = Path(__file__).resolve().parents[1] / "../shared/data/omniglot/images_background.npz"
 SAMPLE_NPZ = Path(__file__).resolve().parents[1] / "metagan/sample_data/omniglot_sample.npz"
@@ -141,7 +142,7 @@ def test_split_by_group_keeps_val_unseen(ds):
     for _ in range(20):
         seen |= set(sampler.sample_with_classes(3)[1].tolist())
     assert seen and not seen & set(val.tolist())
-    with pytest.raises(ValueError, match="'nope'"):
+    with pytest.raises(BadInput, match="'nope'.*set data.val_groups"):  # the settings', exit 3, not a bug's 70
         split_classes(ds, ["nope"])
 
 
@@ -330,6 +331,17 @@ def test_read_source_errors(tmp_path):
     (tmp_path / "data.csv").write_text("a,b")
     with pytest.raises(ValueError, match="unsupported dataset source"):
         read_source(tmp_path / "data.csv")
+
+
+def test_a_source_that_is_no_npz_is_bad_input(tmp_path):
+    """`metagan ingest --source notes.npz` (a text file) ended in numpy's ValueError: exit 70."""
+    for name, data in (("text.npz", b"junk\n"), ("zip.npz", b"PK\x03\x04 truncated"), ("empty.npz", b"")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(BadInput, match="is not an Omniglot npz"):
+            read_omniglot_npz(tmp_path / name)
+    np.savez(tmp_path / "other.npz", x=np.zeros(2))
+    with pytest.raises(BadInput, match="expected arrays 'images' and 'labels'"):
+        read_omniglot_npz(tmp_path / "other.npz")
 
 
 def test_omniglot_npz_subset_round_trip(tmp_path):

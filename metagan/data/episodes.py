@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from metagan.errors import BadInput
+
 from .images import to_tensor
 from .shards import TaskDataset
 
@@ -23,10 +25,10 @@ def split_classes(ds: TaskDataset, val_groups: Sequence[str]) -> tuple[np.ndarra
     """(train class ids, val class ids): classes whose group is in ``val_groups`` go to val."""
     known = set(ds.class_groups)
     unknown = [g for g in val_groups if g not in known]
-    if unknown:
-        raise ValueError(
+    if unknown:  # the settings do not fit the dataset: the user's to change, not a bug
+        raise BadInput(
             f"validation group(s) {unknown} not in the dataset; it has {len(known)} groups: "
-            f"{_preview(sorted(known))}"
+            f"{_preview(sorted(known))} (set data.val_groups and data.tune_groups in params.yaml to some of them)"
         )
     val = set(val_groups)
     is_val = np.array([g in val for g in ds.class_groups], dtype=bool)

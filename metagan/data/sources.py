@@ -23,6 +23,7 @@ from typing import Literal, Union
 import numpy as np
 
 from .images import DEFAULT_MAX_PIXELS, ImageError, load_image, load_image_bytes, preprocess_array
+from metagan.errors import BadInput
 from metagan.files import move_into_place, save_npz, sha256_file, write_text
 
 log = logging.getLogger(__name__)
@@ -116,10 +117,15 @@ def read_omniglot_npz(
     else:
         alphabets = _read_alphabets(Path(alphabets_json))
 
-    with np.load(path, allow_pickle=False) as npz:
-        if "images" not in npz.files or "labels" not in npz.files:
-            raise ValueError(f"{path}: expected arrays 'images' and 'labels', found {npz.files}")
-        labels = npz["labels"]
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if "images" not in npz.files or "labels" not in npz.files:
+                raise BadInput(f"{path}: expected arrays 'images' and 'labels', found {npz.files}")
+            labels = npz["labels"]
+    except BadInput:
+        raise
+    except (ValueError, EOFError, zipfile.BadZipFile):  # numpy's words for "no .npz" (a text file: "pickled data")
+        raise BadInput(f"{path} is not an Omniglot npz (a numpy .npz of arrays 'images' and 'labels')") from None
     names = _character_names(path, labels, alphabets)
     # Checks above run at call time; the generator below reads images lazily.
     return _iter_npz_classes(path, names)
