@@ -333,8 +333,9 @@ def test_read_source_errors(tmp_path):
         read_source(tmp_path / "data.csv")
 
 
-def test_a_source_that_is_no_npz_is_bad_input(tmp_path):
-    """`metagan ingest --source notes.npz` (a text file) ended in numpy's ValueError: exit 70."""
+def test_a_source_that_is_not_what_it_should_be_is_bad_input(tmp_path):
+    """`metagan ingest --source notes.npz` (a text file), a zip that is none, a folder without images
+    ended in a ValueError: exit 70, "a bug"."""
     for name, data in (("text.npz", b"junk\n"), ("zip.npz", b"PK\x03\x04 truncated"), ("empty.npz", b"")):
         (tmp_path / name).write_bytes(data)
         with pytest.raises(BadInput, match="is not an Omniglot npz"):
@@ -342,6 +343,13 @@ def test_a_source_that_is_no_npz_is_bad_input(tmp_path):
     np.savez(tmp_path / "other.npz", x=np.zeros(2))
     with pytest.raises(BadInput, match="expected arrays 'images' and 'labels'"):
         read_omniglot_npz(tmp_path / "other.npz")
+    (tmp_path / "junk.zip").write_bytes(b"junk")
+    (tmp_path / "no-images" / "a").mkdir(parents=True)
+    (tmp_path / "notes.txt").write_text("x")
+    for source, says in (("junk.zip", "not a zip file"), ("no-images", "no class folders with images"),
+                         ("notes.txt", "unsupported dataset source")):
+        with pytest.raises(BadInput, match=says):
+            list(read_source(tmp_path / source))
 
 
 def test_omniglot_npz_subset_round_trip(tmp_path):

@@ -4,6 +4,7 @@ Every reader yields :class:`ClassImages` one class at a time, so a large dataset
 in memory whole; :func:`metagan.data.shards.pack_shards` consumes them. Images stay in their
 raw form (in-memory arrays, file paths, or encoded bytes) until :meth:`ClassImages.load`
 decodes and preprocesses them, which keeps all decoding in one place (``images.py``).
+A source that is not what it should be raises :class:`~metagan.errors.BadInput` (a ValueError).
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ def _iter_npz_classes(path: Path, names: list[tuple[str, str]]) -> Iterator[Clas
     with zipfile.ZipFile(path) as zf:
         for row in _iter_npy_rows(zf, "images.npy", path):
             if row.ndim != 3 or n_rows >= len(names):
-                raise ValueError(
+                raise BadInput(
                     f"{path}: images must be (n_chars, n_drawers, H, W) with one row per "
                     f"labels row ({len(names)}); got rows of shape {row.shape}, row {n_rows}"
                 )
@@ -144,7 +145,7 @@ def _iter_npz_classes(path: Path, names: list[tuple[str, str]]) -> Iterator[Clas
             n_rows += 1
             yield ClassImages(name=name, group=group, images=list(row))
     if n_rows != len(names):
-        raise ValueError(f"{path}: {n_rows} image rows but {len(names)} label rows")
+        raise BadInput(f"{path}: {n_rows} image rows but {len(names)} label rows")
 
 
 def _read_alphabets(path: Path) -> dict[str, tuple[int, int]]:
@@ -152,13 +153,13 @@ def _read_alphabets(path: Path) -> dict[str, tuple[int, int]]:
         raise FileNotFoundError(f"alphabets file not found: {path}")
     raw = json.loads(path.read_text())
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a mapping alphabet -> [first, last]")
+        raise BadInput(f"{path}: expected a mapping alphabet -> [first, last]")
     out = {}
     for name, rng in raw.items():
         if not (isinstance(rng, list) and len(rng) == 2 and all(isinstance(v, int) for v in rng)):
-            raise ValueError(f"{path}: alphabet {name!r} must map to [first, last], got {rng!r}")
+            raise BadInput(f"{path}: alphabet {name!r} must map to [first, last], got {rng!r}")
         if rng[0] > rng[1] or rng[0] < 0:
-            raise ValueError(f"{path}: alphabet {name!r} has an invalid range {rng}")
+            raise BadInput(f"{path}: alphabet {name!r} has an invalid range {rng}")
         out[name] = (rng[0], rng[1])
     return out
 
@@ -168,15 +169,15 @@ def _character_names(
 ) -> list[tuple[str, str]]:
     """(class name, group) for every row of ``labels``."""
     if labels.ndim != 2:
-        raise ValueError(f"{path}: labels must be (n_chars, n_drawers), got shape {labels.shape}")
+        raise BadInput(f"{path}: labels must be (n_chars, n_drawers), got shape {labels.shape}")
     char_ids = labels[:, 0].astype(np.int64)
     if not (labels == char_ids[:, None]).all():
-        raise ValueError(f"{path}: each row of labels must hold one character index")
+        raise BadInput(f"{path}: each row of labels must hold one character index")
     owner: dict[int, tuple[str, int]] = {}
     for alphabet, (first, last) in (alphabets or {}).items():
         for c in range(first, last + 1):
             if c in owner:
-                raise ValueError(f"alphabets overlap: character {c} is in {owner[c][0]!r} and {alphabet!r}")
+                raise BadInput(f"alphabets overlap: character {c} is in {owner[c][0]!r} and {alphabet!r}")
             owner[c] = (alphabet, c - first)
     names = []
     for c in char_ids.tolist():
@@ -184,7 +185,7 @@ def _character_names(
             name = f"character{c + 1:04d}"
             names.append((name, name))
         elif c not in owner:
-            raise ValueError(f"{path}: character index {c} is not covered by any alphabet in alphabets.json")
+            raise BadInput(f"{path}: character index {c} is not covered by any alphabet in alphabets.json")
         else:
             alphabet, k = owner[c]
             names.append((f"{alphabet}/character{k + 1:02d}", alphabet))
@@ -196,7 +197,7 @@ def _iter_npy_rows(zf: zipfile.ZipFile, member: str, path: Path) -> Iterator[np.
     try:
         fp = zf.open(member)
     except KeyError:
-        raise ValueError(f"{path}: no {member} inside the npz") from None
+        raise BadInput(f"{path}: no {member} inside the npz") from None
     with fp:
         version = np.lib.format.read_magic(fp)
         if version == (1, 0):
@@ -204,7 +205,7 @@ def _iter_npy_rows(zf: zipfile.ZipFile, member: str, path: Path) -> Iterator[np.
         else:
             shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
         if dtype.hasobject:
-            raise ValueError(f"{path}: {member} holds Python objects; refusing to unpickle")
+            raise BadInput(f"{path}: {member} holds Python objects; refusing to unpickle")
         if fortran or len(shape) < 2:
             # Rare layouts: fall back to reading the whole array.
             with zf.open(member) as again:
@@ -216,7 +217,7 @@ def _iter_npy_rows(zf: zipfile.ZipFile, member: str, path: Path) -> Iterator[np.
         for i in range(shape[0]):
             buf = fp.read(row_bytes)
             if len(buf) != row_bytes:
-                raise ValueError(f"{path}: {member} is truncated at row {i}")
+                raise BadInput(f"{path}: {member} is truncated at row {i}")
             yield np.frombuffer(buf, dtype=dtype).reshape(row_shape)
 
 
@@ -232,9 +233,9 @@ def write_omniglot_subset(
     ranges = _read_alphabets(src_npz.with_name("alphabets.json"))
     missing = [a for a in alphabets if a not in ranges]
     if missing:
-        raise ValueError(f"unknown alphabet(s) {missing}; {src_npz} has {sorted(ranges)}")
+        raise BadInput(f"unknown alphabet(s) {missing}; {src_npz} has {sorted(ranges)}")
     if len(set(alphabets)) != len(alphabets):
-        raise ValueError(f"alphabets listed twice: {list(alphabets)}")
+        raise BadInput(f"alphabets listed twice: {list(alphabets)}")
 
     with np.load(src_npz, allow_pickle=False) as npz:
         images, labels = npz["images"], npz["labels"]
@@ -268,7 +269,7 @@ def read_omniglot_zip(path: str | Path, on_error: OnError = "raise") -> Iterator
     if not path.is_file():
         raise FileNotFoundError(f"Omniglot zip not found: {path}")
     if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path}: not a zip file")
+        raise BadInput(f"{path}: not a zip file")
     return _iter_zip_classes(path, on_error)
 
 
@@ -283,7 +284,7 @@ def _iter_zip_classes(path: Path, on_error: OnError) -> Iterator[ClassImages]:
                 continue  # e.g. a README at the top of the archive
             by_class.setdefault((parts[-3], parts[-2]), []).append(info)
         if not by_class:
-            raise ValueError(f"{path}: no <Alphabet>/<character>/<image> entries found")
+            raise BadInput(f"{path}: no <Alphabet>/<character>/<image> entries found")
         for (alphabet, character) in sorted(by_class):
             infos = sorted(by_class[(alphabet, character)], key=lambda i: i.filename)
             items: list[ImageItem] = []
@@ -339,7 +340,7 @@ def _iter_folder_classes(root: Path, on_error: OnError) -> Iterator[ClassImages]
                 found = True
                 yield ClassImages(folder.name, folder.name, files, on_error)
     if not found:
-        raise ValueError(f"{root}: no class folders with images (expected <root>/<class>/<images>)")
+        raise BadInput(f"{root}: no class folders with images (expected <root>/<class>/<images>)")
 
 
 def _visible_children(folder: Path) -> list[Path]:
@@ -369,7 +370,7 @@ def read_source(path: str | Path, on_error: OnError = "raise") -> Iterator[Class
         return read_omniglot_npz(path)
     if suffix == ".zip":
         return read_omniglot_zip(path, on_error)
-    raise ValueError(
+    raise BadInput(
         f"{path}: unsupported dataset source; expected an Omniglot .npz, an Omniglot .zip "
         "or a folder of class sub-folders"
     )
@@ -390,12 +391,12 @@ def download_omniglot(
     """
     scheme = urllib.parse.urlparse(url).scheme
     if scheme not in ("https", "http", "file"):
-        raise ValueError(f"unsupported URL scheme {scheme!r} in {url}; use https, http or file")
+        raise BadInput(f"unsupported URL scheme {scheme!r} in {url}; use https, http or file")
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
     if not name:
-        raise ValueError(f"cannot tell a file name from URL {url}")
+        raise BadInput(f"cannot tell a file name from URL {url}")
     dest = dest_dir / name
 
     if dest.is_file() and (sha256 is None or sha256_file(dest) == sha256.lower()):
@@ -411,9 +412,9 @@ def download_omniglot(
                 out.write(chunk)
         got = digest.hexdigest()
         if sha256 is not None and got != sha256.lower():
-            raise ValueError(f"checksum mismatch for {url}: expected sha256 {sha256.lower()}, got {got}")
+            raise BadInput(f"checksum mismatch for {url}: expected sha256 {sha256.lower()}, got {got}")
         if not zipfile.is_zipfile(tmp):
-            raise ValueError(f"{url} did not return a zip file (an error page or a moved file?)")
+            raise BadInput(f"{url} did not return a zip file (an error page or a moved file?)")
         move_into_place(tmp, dest)  # complete and verified, or not there at all
     log.info("downloaded %s -> %s", url, dest)
     return dest
