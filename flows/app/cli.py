@@ -467,7 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="metagan", formatter_class=_Help,
                 description="Few-shot image generation with meta-learned GANs.",
                 epilog="exit codes: 0 done, 1 partial (some customers failed, were rejected or refused by the gate), "
-                       "2 usage error, 3 bad input, 4 service unavailable, 5 damaged state, 6 file system, 70 internal error")
+                       "2 usage error, 3 bad input, 4 service unavailable, 5 damaged state, 6 file system, 70 internal error, "
+                       "130 interrupted (Ctrl-C), 141 the output's reader went away")
     p.add_argument("--version", action="version", version=f"metagan {_version()}")
     _global_options(p, here=True)
     common = _Parser(add_help=False)
