@@ -7,6 +7,7 @@ lists the rejected files with reasons. The folder is versioned with DVC together
 
 from __future__ import annotations
 
+import logging
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,8 @@ import numpy as np
 
 from metagan.files import save_npz, write_json
 from metagan.uploads import CustomerUploads, UploadError, folder_signature, load_customer_uploads, validate_customer_id
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,6 +52,10 @@ def ingest_customer(folder: str | Path, dest_root: str | Path, size: int, channe
     except OSError as e:
         return IngestResult(folder.name, ok=False, error=f"customer {folder.name!r}: cannot read {folder}: "
                                                         f"{e.strerror or e}")
+    except Exception as e:  # noqa: BLE001 (a bug met by one customer's uploads fails that customer alone)
+        log.info("customer %r: ingestion failed", folder.name, exc_info=True)  # its traceback, for -v
+        return IngestResult(folder.name, ok=False, error=f"customer {folder.name!r}: ingestion failed "
+                                                        f"({type(e).__name__}: {e}); the others went on")
     dest = Path(dest_root) / up.customer_id
     try:
         dest.mkdir(parents=True, exist_ok=True)

@@ -114,6 +114,9 @@ def decode_image(fp: BinaryIO, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) 
         # Truncated or corrupt data: Pillow raises OSError ("image file is truncated"),
         # SyntaxError (broken PNG chunks) or ValueError depending on the decoder.
         raise ImageError(name, f"truncated or corrupt image data ({type(e).__name__}: {e})") from None
+    except Exception as e:  # noqa: BLE001 (untrusted bytes: a decoder may raise anything, IndexError, struct.error...)
+        # a failure no one listed above is still this file's, never every customer's
+        raise ImageError(name, f"the image decoder failed on it ({type(e).__name__}: {e})") from None
 
 
 def _to_gray_or_rgb(im: Image.Image, name: str) -> np.ndarray:

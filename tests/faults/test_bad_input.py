@@ -317,3 +317,51 @@ def test_bad_params_yaml_fails_before_any_work(tmp_path, uploads, text, message,
         from flows.common import load
 
         load(str(bad))
+
+
+def test_a_decoder_failing_as_no_one_listed_rejects_that_file_alone(uploads, params, monkeypatch):
+    """Guarantee: untrusted bytes may make a decoder raise anything (IndexError, struct.error...);
+    such a failure rejects the file, with its reason, never its customer or the others (a probe's
+    DDS texture raised NotImplementedError, which ended every customer's ingestion, exit 70)."""
+    from PIL import ImageOps
+
+    real = ImageOps.exif_transpose
+
+    def odd_decoder(im, *args, **kwargs):
+        if im.size == (41, 41):  # odd.png's
+            raise IndexError("tuple index out of range")
+        return real(im, *args, **kwargs)
+
+    monkeypatch.setattr(ImageOps, "exif_transpose", odd_decoder)
+    c = uploads / "mixed"
+    c.mkdir()
+    Image.fromarray(drawing(0)).save(c / "good.png")
+    Image.fromarray(drawing(30, size=41)).save(c / "odd.png")
+    results = ingest_all(uploads, params)
+    assert_good_customers_ingested(results, params)
+    assert results["mixed"].ok and results["mixed"].shots == 1
+    assert dict(results["mixed"].rejected)["odd.png"] == ("the image decoder failed on it "
+                                                          "(IndexError: tuple index out of range)")
+
+
+def test_a_bug_met_by_one_customers_uploads_fails_that_customer_alone(uploads, params, monkeypatch):
+    """Guarantee: whatever goes wrong ingesting one customer (a bug included) fails that customer
+    alone, naming what went wrong; the others are ingested (only upload and file-system errors were
+    caught per customer: anything else stopped every customer's ingestion)."""
+    import metagan.customers
+
+    real = metagan.customers.load_customer_uploads
+
+    def buggy(folder, *args, **kwargs):
+        if folder.name == "unlucky":
+            raise ZeroDivisionError("division by zero")
+        return real(folder, *args, **kwargs)
+
+    monkeypatch.setattr(metagan.customers, "load_customer_uploads", buggy)
+    (uploads / "unlucky").mkdir()
+    Image.fromarray(drawing(0)).save(uploads / "unlucky" / "a.png")
+    results = ingest_all(uploads, params)
+    assert_good_customers_ingested(results, params)
+    assert not results["unlucky"].ok
+    assert results["unlucky"].error == ("customer 'unlucky': ingestion failed (ZeroDivisionError: division by zero); "
+                                        "the others went on")
