@@ -183,8 +183,21 @@ def test_pack_is_deterministic_and_replaces_old_pack(tmp_path):
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="refusing to replace"):
+    with pytest.raises(BadInput, match="refusing to replace"):  # the settings' mistake (exit 3), not a bug (70)
         pack_shards(synthetic_classes(), other, SIZE, 1)
+
+
+def test_a_source_the_packer_cannot_use_is_bad_input(tmp_path):
+    """Two classes of one name, or no image in any class: the source's fault, exit 3 (a plain
+    ValueError was exit 70, "a bug")."""
+    twice = synthetic_classes(n_groups=1, per_group=1) * 2
+    with pytest.raises(BadInput, match="duplicate class name 'g0/c0'"):
+        pack_shards(twice, tmp_path / "a", SIZE, 1)
+    with pytest.raises(BadInput, match="no images to pack"):
+        pack_shards(synthetic_classes(n_images=0), tmp_path / "b", SIZE, 1)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BadInput, match="exists and is not a folder"):
+        pack_shards(synthetic_classes(), tmp_path / "file", SIZE, 1)
 
 
 def test_corrupted_shard_names_the_shard(tmp_path):

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from metagan.errors import Damaged
+from metagan.errors import BadInput, Damaged
 from metagan.files import save_npz, sha256_file
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def pack_shards(
         seen: set[str] = set()
         for cls in classes:
             if cls.name in seen:
-                raise ValueError(f"duplicate class name {cls.name!r} in the source")
+                raise BadInput(f"duplicate class name {cls.name!r} in the source: two classes of one name would be one")
             seen.add(cls.name)
             images = cls.load(size, channels)
             if len(images) == 0:
@@ -151,7 +151,7 @@ def pack_shards(
         if n_pending:
             write_shard(n_pending)
         if not class_entries:
-            raise ValueError(f"no images to pack from source {source!r}")
+            raise BadInput(f"no images to pack from source {source!r}")
 
         manifest = {
             "format": FORMAT,
@@ -193,10 +193,10 @@ def _check_replaceable(out_dir: Path) -> None:
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
-        raise ValueError(f"{out_dir} exists and is not a folder")
+        raise BadInput(f"{out_dir} exists and is not a folder (data.packed_dir)")
     entries = list(out_dir.iterdir())
     if entries and not (out_dir / MANIFEST).is_file() and not shards_without_manifest(out_dir):
-        raise ValueError(
+        raise BadInput(  # someone's files where the packed tasks go: data.packed_dir names the wrong folder
             f"refusing to replace {out_dir}: it is not empty and holds no {MANIFEST} "
             "(it does not look like a packed dataset)"
         )
