@@ -123,23 +123,26 @@ def holding_the_location(out, lock: Locker | None):
 
 
 def files_of(manifest: dict) -> set[str]:
-    """The files a batch's manifest names in its location: the loose images or the shard that holds
-    them, the contact sheet and the gallery."""
-    named = [manifest.get("shard")] if manifest.get("shard") else list(manifest.get("files") or [])
+    """The files a batch's manifest (or the unfinished record, ``{"files": [...]}``) names in its
+    location: the loose images or the shard that holds them, the contact sheet and the gallery."""
+    files = manifest.get("files")
+    named = [manifest.get("shard")] if manifest.get("shard") else list(files) if isinstance(files, list) else []
     named += [manifest.get("contact_sheet"), manifest.get("gallery")]
     return {n for n in named if isinstance(n, str) and _PLAIN_NAME.fullmatch(n)} - {MANIFEST, UNFINISHED}
 
 
-def _named_in(out, relative: str, key: str) -> set[str] | None:
-    """The files ``relative`` (a manifest, or the unfinished record under ``key``) names; None
-    when it is not there. An unreadable one names nothing: a warning, and nothing is removed."""
+def _named_in(out, relative: str) -> set[str] | None:
+    """The files a manifest or the unfinished record at ``relative`` names; None when it is not
+    there. An unreadable one names nothing: a warning, and nothing is removed."""
     data = out.read(relative)
     if data is None:
         return None
     try:
         found = json.loads(data)
-        return files_of(found) if key == "manifest" else files_of({"files": found["files"]})
-    except (ValueError, TypeError, KeyError) as e:
+        if not isinstance(found, dict):
+            raise ValueError(f"a JSON {type(found).__name__}, not an object")
+        return files_of(found)
+    except ValueError as e:  # not JSON (json's error is a ValueError), or not an object
         log.warning("%s/%s is unreadable (%s): the files it names are left in place", out.uri.rstrip("/"),
                     relative, e)
         return set()
@@ -149,9 +152,9 @@ def earlier_batch_files(out) -> set[str]:
     """The files an earlier batch left in ``out``: what its manifest names, or, when there is no
     manifest (a batch killed midway), what the unfinished record names. A record beside a manifest
     is stale (the manifest is written after the removals it records) and is not read."""
-    named = _named_in(out, MANIFEST, "manifest")
+    named = _named_in(out, MANIFEST)
     if named is None:
-        named = _named_in(out, UNFINISHED, "record")
+        named = _named_in(out, UNFINISHED)
     return named or set()
 
 

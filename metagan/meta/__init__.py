@@ -65,8 +65,8 @@ def check_warm_start(params: Params) -> None:
             raise ConfigError(f"meta.init_checkpoint {start}: no such file ({path})")
         try:
             found = load_checkpoint(path, META_FORMAT)
-        except CheckpointError as e:  # torch's own words run to paragraphs: the first line says it
-            raise ConfigError(f"meta.init_checkpoint {start}: {str(e).splitlines()[0]}") from None
+        except CheckpointError as e:  # one line already (load_checkpoint keeps torch's reason short)
+            raise ConfigError(f"meta.init_checkpoint {start}: {e}") from None
         if found.get("method") != params.meta.method:
             raise ConfigError(f"meta.init_checkpoint {start} is a {found.get('method')} model; this run trains "
                               f"{params.meta.method} (set meta.method: {found.get('method')}, or another checkpoint)")
