@@ -75,6 +75,27 @@ def read_version(db: Path, name: str, alias: str | None = None,
     return StoredVersion(name, str(row[0]), tags, row[1] or "", row[2] or "")
 
 
+def model_names(db: Path, prefix: str, name: str | None = None) -> list[str]:
+    """The registered models whose names start with ``prefix`` (only ``name``, when given: whether
+    it is registered), sorted; none when there is no registry yet."""
+    if not db.is_file():
+        return []
+    try:
+        with closing(_connect(db)) as con:
+            if name is not None:
+                rows = con.execute("SELECT DISTINCT name FROM registered_models WHERE name = ?", (name,)).fetchall()
+            else:  # not LIKE: "_" in a prefix would match any character
+                rows = con.execute("SELECT DISTINCT name FROM registered_models WHERE substr(name, 1, ?) = ?",
+                                   (len(prefix), prefix)).fetchall()
+    except sqlite3.OperationalError as e:
+        if "no such" in str(e):  # another MLflow schema, or none: MLflow's client says which
+            raise UnknownLayout(str(e)) from e
+        raise
+    except sqlite3.DatabaseError as e:
+        raise Damaged(f"the registry at {db} is unreadable ({e}); restore it from backup") from None
+    return sorted(r[0] for r in rows if r[0].startswith(prefix))
+
+
 def onnx_file(stored: StoredVersion) -> Path:
     """The ONNX file of an ONNX-flavor version, from its ``MLmodel`` description."""
     import yaml

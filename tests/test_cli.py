@@ -277,6 +277,78 @@ def test_ingest_names_the_uploads_it_left_out_of_a_customer_it_ingested(monkeypa
     assert "  clean: 2 shots\n" in out
 
 
+@pytest.fixture
+def three_customers(tmp_path, monkeypatch):
+    """A project that knows acme (a registered model), beta (shots ingested, no model yet) and, for
+    ingestion, gamma (an upload folder, nothing else)."""
+    from metagan import model_names, store, tracking
+
+    monkeypatch.setenv("METAGAN_PROJECT", str(tmp_path))
+    tracking.create_store()
+    store.client().create_registered_model(model_names.customer_model_name("acme"))
+    (tmp_path / "data" / "customers" / "beta").mkdir(parents=True)
+    (tmp_path / "data" / "customers" / "beta" / "shots.npz").write_bytes(b"shots")
+    (tmp_path / "uploads" / "gamma").mkdir(parents=True)
+    return tmp_path
+
+
+def test_a_customer_the_project_does_not_know_gets_one_message_from_every_command(three_customers, capsys,
+                                                                                   monkeypatch):
+    """A typo'd customer name is "unknown customer", with the names known and the closest, exit 3,
+    before any work, whatever the command: they said four different things (no production model, no
+    candidate to promote, no previous version, no registered model 'metagan-customer-acm'; ingest
+    rejected it as a missing folder, exit 1), none of them "unknown" (probe of 2026-12-06)."""
+    import flows.ingest
+
+    monkeypatch.setattr(flows.ingest, "ingest", lambda *a, **k: pytest.fail("ingested for an unknown customer"))
+    swept = []
+    monkeypatch.setattr("flows.ephemeral.stop_orphaned_servers", lambda: swept.append(1))
+    said = "error: unknown customer 'acm': no uploads or registered model of that name (known: acme, beta{}; " \
+           "did you mean 'acme'?)"
+    for argv in (["generate", "--customer", "acm"], ["generate", "--customer", "acm", "--alias", "candidate"],
+                 ["generate", "--customer", "acm", "--version", "2"], ["promote", "--customer", "acm"],
+                 ["rollback", "--customer", "acm"], ["schedule", "--customer", "acm", "--every", "7d"]):
+        assert run(capsys, *argv) == (ExitCode.BAD_INPUT, [said.format("")]), argv
+    uploads = str(three_customers / "uploads")
+    assert run(capsys, "ingest", "--customers", uploads, "--customer", "gamma", "--customer", "acm") == \
+        (ExitCode.BAD_INPUT, [said.format(", gamma")])
+    assert not swept
+
+
+def test_a_customer_the_project_knows_keeps_what_its_command_says(three_customers, capsys, monkeypatch):
+    """Known without a model (uploads only, or shots ingested) is not unknown: ingesting a new
+    customer's folder goes ahead, and the registry commands say what that customer lacks."""
+    import flows.ingest
+
+    ingested = []
+    monkeypatch.setattr(flows.ingest, "ingest", lambda *a, **k: ingested.append(k["folders"]) or _no_ingestion())
+    assert main(["ingest", "--customers", str(three_customers / "uploads"), "--customer", "gamma",
+                 "--customer", "acme", "--customer", "beta"]) == ExitCode.OK
+    assert ingested == [["gamma", "acme", "beta"]]
+    assert run(capsys, "generate", "--customer", "beta")[1] == [
+        "error: customer 'beta' has no production model (run adapt and promote first)"]
+    assert run(capsys, "schedule", "--customer", "beta", "--every", "7d")[1] == [
+        "error: customer 'beta' has no registered model yet to schedule (metagan adapt registers it)"]
+    assert run(capsys, "rollback", "--customer", "acme")[1] == [
+        "error: customer 'acme' has no previous production version to roll back to"]
+
+
+def _no_ingestion():
+    from flows.ingest import Ingestion
+
+    return Ingestion("d1", 3)
+
+
+def test_the_unknown_customer_message_lists_a_few_names_and_the_closest():
+    from metagan.known_customers import SHOWN, unknown_customer_message
+
+    many = ["acme-corp"] + [f"client-{i:03d}" for i in range(40)]
+    said = unknown_customer_message("acme-crop", many)
+    assert f"(known: {', '.join(many[:SHOWN])} and {41 - SHOWN} more; did you mean 'acme-corp'?)" in said
+    assert "did you mean" not in unknown_customer_message("zzz", many)
+    assert "this project knows no customer yet" in unknown_customer_message("acme", [])
+
+
 def test_adapt_over_a_folder_without_customer_folders_is_bad_input_not_a_quiet_success(monkeypatch, tmp_path):
     """`metagan adapt --customers uploads/alice` (one customer's folder, not their parent) or an empty
     folder adapted nothing, said nothing and exited 0 (probe of 2026-12-06): bad input, naming the

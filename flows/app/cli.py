@@ -56,8 +56,6 @@ def cmd_ingest(args, params: Params) -> int:
     from metagan.uploads import rejection_summary
 
     customers = _existing_dir(args.customers)
-    if args.customer and customers is None:
-        raise Usage("--customer ID names a folder of --customers DIR")
     result = ingest(params, str(customers) if customers else None, args.source, folders=args.customer)
     print(f"data version {result.data_version} ({result.task_classes} task classes)")
     for cid, r in result.customers.items():  # as adapt does: the files left out of a customer served, and why
@@ -664,8 +662,9 @@ def _check_arguments(args) -> None:
                         "or --all (the nightly batch job)")
     if getattr(args, "out", None) == "":  # "" would be the current folder (or, for some, the default)
         raise Usage("--out needs a folder or s3://bucket/prefix")
-    named = getattr(args, "customer", None)
-    for customer in named if isinstance(named, list) else [named] if named is not None else []:
+    if args.command == "ingest" and args.customer and args.customers is None:
+        raise Usage("--customer ID names a folder of --customers DIR")
+    for customer in _named_customers(args):
         validate_customer_id(customer)
     if args.command in ("ingest", "adapt", "pipeline", "serve", "demo"):
         _existing_dir(args.customers)
@@ -675,6 +674,25 @@ def _check_arguments(args) -> None:
         from metagan.lifecycle.fleet import parse_every
 
         parse_every(args.every if isinstance(args.every, str) else "--")
+
+
+def _named_customers(args) -> list[str]:
+    """The customers a command names with ``--customer``."""
+    named = getattr(args, "customer", None)
+    return named if isinstance(named, list) else [named] if named is not None else []
+
+
+def _check_customers_known(args, params: Params) -> None:
+    """Every customer the command names is one the project knows (uploads or a registered model),
+    or the command stops in one line, the same whatever the command (:mod:`metagan.known_customers`)."""
+    named = _named_customers(args)
+    if not named:
+        return
+    from metagan.known_customers import check_known
+
+    uploads = _existing_dir(args.customers) if args.command == "ingest" else None
+    for customer in named:
+        check_known(customer, params.resolve(params.paths.ingested_customers), uploads)
 
 
 def _show_progress(args) -> bool:
@@ -727,12 +745,13 @@ def _run(argv: list[str] | None) -> int:
 
             check_warm_start(params)
         _check_arguments(args)  # a mistake on the command line is reported before any state is looked at
-        _before_a_private_prefect_server(args)  # work follows: the ones killed runs left go first
         if (args.command in NEEDS_REGISTRY and getattr(args, "model", None) is None) \
                 or args.command in MAY_CREATE_REGISTRY:
             from metagan.store import check_configured_store
 
             check_configured_store(create=args.command in MAY_CREATE_REGISTRY)
+        _check_customers_known(args, params)  # a typo'd name, the same whatever the command
+        _before_a_private_prefect_server(args)  # work follows: the ones killed runs left go first
         from flows import progress
 
         with progress.display(_show_progress(args)):

@@ -29,7 +29,7 @@ from metagan.lifecycle import registry
 from metagan import model_names, serving
 from metagan.cadence import EVERY_TAG, next_due
 from metagan.config import Params
-from metagan.errors import kind_of
+from metagan.errors import NotFound, kind_of
 from metagan.fleet_index import DueBatch, FleetIndex, registry_index
 from metagan.locks import Locker
 
@@ -350,6 +350,10 @@ def set_schedule(customer_id: str, every_hours: float | None, params: Params) ->
     """A customer's own batch cadence (None: back to the fleet's default): written to the registry
     (a tag of its registered model, the truth) and to the index (its next turn follows)."""
     name = model_names.customer_model_name(customer_id)
-    model_versions.set_model_tag(name, EVERY_TAG, "" if every_hours is None else repr(float(every_hours)))
+    try:
+        model_versions.set_model_tag(name, EVERY_TAG, "" if every_hours is None else repr(float(every_hours)))
+    except NotFound:  # a customer whose uploads are known, not yet adapted (an unknown one is refused before)
+        raise NotFound(f"customer {customer_id!r} has no registered model yet to schedule (metagan adapt "
+                       "registers it)") from None
     registry_index().set_every(customer_id, None if every_hours is None else round(every_hours * 3600),
                                default_every_s(params))

@@ -191,6 +191,7 @@ def test_a_registry_the_file_system_will_not_write_is_a_file_system_fault_not_da
     from metagan import store
 
     readonly = readonly_sqlite_error(registry_project)
+    store.client().create_registered_model("metagan-customer-a")  # a customer the project knows
     attempts = []
 
     def refused(*args, **kwargs):  # as MLflow's SQLite store raises it
@@ -252,7 +253,9 @@ def test_mlflows_own_traceback_of_a_refused_registry_write_stays_off_the_console
     import sqlalchemy.orm
 
     from flows.app.cli import main
+    from metagan import store
 
+    store.client().create_registered_model("metagan-customer-a")  # a customer the project knows
     full = sqlite3.OperationalError("database or disk is full")
 
     def refused(self, *args, **kwargs):  # MLflow's own session maker catches this, logs and re-raises it

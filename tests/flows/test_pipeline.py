@@ -231,8 +231,9 @@ def test_uploads_ingested_as_they_arrive_are_adapted_by_the_hour_without_a_scan(
     """At fleet scale the hour need not look at every folder (fleet.scan_uploads: false): an upload
     service ingests the customer whose uploads arrived (`metagan ingest --customer ID`), which
     records them in the fleet index, and the hour adapts that customer from the index alone. A
-    customer named whose folder is not there fails alone, aloud (exit 0 and nothing said, until a
-    probe of 2026-12-06)."""
+    customer the project knows whose folder is not there (gone since) fails alone, aloud (exit 0
+    and nothing said, until a probe of 2026-12-06); a name it does not know at all (a typo) is
+    refused before anything is ingested, as every command refuses it."""
     import shutil
 
     import yaml
@@ -244,10 +245,17 @@ def test_uploads_ingested_as_they_arrive_are_adapted_by_the_hour_without_a_scan(
     root, customers = project
     shutil.copy(customers / "alpha" / "1.png", customers / "beta" / "extra.png")
     assert main(["--params", str(root / "params.yaml"), "ingest", "--customers", str(customers),
-                 "--customer", "beta", "--customer", "nosuch"]) == 1
+                 "--customer", "beta", "--customer", "nosuch"]) == 3
+    assert "error: unknown customer 'nosuch'" in capsys.readouterr().err
+    (customers / "alpha").rename(root / "alpha-away")
+    try:
+        assert main(["--params", str(root / "params.yaml"), "ingest", "--customers", str(customers),
+                     "--customer", "beta", "--customer", "alpha"]) == 1
+    finally:
+        (root / "alpha-away").rename(customers / "alpha")
     out = capsys.readouterr().out
     assert "beta: 5 shots" in out
-    assert f"nosuch: REJECTED customer 'nosuch': its upload folder {customers / 'nosuch'} does not exist" in out
+    assert f"alpha: REJECTED customer 'alpha': its upload folder {customers / 'alpha'} does not exist" in out
     raw = yaml.safe_load((root / "params.yaml").read_text())
     raw.setdefault("fleet", {})["scan_uploads"] = False
     (root / "no-scan.yaml").write_text(yaml.safe_dump(raw))

@@ -1,0 +1,91 @@
+"""Which customers a project knows, and the one message every command gives for a name it does not.
+
+A customer is known when it has uploads (its folder among the uploads a command reads, or its shots
+ingested under ``paths.ingested_customers``) or a registered model. The commands that take a
+customer's name (``ingest --customer``, ``generate``, ``promote``, ``rollback``, ``schedule``)
+check it here before any work, so a typo reads "unknown customer" whatever the command, with the
+names it may have meant, and bad input's exit code; a new customer (uploads, no model yet) is known.
+
+Torch- and MLflow-free for the embedded registry (read with :mod:`metagan.mlflow_sqlite`):
+``metagan generate`` checks its customer here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from metagan.errors import NotFound
+from metagan.model_names import CUSTOMER_PREFIX, customer_id_of, customer_model_name
+from metagan.uploads import CUSTOMER_ID, validate_customer_id
+
+SHOWN = 8
+"""Known names listed in the message (the closest match is looked for among all of them)."""
+
+LISTED_FROM_A_SERVER = 1000
+"""At most this many registered names are read from a tracking server for the message (ten pages):
+a typo at a million customers costs ten requests, not ten thousand."""
+
+
+def check_known(customer_id: str, ingested_root: str | Path, uploads_dir: str | Path | None = None) -> str:
+    """``customer_id`` when the project knows it; else :class:`~metagan.errors.NotFound` with
+    :func:`unknown_customer_message`. Cheap when it is known: a look at two folders and, only when
+    neither holds it, one registry read."""
+    customer_id = validate_customer_id(customer_id)
+    if _has_uploads(customer_id, ingested_root, uploads_dir) or _registered(customer_id):
+        return customer_id
+    raise NotFound(unknown_customer_message(customer_id, known_customers(ingested_root, uploads_dir)))
+
+
+def unknown_customer_message(customer_id: str, known: list[str]) -> str:
+    """``unknown customer 'acm': no uploads or registered model of that name (known: acme, beta;
+    did you mean 'acme'?)``."""
+    import difflib
+
+    if not known:
+        return (f"unknown customer {customer_id!r}: no uploads or registered model of that name (this project "
+                "knows no customer yet: `metagan ingest --customers DIR` or `metagan adapt --customers DIR` "
+                "adds them)")
+    listed = ", ".join(known[:SHOWN]) + (f" and {len(known) - SHOWN} more" if len(known) > SHOWN else "")
+    close = difflib.get_close_matches(customer_id, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown customer {customer_id!r}: no uploads or registered model of that name (known: {listed}{hint})"
+
+
+def known_customers(ingested_root: str | Path, uploads_dir: str | Path | None = None) -> list[str]:
+    """Every customer with uploads (folders of ``uploads_dir``, shots under ``ingested_root``) or a
+    registered model (from a tracking server, the first :data:`LISTED_FROM_A_SERVER`), sorted."""
+    from metagan.customers import ingested_customers
+
+    names = set(ingested_customers(ingested_root)) | set(_registered_customers())
+    if uploads_dir is not None and Path(uploads_dir).is_dir():
+        names |= {p.name for p in Path(uploads_dir).iterdir() if p.is_dir() and CUSTOMER_ID.fullmatch(p.name)}
+    return sorted(names)
+
+
+def _has_uploads(customer_id: str, ingested_root: str | Path, uploads_dir: str | Path | None) -> bool:
+    # anything of that name among the uploads, even a file or a broken link: ingestion says what is wrong with it
+    return (uploads_dir is not None and os.path.lexists(Path(uploads_dir) / customer_id)) \
+        or (Path(ingested_root) / customer_id / "shots.npz").exists()
+
+
+def _registered(customer_id: str) -> bool:
+    return bool(_registered_customers(customer_model_name(customer_id)))
+
+
+def _registered_customers(name: str | None = None) -> list[str]:
+    """The ids of the customers with a registered model (only ``name``'s, when given)."""
+    from metagan import mlflow_sqlite
+    from metagan.store import tracking_uri
+
+    db = mlflow_sqlite.database_path(tracking_uri())
+    if db is not None:
+        try:
+            return [customer_id_of(n) for n in mlflow_sqlite.model_names(db, CUSTOMER_PREFIX, name)]
+        except mlflow_sqlite.UnknownLayout:
+            pass  # MLflow's client reads it
+    from metagan import model_versions
+
+    found = model_versions.search_models([name]) if name is not None else \
+        model_versions.list_models(CUSTOMER_PREFIX, limit=LISTED_FROM_A_SERVER)
+    return sorted(customer_id_of(m.name) for m in found)
