@@ -43,6 +43,15 @@ def project_dir() -> Path:
     return Path(os.environ.get(PROJECT_ENV) or os.getcwd()).resolve()
 
 
+PROJECT_MARKS = ("params.yaml", "mlflow", "data.dvc", ".dvc", "data/customers", "data/tasks", "artifacts")
+"""What a project folder holds once metagan has worked in it (or ``metagan init`` has): a folder
+holding none of them is not a project, as opposed to a project that lost its registry."""
+
+
+def is_project(folder: Path) -> bool:
+    return any((folder / mark).exists() for mark in PROJECT_MARKS)
+
+
 class ConfigError(ValueError):
     """``params.yaml`` (or an override) is invalid."""
 

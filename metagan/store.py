@@ -84,7 +84,22 @@ def check_configured_store(root: Path | None = None, create: bool = False) -> No
     if db is not None and create and not db.exists():
         _refuse_to_replace(db)
     elif db is not None:
+        _check_in_a_project(db, root or project_dir())
         check_store(db)
+
+
+def _check_in_a_project(db: Path, folder: Path) -> None:
+    """A command that reads the project's registry, run in a folder that is no project at all (the
+    wrong folder, no ``--project``): that, and how to point at one or start one, not "damaged state
+    ... restore it from backup" (a probe of 2026-12-06), which is said of a project that lost it."""
+    from metagan.config import PROJECT_ENV, is_project
+    from metagan.errors import BadInput
+
+    if db.exists() or os.environ.get("MLFLOW_TRACKING_URI") or is_project(folder):
+        return
+    raise BadInput(f"{folder} is not a metagan project (no params.yaml, data/ or mlflow/ in it): run metagan in "
+                   f"your project folder, or point at it with --project DIR (or {PROJECT_ENV}=DIR); to start one "
+                   "here, `metagan demo` (or `metagan init` first, to edit its params.yaml)")
 
 
 def _sqlite_file(uri: str) -> Path | None:

@@ -168,6 +168,27 @@ def test_adapt_in_a_new_project_names_the_command_that_starts_one(tmp_path, caps
     assert len(err) == 1 and "metagan meta-train" in err[0]
 
 
+def test_a_registry_command_in_a_folder_that_is_no_project_says_so_and_how_to_point_at_one(tmp_path, capsys,
+                                                                                             monkeypatch):
+    """`metagan models` (any command that reads the registry) in a folder that holds no project at
+    all said "damaged state ... restore it from backup", exit 5 (probe of 2026-12-06): it is the
+    wrong folder, bad input, and the line says how to point at a project or start one. A project
+    that lost its registry keeps its message."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("METAGAN_PROJECT", raising=False)
+    for argv in (["models"], ["doctor"], ["generate", "--customer", "acme"], ["rollback", "--customer", "acme"],
+                 ["schedule", "--customer", "acme", "--every", "7d"]):
+        rc, err = run(capsys, *argv)
+        assert rc == ExitCode.BAD_INPUT and len(err) == 1, (argv, err)
+        assert f"{tmp_path} is not a metagan project" in err[0] and "--project DIR (or METAGAN_PROJECT=DIR)" in err[0]
+        assert "`metagan demo`" in err[0] and "restore" not in err[0]
+    assert not any(tmp_path.iterdir())
+    (tmp_path / "mlflow").mkdir()  # a project whose registry is gone
+    rc, err = run(capsys, "models")
+    assert rc == ExitCode.DAMAGED and "restore it from backup" in err[0]
+
+
 def test_method_choices_come_from_the_meta_learner_registry():
     method = next(a for a in subcommands()["meta-train"]._actions if a.dest == "method")
     assert method.choices == sorted(REGISTRY) and {"condgan", "reptile", "classic", "warp"} <= set(method.choices)
