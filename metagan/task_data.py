@@ -23,8 +23,25 @@ def resolve_source(params: Params, allow_sample: bool = True) -> Path:
         raise FileNotFoundError(f"task source {source} not found (data.source); this job does not fall back to "
                                 f"the bundled sample")
     sample = params.resolve(params.data.sample)
-    log.warning("task source %s not found; using the bundled sample %s", source, sample)
+    # not a warning here: every ingestion packs the tasks, and most (an installed wheel's, the
+    # hour's) train nothing; meta-training warns, once, where it matters (sample_in_place_of_source)
+    log.info("task source %s not found; using the bundled sample %s", source, sample)
     return sample
+
+
+def sample_in_place_of_source(params: Params, tasks: TaskDataset) -> str | None:
+    """What to tell a user about to meta-train on ``tasks`` when they are the bundled sample,
+    packed because the configured ``data.source`` is absent (the shipped default names a
+    checkout's sibling folder, which an installed metagan has not); None when they are what the
+    settings (or ``--source``) asked for."""
+    source, sample = params.resolve(params.data.source), params.resolve(params.data.sample)
+    packed_from = str(tasks.manifest.get("source", ""))
+    if source.exists() or source == sample or not packed_from.startswith(f"{sample.name} sha256:"):
+        return None
+    return (f"meta-training on the bundled sample ({tasks.num_classes} characters of {len(set(tasks.class_groups))} "
+            f"alphabets) because data.source {source} is absent: set data.source in params.yaml (`metagan init` "
+            "writes it) to your task dataset (an Omniglot npz or zip, or a <root>/<class>/<images> folder), or "
+            "give --source PATH")
 
 
 def source_fingerprint(path: Path) -> str:

@@ -292,6 +292,32 @@ def test_a_damaged_pack_with_no_source_to_pack_from_is_damaged_state_with_advice
         assert "`dvc checkout data.dvc`" in str(error) and "re-run the pack step" not in str(error)
 
 
+def test_the_sample_in_place_of_an_absent_source_is_said_when_meta_training_not_by_each_packing(tmp_path, caplog,
+                                                                                               monkeypatch):
+    """Guarantee: the shipped default data.source names a checkout's sibling folder
+    (`../shared/data/...`), which an installed metagan has not; every ingestion packs the tasks
+    and warned that it was absent (probe of 2026-12-06), though most train nothing. Packing falls
+    back to the bundled sample quietly, and meta-training (metagan.lifecycle.meta_model) says what
+    it is about to train on, once, with the fix; a source that was there, the sample asked for and
+    an explicit `--source` say nothing."""
+    from metagan.config import Params
+    from metagan.task_data import prepare_task_dataset, sample_in_place_of_source
+
+    monkeypatch.setenv("METAGAN_PROJECT", str(tmp_path))  # a project with no ../shared beside it
+    params = Params().with_overrides(data={"packed_dir": str(tmp_path / "tasks"), "image_size": 32})
+    with caplog.at_level(logging.WARNING):
+        tasks = prepare_task_dataset(params)
+    assert not caplog.records
+    said = sample_in_place_of_source(params, tasks)
+    assert said and said.startswith(f"meta-training on the bundled sample ({tasks.num_classes} characters of 6 "
+                                    f"alphabets) because data.source {tmp_path / params.data.source} is absent")
+    assert "set data.source in params.yaml" in said and "--source PATH" in said
+    asked_for = params.with_overrides(data={"source": params.data.sample})
+    assert sample_in_place_of_source(asked_for, prepare_task_dataset(asked_for)) is None
+    explicit = prepare_task_dataset(params, source=folder_source(tmp_path / "source"))
+    assert sample_in_place_of_source(params, explicit) is None
+
+
 # ----------------------------------------------------------------------------------------------
 # Readers
 

@@ -17,6 +17,7 @@ from metagan.data.shards import packed_version
 from metagan.files import sha256_file, write_json, write_text
 from metagan.grid import make_grid
 from metagan.model_names import CURRENT, EVALUATOR_MODEL, META_MODEL
+from metagan.task_data import sample_in_place_of_source
 from metagan.lifecycle.registry import default_locker, meta_identity
 from metagan.locks import Locker
 
@@ -71,6 +72,9 @@ def _train_or_reuse(params: Params, data_version: str, progress) -> MetaRegistra
         return MetaRegistration(str(existing.version), True, ckpt, data_version)
 
     dataset = load_packed(packed)
+    fallback = sample_in_place_of_source(params, dataset)
+    if fallback:  # said here, once, not by every ingestion, which most often trains nothing
+        log.warning(fallback)
     # the data version it was trained from: lineage, not identity
     run_tags = tags | {"data_version": data_version, "code_version": tracking.code_version(), "step": "meta_train"}
     history: list[tuple[str, float, int]] = []
