@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from metagan.config import Params
 from metagan.customers import IngestResult, ingest_customer
 from metagan.domain import upload_screen
 from metagan.task_data import prepare_task_dataset
-from metagan.uploads import CustomerUploads, discover_customers
+from metagan.uploads import CustomerUploads, discover_customers, folder_problem, not_customer_folders
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,9 +58,29 @@ def record_ingestion(results: list[IngestResult]) -> None:
 
 
 def no_folder(path: Path) -> IngestResult:
-    """The result for a customer named to ingest whose upload folder is not there."""
-    what = "is not a folder" if path.exists() or path.is_symlink() else "does not exist"
-    return IngestResult(path.name, ok=False, error=f"customer {path.name!r}: its upload folder {path} {what}")
+    """The result for a customer whose upload folder is not there: named to ingest, or an entry
+    of a full scan that is none (a file, a link to nothing)."""
+    why = folder_problem(path) or "is not a folder"
+    return IngestResult(path.name, ok=False, error=f"customer {path.name!r}: its upload folder {path} {why}")
+
+
+def customer_folders(customers_dir: str | Path,
+                     folders: list[str] | None = None) -> tuple[list[Path], list[IngestResult]]:
+    """The customer folders of ``customers_dir`` to ingest (only ``folders``, when given), and the
+    rejections of the customers that have none: a folder named that is not there (a typo, a file,
+    gone since), or, in a full scan, an entry that is no folder (a file, a link to nothing). Each
+    fails alone, aloud: an upload service believed those uploads ingested (exit 0 before), and a
+    full scan passed such an entry over without a word (probes of 2026-12-06)."""
+    found = discover_customers(customers_dir)
+    if folders is not None:
+        wanted = {Path(f).name for f in folders}
+        found = [f for f in found if f.name in wanted]
+        return found, [no_folder(Path(customers_dir) / name) for name in sorted(wanted - {f.name for f in found})]
+    rejected = []
+    for path, why in not_customer_folders(customers_dir):
+        log.warning("%s is no customer folder: it %s; left out (the other customers go on)", path, why)
+        rejected.append(no_folder(path))
+    return found, rejected
 
 
 @task(tags=["dvc"])
@@ -81,13 +104,7 @@ def ingest(params: Params, customers_dir: str | None = None, source: str | None 
     classes = pack_tasks(params, source)
     results: list[IngestResult] = []
     if customers_dir:
-        found = discover_customers(customers_dir)
-        if folders is not None:
-            wanted = {Path(f).name for f in folders}
-            found = [f for f in found if f.name in wanted]
-            # a folder named that is not there (a typo, a file, gone since) fails alone, aloud: the
-            # caller (an upload service) believed those uploads ingested (exit 0 before)
-            results = [no_folder(Path(customers_dir) / name) for name in sorted(wanted - {f.name for f in found})]
+        found, results = customer_folders(customers_dir, folders)
         futures = [ingest_one.submit(f, params) for f in found]
         results += [f.result() for f in futures]
     for r in results:

@@ -65,6 +65,30 @@ def discover_customers(root: str | Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def folder_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be a customer's upload folder (it does not exist, is a file, a link to
+    nothing...), said after its path; None for a folder (a link to one is refused when it is read)."""
+    import os
+
+    path = Path(path)
+    if path.is_dir():
+        return None
+    if path.is_symlink():
+        return f"is a symbolic link to nothing ({os.readlink(path)})" if not path.exists() else \
+            "is a symbolic link to a file, not a folder"
+    if not path.exists():
+        return "does not exist"
+    return "is a file, not a folder" if path.is_file() else "is not a folder"
+
+
+def not_customer_folders(root: str | Path) -> list[tuple[Path, str]]:
+    """The entries of ``root`` that stand where customer folders would but are none (a file, a
+    link to nothing), with :func:`folder_problem`'s why; hidden ones ignored, as
+    :func:`discover_customers` does. A full scan reports them instead of passing them over."""
+    entries = sorted(p for p in Path(root).iterdir() if not p.name.startswith("."))
+    return [(p, why) for p in entries if (why := folder_problem(p)) is not None]
+
+
 def folder_signature(folder: str | Path) -> str:
     """What a customer folder holds, cheaply: a hash of its entries' names, sizes and modification
     times (hidden ones ignored), read from the directory and one ``stat`` per file, no image

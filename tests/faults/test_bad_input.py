@@ -161,6 +161,37 @@ def test_a_symlinked_customer_folder_is_refused(uploads, params):
     assert not results["copycat"].ok and "symbolic link" in results["copycat"].error
 
 
+def test_a_file_or_a_dangling_link_among_the_customer_folders_is_a_rejected_customer_said_aloud(uploads, params,
+                                                                                                caplog):
+    """Guarantee: a full scan of the uploads (`ingest`, `adapt`, `pipeline`, `demo`) that meets an
+    entry where a customer folder would be but that is none (a regular file, a symbolic link to
+    nothing) warns naming it and why, and counts it as a rejected customer; the customers beside it
+    are ingested. A probe of 2026-12-06 found them passed over without a word, exit 0."""
+    import logging
+
+    from flows.ingest import customer_folders
+
+    (uploads / "notes.txt").write_text("my customers")
+    (uploads / "gone").symlink_to(uploads.parent / "no-such-folder")
+    (uploads / ".DS_Store").write_bytes(b"")  # hidden: ignored, as ever
+    with caplog.at_level(logging.WARNING, logger="flows.ingest"):
+        found, rejected = customer_folders(uploads)
+    assert [f.name for f in found] == ["good-1", "good-2"]
+    gone, notes, nowhere = uploads / "gone", uploads / "notes.txt", uploads.parent / "no-such-folder"
+    assert {r.customer_id: (r.ok, r.error) for r in rejected} == {
+        "gone": (False, f"customer 'gone': its upload folder {gone} is a symbolic link to nothing ({nowhere})"),
+        "notes.txt": (False, f"customer 'notes.txt': its upload folder {notes} is a file, not a folder")}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"{gone} is no customer folder: it is a symbolic link to nothing ({nowhere}); left out (the other customers "
+        "go on)", f"{notes} is no customer folder: it is a file, not a folder; left out (the other customers go on)"]
+    assert_good_customers_ingested({f.name: ingest_one.fn(f, params) for f in found}, params)
+    # the customers named to ingest are as before: only those, each one not there rejected
+    found, rejected = customer_folders(uploads, ["good-1", "notes.txt", "nosuch"])
+    assert [f.name for f in found] == ["good-1"]
+    assert [r.error for r in rejected] == [f"customer 'nosuch': its upload folder {uploads / 'nosuch'} does not exist",
+                                           f"customer 'notes.txt': its upload folder {notes} is a file, not a folder"]
+
+
 def _save_16_bit(path):
     a = np.full((40, 40), 65535, np.uint16)
     a[8:32, 18:22] = 0
