@@ -104,6 +104,13 @@ class FileSystemFault(MetaganError, RuntimeError):
         """``doing``: what failed, e.g. "customer 'a': cannot write"; the file and the system's
         reason follow ("customer 'a': cannot write /x/model.onnx: No space left on device")."""
         where = f" {error.filename}" if error.filename else ""
+        if error.filename and _errno_name(error) in ("EEXIST", "ENOTDIR"):  # a folder to make, where a file is
+            from metagan.files import file_in_the_way
+
+            blocker = file_in_the_way(error.filename)  # the system's "File exists" said neither what nor which
+            if blocker is not None:
+                what = "it" if str(blocker) == str(error.filename) else str(blocker)
+                return cls(f"{doing}{where}: {what} is a file, not a folder")
         return cls(f"{doing}{where}: {error.strerror or error}")
 
 

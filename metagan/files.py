@@ -51,6 +51,25 @@ def _naming(e: OSError, path: Path) -> OSError:
     return type(e)(e.errno, e.strerror, str(path)) if e.errno is not None else e
 
 
+def file_in_the_way(folder: str | Path) -> Path | None:
+    """The file (anything that is no folder) that stops ``folder`` from being made or used as one:
+    ``folder`` itself or the nearest of its parents that exists; None when nothing is in the way."""
+    for p in (Path(folder), *Path(folder).parents):
+        if p.exists() or p.is_symlink():
+            return None if p.is_dir() else p
+    return None
+
+
+def not_a_folder(folder: str | Path, what: str) -> str | None:
+    """``what`` (e.g. "the output location") at ``folder`` cannot be a folder, in words naming the
+    file in the way; None when it can."""
+    blocker = file_in_the_way(folder)
+    if blocker is None:
+        return None
+    return f"{what} {folder} is a file, not a folder" if blocker == Path(folder) else \
+        f"{what} {folder} is under {blocker}, a file, not a folder"
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     with atomic_file(path) as f:
         f.write(data)

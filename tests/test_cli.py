@@ -103,6 +103,25 @@ def test_every_user_mistake_gets_one_line_and_its_exit_code(capsys, monkeypatch,
     assert "Traceback" not in err[0]
 
 
+def test_an_output_location_that_is_a_file_says_so_naming_it_before_any_work(capsys, monkeypatch, tmp_path):
+    """`--out` naming a file (or a path under one) said "cannot write OUT: File exists" (or "Not a
+    directory"), exit 6, and `pipeline` only after its training (probe of 2026-12-06): the same
+    exit code, before any work, saying what is wrong and which file."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("flows.ephemeral.stop_orphaned_servers", lambda: pytest.fail("work started"))
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    itself, under = f"error: the output location {afile} is a file, not a folder", \
+        f"error: the output location {afile / 'sub'} is under {afile}, a file, not a folder"
+    for argv, said in ((["generate", "--customer", "acme", "--out", "afile"], itself),
+                       (["generate", "--customer", "acme", "--out", "afile/sub"], under),
+                       (["generate", "--all", "--out", str(afile)], itself),
+                       (["pipeline", "--customers", str(tmp_path), "--out", "afile"], itself),
+                       (["demo", "--out", "afile/sub"], under)):
+        assert run(capsys, *argv) == (ExitCode.FILE_SYSTEM, [said]), argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 def test_deploy_without_a_prefect_server_is_bad_input(capsys, tmp_path, monkeypatch):
     """Without one it registered the deployments with Prefect's private server (in ~/.prefect, where
     no worker looks, and where `metagan serve` then refused to serve them) and exited 0."""

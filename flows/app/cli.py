@@ -24,7 +24,7 @@ from metagan.addresses import is_s3
 from metagan.config import (MAX_BATCH_IMAGES, PROJECT_ENV, ConfigError, Params, check_scaleout_environment,
                             load_params, project_dir)
 from metagan.env import number_from_env
-from metagan.errors import BadInput, ExitCode, NotFound, Usage, kind_of
+from metagan.errors import BadInput, ExitCode, FileSystemFault, NotFound, Usage, kind_of
 
 # the sub-commands that must not start Prefect (registry reads and the fast batch job)
 WITHOUT_PREFECT = {"generate", "models", "rollback", "init", "doctor", "schedule"}
@@ -670,6 +670,13 @@ def _check_arguments(args) -> None:
         _existing_dir(args.customers)
     if args.command in ("generate", "pipeline") and args.out:
         is_s3(args.out)  # a malformed address (S3://b, s3://) is refused before any work, not made a local folder
+    if getattr(args, "out", None) and not is_s3(args.out):
+        from metagan.files import not_a_folder
+
+        # before the work (a pipeline trains for minutes first), and in words: it was "cannot write OUT: File exists"
+        problem = not_a_folder(Path(args.out).absolute(), "the output location")
+        if problem:
+            raise FileSystemFault(problem)
     if args.command == "schedule":  # a wrong cadence is the command line's, said before the registry is looked for
         from metagan.lifecycle.fleet import parse_every
 

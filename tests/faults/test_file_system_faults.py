@@ -330,3 +330,26 @@ def test_dvc_refused_by_the_file_system_is_a_file_system_fault_naming_the_operat
                 versioning.track(tmp_path)
             assert kind_of(caught.value).exit_code == 6
             assert str(caught.value) == f"`dvc add data` failed in {tmp_path}: the file system refused {lock}: {words}"
+
+
+def test_a_folder_a_file_stands_in_the_way_of_names_the_file(tmp_path):
+    """Guarantee: an output folder that cannot be made because a file is where it, or a folder
+    above it, would be (`paths.generated` a file; `--out` is checked before any work, in
+    tests/test_cli.py) is a file-system fault, exit 6, that says which file is in the way; it said
+    "cannot write OUT: File exists" (or "Not a directory"), naming neither (probe of 2026-12-06)."""
+    from metagan.errors import FileSystemFault, kind_of
+    from metagan.locks import file_locker
+    from metagan.storage import OutputLocation
+
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    with pytest.raises(FileSystemFault) as itself:
+        with file_locker(afile)("batch"):
+            pass
+    assert str(itself.value) == f"cannot write {afile}: it is a file, not a folder"
+    with pytest.raises(FileSystemFault) as above:
+        OutputLocation(afile / "acme").write("00000.png", b"png")
+    assert str(above.value) == f"cannot write {afile / 'acme' / '00000.png'}: {afile} is a file, not a folder"
+    assert kind_of(above.value).exit_code == 6
+    elsewhere = FileSystemFault.of(FileExistsError(errno.EEXIST, "File exists", str(tmp_path)), "cannot write")
+    assert str(elsewhere) == f"cannot write {tmp_path}: File exists"  # no file in the way: the system's words
