@@ -485,7 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--customers", metavar="DIR", help=customers_help)
     i.add_argument("--customer", metavar="ID", action="append", help="only this customer's folder (repeatable): "
                    "what an upload service calls when a customer's uploads arrive, so that the hourly run finds "
-                   "them without scanning every folder (fleet.scan_uploads: false)")
+                   "them without scanning every folder (fleet.scan_uploads: false); a name with no folder, shots "
+                   "or model here is refused as unknown")
     i.add_argument("--source", metavar="PATH", help="task dataset: npz, Omniglot zip or <root>/<class>/<images> "
                    "folder (default: params.yaml's data.source, else the bundled sample)")
 
@@ -498,7 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=_positive_whole, metavar="N",
                    help="stop after N meta-steps (default: params.yaml's meta.max_steps, none)")
     t.add_argument("--seed", type=_whole, help="random seed (default: params.yaml's meta.seed)")
-    t.add_argument("--source", metavar="PATH", help="task dataset (default: params.yaml's data.source)")
+    t.add_argument("--source", metavar="PATH", help="task dataset (default: params.yaml's data.source, else the "
+                   "bundled sample, with a warning)")
 
     a = command("adapt", "adapt the meta-model to each customer folder, register and promote", cmd_adapt)
     a.add_argument("--customers", metavar="DIR", required=True, help=customers_help)
