@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 from metagan.config import Params
@@ -39,9 +40,9 @@ def sample_in_place_of_source(params: Params, tasks: TaskDataset) -> str | None:
     if source.exists() or source == sample or not packed_from.startswith(f"{sample.name} sha256:"):
         return None
     return (f"meta-training on the bundled sample ({tasks.num_classes} characters of {len(set(tasks.class_groups))} "
-            f"alphabets) because data.source {source} is absent: set data.source in params.yaml (`metagan init` "
-            "writes it) to your task dataset (an Omniglot npz or zip, or a <root>/<class>/<images> folder), or "
-            "give --source PATH")
+            f"alphabets) because data.source {os.path.normpath(source)} is absent: set data.source in params.yaml "
+            "(`metagan init` writes it) to your task dataset (an Omniglot npz or zip, or a <root>/<class>/<images> "
+            "folder), or give --source PATH")
 
 
 def source_fingerprint(path: Path) -> str:
