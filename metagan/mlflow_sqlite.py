@@ -3,9 +3,10 @@ number, its tags and its ONNX file, with ``sqlite3`` and the file system alone.
 
 Why not MLflow's client: importing mlflow costs about 1.5 s of a 3 s budget for ``metagan
 generate`` on 2 cores (docs/BENCHMARKS.md), and serving needs only a few rows and one file. Only
-:mod:`metagan.serving` calls this, and it falls back to MLflow's client whenever the store does
-not look as expected (:class:`UnknownLayout`: another MLflow schema, artifacts not on the local
-file system), so a new MLflow version can make serving slower but not wrong;
+:mod:`metagan.serving` and :mod:`metagan.known_customers` (the customers' names) call this, and
+each falls back to MLflow's client whenever the store does not look as expected
+(:class:`UnknownLayout`: another MLflow schema, artifacts not on the local file system), so a new
+MLflow version can make serving slower but not wrong;
 ``tests/test_serving.py`` checks this reader against MLflow's client on the same registry.
 """
 

@@ -83,6 +83,18 @@ def test_the_direct_reader_agrees_with_mlflows_client(acme, monkeypatch):
     assert [d.version if d else None for d in direct] == ["1", "2", "1", "2", None, None, None]
 
 
+def test_the_direct_reader_lists_the_names_mlflows_client_lists(acme, store):
+    """The names the unknown-customer check reads (metagan.known_customers) are MLflow's."""
+    model_versions.register_version(model_names.customer_model_name("acme_2"), acme["1"].as_uri(), "", {})
+    direct = mlflow_sqlite.model_names(store / "mlflow.db", model_names.CUSTOMER_PREFIX)
+    assert direct == sorted(m.name for m in model_versions.list_models(model_names.CUSTOMER_PREFIX)) == [
+        "metagan-customer-acme", "metagan-customer-acme_2"]
+    assert mlflow_sqlite.model_names(store / "mlflow.db", "metagan-customer-", "metagan-customer-acme_2") == [
+        "metagan-customer-acme_2"]
+    assert mlflow_sqlite.model_names(store / "mlflow.db", "metagan-customer-", "metagan-customer-acme2") == []
+    assert mlflow_sqlite.model_names(store / "nosuch.db", "metagan-") == []
+
+
 def test_a_model_that_does_not_match_its_checksum_is_refused(acme, store, capsys):
     stored = mlflow_sqlite.onnx_file(mlflow_sqlite.read_version(store / "mlflow.db", "metagan-customer-acme",
                                                                 "production"))
