@@ -16,7 +16,7 @@ from metagan.config import Params
 from metagan.customers import IngestResult, ingest_customer
 from metagan.domain import upload_screen
 from metagan.task_data import prepare_task_dataset
-from metagan.uploads import CustomerUploads, discover_customers, folder_problem, not_customer_folders
+from metagan.uploads import CUSTOMER_ID, CustomerUploads, discover_customers, folder_problem, not_customer_folders
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,12 @@ def customer_folders(customers_dir: str | Path,
         return found, [no_folder(Path(customers_dir) / name) for name in sorted(wanted - {f.name for f in found})]
     rejected = []
     for path, why in not_customer_folders(customers_dir):
-        log.warning("%s is no customer folder: it %s; left out (the other customers go on)", path, why)
-        rejected.append(no_folder(path))
+        if CUSTOMER_ID.fullmatch(path.name):  # a customer's botched upload (a file or a link where its folder goes)
+            log.warning("%s is no customer folder: it %s; left out (the other customers go on)", path, why)
+            rejected.append(no_folder(path))
+        else:  # README.txt, acme.zip: no customer can bear that name, so no customer is failed for it (exit 0)
+            log.warning("%s is no customer folder: it %s, and no customer id (letters, digits, - and _); ignored",
+                        path, why)
     return found, rejected
 
 

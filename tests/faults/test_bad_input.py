@@ -165,25 +165,31 @@ def test_a_file_or_a_dangling_link_among_the_customer_folders_is_a_rejected_cust
                                                                                                 caplog):
     """Guarantee: a full scan of the uploads (`ingest`, `adapt`, `pipeline`, `demo`) that meets an
     entry where a customer folder would be but that is none (a regular file, a symbolic link to
-    nothing) warns naming it and why, and counts it as a rejected customer; the customers beside it
-    are ingested. A probe of 2026-12-06 found them passed over without a word, exit 0."""
+    nothing) warns naming it and why, and counts it as a rejected customer when its name is a
+    customer id (a customer's botched upload); one no customer can be named (README.txt) is only
+    warned of, so it fails no night. The customers beside them are ingested. A probe of 2026-12-06
+    found them passed over without a word, exit 0."""
     import logging
 
     from flows.ingest import customer_folders
 
     (uploads / "notes.txt").write_text("my customers")
+    (uploads / "acme").write_bytes(b"PK")  # a customer's zip saved without its extension
     (uploads / "gone").symlink_to(uploads.parent / "no-such-folder")
     (uploads / ".DS_Store").write_bytes(b"")  # hidden: ignored, as ever
     with caplog.at_level(logging.WARNING, logger="flows.ingest"):
         found, rejected = customer_folders(uploads)
     assert [f.name for f in found] == ["good-1", "good-2"]
-    gone, notes, nowhere = uploads / "gone", uploads / "notes.txt", uploads.parent / "no-such-folder"
+    acme, gone, notes = uploads / "acme", uploads / "gone", uploads / "notes.txt"
+    nowhere = uploads.parent / "no-such-folder"
     assert {r.customer_id: (r.ok, r.error) for r in rejected} == {
-        "gone": (False, f"customer 'gone': its upload folder {gone} is a symbolic link to nothing ({nowhere})"),
-        "notes.txt": (False, f"customer 'notes.txt': its upload folder {notes} is a file, not a folder")}
+        "acme": (False, f"customer 'acme': its upload folder {acme} is a file, not a folder"),
+        "gone": (False, f"customer 'gone': its upload folder {gone} is a symbolic link to nothing ({nowhere})")}
     assert [r.getMessage() for r in caplog.records] == [
+        f"{acme} is no customer folder: it is a file, not a folder; left out (the other customers go on)",
         f"{gone} is no customer folder: it is a symbolic link to nothing ({nowhere}); left out (the other customers "
-        "go on)", f"{notes} is no customer folder: it is a file, not a folder; left out (the other customers go on)"]
+        "go on)", f"{notes} is no customer folder: it is a file, not a folder, and no customer id (letters, digits, "
+        "- and _); ignored"]
     assert_good_customers_ingested({f.name: ingest_one.fn(f, params) for f in found}, params)
     # the customers named to ingest are as before: only those, each one not there rejected
     found, rejected = customer_folders(uploads, ["good-1", "notes.txt", "nosuch"])
