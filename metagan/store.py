@@ -124,6 +124,11 @@ def check_store(db: Path) -> None:
         if artifacts.is_dir() and any(artifacts.iterdir()):
             raise Damaged(f"the registry at {db} is gone (the model files in {artifacts} remain); restore it from "
                           "backup")
+        if not db.parent.exists():  # no mlflow/ folder: a project just made (`metagan init`), not one that lost it
+            from metagan.errors import NotFound
+
+            raise NotFound(f"this project has no registry yet ({db}): `metagan meta-train` or `metagan demo` "
+                           "starts one")
         raise Damaged(f"there is no registry at {db}: if this project had one, it is gone (restore it from backup); "
                       "a new project starts one with `metagan meta-train` or `metagan demo`")
     stat = db.stat()

@@ -123,6 +123,10 @@ def test_only_a_step_that_starts_a_project_creates_a_registry_and_never_over_a_l
     fresh = tmp_path_factory.mktemp("fresh")
     monkeypatch.setenv("METAGAN_PROJECT", str(fresh))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{fresh / 'mlflow' / 'mlflow.db'}")
+    rc, err, _ = run(capsys, "models")  # a project just made (no mlflow/ yet): nothing was lost, nothing to restore
+    assert rc == ExitCode.BAD_INPUT and "this project has no registry yet" in err[0] and "metagan meta-train" in err[0]
+    assert "restore" not in err[0] and not (fresh / "mlflow").exists()
+    (fresh / "mlflow").mkdir()  # its folder there, the database not: a registry that was
     rc, err, _ = run(capsys, "models")
     assert rc == ExitCode.DAMAGED and "there is no registry at" in err[0] and "metagan meta-train" in err[0]
     assert not (fresh / "mlflow" / "mlflow.db").exists()
