@@ -219,8 +219,14 @@ def get_alias(model_name: str, alias: str):
 
 
 def set_alias(model_name: str, alias: str, version: str | int) -> None:
-    retrying(f"set {model_name}@{alias}", _registry_writer().set_registered_model_alias, model_name, alias,
-              str(version))
+    _write(f"set {model_name}@{alias}", "set_registered_model_alias", model_name, alias, str(version))
+
+
+def _write(what: str, method: str, *args) -> None:
+    """One write through :func:`_registry_writer`, made inside the retry layer: the first write of
+    a process opens MLflow's registry store, which writes to the database itself (a full disk
+    there is the same fault as in the write, and classified the same)."""
+    retrying(what, lambda: getattr(_registry_writer(), method)(*args))
 
 
 def _registry_writer():
@@ -303,6 +309,5 @@ def search_versions_of(names: list[str]) -> list:
 
 
 def set_version_tags(model_name: str, version: str | int, tags: dict[str, str]) -> None:
-    c = _registry_writer()
     for k, v in tags.items():
-        retrying(f"tag {model_name} version {version}", c.set_model_version_tag, model_name, str(version), k, str(v))
+        _write(f"tag {model_name} version {version}", "set_model_version_tag", model_name, str(version), k, str(v))
