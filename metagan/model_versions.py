@@ -283,11 +283,24 @@ def set_model_tag(model_name: str, key: str, value: str) -> None:
     from metagan.store import absent
 
     try:
-        retrying(f"tag {model_name}", client().set_registered_model_tag, model_name, key, value)
+        _write(f"tag {model_name}", "set_registered_model_tag", model_name, key, value)
     except MlflowException as e:
         if not absent(e):
             raise
         raise NotFound(f"no registered model {model_name!r}") from None
+
+
+def get_model_tag(model_name: str, key: str) -> str | None:
+    """A tag of the registered model itself; None when the tag or the model does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = retrying(f"read {model_name}", client().get_registered_model, model_name)
+    except MlflowException as e:
+        if absent(e):
+            return None
+        raise
+    return (model.tags or {}).get(key)
 
 
 def search_models(names: list[str]) -> list:

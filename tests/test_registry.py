@@ -160,6 +160,135 @@ def test_a_rollback_to_a_damaged_model_is_refused_and_production_stays(onnx_mode
     assert registry.ROLLED_BACK_TAG not in model_versions.get_version(name, v2).tags
 
 
+class Killed(BaseException):
+    """A SIGKILL as the registry sees it: the write it lands on and every later one never happen."""
+
+
+class KilledAtWrite:
+    """The registry writer (every alias and tag write goes through it) with its writes counted; the
+    one numbered ``at`` (from 0) and all after it never happen."""
+
+    def __init__(self, monkeypatch, at: int):
+        self.at, self.writes, real = at, 0, model_versions._registry_writer
+        monkeypatch.setattr(model_versions, "_registry_writer", lambda: self._wrap(real()))
+
+    def _wrap(self, writer):
+        outer = self
+
+        class Writer:
+            def __getattr__(self, attr):
+                call = getattr(writer, attr)
+                if not attr.startswith("set_"):
+                    return call
+
+                def write(*a, **k):
+                    if outer.writes >= outer.at:
+                        raise Killed(attr)
+                    outer.writes += 1
+                    return call(*a, **k)
+
+                return write
+
+        return Writer()
+
+
+def test_a_promotion_or_rollback_killed_at_any_write_leaves_a_state_the_next_command_finishes(onnx_model,
+                                                                                               monkeypatch):
+    """Guarantee: a promotion or a rollback killed before any one of its registry writes leaves
+    production on the old version or the new one, never on a version between; where it cut the
+    move short between `previous` and `production` (both on one version), the next promote (one
+    customer or a batch), rollback or `metagan doctor` finishes the move from the record written
+    before it, and a rerun of the killed command ends in the state it would have made. A probe's
+    rollback killed between its two alias writes left `production` and `previous` on one version:
+    the version rolled away from was lost, and the next rollback "rolled back" to the same version
+    and left it in production tagged rolled back."""
+    gate = GateConfig()
+
+    def state(cid: str) -> tuple[str, str]:
+        name = model_names.customer_model_name(cid)
+        return tuple(str(model_versions.get_alias(name, a).version)
+                     for a in (model_names.PRODUCTION, model_names.PREVIOUS))
+
+    finishers = {"promote": [lambda c: registry.promote(c, gate), lambda c: registry.promote_all(gate, [c]),
+                             lambda c: registry.promote_all(gate), lambda c: registry.finish_cut_short_moves()],
+                 "rollback": [lambda c: registry.rollback(c), lambda c: registry.finish_cut_short_moves(),
+                              lambda c: registry.promote(c, gate)]}
+    stuck_seen = set()
+    for op in ("promote", "rollback"):
+        for at in range(12):
+            cid = f"{op}{at}"
+            v1 = register(cid, onnx_model, alias=model_names.CANDIDATE)
+            assert registry.promote(cid, gate).serving
+            v2 = register(cid, onnx_model, alias=model_names.CANDIDATE)
+            assert registry.promote(cid, gate).serving
+            if op == "promote":
+                v3 = register(cid, onnx_model, alias=model_names.CANDIDATE)
+                old, new = (v2, v1), (v3, v2)
+            else:
+                old, new = (v2, v1), (v1, v2)
+            with monkeypatch.context() as m:
+                killed = KilledAtWrite(m, at)
+                try:
+                    registry.promote(cid, gate) if op == "promote" else registry.rollback(cid)
+                except Killed:
+                    pass
+                else:
+                    assert state(cid) == new
+                    break  # every write of the move was a kill point
+            cut_short = (old[0], old[0])  # previous moved, production not yet: the old version still serves
+            assert state(cid) in (old, new, cut_short), (op, at, killed.writes, state(cid))
+            if state(cid) == cut_short:
+                finish = finishers[op][len([s for s in stuck_seen if s[0] == op]) % len(finishers[op])]
+                stuck_seen.add((op, at))
+                finish(cid)
+                assert state(cid) == new, (op, at, finish)
+            elif op == "rollback" and state(cid) == old:
+                assert registry.rollback(cid) == v1  # asked again
+            elif op == "promote" and state(cid) == old:
+                assert registry.promote(cid, gate).outcome is Promotion.PROMOTED
+            assert state(cid) == new, (op, at)
+            if op == "rollback":
+                name = model_names.customer_model_name(cid)
+                assert model_versions.get_version(name, v2).tags[registry.ROLLED_BACK_TAG] == "true"
+                assert model_versions.get_version(name, v1).tags.get(registry.ROLLED_BACK_TAG) != "true"
+                assert registry.rollback(cid) == v2  # the next rollback swaps back: nothing was lost
+        else:
+            raise AssertionError(f"{op} made more than 12 writes")
+    assert {op for op, _ in stuck_seen} == {"promote", "rollback"}  # each was cut short between its alias writes
+
+
+def test_a_rollback_after_a_promotion_cut_short_finishes_it_and_rolls_it_back(onnx_model, monkeypatch):
+    """Guarantee: a rollback that finds a promotion cut short between its alias writes finishes the
+    promotion, then rolls it back: the version that served goes on serving, and the one the
+    promotion meant to serve is held back, as after a promotion and a rollback."""
+    gate, name = GateConfig(), model_names.customer_model_name("acme")
+    v1 = register("acme", onnx_model, alias=model_names.CANDIDATE)
+    assert registry.promote("acme", gate).serving
+    v2 = register("acme", onnx_model, alias=model_names.CANDIDATE)
+    with monkeypatch.context() as m:
+        KilledAtWrite(m, 4)  # gate, gate_reason, the record, previous: production is never written
+        with pytest.raises(Killed):
+            registry.promote("acme", gate)
+    assert [str(model_versions.get_alias(name, a).version) for a in ("production", "previous")] == [v1, v1]
+    assert registry.rollback("acme") == v1
+    assert [str(model_versions.get_alias(name, a).version) for a in ("production", "previous")] == [v1, v2]
+    assert registry.promote("acme", gate).outcome is Promotion.HELD
+
+
+def test_production_and_previous_on_one_version_without_a_record_is_reported_not_rolled_back_to(onnx_model):
+    """Guarantee: `production` and `previous` on one version with no record of a move that explains
+    it (a rollback cut short by a metagan before the record existed) is named by `metagan doctor`
+    and refused by rollback ("nothing to roll back to"), never rolled back to the same version."""
+    gate, name = GateConfig(), model_names.customer_model_name("acme")
+    v1 = register("acme", onnx_model, alias=model_names.CANDIDATE)
+    assert registry.promote("acme", gate).serving
+    model_versions.set_alias(name, model_names.PREVIOUS, v1)
+    [found] = registry.finish_cut_short_moves()
+    assert not found.finished and "no record of a move explains it" in found.describe()
+    with pytest.raises(registry.NoPreviousVersion, match="nothing to roll back to"):
+        registry.rollback("acme")
+    assert registry.ROLLED_BACK_TAG not in model_versions.get_version(name, v1).tags
+
 def test_metrics_are_written_as_tags_that_read_back_as_the_same_floats():
     metrics = {"consistency": 0.1 + 0.2, "shot_coverage": 1 / 3, "parity_max_abs_diff": 2.384185791015625e-07}
     tags = registry.metric_tags(metrics) | {"parity_ok": "true"}

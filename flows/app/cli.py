@@ -257,17 +257,22 @@ def cmd_models(args, params: Params) -> int:
 
 def cmd_doctor(args, params: Params) -> int:
     """The registry's health (metagan.lifecycle.health): exit 5 when the store or any served model is damaged;
-    then the fleet index checked against the registry, and the rows that disagree rewritten."""
+    a promotion or rollback cut short between its alias writes finished; then the fleet index checked
+    against the registry, and the rows that disagree rewritten."""
     from metagan.lifecycle.fleet import default_every_s
     from metagan.fleet_index import registry_index
     from metagan.lifecycle.fleet_repair import repair_index
+    from flows.locks import customer_locker
     from metagan.lifecycle.health import check_registry
+    from metagan.lifecycle.registry import finish_cut_short_moves
 
     health = check_registry()
     for v in health.versions:
         print(v.describe())
     print(f"{health.store}: {len(health.versions)} production or candidate version(s) checked, "
           f"{len(health.damaged)} damaged")
+    for move in finish_cut_short_moves(customer_locker(params)):  # before the index, which follows production
+        print(move.describe())
     index = registry_index()
     repair = repair_index(index, default_every_s(params))
     for damaged, aside in index.set_aside:

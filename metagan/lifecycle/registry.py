@@ -53,6 +53,17 @@ ROLLED_BACK_TAG = "rolled_back"
 it back, which is the one way an operator asks for it again."""
 
 
+MOVE_TAG = "moving_production"
+"""A customer's registered-model tag: the move a promotion or rollback makes (``{"kind": "promotion"
+or "rollback", "production": N, "previous": M}``), written before its two alias writes,
+``previous`` first and ``production`` last. Two writes are never one: a process killed between
+them leaves both aliases on one version (``previous`` moved, ``production`` not yet, so what is
+served is still the old version), a state no finished move leaves. Whatever next holds the
+customer's lock and finds that state (promote, rollback, ``metagan doctor``) finishes the move
+from this record (:func:`_finish_cut_short`). It is never cleared: it is read only in that state,
+and every move writes its own before its first alias write."""
+
+
 def params_hash(params: Params, *sections: str, raw: dict | None = None) -> str:
     """Short hash of the given config sections (of ``raw``, a dump of ``params`` rewritten for
     identity, when given): part of the identity of a trained artifact."""
@@ -258,6 +269,10 @@ def promote(customer_id: str, gate: GateConfig, version: str | int | None = None
     name = customer_model_name(customer_id)
     with (lock or default_locker())(lock_name(customer_id)):
         cand, prod = model_versions.get_alias(name, CANDIDATE), model_versions.get_alias(name, PRODUCTION)
+        prev = model_versions.get_alias(name, PREVIOUS)
+        if _stuck(prod, prev):
+            finished = _finish_cut_short(customer_id, str(prod.version), model_versions.get_model_tag(name, MOVE_TAG))
+            prod = finished.now if finished.now is not None else prod
         return _promote_read(customer_id, cand, prod, gate, version)
 
 
@@ -286,11 +301,88 @@ def _promote_read(customer_id: str, cand, prod, gate: GateConfig, version: str |
     if not decision.passed:
         return PromotionResult(customer_id, Promotion.REFUSED, str(cand.version), decision.reasons,
                                dict(seen.metrics))
-    if prod is not None:
-        model_versions.set_alias(name, PREVIOUS, prod.version)
-    model_versions.set_alias(name, PRODUCTION, cand.version)  # last: production always names a complete version
+    _move_production(name, "promotion", cand.version, prod.version if prod is not None else None)
     _production_changed(customer_id, cand)
     return PromotionResult(customer_id, Promotion.PROMOTED, str(cand.version), decision.reasons, dict(seen.metrics))
+
+
+def _move_production(name: str, kind: str, production: str | int, previous: str | int | None) -> None:
+    """``previous`` then ``production`` (last: production always names a complete version), the
+    move recorded first (:data:`MOVE_TAG`) when it takes two writes."""
+    if previous is not None:
+        model_versions.set_model_tag(name, MOVE_TAG, json.dumps({"kind": kind, "production": str(production),
+                                                                 "previous": str(previous)}))
+        model_versions.set_alias(name, PREVIOUS, previous)
+    model_versions.set_alias(name, PRODUCTION, production)
+
+
+def _stuck(prod, prev) -> bool:
+    """``production`` and ``previous`` name one version: a move cut short between its writes."""
+    return prod is not None and prev is not None and str(prod.version) == str(prev.version)
+
+
+@dataclass(frozen=True)
+class CutShort:
+    """A promotion or rollback cut short between its two alias writes, found with ``production``
+    and ``previous`` both on version ``stuck_on``, and finished from its record when one explains it."""
+
+    customer_id: str
+    stuck_on: str
+    kind: str = ""
+    """``promotion`` or ``rollback``, from the move's record; "" when no record explains the state."""
+    now: object | None = None
+    """The version production names now, when the move was finished (a registered version, with its tags)."""
+
+    @property
+    def finished(self) -> bool:
+        return self.now is not None
+
+    def describe(self) -> str:
+        if self.finished:
+            return (f"customer {self.customer_id!r}: finished a {self.kind} cut short between its alias writes "
+                    f"(production and previous both named version {self.stuck_on}): production is version "
+                    f"{self.now.version}, previous {self.stuck_on}")
+        return (f"customer {self.customer_id!r}: production and previous both name version {self.stuck_on}, and no "
+                "record of a move explains it (a promotion or rollback cut short by an older metagan): the "
+                "version before is unknown, so there is nothing to roll back to until the next promotion")
+
+
+def _finish_cut_short(customer_id: str, stuck_on: str, record: str | None) -> CutShort:
+    """Finish the move :data:`MOVE_TAG` records, when it explains ``production`` and ``previous``
+    both naming ``stuck_on`` (its ``previous`` was written, its ``production`` not). The caller
+    holds the customer's lock."""
+    try:
+        move = json.loads(record) if record else None
+        kind, production, previous = move["kind"], str(move["production"]), str(move["previous"])
+    except (ValueError, TypeError, KeyError):
+        move = None
+    if move is None or previous != stuck_on or production == stuck_on:
+        found = CutShort(customer_id, stuck_on)
+        log.warning("%s", found.describe())
+        return found
+    name = customer_model_name(customer_id)
+    model_versions.set_alias(name, PRODUCTION, production)
+    now = model_versions.get_version(name, production)
+    _production_changed(customer_id, now)
+    found = CutShort(customer_id, stuck_on, kind, now)
+    log.warning("%s", found.describe())
+    return found
+
+
+def finish_cut_short_moves(lock: Locker | None = None) -> list[CutShort]:
+    """Every customer whose ``production`` and ``previous`` name one version (one listing), its
+    move finished under its lock (``metagan doctor``)."""
+    held, found = lock or default_locker(), []
+    for m in model_versions.list_models(CUSTOMER_PREFIX):
+        aliases = {a: str(v) for a, v in (m.aliases or {}).items()}
+        if aliases.get(PRODUCTION) is None or aliases.get(PRODUCTION) != aliases.get(PREVIOUS):
+            continue
+        cid = customer_id_of(m.name)
+        with held(lock_name(cid)):  # read again under the lock: another process may have finished it
+            prod, prev = model_versions.get_alias(m.name, PRODUCTION), model_versions.get_alias(m.name, PREVIOUS)
+            if _stuck(prod, prev):
+                found.append(_finish_cut_short(cid, str(prod.version), model_versions.get_model_tag(m.name, MOVE_TAG)))
+    return found
 
 
 def _production_changed(customer_id: str, version) -> None:
@@ -321,7 +413,9 @@ def promote_all(gate: GateConfig, customers: Iterable[str] | None = None, versio
         todo = []
         for entry in list_customers():
             cand, prod = entry.aliases.get(CANDIDATE), entry.aliases.get(PRODUCTION)
-            if cand is None:
+            if prod is not None and prod == entry.aliases.get(PREVIOUS):
+                todo.append(entry.customer_id)  # a move cut short: the batch finishes it
+            elif cand is None:
                 results[entry.customer_id] = PromotionResult(entry.customer_id, Promotion.NO_CANDIDATE)
             elif cand == prod:
                 results[entry.customer_id] = PromotionResult(entry.customer_id, Promotion.ALREADY_PRODUCTION, cand)
@@ -356,15 +450,21 @@ def _promote_batch(customer_ids: list[str], gate: GateConfig, versions: dict[str
     with ExitStack() as held:
         for c in sorted(set(customer_ids)):
             held.enter_context(lock(lock_name(c)))
-        aliases = {m.name: dict(m.aliases or {}) for m in model_versions.search_models(list(names.values()))}
+        models = {m.name: m for m in model_versions.search_models(list(names.values()))}
         by_version = {(v.name, str(v.version)): v for v in model_versions.search_versions_of(list(names.values()))}
 
         def aliased(c: str, alias: str):
-            v = aliases.get(names[c], {}).get(alias)
+            v = (models[names[c]].aliases or {}).get(alias) if names[c] in models else None
             return None if v is None else by_version.get((names[c], str(v)))
 
-        return [_promote_read(c, aliased(c, CANDIDATE), aliased(c, PRODUCTION), gate, versions.get(c))
-                for c in customer_ids]
+        def production(c: str):
+            prod = aliased(c, PRODUCTION)
+            if not _stuck(prod, aliased(c, PREVIOUS)):
+                return prod
+            finished = _finish_cut_short(c, str(prod.version), (models[names[c]].tags or {}).get(MOVE_TAG))
+            return finished.now if finished.now is not None else prod
+
+        return [_promote_read(c, aliased(c, CANDIDATE), production(c), gate, versions.get(c)) for c in customer_ids]
 
 
 class NoPreviousVersion(LookupError):
@@ -375,10 +475,19 @@ def rollback(customer_id: str, lock: Locker | None = None) -> str:
     """Swap ``production`` and ``previous``; returns the version now in production. A previous
     version whose model file is missing or damaged is refused (:class:`~metagan.errors.Damaged`).
     The version rolled back is tagged :data:`ROLLED_BACK_TAG`, so the next ``promote`` or hourly
-    run does not put it back."""
+    run does not put it back. A move cut short between its alias writes (:data:`MOVE_TAG`) is
+    finished first: a rollback's is the rollback asked for again, and done; after a promotion's,
+    the version it promoted is rolled back."""
     name = customer_model_name(customer_id)
     with (lock or default_locker())(lock_name(customer_id)):
         prev, prod = model_versions.get_alias(name, PREVIOUS), model_versions.get_alias(name, PRODUCTION)
+        if _stuck(prod, prev):
+            finished = _finish_cut_short(customer_id, str(prod.version), model_versions.get_model_tag(name, MOVE_TAG))
+            if not finished.finished:
+                raise NoPreviousVersion(finished.describe())
+            if finished.kind == "rollback":  # the rollback asked for again: finished, it is done
+                return str(finished.now.version)
+            prod = finished.now  # a promotion finished: now roll it back
         if prev is None:
             raise NoPreviousVersion(f"customer {customer_id!r} has no previous production version to roll back to")
         # its file read and checked before anything moves: production never names a damaged model
@@ -387,9 +496,7 @@ def rollback(customer_id: str, lock: Locker | None = None) -> str:
             model_versions.set_version_tags(name, prod.version, {ROLLED_BACK_TAG: "true"})
         if prev.tags.get(ROLLED_BACK_TAG) == "true":
             model_versions.set_version_tags(name, prev.version, {ROLLED_BACK_TAG: "false"})
-        model_versions.set_alias(name, PRODUCTION, prev.version)
-        if prod is not None:
-            model_versions.set_alias(name, PREVIOUS, prod.version)
+        _move_production(name, "rollback", prev.version, prod.version if prod is not None else None)
         _production_changed(customer_id, prev)
     return str(prev.version)
 

@@ -188,7 +188,7 @@ def test_a_registry_the_file_system_will_not_write_is_a_file_system_fault_not_da
     from mlflow.protos import databricks_pb2
 
     from flows.app.cli import main
-    from metagan import store
+    from metagan import model_versions
 
     readonly = readonly_sqlite_error(registry_project)
     store.client().create_registered_model("metagan-customer-a")  # a customer the project knows
@@ -201,7 +201,8 @@ def test_a_registry_the_file_system_will_not_write_is_a_file_system_fault_not_da
         except sqlalchemy.exc.OperationalError as e:
             raise MlflowException(str(e), error_code=databricks_pb2.TEMPORARILY_UNAVAILABLE) from e
 
-    monkeypatch.setattr(type(store.client()), "set_registered_model_tag", refused)
+    # where metagan's tag writes go (model_versions._registry_writer: the client without MLflow's prompt check)
+    monkeypatch.setattr(type(model_versions._registry_writer()), "set_registered_model_tag", refused)
     code = main(["--project", str(registry_project), "schedule", "--customer", "a", "--every", "7d"])
     err = capsys.readouterr().err
     db = registry_project / "mlflow" / "mlflow.db"

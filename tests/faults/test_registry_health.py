@@ -169,6 +169,33 @@ def test_doctor_and_generate_find_deleted_truncated_and_altered_model_files(proj
     assert run(capsys, "generate", "--customer", "d", "--count", "2", "--out", str(project / "out"))[0] == ExitCode.OK
 
 
+def test_doctor_finishes_a_promotion_cut_short_between_its_alias_writes(project, capsys):
+    """Guarantee: `metagan doctor` finds customers whose `production` and `previous` name one
+    version (a promotion or rollback killed between its two alias writes), finishes the move its
+    record names (production moves, the fleet index follows), and names one no record explains."""
+    import json
+
+    from metagan.fleet_index import registry_index
+    from metagan.lifecycle import registry
+
+    for cid in ("a", "b"):  # a second version of each, as a promotion killed after `previous` left them
+        name = model_names.customer_model_name(cid)
+        first = model_versions.get_alias(name, model_names.PRODUCTION)
+        second = model_versions.register_version(name, first.source, first.run_id, dict(first.tags),
+                                                 model_id=first.source.removeprefix("models:/"))
+        model_versions.set_alias(name, model_names.PREVIOUS, first.version)
+        if cid == "a":
+            model_versions.set_model_tag(name, registry.MOVE_TAG, json.dumps(
+                {"kind": "promotion", "production": str(second.version), "previous": str(first.version)}))
+    assert main(["doctor"]) == ExitCode.OK
+    out = capsys.readouterr().out
+    assert "customer 'a': finished a promotion cut short between its alias writes" in out
+    assert "customer 'b': production and previous both name version 1, and no record" in out
+    a = model_names.customer_model_name("a")
+    assert (str(model_versions.get_alias(a, model_names.PRODUCTION).version),
+            str(model_versions.get_alias(a, model_names.PREVIOUS).version)) == ("2", "1")
+    assert registry_index().rows()["a"].production_version == "2"
+
 def test_versions_registered_without_a_checksum_are_checked_by_loading(project):
     """Guarantee: a version registered before `onnx_sha256` existed is checked by loading its model
     (onnxruntime): a loadable one passes, a truncated one is damaged."""
