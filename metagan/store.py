@@ -10,6 +10,8 @@ see :mod:`metagan.retry`), then the call fails with a ``ServiceUnavailable`` nam
 doing. MLflow's own HTTP retries are turned off by default so the two do not multiply (MLflow
 alone would retry 7 times over ~4 minutes, each request waiting up to 120 s). A failure of the
 embedded store itself (a corrupt or vanished SQLite file) is :class:`~metagan.errors.Damaged`, at once.
+An embedded store copied or moved with its project has its records pointed at the project's own
+files when it is checked (:func:`_relocate`).
 
 Runs and logging: :mod:`metagan.tracking`; registered models, versions and aliases:
 :mod:`metagan.model_versions`; reading a served model: :mod:`metagan.serving`.
@@ -142,22 +144,106 @@ def check_store(db: Path) -> None:
     if seen is not None and thorough:
         _forget_mlflow_stores(db)
     try:
-        if not _readable_store(db, thorough):
+        recorded = _readable_store(db, thorough)
+        if recorded is None:
             return  # a writer holds it: MLflow's own calls wait and retry, and the check runs next time
     except Damaged:
         _STORE_CHECKED.pop(str(db), None)
         _forget_mlflow_stores(db)
         raise
+    moved = _moved_from(db, recorded)
+    if moved is not None:
+        if not _relocate(db, moved):
+            return  # a writer holds it: the next check moves the records
+        stat = db.stat()
+        identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
     _STORE_CHECKED[str(db)] = identity
 
 
-def _readable_store(db: Path, thorough: bool) -> bool:
-    """Raise Damaged when ``db`` is not a readable MLflow registry; False when it is locked."""
+def _moved_from(db: Path, recorded: list[str]) -> str | None:
+    """Of the artifact locations the embedded registry at ``db`` records (its experiments'), the
+    one (a ``file:`` URI) that is not this project's ``mlflow/artifacts`` beside ``db`` while this
+    project holds files of its own there: a copied (``cp -r``) or moved project, whose registry
+    still names the original's files. None otherwise (a registry copied without its files is only
+    warned about: the files it names are the only ones there are)."""
+    from urllib.parse import unquote, urlparse
+
+    here = db.parent / "artifacts"
+    for location in recorded:
+        if not location.startswith("file:"):
+            continue  # MLflow's Default experiment (a plain path under the current folder), never used
+        there = Path(unquote(urlparse(location).path))
+        if there.name != "artifacts" or there == here or (there.exists() and here.exists() and there.samefile(here)):
+            continue
+        if here.is_dir() and any(here.iterdir()):
+            return location
+        if str(db) not in _WARNED_ELSEWHERE:
+            _WARNED_ELSEWHERE.add(str(db))
+            log.warning("the registry at %s names model files in %s, outside its project, and %s holds none: a "
+                        "registry copied without its files reads and writes another project's; copy %s to %s "
+                        "(the next command then points the registry at them)", db, there, here, there, here)
+    return None
+
+
+_WARNED_ELSEWHERE: set[str] = set()
+
+
+def _relocate(db: Path, old: str) -> bool:
+    """Point every record of the registry at ``db`` and of the databases beside it (the fleet
+    index) that names a file under the artifact location ``old`` at the same file under this
+    project's ``mlflow/artifacts`` instead: MLflow stores absolute locations (experiment, runs,
+    logged models, versions, the ``onnx_file`` tags), so a copied project went on reading, and
+    writing, the original's files. False when another connection holds a database (the next
+    check does it); a file system that refuses the write is a :class:`~metagan.errors.FileSystemFault`."""
+    import sqlite3
+    from contextlib import closing
+
+    from metagan import sqlite_faults
+    from metagan.errors import FileSystemFault
+
+    from urllib.parse import unquote, urlparse
+
+    new = (db.parent / "artifacts").as_uri()
+    old = old.rstrip("/")
+    there = Path(unquote(urlparse(old).path))
+    changed = 0
+    for database in [db, *sorted(p for p in db.parent.glob("*.db") if p != db)]:
+        try:
+            with closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=rw", uri=True, timeout=30)) as con:
+                con.execute("BEGIN IMMEDIATE")
+                for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+                    for column in [c[1] for c in con.execute(f'PRAGMA table_info("{table}")').fetchall()
+                                   if not c[2] or any(t in c[2].upper() for t in ("CHAR", "TEXT", "CLOB"))]:
+                        changed += con.execute(
+                            f'UPDATE "{table}" SET "{column}" = ? || substr("{column}", ?) WHERE "{column}" = ? '
+                            f'OR substr("{column}", 1, ?) = ?',
+                            (new, len(old) + 1, old, len(old) + 1, old + "/")).rowcount
+                con.commit()
+        except sqlite3.Error as e:
+            if sqlite_faults.is_busy(e):
+                return False
+            if sqlite_faults.is_refused_by_file_system(e):
+                raise FileSystemFault(f"the registry at {db} names the model files in {there} (this project was copied "
+                                      f"or moved from there), and {database} cannot be written to name its own, in "
+                                      f"{db.parent / 'artifacts'}: {sqlite_faults.REFUSED_HINT} ({e})") from None
+            if database == db:
+                raise
+            log.warning("%s: not a database whose records could be moved (%s)", database, e)
+    log.warning("the registry at %s named the model files in %s (this project was copied or moved from there): "
+                "its %d record(s) now name this project's own, in %s", db, there, changed, db.parent / "artifacts")
+    return True
+
+
+def _readable_store(db: Path, thorough: bool) -> list[str] | None:
+    """Raise Damaged when ``db`` is not a readable MLflow registry; None when it is locked, else
+    the artifact locations its experiments record (read on the same connection)."""
     import sqlite3
     from contextlib import closing
 
     from metagan import sqlite_faults
     from metagan.errors import Damaged
+
+    recorded: list[str] = []
 
     def read(mode: str) -> str:
         with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode={mode}", uri=True, timeout=30)) as con:
@@ -165,7 +251,10 @@ def _readable_store(db: Path, thorough: bool) -> bool:
             if not {"registered_models", "model_versions", "registered_model_aliases"} <= tables:
                 raise Damaged(f"the registry at {db} holds no MLflow registry tables (empty or replaced); restore "
                               "it from backup")
-            return con.execute("PRAGMA quick_check(1)").fetchone()[0] if thorough else "ok"
+            result = con.execute("PRAGMA quick_check(1)").fetchone()[0] if thorough else "ok"
+            if "experiments" in tables:
+                recorded[:] = [r[0] for r in con.execute("SELECT artifact_location FROM experiments") if r[0]]
+            return result
 
     try:
         try:
@@ -179,7 +268,7 @@ def _readable_store(db: Path, thorough: bool) -> bool:
             result = read("rw")
     except sqlite3.OperationalError as e:
         if sqlite_faults.is_busy(e):
-            return False
+            return None
         if sqlite_faults.is_refused_by_file_system(e):
             raise _refused(db, str(e)) from None
         raise Damaged(f"the registry at {db} is unreadable ({e}); restore it from backup") from None
@@ -187,7 +276,7 @@ def _readable_store(db: Path, thorough: bool) -> bool:
         raise Damaged(f"the registry at {db} is unreadable ({e}); restore it from backup") from None
     if result != "ok":
         raise Damaged(f"the registry at {db} is corrupt (SQLite: {result}); restore it from backup")
-    return True
+    return recorded
 
 
 def _forget_mlflow_stores(db: Path) -> None:

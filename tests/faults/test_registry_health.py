@@ -196,6 +196,68 @@ def test_doctor_finishes_a_promotion_cut_short_between_its_alias_writes(project,
             str(model_versions.get_alias(a, model_names.PREVIOUS).version)) == ("2", "1")
     assert registry_index().rows()["a"].production_version == "2"
 
+def records_naming(project: Path, folder: Path) -> list[tuple[str, str, str, str]]:
+    """(database, table, column, value) of every text naming a file under ``folder`` in the
+    SQLite databases of ``project`` (its registry and fleet index, in mlflow/)."""
+    import sqlite3
+    from contextlib import closing
+
+    found = []
+    for db in sorted((project / "mlflow").glob("*.db")):
+        with closing(sqlite3.connect(db)) as con:
+            for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+                for column in [c[1] for c in con.execute(f'PRAGMA table_info("{table}")')]:
+                    for (value,) in con.execute(f'SELECT "{column}" FROM "{table}"'):
+                        if isinstance(value, str) and (folder.as_uri() in value or str(folder) in value):
+                            found.append((db.name, table, column, value))
+    return found
+
+
+def test_a_copied_project_reads_and_writes_its_own_model_files_not_the_originals(project, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """Guarantee: a project folder copied elsewhere (`cp -r`) serves, checks and logs with its own
+    model files: the first command in the copy points every record of its registry and fleet
+    index that named the original's `mlflow/artifacts` at its own, and says so; the original is
+    untouched. A probe's copy read the original's files (MLflow records absolute locations), and
+    once the original was deleted said "its files are missing ...; restore mlflow/artifacts from
+    backup" while they were there, in the copy."""
+    assert main(["doctor"]) == ExitCode.OK  # the original's fleet index holds the models' locations too
+    copy = tmp_path / "copy"
+    shutil.copytree(project, copy, ignore=shutil.ignore_patterns("pristine", "out"))
+    original = project / "mlflow" / "artifacts"
+    assert records_naming(copy, copy / "mlflow" / "artifacts") == [] and records_naming(copy, original)
+    shutil.rmtree(original)  # the original deleted (or changed) after the copy
+    capsys.readouterr()
+    monkeypatch.setenv("METAGAN_PROJECT", str(copy))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{copy / 'mlflow' / 'mlflow.db'}")
+    rc, err, _ = run(capsys, "generate", "--customer", "a", "--count", "2", "--out", str(copy / "out"))
+    assert rc == ExitCode.OK, err
+    assert any("this project was copied or moved from there" in line for line in err)
+    assert records_naming(copy, original) == []
+    assert {(db, table) for db, table, _, _ in records_naming(copy, copy / "mlflow" / "artifacts")} >= {
+        ("mlflow.db", "experiments"), ("mlflow.db", "model_versions"), ("mlflow.db", "model_version_tags"),
+        ("fleet.db", "metagan_fleet")}
+    rc, err, _ = run(capsys, "doctor")
+    assert rc == ExitCode.OK and not any("copied" in line for line in err), err  # once
+    with tracking.start_run("after-the-copy", {}) as logged:
+        tracking.log_file(copy / "a.onnx", "files")
+    assert (copy / "mlflow" / "artifacts" / logged.info.run_id / "artifacts" / "files" / "a.onnx").is_file()
+    assert not original.exists() and records_naming(project, original)  # the original's registry untouched
+
+
+def test_a_registry_copied_without_its_files_is_named_not_pointed_at_nothing(project, tmp_path, monkeypatch, caplog):
+    """Guarantee: a registry database copied without the model files (no `mlflow/artifacts` beside
+    it) keeps naming the files it has, with a warning that says where they are and what to copy."""
+    copy = tmp_path / "copy" / "mlflow"
+    copy.mkdir(parents=True)
+    shutil.copy(project / "mlflow" / "mlflow.db", copy / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{copy / 'mlflow.db'}")
+    with caplog.at_level("WARNING", logger="metagan.store"):
+        store.check_configured_store()
+    assert f"copy {project / 'mlflow' / 'artifacts'} to {copy / 'artifacts'}" in caplog.text
+    assert records_naming(copy.parent, project / "mlflow" / "artifacts")  # unchanged
+    assert serving.production_model("a").version == "1"
+
 def test_versions_registered_without_a_checksum_are_checked_by_loading(project):
     """Guarantee: a version registered before `onnx_sha256` existed is checked by loading its model
     (onnxruntime): a loadable one passes, a truncated one is damaged."""
