@@ -9,6 +9,7 @@ from flows.common import data_target, dvc_root
 from flows.locks import customer_locker
 from metagan import versioning
 from metagan.lifecycle import meta_model
+from metagan.checkpoint import ReadCheckpoint
 from metagan.config import Params
 from metagan.meta import check_warm_start
 from metagan.lifecycle.meta_model import MetaRegistration
@@ -22,13 +23,14 @@ def checkout_data(params: Params, data_version: str | None) -> str:
 
 
 @task(tags=["gpu"])
-def train_or_reuse(params: Params, data_version: str) -> MetaRegistration:
+def train_or_reuse(params: Params, data_version: str, start: ReadCheckpoint | None = None) -> MetaRegistration:
     """Train and register a meta-model, unless one with the same identity is registered already.
     Progress: a bar on the console (when one is shown) and a run-log line every 30 s."""
     logger = get_run_logger()
     report = progress.meta_training(params, logger.info)
     try:
-        result = meta_model.train_meta_or_reuse(params, data_version, progress=report, lock=customer_locker(params))
+        result = meta_model.train_meta_or_reuse(params, data_version, progress=report, lock=customer_locker(params),
+                                                start=start)
     finally:
         report.finish()
     logger.info("metagan-meta version %s (%s)", result.version,
@@ -37,12 +39,16 @@ def train_or_reuse(params: Params, data_version: str) -> MetaRegistration:
 
 
 @flow(name="meta-train", log_prints=True)
-def meta_train(params: Params, data_version: str | None = None, workspace_data: bool = False) -> MetaRegistration:
+def meta_train(params: Params, data_version: str | None = None, workspace_data: bool = False,
+               start: ReadCheckpoint | None = None) -> MetaRegistration:
     """``workspace_data``: train on the data as it is in the workspace (inside ``dvc repro``, where
-    DVC has materialised it and holds the repository lock), recording the version in data.dvc."""
-    check_warm_start(params)  # before the data is checked out: a wrong start is the settings'
+    DVC has materialised it and holds the repository lock), recording the version in data.dvc.
+    ``start``: the warm start as the caller checked and read it (``metagan pipeline``); without it,
+    it is checked and read here, once."""
+    if start is None:
+        start = check_warm_start(params)  # before the data is checked out: a wrong start is the settings'
     if workspace_data:
         version = versioning.data_version(dvc_root(params), data_target(params)) or "untracked"
     else:
         version = checkout_data(params, data_version)
-    return train_or_reuse(params, version)
+    return train_or_reuse(params, version, start)

@@ -14,6 +14,7 @@ from flows.generate import generate_flow, output_uri
 from flows.ingest import Ingestion, ingest
 from flows.meta_train import meta_train
 from flows.promote import promote
+from metagan.checkpoint import ReadCheckpoint
 from metagan.config import Params
 from metagan.lifecycle.fleet import Batch
 from metagan.lifecycle.meta_model import EvaluatorRegistration, MetaRegistration
@@ -40,10 +41,11 @@ class PipelineResult:
 
 @flow(name="pipeline", log_prints=True)
 def pipeline(params: Params, customers_dir: str | None = None, source: str | None = None, count: int | None = None,
-             seed: int = 0, out: str | None = None) -> PipelineResult:
+             seed: int = 0, out: str | None = None, start: ReadCheckpoint | None = None) -> PipelineResult:
+    """``start``: the warm start as the caller checked and read it (the CLI, before ingesting)."""
     ensure_concurrency_limits(params)  # before the first gpu- or dvc-tagged task
     data = ingest(params, customers_dir, source)
-    meta = meta_train(params, data.data_version)
+    meta = meta_train(params, data.data_version, start=start)
     evaluator = register_evaluator(params)
     accepted = data.accepted
     adapted = adapt_customers_flow(params)(params, meta.version, data.data_version, accepted) if accepted else []

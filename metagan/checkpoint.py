@@ -6,11 +6,14 @@ Written atomically (temp file + rename) so a crash never leaves a torn file, and
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
-from metagan.files import atomic_file
+from metagan.files import atomic_file, sha256_bytes
 
 META_FORMAT = "metagan/meta-checkpoint/1"
 
@@ -28,12 +31,40 @@ def save_atomic(obj: dict, path: str | Path) -> Path:
 
 def load_checkpoint(path: str | Path, expected_format: str | tuple[str, ...], map_location: str = "cpu") -> dict:
     """A checkpoint of ``expected_format`` (or of any of several formats a reader understands)."""
-    accepted = (expected_format,) if isinstance(expected_format, str) else expected_format
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}")
+    return _load(path, path, expected_format, map_location)
+
+
+class ReadCheckpoint(BaseModel):
+    """A checkpoint read once: where it was, the sha256 of its bytes and what they hold. Handed
+    down in place of its path (a warm start: checked, identified and trained from), so that nothing
+    reads the file again. Prefect shows a flow's parameters: of this, the path and the checksum
+    (``content`` is never serialised)."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    path: str
+    sha256: str
+    content: dict[str, Any] = Field(exclude=True, repr=False)
+
+
+def read_checkpoint(path: str | Path, expected_format: str | tuple[str, ...]) -> ReadCheckpoint:
+    """:func:`load_checkpoint` (on the CPU) and the sha256 of the same bytes, from one read."""
+    path = Path(path)
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint at {path}") from None
+    return ReadCheckpoint(path=str(path), sha256=sha256_bytes(data),
+                          content=_load(io.BytesIO(data), path, expected_format, "cpu"))
+
+
+def _load(source, path: Path, expected_format: str | tuple[str, ...], map_location: str) -> dict:
+    accepted = (expected_format,) if isinstance(expected_format, str) else expected_format
+    try:
+        ckpt = torch.load(source, map_location=map_location, weights_only=True)
     except Exception as e:  # a torn or foreign file: say which, never fall back to full unpickling
         raise CheckpointError(f"cannot read checkpoint {path}: {_torch_reason(e)}") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") not in accepted:

@@ -108,6 +108,11 @@ def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
                 np.lib.format.write_array(member, np.asanyarray(value), allow_pickle=False)
 
 
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of bytes already read (the same digest :func:`sha256_file` gives their file)."""
+    return hashlib.sha256(data).hexdigest()
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file's bytes, read in 1 MB chunks."""
     h = hashlib.sha256()

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from metagan import distributed
-from metagan.checkpoint import META_FORMAT, CheckpointError, load_checkpoint, save_atomic
+from metagan.checkpoint import META_FORMAT, CheckpointError, ReadCheckpoint, load_checkpoint, save_atomic
 from metagan.config import ConfigError, Params, params_from_dict
 from metagan.data import EpisodeSampler, TaskDataset, load_packed, split_classes
 from metagan.data.images import to_tensor, to_uint8
@@ -59,8 +59,12 @@ def meta_train(
     data_version: str = "",
     checkpoint_every_s: float = 120.0,
     resume: bool = False,
+    start: ReadCheckpoint | None = None,
 ) -> TrainResult:
     """Meta-train ``params.meta.method`` on the training groups of ``dataset`` for a time budget.
+
+    ``start``: the warm start ``meta.init_checkpoint`` names, already read
+    (:func:`metagan.meta.check_warm_start`); without it, the file is read here.
 
     With ``resume``, a checkpoint already at ``checkpoint_path`` from the same config and data
     (left by a killed run: checkpoints are written atomically every ``checkpoint_every_s``)
@@ -77,7 +81,8 @@ def meta_train(
         distributed.broadcast_object({"params": params.model_dump(), "checkpoint": str(checkpoint_path),
                                       "data_version": data_version, "checkpoint_every_s": checkpoint_every_s,
                                       "resume": resume, "dataset": dataset_fingerprint(dataset)})
-    return _train(params, dataset, checkpoint_path, report, on_samples, data_version, checkpoint_every_s, resume)
+    return _train(params, dataset, checkpoint_path, report, on_samples, data_version, checkpoint_every_s, resume,
+                  start)
 
 
 def _train(
@@ -89,6 +94,7 @@ def _train(
     data_version: str,
     checkpoint_every_s: float,
     resume: bool,
+    start: ReadCheckpoint | None = None,
 ) -> TrainResult:
     """The loop itself, run by every rank of a torchrun job (and by the one process otherwise)."""
     cfg = params.meta
@@ -101,7 +107,8 @@ def _train(
     if main:  # rank 0 reads checkpoints; the other ranks get its weights and optimizer state below
         if cfg.init_checkpoint:
             try:
-                init = load_checkpoint(params.resolve(cfg.init_checkpoint), META_FORMAT, map_location=device)
+                init = start.content if start is not None else \
+                    load_checkpoint(params.resolve(cfg.init_checkpoint), META_FORMAT, map_location=device)
             except CheckpointError as e:  # the setting names the wrong file: the settings' mistake
                 raise ConfigError(f"meta.init_checkpoint {cfg.init_checkpoint}: {e}") from None
             if init["method"] != cfg.method or type(learner).net_config_from_dict(init["net"]) != learner.net_cfg:

@@ -104,3 +104,59 @@ def test_a_warm_start_from_another_methods_checkpoint_is_a_configuration_error(t
         meta_train(tiny_params.with_overrides(meta={"method": other, "max_steps": 1, "init_checkpoint": str(first)}),
                    tiny_dataset, tmp_path / "second.pt")
     assert kind_of(caught.value).exit_code == 3
+
+
+@pytest.fixture
+def registered_meta(tmp_path, monkeypatch):
+    """A tiny meta-model trained on the packed sample tasks and registered (version 1) in a fresh
+    embedded registry; returns its params and a copy of its checkpoint at ``tmp_path/old/meta.pt``
+    (a warm start for the tests)."""
+    import shutil
+
+    from metagan.config import PROJECT_ROOT, Params
+    from metagan.lifecycle.meta_model import train_meta_or_reuse
+    from metagan.task_data import prepare_task_dataset
+    from tests.conftest import make_tiny_params
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
+    params = make_tiny_params(tmp_path).with_overrides(
+        data={"source": str(PROJECT_ROOT / Params().data.sample), "val_groups": [], "tune_groups": []},
+        meta={"max_steps": 1}, paths={"meta_checkpoint": str(tmp_path / "artifacts" / "meta.pt")})
+    prepare_task_dataset(params)
+    assert train_meta_or_reuse(params, "d1").version == "1"
+    (tmp_path / "old").mkdir()
+    shutil.copy(tmp_path / "artifacts" / "meta.pt", tmp_path / "old" / "meta.pt")
+    return params, tmp_path / "old" / "meta.pt"
+
+
+def test_a_warm_start_read_once_identifies_and_starts_the_meta_model_without_its_file(registered_meta):
+    """Guarantee: the warm start as `check_warm_start` read it is all meta-training needs: the
+    meta-model's identity (the checksum of the bytes read) and its starting weights come from it,
+    so the file can be gone after that one read; the same start read again is the same identity."""
+    from metagan.checkpoint import META_FORMAT, load_checkpoint
+    from metagan.lifecycle.meta_model import train_meta_or_reuse
+    from metagan.meta import check_warm_start
+
+    params, old = registered_meta
+    warm = params.with_overrides(meta={"init_checkpoint": str(old), "minutes": 0.0})
+    start = check_warm_start(warm)
+    first_of_file = train_meta_or_reuse(warm, "d1")  # read here, once, when no caller read it
+    assert (first_of_file.version, first_of_file.reused) == ("2", False)
+    old.unlink()
+    again = train_meta_or_reuse(warm, "d2", start=start)
+    assert (again.version, again.reused) == ("2", True)
+    trained = train_meta_or_reuse(warm.with_overrides(meta={"seed": 5}), "d3", start=start)  # another identity
+    assert (trained.version, trained.reused) == ("3", False)
+    saved = load_checkpoint(trained.checkpoint, META_FORMAT)
+
+    def tensors(tree, at=()):
+        if isinstance(tree, torch.Tensor):
+            yield at, tree
+        elif isinstance(tree, dict):
+            for k, v in tree.items():
+                yield from tensors(v, (*at, k))
+
+    weights = dict(tensors(start.content["state"]))
+    same = [torch.equal(weights[at], t) for at, t in tensors(saved["state"]) if at in weights]
+    assert len(same) == len(weights) and all(same)
+    assert saved["step"] == start.content["step"]  # minutes 0: started from the start's weights, no step taken

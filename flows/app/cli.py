@@ -332,7 +332,8 @@ def cmd_demo(args, params: Params) -> int:
 def cmd_pipeline(args, params: Params) -> int:
     from flows.pipeline import pipeline
 
-    result = pipeline(params, str(_existing_dir(args.customers)), count=args.count, seed=args.seed, out=args.out)
+    result = pipeline(params, str(_existing_dir(args.customers)), count=args.count, seed=args.seed, out=args.out,
+                      start=args.start)
     summary = {"data_version": result.data.data_version, "meta_version": result.meta.version,
                "rejected": result.data.rejected,
                "adapted": [{"customer_id": a.customer_id, "ok": a.ok, "version": a.version, "reused": a.reused,
@@ -757,7 +758,7 @@ def _run(argv: list[str] | None) -> int:
         if args.command == "pipeline":  # before ingesting (meta-train's flags change these: its flow checks)
             from metagan.meta import check_warm_start
 
-            check_warm_start(params)
+            args.start = check_warm_start(params)  # the one read of the warm start, handed down
         _check_arguments(args)  # a mistake on the command line is reported before any state is looked at
         if (args.command in NEEDS_REGISTRY and getattr(args, "model", None) is None) \
                 or args.command in MAY_CREATE_REGISTRY:

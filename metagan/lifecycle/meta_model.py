@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from metagan import model_versions, tracking
 from metagan.config import Params
@@ -20,6 +21,9 @@ from metagan.model_names import CURRENT, EVALUATOR_MODEL, META_MODEL
 from metagan.task_data import sample_in_place_of_source
 from metagan.lifecycle.registry import default_locker, meta_identity
 from metagan.locks import Locker
+
+if TYPE_CHECKING:
+    from metagan.checkpoint import ReadCheckpoint
 
 log = logging.getLogger(__name__)
 
@@ -39,29 +43,36 @@ META_LOCK = "metagan-meta-model"
 once (two demos, say) trained and registered it twice, and wrote one checkpoint file together."""
 
 
-def train_meta_or_reuse(params: Params, data_version: str, progress=None,
-                        lock: Locker | None = None) -> MetaRegistration:
+def train_meta_or_reuse(params: Params, data_version: str, progress=None, lock: Locker | None = None,
+                        start: ReadCheckpoint | None = None) -> MetaRegistration:
     """Train and register a meta-model (alias ``current``), unless one with the same identity
     (:func:`~metagan.lifecycle.registry.meta_identity`) is registered already: then its checkpoint is put in
     place (downloaded when the local file differs) and it becomes ``current`` again. A second run
     waits for the first (``lock``, the profile's locker; :data:`META_LOCK`), then reuses its model.
 
     ``progress``: a ``report(name, value, step)`` callback that sees every statistic MLflow gets
-    (the flows draw a progress bar and write run logs with it)."""
+    (the flows draw a progress bar and write run logs with it).
+
+    ``start``: the warm start (``meta.init_checkpoint``) as :func:`metagan.meta.check_warm_start`
+    read it; without it, it is read here, once, and used for the identity and the training alike."""
+    from metagan.meta import check_warm_start
+
+    if start is None and params.meta.init_checkpoint:
+        start = check_warm_start(params)
     tracking.create_store()  # meta-training starts a project: the one step that may make a new registry
     with (lock or default_locker())(META_LOCK):
-        return _train_or_reuse(params, data_version, progress)
+        return _train_or_reuse(params, data_version, progress, start)
 
 
-def _train_or_reuse(params: Params, data_version: str, progress) -> MetaRegistration:
+def _train_or_reuse(params: Params, data_version: str, progress, start: ReadCheckpoint | None) -> MetaRegistration:
     from metagan.train import meta_train
 
     packed = params.resolve(params.data.packed_dir)
     tasks = packed_version(packed)
-    tags = meta_identity(params, tasks)
+    tags = meta_identity(params, tasks, start=start)
     ckpt = params.resolve(params.paths.meta_checkpoint)
     existing = model_versions.find_version(META_MODEL, tags)
-    if existing is None and params.meta.init_checkpoint:  # registered before warm starts counted by content
+    if existing is None and start is not None:  # registered before warm starts counted by content
         existing = model_versions.find_version(META_MODEL, meta_identity(params, tasks, by_path=True))
     if existing is not None:
         if not ckpt.exists() or existing.tags.get("checkpoint_sha256") != sha256_file(ckpt):
@@ -90,7 +101,7 @@ def _train_or_reuse(params: Params, data_version: str, progress) -> MetaRegistra
         to_mlflow = tracking.mlflow_reporter()
         result = meta_train(
             params, dataset, ckpt, report=report, data_version=data_version, resume=True,
-            on_samples=lambda grid, step: tracking.log_image(make_grid(grid), "samples", step),
+            on_samples=lambda grid, step: tracking.log_image(make_grid(grid), "samples", step), start=start,
         )
         tracking.log_metrics({f"final_{k}": v for k, v in result.metrics.items()} | {"steps": result.steps})
         write_dvc_metrics(ckpt.parent, result.metrics | {"steps": result.steps}, history)

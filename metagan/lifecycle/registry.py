@@ -35,6 +35,7 @@ from metagan.model_names import (CANDIDATE, CUSTOMER_PREFIX, EVALUATOR_MODEL, ME
 from metagan.uploads import CustomerUploads
 
 if TYPE_CHECKING:
+    from metagan.checkpoint import ReadCheckpoint
     from metagan.lifecycle.gate import Evidence
 
 # Adaptation, the gate and the metrics (torch) are imported where they are used: serving a model
@@ -88,7 +89,8 @@ class CustomerIdentity:
         return {"content_hash": self.content_hash, "meta_version": self.meta_version, "adapt_hash": self.adapt_hash}
 
 
-def meta_identity(params: Params, tasks_version: str, by_path: bool = False) -> dict[str, str]:
+def meta_identity(params: Params, tasks_version: str, by_path: bool = False,
+                  start: ReadCheckpoint | None = None) -> dict[str, str]:
     """The identity of a meta-model: same task data (``tasks_version``: the packed meta-training
     tasks' content address, :func:`metagan.data.shards.packed_version`) and same training config ->
     same model. Not the DVC version of the data folder, which moves with every customer's upload:
@@ -96,11 +98,14 @@ def meta_identity(params: Params, tasks_version: str, by_path: bool = False) -> 
     adapt every customer again from it. A warm start's checkpoint counts by its content, not where
     it lies: by its path, a reinstall (the shipped model in another environment) registered the
     meta-model again and re-adapted every customer. ``by_path``: the identity as it was before
-    (registries made then hold it)."""
+    (registries made then hold it). ``start``: the warm start already read
+    (:func:`metagan.meta.check_warm_start`), whose checksum is used instead of reading the file."""
     raw = params.model_dump()
-    start = params.meta.init_checkpoint
-    if start and not by_path and params.resolve(start).is_file():
-        raw["meta"]["init_checkpoint"] = "sha256:" + sha256_file(params.resolve(start))
+    init = params.meta.init_checkpoint
+    if init and not by_path and start is not None:
+        raw["meta"]["init_checkpoint"] = "sha256:" + start.sha256
+    elif init and not by_path and params.resolve(init).is_file():
+        raw["meta"]["init_checkpoint"] = "sha256:" + sha256_file(params.resolve(init))
     return {"tasks_version": tasks_version, "params_hash": params_hash(params, "data", "model", "meta", raw=raw)}
 
 

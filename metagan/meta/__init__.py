@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from metagan.config import ConfigError, Params, format_validation_error, params_from_checkpoint
 from metagan.meta.base import REGISTRY, LearnerSettings, MetaLearner, register
+
+if TYPE_CHECKING:
+    from metagan.checkpoint import ReadCheckpoint
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
@@ -52,11 +56,15 @@ def check_learners(params: Params) -> None:
         learner_settings(params, method)
 
 
-def check_warm_start(params: Params) -> None:
+def check_warm_start(params: Params) -> ReadCheckpoint | None:
     """Meta-training has something to start from: ``meta.init_checkpoint`` is a meta checkpoint of
     this learner, or there are minutes to train. Only what may meta-train calls this (promotion,
-    the batch job and serving read neither setting, and must not stop on them)."""
-    from metagan.checkpoint import META_FORMAT, CheckpointError, load_checkpoint
+    the batch job and serving read neither setting, and must not stop on them).
+
+    Returns the warm start as read (None without one): the one read of its file, which the caller
+    hands down (:func:`metagan.lifecycle.meta_model.train_meta_or_reuse`'s ``start``) to identify
+    the meta-model and to train from."""
+    from metagan.checkpoint import META_FORMAT, CheckpointError, read_checkpoint
 
     start = params.meta.init_checkpoint
     if start:
@@ -64,15 +72,18 @@ def check_warm_start(params: Params) -> None:
         if not path.is_file():
             raise ConfigError(f"meta.init_checkpoint {start}: no such file ({path})")
         try:
-            found = load_checkpoint(path, META_FORMAT)
+            found = read_checkpoint(path, META_FORMAT)
         except CheckpointError as e:  # one line already (load_checkpoint keeps torch's reason short)
             raise ConfigError(f"meta.init_checkpoint {start}: {e}") from None
-        if found.get("method") != params.meta.method:
-            raise ConfigError(f"meta.init_checkpoint {start} is a {found.get('method')} model; this run trains "
-                              f"{params.meta.method} (set meta.method: {found.get('method')}, or another checkpoint)")
-    elif learner_class(params.meta.method).trains and params.meta.minutes == 0:
+        method = found.content.get("method")
+        if method != params.meta.method:
+            raise ConfigError(f"meta.init_checkpoint {start} is a {method} model; this run trains "
+                              f"{params.meta.method} (set meta.method: {method}, or another checkpoint)")
+        return found
+    if learner_class(params.meta.method).trains and params.meta.minutes == 0:
         raise ConfigError(f"meta.minutes is 0 and meta.init_checkpoint is not set: {params.meta.method} would "
                           "register an untrained meta-model; give it minutes, or a checkpoint to start from")
+    return None
 
 
 def build_learner(params: Params, image_size: int, channels: int, device: str = "cpu") -> MetaLearner:

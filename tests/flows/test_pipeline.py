@@ -291,3 +291,39 @@ def test_an_index_rebuilt_from_the_registry_makes_the_next_hour_scan_once(projec
     assert "alpha" in hour.changed and [(a.customer_id, a.reused) for a in hour.adapted] == [("alpha", False)]
     again = adapt_changed(no_scan, str(customers))
     assert again.changed == [] and again.adapted == []
+
+
+def test_pipeline_reads_its_warm_start_once_and_hands_it_down(project, first_run, capsys, monkeypatch):
+    """Guarantee: `metagan pipeline` reads the warm-start checkpoint (`meta.init_checkpoint`) once,
+    where it checks it before ingesting, and hands what it read down to the meta-model's identity
+    and its training: the file can be gone after that one read. A probe counted three reads (the
+    command's check, the meta-training flow's check and the identity's checksum), a fourth to train."""
+    import shutil
+
+    import yaml
+
+    import metagan.meta
+    from flows.app.cli import main
+    from metagan.files import sha256_file
+
+    root, customers = project
+    start = root / "start.pt"
+    shutil.copy(root / "artifacts" / "meta" / "checkpoint.pt", start)
+    sha = sha256_file(start)
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    raw["meta"].update(init_checkpoint=str(start), minutes=0.0)
+    (root / "warm.yaml").write_text(yaml.safe_dump(raw))
+    real, read = metagan.meta.check_warm_start, []
+
+    def check_then_lose_the_file(params):
+        read.append(real(params))
+        start.unlink()  # nothing after this one read may need the file
+        return read[-1]
+
+    monkeypatch.setattr(metagan.meta, "check_warm_start", check_then_lose_the_file)
+    assert main(["--params", str(root / "warm.yaml"), "pipeline", "--customers", str(customers), "--count", "2",
+                 "--out", str(root / "out-warm")]) == 1  # the photos' customer is refused, as in every run
+    summary = json.loads(capsys.readouterr().out)
+    assert len(read) == 1 and read[0].sha256 == sha and not start.exists()
+    assert summary["meta_version"] == "2" and all(a["ok"] for a in summary["adapted"])
+    assert [p["outcome"] for p in summary["promoted"]] == ["promoted", "promoted"]
