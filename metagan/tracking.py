@@ -192,6 +192,11 @@ def run_metrics(run_id: str) -> tuple[dict[str, float], list[tuple[str, float, i
     return dict(latest), history
 
 
+def run_params(run_id: str) -> dict[str, str]:
+    """The params a run logged (dotted keys, as :func:`config_params` wrote them)."""
+    return dict(retrying(f"read run {run_id}", client().get_run, run_id).data.params)
+
+
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     import mlflow
 

@@ -129,6 +129,39 @@ def registered_meta(tmp_path, monkeypatch):
     return params, tmp_path / "old" / "meta.pt"
 
 
+def test_a_meta_model_registered_by_its_starts_path_is_found_after_the_start_moved(registered_meta, tmp_path):
+    """Guarantee: a meta-model registered by an older metagan, whose identity named its warm
+    start by path, is reused after that checkpoint moved (a reinstall: the shipped model in
+    another environment): the path its run recorded holds no file any more, the file it names
+    has the same name, and every other setting is the same. A probe's registry made before warm
+    starts counted by content registered the meta-model again after the move (and every customer
+    was then adapted again); another starting checkpoint is still another meta-model."""
+    import shutil
+
+    from metagan import model_versions
+    from metagan.data.shards import packed_version
+    from metagan.lifecycle.meta_model import train_meta_or_reuse
+    from metagan.lifecycle.registry import meta_identity
+    from metagan.model_names import META_MODEL
+
+    params, old = registered_meta
+    at_old = params.with_overrides(meta={"init_checkpoint": str(old), "minutes": 0.0})
+    assert train_meta_or_reuse(at_old, "d2").version == "2"
+    legacy = meta_identity(at_old, packed_version(params.resolve(params.data.packed_dir)), by_path=True)
+    model_versions.set_version_tags(META_MODEL, "2", legacy)  # as the older metagan registered it
+    (tmp_path / "new").mkdir()
+    shutil.move(old, tmp_path / "new" / "meta.pt")
+    at_new = params.with_overrides(meta={"init_checkpoint": str(tmp_path / "new" / "meta.pt"), "minutes": 0.0})
+    again = train_meta_or_reuse(at_new, "d3")
+    assert (again.version, again.reused) == ("2", True)
+    shutil.copy(tmp_path / "new" / "meta.pt", tmp_path / "new" / "other.pt")
+    with open(tmp_path / "new" / "other.pt", "ab") as f:
+        f.write(b"\0")  # another file: another start
+    other = train_meta_or_reuse(at_new.with_overrides(meta={"init_checkpoint": str(tmp_path / "new" / "other.pt")}),
+                                "d4")
+    assert (other.version, other.reused) == ("3", False)
+
+
 def test_a_warm_start_read_once_identifies_and_starts_the_meta_model_without_its_file(registered_meta):
     """Guarantee: the warm start as `check_warm_start` read it is all meta-training needs: the
     meta-model's identity (the checksum of the bytes read) and its starting weights come from it,

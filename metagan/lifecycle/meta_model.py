@@ -73,7 +73,7 @@ def _train_or_reuse(params: Params, data_version: str, progress, start: ReadChec
     ckpt = params.resolve(params.paths.meta_checkpoint)
     existing = model_versions.find_version(META_MODEL, tags)
     if existing is None and start is not None:  # registered before warm starts counted by content
-        existing = model_versions.find_version(META_MODEL, meta_identity(params, tasks, by_path=True))
+        existing = registered_by_path(params, tasks, start)
     if existing is not None:
         if not ckpt.exists() or existing.tags.get("checkpoint_sha256") != sha256_file(ckpt):
             model_versions.download_artifact_file(META_MODEL, existing.version, ckpt.name, ckpt.parent)
@@ -114,6 +114,31 @@ def _train_or_reuse(params: Params, data_version: str, progress, start: ReadChec
     model_versions.set_alias(META_MODEL, CURRENT, version.version)
     log.info("registered %s version %s after %d steps", META_MODEL, version.version, result.steps)
     return MetaRegistration(str(version.version), False, ckpt, data_version, result.steps)
+
+
+def registered_by_path(params: Params, tasks: str, start: ReadCheckpoint):
+    """The meta-model an older metagan registered from the same tasks, settings and warm start,
+    when warm starts counted in its identity by their path (``by_path``): at the path set now,
+    or at the one its run recorded, where that path now holds the same file, or, where nothing is
+    there any more (moved; a reinstall moved the shipped model), the file set now has its name.
+    None when there is none."""
+    same_path = model_versions.find_version(META_MODEL, meta_identity(params, tasks, by_path=True))
+    if same_path is not None:
+        return same_path
+    versions = model_versions.search_versions(f"name='{META_MODEL}' and tags.tasks_version='{tasks}'")
+    for version in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        then = tracking.run_params(version.run_id).get("meta.init_checkpoint") if version.run_id else None
+        if not then or then in ("None", params.meta.init_checkpoint):
+            continue
+        at_then = params.with_overrides(meta={"init_checkpoint": then})
+        if version.tags.get("params_hash") != meta_identity(at_then, tasks, by_path=True)["params_hash"]:
+            continue  # other settings
+        was = params.resolve(then)
+        if sha256_file(was) == start.sha256 if was.is_file() else Path(then).name == Path(start.path).name:
+            log.info("%s version %s was registered with its warm start at %s, now at %s: reusing it", META_MODEL,
+                     version.version, then, start.path)
+            return version
+    return None
 
 
 DVC_FILES = ("metrics.json", "history.csv")
