@@ -4,10 +4,10 @@ Registers ``--customers`` customer models (one tiny ONNX model logged once, regi
 of every customer, with the tags and ``candidate`` alias a real adaptation leaves), then times what
 scales with the number of customers:
 
-- ``metagan models`` (``registry.model_rows``: two paginated listings);
+- ``metagan models`` (``listings.model_rows``: two paginated listings);
 - ``metagan promote`` over all customers, twice: the first promotes every candidate (gate, tags,
   aliases, each under the customer's lock), the second finds every candidate already serving;
-- the nightly ``generate``'s customer list (``registry.customers_in_production``).
+- the nightly ``generate``'s customer list (``listings.customers_in_production``).
 
 Each is timed in-process (the library call) and as the real command in a fresh process
 (``python -m flows.app.cli``, start-up included). Every listing must return every customer.
@@ -82,7 +82,7 @@ def cli(args: list[str], env: dict, cwd: Path) -> float:
 
 
 def measure(n: int, work: Path, env: dict) -> dict:
-    from metagan.lifecycle import registry
+    from metagan.lifecycle import listings, registry
     from metagan.config import GateConfig
     from metagan.locks import no_lock
 
@@ -91,10 +91,10 @@ def measure(n: int, work: Path, env: dict) -> dict:
     setup = register_customers(n, work)
     out = {"customers": n, "register_s": round(setup, 1)}
 
-    rows, t = timed(registry.model_rows)
+    rows, t = timed(listings.model_rows)
     assert len(rows) == n, "metagan models missed customers"
     out["models_table_s"] = round(t, 2)
-    listed, t = timed(registry.customers_in_production)
+    listed, t = timed(listings.customers_in_production)
     assert listed == [], "nothing is in production yet"
 
     # `metagan promote` as a command: the first promotes all, each under its customer's lock
@@ -108,7 +108,7 @@ def measure(n: int, work: Path, env: dict) -> dict:
     assert len(results) == n and all(r.serving for r in results)
     out["promote_all_again_s"] = round(t, 2)
 
-    listed, t = timed(registry.customers_in_production)
+    listed, t = timed(listings.customers_in_production)
     assert listed == ids, "the nightly generate would miss customers"
     out["generate_listing_s"] = round(t, 2)
     t, stdout = cli(["models", "--json"], env, work)

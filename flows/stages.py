@@ -83,7 +83,7 @@ def adapt_stage(params: Params) -> None:
 
 def production_stage(params: Params) -> None:
     from metagan.model_names import PRODUCTION as ALIAS
-    from metagan.lifecycle.registry import list_customers
+    from metagan.lifecycle.listings import list_customers
 
     write_json(params.resolve(PRODUCTION), {e.customer_id: e.aliases[ALIAS] for e in list_customers()
                                             if ALIAS in e.aliases})
@@ -92,7 +92,7 @@ def production_stage(params: Params) -> None:
 def generate_stage(params: Params) -> None:
     from flows.generate import generate_flow, output_uri
     from metagan.addresses import is_s3
-    from metagan.lifecycle.registry import customers_in_production
+    from metagan.lifecycle.listings import customers_in_production
 
     out = output_uri(params)
     if not is_s3(out):

@@ -34,3 +34,9 @@ def customer_model_name(customer_id: str) -> str:
 
 def customer_id_of(model_name: str) -> str:
     return model_name.removeprefix(CUSTOMER_PREFIX)
+
+
+ROLLED_BACK_TAG = "rolled_back"
+"""``"true"`` on a version a rollback took out of production: promotion holds it back from then on
+(it stays the candidate, and re-adapting the same uploads finds it again), until a rollback puts
+it back, which is the one way an operator asks for it again."""

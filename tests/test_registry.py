@@ -9,7 +9,7 @@ import torch
 from mlflow import MlflowClient
 
 from metagan import model_names, model_versions, serving, tracking
-from metagan.lifecycle import registry
+from metagan.lifecycle import listings, registry
 from metagan.config import GateConfig
 from metagan.lifecycle.registry import Promotion
 
@@ -69,21 +69,21 @@ def test_every_customer_past_the_first_page_is_listed_promoted_and_generated_for
     for cid in ids:
         register(cid, onnx_model, alias=model_names.CANDIDATE)
     calls = Calls(monkeypatch, "search_registered_models", "search_model_versions", "get_model_version_by_alias")
-    listed = registry.list_customers()
+    listed = listings.list_customers()
     assert [e.customer_id for e in listed] == sorted(ids + ["seed"])
     assert calls.counts["search_registered_models"] == 2  # 100 + 6 on two pages
-    assert registry.customers_in_production() == []
+    assert listings.customers_in_production() == []
 
     results = {r.customer_id: r for r in registry.promote_all(GateConfig())}
     assert {cid: r.outcome for cid, r in results.items() if cid != "seed"} == dict.fromkeys(ids, Promotion.PROMOTED)
     assert results["seed"].outcome is Promotion.NO_CANDIDATE
-    assert registry.customers_in_production() == ids
+    assert listings.customers_in_production() == ids
     again = registry.promote_all(GateConfig())  # all already served: read from the one listing alone
     assert {r.outcome for r in again if r.customer_id != "seed"} == {Promotion.ALREADY_PRODUCTION}
 
     for name in calls.counts:
         calls.counts[name] = 0
-    rows = registry.model_rows()
+    rows = listings.model_rows()
     assert len(rows) == 106 and rows[0].customer_id == "c000" and all(r.kind == "customer" for r in rows)
     assert calls.counts == {"search_registered_models": 2, "search_model_versions": 1, "get_model_version_by_alias": 0}
 
@@ -131,7 +131,7 @@ def test_a_rolled_back_version_is_not_promoted_again_until_a_rollback_brings_it_
                   *[r for r in registry.promote_all(gate) if r.customer_id == "acme"]):
         assert (again.outcome, again.version, again.serving) == (Promotion.HELD, v2, False)
         assert "rolled back" in again.reason  # held, not refused: no run reports "partial" for it
-    [row] = [r for r in registry.model_rows() if r.customer_id == "acme"]
+    [row] = [r for r in listings.model_rows() if r.customer_id == "acme"]
     assert row.held_back == [v2]
     assert str(model_versions.get_alias(name, "production").version) == v1
     assert registry.rollback("acme") == v2  # back again, asked for

@@ -243,7 +243,7 @@ def cmd_rollback(args, params: Params) -> int:
 
 
 def cmd_models(args, params: Params) -> int:
-    from metagan.lifecycle.registry import model_rows
+    from metagan.lifecycle.listings import model_rows
 
     rows = model_rows()
     if args.json:

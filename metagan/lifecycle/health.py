@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from metagan import model_names, model_versions, serving, store
-from metagan.lifecycle import registry
+from metagan.lifecycle import listings
 from metagan.errors import Damaged
 
 
@@ -57,7 +57,7 @@ def check_registry() -> RegistryHealth:
     read of each version's model file."""
     uri = store.configure()
     checks = []
-    for entry in registry.list_customers():
+    for entry in listings.list_customers():
         served: dict[str, list[str]] = {}
         for alias in (model_names.PRODUCTION, model_names.CANDIDATE):
             if alias in entry.aliases:

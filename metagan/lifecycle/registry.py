@@ -2,7 +2,7 @@
 
 This module owns what makes two models the same (identity tags), find-or-register, ``candidate``
 -> ``production`` (through the pure :mod:`metagan.lifecycle.gate`), ``previous`` and rollback, and
-the listing of every customer (all pages). The names it writes are :mod:`metagan.model_names`'s;
+the listing of every customer (:mod:`metagan.lifecycle.listings`). The names it writes are :mod:`metagan.model_names`'s;
 what the batch job reads is :mod:`metagan.serving`'s.
 
 Each read-modify-write of one customer's registry entries (find-or-register, promote, rollback)
@@ -30,8 +30,9 @@ from metagan.config import GateConfig, Params
 from metagan.files import move_into_place, sha256_file
 from metagan.fleet_index import registry_index
 from metagan.locks import Locker, file_locker, local_lock_folder
-from metagan.model_names import (CANDIDATE, CUSTOMER_PREFIX, EVALUATOR_MODEL, META_MODEL, PREVIOUS, PRODUCTION,
-                                 customer_id_of, customer_model_name)
+from metagan.lifecycle.listings import list_customers
+from metagan.model_names import (CANDIDATE, CUSTOMER_PREFIX, META_MODEL, PREVIOUS, PRODUCTION,
+                                 ROLLED_BACK_TAG, customer_id_of, customer_model_name)
 from metagan.uploads import CustomerUploads
 
 if TYPE_CHECKING:
@@ -47,12 +48,6 @@ log = logging.getLogger(__name__)
 # The config sections a customer's model depends on (its identity hashes adapt and export; data
 # sets the image size), logged as params of its run; params.yaml holds the rest.
 ADAPT_RUN_SECTIONS = ("adapt", "export", "data")
-
-ROLLED_BACK_TAG = "rolled_back"
-"""``"true"`` on a version a rollback took out of production: promotion holds it back from then on
-(it stays the candidate, and re-adapting the same uploads finds it again), until a rollback puts
-it back, which is the one way an operator asks for it again."""
-
 
 MOVE_TAG = "moving_production"
 """A customer's registered-model tag: the move a promotion or rollback makes (``{"kind": "promotion"
@@ -504,82 +499,3 @@ def rollback(customer_id: str, lock: Locker | None = None) -> str:
         _move_production(name, "rollback", prev.version, prod.version if prod is not None else None)
         _production_changed(customer_id, prev)
     return str(prev.version)
-
-
-# ---------------------------------------------------------------------------------------------
-# listing and serving
-
-
-@dataclass(frozen=True)
-class CustomerEntry:
-    customer_id: str
-    name: str
-    aliases: dict[str, str]
-    """alias -> version, as the listing reported them."""
-
-
-def list_customers() -> list[CustomerEntry]:
-    """Every customer with a registered model, with its aliases, from one paginated listing."""
-    return sorted((CustomerEntry(customer_id_of(m.name), m.name, {a: str(v) for a, v in (m.aliases or {}).items()})
-                   for m in model_versions.list_models(CUSTOMER_PREFIX)), key=lambda e: e.customer_id)
-
-
-def customers_in_production() -> list[str]:
-    """The customers the nightly batch job generates for."""
-    return [e.customer_id for e in list_customers() if PRODUCTION in e.aliases]
-
-
-@dataclass(frozen=True)
-class ModelRow:
-    """One registered model as ``metagan models`` shows it."""
-
-    name: str
-    kind: str
-    """``customer``, ``meta`` (the meta-model) or ``evaluator``."""
-    versions: int
-    aliases: dict[str, str]
-    """alias -> version."""
-    metrics_of: str | None
-    """The version whose metrics are shown: production's, else the candidate's, else the newest."""
-    metrics_from: str
-    """Which that is: ``production``, ``candidate``, ``newest`` (or ``""`` with no version)."""
-    metrics: dict[str, float]
-    held_back: list[str] = field(default_factory=list)
-    """The candidate, when it was rolled back out of production and promotion holds it back."""
-
-    @property
-    def customer_id(self) -> str | None:
-        return customer_id_of(self.name) if self.kind == "customer" else None
-
-
-def model_rows() -> list[ModelRow]:
-    """Every metagan model (customers first, by id; then the meta-model and the evaluator) with its
-    version count, aliases and the metrics of the version shown, from two paginated listings
-    (models with their aliases; versions with their tags) whatever the number of models."""
-    from metagan.metric_registry import METRICS
-
-    versions: dict[str, dict[str, object]] = {}
-    for v in model_versions.search_versions("name LIKE 'metagan-%'"):
-        versions.setdefault(v.name, {})[str(v.version)] = v
-    rows = []
-    for m in model_versions.list_models("metagan-"):
-        aliases = {a: str(v) for a, v in sorted((m.aliases or {}).items())}
-        mine = versions.get(m.name, {})
-        shown, source = next(((aliases[a], a) for a in (PRODUCTION, CANDIDATE) if a in aliases),
-                             (max(mine, key=int, default=None), "newest"))
-        tags = mine[shown].tags if shown in mine else {}
-        metrics = {}
-        for name in METRICS:
-            try:
-                metrics[name] = float(tags[name])
-            except (KeyError, ValueError):
-                pass
-        kind = "customer" if m.name.startswith(CUSTOMER_PREFIX) else \
-            {META_MODEL: "meta", EVALUATOR_MODEL: "evaluator"}.get(m.name, "other")
-        candidate = mine.get(aliases.get(CANDIDATE, ""))  # the one version promotion would look at
-        held = [candidate.version] if candidate is not None and candidate.tags.get(ROLLED_BACK_TAG) == "true" \
-            and aliases.get(PRODUCTION) != aliases.get(CANDIDATE) else []
-        rows.append(ModelRow(m.name, kind, len(mine), aliases, shown, source if shown else "", metrics,
-                             [str(v) for v in held]))
-    order = {"customer": 0, "meta": 1, "evaluator": 2}
-    return sorted(rows, key=lambda r: (order.get(r.kind, 3), r.name))

@@ -114,7 +114,7 @@ def test_a_write_fault_while_adapting_or_exporting_one_customer_fails_that_custo
 
     from flows.adapt_customers import adapt_customers
     from metagan import customer_model, export, model_versions, store, tracking
-    from metagan.lifecycle import registry
+    from metagan.lifecycle import listings
     from metagan import model_names
 
     params, uploads = adapt_project
@@ -141,7 +141,7 @@ def test_a_write_fault_while_adapting_or_exporting_one_customer_fails_that_custo
     assert results["c"].error == f"customer 'c': cannot write in {models / 'c'}: Operation not permitted"
     assert len(adapted) == 2  # a and b were fine-tuned, c was not
     assert model_versions.get_alias(model_names.customer_model_name("a"), model_names.CANDIDATE) is not None
-    listed = {e.customer_id for e in registry.list_customers()}
+    listed = {e.customer_id for e in listings.list_customers()}
     assert listed == {"a"}  # b and c: no version, no alias
     runs = store.client().search_runs([tracking.experiment_id()])
     assert {r.info.run_name: r.info.status for r in runs} == {"adapt-a": "FINISHED", "adapt-b": "FAILED",
@@ -188,7 +188,7 @@ def test_a_registry_the_file_system_will_not_write_is_a_file_system_fault_not_da
     from mlflow.protos import databricks_pb2
 
     from flows.app.cli import main
-    from metagan import model_versions
+    from metagan import model_versions, store
 
     readonly = readonly_sqlite_error(registry_project)
     store.client().create_registered_model("metagan-customer-a")  # a customer the project knows
