@@ -111,8 +111,19 @@ def _refused_by_remote(exc: BaseException, operation: str) -> Exception | None:
     import sys
 
     botocore = sys.modules.get("botocore.exceptions")
-    if botocore is None or not isinstance(exc, (botocore.BotoCoreError, botocore.ClientError)) \
-            or _remote_may_pass(exc):
+    if botocore is None:
+        return None
+    # s3fs, under DVC, turns the client's refusal into a Python error raised from it (NoSuchBucket
+    # into FileNotFoundError, AccessDenied or a bad key into PermissionError): a missing bucket was
+    # "damaged state", exit 5, until a probe of 2026-12-06. A missing object stays DVC's business.
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen and not isinstance(exc, (botocore.BotoCoreError,
+                                                                            botocore.ClientError)):
+        seen.add(id(exc))
+        exc = exc.__cause__
+    if exc is None or id(exc) in seen or _remote_may_pass(exc) or (
+            isinstance(exc, botocore.ClientError)
+            and exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")):
         return None
     from metagan.errors import BadInput
     from metagan.storage import s3_failure

@@ -277,3 +277,27 @@ def test_a_run_file_written_straight_to_a_frozen_bucket_fails_clearly_then_lands
         s3_env.resume()
     repo.log_artifact(str(note), "notes")
     assert "mlflow/1/run-a/artifacts/notes/note.txt" in s3_env.keys("out", "mlflow/")
+
+
+def test_a_dvc_remote_whose_bucket_is_missing_is_bad_input_at_once_not_damaged_state(s3_env, tmp_path, monkeypatch):
+    """Guarantee: `dvc push` to an S3 remote whose bucket does not exist is the configuration's
+    fault: one BadInput naming NoSuchBucket and the operation, exit 3, not retried (s3fs turns the
+    client's refusal into a FileNotFoundError; a probe of 2026-12-06 got "damaged state", exit 5,
+    and a message naming neither the remote nor S3). The same remote on a bucket that exists pushes."""
+    from metagan import versioning
+    from metagan.errors import BadInput, kind_of
+
+    monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(tmp_path / "site-cache"))
+    retry_env(monkeypatch, "DVC", attempts=3)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.txt").write_text("x")
+    versioning.ensure_dvc_repo(tmp_path, "s3://no-such-bucket/dvc")
+    versioning.track(tmp_path, "data")
+    start = time.monotonic()
+    with pytest.raises(BadInput, match=r"^S3 refused `dvc push data.dvc` \(the DVC remote\): NoSuchBucket") as info:
+        versioning.push(tmp_path, "data")
+    assert kind_of(info.value).exit_code == 3 and time.monotonic() - start < 10  # no backoff: not retried
+    s3_env.create_bucket("dvc-remote")
+    versioning.ensure_dvc_repo(tmp_path, "s3://dvc-remote/dvc")
+    versioning.push(tmp_path, "data")
+    assert any(k.startswith("dvc/files/md5/") for k in s3_env.keys("dvc-remote", "dvc/"))
