@@ -100,16 +100,39 @@ def advisory_locker(url: str, timeout_s: float | None = None) -> Locker:
     holder finds out at its next statement."""
     import threading
 
+    from metagan.index_database import _refused_login
+    from metagan.retry import RetryPolicy, call_with_retries
+
     local = threading.local()
+    scheme, _, rest = url.partition("://")
+    where = f"{scheme}://{rest.rpartition('@')[2]}"  # for messages: no credentials
 
     def connection():
         import psycopg
 
         con = getattr(local, "con", None)
         if con is None or con.closed:
-            con = local.con = psycopg.connect(url, autocommit=True)
+            policy = RetryPolicy.from_env("index")
+            try:
+                con = local.con = psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(policy.timeout_s)))
+            except psycopg.OperationalError as e:
+                refused = _refused_login(e)
+                if refused:  # the settings' to correct, as the fleet index says it
+                    from metagan.errors import BadInput
+
+                    raise BadInput(f"the per-customer locks ({where}) refused the login: {refused} (check "
+                                   "METAGAN_INDEX_URL and the role's password, docs/DEPLOY.md)") from None
+                raise
             local.timeout_ms = None
         return con
+
+    def transient(e: BaseException) -> bool:
+        import psycopg
+
+        if isinstance(e, psycopg.OperationalError) and not isinstance(e, psycopg.errors.LockNotAvailable):
+            local.con = None  # a broken session (the server restarted, or is down): the next attempt opens a new one
+            return True
+        return False
 
     @contextmanager
     def hold(name: str) -> Iterator[None]:
@@ -117,17 +140,24 @@ def advisory_locker(url: str, timeout_s: float | None = None) -> Locker:
 
         limit = lock_timeout_s() if timeout_s is None else timeout_s
         key = advisory_key(name)
-        con, ms = connection(), max(1, int(limit * 1000))
-        try:
+        ms = max(1, int(limit * 1000))
+
+        def take():
+            con = connection()
             if local.timeout_ms != ms:  # once per session: taking a lock stays one round trip
                 con.execute(f"SET lock_timeout = {ms}")  # bounds the wait for the lock; SET takes no parameters
                 local.timeout_ms = ms
             con.execute("SELECT pg_advisory_lock(%s)", (key,))
+            return con
+
+        # the one retry layer at this I/O (METAGAN_INDEX_*, as the fleet index's statements): a session
+        # a server restart broke is replaced at once; until a probe of 2026-12-06 each worker's first
+        # customer after a restart of PostgreSQL failed ("AdminShutdown"), in the next run too
+        try:
+            con = call_with_retries(take, f"taking the lock {name!r}", RetryPolicy.from_env("index"), transient,
+                                    service=f"the per-customer locks ({where})")
         except psycopg.errors.LockNotAvailable:
             raise LockTimeout(f"lock {name!r} still held by another run after {limit:g} s") from None
-        except psycopg.OperationalError:
-            local.con = None  # a broken session: the next lock opens a new one
-            raise
         try:
             yield
         finally:

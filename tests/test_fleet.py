@@ -257,6 +257,39 @@ def test_advisory_locks_exclude_each_other_and_die_with_their_holder(pg):
     assert overlap == [0, 0, 0, 0]
 
 
+def test_an_advisory_lock_after_postgresql_restarted_opens_a_new_session_and_an_outage_is_unavailable(
+        tmp_path, monkeypatch):
+    """Guarantee (scale-out profile): a worker's lock session that a restart of PostgreSQL broke is
+    replaced on the next lock, which is taken (each Dask worker's first customer after a restart
+    failed with "AdminShutdown", in that night and in the next, until a probe of 2026-12-06); with
+    the server down, taking a lock is retried (``METAGAN_INDEX_*``), then "unavailable", exit 4,
+    naming the database without its password."""
+    from metagan.errors import kind_of
+
+    if not postgres_available():
+        pytest.skip("PostgreSQL is not installed")
+    monkeypatch.setenv("METAGAN_INDEX_ATTEMPTS", "2")
+    monkeypatch.setenv("METAGAN_INDEX_BACKOFF_S", "0.1")
+    server = Postgres(tmp_path / "pg")
+    try:
+        server.start()
+        url = f"postgresql://{server.user}:secret@127.0.0.1:{server.port}/postgres"
+        lock = advisory_locker(url, timeout_s=5)
+        with lock("metagan-customer-a"):  # this thread's session is open
+            pass
+        server.stop(signal.SIGINT)
+        server.start()  # same port, same data: the session held above is gone
+        with lock("metagan-customer-a"):
+            pass
+        server.stop(signal.SIGINT)
+        with pytest.raises(Exception, match="the per-customer locks \\(postgresql://127.0.0.1:") as info:
+            with lock("metagan-customer-a"):
+                pass
+        assert kind_of(info.value).exit_code == 4 and "secret" not in str(info.value)
+    finally:
+        server.cleanup()
+
+
 def test_a_role_that_cannot_create_the_index_tables_is_told_what_to_grant(pg):
     """A role without CREATE on the database's schema (PostgreSQL 15's default for a database it
     does not own) gets one line naming the grant, exit 3, not a bug's traceback (found by a
