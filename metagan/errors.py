@@ -143,6 +143,10 @@ def kind_of(error: BaseException) -> Failure | None:
         return Failure.BAD_INPUT  # PREFECT_API_URL=not-a-url: no server could ever answer it
     if isinstance(error, TimeoutError) or _instance(error, "httpx", "TransportError"):  # Prefect's API unanswered
         return Failure.UNAVAILABLE
+    if _instance(error, "httpx", "HTTPStatusError") and _status(error) >= 500:
+        # the Prefect server answered, failing (its database down, restarting): it may pass. A bug's
+        # traceback and exit 70 until a probe of 2026-12-06; a 4xx stays unexpected
+        return Failure.UNAVAILABLE
     if isinstance(error, OSError) and _errno_name(error) in _FILE_SYSTEM_ERRNOS:
         return Failure.FILE_SYSTEM
     # a client's bare wrapper of a known failure (Prefect's "Failed to reach API at ...", raised
@@ -166,6 +170,12 @@ def refused_by_file_system(error: BaseException) -> OSError | None:
             return error
         error = error.__cause__ or error.__context__
     return None
+
+
+def _status(error: BaseException) -> int:
+    """The HTTP status of an httpx status error's answer (0 when it has none)."""
+    response = getattr(error, "response", None)
+    return int(getattr(response, "status_code", 0) or 0)
 
 
 def _errno_name(error: OSError) -> str:

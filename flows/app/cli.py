@@ -834,6 +834,12 @@ def _message(e: BaseException) -> str:
         text += f" (PREFECT_API_URL is not a URL: http://HOST:PORT/api; {e.__cause__})"
     elif type(e).__module__.startswith("httpx"):  # Prefect's client, unanswered ("[Errno 111] Connection refused")
         text = f"the Prefect API ({os.environ.get('PREFECT_API_URL') or 'its own server'}) did not answer: {text}"
+    elif (failing := e if type(e).__name__ == "PrefectHTTPStatusError" else e.__cause__).__class__.__name__ \
+            == "PrefectHTTPStatusError":  # it answered, failing (Prefect's "Failed to reach API" said otherwise)
+        status = getattr(failing.response, "status_code", "?")
+        text = (f"the Prefect server ({os.environ.get('PREFECT_API_URL') or 'its own server'}) failed, HTTP {status} "
+                f"({failing.request.method} {failing.request.url.path}): see its log; its database unreachable is "
+                "the usual cause")
     return text if isinstance(e, ConfigError) else " ".join(text.split())
 
 

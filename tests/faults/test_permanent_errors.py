@@ -200,3 +200,45 @@ def test_an_orchestration_server_that_does_not_answer_is_unavailable_not_a_bug(t
                            env_extra={"PREFECT_API_URL": "not-a-url"})  # no server could ever answer it
     assert rc == 3 and lines[-1].startswith("error: Failed to reach API at not-a-url/ (PREFECT_API_URL is not a URL: "
                                             "http://HOST:PORT/api; "), lines[-20:]
+
+
+def test_a_prefect_server_that_answers_500_is_unavailable_in_one_line_not_a_bug(tmp_path):
+    """Guarantee: a Prefect server that answers but fails (HTTP 5xx: its PostgreSQL down, as in a
+    night run of the scale-out profile) ends a flow command with exit 4 and one line naming the
+    server, the status and where to look; a probe of 2026-12-06 got exit 70, "a bug: please report
+    it", and Prefect's traceback. A 4xx answer is no outage and stays unexpected."""
+    import http.server
+    import threading
+
+    import httpx
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def _fail(self):
+            body = b'{"exception_message": "Internal Server Error"}'
+            self.send_response(500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _fail
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = f"http://127.0.0.1:{server.server_address[1]}/api"
+        (tmp_path / "up" / "acme").mkdir(parents=True)
+        rc, lines, _ = metagan("--project", str(tmp_path), "ingest", "--customers", str(tmp_path / "up"),
+                               cwd=tmp_path, env_extra={"PREFECT_API_URL": api})
+        assert rc == 4, lines[-20:]
+        assert lines[-1].startswith(f"error: the Prefect server ({api}) failed, HTTP 500 ("), lines[-20:]
+        assert not any("Traceback" in line for line in lines), lines[-20:]
+    finally:
+        server.shutdown()
+    request = httpx.Request("GET", "http://x/api/flows/")
+    assert kind_of(httpx.HTTPStatusError("m", request=request, response=httpx.Response(503, request=request))) \
+        .exit_code == 4
+    assert kind_of(httpx.HTTPStatusError("m", request=request, response=httpx.Response(404, request=request))) is None
