@@ -74,7 +74,7 @@ def generate(params: Params, customers: list[str] | None = None, count: int | No
         try:
             batches = fut.result()
         except Exception as e:  # the task itself failed (a worker lost): its customers stay due
-            batches = [Batch(c, False, error=f"{type(e).__name__}: {e}") for c in futures[fut]]
+            batches = [fleet.failed_batch(c, e) for c in futures[fut]]
         for b in batches:
             finished[b.customer_id] = b
             if not b.ok:

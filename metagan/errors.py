@@ -11,7 +11,7 @@ Exit codes (the same for every command; README and docs/RELIABILITY.md list them
 | code | meaning |
 |---|---|
 | 0 | success: everything asked for was done |
-| 1 | partial: some customers failed or were refused by the gate, the others were done |
+| 1 | partial: some customers failed or were refused by the gate, the others were done (a night that drew no batch, every customer failing the same way, ends with that kind's code instead) |
 | 2 | usage error: the command line itself is wrong (argparse's own code, and the checks argparse cannot make) |
 | 3 | bad input: invalid params.yaml, bad uploads, unknown customer or version, invalid id |
 | 4 | service unavailable: a server (MLflow, Prefect, S3, DVC remote) stayed unreachable, or a lock stayed held |

@@ -202,7 +202,24 @@ def _generate_all(args, params: Params) -> int:
           + (f", {len(failed)} failed" if failed else ""))
     for b in failed:
         print(f"  FAILED {b.customer_id}: {b.error}", file=sys.stderr)
-    return ExitCode.PARTIAL if failed else ExitCode.OK
+    return _night_exit_code(batches)
+
+
+def _night_exit_code(batches) -> int:
+    """0 all drawn; 1 partial (some drawn, or customers failing for different reasons); when no
+    batch was drawn and every customer failed the same way (MLflow, S3 or the database down all
+    night, a bucket missing), that kind's code: a night that did nothing is no partial success."""
+    from metagan.errors import Failure
+
+    failed = [b for b in batches if not b.ok]
+    if not failed:
+        return ExitCode.OK
+    kinds = {b.failure for b in failed}
+    if len(failed) == len(batches) and len(kinds) == 1 and next(iter(kinds)) in Failure.__members__:
+        kind = Failure[next(iter(kinds))]
+        print(f"no batch drawn: every customer due failed ({kind.value})", file=sys.stderr)
+        return kind.exit_code
+    return ExitCode.PARTIAL
 
 
 def cmd_schedule(args, params: Params) -> int:

@@ -126,6 +126,8 @@ class Batch:
     error: str = ""
     run_id: str = ""
     """The MLflow run that recorded it."""
+    failure: str = ""
+    """The kind of its failure (:class:`metagan.errors.Failure`'s name; "" when unclassified, a bug)."""
 
 
 DRAW_THREADS = 2
@@ -188,12 +190,18 @@ def _draw_one(item: DueBatch, count: int, out, seed: int, layout: str, stamp: fl
         registry_index().batches_done([(item.customer_id, model.version, stamp,
                                         next_due(stamp, item.every_s, default_s))])
     except Exception as e:
-        error = str(e) if kind_of(e) is not None else f"{type(e).__name__}: {e}"
-        log.error("customer %s: no batch: %s", item.customer_id, error)
-        return Batch(item.customer_id, False, error=error, seconds=round(time.monotonic() - start, 3))
+        return failed_batch(item.customer_id, e, seconds=round(time.monotonic() - start, 3))
     return Batch(item.customer_id, True, model.name, model.version, manifest["count"], manifest["location"],
                  manifest["manifest"], layout, tuple(manifest["files"]), round(time.monotonic() - start, 3),
                  run_id=run.run_id)
+
+
+def failed_batch(customer_id: str, error: BaseException, seconds: float = 0.0) -> Batch:
+    """A customer's batch that ``error`` stopped: the error's line (a bug's with its type) and kind."""
+    kind = kind_of(error)
+    text = str(error) if kind is not None else f"{type(error).__name__}: {error}"
+    log.error("customer %s: no batch: %s", customer_id, text)
+    return Batch(customer_id, False, error=text, seconds=seconds, failure=kind.name if kind is not None else "")
 
 
 BATCH_TAGS = ("last_batch", "last_batch_created")

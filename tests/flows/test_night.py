@@ -125,6 +125,39 @@ def test_generate_all_runs_the_night_once_from_the_command_line(fleet, capsys):
     assert "0 customer(s) due" in capsys.readouterr().out
 
 
+def test_a_night_that_drew_nothing_because_a_service_was_down_exits_with_that_kind_not_partial(
+        fleet, capsys, monkeypatch):
+    """Guarantee: `generate --all` where every customer due failed the same way (MLflow, S3 or the
+    database down all night) exits with that failure's code (4: unavailable), saying no batch was
+    drawn; some drawn, or failures of different kinds, stay partial (1); the next night, the
+    service back, draws them all (0). Until a probe of 2026-12-06 a night that drew nothing with
+    MLflow down exited 1, "partial", as if the others had been done."""
+    from metagan.lifecycle import fleet as fleet_module
+    from metagan.retry import ServiceUnavailable
+
+    root, _, _ = fleet
+    served = fleet_module._served
+
+    def down(only=None):
+        def fake(item):
+            if only is None or item.customer_id in only:
+                raise ServiceUnavailable("MLflow (http://mlflow.internal:5000) unavailable: get alias failed 5 time(s)")
+            return served(item)
+        return fake
+
+    monkeypatch.setattr(fleet_module, "_served", down())
+    assert main(["--project", str(root), "generate", "--all", "--count", "2"]) == 4
+    captured = capsys.readouterr()
+    assert "6 customer(s) due: 0 batch(es) drawn" in captured.out
+    assert "no batch drawn: every customer due failed (service unavailable)" in captured.err
+    monkeypatch.setattr(fleet_module, "_served", down(only={"c0"}))
+    assert main(["--project", str(root), "generate", "--all", "--count", "2"]) == 1
+    assert "5 batch(es) drawn" in capsys.readouterr().out
+    monkeypatch.setattr(fleet_module, "_served", served)
+    assert main(["--project", str(root), "generate", "--all", "--count", "2"]) == 0
+    assert "1 customer(s) due: 1 batch(es) drawn" in capsys.readouterr().out
+
+
 def test_doctor_repairs_an_index_that_disagrees_with_the_registry_and_a_lost_one_is_rebuilt(fleet, capsys):
     """Guarantee: the registry is the truth. Rows missing, wrong or left over are rewritten from it
     by `metagan doctor` (a customer the registry lost has its uploads adapted again); an index lost altogether is rebuilt before the next plan, and customers
