@@ -36,9 +36,20 @@ def scheduled_meta_train(params_path: str | None = None) -> str:
 @flow(name="nightly-generate")
 def nightly_generate(params_path: str | None = None, count: int | None = None, customers: list[str] | None = None,
                      seed: int = 0, out: str | None = None) -> int:
-    """Nightly: the batch job for the customers due (or ``customers``); returns how many were drawn."""
+    """Nightly: the batch job for the customers due (or ``customers``); returns how many were drawn.
+    A night in which a customer failed ends Failed, naming how many and the first reason (the others'
+    are in its log), as `metagan generate --all` exits non-zero: it was Completed, "finished
+    successfully", with every customer failing (MLflow down all night) until a probe of 2026-12-06."""
+    from prefect.states import Failed
+
     params = load(params_path)
-    return sum(b.ok for b in generate_flow(params)(params, customers, count, seed, out))
+    batches = generate_flow(params)(params, customers, count, seed, out)
+    failed = [b for b in batches if not b.ok]
+    if failed:
+        return Failed(message=f"{len(failed)} of {len(batches)} customer(s) due failed, they stay due for the "
+                              f"next night; {len(batches) - len(failed)} drawn; first: {failed[0].customer_id}: "
+                              f"{failed[0].error}")
+    return len(batches)
 
 
 GPU_DEPLOYMENTS = {"weekly-meta-train"}

@@ -156,6 +156,16 @@ def test_a_night_that_drew_nothing_because_a_service_was_down_exits_with_that_ki
     monkeypatch.setattr(fleet_module, "_served", served)
     assert main(["--project", str(root), "generate", "--all", "--count", "2"]) == 0
     assert "1 customer(s) due: 1 batch(es) drawn" in capsys.readouterr().out
+    # the scheduled night (deployment `nightly-generate`) ends Failed, not "Completed", naming why
+    from flows.serve import nightly_generate
+
+    monkeypatch.setattr(fleet_module, "_served", down(only={"c3"}))
+    state = nightly_generate(str(root / "params.yaml"), 2, ["c3", "c4"], return_state=True)
+    assert state.is_failed() and state.message.startswith("1 of 2 customer(s) due failed") \
+        and "c3: MLflow (http://mlflow.internal:5000) unavailable" in state.message, state
+    monkeypatch.setattr(fleet_module, "_served", served)
+    state = nightly_generate(str(root / "params.yaml"), 2, ["c3"], return_state=True)
+    assert state.is_completed() and state.result() == 1
 
 
 def test_doctor_repairs_an_index_that_disagrees_with_the_registry_and_a_lost_one_is_rebuilt(fleet, capsys):
