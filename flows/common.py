@@ -58,6 +58,7 @@ def fanout_runner(params: Params):
     s = params.scaleout
     if s.dask_address:
         check_scheduler_answers(s.dask_address)
+        check_scheduler_has_workers(s.dask_address)
         return DaskTaskRunner(address=s.dask_address)
     return DaskTaskRunner(cluster_class="distributed.LocalCluster",
                           cluster_kwargs=local_cluster_kwargs(s.dask_workers, s.threads_per_worker))
@@ -83,6 +84,30 @@ def check_scheduler_answers(address: str, timeout_s: float = 10.0) -> None:
         reason = "no handshake within {:g} s".format(timeout_s) if isinstance(e, TimeoutError) else e.strerror or e
         raise Unavailable(f"the Dask scheduler {address} does not answer ({reason}): start it "
                           "(docs/DEPLOY.md), or correct scaleout.dask_address") from None
+
+
+DASK_WORKERS_WAIT_ENV = "METAGAN_DASK_WORKERS_WAIT_S"
+DEFAULT_DASK_WORKERS_WAIT_S = 60.0
+
+
+def check_scheduler_has_workers(address: str, wait_s: float | None = None) -> None:
+    """A scheduler without a worker runs nothing: a flow fanned out to it waited without end and
+    without a word (every Dask worker stopped, killed by the kernel, never started), until a probe of
+    2026-12-06. Wait up to ``METAGAN_DASK_WORKERS_WAIT_S`` (60 s) for one, then it is unavailable
+    (exit 4). 0 skips the check: a cluster that starts workers only once tasks arrive (adaptive,
+    minimum 0) has none before."""
+    wait_s = number_from_env(DASK_WORKERS_WAIT_ENV, DEFAULT_DASK_WORKERS_WAIT_S) if wait_s is None else wait_s
+    if wait_s <= 0:
+        return
+    from distributed import Client
+
+    with Client(address, timeout=10, set_as_default=False) as client:
+        try:
+            client.wait_for_workers(1, timeout=wait_s)
+        except TimeoutError:
+            raise Unavailable(f"the Dask scheduler {address} has no worker (waited {wait_s:g} s): start them "
+                              f"(`dask worker {address} ...`, docs/DEPLOY.md); {DASK_WORKERS_WAIT_ENV}=0 skips "
+                              "this check for a cluster that starts workers on demand") from None
 
 
 def local_cluster_kwargs(workers: int, threads_per_worker: int) -> dict:

@@ -242,3 +242,27 @@ def test_a_prefect_server_that_answers_500_is_unavailable_in_one_line_not_a_bug(
     assert kind_of(httpx.HTTPStatusError("m", request=request, response=httpx.Response(503, request=request))) \
         .exit_code == 4
     assert kind_of(httpx.HTTPStatusError("m", request=request, response=httpx.Response(404, request=request))) is None
+
+
+def test_a_dask_scheduler_without_workers_is_unavailable_not_an_endless_wait():
+    """Guarantee: a flow fanned out to a Dask scheduler that has no worker (all stopped or killed)
+    waits ``METAGAN_DASK_WORKERS_WAIT_S`` for one, then is unavailable (exit 4) naming the
+    scheduler and how to start workers; a probe of 2026-12-06 found `metagan generate --all`
+    waiting without end and without a word. A worker that joins within the wait is enough; 0 skips
+    the check (a cluster that starts workers once tasks arrive)."""
+    import threading
+
+    from distributed import LocalCluster
+
+    from flows.common import check_scheduler_has_workers
+    from metagan.errors import Unavailable
+
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        start = time.monotonic()
+        with pytest.raises(Unavailable, match=f"the Dask scheduler {address} has no worker \\(waited 1 s\\)") as info:
+            check_scheduler_has_workers(address, wait_s=1)
+        assert kind_of(info.value).exit_code == 4 and time.monotonic() - start < 15
+        check_scheduler_has_workers(address, wait_s=0)  # skipped
+        threading.Timer(0.5, lambda: cluster.scale(1)).start()  # a worker arriving within the wait
+        check_scheduler_has_workers(address, wait_s=30)
