@@ -65,6 +65,15 @@ OutputAddress = Annotated[str, AfterValidator(_output_address)]
 """A folder or ``s3://bucket[/prefix]``; any other address with a scheme is invalid (:mod:`metagan.addresses`)."""
 
 
+def _cadence(hours: float) -> float:
+    # the customer's own (`metagan schedule --every`) and the fleet's default obey one rule
+    from metagan.cadence import CADENCE_RANGE, cadence_ok
+
+    if not cadence_ok(hours):
+        raise ValueError(CADENCE_RANGE)
+    return hours
+
+
 class _Section(BaseModel):
     # strict: "5" is not an int; extra="forbid": unknown keys are errors, not silently ignored.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -224,7 +233,7 @@ class FleetConfig(_Section):
     """The fleet's hourly and nightly work (:mod:`metagan.lifecycle.fleet`): what makes a customer due, how a
     batch is written, how the work is cut for the task runner."""
 
-    batch_every_hours: float = Field(24.0, ge=0)
+    batch_every_hours: Annotated[float, AfterValidator(_cadence)] = 24.0
     """A customer's batch is due this long after its last one (and at once when its production
     model changes); 0: only when it changes. ``metagan schedule --customer ID --every ...`` sets
     a customer's own."""

@@ -170,6 +170,22 @@ class FleetIndex:
                     ELSE {TABLE}.batch_at + ? END""",
             (customer_id, every_s, time.time(), cadence, cadence))
 
+    def follow_default_cadence(self, default_every_s: int) -> int:
+        """The fleet's default cadence (``fleet.batch_every_hours``) as the night's plan sees it: when
+        it is not the one the index last planned with, the next turn of every customer on the
+        default whose last batch drew its production model follows from that batch and the new
+        cadence, as ``set_every`` does for one customer (a changed default waited for each
+        customer's next batch until a probe of 2026-12-06: one night at the old cadence). Returns
+        how many turns moved; one state read when nothing changed."""
+        if (self.get_state("cadence") or {}).get("default_every_s") == default_every_s:
+            return 0
+        moved = self.db.execute("follow the fleet's default cadence", f"""
+            UPDATE {TABLE} SET due_at = CASE WHEN ? = 0 THEN NULL ELSE batch_at + ? END
+            WHERE every_s IS NULL AND production_version IS NOT NULL AND batch_at IS NOT NULL
+              AND batch_version = production_version""", (default_every_s, default_every_s))
+        self.set_state("cadence", {"default_every_s": default_every_s})
+        return moved
+
     def uploads_ingested(self, records: list[tuple[str, str, str | None]], now: float | None = None) -> None:
         """``(customer, folder signature, content hash or None if rejected)`` per folder ingested:
         adaptation becomes pending where the shots differ from those last adapted."""

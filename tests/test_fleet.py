@@ -97,6 +97,38 @@ def test_a_customers_own_cadence_sets_its_next_turn(index):
     assert [(d.version, d.every_s) for d in index.due_batches(index.due(now=300.0))] == [("2", None)]
 
 
+def test_a_changed_default_cadence_moves_the_next_turn_of_the_customers_on_it(index):
+    """`fleet.batch_every_hours` changed in params.yaml: the next plan moves the turn of every
+    customer on the default whose last batch drew its production model (one with its own cadence,
+    or a new version not yet drawn, keeps its turn). A probe of 2026-12-06 found a changed default
+    waiting for each customer's next batch: one more night at the old cadence."""
+    for cid in ("a", "b", "c"):
+        index.production_changed(cid, "1", None, None, now=0.0)
+    index.batches_done([("a", "1", 100.0, 100.0 + DAY), ("b", "1", 100.0, 100.0 + DAY), ("c", "1", 100.0, 100.0 + DAY)])
+    index.set_every("b", 7 * DAY, DAY)
+    index.production_changed("c", "2", None, None, now=150.0)  # due at once, whatever the cadence
+    assert index.follow_default_cadence(DAY) == 1  # the first plan records the default (a's turn unchanged)
+    assert index.row("a").due_at == 100.0 + DAY
+    assert index.follow_default_cadence(DAY) == 0  # unchanged: one read
+    assert index.follow_default_cadence(3600) == 1
+    assert [index.row(c).due_at for c in "abc"] == [100.0 + 3600, 100.0 + 7 * DAY, 150.0]
+    assert index.follow_default_cadence(0) == 1 and index.row("a").due_at is None  # only when its model changes
+    assert index.follow_default_cadence(DAY) == 1 and index.row("a").due_at == 100.0 + DAY
+
+
+def test_a_fleet_default_cadence_obeys_the_customers_rule(tmp_path):
+    """`metagan schedule --every` refused less than a minute while `fleet.batch_every_hours:
+    0.0003` was accepted (a probe of 2026-12-06): one rule for both."""
+    from metagan.config import ConfigError, load_params
+
+    path = tmp_path / "params.yaml"
+    path.write_text("fleet:\n  batch_every_hours: 0.0003\n")
+    with pytest.raises(ConfigError, match="fleet.batch_every_hours: .*from a minute"):
+        load_params(path)
+    path.write_text("fleet:\n  batch_every_hours: 0\n")
+    assert load_params(path).fleet.batch_every_hours == 0
+
+
 def test_the_watermarks_of_the_night_are_kept_in_the_index(index):
     assert index.get_state("night") is None
     index.set_state("night", {"started": 5.0, "finished": False})

@@ -27,7 +27,7 @@ from typing import TypeVar
 from metagan import model_versions, tracking
 from metagan.lifecycle import registry
 from metagan import model_names, serving
-from metagan.cadence import EVERY_TAG, next_due
+from metagan.cadence import CADENCE_RANGE, EVERY_TAG, cadence_ok, next_due
 from metagan.config import Params
 from metagan.errors import NotFound, kind_of
 from metagan.fleet_index import DueBatch, FleetIndex, registry_index
@@ -76,6 +76,7 @@ def plan_night(params: Params, now: float | None = None) -> NightPlan:
     already drew are not due again, and those it did not draw are."""
     now = time.time() if now is None else now
     found = index(params)
+    found.follow_default_cadence(default_every_s(params))
     night = found.get_state("night")
     resumed = bool(night and not night.get("finished") and now - night["started"] < RESUME_WITHIN_S)
     started = night["started"] if resumed else now
@@ -344,14 +345,9 @@ def parse_every(text: str) -> float | None:
         hours = float(t[:-1]) * (24 if t.endswith("d") else 1) if t[-1:] in "hd" else float(t)
     except ValueError:
         raise BadInput(f"--every {text!r}: write hours or days (12h, 7d), never, or default") from None
-    if not (hours == 0 or 1 / 60 <= hours <= MAX_EVERY_HOURS):  # NaN fails this too
-        raise BadInput(f"--every {text!r}: from a minute (0.017h) to {MAX_EVERY_HOURS // 24:g} days, or never "
-                       "(only when its model changes)")
+    if not cadence_ok(hours):
+        raise BadInput(f"--every {text!r}: {CADENCE_RANGE}")
     return hours
-
-
-MAX_EVERY_HOURS = 10 * 365 * 24.0
-"""The longest cadence (ten years): longer is "never", and its seconds must fit the index's columns."""
 
 
 def set_schedule(customer_id: str, every_hours: float | None, params: Params) -> None:
