@@ -26,6 +26,42 @@ SERVER_APP = b"prefect.server.api.server:create_app"
 PROC = Path("/proc")
 
 
+def out_of_the_terminals_reach() -> bool:
+    """Prefect's private server starts from now on in a process group of its own, so that a Ctrl-C
+    at the terminal (SIGINT to the whole foreground group) interrupts the command alone. In the
+    command's group the server died of the same Ctrl-C, and the command, reporting its flow run
+    crashed to that dead server, retried for minutes, printed "the Prefect API (its own server)
+    did not answer" (exit 4, not 130) and hung at exit while Prefect's event and log workers
+    retried too (probe of 2026-12-06). The server is still stopped when the command exits
+    (Prefect's own exit hook), and by the next flow command when the run was killed
+    (:func:`stop_orphaned_servers`). Prefect starts it with the ``subprocess`` module of its
+    server module: that name is given a ``Popen`` that asks for a new group. Returns whether it
+    was (False: another Prefect, whose server module differs; nothing changed)."""
+    import subprocess
+    import types
+
+    try:
+        from prefect.server.api import server
+    except ImportError:
+        return False
+    found = getattr(server, "subprocess", None)
+    if getattr(found, "OWN_PROCESS_GROUP", False):
+        return True
+    if found is not subprocess or not hasattr(server, "SubprocessASGIServer"):
+        return False
+
+    class Popen(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("process_group", 0)
+            super().__init__(*args, **kwargs)
+
+    own = types.ModuleType("subprocess", subprocess.__doc__)
+    own.__dict__.update({k: v for k, v in vars(subprocess).items() if not k.startswith("__")})
+    own.Popen, own.OWN_PROCESS_GROUP = Popen, True
+    server.subprocess = own
+    return True
+
+
 def mark_owner() -> None:
     """This process owns the Prefect servers it starts from now on (they inherit the environment)."""
     mark = owner_mark(os.getpid())

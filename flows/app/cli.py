@@ -816,10 +816,11 @@ def _before_a_private_prefect_server(args) -> None:
     (:mod:`flows.ephemeral`)."""
     starts_prefect = args.command not in WITHOUT_PREFECT or getattr(args, "all", False)
     if starts_prefect and not os.environ.get("PREFECT_API_URL"):
-        from flows.ephemeral import mark_owner, stop_orphaned_servers
+        from flows.ephemeral import mark_owner, out_of_the_terminals_reach, stop_orphaned_servers
 
         stop_orphaned_servers()
         mark_owner()
+        out_of_the_terminals_reach()  # a Ctrl-C stops the command, not the server it reports to
 
 
 def _output_pipe_closed() -> bool:

@@ -2,6 +2,7 @@
 
 import re
 import signal
+from pathlib import Path
 
 import pytest
 import yaml
@@ -97,3 +98,85 @@ def test_a_fanout_killed_midway_finishes_on_rerun_without_duplicates_or_orphaned
         assert {"content_hash", "meta_version", "adapt_hash"} <= set(candidate.tags)
         onnx_bytes = serving.load_onnx_bytes(f"models:/{name}@candidate")
         assert sample_onnx(None, 2, session=onnx_session(onnx_bytes)).shape == (2, 16, 16, 1)
+
+
+def test_a_ctrl_c_during_the_adapt_fanout_ends_the_command_at_once_and_its_prefect_server_with_it(tmp_path):
+    """Guarantee: a Ctrl-C at the terminal (SIGINT to the whole foreground process group) while
+    `metagan adapt` fans out ends the command within seconds: `interrupted`, exit 130, and the
+    private Prefect API server it started stopped with it. That server runs in a process group of
+    its own (`flows.ephemeral.out_of_the_terminals_reach`): in the command's group it died of the
+    same Ctrl-C, and the command, reporting its run crashed to it, retried for minutes, then said
+    "the Prefect API (its own server) did not answer" (exit 4) or hung at exit while Prefect's
+    event workers retried too (probe of 2026-12-06: 4 Ctrl-Cs of 4 in the fan-out hung past
+    60 s). A real `metagan adapt`, as a terminal runs it."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from flows.common import load
+    from flows.ephemeral import OWNER_ENV, SERVER_APP
+    from metagan import versioning
+    from metagan.config import PROJECT_ROOT
+    from metagan.lifecycle import meta_model
+    from metagan.task_data import prepare_task_dataset
+    from tests.projects import make_project
+
+    (tmp_path / "project").mkdir()
+    chars = {f"c{i}": char for i, char in enumerate((140, 120, 125, 145, 130, 135, 100, 110))}
+    root = make_project(tmp_path / "project", chars, dvc_remote=str(tmp_path / "remote"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))} | {
+        "PYTHONPATH": str(PROJECT_ROOT), "PREFECT_HOME": str(tmp_path / "prefect"), "METAGAN_FANOUT_WORKERS": "1",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow/mlflow.db'}", "DVC_SITE_CACHE_DIR": str(tmp_path / "dvc")}
+    old = dict(os.environ)
+    os.environ.update({k: env[k] for k in ("MLFLOW_TRACKING_URI", "DVC_SITE_CACHE_DIR")})
+    try:  # a registered meta-model, as after `metagan meta-train`
+        params = load(str(root / "params.yaml"))
+        prepare_task_dataset(params)
+        versioning.ensure_dvc_repo(root, params.storage.dvc_remote)
+        meta_model.train_meta_or_reuse(params, "ctrl-c")
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+
+    def as_a_terminal_job():  # Ctrl-C at its default, whatever the test runner set
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    log = tmp_path / "adapt.log"
+    with open(log, "w") as out:
+        adapt = subprocess.Popen([sys.executable, "-m", "flows.app.cli", "adapt", "--customers", str(root / "uploads")],
+                                 cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                 preexec_fn=as_a_terminal_job)
+
+    def servers_of(pid: int) -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and SERVER_APP in (entry / "cmdline").read_bytes() \
+                        and f"{OWNER_ENV}={pid}:".encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+        return found
+
+    try:
+        workers.wait_for(lambda: (root / "artifacts/customers").is_dir() and any((root / "artifacts/customers").iterdir()),
+                         300, "the fan-out's first customer", adapt, interval=0.05)
+        start = time.monotonic()
+        os.killpg(adapt.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
+        try:
+            rc = adapt.wait(60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running 60 s after a Ctrl-C: {log.read_text()[-3000:]}")
+        took = time.monotonic() - start
+        lines = log.read_text().strip().splitlines()
+        assert (rc, lines[-1]) == (130, "interrupted"), log.read_text()[-3000:]
+        while servers_of(adapt.pid) and time.monotonic() - start < 20:  # stopped as the command exits
+            time.sleep(0.2)
+        assert servers_of(adapt.pid) == []
+        print(f"adapt ended {took:.1f} s after a Ctrl-C")
+    finally:
+        if adapt.poll() is None:
+            os.killpg(adapt.pid, signal.SIGKILL)
+        for pid in servers_of(adapt.pid):
+            os.kill(pid, signal.SIGKILL)
