@@ -324,6 +324,8 @@ def three_customers(tmp_path, monkeypatch):
     from metagan import model_names, store, tracking
 
     monkeypatch.setenv("METAGAN_PROJECT", str(tmp_path))
+    # this project's registry, whatever an earlier test of the session pointed MLflow at
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
     tracking.create_store()
     store.client().create_registered_model(model_names.customer_model_name("acme"))
     (tmp_path / "data" / "customers" / "beta").mkdir(parents=True)
