@@ -203,7 +203,10 @@ class FleetIndex:
 
     def adapted(self, customer_id: str, content_hash: str) -> None:
         """A version adapted from ``content_hash`` is registered: nothing is pending any more,
-        unless newer uploads arrived meanwhile."""
+        unless the uploads last ingested are others. Those may be newer uploads that arrived
+        meanwhile, or uploads an overlapping run ingested later and adapted first: its version is
+        then no longer the candidate (this one is), and the next hour must find it again, though
+        no folder changed since (the rule :mod:`metagan.lifecycle.fleet_repair` applies too)."""
         now = time.time()
         self.db.execute(f"record {customer_id}'s adaptation", f"""
             INSERT INTO {TABLE} (customer_id, adapted_hash, updated_at) VALUES (?, ?, ?)
@@ -211,7 +214,7 @@ class FleetIndex:
                 updated_at = excluded.updated_at,
                 adapt_since = CASE WHEN {TABLE}.uploads_hash IS NULL
                                      OR {TABLE}.uploads_hash = excluded.adapted_hash THEN NULL
-                                   ELSE {TABLE}.adapt_since END""",
+                                   ELSE COALESCE({TABLE}.adapt_since, excluded.updated_at) END""",
             (customer_id, content_hash, now))
 
     def all_pending_adaptation(self, now: float | None = None) -> int:

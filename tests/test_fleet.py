@@ -362,3 +362,22 @@ def test_a_login_the_server_refuses_is_bad_input_at_once_not_retried_as_unavaila
         finally:
             index.close()
         assert kind_of(caught.value).exit_code == 3 and time.monotonic() - start < 5
+
+
+def test_an_older_adaptation_registered_after_a_newer_one_leaves_the_newer_uploads_pending(index):
+    """Two runs overlapping on one customer whose uploads changed between their ingestions: the
+    later ingestion's run (the hour, shots h2) adapts and registers first, the earlier one (a
+    manual run still busy with other customers, shots h1) registers after it, takes `candidate`
+    and promotes its own version. Production then serves the older uploads' model; the index
+    keeps the newer uploads pending, so the next hour adapts them again (it finds their version
+    and promotes it), as `metagan doctor`'s own rule says (uploads differing from those adapted
+    are pending). Before, the older run's record cleared nothing but left nothing pending: the
+    folder's signature was recorded, so no hour ever looked at the customer again."""
+    index.uploads_ingested([("a", "sig-1", "h1")], now=5.0)  # the manual run reads the folder
+    index.uploads_ingested([("a", "sig-2", "h2")], now=6.0)  # new files; the hour reads them
+    index.adapted("a", "h2")  # the hour registers first
+    assert index.pending_adaptation() == []
+    index.adapted("a", "h1")  # the manual run registers its older shots' model after it
+    assert index.pending_adaptation() == ["a"]
+    index.adapted("a", "h2")  # the next hour: the newer uploads' version again
+    assert index.pending_adaptation() == []
