@@ -214,13 +214,17 @@ def test_method_choices_come_from_the_meta_learner_registry():
     assert "condgan" in subcommands()["meta-train"].format_help()
 
 
-def test_init_writes_the_shipped_defaults_into_the_project_once(tmp_path, capsys):
+def test_init_writes_the_shipped_defaults_into_the_project_once(tmp_path, capsys, monkeypatch):
+    """...and says when the task data the defaults name is not there (they name a checkout's
+    sibling folder, which an installed metagan's project has not: an operator probe of 2026-12-06)."""
     from metagan.config import Params, load_params
 
     assert main(["--project", str(tmp_path), "init"]) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert said[1].startswith(f"data.source names {tmp_path.parent / 'shared'}/") and "which is not there" in said[1]
     written = tmp_path / "params.yaml"
     assert written.exists()
-    os.environ["METAGAN_PROJECT"] = str(tmp_path)
+    monkeypatch.setenv("METAGAN_PROJECT", str(tmp_path))
     assert isinstance(load_params(), Params)
     rc, err = run(capsys, "init", "--project", str(tmp_path))
     assert rc == ExitCode.BAD_INPUT and "exists already" in err[0]

@@ -48,6 +48,10 @@ def cmd_init(args, params: Params) -> int:
     write_text(target, "# metagan settings of this project, over the shipped defaults (any key may go).\n"
                + SHIPPED_PARAMS.read_text())
     print(f"wrote {target}; data/, mlflow/, artifacts/ and outputs will go beside it")
+    source = params.resolve(params.data.source)
+    if not Path(source).exists():  # the shipped default names a checkout's sibling folder
+        print(f"data.source names {os.path.normpath(source)}, which is not there: set it to your task data (an npz, "
+              "a zip or a folder of class folders) before meta-training; until then the bundled sample is used")
     return ExitCode.OK
 
 
