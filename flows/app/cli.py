@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import select
+import signal
 import sys
 from pathlib import Path
 
@@ -825,6 +826,20 @@ def _before_a_private_prefect_server(args) -> None:
         stop_orphaned_servers()
         mark_owner()
         out_of_the_terminals_reach()  # a Ctrl-C stops the command, not the server it reports to
+        # the server no longer shares the command's signals: a SIGTERM or hang-up sent to the
+        # command's group (a service stopped, a terminal closed) ends the command through its
+        # exit hooks, which stop the server, rather than leaving it for the next command to stop
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            try:
+                if signal.getsignal(sig) is signal.SIG_DFL:  # one ignored (nohup) stays ignored
+                    signal.signal(sig, _end_on_signal)
+            except ValueError:  # main() called on another thread than the main one: signals are not its
+                break
+
+
+def _end_on_signal(signum, frame) -> None:
+    """SIGTERM or SIGHUP: end as the default action would (128 + the signal), exit hooks included."""
+    raise SystemExit(128 + signum)
 
 
 def _output_pipe_closed() -> bool:

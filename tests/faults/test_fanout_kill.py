@@ -100,10 +100,13 @@ def test_a_fanout_killed_midway_finishes_on_rerun_without_duplicates_or_orphaned
         assert sample_onnx(None, 2, session=onnx_session(onnx_bytes)).shape == (2, 16, 16, 1)
 
 
-def test_a_ctrl_c_during_the_adapt_fanout_ends_the_command_at_once_and_its_prefect_server_with_it(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_ctrl_c_during_the_adapt_fanout_ends_the_command_at_once_and_its_prefect_server_with_it(tmp_path, sig):
     """Guarantee: a Ctrl-C at the terminal (SIGINT to the whole foreground process group) while
     `metagan adapt` fans out ends the command within seconds: `interrupted`, exit 130, and the
-    private Prefect API server it started stopped with it. That server runs in a process group of
+    private Prefect API server it started stopped with it; a SIGTERM to the group (a service
+    stopped) the same way, exit 143 (128 + SIGTERM), the server stopped by the command's exit hooks
+    rather than left for the next command to stop. That server runs in a process group of
     its own (`flows.ephemeral.out_of_the_terminals_reach`): in the command's group it died of the
     same Ctrl-C, and the command, reporting its run crashed to it, retried for minutes, then said
     "the Prefect API (its own server) did not answer" (exit 4) or hung at exit while Prefect's
@@ -163,18 +166,21 @@ def test_a_ctrl_c_during_the_adapt_fanout_ends_the_command_at_once_and_its_prefe
         workers.wait_for(lambda: (root / "artifacts/customers").is_dir() and any((root / "artifacts/customers").iterdir()),
                          300, "the fan-out's first customer", adapt, interval=0.05)
         start = time.monotonic()
-        os.killpg(adapt.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
+        os.killpg(adapt.pid, sig)  # what the terminal sends on Ctrl-C, or a service manager on stop
         try:
             rc = adapt.wait(60)
         except subprocess.TimeoutExpired:
             pytest.fail(f"still running 60 s after a Ctrl-C: {log.read_text()[-3000:]}")
         took = time.monotonic() - start
         lines = log.read_text().strip().splitlines()
-        assert (rc, lines[-1]) == (130, "interrupted"), log.read_text()[-3000:]
+        if sig == signal.SIGINT:
+            assert (rc, lines[-1]) == (130, "interrupted"), log.read_text()[-3000:]
+        else:
+            assert rc == 128 + sig and "did not answer" not in log.read_text(), log.read_text()[-3000:]
         while servers_of(adapt.pid) and time.monotonic() - start < 20:  # stopped as the command exits
             time.sleep(0.2)
         assert servers_of(adapt.pid) == []
-        print(f"adapt ended {took:.1f} s after a Ctrl-C")
+        print(f"adapt ended {took:.1f} s after {signal.Signals(sig).name}")
     finally:
         if adapt.poll() is None:
             os.killpg(adapt.pid, signal.SIGKILL)
