@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,15 +58,23 @@ def record_ingestion(results: list[IngestResult]) -> None:
     fleet.record_ingestion(results)
 
 
-def no_folder(path: Path) -> IngestResult:
+def no_folder(path: Path, ingested_root: str | Path | None = None) -> IngestResult:
     """The result for a customer whose upload folder is not there: named to ingest, or an entry
-    of a full scan that is none (a file, a link to nothing)."""
+    of a full scan that is none (a file, a link to nothing). Named, and known to the project by
+    nothing (``ingested_root``: where its shots would be), it is an unknown customer, said as every
+    command says it (:mod:`metagan.known_customers`)."""
+    if ingested_root is not None and not os.path.lexists(path):
+        from metagan.known_customers import known_customers, unknown_among, unknown_customer_message
+
+        if unknown_among([path.name], ingested_root, path.parent):
+            return IngestResult(path.name, ok=False, error=unknown_customer_message(
+                path.name, known_customers(ingested_root, path.parent)))
     why = folder_problem(path) or "is not a folder"
     return IngestResult(path.name, ok=False, error=f"customer {path.name!r}: its upload folder {path} {why}")
 
 
-def customer_folders(customers_dir: str | Path,
-                     folders: list[str] | None = None) -> tuple[list[Path], list[IngestResult]]:
+def customer_folders(customers_dir: str | Path, folders: list[str] | None = None,
+                     ingested_root: str | Path | None = None) -> tuple[list[Path], list[IngestResult]]:
     """The customer folders of ``customers_dir`` to ingest (only ``folders``, when given), and the
     rejections of the customers that have none: a folder named that is not there (a typo, a file,
     gone since), or, in a full scan, an entry that is no folder (a file, a link to nothing). Each
@@ -75,7 +84,8 @@ def customer_folders(customers_dir: str | Path,
     if folders is not None:
         wanted = {Path(f).name for f in folders}
         found = [f for f in found if f.name in wanted]
-        return found, [no_folder(Path(customers_dir) / name) for name in sorted(wanted - {f.name for f in found})]
+        missing = sorted(wanted - {f.name for f in found})
+        return found, [no_folder(Path(customers_dir) / name, ingested_root) for name in missing]
     rejected = []
     for path, why in not_customer_folders(customers_dir):
         if CUSTOMER_ID.fullmatch(path.name):  # a customer's botched upload (a file or a link where its folder goes)
@@ -108,7 +118,7 @@ def ingest(params: Params, customers_dir: str | None = None, source: str | None 
     classes = pack_tasks(params, source)
     results: list[IngestResult] = []
     if customers_dir:
-        found, results = customer_folders(customers_dir, folders)
+        found, results = customer_folders(customers_dir, folders, params.resolve(params.paths.ingested_customers))
         futures = [ingest_one.submit(f, params) for f in found]
         results += [f.result() for f in futures]
     for r in results:

@@ -37,6 +37,11 @@ def check_known(customer_id: str, ingested_root: str | Path, uploads_dir: str | 
     raise NotFound(unknown_customer_message(customer_id, known_customers(ingested_root, uploads_dir)))
 
 
+def unknown_among(customer_ids: list[str], ingested_root: str | Path, uploads_dir: str | Path | None = None) -> list[str]:
+    """Those of ``customer_ids`` the project does not know (their :func:`check_known` would refuse)."""
+    return [c for c in customer_ids if not (_has_uploads(c, ingested_root, uploads_dir) or _registered(c))]
+
+
 def unknown_customer_message(customer_id: str, known: list[str]) -> str:
     """``unknown customer 'acm': no uploads or registered model of that name (known: acme, beta;
     did you mean 'acme'?)``."""

@@ -356,9 +356,43 @@ def test_a_customer_the_project_does_not_know_gets_one_message_from_every_comman
                  ["rollback", "--customer", "acm"], ["schedule", "--customer", "acm", "--every", "7d"]):
         assert run(capsys, *argv) == (ExitCode.BAD_INPUT, [said.format("")]), argv
     uploads = str(three_customers / "uploads")
-    assert run(capsys, "ingest", "--customers", uploads, "--customer", "gamma", "--customer", "acm") == \
+    assert run(capsys, "ingest", "--customers", uploads, "--customer", "acm") == \
         (ExitCode.BAD_INPUT, [said.format(", gamma")])
     assert not swept
+
+
+def test_an_unknown_name_among_several_to_ingest_is_rejected_alone(three_customers, capsys, monkeypatch):
+    """`ingest --customer gamma --customer acm`: an upload service's batch with one typo ingests the
+    others and rejects the unknown one alone, with the unknown-customer message, exit 1 (partial):
+    one bad name never stops the others. Only a command whose every name is unknown is refused
+    before any work (exit 3, the test above)."""
+    import flows.ingest
+    from flows.ingest import customer_folders
+
+    ingested = []
+    monkeypatch.setattr(flows.ingest, "pack_tasks", lambda *a, **k: 3)
+    monkeypatch.setattr(flows.ingest, "version_data", lambda *a, **k: "d1")
+    monkeypatch.setattr(flows.ingest, "record_ingestion", lambda *a, **k: None)
+    monkeypatch.setattr(flows.ingest.ingest_one, "submit", lambda folder, params: SimpleFuture(folder, ingested))
+    uploads = three_customers / "uploads"
+    rc, err = run(capsys, "ingest", "--customers", str(uploads), "--customer", "gamma", "--customer", "acm")
+    assert rc == ExitCode.PARTIAL and ingested == ["gamma"], (rc, err)
+    found, rejected = customer_folders(uploads, ["gamma", "acm", "beta"], three_customers / "data" / "customers")
+    assert [f.name for f in found] == ["gamma"]
+    assert [r.error for r in rejected] == [  # beta is known (its shots): its folder is what is missing
+        "unknown customer 'acm': no uploads or registered model of that name (known: acme, beta, gamma; did you "
+        "mean 'acme'?)", f"customer 'beta': its upload folder {uploads / 'beta'} does not exist"]
+
+
+class SimpleFuture:
+    def __init__(self, folder, ingested):
+        from metagan.customers import IngestResult
+
+        ingested.append(folder.name)
+        self.value = IngestResult(folder.name, ok=True, shots=1)
+
+    def result(self):
+        return self.value
 
 
 def test_a_customer_the_project_knows_keeps_what_its_command_says(three_customers, capsys, monkeypatch):

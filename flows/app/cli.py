@@ -514,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--customer", metavar="ID", action="append", help="only this customer's folder (repeatable): "
                    "what an upload service calls when a customer's uploads arrive, so that the hourly run finds "
                    "them without scanning every folder (fleet.scan_uploads: false); a name with no folder, shots "
-                   "or model here is refused as unknown")
+                   "or model here is rejected as unknown, the others ingested (all unknown: exit 3)")
     i.add_argument("--source", metavar="PATH", help="task dataset: npz, Omniglot zip or <root>/<class>/<images> "
                    "folder (default: params.yaml's data.source, else the bundled sample)")
 
@@ -725,11 +725,17 @@ def _check_customers_known(args, params: Params) -> None:
     named = _named_customers(args)
     if not named:
         return
-    from metagan.known_customers import check_known
+    from metagan.known_customers import check_known, unknown_among
 
-    uploads = _existing_dir(args.customers) if args.command == "ingest" else None
+    ingested = params.resolve(params.paths.ingested_customers)
+    if args.command == "ingest":  # several uploads at once: an unknown one is rejected alone, the others go in
+        uploads = _existing_dir(args.customers)
+        unknown = unknown_among(named, ingested, uploads)
+        if len(unknown) == len(named):
+            check_known(unknown[0], ingested, uploads)  # nothing to ingest: refused before any work
+        return
     for customer in named:
-        check_known(customer, params.resolve(params.paths.ingested_customers), uploads)
+        check_known(customer, ingested)
 
 
 def _show_progress(args) -> bool:
