@@ -367,32 +367,26 @@ def test_an_unknown_name_among_several_to_ingest_is_rejected_alone(three_custome
     one bad name never stops the others. Only a command whose every name is unknown is refused
     before any work (exit 3, the test above)."""
     import flows.ingest
-    from flows.ingest import customer_folders
+    from flows.ingest import Ingestion, customer_folders
+    from metagan.customers import IngestResult
 
-    ingested = []
-    monkeypatch.setattr(flows.ingest, "pack_tasks", lambda *a, **k: 3)
-    monkeypatch.setattr(flows.ingest, "version_data", lambda *a, **k: "d1")
-    monkeypatch.setattr(flows.ingest, "record_ingestion", lambda *a, **k: None)
-    monkeypatch.setattr(flows.ingest.ingest_one, "submit", lambda folder, params: SimpleFuture(folder, ingested))
-    uploads = three_customers / "uploads"
-    rc, err = run(capsys, "ingest", "--customers", str(uploads), "--customer", "gamma", "--customer", "acm")
-    assert rc == ExitCode.PARTIAL and ingested == ["gamma"], (rc, err)
-    found, rejected = customer_folders(uploads, ["gamma", "acm", "beta"], three_customers / "data" / "customers")
+    uploads, ingested_root = three_customers / "uploads", three_customers / "data" / "customers"
+
+    def ingest(params, customers_dir, source, folders):  # the flow's choice of folders, no ingestion
+        found, rejected = customer_folders(customers_dir, folders, ingested_root)
+        results = rejected + [IngestResult(f.name, ok=True, shots=1) for f in found]
+        return Ingestion("d1", 3, {r.customer_id: r for r in results})
+
+    monkeypatch.setattr(flows.ingest, "ingest", ingest)
+    assert main(["ingest", "--customers", str(uploads), "--customer", "gamma", "--customer", "acm"]) == \
+        ExitCode.PARTIAL
+    said = capsys.readouterr().out
+    assert "  gamma: 1 shots" in said and "  acm: REJECTED unknown customer 'acm'" in said, said
+    found, rejected = customer_folders(uploads, ["gamma", "acm", "beta"], ingested_root)
     assert [f.name for f in found] == ["gamma"]
     assert [r.error for r in rejected] == [  # beta is known (its shots): its folder is what is missing
         "unknown customer 'acm': no uploads or registered model of that name (known: acme, beta, gamma; did you "
         "mean 'acme'?)", f"customer 'beta': its upload folder {uploads / 'beta'} does not exist"]
-
-
-class SimpleFuture:
-    def __init__(self, folder, ingested):
-        from metagan.customers import IngestResult
-
-        ingested.append(folder.name)
-        self.value = IngestResult(folder.name, ok=True, shots=1)
-
-    def result(self):
-        return self.value
 
 
 def test_a_customer_the_project_knows_keeps_what_its_command_says(three_customers, capsys, monkeypatch):
