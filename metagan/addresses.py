@@ -40,3 +40,10 @@ def s3_address(address: str | Path) -> tuple[str, str] | None:
 def is_s3(address: str | Path) -> bool:
     """True for ``s3://bucket[/prefix]``, False for a local folder; BadInput for a malformed address."""
     return s3_address(address) is not None
+
+
+def file_uri_path(uri: str) -> Path:
+    """The local path a ``file:`` URI names (MLflow's artifact locations), its %-escapes undone."""
+    from urllib.parse import unquote, urlparse
+
+    return Path(unquote(urlparse(uri).path))

@@ -13,8 +13,8 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
+from metagan.addresses import file_uri_path
 from metagan.errors import BadInput, Damaged, NotFound
 from metagan.model_names import CUSTOMER_ALIASES, PRODUCTION, customer_model_name
 from metagan.model_versions import ONNX_SHA256_TAG, get_alias, get_version_or_none
@@ -88,7 +88,7 @@ def read_model_file(uri: str) -> bytes:
     its artifacts in S3 and this process knows where (:func:`direct_s3_uri`); downloaded once
     through the tracking server otherwise. A file that is not there is :class:`~metagan.errors.Damaged`."""
     if uri.startswith("file:"):
-        path = Path(unquote(urlparse(uri).path))
+        path = file_uri_path(uri)
         try:
             return path.read_bytes()
         except FileNotFoundError:

@@ -166,13 +166,13 @@ def _moved_from(db: Path, recorded: list[str]) -> str | None:
     project holds files of its own there: a copied (``cp -r``) or moved project, whose registry
     still names the original's files. None otherwise (a registry copied without its files is only
     warned about: the files it names are the only ones there are)."""
-    from urllib.parse import unquote, urlparse
+    from metagan.addresses import file_uri_path
 
     here = db.parent / "artifacts"
     for location in recorded:
         if not location.startswith("file:"):
             continue  # MLflow's Default experiment (a plain path under the current folder), never used
-        there = Path(unquote(urlparse(location).path))
+        there = file_uri_path(location)
         if there.name != "artifacts" or there == here or (there.exists() and here.exists() and there.samefile(here)):
             continue
         if here.is_dir() and any(here.iterdir()):
@@ -199,13 +199,12 @@ def _relocate(db: Path, old: str) -> bool:
     from contextlib import closing
 
     from metagan import sqlite_faults
+    from metagan.addresses import file_uri_path
     from metagan.errors import FileSystemFault
-
-    from urllib.parse import unquote, urlparse
 
     new = (db.parent / "artifacts").as_uri()
     old = old.rstrip("/")
-    there = Path(unquote(urlparse(old).path))
+    there = file_uri_path(old)
     changed = 0
     for database in [db, *sorted(p for p in db.parent.glob("*.db") if p != db)]:
         try:
