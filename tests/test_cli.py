@@ -271,7 +271,7 @@ def test_adapt_names_the_uploads_it_left_out_of_a_customer_it_served(monkeypatch
     import flows.adapt_customers
     import flows.ingest
     import flows.promote
-    from flows.app.cli import cmd_adapt
+    from flows.app.commands import cmd_adapt
     from flows.ingest import Ingestion
     from metagan.config import Params
     from metagan.customers import IngestResult
@@ -305,7 +305,7 @@ def test_ingest_names_the_uploads_it_left_out_of_a_customer_it_ingested(monkeypa
     from types import SimpleNamespace
 
     import flows.ingest
-    from flows.app.cli import cmd_ingest
+    from flows.app.commands import cmd_ingest
     from flows.ingest import Ingestion
     from metagan.config import Params
     from metagan.customers import IngestResult
@@ -430,7 +430,7 @@ def test_adapt_over_a_folder_without_customer_folders_is_bad_input_not_a_quiet_s
     from types import SimpleNamespace
 
     import flows.ingest
-    from flows.app.cli import cmd_adapt
+    from flows.app.commands import cmd_adapt
     from metagan.config import Params
 
     (tmp_path / "meta.pt").write_bytes(b"")
@@ -456,7 +456,7 @@ def test_adapt_from_a_meta_checkpoint_that_does_not_load_stops_once_in_one_line(
     from types import SimpleNamespace
 
     import flows.ingest
-    from flows.app.cli import cmd_adapt
+    from flows.app.commands import cmd_adapt
     from metagan.checkpoint import CheckpointError
     from metagan.config import PROJECT_ROOT, Params
     from metagan.errors import Failure, kind_of

@@ -1,0 +1,110 @@
+"""The registry's commands: ``metagan promote``, ``rollback``, ``models`` and ``doctor``."""
+
+from __future__ import annotations
+
+import json
+
+from metagan.config import Params
+from metagan.errors import ExitCode, NotFound
+
+
+def cmd_promote(args, params: Params) -> int:
+    from flows.promote import promote
+    from metagan.lifecycle.registry import Promotion
+    from metagan.uploads import validate_customer_id
+
+    customers = [validate_customer_id(args.customer)] if args.customer else None
+    results = promote(params, customers)
+    for r in results:
+        print(f"  {r.customer_id}: {r.outcome.value}" + (f" ({r.reason})" if r.reasons else ""))
+    if customers and results[0].outcome is Promotion.NO_CANDIDATE:
+        raise NotFound(f"customer {args.customer!r} has no candidate model to promote")
+    return ExitCode.PARTIAL if any(r.outcome is Promotion.REFUSED for r in results) else ExitCode.OK
+
+
+def cmd_rollback(args, params: Params) -> int:
+    from flows.promote import rollback
+    from metagan.uploads import validate_customer_id
+
+    customer = validate_customer_id(args.customer)
+    print(f"{customer}: production is now version {rollback(params, customer)}")
+    return ExitCode.OK
+
+
+def cmd_models(args, params: Params) -> int:
+    from metagan.lifecycle.listings import model_rows
+
+    rows = model_rows()
+    if args.json:
+        print(json.dumps([{"model": r.name, "kind": r.kind, "customer_id": r.customer_id, "versions": r.versions,
+                           "aliases": r.aliases, "metrics_of": {"version": r.metrics_of, "from": r.metrics_from},
+                           "metrics": r.metrics, "held_back": r.held_back} for r in rows], indent=2))
+    else:
+        print(models_table(rows))
+    return ExitCode.OK
+
+
+def cmd_doctor(args, params: Params) -> int:
+    """The registry's health (metagan.lifecycle.health): exit 5 when the store or any served model is damaged;
+    a promotion or rollback cut short between its alias writes finished; then the fleet index checked
+    against the registry, and the rows that disagree rewritten."""
+    from metagan.lifecycle.fleet import default_every_s
+    from metagan.fleet_index import registry_index
+    from metagan.lifecycle.fleet_repair import repair_index
+    from flows.locks import customer_locker
+    from metagan.lifecycle.health import check_registry
+    from metagan.lifecycle.registry import finish_cut_short_moves
+
+    health = check_registry()
+    for v in health.versions:
+        print(v.describe())
+    print(f"{health.store}: {len(health.versions)} production or candidate version(s) checked, "
+          f"{len(health.damaged)} damaged")
+    for move in finish_cut_short_moves(customer_locker(params)):  # before the index, which follows production
+        print(move.describe())
+    index = registry_index()
+    repair = repair_index(index, default_every_s(params))
+    for damaged, aside in index.set_aside:
+        print(f"the fleet index {damaged} was damaged: moved aside to {aside}, rebuilt from the registry")
+    for cid, why in repair.repaired:
+        print(f"repaired {cid} in the fleet index: {why}")
+    print(f"fleet index {repair.index}: {repair.customers} customer(s), "
+          + ("agrees with the registry" if repair.agreed else f"{len(repair.repaired)} row(s) repaired from the registry"))
+    return ExitCode.DAMAGED if health.damaged else ExitCode.OK
+
+
+def models_table(rows, width: int = 100) -> str:
+    """Customers one a line (aliases, and the key metrics of production, else of the candidate),
+    then the meta-model and the evaluator with their ``current`` version; fits ``width`` columns."""
+    from metagan.metric_registry import METRICS
+    from metagan.model_names import CANDIDATE, CURRENT, PREVIOUS, PRODUCTION
+
+    keys = [m for m in METRICS.values() if m.key]
+    customers = [r for r in rows if r.kind == "customer"]
+    lines = []
+    if customers:
+        head = ["customer", "vers", "prod", "cand", "prev", "from", *(m.column or m.name for m in keys)]
+        body = [[r.customer_id, str(r.versions), *(r.aliases.get(a, "-") for a in (PRODUCTION, CANDIDATE, PREVIOUS)),
+                 {"production": "prod", "candidate": "cand"}.get(r.metrics_from, r.metrics_from or "-"),
+                 *(format(r.metrics[m.name], m.fmt) if m.name in r.metrics else "-" for m in keys)] for r in customers]
+        widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
+        # long ids give way first: the id column shrinks (ids cut with "~") until the table fits
+        spare = width - (sum(widths) + 2 * (len(widths) - 1))
+        if spare < 0:
+            widths[0] = max(len(head[0]), widths[0] + spare)
+        cut = [[x[0] if len(x[0]) <= widths[0] else x[0][: widths[0] - 1] + "~", *x[1:]] for x in [head, *body]]
+        lines += ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+                  for r in cut]
+        lines.append("from: whose metrics these are (prod: the production version's, cand: the candidate's)")
+        names = [f"{m.column} = {m.name}" for m in keys if m.column]
+        lines += ["  " + ", ".join(names[i : i + 3]) for i in range(0, len(names), 3)]
+        held = [f"{r.customer_id} v{', v'.join(r.held_back)}" for r in customers if r.held_back]
+        if held:
+            lines.append(f"held back (rolled back; promoted again only by another rollback): {'; '.join(held)}")
+    else:
+        lines.append("no customer models yet (metagan adapt registers them)")
+    for r in rows:
+        if r.kind in ("meta", "evaluator"):
+            what = "meta-model" if r.kind == "meta" else "evaluator"
+            lines.append(f"{what} {r.name}: {r.versions} version(s), {CURRENT} = {r.aliases.get(CURRENT, '-')}")
+    return "\n".join(lines)
