@@ -64,11 +64,10 @@ def no_folder(path: Path, ingested_root: str | Path | None = None) -> IngestResu
     nothing (``ingested_root``: where its shots would be), it is an unknown customer, said as every
     command says it (:mod:`metagan.known_customers`)."""
     if ingested_root is not None and not os.path.lexists(path):
-        from metagan.known_customers import known_customers, unknown_among, unknown_customer_message
+        from metagan.known_customers import unknown_among, unknown_customer_said
 
         if unknown_among([path.name], ingested_root, path.parent):
-            return IngestResult(path.name, ok=False, error=unknown_customer_message(
-                path.name, known_customers(ingested_root, path.parent)))
+            return IngestResult(path.name, ok=False, error=unknown_customer_said(path.name, ingested_root, path.parent))
     why = folder_problem(path) or "is not a folder"
     return IngestResult(path.name, ok=False, error=f"customer {path.name!r}: its upload folder {path} {why}")
 

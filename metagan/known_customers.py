@@ -24,7 +24,8 @@ SHOWN = 8
 
 LISTED_FROM_A_SERVER = 1000
 """At most this many registered names are read from a tracking server for the message (ten pages):
-a typo at a million customers costs ten requests, not ten thousand."""
+a typo at a million customers costs ten requests, not ten thousand. Only the message is cut short:
+whether a name is known is asked of the registry by that name (:func:`check_known`)."""
 
 
 def check_known(customer_id: str, ingested_root: str | Path, uploads_dir: str | Path | None = None) -> str:
@@ -34,7 +35,7 @@ def check_known(customer_id: str, ingested_root: str | Path, uploads_dir: str | 
     customer_id = validate_customer_id(customer_id)
     if _has_uploads(customer_id, ingested_root, uploads_dir) or _registered(customer_id):
         return customer_id
-    raise NotFound(unknown_customer_message(customer_id, known_customers(ingested_root, uploads_dir)))
+    raise NotFound(unknown_customer_said(customer_id, ingested_root, uploads_dir))
 
 
 def unknown_among(customer_ids: list[str], ingested_root: str | Path, uploads_dir: str | Path | None = None) -> list[str]:
@@ -42,30 +43,41 @@ def unknown_among(customer_ids: list[str], ingested_root: str | Path, uploads_di
     return [c for c in customer_ids if not (_has_uploads(c, ingested_root, uploads_dir) or _registered(c))]
 
 
-def unknown_customer_message(customer_id: str, known: list[str]) -> str:
+def unknown_customer_said(customer_id: str, ingested_root: str | Path, uploads_dir: str | Path | None = None) -> str:
+    """:func:`unknown_customer_message` with the names the project knows (from a tracking server,
+    the first :data:`LISTED_FROM_A_SERVER` registered ones: then the count is not given)."""
+    known, cut = _known(ingested_root, uploads_dir)
+    return unknown_customer_message(customer_id, known, cut=cut)
+
+
+def unknown_customer_message(customer_id: str, known: list[str], cut: bool = False) -> str:
     """``unknown customer 'acm': no uploads or registered model of that name (known: acme, beta;
-    did you mean 'acme'?)``."""
+    did you mean 'acme'?)``. ``cut``: ``known`` is only some of them (a server's first names), so
+    the message says "and more", not a count it does not know."""
     import difflib
 
     if not known:
         return (f"unknown customer {customer_id!r}: no uploads or registered model of that name (this project "
                 "knows no customer yet: `metagan ingest --customers DIR` or `metagan adapt --customers DIR` "
                 "adds them)")
-    listed = ", ".join(known[:SHOWN]) + (f" and {len(known) - SHOWN} more" if len(known) > SHOWN else "")
+    more = "" if len(known) <= SHOWN and not cut else " and more" if cut else f" and {len(known) - SHOWN} more"
+    listed = ", ".join(known[:SHOWN]) + more
     close = difflib.get_close_matches(customer_id, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"unknown customer {customer_id!r}: no uploads or registered model of that name (known: {listed}{hint})"
 
 
-def known_customers(ingested_root: str | Path, uploads_dir: str | Path | None = None) -> list[str]:
+def _known(ingested_root: str | Path, uploads_dir: str | Path | None) -> tuple[list[str], bool]:
     """Every customer with uploads (folders of ``uploads_dir``, shots under ``ingested_root``) or a
-    registered model (from a tracking server, the first :data:`LISTED_FROM_A_SERVER`), sorted."""
+    registered model, sorted; and whether the list was cut (a tracking server's first
+    :data:`LISTED_FROM_A_SERVER` registered names)."""
     from metagan.customers import ingested_customers
 
-    names = set(ingested_customers(ingested_root)) | set(_registered_customers())
+    registered, cut = _registered_customers()
+    names = set(ingested_customers(ingested_root)) | set(registered)
     if uploads_dir is not None and Path(uploads_dir).is_dir():
         names |= {p.name for p in Path(uploads_dir).iterdir() if p.is_dir() and CUSTOMER_ID.fullmatch(p.name)}
-    return sorted(names)
+    return sorted(names), cut
 
 
 def _has_uploads(customer_id: str, ingested_root: str | Path, uploads_dir: str | Path | None) -> bool:
@@ -75,22 +87,25 @@ def _has_uploads(customer_id: str, ingested_root: str | Path, uploads_dir: str |
 
 
 def _registered(customer_id: str) -> bool:
-    return bool(_registered_customers(customer_model_name(customer_id)))
+    return bool(_registered_customers(customer_model_name(customer_id))[0])
 
 
-def _registered_customers(name: str | None = None) -> list[str]:
-    """The ids of the customers with a registered model (only ``name``'s, when given)."""
+def _registered_customers(name: str | None = None) -> tuple[list[str], bool]:
+    """The ids of the customers with a registered model (only ``name``'s, when given: exact at any
+    number of customers), and whether the list was cut: all of them are read from the embedded
+    registry, the first :data:`LISTED_FROM_A_SERVER` from a server."""
     from metagan import mlflow_sqlite
     from metagan.store import tracking_uri
 
     db = mlflow_sqlite.database_path(tracking_uri())
     if db is not None:
         try:
-            return [customer_id_of(n) for n in mlflow_sqlite.model_names(db, CUSTOMER_PREFIX, name)]
+            return [customer_id_of(n) for n in mlflow_sqlite.model_names(db, CUSTOMER_PREFIX, name)], False
         except mlflow_sqlite.UnknownLayout:
             pass  # MLflow's client reads it
     from metagan import model_versions
 
-    found = model_versions.search_models([name]) if name is not None else \
-        model_versions.list_models(CUSTOMER_PREFIX, limit=LISTED_FROM_A_SERVER)
-    return sorted(customer_id_of(m.name) for m in found)
+    if name is not None:
+        return [customer_id_of(m.name) for m in model_versions.search_models([name])], False
+    found = model_versions.list_models(CUSTOMER_PREFIX, limit=LISTED_FROM_A_SERVER)
+    return sorted(customer_id_of(m.name) for m in found), len(found) >= LISTED_FROM_A_SERVER

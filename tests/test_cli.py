@@ -8,7 +8,7 @@ import pytest
 
 from flows.app.cli import build_parser, main
 from metagan.meta import REGISTRY
-from metagan.errors import BadInput, ExitCode
+from metagan.errors import BadInput, ExitCode, NotFound
 
 
 pytestmark = pytest.mark.usefixtures("clean_process")  # tests/conftest.py
@@ -421,6 +421,36 @@ def test_the_unknown_customer_message_lists_a_few_names_and_the_closest():
     assert f"(known: {', '.join(many[:SHOWN])} and {41 - SHOWN} more; did you mean 'acme-corp'?)" in said
     assert "did you mean" not in unknown_customer_message("zzz", many)
     assert "this project knows no customer yet" in unknown_customer_message("acme", [])
+
+
+def test_whether_a_customer_is_known_is_exact_past_the_names_a_server_lists(three_customers, monkeypatch):
+    """The unknown-customer message reads at most LISTED_FROM_A_SERVER registered names from a
+    tracking server; whether a name is known is asked of the registry by that name, so a customer
+    registered past the first 1,000 is known, on the embedded registry and through MLflow's client
+    (its pages, a server's path). The message, where the server's list was cut, says "and more",
+    not a count: it said "and 992 more" of 1,052 (probe of 2026-12-07)."""
+    import sqlite3
+
+    from metagan import mlflow_sqlite, model_names
+    from metagan.known_customers import LISTED_FROM_A_SERVER, check_known, unknown_among
+
+    db = three_customers / "mlflow" / "mlflow.db"
+    with sqlite3.connect(db) as con:  # 1,050 more registered models, as MLflow lays them out, in one statement
+        others = [r[1] for r in con.execute("PRAGMA table_info(registered_models)") if r[1] != "name"]
+        con.executemany(f"INSERT INTO registered_models (name, {', '.join(others)}) SELECT ?, {', '.join(others)} "
+                        "FROM registered_models WHERE name = ?",
+                        [(model_names.customer_model_name(f"c{i:04d}"), model_names.customer_model_name("acme"))
+                         for i in range(1050)])
+    ingested = three_customers / "data" / "customers"
+    last = "c1049"  # MLflow lists names in order: past the first LISTED_FROM_A_SERVER
+    assert LISTED_FROM_A_SERVER < 1050
+    assert check_known(last, ingested) == last and unknown_among([last, "c1050"], ingested) == ["c1050"]
+    with pytest.raises(NotFound, match=r"known: acme, beta, c0000, .*, c0005 and 1044 more; did you mean"):
+        check_known("c1050", ingested)
+    monkeypatch.setattr(mlflow_sqlite, "database_path", lambda uri: None)  # MLflow's client, as for a server
+    assert check_known(last, ingested) == last and unknown_among([last, "c1050"], ingested) == ["c1050"]
+    with pytest.raises(NotFound, match=r"known: acme, beta, c0000, .*, c0005 and more; did you mean"):
+        check_known("c1050", ingested)
 
 
 def test_adapt_over_a_folder_without_customer_folders_is_bad_input_not_a_quiet_success(monkeypatch, tmp_path):

@@ -129,14 +129,14 @@ def _check_customers_known(args, params: Params) -> None:
     named = _named_customers(args)
     if not named:
         return
-    from metagan.known_customers import check_known, known_customers, unknown_among, unknown_customer_message
+    from metagan.known_customers import check_known, unknown_among, unknown_customer_said
 
     ingested = params.resolve(params.paths.ingested_customers)
     if args.command == "ingest":  # several uploads at once: an unknown one is rejected alone, the others go in
         uploads = existing_dir(args.customers)
         unknown = unknown_among(named, ingested, uploads)
         if len(unknown) == len(named):  # nothing to ingest: refused before any work
-            raise NotFound(unknown_customer_message(unknown[0], known_customers(ingested, uploads)))
+            raise NotFound(unknown_customer_said(unknown[0], ingested, uploads))
         return
     for customer in named:
         check_known(customer, ingested)
