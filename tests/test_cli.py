@@ -221,13 +221,53 @@ def test_init_writes_the_shipped_defaults_into_the_project_once(tmp_path, capsys
 
     assert main(["--project", str(tmp_path), "init"]) == 0
     said = capsys.readouterr().out.splitlines()
-    assert said[1].startswith(f"data.source names {tmp_path.parent / 'shared'}/") and "which is not there" in said[1]
+    assert said[2].startswith(f"data.source names {tmp_path.parent / 'shared'}/") and "which is not there" in said[2]
     written = tmp_path / "params.yaml"
     assert written.exists()
     monkeypatch.setenv("METAGAN_PROJECT", str(tmp_path))
     assert isinstance(load_params(), Params)
     rc, err = run(capsys, "init", "--project", str(tmp_path))
     assert rc == ExitCode.BAD_INPUT and "exists already" in err[0]
+
+
+@pytest.mark.parametrize("git_first", [True, False], ids=["git-then-init", "init-then-git"])
+def test_init_leaves_a_project_whose_git_takes_only_what_a_user_versions(tmp_path, capsys, monkeypatch, git_first):
+    """`git add .` in a project made by `metagan init` took mlflow/ (the registry's database and model
+    files), artifacts/ and out/: DVC's .gitignore held /data alone; and where git came after DVC
+    (DVC without git never writes one) it took data/ and the local remote too (probe of
+    2026-12-07). Now init's .gitignore keeps metagan's state and DVC's cache out; DVC's handling
+    goes on (no second /data line), a user's own lines stay, and what a user versions is taken."""
+    import subprocess
+
+    from metagan import versioning
+
+    def git(*args):
+        return subprocess.run(["git", "-C", str(project), *args], check=True, capture_output=True, text=True).stdout
+
+    monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(tmp_path / "dvc-site"))
+    project = tmp_path / "fonts"
+    project.mkdir()
+    if git_first:
+        git("init", "-q")
+        (project / ".gitignore").write_text("*.log")  # the user's own, without a last line break
+    assert main(["--project", str(project), "init"]) == 0
+    assert ".gitignore keeps them out of git: /data/ /mlflow/ /artifacts/ /out/ /.dvcstore/ /.dvc/cache/" \
+        in capsys.readouterr().out
+    for state in ("data/customers/acme/shots.npz", "mlflow/mlflow.db", "mlflow/artifacts/1/model.onnx",
+                  "artifacts/meta/checkpoint.pt", "out/generated/acme/images.tar", "run.log"):
+        (project / state).parent.mkdir(parents=True, exist_ok=True)
+        (project / state).write_bytes(b"state")
+    versioning.ensure_dvc_repo(project, ".dvcstore")  # as `metagan ingest` does
+    versioning.track(project)
+    versioning.push(project)
+    if not git_first:
+        git("init", "-q")
+    git("add", ".")
+    taken = set(git("diff", "--cached", "--name-only").split())
+    assert taken == {".gitignore", "params.yaml", "data.dvc", ".dvcignore", ".dvc/config"} | (
+        {".dvc/.gitignore"} if git_first else {"run.log"})  # DVC without git writes no .gitignore
+    lines = (project / ".gitignore").read_text().splitlines()
+    assert lines[0] == ("*.log" if git_first else lines[0]) and sum(line.strip("/") == "data" for line in lines) == 1
 
 
 def test_the_demo_names_every_customer_it_did_not_serve_and_exits_partial(monkeypatch, tmp_path):

@@ -17,6 +17,7 @@ from metagan.errors import BadInput, ExitCode
 def cmd_init(args, params: Params) -> int:
     from metagan.config import SHIPPED_PARAMS
     from metagan.files import write_text
+    from metagan.project_gitignore import ignore_project_state
 
     target = project_dir() / "params.yaml"
     if target.exists():
@@ -24,6 +25,9 @@ def cmd_init(args, params: Params) -> int:
     write_text(target, "# metagan settings of this project, over the shipped defaults (any key may go).\n"
                + SHIPPED_PARAMS.read_text())
     print(f"wrote {target}; data/, mlflow/, artifacts/ and outputs will go beside it")
+    added = ignore_project_state(target.parent)
+    if added:
+        print(f"{target.parent / '.gitignore'} keeps them out of git: {' '.join(added)}")
     source = params.resolve(params.data.source)
     if not Path(source).exists():  # the shipped default names a checkout's sibling folder
         print(f"data.source names {os.path.normpath(source)}, which is not there: set it to your task data (an npz, "
