@@ -126,7 +126,7 @@ def check_store(db: Path) -> None:
         if artifacts.is_dir() and any(artifacts.iterdir()):
             raise Damaged(f"the registry at {db} is gone (the model files in {artifacts} remain); restore it from "
                           "backup")
-        if not db.parent.exists():  # no mlflow/ folder: a project just made (`metagan init`), not one that lost it
+        if _no_registry_yet(db):
             from metagan.errors import NotFound
 
             raise NotFound(f"this project has no registry yet ({db}): `metagan meta-train` or `metagan demo` "
@@ -158,6 +158,20 @@ def check_store(db: Path) -> None:
         stat = db.stat()
         identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
     _STORE_CHECKED[str(db)] = identity
+
+
+def _no_registry_yet(db: Path) -> bool:
+    """No registry file (the database ``db``, its journal or log, ``artifacts/``) in ``db``'s
+    folder, which is absent or holds only what ingestion writes there before any registry exists
+    (the fleet index, the locks): a project just made (`metagan init`) or that only ingested
+    uploads, not one that lost its registry. `metagan init` then `metagan ingest` left
+    ``mlflow/fleet.db``, and every registry command said "if this project had one, it is gone
+    (restore it from backup)", exit 5 (probe of 2026-12-07). An empty folder is a registry's that
+    was emptied."""
+    if not db.parent.exists():
+        return True
+    entries = list(db.parent.iterdir())
+    return bool(entries) and not any(e.name.startswith(db.name) or e.name == "artifacts" for e in entries)
 
 
 def _moved_from(db: Path, recorded: list[str]) -> str | None:

@@ -126,6 +126,18 @@ def test_only_a_step_that_starts_a_project_creates_a_registry_and_never_over_a_l
     rc, err, _ = run(capsys, "models")  # a project just made (no mlflow/ yet): nothing was lost, nothing to restore
     assert rc == ExitCode.BAD_INPUT and "this project has no registry yet" in err[0] and "metagan meta-train" in err[0]
     assert "restore" not in err[0] and not (fresh / "mlflow").exists()
+    from metagan.customers import IngestResult
+    from metagan.lifecycle import fleet
+
+    # uploads ingested before any meta-model (`metagan init`, then `metagan ingest`): the fleet index
+    # alone in mlflow/ is no registry lost (it said "restore it from backup", exit 5: probe of 2026-12-07)
+    fleet.record_ingestion([IngestResult("acme", ok=True, shots=3, content_hash="h", signature="sig")])
+    assert (fresh / "mlflow" / "fleet.db").is_file()
+    for argv in (["models"], ["adapt", "--customers", str(fresh)], ["generate", "--customer", "acme"]):
+        rc, err, _ = run(capsys, *argv)
+        assert rc == ExitCode.BAD_INPUT and "this project has no registry yet" in err[0] and "restore" not in err[0], \
+            (argv, err)
+    shutil.rmtree(fresh / "mlflow")
     (fresh / "mlflow").mkdir()  # its folder there, the database not: a registry that was
     rc, err, _ = run(capsys, "models")
     assert rc == ExitCode.DAMAGED and "there is no registry at" in err[0] and "metagan meta-train" in err[0]
