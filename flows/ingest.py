@@ -91,7 +91,7 @@ def customer_folders(customers_dir: str | Path, folders: list[str] | None = None
             log.warning("%s is no customer folder: it %s; left out (the other customers go on)", path, why)
             rejected.append(no_folder(path))
         else:  # README.txt, acme.zip: no customer can bear that name, so no customer is failed for it (exit 0)
-            log.warning("%s is no customer folder: it %s, and no customer id (letters, digits, - and _); ignored",
+            log.warning("%s is no customer folder: it %s, and no customer id (ASCII letters, digits, - and _); ignored",
                         path, why)
     return found, rejected
 

@@ -62,8 +62,11 @@ def unknown_customer_message(customer_id: str, known: list[str], cut: bool = Fal
                 "adds them)")
     more = "" if len(known) <= SHOWN and not cut else " and more" if cut else f" and {len(known) - SHOWN} more"
     listed = ", ".join(known[:SHOWN]) + more
-    close = difflib.get_close_matches(customer_id, known, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    # ids are case-sensitive ("Acme" and "acme" are two customers), but a name typed in another
+    # case is a typo of the known one(s): difflib, which compares case too, offered none for "GOOD"
+    same_letters = [k for k in known if k.casefold() == customer_id.casefold()]
+    close = same_letters or difflib.get_close_matches(customer_id, known, n=1)
+    hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
     return f"unknown customer {customer_id!r}: no uploads or registered model of that name (known: {listed}{hint})"
 
 

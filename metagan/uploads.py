@@ -53,7 +53,8 @@ class CustomerUploads:
 
 def validate_customer_id(name: str) -> str:
     if not CUSTOMER_ID.fullmatch(name):
-        raise UploadError(name, "unsafe customer id: use 1-64 letters, digits, '_' or '-', starting with a letter or digit")
+        raise UploadError(name, "unsafe customer id: use 1-64 ASCII letters (A-Z, a-z), digits, '_' or '-', "
+                                 "starting with a letter or digit")
     return name
 
 
@@ -74,11 +75,25 @@ def folder_problem(path: str | Path) -> str | None:
     if path.is_dir():
         return None
     if path.is_symlink():
-        return f"is a symbolic link to nothing ({os.readlink(path)})" if not path.exists() else \
-            "is a symbolic link to a file, not a folder"
+        if path.exists():
+            return "is a symbolic link to a file, not a folder"
+        # a loop (a link to itself, two links to each other) is no "link to nothing": the target is there
+        return f"is a symbolic link that leads back to itself ({os.readlink(path)}): a loop" if _loops(path) else \
+            f"is a symbolic link to nothing ({os.readlink(path)})"
     if not path.exists():
         return "does not exist"
     return "is a file, not a folder" if path.is_file() else "is not a folder"
+
+
+def _loops(path: Path) -> bool:
+    import errno
+    import os
+
+    try:
+        os.stat(path)
+    except OSError as e:
+        return e.errno == errno.ELOOP
+    return False
 
 
 def not_customer_folders(root: str | Path) -> list[tuple[Path, str]]:

@@ -61,7 +61,7 @@ def test_global_options_are_accepted_after_the_subcommand(tmp_path):
 
 @pytest.mark.parametrize("argv, code, says", [
     (["generate", "--customer", "../x"], ExitCode.BAD_INPUT, "unsafe customer id"),
-    (["generate", "--customer", "café"], ExitCode.BAD_INPUT, "unsafe customer id"),
+    (["generate", "--customer", "café"], ExitCode.BAD_INPUT, "unsafe customer id: use 1-64 ASCII letters (A-Z, a-z)"),
     (["generate", "--customer", "x", "--count", "-5"], ExitCode.USAGE, "--count: must be at least 1, got -5"),
     (["generate", "--customer", "x", "--count", "0"], ExitCode.USAGE, "--count: must be at least 1, got 0"),
     (["generate", "--customer", "x", "--count", "many"], ExitCode.USAGE, "not a whole number"),
@@ -460,6 +460,9 @@ def test_the_unknown_customer_message_lists_a_few_names_and_the_closest():
     said = unknown_customer_message("acme-crop", many)
     assert f"(known: {', '.join(many[:SHOWN])} and {41 - SHOWN} more; did you mean 'acme-corp'?)" in said
     assert "did you mean" not in unknown_customer_message("zzz", many)
+    # a name in another case is a typo of the known one(s) (difflib offered none: probe of 2026-12-07)
+    assert unknown_customer_message("GOOD", ["Acme", "acme", "good"]).endswith("did you mean 'good'?)")
+    assert unknown_customer_message("ACME", ["Acme", "acme", "good"]).endswith("did you mean 'Acme' or 'acme'?)")
     assert "this project knows no customer yet" in unknown_customer_message("acme", [])
 
 

@@ -176,20 +176,24 @@ def test_a_file_or_a_dangling_link_among_the_customer_folders_is_a_rejected_cust
     (uploads / "notes.txt").write_text("my customers")
     (uploads / "acme").write_bytes(b"PK")  # a customer's zip saved without its extension
     (uploads / "gone").symlink_to(uploads.parent / "no-such-folder")
+    (uploads / "loop").symlink_to("loop")  # a loop, said as one: it was "a symbolic link to nothing" (probe of 2026-12-07)
     (uploads / ".DS_Store").write_bytes(b"")  # hidden: ignored, as ever
     with caplog.at_level(logging.WARNING, logger="flows.ingest"):
         found, rejected = customer_folders(uploads)
     assert [f.name for f in found] == ["good-1", "good-2"]
-    acme, gone, notes = uploads / "acme", uploads / "gone", uploads / "notes.txt"
+    acme, gone, loop, notes = uploads / "acme", uploads / "gone", uploads / "loop", uploads / "notes.txt"
     nowhere = uploads.parent / "no-such-folder"
     assert {r.customer_id: (r.ok, r.error) for r in rejected} == {
         "acme": (False, f"customer 'acme': its upload folder {acme} is a file, not a folder"),
-        "gone": (False, f"customer 'gone': its upload folder {gone} is a symbolic link to nothing ({nowhere})")}
+        "gone": (False, f"customer 'gone': its upload folder {gone} is a symbolic link to nothing ({nowhere})"),
+        "loop": (False, f"customer 'loop': its upload folder {loop} is a symbolic link that leads back to itself "
+                        "(loop): a loop")}
     assert [r.getMessage() for r in caplog.records] == [
         f"{acme} is no customer folder: it is a file, not a folder; left out (the other customers go on)",
         f"{gone} is no customer folder: it is a symbolic link to nothing ({nowhere}); left out (the other customers "
-        "go on)", f"{notes} is no customer folder: it is a file, not a folder, and no customer id (letters, digits, "
-        "- and _); ignored"]
+        "go on)", f"{loop} is no customer folder: it is a symbolic link that leads back to itself (loop): a loop; left "
+        "out (the other customers go on)", f"{notes} is no customer folder: it is a file, not a folder, and no customer "
+        "id (ASCII letters, digits, - and _); ignored"]
     assert_good_customers_ingested({f.name: ingest_one.fn(f, params) for f in found}, params)
     # the customers named to ingest are as before: only those, each one not there rejected
     found, rejected = customer_folders(uploads, ["good-1", "notes.txt", "nosuch"])
