@@ -37,6 +37,12 @@ class Ingestion:
     def rejected(self) -> dict[str, str]:
         return {cid: r.error for cid, r in self.customers.items() if not r.ok}
 
+    @property
+    def left_out(self) -> dict[str, list[tuple[str, str]]]:
+        """The uploads left out of each accepted customer, with why (file, reason): every command
+        that serves them says which."""
+        return {cid: list(r.rejected) for cid, r in self.customers.items() if r.ok and r.rejected}
+
 
 @task
 def pack_tasks(params: Params, source: str | None) -> int:

@@ -2,6 +2,7 @@
 anywhere, one-line errors with the exit codes of metagan.errors for every user mistake."""
 
 import argparse
+import json
 import os
 
 import pytest
@@ -270,19 +271,24 @@ def test_init_leaves_a_project_whose_git_takes_only_what_a_user_versions(tmp_pat
     assert lines[0] == ("*.log" if git_first else lines[0]) and sum(line.strip("/") == "data" for line in lines) == 1
 
 
-def test_the_demo_names_every_customer_it_did_not_serve_and_exits_partial(monkeypatch, tmp_path):
+def test_the_demo_names_every_customer_it_did_not_serve_and_exits_partial(monkeypatch, tmp_path, capsys):
     """`metagan demo` keeps the exit codes of every command: a customer rejected, failed or refused
     by the gate is named with its reason and the demo exits 1 (found by a probe: it exited 0 and
-    said nothing of a refused customer)."""
+    said nothing of a refused customer), and a customer served from some of its files hears which
+    were left out and why, as from `metagan adapt` (the demo and `pipeline` said nothing of them:
+    probe of 2026-12-07)."""
     from types import SimpleNamespace
 
     import flows.app.demo as demo
     import flows.pipeline
+    from flows.ingest import Ingestion
     from flows.pipeline import PipelineResult
     from metagan.config import Params
+    from metagan.customers import IngestResult
     from metagan.lifecycle.registry import Adaptation, Promotion, PromotionResult
 
-    data = SimpleNamespace(rejected={"bad": "customer 'bad': 0 usable image(s)"}, accepted=[], data_version="d1")
+    data = Ingestion("d1", 3, {"bad": IngestResult("bad", False, error="customer 'bad': 0 usable image(s)"),
+                               "white": IngestResult("white", True, 2, rejected=[("notes.png", "not an image")])})
     result = PipelineResult(data, SimpleNamespace(version="1"), None,
                             adapted=[Adaptation("white", True, "1"), Adaptation("broken", False, error="disk full")],
                             promoted=[PromotionResult("white", Promotion.REFUSED, "1", ("copy rate 1.00 > 0.20",))])
@@ -293,6 +299,14 @@ def test_the_demo_names_every_customer_it_did_not_serve_and_exits_partial(monkey
     text = "\n".join(lines)
     assert "rejected: customer 'bad'" in text and "broken: adaptation failed: disk full" in text
     assert "white: v1 not promoted: copy rate 1.00 > 0.20" in text
+    assert "white: 1 upload(s) left out: notes.png: not an image" in text
+    monkeypatch.setattr(flows.pipeline, "pipeline", lambda *a, **k: result)  # `metagan pipeline`'s JSON says them too
+    from flows.app.cli import cmd_pipeline
+
+    assert cmd_pipeline(SimpleNamespace(customers=str(tmp_path), count=1, seed=0, out=None, start=None),
+                        Params()) == ExitCode.PARTIAL
+    said = json.loads(capsys.readouterr().out)
+    assert said["left_out"] == {"white": [{"file": "notes.png", "reason": "not an image"}]}
 
 
 def test_doctor_checks_every_learners_settings(tmp_path, capsys):

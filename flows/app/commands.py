@@ -116,9 +116,8 @@ def cmd_adapt(args, params: Params) -> int:
             f"{'held back' if p is not None and p.held else 'not promoted'}: {p.reason if p else a.error}"
         print(f"  {a.customer_id}: version {a.version} ({'reused' if a.reused else 'new'}), {state}")
         partial |= p is not None and p.outcome is Promotion.REFUSED
-    for cid, r in data.customers.items():  # served, but not from every file uploaded: say which and why
-        if r.ok and r.rejected:
-            print(f"  {cid}: {len(r.rejected)} upload(s) left out: {rejection_summary(r.rejected)}")
+    for cid, files in data.left_out.items():  # served, but not from every file uploaded: say which and why
+        print(f"  {cid}: {len(files)} upload(s) left out: {rejection_summary(files)}")
     for e in list(data.rejected.values()) + [a.error for a in adapted if not a.ok]:
         print(f"  FAILED {e}", file=sys.stderr)
     return ExitCode.PARTIAL if partial else ExitCode.OK
@@ -152,6 +151,8 @@ def cmd_pipeline(args, params: Params) -> int:
                       start=args.start)
     summary = {"data_version": result.data.data_version, "meta_version": result.meta.version,
                "rejected": result.data.rejected,
+               "left_out": {cid: [{"file": f, "reason": why} for f, why in files]
+                            for cid, files in result.data.left_out.items()},
                "adapted": [{"customer_id": a.customer_id, "ok": a.ok, "version": a.version, "reused": a.reused,
                             "error": a.error, "worker": a.worker, "seconds": a.seconds, **a.metrics}
                            for a in result.adapted],

@@ -14,6 +14,7 @@ from metagan import store
 from metagan.config import PACKAGE_DIR, SHIPPED_META_MODEL, Params, load_params
 from metagan.contact_sheet import contact_sheet
 from metagan.errors import ExitCode
+from metagan.uploads import rejection_summary
 
 SHIPPED_META = SHIPPED_META_MODEL
 EXAMPLE_CUSTOMERS = PACKAGE_DIR / "sample_data" / "customers"
@@ -47,6 +48,8 @@ def run_demo(params_path: str | None, customers: Path, out: Path, train_minutes:
          f"metagan-meta v{result.meta.version}")
     for error in result.data.rejected.values():
         echo(f"  rejected: {error}")
+    for cid, files in result.data.left_out.items():  # as adapt says them: served, but not from every file
+        echo(f"  {cid}: {len(files)} upload(s) left out: {rejection_summary(files)}")
     for a in result.adapted:
         if not a.ok:
             echo(f"  {a.customer_id}: adaptation failed: {a.error}")
