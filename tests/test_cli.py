@@ -301,7 +301,7 @@ def test_the_demo_names_every_customer_it_did_not_serve_and_exits_partial(monkey
     assert "white: v1 not promoted: copy rate 1.00 > 0.20" in text
     assert "white: 1 upload(s) left out: notes.png: not an image" in text
     monkeypatch.setattr(flows.pipeline, "pipeline", lambda *a, **k: result)  # `metagan pipeline`'s JSON says them too
-    from flows.app.cli import cmd_pipeline
+    from flows.app.commands import cmd_pipeline
 
     assert cmd_pipeline(SimpleNamespace(customers=str(tmp_path), count=1, seed=0, out=None, start=None),
                         Params()) == ExitCode.PARTIAL
