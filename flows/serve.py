@@ -72,9 +72,10 @@ def deployments(customers_dir: str, params_path: str | None = None, **options) -
 
 
 def serve_all(customers_dir: str, params_path: str | None = None) -> None:
-    """One long-running process runs the schedules itself (the embedded way). Deployments of the
-    same names already on work pools (``metagan deploy``) are left alone: serving would replace
-    them with ones only this process can run."""
+    """One long-running process runs the schedules itself (the embedded way), until a Ctrl-C:
+    Prefect's ``serve`` ends on it by returning, so this returns only when interrupted. Deployments
+    of the same names already on work pools (``metagan deploy``) are left alone: serving would
+    replace them with ones only this process can run."""
     served = deployments(customers_dir, params_path)
     on_pools = deployments_on_pools(served)
     if on_pools:

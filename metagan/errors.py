@@ -52,6 +52,7 @@ class ExitCode:
     DAMAGED = 5
     FILE_SYSTEM = 6
     INTERNAL = 70
+    INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command a Ctrl-C ended
     BROKEN_PIPE = 141
 
 

@@ -205,7 +205,7 @@ def _run(argv: list[str] | None) -> int:
             return args.func(args, params)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except Exception as e:  # noqa: BLE001 (every error ends here: classified, one line, its exit code)
         if isinstance(e, BrokenPipeError) and _output_pipe_closed():
             raise  # not a failure of the command: main ends quietly

@@ -169,7 +169,10 @@ def cmd_serve(args, params: Params) -> int:
     from flows.serve import serve_all
 
     serve_all(str(existing_dir(args.customers)), args.params)
-    return ExitCode.OK
+    # it returns only when a Ctrl-C stopped it (Prefect's serve catches the KeyboardInterrupt):
+    # the exit code every interrupted command has, not 0 (a probe of 2026-12-07)
+    print("interrupted: stopped serving", file=sys.stderr)
+    return ExitCode.INTERRUPTED
 
 
 def cmd_deploy(args, params: Params) -> int:

@@ -38,3 +38,27 @@ def test_pool_deployments_run_in_the_project_folder_and_serving_leaves_them_alon
     assert nightly.job_variables == {"working_dir": str(tmp_path), "env": {PROJECT_ENV: str(tmp_path)}}
     with pytest.raises(BadInput, match="nightly-generate/nightly-generate \\(pool test-cpu\\)"):
         serve_all(str(tmp_path / "uploads"), "params.yaml")
+
+
+def test_serve_stopped_by_a_ctrl_c_exits_as_every_interrupted_command_does(prefect_harness, tmp_path, monkeypatch,
+                                                                           capsys):
+    """Prefect's serve ends on a KeyboardInterrupt by returning, and `metagan serve` then exited 0,
+    where every other command a Ctrl-C ends says "interrupted" and exits 130 (a probe of 2026-12-07).
+    The runner is Prefect's own, its start interrupted at once."""
+    from types import SimpleNamespace
+
+    from prefect.runner import Runner
+
+    from flows.app.commands import cmd_serve
+    from metagan.errors import ExitCode
+
+    async def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Runner, "start", interrupted)
+    monkeypatch.setattr("flows.serve.deployments_on_pools", lambda wanted: [])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "uploads").mkdir()
+    assert cmd_serve(SimpleNamespace(customers=str(tmp_path / "uploads"), params=None), None) \
+        == ExitCode.INTERRUPTED == 130
+    assert "interrupted" in capsys.readouterr().err
