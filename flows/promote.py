@@ -32,6 +32,6 @@ def promote(params: Params, customers: list[str] | None = None,
     return results
 
 
-def rollback(params: Params, customer_id: str) -> str:
+def rollback(params: Params, customer_id: str) -> registry.Rollback:
     """Swap ``production`` and ``previous``; returns the version now in production."""
     return registry.rollback(customer_id, customer_locker(params))

@@ -109,7 +109,7 @@ def test_promotion_results_are_typed_and_previous_follows(onnx_model):
     name = model_names.customer_model_name("acme")
     assert (str(model_versions.get_alias(name, "production").version), str(model_versions.get_alias(name, "previous").version)) \
         == (v3, v1)
-    assert registry.rollback("acme") == v1
+    assert registry.rollback("acme").version == v1
     assert str(model_versions.get_alias(name, "previous").version) == v3
     with pytest.raises(registry.NoPreviousVersion):
         registry.rollback("nobody")
@@ -119,14 +119,16 @@ def test_a_rolled_back_version_is_not_promoted_again_until_a_rollback_brings_it_
     """Guarantee: rollback sticks. The version rolled back stays the candidate (re-adapting the same
     uploads finds it again), and a probe's next `metagan promote` put it straight back into
     production; now promotion refuses it, one by one and in batches, saying why, until a second
-    rollback (the operator asking for it) returns it to production and lifts the refusal."""
+    rollback (the operator asking for it) returns it to production and lifts the refusal, and says
+    that it undid the first (a probe's retried rollback silently served the bad version again)."""
     gate = GateConfig()
     name = model_names.customer_model_name("acme")
     v1 = register("acme", onnx_model, alias=model_names.CANDIDATE)
     assert registry.promote("acme", gate).serving
     v2 = register("acme", onnx_model, alias=model_names.CANDIDATE)
     assert registry.promote("acme", gate).serving
-    assert registry.rollback("acme") == v1
+    first = registry.rollback("acme")
+    assert (first.version, first.undid_a_rollback) == (v1, False)
     for again in (registry.promote("acme", gate), *registry.promote_all(gate, ["acme"]),
                   *[r for r in registry.promote_all(gate) if r.customer_id == "acme"]):
         assert (again.outcome, again.version, again.serving) == (Promotion.HELD, v2, False)
@@ -134,7 +136,9 @@ def test_a_rolled_back_version_is_not_promoted_again_until_a_rollback_brings_it_
     [row] = [r for r in listings.model_rows() if r.customer_id == "acme"]
     assert row.held_back == [v2]
     assert str(model_versions.get_alias(name, "production").version) == v1
-    assert registry.rollback("acme") == v2  # back again, asked for
+    back = registry.rollback("acme")  # back again, asked for: said so (a retried rollback undoes the first)
+    assert (back.version, back.undid_a_rollback) == (v2, True)
+    assert "undid" in back.describe("acme") and "undid" not in first.describe("acme")
     assert model_versions.get_version(name, v1).tags[registry.ROLLED_BACK_TAG] == "true"
     assert model_versions.get_version(name, v2).tags[registry.ROLLED_BACK_TAG] == "false"
     v3 = register("acme", onnx_model, alias=model_names.CANDIDATE)  # new uploads: a new candidate
@@ -243,7 +247,7 @@ def test_a_promotion_or_rollback_killed_at_any_write_leaves_a_state_the_next_com
                 finish(cid)
                 assert state(cid) == new, (op, at, finish)
             elif op == "rollback" and state(cid) == old:
-                assert registry.rollback(cid) == v1  # asked again
+                assert registry.rollback(cid).version == v1  # asked again
             elif op == "promote" and state(cid) == old:
                 assert registry.promote(cid, gate).outcome is Promotion.PROMOTED
             assert state(cid) == new, (op, at)
@@ -251,7 +255,7 @@ def test_a_promotion_or_rollback_killed_at_any_write_leaves_a_state_the_next_com
                 name = model_names.customer_model_name(cid)
                 assert model_versions.get_version(name, v2).tags[registry.ROLLED_BACK_TAG] == "true"
                 assert model_versions.get_version(name, v1).tags.get(registry.ROLLED_BACK_TAG) != "true"
-                assert registry.rollback(cid) == v2  # the next rollback swaps back: nothing was lost
+                assert registry.rollback(cid) == registry.Rollback(v2, undid_a_rollback=True)  # swaps back: nothing lost
         else:
             raise AssertionError(f"{op} made more than 12 writes")
     assert {op for op, _ in stuck_seen} == {"promote", "rollback"}  # each was cut short between its alias writes
@@ -270,7 +274,7 @@ def test_a_rollback_after_a_promotion_cut_short_finishes_it_and_rolls_it_back(on
         with pytest.raises(Killed):
             registry.promote("acme", gate)
     assert [str(model_versions.get_alias(name, a).version) for a in ("production", "previous")] == [v1, v1]
-    assert registry.rollback("acme") == v1
+    assert registry.rollback("acme").version == v1
     assert [str(model_versions.get_alias(name, a).version) for a in ("production", "previous")] == [v1, v2]
     assert registry.promote("acme", gate).outcome is Promotion.HELD
 

@@ -27,7 +27,7 @@ def cmd_rollback(args, params: Params) -> int:
     from metagan.uploads import validate_customer_id
 
     customer = validate_customer_id(args.customer)
-    print(f"{customer}: production is now version {rollback(params, customer)}")
+    print(rollback(params, customer).describe(customer))
     return ExitCode.OK
 
 

@@ -471,7 +471,24 @@ class NoPreviousVersion(LookupError):
     """A rollback was asked for a customer that never had another production version."""
 
 
-def rollback(customer_id: str, lock: Locker | None = None) -> str:
+@dataclass(frozen=True)
+class Rollback:
+    """What a rollback did: ``version`` is in production now. ``undid_a_rollback``: that version
+    was itself rolled back before, so this rollback put it back (two rollbacks in a row undo each
+    other: an operator retrying one must hear it, or the bad version is served again unawares)."""
+
+    version: str
+    undid_a_rollback: bool = False
+
+    def describe(self, customer_id: str) -> str:
+        said = f"{customer_id}: production is now version {self.version}"
+        if self.undid_a_rollback:
+            said += (f" (the version an earlier rollback took out of production: this rollback undid that one; "
+                     f"`metagan rollback --customer {customer_id}` again would undo this one)")
+        return said
+
+
+def rollback(customer_id: str, lock: Locker | None = None) -> Rollback:
     """Swap ``production`` and ``previous``; returns the version now in production. A previous
     version whose model file is missing or damaged is refused (:class:`~metagan.errors.Damaged`).
     The version rolled back is tagged :data:`ROLLED_BACK_TAG`, so the next ``promote`` or hourly
@@ -486,7 +503,7 @@ def rollback(customer_id: str, lock: Locker | None = None) -> str:
             if not finished.finished:
                 raise NoPreviousVersion(finished.describe())
             if finished.kind == "rollback":  # the rollback asked for again: finished, it is done
-                return str(finished.now.version)
+                return Rollback(str(finished.now.version))
             prod = finished.now  # a promotion finished: now roll it back
         if prev is None:
             raise NoPreviousVersion(f"customer {customer_id!r} has no previous production version to roll back to")
@@ -494,8 +511,9 @@ def rollback(customer_id: str, lock: Locker | None = None) -> str:
         serving.served_model(customer_id, version=prev.version)
         if prod is not None:  # tagged first: a rollback cut short here has changed nothing served
             model_versions.set_version_tags(name, prod.version, {ROLLED_BACK_TAG: "true"})
-        if prev.tags.get(ROLLED_BACK_TAG) == "true":
+        undid = prev.tags.get(ROLLED_BACK_TAG) == "true"
+        if undid:
             model_versions.set_version_tags(name, prev.version, {ROLLED_BACK_TAG: "false"})
         _move_production(name, "rollback", prev.version, prod.version if prod is not None else None)
         _production_changed(customer_id, prev)
-    return str(prev.version)
+    return Rollback(str(prev.version), undid)

@@ -188,7 +188,7 @@ def test_rollback_needs_a_previous_version_and_then_swaps(project, first_run):
     other = model_versions.register_version(name, prod.source, prod.run_id, dict(prod.tags),
                                             model_id=prod.source.removeprefix("models:/"))
     model_versions.set_alias(name, "previous", other.version)
-    assert rollback(params, "alpha") == str(other.version)
+    assert rollback(params, "alpha").version == str(other.version)
     assert str(model_versions.get_alias(name, "previous").version) == str(prod.version)
 
 
