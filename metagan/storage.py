@@ -1,10 +1,10 @@
 """Write outputs to a local folder or an ``s3://bucket/prefix`` (boto3; endpoint and credentials
 come from the environment, e.g. ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``).
 
-S3 calls use botocore's "standard" retry mode (exponential backoff with jitter) bounded by
-``METAGAN_S3_ATTEMPTS`` and connect/read timeouts of ``METAGAN_S3_TIMEOUT_S`` (see
-:mod:`metagan.retry`); when S3 stays unreachable the write fails with ``ServiceUnavailable``
-naming the object. Writes are whole objects (one PUT), so a reader never sees half an image.
+S3 calls are retried by the library's one retry layer (:mod:`metagan.retry`, ``METAGAN_S3_*``:
+attempts, backoff, connect/read timeout), botocore itself retrying nothing; when S3 stays
+unreachable the call fails with ``ServiceUnavailable`` naming the object. Writes are whole
+objects (one PUT), so a reader never sees half an image.
 """
 
 from __future__ import annotations
@@ -15,16 +15,19 @@ from pathlib import Path
 from metagan.addresses import is_s3, s3_address
 from metagan.errors import BadInput, FileSystemFault
 from metagan.files import write_bytes
-from metagan.retry import RetryPolicy, ServiceUnavailable
+from metagan.retry import RetryPolicy, ServiceUnavailable, call_with_retries
 
 
 def s3_client():
-    """A boto3 S3 client with bounded retries and timeouts (credentials from the environment only)."""
+    """A boto3 S3 client with bounded timeouts (credentials from the environment only) and the
+    policy its calls are retried under (:func:`_request`). botocore's own retries are off: its
+    jittered backoff gave an S3 server restarting 0 to 15 s, at random (a restart of 4 s failed a
+    batch in a probe of 2026-12-07), and ignored ``METAGAN_S3_BACKOFF_S``."""
     import boto3
     from botocore.config import Config
 
     policy = RetryPolicy.from_env("s3")
-    config = Config(retries={"total_max_attempts": policy.attempts, "mode": "standard"},
+    config = Config(retries={"total_max_attempts": 1, "mode": "standard"},
                     connect_timeout=policy.timeout_s, read_timeout=policy.timeout_s)
     return boto3.client("s3", config=config), policy
 
@@ -45,16 +48,13 @@ def shared_s3_client():
 def read_object(uri: str) -> bytes:
     """The whole object at ``s3://bucket/key`` (one GET), with the writes' retries and timeouts;
     an object that is not there is ``FileNotFoundError``."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     bucket, key = s3_address(uri)
     client, policy = shared_s3_client()
-    try:
-        return client.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except (BotoCoreError, ClientError) as e:
-        if isinstance(e, ClientError) and e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-            raise FileNotFoundError(uri) from None
-        raise s3_failure(e, f"reading {uri}", policy) from e
+    data = _request(client, policy, f"reading {uri}",
+                    lambda: client.get_object(Bucket=bucket, Key=key)["Body"].read(), missing_ok=True)
+    if data is None:
+        raise FileNotFoundError(uri)
+    return data
 
 
 def proxied_object(uri: str) -> str | None:
@@ -77,12 +77,30 @@ def write_object(uri: str, data: bytes) -> None:
 
 
 def _put(client, policy: RetryPolicy, bucket: str, key: str, data: bytes) -> None:
+    _request(client, policy, f"writing s3://{bucket}/{key}", lambda: client.put_object(Bucket=bucket, Key=key, Body=data))
+
+
+def _request(client, policy: RetryPolicy, what: str, request, missing_ok: bool = False):
+    """``request()``, one S3 call of ``client``, retried under ``policy`` while it may pass (no
+    connection, a timeout, throttling, 5xx); any other failure is :func:`s3_failure`'s at once.
+    With ``missing_ok``, a key that is not there is None."""
     from botocore.exceptions import BotoCoreError, ClientError
 
+    endpoint = client.meta.endpoint_url
     try:
-        client.put_object(Bucket=bucket, Key=key, Body=data)
+        return call_with_retries(request, what, policy, may_pass, service=f"S3 at {endpoint}")
     except (BotoCoreError, ClientError) as e:
-        raise s3_failure(e, f"writing s3://{bucket}/{key}", policy) from e
+        if missing_ok and isinstance(e, ClientError) and e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise s3_failure(e, what, policy, endpoint) from e
+
+
+def may_pass(e: BaseException) -> bool:
+    """An S3 call's failure that may pass: no connection, a timeout, a broken answer, or an error
+    answer worth repeating (:func:`is_retryable`)."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    return isinstance(e, (ConnectionError, HTTPClientError)) or (isinstance(e, ClientError) and is_retryable(e))
 
 
 class OutputLocation:
@@ -124,15 +142,9 @@ class OutputLocation:
                 return None
             except OSError as e:
                 raise FileSystemFault.of(e, "cannot read") from e
-        from botocore.exceptions import BotoCoreError, ClientError
-
         key = f"{self.prefix}/{relative}" if self.prefix else relative
-        try:
-            return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-        except (BotoCoreError, ClientError) as e:
-            if isinstance(e, ClientError) and e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise s3_failure(e, f"reading s3://{self.bucket}/{key}", self.policy) from e
+        return _request(self.s3, self.policy, f"reading s3://{self.bucket}/{key}",
+                        lambda: self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read(), missing_ok=True)
 
     def remove(self, relative: str) -> None:
         """Remove ``relative`` under this location; nothing there is no error."""
@@ -142,29 +154,48 @@ class OutputLocation:
             except OSError as e:
                 raise FileSystemFault.of(e, "cannot remove") from e
             return
-        from botocore.exceptions import BotoCoreError, ClientError
-
         key = f"{self.prefix}/{relative}" if self.prefix else relative
-        try:
-            self.s3.delete_object(Bucket=self.bucket, Key=key)  # S3 answers 204 for a key not there
-        except (BotoCoreError, ClientError) as e:
-            raise s3_failure(e, f"removing s3://{self.bucket}/{key}", self.policy) from e
+        # S3 answers 204 for a key not there
+        _request(self.s3, self.policy, f"removing s3://{self.bucket}/{key}",
+                 lambda: self.s3.delete_object(Bucket=self.bucket, Key=key))
 
 
-def s3_failure(e: Exception, what: str, policy: RetryPolicy) -> Exception:
-    """An S3 call's failure once botocore's retries are spent, classified (:mod:`metagan.errors`):
+def s3_failure(e: Exception, what: str, policy: RetryPolicy, endpoint: str | None = None) -> Exception:
+    """An S3 call's failure once its retries are spent, classified (:mod:`metagan.errors`):
     ``ServiceUnavailable`` naming the object when it may pass; a one-line ``BadInput`` when only
-    someone changing the configuration helps (no credentials, access denied, no such bucket),
-    never retried and never shown as a bug."""
+    someone changing the configuration helps (no credentials, a key or secret the server does not
+    accept, access denied, no such bucket), never retried and never shown as a bug. ``endpoint``:
+    the server asked (the client's ``meta.endpoint_url``), named so that an operator with several
+    stores (or a stale ``AWS_ENDPOINT_URL``) sees which one refused."""
     from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
 
+    where = f"S3 at {endpoint}" if endpoint else "S3"
     if isinstance(e, (NoCredentialsError, PartialCredentialsError)):
-        return BadInput(f"S3: no credentials for {what}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+        return BadInput(f"{where}: no credentials for {what}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                         f"(or AWS_PROFILE) in the environment ({e})")
     if isinstance(e, ClientError) and not is_retryable(e):
         error = e.response.get("Error", {})
-        return BadInput(f"S3 refused {what}: {error.get('Code', '?')}: {error.get('Message', e)}")
-    return ServiceUnavailable(f"S3 unavailable: {what} failed after {policy.attempts} attempt(s): {e}")
+        code = error.get("Code", "?")
+        return BadInput(f"{where} refused {what}: {code}: {error.get('Message', e)}{_REFUSALS.get(code, '')}")
+    return ServiceUnavailable(f"{where} unavailable: {what} failed after {policy.attempts} attempt(s): {e}")
+
+
+# What an operator changes for each refusal a real server gives (moto checks no credentials, so a
+# probe on SeaweedFS of 2026-12-07 was the first to see them). A HEAD request's answer has no body,
+# hence no reason: its refusal arrives as the bare status "403".
+_REFUSALS = {
+    "InvalidAccessKeyId": " (the server knows no such key: check AWS_ACCESS_KEY_ID)",
+    "SignatureDoesNotMatch": " (the secret does not match the key: check AWS_SECRET_ACCESS_KEY)",
+    "AccessDenied": " (the key may not do this here: check its rights to the bucket)",
+    "403": " (refused without a reason: a wrong AWS_ACCESS_KEY_ID or AWS_SECRET_ACCESS_KEY, "
+           "or a key without rights to the bucket)",
+}
+
+
+def endpoint_from_env() -> str | None:
+    """The S3 endpoint a client built from the environment asks (boto3 and s3fs read these), or
+    None for AWS's own."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
 def is_retryable(e) -> bool:

@@ -46,14 +46,19 @@ class DvcError(RuntimeError):
 
 
 class _Collect(logging.Handler):
-    """Keeps DVC's warnings and errors so they can go into the DvcError message."""
+    """Keeps DVC's warnings and errors so they can go into the DvcError message, and the
+    exceptions they were logged with: `dvc pull` logs the remote's refusal ("failed to connect to
+    s3") and raises only "N files failed to download", which holds no trace of it."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
         self.lines: list[str] = []
+        self.errors: list[BaseException] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(f"{record.levelname}: {record.getMessage()}")
+        if record.exc_info and record.exc_info[1] is not None:
+            self.errors.append(record.exc_info[1])
 
 
 @contextlib.contextmanager
@@ -66,14 +71,17 @@ def _dvc(root: Path, operation: str) -> Iterator[Repo]:
     loggers = [logging.getLogger(name) for name in _DVC_LOGGERS]
     for log in loggers:
         log.addHandler(collect)
+    remote: Mapping[str, Any] = {}
     try:
         with _no_dvc_info(), Repo(str(root)) as repo:
             # no "To track the changes with git, run: git add data.dvc" after every add: the data
             # version is recorded by the flows (and printed by `metagan ingest`), and nobody reads it
             repo.scm_context.quiet = True
+            remote = _default_remote(repo)
             yield repo
     except (DvcException, OSError, *_remote_client_errors()) as exc:  # DVC lets some through unwrapped
-        refused = _refused_by_remote(exc, operation) or _refused_by_file_system(exc, operation, root)
+        refused = next(filter(None, (_refused_by_remote(e, operation, remote) for e in (exc, *collect.errors))), None) \
+            or _refused_by_file_system(exc, operation, root)
         if refused is not None:
             raise refused from exc
         reason = str(exc) if isinstance(exc, DvcException) else f"{type(exc).__name__}: {exc}"
@@ -105,9 +113,16 @@ def _remote_client_errors() -> tuple[type[BaseException], ...]:
     return (botocore.BotoCoreError, botocore.ClientError) if botocore is not None else ()
 
 
-def _refused_by_remote(exc: BaseException, operation: str) -> Exception | None:
-    """An S3 remote's permanent refusal (no credentials, access denied, no such bucket) as the bad
-    input :func:`metagan.storage.s3_failure` names; None for anything else."""
+def _default_remote(repo: Repo) -> Mapping[str, Any]:
+    """The default remote's settings as DVC read them (``url``, ``endpointurl``...), for messages."""
+    config = repo.config
+    return config.get("remote", {}).get(config.get("core", {}).get("remote", ""), {})
+
+
+def _refused_by_remote(exc: BaseException, operation: str, remote: Mapping[str, Any]) -> Exception | None:
+    """An S3 remote's permanent refusal (no credentials, a key or secret it does not accept,
+    access denied, no such bucket) as the bad input :func:`metagan.storage.s3_failure` names,
+    naming the remote (``remote``: its settings) and its endpoint; None for anything else."""
     import sys
 
     botocore = sys.modules.get("botocore.exceptions")
@@ -126,9 +141,11 @@ def _refused_by_remote(exc: BaseException, operation: str) -> Exception | None:
             and exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound")):
         return None
     from metagan.errors import BadInput
-    from metagan.storage import s3_failure
+    from metagan.storage import endpoint_from_env, s3_failure
 
-    failure = s3_failure(exc, f"`{operation}` (the DVC remote)", RetryPolicy(attempts=1))
+    named = f"the DVC remote {remote['url']}" if remote.get("url") else "the DVC remote"
+    failure = s3_failure(exc, f"`{operation}` ({named})", RetryPolicy(attempts=1),
+                         remote.get("endpointurl") or endpoint_from_env())
     return failure if isinstance(failure, BadInput) else None
 
 

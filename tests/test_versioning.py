@@ -262,5 +262,6 @@ def test_an_s3_remote_that_cannot_be_reached_is_unavailable_and_one_without_cred
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(repo / "no-credentials"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(repo / "no-config"))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    with pytest.raises(BadInput, match="S3: no credentials for `dvc push data.dvc`"):
+    with pytest.raises(BadInput, match=rf"^S3 at http://127.0.0.1:{port}: no credentials for `dvc push data.dvc` "
+                                       r"\(the DVC remote s3://bucket/prefix\)"):
         push(repo, policy=RetryPolicy(attempts=2))
