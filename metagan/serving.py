@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metagan.addresses import file_uri_path
-from metagan.errors import BadInput, Damaged, NotFound
+from metagan.errors import BadInput, Damaged, MetaganError, NotFound
 from metagan.model_names import CUSTOMER_ALIASES, PRODUCTION, customer_model_name
 from metagan.model_versions import ONNX_SHA256_TAG, get_alias, get_version_or_none
 from metagan.store import absent, configure, retrying, tracking_uri
@@ -35,8 +35,8 @@ def load_onnx_bytes(model_uri: str) -> bytes:
     try:
         return retrying(f"load {model_uri}", mlflow.onnx.load_model, model_uri).SerializeToString()
     except (OSError, ValueError, DecodeError, ValidationError, MlflowException) as e:
-        if isinstance(e, MlflowException) and not absent(e):
-            raise
+        if isinstance(e, MetaganError) or (isinstance(e, MlflowException) and not absent(e)):
+            raise  # classified already (a refused credential is a BadInput, a ValueError): not damage
         text = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise Damaged(f"{model_uri}: its ONNX model cannot be loaded ({type(e).__name__}: {text}); restore "
                       "mlflow/artifacts from backup, or roll back") from e

@@ -266,3 +266,38 @@ def test_a_dask_scheduler_without_workers_is_unavailable_not_an_endless_wait():
         check_scheduler_has_workers(address, wait_s=0)  # skipped
         threading.Timer(0.5, lambda: cluster.scale(1)).start()  # a worker arriving within the wait
         check_scheduler_has_workers(address, wait_s=30)
+
+
+def test_a_tracking_server_refused_by_its_artifact_store_is_bad_input_not_a_bug_or_damage(monkeypatch):
+    """Guarantee: a tracking server whose own S3 credentials its artifact store refuses answers
+    401 UNAUTHENTICATED ("Failed to list artifacts in s3://..."); that is the configuration's fault:
+    one line naming the server and what to fix, exit 3, not retried. A probe on SeaweedFS of
+    2026-12-07 got a bug's traceback (exit 70) from `metagan pipeline`, and from `metagan generate`
+    "its ONNX model cannot be loaded ...; restore mlflow/artifacts from backup, or roll back" (exit 5)
+    for a model nothing had damaged."""
+    import json
+
+    import mlflow.onnx
+    import requests
+
+    from metagan import serving
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    answer = requests.Response()
+    answer.status_code, answer.reason = 401, "Unauthorized"
+    answer._content = json.dumps({"error_code": "UNAUTHENTICATED", "message": "Failed to list artifacts in "
+                                  "s3://metagan/mlflow: The request signature we calculated does not match"}).encode()
+    calls = []
+
+    def refused(*args):
+        calls.append(args)
+        raise requests.exceptions.HTTPError("401 Client Error: Unauthorized", response=answer)
+
+    with pytest.raises(BadInput, match=r"^MLflow \(http://127.0.0.1:1\) refused load x: UNAUTHENTICATED: Failed to "
+                                       r"list artifacts in s3://metagan/mlflow: .*AWS_SECRET_ACCESS_KEY where "
+                                       r"mlflow/start-server.sh runs") as info:
+        store.retrying("load x", refused)
+    assert kind_of(info.value).exit_code == 3 and len(calls) == 1  # not retried
+    monkeypatch.setattr(mlflow.onnx, "load_model", refused)
+    with pytest.raises(BadInput, match="refused load models:/m/1"):
+        serving.load_onnx_bytes("models:/m/1")
