@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
-from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import progress
+from flows import fanout, progress
 from flows.artifacts import adapt_table
 from flows.common import FANOUT_WORKERS, fanout_runner, workers
 from flows.locks import customer_locker
@@ -79,14 +78,22 @@ def adapt_customers(params: Params, meta_version: str | None = None, data_versio
     futures = {adapt_some.submit(chunk, str(meta_version), data_version, params): chunk for chunk in tasks}
     done = progress.counter("adapting", len(uploads))
     finished: dict[str, Adaptation] = {}
-    for fut in as_completed(list(futures)):  # as they finish: the bar and the log follow the fan-out
-        try:
-            adapted = fut.result()
-        except Exception as e:  # the task itself failed (a worker lost): its customers are reported failed
-            adapted = [failure(u.customer_id, e) for u in futures[fut]]
-        for result in adapted:
-            finished[result.customer_id] = report(result)
-        done(len(finished))
+    try:
+        for fut in fanout.as_finished(list(futures)):  # as they finish: the bar and the log follow the fan-out
+            try:
+                adapted = fut.result()
+            except Exception as e:  # the task itself failed (a worker lost): its customers are reported failed
+                adapted = [failure(u.customer_id, e) for u in futures[fut]]
+            for result in adapted:
+                finished[result.customer_id] = report(result)
+            done(len(finished))
+    except fanout.WorkersLost as lost:
+        # every customer not done is reported failed, and the run stops: a caller that plans from
+        # the fleet index promotes what was adapted first (flows.hourly); the others stay pending
+        left = [u.customer_id for u in uploads if u.customer_id not in finished]
+        results += [finished[u.customer_id] for u in uploads if u.customer_id in finished]
+        adapt_table(results + [report(failure(cid, lost)) for cid in left])
+        raise lost.leaving(left, results) from None
     results += [finished[u.customer_id] for u in uploads]  # the order of the uploads, whatever the finish
     adapt_table(results)  # the outcome per customer, in the Prefect UI
     return results

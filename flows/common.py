@@ -90,13 +90,19 @@ DASK_WORKERS_WAIT_ENV = "METAGAN_DASK_WORKERS_WAIT_S"
 DEFAULT_DASK_WORKERS_WAIT_S = 60.0
 
 
+def dask_workers_wait_s() -> float:
+    """How long a run waits for a Dask worker, at its start and whenever its cluster has none
+    (``flows.fanout``); 0: never (workers started on demand)."""
+    return number_from_env(DASK_WORKERS_WAIT_ENV, DEFAULT_DASK_WORKERS_WAIT_S)
+
+
 def check_scheduler_has_workers(address: str, wait_s: float | None = None) -> None:
     """A scheduler without a worker runs nothing: a flow fanned out to it waited without end and
     without a word (every Dask worker stopped, killed by the kernel, never started), until a probe of
     2026-12-06. Wait up to ``METAGAN_DASK_WORKERS_WAIT_S`` (60 s) for one, then it is unavailable
     (exit 4). 0 skips the check: a cluster that starts workers only once tasks arrive (adaptive,
     minimum 0) has none before."""
-    wait_s = number_from_env(DASK_WORKERS_WAIT_ENV, DEFAULT_DASK_WORKERS_WAIT_S) if wait_s is None else wait_s
+    wait_s = dask_workers_wait_s() if wait_s is None else wait_s
     if wait_s <= 0:
         return
     from distributed import Client

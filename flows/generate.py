@@ -15,10 +15,9 @@ A single ``metagan generate --customer ID`` runs the batch job without Prefect o
 from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
-from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows import progress
+from flows import fanout, progress
 from flows.common import FANOUT_WORKERS, fanout_runner, workers
 from flows.locks import profile_locker
 from metagan.addresses import is_s3
@@ -70,16 +69,23 @@ def generate(params: Params, customers: list[str] | None = None, count: int | No
                for chunk in tasks}
     done = progress.counter("generating", len(night.due))
     finished: dict[str, Batch] = {}
-    for fut in as_completed(list(futures)):
-        try:
-            batches = fut.result()
-        except Exception as e:  # the task itself failed (a worker lost): its customers stay due
-            batches = [fleet.failed_batch(c, e) for c in futures[fut]]
-        for b in batches:
-            finished[b.customer_id] = b
-            if not b.ok:
-                logger.error("customer %s: no batch: %s", b.customer_id, b.error)
-        done(len(finished))
+    try:
+        for fut in fanout.as_finished(list(futures)):
+            try:
+                batches = fut.result()
+            except Exception as e:  # the task itself failed (a worker lost): its customers stay due
+                batches = [fleet.failed_batch(c, e) for c in futures[fut]]
+            for b in batches:
+                finished[b.customer_id] = b
+                if not b.ok:
+                    logger.error("customer %s: no batch: %s", b.customer_id, b.error)
+            done(len(finished))
+    except fanout.WorkersLost as lost:
+        # the night is left unfinished, as a killed run leaves it: the rerun resumes it (its start
+        # kept) and draws only the customers not drawn since it began
+        left = [c for c in night.due if c not in finished]
+        logger.error("no batch for %d customer(s): %s (%s)", len(left), lost, ", ".join(left))
+        raise lost.leaving(left, [finished[c] for c in night.due if c in finished]) from None
     results = [finished[c] for c in night.due if c in finished]
     finish_night(night, results)
     logger.info("%d batch(es) drawn, %d failed, in %s", sum(b.ok for b in results), sum(not b.ok for b in results), out)

@@ -347,6 +347,51 @@ class PrefectServer(Process):
         return http_ok(f"{self.api_url}/health")
 
 
+class DaskScheduler(Process):
+    """``dask scheduler``: the scale-out profile's external cluster (``scaleout.dask_address``)."""
+
+    name = "dask-scheduler"
+
+    def command(self):
+        return [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard"]
+
+    @property
+    def address(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2):
+            return True
+
+    def workers(self) -> int:
+        from distributed import Client
+
+        with Client(self.address, timeout=10, set_as_default=False) as client:
+            return client.scheduler_info(n_workers=0)["n_workers"]
+
+
+class DaskWorkers(Process):
+    """``dask worker`` processes (a nanny each) joined to ``scheduler``, warmed up as deployed
+    (docs/DEPLOY.md); ready once the scheduler lists them. ``env``: the profile's client
+    environment. ``stop(signal.SIGKILL)`` kills the nannies and workers at once."""
+
+    name = "dask-worker"
+
+    def __init__(self, workdir: Path, scheduler: DaskScheduler, env: dict[str, str], n: int = 1):
+        super().__init__(workdir)
+        self.scheduler, self.extra_env, self.n = scheduler, env, n
+
+    def command(self):
+        return [str(BIN / "dask"), "worker", self.scheduler.address, "--nworkers", str(self.n), "--nthreads", "1",
+                "--no-dashboard", "--preload", "flows.dask_warmup"]
+
+    def env(self):
+        return dict(os.environ) | self.extra_env
+
+    def ready(self) -> bool:
+        return self.scheduler.workers() >= self.n
+
+
 @contextmanager
 def scaleout_stack(work: Path, bucket: str = "metagan", mlflow_workers: int = 1,
                    s3_server: type[S3Server] = S3Server) -> Iterator[dict]:

@@ -284,3 +284,84 @@ def test_overlapping_adapt_runs_on_postgresql_leave_one_version_per_identity(sta
                            "mlflow", "-At", "-c", "select count(*) from pg_locks where locktype = 'advisory'"],
                           capture_output=True, text=True, check=True).stdout.strip()
     assert held == "0"  # every lock released when the runs ended
+
+
+def test_dask_workers_all_killed_mid_night_stop_the_run_unavailable_and_a_rerun_finishes_it(stack, run, tmp_path):
+    """Guarantee: every Dask worker SIGKILLed during `metagan generate --all` (here while a task
+    waits on alpha's batch lock) stops the run once the scheduler has had no worker for
+    ``METAGAN_DASK_WORKERS_WAIT_S``: exit 4, one line naming the scheduler, how long, and the
+    customers left; the night stays unfinished. The rerun resumes it, and a worker that comes
+    back within the wait (its workers killed the same way, a new one started) lets it finish:
+    every customer drawn, no lock left held. A probe of 2026-12-07 found the run waiting without
+    end and without a word (still silent 180 s after the kill)."""
+    import signal
+    import time
+
+    import psycopg
+    import yaml
+
+    from metagan.generate import batch_lock_name
+    from metagan.locks import advisory_locker
+    from tests.servers import DaskScheduler, DaskWorkers, wait_for
+
+    root, _, env = run
+    url = env["METAGAN_INDEX_URL"]
+
+    def sql(query: str) -> list[tuple]:
+        with psycopg.connect(url, autocommit=True) as con:
+            return con.execute(query).fetchall()
+
+    def night_with_workers_killed(workers: DaskWorkers, wait_s: int, then=lambda: None):
+        """`generate --all` with every worker SIGKILLed while a task waits on alpha's lock, ``then``
+        called; returns the finished command and the seconds it ran after the kill."""
+        with advisory_locker(url)(batch_lock_name(f"s3://{BUCKET}/generated/alpha")):
+            proc = subprocess.Popen([sys.executable, "-m", "flows.app.cli", *args, "generate", "--all", "--count", "3"],
+                                    cwd=root, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    env={k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | env
+                                    | {"PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_HOME": str(root / ".prefect"),
+                                       "METAGAN_DASK_WORKERS_WAIT_S": str(wait_s)})
+            try:
+                wait_for(lambda: sql("select count(*) from pg_locks where locktype = 'advisory' and not granted")[0][0],
+                         "a task waiting on alpha's lock", 120, proc)
+                workers.stop(signal.SIGKILL)
+                killed = time.monotonic()
+                then()
+            except BaseException:
+                proc.kill()
+                raise
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("generate --all still waiting 120 s after its workers were killed") from None
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), time.monotonic() - killed
+
+    with DaskScheduler(tmp_path) as scheduler:
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        params["scaleout"]["dask_address"] = scheduler.address
+        params["fleet"]["batch_every_hours"] = 0.02  # every customer due tonight (alpha is on 1 h, also due)
+        (root / "external-dask.yaml").write_text(yaml.safe_dump(params))
+        args = ["--params", str(root / "external-dask.yaml")]
+        night_began = time.time()
+        proc, stopped_after = night_with_workers_killed(DaskWorkers(tmp_path / "w1", scheduler, env).start(180), 5)
+        print(f"all workers killed: `generate --all` stopped {stopped_after:.1f} s later")
+        assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-3000:]
+        line = proc.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"error: the Dask scheduler {scheduler.address} has had no worker for ") \
+            and "customer(s) not done (" in line and "alpha" in line, proc.stderr[-3000:]
+        assert stopped_after < 30
+        night = json.loads(sql("select value from metagan_fleet_state where key = 'night'")[0][0])
+        assert not night["finished"]  # the rerun resumes it
+        assert sql("select count(*) from pg_locks where locktype = 'advisory'")[0][0] == 0
+
+        # the rerun: its workers killed too, and one back within the wait
+        back = DaskWorkers(tmp_path / "w3", scheduler, env)
+        proc, _ = night_with_workers_killed(DaskWorkers(tmp_path / "w2", scheduler, env).start(180), 120,
+                                            then=lambda: back.start(180))
+        back.stop(signal.SIGKILL)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    drawn = dict(sql("select customer_id, batch_at from metagan_fleet where batch_version = production_version"))
+    assert sorted(drawn) == sorted(CUSTOMERS) and all(float(at) >= night_began - 1 for at in drawn.values()), drawn
+    night = json.loads(sql("select value from metagan_fleet_state where key = 'night'")[0][0])
+    assert night["finished"] and night["failed"] == 0
+    assert sql("select count(*) from pg_locks where locktype = 'advisory'")[0][0] == 0

@@ -1,0 +1,102 @@
+"""The fan-out's futures as they finish: where the flows wait on their tasks.
+
+On the embedded profile's thread pool this is Prefect's own ``as_completed``. On Dask (scale-out)
+the wait also watches the cluster: Dask keeps the tasks of workers that died for the next worker
+to join, so a run whose workers all died (every ``dask worker`` SIGKILLed, a node pool scaled to
+nothing) waited without end and without a word (a probe of 2026-12-07: ``metagan generate --all``
+still waiting, silent, 180 s after its two workers were killed). The wait is ``distributed.wait``
+in slices of :data:`POLL_S`; between slices the scheduler says how many workers it has (its
+identity, one request), and once it has had none for ``METAGAN_DASK_WORKERS_WAIT_S`` (the wait a
+run already gives a scheduler without workers at its start, :func:`flows.common.check_scheduler_has_workers`)
+the futures not done are cancelled and :class:`WorkersLost` raised: the flow says which customers it
+leaves to the next run and stops, unavailable (exit 4). Workers back within the wait run the tasks
+Dask kept, and the run goes on. A wait of 0 watches nothing (a cluster that starts workers only
+once tasks arrive has none while it scales up).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator, Sequence
+
+from prefect.futures import PrefectFuture, as_completed
+
+from flows.common import DASK_WORKERS_WAIT_ENV, dask_workers_wait_s
+from metagan.errors import Unavailable
+
+POLL_S = 1.0
+"""How often a fan-out on Dask asks the scheduler for its workers while it waits."""
+
+
+class WorkersLost(Unavailable):
+    """The Dask cluster had no worker for ``METAGAN_DASK_WORKERS_WAIT_S``: the run stopped waiting.
+    ``not_done``: the customers the run leaves to the next; ``results``: those it finished first
+    (the flow's typed results, for a caller that acts on them before it stops)."""
+
+    def __init__(self, address: str, without_s: float, own_cluster: bool = False,
+                 not_done: Sequence[str] = (), results: Sequence = ()):
+        self.address, self.without_s, self.own_cluster = address, without_s, own_cluster
+        self.not_done, self.results = tuple(not_done), tuple(results)
+        left = ""
+        if self.not_done:
+            names = ", ".join(self.not_done[:5]) + (" ..." if len(self.not_done) > 5 else "")
+            left = f"; {len(self.not_done)} customer(s) not done ({names}), left for the next run"
+        todo = "run again" if own_cluster else f"start workers (`dask worker {address} ...`, docs/DEPLOY.md) and run again"
+        super().__init__(f"the Dask scheduler {address} has had no worker for {without_s:.0f} s "
+                         f"({DASK_WORKERS_WAIT_ENV}){left}: {todo}")
+
+    def leaving(self, not_done: Sequence[str], results: Sequence = ()) -> "WorkersLost":
+        """The same loss, naming the customers the flow leaves undone and what it finished."""
+        return WorkersLost(self.address, self.without_s, self.own_cluster, not_done, results)
+
+
+def as_finished(futures: list[PrefectFuture]) -> Iterator[PrefectFuture]:
+    """Each future once it is done, in the order they finish; raises :class:`WorkersLost` when a
+    Dask cluster stays without a worker for the wait."""
+    dask = _dask_futures(futures)
+    wait_s = dask_workers_wait_s() if dask else 0
+    if not dask or wait_s <= 0:
+        yield from as_completed(futures)
+        return
+    yield from _as_finished_on_dask(dask, wait_s)
+
+
+def _dask_futures(futures: list[PrefectFuture]) -> dict | None:
+    """``{distributed future: Prefect future}`` when every future runs on Dask. prefect_dask (the
+    scale-out extra) is looked up only if already imported: no runner made these futures otherwise."""
+    runners = sys.modules.get("prefect_dask.task_runners")
+    if runners is None or not futures or not all(isinstance(f, runners.PrefectDaskFuture) for f in futures):
+        return None
+    return {f.wrapped_future: f for f in futures}
+
+
+def _as_finished_on_dask(futures: dict, wait_s: float) -> Iterator[PrefectFuture]:
+    from distributed import wait
+
+    client = next(iter(futures)).client
+    pending = set(futures)
+    without_since = None  # when the scheduler was first seen without a worker (monotonic)
+    while pending:
+        try:
+            with client.as_current():  # prefect_dask's client is not Dask's default: wait would find none
+                done, pending = wait(pending, timeout=POLL_S, return_when="FIRST_COMPLETED")
+        except TimeoutError:  # nothing finished in this slice
+            done = set()
+        for f in done:
+            yield futures[f]
+        if not pending:
+            return
+        now = time.monotonic()
+        if _workers(client):
+            without_since = None
+        elif without_since is None:
+            without_since = now
+        elif now - without_since >= wait_s:
+            client.cancel(list(pending))  # the scheduler forgets them: no worker back later runs half a night
+            raise WorkersLost(client.scheduler.address, now - without_since, own_cluster=client.cluster is not None)
+
+
+def _workers(client) -> int:
+    """The scheduler's workers now (its identity without the per-worker details)."""
+    return client.scheduler_info(n_workers=0).get("n_workers", 0)
