@@ -95,8 +95,8 @@ def adapt_changed(params: Params, customers_dir: str) -> HourResult:
     try:
         adapted = adapt_customers_flow(params)(params, meta_version, data_version, uploads)
     except WorkersLost as lost:
-        # what was adapted before the Dask workers went is promoted now: the index no longer has
-        # it pending, so no later hour would; the customers not done stay pending for the next
+        # what was adapted before the Dask workers went is promoted now rather than by the next
+        # hour (which would find it again, reused); the customers not done stay pending for it
         built = {a.customer_id: a.version for a in lost.results if a.ok}
         if built:
             promote(params, list(built), built)

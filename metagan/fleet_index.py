@@ -3,8 +3,9 @@ kept in a table beside the registry (SQLite on the embedded profile, PostgreSQL 
 one), so that finding the work costs what the work is, not what the fleet is.
 
 The lifecycle writes it on its own events (:mod:`metagan.lifecycle.fleet`): ingestion (the uploads'
-content hash: adaptation becomes pending when it differs from the adapted one), adaptation
-(pending cleared), promotion and rollback (the production version changed: the customer is due
+content hash: adaptation becomes pending when it differs from the adapted one), the promotion of
+an adapted version decided (pending cleared: a run killed between adapting and promoting leaves
+it pending, so the next hour promotes the version it finds again), promotion and rollback (the production version changed: the customer is due
 at once), a batch drawn (the customer's watermark ``due_at`` moves on to its next turn, and only
 if production is still the version drawn). Planning is an indexed range query:
 ``due_at <= now`` for the night, ``adapt_since IS NOT NULL`` for the hour.
@@ -73,7 +74,7 @@ class CustomerRow:
     uploads_hash: str | None = None
     """Content hash of the usable shots last ingested (None: the last ingestion was rejected)."""
     adapted_hash: str | None = None
-    """Content hash of the shots the newest registered version was adapted from."""
+    """Content hash of the shots the newest version done with (promotion decided) was adapted from."""
     adapt_since: float | None = None
     """When adaptation became pending (None: nothing to adapt)."""
     updated_at: float | None = None
@@ -202,7 +203,8 @@ class FleetIndex:
             [(cid, sig, h, now if h is not None else None, now) for cid, sig, h in records])
 
     def adapted(self, customer_id: str, content_hash: str) -> None:
-        """A version adapted from ``content_hash`` is registered: nothing is pending any more,
+        """A version adapted from ``content_hash`` is done with (its promotion decided, or it failed
+        its parity check: :func:`metagan.lifecycle.registry.adaptation_done`): nothing is pending any more,
         unless the uploads last ingested are others. Those may be newer uploads that arrived
         meanwhile, or uploads an overlapping run ingested later and adapted first: its version is
         then no longer the candidate (this one is), and the next hour must find it again, though

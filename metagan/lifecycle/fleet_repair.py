@@ -24,6 +24,7 @@ from datetime import datetime
 from metagan import model_names, model_versions
 from metagan.cadence import EVERY_TAG, every_s_of, next_due
 from metagan.fleet_index import CustomerRow, FleetIndex
+from metagan.lifecycle.registry import adaptation_done
 
 BUILT = "built"
 UPLOADS_UNKNOWN = "uploads unknown"
@@ -62,11 +63,13 @@ def expected_rows(default_every_s: int, now: float) -> dict[str, CustomerRow]:
     for m in model_versions.list_models(model_names.CUSTOMER_PREFIX):
         cid = model_names.customer_id_of(m.name)
         mine = versions.get(m.name, {})
-        newest = mine[max(mine, key=int)] if mine else None
-        adapted = newest.tags.get("content_hash") if newest is not None else None
         every = every_s_of((m.tags or {}).get(EVERY_TAG))
         prod_version = (m.aliases or {}).get(model_names.PRODUCTION)
         prod = mine.get(str(prod_version)) if prod_version is not None else None
+        # the uploads adapted are those of the newest version done with: a candidate whose
+        # promotion was never decided (its run killed before promoting) leaves its uploads pending
+        done = [k for k, v in mine.items() if adaptation_done(v, prod)]
+        adapted = mine[max(done, key=int)].tags.get("content_hash") if done else None
         if prod is None:
             rows[cid] = CustomerRow(cid, every_s=every, adapted_hash=adapted)
             continue

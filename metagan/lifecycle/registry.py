@@ -188,7 +188,8 @@ def adapt_and_register(uploads: CustomerUploads, params: Params, meta_version: s
             ok = existing.tags.get("parity_ok") == "true"
             if ok:  # a run killed between registering and aliasing left it without its alias
                 _set_alias_if_moved(name, CANDIDATE, existing.version)
-            registry_index().adapted(cid, uploads.content_hash)  # the fleet index: nothing left to adapt
+            else:  # never a candidate, so no promotion decides it: done with here
+                registry_index().adapted(cid, uploads.content_hash)
             return Adaptation(cid, ok, str(existing.version), reused=True, metrics=evidence(existing).metrics,
                               error="" if ok else f"customer {cid!r}: version {existing.version} failed the ONNX "
                                                   "parity check", run_id=existing.run_id or "")
@@ -209,10 +210,33 @@ def adapt_and_register(uploads: CustomerUploads, params: Params, meta_version: s
                                                                        "shots": model.shots},
                                               params=tracking.config_params(params, ADAPT_RUN_SECTIONS))
         if model.ok:
+            # the fleet index hears of it when its promotion is decided (_promote_read), not now: a
+            # run killed before promoting (an hour's fan-out holds every customer it adapted until
+            # the last is done) leaves the customer pending, and the next hour finds this version
+            # again (reused) and promotes it; marked here, it was never promoted
             model_versions.set_alias(name, CANDIDATE, version.version)
-        registry_index().adapted(cid, uploads.content_hash)
+        else:
+            registry_index().adapted(cid, uploads.content_hash)
     return Adaptation(cid, model.ok, str(version.version), error=model.error, metrics=model.metrics,
                       seconds=model.seconds, worker=worker_id(), run_id=run.info.run_id)
+
+
+def adaptation_done(version, production=None) -> bool:
+    """Whether a customer's registered ``version`` is done with: its promotion was decided (the
+    gate's tag, a rollback's, or it is ``production``), or it will have none (it failed the ONNX
+    parity check, so it never became the candidate). A candidate that a run registered and was
+    killed before promoting is not: its uploads stay pending adaptation in the fleet index."""
+    tags = version.tags or {}
+    return ("gate" in tags or ROLLED_BACK_TAG in tags or tags.get("parity_ok") != "true"
+            or (production is not None and str(production.version) == str(version.version)))
+
+
+def _adaptation_decided(customer_id: str, version) -> None:
+    """The fleet index's event: the promotion of ``version`` was decided, so the uploads it was
+    adapted from are done with (still pending if newer ones were ingested since)."""
+    content_hash = (version.tags or {}).get("content_hash")
+    if content_hash:
+        registry_index().adapted(customer_id, content_hash)
 
 
 def _set_alias_if_moved(name: str, alias: str, version) -> None:
@@ -289,8 +313,10 @@ def _promote_read(customer_id: str, cand, prod, gate: GateConfig, version: str |
                                (f"version {cand.version} is the candidate now (a later run's)",))
     if prod is not None and str(prod.version) == str(cand.version):
         _production_changed(customer_id, prod)  # the index agrees (a repair when an earlier write failed)
+        _adaptation_decided(customer_id, cand)
         return PromotionResult(customer_id, Promotion.ALREADY_PRODUCTION, str(cand.version))
     if cand.tags.get(ROLLED_BACK_TAG) == "true":
+        _adaptation_decided(customer_id, cand)
         return PromotionResult(customer_id, Promotion.HELD, str(cand.version),
                                (f"version {cand.version} was rolled back out of production (metagan rollback); "
                                 "new uploads or a new meta-model make a new candidate",))
@@ -299,10 +325,12 @@ def _promote_read(customer_id: str, cand, prod, gate: GateConfig, version: str |
     model_versions.set_version_tags(name, cand.version, {"gate": "passed" if decision.passed else "refused",
                                                    "gate_reason": decision.reason})
     if not decision.passed:
+        _adaptation_decided(customer_id, cand)
         return PromotionResult(customer_id, Promotion.REFUSED, str(cand.version), decision.reasons,
                                dict(seen.metrics))
     _move_production(name, "promotion", cand.version, prod.version if prod is not None else None)
     _production_changed(customer_id, cand)
+    _adaptation_decided(customer_id, cand)
     return PromotionResult(customer_id, Promotion.PROMOTED, str(cand.version), decision.reasons, dict(seen.metrics))
 
 

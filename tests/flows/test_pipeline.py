@@ -233,6 +233,50 @@ def test_the_hourly_run_adapts_only_the_customers_whose_uploads_changed(project,
     assert prod.tags["shots"] == "5"
 
 
+def test_an_hour_killed_between_adapting_and_promoting_is_promoted_by_the_next(project, first_run, monkeypatch):
+    """Guarantee: an hour's fan-out holds every customer it adapts until the last is done, then
+    promotes them. One killed in between (a restart, the OOM killer) left each new candidate
+    registered and the customer no longer pending, so no later hour promoted it until its uploads
+    changed again, and `metagan doctor` saw nothing amiss (a probe of 2026-12-07). Now the index
+    hears of an adaptation when its promotion is decided: the customer stays pending, the next hour
+    finds the same version (reused, not adapted again) and promotes it, and doctor agrees meanwhile."""
+    import shutil
+
+    import flows.hourly
+    from flows.hourly import adapt_changed
+    from metagan import model_versions
+    from metagan.fleet_index import registry_index
+    from metagan.lifecycle.fleet import default_every_s
+    from metagan.lifecycle.fleet_repair import repair_index
+
+    root, customers = project
+    params = params_of(root)
+    adapt_changed(params, str(customers))  # whatever earlier tests left: settled
+    shutil.copy(customers / "alpha" / "0.png", customers / "beta" / "again.png")  # a new upload for beta
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("the hour killed before promoting")
+
+    with monkeypatch.context() as m:
+        m.setattr(flows.hourly, "promote", killed)
+        with pytest.raises(KeyboardInterrupt):
+            adapt_changed(params, str(customers))
+    name = "metagan-customer-beta"
+    candidate = model_versions.get_alias(name, "candidate").version
+    assert model_versions.get_alias(name, "production").version != candidate
+    assert "beta" in registry_index().pending_adaptation()
+    assert repair_index(registry_index(), default_every_s(params)).agreed  # doctor: nothing to rewrite
+
+    hour = adapt_changed(params, str(customers))
+    assert [(a.customer_id, a.reused, a.version) for a in hour.adapted] == [("beta", True, str(candidate))]
+    assert [(p.customer_id, p.outcome.value) for p in hour.promoted] == [("beta", "promoted")]
+    assert model_versions.get_alias(name, "production").version == candidate
+    assert registry_index().pending_adaptation() == []
+    assert adapt_changed(params, str(customers)).adapted == []
+    (customers / "beta" / "again.png").unlink()  # as the tests after this one expect it
+    adapt_changed(params, str(customers))
+
+
 def test_uploads_ingested_as_they_arrive_are_adapted_by_the_hour_without_a_scan(project, first_run, capsys):
     """At fleet scale the hour need not look at every folder (fleet.scan_uploads: false): an upload
     service ingests the customer whose uploads arrived (`metagan ingest --customer ID`), which
