@@ -11,7 +11,7 @@ doing. MLflow's own HTTP retries are turned off by default so the two do not mul
 alone would retry 7 times over ~4 minutes, each request waiting up to 120 s). A failure of the
 embedded store itself (a corrupt or vanished SQLite file) is :class:`~metagan.errors.Damaged`, at once.
 An embedded store copied or moved with its project has its records pointed at the project's own
-files when it is checked (:func:`_relocate`).
+files when it is checked (:mod:`metagan.copied_registry`).
 
 Runs and logging: :mod:`metagan.tracking`; registered models, versions and aliases:
 :mod:`metagan.model_versions`; reading a served model: :mod:`metagan.serving`.
@@ -25,6 +25,7 @@ import re
 from pathlib import Path
 
 from metagan.config import project_dir
+from metagan.copied_registry import moved_from, relocate
 from metagan.retry import RetryPolicy, call_with_retries
 
 log = logging.getLogger(__name__)
@@ -151,9 +152,9 @@ def check_store(db: Path) -> None:
         _STORE_CHECKED.pop(str(db), None)
         _forget_mlflow_stores(db)
         raise
-    moved = _moved_from(db, recorded)
+    moved = moved_from(db, recorded)
     if moved is not None:
-        if not _relocate(db, moved):
+        if not relocate(db, moved):
             return  # a writer holds it: the next check moves the records
         stat = db.stat()
         identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
@@ -172,79 +173,6 @@ def _no_registry_yet(db: Path) -> bool:
         return True
     entries = list(db.parent.iterdir())
     return bool(entries) and not any(e.name.startswith(db.name) or e.name == "artifacts" for e in entries)
-
-
-def _moved_from(db: Path, recorded: list[str]) -> str | None:
-    """Of the artifact locations the embedded registry at ``db`` records (its experiments'), the
-    one (a ``file:`` URI) that is not this project's ``mlflow/artifacts`` beside ``db`` while this
-    project holds files of its own there: a copied (``cp -r``) or moved project, whose registry
-    still names the original's files. None otherwise (a registry copied without its files is only
-    warned about: the files it names are the only ones there are)."""
-    from metagan.addresses import file_uri_path
-
-    here = db.parent / "artifacts"
-    for location in recorded:
-        if not location.startswith("file:"):
-            continue  # MLflow's Default experiment (a plain path under the current folder), never used
-        there = file_uri_path(location)
-        if there.name != "artifacts" or there == here or (there.exists() and here.exists() and there.samefile(here)):
-            continue
-        if here.is_dir() and any(here.iterdir()):
-            return location
-        if str(db) not in _WARNED_ELSEWHERE:
-            _WARNED_ELSEWHERE.add(str(db))
-            log.warning("the registry at %s names model files in %s, outside its project, and %s holds none: a "
-                        "registry copied without its files reads and writes another project's; copy %s to %s "
-                        "(the next command then points the registry at them)", db, there, here, there, here)
-    return None
-
-
-_WARNED_ELSEWHERE: set[str] = set()
-
-
-def _relocate(db: Path, old: str) -> bool:
-    """Point every record of the registry at ``db`` and of the databases beside it (the fleet
-    index) that names a file under the artifact location ``old`` at the same file under this
-    project's ``mlflow/artifacts`` instead: MLflow stores absolute locations (experiment, runs,
-    logged models, versions, the ``onnx_file`` tags), so a copied project went on reading, and
-    writing, the original's files. False when another connection holds a database (the next
-    check does it); a file system that refuses the write is a :class:`~metagan.errors.FileSystemFault`."""
-    import sqlite3
-    from contextlib import closing
-
-    from metagan import sqlite_faults
-    from metagan.addresses import file_uri_path
-    from metagan.errors import FileSystemFault
-
-    new = (db.parent / "artifacts").as_uri()
-    old = old.rstrip("/")
-    there = file_uri_path(old)
-    changed = 0
-    for database in [db, *sorted(p for p in db.parent.glob("*.db") if p != db)]:
-        try:
-            with closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=rw", uri=True, timeout=30)) as con:
-                con.execute("BEGIN IMMEDIATE")
-                for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
-                    for column in [c[1] for c in con.execute(f'PRAGMA table_info("{table}")').fetchall()
-                                   if not c[2] or any(t in c[2].upper() for t in ("CHAR", "TEXT", "CLOB"))]:
-                        changed += con.execute(
-                            f'UPDATE "{table}" SET "{column}" = ? || substr("{column}", ?) WHERE "{column}" = ? '
-                            f'OR substr("{column}", 1, ?) = ?',
-                            (new, len(old) + 1, old, len(old) + 1, old + "/")).rowcount
-                con.commit()
-        except sqlite3.Error as e:
-            if sqlite_faults.is_busy(e):
-                return False
-            if sqlite_faults.is_refused_by_file_system(e):
-                raise FileSystemFault(f"the registry at {db} names the model files in {there} (this project was copied "
-                                      f"or moved from there), and {database} cannot be written to name its own, in "
-                                      f"{db.parent / 'artifacts'}: {sqlite_faults.REFUSED_HINT} ({e})") from None
-            if database == db:
-                raise
-            log.warning("%s: not a database whose records could be moved (%s)", database, e)
-    log.warning("the registry at %s named the model files in %s (this project was copied or moved from there): "
-                "its %d record(s) now name this project's own, in %s", db, there, changed, db.parent / "artifacts")
-    return True
 
 
 def _readable_store(db: Path, thorough: bool) -> list[str] | None:
