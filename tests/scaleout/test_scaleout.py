@@ -343,7 +343,11 @@ def test_dask_workers_all_killed_mid_night_stop_the_run_unavailable_and_a_rerun_
         args = ["--params", str(root / "external-dask.yaml")]
         # every customer due tonight, whatever the tests before drew and whatever a customer's own
         # cadence (alpha's is 1 h: drawn by an earlier test of this module, it was not due, and the
-        # night finished without ever waiting on its lock)
+        # night finished without ever waiting on its lock); the index follows this file's default
+        # cadence first, as the night's plan would (which moves the turns of the customers on it)
+        from metagan.fleet_index import FleetIndex
+
+        FleetIndex(url).follow_default_cadence(round(params["fleet"]["batch_every_hours"] * 3600))
         with psycopg.connect(url, autocommit=True) as con:
             due = [r[0] for r in con.execute("update metagan_fleet set due_at = 0 where production_version is not null "
                                              "returning customer_id").fetchall()]
