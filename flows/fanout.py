@@ -11,7 +11,9 @@ run already gives a scheduler without workers at its start, :func:`flows.common.
 the futures not done are cancelled and :class:`WorkersLost` raised: the flow says which customers it
 leaves to the next run and stops, unavailable (exit 4). Workers back within the wait run the tasks
 Dask kept, and the run goes on. A wait of 0 watches nothing (a cluster that starts workers only
-once tasks arrive has none while it scales up).
+once tasks arrive has none while it scales up). A scheduler that stops answering (killed, its node
+lost) is :class:`WorkersLost` too, once Dask's client gives up reconnecting (its connect timeout,
+``distributed.comm.timeouts.connect``, 30 s by default).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import CancelledError
 
 from prefect.futures import PrefectFuture, as_completed
 
@@ -30,25 +33,31 @@ POLL_S = 1.0
 
 
 class WorkersLost(Unavailable):
-    """The Dask cluster had no worker for ``METAGAN_DASK_WORKERS_WAIT_S``: the run stopped waiting.
-    ``not_done``: the customers the run leaves to the next; ``results``: those it finished first
-    (the flow's typed results, for a caller that acts on them before it stops)."""
+    """The Dask cluster had no worker for ``METAGAN_DASK_WORKERS_WAIT_S``, or its scheduler stopped
+    answering: the run stopped waiting. ``not_done``: the customers the run leaves to the next;
+    ``results``: those it finished first (the flow's typed results, for a caller that acts on them
+    before it stops). ``scheduler_gone``: why the scheduler did not answer ("" when it did, without
+    workers)."""
 
     def __init__(self, address: str, without_s: float, own_cluster: bool = False,
-                 not_done: Sequence[str] = (), results: Sequence = ()):
+                 not_done: Sequence[str] = (), results: Sequence = (), scheduler_gone: str = ""):
         self.address, self.without_s, self.own_cluster = address, without_s, own_cluster
-        self.not_done, self.results = tuple(not_done), tuple(results)
+        self.not_done, self.results, self.scheduler_gone = tuple(not_done), tuple(results), scheduler_gone
         left = ""
         if self.not_done:
             names = ", ".join(self.not_done[:5]) + (" ..." if len(self.not_done) > 5 else "")
             left = f"; {len(self.not_done)} customer(s) not done ({names}), left for the next run"
+        if scheduler_gone:
+            todo = "run again" if own_cluster else "restart it and its workers (docs/DEPLOY.md) and run again"
+            super().__init__(f"the Dask scheduler {address} stopped answering ({scheduler_gone}){left}: {todo}")
+            return
         todo = "run again" if own_cluster else f"start workers (`dask worker {address} ...`, docs/DEPLOY.md) and run again"
         super().__init__(f"the Dask scheduler {address} has had no worker for {without_s:.0f} s "
                          f"({DASK_WORKERS_WAIT_ENV}){left}: {todo}")
 
     def leaving(self, not_done: Sequence[str], results: Sequence = ()) -> "WorkersLost":
         """The same loss, naming the customers the flow leaves undone and what it finished."""
-        return WorkersLost(self.address, self.without_s, self.own_cluster, not_done, results)
+        return WorkersLost(self.address, self.without_s, self.own_cluster, not_done, results, self.scheduler_gone)
 
 
 def as_finished(futures: list[PrefectFuture]) -> Iterator[PrefectFuture]:
@@ -75,6 +84,7 @@ def _as_finished_on_dask(futures: dict, wait_s: float) -> Iterator[PrefectFuture
     from distributed import wait
 
     client = next(iter(futures)).client
+    address = client.scheduler.address
     pending = set(futures)
     without_since = None  # when the scheduler was first seen without a worker (monotonic)
     while pending:
@@ -83,18 +93,37 @@ def _as_finished_on_dask(futures: dict, wait_s: float) -> Iterator[PrefectFuture
                 done, pending = wait(pending, timeout=POLL_S, return_when="FIRST_COMPLETED")
         except TimeoutError:  # nothing finished in this slice
             done = set()
+        except (OSError, CancelledError) as e:
+            # the connection to the scheduler broke: Dask cancels every future of the client
+            # ("scheduler-connection-lost"), which wait raises as FuturesCancelledError; it ended
+            # the command as a bug, exit 70, 4 s after the scheduler was killed (a probe of 2026-12-07)
+            raise _scheduler_gone(client, address, e) from None
         for f in done:
             yield futures[f]
         if not pending:
             return
         now = time.monotonic()
-        if _workers(client):
+        try:
+            workers = _workers(client)
+        except OSError as e:  # its connect timeout spent (TimeoutError is an OSError too)
+            raise _scheduler_gone(client, address, e) from None
+        if workers:
             without_since = None
         elif without_since is None:
             without_since = now
         elif now - without_since >= wait_s:
             client.cancel(list(pending))  # the scheduler forgets them: no worker back later runs half a night
-            raise WorkersLost(client.scheduler.address, now - without_since, own_cluster=client.cluster is not None)
+            raise WorkersLost(address, now - without_since, own_cluster=client.cluster is not None)
+
+
+def _scheduler_gone(client, address: str, e: BaseException) -> WorkersLost:
+    """The scheduler itself is gone (killed, its node lost): the run's futures cancelled, or the
+    client's reconnection given up after its connect timeout ("Timed out trying to connect to
+    tcp://..."): unavailable, the customers not done left for the next run."""
+    groups = getattr(e, "error_groups", None)  # FuturesCancelledError: its reasons, not every future's key
+    said = f"its futures cancelled: {', '.join(sorted({g.reason for g in groups}))}" if groups \
+        else " ".join(str(e).split()) or type(e).__name__
+    return WorkersLost(address, 0.0, own_cluster=client.cluster is not None, scheduler_gone=said)
 
 
 def _workers(client) -> int:

@@ -1,0 +1,60 @@
+"""The fan-out's wait on Dask (flows/fanout.py) against real `dask scheduler` and `dask worker`
+processes: a lost scheduler ends the run as unavailable, in one line, not as a bug."""
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from prefect import flow, task
+
+from metagan.config import PROJECT_ROOT
+
+
+@task
+def waits_for_the_kill(marker: str) -> None:
+    Path(marker).touch()
+    time.sleep(30)
+
+
+@flow
+def fan_out(marker: str) -> list:
+    from flows.fanout import as_finished
+
+    return [f.result() for f in as_finished([waits_for_the_kill.submit(marker) for _ in range(2)])]
+
+
+def test_a_scheduler_killed_mid_run_stops_it_unavailable_in_one_line(prefect_harness, tmp_path, monkeypatch):
+    """Guarantee: the Dask scheduler SIGKILLed while the run's tasks run ends the run within seconds
+    as unavailable (exit 4), naming the scheduler. Dask cancels the client's futures when it loses
+    the scheduler, and `distributed.wait` raised that as FuturesCancelledError: the command ended
+    as a bug, exit 70 with a traceback (a probe of 2026-12-07)."""
+    from prefect_dask import DaskTaskRunner
+
+    from flows.fanout import WorkersLost
+    from metagan.errors import ExitCode, kind_of
+    from tests.servers import DaskScheduler, DaskWorkers
+
+    monkeypatch.setenv("METAGAN_DASK_WORKERS_WAIT_S", "60")  # the workers stay: only the scheduler goes
+    marker = tmp_path / "started"
+    with DaskScheduler(tmp_path / "scheduler") as scheduler:
+        # the workers import this module to run its task
+        workers = DaskWorkers(tmp_path / "workers", scheduler, {"PYTHONPATH": str(PROJECT_ROOT)}).start(180)
+        try:
+            def kill_the_scheduler():
+                while not marker.exists():
+                    time.sleep(0.1)
+                scheduler.stop(signal.SIGKILL)
+
+            threading.Thread(target=kill_the_scheduler, daemon=True).start()
+            began = time.monotonic()
+            with pytest.raises(WorkersLost) as lost:
+                fan_out.with_options(task_runner=DaskTaskRunner(address=scheduler.address))(str(marker))
+            took = time.monotonic() - began
+        finally:
+            workers.stop(signal.SIGKILL)
+    said = str(lost.value)
+    assert said.startswith(f"the Dask scheduler {scheduler.address} stopped answering (") and "\n" not in said, said
+    assert kind_of(lost.value).exit_code == ExitCode.UNAVAILABLE
+    assert took < 25, took
