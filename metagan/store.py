@@ -27,6 +27,7 @@ from pathlib import Path
 from metagan.config import project_dir
 from metagan.copied_registry import moved_from, relocate
 from metagan.retry import RetryPolicy, call_with_retries
+from metagan.server_refusals import artifact_store_refusal, credentials_refused
 
 log = logging.getLogger(__name__)
 
@@ -316,44 +317,24 @@ def is_transient(e: BaseException) -> bool:
 def retrying(what: str, fn, *args, **kwargs):
     """``fn(*args, **kwargs)`` with bounded retries on transient MLflow failures; a failure of the
     embedded store itself is raised as :class:`~metagan.errors.Damaged`, at once."""
+    policy, server = RetryPolicy.from_env("mlflow"), tracking_uri()
+
+    def attempt():
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # a 500 that is the server's bucket refusing it is not retried
+            refusal = artifact_store_refusal(e, what, server, policy.timeout_s)
+            if refusal is not None:
+                raise refusal from e
+            raise
+
     try:
-        return call_with_retries(lambda: fn(*args, **kwargs), what, RetryPolicy.from_env("mlflow"), is_transient,
-                                 service=f"MLflow ({tracking_uri()})")
+        return call_with_retries(attempt, what, policy, is_transient, service=f"MLflow ({server})")
     except Exception as e:
-        failure = _store_failure(e) or _credentials_refused(e, what)
+        failure = _store_failure(e) or credentials_refused(e, what, server)
         if failure is not None:
             raise failure from e
         raise
-
-
-def _credentials_refused(e: BaseException, what: str):
-    """The tracking server's 401 or 403 as the configuration error it is (:class:`~metagan.errors.
-    BadInput`, never retried), or None. Behind a proxying server (``--serve-artifacts``) it is
-    mostly the server's own S3 credentials that its artifact store refused: MLflow answers
-    UNAUTHENTICATED with "Failed to list artifacts in s3://...", which a probe on SeaweedFS of
-    2026-12-07 met as a bug's traceback (exit 70) or as a damaged model (exit 5: "restore from
-    backup, or roll back", where nothing was damaged)."""
-    import requests
-    from mlflow.exceptions import MlflowException
-
-    from metagan.errors import BadInput
-
-    if isinstance(e, requests.exceptions.HTTPError) and e.response is not None \
-            and e.response.status_code in (401, 403):
-        try:
-            answer = e.response.json()
-        except ValueError:
-            answer = {}
-        code, message = answer.get("error_code", str(e.response.status_code)), answer.get("message", e.response.reason)
-    elif isinstance(e, MlflowException) and e.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
-        code, message = e.error_code, e.message
-    else:
-        return None
-    message = str(message).splitlines()[0] if message else code
-    hint = ("the tracking server's own S3 credentials for its artifact store: AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY where mlflow/start-server.sh runs, then restart it"
-            if "s3://" in message else "this client's MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
-    return BadInput(f"MLflow ({tracking_uri()}) refused {what}: {code}: {message} (check {hint})")
 
 
 def absent(e) -> bool:

@@ -301,3 +301,26 @@ def test_a_tracking_server_refused_by_its_artifact_store_is_bad_input_not_a_bug_
     monkeypatch.setattr(mlflow.onnx, "load_model", refused)
     with pytest.raises(BadInput, match="refused load models:/m/1"):
         serving.load_onnx_bytes("models:/m/1")
+
+
+def test_a_500_from_the_artifact_proxy_of_a_server_not_answering_stays_an_outage(monkeypatch):
+    """Guarantee: the list a 500 from the artifact proxy triggers (to tell the server's bucket
+    refusing it from an outage: tests/faults/test_s3_seaweedfs.py) turns nothing into bad input
+    when the server does not answer it: the upload is retried and ends unavailable (exit 4)."""
+    import requests
+
+    from tests.faults.test_services import retry_env
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    retry_env(monkeypatch, "MLFLOW", attempts=2, backoff=0.01, timeout=1.0)
+    answer = requests.Response()
+    answer.status_code, answer.url = 500, "http://127.0.0.1:1/api/2.0/mlflow-artifacts/artifacts/0/r/artifacts/a"
+    calls = []
+
+    def upload(*args):
+        calls.append(args)
+        raise requests.exceptions.HTTPError("500 Server Error", response=answer)
+
+    with pytest.raises(ServiceUnavailable) as info:
+        store.retrying("logging a", upload)
+    assert kind_of(info.value).exit_code == 4 and len(calls) == 2

@@ -146,3 +146,35 @@ def test_a_restart_of_s3_mid_batch_is_ridden_out_and_a_long_outage_is_unavailabl
         s3.start()
     assert "down/manifest.json" not in s3.keys("metagan", "down/")
     assert batch(onnx_bytes, "s3://metagan/down")["count"] == 3
+
+
+def test_an_upload_through_a_tracking_server_its_bucket_refuses_is_bad_input_at_once_not_an_outage(
+        s3, tmp_path, monkeypatch):
+    """Guarantee: a tracking server (``--serve-artifacts``) whose own S3 secret its bucket refuses
+    answers a file uploaded through it with a bare 500; the product asks the server for a list of
+    its artifact root, which names the refusal (401 UNAUTHENTICATED, "Failed to list artifacts in
+    s3://..."), and stops at once: exit 3, one line naming the server and the credentials to fix.
+    Until a probe of 2026-12-07 the upload was retried as an outage and ended "MLflow unavailable"
+    (exit 4) after 15 s with the defaults, the cause only in the server's log."""
+    import mlflow
+
+    from metagan import store
+    from tests.servers import MlflowServer
+
+    server = MlflowServer(tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}", "s3://metagan/refused",
+                          s3.client_env() | {"AWS_SECRET_ACCESS_KEY": "nope"}).start()
+    try:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.uri)
+        retry_env(monkeypatch, "MLFLOW", attempts=3, backoff=5.0, max_backoff=5.0, timeout=5.0)  # a retry would show in the time
+        store.configure()
+        shot = tmp_path / "shot.png"
+        shot.write_bytes(b"not really a png")
+        start = time.monotonic()
+        with mlflow.start_run(), pytest.raises(BadInput) as info:
+            store.retrying("logging shot.png", mlflow.log_artifact, str(shot))
+        assert kind_of(info.value).exit_code == 3 and time.monotonic() - start < 5
+        assert str(info.value).startswith(f"MLflow ({server.uri}) refused logging shot.png: UNAUTHENTICATED: "
+                                          "Failed to list artifacts in s3://metagan/refused")
+        assert "AWS_SECRET_ACCESS_KEY where mlflow/start-server.sh runs" in str(info.value)
+    finally:
+        server.stop()
