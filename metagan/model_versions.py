@@ -29,6 +29,14 @@ ONNX_SHA256_TAG = "onnx_sha256"
 before it existed carry none, and are checked by loading)."""
 
 
+CHECKPOINT_SHA256_TAG = "checkpoint_sha256"
+"""Meta-model version tag: sha256 of its registered checkpoint file."""
+
+
+EVALUATOR_SHA256_TAG = "sha256"
+"""Evaluator version tag: sha256 of its registered file (also the evaluator's identity)."""
+
+
 ONNX_FILE_TAG = "onnx_file"
 """Version tag: the artifact URI of the registered ONNX file itself, so that serving a known version
 reads that one file (one download through a tracking server) instead of MLflow's whole model
@@ -272,6 +280,22 @@ def download_artifact_file(model_name: str, version: str | int, filename: str, d
     mv = get_version(model_name, version)
     return Path(retrying(f"download {filename} of {model_name} version {version}", mlflow.artifacts.download_artifacts,
                           artifact_uri=f"{mv.source}/{filename}", dst_path=str(dest)))
+
+
+def artifact_file_uris(source: str) -> list[str]:
+    """The files of a registered (non-MLmodel) version's folder, its ``source``, as URIs
+    :func:`metagan.serving.read_model_file` reads; none when the folder is gone or empty."""
+    from pathlib import PurePosixPath
+
+    from metagan.addresses import file_uri_path
+
+    if source.startswith("file:"):
+        folder = file_uri_path(source)
+        return sorted(f.as_uri() for f in folder.iterdir() if f.is_file()) if folder.is_dir() else []
+    import mlflow
+
+    found = retrying(f"list {source}", mlflow.artifacts.list_artifacts, artifact_uri=source)
+    return sorted(f"{source.rstrip('/')}/{PurePosixPath(f.path).name}" for f in found if not f.is_dir)
 
 
 def set_model_tag(model_name: str, key: str, value: str) -> None:

@@ -202,9 +202,11 @@ def verify_model_bytes(data: bytes, expected_sha256: str | None) -> None:
     """Raise :class:`~metagan.errors.Damaged` when ``data`` is not the model registered with the
     ``onnx_sha256`` tag ``expected_sha256``; a version registered before the tag existed (None) is
     checked by loading it instead (onnxruntime must accept it)."""
-    if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
-        raise Damaged(f"model file does not match its registered checksum (sha256 {expected_sha256[:12]}...); "
-                      "restore mlflow/artifacts from backup or register the model again")
+    found = hashlib.sha256(data).hexdigest() if expected_sha256 is not None else None
+    if found != expected_sha256:
+        raise Damaged(f"model file does not match its registered checksum (sha256 {expected_sha256[:12]}... "
+                      f"registered, {found[:12]}... found); restore mlflow/artifacts from backup or register the "
+                      "model again")
     if expected_sha256 is None:
         from metagan.onnx_runtime import onnx_session
 

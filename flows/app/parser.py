@@ -190,8 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
                 cmd_models)
     m.add_argument("--json", action="store_true", help="as JSON, every metric, for scripts")
 
-    command("doctor", "check the registry: the store, and each production and candidate model file against "
-            "the checksum recorded at registration (exit 5 if anything is damaged)", cmd_doctor)
+    command("doctor", "check the registry: the store, each production, candidate and previous model file, and "
+            "the current meta-model's and evaluator's, against the checksum recorded at registration (exit 5 "
+            "if anything is damaged)", cmd_doctor)
 
     d = command("demo", "the whole pipeline on the bundled sample and example customers", cmd_demo)
     d.add_argument("--customers", metavar="DIR", help=customers_help + " (default: the examples shipped "

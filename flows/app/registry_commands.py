@@ -45,9 +45,10 @@ def cmd_models(args, params: Params) -> int:
 
 
 def cmd_doctor(args, params: Params) -> int:
-    """The registry's health (metagan.lifecycle.health): exit 5 when the store or any served model is damaged;
-    a promotion or rollback cut short between its alias writes finished; then the fleet index checked
-    against the registry, and the rows that disagree rewritten."""
+    """The registry's health (metagan.lifecycle.health): exit 5 when the store, a customer's production,
+    candidate or previous model, or the current meta-model's or evaluator's file is damaged; a promotion
+    or rollback cut short between its alias writes finished; the fleet index checked against the
+    registry, and the rows that disagree rewritten."""
     from metagan.lifecycle.fleet import default_every_s
     from metagan.fleet_index import registry_index
     from metagan.lifecycle.fleet_repair import repair_index
@@ -55,11 +56,11 @@ def cmd_doctor(args, params: Params) -> int:
     from metagan.lifecycle.health import check_registry
     from metagan.lifecycle.registry import finish_cut_short_moves
 
-    health = check_registry()
-    for v in health.versions:
-        print(v.describe())
-    print(f"{health.store}: {len(health.versions)} production or candidate version(s) checked, "
-          f"{len(health.damaged)} damaged")
+    health = check_registry(params)
+    for check in [*health.versions, *health.files]:
+        print(check.describe())
+    print(f"{health.store}: {len(health.versions)} customer version(s) (production, candidate, previous) and "
+          f"{len(health.files)} meta-model or evaluator file(s) checked, {len(health.damaged)} damaged")
     for move in finish_cut_short_moves(customer_locker(params)):  # before the index, which follows production
         print(move.describe())
     index = registry_index()

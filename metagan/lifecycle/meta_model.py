@@ -75,7 +75,7 @@ def _train_or_reuse(params: Params, data_version: str, progress, start: ReadChec
     if existing is None and start is not None:  # registered before warm starts counted by content
         existing = registered_by_path(params, tasks, start)
     if existing is not None:
-        if not ckpt.exists() or existing.tags.get("checkpoint_sha256") != sha256_file(ckpt):
+        if not ckpt.exists() or existing.tags.get(model_versions.CHECKPOINT_SHA256_TAG) != sha256_file(ckpt):
             model_versions.download_artifact_file(META_MODEL, existing.version, ckpt.name, ckpt.parent)
         log.info("reusing %s version %s (same data and params)", META_MODEL, existing.version)
         restore_dvc_metrics(existing.run_id, ckpt.parent)  # a DVC stage declares them, trained or reused
@@ -109,7 +109,7 @@ def _train_or_reuse(params: Params, data_version: str, progress, start: ReadChec
             tracking.log_file(ckpt.parent / name, "dvc")
         tracking.log_file(ckpt, "checkpoint")
         version = model_versions.register_artifact(
-            META_MODEL, run, "checkpoint", run_tags | {"checkpoint_sha256": sha256_file(ckpt), "method": params.meta.method},
+            META_MODEL, run, "checkpoint", run_tags | {model_versions.CHECKPOINT_SHA256_TAG: sha256_file(ckpt), "method": params.meta.method},
         )
     model_versions.set_alias(META_MODEL, CURRENT, version.version)
     log.info("registered %s version %s after %d steps", META_MODEL, version.version, result.steps)
@@ -190,12 +190,12 @@ def register_evaluator(params: Params) -> EvaluatorRegistration:
         return EvaluatorRegistration(False, reason=f"no evaluator at {path} (python bench/build_pretrained.py makes one)")
     sha = sha256_file(path)
     tracking.create_store()
-    existing = model_versions.find_version(EVALUATOR_MODEL, {"sha256": sha})
+    existing = model_versions.find_version(EVALUATOR_MODEL, {model_versions.EVALUATOR_SHA256_TAG: sha})
     if existing is not None:
         return EvaluatorRegistration(True, str(existing.version), reused=True)
     with tracking.start_run("register-evaluator", {"step": "evaluator"}) as run:
         tracking.log_file(path, "evaluator")
         mv = model_versions.register_artifact(EVALUATOR_MODEL, run, "evaluator",
-                                        {"sha256": sha, "code_version": tracking.code_version()})
+                                        {model_versions.EVALUATOR_SHA256_TAG: sha, "code_version": tracking.code_version()})
     model_versions.set_alias(EVALUATOR_MODEL, CURRENT, mv.version)
     return EvaluatorRegistration(True, str(mv.version))

@@ -1,6 +1,7 @@
 """Lost and damaged registry state: a missing or unreadable registry fails every command at once
 with one line naming the file, and is never silently replaced; `metagan doctor` checks every
-production and candidate model file against the checksum recorded at registration; `generate`
+production, candidate and previous model file, and the meta-model's and evaluator's, against the
+checksum recorded at registration; `generate`
 refuses a damaged model with one line. Real SQLite registries and real ONNX files, damaged the
 way disks and people damage them (deleted, truncated, overwritten)."""
 
@@ -69,9 +70,9 @@ def run(capsys, *argv: str) -> tuple[int, list[str], float]:
     return rc, captured.err.strip().splitlines(), time.monotonic() - start
 
 
-def model_file(cid: str) -> Path:
-    """The registered ONNX file of the customer's production version (under mlflow/artifacts)."""
-    version = model_versions.get_alias(model_names.customer_model_name(cid), model_names.PRODUCTION)
+def model_file(cid: str, alias: str = model_names.PRODUCTION) -> Path:
+    """The registered ONNX file of the customer's version ``alias`` names (under mlflow/artifacts)."""
+    version = model_versions.get_alias(model_names.customer_model_name(cid), alias)
     folder = store.client().get_logged_model(version.source.removeprefix("models:/")).artifact_location
     return Path(unquote(urlparse(folder).path)) / "model.onnx"
 
@@ -207,6 +208,99 @@ def test_doctor_finishes_a_promotion_cut_short_between_its_alias_writes(project,
     assert (str(model_versions.get_alias(a, model_names.PRODUCTION).version),
             str(model_versions.get_alias(a, model_names.PREVIOUS).version)) == ("2", "1")
     assert registry_index().rows()["a"].production_version == "2"
+
+
+def flip_last_byte(path: Path) -> None:
+    """The same size, one byte other (a random file's last byte may be the one written over it)."""
+    data = path.read_bytes()
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+
+
+def test_doctor_checks_previous_versions_and_rollback_refuses_a_damaged_one(project, capsys):
+    """Guarantee: `metagan doctor` checks the `previous` version too (what `metagan rollback` would
+    put into production): its damaged file is DAMAGED, naming the file, the registered and found
+    sha256 and that rollback refuses it, exit 5; rollback then refuses it (exit 5) and production stays."""
+    name = model_names.customer_model_name("a")
+    first = model_versions.get_alias(name, model_names.PRODUCTION)
+    with tracking.start_run("adapt-a-again", {}):  # another file: b's export serves as a's second model
+        second = model_versions.log_onnx_model(project / "b.onnx", name, {"parity_ok": "true"})
+    model_versions.set_alias(name, model_names.PREVIOUS, first.version)
+    for alias in (model_names.CANDIDATE, model_names.PRODUCTION):
+        model_versions.set_alias(name, alias, second.version)
+    assert check_registry().ok
+    damaged = model_file("a", model_names.PREVIOUS)
+    flip_last_byte(damaged)
+
+    (check,) = check_registry().damaged
+    assert (check.customer_id, check.version, check.aliases) == ("a", str(first.version), ("previous",))
+    assert main(["doctor"]) == ExitCode.DAMAGED
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("DAMAGED")]
+    assert str(damaged) in line and first.tags[model_versions.ONNX_SHA256_TAG][:12] + "... registered" in line
+    assert hashlib.sha256(damaged.read_bytes()).hexdigest()[:12] + "... found" in line
+    assert "`metagan rollback` refuses it" in line and "restore mlflow/artifacts from backup" in line
+    rc, err, _ = run(capsys, "rollback", "--customer", "a")
+    assert rc == ExitCode.DAMAGED and len(err) == 1, err
+    assert str(model_versions.get_alias(name, model_names.PRODUCTION).version) == str(second.version)
+
+
+def register_file(model: str, path: Path, tag: str, folder: str) -> None:
+    """``path`` registered as ``model``'s ``current`` version, as meta-training registers its checkpoint."""
+    with tracking.start_run(f"register-{model}", {}) as logged:
+        tracking.log_file(path, folder)
+        version = model_versions.register_artifact(model, logged, folder, {tag: sha256_file(path)})
+    model_versions.set_alias(model, model_names.CURRENT, version.version)
+
+
+@pytest.mark.parametrize("fault", ["altered", "deleted"])
+def test_doctor_checks_the_meta_model_and_evaluator_files_against_their_checksums(project, tmp_path, capsys,
+                                                                                  fault):
+    """Guarantee: `metagan doctor` checks the file of the meta-model's and the evaluator's `current`
+    version against the sha256 tag recorded at registration: an altered or deleted one is DAMAGED,
+    naming the model, version, file and checksums (registered, found), with what to do: copy back
+    the project's own copy where it has the registered checksum, else restore from backup or
+    register anew; exit 5. Doctor changes neither the file nor its tag."""
+    from metagan.config import load_params
+    from metagan.lifecycle import meta_model
+
+    meta, evaluator = tmp_path / "checkpoint.pt", tmp_path / "evaluator.pt"
+    meta.write_bytes(os.urandom(3000))
+    evaluator.write_bytes(os.urandom(2000))
+    params = load_params().with_overrides(paths={"meta_checkpoint": str(meta), "evaluator": str(evaluator)})
+    register_file(model_names.META_MODEL, meta, model_versions.CHECKPOINT_SHA256_TAG, "checkpoint")
+    assert meta_model.register_evaluator(params).registered  # the evaluator's own registration
+    health = check_registry(params)
+    assert [(f.what, f.ok) for f in health.files] == [("meta-model", True), ("evaluator", True)]
+    stored = {f.what: Path(f.file) for f in health.files}
+    assert stored["meta-model"].is_relative_to(project / "mlflow" / "artifacts") and stored["meta-model"].name == meta.name
+    assert main(["doctor"]) == ExitCode.OK
+    assert "ok      meta-model metagan-meta v1 (current): checked by checksum" in capsys.readouterr().out
+
+    if fault == "altered":
+        for path in stored.values():
+            flip_last_byte(path)
+    else:
+        for path in stored.values():
+            path.unlink()
+    evaluator.write_bytes(b"another evaluator since")  # the project's copy differs: no copy to offer
+    meta_check, evaluator_check = check_registry(params).files
+    assert not meta_check.ok and not evaluator_check.ok
+    assert meta_check.expected == sha256_file(meta) and meta_check.version == "1"
+    if fault == "altered":
+        assert meta_check.found == sha256_file(stored["meta-model"]) and meta_check.file == str(stored["meta-model"])
+        assert f"{meta_check.expected[:12]}... registered, {meta_check.found[:12]}... found" in meta_check.problem
+    else:
+        assert meta_check.found == "" and "missing" in meta_check.problem
+    assert meta_check.fix == f"the project's copy {meta} has the registered sha256: copy it to {stored['meta-model']}"
+    assert "restore mlflow/artifacts from backup" in evaluator_check.fix
+    assert "metagan-evaluator" in evaluator_check.describe() and evaluator_check.describe().startswith("DAMAGED")
+
+    rc, _, _ = run(capsys, "doctor")
+    assert rc == ExitCode.DAMAGED
+    version = model_versions.get_alias(model_names.META_MODEL, model_names.CURRENT)
+    assert version.tags[model_versions.CHECKPOINT_SHA256_TAG] == sha256_file(meta)  # never tagged to pass
+    shutil.copy(meta, stored["meta-model"])  # the fix named
+    assert check_registry(params).files[0].ok
+
 
 def records_naming(project: Path, folder: Path) -> list[tuple[str, str, str, str]]:
     """(database, table, column, value) of every text naming a file under ``folder`` in the
