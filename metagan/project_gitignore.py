@@ -30,14 +30,22 @@ where ``.gitignore`` lies)."""
 HEADER = "# written by metagan: its state and outputs (the registry is backed up, not committed)"
 
 
-def ignore_project_state(root: str | Path) -> list[str]:
-    """Add to ``root/.gitignore`` each line of :data:`IGNORED` it lacks (``/data`` written by DVC
-    counts as ``/data/``); the lines added, none when all were there."""
+def missing_lines(root: str | Path) -> list[str]:
+    """The lines of :data:`IGNORED` that ``root/.gitignore`` lacks (``/data`` written by DVC counts
+    as ``/data/``): all of them where there is no ``.gitignore``. ``metagan doctor`` names them in a
+    project made before ``init`` wrote them, or by ``demo`` alone."""
     gitignore = Path(root) / ".gitignore"
-    text = gitignore.read_text() if gitignore.exists() else ""
-    present = {_folder(line) for line in text.splitlines()}
-    missing = [line for line in IGNORED if _folder(line) not in present]
+    present = {_folder(line) for line in (gitignore.read_text() if gitignore.exists() else "").splitlines()}
+    return [line for line in IGNORED if _folder(line) not in present]
+
+
+def ignore_project_state(root: str | Path) -> list[str]:
+    """Add to ``root/.gitignore`` each line of :data:`IGNORED` it lacks (:func:`missing_lines`);
+    the lines added, none when all were there."""
+    gitignore = Path(root) / ".gitignore"
+    missing = missing_lines(root)
     if missing:
+        text = gitignore.read_text() if gitignore.exists() else ""
         before = text if not text or text.endswith("\n") else text + "\n"
         write_text(gitignore, before + "\n".join([HEADER, *missing]) + "\n")
     return missing

@@ -271,6 +271,27 @@ def test_init_leaves_a_project_whose_git_takes_only_what_a_user_versions(tmp_pat
     assert lines[0] == ("*.log" if git_first else lines[0]) and sum(line.strip("/") == "data" for line in lines) == 1
 
 
+def test_doctor_names_the_gitignore_lines_a_project_made_without_init_lacks(tmp_path, capsys, monkeypatch):
+    """A project started before `metagan init` wrote its .gitignore, or by `metagan demo` alone (init
+    then refuses: params.yaml is there), lets `git add .` take the registry and the data. `metagan
+    doctor` names the lines it lacks in a warning (the exit code stays), DVC's `/data` counting as
+    `/data/`, and writes nothing: the file is the user's. Once they are there, it says nothing."""
+    from metagan import tracking
+    from metagan.project_gitignore import IGNORED, ignore_project_state
+
+    monkeypatch.setenv("METAGAN_PROJECT", str(tmp_path))
+    tracking.create_store()  # an empty registry, as meta-training starts one
+    (tmp_path / ".gitignore").write_text("/data\n*.log\n")  # DVC's line and the user's own
+    assert main(["doctor"]) == ExitCode.OK
+    (warning,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert str(tmp_path / ".gitignore") in warning
+    assert warning.endswith("add " + " ".join(line for line in IGNORED if line != "/data/"))
+    assert (tmp_path / ".gitignore").read_text() == "/data\n*.log\n"
+    ignore_project_state(tmp_path)  # what init writes
+    assert main(["doctor"]) == ExitCode.OK
+    assert "warning" not in capsys.readouterr().out
+
+
 def test_the_demo_names_every_customer_it_did_not_serve_and_exits_partial(monkeypatch, tmp_path, capsys):
     """`metagan demo` keeps the exit codes of every command: a customer rejected, failed or refused
     by the gate is named with its reason and the demo exits 1 (found by a probe: it exited 0 and

@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("doctor", "check the registry: the store, each production, candidate and previous model file, and "
             "the current meta-model's and evaluator's, against the checksum recorded at registration (exit 5 "
-            "if anything is damaged)", cmd_doctor)
+            "if anything is damaged); warn of a .gitignore without the lines init writes", cmd_doctor)
 
     d = command("demo", "the whole pipeline on the bundled sample and example customers", cmd_demo)
     d.add_argument("--customers", metavar="DIR", help=customers_help + " (default: the examples shipped "

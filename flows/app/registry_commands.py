@@ -48,7 +48,8 @@ def cmd_doctor(args, params: Params) -> int:
     """The registry's health (metagan.lifecycle.health): exit 5 when the store, a customer's production,
     candidate or previous model, or the current meta-model's or evaluator's file is damaged; a promotion
     or rollback cut short between its alias writes finished; the fleet index checked against the
-    registry, and the rows that disagree rewritten."""
+    registry, and the rows that disagree rewritten; a warning (no change to the exit code) naming the
+    lines `metagan init` writes into .gitignore that the project's lacks."""
     from metagan.lifecycle.fleet import default_every_s
     from metagan.fleet_index import registry_index
     from metagan.lifecycle.fleet_repair import repair_index
@@ -71,7 +72,22 @@ def cmd_doctor(args, params: Params) -> int:
         print(f"repaired {cid} in the fleet index: {why}")
     print(f"fleet index {repair.index}: {repair.customers} customer(s), "
           + ("agrees with the registry" if repair.agreed else f"{len(repair.repaired)} row(s) repaired from the registry"))
+    _warn_unignored_state()
     return ExitCode.DAMAGED if health.damaged else ExitCode.OK
+
+
+def _warn_unignored_state() -> None:
+    """A project made before `metagan init` wrote its .gitignore lines (or by `metagan demo` alone:
+    init refuses where params.yaml exists) lets `git add .` take the registry and the data. Named,
+    not written: the .gitignore is the user's file, and doctor repairs only what metagan owns."""
+    from metagan.config import is_project, project_dir
+    from metagan.project_gitignore import missing_lines
+
+    root = project_dir()
+    missing = missing_lines(root) if is_project(root) else []
+    if missing:
+        print(f"warning: {root / '.gitignore'} lacks lines `metagan init` writes, so `git add .` would take "
+              f"metagan's state (the registry, data, outputs): add {' '.join(missing)}")
 
 
 def models_table(rows, width: int = 100) -> str:
