@@ -273,13 +273,26 @@ def get_version_or_none(model_name: str, version: str | int):
         raise
 
 
-def download_artifact_file(model_name: str, version: str | int, filename: str, dest: str | Path) -> Path:
-    """Fetch one file of a registered (non-MLmodel) version, e.g. the meta checkpoint."""
+def download_artifact_file(model_name: str, version: str | int, filename: str, dest: str | Path,
+                           sha256_tag: str | None = None) -> Path:
+    """Fetch one file of a registered (non-MLmodel) version, e.g. the meta checkpoint. ``sha256_tag``:
+    the version tag holding the file's sha256 (:data:`CHECKPOINT_SHA256_TAG`); a download that does
+    not match it is removed and :class:`~metagan.errors.Damaged`, so no damaged file is used."""
     import mlflow
 
+    from metagan.errors import Damaged
+
     mv = get_version(model_name, version)
-    return Path(retrying(f"download {filename} of {model_name} version {version}", mlflow.artifacts.download_artifacts,
-                          artifact_uri=f"{mv.source}/{filename}", dst_path=str(dest)))
+    path = Path(retrying(f"download {filename} of {model_name} version {version}", mlflow.artifacts.download_artifacts,
+                         artifact_uri=f"{mv.source}/{filename}", dst_path=str(dest)))
+    expected = (mv.tags or {}).get(sha256_tag) if sha256_tag else None
+    found = sha256_file(path) if expected else None
+    if found != expected:
+        path.unlink()
+        raise Damaged(f"{model_name} version {version}: its registered file {filename} does not match its registered "
+                      f"checksum (sha256 {expected[:12]}... registered, {found[:12]}... found); restore mlflow/artifacts "
+                      "from backup (`metagan doctor` says what else)")
+    return path
 
 
 def artifact_file_uris(source: str) -> list[str]:

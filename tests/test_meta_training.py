@@ -193,3 +193,33 @@ def test_a_warm_start_read_once_identifies_and_starts_the_meta_model_without_its
     same = [torch.equal(weights[at], t) for at, t in tensors(saved["state"]) if at in weights]
     assert len(same) == len(weights) and all(same)
     assert saved["step"] == start.content["step"]  # minutes 0: started from the start's weights, no step taken
+
+
+def test_a_reused_meta_model_whose_registered_checkpoint_is_damaged_is_refused(registered_meta, tmp_path):
+    """Guarantee: meta-training that reuses a registered meta-model fetches its checkpoint only when
+    the project's differs, and checks it against the `checkpoint_sha256` tag: a damaged registered
+    file stops it as damaged state (exit 5) naming the version and both checksums, and leaves the
+    project's own file as it was. It was put in place unchecked and made `current` again, so the
+    customers were adapted from it; with the registered file restored, the reuse goes on."""
+    import shutil
+
+    from metagan import model_versions
+    from metagan.addresses import file_uri_path
+    from metagan.errors import Damaged, kind_of
+    from metagan.files import sha256_file
+    from metagan.lifecycle.meta_model import train_meta_or_reuse
+    from metagan.model_names import META_MODEL
+
+    params, good = registered_meta
+    local = params.resolve(params.paths.meta_checkpoint)
+    stored = file_uri_path(model_versions.get_version(META_MODEL, "1").source) / local.name
+    data = stored.read_bytes()
+    stored.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    local.write_bytes(b"a checkpoint of a run killed since")
+    with pytest.raises(Damaged, match="metagan-meta version 1: .* registered, .* found") as caught:
+        train_meta_or_reuse(params, "d2")
+    assert kind_of(caught.value).exit_code == 5
+    assert local.read_bytes() == b"a checkpoint of a run killed since"
+    shutil.copy(good, stored)
+    again = train_meta_or_reuse(params, "d2")
+    assert (again.version, again.reused) == ("1", True) and sha256_file(local) == sha256_file(good)

@@ -175,8 +175,8 @@ def _fix(what: str, name: str, version: str, expected: str, local: Path | None, 
          source: str) -> str:
     """What to do for a damaged registered file: copy back the project's own copy where it is the
     registered file, otherwise restore the backup, otherwise register it anew once the damaged
-    version is deleted (while it is there, meta-training with the same data and settings, and the
-    evaluator's registration of the same file, find it and register nothing)."""
+    version is deleted (while it is there, meta-training with the same data and settings stops on
+    it, and the evaluator's registration of the same file finds it and registers nothing)."""
     if local is not None and local.is_file() and sha256_file(local) == expected:
         target = _shown(damaged) if damaged else f"{_shown(source)}/{local.name}"
         return f"the project's copy {local} has the registered sha256: copy it to {target}"

@@ -7,6 +7,7 @@ Identities and names come from :mod:`metagan.lifecycle.registry`; MLflow is reac
 from __future__ import annotations
 
 import logging
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +16,7 @@ from metagan import model_versions, tracking
 from metagan.config import Params
 from metagan.data import load_packed
 from metagan.data.shards import packed_version
-from metagan.files import sha256_file, write_json, write_text
+from metagan.files import move_into_place, sha256_file, write_json, write_text
 from metagan.grid import make_grid
 from metagan.model_names import CURRENT, EVALUATOR_MODEL, META_MODEL
 from metagan.task_data import sample_in_place_of_source
@@ -76,7 +77,11 @@ def _train_or_reuse(params: Params, data_version: str, progress, start: ReadChec
         existing = registered_by_path(params, tasks, start)
     if existing is not None:
         if not ckpt.exists() or existing.tags.get(model_versions.CHECKPOINT_SHA256_TAG) != sha256_file(ckpt):
-            model_versions.download_artifact_file(META_MODEL, existing.version, ckpt.name, ckpt.parent)
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            # beside, checked, then renamed: a damaged registered file leaves the project's own in place
+            with tempfile.TemporaryDirectory(dir=ckpt.parent) as part:
+                move_into_place(model_versions.download_artifact_file(META_MODEL, existing.version, ckpt.name, part,
+                                                                      model_versions.CHECKPOINT_SHA256_TAG), ckpt)
         log.info("reusing %s version %s (same data and params)", META_MODEL, existing.version)
         restore_dvc_metrics(existing.run_id, ckpt.parent)  # a DVC stage declares them, trained or reused
         model_versions.set_alias(META_MODEL, CURRENT, existing.version)

@@ -153,7 +153,8 @@ def meta_checkpoint(params: Params, meta_version: str | int) -> Path:
     if not cached.exists():  # download beside, then rename: a killed download leaves no torn file
         cached.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cached.parent) as part:
-            move_into_place(model_versions.download_artifact_file(META_MODEL, meta_version, ckpt.name, part), cached)
+            move_into_place(model_versions.download_artifact_file(META_MODEL, meta_version, ckpt.name, part,
+                                                                  model_versions.CHECKPOINT_SHA256_TAG), cached)
     return cached
 
 

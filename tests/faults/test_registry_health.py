@@ -9,6 +9,7 @@ import hashlib
 import os
 import shutil
 import sqlite3
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -253,14 +254,15 @@ def register_file(model: str, path: Path, tag: str, folder: str) -> None:
 
 @pytest.mark.parametrize("fault", ["altered", "deleted"])
 def test_doctor_checks_the_meta_model_and_evaluator_files_against_their_checksums(project, tmp_path, capsys,
-                                                                                  fault):
+                                                                                  monkeypatch, fault):
     """Guarantee: `metagan doctor` checks the file of the meta-model's and the evaluator's `current`
     version against the sha256 tag recorded at registration: an altered or deleted one is DAMAGED,
     naming the model, version, file and checksums (registered, found), with what to do: copy back
     the project's own copy where it has the registered checksum, else restore from backup or
-    register anew; exit 5. Doctor changes neither the file nor its tag."""
+    register anew; exit 5. Doctor changes neither the file nor its tag. A worker fetching the
+    damaged checkpoint (`registry.meta_checkpoint`) refuses it, and caches nothing."""
     from metagan.config import load_params
-    from metagan.lifecycle import meta_model
+    from metagan.lifecycle import meta_model, registry
 
     meta, evaluator = tmp_path / "checkpoint.pt", tmp_path / "evaluator.pt"
     meta.write_bytes(os.urandom(3000))
@@ -298,8 +300,14 @@ def test_doctor_checks_the_meta_model_and_evaluator_files_against_their_checksum
     assert rc == ExitCode.DAMAGED
     version = model_versions.get_alias(model_names.META_MODEL, model_names.CURRENT)
     assert version.tags[model_versions.CHECKPOINT_SHA256_TAG] == sha256_file(meta)  # never tagged to pass
+    away = params.with_overrides(paths={"meta_checkpoint": str(tmp_path / "worker" / meta.name)})
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the workers' cache: this test's own
+    if fault == "altered":  # a worker without the file fetches it: refused, not used or cached
+        with pytest.raises(Damaged, match="metagan-meta version 1: .* registered, .* found"):
+            registry.meta_checkpoint(away, "1")
     shutil.copy(meta, stored["meta-model"])  # the fix named
     assert check_registry(params).files[0].ok
+    assert sha256_file(registry.meta_checkpoint(away, "1")) == sha256_file(meta)
 
 
 def records_naming(project: Path, folder: Path) -> list[tuple[str, str, str, str]]:
