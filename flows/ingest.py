@@ -16,6 +16,7 @@ from metagan.lifecycle import fleet
 from metagan.config import Params
 from metagan.customers import IngestResult, ingest_customer
 from metagan.domain import upload_screen
+from metagan.known_customers import case_twins
 from metagan.task_data import prepare_task_dataset
 from metagan.uploads import CUSTOMER_ID, CustomerUploads, discover_customers, folder_problem, not_customer_folders
 
@@ -84,7 +85,20 @@ def customer_folders(customers_dir: str | Path, folders: list[str] | None = None
     rejections of the customers that have none: a folder named that is not there (a typo, a file,
     gone since), or, in a full scan, an entry that is no folder (a file, a link to nothing). Each
     fails alone, aloud: an upload service believed those uploads ingested (exit 0 before), and a
-    full scan passed such an entry over without a word (probes of 2026-12-06)."""
+    full scan passed such an entry over without a word (probes of 2026-12-06). Given
+    ``ingested_root``, a new id that differs only in case from a known customer's or from another
+    folder's of the batch is refused too, its folder left unread (:func:`case_twins`)."""
+    found, rejected = _folders(customers_dir, folders, ingested_root)
+    if ingested_root is None:
+        return found, rejected
+    twins = case_twins([f.name for f in found], ingested_root)
+    # no signature recorded: the index learns no such id, and the next run looks again
+    return [f for f in found if f.name not in twins], rejected + [IngestResult(c, ok=False, error=str(e))
+                                                                 for c, e in twins.items()]
+
+
+def _folders(customers_dir: str | Path, folders: list[str] | None,
+             ingested_root: str | Path | None) -> tuple[list[Path], list[IngestResult]]:
     found = discover_customers(customers_dir)
     if folders is not None:
         wanted = {Path(f).name for f in folders}

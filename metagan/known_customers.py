@@ -1,4 +1,5 @@
-"""Which customers a project knows, and the one message every command gives for a name it does not.
+"""Which customers a project knows, the one message every command gives for a name it does not,
+and the new ids ingestion refuses for being a known one (or another new one) in another case.
 
 A customer is known when it has uploads (its folder among the uploads a command reads, or its shots
 ingested under ``paths.ingested_customers``) or a registered model. The commands that take a
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from metagan.errors import NotFound
 from metagan.model_names import CUSTOMER_PREFIX, customer_id_of, customer_model_name
-from metagan.uploads import CUSTOMER_ID, validate_customer_id
+from metagan.uploads import CUSTOMER_ID, UploadError, validate_customer_id
 
 SHOWN = 8
 """Known names listed in the message (the closest match is looked for among all of them)."""
@@ -26,6 +27,11 @@ LISTED_FROM_A_SERVER = 1000
 """At most this many registered names are read from a tracking server for the message (ten pages):
 a typo at a million customers costs ten requests, not ten thousand. Only the message is cut short:
 whether a name is known is asked of the registry by that name (:func:`check_known`)."""
+
+SEARCHED_BY_NAME = 20
+"""Up to this many new ids are looked for in a tracking server's registry one request each, in any
+case (:func:`case_twins`); more (a first scan of a fleet's uploads) read its list of customers
+once, a request per 100 names."""
 
 
 def check_known(customer_id: str, ingested_root: str | Path, uploads_dir: str | Path | None = None) -> str:
@@ -36,6 +42,62 @@ def check_known(customer_id: str, ingested_root: str | Path, uploads_dir: str | 
     if _has_uploads(customer_id, ingested_root, uploads_dir) or _registered(customer_id):
         return customer_id
     raise NotFound(unknown_customer_said(customer_id, ingested_root, uploads_dir))
+
+
+def case_twins(customer_ids: list[str], ingested_root: str | Path) -> dict[str, UploadError]:
+    """The new ids among ``customer_ids`` (a batch about to be ingested) that
+    :func:`~metagan.uploads.validate_customer_id` refuses for differing only in case from a known
+    customer (shots ingested, a registered model) or from another id of the batch, each with its
+    error: on a case-insensitive file system the two would share folders. Ids known with that very
+    spelling pass; unsafe ids are left to ingestion, which says why. Where the registry cannot be
+    read, the new ids are refused for that alone (the next run looks again), the known ones go on."""
+    from metagan.customers import ingested_customers
+    from metagan.errors import kind_of
+
+    ingested = set(ingested_customers(ingested_root))
+    new = [c for c in customer_ids if CUSTOMER_ID.fullmatch(c) and c not in ingested]
+    if not new:
+        return {}
+    try:
+        known = ingested | registered_in_any_case(new)
+    except Exception as e:  # noqa: BLE001 (a known failure of the registry; a bug is raised)
+        if kind_of(e) is None:
+            raise
+        return {c: UploadError(c, f"cannot tell whether a registered customer has its id in another case ({e}); "
+                                  "it is ingested once the registry answers") for c in new}
+    refused = {}
+    for c in new:
+        try:
+            validate_customer_id(c, known, customer_ids)
+        except UploadError as e:
+            refused[c] = e
+    return refused
+
+
+def registered_in_any_case(customer_ids: list[str]) -> set[str]:
+    """The registered customers whose ids equal one of ``customer_ids`` but for case (the same ids
+    included): one query of the embedded registry; a server is asked by name (:data:`SEARCHED_BY_NAME`)."""
+    from metagan import mlflow_sqlite
+    from metagan.store import tracking_uri
+
+    folded = {c.casefold() for c in customer_ids}
+    db = mlflow_sqlite.database_path(tracking_uri())
+    names = None
+    if db is not None:
+        try:
+            names = mlflow_sqlite.model_names_in_any_case(db, [customer_model_name(c) for c in customer_ids])
+        except mlflow_sqlite.UnknownLayout:
+            pass  # MLflow's client reads it
+    if names is None:
+        from metagan import model_versions
+
+        if len(customer_ids) <= SEARCHED_BY_NAME:
+            names = [m.name for c in customer_ids
+                     for m in model_versions.search_models_in_any_case(customer_model_name(c))]
+        else:
+            names = [m.name for m in model_versions.list_models(CUSTOMER_PREFIX)]
+    return {customer_id_of(n) for n in names
+            if n.startswith(CUSTOMER_PREFIX) and customer_id_of(n).casefold() in folded}
 
 
 def unknown_among(customer_ids: list[str], ingested_root: str | Path, uploads_dir: str | Path | None = None) -> list[str]:

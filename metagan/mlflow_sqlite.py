@@ -97,6 +97,30 @@ def model_names(db: Path, prefix: str, name: str | None = None) -> list[str]:
     return sorted(r[0] for r in rows if r[0].startswith(prefix))
 
 
+def model_names_in_any_case(db: Path, names: list[str]) -> list[str]:
+    """The registered models whose names equal one of ``names`` but for case (the same names
+    included), sorted; none when there is no registry yet. For ASCII names (SQLite's ``lower``
+    folds ASCII letters alone), as the registry's customer names are."""
+    if not db.is_file() or not names:
+        return []
+    folded = sorted({n.lower() for n in names})
+    found: set[str] = set()
+    try:
+        with closing(_connect(db)) as con:
+            for i in range(0, len(folded), 500):  # under SQLite's limit on a statement's parameters
+                chunk = folded[i:i + 500]
+                found.update(r[0] for r in con.execute(
+                    f"SELECT DISTINCT name FROM registered_models WHERE lower(name) IN ({', '.join('?' * len(chunk))})",
+                    chunk))
+    except sqlite3.OperationalError as e:
+        if "no such" in str(e):  # another MLflow schema, or none: MLflow's client says which
+            raise UnknownLayout(str(e)) from e
+        raise
+    except sqlite3.DatabaseError as e:
+        raise Damaged(f"the registry at {db} is unreadable ({e}); restore it from backup") from None
+    return sorted(found)
+
+
 def onnx_file(stored: StoredVersion) -> Path:
     """The ONNX file of an ONNX-flavor version, from its ``MLmodel`` description."""
     import yaml

@@ -350,6 +350,14 @@ def search_models(names: list[str]) -> list:
                       filter_string=f"name IN ({quoted})")
 
 
+def search_models_in_any_case(name: str) -> list:
+    """The registered models whose names equal ``name`` but for case (``name`` itself included):
+    one request, MLflow's ``ILIKE``, whose ``_`` matches any one character, hence the comparison."""
+    found = _all_pages("read registered models", client().search_registered_models, PAGE_SIZE,
+                       filter_string=f"name ILIKE '{name}'")
+    return [m for m in found if m.name.casefold() == name.casefold()]
+
+
 def search_versions_of(names: list[str]) -> list:
     """Every version of the models ``names``, with their tags (all pages)."""
     if not names:

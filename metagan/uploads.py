@@ -11,7 +11,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Collection, Iterable
 
 import numpy as np
 
@@ -51,11 +51,35 @@ class CustomerUploads:
         return h.hexdigest()
 
 
-def validate_customer_id(name: str) -> str:
+def validate_customer_id(name: str, known: Collection[str] = (), batch: Iterable[str] = ()) -> str:
+    """``name`` when it can be a customer's id: safe as a file name, a registry name and a URL part
+    and, given the ids already known (``known``: ingested or registered) and those arriving with it
+    (``batch``), not one of them in another case. Ids are case-sensitive (``Acme`` and ``acme`` are
+    two customers), but on a case-insensitive file system (macOS, Windows, some mounts) the two
+    would share their folders; an id already known with that very spelling is of course fine."""
     if not CUSTOMER_ID.fullmatch(name):
         raise UploadError(name, "unsafe customer id: use 1-64 ASCII letters (A-Z, a-z), digits, '_' or '-', "
                                  "starting with a letter or digit")
+    if name in known:
+        return name
+    if (twin := _case_twin(name, known)) is not None:
+        raise UploadError(name, f"its id differs only in case from the known customer {twin!r}: {_SHARED_FOLDERS}; "
+                                f"if it is that customer, upload to {twin!r}, else choose another id")
+    if (twin := _case_twin(name, batch)) is not None:
+        raise UploadError(name, f"its id differs only in case from {twin!r}, uploaded in the same batch: "
+                                f"{_SHARED_FOLDERS}; rename one of the two folders")
     return name
+
+
+_SHARED_FOLDERS = ("ids are case-sensitive, but on a case-insensitive file system (macOS, Windows, some mounts) the "
+                   "two would share folders and mix or overwrite each other's shots and models")
+
+
+def _case_twin(name: str, others: Iterable[str]) -> str | None:
+    """The first (in order) of ``others`` that differs from ``name`` only in case, if any. Unsafe ids
+    are no twins: ``str.casefold`` folds some non-ASCII letters into ASCII ones ('ß' into 'ss')."""
+    folded = name.casefold()
+    return min((o for o in others if o != name and o.casefold() == folded and CUSTOMER_ID.fullmatch(o)), default=None)
 
 
 def discover_customers(root: str | Path) -> list[Path]:

@@ -18,6 +18,26 @@ def test_unsafe_customer_ids_are_rejected(bad):
         validate_customer_id(bad)
 
 
+def test_an_id_that_differs_only_in_case_from_a_known_or_batch_id_is_refused_naming_both():
+    """Ids are case-sensitive, but `Acme` and `acme` would share folders on a case-insensitive file
+    system: a new id refused for a known id or another id of its batch in another case, naming both
+    and why; an id known with that very spelling passes, even beside its twin."""
+    with pytest.raises(UploadError) as refused:
+        validate_customer_id("acme", known={"Acme", "beta"})
+    assert refused.value.customer == "acme"
+    assert str(refused.value) == (
+        "customer 'acme': its id differs only in case from the known customer 'Acme': ids are case-sensitive, but on "
+        "a case-insensitive file system (macOS, Windows, some mounts) the two would share folders and mix or "
+        "overwrite each other's shots and models; if it is that customer, upload to 'Acme', else choose another id")
+    with pytest.raises(UploadError, match=r"^customer 'acme': its id differs only in case from 'ACME', uploaded in "
+                                          r"the same batch: .*; rename one of the two folders$"):
+        validate_customer_id("acme", known={"beta"}, batch=["ACME", "acme", "beta"])
+    assert validate_customer_id("Acme", known={"Acme", "acme"}, batch=["Acme", "acme"]) == "Acme"  # both known
+    assert validate_customer_id("acme", known={"beta"}, batch=["acme", "acme-2"]) == "acme"
+    # casefold makes "strasse" of the unsafe "Straße": no twin of a safe id (it is refused for itself)
+    assert validate_customer_id("strasse", batch=["Stra\u00dfe"]) == "strasse"
+
+
 def test_bad_files_are_rejected_with_reasons_and_the_rest_used(tmp_path):
     c = tmp_path / "acme"
     c.mkdir()

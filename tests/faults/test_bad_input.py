@@ -202,6 +202,65 @@ def test_a_file_or_a_dangling_link_among_the_customer_folders_is_a_rejected_cust
                                            f"customer 'notes.txt': its upload folder {notes} is a file, not a folder"]
 
 
+def test_a_new_customer_id_in_another_case_than_a_known_or_batch_one_is_refused_alone(uploads, params, tmp_path,
+                                                                                       monkeypatch):
+    """Guarantee: ids are case-sensitive, but on a case-insensitive file system (macOS, Windows)
+    `Acme` and `acme` would share data/customers/<id>, artifacts/customers/<id> and upload folders.
+    Every run that ingests (`ingest`, `ingest --customer`, `adapt`, `pipeline`, `demo`, the hourly
+    run: all through `customer_folders`) refuses a NEW id that differs only in case from a known one
+    (shots ingested, a registered model) or from another folder of the batch, naming both and why,
+    before its folder is read: nothing written, nothing recorded in the index (the next run looks
+    again); the others are ingested. An id known with that very spelling passes. Where the registry
+    cannot be read, the new ids alone wait for the next run."""
+    import shutil
+
+    from metagan import known_customers, mlflow_sqlite, model_names, store, tracking
+    from metagan.retry import ServiceUnavailable
+    from flows.ingest import customer_folders
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
+    tracking.create_store()
+    store.client().create_registered_model(model_names.customer_model_name("Zed"))  # adapted, its shots since lost
+    ingested = params.resolve(params.paths.ingested_customers)
+    assert ingest_one.fn(uploads / "good-1", params).ok
+    for twin in ("GOOD-1", "zed", "Zed", "New", "new"):
+        shutil.copytree(uploads / "good-2", uploads / twin)
+    found, rejected = customer_folders(uploads, None, ingested)
+    assert [f.name for f in found] == ["Zed", "good-1", "good-2"]
+    errors = {r.customer_id: r.error for r in rejected}
+    assert not any(r.ok or r.signature for r in rejected)  # so the fleet index records no such id
+    shared = "ids are case-sensitive, but on a case-insensitive file system (macOS, Windows, some mounts) the two " \
+             "would share folders and mix or overwrite each other's shots and models"
+    assert errors == {
+        "GOOD-1": f"customer 'GOOD-1': its id differs only in case from the known customer 'good-1': {shared}; if it "
+                  "is that customer, upload to 'good-1', else choose another id",
+        "zed": f"customer 'zed': its id differs only in case from the known customer 'Zed': {shared}; if it is that "
+               "customer, upload to 'Zed', else choose another id",
+        "New": f"customer 'New': its id differs only in case from 'new', uploaded in the same batch: {shared}; rename "
+               "one of the two folders",
+        "new": f"customer 'new': its id differs only in case from 'New', uploaded in the same batch: {shared}; rename "
+               "one of the two folders"}
+    assert_good_customers_ingested({f.name: ingest_one.fn(f, params) for f in found}, params)
+    assert sorted(p.name for p in ingested.iterdir()) == ["Zed", "good-1", "good-2"]
+    # the folders named to ingest (`ingest --customer`, the hourly run's changed ones): the same rule
+    found, rejected = customer_folders(uploads, ["zed", "good-2", "new"], ingested)
+    assert [f.name for f in found] == ["good-2", "new"] and [r.customer_id for r in rejected] == ["zed"]
+    # a tracking server is asked by name (ILIKE), or, for many new ids, lists its customers once
+    monkeypatch.setattr(mlflow_sqlite, "database_path", lambda uri: None)
+    for by_name in (known_customers.SEARCHED_BY_NAME, 0):
+        monkeypatch.setattr(known_customers, "SEARCHED_BY_NAME", by_name)
+        assert {r.customer_id: r.error for r in customer_folders(uploads, None, ingested)[1]} == errors
+    shutil.rmtree(ingested / "Zed")
+    # the registry unreadable: the new ids wait for the next run, the known ones go on
+    monkeypatch.setattr(known_customers, "registered_in_any_case",
+                        lambda ids: (_ for _ in ()).throw(ServiceUnavailable("MLflow at http://mlflow:5000 unavailable")))
+    found, rejected = customer_folders(uploads, None, ingested)
+    assert [f.name for f in found] == ["good-1", "good-2"]
+    assert {r.customer_id: r.error for r in rejected}["zed"] == (
+        "customer 'zed': cannot tell whether a registered customer has its id in another case (MLflow at "
+        "http://mlflow:5000 unavailable); it is ingested once the registry answers")
+
+
 def _save_16_bit(path):
     a = np.full((40, 40), 65535, np.uint16)
     a[8:32, 18:22] = 0
