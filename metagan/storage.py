@@ -23,26 +23,55 @@ def s3_client():
     policy its calls are retried under (:func:`_request`). botocore's own retries are off: its
     jittered backoff gave an S3 server restarting 0 to 15 s, at random (a restart of 4 s failed a
     batch in a probe of 2026-12-07), and ignored ``METAGAN_S3_BACKOFF_S``."""
-    import boto3
     from botocore.config import Config
 
-    policy = RetryPolicy.from_env("s3")
+    key = client_key()
+    policy = key[1]
     config = Config(retries={"total_max_attempts": 1, "mode": "standard"},
                     connect_timeout=policy.timeout_s, read_timeout=policy.timeout_s)
-    return boto3.client("s3", config=config), policy
+    return _current(key)["session"].client("s3", config=config), policy
 
 
 _CLIENTS: dict = {}
+"""The boto3 session and the shared client of the current configuration, under its
+:func:`client_key`: one entry, the latest (a session or client made with credentials since rotated
+is dropped, not kept with them)."""
 
 
 def shared_s3_client():
     """One :func:`s3_client` per process and configuration, for reads: a night's worker reads a
     model for every customer it draws, and making a client costs tens of milliseconds (boto3's
-    clients are thread-safe)."""
-    key = (os.environ.get("AWS_ENDPOINT_URL"), os.environ.get("AWS_ACCESS_KEY_ID"), RetryPolicy.from_env("s3"))
-    if key not in _CLIENTS:
-        _CLIENTS[key] = s3_client()
-    return _CLIENTS[key]
+    clients are thread-safe). A configuration that changes (rotated keys, another endpoint) gets a
+    new client: the old key lacked the secret and ``AWS_ENDPOINT_URL_S3``, so it reused a stale one."""
+    entry = _current(client_key())
+    if "client" not in entry:
+        entry["client"] = s3_client()
+    return entry["client"]
+
+
+def client_key() -> tuple[str, RetryPolicy]:
+    """What a client made now depends on: every ``AWS_*`` variable of the environment (endpoints,
+    keys, secret, session token, region, profile: all boto3 reads), as a SHA-256 so that no secret
+    is kept in plain form, and the retry policy."""
+    import hashlib
+
+    aws = sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))
+    digest = hashlib.sha256("\0".join(f"{k}={v}" for k, v in aws).encode("utf-8", "surrogateescape")).hexdigest()
+    return digest, RetryPolicy.from_env("s3")
+
+
+def _current(key: tuple) -> dict:
+    """The cache entry of configuration ``key``, made (with a boto3 session of its own) when the
+    configuration changed: boto3's default session keeps the credentials it first read, so a client
+    made from it after a rotation still signed with the old secret."""
+    entry = _CLIENTS.get(key)
+    if entry is None:
+        import boto3
+
+        entry = {"session": boto3.session.Session()}
+        _CLIENTS.clear()
+        _CLIENTS[key] = entry
+    return entry
 
 
 def read_object(uri: str) -> bytes:

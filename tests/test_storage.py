@@ -1,0 +1,34 @@
+import os
+
+from metagan import storage
+
+
+def test_the_shared_s3_client_follows_every_change_of_endpoint_credentials_and_policy(monkeypatch):
+    """Guarantee: `storage.shared_s3_client` makes a new client whenever what a client depends on
+    changes: any `AWS_*` variable (the secret, the session token, `AWS_ENDPOINT_URL_S3`, the
+    region...) or the retry policy; the same configuration reuses its client. Its key held the
+    endpoint and key id alone, so a process whose secret or S3 endpoint changed (a rotation in a
+    long-lived worker, a test) kept a stale client; and boto3's default session keeps the
+    credentials it first read, so even a new client signed with the old secret. The key holds no
+    secret in plain form, and only the latest configuration's client is kept."""
+    for name in [n for n in os.environ if n.startswith("AWS_") or n.startswith("METAGAN_S3_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(storage, "_CLIENTS", {})
+    env = {"AWS_ENDPOINT_URL": "http://s3-a:8333", "AWS_ACCESS_KEY_ID": "AKIAKEY", "AWS_SECRET_ACCESS_KEY": "s3cr3t-1"}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    first = storage.shared_s3_client()
+    assert storage.shared_s3_client() is first and first[0].meta.endpoint_url == "http://s3-a:8333"
+    assert "s3cr3t-1" not in repr(storage.client_key()) and "s3cr3t-1" not in repr(list(storage._CLIENTS))
+    seen = [first]
+    for name, value in (("AWS_SECRET_ACCESS_KEY", "s3cr3t-2"), ("AWS_SESSION_TOKEN", "token"),
+                        ("AWS_ENDPOINT_URL_S3", "http://s3-b:8333"), ("AWS_DEFAULT_REGION", "eu-west-1"),
+                        ("METAGAN_S3_ATTEMPTS", "2")):
+        monkeypatch.setenv(name, value)
+        client = storage.shared_s3_client()
+        assert all(client is not s for s in seen), name
+        assert storage.shared_s3_client() is client and len(storage._CLIENTS) == 1, name
+        seen.append(client)
+    assert client[0].meta.endpoint_url == "http://s3-b:8333" and client[1].attempts == 2
+    assert client[0]._request_signer._credentials.secret_key == "s3cr3t-2"  # botocore's, no public accessor
+    assert storage.s3_client()[0]._request_signer._credentials.secret_key == "s3cr3t-2"  # OutputLocation's too
