@@ -29,11 +29,9 @@ def seaweed(tmp_path_factory):
 @pytest.fixture
 def s3(seaweed, monkeypatch):
     """The product pointed at SeaweedFS with its right keys; ``s3.use_keys(key, secret)`` changes
-    them for the next client made (boto3's default session and fsspec keep what they first read)."""
-    import boto3
+    them in the environment, which the product's own S3 clients follow (``storage.client_key``);
+    fsspec, under DVC, keeps the file systems it made, so its cache is cleared."""
     import s3fs
-
-    from metagan import storage
 
     if seaweed.proc.poll() is not None:
         seaweed.start()  # a failed test may have left it stopped
@@ -41,8 +39,6 @@ def s3(seaweed, monkeypatch):
     def use_keys(key: str, secret: str) -> None:
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", key)
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
-        monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
-        monkeypatch.setattr(storage, "_CLIENTS", {})
         s3fs.S3FileSystem.clear_instance_cache()
 
     for k, v in seaweed.client_env().items():
