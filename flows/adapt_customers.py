@@ -88,8 +88,8 @@ def adapt_customers(params: Params, meta_version: str | None = None, data_versio
                 finished[result.customer_id] = report(result)
             done(len(finished))
     except fanout.WorkersLost as lost:
-        # every customer not done is reported failed, and the run stops: a caller that plans from
-        # the fleet index promotes what was adapted first (flows.hourly); the others stay pending
+        # every customer not done is reported failed, and the run stops: its caller promotes what
+        # was adapted first (flows.promote.adapt_and_promote)
         left = [u.customer_id for u in uploads if u.customer_id not in finished]
         results += [finished[u.customer_id] for u in uploads if u.customer_id in finished]
         adapt_table(results + [report(failure(cid, lost)) for cid in left])

@@ -17,11 +17,9 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
-from flows.adapt_customers import adapt_customers_flow
 from flows.common import dvc_root, data_target
-from flows.fanout import WorkersLost
 from flows.ingest import Ingestion, ingest
-from flows.promote import promote
+from flows.promote import adapt_and_promote
 from metagan import versioning
 from metagan.lifecycle import fleet
 from metagan.config import Params
@@ -92,15 +90,6 @@ def adapt_changed(params: Params, customers_dir: str) -> HourResult:
     # this run's shots in memory (never re-read: an overlapping run may rewrite the packed file)
     uploads = [fresh[c] for c in pending if c in fresh] + load_pending(params, [c for c in pending if c not in fresh])
     data_version = data.data_version if data else (versioning.data_version(dvc_root(params), data_target(params)) or "")
-    try:
-        adapted = adapt_customers_flow(params)(params, meta_version, data_version, uploads)
-    except WorkersLost as lost:
-        # what was adapted before the Dask workers went is promoted now rather than by the next
-        # hour (which would find it again, reused); the customers not done stay pending for it
-        built = {a.customer_id: a.version for a in lost.results if a.ok}
-        if built:
-            promote(params, list(built), built)
-        raise
-    built = {a.customer_id: a.version for a in adapted if a.ok}
-    promoted = promote(params, list(built), built) if built else []
+    # Dask workers lost mid-run: what was adapted first is promoted, the customers not done stay pending
+    adapted, promoted = adapt_and_promote(params, meta_version, data_version, uploads)
     return HourResult([Path(f).name for f in changed], adapted, promoted, data.rejected if data else {})

@@ -6,14 +6,13 @@ from dataclasses import dataclass, field
 
 from prefect import flow
 
-from flows.adapt_customers import adapt_customers_flow
 from flows.artifacts import pipeline_summary
 from flows.common import ensure_concurrency_limits
 from flows.evaluator import register_evaluator
 from flows.generate import generate_flow, output_uri
 from flows.ingest import Ingestion, ingest
 from flows.meta_train import meta_train
-from flows.promote import promote
+from flows.promote import adapt_and_promote
 from metagan.checkpoint import ReadCheckpoint
 from metagan.config import Params
 from metagan.lifecycle.fleet import Batch
@@ -48,9 +47,8 @@ def pipeline(params: Params, customers_dir: str | None = None, source: str | Non
     meta = meta_train(params, data.data_version, start=start)
     evaluator = register_evaluator(params)
     accepted = data.accepted
-    adapted = adapt_customers_flow(params)(params, meta.version, data.data_version, accepted) if accepted else []
-    built = {a.customer_id: a.version for a in adapted if a.ok}
-    promoted = promote(params, list(built), built) if built else []
+    # Dask workers lost mid-run: what was adapted first is promoted, then the run stops (exit 4)
+    adapted, promoted = adapt_and_promote(params, meta.version, data.data_version, accepted) if accepted else ([], [])
     serving = [p.customer_id for p in promoted if p.serving]
     generated = generate_flow(params)(params, serving, count, seed, out) if serving else []
     result = PipelineResult(data, meta, evaluator, adapted, promoted, generated)

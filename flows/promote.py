@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import NamedTuple
+
 from prefect import flow, get_run_logger, task
 
+from flows import adapt_customers
 from flows.artifacts import promotion_table
+from flows.fanout import WorkersLost
 from flows.locks import customer_locker
 from metagan.lifecycle import registry
 from metagan.config import Params
-from metagan.lifecycle.registry import PromotionResult
+from metagan.lifecycle.registry import Adaptation, PromotionResult
+from metagan.uploads import CustomerUploads
 
 
 @task
@@ -35,3 +41,29 @@ def promote(params: Params, customers: list[str] | None = None,
 def rollback(params: Params, customer_id: str) -> registry.Rollback:
     """Swap ``production`` and ``previous``; returns the version now in production."""
     return registry.rollback(customer_id, customer_locker(params))
+
+
+class AdaptedAndPromoted(NamedTuple):
+    adapted: list[Adaptation]
+    promoted: list[PromotionResult]
+
+
+def promote_adapted(params: Params, adapted: Sequence[Adaptation]) -> list[PromotionResult]:
+    """Promote through the gate the versions a run adapted (a customer that failed has none)."""
+    built = {a.customer_id: a.version for a in adapted if a.ok}
+    return promote(params, list(built), built) if built else []
+
+
+def adapt_and_promote(params: Params, meta_version: str | None, data_version: str,
+                      uploads: list[CustomerUploads]) -> AdaptedAndPromoted:
+    """Adapt ``uploads`` on the profile's task runner, then promote what was built: what `metagan
+    adapt`, `metagan pipeline` and the hourly run do. Dask workers lost mid-run (:class:`WorkersLost`):
+    the customers adapted before the loss are promoted as a whole run would promote them, then the
+    loss is raised (unavailable, naming the customers left). Left unpromoted, their candidates
+    waited for a rerun to find them again, reused."""
+    try:
+        adapted = adapt_customers.adapt_customers_flow(params)(params, meta_version, data_version, uploads)
+    except WorkersLost as lost:
+        promote_adapted(params, lost.results)
+        raise
+    return AdaptedAndPromoted(adapted, promote_adapted(params, adapted))

@@ -81,9 +81,8 @@ def _meta_train(args, params: Params) -> int:
 
 
 def cmd_adapt(args, params: Params) -> int:
-    from flows.adapt_customers import adapt_customers_flow
     from flows.ingest import ingest
-    from flows.promote import promote
+    from flows.promote import adapt_and_promote
     from metagan.adapt import NoMetaCheckpoint, load_meta_model
     from metagan.lifecycle.registry import Promotion
     from metagan.uploads import rejection_summary
@@ -99,10 +98,10 @@ def cmd_adapt(args, params: Params) -> int:
     load_meta_model(ckpt)
     params = params.with_overrides(**overrides(adapt={"steps": args.steps}))
     data = ingest(params, str(customers))
-    adapted = adapt_customers_flow(params)(params, data_version=data.data_version,
-                                           uploads=data.accepted) if data.accepted else []
-    built = {a.customer_id: a.version for a in adapted if a.ok}
-    promoted = {p.customer_id: p for p in (promote(params, list(built), built) if built else [])}
+    # Dask workers lost mid-run: what was adapted first is promoted, then the command stops (exit 4)
+    adapted, promotions = adapt_and_promote(params, None, data.data_version, data.accepted) \
+        if data.accepted else ([], [])
+    promoted = {p.customer_id: p for p in promotions}
     # partial: a customer rejected, failed or refused by the gate (a candidate superseded by an
     # overlapping run's newer one is not a failure: that run promotes its own)
     partial = bool(data.rejected)

@@ -242,7 +242,7 @@ def test_an_hour_killed_between_adapting_and_promoting_is_promoted_by_the_next(p
     finds the same version (reused, not adapted again) and promotes it, and doctor agrees meanwhile."""
     import shutil
 
-    import flows.hourly
+    import flows.promote
     from flows.hourly import adapt_changed
     from metagan import model_versions
     from metagan.fleet_index import registry_index
@@ -258,7 +258,7 @@ def test_an_hour_killed_between_adapting_and_promoting_is_promoted_by_the_next(p
         raise KeyboardInterrupt("the hour killed before promoting")
 
     with monkeypatch.context() as m:
-        m.setattr(flows.hourly, "promote", killed)
+        m.setattr(flows.promote, "promote", killed)
         with pytest.raises(KeyboardInterrupt):
             adapt_changed(params, str(customers))
     name = "metagan-customer-beta"
@@ -372,3 +372,51 @@ def test_pipeline_reads_its_warm_start_once_and_hands_it_down(project, first_run
     assert len(read) == 1 and read[0].sha256 == sha and not start.exists()
     assert summary["meta_version"] == "2" and all(a["ok"] for a in summary["adapted"])
     assert [p["outcome"] for p in summary["promoted"]] == ["promoted", "promoted"]
+
+
+@pytest.mark.parametrize("command", ["adapt", "pipeline"])
+def test_customers_adapted_before_the_dask_workers_were_lost_are_promoted_then_the_run_stops(
+        project, first_run, capsys, monkeypatch, command):
+    """Guarantee: when the fan-out's Dask workers are lost mid-run (flows.fanout raises WorkersLost),
+    `metagan adapt` and `metagan pipeline` promote the customers adapted before the loss through the
+    gate, as a whole run would, then stop unavailable (exit 4) naming the customers left, whose
+    production stays. Both stopped at once, the finished customers' new versions left unpromoted
+    (and pending in the index) until a rerun found them again; only the hourly run promoted them.
+    The loss is raised by the fan-out's wait after its first task, as its cluster watch raises it."""
+    import shutil
+
+    import flows.fanout
+    from flows.app.cli import main
+    from flows.fanout import WorkersLost
+    from metagan import model_versions
+    from metagan.errors import ExitCode
+    from metagan.fleet_index import registry_index
+
+    root, customers = project
+    shot = {"adapt": 2, "pipeline": 3}[command]  # a new upload for each customer: new versions to promote
+    shutil.copy(customers / "alpha" / f"{shot}.png", customers / "beta" / f"lost-{command}.png")
+    shutil.copy(customers / "beta" / f"{shot}.png", customers / "alpha" / f"lost-{command}.png")
+    before = {c: model_versions.get_alias(f"metagan-customer-{c}", "production").version for c in ("alpha", "beta")}
+    real = flows.fanout.as_finished
+
+    def lost_after_the_first_task(futures):
+        for future in real(futures):
+            yield future
+            raise WorkersLost("tcp://127.0.0.1:8786", 5.0)
+
+    monkeypatch.setattr(flows.fanout, "as_finished", lost_after_the_first_task)
+    args = ["--params", str(root / "params.yaml"), command, "--customers", str(customers)]
+    capsys.readouterr()
+    assert main(args + (["--out", str(root / "out-lost")] if command == "pipeline" else [])) == ExitCode.UNAVAILABLE
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert said.startswith("error: the Dask scheduler tcp://127.0.0.1:8786 has had no worker for 5 s"), said
+    left = [c for c in ("alpha", "beta") if f"1 customer(s) not done ({c})" in said]
+    assert len(left) == 1, said
+    done = "beta" if left == ["alpha"] else "alpha"
+    production = model_versions.get_alias(f"metagan-customer-{done}", "production").version
+    assert production != before[done]  # the version adapted before the loss, promoted
+    assert model_versions.get_version(f"metagan-customer-{done}", production).tags["shots"] == str(
+        len([f for f in (customers / done).iterdir() if f.suffix == ".png"]))
+    assert model_versions.get_alias(f"metagan-customer-{left[0]}", "production").version == before[left[0]]
+    pending = registry_index().pending_adaptation()
+    assert done not in pending and left[0] in pending
