@@ -375,3 +375,98 @@ def test_dask_workers_all_killed_mid_night_stop_the_run_unavailable_and_a_rerun_
     night = json.loads(sql("select value from metagan_fleet_state where key = 'night'")[0][0])
     assert night["finished"] and night["failed"] == 0
     assert sql("select count(*) from pg_locks where locktype = 'advisory'")[0][0] == 0
+
+
+def test_dask_workers_all_killed_mid_adapt_promote_what_was_adapted_and_a_rerun_finishes_it(stack, run, tmp_path,
+                                                                                         monkeypatch):
+    """Guarantee: every Dask worker SIGKILLed during `metagan adapt` (here while a task waits on
+    alpha's lock, the other customers adapted) stops it once the scheduler has had no worker for
+    ``METAGAN_DASK_WORKERS_WAIT_S``: exit 4, one line naming alpha as left; the customers adapted
+    before the loss are promoted through the gate first, alpha's production stays. The rerun
+    adapts alpha alone (the others reused, already production) and promotes it; no lock stays held."""
+    import shutil
+    import signal
+    import time
+
+    import psycopg
+    import yaml
+    from distributed import Client
+
+    from metagan import model_versions
+    from metagan.lifecycle.registry import lock_name
+    from metagan.locks import advisory_locker
+    from tests.servers import DaskScheduler, DaskWorkers, wait_for
+
+    root, _, env = run
+    url = env["METAGAN_INDEX_URL"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack["mlflow"].uri)
+
+    def sql(query: str) -> list[tuple]:
+        with psycopg.connect(url, autocommit=True) as con:
+            return con.execute(query).fetchall()
+
+    def production() -> dict[str, str]:
+        return {c: model_versions.get_alias(f"metagan-customer-{c}", "production").version for c in CUSTOMERS}
+
+    uploads = tmp_path / "uploads"  # one new upload per customer (another's drawing): new versions to promote
+    names = sorted(CUSTOMERS)
+    for cid, other in zip(names, names[1:] + names[:1]):
+        shutil.copytree(root / "uploads" / cid, uploads / cid)
+        shutil.copy(root / "uploads" / other / "0.png", uploads / cid / "new.png")
+    before = production()
+    adapt = [sys.executable, "-m", "flows.app.cli", "--params", str(root / "adapt-dask.yaml"), "adapt",
+             "--customers", str(uploads)]
+    cli_env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | env | {
+        "PREFECT_LOGGING_LEVEL": "WARNING", "PREFECT_HOME": str(root / ".prefect"), "METAGAN_DASK_WORKERS_WAIT_S": "5"}
+    with DaskScheduler(tmp_path) as scheduler:
+        params = yaml.safe_load((root / "params.yaml").read_text())
+        params["scaleout"]["dask_address"] = scheduler.address
+        (root / "adapt-dask.yaml").write_text(yaml.safe_dump(params))
+
+        def finished_tasks() -> int:  # results held by the workers: the tasks done
+            with Client(scheduler.address, timeout=10, set_as_default=False) as client:
+                return sum(len(keys) for keys in client.has_what().values())
+
+        workers = DaskWorkers(tmp_path / "w1", scheduler, env, n=2).start(180)
+        with advisory_locker(url)(lock_name("alpha")):
+            proc = subprocess.Popen(adapt, cwd=root, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    env=cli_env)
+            try:
+                wait_for(lambda: sql("select count(*) from pg_locks where locktype = 'advisory' and not granted")[0][0],
+                         "a task waiting on alpha's lock", 300, proc)
+                wait_for(lambda: finished_tasks() >= len(CUSTOMERS) - 1, "the other customers adapted", 300, proc)
+                time.sleep(2)  # the flow gathers a finished task's result within its 1 s wait slice
+                workers.stop(signal.SIGKILL)
+                killed = time.monotonic()
+            except BaseException:
+                proc.kill()
+                workers.stop(signal.SIGKILL)
+                raise
+        try:
+            out, err = proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise AssertionError("adapt still running 180 s after its workers were killed") from None
+        stopped_after = time.monotonic() - killed
+        print(f"all workers killed: `adapt` stopped {stopped_after:.1f} s later")
+        assert proc.returncode == 4, out[-2000:] + err[-3000:]
+        line = err.strip().splitlines()[-1]
+        assert line.startswith(f"error: the Dask scheduler {scheduler.address} has had no worker for ") \
+            and "1 customer(s) not done (alpha)" in line, err[-3000:]
+        after = production()
+        assert after["alpha"] == before["alpha"], (before, after)
+        assert all(after[c] != before[c] for c in CUSTOMERS if c != "alpha"), (before, after)
+        assert sql("select count(*) from pg_locks where locktype = 'advisory'")[0][0] == 0
+
+        workers = DaskWorkers(tmp_path / "w2", scheduler, env, n=2).start(180)
+        try:
+            proc = subprocess.run(adapt, cwd=root, text=True, capture_output=True, env=cli_env, timeout=600)
+        finally:
+            workers.stop(signal.SIGKILL)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    lines = {c: next(line for line in proc.stdout.splitlines() if line.strip().startswith(f"{c}:")) for c in CUSTOMERS}
+    assert "(new), production" in lines["alpha"] and all(
+        "(reused), production" in lines[c] for c in CUSTOMERS if c != "alpha"), proc.stdout
+    final = production()
+    assert final["alpha"] != before["alpha"] and all(final[c] == after[c] for c in CUSTOMERS if c != "alpha")
+    assert sql("select count(*) from pg_locks where locktype = 'advisory'")[0][0] == 0
