@@ -220,7 +220,7 @@ def measure(args, work: Path, env: dict) -> dict:
     import yaml
 
     from metagan.lifecycle import fleet
-    from metagan.lifecycle import registry
+    from metagan.lifecycle import promotion
     from metagan.config import GateConfig, load_params
     from metagan.fleet_index import registry_index
     from metagan.lifecycle.fleet_repair import repair_index
@@ -288,7 +288,7 @@ def measure(args, work: Path, env: dict) -> dict:
     for cid in changed_up:
         shutil.copy(uploads / cid / "0.png", uploads / cid / "new.png")
     new_candidates(changed_prod, logged, args.clients)
-    promoted, t = timed(lambda: registry.promote_all(gate, changed_prod, lock=_locker(params),
+    promoted, t = timed(lambda: promotion.promote_all(gate, changed_prod, lock=_locker(params),
                                                      concurrency=params.fleet.promote_concurrency))
     assert all(r.serving for r in promoted), [r.reason for r in promoted if not r.serving]
     for cid in hourly:
@@ -336,7 +336,7 @@ def measure(args, work: Path, env: dict) -> dict:
                                (1, ids[9:n:max(1, n // 200)][:200])):
         new_candidates(batch, logged, args.clients)
         cpu = tree_cpu(by_kind=True)
-        results, t = timed(lambda: registry.promote_all(gate, batch, lock=_locker(params), concurrency=concurrency))
+        results, t = timed(lambda: promotion.promote_all(gate, batch, lock=_locker(params), concurrency=concurrency))
         after = tree_cpu(by_kind=True)
         assert sum(r.serving for r in results) == len(batch)
         figures[f"concurrency_{concurrency}"] = {

@@ -82,7 +82,7 @@ def cli(args: list[str], env: dict, cwd: Path) -> float:
 
 
 def measure(n: int, work: Path, env: dict) -> dict:
-    from metagan.lifecycle import listings, registry
+    from metagan.lifecycle import listings, promotion
     from metagan.config import GateConfig
     from metagan.locks import no_lock
 
@@ -104,7 +104,7 @@ def measure(n: int, work: Path, env: dict) -> dict:
     t, stdout = cli(["promote"], env, work)
     assert stdout.count(": already production") == n
     out["cli_promote_all_again_s"] = round(t, 1)
-    results, t = timed(lambda: registry.promote_all(GateConfig(), lock=no_lock))
+    results, t = timed(lambda: promotion.promote_all(GateConfig(), lock=no_lock))
     assert len(results) == n and all(r.serving for r in results)
     out["promote_all_again_s"] = round(t, 2)
 

@@ -11,7 +11,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from metagan import store, tracking
 from metagan.metric_registry import METRICS
-from metagan.lifecycle.registry import Adaptation, PromotionResult
+from metagan.lifecycle.registry import Adaptation
+from metagan.lifecycle.promotion import PromotionResult
 
 
 def _key_metrics(metrics: dict[str, float]) -> dict[str, str]:

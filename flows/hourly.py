@@ -25,7 +25,8 @@ from metagan.lifecycle import fleet
 from metagan.config import Params
 from metagan.customers import load_ingested
 from metagan.lifecycle.meta_model import current_meta_version
-from metagan.lifecycle.registry import Adaptation, PromotionResult
+from metagan.lifecycle.registry import Adaptation
+from metagan.lifecycle.promotion import PromotionResult
 from metagan.uploads import CustomerUploads
 
 

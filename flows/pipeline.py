@@ -17,7 +17,8 @@ from metagan.checkpoint import ReadCheckpoint
 from metagan.config import Params
 from metagan.lifecycle.fleet import Batch
 from metagan.lifecycle.meta_model import EvaluatorRegistration, MetaRegistration
-from metagan.lifecycle.registry import Adaptation, Promotion, PromotionResult
+from metagan.lifecycle.registry import Adaptation
+from metagan.lifecycle.promotion import Promotion, PromotionResult
 
 
 @dataclass(frozen=True)

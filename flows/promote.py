@@ -11,9 +11,10 @@ from flows import adapt_customers
 from flows.artifacts import promotion_table
 from flows.fanout import WorkersLost
 from flows.locks import customer_locker
-from metagan.lifecycle import registry
+from metagan.lifecycle import production_moves, promotion
 from metagan.config import Params
-from metagan.lifecycle.registry import Adaptation, PromotionResult
+from metagan.lifecycle.registry import Adaptation
+from metagan.lifecycle.promotion import PromotionResult
 from metagan.uploads import CustomerUploads
 
 
@@ -21,7 +22,7 @@ from metagan.uploads import CustomerUploads
 def promote_customers(params: Params, customers: list[str] | None,
                       versions: dict[str, str] | None) -> list[PromotionResult]:
     """Promote each customer's candidate through the gate (every customer: from one listing)."""
-    return registry.promote_all(params.gate, customers, versions, customer_locker(params),
+    return promotion.promote_all(params.gate, customers, versions, customer_locker(params),
                                 params.fleet.promote_concurrency)
 
 
@@ -38,9 +39,9 @@ def promote(params: Params, customers: list[str] | None = None,
     return results
 
 
-def rollback(params: Params, customer_id: str) -> registry.Rollback:
+def rollback(params: Params, customer_id: str) -> production_moves.Rollback:
     """Swap ``production`` and ``previous``; returns the version now in production."""
-    return registry.rollback(customer_id, customer_locker(params))
+    return production_moves.rollback(customer_id, customer_locker(params))
 
 
 class AdaptedAndPromoted(NamedTuple):

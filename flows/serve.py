@@ -17,7 +17,7 @@ from flows.hourly import adapt_changed
 from flows.meta_train import meta_train
 from metagan.config import PROJECT_ENV, project_dir
 from metagan.errors import BadInput
-from metagan.lifecycle.registry import PromotionResult
+from metagan.lifecycle.promotion import PromotionResult
 
 
 @flow(name="adapt-new-customers")

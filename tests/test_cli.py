@@ -306,7 +306,8 @@ def test_the_demo_names_every_customer_it_did_not_serve_and_exits_partial(monkey
     from flows.pipeline import PipelineResult
     from metagan.config import Params
     from metagan.customers import IngestResult
-    from metagan.lifecycle.registry import Adaptation, Promotion, PromotionResult
+    from metagan.lifecycle.registry import Adaptation
+    from metagan.lifecycle.promotion import Promotion, PromotionResult
 
     data = Ingestion("d1", 3, {"bad": IngestResult("bad", False, error="customer 'bad': 0 usable image(s)"),
                                "white": IngestResult("white", True, 2, rejected=[("notes.png", "not an image")])})
@@ -350,7 +351,8 @@ def test_adapt_names_the_uploads_it_left_out_of_a_customer_it_served(monkeypatch
     from flows.ingest import Ingestion
     from metagan.config import Params
     from metagan.customers import IngestResult
-    from metagan.lifecycle.registry import Adaptation, Promotion, PromotionResult
+    from metagan.lifecycle.registry import Adaptation
+    from metagan.lifecycle.promotion import Promotion, PromotionResult
 
     (tmp_path / "meta.pt").write_bytes(b"")
     (tmp_path / "up" / "mixed").mkdir(parents=True)

@@ -9,9 +9,9 @@ import torch
 from mlflow import MlflowClient
 
 from metagan import model_names, model_versions, serving, tracking
-from metagan.lifecycle import listings, registry
+from metagan.lifecycle import listings, production_moves, promotion, registry
 from metagan.config import GateConfig
-from metagan.lifecycle.registry import Promotion
+from metagan.lifecycle.promotion import Promotion
 
 GOOD_TAGS = {"parity_ok": "true", "parity_max_abs_diff": "1e-06", "shot_coverage": "0.2"}
 
@@ -74,11 +74,11 @@ def test_every_customer_past_the_first_page_is_listed_promoted_and_generated_for
     assert calls.counts["search_registered_models"] == 2  # 100 + 6 on two pages
     assert listings.customers_in_production() == []
 
-    results = {r.customer_id: r for r in registry.promote_all(GateConfig())}
+    results = {r.customer_id: r for r in promotion.promote_all(GateConfig())}
     assert {cid: r.outcome for cid, r in results.items() if cid != "seed"} == dict.fromkeys(ids, Promotion.PROMOTED)
     assert results["seed"].outcome is Promotion.NO_CANDIDATE
     assert listings.customers_in_production() == ids
-    again = registry.promote_all(GateConfig())  # all already served: read from the one listing alone
+    again = promotion.promote_all(GateConfig())  # all already served: read from the one listing alone
     assert {r.outcome for r in again if r.customer_id != "seed"} == {Promotion.ALREADY_PRODUCTION}
 
     for name in calls.counts:
@@ -90,29 +90,29 @@ def test_every_customer_past_the_first_page_is_listed_promoted_and_generated_for
 
 def test_promotion_results_are_typed_and_previous_follows(onnx_model):
     gate = GateConfig()
-    assert registry.promote("acme", gate).outcome is Promotion.NO_CANDIDATE
+    assert promotion.promote("acme", gate).outcome is Promotion.NO_CANDIDATE
     v1 = register("acme", onnx_model, alias=model_names.CANDIDATE)
-    first = registry.promote("acme", gate)
+    first = promotion.promote("acme", gate)
     assert (first.outcome, first.version, first.serving) == (Promotion.PROMOTED, v1, True)
-    assert registry.promote("acme", gate).outcome is Promotion.ALREADY_PRODUCTION
+    assert promotion.promote("acme", gate).outcome is Promotion.ALREADY_PRODUCTION
 
     v2 = register("acme", onnx_model, {"consistency": "0.1", "copy_rate": "0.0", "diversity": "1.0"},
                   alias=model_names.CANDIDATE)
-    refused = registry.promote("acme", gate)
+    refused = promotion.promote("acme", gate)
     assert refused.outcome is Promotion.REFUSED and not refused.serving and refused.version == v2
     assert any("consistency 0.10 < 0.50" in r for r in refused.reasons)
     assert model_versions.get_version(model_names.customer_model_name("acme"), v2).tags["gate"] == "refused"
 
     v3 = register("acme", onnx_model, alias=model_names.CANDIDATE)
-    assert registry.promote("acme", gate, version=v2).outcome is Promotion.SUPERSEDED  # v3 came later
-    assert registry.promote("acme", gate, version=v3).outcome is Promotion.PROMOTED
+    assert promotion.promote("acme", gate, version=v2).outcome is Promotion.SUPERSEDED  # v3 came later
+    assert promotion.promote("acme", gate, version=v3).outcome is Promotion.PROMOTED
     name = model_names.customer_model_name("acme")
     assert (str(model_versions.get_alias(name, "production").version), str(model_versions.get_alias(name, "previous").version)) \
         == (v3, v1)
-    assert registry.rollback("acme").version == v1
+    assert production_moves.rollback("acme").version == v1
     assert str(model_versions.get_alias(name, "previous").version) == v3
-    with pytest.raises(registry.NoPreviousVersion):
-        registry.rollback("nobody")
+    with pytest.raises(production_moves.NoPreviousVersion):
+        production_moves.rollback("nobody")
 
 
 def test_a_rolled_back_version_is_not_promoted_again_until_a_rollback_brings_it_back(onnx_model):
@@ -124,25 +124,25 @@ def test_a_rolled_back_version_is_not_promoted_again_until_a_rollback_brings_it_
     gate = GateConfig()
     name = model_names.customer_model_name("acme")
     v1 = register("acme", onnx_model, alias=model_names.CANDIDATE)
-    assert registry.promote("acme", gate).serving
+    assert promotion.promote("acme", gate).serving
     v2 = register("acme", onnx_model, alias=model_names.CANDIDATE)
-    assert registry.promote("acme", gate).serving
-    first = registry.rollback("acme")
+    assert promotion.promote("acme", gate).serving
+    first = production_moves.rollback("acme")
     assert (first.version, first.undid_a_rollback) == (v1, False)
-    for again in (registry.promote("acme", gate), *registry.promote_all(gate, ["acme"]),
-                  *[r for r in registry.promote_all(gate) if r.customer_id == "acme"]):
+    for again in (promotion.promote("acme", gate), *promotion.promote_all(gate, ["acme"]),
+                  *[r for r in promotion.promote_all(gate) if r.customer_id == "acme"]):
         assert (again.outcome, again.version, again.serving) == (Promotion.HELD, v2, False)
         assert "rolled back" in again.reason  # held, not refused: no run reports "partial" for it
     [row] = [r for r in listings.model_rows() if r.customer_id == "acme"]
     assert row.held_back == [v2]
     assert str(model_versions.get_alias(name, "production").version) == v1
-    back = registry.rollback("acme")  # back again, asked for: said so (a retried rollback undoes the first)
+    back = production_moves.rollback("acme")  # back again, asked for: said so (a retried rollback undoes the first)
     assert (back.version, back.undid_a_rollback) == (v2, True)
     assert "undid" in back.describe("acme") and "undid" not in first.describe("acme")
     assert model_versions.get_version(name, v1).tags[registry.ROLLED_BACK_TAG] == "true"
     assert model_versions.get_version(name, v2).tags[registry.ROLLED_BACK_TAG] == "false"
     v3 = register("acme", onnx_model, alias=model_names.CANDIDATE)  # new uploads: a new candidate
-    assert registry.promote("acme", gate).outcome is Promotion.PROMOTED
+    assert promotion.promote("acme", gate).outcome is Promotion.PROMOTED
     assert str(model_versions.get_alias(name, "previous").version) == v2 != v3
 
 
@@ -155,11 +155,11 @@ def test_a_rollback_to_a_damaged_model_is_refused_and_production_stays(onnx_mode
 
     gate, name = GateConfig(), model_names.customer_model_name("acme")
     register("acme", onnx_model, {model_versions.ONNX_SHA256_TAG: "0" * 64}, alias=model_names.CANDIDATE)
-    assert registry.promote("acme", gate).serving
+    assert promotion.promote("acme", gate).serving
     v2 = register("acme", onnx_model, alias=model_names.CANDIDATE)
-    assert registry.promote("acme", gate).serving
+    assert promotion.promote("acme", gate).serving
     with pytest.raises(Damaged, match="customer 'acme': metagan-customer-acme version 1 is damaged"):
-        registry.rollback("acme")
+        production_moves.rollback("acme")
     assert str(model_versions.get_alias(name, "production").version) == v2
     assert registry.ROLLED_BACK_TAG not in model_versions.get_version(name, v2).tags
 
@@ -213,18 +213,18 @@ def test_a_promotion_or_rollback_killed_at_any_write_leaves_a_state_the_next_com
         return tuple(str(model_versions.get_alias(name, a).version)
                      for a in (model_names.PRODUCTION, model_names.PREVIOUS))
 
-    finishers = {"promote": [lambda c: registry.promote(c, gate), lambda c: registry.promote_all(gate, [c]),
-                             lambda c: registry.promote_all(gate), lambda c: registry.finish_cut_short_moves()],
-                 "rollback": [lambda c: registry.rollback(c), lambda c: registry.finish_cut_short_moves(),
-                              lambda c: registry.promote(c, gate)]}
+    finishers = {"promote": [lambda c: promotion.promote(c, gate), lambda c: promotion.promote_all(gate, [c]),
+                             lambda c: promotion.promote_all(gate), lambda c: production_moves.finish_cut_short_moves()],
+                 "rollback": [lambda c: production_moves.rollback(c), lambda c: production_moves.finish_cut_short_moves(),
+                              lambda c: promotion.promote(c, gate)]}
     stuck_seen = set()
     for op in ("promote", "rollback"):
         for at in range(12):
             cid = f"{op}{at}"
             v1 = register(cid, onnx_model, alias=model_names.CANDIDATE)
-            assert registry.promote(cid, gate).serving
+            assert promotion.promote(cid, gate).serving
             v2 = register(cid, onnx_model, alias=model_names.CANDIDATE)
-            assert registry.promote(cid, gate).serving
+            assert promotion.promote(cid, gate).serving
             if op == "promote":
                 v3 = register(cid, onnx_model, alias=model_names.CANDIDATE)
                 old, new = (v2, v1), (v3, v2)
@@ -233,7 +233,7 @@ def test_a_promotion_or_rollback_killed_at_any_write_leaves_a_state_the_next_com
             with monkeypatch.context() as m:
                 killed = KilledAtWrite(m, at)
                 try:
-                    registry.promote(cid, gate) if op == "promote" else registry.rollback(cid)
+                    promotion.promote(cid, gate) if op == "promote" else production_moves.rollback(cid)
                 except Killed:
                     pass
                 else:
@@ -247,15 +247,15 @@ def test_a_promotion_or_rollback_killed_at_any_write_leaves_a_state_the_next_com
                 finish(cid)
                 assert state(cid) == new, (op, at, finish)
             elif op == "rollback" and state(cid) == old:
-                assert registry.rollback(cid).version == v1  # asked again
+                assert production_moves.rollback(cid).version == v1  # asked again
             elif op == "promote" and state(cid) == old:
-                assert registry.promote(cid, gate).outcome is Promotion.PROMOTED
+                assert promotion.promote(cid, gate).outcome is Promotion.PROMOTED
             assert state(cid) == new, (op, at)
             if op == "rollback":
                 name = model_names.customer_model_name(cid)
                 assert model_versions.get_version(name, v2).tags[registry.ROLLED_BACK_TAG] == "true"
                 assert model_versions.get_version(name, v1).tags.get(registry.ROLLED_BACK_TAG) != "true"
-                assert registry.rollback(cid) == registry.Rollback(v2, undid_a_rollback=True)  # swaps back: nothing lost
+                assert production_moves.rollback(cid) == production_moves.Rollback(v2, undid_a_rollback=True)  # swaps back: nothing lost
         else:
             raise AssertionError(f"{op} made more than 12 writes")
     assert {op for op, _ in stuck_seen} == {"promote", "rollback"}  # each was cut short between its alias writes
@@ -267,16 +267,16 @@ def test_a_rollback_after_a_promotion_cut_short_finishes_it_and_rolls_it_back(on
     promotion meant to serve is held back, as after a promotion and a rollback."""
     gate, name = GateConfig(), model_names.customer_model_name("acme")
     v1 = register("acme", onnx_model, alias=model_names.CANDIDATE)
-    assert registry.promote("acme", gate).serving
+    assert promotion.promote("acme", gate).serving
     v2 = register("acme", onnx_model, alias=model_names.CANDIDATE)
     with monkeypatch.context() as m:
         KilledAtWrite(m, 4)  # gate, gate_reason, the record, previous: production is never written
         with pytest.raises(Killed):
-            registry.promote("acme", gate)
+            promotion.promote("acme", gate)
     assert [str(model_versions.get_alias(name, a).version) for a in ("production", "previous")] == [v1, v1]
-    assert registry.rollback("acme").version == v1
+    assert production_moves.rollback("acme").version == v1
     assert [str(model_versions.get_alias(name, a).version) for a in ("production", "previous")] == [v1, v2]
-    assert registry.promote("acme", gate).outcome is Promotion.HELD
+    assert promotion.promote("acme", gate).outcome is Promotion.HELD
 
 
 def test_production_and_previous_on_one_version_without_a_record_is_reported_not_rolled_back_to(onnx_model):
@@ -285,12 +285,12 @@ def test_production_and_previous_on_one_version_without_a_record_is_reported_not
     and refused by rollback ("nothing to roll back to"), never rolled back to the same version."""
     gate, name = GateConfig(), model_names.customer_model_name("acme")
     v1 = register("acme", onnx_model, alias=model_names.CANDIDATE)
-    assert registry.promote("acme", gate).serving
+    assert promotion.promote("acme", gate).serving
     model_versions.set_alias(name, model_names.PREVIOUS, v1)
-    [found] = registry.finish_cut_short_moves()
+    [found] = production_moves.finish_cut_short_moves()
     assert not found.finished and "no record of a move explains it" in found.describe()
-    with pytest.raises(registry.NoPreviousVersion, match="nothing to roll back to"):
-        registry.rollback("acme")
+    with pytest.raises(production_moves.NoPreviousVersion, match="nothing to roll back to"):
+        production_moves.rollback("acme")
     assert registry.ROLLED_BACK_TAG not in model_versions.get_version(name, v1).tags
 
 def test_metrics_are_written_as_tags_that_read_back_as_the_same_floats():
@@ -322,7 +322,7 @@ def test_a_generate_during_promotions_serves_one_complete_version(store):
             mv = model_versions.log_onnx_model(path, name, GOOD_TAGS)
         onnx[str(mv.version)] = serving.load_onnx_bytes(f"models:/{name}/{mv.version}")
         model_versions.set_alias(name, model_names.CANDIDATE, mv.version)
-        assert registry.promote("acme", GateConfig()).serving
+        assert promotion.promote("acme", GateConfig()).serving
     assert onnx["1"] != onnx["2"]
 
     stop, errors, served = threading.Event(), [], []
@@ -330,7 +330,7 @@ def test_a_generate_during_promotions_serves_one_complete_version(store):
     def flip():
         try:
             while not stop.is_set():
-                registry.rollback("acme")
+                production_moves.rollback("acme")
         except Exception as e:  # noqa: BLE001 (reported by the assertion below)
             errors.append(e)
 

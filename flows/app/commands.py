@@ -84,7 +84,7 @@ def cmd_adapt(args, params: Params) -> int:
     from flows.ingest import ingest
     from flows.promote import adapt_and_promote
     from metagan.adapt import NoMetaCheckpoint, load_meta_model
-    from metagan.lifecycle.registry import Promotion
+    from metagan.lifecycle.promotion import Promotion
     from metagan.uploads import rejection_summary
 
     customers = existing_dir(args.customers)

@@ -10,7 +10,7 @@ from metagan.errors import ExitCode, NotFound
 
 def cmd_promote(args, params: Params) -> int:
     from flows.promote import promote
-    from metagan.lifecycle.registry import Promotion
+    from metagan.lifecycle.promotion import Promotion
     from metagan.uploads import validate_customer_id
 
     customers = [validate_customer_id(args.customer)] if args.customer else None
@@ -55,7 +55,7 @@ def cmd_doctor(args, params: Params) -> int:
     from metagan.lifecycle.fleet_repair import repair_index
     from flows.locks import customer_locker
     from metagan.lifecycle.health import check_registry
-    from metagan.lifecycle.registry import finish_cut_short_moves
+    from metagan.lifecycle.production_moves import finish_cut_short_moves
 
     health = check_registry(params)
     for check in [*health.versions, *health.files]:

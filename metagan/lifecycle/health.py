@@ -120,7 +120,7 @@ def check_version(customer_id: str, version: str, aliases: tuple[str, ...]) -> V
     """One version: its model file read as serving reads it (:func:`serving.load_onnx_version`) and
     verified (:func:`serving.verify_model_bytes`)."""
     name = model_names.customer_model_name(customer_id)
-    # a damaged previous is refused by `metagan rollback` (registry.rollback reads it first): say so
+    # a damaged previous is refused by `metagan rollback` (production_moves.rollback reads it first): say so
     then = "; until then `metagan rollback` refuses it" if model_names.PREVIOUS in aliases else ""
     try:
         found = serving.load_onnx_version(name, version=version)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from metagan import model_versions, tracking
-from metagan.lifecycle import registry
+from metagan.lifecycle import promotion
 from metagan import model_names
 from metagan.config import GateConfig, Params
 from metagan.lifecycle.fleet import DRAW_THREADS
@@ -40,7 +40,7 @@ def project(tmp_path, monkeypatch, prefect_harness):
             model_names.customer_model_name(cid), first.source, run.info.run_id, dict(first.tags),
             model_id=first.source.removeprefix("models:/"))
         model_versions.set_alias(model_names.customer_model_name(cid), model_names.CANDIDATE, mv.version)
-    assert all(r.serving for r in registry.promote_all(GateConfig()))
+    assert all(r.serving for r in promotion.promote_all(GateConfig()))
     (tmp_path / "params.yaml").write_text("paths:\n  generated: out\n")
     env = {"MLFLOW_TRACKING_URI": uri, "METAGAN_FANOUT_WORKERS": "1", "PREFECT_API_URL": PREFECT_API_URL.value(),
            "PREFECT_LOGGING_LEVEL": "WARNING"}

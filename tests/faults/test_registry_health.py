@@ -190,7 +190,7 @@ def test_doctor_finishes_a_promotion_cut_short_between_its_alias_writes(project,
     import json
 
     from metagan.fleet_index import registry_index
-    from metagan.lifecycle import registry
+    from metagan.lifecycle import production_moves
 
     for cid in ("a", "b"):  # a second version of each, as a promotion killed after `previous` left them
         name = model_names.customer_model_name(cid)
@@ -199,7 +199,7 @@ def test_doctor_finishes_a_promotion_cut_short_between_its_alias_writes(project,
                                                  model_id=first.source.removeprefix("models:/"))
         model_versions.set_alias(name, model_names.PREVIOUS, first.version)
         if cid == "a":
-            model_versions.set_model_tag(name, registry.MOVE_TAG, json.dumps(
+            model_versions.set_model_tag(name, production_moves.MOVE_TAG, json.dumps(
                 {"kind": "promotion", "production": str(second.version), "previous": str(first.version)}))
     assert main(["doctor"]) == ExitCode.OK
     out = capsys.readouterr().out

@@ -12,7 +12,7 @@ import torch
 from flows.app.cli import main
 from flows.generate import generate
 from metagan import model_versions, store, tracking
-from metagan.lifecycle import registry
+from metagan.lifecycle import production_moves, promotion
 from metagan import model_names
 from metagan.config import GateConfig, Params
 from metagan.fleet_index import registry_index
@@ -47,8 +47,8 @@ def fleet(tmp_path, monkeypatch, onnx_file):
     model_versions.set_alias(model_names.customer_model_name("c0"), model_names.CANDIDATE, first.version)
     for cid in CUSTOMERS[1:]:
         candidate(cid, first, run.info.run_id)
-    results = registry.promote_all(GATE)
-    assert {r.outcome for r in results} == {registry.Promotion.PROMOTED}
+    results = promotion.promote_all(GATE)
+    assert {r.outcome for r in results} == {promotion.Promotion.PROMOTED}
     (tmp_path / "params.yaml").write_text("paths:\n  generated: out\n")
     return tmp_path, Params().with_overrides(paths={"generated": str(tmp_path / "out")}), (first, run.info.run_id)
 
@@ -92,9 +92,9 @@ def test_a_promotion_or_a_rollback_makes_only_that_customer_due(fleet, capsys):
     root, params, (logged, run_id) = fleet
     generate(params, count=2)
     candidate("c1", logged, run_id)
-    registry.promote_all(GATE, ["c1"])
+    promotion.promote_all(GATE, ["c1"])
     assert drawn(generate(params, count=2)) == ["c1"]
-    registry.rollback("c1")
+    production_moves.rollback("c1")
     # version 1 had a batch, but version 2's came after it: doctor must not repair c1 to "drawn"
     # (it did, and the night left version 2's images in the folder of a version 1 customer)
     assert main(["--project", str(root), "doctor"]) == 0
@@ -112,7 +112,7 @@ def test_a_customer_can_have_its_batch_only_when_its_model_changes(fleet, capsys
     generate(params, count=2)
     assert registry_index().row("c2").due_at is None and registry_index().row("c0").due_at is not None
     candidate("c2", logged, run_id)
-    registry.promote_all(GATE, ["c2"])
+    promotion.promote_all(GATE, ["c2"])
     assert drawn(generate(params, count=2)) == ["c2"]
 
 

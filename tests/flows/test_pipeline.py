@@ -175,7 +175,7 @@ def test_a_second_run_with_nothing_changed_creates_no_new_versions(project, firs
 def test_rollback_needs_a_previous_version_and_then_swaps(project, first_run):
     from flows.promote import rollback
     from metagan import model_versions
-    from metagan.lifecycle.registry import NoPreviousVersion
+    from metagan.lifecycle.production_moves import NoPreviousVersion
 
     root, _ = project
     params = params_of(root)

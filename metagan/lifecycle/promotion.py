@@ -1,0 +1,178 @@
+"""Promotion: a customer's ``candidate`` moved to ``production`` when it passes the gate (the pure
+:mod:`metagan.lifecycle.gate`), one customer or a fleet in batches under their locks. Results are
+typed (:class:`PromotionResult`); the moves themselves are :mod:`metagan.lifecycle.production_moves`'s.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from metagan import model_versions
+from metagan.config import GateConfig
+from metagan.lifecycle.listings import list_customers
+from metagan.lifecycle.production_moves import (MOVE_TAG, finish_cut_short, move_production, production_changed,
+                                                stuck)
+from metagan.lifecycle.registry import adaptation_decided, default_locker, evidence, lock_name
+from metagan.locks import Locker
+from metagan.model_names import CANDIDATE, PREVIOUS, PRODUCTION, ROLLED_BACK_TAG, customer_model_name
+
+
+class Promotion(enum.Enum):
+    PROMOTED = "promoted"
+    ALREADY_PRODUCTION = "already production"
+    REFUSED = "refused"
+    NO_CANDIDATE = "no candidate"
+    SUPERSEDED = "superseded"
+    """The version asked for is no longer the candidate: a later run registered another."""
+    HELD = "held back"
+    """The candidate was rolled back out of production (:data:`ROLLED_BACK_TAG`): what the operator
+    asked for, so not a failure of the run."""
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    customer_id: str
+    outcome: Promotion
+    version: str | None = None
+    """The candidate considered (for SUPERSEDED: the version asked for)."""
+    reasons: tuple[str, ...] = ()
+    metrics: dict[str, float] = field(default_factory=dict)
+    """The candidate's metrics, as the gate saw them (when it ran)."""
+
+    @property
+    def serving(self) -> bool:
+        """The version considered is what production serves now."""
+        return self.outcome in (Promotion.PROMOTED, Promotion.ALREADY_PRODUCTION)
+
+    @property
+    def held(self) -> bool:
+        """The candidate is held back: rolled back out of production, as the operator asked."""
+        return self.outcome is Promotion.HELD
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons) or self.outcome.value
+
+
+def promote(customer_id: str, gate: GateConfig, version: str | int | None = None,
+            lock: Locker | None = None) -> PromotionResult:
+    """Move ``production`` to the customer's ``candidate`` if it passes the gate (the old production
+    becomes ``previous``). With ``version``, only if that version is still the candidate."""
+    name = customer_model_name(customer_id)
+    with (lock or default_locker())(lock_name(customer_id)):
+        cand, prod = model_versions.get_alias(name, CANDIDATE), model_versions.get_alias(name, PRODUCTION)
+        prev = model_versions.get_alias(name, PREVIOUS)
+        if stuck(prod, prev):
+            finished = finish_cut_short(customer_id, str(prod.version), model_versions.get_model_tag(name, MOVE_TAG))
+            prod = finished.now if finished.now is not None else prod
+        return _promote_read(customer_id, cand, prod, gate, version)
+
+
+def _promote_read(customer_id: str, cand, prod, gate: GateConfig, version: str | int | None) -> PromotionResult:
+    """:func:`promote`'s decision and writes, the customer's lock held and its ``candidate`` and
+    ``production`` versions (with their tags) read under it."""
+    from metagan.lifecycle.gate import gate_decision
+
+    name = customer_model_name(customer_id)
+    if cand is None:
+        return PromotionResult(customer_id, Promotion.NO_CANDIDATE)
+    if version is not None and str(cand.version) != str(version):
+        return PromotionResult(customer_id, Promotion.SUPERSEDED, str(version),
+                               (f"version {cand.version} is the candidate now (a later run's)",))
+    if prod is not None and str(prod.version) == str(cand.version):
+        production_changed(customer_id, prod)  # the index agrees (a repair when an earlier write failed)
+        adaptation_decided(customer_id, cand)
+        return PromotionResult(customer_id, Promotion.ALREADY_PRODUCTION, str(cand.version))
+    if cand.tags.get(ROLLED_BACK_TAG) == "true":
+        adaptation_decided(customer_id, cand)
+        return PromotionResult(customer_id, Promotion.HELD, str(cand.version),
+                               (f"version {cand.version} was rolled back out of production (metagan rollback); "
+                                "new uploads or a new meta-model make a new candidate",))
+    seen = evidence(cand)
+    decision = gate_decision(seen, evidence(prod) if prod is not None else None, gate)
+    model_versions.set_version_tags(name, cand.version, {"gate": "passed" if decision.passed else "refused",
+                                                   "gate_reason": decision.reason})
+    if not decision.passed:
+        adaptation_decided(customer_id, cand)
+        return PromotionResult(customer_id, Promotion.REFUSED, str(cand.version), decision.reasons,
+                               dict(seen.metrics))
+    move_production(name, "promotion", cand.version, prod.version if prod is not None else None)
+    production_changed(customer_id, cand)
+    adaptation_decided(customer_id, cand)
+    return PromotionResult(customer_id, Promotion.PROMOTED, str(cand.version), decision.reasons, dict(seen.metrics))
+
+
+PROMOTE_BATCH = 25
+"""Customers promoted under one set of locks, read in two requests (their aliases, their versions)."""
+
+
+def promote_all(gate: GateConfig, customers: Iterable[str] | None = None, versions: dict[str, str] | None = None,
+                lock: Locker | None = None, concurrency: int = 1) -> list[PromotionResult]:
+    """:func:`promote` for ``customers`` (default: every customer in the registry, found in one
+    listing; those whose candidate already serves are reported without touching the registry).
+    ``versions``: customer id -> the version to promote (see :func:`promote`).
+
+    Customers go in batches of :data:`PROMOTE_BATCH`, ``concurrency`` batches at once: a batch
+    takes its customers' locks (in sorted order, so two batches never wait for each other in a
+    circle), reads their aliases and versions in two requests instead of two per customer, then
+    decides and writes each. Results come back in the order asked."""
+    versions = versions or {}
+    results: dict[str, PromotionResult] = {}
+    if customers is None:
+        todo = []
+        for entry in list_customers():
+            cand, prod = entry.aliases.get(CANDIDATE), entry.aliases.get(PRODUCTION)
+            if prod is not None and prod == entry.aliases.get(PREVIOUS):
+                todo.append(entry.customer_id)  # a move cut short: the batch finishes it
+            elif cand is None:
+                results[entry.customer_id] = PromotionResult(entry.customer_id, Promotion.NO_CANDIDATE)
+            elif cand == prod:
+                results[entry.customer_id] = PromotionResult(entry.customer_id, Promotion.ALREADY_PRODUCTION, cand)
+            else:
+                todo.append(entry.customer_id)
+        order = sorted([*results, *todo])
+    else:
+        todo = order = list(customers)
+    batches = [todo[i : i + PROMOTE_BATCH] for i in range(0, len(todo), PROMOTE_BATCH)]
+    held = lock or default_locker()
+
+    def promote_batch(batch: list[str]) -> list[PromotionResult]:
+        return _promote_batch(batch, gate, versions, held)
+
+    if concurrency > 1 and len(batches) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(concurrency, len(batches)), thread_name_prefix="promote") as pool:
+            done = list(pool.map(promote_batch, batches))
+    else:
+        done = [promote_batch(b) for b in batches]
+    for batch_results in done:
+        results.update({r.customer_id: r for r in batch_results})
+    return [results[c] for c in order]
+
+
+def _promote_batch(customer_ids: list[str], gate: GateConfig, versions: dict[str, str],
+                   lock: Locker) -> list[PromotionResult]:
+    from contextlib import ExitStack
+
+    names = {c: customer_model_name(c) for c in customer_ids}
+    with ExitStack() as held:
+        for c in sorted(set(customer_ids)):
+            held.enter_context(lock(lock_name(c)))
+        models = {m.name: m for m in model_versions.search_models(list(names.values()))}
+        by_version = {(v.name, str(v.version)): v for v in model_versions.search_versions_of(list(names.values()))}
+
+        def aliased(c: str, alias: str):
+            v = (models[names[c]].aliases or {}).get(alias) if names[c] in models else None
+            return None if v is None else by_version.get((names[c], str(v)))
+
+        def production(c: str):
+            prod = aliased(c, PRODUCTION)
+            if not stuck(prod, aliased(c, PREVIOUS)):
+                return prod
+            finished = finish_cut_short(c, str(prod.version), (models[names[c]].tags or {}).get(MOVE_TAG))
+            return finished.now if finished.now is not None else prod
+
+        return [_promote_read(c, aliased(c, CANDIDATE), production(c), gate, versions.get(c)) for c in customer_ids]
