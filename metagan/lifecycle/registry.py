@@ -213,11 +213,16 @@ def adapt_and_register(uploads: CustomerUploads, params: Params, meta_version: s
 
 def adaptation_done(version, production=None) -> bool:
     """Whether a customer's registered ``version`` is done with: its promotion was decided (the
-    gate's tag, a rollback's, or it is ``production``), or it will have none (it failed the ONNX
-    parity check, so it never became the candidate). A candidate that a run registered and was
-    killed before promoting is not: its uploads stay pending adaptation in the fleet index."""
+    gate refused it, a rollback's tag, or it is ``production``), or it will have none (it failed
+    the ONNX parity check, so it never became the candidate). A candidate that a run registered and
+    was killed before promoting is not: its uploads stay pending adaptation in the fleet index.
+    Nor is one the gate passed that is not production and was never rolled back: the gate's tag is
+    written before the move, so that is a promotion killed between the two (the next hour finds it
+    again and promotes it); a version promoted and replaced since has a newer one done with, which
+    counts instead. Counted done, `metagan doctor` cleared such a customer's pending uploads and
+    the candidate was never promoted (a probe of 2026-12-07)."""
     tags = version.tags or {}
-    return ("gate" in tags or ROLLED_BACK_TAG in tags or tags.get("parity_ok") != "true"
+    return (tags.get("gate") == "refused" or ROLLED_BACK_TAG in tags or tags.get("parity_ok") != "true"
             or (production is not None and str(production.version) == str(version.version)))
 
 
