@@ -294,6 +294,26 @@ class FleetIndex:
             ON CONFLICT (customer_id) DO UPDATE SET {updates}""",
             [tuple(getattr(r, c) for c in COLUMNS) for r in rows])
 
+    def repair(self, rows: list[tuple[CustomerRow, CustomerRow | None]]) -> set[str]:
+        """Write whole rows repaired from the registry, ``(new, old)``: each only where the index
+        still holds ``old``, the row it was compared with (None: there was none). An event another
+        run recorded since (a promotion, a rollback, an ingestion) is newer than what the repair
+        read, and stays. Returns the customers written."""
+        names = ", ".join(COLUMNS)
+        updates = ", ".join(f"{c} = ?" for c in COLUMNS[1:])
+        unchanged = " AND ".join(f"{c} IS NOT DISTINCT FROM ?" for c in COLUMNS[1:])
+        statements = []
+        for new, old in rows:
+            values = tuple(getattr(new, c) for c in COLUMNS)
+            if old is None:
+                statements.append((f"""INSERT INTO {TABLE} ({names}) VALUES ({', '.join('?' * len(COLUMNS))})
+                    ON CONFLICT (customer_id) DO NOTHING""", values))
+            else:
+                statements.append((f"UPDATE {TABLE} SET {updates} WHERE customer_id = ? AND {unchanged}",
+                                   values[1:] + (new.customer_id,) + tuple(getattr(old, c) for c in COLUMNS[1:])))
+        counts = self.db.execute_each("repair the fleet index", statements)
+        return {new.customer_id for (new, _), n in zip(rows, counts) if n > 0}
+
     def delete(self, customer_ids: list[str]) -> None:
         self.db.executemany("remove customers from the fleet index", f"DELETE FROM {TABLE} WHERE customer_id = ?",
                           [(c,) for c in customer_ids])

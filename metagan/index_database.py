@@ -252,6 +252,28 @@ class IndexDatabase:
         if rows:
             self._run(what, action)
 
+    def execute_each(self, what: str, statements: list[tuple[str, tuple]]) -> list[int]:
+        """Several statements in one transaction; the number of rows each changed."""
+        def action(con):
+            if self.postgres:
+                with con.transaction(), con.cursor() as cur:
+                    counts = []
+                    for sql, args in statements:
+                        cur.execute(self.sql(sql), args)
+                        counts.append(cur.rowcount)
+                    return counts
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                counts = [con.execute(sql, args).rowcount for sql, args in statements]
+                con.execute("COMMIT")
+                return counts
+            except BaseException:
+                if con.in_transaction:
+                    con.execute("ROLLBACK")
+                raise
+
+        return self._run(what, action) if statements else []
+
     def close(self) -> None:
         self._drop_connection()
 

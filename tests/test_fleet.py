@@ -381,3 +381,31 @@ def test_an_older_adaptation_registered_after_a_newer_one_leaves_the_newer_uploa
     assert index.pending_adaptation() == ["a"]
     index.adapted("a", "h2")  # the next hour: the newer uploads' version again
     assert index.pending_adaptation() == []
+
+
+def test_a_repaired_row_is_written_only_where_the_index_still_holds_the_row_it_was_compared_with(index):
+    """`metagan doctor`'s write (FleetIndex.repair): a row is rewritten only while it is the one
+    doctor read (nulls and times compared exactly), and a missing one inserted only while still
+    missing, so an event another run recorded after doctor read the row (a rollback, new uploads)
+    is never written over; the customers written are returned."""
+    from dataclasses import replace
+
+    from metagan.fleet_index import CustomerRow
+
+    index.production_changed("a", "2", "file:///a2.onnx", "sha-a2", now=1000.5)
+    index.uploads_ingested([("a", "sig-1", "h1")], now=1001.25)
+    index.production_changed("b", "1", None, None, now=1002.0)
+    read = index.rows()
+    index.production_changed("a", "1", "file:///a1.onnx", "sha-a1", now=1003.0)  # a rollback after the read
+    index.uploads_ingested([("new", "sig-n", "hn")], now=1004.0)  # a customer's first uploads, after the read
+    written = index.repair([(replace(read["a"], every_s=3600, updated_at=2000.0), read["a"]),
+                            (replace(read["b"], every_s=7200, updated_at=2000.0), read["b"]),
+                            (CustomerRow("new", production_version="9", updated_at=2000.0), None),
+                            (CustomerRow("other", production_version="3", updated_at=2000.0), None)])
+    assert written == {"b", "other"}
+    rows = index.rows()
+    assert (rows["a"].production_version, rows["a"].every_s, rows["a"].uploads_hash) == ("1", None, "h1")
+    assert rows["b"].every_s == 7200 and rows["b"].adapt_since is None and rows["b"].uploads_sig is None
+    assert (rows["new"].production_version, rows["new"].uploads_hash) == (None, "hn")
+    assert rows["other"].production_version == "3"
+    assert index.repair([]) == set()

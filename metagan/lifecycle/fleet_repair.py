@@ -104,21 +104,39 @@ def disagreement(have: CustomerRow | None, want: CustomerRow) -> str:
     return ""
 
 
+REPAIR_ROUNDS = 3
+"""Repairs in a row at most, while runs beside doctor change rows it was about to rewrite."""
+
+
 def repair_index(found: FleetIndex, default_every_s: int, now: float | None = None) -> IndexRepair:
-    """Rewrite every row of ``found`` that disagrees with the registry (see the module's text)."""
-    set_aside = len(found.set_aside)
-    repair = _repair_once(found, default_every_s, now)
-    if len(found.set_aside) != set_aside:
-        # the file was found damaged under this repair and moved aside: what was read from it is
-        # gone, and the new file holds only what was written after; once more, on the new file
-        return _repair_once(found, default_every_s, now)
-    return repair
+    """Rewrite every row of ``found`` that disagrees with the registry (see the module's text).
+    A row another run changed meanwhile (a promotion, a rollback, an ingestion) is not written
+    over: the next round reads it and the registry again."""
+    repaired: dict[str, str] = {}
+    for _ in range(REPAIR_ROUNDS):
+        set_aside = len(found.set_aside)
+        repair, raced = _repair_once(found, default_every_s, now)
+        if len(found.set_aside) != set_aside:
+            # the file was found damaged under this repair and moved aside: what was read from it is
+            # gone, and the new file holds only what was written after; once more, on the new file
+            repaired = {}
+            continue
+        repaired.update(repair.repaired)
+        if not raced:
+            break
+    return IndexRepair(repair.index, repair.customers, list(repaired.items()))
 
 
-def _repair_once(found: FleetIndex, default_every_s: int, now: float | None) -> IndexRepair:
+def _repair_once(found: FleetIndex, default_every_s: int, now: float | None) -> tuple[IndexRepair, int]:
+    """One repair; also how many rows were left as another run changed them meanwhile."""
     now = time.time() if now is None else now
-    want = expected_rows(default_every_s, now)
+    # the index first, then the registry: every event is written to the registry before the index,
+    # so an event the index holds is in what the registry says, and a row one changes after it was
+    # read is left as that run wrote it (FleetIndex.repair). Read the other way round, a promotion
+    # or rollback between the two reads was undone in the index: doctor wrote back the production
+    # version it had read, and the night drew the version rolled back (a probe of 2026-12-07)
     have = found.rows()
+    want = expected_rows(default_every_s, now)
     fixed, repaired = [], []
     for cid, row in want.items():
         why = disagreement(have.get(cid), row)
@@ -126,23 +144,24 @@ def _repair_once(found: FleetIndex, default_every_s: int, now: float | None) -> 
             old = have.get(cid)
             uploads = {} if old is None else {"uploads_sig": old.uploads_sig, "uploads_hash": old.uploads_hash}
             pending = uploads.get("uploads_hash") is not None and uploads["uploads_hash"] != row.adapted_hash
-            fixed.append(replace(row, **uploads, adapt_since=(old.adapt_since or now) if pending else None,
-                                 updated_at=now))
+            fixed.append((replace(row, **uploads, adapt_since=(old.adapt_since or now) if pending else None,
+                                  updated_at=now), old))
             repaired.append((cid, why))
     for cid, old in have.items():
         if cid not in want and (old.production_version is not None or old.adapted_hash is not None):
             # registered after the registry's backup was taken, say: its uploads have no model any
             # more, so they are pending again (the hour adapts them without waiting for a change)
-            fixed.append(replace(old, production_version=None, model_uri=None, model_sha256=None, batch_version=None,
-                                 due_at=None, adapted_hash=None,
-                                 adapt_since=(old.adapt_since or now) if old.uploads_hash is not None else None,
-                                 updated_at=now))
+            fixed.append((replace(old, production_version=None, model_uri=None, model_sha256=None,
+                                  batch_version=None, due_at=None, adapted_hash=None,
+                                  adapt_since=(old.adapt_since or now) if old.uploads_hash is not None else None,
+                                  updated_at=now), old))
             repaired.append((cid, "not in the registry"))
-    found.put(fixed)
+    written = found.repair(fixed)
     if want and not have:  # built from nothing (lost, damaged): what ingestion knew is gone
         found.set_state(UPLOADS_UNKNOWN, {"since": now})
     found.set_state(BUILT, {"at": now, "customers": len(want)})
-    return IndexRepair(found.where, len(want), repaired)
+    return (IndexRepair(found.where, len(want), [(c, why) for c, why in repaired if c in written]),
+            len(fixed) - len(written))
 
 
 def ensure_built(found: FleetIndex, default_every_s: int) -> IndexRepair | None:
