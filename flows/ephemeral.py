@@ -22,6 +22,10 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 OWNER_ENV = "METAGAN_PREFECT_OWNER"
+EPHEMERAL_ENV = "PREFECT__SERVER_EPHEMERAL"
+"""Set by Prefect for its private server: the server then runs none of its services, the scheduler
+among them (Prefect 3.9: only those marked ``run_in_ephemeral``)."""
+_services = False
 SERVER_APP = b"prefect.server.api.server:create_app"
 PROC = Path("/proc")
 
@@ -53,6 +57,8 @@ def out_of_the_terminals_reach() -> bool:
     class Popen(subprocess.Popen):
         def __init__(self, *args, **kwargs):
             kwargs.setdefault("process_group", 0)
+            if _services and kwargs.get("env") is not None:
+                kwargs["env"] = {k: v for k, v in kwargs["env"].items() if k != EPHEMERAL_ENV}
             super().__init__(*args, **kwargs)
 
     own = types.ModuleType("subprocess", subprocess.__doc__)
@@ -60,6 +66,19 @@ def out_of_the_terminals_reach() -> bool:
     own.Popen, own.OWN_PROCESS_GROUP = Popen, True
     server.subprocess = own
     return True
+
+
+def with_services() -> bool:
+    """The private Prefect server started from now on runs Prefect's services, its scheduler among
+    them, as `prefect server start` does (its UI still off). ``metagan serve`` needs them: its
+    deployments' schedules become flow runs only by the server's scheduler, which Prefect's
+    private (ephemeral) server does not run, so a ``metagan serve`` without ``PREFECT_API_URL``
+    served its hourly, nightly and weekly deployments and never ran one (probe of 2026-12-07: no
+    flow run in 200 s with a one-minute cron). Returns whether it will (False: another Prefect;
+    nothing changed)."""
+    global _services
+    _services = True
+    return out_of_the_terminals_reach()
 
 
 def mark_owner() -> None:

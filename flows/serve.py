@@ -75,7 +75,15 @@ def serve_all(customers_dir: str, params_path: str | None = None) -> None:
     """One long-running process runs the schedules itself (the embedded way), until a Ctrl-C:
     Prefect's ``serve`` ends on it by returning, so this returns only when interrupted. Deployments
     of the same names already on work pools (``metagan deploy``) are left alone: serving would
-    replace them with ones only this process can run."""
+    replace them with ones only this process can run. Without a Prefect server
+    (``PREFECT_API_URL``), the private one this process starts runs Prefect's scheduler, which turns
+    the schedules into runs (:func:`flows.ephemeral.with_services`)."""
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.ephemeral import with_services
+
+    if not PREFECT_API_URL.value():
+        with_services()
     served = deployments(customers_dir, params_path)
     on_pools = deployments_on_pools(served)
     if on_pools:

@@ -1,3 +1,8 @@
+"""metagan serve and deploy: the deployments, their schedules, and how serving stops."""
+
+import os
+
+
 def test_deployments_carry_the_cron_schedules_from_params(tmp_path):
     import yaml
 
@@ -62,3 +67,53 @@ def test_serve_stopped_by_a_ctrl_c_exits_as_every_interrupted_command_does(prefe
     assert cmd_serve(SimpleNamespace(customers=str(tmp_path / "uploads"), params=None), None) \
         == ExitCode.INTERRUPTED == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+SCHEDULED_RUNS_PROBE = """
+import sys, time
+from flows import ephemeral, serve
+ephemeral.mark_owner()  # as the command does: a killed probe's server is stopped by the next flow command
+
+def probe(*deployments):  # Prefect's serve, up to its runner: the deployments registered with their schedules
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    for d in deployments:
+        d.apply()
+    wanted = DeploymentFilter(name=DeploymentFilterName(any_=["hourly-adapt"]))
+    deadline = time.monotonic() + float(sys.argv[2])
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_flow_runs(deployment_filter=wanted)
+            if runs or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+    print("scheduled runs of hourly-adapt:", len(runs), flush=True)
+
+serve.serve = probe
+serve.serve_all(sys.argv[1], None)
+"""
+
+
+def test_serve_without_a_prefect_server_turns_its_schedules_into_runs(tmp_path):
+    """Guarantee: `metagan serve` without a Prefect server (`PREFECT_API_URL`, the embedded way)
+    runs its deployments on their schedules: the private server it starts runs Prefect's
+    scheduler, which makes the schedules' flow runs for the runner to pick up. Prefect 3 starts
+    that server without its services (`PREFECT__SERVER_EPHEMERAL`), so a served deployment never
+    ran: a probe of 2026-12-07 served a one-minute `adapt_cron` for 200 s and the server held no
+    flow run of it. By hand since: `metagan serve` with that cron ran the hour at the minute and
+    promoted the customer whose uploads changed."""
+    import subprocess
+    import sys
+
+    from metagan.config import PROJECT_ROOT
+
+    (tmp_path / "uploads").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_"))} | {
+        "PYTHONPATH": str(PROJECT_ROOT), "PREFECT_HOME": str(tmp_path / "prefect"), "METAGAN_PROJECT": str(tmp_path),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120"}
+    done = subprocess.run([sys.executable, "-c", SCHEDULED_RUNS_PROBE, str(tmp_path / "uploads"), "45"], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = [line for line in done.stdout.splitlines() if line.startswith("scheduled runs of hourly-adapt:")]
+    assert found and int(found[0].rsplit(":", 1)[1]) > 0, done.stdout[-2000:] + done.stderr[-2000:]
