@@ -7,9 +7,9 @@ import pytest
 from metagan import model_names, model_versions
 from metagan.config import GateConfig
 from metagan.fleet_index import FleetIndex, registry_index
-from metagan.lifecycle import fleet_repair, registry
+from metagan.lifecycle import fleet_repair, production_moves, promotion
 from metagan.lifecycle.fleet_repair import repair_index
-from metagan.lifecycle.registry import Promotion
+from metagan.lifecycle.promotion import Promotion
 from tests.test_registry import Killed, KilledAtWrite, onnx_model, register, store  # noqa: F401 (fixtures)
 
 GATE = GateConfig()
@@ -26,7 +26,7 @@ def in_production(cid: str, logged, shots: str) -> str:
     """A version adapted from ``shots`` (ingested first, as an hour does), registered and promoted."""
     registry_index().uploads_ingested([(cid, f"sig-{shots}", shots)])
     version = register(cid, logged, {"content_hash": shots}, alias=model_names.CANDIDATE)
-    assert registry.promote(cid, GATE, version=version).outcome is Promotion.PROMOTED
+    assert promotion.promote(cid, GATE, version=version).outcome is Promotion.PROMOTED
     return version
 
 
@@ -47,7 +47,7 @@ def test_doctor_after_a_promotion_killed_past_the_gates_tag_leaves_the_candidate
     with monkeypatch.context() as m:
         KilledAtWrite(m, 1)  # the gate's tag is written; the move's record, `previous`, `production` are not
         with pytest.raises(Killed):
-            registry.promote("acme", GATE, version=v2)
+            promotion.promote("acme", GATE, version=v2)
     name = model_names.customer_model_name("acme")
     assert model_versions.get_version(name, v2).tags["gate"] == "passed"
     assert aliases("acme") == {"production": v1, "candidate": v2}
@@ -58,7 +58,7 @@ def test_doctor_after_a_promotion_killed_past_the_gates_tag_leaves_the_candidate
     assert index.pending_adaptation() == ["acme"] and index.row("acme").adapted_hash == "h1"
 
     # the next hour: the same uploads find the same version (reused), which its promotion moves
-    assert registry.promote("acme", GATE, version=v2).outcome is Promotion.PROMOTED
+    assert promotion.promote("acme", GATE, version=v2).outcome is Promotion.PROMOTED
     assert aliases("acme") == {"production": v2, "previous": v1, "candidate": v2}
     assert index.pending_adaptation() == [] and repair_index(index, DAY).agreed
 
@@ -84,8 +84,8 @@ def test_doctor_beside_a_run_never_writes_back_what_the_run_changed(onnx_model, 
     v3 = register("acme", onnx_model, {"content_hash": "h2"}, alias=model_names.CANDIDATE)  # an hour's candidate
     # a row doctor rewrites anyway: the customer's own cadence, set in the registry, not in the index
     model_versions.set_model_tag(name, EVERY_TAG, repr(12.0))
-    events = {"rollback": lambda: registry.rollback("acme"),
-              "promotion": lambda: registry.promote("acme", GATE, version=v3),
+    events = {"rollback": lambda: production_moves.rollback("acme"),
+              "promotion": lambda: promotion.promote("acme", GATE, version=v3),
               "ingestion": lambda: index.uploads_ingested([("acme", "sig-h4", "h4")])}
     happened = []
 
