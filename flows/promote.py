@@ -39,9 +39,9 @@ def promote(params: Params, customers: list[str] | None = None,
     return results
 
 
-def rollback(params: Params, customer_id: str) -> production_moves.Rollback:
-    """Swap ``production`` and ``previous``; returns the version now in production."""
-    return production_moves.rollback(customer_id, customer_locker(params))
+def rollback(params: Params, customer_id: str, expected: str | None = None) -> production_moves.Rollback:
+    """Swap ``production`` and ``previous`` (only while production is ``expected``, when given)."""
+    return production_moves.rollback(customer_id, customer_locker(params), expected)
 
 
 class AdaptedAndPromoted(NamedTuple):

@@ -146,6 +146,33 @@ def test_a_rolled_back_version_is_not_promoted_again_until_a_rollback_brings_it_
     assert str(model_versions.get_alias(name, "previous").version) == v2 != v3
 
 
+def test_a_rollback_from_a_version_production_no_longer_serves_changes_nothing(onnx_model, capsys):
+    """Guarantee: `metagan rollback --from N` rolls back only while production serves version N: an
+    hourly run that promoted a newer version since the operator looked, or another operator's
+    rollback first, leaves the registry as it is, exit 3, naming the version served. Without it a
+    probe of 2026-12-07 saw a rollback just after an hour's promotion take out the new version and
+    put back the one the operator meant to remove."""
+    from flows.app.cli import main
+    from metagan.errors import ExitCode
+
+    gate, name = GateConfig(), model_names.customer_model_name("acme")
+    register("acme", onnx_model, alias=model_names.CANDIDATE)
+    assert promotion.promote("acme", gate).serving
+    v2 = register("acme", onnx_model, alias=model_names.CANDIDATE)
+    assert promotion.promote("acme", gate).serving
+    v3 = register("acme", onnx_model, alias=model_names.CANDIDATE)  # the hour, after the operator looked at v2
+    assert promotion.promote("acme", gate).serving
+    with pytest.raises(production_moves.ProductionMoved, match=f"production serves version {v3}, not version {v2}: "
+                                                               f"nothing rolled back .* --from {v3}"):
+        production_moves.rollback("acme", expected=v2)
+    assert str(model_versions.get_alias(name, "production").version) == v3
+    assert registry.ROLLED_BACK_TAG not in model_versions.get_version(name, v3).tags
+    assert main(["rollback", "--customer", "acme", "--from", v2]) == ExitCode.BAD_INPUT
+    assert "nothing rolled back" in capsys.readouterr().err
+    assert main(["rollback", "--customer", "acme", "--from", v3]) == ExitCode.OK
+    assert f"production is now version {v2}" in capsys.readouterr().out
+
+
 def test_a_rollback_to_a_damaged_model_is_refused_and_production_stays(onnx_model):
     """Guarantee: rollback reads the previous version's model file and checks it first; one that
     does not match its registered checksum is refused as damaged (exit 5) and production stays

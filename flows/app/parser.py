@@ -185,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     rb = command("rollback", "put a customer's previous production model back", cmd_rollback)
     rb.add_argument("--customer", metavar="ID", required=True, help="the customer's id")
+    rb.add_argument("--from", dest="from_version", metavar="VERSION", type=_positive_whole,
+                    help="only if production serves this version now (as `metagan models` showed it): an hourly "
+                         "run may have promoted a newer one since, or another operator rolled back first; "
+                         "otherwise nothing changes (exit 3)")
 
     m = command("models", "customers, versions, aliases and key metrics; the meta-model and evaluator",
                 cmd_models)

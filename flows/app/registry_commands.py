@@ -27,7 +27,8 @@ def cmd_rollback(args, params: Params) -> int:
     from metagan.uploads import validate_customer_id
 
     customer = validate_customer_id(args.customer)
-    print(rollback(params, customer).describe(customer))
+    expected = None if args.from_version is None else str(args.from_version)
+    print(rollback(params, customer, expected).describe(customer))
     return ExitCode.OK
 
 

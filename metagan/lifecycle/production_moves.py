@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass
 
 from metagan import model_versions, serving
+from metagan.errors import BadInput
 from metagan.fleet_index import registry_index
 from metagan.lifecycle.registry import default_locker, lock_name
 from metagan.locks import Locker
@@ -121,6 +122,17 @@ class NoPreviousVersion(LookupError):
     """A rollback was asked for a customer that never had another production version."""
 
 
+class ProductionMoved(BadInput):
+    """A rollback asked to take ``expected`` out of production, which serves ``found`` now."""
+
+    def __init__(self, customer_id: str, expected: str, found: str | None):
+        now = f"serves version {found}" if found is not None else "has no production version"
+        super().__init__(f"customer {customer_id!r}: production {now}, not version {expected}: nothing rolled back "
+                         f"(see `metagan models`; to take out version {found} instead, rerun with --from {found})"
+                         if found is not None else f"customer {customer_id!r}: production {now}: nothing rolled back")
+        self.customer_id, self.expected, self.found = customer_id, expected, found
+
+
 @dataclass(frozen=True)
 class Rollback:
     """What a rollback did: ``version`` is in production now. ``undid_a_rollback``: that version
@@ -138,9 +150,14 @@ class Rollback:
         return said
 
 
-def rollback(customer_id: str, lock: Locker | None = None) -> Rollback:
+def rollback(customer_id: str, lock: Locker | None = None, expected: str | None = None) -> Rollback:
     """Swap ``production`` and ``previous``; returns the version now in production. A previous
     version whose model file is missing or damaged is refused (:class:`~metagan.errors.Damaged`).
+    ``expected``: the version the operator means to take out of production; when production is
+    another now (an hourly run promoted a new one since they looked, or another operator rolled
+    back first), nothing changes (:class:`ProductionMoved`): without it, a probe of 2026-12-07 saw
+    such a rollback take out the new version and put back the one the operator meant to remove,
+    and two operators rolling back at once end where they started.
     The version rolled back is tagged :data:`ROLLED_BACK_TAG`, so the next ``promote`` or hourly
     run does not put it back. A move cut short between its alias writes (:data:`MOVE_TAG`) is
     finished first: a rollback's is the rollback asked for again, and done; after a promotion's,
@@ -148,6 +165,8 @@ def rollback(customer_id: str, lock: Locker | None = None) -> Rollback:
     name = customer_model_name(customer_id)
     with (lock or default_locker())(lock_name(customer_id)):
         prev, prod = model_versions.get_alias(name, PREVIOUS), model_versions.get_alias(name, PRODUCTION)
+        if expected is not None and (prod is None or str(prod.version) != str(expected)):
+            raise ProductionMoved(customer_id, str(expected), None if prod is None else str(prod.version))
         if stuck(prod, prev):
             finished = finish_cut_short(customer_id, str(prod.version), model_versions.get_model_tag(name, MOVE_TAG))
             if not finished.finished:
