@@ -72,7 +72,7 @@ class CutShort:
                 "version before is unknown, so there is nothing to roll back to until the next promotion")
 
 
-def finish_cut_short(customer_id: str, stuck_on: str, record: str | None) -> CutShort:
+def finish_cut_short(customer_id: str, stuck_on: str, record: str | None, announce: bool = True) -> CutShort:
     """Finish the move :data:`MOVE_TAG` records, when it explains ``production`` and ``previous``
     both naming ``stuck_on`` (its ``previous`` was written, its ``production`` not). The caller
     holds the customer's lock."""
@@ -83,20 +83,20 @@ def finish_cut_short(customer_id: str, stuck_on: str, record: str | None) -> Cut
         move = None
     if move is None or previous != stuck_on or production == stuck_on:
         found = CutShort(customer_id, stuck_on)
+    else:
+        name = customer_model_name(customer_id)
+        model_versions.set_alias(name, PRODUCTION, production)
+        now = model_versions.get_version(name, production)
+        production_changed(customer_id, now)
+        found = CutShort(customer_id, stuck_on, kind, now)
+    if announce:  # a promote or rollback finishing it says so; doctor prints its own list
         log.warning("%s", found.describe())
-        return found
-    name = customer_model_name(customer_id)
-    model_versions.set_alias(name, PRODUCTION, production)
-    now = model_versions.get_version(name, production)
-    production_changed(customer_id, now)
-    found = CutShort(customer_id, stuck_on, kind, now)
-    log.warning("%s", found.describe())
     return found
 
 
 def finish_cut_short_moves(lock: Locker | None = None) -> list[CutShort]:
     """Every customer whose ``production`` and ``previous`` name one version (one listing), its
-    move finished under its lock (``metagan doctor``)."""
+    move finished under its lock (``metagan doctor``, which prints each: not logged here as well)."""
     held, found = lock or default_locker(), []
     for m in model_versions.list_models(CUSTOMER_PREFIX):
         aliases = {a: str(v) for a, v in (m.aliases or {}).items()}
@@ -106,7 +106,8 @@ def finish_cut_short_moves(lock: Locker | None = None) -> list[CutShort]:
         with held(lock_name(cid)):  # read again under the lock: another process may have finished it
             prod, prev = model_versions.get_alias(m.name, PRODUCTION), model_versions.get_alias(m.name, PREVIOUS)
             if stuck(prod, prev):
-                found.append(finish_cut_short(cid, str(prod.version), model_versions.get_model_tag(m.name, MOVE_TAG)))
+                record = model_versions.get_model_tag(m.name, MOVE_TAG)
+                found.append(finish_cut_short(cid, str(prod.version), record, announce=False))
     return found
 
 
