@@ -8,6 +8,22 @@ from metagan.data import TaskDataset
 torch.set_num_threads(1)  # CI has 2 cores; one thread per test process avoids oversubscription
 
 
+@pytest.fixture(autouse=True)
+def tracking_uri_kept():
+    """MLflow's ``set_tracking_uri`` (which ``metagan.store.configure`` calls) also exports
+    ``MLFLOW_TRACKING_URI`` for child processes: a test that configured the store in the source
+    folder pointed every later test of the session at that registry (``metagan doctor`` in a test's
+    own project checked the source folder's instead). Each test gets back the variable it found."""
+    import os
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     """One temporary Prefect API for the whole session (starting one costs ~13 s), shared by
