@@ -13,7 +13,8 @@ MLflow version can make serving slower but not wrong;
 from __future__ import annotations
 
 import sqlite3
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -81,19 +82,12 @@ def model_names(db: Path, prefix: str, name: str | None = None) -> list[str]:
     it is registered), sorted; none when there is no registry yet."""
     if not db.is_file():
         return []
-    try:
-        with closing(_connect(db)) as con:
-            if name is not None:
-                rows = con.execute("SELECT DISTINCT name FROM registered_models WHERE name = ?", (name,)).fetchall()
-            else:  # not LIKE: "_" in a prefix would match any character
-                rows = con.execute("SELECT DISTINCT name FROM registered_models WHERE substr(name, 1, ?) = ?",
-                                   (len(prefix), prefix)).fetchall()
-    except sqlite3.OperationalError as e:
-        if "no such" in str(e):  # another MLflow schema, or none: MLflow's client says which
-            raise UnknownLayout(str(e)) from e
-        raise
-    except sqlite3.DatabaseError as e:
-        raise Damaged(f"the registry at {db} is unreadable ({e}); restore it from backup") from None
+    with _names_read(db) as con:
+        if name is not None:
+            rows = con.execute("SELECT DISTINCT name FROM registered_models WHERE name = ?", (name,)).fetchall()
+        else:  # not LIKE: "_" in a prefix would match any character
+            rows = con.execute("SELECT DISTINCT name FROM registered_models WHERE substr(name, 1, ?) = ?",
+                               (len(prefix), prefix)).fetchall()
     return sorted(r[0] for r in rows if r[0].startswith(prefix))
 
 
@@ -105,20 +99,28 @@ def model_names_in_any_case(db: Path, names: list[str]) -> list[str]:
         return []
     folded = sorted({n.lower() for n in names})
     found: set[str] = set()
+    with _names_read(db) as con:
+        for i in range(0, len(folded), 500):  # under SQLite's limit on a statement's parameters
+            chunk = folded[i:i + 500]
+            found.update(r[0] for r in con.execute(
+                f"SELECT DISTINCT name FROM registered_models WHERE lower(name) IN ({', '.join('?' * len(chunk))})",
+                chunk))
+    return sorted(found)
+
+
+@contextmanager
+def _names_read(db: Path) -> Iterator[sqlite3.Connection]:
+    """A read of the registered models' names: a table or column of another MLflow schema (or none)
+    is :class:`UnknownLayout`, which MLflow's client then reads; an unreadable file is damaged."""
     try:
         with closing(_connect(db)) as con:
-            for i in range(0, len(folded), 500):  # under SQLite's limit on a statement's parameters
-                chunk = folded[i:i + 500]
-                found.update(r[0] for r in con.execute(
-                    f"SELECT DISTINCT name FROM registered_models WHERE lower(name) IN ({', '.join('?' * len(chunk))})",
-                    chunk))
+            yield con
     except sqlite3.OperationalError as e:
-        if "no such" in str(e):  # another MLflow schema, or none: MLflow's client says which
+        if "no such" in str(e):
             raise UnknownLayout(str(e)) from e
         raise
     except sqlite3.DatabaseError as e:
         raise Damaged(f"the registry at {db} is unreadable ({e}); restore it from backup") from None
-    return sorted(found)
 
 
 def onnx_file(stored: StoredVersion) -> Path:
