@@ -65,13 +65,23 @@ def case_twins(customer_ids: list[str], ingested_root: str | Path) -> dict[str, 
             raise
         return {c: UploadError(c, f"cannot tell whether a registered customer has its id in another case ({e}); "
                                   "it is ingested once the registry answers") for c in new}
+    # each id checked against those of its own case-folded spelling only: against every known id
+    # and every id of the batch, a first ingestion of n new customers took n^2 comparisons (10,000: 4 s)
+    known_by_fold, batch_by_fold = _by_fold(known), _by_fold(customer_ids)
     refused = {}
     for c in new:
         try:
-            validate_customer_id(c, known, customer_ids)
+            validate_customer_id(c, known_by_fold.get(c.casefold(), ()), batch_by_fold.get(c.casefold(), ()))
         except UploadError as e:
             refused[c] = e
     return refused
+
+
+def _by_fold(ids) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for i in ids:
+        grouped.setdefault(i.casefold(), []).append(i)
+    return grouped
 
 
 def registered_in_any_case(customer_ids: list[str]) -> set[str]:

@@ -76,7 +76,7 @@ _SHARED_FOLDERS = ("ids are case-sensitive, but on a case-insensitive file syste
 
 
 def _case_twin(name: str, others: Iterable[str]) -> str | None:
-    """The first (in order) of ``others`` that differs from ``name`` only in case, if any. Unsafe ids
+    """The least (alphabetically) of ``others`` that differs from ``name`` only in case, if any. Unsafe ids
     are no twins: ``str.casefold`` folds some non-ASCII letters into ASCII ones ('ß' into 'ss')."""
     folded = name.casefold()
     return min((o for o in others if o != name and o.casefold() == folded and CUSTOMER_ID.fullmatch(o)), default=None)
