@@ -47,9 +47,8 @@ def pipeline(params: Params, customers_dir: str | None = None, source: str | Non
     data = ingest(params, customers_dir, source)
     meta = meta_train(params, data.data_version, start=start)
     evaluator = register_evaluator(params)
-    accepted = data.accepted
     # Dask workers lost mid-run: what was adapted first is promoted, then the run stops (exit 4)
-    adapted, promoted = adapt_and_promote(params, meta.version, data.data_version, accepted) if accepted else ([], [])
+    adapted, promoted = adapt_and_promote(params, meta.version, data.data_version, data.accepted)
     serving = [p.customer_id for p in promoted if p.serving]
     generated = generate_flow(params)(params, serving, count, seed, out) if serving else []
     result = PipelineResult(data, meta, evaluator, adapted, promoted, generated)

@@ -62,6 +62,8 @@ def adapt_and_promote(params: Params, meta_version: str | None, data_version: st
     the customers adapted before the loss are promoted as a whole run would promote them, then the
     loss is raised (unavailable, naming the customers left). Left unpromoted, their candidates
     waited for a rerun to find them again, reused."""
+    if not uploads:
+        return AdaptedAndPromoted([], [])
     try:
         adapted = adapt_customers.adapt_customers_flow(params)(params, meta_version, data_version, uploads)
     except WorkersLost as lost:

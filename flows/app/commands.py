@@ -99,8 +99,7 @@ def cmd_adapt(args, params: Params) -> int:
     params = params.with_overrides(**overrides(adapt={"steps": args.steps}))
     data = ingest(params, str(customers))
     # Dask workers lost mid-run: what was adapted first is promoted, then the command stops (exit 4)
-    adapted, promotions = adapt_and_promote(params, None, data.data_version, data.accepted) \
-        if data.accepted else ([], [])
+    adapted, promotions = adapt_and_promote(params, None, data.data_version, data.accepted)
     promoted = {p.customer_id: p for p in promotions}
     # partial: a customer rejected, failed or refused by the gate (a candidate superseded by an
     # overlapping run's newer one is not a failure: that run promotes its own)
