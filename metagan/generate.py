@@ -39,6 +39,13 @@ written into the folders of customers who bear those names."""
 
 log = logging.getLogger(__name__)
 
+
+class Superseded(Exception):
+    """The model a batch was drawn from stopped being the one served before the batch was published
+    (a rollback or a promotion meanwhile): nothing was written, or the images were but not the
+    manifest, so no reader takes them for a batch."""
+
+
 # what a batch may remove: a plain name in the location itself (a manifest edited to name
 # ``../x`` or ``sub/x`` names nothing to remove)
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -122,6 +129,11 @@ def holding_the_location(out, lock: Locker | None):
     return file_locker(folder)(name)
 
 
+def _check_served(still_served: Callable[[], bool] | None, model: dict) -> None:
+    if still_served is not None and not still_served():
+        raise Superseded(f"{model.get('name')} version {model.get('version')} is no longer the one served")
+
+
 def files_of(manifest: dict) -> set[str]:
     """The files a batch's manifest (or the unfinished record, ``{"files": [...]}``) names in its
     location: the loose images or the shard that holds them, the contact sheet and the gallery."""
@@ -160,7 +172,8 @@ def earlier_batch_files(out) -> set[str]:
 
 def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model: dict, batch_size: int = 256,
                   progress: Callable[[int], None] | None = None, layout: str = "png", out=None,
-                  threads: int | None = None, lock: Locker | None = None) -> dict:
+                  threads: int | None = None, lock: Locker | None = None,
+                  still_served: Callable[[], bool] | None = None) -> dict:
     """``count`` images of the ONNX model in ``out_uri`` (loose ``00000.png``... or, with
     ``layout="shard"``, one ``images.tar`` of ``00000.png`` + ``00000.json``...), its contact sheet
     and gallery page, and last ``manifest.json`` (what was made, from which model version, and
@@ -171,7 +184,9 @@ def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model:
     :class:`~metagan.storage.OutputLocation` whose S3 client to reuse for ``out_uri``; ``threads``:
     onnxruntime threads (one in a fan-out task: the other tasks use the other cores); ``lock``: the
     profile's locker, for an S3 location (:func:`holding_the_location`, held from the first write
-    to the manifest).
+    to the manifest); ``still_served()``: asked, holding the location, before the first write and
+    again before the manifest; False raises :class:`Superseded` (a batch of a model no longer
+    served must not replace the customer's batch).
     """
     from metagan.config import MAX_BATCH_IMAGES
     from metagan.errors import BadInput
@@ -196,6 +211,7 @@ def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model:
 
     ours = ({SHARD} if layout == "shard" else set(names)) | {CONTACT_SHEET, GALLERY}
     with holding_the_location(out, lock):
+        _check_served(still_served, model)
         # a batch written over an earlier one removes the earlier one's files it does not rewrite,
         # and only those (a user's own files may sit beside a batch); what both batches may leave
         # is recorded first, so a kill at any later point leaves the next batch the list
@@ -222,6 +238,7 @@ def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model:
         out.write(GALLERY, gallery_html(model, names, manifest, pngs if layout == "shard" else None))
         for name in sorted(earlier - ours):  # before the manifest: a folder with one holds that batch alone
             out.remove(name)
+        _check_served(still_served, model)
         manifest["seconds"] = round(time.monotonic() - start, 3)
         manifest["location"] = out.uri
         manifest["manifest"] = out.write(MANIFEST, json.dumps(manifest, indent=2).encode())

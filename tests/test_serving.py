@@ -252,6 +252,30 @@ def test_a_batch_written_over_another_drops_the_old_manifest_before_its_first_im
     assert not (store / "b" / "manifest.json").exists()
 
 
+def test_a_batch_whose_model_stops_being_served_replaces_nothing_or_publishes_nothing(acme, store):
+    """A batch asks, holding its location, whether its model is still the one served: before its
+    first write (no: the earlier batch stays whole) and before its manifest (no: no manifest, so no
+    reader takes the images for a batch, and the next batch there removes them)."""
+    import pytest
+
+    from metagan.generate import Superseded, run_batch_job
+
+    model = serving.served_model("acme")
+    first = run_batch_job(model.onnx, 4, str(store / "b"), 1, model.describe())
+    before = {p.name: p.read_bytes() for p in (store / "b").iterdir()}
+    with pytest.raises(Superseded):
+        run_batch_job(model.onnx, 2, str(store / "b"), 2, model.describe(), still_served=lambda: False)
+    assert {p.name: p.read_bytes() for p in (store / "b").iterdir()} == before
+    answers = iter([True, False])
+    with pytest.raises(Superseded):
+        run_batch_job(model.onnx, 2, str(store / "b"), 3, model.describe(), still_served=lambda: next(answers))
+    assert not (store / "b" / "manifest.json").exists()
+    again = run_batch_job(model.onnx, 2, str(store / "b"), 4, model.describe(), still_served=lambda: True)
+    assert sorted(p.name for p in (store / "b").iterdir()) == sorted(again["files"] + ["contact-sheet.png",
+                                                                                      "index.html", "manifest.json"])
+    assert len(first["files"]) == 4
+
+
 def test_two_batches_into_one_location_take_turns(acme, store):
     """Guarantee: a batch writes its location holding that location's lock (a local folder's is a
     file beside it, whatever project the writer runs in; an S3 prefix's the profile's locker's), so

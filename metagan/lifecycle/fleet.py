@@ -180,13 +180,21 @@ def draw_batches(customer_ids: list[str], planned: bool, count: int, out: str, s
 
 def _draw_one(item: DueBatch, count: int, out, seed: int, layout: str, stamp: float, default_s: int,
               run: "BatchRecorder", lock: Locker | None) -> Batch:
-    from metagan.generate import run_batch_job
+    from metagan.generate import Superseded, run_batch_job
 
     start = time.monotonic()
     try:
-        model = _served(item)
-        manifest = run_batch_job(model.onnx, count, f"{out.uri.rstrip('/')}/{item.customer_id}", seed,
-                                 model.describe(), layout=layout, out=out, threads=1, lock=lock)
+        for attempt in range(MOVES_FOLLOWED + 1):
+            model = _served(item)
+            check = None if attempt == MOVES_FOLLOWED else _still_production(item.customer_id, model.version)
+            try:
+                manifest = run_batch_job(model.onnx, count, f"{out.uri.rstrip('/')}/{item.customer_id}", seed,
+                                         model.describe(), layout=layout, out=out, threads=1, lock=lock,
+                                         still_served=check)
+                break
+            except Superseded as e:
+                log.info("customer %s: %s: drawing the version production serves now", item.customer_id, e)
+                item = _now_in_production(item)
         run.record(item.customer_id, model, manifest)
         registry_index().batches_done([(item.customer_id, model.version, stamp,
                                         next_due(stamp, item.every_s, default_s))])
@@ -195,6 +203,30 @@ def _draw_one(item: DueBatch, count: int, out, seed: int, layout: str, stamp: fl
     return Batch(item.customer_id, True, model.name, model.version, manifest["count"], manifest["location"],
                  manifest["manifest"], layout, tuple(manifest["files"]), round(time.monotonic() - start, 3),
                  run_id=run.run_id)
+
+
+MOVES_FOLLOWED = 2
+"""How often one customer's batch follows production moving under it (a rollback or a promotion
+while it is drawn: the batch is drawn again from the version served now) before the last draw is
+written as it is; the watermark then moves only if that version is still served, so the customer
+stays due where it is not."""
+
+
+def _still_production(customer_id: str, version: str):
+    """Whether the index still names ``version`` as the customer's production (the lifecycle writes
+    every move to the registry, then to the index). A primary-key read, twice a batch; a customer
+    the index names no version for is taken as served."""
+    def check() -> bool:
+        row = registry_index().row(customer_id)
+        return row is None or row.production_version is None or row.production_version == version
+    return check
+
+
+def _now_in_production(item: DueBatch) -> DueBatch:
+    row = registry_index().row(item.customer_id)
+    if row is None or row.production_version is None:
+        return DueBatch(item.customer_id, None, None, None, item.every_s)
+    return DueBatch(item.customer_id, row.production_version, row.model_uri, row.model_sha256, item.every_s)
 
 
 def failed_batch(customer_id: str, error: BaseException, seconds: float = 0.0) -> Batch:

@@ -244,3 +244,30 @@ def test_a_customer_an_overlapping_run_drew_since_the_night_began_is_not_drawn_t
                                  plan.started, 86400)
     assert drawn(batches) == sorted(set(CUSTOMERS) - {"c1"})
     assert generate(params, count=2) == []  # all drawn: nothing is due until their turn comes round
+
+
+def test_a_rollback_while_the_night_draws_a_customer_makes_it_draw_the_version_rolled_back_to(fleet, monkeypatch):
+    """The night loads the version its plan named, and an operator rolls that customer back before
+    the batch is written: the batch written is the version production serves now, not the one
+    taken out (which the night wrote over the customer's good batch until 2026-12-07), and it
+    counts: the customer is not due again."""
+    from metagan.lifecycle import fleet as night
+
+    root, params, (logged, run_id) = fleet
+    generate(params, count=2)
+    candidate("c1", logged, run_id)
+    promotion.promote_all(GATE, ["c1"])  # c1: version 2 in production, due
+    served, rolled = night._served, []
+
+    def served_then_rolled_back(item):
+        model = served(item)
+        if item.customer_id == "c1" and not rolled:
+            rolled.append(production_moves.rollback("c1"))  # the operator, while the night draws c1
+        return model
+
+    monkeypatch.setattr(night, "_served", served_then_rolled_back)
+    batches = generate(params, count=2)
+    assert rolled and drawn(batches) == ["c1"]
+    manifest = json.loads((root / "out" / "c1" / "manifest.json").read_text())
+    assert manifest["model"]["version"] == "1" and batches[0].version == "1"
+    assert generate(params, count=2) == []  # version 1's batch counted: nothing due
