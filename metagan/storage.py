@@ -51,13 +51,30 @@ def shared_s3_client():
 
 def client_key() -> tuple[str, RetryPolicy]:
     """What a client made now depends on: every ``AWS_*`` variable of the environment (endpoints,
-    keys, secret, session token, region, profile: all boto3 reads), as a SHA-256 so that no secret
-    is kept in plain form, and the retry policy."""
+    keys, secret, session token, region, profile: all boto3 reads) and the shared credentials and
+    config files as they are now (their size, time and inode: a key rotated in
+    ``~/.aws/credentials`` is seen at the next client asked for, two ``stat`` calls), as a SHA-256 so
+    that no secret is kept in plain form, and the retry policy."""
     import hashlib
 
     aws = sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_"))
-    digest = hashlib.sha256("\0".join(f"{k}={v}" for k, v in aws).encode("utf-8", "surrogateescape")).hexdigest()
-    return digest, RetryPolicy.from_env("s3")
+    files = [f"{path}={_file_state(path)}" for path in _aws_files()]
+    text = "\0".join([f"{k}={v}" for k, v in aws] + files)
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest(), RetryPolicy.from_env("s3")
+
+
+def _aws_files() -> tuple[str, str]:
+    """The files boto3 reads credentials and settings from (its own defaults and variables)."""
+    return (os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or os.path.expanduser("~/.aws/credentials"),
+            os.environ.get("AWS_CONFIG_FILE") or os.path.expanduser("~/.aws/config"))
+
+
+def _file_state(path: str) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "-"
+    return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
 
 
 def _current(key: tuple) -> dict:

@@ -72,6 +72,7 @@ def _dvc(root: Path, operation: str) -> Iterator[Repo]:
     for log in loggers:
         log.addHandler(collect)
     remote: Mapping[str, Any] = {}
+    s3fs_follows_credentials()
     try:
         with _no_dvc_info(), Repo(str(root)) as repo:
             # no "To track the changes with git, run: git add data.dvc" after every add: the data
@@ -90,6 +91,28 @@ def _dvc(root: Path, operation: str) -> Iterator[Repo]:
     finally:
         for log in loggers:
             log.removeHandler(collect)
+
+
+_s3fs_key: list[str] = []
+
+
+def s3fs_follows_credentials() -> None:
+    """An S3 remote's file system made after the S3 configuration changed (keys rotated in the
+    environment or in ``~/.aws/credentials``, another endpoint): s3fs keeps one instance per set of
+    arguments, and DVC's arguments hold no credentials, so a running process (``metagan serve``)
+    pushed with the keys it first read. Its instances are dropped when the key of the S3 clients
+    (:func:`metagan.storage.client_key`) changes; nothing is done before s3fs is loaded."""
+    import sys
+
+    from metagan.storage import client_key
+
+    key = client_key()[0]
+    if _s3fs_key == [key]:
+        return
+    s3fs = sys.modules.get("s3fs")
+    if s3fs is not None and _s3fs_key:
+        s3fs.S3FileSystem.clear_instance_cache()
+    _s3fs_key[:] = [key]
 
 
 @contextlib.contextmanager
