@@ -19,20 +19,22 @@ from metagan.uploads import CustomerUploads
 
 
 @task
-def promote_customers(params: Params, customers: list[str] | None,
-                      versions: dict[str, str] | None) -> list[PromotionResult]:
+def promote_customers(params: Params, customers: list[str] | None, versions: dict[str, str] | None,
+                      newest_uploads: bool = False) -> list[PromotionResult]:
     """Promote each customer's candidate through the gate (every customer: from one listing)."""
     return promotion.promote_all(params.gate, customers, versions, customer_locker(params),
-                                params.fleet.promote_concurrency)
+                                params.fleet.promote_concurrency, newest_uploads)
 
 
 @flow(name="promote", log_prints=True)
-def promote(params: Params, customers: list[str] | None = None,
-            versions: dict[str, str] | None = None) -> list[PromotionResult]:
+def promote(params: Params, customers: list[str] | None = None, versions: dict[str, str] | None = None,
+            newest_uploads: bool = False) -> list[PromotionResult]:
     """``versions``: customer id -> the version this run registered; a customer whose candidate has
-    moved on since (a later run's) is not promoted by this run (``Promotion.SUPERSEDED``)."""
+    moved on since (a later run's) is not promoted by this run (``Promotion.SUPERSEDED``), nor,
+    with ``newest_uploads`` (a run that ingested what it adapted), one adapted from uploads older
+    than those production was adapted from."""
     logger = get_run_logger()
-    results = promote_customers(params, customers, versions)
+    results = promote_customers(params, customers, versions, newest_uploads)
     for r in results:
         logger.info("%s: %s (%s)", r.customer_id, r.outcome.value, r.reason)
     promotion_table(results)  # the decisions, in the Prefect UI
@@ -50,9 +52,10 @@ class AdaptedAndPromoted(NamedTuple):
 
 
 def promote_adapted(params: Params, adapted: Sequence[Adaptation]) -> list[PromotionResult]:
-    """Promote through the gate the versions a run adapted (a customer that failed has none)."""
+    """Promote through the gate the versions a run adapted from the uploads it ingested (a customer
+    that failed has none)."""
     built = {a.customer_id: a.version for a in adapted if a.ok}
-    return promote(params, list(built), built) if built else []
+    return promote(params, list(built), built, newest_uploads=True) if built else []
 
 
 def adapt_and_promote(params: Params, meta_version: str | None, data_version: str,

@@ -115,6 +115,59 @@ def test_promotion_results_are_typed_and_previous_follows(onnx_model):
         production_moves.rollback("nobody")
 
 
+def test_a_version_of_older_uploads_registered_last_does_not_replace_one_of_the_current_uploads(onnx_model):
+    """Two overlapping runs of one customer whose uploads changed between their ingestions: the
+    earlier run ingested shots h1, the later one (the hour) h2, the uploads the customer has now.
+    Whichever order they register and promote in, production ends on h2's version and the older
+    shots' version is never promoted (`superseded`, not a failure): where it registered last it
+    took `candidate`, and the newer run's promotion of its own version still goes through. Until
+    2026-12-07 the older version was promoted and served until the next hour adapted h2 again (a
+    known limit); the newer run's promotion was `superseded` by it."""
+    from metagan.fleet_index import registry_index
+
+    gate = GateConfig()
+
+    def production(cid):
+        return str(model_versions.get_alias(model_names.customer_model_name(cid), "production").version)
+
+    def promote(cid, version):
+        return promotion.promote_all(gate, [cid], {cid: version}, newest_uploads=True)[0]
+
+    for order in ("newer promoted first", "older promoted first", "newer registered last"):
+        cid = order.replace(" ", "-")
+        registry_index().uploads_ingested([(cid, "sig-0", "h0")])
+        first = register(cid, onnx_model, {"content_hash": "h0"}, alias=model_names.CANDIDATE)
+        assert promote(cid, first).outcome is Promotion.PROMOTED
+        registry_index().uploads_ingested([(cid, "sig-1", "h1")])  # the manual run reads the folder
+        registry_index().uploads_ingested([(cid, "sig-2", "h2")])  # new files; the hour reads them
+        if order == "newer registered last":
+            older = register(cid, onnx_model, {"content_hash": "h1"}, alias=model_names.CANDIDATE)
+            newer = register(cid, onnx_model, {"content_hash": "h2"}, alias=model_names.CANDIDATE)
+        else:
+            newer = register(cid, onnx_model, {"content_hash": "h2"}, alias=model_names.CANDIDATE)
+        if order == "newer promoted first":
+            assert promote(cid, newer).outcome is Promotion.PROMOTED
+            older = register(cid, onnx_model, {"content_hash": "h1"}, alias=model_names.CANDIDATE)
+            late = promote(cid, older)
+            assert "older than the customer's last ingested" in late.reason and f"version {newer}" in late.reason
+        elif order == "older promoted first":
+            older = register(cid, onnx_model, {"content_hash": "h1"}, alias=model_names.CANDIDATE)
+            late = promote(cid, older)
+            assert production(cid) == first  # not the older shots' version: the newer's is on its way
+            assert registry_index().pending_adaptation() == [cid]
+            assert promote(cid, newer).outcome is Promotion.PROMOTED  # though the older took the candidate
+        else:
+            late = promote(cid, older)
+            assert promote(cid, newer).outcome is Promotion.PROMOTED
+        assert (late.outcome, late.version, late.serving) == (Promotion.SUPERSEDED, older, False), order
+        assert production(cid) == newer, order
+        assert registry_index().pending_adaptation() == [], order
+    # a promotion that ingested nothing (the DVC adapt stage over a data version checked out on
+    # purpose, `metagan promote`) promotes a version of other shots as before
+    register(cid, onnx_model, {"content_hash": "h1"}, alias=model_names.CANDIDATE)
+    assert promotion.promote(cid, gate).outcome is Promotion.PROMOTED
+
+
 def test_a_rolled_back_version_is_not_promoted_again_until_a_rollback_brings_it_back(onnx_model):
     """Guarantee: rollback sticks. The version rolled back stays the candidate (re-adapting the same
     uploads finds it again), and a probe's next `metagan promote` put it straight back into

@@ -14,6 +14,7 @@ from metagan.config import GateConfig
 from metagan.lifecycle.listings import list_customers
 from metagan.lifecycle.production_moves import (MOVE_TAG, finish_cut_short, move_production, production_changed,
                                                 stuck)
+from metagan.fleet_index import registry_index
 from metagan.lifecycle.registry import adaptation_decided, default_locker, evidence, lock_name
 from metagan.locks import Locker
 from metagan.model_names import CANDIDATE, PREVIOUS, PRODUCTION, ROLLED_BACK_TAG, customer_model_name
@@ -57,9 +58,16 @@ class PromotionResult:
 
 
 def promote(customer_id: str, gate: GateConfig, version: str | int | None = None,
-            lock: Locker | None = None) -> PromotionResult:
+            lock: Locker | None = None, newest_uploads: bool = False) -> PromotionResult:
     """Move ``production`` to the customer's ``candidate`` if it passes the gate (the old production
-    becomes ``previous``). With ``version``, only if that version is still the candidate."""
+    becomes ``previous``). With ``version``, only if that version is still the candidate. With
+    ``newest_uploads`` (a run that ingested the uploads it adapted): never a version of uploads a
+    later ingestion replaced (the fleet index's ``uploads_hash`` against the versions'
+    ``content_hash``), and this run's ``version`` even where such a version took the candidate
+    after it. Two overlapping runs of one customer whose uploads changed between their ingestions
+    served the older uploads' model, when its version registered last, until the next hour. (The
+    DVC ``adapt`` stage and ``metagan promote`` ingest nothing: a data version checked out on
+    purpose is promoted as before.)"""
     name = customer_model_name(customer_id)
     with (lock or default_locker())(lock_name(customer_id)):
         cand, prod = model_versions.get_alias(name, CANDIDATE), model_versions.get_alias(name, PRODUCTION)
@@ -67,10 +75,11 @@ def promote(customer_id: str, gate: GateConfig, version: str | int | None = None
         if stuck(prod, prev):
             finished = finish_cut_short(customer_id, str(prod.version), model_versions.get_model_tag(name, MOVE_TAG))
             prod = finished.now if finished.now is not None else prod
-        return _promote_read(customer_id, cand, prod, gate, version)
+        return _promote_read(customer_id, cand, prod, gate, version, newest_uploads)
 
 
-def _promote_read(customer_id: str, cand, prod, gate: GateConfig, version: str | int | None) -> PromotionResult:
+def _promote_read(customer_id: str, cand, prod, gate: GateConfig, version: str | int | None,
+                  newest_uploads: bool = False) -> PromotionResult:
     """:func:`promote`'s decision and writes, the customer's lock held and its ``candidate`` and
     ``production`` versions (with their tags) read under it."""
     from metagan.lifecycle.gate import gate_decision
@@ -78,9 +87,14 @@ def _promote_read(customer_id: str, cand, prod, gate: GateConfig, version: str |
     name = customer_model_name(customer_id)
     if cand is None:
         return PromotionResult(customer_id, Promotion.NO_CANDIDATE)
+    newest = registry_index().row(customer_id) if newest_uploads else None
+    newest = newest.uploads_hash if newest is not None else None
     if version is not None and str(cand.version) != str(version):
-        return PromotionResult(customer_id, Promotion.SUPERSEDED, str(version),
-                               (f"version {cand.version} is the candidate now (a later run's)",))
+        asked = _of_newest_uploads(name, version, cand, newest)
+        if asked is None:
+            return PromotionResult(customer_id, Promotion.SUPERSEDED, str(version),
+                                   (f"version {cand.version} is the candidate now (a later run's)",))
+        cand = asked  # the candidate is an overlapping run's version of older uploads, registered after this one
     if prod is not None and str(prod.version) == str(cand.version):
         production_changed(customer_id, prod)  # the index agrees (a repair when an earlier write failed)
         adaptation_decided(customer_id, cand)
@@ -90,6 +104,16 @@ def _promote_read(customer_id: str, cand, prod, gate: GateConfig, version: str |
         return PromotionResult(customer_id, Promotion.HELD, str(cand.version),
                                (f"version {cand.version} was rolled back out of production (metagan rollback); "
                                 "new uploads or a new meta-model make a new candidate",))
+    if newest is not None and _hash(cand) not in (None, newest):
+        # a version of uploads a later ingestion replaced: an overlapping run's older shots,
+        # registered after the newer ones' version (so it took the candidate). Not promoted; the
+        # newer uploads stay pending in the index until their version's promotion is decided
+        current = prod is not None and _hash(prod) == newest
+        if current:  # production serves the newer uploads: nothing left to promote
+            model_versions.set_alias(name, CANDIDATE, prod.version)
+        return PromotionResult(customer_id, Promotion.SUPERSEDED, str(cand.version), (
+            f"version {cand.version} was adapted from uploads older than the customer's last ingested"
+            + (f"; production's version {prod.version} was adapted from those and stays" if current else ""),))
     seen = evidence(cand)
     decision = gate_decision(seen, evidence(prod) if prod is not None else None, gate)
     model_versions.set_version_tags(name, cand.version, {"gate": "passed" if decision.passed else "refused",
@@ -104,15 +128,33 @@ def _promote_read(customer_id: str, cand, prod, gate: GateConfig, version: str |
     return PromotionResult(customer_id, Promotion.PROMOTED, str(cand.version), decision.reasons, dict(seen.metrics))
 
 
+def _hash(version) -> str | None:
+    """The content hash of the shots ``version`` was adapted from (None: registered without one)."""
+    return (version.tags or {}).get("content_hash")
+
+
+def _of_newest_uploads(name: str, version: str | int, cand, newest: str | None):
+    """Version ``version`` when it was adapted from the uploads last ingested (``newest``) and the
+    candidate, which replaced it, was not: it is then what this run promotes, and the candidate
+    again. None otherwise (the candidate is a later run's, to be promoted by that run)."""
+    if newest is None or _hash(cand) in (None, newest):
+        return None
+    asked = model_versions.get_version_or_none(name, version)
+    if asked is None or _hash(asked) != newest or (asked.tags or {}).get("parity_ok") != "true":
+        return None
+    model_versions.set_alias(name, CANDIDATE, asked.version)
+    return asked
+
+
 PROMOTE_BATCH = 25
 """Customers promoted under one set of locks, read in two requests (their aliases, their versions)."""
 
 
 def promote_all(gate: GateConfig, customers: Iterable[str] | None = None, versions: dict[str, str] | None = None,
-                lock: Locker | None = None, concurrency: int = 1) -> list[PromotionResult]:
+                lock: Locker | None = None, concurrency: int = 1, newest_uploads: bool = False) -> list[PromotionResult]:
     """:func:`promote` for ``customers`` (default: every customer in the registry, found in one
     listing; those whose candidate already serves are reported without touching the registry).
-    ``versions``: customer id -> the version to promote (see :func:`promote`).
+    ``versions``: customer id -> the version to promote; ``newest_uploads``: see :func:`promote`.
 
     Customers go in batches of :data:`PROMOTE_BATCH`, ``concurrency`` batches at once: a batch
     takes its customers' locks (in sorted order, so two batches never wait for each other in a
@@ -139,7 +181,7 @@ def promote_all(gate: GateConfig, customers: Iterable[str] | None = None, versio
     held = lock or default_locker()
 
     def promote_batch(batch: list[str]) -> list[PromotionResult]:
-        return _promote_batch(batch, gate, versions, held)
+        return _promote_batch(batch, gate, versions, held, newest_uploads)
 
     if concurrency > 1 and len(batches) > 1:
         from concurrent.futures import ThreadPoolExecutor
@@ -154,7 +196,7 @@ def promote_all(gate: GateConfig, customers: Iterable[str] | None = None, versio
 
 
 def _promote_batch(customer_ids: list[str], gate: GateConfig, versions: dict[str, str],
-                   lock: Locker) -> list[PromotionResult]:
+                   lock: Locker, newest_uploads: bool = False) -> list[PromotionResult]:
     from contextlib import ExitStack
 
     names = {c: customer_model_name(c) for c in customer_ids}
@@ -175,4 +217,5 @@ def _promote_batch(customer_ids: list[str], gate: GateConfig, versions: dict[str
             finished = finish_cut_short(c, str(prod.version), (models[names[c]].tags or {}).get(MOVE_TAG))
             return finished.now if finished.now is not None else prod
 
-        return [_promote_read(c, aliased(c, CANDIDATE), production(c), gate, versions.get(c)) for c in customer_ids]
+        return [_promote_read(c, aliased(c, CANDIDATE), production(c), gate, versions.get(c), newest_uploads)
+                for c in customer_ids]
