@@ -13,6 +13,10 @@ if production is still the version drawn). Planning is an indexed range query:
 The index is derived data, never the truth: the registry is. ``metagan doctor`` compares the two
 and rewrites the rows that disagree (:func:`metagan.lifecycle.fleet.repair_index`). Times are POSIX
 seconds (floats), so one schema serves both databases.
+
+Beside the rows, the claims of new customer ids (:meth:`FleetIndex.claim_ids`): the one spelling of
+each case-folded id, taken by the first ingestion to read a folder under it, which overlapping runs
+share (:func:`metagan.known_customers.case_twins`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from pathlib import Path
 from metagan.config import INDEX_URL_ENV
 from metagan.index_database import IndexDatabase
 
-TABLE, STATE = "metagan_fleet", "metagan_fleet_state"
+TABLE, STATE, IDS = "metagan_fleet", "metagan_fleet_state", "metagan_fleet_ids"
 
 _SCHEMA = (
     f"""CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -49,6 +53,8 @@ _SCHEMA = (
     f"""CREATE INDEX IF NOT EXISTS {TABLE}_adapt_order ON {TABLE} (adapt_since, customer_id)
         WHERE adapt_since IS NOT NULL""",
     f"CREATE TABLE IF NOT EXISTS {STATE} (key TEXT PRIMARY KEY, value TEXT)",
+    f"""CREATE TABLE IF NOT EXISTS {IDS} (
+        folded_id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, claimed_at DOUBLE PRECISION)""",
 )
 
 
@@ -111,7 +117,7 @@ class FleetIndex:
     retries, what failures mean)."""
 
     def __init__(self, url: str):
-        self.db = IndexDatabase(url, _SCHEMA, (TABLE, STATE))
+        self.db = IndexDatabase(url, _SCHEMA, (TABLE, STATE, IDS))
 
     def __repr__(self) -> str:
         return f"FleetIndex({self.where})"
@@ -320,6 +326,32 @@ class FleetIndex:
 
     def count(self) -> int:
         return int(self.db.query("count the fleet index", f"SELECT count(*) FROM {TABLE}")[0][0])
+
+    # -- the spellings of the customer ids ------------------------------------------------------
+
+    def claim_ids(self, customer_ids: list[str], per_statement: int = 300) -> dict[str, str]:
+        """Claim each id's case-folded spelling for it where no spelling holds it yet; for each of
+        ``customer_ids``, the spelling that holds it now (itself: claimed now or before). Atomic on
+        both databases (an upsert returning the row that won: two runs claiming ``Acme`` and
+        ``acme`` at once get the same answer), one statement per ``per_statement`` ids, in the
+        order of the folded ids (two runs' statements never wait on each other in a circle)."""
+        firsts = {c.casefold(): c for c in reversed(customer_ids)}  # one row per folded id a statement
+        rows = sorted(firsts.items())
+        held: dict[str, str] = {}
+        now = time.time()
+        for start in range(0, len(rows), per_statement):
+            part = rows[start : start + per_statement]
+            held.update(self.db.query("claim the new customer ids", f"""
+                INSERT INTO {IDS} (folded_id, customer_id, claimed_at)
+                VALUES {', '.join(['(?, ?, ?)'] * len(part))}
+                ON CONFLICT (folded_id) DO UPDATE SET customer_id = {IDS}.customer_id
+                RETURNING folded_id, customer_id""", tuple(v for f, c in part for v in (f, c, now))))
+        return {c: held[c.casefold()] for c in customer_ids}
+
+    def release_ids(self, customer_ids: list[str]) -> None:
+        """Give back the claims of ``customer_ids``, each only where its own spelling holds it."""
+        self.db.executemany("release customer ids", f"DELETE FROM {IDS} WHERE folded_id = ? AND customer_id = ?",
+                            [(c.casefold(), c) for c in customer_ids])
 
     # -- fleet-wide state: watermarks ----------------------------------------------------------
 
