@@ -16,7 +16,7 @@ from metagan.lifecycle import fleet
 from metagan.config import Params
 from metagan.customers import IngestResult, ingest_customer
 from metagan.domain import upload_screen
-from metagan.known_customers import case_twins
+from metagan.known_customers import case_twins, release_unwritten
 from metagan.task_data import prepare_task_dataset
 from metagan.uploads import CUSTOMER_ID, CustomerUploads, discover_customers, folder_problem, not_customer_folders
 
@@ -86,8 +86,9 @@ def customer_folders(customers_dir: str | Path, folders: list[str] | None = None
     gone since), or, in a full scan, an entry that is no folder (a file, a link to nothing). Each
     fails alone, aloud: an upload service believed those uploads ingested (exit 0 before), and a
     full scan passed such an entry over without a word (probes of 2026-12-06). Given
-    ``ingested_root``, a new id that differs only in case from a known customer's or from another
-    folder's of the batch is refused too, its folder left unread (:func:`case_twins`)."""
+    ``ingested_root``, a new id that differs only in case from a known customer's, from another
+    folder's of the batch or from the id an overlapping run claimed is refused too, its folder left
+    unread; the other new ids are claimed in the fleet index (:func:`case_twins`)."""
     found, rejected = _folders(customers_dir, folders, ingested_root)
     if ingested_root is None:
         return found, rejected
@@ -137,9 +138,12 @@ def ingest(params: Params, customers_dir: str | None = None, source: str | None 
     classes = pack_tasks(params, source)
     results: list[IngestResult] = []
     if customers_dir:
-        found, results = customer_folders(customers_dir, folders, params.resolve(params.paths.ingested_customers))
+        ingested_root = params.resolve(params.paths.ingested_customers)
+        found, results = customer_folders(customers_dir, folders, ingested_root)
         futures = [ingest_one.submit(f, params) for f in found]
-        results += [f.result() for f in futures]
+        done = [f.result() for f in futures]
+        release_unwritten([r.customer_id for r in done if not r.ok], ingested_root)
+        results += done
     for r in results:
         if r.ok:
             logger.info("customer %s: %d shots%s", r.customer_id, r.shots,

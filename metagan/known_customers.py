@@ -47,10 +47,19 @@ def check_known(customer_id: str, ingested_root: str | Path, uploads_dir: str | 
 def case_twins(customer_ids: list[str], ingested_root: str | Path) -> dict[str, UploadError]:
     """The new ids among ``customer_ids`` (a batch about to be ingested) that
     :func:`~metagan.uploads.validate_customer_id` refuses for differing only in case from a known
-    customer (shots ingested, a registered model) or from another id of the batch, each with its
-    error: on a case-insensitive file system the two would share folders. Ids known with that very
-    spelling pass; unsafe ids are left to ingestion, which says why. Where the registry cannot be
-    read, the new ids are refused for that alone (the next run looks again), the known ones go on."""
+    customer (shots ingested, a registered model), from another id of the batch or from the id an
+    overlapping run claimed, each with its error: on a case-insensitive file system the two would
+    share folders. Ids known with that very spelling pass; unsafe ids are left to ingestion, which
+    says why. Where the registry or the fleet index cannot be read, the new ids are refused for
+    that alone (the next run looks again), the known ones go on.
+
+    What is known is read before anything is written, so two overlapping runs, one ingesting
+    ``Acme`` and the other ``acme``, would both find neither. The new ids that pass are therefore
+    claimed in the fleet index both runs share (:meth:`~metagan.fleet_index.FleetIndex.claim_ids`),
+    before their folders are read: the first claim of a case-folded id wins, the other spelling is
+    refused. Only new ids are claimed: the known ones are checked where they are known, so a lost
+    index holds nothing back but the claims of runs still ingesting. A claim stays with the shots
+    written under it; a folder refused or not written gives it back (:func:`release_unwritten`)."""
     from metagan.customers import ingested_customers
     from metagan.errors import kind_of
 
@@ -74,7 +83,54 @@ def case_twins(customer_ids: list[str], ingested_root: str | Path) -> dict[str, 
             validate_customer_id(c, known_by_fold.get(c.casefold(), ()), batch_by_fold.get(c.casefold(), ()))
         except UploadError as e:
             refused[c] = e
+    return refused | _claimed_otherwise([c for c in new if c not in refused and c not in known])
+
+
+def _claimed_otherwise(customer_ids: list[str]) -> dict[str, UploadError]:
+    """Claim ``customer_ids`` (new ids, no twin known): those whose case-folded id another spelling
+    holds, with the twin's error; all of them where the index cannot be written."""
+    from metagan.errors import kind_of
+    from metagan.fleet_index import registry_index
+
+    if not customer_ids:
+        return {}
+    try:
+        held = registry_index().claim_ids(customer_ids)
+    except Exception as e:  # noqa: BLE001 (a known failure of the index; a bug is raised)
+        if kind_of(e) is None:
+            raise
+        return {c: UploadError(c, f"cannot claim its id in the fleet index ({e}); it is ingested once the index "
+                                  "answers") for c in customer_ids}
+    refused = {}
+    for c in customer_ids:
+        try:
+            validate_customer_id(c, claimed=(held[c],))
+        except UploadError as e:
+            refused[c] = e
     return refused
+
+
+def release_unwritten(customer_ids: list[str], ingested_root: str | Path) -> None:
+    """The claims of ``customer_ids`` (refused at ingestion) whose shots are not under
+    ``ingested_root`` are given back: a folder refused for its uploads (too few usable shots) and
+    renamed to fix its case takes the new spelling at the next run. A failure to write the index
+    is logged: the claims stay until that folder's next ingestion, which claims them again."""
+    import logging
+
+    from metagan.errors import kind_of
+    from metagan.fleet_index import registry_index
+
+    unwritten = [c for c in customer_ids if CUSTOMER_ID.fullmatch(c)
+                 and not (Path(ingested_root) / c / "shots.npz").exists()]
+    if not unwritten:
+        return
+    try:
+        registry_index().release_ids(unwritten)
+    except Exception as e:  # noqa: BLE001 (a known failure of the index; a bug is raised)
+        if kind_of(e) is None:
+            raise
+        logging.getLogger(__name__).warning("the claims of %d refused customer id(s) stay in the fleet index: %s",
+                                            len(unwritten), e)
 
 
 def _by_fold(ids) -> dict[str, list[str]]:

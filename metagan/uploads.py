@@ -51,10 +51,12 @@ class CustomerUploads:
         return h.hexdigest()
 
 
-def validate_customer_id(name: str, known: Collection[str] = (), batch: Iterable[str] = ()) -> str:
+def validate_customer_id(name: str, known: Collection[str] = (), batch: Iterable[str] = (),
+                         claimed: Iterable[str] = ()) -> str:
     """``name`` when it can be a customer's id: safe as a file name, a registry name and a URL part
-    and, given the ids already known (``known``: ingested or registered) and those arriving with it
-    (``batch``), not one of them in another case. Ids are case-sensitive (``Acme`` and ``acme`` are
+    and, given the ids already known (``known``: ingested or registered), those arriving with it
+    (``batch``) and the spelling that holds its claim (``claimed``: an overlapping run's), not one
+    of them in another case. Ids are case-sensitive (``Acme`` and ``acme`` are
     two customers), but on a case-insensitive file system (macOS, Windows, some mounts) the two
     would share their folders; an id already known with that very spelling is of course fine."""
     if not CUSTOMER_ID.fullmatch(name):
@@ -68,6 +70,10 @@ def validate_customer_id(name: str, known: Collection[str] = (), batch: Iterable
     if (twin := _case_twin(name, batch)) is not None:
         raise UploadError(name, f"its id differs only in case from {twin!r}, uploaded in the same batch: "
                                 f"{_SHARED_FOLDERS}; rename one of the two folders")
+    if (twin := _case_twin(name, claimed)) is not None:
+        raise UploadError(name, f"its id differs only in case from {twin!r}, which another ingestion claimed first "
+                                f"(the fleet index holds it): {_SHARED_FOLDERS}; if it is that customer, upload to "
+                                f"{twin!r}, else choose another id")
     return name
 
 

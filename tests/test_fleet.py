@@ -409,3 +409,92 @@ def test_a_repaired_row_is_written_only_where_the_index_still_holds_the_row_it_w
     assert (rows["new"].production_version, rows["new"].uploads_hash) == (None, "hn")
     assert rows["other"].production_version == "3"
     assert index.repair([]) == set()
+
+
+def test_two_overlapping_runs_ingesting_one_new_id_in_two_cases_ingest_one_and_refuse_the_other(index, tmp_path,
+                                                                                               monkeypatch):
+    """Guarantee: two overlapping runs, one ingesting the new `Acme`, the other `acme` (the hourly
+    run's changed folder beside an `ingest --customer`), never both ingest: each reads what is known
+    before either writes, so both found neither and both were ingested (a known limit until
+    2026-12-07), and on a case-insensitive file system their folders were one. The new ids are now
+    claimed in the fleet index both share, before any folder is read: whichever run claims second is
+    refused with the twin's error, whether its claim comes after the other's whole check or between
+    the other's read and claim; nothing is written for it. A folder refused at ingestion gives its
+    claim back (renamed to fix its case, it is ingested at the next run); re-ingesting a spelling
+    always passes, with its claim held or the claims lost; an index that cannot be written holds
+    back the new ids alone. SQLite and PostgreSQL."""
+    import numpy as np
+    from PIL import Image
+
+    from flows.ingest import customer_folders
+    from metagan import fleet_index, known_customers
+    from metagan.customers import ingest_customer
+    from metagan.errors import Unavailable
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")  # nothing registered
+    monkeypatch.setenv("METAGAN_INDEX_URL", index.url)
+    uploads, ingested = tmp_path / "uploads", tmp_path / "data"
+    drawing = np.full((16, 16), 255, np.uint8)
+    drawing[4:12, 7:9] = 0
+    for name in ("Acme", "acme", "Beta", "BETA", "Gamma", "gamma"):
+        (uploads / name).mkdir(parents=True)
+        if name != "Beta":  # its folder is empty: refused at ingestion
+            Image.fromarray(drawing).save(uploads / name / "a.png")
+    shared = "ids are case-sensitive, but on a case-insensitive file system (macOS, Windows, some mounts) the two " \
+             "would share folders and mix or overwrite each other's shots and models"
+
+    def claimed_first(customer, twin):
+        return f"customer {customer!r}: its id differs only in case from {twin!r}, which another ingestion claimed " \
+               f"first (the fleet index holds it): {shared}; if it is that customer, upload to {twin!r}, else " \
+               "choose another id"
+
+    def ingest(found):
+        return {f.name: ingest_customer(f, ingested, 16, 1, 1, 20, 10**7) for f in found}
+
+    # the second run checks and claims `acme` between the first run's read of what is known and its claim
+    second = []
+    real_read = known_customers.registered_in_any_case
+
+    def read_then_let_the_other_run_check(ids):
+        found = real_read(ids)
+        if ids == ["Acme"]:
+            second.append(customer_folders(uploads, ["acme"], ingested))
+        return found
+
+    monkeypatch.setattr(known_customers, "registered_in_any_case", read_then_let_the_other_run_check)
+    first_found, first_rejected = customer_folders(uploads, ["Acme"], ingested)
+    monkeypatch.setattr(known_customers, "registered_in_any_case", real_read)
+    (second_found, second_rejected), = second
+    assert [f.name for f in second_found] == ["acme"] and second_rejected == []
+    assert first_found == [] and [(r.customer_id, r.ok, r.error) for r in first_rejected] == [
+        ("Acme", False, claimed_first("Acme", "acme"))]
+    # the other way round: the second run checks after the first's claim, before its folder is written
+    first_found += customer_folders(uploads, ["Beta", "Gamma"], ingested)[0]
+    found, rejected = customer_folders(uploads, ["BETA", "gamma"], ingested)
+    assert found == [] and {r.customer_id: r.error for r in rejected} == {
+        "BETA": claimed_first("BETA", "Beta"), "gamma": claimed_first("gamma", "Gamma")}
+    results = ingest(first_found + second_found)
+    assert sorted(p.name for p in ingested.iterdir()) == ["Gamma", "acme"]
+    # Beta's folder holds nothing usable: the run gives its claim back (as the ingest flow does), and
+    # the folder, renamed to fix its case, is ingested at the next run
+    assert not results["Beta"].ok
+    known_customers.release_unwritten([c for c, r in results.items() if not r.ok], ingested)
+    found, rejected = customer_folders(uploads, ["BETA"], ingested)
+    assert [f.name for f in found] == ["BETA"] and rejected == []
+    # re-ingesting a spelling passes: claimed and not yet written, written, or with every claim lost
+    assert [f.name for f in customer_folders(uploads, ["BETA", "acme"], ingested)[0]] == ["BETA", "acme"]
+    index.db.execute("lose the claims", f"DELETE FROM {fleet_index.IDS}")
+    index.db.execute("a stale claim", f"INSERT INTO {fleet_index.IDS} (folded_id, customer_id) VALUES ('gamma', 'GAMMA')")
+    assert [f.name for f in customer_folders(uploads, ["BETA", "Gamma", "acme"], ingested)[0]] == [
+        "BETA", "Gamma", "acme"]
+    # and a run that sees both folders refuses both new ones, as before
+    found, rejected = customer_folders(uploads, None, ingested)
+    assert [f.name for f in found] == ["Gamma", "acme"]
+    assert [r.customer_id for r in rejected] == ["Acme", "BETA", "Beta", "gamma"]
+    # the index unreachable: the new ids wait for the next run, the known ones go on
+    monkeypatch.setattr(fleet_index.FleetIndex, "claim_ids",
+                        lambda self, ids: (_ for _ in ()).throw(Unavailable("the fleet index (...) unavailable")))
+    found, rejected = customer_folders(uploads, ["BETA", "acme"], ingested)
+    assert [f.name for f in found] == ["acme"] and [r.error for r in rejected] == [
+        "customer 'BETA': cannot claim its id in the fleet index (the fleet index (...) unavailable); it is ingested "
+        "once the index answers"]
