@@ -1,15 +1,18 @@
-"""Prefect's ephemeral API servers left behind by killed runs.
+"""Prefect's ephemeral API servers: out of the terminal's reach, and never left behind.
 
 Without ``PREFECT_API_URL`` each flow command starts a private Prefect API server in a child
 process (``uvicorn ... prefect.server.api.server:create_app``) and stops it when it exits. A run
-killed with SIGKILL cannot stop it: the server lives on, orphaned, holding about 230 MB, and no
-process will ever talk to it (its port is known only to the dead run). The kernel's parent-death
-signal cannot be asked for here: Prefect starts the server itself, and that signal follows the
-*thread* that started it, not the process. So a flow command marks its environment with its own
-process (id and start time, :data:`OWNER_ENV`), which the server it starts inherits, and first
-stops the servers whose marked owner is gone. Servers without the mark (another tool's, a
+killed with SIGKILL cannot stop it. The kernel's parent-death signal stops it then: the server is
+started asking for SIGTERM when its parent goes (``PR_SET_PDEATHSIG``). That signal follows the
+*thread* that started the child, not the process, and Prefect starts the server from whichever
+thread first needs it, so the server's ``Popen`` runs in one thread of its own that lives as long
+as the process (:class:`_Forker`). Before that (until 2026-12-07) a SIGKILL to the command's
+process group left the server running, orphaned, holding about 230 MB, until the next flow
+command: a flow command still marks its environment with its own process (id and start time,
+:data:`OWNER_ENV`), which the server inherits, and first stops the servers whose marked owner is
+gone (servers of a metagan without the signal). Servers without the mark (another tool's, a
 ``prefect server start``) are never touched, nor those whose owner lives, whatever its parent
-(``metagan serve`` as a container's process 1 included). Linux only (``/proc``).
+(``metagan serve`` as a container's process 1 included). Linux only (``/proc``, ``prctl``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -59,13 +63,75 @@ def out_of_the_terminals_reach() -> bool:
             kwargs.setdefault("process_group", 0)
             if _services and kwargs.get("env") is not None:
                 kwargs["env"] = {k: v for k, v in kwargs["env"].items() if k != EPHEMERAL_ENV}
-            super().__init__(*args, **kwargs)
+            dies_with = _dies_with_parent()
+            if dies_with is not None:
+                kwargs.setdefault("preexec_fn", dies_with)
+            _FORKER.run(lambda: super(Popen, self).__init__(*args, **kwargs))
 
     own = types.ModuleType("subprocess", subprocess.__doc__)
     own.__dict__.update({k: v for k, v in vars(subprocess).items() if not k.startswith("__")})
     own.Popen, own.OWN_PROCESS_GROUP = Popen, True
     server.subprocess = own
     return True
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _dies_with_parent():
+    """A ``preexec_fn`` asking the kernel for SIGTERM to the child when its parent thread goes, or
+    None where ``prctl`` is not there (not Linux). A parent gone before the request is seen by the
+    child's parent id: the child exits at once."""
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork, not in the child
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
+    return preexec
+
+
+class _Forker:
+    """One daemon thread that starts the children asked of it and lives until the process exits:
+    the parent-death signal fires when the *thread* that started a child ends, so a server started
+    from a short-lived thread (Prefect's, a task's) was signalled when that thread ended, not when
+    the process did."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def run(self, start):
+        """``start()`` run in the forker's thread; its result or its exception here."""
+        from concurrent.futures import Future
+
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, name="metagan-forker", daemon=True)
+                self._thread.start()
+        done: Future = Future()
+        self._jobs.put((start, done))
+        return done.result()
+
+    def _serve(self) -> None:
+        while True:
+            start, done = self._jobs.get()
+            try:
+                done.set_result(start())
+            except BaseException as e:  # noqa: BLE001 (handed to the caller as it is)
+                done.set_exception(e)
+
+
+_FORKER = _Forker()
 
 
 def with_services() -> bool:

@@ -4,6 +4,7 @@ anywhere, one-line errors with the exit codes of metagan.errors for every user m
 import argparse
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -684,3 +685,58 @@ def test_a_killed_runs_prefect_server_is_stopped_by_the_next_flow_command(tmp_pa
     finally:
         for s in servers.values():
             s.kill()
+
+
+def test_a_server_started_the_prefect_way_dies_with_its_command_killed_with_its_whole_group(tmp_path):
+    """Guarantee: the private Prefect server a flow command starts (through Prefect's server
+    module, as `out_of_the_terminals_reach` patched it) is stopped by the kernel when the command
+    is SIGKILLed with its whole process group (the server, in a group of its own, was left running
+    until the next flow command, a known limit until 2026-12-07), even when the thread that asked
+    for it ended long before: the parent-death signal follows the starting thread, so the server
+    is started by a thread that lives as long as the process. Here the "server" is a sleeper
+    started by a short-lived thread through the same patched ``subprocess``."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import sys, threading, time\n"
+        "from flows.ephemeral import out_of_the_terminals_reach\n"
+        "from prefect.server.api import server\n"
+        "assert out_of_the_terminals_reach()\n"
+        "started = []\n"
+        "t = threading.Thread(target=lambda: started.append(server.subprocess.Popen(\n"
+        "    [sys.executable, '-c', 'import time; time.sleep(120)'])))\n"
+        "t.start(); t.join()\n"
+        "print(started[0].pid, flush=True)\n"
+        "time.sleep(120)\n")
+    command = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                               start_new_session=True, cwd=str(Path(__file__).parent.parent))
+    child = int(command.stdout.readline())
+    try:
+        assert os.getpgid(child) == child != os.getpgid(command.pid)  # a group of its own
+        time.sleep(0.5)
+        assert Path(f"/proc/{child}").exists()  # the starting thread's end did not stop it
+        os.killpg(command.pid, signal.SIGKILL)
+        command.wait(10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _running(child):
+            time.sleep(0.05)
+        assert not _running(child)
+    finally:
+        for pid in (child, command.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _running(pid: int) -> bool:
+    """The process is there and not a zombie (an orphan is reaped by init, not by us)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
