@@ -82,6 +82,11 @@ def decode_image(fp: BinaryIO, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) 
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
     try:
         with Image.open(fp) as im:
+            if im.format == "EPS":
+                # Pillow draws PostScript by running Ghostscript on the file wherever `gs` is
+                # installed: an upload would be a program run here (`{} loop` never ends)
+                raise ImageError(name, "a PostScript (EPS) file: a program, not a picture, and never run here; "
+                                       "export the drawing as PNG or JPEG")
             # Image.open only parses the header, so the pixel count is known before any
             # decompression. Checking it here gives a per-call limit without touching Pillow's
             # process-wide Image.MAX_IMAGE_PIXELS (which other threads may rely on).

@@ -465,3 +465,29 @@ def test_a_bug_met_by_one_customers_uploads_fails_that_customer_alone(uploads, p
     assert not results["unlucky"].ok
     assert results["unlucky"].error == ("customer 'unlucky': ingestion failed (ZeroDivisionError: division by zero); "
                                         "the others went on")
+
+
+def test_a_postscript_upload_is_refused_without_running_ghostscript(uploads, params, tmp_path, monkeypatch):
+    """Guarantee: an EPS upload is refused with its reason, and nothing is run on it. Pillow renders
+    PostScript by running Ghostscript on the file, wherever `gs` is installed: a customer's upload
+    was a program this machine ran (a probe of 2026-12-07; `{} loop`, 30 bytes, never ends, and held
+    the run), so it is refused from its header, before any pixel is drawn."""
+    from PIL import EpsImagePlugin
+
+    ran = tmp_path / "ghostscript-ran"
+    gs = tmp_path / "gs"
+    gs.write_text(f"#!/bin/sh\necho \"$@\" >> {ran}\nexit 1\n")
+    gs.chmod(0o755)
+    monkeypatch.setattr(EpsImagePlugin, "gs_binary", str(gs))  # as if Ghostscript were installed
+    c = uploads / "mixed"
+    c.mkdir()
+    Image.fromarray(drawing(0)).save(c / "good.png")
+    Image.fromarray(drawing(30)).save(c / "drawing.eps")  # Pillow writes EPS itself, without Ghostscript
+    (c / "loop.eps").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 40 40\n{} loop\n")
+    results = ingest_all(uploads, params)
+    assert not ran.exists(), ran.read_text()
+    assert_good_customers_ingested(results, params)
+    assert results["mixed"].ok and results["mixed"].shots == 1
+    rejected = dict(results["mixed"].rejected)
+    assert set(rejected) == {"drawing.eps", "loop.eps"}
+    assert all("PostScript (EPS)" in reason and "PNG" in reason for reason in rejected.values()), rejected
