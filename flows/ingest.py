@@ -18,7 +18,8 @@ from metagan.customers import IngestResult, ingest_customer
 from metagan.domain import upload_screen
 from metagan.known_customers import case_twins, release_unwritten
 from metagan.task_data import prepare_task_dataset
-from metagan.uploads import CUSTOMER_ID, CustomerUploads, discover_customers, folder_problem, not_customer_folders
+from metagan.uploads import (CUSTOMER_ID, CustomerUploads, discover_customers, folder_problem, not_customer_folders,
+                             shown_name)
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def _folders(customers_dir: str | Path, folders: list[str] | None,
             rejected.append(no_folder(path))
         else:  # README.txt, acme.zip: no customer can bear that name, so no customer is failed for it (exit 0)
             log.warning("%s is no customer folder: it %s, and no customer id (ASCII letters, digits, - and _); ignored",
-                        path, why)
+                        shown_name(str(path)), why)
     return found, rejected
 
 

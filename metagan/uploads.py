@@ -108,8 +108,10 @@ def folder_problem(path: str | Path) -> str | None:
         if path.exists():
             return "is a symbolic link to a file, not a folder"
         # a loop (a link to itself, two links to each other) is no "link to nothing": the target is there
-        return f"is a symbolic link that leads back to itself ({os.readlink(path)}): a loop" if _loops(path) else \
-            f"is a symbolic link to nothing ({os.readlink(path)})"
+        # the target is said escaped: a line break in it forged a line of `metagan ingest`'s output
+        target = shown_name(os.readlink(path))
+        return f"is a symbolic link that leads back to itself ({target}): a loop" if _loops(path) else \
+            f"is a symbolic link to nothing ({target})"
     if not path.exists():
         return "does not exist"
     return "is a file, not a folder" if path.is_file() else "is not a folder"
@@ -191,11 +193,11 @@ def load_customer_uploads(
 
     for path in files:
         if not _is_utf8(path.name):  # it could not be named in a report, a log or a registry tag
-            rejected.append((_shown_name(path.name), "the file name is not valid UTF-8: rename the file"))
+            rejected.append((shown_name(path.name), "the file name is not valid UTF-8: rename the file"))
             continue
         if _breaks_lines(path.name):  # a line break in a name split the one-line error and could forge lines
-            rejected.append((_shown_name(path.name), "the file name holds control characters (a line break, a tab...): "
-                                                     "rename the file"))
+            rejected.append((shown_name(path.name), "the file name holds control characters (a line break, a tab...): "
+                                                    "rename the file"))
             continue
         if path.is_symlink():
             rejected.append((path.name, "symbolic link: only regular files are read"))
@@ -245,9 +247,10 @@ def _breaks_lines(name: str) -> bool:
     return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name)
 
 
-def _shown_name(name: str) -> str:
-    """A file name as text that can be printed and stored on one line: undecodable bytes as
-    ``\\xff``, control characters and line separators as ``\\n``, ``\\x1b``, ``\\u2028``..."""
+def shown_name(name: str) -> str:
+    """A file name (or a folder's, a link's target) as text that can be printed and stored on one
+    line: undecodable bytes as ``\\xff``, control characters and line separators as ``\\n``,
+    ``\\x1b``, ``\\u2028``..."""
     text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return "".join(repr(c)[1:-1] if _breaks_lines(c) else c for c in text)
 

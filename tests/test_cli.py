@@ -740,3 +740,33 @@ def _running(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+def test_ingest_says_each_customer_on_one_line_whatever_its_folder_name_or_link_holds(monkeypatch, tmp_path, capsys):
+    """A customer folder named with a line break (refused: no id) and a dangling link where a folder
+    goes whose target holds one each split `metagan ingest`'s output, forging a line ("FAILED
+    customer 'good': ..."; probe of 2026-12-07): both are shown escaped, one line per customer."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    import flows.ingest
+    from flows.app.commands import cmd_ingest
+    from flows.ingest import Ingestion, customer_folders, ingest_one
+    from metagan.config import Params
+
+    up = tmp_path / "up"
+    (up / "multi\nFAILED customer 'good': forged").mkdir(parents=True)
+    Image.new("L", (8, 8), 255).save(up / "multi\nFAILED customer 'good': forged" / "a.png")
+    (up / "acme").symlink_to("gone\nFAILED customer 'good': forged")
+    params = Params().with_overrides(paths={"ingested_customers": str(tmp_path / "ingested")})
+    found, results = customer_folders(up)  # what the ingest flow runs, without its DVC
+    results += [ingest_one.fn(f, params) for f in found]
+    monkeypatch.setattr(flows.ingest, "ingest", lambda *a, **k: Ingestion("d1", 3, {r.customer_id: r for r in results}))
+    rc = cmd_ingest(SimpleNamespace(customers=str(up), customer=None, source=None), params)
+    lines = capsys.readouterr().out.splitlines()
+    assert rc == ExitCode.PARTIAL
+    assert len(lines) == 3 and all(line.startswith("  ") for line in lines[1:]), lines
+    assert "  acme: REJECTED customer 'acme': its upload folder" in lines[1] and \
+        "a symbolic link to nothing (gone\\nFAILED customer 'good': forged)" in lines[1], lines
+    assert lines[2].startswith("  multi\\nFAILED customer 'good': forged: REJECTED customer "), lines

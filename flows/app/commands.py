@@ -37,14 +37,15 @@ def cmd_init(args, params: Params) -> int:
 
 def cmd_ingest(args, params: Params) -> int:
     from flows.ingest import ingest
-    from metagan.uploads import rejection_summary
+    from metagan.uploads import rejection_summary, shown_name
 
     customers = existing_dir(args.customers)
     result = ingest(params, str(customers) if customers else None, args.source, folders=args.customer)
     print(f"data version {result.data_version} ({result.task_classes} task classes)")
     for cid, r in result.customers.items():  # as adapt does: the files left out of a customer served, and why
         left_out = f" ({len(r.rejected)} upload(s) left out: {rejection_summary(r.rejected)})" if r.rejected else ""
-        print(f"  {cid}: " + (f"{r.shots} shots{left_out}" if r.ok else f"REJECTED {r.error}"))
+        # a folder name no customer can bear (refused) may hold a line break: shown escaped, on one line
+        print(f"  {shown_name(cid)}: " + (f"{r.shots} shots{left_out}" if r.ok else f"REJECTED {r.error}"))
     return ExitCode.PARTIAL if result.rejected else ExitCode.OK
 
 
