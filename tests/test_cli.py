@@ -364,7 +364,7 @@ def test_adapt_names_the_uploads_it_left_out_of_a_customer_it_served(monkeypatch
     monkeypatch.setattr(flows.ingest, "ingest", lambda *a, **k: data)
     monkeypatch.setattr(flows.adapt_customers, "adapt_customers_flow",
                         lambda p: lambda *a, **k: [Adaptation("mixed", True, "1")])
-    monkeypatch.setattr(flows.promote, "promote", lambda *a: [PromotionResult("mixed", Promotion.PROMOTED, "1")])
+    monkeypatch.setattr(flows.promote, "promote", lambda *a, **k: [PromotionResult("mixed", Promotion.PROMOTED, "1")])
     rc = cmd_adapt(SimpleNamespace(customers=str(tmp_path / "up"), steps=None), params)
     assert rc == ExitCode.OK
     assert "mixed: 2 upload(s) left out: notes.txt, b.png: not an image" in capsys.readouterr().out
