@@ -17,6 +17,7 @@ callers (dataset ingest, customer upload) need to tell a person which file to fi
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import BinaryIO
 
@@ -106,9 +107,9 @@ def decode_image(fp: BinaryIO, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) 
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
-        # Pillow's own global guard (2x Image.MAX_IMAGE_PIXELS) fires at open time when the
-        # per-call limit is set higher than it.
-        raise ImageError(name, f"decompression bomb: {e}") from None
+        # Pillow's own global guard (over 2x Image.MAX_IMAGE_PIXELS) fires inside Image.open, before
+        # the check above: its words ("could be decompression bomb DOS attack") were a second message
+        raise ImageError(name, _bomb_reason(e, max_pixels)) from None
     except UnidentifiedImageError:
         raise ImageError(name, "not an image format Pillow can read") from None
     except NotImplementedError as e:
@@ -122,6 +123,28 @@ def decode_image(fp: BinaryIO, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) 
     except Exception as e:  # noqa: BLE001 (untrusted bytes: a decoder may raise anything, IndexError, struct.error...)
         # a failure no one listed above is still this file's, never every customer's
         raise ImageError(name, f"the image decoder failed on it ({type(e).__name__}: {e})") from None
+
+
+def _bomb_reason(e: Image.DecompressionBombError, max_pixels: int) -> str:
+    """The reason the pixel check gives, for an image Pillow's own guard refused: its size is read
+    from the guard's frame (``_decompression_bomb_check(size)``, whichever plugin called it), its
+    pixel count from the message where that frame is not found."""
+    size, tb = None, e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "_decompression_bomb_check":
+            size = tb.tb_frame.f_locals.get("size")
+        tb = tb.tb_next
+    pillow_limit = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+    if isinstance(size, tuple) and len(size) == 2:
+        w, h = (max(1, int(n)) for n in size)
+        what = f"{w}x{h} = {w * h} pixels"
+        pixels = w * h
+    else:
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        pixels = int(found.group(1)) if found else pillow_limit + 1
+        what = f"{pixels} pixels"
+    limit = max_pixels if pixels > max_pixels else pillow_limit  # the product's, or Pillow's when set lower
+    return f"{what} exceeds the limit of {limit} (possible decompression bomb)"
 
 
 def _to_gray_or_rgb(im: Image.Image, name: str) -> np.ndarray:

@@ -105,7 +105,8 @@ BAD_FILES = {
     "empty.png": (b"", "empty file (0 bytes)"),
     "half.png": (truncated_png(), "truncated or corrupt"),
     "half.jpg": (truncated_jpeg(), "truncated or corrupt"),
-    "bomb.png": (png_header_only(100_000, 100_000), "decompression bomb"),
+    "bomb.png": (png_header_only(100_000, 100_000),
+                 "100000x100000 = 10000000000 pixels exceeds the limit of 200000 (possible decompression bomb)"),
     "huge.png": (png_bytes(np.full((500, 500), 255, np.uint8)), "exceeds the limit of 200000"),
     "texture.png": (unsupported_dds(), "format variant Pillow cannot decode"),
 }
@@ -124,6 +125,23 @@ def test_a_bad_file_fails_its_customer_alone_naming_customer_file_and_reason(upl
     assert not bad.ok
     assert "customer 'bad'" in bad.error and filename in bad.error and reason in bad.error, bad.error
     assert not (params.resolve(params.paths.ingested_customers) / "bad").exists()
+
+
+def test_a_bomb_over_pillows_own_limit_gets_the_products_message_not_pillows(tmp_path):
+    """Guarantee: an image over Pillow's own guard (2 x Image.MAX_IMAGE_PIXELS, where Pillow raises
+    inside Image.open instead of warning) is refused in the words of the pixel check, "W x H = N
+    pixels exceeds the limit of M", whether the limit is the product's (``max_pixels``) or, set above
+    Pillow's, Pillow's own; a probe of 2026-12-07 got Pillow's "could be decompression bomb DOS attack"."""
+    from metagan.data.images import ImageError, load_image
+
+    over = 2 * Image.MAX_IMAGE_PIXELS // 10_000 + 1
+    (tmp_path / "bomb.png").write_bytes(png_header_only(10_000, over))
+    pixels = 10_000 * over
+    for max_pixels, limit in ((40_000_000, 40_000_000), (10 * pixels, 2 * Image.MAX_IMAGE_PIXELS)):
+        with pytest.raises(ImageError) as e:
+            load_image(tmp_path / "bomb.png", 8, 1, max_pixels=max_pixels)
+        assert e.value.reason == f"10000x{over} = {pixels} pixels exceeds the limit of {limit} " \
+                                 "(possible decompression bomb)", e.value.reason
 
 
 def test_bad_files_beside_good_ones_are_rejected_with_reasons_and_the_rest_used(uploads, params, tmp_path):
