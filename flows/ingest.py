@@ -45,6 +45,12 @@ class Ingestion:
         that serves them says which."""
         return {cid: list(r.rejected) for cid, r in self.customers.items() if r.ok and r.rejected}
 
+    @property
+    def refused_files(self) -> dict[str, list[tuple[str, str]]]:
+        """Every upload of each rejected customer that was not usable, with why: its error names
+        only the first few of each kind."""
+        return {cid: list(r.rejected) for cid, r in self.customers.items() if not r.ok and r.rejected}
+
 
 @task
 def pack_tasks(params: Params, source: str | None) -> int:

@@ -48,7 +48,10 @@ def ingest_customer(folder: str | Path, dest_root: str | Path, size: int, channe
         up = load_customer_uploads(folder, size, channels, min_shots, max_shots, max_pixels, screen)
     except UploadError as e:
         unsafe = e.reason.startswith("unsafe customer id")  # never recorded: the id is not one
-        return IngestResult(folder.name, ok=False, error=str(e), signature="" if unsafe else signature)
+        if e.rejected:  # the error names a few of each kind: every one, for -v and the Prefect UI
+            log.info("customer %r: every upload left out: %s", folder.name, e.rejected)
+        return IngestResult(folder.name, ok=False, rejected=e.rejected or None, error=str(e),
+                            signature="" if unsafe else signature)
     except OSError as e:
         return IngestResult(folder.name, ok=False, error=f"customer {folder.name!r}: cannot read {folder}: "
                                                         f"{e.strerror or e}")

@@ -22,13 +22,15 @@ CUSTOMER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 class UploadError(ValueError):
     """A customer's uploads cannot be used; the message names the customer and the reason."""
 
-    def __init__(self, customer: str, reason: str):
+    def __init__(self, customer: str, reason: str, rejected: Iterable[tuple[str, str]] = ()):
         super().__init__(f"customer {customer!r}: {reason}")
         self.customer = customer
         self.reason = reason
+        self.rejected = list(rejected)
+        """Every file left out, with why (the reason names only the first few of each kind)."""
 
     def __reduce__(self):
-        return (type(self), (self.customer, self.reason))
+        return (type(self), (self.customer, self.reason, self.rejected))
 
 
 @dataclass
@@ -227,7 +229,7 @@ def load_customer_uploads(
     if len(images) < min_shots:
         detail = rejection_summary(rejected)
         raise UploadError(customer, f"{len(images)} usable image(s), at least {min_shots} needed"
-                          + (f" (rejected: {detail})" if detail else ""))
+                          + (f" (rejected: {detail})" if detail else ""), rejected)
     return CustomerUploads(customer, np.stack(images), used, rejected, converted)
 
 
@@ -255,10 +257,27 @@ def shown_name(name: str) -> str:
     return "".join(repr(c)[1:-1] if _breaks_lines(c) else c for c in text)
 
 
+NAMES_PER_REASON = 5
+"""The files a summary names for one reason; the rest are counted."""
+REASONS_SHOWN = 10
+"""The reasons a summary says; the files of the others are counted."""
+
+
 def rejection_summary(rejected: list[tuple[str, str]]) -> str:
     """``a.png, b.png: reason; c.png: other reason``: files with the same reason named together,
-    so five photos read as one sentence the customer can act on."""
+    so five photos read as one sentence the customer can act on. A line stays readable whatever
+    the folder holds: the first :data:`NAMES_PER_REASON` files of a reason are named and the rest
+    counted (``... and 4,995 more``), and past :data:`REASONS_SHOWN` reasons their files are
+    counted too (5,000 bad files made a 60 KB line, probe of 2026-12-07); every file and reason
+    stays in the result (``report.json``, ``UploadError.rejected``, the pipeline's JSON)."""
     by_reason: dict[str, list[str]] = {}
     for name, reason in rejected:
         by_reason.setdefault(reason, []).append(name)
-    return "; ".join(f"{', '.join(names)}: {reason}" for reason, names in by_reason.items())
+    said = []
+    for reason, names in list(by_reason.items())[:REASONS_SHOWN]:
+        more = len(names) - NAMES_PER_REASON
+        said.append(", ".join(names[:NAMES_PER_REASON]) + (f" and {more:,} more" if more > 0 else "") + f": {reason}")
+    others = list(by_reason.values())[REASONS_SHOWN:]
+    if others:
+        said.append(f"and {sum(map(len, others)):,} more file(s) for {len(others):,} other reason(s)")
+    return "; ".join(said)

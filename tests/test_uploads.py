@@ -68,6 +68,30 @@ def test_too_few_and_too_many_shots(tmp_path):
         load_customer_uploads(many, 32, 1, max_shots=3)
 
 
+def test_a_folder_of_thousands_of_bad_files_gets_a_readable_line_and_the_whole_list_elsewhere(tmp_path):
+    """Guarantee: a customer refused for thousands of bad files gets an error line that names the
+    first few of each reason and counts the rest ("... and 4,995 more"), and past ten reasons counts
+    their files; every file and reason stays in the error's ``rejected`` and the ingestion's result.
+    Until a probe of 2026-12-07 the line named all of them (60 KB for 5,000 files)."""
+    c = tmp_path / "up" / "acme"
+    c.mkdir(parents=True)
+    for i in range(5_000):
+        (c / f"{i:05d}.png").write_bytes(b"")
+    for i in range(12):  # twelve other reasons: a duplicate of each of twelve files
+        png(c / f"orig-{i:02d}.png", i * 10)
+        png(c / f"z-copy-{i:02d}.png", i * 10)
+    with pytest.raises(UploadError) as refused:
+        load_customer_uploads(c, 32, 1, min_shots=13)
+    line = str(refused.value)
+    assert len(line) < 1_000, len(line)
+    assert ("00000.png, 00001.png, 00002.png, 00003.png, 00004.png and 4,995 more: empty file (0 bytes); "
+            "z-copy-00.png: duplicate of orig-00.png; ") in line, line
+    assert line.endswith("z-copy-08.png: duplicate of orig-08.png; and 3 more file(s) for 3 other reason(s))"), line
+    assert len(refused.value.rejected) == 5_012
+    r = ingest_customer(c, tmp_path / "data", 32, 1, 13, 20, 10**7)
+    assert not r.ok and len(r.error) < 1_000 and len(r.rejected) == 5_012
+
+
 def test_ingest_packs_shots_and_is_byte_reproducible(tmp_path):
     c = tmp_path / "up" / "acme"
     c.mkdir(parents=True)

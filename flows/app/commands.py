@@ -152,6 +152,9 @@ def cmd_pipeline(args, params: Params) -> int:
                "rejected": result.data.rejected,
                "left_out": {cid: [{"file": f, "reason": why} for f, why in files]
                             for cid, files in result.data.left_out.items()},
+               # every file of a rejected customer (its error names only the first few of each kind)
+               "rejected_files": {cid: [{"file": f, "reason": why} for f, why in files]
+                                  for cid, files in result.data.refused_files.items()},
                "adapted": [{"customer_id": a.customer_id, "ok": a.ok, "version": a.version, "reused": a.reused,
                             "error": a.error, "worker": a.worker, "seconds": a.seconds, **a.metrics}
                            for a in result.adapted],
