@@ -79,6 +79,29 @@ def validate_customer_id(name: str, known: Collection[str] = (), batch: Iterable
     return name
 
 
+WINDOWS_DEVICE_NAMES = frozenset(["CON", "PRN", "AUX", "NUL", *(f"{d}{i}" for d in ("COM", "LPT") for i in range(10))])
+"""Names Windows keeps for devices, in any case and with any extension (``con.txt``): no file or
+folder there can bear them."""
+
+
+def windows_device_name(name: str) -> bool:
+    """Whether ``name`` is one Windows keeps for a device (``CON``, ``com1``, ``Nul.png``...)."""
+    return name.split(".")[0].rstrip(" ").upper() in WINDOWS_DEVICE_NAMES
+
+
+def check_id_for_ingestion(name: str) -> str:
+    """``name`` when a customer can be ingested under it: a valid id (:func:`validate_customer_id`)
+    that is also no Windows device name, which the id rules, safe as file names on Windows too,
+    missed (a probe of 2026-12-07 ingested ``CON``). Only ingestion asks: a model registered under
+    such a name before stays served."""
+    validate_customer_id(name)
+    if windows_device_name(name):
+        raise UploadError(name, f"unsafe customer id: {name!r} is a device name on Windows (CON, PRN, AUX, NUL, "
+                                "COM0-COM9, LPT0-LPT9, in any case), which no file or folder there can bear: "
+                                "choose another id")
+    return name
+
+
 _SHARED_FOLDERS = ("ids are case-sensitive, but on a case-insensitive file system (macOS, Windows, some mounts) the "
                    "two would share folders and mix or overwrite each other's shots and models")
 
@@ -168,7 +191,7 @@ def load_customer_uploads(
     from metagan.data.images import ImageError, load_image
 
     folder = Path(folder)
-    customer = validate_customer_id(folder.name)
+    customer = check_id_for_ingestion(folder.name)
     if folder.is_symlink():
         # a link could make one customer's model out of another customer's (or any) files
         raise UploadError(customer, "the customer folder is a symbolic link; upload the files themselves")

@@ -389,6 +389,31 @@ def test_unsafe_customer_folder_names_fail_alone_and_write_nothing(uploads, para
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ingested", "uploads"]
 
 
+def test_windows_device_names_as_customer_ids_are_refused_alone_at_ingestion(uploads, params):
+    """Guarantee: the id rules keep ids safe as file names on Windows too, so a customer folder named
+    as a Windows device (CON, PRN, AUX, NUL, COM0-9, LPT0-9, in any case; with an extension, `con.txt`,
+    already no id) is refused at ingestion, that customer alone, saying why, nothing written for it;
+    names that only begin like one (`console`, `com10`) are ids like any. Until a probe of 2026-12-07
+    `CON` and the others were ingested."""
+    from metagan.uploads import windows_device_name
+
+    reserved = ["CON", "con", "Prn", "aux", "NUL", "COM1", "com9", "LPT1", "lpt0"]
+    for name in reserved + ["console", "com10", "lpt"]:
+        (uploads / name).mkdir()
+        for i in range(2):
+            Image.fromarray(drawing(i * 40)).save(uploads / name / f"{i}.png")
+    results = ingest_all(uploads, params)
+    assert_good_customers_ingested(results, params)
+    for name in reserved:
+        assert not results[name].ok and results[name].error == (
+            f"customer {name!r}: unsafe customer id: {name!r} is a device name on Windows (CON, PRN, AUX, NUL, "
+            "COM0-COM9, LPT0-LPT9, in any case), which no file or folder there can bear: choose another id")
+    assert all(results[name].ok for name in ("console", "com10", "lpt"))
+    ingested = params.resolve(params.paths.ingested_customers)
+    assert sorted(p.name for p in ingested.iterdir()) == ["com10", "console", "good-1", "good-2", "lpt"]
+    assert windows_device_name("con.txt") and windows_device_name("Nul.tar.gz") and not windows_device_name("cons")
+
+
 @pytest.mark.parametrize("customer_id", ["../good-1", "a/b", "..", "/etc/passwd", "a\x00b"])
 def test_path_like_customer_ids_are_refused_by_every_entry_point(params, customer_id, tmp_path):
     """Guarantee: ids that are paths never reach the file system or the registry: loading
