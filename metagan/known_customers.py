@@ -41,7 +41,30 @@ def check_known(customer_id: str, ingested_root: str | Path, uploads_dir: str | 
     customer_id = validate_customer_id(customer_id)
     if _has_uploads(customer_id, ingested_root, uploads_dir) or _registered(customer_id):
         return customer_id
+    if _refused_at_last_ingestion(customer_id):  # it did upload: "no uploads ... of that name" was untrue
+        raise NotFound(f"customer {customer_id!r} has no model and no shots: its uploads were refused at its last "
+                       f"ingestion (`metagan ingest --customers DIR --customer {customer_id}` says why)")
     raise NotFound(unknown_customer_said(customer_id, ingested_root, uploads_dir))
+
+
+def _refused_at_last_ingestion(customer_id: str) -> bool:
+    """Whether the fleet index recorded the customer's last ingestion, and as refused (its row's
+    ``uploads_hash`` None). Asked only of a name otherwise unknown, and of an index that exists: a
+    look, never the index's creation."""
+    from metagan.errors import kind_of
+    from metagan.config import INDEX_URL_ENV
+    from metagan.fleet_index import embedded_index_path, registry_index
+    from metagan.store import tracking_uri
+
+    if not os.environ.get(INDEX_URL_ENV) and not embedded_index_path(tracking_uri()).exists():
+        return False
+    try:
+        row = registry_index().row(customer_id)
+    except Exception as e:  # noqa: BLE001 (a known failure of the index: the message is "unknown", as before)
+        if kind_of(e) is None:
+            raise
+        return False
+    return row is not None and row.uploads_sig is not None and row.uploads_hash is None
 
 
 def case_twins(customer_ids: list[str], ingested_root: str | Path) -> dict[str, UploadError]:

@@ -441,6 +441,29 @@ def test_a_customer_the_project_does_not_know_gets_one_message_from_every_comman
     assert not swept
 
 
+def test_a_customer_whose_uploads_were_refused_is_told_so_not_unknown(three_customers, capsys, monkeypatch):
+    """Guarantee: `generate` (or `promote`, `rollback`, `schedule`) for a customer whose only ingestion
+    refused its uploads says so, exit 3: "its uploads were refused at its last ingestion", read from
+    the fleet index's row; it said "no uploads or registered model of that name", though the customer
+    had uploaded (probe of 2026-12-07). A name the index never heard of is still unknown."""
+    from metagan.customers import ingest_customer
+    from metagan.lifecycle import fleet
+
+    folder = three_customers / "uploads" / "delta"
+    folder.mkdir()  # nothing usable in it (0 usable images)
+    refused = ingest_customer(folder, three_customers / "data" / "customers", 32, 1, 1, 20, 10**7)
+    assert not refused.ok
+    fleet.record_ingestion([refused])  # as the ingest flow records it
+    monkeypatch.setattr("flows.ephemeral.stop_orphaned_servers", lambda: None)
+    said = ("error: customer 'delta' has no model and no shots: its uploads were refused at its last ingestion "
+            "(`metagan ingest --customers DIR --customer delta` says why)")
+    for argv in (["generate", "--customer", "delta"], ["promote", "--customer", "delta"],
+                 ["schedule", "--customer", "delta", "--every", "7d"]):
+        assert run(capsys, *argv) == (ExitCode.BAD_INPUT, [said]), argv
+    rc, err = run(capsys, "generate", "--customer", "deltb")
+    assert rc == ExitCode.BAD_INPUT and err[0].startswith("error: unknown customer 'deltb'"), err
+
+
 def test_an_unknown_name_among_several_to_ingest_is_rejected_alone(three_customers, capsys, monkeypatch):
     """`ingest --customer gamma --customer acm`: an upload service's batch with one typo ingests the
     others and rejects the unknown one alone, with the unknown-customer message, exit 1 (partial):
