@@ -34,6 +34,31 @@ SERVER_APP = b"prefect.server.api.server:create_app"
 PROC = Path("/proc")
 
 
+def prefect_home_problem() -> str | None:
+    """Why Prefect's private server could not keep its database in ``PREFECT_HOME`` (``~/.prefect``
+    unless set; ``PREFECT_API_DATABASE_CONNECTION_URL`` puts the database elsewhere): a folder that
+    is not there and cannot be made (Prefect makes it, not its parents), a file, or one that cannot
+    be written; None when it can. Read before Prefect is imported: Prefect only warned, and its
+    server then failed to open its database until the command gave up, 3 minutes and 9,000 lines of
+    tracebacks later, exit 70 (a probe of 2026-12-07)."""
+    from metagan.files import file_in_the_way
+
+    if os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL"):
+        return None
+    home = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser().absolute()
+    said = f"PREFECT_HOME {home} (where Prefect keeps the database of its flow runs)"
+    elsewhere = "set PREFECT_HOME to a folder that can be written"
+    if (blocker := file_in_the_way(home)) is not None:
+        return f"{said} is {'a file' if blocker == home else f'under {blocker}, a file'}, not a folder: {elsewhere}"
+    if home.is_dir():
+        return None if os.access(home, os.W_OK | os.X_OK) else f"{said} cannot be written: {elsewhere}"
+    if not home.parent.is_dir():
+        return f"{said} cannot be created: its parent folder {home.parent} does not exist: create it, or {elsewhere}"
+    if not os.access(home.parent, os.W_OK | os.X_OK):
+        return f"{said} cannot be created in {home.parent}, which cannot be written: {elsewhere}"
+    return None
+
+
 def out_of_the_terminals_reach() -> bool:
     """Prefect's private server starts from now on in a process group of its own, so that a Ctrl-C
     at the terminal (SIGINT to the whole foreground group) interrupts the command alone. In the

@@ -441,6 +441,36 @@ def test_a_customer_the_project_does_not_know_gets_one_message_from_every_comman
     assert not swept
 
 
+def test_a_prefect_home_that_cannot_be_made_stops_a_flow_command_at_once_in_one_line(tmp_path, capsys, monkeypatch):
+    """Guarantee: a flow command whose Prefect server would keep its database in a PREFECT_HOME that
+    cannot be made (its parent missing) or is a file stops before any work, exit 6, in one line naming
+    the folder; a command that starts no Prefect (`generate`) is not held back by it. Until a probe of
+    2026-12-07 Prefect only warned, and `metagan ingest` ended after 3 minutes with 9,000 lines of
+    tracebacks and exit 70, "a bug"."""
+    import flows.ingest
+
+    monkeypatch.setattr(flows.ingest, "ingest", lambda *a, **k: pytest.fail("ingested without a Prefect home"))
+    monkeypatch.setattr("flows.ephemeral.stop_orphaned_servers", lambda: pytest.fail("prefect's servers swept"))
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.delenv("PREFECT_API_DATABASE_CONNECTION_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "uploads").mkdir()
+    home = tmp_path / "nope" / "sub" / "prefect"
+    monkeypatch.setenv("PREFECT_HOME", str(home))
+    assert run(capsys, "ingest", "--customers", str(tmp_path / "uploads")) == (ExitCode.FILE_SYSTEM, [
+        f"error: PREFECT_HOME {home} (where Prefect keeps the database of its flow runs) cannot be created: its "
+        f"parent folder {home.parent} does not exist: create it, or set PREFECT_HOME to a folder that can be written"])
+    assert not (tmp_path / "nope").exists()
+    (tmp_path / "home-file").write_text("")
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home-file"))
+    rc, err = run(capsys, "ingest", "--customers", str(tmp_path / "uploads"))
+    assert rc == ExitCode.FILE_SYSTEM and err == [
+        f"error: PREFECT_HOME {tmp_path / 'home-file'} (where Prefect keeps the database of its flow runs) is a "
+        "file, not a folder: set PREFECT_HOME to a folder that can be written"]
+    rc, err = run(capsys, "generate", "--model", str(tmp_path / "no.onnx"))  # no Prefect: its own error
+    assert rc != ExitCode.FILE_SYSTEM and "PREFECT_HOME" not in " ".join(err), err
+
+
 def test_a_customer_whose_uploads_were_refused_is_told_so_not_unknown(three_customers, capsys, monkeypatch):
     """Guarantee: `generate` (or `promote`, `rollback`, `schedule`) for a customer whose only ingestion
     refused its uploads says so, exit 3: "its uploads were refused at its last ingestion", read from

@@ -186,6 +186,11 @@ def _run(argv: list[str] | None) -> int:
         if args.command != "meta-train" and number_from_env("WORLD_SIZE", 1, int, minimum=1) > 1:
             # under torchrun every rank would run the whole command on its own
             raise Usage(f"only meta-train runs under torchrun, not {args.command!r}")
+        if _starts_a_private_prefect_server(args):  # before Prefect is imported, which only warns of it
+            from flows.ephemeral import prefect_home_problem
+
+            if (problem := prefect_home_problem()) is not None:
+                raise FileSystemFault(problem)
         params = _load(args)
         if args.command == "pipeline":  # before ingesting (meta-train's flags change these: its flow checks)
             from metagan.meta import check_warm_start
@@ -225,12 +230,17 @@ def _run(argv: list[str] | None) -> int:
         return kind.exit_code
 
 
+def _starts_a_private_prefect_server(args) -> bool:
+    """Whether the command starts Prefect's ephemeral server (it runs flows, and no ``PREFECT_API_URL``)."""
+    starts_prefect = args.command not in WITHOUT_PREFECT or getattr(args, "all", False)
+    return bool(starts_prefect and not os.environ.get("PREFECT_API_URL"))
+
+
 def _before_a_private_prefect_server(args) -> None:
     """A command that will start Prefect's ephemeral server (no ``PREFECT_API_URL``) first stops
     those that killed runs left behind, then marks itself as the owner of the one it starts
     (:mod:`flows.ephemeral`)."""
-    starts_prefect = args.command not in WITHOUT_PREFECT or getattr(args, "all", False)
-    if starts_prefect and not os.environ.get("PREFECT_API_URL"):
+    if _starts_a_private_prefect_server(args):
         from flows.ephemeral import mark_owner, out_of_the_terminals_reach, stop_orphaned_servers
 
         stop_orphaned_servers()
