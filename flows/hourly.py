@@ -18,7 +18,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 
 from flows.common import dvc_root, data_target
-from flows.ingest import Ingestion, ingest
+from flows.ingest import Ingestion, ingest, warn_no_customer_folder
 from flows.promote import adapt_and_promote
 from metagan import versioning
 from metagan.lifecycle import fleet
@@ -33,16 +33,24 @@ from metagan.uploads import CustomerUploads
 @dataclass(frozen=True)
 class HourResult:
     changed: list[str] = field(default_factory=list)
-    """Upload folders ingested again (their files changed)."""
+    """Upload folders ingested again (their files changed), and the entries named as a customer
+    that are no folder (a file, a link to nothing), changed since last seen: rejected."""
     adapted: list[Adaptation] = field(default_factory=list)
     promoted: list[PromotionResult] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)
+    ignored: dict[str, str] = field(default_factory=dict)
+    """Entries of the uploads folder no customer can be named (``README.txt``), first seen (or
+    changed) this hour, with why: warned of once, then ignored as a full scan ignores them."""
 
 
 @task
-def changed_folders(params: Params, customers_dir: str) -> list[str]:
-    """The upload folders whose files changed since their last ingestion."""
-    return [str(f) for f in fleet.changed_upload_folders(params, customers_dir)]
+def changed_folders(params: Params, customers_dir: str) -> fleet.UploadChanges:
+    """The upload folders whose files changed since their last ingestion, and the entries that
+    are no customer folder, said as a full scan says them (once per change)."""
+    changes = fleet.upload_changes(params, customers_dir)
+    for name, why in (changes.not_folders | changes.strays).items():
+        warn_no_customer_folder(Path(customers_dir) / name, why)
+    return changes
 
 
 @task
@@ -76,7 +84,8 @@ def adapt_changed(params: Params, customers_dir: str) -> HourResult:
     # without scanning, the index alone says what was ingested; one rebuilt from the registry
     # (lost or damaged) no longer does, so this hour scans once
     scan = params.fleet.scan_uploads or not fleet.uploads_known(params)
-    changed = changed_folders(params, customers_dir) if scan else []
+    changes = changed_folders(params, customers_dir) if scan else fleet.UploadChanges([])
+    changed = [str(f) for f in changes.folders]
     meta_version = current_meta_version()
     marked = mark_all_if_models_changed(params, meta_version)
     data: Ingestion | None = ingest(params, customers_dir, folders=changed) if changed else None
@@ -86,11 +95,12 @@ def adapt_changed(params: Params, customers_dir: str) -> HourResult:
     logger.info("%d upload folder(s) changed, %d customer(s) to adapt%s", len(changed), len(pending),
                 f" ({marked} for a new meta-model or settings)" if marked else "")
     if not pending:
-        return HourResult([Path(f).name for f in changed], rejected=data.rejected if data else {})
+        return HourResult([Path(f).name for f in changed], rejected=data.rejected if data else {},
+                          ignored=changes.strays)
     fresh = {u.customer_id: u for u in data.accepted} if data else {}
     # this run's shots in memory (never re-read: an overlapping run may rewrite the packed file)
     uploads = [fresh[c] for c in pending if c in fresh] + load_pending(params, [c for c in pending if c not in fresh])
     data_version = data.data_version if data else (versioning.data_version(dvc_root(params), data_target(params)) or "")
     # Dask workers lost mid-run: what was adapted first is promoted, the customers not done stay pending
     adapted, promoted = adapt_and_promote(params, meta_version, data_version, uploads)
-    return HourResult([Path(f).name for f in changed], adapted, promoted, data.rejected if data else {})
+    return HourResult([Path(f).name for f in changed], adapted, promoted, data.rejected if data else {}, changes.strays)

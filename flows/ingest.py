@@ -18,8 +18,8 @@ from metagan.customers import IngestResult, ingest_customer
 from metagan.domain import upload_screen
 from metagan.known_customers import case_twins, release_unwritten
 from metagan.task_data import prepare_task_dataset
-from metagan.uploads import (CUSTOMER_ID, CustomerUploads, discover_customers, folder_problem, not_customer_folders,
-                             shown_name)
+from metagan.uploads import (CUSTOMER_ID, CustomerUploads, discover_customers, folder_problem, folder_signature,
+                             not_customer_folders, shown_name)
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,11 @@ def no_folder(path: Path, ingested_root: str | Path | None = None) -> IngestResu
         if unknown_among([path.name], ingested_root, path.parent):
             return IngestResult(path.name, ok=False, error=unknown_customer_said(path.name, ingested_root, path.parent))
     why = folder_problem(path) or "is not a folder"
-    return IngestResult(path.name, ok=False, error=f"customer {path.name!r}: its upload folder {path} {why}")
+    # an entry that is there (a file, a link to nothing) is recorded as it is: the hour says it again
+    # only once it changes (its folder made), not every hour
+    signature = folder_signature(path) if os.path.lexists(path) and CUSTOMER_ID.fullmatch(path.name) else ""
+    return IngestResult(path.name, ok=False, error=f"customer {path.name!r}: its upload folder {path} {why}",
+                        signature=signature)
 
 
 def customer_folders(customers_dir: str | Path, folders: list[str] | None = None,
@@ -115,13 +119,21 @@ def _folders(customers_dir: str | Path, folders: list[str] | None,
         return found, [no_folder(Path(customers_dir) / name, ingested_root) for name in missing]
     rejected = []
     for path, why in not_customer_folders(customers_dir):
+        warn_no_customer_folder(path, why)
         if CUSTOMER_ID.fullmatch(path.name):  # a customer's botched upload (a file or a link where its folder goes)
-            log.warning("%s is no customer folder: it %s; left out (the other customers go on)", path, why)
             rejected.append(no_folder(path))
-        else:  # README.txt, acme.zip: no customer can bear that name, so no customer is failed for it (exit 0)
-            log.warning("%s is no customer folder: it %s, and no customer id (ASCII letters, digits, - and _); ignored",
-                        shown_name(str(path)), why)
     return found, rejected
+
+
+def warn_no_customer_folder(path: Path, why: str) -> None:
+    """The warning for an entry of the uploads folder that is no customer folder (the full scans'
+    and the hour's): a customer's botched upload is left out, an entry no customer can bear the
+    name of (README.txt, acme.zip) ignored, failing no customer (exit 0)."""
+    if CUSTOMER_ID.fullmatch(path.name):
+        log.warning("%s is no customer folder: it %s; left out (the other customers go on)", path, why)
+    else:
+        log.warning("%s is no customer folder: it %s, and no customer id (ASCII letters, digits, - and _); ignored",
+                    shown_name(str(path)), why)
 
 
 @task(tags=["dvc"])

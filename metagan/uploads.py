@@ -118,7 +118,21 @@ def discover_customers(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"customers folder {root} does not exist")
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return upload_entries(root)[0]
+
+
+def upload_entries(root: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """One look at ``root``: its customer folders, and the entries that stand where customer folders
+    would but are none (a file, a link to nothing), with :func:`folder_problem`'s why; hidden entries
+    ignored, each list sorted. A folder costs one ``stat``, as it did before the others were said."""
+    folders, others = [], []
+    for p in sorted(p for p in Path(root).iterdir() if not p.name.startswith(".")):
+        why = folder_problem(p)
+        if why is None:
+            folders.append(p)
+        else:
+            others.append((p, why))
+    return folders, others
 
 
 def folder_problem(path: str | Path) -> str | None:
@@ -157,8 +171,7 @@ def not_customer_folders(root: str | Path) -> list[tuple[Path, str]]:
     """The entries of ``root`` that stand where customer folders would but are none (a file, a
     link to nothing), with :func:`folder_problem`'s why; hidden ones ignored, as
     :func:`discover_customers` does. A full scan reports them instead of passing them over."""
-    entries = sorted(p for p in Path(root).iterdir() if not p.name.startswith("."))
-    return [(p, why) for p in entries if (why := folder_problem(p)) is not None]
+    return upload_entries(root)[1]
 
 
 def folder_signature(folder: str | Path) -> str:

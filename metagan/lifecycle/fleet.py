@@ -308,14 +308,54 @@ class HourPlan:
     """Customers marked for adaptation because the meta-model or adaptation settings changed."""
 
 
-def changed_upload_folders(params: Params, customers_dir: str | Path) -> list[Path]:
-    """The customer folders under ``customers_dir`` whose files (names, sizes, modification times)
-    differ from those at their last ingestion, or that were never ingested. Reads directory
-    entries only: no image is opened."""
-    from metagan.uploads import discover_customers, folder_signature
+STRAY_UPLOADS = "stray_uploads"
+"""The index's state holding the entries of the uploads folder no customer can be named
+(``README.txt``), as the last hour saw them: each is warned of once, not every hour."""
 
-    seen = index(params).upload_signatures()
-    return [f for f in discover_customers(customers_dir) if seen.get(f.name) != folder_signature(f)]
+
+@dataclass(frozen=True)
+class UploadChanges:
+    """What the hour's look at the uploads folder found (:func:`upload_changes`)."""
+
+    folders: list[Path]
+    """To ingest: the customer folders whose files changed, and the entries named as a customer
+    that are no folder (a file, a link to nothing) and changed since last seen, which ingestion
+    rejects, aloud, as a full scan does."""
+    not_folders: dict[str, str] = field(default_factory=dict)
+    """Of those, the entries that are no folder: name -> why (:func:`metagan.uploads.folder_problem`)."""
+    strays: dict[str, str] = field(default_factory=dict)
+    """Entries no customer can be named (``README.txt``, ``acme.zip``) first seen this hour (or
+    changed since): name, shown on one line -> why. Ignored, as a full scan ignores them, once said."""
+
+
+def upload_changes(params: Params, customers_dir: str | Path) -> UploadChanges:
+    """The customer folders under ``customers_dir`` whose files (names, sizes, modification times)
+    differ from those at their last ingestion, or that were never ingested; and the entries where
+    a customer folder would be that are none, each said once per change: one named as a customer
+    (a file ``acme``, a link to nothing) is ingested, hence rejected and its signature recorded, so
+    it is said again only once it changes; one no customer can be named is remembered in the
+    index's state. Until a probe of 2026-12-07 the hour said nothing of either. Reads directory
+    entries only: no image is opened."""
+    from metagan.uploads import CUSTOMER_ID, folder_signature, shown_name, upload_entries
+
+    found = index(params)
+    seen = found.upload_signatures()
+    folders, others = upload_entries(customers_dir)
+    changed = [f for f in folders if seen.get(f.name) != folder_signature(f)]
+    named = [(p, why) for p, why in others if CUSTOMER_ID.fullmatch(p.name)]
+    not_folders = {p.name: why for p, why in named if seen.get(p.name) != folder_signature(p)}
+    strays = {shown_name(p.name): why for p, why in others if not CUSTOMER_ID.fullmatch(p.name)}
+    known = found.get_state(STRAY_UPLOADS) or {}
+    if strays != known:
+        found.set_state(STRAY_UPLOADS, strays)
+    changed += [p for p, _ in named if p.name in not_folders]
+    return UploadChanges(sorted(changed), not_folders,
+                         {name: why for name, why in strays.items() if known.get(name) != why})
+
+
+def changed_upload_folders(params: Params, customers_dir: str | Path) -> list[Path]:
+    """:func:`upload_changes`' entries to ingest."""
+    return upload_changes(params, customers_dir).folders
 
 
 def uploads_known(params: Params) -> bool:

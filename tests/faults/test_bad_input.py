@@ -220,6 +220,61 @@ def test_a_file_or_a_dangling_link_among_the_customer_folders_is_a_rejected_cust
                                            f"customer 'notes.txt': its upload folder {notes} is a file, not a folder"]
 
 
+def test_the_hour_says_an_entry_that_is_no_customer_folder_once_per_change(uploads, params, tmp_path, monkeypatch,
+                                                                          caplog):
+    """Guarantee: the hourly run (`adapt-changed`) says what a full scan says of an entry where a
+    customer folder would be that is none: one named as a customer (a file `acme`, a link to nothing)
+    is among the hour's changed entries, ingested and so rejected ("its upload folder ... is a file,
+    not a folder"), and its state recorded, so the next hour is quiet until it changes (a folder made
+    in its place is ingested); one no customer can be named (README.txt) is warned of once and
+    listed in the hour's result (`ignored`). Until a probe of 2026-12-07 the hour's plan passed both
+    over without a word, every hour (only the full scans said them)."""
+    import logging
+    import shutil
+
+    from flows.hourly import changed_folders
+    from flows.ingest import customer_folders
+    from metagan import tracking
+    from metagan.lifecycle import fleet
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}")
+    tracking.create_store()
+    ingested = params.resolve(params.paths.ingested_customers)
+
+    def hour():  # the hour's plan and what its ingestion does with the entries named, as the flow runs them
+        with caplog.at_level(logging.WARNING, logger="flows.ingest"):
+            caplog.clear()
+            changes = changed_folders.fn(params, str(uploads))
+        found, rejected = customer_folders(uploads, [str(f) for f in changes.folders], ingested)
+        results = rejected + [ingest_one.fn(f, params) for f in found]
+        fleet.record_ingestion(results)  # the ingest flow's record_ingestion task
+        return changes, {r.customer_id: r.error for r in results if not r.ok}, [r.getMessage() for r in caplog.records]
+
+    hour()  # the good customers, ingested
+    (uploads / "acme").write_bytes(b"PK")  # a customer's zip saved without its extension
+    (uploads / "gone").symlink_to(tmp_path / "no-such-folder")
+    (uploads / "README.txt").write_text("my customers")
+    changes, rejected, said = hour()
+    acme, gone, readme = uploads / "acme", uploads / "gone", uploads / "README.txt"
+    assert [f.name for f in changes.folders] == ["acme", "gone"]
+    assert rejected == {"acme": f"customer 'acme': its upload folder {acme} is a file, not a folder",
+                        "gone": f"customer 'gone': its upload folder {gone} is a symbolic link to nothing "
+                                f"({tmp_path / 'no-such-folder'})"}
+    assert changes.strays == {"README.txt": "is a file, not a folder"}
+    assert said == [
+        f"{acme} is no customer folder: it is a file, not a folder; left out (the other customers go on)",
+        f"{gone} is no customer folder: it is a symbolic link to nothing ({tmp_path / 'no-such-folder'}); left out "
+        "(the other customers go on)",
+        f"{readme} is no customer folder: it is a file, not a folder, and no customer id (ASCII letters, digits, - "
+        "and _); ignored"]
+    assert hour() == (fleet.UploadChanges([]), {}, [])  # said once: the next hour is quiet
+    acme.unlink()  # the customer uploads its folder after all
+    shutil.copytree(uploads / "good-1", acme)
+    changes, rejected, said = hour()
+    assert [f.name for f in changes.folders] == ["acme"] and rejected == {} and said == []
+    assert (ingested / "acme" / "shots.npz").exists()
+
+
 def test_a_new_customer_id_in_another_case_than_a_known_or_batch_one_is_refused_alone(uploads, params, tmp_path,
                                                                                        monkeypatch):
     """Guarantee: ids are case-sensitive, but on a case-insensitive file system (macOS, Windows)
