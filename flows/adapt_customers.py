@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from prefect import flow, get_run_logger, task
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -16,6 +18,8 @@ from metagan.customers import ingested_customers, load_ingested
 from metagan.lifecycle.meta_model import current_meta_version
 from metagan.lifecycle.registry import Adaptation
 from metagan.uploads import CustomerUploads
+
+log = logging.getLogger(__name__)
 
 
 def adapt_one(uploads: CustomerUploads, meta_version: str, data_version: str, params: Params) -> Adaptation:
@@ -44,6 +48,8 @@ def adapt_some(uploads: list[CustomerUploads], meta_version: str, data_version: 
         try:
             results.append(adapt_one(u, meta_version, data_version, params))
         except Exception as e:
+            if kind_of(e) is None:  # a bug: its traceback in the worker's log (the result keeps its line)
+                log.error("customer %s: adaptation failed", u.customer_id, exc_info=True)
             results.append(failure(u.customer_id, e))
     return results
 
