@@ -4,7 +4,7 @@ The plan is the fleet index's list of customers due (:func:`metagan.lifecycle.fl
 changed since their last batch, or their cadence came round), or the customers the caller names.
 It is cut into tasks of ``fleet.customers_per_task`` customers on the profile's task runner
 (threads embedded, the Dask cluster scaled out, as adaptation); each task draws, writes and
-records its customers' batches (:func:`metagan.lifecycle.fleet.draw_batches`: one shard, contact sheet,
+records its customers' batches (:func:`metagan.lifecycle.batches.draw_batches`: one shard, contact sheet,
 gallery and manifest per customer) and moves each one's watermark on. A run killed midway is
 resumed by the next: only the customers not done are still due.
 
@@ -23,7 +23,8 @@ from flows.locks import profile_locker
 from metagan.addresses import is_s3
 from metagan.lifecycle import fleet
 from metagan.config import Params
-from metagan.lifecycle.fleet import Batch, NightPlan
+from metagan.lifecycle.batches import Batch, draw_batches, failed_batch
+from metagan.lifecycle.fleet import NightPlan
 
 
 def output_uri(params: Params) -> str:
@@ -42,8 +43,7 @@ def draw(customers: list[str], planned: bool, count: int, out: str, seed: int, l
          default_s: int, profile: str = "embedded") -> list[Batch]:
     """One task's customers: each batch drawn, written (holding its location's lock: a batch by hand
     may be writing there), recorded, and its watermark moved on."""
-    return fleet.draw_batches(customers, planned, count, out, seed, layout, stamp, default_s,
-                              lock=profile_locker(profile))
+    return draw_batches(customers, planned, count, out, seed, layout, stamp, default_s, lock=profile_locker(profile))
 
 
 @task
@@ -74,7 +74,7 @@ def generate(params: Params, customers: list[str] | None = None, count: int | No
             try:
                 batches = fut.result()
             except Exception as e:  # the task itself failed (a worker lost): its customers stay due
-                batches = [fleet.failed_batch(c, e) for c in futures[fut]]
+                batches = [failed_batch(c, e) for c in futures[fut]]
             for b in batches:
                 finished[b.customer_id] = b
                 if not b.ok:

@@ -15,7 +15,7 @@ from flows.meta_train import meta_train
 from flows.promote import adapt_and_promote
 from metagan.checkpoint import ReadCheckpoint
 from metagan.config import Params
-from metagan.lifecycle.fleet import Batch
+from metagan.lifecycle.batches import Batch
 from metagan.lifecycle.meta_model import EvaluatorRegistration, MetaRegistration
 from metagan.lifecycle.registry import Adaptation
 from metagan.lifecycle.promotion import Promotion, PromotionResult

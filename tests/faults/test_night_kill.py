@@ -11,7 +11,7 @@ from metagan import model_versions, tracking
 from metagan.lifecycle import promotion
 from metagan import model_names
 from metagan.config import GateConfig, Params
-from metagan.lifecycle.fleet import DRAW_THREADS
+from metagan.lifecycle.batches import DRAW_THREADS
 from metagan.fleet_index import registry_index
 from tests.faults import workers
 

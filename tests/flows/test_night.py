@@ -132,7 +132,7 @@ def test_a_night_that_drew_nothing_because_a_service_was_down_exits_with_that_ki
     drawn; some drawn, or failures of different kinds, stay partial (1); the next night, the
     service back, draws them all (0). Until a probe of 2026-12-06 a night that drew nothing with
     MLflow down exited 1, "partial", as if the others had been done."""
-    from metagan.lifecycle import fleet as fleet_module
+    from metagan.lifecycle import batches as fleet_module
     from metagan.retry import ServiceUnavailable
 
     root, _, _ = fleet
@@ -233,10 +233,11 @@ def test_a_customer_an_overlapping_run_drew_since_the_night_began_is_not_drawn_t
     """Two runs of the same night (the schedule's and one by hand): each task reads its customers'
     rows when it starts, and leaves out those whose production version was drawn since the night
     began; the next night draws them as usual."""
-    from metagan.lifecycle import fleet as night
+    from metagan.lifecycle import batches as night
+    from metagan.lifecycle.fleet import plan_night
 
     _, params, _ = fleet
-    plan = night.plan_night(params)
+    plan = plan_night(params)
     assert sorted(plan.due) == CUSTOMERS
     version = registry_index().due_batches(["c1"])[0].version
     registry_index().batches_done([("c1", version, plan.started, plan.started + 86400)])  # the other run's
@@ -251,7 +252,7 @@ def test_a_rollback_while_the_night_draws_a_customer_makes_it_draw_the_version_r
     the batch is written: the batch written is the version production serves now, not the one
     taken out (which the night wrote over the customer's good batch until 2026-12-07), and it
     counts: the customer is not due again."""
-    from metagan.lifecycle import fleet as night
+    from metagan.lifecycle import batches as night
 
     root, params, (logged, run_id) = fleet
     generate(params, count=2)
