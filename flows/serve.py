@@ -23,8 +23,18 @@ from metagan.lifecycle.promotion import PromotionResult
 @flow(name="adapt-new-customers")
 def adapt_new_customers(customers_dir: str, params_path: str | None = None) -> list[PromotionResult]:
     """Hourly: ingest the upload folders that changed, adapt the customers whose shots changed, promote
-    (:mod:`flows.hourly`)."""
-    return adapt_changed(load(params_path), customers_dir).promoted
+    (:mod:`flows.hourly`). An hour in which a customer failed to adapt ends Failed, naming how many
+    and the first reason, as the night does: it was Completed, with the failure in its log alone,
+    until a probe of 2026-12-07."""
+    from prefect.states import Failed
+
+    hour = adapt_changed(load(params_path), customers_dir)
+    failed = [a for a in hour.adapted if not a.ok]
+    if failed:
+        return Failed(message=f"{len(failed)} of {len(hour.adapted)} customer(s) failed to adapt, they stay pending "
+                              f"for the next hour; {len(hour.promoted)} promotion(s) decided; first: "
+                              f"{failed[0].customer_id}: {failed[0].error}")
+    return hour.promoted
 
 
 @flow(name="scheduled-meta-train")

@@ -277,6 +277,36 @@ def test_an_hour_killed_between_adapting_and_promoting_is_promoted_by_the_next(p
     adapt_changed(params, str(customers))
 
 
+def test_a_scheduled_hour_in_which_a_customer_failed_to_adapt_ends_failed(project, first_run, monkeypatch):
+    """Guarantee: the scheduled hour (deployment `hourly-adapt`) in which a customer's adaptation
+    failed ends Failed in Prefect, naming how many failed, that they stay pending, and the first
+    reason, as the night does; the next hour adapts the customer and is Completed. Until a probe of
+    2026-12-07 it was "Completed" with the failure in its log alone (a new customer's ONNX export
+    failing on a Dask worker went unseen)."""
+    import shutil
+
+    import flows.adapt_customers
+    from flows.hourly import adapt_changed
+    from flows.serve import adapt_new_customers
+
+    root, customers = project
+    adapt_changed(params_of(root), str(customers))  # whatever earlier tests left: settled
+    shutil.copy(customers / "alpha" / "0.png", customers / "beta" / "hour.png")  # a new upload for beta
+
+    def fails(uploads, *args):
+        raise RuntimeError("We found a fake tensor in the exported program constant's list")
+
+    with monkeypatch.context() as m:
+        m.setattr(flows.adapt_customers, "adapt_one", fails)
+        state = adapt_new_customers(str(customers), str(root / "params.yaml"), return_state=True)
+    assert state.is_failed() and state.message.startswith("1 of 1 customer(s) failed to adapt, they stay pending"), state
+    assert "first: beta: RuntimeError: We found a fake tensor" in state.message, state
+    state = adapt_new_customers(str(customers), str(root / "params.yaml"), return_state=True)
+    assert state.is_completed() and [p.customer_id for p in state.result()] == ["beta"], state
+    (customers / "beta" / "hour.png").unlink()  # as the tests after this one expect it
+    adapt_changed(params_of(root), str(customers))
+
+
 def test_uploads_ingested_as_they_arrive_are_adapted_by_the_hour_without_a_scan(project, first_run, capsys):
     """At fleet scale the hour need not look at every folder (fleet.scan_uploads: false): an upload
     service ingests the customer whose uploads arrived (`metagan ingest --customer ID`), which
