@@ -234,6 +234,20 @@ def test_init_writes_the_shipped_defaults_into_the_project_once(tmp_path, capsys
     assert rc == ExitCode.BAD_INPUT and "exists already" in err[0]
 
 
+def test_init_makes_the_project_folder_it_names_and_only_init_does(tmp_path, capsys):
+    """`metagan init --project DIR` with DIR not there said "DIR: no such folder" (an operator probe):
+    init makes it, parents too, as `git init DIR` does; every other command still refuses it."""
+    project = tmp_path / "new" / "fonts"
+    rc, err = run(capsys, "models", "--project", str(project))
+    assert rc == ExitCode.BAD_INPUT and f"{project}: no such folder" in err[0] and not project.parent.exists()
+    assert main(["init", "--project", str(project)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"made the project folder {project}"
+    assert (project / "params.yaml").exists() and (project / ".gitignore").exists()
+    (tmp_path / "afile").write_text("")
+    rc, err = run(capsys, "init", "--project", str(tmp_path / "afile"))
+    assert rc == ExitCode.BAD_INPUT and "is not a folder" in err[0]
+
+
 @pytest.mark.parametrize("git_first", [True, False], ids=["git-then-init", "init-then-git"])
 def test_init_leaves_a_project_whose_git_takes_only_what_a_user_versions(tmp_path, capsys, monkeypatch, git_first):
     """`git add .` in a project made by `metagan init` took mlflow/ (the registry's database and model

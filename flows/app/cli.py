@@ -61,7 +61,10 @@ class Console(logging.StreamHandler):
 def _configure(args) -> None:
     """Before Prefect is imported: where the project is, and where logs go."""
     if args.project is not None:
-        project = existing_dir(args.project)
+        # `init` makes the project folder it names (as `git init DIR` does); every other command
+        # needs it there: a typo'd --project would otherwise be a new, empty project
+        making = args.command == "init" and not os.path.lexists(args.project)
+        project = Path(args.project).resolve() if making else existing_dir(args.project)
         os.environ[PROJECT_ENV] = str(project)
     root = logging.getLogger()
     for h in [h for h in root.handlers if isinstance(h, Console)]:  # main() called again (tests)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from flows.app.options import existing_dir, overrides
 from metagan.config import Params, project_dir
-from metagan.errors import BadInput, ExitCode
+from metagan.errors import BadInput, ExitCode, FileSystemFault
 
 
 def cmd_init(args, params: Params) -> int:
@@ -20,6 +20,12 @@ def cmd_init(args, params: Params) -> int:
     from metagan.project_gitignore import ignore_project_state
 
     target = project_dir() / "params.yaml"
+    if not target.parent.is_dir():  # `--project DIR` (or METAGAN_PROJECT) names a new folder: made, parents too
+        try:
+            target.parent.mkdir(parents=True)
+        except OSError as e:
+            raise FileSystemFault.of(e, "cannot make the project folder") from e
+        print(f"made the project folder {target.parent}")
     if target.exists():
         raise BadInput(f"{target} exists already; edit it, or remove it to start from the defaults")
     write_text(target, "# metagan settings of this project, over the shipped defaults (any key may go).\n"

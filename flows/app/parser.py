@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         return c
 
     customers_help = "folder with one sub-folder of uploads per customer (its name is the customer's id)"
-    command("init", "write params.yaml (the shipped defaults) into the project folder, to edit", cmd_init)
+    command("init", "write params.yaml (the shipped defaults) into the project folder (made if missing), to edit",
+            cmd_init)
 
     i = command("ingest", "validate and pack task data and customer uploads; version them with DVC", cmd_ingest)
     i.add_argument("--customers", metavar="DIR", help=customers_help)
