@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -308,7 +309,7 @@ def params_from_dict(raw: dict) -> Params:
     try:
         return Params.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e)) from None
+        raise ConfigError(format_validation_error(e, model=Params)) from None
 
 
 def params_from_checkpoint(raw: dict) -> Params:
@@ -334,12 +335,43 @@ def params_from_checkpoint(raw: dict) -> Params:
     return params_from_dict(kept)
 
 
-def format_validation_error(e: ValidationError, section: str = "") -> str:
+def format_validation_error(e: ValidationError, section: str = "", model: type[BaseModel] | None = None) -> str:
+    """One line per problem; an unknown key of ``model`` (the model validated) names the closest
+    known key of its mapping (``schedule: unknown key, did you mean `schedules`?``)."""
     lines = [f"invalid params: {e.error_count()} problem(s)"]
     for err in e.errors():
         where = ".".join([section] * bool(section) + [str(p) for p in err["loc"]])
-        lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {where}: {unknown_key_said(str(err['loc'][-1]), _known_keys(model, err['loc'][:-1]))}")
+        else:
+            lines.append(f"  {where}: {err['msg']} (got {err.get('input')!r})")
     return "\n".join(lines)
+
+
+def unknown_key_said(key: str, known: list[str] | None) -> str:
+    if not known:
+        return "unknown key"
+    import difflib  # only on this error path: the serving path imports this module
+
+    close = difflib.get_close_matches(key, known, n=1)
+    return f"unknown key, did you mean `{close[0]}`?" if close else f"unknown key (known here: {', '.join(known)})"
+
+
+def _known_keys(model: type[BaseModel] | None, loc: tuple) -> list[str] | None:
+    """The keys the mapping at ``loc`` inside ``model`` may hold; None where the model does not say."""
+    for part in loc:
+        field = model.model_fields.get(part) if model is not None and isinstance(part, str) else None
+        model = _model_in(field.annotation) if field is not None else None
+    return sorted(model.model_fields) if model is not None else None
+
+
+def _model_in(annotation) -> type[BaseModel] | None:
+    """The pydantic model a field holds (``Section``, ``Section | None``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, UnionType, Annotated):
+        return next(filter(None, map(_model_in, get_args(annotation))), None)
+    return None
 
 
 def load_params(path: str | Path | None = None) -> Params:

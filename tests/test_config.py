@@ -21,6 +21,30 @@ def test_params_with_unknown_keys_or_wrong_types_are_rejected(tmp_path, text, me
 
 
 
+def test_an_unknown_key_names_the_known_key_closest_to_it_one_line_each(tmp_path):
+    """`schedule:` for `schedules:` said "schedule: Extra inputs are not permitted (got {...})", the
+    whole section repeated (an operator probe): each unknown key is now one line naming the key meant,
+    at any depth, in a learner's own section too."""
+    from metagan.config import Params
+    from metagan.meta import check_learners
+
+    path = tmp_path / "params.yaml"
+    path.write_text("schedule:\n  hourly_adapt: '0 * * * *'\nmeta:\n  minuts: 1\n  zzz: 1\n")
+    with pytest.raises(ConfigError) as e:
+        load_params(path)
+    lines = str(e.value).splitlines()
+    assert lines[0] == "invalid params: 3 problem(s)" and len(lines) == 4
+    assert "  schedule: unknown key, did you mean `schedules`?" in lines
+    assert "  meta.minuts: unknown key, did you mean `minutes`?" in lines
+    zzz = next(line for line in lines if "meta.zzz" in line)
+    assert zzz.startswith("  meta.zzz: unknown key (known here: class_rotations, device, ")
+    with pytest.raises(ConfigError, match=r"^invalid params: 1 problem\(s\)\n  learners.reptile.inner_l: unknown key, "
+                                          "did you mean `inner_lr`\\?$"):
+        check_learners(Params().with_overrides(learners={"reptile": {"inner_l": 0.1}}))
+    with pytest.raises(ConfigError, match="learners.wrap: unknown key, did you mean `warp`"):
+        check_learners(Params().with_overrides(learners={"wrap": {}}))
+
+
 def test_project_params_yaml_is_valid():
     assert load_params().model.preset == "small"
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from metagan.config import ConfigError, Params, format_validation_error, params_from_checkpoint
+from metagan.config import ConfigError, Params, format_validation_error, params_from_checkpoint, unknown_key_said
 from metagan.meta.base import REGISTRY, LearnerSettings, MetaLearner, register
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def _settings(cls: type[MetaLearner], raw: dict, where: str) -> LearnerSettings:
     try:
         return cls.Settings.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(format_validation_error(e, where)) from None
+        raise ConfigError(format_validation_error(e, where, cls.Settings)) from None
 
 
 def check_learners(params: Params) -> None:
@@ -53,6 +53,8 @@ def check_learners(params: Params) -> None:
     before any work starts)."""
     learner_class(params.meta.method)
     for method in params.learners:
+        if method not in REGISTRY:  # said as the section it is (`learners.wrap`), with the learner meant
+            raise ConfigError(f"invalid params: learners.{method}: {unknown_key_said(method, sorted(REGISTRY))}")
         learner_settings(params, method)
 
 
