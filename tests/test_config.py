@@ -45,6 +45,21 @@ def test_an_unknown_key_names_the_known_key_closest_to_it_one_line_each(tmp_path
         check_learners(Params().with_overrides(learners={"wrap": {}}))
 
 
+def test_the_init_template_names_the_shipped_meta_model_docs_deploy_tells_to_start_from(tmp_path):
+    """docs/DEPLOY.md tells the operator to set `meta.init_checkpoint` to the shipped meta-model; the
+    params.yaml `metagan init` writes (the shipped defaults) has it, commented out, under `meta:`, and
+    uncommented it loads and names the installed file."""
+    from metagan.config import SHIPPED_META_MODEL, SHIPPED_PARAMS
+
+    text = SHIPPED_PARAMS.read_text()
+    meta_section = text.split("\nmeta:\n")[1].split("\nlearners:")[0]
+    assert "  # init_checkpoint: metagan/pretrained/warp-small.pt\n" in meta_section
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace("  # init_checkpoint:", "  init_checkpoint:"))
+    params = load_params(path)
+    assert params.resolve(params.meta.init_checkpoint).resolve() == SHIPPED_META_MODEL.resolve()
+
+
 def test_project_params_yaml_is_valid():
     assert load_params().model.preset == "small"
 
