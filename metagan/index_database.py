@@ -32,6 +32,25 @@ def _refused_login(e: Exception) -> str:
     return ""
 
 
+def shown_url(url: str) -> str:
+    """A database URL for messages: its user kept (which role was refused), its password never
+    (``postgresql://metagan:s3cret@db:5432/mlflow?password=x`` -> ``postgresql://metagan@db:5432/mlflow``)."""
+    from urllib.parse import parse_qsl, urlencode
+
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    rest, _, query = rest.partition("?")
+    credentials, at, place = rest.rpartition("@")
+    user = credentials.partition(":")[0]
+    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "password"]
+    return f"{scheme}://{user + '@' if at and user else ''}{place}{'?' + urlencode(kept) if kept else ''}"
+
+
+_LOGIN_HINT = f"check {INDEX_URL_ENV} and the role's password, PGPASSWORD or ~/.pgpass: docs/DEPLOY.md"
+"""What to check when the database refuses the login (the fleet index's and the locks' messages)."""
+
+
 class IndexDatabase:
     """One database and its schema. Connections are per thread (SQLite's cannot cross threads, and
     a PostgreSQL session is one conversation at a time)."""
@@ -51,11 +70,8 @@ class IndexDatabase:
 
     @property
     def where(self) -> str:
-        """The database, for messages (no credentials: a URL's password is cut)."""
-        if not self.postgres:
-            return self.url
-        scheme, _, rest = self.url.partition("://")
-        return f"{scheme}://{rest.rpartition('@')[2]}"
+        """The database, for messages (its user, never its password: :func:`shown_url`)."""
+        return shown_url(self.url) if self.postgres else self.url
 
     def _connect(self):
         if self.postgres:
@@ -70,7 +86,7 @@ class IndexDatabase:
                     from metagan.errors import BadInput
 
                     raise BadInput(f"the fleet index ({self.where}) refused the login: {refused} "
-                                   f"(check {INDEX_URL_ENV} and the role's password, docs/DEPLOY.md)") from None
+                                   f"({_LOGIN_HINT})") from None
                 raise
         path = self._path
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -100,12 +100,11 @@ def advisory_locker(url: str, timeout_s: float | None = None) -> Locker:
     holder finds out at its next statement."""
     import threading
 
-    from metagan.index_database import _refused_login
+    from metagan.index_database import _LOGIN_HINT, _refused_login, shown_url
     from metagan.retry import RetryPolicy, call_with_retries
 
     local = threading.local()
-    scheme, _, rest = url.partition("://")
-    where = f"{scheme}://{rest.rpartition('@')[2]}"  # for messages: no credentials
+    where = shown_url(url)  # for messages: the user, never the password
 
     def connection():
         import psycopg
@@ -120,8 +119,8 @@ def advisory_locker(url: str, timeout_s: float | None = None) -> Locker:
                 if refused:  # the settings' to correct, as the fleet index says it
                     from metagan.errors import BadInput
 
-                    raise BadInput(f"the per-customer locks ({where}) refused the login: {refused} (check "
-                                   "METAGAN_INDEX_URL and the role's password, docs/DEPLOY.md)") from None
+                    raise BadInput(f"the per-customer locks ({where}) refused the login: {refused} ({_LOGIN_HINT})") \
+                        from None
                 raise
             local.timeout_ms = None
         return con

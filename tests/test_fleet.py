@@ -364,6 +364,38 @@ def test_a_login_the_server_refuses_is_bad_input_at_once_not_retried_as_unavaila
         assert kind_of(caught.value).exit_code == 3 and time.monotonic() - start < 5
 
 
+def test_a_refused_login_names_the_role_never_the_password(monkeypatch):
+    """`metagan doctor` without PGPASSWORD said "the fleet index (postgresql://db.internal:5432/mlflow)
+    refused the login: fe_sendauth: no password supplied": the URL printed had lost the role the
+    password is for (an operator probe). The index and the locks name it now, and never a password."""
+    import psycopg
+
+    from metagan.errors import BadInput
+    from metagan.index_database import shown_url
+
+    assert shown_url("postgresql://metagan:s3cret@db.internal:5432/mlflow?password=x&sslmode=require") \
+        == "postgresql://metagan@db.internal:5432/mlflow?sslmode=require"
+    assert shown_url("postgresql://db.internal/mlflow") == "postgresql://db.internal/mlflow"
+
+    def refused(*args, **kwargs):
+        raise psycopg.OperationalError('connection failed: connection to server at "10.0.0.5", port 5432 failed: '
+                                       "fe_sendauth: no password supplied")
+
+    monkeypatch.setattr(psycopg, "connect", refused)
+    for url in ("postgresql://metagan@db.internal:5432/mlflow", "postgresql://metagan:s3cret@db.internal:5432/mlflow"):
+        index = FleetIndex(url)
+        with pytest.raises(BadInput) as at_index:
+            index.due(now=0.0)
+        index.close()
+        with pytest.raises(BadInput) as at_lock:
+            with advisory_locker(url, timeout_s=1)("metagan-customer-a"):
+                pass
+        for said in (str(at_index.value), str(at_lock.value)):
+            assert "(postgresql://metagan@db.internal:5432/mlflow) refused the login: " in said
+            assert "no password supplied (check METAGAN_INDEX_URL and the role's password, PGPASSWORD or " in said
+            assert "s3cret" not in said
+
+
 def test_an_older_adaptation_registered_after_a_newer_one_leaves_the_newer_uploads_pending(index):
     """Two runs overlapping on one customer whose uploads changed between their ingestions: the
     later ingestion's run (the hour, shots h2) adapts and registers first, the earlier one (a
