@@ -34,7 +34,12 @@ def sample_in_place_of_source(params: Params, tasks: TaskDataset) -> str | None:
     """What to tell a user about to meta-train on ``tasks`` when they are the bundled sample,
     packed because the configured ``data.source`` is absent (the shipped default names a
     checkout's sibling folder, which an installed metagan has not); None when they are what the
-    settings (or ``--source``) asked for."""
+    settings (or ``--source``) asked for, or when nothing will be trained on them (``meta.minutes:
+    0`` with ``meta.init_checkpoint``, a learner with nothing to train)."""
+    from metagan.meta import meta_training_trains
+
+    if not meta_training_trains(params):
+        return None
     source, sample = params.resolve(params.data.source), params.resolve(params.data.sample)
     packed_from = str(tasks.manifest.get("source", ""))
     if source.exists() or source == sample or not packed_from.startswith(f"{sample.name} sha256:"):

@@ -317,6 +317,15 @@ def test_the_sample_in_place_of_an_absent_source_is_said_when_meta_training_not_
     assert sample_in_place_of_source(asked_for, prepare_task_dataset(asked_for)) is None
     explicit = prepare_task_dataset(params, source=folder_source(tmp_path / "source"))
     assert sample_in_place_of_source(params, explicit) is None
+    # nothing trained on the sample, nothing said: the shipped model used as it is (`meta.minutes: 0`,
+    # which still warned, an operator probe), or a learner with nothing to meta-train
+    from metagan.config import SHIPPED_META_MODEL
+
+    as_is = params.with_overrides(meta={"minutes": 0.0, "init_checkpoint": str(SHIPPED_META_MODEL)})
+    assert sample_in_place_of_source(as_is, tasks) is None
+    assert sample_in_place_of_source(params.with_overrides(meta={"method": "classic"}), tasks) is None
+    assert sample_in_place_of_source(params.with_overrides(meta={"minutes": 0.5, "init_checkpoint":
+                                                                  str(SHIPPED_META_MODEL)}), tasks) == said
 
 
 # ----------------------------------------------------------------------------------------------

@@ -88,6 +88,12 @@ def check_warm_start(params: Params) -> ReadCheckpoint | None:
     return None
 
 
+def meta_training_trains(params: Params) -> bool:
+    """Whether meta-training changes any weight: a learner with something to train, given minutes
+    (``meta.minutes: 0`` registers ``meta.init_checkpoint`` as it is)."""
+    return learner_class(params.meta.method).trains and params.meta.minutes > 0
+
+
 def build_learner(params: Params, image_size: int, channels: int, device: str = "cpu") -> MetaLearner:
     """A new learner of ``meta.method`` for images of this size, with its settings and networks."""
     cls = learner_class(params.meta.method)
