@@ -77,6 +77,12 @@ class BadInput(MetaganError, ValueError):
     kind = Failure.BAD_INPUT
 
 
+class ConfigError(MetaganError, ValueError):
+    """``params.yaml`` (or an override) is invalid: its message is the list of problems, one a line."""
+
+    kind = Failure.BAD_INPUT
+
+
 class NotFound(MetaganError, LookupError):
     """An unknown customer, version or alias: permanent, never retried."""
 
@@ -126,8 +132,7 @@ def kind_of(error: BaseException) -> Failure | None:
     # The library's exception classes that predate this module, looked up only in modules already
     # imported: an exception of a class whose module was never loaded cannot be raised, and
     # importing them here would load torch on the error path of `metagan generate`, which needs none.
-    if _instance(error, "metagan.config", "ConfigError") or _instance(error, "metagan.uploads", "UploadError") \
-            or _instance(error, "metagan.data.images", "ImageError"):
+    if _instance(error, "metagan.uploads", "UploadError") or _instance(error, "metagan.data.images", "ImageError"):
         return Failure.BAD_INPUT
     if _instance(error, "metagan.retry", "ServiceUnavailable"):
         return Failure.UNAVAILABLE

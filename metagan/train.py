@@ -18,7 +18,8 @@ import torch
 
 from metagan import distributed
 from metagan.checkpoint import META_FORMAT, CheckpointError, ReadCheckpoint, load_checkpoint, save_atomic
-from metagan.config import ConfigError, Params, params_from_dict
+from metagan.config import Params, params_from_dict
+from metagan.errors import ConfigError
 from metagan.data import EpisodeSampler, TaskDataset, load_packed, split_classes
 from metagan.data.images import to_tensor, to_uint8
 from metagan.meta import MetaLearner, build_learner, learner_settings_from, load_learner

@@ -130,7 +130,7 @@ def test_more_shots_than_slots_is_a_clear_error():
 
 
 def test_strengths_are_checked_settings():
-    from metagan.config import ConfigError
+    from metagan.errors import ConfigError
     from metagan.meta import check_learners
 
     with pytest.raises(ConfigError, match="learners.classic.rotation"):

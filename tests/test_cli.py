@@ -139,7 +139,8 @@ def test_deploy_without_a_prefect_server_is_bad_input(capsys, tmp_path, monkeypa
 
 
 def test_a_wrong_params_path_is_an_error_not_the_defaults(tmp_path):
-    from metagan.config import ConfigError, load_params
+    from metagan.config import load_params
+    from metagan.errors import ConfigError
 
     with pytest.raises(ConfigError, match="does not exist"):
         load_params(tmp_path / "nonexistent.yaml")

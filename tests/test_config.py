@@ -2,7 +2,8 @@
 
 import pytest
 
-from metagan.config import PROJECT_ROOT, ConfigError, load_params
+from metagan.config import PROJECT_ROOT, load_params
+from metagan.errors import ConfigError
 
 
 @pytest.mark.parametrize("text, message", [
@@ -67,7 +68,8 @@ def test_project_params_yaml_is_valid():
 def test_a_learner_checks_its_own_settings_where_it_is_built():
     """params.yaml's ``learners.<name>`` sections are each learner's own; the configuration module
     knows no learner, and an unknown method or setting fails before any work (flows.common.load)."""
-    from metagan.config import ConfigError, Params
+    from metagan.config import Params
+    from metagan.errors import ConfigError
     from metagan.meta import build_learner, check_learners
 
     check_learners(Params())

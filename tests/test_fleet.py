@@ -119,7 +119,8 @@ def test_a_changed_default_cadence_moves_the_next_turn_of_the_customers_on_it(in
 def test_a_fleet_default_cadence_obeys_the_customers_rule(tmp_path):
     """`metagan schedule --every` refused less than a minute while `fleet.batch_every_hours:
     0.0003` was accepted (a probe of 2026-12-06): one rule for both."""
-    from metagan.config import ConfigError, load_params
+    from metagan.config import load_params
+    from metagan.errors import ConfigError
 
     path = tmp_path / "params.yaml"
     path.write_text("fleet:\n  batch_every_hours: 0.0003\n")

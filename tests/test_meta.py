@@ -243,7 +243,8 @@ def test_meta_training_needs_something_to_start_from_and_a_start_that_is_a_check
     `minutes: 0` without one registered an untrained meta-model, and a wrong path was exit 5 after
     ingesting). Only what meta-trains checks: promotion, the batch job and serving do not stop on
     these settings (a later probe's nightly batch did)."""
-    from metagan.config import PACKAGE_DIR, SHIPPED_META_MODEL, ConfigError
+    from metagan.config import PACKAGE_DIR, SHIPPED_META_MODEL
+    from metagan.errors import ConfigError
     from metagan.meta import check_learners, check_warm_start
 
     (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n")

@@ -5,7 +5,7 @@ import torch
 
 from metagan.adapt import MetaModel, NoMetaCheckpoint
 from metagan.checkpoint import CheckpointError, META_FORMAT, load_checkpoint
-from metagan.config import ConfigError
+from metagan.errors import ConfigError
 from metagan.train import meta_train
 
 
@@ -94,7 +94,7 @@ def test_a_checkpoint_naming_settings_this_version_lacks_still_loads(meta_ckpt, 
 def test_a_warm_start_from_another_methods_checkpoint_is_a_configuration_error(tiny_params, tiny_dataset, tmp_path):
     """`meta.init_checkpoint` of another method is the configuration's mistake (exit 3), naming
     what to set: a walkthrough found `metagan demo` with `meta.method: classic` ending as a bug."""
-    from metagan.config import ConfigError
+    from metagan.errors import ConfigError
     from metagan.errors import kind_of
 
     first = tmp_path / "first.pt"

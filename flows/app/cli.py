@@ -25,9 +25,9 @@ from pathlib import Path
 from flows.app.options import existing_dir
 from flows.app.parser import build_parser
 from metagan.addresses import is_s3
-from metagan.config import PROJECT_ENV, ConfigError, Params, check_scaleout_environment, load_params
+from metagan.config import PROJECT_ENV, Params, check_scaleout_environment, load_params
 from metagan.env import number_from_env
-from metagan.errors import ExitCode, FileSystemFault, NotFound, Usage, kind_of
+from metagan.errors import ConfigError, ExitCode, FileSystemFault, NotFound, Usage, kind_of
 
 # the sub-commands that must not start Prefect (registry reads and the fast batch job)
 WITHOUT_PREFECT = {"generate", "models", "rollback", "init", "doctor", "schedule"}

@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from metagan.config import ConfigError, Params, format_validation_error, params_from_checkpoint, unknown_key_said
+from metagan.config import Params, params_from_checkpoint
+from metagan.errors import ConfigError
+from metagan.params_file import format_validation_error, unknown_key_said
 from metagan.meta.base import REGISTRY, LearnerSettings, MetaLearner, register
 
 if TYPE_CHECKING:

@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 
 from flows.ingest import ingest_one
-from metagan.config import ConfigError, Params
+from metagan.config import Params
+from metagan.errors import ConfigError
 from metagan.customers import load_ingested
 
 SIZE = Params().data.image_size  # the served size (64)

@@ -13,8 +13,8 @@ import pytest
 from mlflow.exceptions import MlflowException
 
 from metagan import model_versions, store, tracking
-from metagan.config import PROJECT_ROOT, ConfigError
-from metagan.errors import BadInput, Damaged, FileSystemFault, NotFound, kind_of
+from metagan.config import PROJECT_ROOT
+from metagan.errors import BadInput, ConfigError, Damaged, FileSystemFault, NotFound, kind_of
 from metagan.retry import RetryPolicy, ServiceUnavailable, call_with_retries
 
 PERMANENT = [NotFound("customer 'x' has no production model"), BadInput("unsafe customer id"),
