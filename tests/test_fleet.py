@@ -315,7 +315,7 @@ def test_an_advisory_lock_after_postgresql_restarted_opens_a_new_session_and_an_
         with lock("metagan-customer-a"):
             pass
         server.stop(signal.SIGINT)
-        with pytest.raises(Exception, match="the per-customer locks \\(postgresql://127.0.0.1:") as info:
+        with pytest.raises(Exception, match=f"the per-customer locks \\(postgresql://{server.user}@127.0.0.1:") as info:
             with lock("metagan-customer-a"):
                 pass
         assert kind_of(info.value).exit_code == 4 and "secret" not in str(info.value)
