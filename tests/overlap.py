@@ -52,6 +52,19 @@ def reported(stdout: str) -> dict[str, tuple[str, str]]:
     return {m[0]: (m[1], m[2]) for m in re.findall(r"^\s+(\w+): version (\d+) \(\w+\), (.*)$", stdout, re.M)}
 
 
+def _last_ingested_hash(customer_id: str) -> str | None:
+    """The content hash of the uploads the fleet index says were ingested last (embedded profile;
+    None where this process does not read the run's index)."""
+    import os
+
+    from metagan.fleet_index import registry_index
+
+    if not os.environ.get("MLFLOW_TRACKING_URI", "").startswith("sqlite") or os.environ.get("METAGAN_INDEX_URL"):
+        return None
+    row = registry_index().row(customer_id)
+    return row.uploads_hash if row is not None else None
+
+
 def check_outcome(folders: list[Path], outs, image_size: int | None = None) -> dict:
     """The guarantees of docs/RELIABILITY.md for two overlapping runs, checked on the registry."""
     from metagan import model_names, model_versions
@@ -77,16 +90,23 @@ def check_outcome(folders: list[Path], outs, image_size: int | None = None) -> d
     for folder, report in zip(folders, reports):
         own = load_customer_uploads(folder / "ovB", image_size or Params().data.image_size, 1).content_hash
         assert versions[report["ovB"][0]].tags["content_hash"] == own
-    newest = max(versions, key=int)
+    # production (and candidate) on the version of the uploads ingested last (the fleet index's
+    # record of them, where this process can read it): the other run's version is never promoted
+    # after it, whichever registered last
     production = str(model_versions.get_alias(name, "production").version)
     candidate = str(model_versions.get_alias(name, "candidate").version)
-    assert candidate == production == newest, {"candidate": candidate, "production": production, "newest": newest,
-                                               "reports": reports}
+    assert candidate == production and production in versions, {"candidate": candidate, "production": production,
+                                                                 "reports": reports}
+    last = _last_ingested_hash("ovB")
+    assert last is None or versions[production].tags["content_hash"] == last, reports
+    (other,) = set(versions) - {production}
     previous = model_versions.get_alias(name, "previous")
-    assert previous is None or str(previous.version) == min(versions, key=int)
+    assert previous is None or str(previous.version) == other
     states = {r["ovB"][0]: r["ovB"][1] for r in reports}
-    assert states[newest] == "production"
-    older = min(versions, key=int)
-    assert states[older] == "production" if previous is not None else "a later run" in states[older]
+    assert states[production] == "production"
+    if previous is not None:  # promoted before the other run ingested, then replaced
+        assert states[other] == "production", states
+    else:  # superseded: a later run's candidate, or adapted from uploads older than the last ingested
+        assert "a later run" in states[other] or "older than the customer's last ingested" in states[other], states
     return {"ovB_versions": sorted(versions, key=int), "previous": None if previous is None else str(previous.version),
             "states": states}

@@ -33,7 +33,9 @@ def test_two_adapt_runs_started_together_leave_one_version_per_identity_and_cons
     same uploads in both ends with exactly one version, `candidate` = `production` = it and no
     `previous`; a customer id with different uploads in each run gets one version per run, each
     built from the uploads *that* run ingested (never the other run's, read back from the shared
-    data folder), and `candidate`/`production` on the newer one with `previous`, if any, on the older."""
+    data folder), and `candidate`/`production` on the version of the uploads ingested last, the
+    other run's never promoted after it (`previous`, if any, is the other: promoted before the
+    last ingestion, then replaced)."""
     root, env = project
     folders = write_overlap_uploads(root)
     outs, wall = run_together(root / "params.yaml", folders, env, root)
