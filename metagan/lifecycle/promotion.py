@@ -11,10 +11,10 @@ from typing import Iterable
 
 from metagan import model_versions
 from metagan.config import GateConfig
+from metagan.fleet_index import registry_index
 from metagan.lifecycle.listings import list_customers
 from metagan.lifecycle.production_moves import (MOVE_TAG, finish_cut_short, move_production, production_changed,
                                                 stuck)
-from metagan.fleet_index import registry_index
 from metagan.lifecycle.registry import adaptation_decided, default_locker, evidence, lock_name
 from metagan.locks import Locker
 from metagan.model_names import CANDIDATE, PREVIOUS, PRODUCTION, ROLLED_BACK_TAG, customer_model_name
@@ -87,8 +87,7 @@ def _promote_read(customer_id: str, cand, prod, gate: GateConfig, version: str |
     name = customer_model_name(customer_id)
     if cand is None:
         return PromotionResult(customer_id, Promotion.NO_CANDIDATE)
-    newest = registry_index().row(customer_id) if newest_uploads else None
-    newest = newest.uploads_hash if newest is not None else None
+    newest = _last_ingested(customer_id) if newest_uploads and _may_be_older(cand, prod, version) else None
     if version is not None and str(cand.version) != str(version):
         asked = _of_newest_uploads(name, version, cand, newest)
         if asked is None:
@@ -131,6 +130,20 @@ def _promote_read(customer_id: str, cand, prod, gate: GateConfig, version: str |
 def _hash(version) -> str | None:
     """The content hash of the shots ``version`` was adapted from (None: registered without one)."""
     return (version.tags or {}).get("content_hash")
+
+
+def _may_be_older(cand, prod, version: str | int | None) -> bool:
+    """Whether the index must be asked if the candidate is a version of older uploads: it has shots
+    to compare, and it is not already production as asked (a reused version, most customers of a
+    run that changed nothing for them, needs no look at the index)."""
+    asked_other = version is not None and str(cand.version) != str(version)
+    return _hash(cand) is not None and (asked_other or prod is None or str(prod.version) != str(cand.version))
+
+
+def _last_ingested(customer_id: str) -> str | None:
+    """The content hash of the uploads last ingested for the customer (the fleet index's record)."""
+    row = registry_index().row(customer_id)
+    return row.uploads_hash if row is not None else None
 
 
 def _of_newest_uploads(name: str, version: str | int, cand, newest: str | None):
