@@ -35,6 +35,12 @@ from metagan.index_database import IndexDatabase
 
 TABLE, STATE, IDS = "metagan_fleet", "metagan_fleet_state", "metagan_fleet_ids"
 
+CLAIM_LEASE_S = 24 * 3600.0
+"""How long a claim of a customer id holds back its other spellings. A claim matters only while its
+run ingests: then the shots written (or the registry) make the spelling known, and a folder refused
+gives its claim back. One left by a run killed while ingesting would hold a renamed folder back for
+good; after a day, longer than any run ingests, another spelling may take it."""
+
 _SCHEMA = (
     f"""CREATE TABLE IF NOT EXISTS {TABLE} (
         customer_id TEXT PRIMARY KEY,
@@ -329,23 +335,29 @@ class FleetIndex:
 
     # -- the spellings of the customer ids ------------------------------------------------------
 
-    def claim_ids(self, customer_ids: list[str], per_statement: int = 300) -> dict[str, str]:
-        """Claim each id's case-folded spelling for it where no spelling holds it yet; for each of
-        ``customer_ids``, the spelling that holds it now (itself: claimed now or before). Atomic on
+    def claim_ids(self, customer_ids: list[str], per_statement: int = 300, now: float | None = None
+                  ) -> dict[str, str]:
+        """Claim each id's case-folded spelling for it where no spelling holds it yet, or where the
+        claim that holds it is older than :data:`CLAIM_LEASE_S`; for each of ``customer_ids``, the
+        spelling that holds it now (itself: claimed now or before; its claim is renewed). Atomic on
         both databases (an upsert returning the row that won: two runs claiming ``Acme`` and
         ``acme`` at once get the same answer), one statement per ``per_statement`` ids, in the
         order of the folded ids (two runs' statements never wait on each other in a circle)."""
         firsts = {c.casefold(): c for c in reversed(customer_ids)}  # one row per folded id a statement
         rows = sorted(firsts.items())
         held: dict[str, str] = {}
-        now = time.time()
+        now = time.time() if now is None else now
+        taken = f"({IDS}.customer_id = excluded.customer_id OR {IDS}.claimed_at IS NULL OR {IDS}.claimed_at < ?)"
         for start in range(0, len(rows), per_statement):
             part = rows[start : start + per_statement]
             held.update(self.db.query("claim the new customer ids", f"""
                 INSERT INTO {IDS} (folded_id, customer_id, claimed_at)
                 VALUES {', '.join(['(?, ?, ?)'] * len(part))}
-                ON CONFLICT (folded_id) DO UPDATE SET customer_id = {IDS}.customer_id
-                RETURNING folded_id, customer_id""", tuple(v for f, c in part for v in (f, c, now))))
+                ON CONFLICT (folded_id) DO UPDATE SET
+                    customer_id = CASE WHEN {taken} THEN excluded.customer_id ELSE {IDS}.customer_id END,
+                    claimed_at = CASE WHEN {taken} THEN excluded.claimed_at ELSE {IDS}.claimed_at END
+                RETURNING folded_id, customer_id""",
+                tuple(v for f, c in part for v in (f, c, now)) + (now - CLAIM_LEASE_S,) * 2))
         return {c: held[c.casefold()] for c in customer_ids}
 
     def release_ids(self, customer_ids: list[str]) -> None:

@@ -137,7 +137,8 @@ def release_unwritten(customer_ids: list[str], ingested_root: str | Path) -> Non
     """The claims of ``customer_ids`` (refused at ingestion) whose shots are not under
     ``ingested_root`` are given back: a folder refused for its uploads (too few usable shots) and
     renamed to fix its case takes the new spelling at the next run. A failure to write the index
-    is logged: the claims stay until that folder's next ingestion, which claims them again."""
+    is logged: the claims stay until that folder's next ingestion, which claims them again, or for a
+    day (:data:`~metagan.fleet_index.CLAIM_LEASE_S`)."""
     import logging
 
     from metagan.errors import kind_of

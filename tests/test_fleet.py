@@ -444,6 +444,24 @@ def test_a_repaired_row_is_written_only_where_the_index_still_holds_the_row_it_w
     assert index.repair([]) == set()
 
 
+def test_a_claim_left_by_a_run_killed_while_ingesting_holds_another_spelling_back_for_a_day_only(index):
+    """Guarantee: a run killed between claiming `Acme` and writing its shots left the claim, and the
+    folder renamed `acme` was refused for good (the claim went only with `Acme`'s next ingestion,
+    a known limit until 2026-12-07). A claim is a lease now: younger than a day it holds the other
+    spellings back, older it is taken over; the same spelling claiming again renews it. SQLite and
+    PostgreSQL."""
+    from metagan.fleet_index import CLAIM_LEASE_S
+
+    day = CLAIM_LEASE_S
+    assert index.claim_ids(["Acme", "Beta"], now=1000.0) == {"Acme": "Acme", "Beta": "Beta"}
+    assert index.claim_ids(["acme"], now=1000.0 + day - 1) == {"acme": "Acme"}  # the run may still ingest
+    assert index.claim_ids(["Beta"], now=1000.0 + day - 1) == {"Beta": "Beta"}  # renewed
+    assert index.claim_ids(["acme", "BETA"], now=1000.0 + day + 1) == {"acme": "acme", "BETA": "Beta"}
+    assert index.claim_ids(["Acme"], now=1000.0 + day + 2) == {"Acme": "acme"}
+    index.release_ids(["acme"])
+    assert index.claim_ids(["Acme"], now=1000.0 + day + 3) == {"Acme": "Acme"}
+
+
 def test_two_overlapping_runs_ingesting_one_new_id_in_two_cases_ingest_one_and_refuse_the_other(index, tmp_path,
                                                                                                monkeypatch):
     """Guarantee: two overlapping runs, one ingesting the new `Acme`, the other `acme` (the hourly
