@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -13,10 +14,10 @@ import torch
 
 from metagan.config import AdaptConfig, Params, params_from_checkpoint
 from metagan.data.images import load_image, to_tensor
-from metagan.export import EXPORT_LOCK
 from metagan.meta import MetaLearner
 from metagan.meta.inner import FinetuneOptions
 from metagan.served import ServedGenerator
+from metagan.torch_export_lock import TORCH_EXPORT
 from metagan.train import load_meta_learner
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,9 @@ def _cached_meta_model(path: str, mtime_ns: int) -> MetaModel:
     return MetaModel.load(path)
 
 
+_FINE_TUNING = threading.Lock()
+
+
 def finetune_options(cfg: AdaptConfig) -> FinetuneOptions:
     """The fine-tuning regularisers of an ``adapt`` section."""
     return FinetuneOptions(augment_shift=cfg.augment_shift, mode_seeking=cfg.mode_seeking, fake_batch=cfg.fake_batch,
@@ -115,7 +119,9 @@ def adapt_to_customer(
                     "(checkpoints from before it was saved): fine-tuning without them", cfg.negatives)
     shots = to_tensor(images).to(meta.learner.device)
     steps = cfg.steps_for(len(images)) if steps is None else steps
-    with EXPORT_LOCK:  # not beside another thread's ONNX export (metagan.export.EXPORT_LOCK says why)
+    # not beside another thread's ONNX export (metagan.torch_export_lock says why); one customer at a
+    # time, since the seed is torch's global one
+    with _FINE_TUNING, TORCH_EXPORT.shared():
         torch.manual_seed(seed)
         rng = torch.Generator(meta.learner.device).manual_seed(seed)
         generator = meta.private_learner().adapt(shots, steps, cfg.lr, rng, finetune_options(cfg))

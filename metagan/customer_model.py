@@ -25,6 +25,7 @@ from metagan.export import check_parity, export_generator_onnx, onnx_session, sa
 from metagan.files import write_json
 from metagan.metric_registry import customer_metrics
 from metagan.served import ServedGenerator
+from metagan.torch_export_lock import TORCH_EXPORT
 from metagan.uploads import CustomerUploads, validate_customer_id
 
 CONTACT_SHEET_SAMPLES = 32
@@ -157,9 +158,10 @@ def adapt_customer(meta: MetaModel, uploads: CustomerUploads, params: Params, ev
     with writing(uploads.customer_id):
         export_generator_onnx(generator, folder.onnx, params.export.opset)
     served = onnx_session(folder.onnx)  # one session for the parity check and the contact sheet (~17 ms each to open)
-    parity = Parity(check_parity(generator, folder.onnx, params.export.parity_batch, seed, session=served),
-                    params.export.parity_atol)
-    metrics = customer_metrics(generator, uploads.images, evaluator) | {"parity_max_abs_diff": parity.max_abs_diff}
+    with TORCH_EXPORT.shared():  # torch beside another thread's export breaks both (metagan.torch_export_lock)
+        parity = Parity(check_parity(generator, folder.onnx, params.export.parity_batch, seed, session=served),
+                        params.export.parity_atol)
+        metrics = customer_metrics(generator, uploads.images, evaluator) | {"parity_max_abs_diff": parity.max_abs_diff}
     with writing(uploads.customer_id):
         contact_sheet(uploads.images, sample_onnx(None, CONTACT_SHEET_SAMPLES, session=served), folder.contact_sheet)
     model = CustomerModel(uploads.customer_id, generator, folder, parity, metrics, len(uploads.images),

@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from metagan.torch_export_lock import TORCH_EXPORT
+
 log = logging.getLogger(__name__)
 
 DOMAIN_FORMAT = "metagan/domain/1"
@@ -164,7 +166,8 @@ class DomainScreen:
     def distances(self, images: np.ndarray) -> np.ndarray:
         from metagan.evaluator import embed
 
-        return self.domain.distance(embed(self.net, images)).numpy().astype(np.float64)
+        with TORCH_EXPORT.shared():  # an upload screened while another thread exports (metagan.torch_export_lock)
+            return self.domain.distance(embed(self.net, images)).numpy().astype(np.float64)
 
     def __call__(self, images: np.ndarray) -> list[Verdict]:
         if len(images) == 0:

@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import tempfile
-import threading
 import warnings
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 
 from metagan.files import write_bytes
 from metagan.served import ServedGenerator
+from metagan.torch_export_lock import TORCH_EXPORT
 # the runtime side, importable from here too (callers that export also sample)
 from metagan.onnx_runtime import (INPUT_NAME, MIN_IMAGES_TO_SLICE, OUTPUT_NAME, OnnxGenerator, cpu_cores,  # noqa: F401
                                   noise, onnx_session, sample_onnx, to_uint8_images)
@@ -25,17 +25,6 @@ from metagan.onnx_runtime import (INPUT_NAME, MIN_IMAGES_TO_SLICE, OUTPUT_NAME, 
 log = logging.getLogger(__name__)
 # the exporter warns once per missing torchvision op, which this project never uses
 logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-
-# torch.export keeps global tracing state: two exports in threads of one process (a flow fanning
-# customers out over a thread pool) corrupt each other ("ProxyTorchDispatchMode slot already
-# occupied"), so exports are serialised. While one thread exports, torch also treats every call
-# of a dynamo-disabled function in *any* thread (torch.manual_seed, an optimizer's step and
-# zero_grad) as part of the export and edits a global annotation dict without a lock: two threads
-# doing so raise KeyError 'custom' (seen adapting 40 customers on the thread pool). So adaptation
-# holds the same lock while it seeds and fine-tunes (metagan.adapt.adapt_to_customer); the rest
-# of a customer's work (parity, metrics, the contact sheet) runs in parallel.
-EXPORT_LOCK = threading.RLock()
-
 
 # One exported graph per architecture: customers of one meta-model differ only in weights, so
 # after the first (slow, 2-4 s) dynamo export, later exports copy the graph and swap the weight
@@ -70,11 +59,11 @@ def export_generator_onnx(generator: ServedGenerator, path: str | Path, opset: i
     # customers of one design share a graph when their conditions have the same shapes (the same
     # number of shots, for the designs that keep them)
     key = (generator.template_key(), opset)
-    with EXPORT_LOCK:
+    with TORCH_EXPORT.exclusive():  # no other thread's torch work beside it (metagan.torch_export_lock)
         template = _TEMPLATES.get(key) or _stored_template(key)
         model = _from_template(template, generator) if template else None
         if model is None:
-            model = _exported_once_more_if_it_fails(generator, opset)
+            model = _dynamo_export(generator, opset)
             template = model.SerializeToString()
             _store_template(key, template)
         _TEMPLATES[key] = template
@@ -119,22 +108,6 @@ def _store_template(key: tuple, template: bytes) -> None:
         write_bytes(_template_file(key), template)
     except OSError as e:  # a cache: the export itself has succeeded
         log.warning("could not keep the exported graph for the next process: %s", e)
-
-
-def _exported_once_more_if_it_fails(generator: ServedGenerator, opset: int):
-    """:func:`_dynamo_export`, tried a second time after torch's tracing caches are cleared when the
-    first try fails. A scheduled hour on Dask workers failed a customer now and then at its first
-    export of a shot count ("We found a fake tensor in the exported program constant's list ...
-    lifted_tensor_3", probe of 2026-12-07; the same customer passed on a later run, and no plain
-    process, thread pool or Prefect flow reproduced it). The first failure's traceback is logged
-    whole, to find its cause; a second failure is the customer's, as before."""
-    try:
-        return _dynamo_export(generator, opset)
-    except Exception:  # noqa: BLE001 (torch's exporter raises its own classes and plain ones)
-        log.warning("the ONNX export failed; exporting once more with torch's tracing caches cleared",
-                    exc_info=True)
-    torch._dynamo.reset()
-    return _dynamo_export(generator, opset)
 
 
 def _dynamo_export(generator: ServedGenerator, opset: int):

@@ -105,21 +105,27 @@ def test_fewer_shots_get_fewer_fine_tuning_steps_and_one_shot_none(meta_ckpt, ti
 def test_adaptation_seeds_and_fine_tunes_only_while_no_other_thread_exports(meta_ckpt, tiny_dataset, monkeypatch):
     """torch edits a global dict without a lock when a thread calls torch.manual_seed or an
     optimizer's step while another thread exports (KeyError 'custom'): adaptation holds the export
-    lock for that part."""
+    lock shared for that part, so an export waits for it to end."""
     import threading
 
-    from metagan.export import EXPORT_LOCK
+    from metagan.torch_export_lock import TORCH_EXPORT
 
     meta = MetaModel.load(meta_ckpt)
     learner_cls = type(meta.learner)
-    real_adapt, held = learner_cls.adapt, []
+    real_adapt, exported, waited = learner_cls.adapt, threading.Event(), []
+
+    def export():
+        with TORCH_EXPORT.exclusive():
+            exported.set()
+
+    exporter = threading.Thread(target=export)
 
     def adapt(self, *args, **kwargs):
-        other = threading.Thread(target=lambda: held.append(not EXPORT_LOCK.acquire(blocking=False)))
-        other.start()
-        other.join()
+        exporter.start()
+        waited.append(not exported.wait(0.3))
         return real_adapt(self, *args, **kwargs)
 
     monkeypatch.setattr(learner_cls, "adapt", adapt)
     adapt_to_customer(meta, tiny_dataset.images[:3], seed=0, steps=1)
-    assert held == [True]
+    exporter.join(10)
+    assert waited == [True] and exported.is_set()

@@ -70,3 +70,33 @@ def test_one_bad_customer_does_not_stop_the_others(meta_ckpt, tiny_params, tiny_
     assert adapt_customer(MetaModel.load(meta_ckpt), results["good"].uploads, tiny_params).ok
     assert not (tmp_path / "customers/bad").exists() and not (tmp_path / "data/bad").exists()
     assert np.array_equal(results["good"].uploads.images.shape, (4, 16, 16, 1))
+
+
+def test_the_parity_check_and_metrics_run_only_while_no_other_thread_exports(meta_ckpt, tiny_params, tiny_dataset,
+                                                                          tmp_path, monkeypatch):
+    """A forward pass in one thread while another exports breaks both (metagan.torch_export_lock):
+    the customer's torch work after its own export holds the lock shared, so another customer's
+    export waits for it."""
+    import threading
+
+    from metagan import customer_model
+    from metagan.torch_export_lock import TORCH_EXPORT
+
+    real_check, exported, waited = customer_model.check_parity, threading.Event(), []
+
+    def export():
+        with TORCH_EXPORT.exclusive():
+            exported.set()
+
+    exporter = threading.Thread(target=export)
+
+    def check_parity(*args, **kwargs):
+        exporter.start()
+        waited.append(not exported.wait(0.3))
+        return real_check(*args, **kwargs)
+
+    monkeypatch.setattr(customer_model, "check_parity", check_parity)
+    folder = write_customer(tmp_path / "uploads", "acme", tiny_dataset.images[tiny_dataset.indices_of(9)[:2]])
+    assert adapt_customer(MetaModel.load(meta_ckpt), ingest(folder, tmp_path / "data").uploads, tiny_params).ok
+    exporter.join(10)
+    assert waited == [True] and exported.is_set()
