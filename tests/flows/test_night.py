@@ -272,3 +272,34 @@ def test_a_rollback_while_the_night_draws_a_customer_makes_it_draw_the_version_r
     manifest = json.loads((root / "out" / "c1" / "manifest.json").read_text())
     assert manifest["model"]["version"] == "1" and batches[0].version == "1"
     assert generate(params, count=2) == []  # version 1's batch counted: nothing due
+
+
+def test_a_rollback_landing_as_the_batch_publishes_is_followed_the_same_night(fleet, monkeypatch):
+    """The move lands after the batch's last check inside its write, as its manifest goes out: the
+    batch is asked once more after publishing and drawn again from the version production serves
+    now, the same night (until 2026-12-07 the rolled-back version's batch stayed until the
+    customer's next turn, a known limit)."""
+    from metagan.lifecycle import batches as night
+
+    root, params, (logged, run_id) = fleet
+    generate(params, count=2)
+    candidate("c1", logged, run_id)
+    promotion.promote_all(GATE, ["c1"])  # c1: version 2 in production, due
+    still, rolled = night._still_production, []
+
+    def rolled_back_after_the_last_check(customer_id, version):
+        check, calls = still(customer_id, version), []
+
+        def asked() -> bool:
+            calls.append(1)
+            answer = check()
+            if customer_id == "c1" and len(calls) == 2 and not rolled:
+                rolled.append(production_moves.rollback("c1"))  # after the check before the manifest
+            return answer
+        return asked
+
+    monkeypatch.setattr(night, "_still_production", rolled_back_after_the_last_check)
+    batches = generate(params, count=2)
+    assert rolled and drawn(batches) == ["c1"] and batches[0].version == "1"
+    assert json.loads((root / "out" / "c1" / "manifest.json").read_text())["model"]["version"] == "1"
+    assert generate(params, count=2) == []  # version 1's batch counted: nothing due
