@@ -1,7 +1,7 @@
 """ONNX exports beside other torch work in one process, as on a Dask worker's or the flow's threads.
 
 One thread exports the shipped meta-model's generator afresh (no graph template) for shot counts 1
-to ``--exports``; another thread meanwhile runs what the rest of a customer's adaptation runs in
+to ``--exports``, each followed by a forward pass of its own (its parity check); another thread meanwhile runs what the rest of a customer's adaptation runs in
 torch: forward passes of those generators, and, with ``--seeding``, torch.manual_seed before each.
 Counts the failures of each side. ``--without-lock`` drops :data:`metagan.torch_export_lock.TORCH_EXPORT`
 (both sides run as the code before it did), to show what it prevents.
@@ -78,6 +78,8 @@ def main() -> None:
         try:
             with alone():
                 export._dynamo_export(generator, 18)
+            with beside(), torch.no_grad():  # this customer's own parity check, as adapt_customer runs it
+                generator(torch.randn(8, generator.z_dim))
         except Exception as e:  # noqa: BLE001
             export_failures.append(repr(e.__cause__ or e)[:200])
     seconds = time.perf_counter() - start

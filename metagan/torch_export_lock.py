@@ -5,13 +5,13 @@ is true for *every* thread: a dynamo-disabled call anywhere (torch.manual_seed, 
 and zero_grad) then edits a global annotation dict without a lock (KeyError 'custom', seen adapting
 40 customers on the thread pool), and a plain forward pass in another thread runs into the
 export's fake-tensor mode. Both sides fail: the other thread ("fake_mode.in_kernel_invocation must
-be False") and the export ("Unexpected key _export_root@1", "a fake tensor in the exported
-program constant's list", two of six hours of a Dask probe on 2026-12-07). Measured with
-``bench/export_race.py``: 1 to 3 of 20 exports failed while one other thread only ran forward passes.
+be False") and the export ("Unexpected key _export_root@1"). Measured with ``bench/export_race.py``:
+3 to 8 of 20 exports failed while one other thread ran forward passes. The likely cause of a Dask
+hour's export failures of 2026-12-07 ("a fake tensor in the exported program constant's list").
 
 So an export holds :data:`TORCH_EXPORT` alone, and every other piece of a customer's torch work
-(fine-tuning, the parity check, the metrics) holds it shared: those still run beside each other,
-never beside an export. Python has no readers-writer lock; this one is a condition variable.
+(fine-tuning, the parity check, the metrics, the domain check) holds it shared: those still run
+beside each other, never beside an export. Python has no readers-writer lock; this one is a condition variable.
 """
 
 from __future__ import annotations
