@@ -59,15 +59,27 @@ def export_generator_onnx(generator: ServedGenerator, path: str | Path, opset: i
     # customers of one design share a graph when their conditions have the same shapes (the same
     # number of shots, for the designs that keep them)
     key = (generator.template_key(), opset)
-    with TORCH_EXPORT.exclusive():  # no other thread's torch work beside it (metagan.torch_export_lock)
-        template = _TEMPLATES.get(key) or _stored_template(key)
-        model = _from_template(template, generator) if template else None
-        if model is None:
-            model = _dynamo_export(generator, opset)
-            template = model.SerializeToString()
-            _store_template(key, template)
-        _TEMPLATES[key] = template
+    with TORCH_EXPORT.shared():  # a graph kept: its weights swapped, beside other customers' work
+        model = _kept_graph(key, generator)
+    if model is None:
+        # tracing holds torch alone: no other thread's torch work beside it (metagan.torch_export_lock)
+        with TORCH_EXPORT.exclusive():
+            model = _kept_graph(key, generator)  # another thread's export of this key, while this one waited
+            if model is None:
+                model = _dynamo_export(generator, opset)
+                _TEMPLATES[key] = model.SerializeToString()
+                _store_template(key, _TEMPLATES[key])
     return write_bytes(path, model.SerializeToString())  # weights embedded: one self-contained file
+
+
+def _kept_graph(key: tuple, generator: ServedGenerator):
+    """The graph exported before for ``key`` (this process's, else the one stored on disk) with
+    ``generator``'s weights, or None."""
+    template = _TEMPLATES.get(key) or _stored_template(key)
+    model = _from_template(template, generator) if template else None
+    if model is not None:
+        _TEMPLATES[key] = template
+    return model
 
 
 def _template_file(key: tuple) -> Path:
