@@ -65,16 +65,16 @@ def test_dvc_s3_remote_file_systems_follow_rotated_credentials(monkeypatch):
     configuration keeps s3fs's instance."""
     import s3fs
 
-    from metagan import versioning
+    from metagan import dvc_repo
 
     for name in [n for n in os.environ if n.startswith("AWS_")]:
         monkeypatch.delenv(name)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAKEY")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-1")
-    versioning.s3fs_follows_credentials()
+    dvc_repo.s3fs_follows_credentials()
     first = s3fs.S3FileSystem(endpoint_url="http://s3-a:8333")
-    versioning.s3fs_follows_credentials()
+    dvc_repo.s3fs_follows_credentials()
     assert s3fs.S3FileSystem(endpoint_url="http://s3-a:8333") is first
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-2")
-    versioning.s3fs_follows_credentials()
+    dvc_repo.s3fs_follows_credentials()
     assert s3fs.S3FileSystem(endpoint_url="http://s3-a:8333") is not first
