@@ -11,12 +11,10 @@ from .images import (
     to_uint8,
 )
 from .shards import ShardError, TaskDataset, load_packed, pack_shards
+from .download import OFFICIAL_EVALUATION_URL, OFFICIAL_URL, download_omniglot
 from .sources import (
-    OFFICIAL_EVALUATION_URL,
-    OFFICIAL_URL,
     ClassImages,
     EncodedImage,
-    download_omniglot,
     read_folder_tree,
     read_omniglot_npz,
     read_omniglot_zip,

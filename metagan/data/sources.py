@@ -9,12 +9,8 @@ A source that is not what it should be raises :class:`~metagan.errors.BadInput` 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import tempfile
-import urllib.parse
-import urllib.request
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,15 +21,11 @@ import numpy as np
 
 from .images import DEFAULT_MAX_PIXELS, ImageError, load_image, load_image_bytes, preprocess_array
 from metagan.errors import BadInput
-from metagan.files import move_into_place, save_npz, sha256_file, write_text
+from metagan.files import save_npz, write_text
 
 log = logging.getLogger(__name__)
 
 OnError = Literal["raise", "skip"]
-
-OMNIGLOT_BASE_URL = "https://github.com/brendenlake/omniglot/raw/master/python/"
-OFFICIAL_URL = OMNIGLOT_BASE_URL + "images_background.zip"
-OFFICIAL_EVALUATION_URL = OMNIGLOT_BASE_URL + "images_evaluation.zip"
 
 # Files that operating systems drop into folders; never images, never worth an error.
 _JUNK_FILES = {"thumbs.db", "desktop.ini"}
@@ -374,49 +366,3 @@ def read_source(path: str | Path, on_error: OnError = "raise") -> Iterator[Class
         f"{path}: unsupported dataset source; expected an Omniglot .npz, an Omniglot .zip "
         "or a folder of class sub-folders"
     )
-
-
-def download_omniglot(
-    dest_dir: str | Path,
-    url: str = OFFICIAL_URL,
-    sha256: str | None = None,
-    timeout: float = 60.0,
-    chunk_bytes: int = 1 << 20,
-) -> Path:
-    """Download an Omniglot zip into ``dest_dir`` (skipped if already there) and return its path.
-
-    ``url`` may be ``https://``, ``http://`` or ``file://``. The download goes to a temporary
-    file that is renamed into place only once complete and, when ``sha256`` is given, verified,
-    so an interrupted download never looks like a finished one.
-    """
-    scheme = urllib.parse.urlparse(url).scheme
-    if scheme not in ("https", "http", "file"):
-        raise BadInput(f"unsupported URL scheme {scheme!r} in {url}; use https, http or file")
-    dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
-    name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
-    if not name:
-        raise BadInput(f"cannot tell a file name from URL {url}")
-    dest = dest_dir / name
-
-    if dest.is_file() and (sha256 is None or sha256_file(dest) == sha256.lower()):
-        log.info("%s already present, not downloading", dest)
-        return dest
-
-    with tempfile.TemporaryDirectory(dir=dest_dir, prefix=f".{name}.") as part:
-        tmp = Path(part) / name
-        digest = hashlib.sha256()
-        with open(tmp, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            while chunk := resp.read(chunk_bytes):
-                digest.update(chunk)
-                out.write(chunk)
-        got = digest.hexdigest()
-        if sha256 is not None and got != sha256.lower():
-            raise BadInput(f"checksum mismatch for {url}: expected sha256 {sha256.lower()}, got {got}")
-        if not zipfile.is_zipfile(tmp):
-            raise BadInput(f"{url} did not return a zip file (an error page or a moved file?)")
-        move_into_place(tmp, dest)  # complete and verified, or not there at all
-    log.info("downloaded %s -> %s", url, dest)
-    return dest
-
-
