@@ -6,12 +6,13 @@ and zero_grad) then edits a global annotation dict without a lock (KeyError 'cus
 40 customers on the thread pool), and a plain forward pass in another thread runs into the
 export's fake-tensor mode. Both sides fail: the other thread ("fake_mode.in_kernel_invocation must
 be False") and the export ("Unexpected key _export_root@1"). Measured with ``bench/export_race.py``:
-3 to 8 of 20 exports failed while one other thread ran forward passes. The likely cause of a Dask
+3 to 11 of 20 exports failed while one other thread ran forward passes. The likely cause of a Dask
 hour's export failures of 2026-12-07 ("a fake tensor in the exported program constant's list").
 
-So an export holds :data:`TORCH_EXPORT` alone, and every other piece of a customer's torch work
-(fine-tuning, the parity check, the metrics, the domain check) holds it shared: those still run
-beside each other, never beside an export. Python has no readers-writer lock; this one is a condition variable.
+So an export that traces holds :data:`TORCH_EXPORT` alone, and every other piece of a customer's
+torch work (fine-tuning, the parity check, the metrics, the domain check, an export that reuses a
+kept graph) holds it shared: those still run beside each other, never beside a trace. Python has
+no readers-writer lock; this one is a condition variable.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ class SharedExclusiveLock:
                         self._changed.wait()
                 finally:
                     self._owners_waiting -= 1
+                    if self._owner is not None or self._sharers:  # gave up waiting (interrupted):
+                        self._changed.notify_all()  # the sharers queued behind it go on
                 self._owner = me
             self._owner_depth += 1
         try:
