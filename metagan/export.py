@@ -66,7 +66,7 @@ def export_generator_onnx(generator: ServedGenerator, path: str | Path, opset: i
         with TORCH_EXPORT.exclusive():
             model = _kept_graph(key, generator)  # another thread's export of this key, while this one waited
             if model is None:
-                model = _dynamo_export(generator, opset)
+                model = _exported_once_more_if_it_fails(generator, opset)
                 _TEMPLATES[key] = model.SerializeToString()
                 _store_template(key, _TEMPLATES[key])
     return write_bytes(path, model.SerializeToString())  # weights embedded: one self-contained file
@@ -120,6 +120,24 @@ def _store_template(key: tuple, template: bytes) -> None:
         write_bytes(_template_file(key), template)
     except OSError as e:  # a cache: the export itself has succeeded
         log.warning("could not keep the exported graph for the next process: %s", e)
+
+
+def _exported_once_more_if_it_fails(generator: ServedGenerator, opset: int):
+    """:func:`_dynamo_export`, tried a second time after torch's tracing caches are cleared when the
+    first try fails. A scheduled hour on Dask workers failed a customer now and then at its first
+    export of a shot count ("We found a fake tensor in the exported program constant's list ...
+    lifted_tensor_3", probe of 2026-12-07; the same customer passed on a later run). Other threads'
+    torch work beside an export fails it so (:mod:`metagan.torch_export_lock`, closed since), but a
+    worker of one thread runs none, and that hour's workers were not recorded: its cause is not
+    established, so the retry stays. The first failure's traceback is logged whole, to find it; a
+    second failure is the customer's, as before. Called holding the lock alone."""
+    try:
+        return _dynamo_export(generator, opset)
+    except Exception:  # noqa: BLE001 (torch's exporter raises its own classes and plain ones)
+        log.warning("the ONNX export failed; exporting once more with torch's tracing caches cleared",
+                    exc_info=True)
+    torch._dynamo.reset()
+    return _dynamo_export(generator, opset)
 
 
 def _dynamo_export(generator: ServedGenerator, opset: int):

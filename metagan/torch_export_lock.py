@@ -6,8 +6,8 @@ and zero_grad) then edits a global annotation dict without a lock (KeyError 'cus
 40 customers on the thread pool), and a plain forward pass in another thread runs into the
 export's fake-tensor mode. Both sides fail: the other thread ("fake_mode.in_kernel_invocation must
 be False") and the export ("Unexpected key _export_root@1"). Measured with ``bench/export_race.py``:
-3 to 11 of 20 exports failed while one other thread ran forward passes. The likely cause of a Dask
-hour's export failures of 2026-12-07 ("a fake tensor in the exported program constant's list").
+3 to 11 of 20 exports failed while one other thread ran forward passes. Met where one process
+runs customers on several threads: the embedded profile's thread pool, a Dask worker of several.
 
 So an export that traces holds :data:`TORCH_EXPORT` alone, and every other piece of a customer's
 torch work (fine-tuning, the parity check, the metrics, the domain check, an export that reuses a
