@@ -74,7 +74,8 @@ def validate_customer_id(name: str, known: Collection[str] = (), batch: Iterable
                                 f"{_SHARED_FOLDERS}; rename one of the two folders")
     if (twin := _case_twin(name, claimed)) is not None:
         raise UploadError(name, f"its id differs only in case from {twin!r}, which another ingestion claimed first "
-                                f"(the fleet index holds it): {_SHARED_FOLDERS}; if it is that customer, upload to "
+                                f"(the fleet index holds it; a claim no shots were written under lapses after a day): "
+                                f"{_SHARED_FOLDERS}; if it is that customer, upload to "
                                 f"{twin!r}, else choose another id")
     return name
 

@@ -105,9 +105,9 @@ def test_an_export_that_fails_once_is_tried_again_with_its_traceback_logged(tmp_
 
 def test_an_export_waits_for_other_threads_torch_work_to_end(tmp_path, monkeypatch):
     """A forward pass or a seeding in one thread while another traces an export fails both
-    (bench/export_race.py: 8 of 20 exports failed beside one thread of forward passes, among them
-    the "Unexpected key _export_root@1" and fake-tensor errors of a Dask hour on 2026-12-07): the
-    export takes the lock alone, so it starts only once the torch work holding it shared ends."""
+    (bench/export_race.py: 3 to 11 of 20 exports failed beside one thread of forward passes,
+    "Unexpected key _export_root@1", fake-tensor mode errors): the export takes the lock alone, so it
+    starts only once the torch work holding it shared ends."""
     import threading
 
     from metagan import export

@@ -496,7 +496,8 @@ def test_two_overlapping_runs_ingesting_one_new_id_in_two_cases_ingest_one_and_r
 
     def claimed_first(customer, twin):
         return f"customer {customer!r}: its id differs only in case from {twin!r}, which another ingestion claimed " \
-               f"first (the fleet index holds it): {shared}; if it is that customer, upload to {twin!r}, else " \
+               f"first (the fleet index holds it; a claim no shots were written under lapses after a day): {shared}; " \
+               f"if it is that customer, upload to {twin!r}, else " \
                "choose another id"
 
     def ingest(found):
