@@ -59,6 +59,7 @@ from benchlib.heldout import (PER_CLASS, HeldOut, apart, ensure_evaluator, held_
                               query_folds, score, split_drawings)
 from benchlib.metrics import paired_interval
 from benchlib.rows import (bank_adapter, checkpoint_adapter, classic_adapter, draw, load_for_held_out, mix_adapter,
+                          spread_adapter,
                           pair_moves_adapter, part_moves_adapter, posterior_codes_adapter)
 from benchlib.strokes import stroke_moves_adapter
 from metagan.config import Params
@@ -116,6 +117,9 @@ def main() -> None:
                          "registered real pairs of the meta-training characters (its aggregate posterior), times SCALE "
                          "on top of the served noise scale; ':own': the codes of the customer's own pairs of shots "
                          "instead, SCALE absolute")
+    ap.add_argument("--spread", action="append", default=[], metavar="NAME=ROW@POOL:QUANTILE",
+                    help="an experiment: ROW's images chosen far apart among POOL candidates each, moves "
+                         "no larger than the pool's QUANTILE")
     ap.add_argument("--bank", default="", help="strengths of bank rows, comma-separated ('' for none)")
     ap.add_argument("--bank-crisp", type=float, default=0.0, help="the bank rows' edge restoration (as warp's crisp)")
     ap.add_argument("--classifier", action="store_true", help="also the from-scratch classifier protocol")
@@ -188,6 +192,11 @@ def main() -> None:
         row, _, sds = rest.rpartition("@")
         node_sd, _, bow_sd = sds.partition(":")
         rows[name] = stroke_moves_adapter(rows[row], float(node_sd), float(bow_sd))
+    for spec in args.spread:
+        name, _, rest = spec.partition("=")
+        row, _, how = rest.rpartition("@")
+        pool, _, quantile = how.partition(":")
+        rows[name] = spread_adapter(rows[row], int(pool), float(quantile or 1.0))
     for spec in args.mix:
         name, _, rest = spec.partition("=")
         pair, _, share = rest.rpartition("@")

@@ -49,6 +49,42 @@ def test_a_mixture_row_draws_each_image_from_one_of_its_two_rows_in_the_share_as
     assert abs(float((out[:, 0, 0, 0] == 1.0).float().mean()) - 0.3) < 0.03
 
 
+def test_a_spread_row_keeps_images_far_apart_among_candidates_whose_moves_are_under_the_cap():
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from benchlib.rows import SpreadGenerator
+
+    class Shifted(torch.nn.Module):
+        """A blank page with one ink square whose place (and so its move from the shot) is the noise."""
+
+        z_dim = 1
+
+        def __init__(self):
+            super().__init__()
+            self.shots = self.at(torch.zeros(1))
+
+        @staticmethod
+        def at(places):
+            images = torch.ones(len(places), 1, 16, 16)
+            for i, p in enumerate(places.clamp(0, 12).round().long()):
+                images[i, :, 2:4, p : p + 2] = -1.0
+            return images
+
+        def forward(self, z):
+            return self.at(z[:, 0].abs() * 3)
+
+    spread = SpreadGenerator(Shifted(), pool=4, quantile=0.5)
+    z = torch.randn(6, spread.z_dim, generator=torch.Generator().manual_seed(0))
+    out = spread(z)
+    candidates = Shifted()(z.reshape(24, 1))
+    moves = (candidates != Shifted().shots).flatten(1).sum(1).float()
+    kept = (out != Shifted().shots).flatten(1).sum(1).float()
+    assert spread.z_dim == 4 and out.shape == (6, 1, 16, 16)
+    assert kept.max() <= torch.quantile(moves, 0.5)  # none moved further than the cap
+    assert len({tuple(o.flatten().tolist()) for o in out}) > 1  # chosen apart, not the same image six times
+
+
 def test_a_row_that_changes_a_setting_the_learner_does_not_have_is_refused():
     """A misspelt (or since removed) setting once scored as the shipped model under another name."""
     import pytest

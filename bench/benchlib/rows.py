@@ -249,3 +249,44 @@ def posterior_codes_adapter(meta: MetaModel, params: Params, ds, class_ids: np.n
         return adapt
     means, sigmas = posterior_codes(meta, ds, class_ids)
     return lambda shots, seed: PosteriorCodesGenerator(served_of(shots, seed), means, sigmas, scale)
+
+
+class SpreadGenerator(torch.nn.Module):
+    """An experiment: ``pool`` candidates per image from ``served``, the images kept chosen to lie
+    far apart from each other (farthest-point selection) among the candidates that moved the shots
+    no more than the pool's ``quantile`` of moves. Distances are of ink averaged down to 16 px, our
+    own measure, not an evaluator's: the question is whether spreading moves across directions,
+    their size held, buys diversity without costing recognition (iid noise clumps)."""
+
+    def __init__(self, served, pool: int, quantile: float):
+        super().__init__()
+        self.served, self.pool, self.quantile = served, pool, quantile
+        self.z_dim = served.z_dim * pool
+        with torch.no_grad():
+            self.shot_features = self.features(served.shots) if hasattr(served, "shots") else None
+
+    @staticmethod
+    def features(images: torch.Tensor) -> torch.Tensor:
+        density = ink(images[:, :1])
+        return torch.nn.functional.adaptive_avg_pool2d(density, 16).flatten(1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        n = len(z)
+        candidates = self.served(z.reshape(n * self.pool, self.served.z_dim))
+        f = self.features(candidates)
+        move = torch.cdist(f, self.shot_features).min(1).values
+        allowed = torch.nonzero(move <= torch.quantile(move, self.quantile)).flatten()
+        if len(allowed) < n:
+            allowed = move.argsort()[:n]
+        f = f[allowed]
+        chosen = [int(move[allowed].argmin())]  # start from the smallest move: a deterministic seed
+        nearest = torch.cdist(f, f[chosen[0]][None])[:, 0]
+        for _ in range(n - 1):
+            nxt = int(nearest.argmax())
+            chosen.append(nxt)
+            nearest = torch.minimum(nearest, torch.cdist(f, f[nxt][None])[:, 0])
+        return candidates[allowed[torch.tensor(chosen)]]
+
+
+def spread_adapter(first, pool: int, quantile: float):
+    return lambda shots, seed: SpreadGenerator(first(shots, seed), pool, quantile)
