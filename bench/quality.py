@@ -59,8 +59,9 @@ from benchlib.heldout import (PER_CLASS, HeldOut, apart, ensure_evaluator, held_
                               query_folds, score, split_drawings)
 from benchlib.metrics import paired_interval
 from benchlib.rows import (bank_adapter, checkpoint_adapter, classic_adapter, draw, load_for_held_out, mix_adapter,
-                          spread_adapter,
+                          spread_adapter, centred_adapter,
                           pair_moves_adapter, part_moves_adapter, posterior_codes_adapter)
+from benchlib.centring import load_centring
 from benchlib.strokes import stroke_moves_adapter
 from metagan.config import Params
 from metagan.evaluator import at_size, embed, load_evaluator
@@ -120,6 +121,9 @@ def main() -> None:
     ap.add_argument("--spread", action="append", default=[], metavar="NAME=ROW@POOL:QUANTILE",
                     help="an experiment: ROW's images chosen far apart among POOL candidates each, moves "
                          "no larger than the pool's QUANTILE")
+    ap.add_argument("--centred", action="append", default=[], metavar="NAME=PATH[@JSON]@NET:GLOBALS:LOCAL",
+                    help="an experiment: the warp checkpoint PATH adapted to shots first moved towards their "
+                         "character's centre as the network NET (bench/centring.py) predicts, its parts scaled")
     ap.add_argument("--bank", default="", help="strengths of bank rows, comma-separated ('' for none)")
     ap.add_argument("--bank-crisp", type=float, default=0.0, help="the bank rows' edge restoration (as warp's crisp)")
     ap.add_argument("--classifier", action="store_true", help="also the from-scratch classifier protocol")
@@ -192,6 +196,15 @@ def main() -> None:
         row, _, sds = rest.rpartition("@")
         node_sd, _, bow_sd = sds.partition(":")
         rows[name] = stroke_moves_adapter(rows[row], float(node_sd), float(bow_sd))
+    for spec in args.centred:
+        name, _, rest = spec.partition("=")
+        head, _, how = rest.rpartition("@")
+        path, _, changes = head.partition("@")
+        net_path, of_globals, of_local = how.split(":")
+        meta = load_for_held_out(path, name, held.groups)
+        rows[name] = centred_adapter(meta, params, load_centring(net_path), float(of_globals), float(of_local),
+                                     json.loads(changes or "{}"))
+        steps[name] = meta.checkpoint["step"]
     for spec in args.spread:
         name, _, rest = spec.partition("=")
         row, _, how = rest.rpartition("@")

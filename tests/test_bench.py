@@ -475,3 +475,32 @@ def test_each_characters_gain_is_kept_and_they_average_to_the_gain(monkeypatch):
     for key in ("aug_gain", "aug_gain_nn"):
         assert len(out["per_class"][key]) == 3
         assert np.isclose(np.mean(out["per_class"][key]), out[key])
+
+
+def test_a_shots_centre_is_the_mean_of_its_registrations_onto_its_characters_other_drawings_never_itself():
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from benchlib.centring import GLOBALS, centre_targets
+
+    class Drawings:
+        """Two characters of three drawings; drawing i is a page of the value i / 10."""
+
+        images = np.stack([np.full((4, 4, 1), 10 * i, dtype=np.uint8) for i in range(6)])
+        labels = np.array([0, 0, 0, 1, 1, 1])
+
+        def indices_of(self, c):
+            return np.flatnonzero(self.labels == c)
+
+    def registration(shot, other):
+        """A 'move' that is the other drawing's brightness, so a mean over others is checkable."""
+        level = other.mean((1, 2, 3))
+        return level[:, None].expand(-1, GLOBALS), level[:, None, None, None].expand(-1, 2, 1, 1)
+
+    shots, targets = centre_targets(Drawings(), [0, 1], registration)
+    level = torch.from_numpy(Drawings.images.astype(np.float32)).mean((1, 2, 3)) / 127.5 - 1.0
+    expected = torch.stack([(level[[j for j in range(3 * (i // 3), 3 * (i // 3) + 3) if j != i]]).mean()
+                            for i in range(6)])
+    assert shots.shape == (6, 1, 4, 4) and targets.shape == (6, GLOBALS + 2)
+    assert torch.allclose(targets, expected[:, None].expand(-1, GLOBALS + 2), atol=1e-5)

@@ -12,7 +12,7 @@ from benchlib.bank import BankGenerator
 from metagan.adapt import MetaModel, adapt_to_customer
 from metagan.config import Params
 from metagan.data.images import to_tensor, to_uint8
-from metagan.deformation import MAX_SHOTS, affine_matrix, crisp, from_ink, ink, symmetric, uniform
+from metagan.deformation import MAX_SHOTS, affine_matrix, crisp, from_ink, ink, pen_width, symmetric, uniform
 from metagan.evaluator import at_size
 from metagan.meta import learner_class
 from metagan.meta.warp_nets import apply_field, flat_field
@@ -290,3 +290,22 @@ class SpreadGenerator(torch.nn.Module):
 
 def spread_adapter(first, pool: int, quantile: float):
     return lambda shots, seed: SpreadGenerator(first(shots, seed), pool, quantile)
+
+
+def centred_adapter(meta: MetaModel, params: Params, centring, of_globals: float, of_local: float,
+                    changes: dict | None = None):
+    """An experiment: the product's warp generator adapted to the customer's shots moved first
+    towards their character's centre as ``centring`` predicts it from each shot alone (globals and
+    control points scaled apart)."""
+    served_of = checkpoint_adapter(meta, params, changes)
+    cfg = meta.learner.served_generator.encoder.cfg
+
+    def adapt(shots, seed):
+        with torch.no_grad():
+            x = to_tensor(shots)
+            g, control = centring(x)
+            keep_pen = meta.learner.settings.keep_pen
+            moved = apply_field(cfg, x, g * of_globals, control * of_local, keep_pen, pen_width(x))
+            centred = to_uint8(crisp(moved, meta.learner.settings.crisp).clamp(-1.0, 1.0))
+        return served_of(centred, seed)
+    return adapt
