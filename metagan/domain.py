@@ -17,6 +17,9 @@ before any compute, against the drawings the meta-model was trained on:
   (docs/history/2026-11-29-upload-domain-check.md; at 64 px: docs/BENCHMARKS.md);
 - **inverted drawings** (light strokes on a dark background, told by the image's border) are
   *converted*: inverted to dark on white, then checked like any upload;
+- **drawings on paper that is not white** (photographed: grey, tinted, unevenly lit) are
+  *converted* too: the paper made white (:func:`metagan.upload_conversions.whitened`), then
+  checked like any upload;
 - **the reason** a refused upload gets says what it looks like (blank; a grey paper background;
   many shades, as in a photograph, texture or gradient; a pattern covering the image) and what
   the model draws.
@@ -36,15 +39,12 @@ import numpy as np
 import torch
 
 from metagan.torch_export_lock import TORCH_EXPORT
+from metagan.upload_conversions import BORDER, INVERTED, WHITENED, as_judged
 
 log = logging.getLogger(__name__)
 
 DOMAIN_FORMAT = "metagan/domain/1"
 WHAT_THE_MODEL_DRAWS = "this model draws single-colour strokes on a plain background"
-BORDER = 2
-"""Pixels of the image's edge taken as its background (a drawing's strokes rarely reach it)."""
-DARK = 128
-"""A background whose median is below this is dark: the drawing is inverted."""
 
 
 @dataclass(frozen=True)
@@ -87,23 +87,6 @@ def fit_features(features: torch.Tensor, ridge: float = 1e-3) -> tuple[torch.Ten
     return mean.float(), torch.linalg.inv(cov).float()
 
 
-def dark_background(images: np.ndarray) -> np.ndarray:
-    """(N, H, W, C) uint8 -> bool (N,): the image's border is dark (light strokes on dark)."""
-    gray = images.mean(-1) if images.ndim == 4 else images
-    ring = np.concatenate([gray[:, :BORDER].reshape(len(gray), -1), gray[:, -BORDER:].reshape(len(gray), -1),
-                           gray[:, :, :BORDER].reshape(len(gray), -1), gray[:, :, -BORDER:].reshape(len(gray), -1)], 1)
-    return np.median(ring, 1) < DARK
-
-
-def as_judged(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The images as the check judges (and ingestion keeps) them: dark-background ones inverted.
-    Returns (images, inverted mask)."""
-    inverted = dark_background(images)
-    out = images.copy()
-    out[inverted] = 255 - out[inverted]
-    return out, inverted
-
-
 BLANK_RANGE = 24
 """An image whose lightest and darkest pixels differ by less than this has nothing drawn on it."""
 
@@ -121,8 +104,8 @@ def is_blank(image: np.ndarray) -> bool:
 
 
 def describe(image: np.ndarray) -> str:
-    """What an out-of-domain upload looks like, from its pixels (as judged: an inverted drawing
-    after inversion), in words a customer can act on."""
+    """What an out-of-domain upload looks like, from its pixels (an inverted drawing after
+    inversion; a whitened one before whitening), in words a customer can act on."""
     gray = _gray(image)
     background = float(np.median(np.concatenate([gray[:BORDER].ravel(), gray[-BORDER:].ravel(),
                                                  gray[:, :BORDER].ravel(), gray[:, -BORDER:].ravel()])))
@@ -172,14 +155,15 @@ class DomainScreen:
     def __call__(self, images: np.ndarray) -> list[Verdict]:
         if len(images) == 0:
             return []
-        judged, inverted = as_judged(images)
+        judged, conversions = as_judged(images)
         t = self.domain.threshold
         verdicts = []
-        for image, inv, d in zip(judged, inverted, self.distances(judged)):
-            converted = "light strokes on a dark background: inverted to dark on white" if inv else ""
+        for original, image, converted, d in zip(images, judged, conversions, self.distances(judged)):
             # the same words for the same kind of upload (the customer's message names the files
-            # sharing a reason together); the distance is for the log
-            refusal = "" if d <= t and not is_blank(image) else f"{describe(image)}; {WHAT_THE_MODEL_DRAWS}"
+            # sharing a reason together); the distance is for the log. A whitened upload that is
+            # still refused is described as it came (its paper, its shading), not as whitened
+            seen = image if WHITENED not in converted else 255 - original if INVERTED in converted else original
+            refusal = "" if d <= t and not is_blank(image) else f"{describe(seen)}; {WHAT_THE_MODEL_DRAWS}"
             if refusal:
                 log.info("upload refused by the domain check: distance %.2f > %.2f", d, t)
             verdicts.append(Verdict(image, float(d), t, converted, refusal))

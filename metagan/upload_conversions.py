@@ -1,0 +1,118 @@
+"""What ingestion does to an upload before the domain check judges it (:mod:`metagan.domain`):
+a drawing in light strokes on a dark background is inverted, and a drawing photographed on paper
+that is not white (grey, tinted, unevenly lit, dim) has its paper made white. Anything else is
+judged as it came."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+BORDER = 2
+"""Pixels of the image's edge taken as its background (a drawing's strokes rarely reach it)."""
+DARK = 128
+"""A background whose median is below this is dark: the drawing is inverted."""
+
+
+def _border(gray: np.ndarray) -> np.ndarray:
+    """(N, H, W) -> (N, pixels of the ``BORDER``-wide edge)."""
+    n = len(gray)
+    return np.concatenate([gray[:, :BORDER].reshape(n, -1), gray[:, -BORDER:].reshape(n, -1),
+                           gray[:, :, :BORDER].reshape(n, -1), gray[:, :, -BORDER:].reshape(n, -1)], 1)
+
+
+def _grays(images: np.ndarray) -> np.ndarray:
+    return images.astype(np.float64).mean(-1) if images.ndim == 4 else images.astype(np.float64)
+
+
+def dark_background(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, C) uint8 -> bool (N,): light strokes on a dark background (an inverted drawing):
+    the border is dark, unless the image is a drawing photographed in dim light (dark ink on dim
+    paper: what differs from the border is mostly darker, and it looks drawn, :func:`whitened`),
+    which is whitened instead."""
+    gray = _grays(images)
+    background = np.median(_border(gray), 1)
+    dark = background < DARK
+    if dark.any():
+        lighter = ((gray - background[:, None, None]) > STROKE_CONTRAST).sum((1, 2))
+        darker = ((background[:, None, None] - gray) > STROKE_CONTRAST).sum((1, 2))
+        dim_photo = dark & (darker > lighter)
+        if dim_photo.any():
+            dim_photo[dim_photo] = whitened(images[dim_photo])[1]
+        dark &= ~dim_photo
+    return dark
+
+
+STROKE_CONTRAST = 32
+"""A pixel this much lighter or darker than the background is ink (or a lit stroke)."""
+PAPER = 240
+"""A background whose median is at least this is white paper: the drawing is judged as it is."""
+INK_AT_MOST = 0.6
+"""Ink is at most this share of its paper's brightness."""
+GRAIN_AT_MOST = 0.1
+"""Paper's own grain (sensor noise; the robust spread of the border over its brightness) is at
+most this: noise, textures and photographs of scenes have more."""
+PLAIN_AT_LEAST = 0.6
+"""At least this share of a page is paper (within its grain of the paper's brightness)."""
+
+
+def _windowed(x: torch.Tensor, pool, radius: int) -> torch.Tensor:
+    padded = torch.nn.functional.pad(x, (radius,) * 4, mode="replicate")
+    return pool(padded, 2 * radius + 1, 1)
+
+
+def whitened(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drawings photographed on grey, tinted or unevenly lit paper, their paper made white: each
+    pixel is divided by its paper's local brightness (the brightest of the lightly blurred image
+    around it, over a window wider than a stroke, then smoothed, as document scanners flatten a
+    page's lighting), stretched so the paper is white and the darkest ink black, and the paper's
+    own grain snapped to white. Only images whose border is not white paper and that look drawn
+    are changed: a plain page of little grain with ink apart from it (:data:`GRAIN_AT_MOST`,
+    :data:`PLAIN_AT_LEAST`, :data:`INK_AT_MOST`); the others are judged as they came.
+    (N, H, W, C) uint8 -> (images, whitened mask)."""
+    gray = _grays(images)
+    todo = np.median(_border(gray), 1) < PAPER
+    out = images.copy()
+    if not todo.any():
+        return out, todo
+    x = torch.from_numpy(gray[todo]).float()[:, None]
+    radius = max(2, x.shape[-1] // 8)
+    paper = _windowed(_windowed(x, torch.nn.functional.avg_pool2d, 1), torch.nn.functional.max_pool2d, radius)
+    paper = _windowed(paper, torch.nn.functional.avg_pool2d, radius).clamp_min(1.0)
+    ratio = (x / paper).flatten(1)
+    ink = torch.quantile(ratio, 0.01, dim=1, keepdim=True)
+    ring = torch.from_numpy(_border(ratio.view(-1, *x.shape[-2:]).numpy()))
+    level = ring.median(1, keepdim=True).values
+    grain = 1.4826 * (ring - level).abs().median(1, keepdim=True).values
+    on_paper = ratio >= level - (4 * grain).clamp_min(0.02)  # a page without grain (drawn digitally on grey) too
+    inked = ratio <= INK_AT_MOST * level
+    # a drawing: a plain page of little grain, and ink apart from it (few pixels between the two,
+    # its strokes' soft edges): not a gradient (no ink), noise or a texture (grain, no plain page)
+    drawn = ((grain <= GRAIN_AT_MOST * level) & (on_paper.float().mean(1, keepdim=True) >= PLAIN_AT_LEAST)
+             & (inked.float().mean(1, keepdim=True) >= 0.01)
+             & ((~on_paper & ~inked).float().mean(1, keepdim=True) <= inked.float().mean(1, keepdim=True)))[:, 0]
+    white = ((ratio - ink) / (level - ink).clamp_min(1e-3)).clamp(0, 1)
+    white = torch.where(on_paper, torch.ones_like(white), white)
+    has_ink = drawn.numpy()
+    rows = np.flatnonzero(todo)[has_ink]
+    values = (white[drawn] * 255).round().to(torch.uint8).numpy().reshape(-1, *x.shape[-2:])
+    out[rows] = values[..., None] if images.ndim == 4 else values
+    done = np.zeros(len(images), bool)
+    done[rows] = True
+    return out, done
+
+
+INVERTED = "light strokes on a dark background: inverted to dark on white"
+WHITENED = "drawn on grey, tinted or unevenly lit paper (a photograph?): the paper made white"
+
+
+def as_judged(images: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """The images as the check judges (and ingestion keeps) them: dark-background ones inverted,
+    then those on paper that is not white whitened (:func:`whitened`). Returns (images, what was
+    done to each: '' for nothing)."""
+    inverted = dark_background(images)
+    out = images.copy()
+    out[inverted] = 255 - out[inverted]
+    out, white = whitened(out)
+    done = [" and ".join(w for w, d in ((INVERTED, i), (WHITENED, p)) if d) for i, p in zip(inverted, white)]
+    return out, done
