@@ -46,6 +46,13 @@ class Ingestion:
         return {cid: list(r.rejected) for cid, r in self.customers.items() if r.ok and r.rejected}
 
     @property
+    def converted(self) -> dict[str, list[tuple[str, str]]]:
+        """The uploads of each accepted customer used converted, with what was done (file, what):
+        inverted drawings, photographed ones whitened. Every command that serves them says which."""
+        return {cid: list(r.uploads.converted) for cid, r in self.customers.items()
+                if r.ok and r.uploads is not None and r.uploads.converted}
+
+    @property
     def refused_files(self) -> dict[str, list[tuple[str, str]]]:
         """Every upload of each rejected customer that was not usable, with why: its error names
         only the first few of each kind."""

@@ -42,7 +42,7 @@ class CustomerUploads:
     rejected: list[tuple[str, str]] = field(default_factory=list)
     """(file name, reason) for every file that was not used."""
     converted: list[tuple[str, str]] = field(default_factory=list)
-    """(file name, what was done) for every file used after a conversion (an inverted drawing)."""
+    """(file name, what was done) for every file used after a conversion (an inverted drawing, a photographed one whitened)."""
 
     @property
     def content_hash(self) -> str:

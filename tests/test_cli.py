@@ -377,14 +377,17 @@ def test_adapt_names_the_uploads_it_left_out_of_a_customer_it_served(monkeypatch
     params = Params().with_overrides(paths={"meta_checkpoint": str(tmp_path / "meta.pt")})
     monkeypatch.setattr("metagan.adapt.load_meta_model", lambda path: None)  # the flows are stand-ins too
     rejected = [("notes.txt", "not an image"), ("b.png", "not an image")]
-    data = Ingestion("d1", 3, {"mixed": IngestResult("mixed", True, 5, rejected, uploads=SimpleNamespace())})
+    photo = [("photo.jpg", "drawn on grey paper: the paper made white")]
+    data = Ingestion("d1", 3, {"mixed": IngestResult("mixed", True, 5, rejected, uploads=SimpleNamespace(converted=photo))})
     monkeypatch.setattr(flows.ingest, "ingest", lambda *a, **k: data)
     monkeypatch.setattr(flows.adapt_customers, "adapt_customers_flow",
                         lambda p: lambda *a, **k: [Adaptation("mixed", True, "1")])
     monkeypatch.setattr(flows.promote, "promote", lambda *a, **k: [PromotionResult("mixed", Promotion.PROMOTED, "1")])
     rc = cmd_adapt(SimpleNamespace(customers=str(tmp_path / "up"), steps=None), params)
     assert rc == ExitCode.OK
-    assert "mixed: 2 upload(s) left out: notes.txt, b.png: not an image" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "mixed: 2 upload(s) left out: notes.txt, b.png: not an image" in out
+    assert "mixed: 1 upload(s) converted: photo.jpg: drawn on grey paper: the paper made white" in out
     # a customer whose adaptation failed has no version to name (it read "version None (new), not promoted")
     full = "customer 'mixed': cannot write .../model.onnx: No space left on device"
     monkeypatch.setattr(flows.adapt_customers, "adapt_customers_flow",
@@ -414,6 +417,30 @@ def test_ingest_names_the_uploads_it_left_out_of_a_customer_it_ingested(monkeypa
     assert rc == ExitCode.OK
     assert "  mixed: 5 shots (2 upload(s) left out: notes.txt: not an image; big.png: exceeds the limit)" in out
     assert "  clean: 2 shots\n" in out
+
+
+def test_ingest_says_which_uploads_it_converted(monkeypatch, tmp_path, capsys):
+    """A customer's photographed or inverted drawings are used converted: `metagan ingest` says so
+    beside the shots (it was only in report.json), the files sharing what was done named together."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    import flows.ingest
+    from flows.app.commands import cmd_ingest
+    from flows.ingest import Ingestion
+    from metagan.config import Params
+    from metagan.customers import IngestResult
+    from metagan.upload_conversions import INVERTED, WHITENED
+    from metagan.uploads import CustomerUploads
+
+    (tmp_path / "up").mkdir()
+    uploads = CustomerUploads("phone", np.zeros((3, 4, 4, 1), np.uint8), ["a.jpg", "b.jpg", "c.png"],
+                              converted=[("a.jpg", WHITENED), ("b.jpg", WHITENED), ("c.png", INVERTED)])
+    data = Ingestion("d1", 3, {"phone": IngestResult("phone", True, 3, uploads=uploads)})
+    monkeypatch.setattr(flows.ingest, "ingest", lambda *a, **k: data)
+    assert cmd_ingest(SimpleNamespace(customers=str(tmp_path / "up"), customer=None, source=None), Params()) == 0
+    assert f"  phone: 3 shots (3 converted: a.jpg, b.jpg: {WHITENED}; c.png: {INVERTED})\n" in capsys.readouterr().out
 
 
 @pytest.fixture

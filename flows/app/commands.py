@@ -50,8 +50,10 @@ def cmd_ingest(args, params: Params) -> int:
     print(f"data version {result.data_version} ({result.task_classes} task classes)")
     for cid, r in result.customers.items():  # as adapt does: the files left out of a customer served, and why
         left_out = f" ({len(r.rejected)} upload(s) left out: {rejection_summary(r.rejected)})" if r.rejected else ""
+        converted = result.converted.get(cid, [])  # what was done to kept uploads (inverted, paper whitened)
+        made = f" ({len(converted)} converted: {rejection_summary(converted)})" if converted else ""
         # a folder name no customer can bear (refused) may hold a line break: shown escaped, on one line
-        print(f"  {shown_name(cid)}: " + (f"{r.shots} shots{left_out}" if r.ok else f"REJECTED {r.error}"))
+        print(f"  {shown_name(cid)}: " + (f"{r.shots} shots{made}{left_out}" if r.ok else f"REJECTED {r.error}"))
     return ExitCode.PARTIAL if result.rejected else ExitCode.OK
 
 
@@ -123,6 +125,8 @@ def cmd_adapt(args, params: Params) -> int:
         partial |= p is not None and p.outcome is Promotion.REFUSED
     for cid, files in data.left_out.items():  # served, but not from every file uploaded: say which and why
         print(f"  {cid}: {len(files)} upload(s) left out: {rejection_summary(files)}")
+    for cid, files in data.converted.items():  # served from converted uploads: say which and how
+        print(f"  {cid}: {len(files)} upload(s) converted: {rejection_summary(files)}")
     for e in list(data.rejected.values()) + [a.error for a in adapted if not a.ok]:
         print(f"  FAILED {e}", file=sys.stderr)
     return ExitCode.PARTIAL if partial else ExitCode.OK

@@ -50,6 +50,8 @@ def run_demo(params_path: str | None, customers: Path, out: Path, train_minutes:
         echo(f"  rejected: {error}")
     for cid, files in result.data.left_out.items():  # as adapt says them: served, but not from every file
         echo(f"  {cid}: {len(files)} upload(s) left out: {rejection_summary(files)}")
+    for cid, files in result.data.converted.items():  # and from converted uploads
+        echo(f"  {cid}: {len(files)} upload(s) converted: {rejection_summary(files)}")
     for a in result.adapted:
         if not a.ok:
             echo(f"  {a.customer_id}: adaptation failed: {a.error}")
