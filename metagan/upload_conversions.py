@@ -65,9 +65,9 @@ def whitened(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Drawings photographed on grey, tinted or unevenly lit paper, their paper made white: each
     pixel is divided by its paper's local brightness (the brightest of the lightly blurred image
     around it, over a window wider than a stroke, then smoothed, as document scanners flatten a
-    page's lighting), stretched so the paper is white and the darkest ink black, and the paper's
-    own grain snapped to white. Only images whose border is not white paper and that look drawn
-    are changed: a plain page of little grain with ink apart from it (:data:`GRAIN_AT_MOST`,
+    page's lighting; each channel over the same paper), stretched so the paper is white and the
+    darkest ink black, and the paper's own grain snapped to white. Only images whose border is not
+    white paper and that look drawn are changed: a plain page of little grain with ink apart from it (:data:`GRAIN_AT_MOST`,
     :data:`PLAIN_AT_LEAST`, :data:`INK_AT_MOST`); the others are judged as they came.
     (N, H, W, C) uint8 -> (images, whitened mask)."""
     gray = _grays(images)
@@ -91,12 +91,15 @@ def whitened(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     drawn = ((grain <= GRAIN_AT_MOST * level) & (on_paper.float().mean(1, keepdim=True) >= PLAIN_AT_LEAST)
              & (inked.float().mean(1, keepdim=True) >= 0.01)
              & ((~on_paper & ~inked).float().mean(1, keepdim=True) <= inked.float().mean(1, keepdim=True)))[:, 0]
-    white = ((ratio - ink) / (level - ink).clamp_min(1e-3)).clamp(0, 1)
+    rows = np.flatnonzero(todo)[drawn.numpy()]
+    # each channel over the same paper, so coloured ink keeps its colour
+    channels = torch.from_numpy(images[rows].astype(np.float32))
+    channels = channels.permute(0, 3, 1, 2) if images.ndim == 4 else channels[:, None]
+    on_paper, ink, level = on_paper[drawn].view(-1, 1, *x.shape[-2:]), ink[drawn, :, None, None], level[drawn, :, None, None]
+    white = ((channels / paper[drawn] - ink) / (level - ink).clamp_min(1e-3)).clamp(0, 1)
     white = torch.where(on_paper, torch.ones_like(white), white)
-    has_ink = drawn.numpy()
-    rows = np.flatnonzero(todo)[has_ink]
-    values = (white[drawn] * 255).round().to(torch.uint8).numpy().reshape(-1, *x.shape[-2:])
-    out[rows] = values[..., None] if images.ndim == 4 else values
+    values = (white * 255).round().to(torch.uint8)
+    out[rows] = (values.permute(0, 2, 3, 1) if images.ndim == 4 else values[:, 0]).numpy()
     done = np.zeros(len(images), bool)
     done[rows] = True
     return out, done
