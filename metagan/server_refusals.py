@@ -21,7 +21,8 @@ def credentials_refused(e: BaseException, what: str, server: str):
     """The tracking server's 401 or 403 as :class:`~metagan.errors.BadInput`, or None. A message
     naming ``s3://`` is the server's artifact store refusing the server's own keys (a probe on
     SeaweedFS of 2026-12-07 met it as a bug's traceback, exit 70, or as a damaged model, exit 5);
-    otherwise it is this client's login that the server refused."""
+    "Invalid Host header" is the server's allowed-hosts list not naming the address this client
+    used; otherwise it is this client's login that the server refused."""
     import requests
     from mlflow.exceptions import MlflowException
 
@@ -33,16 +34,32 @@ def credentials_refused(e: BaseException, what: str, server: str):
             answer = e.response.json()
         except ValueError:
             answer = {}
-        code, message = answer.get("error_code", str(e.response.status_code)), answer.get("message", e.response.reason)
+        # a body that is no JSON (the server's allowed-hosts guard answers in plain text) is the message
+        code = answer.get("error_code", str(e.response.status_code))
+        message = answer.get("message", (e.response.text or "").strip() or e.response.reason)
     elif isinstance(e, MlflowException) and e.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):
         code, message = e.error_code, e.message
     else:
         return None
     message = str(message).splitlines()[0] if message else code
-    hint = ("the tracking server's own S3 credentials for its artifact store: AWS_ACCESS_KEY_ID and "
-            "AWS_SECRET_ACCESS_KEY where mlflow/start-server.sh runs, then restart it"
-            if "s3://" in message else "this client's MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    if "Invalid Host header" in message:
+        # the server's DNS-rebinding guard: the address this client used is not one it answers to
+        # (an operator probe of 2026-12-07 was sent to check its credentials instead)
+        hint = (f"that the server's MLFLOW_ALLOWED_HOSTS (mlflow/start-server.sh) names the host this client "
+                f"gives in MLFLOW_TRACKING_URI, {_host_of(server)}, port included, then restart the server")
+    elif "s3://" in message:
+        hint = ("the tracking server's own S3 credentials for its artifact store: AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY where mlflow/start-server.sh runs, then restart it")
+    else:
+        hint = "this client's MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
     return BadInput(f"MLflow ({server}) refused {what}: {code}: {message} (check {hint})")
+
+
+def _host_of(server: str) -> str:
+    """``http://host:port/path`` -> ``host:port`` (the Host header a client sends)."""
+    from urllib.parse import urlsplit
+
+    return urlsplit(server).netloc or server
 
 
 def artifact_store_refusal(e: BaseException, what: str, server: str, timeout_s: float = 10.0):

@@ -16,6 +16,7 @@ from metagan import model_versions, store, tracking
 from metagan.config import PROJECT_ROOT
 from metagan.errors import BadInput, ConfigError, Damaged, FileSystemFault, NotFound, kind_of
 from metagan.retry import RetryPolicy, ServiceUnavailable, call_with_retries
+from metagan.server_refusals import credentials_refused
 
 PERMANENT = [NotFound("customer 'x' has no production model"), BadInput("unsafe customer id"),
              Damaged("the registry at /p/mlflow.db is unreadable"),
@@ -301,6 +302,29 @@ def test_a_tracking_server_refused_by_its_artifact_store_is_bad_input_not_a_bug_
     monkeypatch.setattr(mlflow.onnx, "load_model", refused)
     with pytest.raises(BadInput, match="refused load models:/m/1"):
         serving.load_onnx_bytes("models:/m/1")
+
+
+@pytest.mark.parametrize("form", ["plain 403", "MlflowException"])
+def test_a_tracking_server_that_does_not_answer_to_the_clients_host_name_says_so(monkeypatch, form):
+    """Guarantee: a server whose MLFLOW_ALLOWED_HOSTS does not name the host a client uses answers
+    403 "Invalid Host header"; the line says to name that host there (an operator probe of
+    2026-12-07 was told to check its MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)."""
+    import requests
+    from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
+
+    answer = requests.Response()
+    answer.status_code, answer.reason = 403, "Forbidden"
+    answer._content = b"Invalid Host header - possible DNS rebinding attack detected"
+    error = requests.exceptions.HTTPError("403 Client Error", response=answer) if form == "plain 403" else \
+        MlflowException("API request to http://localhost:25000/api/2.0/mlflow/registered-models/search failed with "
+                        "error code 403 != 200. Response body: 'Invalid Host header - possible DNS rebinding attack "
+                        "detected'", error_code=PERMISSION_DENIED)
+    refusal = credentials_refused(error, "list models", "http://localhost:25000")
+    assert isinstance(refusal, BadInput)
+    assert "Invalid Host header" in str(refusal) and "MLFLOW_TRACKING_PASSWORD" not in str(refusal)
+    assert str(refusal).endswith("(check that the server's MLFLOW_ALLOWED_HOSTS (mlflow/start-server.sh) names the "
+                                 "host this client gives in MLFLOW_TRACKING_URI, localhost:25000, port included, "
+                                 "then restart the server)")
 
 
 def test_a_500_from_the_artifact_proxy_of_a_server_not_answering_stays_an_outage(monkeypatch):
