@@ -76,6 +76,17 @@ def png_bytes(im: Image.Image, **kw) -> bytes:
 # Episodes and splits
 
 
+def test_task_data_with_classes_too_small_for_an_episode_is_bad_input_naming_the_settings(ds):
+    """A probe's task data of 8 drawings a class ended `metagan meta-train` in a bug's traceback,
+    exit 70: it is the data's fault (exit 3), said with the settings that decide the size."""
+    from metagan.errors import BadInput, kind_of
+
+    most = max(len(ds.indices_of(c)) for c in range(ds.num_classes))
+    with pytest.raises(BadInput, match=r"meta.shots \+ meta.queries = \d+ images .*lower meta.shots") as info:
+        EpisodeSampler(ds, np.arange(ds.num_classes), shots=most, queries=1, seed=0)
+    assert kind_of(info.value).exit_code == 3
+
+
 def test_episode_shapes_and_range(ds):
     sampler = EpisodeSampler(ds, np.arange(ds.num_classes), shots=3, queries=2, seed=0)
     x, classes = sampler.sample_with_classes(4)

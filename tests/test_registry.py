@@ -234,14 +234,38 @@ def test_a_rollback_to_a_damaged_model_is_refused_and_production_stays(onnx_mode
     from metagan.errors import Damaged
 
     gate, name = GateConfig(), model_names.customer_model_name("acme")
-    register("acme", onnx_model, {model_versions.ONNX_SHA256_TAG: "0" * 64}, alias=model_names.CANDIDATE)
+    v1 = register("acme", onnx_model, alias=model_names.CANDIDATE)
     assert promotion.promote("acme", gate).serving
     v2 = register("acme", onnx_model, alias=model_names.CANDIDATE)
     assert promotion.promote("acme", gate).serving
+    model_versions.set_version_tags(name, v1, {model_versions.ONNX_SHA256_TAG: "0" * 64})  # its file no longer matches
     with pytest.raises(Damaged, match="customer 'acme': metagan-customer-acme version 1 is damaged"):
         production_moves.rollback("acme")
     assert str(model_versions.get_alias(name, "production").version) == v2
     assert registry.ROLLED_BACK_TAG not in model_versions.get_version(name, v2).tags
+
+
+def test_a_candidate_whose_model_file_is_damaged_is_not_promoted_and_the_others_are(onnx_model, capsys):
+    """Guarantee: `metagan promote` reads a candidate's model file and checks it before production
+    moves to it, as rollback does: a damaged one is refused with the reason (exit 1: the others
+    are promoted), production stays. A probe of 2026-12-07 promoted a candidate whose file was
+    damaged after its adaptation (the gate judges the evidence recorded then), and the night then
+    failed that customer, exit 5. (The adaptation run's own promotion of the version it has just
+    written and checked does not read it again.)"""
+    from flows.app.cli import main
+    from metagan.errors import ExitCode
+
+    gate, name = GateConfig(), model_names.customer_model_name("acme")
+    v1 = register("acme", onnx_model, alias=model_names.CANDIDATE)
+    assert promotion.promote("acme", gate).serving
+    v2 = register("acme", onnx_model, alias=model_names.CANDIDATE)
+    model_versions.set_version_tags(name, v2, {model_versions.ONNX_SHA256_TAG: "0" * 64})  # damaged since
+    register("zed", onnx_model, alias=model_names.CANDIDATE)
+    assert main(["promote"]) == ExitCode.PARTIAL
+    out = capsys.readouterr().out
+    assert f"acme: refused (its model file is damaged, not promoted: customer 'acme': {name} version {v2} is damaged" in out
+    assert "zed: promoted" in out
+    assert str(model_versions.get_alias(name, "production").version) == v1
 
 
 class Killed(BaseException):

@@ -101,9 +101,11 @@ class EpisodeSampler:
             log.info("excluded %d of %d classes with fewer than %d images",
                      len(class_ids) - len(keep), len(class_ids), need)
         if not keep:
-            raise ValueError(
-                f"no class has at least shots+queries = {need} images "
-                f"(out of {len(class_ids)} classes given)"
+            # the task data's fault, not a bug (a probe's 12 classes of 8 drawings ended in exit 70)
+            raise BadInput(
+                f"no class of the task data has at least meta.shots + meta.queries = {need} images "
+                f"(out of {len(class_ids)} meta-training classes): give each class {need} or more, "
+                f"or lower meta.shots / meta.queries in params.yaml"
             )
         self.class_ids = np.array(keep, dtype=np.int64)
         self._members = [ds.indices_of(c) for c in keep]

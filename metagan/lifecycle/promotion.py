@@ -113,6 +113,10 @@ def _promote_read(customer_id: str, cand, prod, gate: GateConfig, version: str |
         return PromotionResult(customer_id, Promotion.SUPERSEDED, str(cand.version), (
             f"version {cand.version} was adapted from uploads older than the customer's last ingested"
             + (f"; production's version {prod.version} was adapted from those and stays" if current else ""),))
+    damaged = _damaged_file(customer_id, cand) if version is None else ""
+    if damaged:
+        adaptation_decided(customer_id, cand)
+        return PromotionResult(customer_id, Promotion.REFUSED, str(cand.version), (damaged,))
     seen = evidence(cand)
     decision = gate_decision(seen, evidence(prod) if prod is not None else None, gate)
     model_versions.set_version_tags(name, cand.version, {"gate": "passed" if decision.passed else "refused",
@@ -125,6 +129,22 @@ def _promote_read(customer_id: str, cand, prod, gate: GateConfig, version: str |
     production_changed(customer_id, cand)
     adaptation_decided(customer_id, cand)
     return PromotionResult(customer_id, Promotion.PROMOTED, str(cand.version), decision.reasons, dict(seen.metrics))
+
+
+def _damaged_file(customer_id: str, cand) -> str:
+    """Why the candidate's model file is not the one registered, or "". Read only where the candidate
+    is not the version this run just adapted and checked (``metagan promote``, the DVC stage): a
+    probe of 2026-12-07 promoted a candidate whose file was damaged after its adaptation (the gate
+    judges the evidence recorded then), and the night then failed that customer, exit 5. As
+    rollback reads the version it puts back, production never names a damaged model."""
+    from metagan import serving
+    from metagan.errors import Damaged
+
+    try:
+        serving.served_model(customer_id, version=cand.version)
+    except Damaged as e:
+        return f"its model file is damaged, not promoted: {e}"
+    return ""
 
 
 def _hash(version) -> str | None:
