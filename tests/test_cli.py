@@ -327,8 +327,10 @@ def test_the_demo_names_every_customer_it_did_not_serve_and_exits_partial(monkey
     from metagan.lifecycle.registry import Adaptation
     from metagan.lifecycle.promotion import Promotion, PromotionResult
 
+    photo = SimpleNamespace(customer_id="white", images=None, converted=[("photo.jpg", "the paper made white")])
     data = Ingestion("d1", 3, {"bad": IngestResult("bad", False, error="customer 'bad': 0 usable image(s)"),
-                               "white": IngestResult("white", True, 2, rejected=[("notes.png", "not an image")])})
+                               "white": IngestResult("white", True, 2, rejected=[("notes.png", "not an image")],
+                                                     uploads=photo)})
     result = PipelineResult(data, SimpleNamespace(version="1"), None,
                             adapted=[Adaptation("white", True, "1"), Adaptation("broken", False, error="disk full")],
                             promoted=[PromotionResult("white", Promotion.REFUSED, "1", ("copy rate 1.00 > 0.20",))])
@@ -340,6 +342,7 @@ def test_the_demo_names_every_customer_it_did_not_serve_and_exits_partial(monkey
     assert "rejected: customer 'bad'" in text and "broken: adaptation failed: disk full" in text
     assert "white: v1 not promoted: copy rate 1.00 > 0.20" in text
     assert "white: 1 upload(s) left out: notes.png: not an image" in text
+    assert "white: 1 upload(s) converted: photo.jpg: the paper made white" in text
     monkeypatch.setattr(flows.pipeline, "pipeline", lambda *a, **k: result)  # `metagan pipeline`'s JSON says them too
     from flows.app.commands import cmd_pipeline
 
@@ -347,6 +350,7 @@ def test_the_demo_names_every_customer_it_did_not_serve_and_exits_partial(monkey
                         Params()) == ExitCode.PARTIAL
     said = json.loads(capsys.readouterr().out)
     assert said["left_out"] == {"white": [{"file": "notes.png", "reason": "not an image"}]}
+    assert said["converted"] == {"white": [{"file": "photo.jpg", "done": "the paper made white"}]}
 
 
 def test_doctor_checks_every_learners_settings(tmp_path, capsys):

@@ -162,6 +162,8 @@ def cmd_pipeline(args, params: Params) -> int:
                "rejected": result.data.rejected,
                "left_out": {cid: [{"file": f, "reason": why} for f, why in files]
                             for cid, files in result.data.left_out.items()},
+               "converted": {cid: [{"file": f, "done": what} for f, what in files]
+                             for cid, files in result.data.converted.items()},
                # every file of a rejected customer (its error names only the first few of each kind)
                "rejected_files": {cid: [{"file": f, "reason": why} for f, why in files]
                                   for cid, files in result.data.refused_files.items()},
