@@ -30,13 +30,43 @@ where ``.gitignore`` lies)."""
 HEADER = "# written by metagan: its state and outputs (the registry is backed up, not committed)"
 
 
+WRITTEN = {"/mlflow/": ("mlflow/mlflow.db", "mlflow/fleet.db", "mlflow/artifacts/x", "mlflow/locks/x"),
+           "/.dvc/config.local": (".dvc/config.local",)}
+"""What metagan writes under a line of :data:`IGNORED` (the others: any file in its folder): where
+git already ignores all of them, by whatever lines, the line is not missing."""
+
+
 def missing_lines(root: str | Path) -> list[str]:
     """The lines of :data:`IGNORED` that ``root/.gitignore`` lacks (``/data`` written by DVC counts
-    as ``/data/``): all of them where there is no ``.gitignore``. ``metagan doctor`` names them in a
-    project made before ``init`` wrote them, or by ``demo`` alone."""
+    as ``/data/``): all of them where there is no ``.gitignore``, but those whose files the
+    project's git ignores already, by lines of its own (``git check-ignore``: a checkout of this
+    repository ignores ``mlflow/mlflow.db`` and keeps ``mlflow/start-server.sh``, so `metagan
+    doctor` there told a new user to add ``/mlflow/``, which would have ignored tracked files).
+    ``metagan doctor`` names them in a project made before ``init`` wrote them, or by ``demo`` alone."""
     gitignore = Path(root) / ".gitignore"
     present = {_folder(line) for line in (gitignore.read_text() if gitignore.exists() else "").splitlines()}
-    return [line for line in IGNORED if _folder(line) not in present]
+    missing = [line for line in IGNORED if _folder(line) not in present]
+    ignored = _ignored_by_git(root, [p for line in missing for p in _written(line)])
+    return [line for line in missing if not set(_written(line)) <= ignored]
+
+
+def _written(line: str) -> tuple[str, ...]:
+    return WRITTEN.get(line, (f"{_folder(line)}/x",))
+
+
+def _ignored_by_git(root: str | Path, paths: list[str]) -> set[str]:
+    """Which of ``paths`` (relative to ``root``) the git work tree holding ``root`` ignores; none
+    where there is no git, or no work tree."""
+    import subprocess
+
+    if not paths:
+        return set()
+    try:
+        done = subprocess.run(["git", "-C", str(root), "check-ignore", "--stdin"], input="\n".join(paths),
+                              capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return set()
+    return set(done.stdout.splitlines()) if done.returncode in (0, 1) else set()
 
 
 def ignore_project_state(root: str | Path) -> list[str]:

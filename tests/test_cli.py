@@ -310,6 +310,30 @@ def test_doctor_names_the_gitignore_lines_a_project_made_without_init_lacks(tmp_
     assert "warning" not in capsys.readouterr().out
 
 
+def test_doctor_counts_what_git_ignores_already_by_the_projects_own_lines(tmp_path):
+    """A checkout of this repository ignores mlflow/mlflow.db, fleet.db, artifacts/ and locks/ one by
+    one (it keeps mlflow/start-server.sh) and DVC's cache by .dvc/.gitignore: `metagan doctor` there
+    told a new user to add `/mlflow/` and three more lines (a probe of 2026-12-07), which would have
+    ignored tracked files. What git ignores already is not missing; what it would take still is."""
+    import shutil
+    import subprocess
+
+    from metagan.project_gitignore import IGNORED, missing_lines
+
+    if shutil.which("git") is None:
+        pytest.skip("no git")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text("/data/\n/artifacts/\n/out/\n/.dvcstore/\n/mlflow/mlflow.db\n"
+                                         "/mlflow/fleet.db\n/mlflow/artifacts/\n")
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
+    assert missing_lines(tmp_path) == ["/mlflow/"]  # its locks/ would be taken
+    with (tmp_path / ".gitignore").open("a") as f:
+        f.write("/mlflow/locks/\n")
+    assert missing_lines(tmp_path) == []
+    assert missing_lines(tmp_path / "elsewhere") == list(IGNORED)  # no .gitignore there, nothing ignored
+
+
 def test_the_demo_names_every_customer_it_did_not_serve_and_exits_partial(monkeypatch, tmp_path, capsys):
     """`metagan demo` keeps the exit codes of every command: a customer rejected, failed or refused
     by the gate is named with its reason and the demo exits 1 (found by a probe: it exited 0 and
