@@ -50,6 +50,9 @@ def main(stage: str) -> int:
     if stage not in STAGES:
         print(f"unknown stage {stage!r}; one of {', '.join(STAGES)}", file=sys.stderr)
         return 2
+    from flows.console import configure_console
+
+    configure_console()  # before Prefect: the stages' warnings reach the terminal, as the command's do
     from flows.common import load
 
     params = load(None)

@@ -92,7 +92,7 @@ def clean_process():
     import logging
     import os
 
-    from flows.app.cli import Console
+    from flows.console import Console
 
     env = dict(os.environ)
     yield

@@ -73,3 +73,18 @@ def test_every_stage_depends_on_every_module_it_runs():
         assert not missing, f"dvc.yaml stage {name} runs modules its deps miss: {missing}"
         checked += 1
     assert checked == 3
+
+
+def test_the_stages_say_metagan_warnings_on_the_console_as_the_command_does(monkeypatch, capsys):
+    """`dvc repro` trained on the bundled sample without the warning `metagan meta-train` prints (a
+    new user's walk, 2026-12-07): the stages set up the console as the command does."""
+    import logging
+
+    import flows.common
+    from flows import stages
+
+    monkeypatch.setattr(flows.common, "load", lambda path: None)
+    monkeypatch.setattr(stages, "production_stage",
+                        lambda params: logging.getLogger("metagan.lifecycle").warning("training on the bundled sample"))
+    assert stages.main("production") == 0
+    assert "warning: training on the bundled sample" in capsys.readouterr().err

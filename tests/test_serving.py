@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from flows.app.cli import Console, main
+from flows.app.cli import main
+from flows.console import Console
 from metagan import mlflow_sqlite, model_names, model_versions, serving, tracking
 from metagan.config import PROJECT_ROOT
 from metagan.errors import BadInput, Damaged, ExitCode, NotFound

@@ -15,7 +15,6 @@ MLflow or Prefect, and the other commands import what they run.
 
 from __future__ import annotations
 
-import logging
 import os
 import select
 import signal
@@ -23,6 +22,7 @@ import sys
 from pathlib import Path
 
 from flows.app.options import existing_dir
+from flows.console import configure_console
 from flows.app.parser import build_parser
 from metagan.addresses import is_s3
 from metagan.config import PROJECT_ENV, Params, check_scaleout_environment, load_params
@@ -37,27 +37,6 @@ NEEDS_REGISTRY = {"adapt", "promote", "rollback", "models", "generate", "doctor"
 MAY_CREATE_REGISTRY = {"meta-train", "pipeline", "demo"}
 
 
-class Console(logging.StreamHandler):
-    """The command's log output on stderr. Default: warnings of metagan's own loggers, one line
-    each (Prefect's records, tracebacks included, go to the Prefect API and UI, not here);
-    ``-v``: everything from INFO on, with tracebacks; ``-q``: errors only."""
-
-    def __init__(self, verbose: bool, quiet: bool):
-        super().__init__(sys.stderr)
-        self.verbose = verbose
-        self.setLevel(logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING)
-        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s" if verbose
-                                            else "%(levelname)s: %(message)s"))
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.verbose or record.levelno >= logging.CRITICAL or record.name.split(".")[0] in ("metagan", "flows")
-
-    def format(self, record: logging.LogRecord) -> str:
-        if self.verbose:
-            return super().format(record)
-        return f"{record.levelname.lower()}: {record.getMessage().splitlines()[0] if record.getMessage() else ''}"
-
-
 def _configure(args) -> None:
     """Before Prefect is imported: where the project is, and where logs go."""
     if args.project is not None:
@@ -66,23 +45,7 @@ def _configure(args) -> None:
         making = args.command == "init" and not os.path.lexists(args.project)
         project = Path(args.project).resolve() if making else existing_dir(args.project)
         os.environ[PROJECT_ENV] = str(project)
-    root = logging.getLogger()
-    for h in [h for h in root.handlers if isinstance(h, Console)]:  # main() called again (tests)
-        root.removeHandler(h)
-    # a handler on the root before Prefect sets up its logging keeps Prefect's console handler off
-    # the root: flow and task logs still reach the Prefect API (and UI) at INFO, not the terminal
-    root.addHandler(Console(args.verbose, args.quiet))
-    root.setLevel(logging.INFO if args.verbose else logging.WARNING)
-    logging.getLogger("metagan").setLevel(logging.INFO)  # reaches the Prefect UI inside a run
-    logging.getLogger("flows").setLevel(logging.INFO)
-    if not args.verbose:  # MLflow logs to its own handler ("Creating initial MLflow database tables...")
-        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    # MLflow's SQL store logs every SQLite failure with its traceback before raising it (a full
-    # disk, a read-only file, and a locked database on each retry), which the error's one line
-    # then says again: its log stays off the console unless -v (probe of 2026-12-06)
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.NOTSET if args.verbose else logging.CRITICAL)
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "metagan")
-    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")  # library logs outside a run
+    configure_console(args.verbose, args.quiet)
 
 
 def _check_arguments(args) -> None:
