@@ -96,7 +96,7 @@ def decode_image(fp: BinaryIO, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) 
                 raise ImageError(
                     name,
                     f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} "
-                    "(possible decompression bomb)",
+                    "(adapt.max_image_pixels; possible decompression bomb)",
                 )
             if w == 0 or h == 0:
                 raise ImageError(name, f"image has no pixels ({w}x{h})")
@@ -144,7 +144,8 @@ def _bomb_reason(e: Image.DecompressionBombError, max_pixels: int) -> str:
         pixels = int(found.group(1)) if found else pillow_limit + 1
         what = f"{pixels} pixels"
     limit = max_pixels if pixels > max_pixels else pillow_limit  # the product's, or Pillow's when set lower
-    return f"{what} exceeds the limit of {limit} (possible decompression bomb)"
+    setting = "adapt.max_image_pixels" if limit == max_pixels else "Pillow's Image.MAX_IMAGE_PIXELS"
+    return f"{what} exceeds the limit of {limit} ({setting}; possible decompression bomb)"
 
 
 def _to_gray_or_rgb(im: Image.Image, name: str) -> np.ndarray:

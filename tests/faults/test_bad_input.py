@@ -107,7 +107,7 @@ BAD_FILES = {
     "half.png": (truncated_png(), "truncated or corrupt"),
     "half.jpg": (truncated_jpeg(), "truncated or corrupt"),
     "bomb.png": (png_header_only(100_000, 100_000),
-                 "100000x100000 = 10000000000 pixels exceeds the limit of 200000 (possible decompression bomb)"),
+                 "100000x100000 = 10000000000 pixels exceeds the limit of 200000 (adapt.max_image_pixels; possible decompression bomb)"),
     "huge.png": (png_bytes(np.full((500, 500), 255, np.uint8)), "exceeds the limit of 200000"),
     "texture.png": (unsupported_dds(), "format variant Pillow cannot decode"),
 }
@@ -142,7 +142,7 @@ def test_a_bomb_over_pillows_own_limit_gets_the_products_message_not_pillows(tmp
         with pytest.raises(ImageError) as e:
             load_image(tmp_path / "bomb.png", 8, 1, max_pixels=max_pixels)
         assert e.value.reason == f"10000x{over} = {pixels} pixels exceeds the limit of {limit} " \
-                                 "(possible decompression bomb)", e.value.reason
+                                 "(adapt.max_image_pixels; possible decompression bomb)", e.value.reason
 
 
 def test_bad_files_beside_good_ones_are_rejected_with_reasons_and_the_rest_used(uploads, params, tmp_path):
