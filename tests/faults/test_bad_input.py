@@ -138,11 +138,12 @@ def test_a_bomb_over_pillows_own_limit_gets_the_products_message_not_pillows(tmp
     over = 2 * Image.MAX_IMAGE_PIXELS // 10_000 + 1
     (tmp_path / "bomb.png").write_bytes(png_header_only(10_000, over))
     pixels = 10_000 * over
-    for max_pixels, limit in ((40_000_000, 40_000_000), (10 * pixels, 2 * Image.MAX_IMAGE_PIXELS)):
+    for max_pixels, limit, setting in ((40_000_000, 40_000_000, "adapt.max_image_pixels"),
+                                       (10 * pixels, 2 * Image.MAX_IMAGE_PIXELS, "Pillow's Image.MAX_IMAGE_PIXELS")):
         with pytest.raises(ImageError) as e:
             load_image(tmp_path / "bomb.png", 8, 1, max_pixels=max_pixels)
         assert e.value.reason == f"10000x{over} = {pixels} pixels exceeds the limit of {limit} " \
-                                 "(adapt.max_image_pixels; possible decompression bomb)", e.value.reason
+                                 f"({setting}; possible decompression bomb)", e.value.reason
 
 
 def test_bad_files_beside_good_ones_are_rejected_with_reasons_and_the_rest_used(uploads, params, tmp_path):
