@@ -436,7 +436,7 @@ def test_ingest_names_the_uploads_it_left_out_of_a_customer_it_ingested(monkeypa
     from metagan.config import Params
     from metagan.customers import IngestResult
 
-    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / "mixed").mkdir(parents=True)
     rejected = [("notes.txt", "not an image"), ("big.png", "exceeds the limit")]
     data = Ingestion("d1", 3, {"mixed": IngestResult("mixed", True, 5, rejected), "clean": IngestResult("clean", True, 2)})
     monkeypatch.setattr(flows.ingest, "ingest", lambda *a, **k: data)
@@ -445,6 +445,15 @@ def test_ingest_names_the_uploads_it_left_out_of_a_customer_it_ingested(monkeypa
     assert rc == ExitCode.OK
     assert "  mixed: 5 shots (2 upload(s) left out: notes.txt: not an image; big.png: exceeds the limit)" in out
     assert "  clean: 2 shots\n" in out
+
+
+def test_ingest_of_a_folder_holding_no_customer_folder_says_so_as_adapt_does(tmp_path, capsys):
+    """`metagan ingest --customers DIR` over a folder of no customer folder exited 0 saying nothing
+    of customers (a new user's walk, 2026-12-07); adapt said so already: bad input, exit 3."""
+    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / "0.png").write_bytes(b"")
+    assert main(["ingest", "--customers", str(tmp_path / "up")]) == ExitCode.BAD_INPUT
+    assert "holds no customer folder" in capsys.readouterr().err
 
 
 def test_ingest_says_which_uploads_it_converted(monkeypatch, tmp_path, capsys):
@@ -462,7 +471,7 @@ def test_ingest_says_which_uploads_it_converted(monkeypatch, tmp_path, capsys):
     from metagan.upload_conversions import INVERTED, WHITENED
     from metagan.uploads import CustomerUploads
 
-    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / "phone").mkdir(parents=True)
     uploads = CustomerUploads("phone", np.zeros((3, 4, 4, 1), np.uint8), ["a.jpg", "b.jpg", "c.png"],
                               converted=[("a.jpg", WHITENED), ("b.jpg", WHITENED), ("c.png", INVERTED)])
     data = Ingestion("d1", 3, {"phone": IngestResult("phone", True, 3, uploads=uploads)})

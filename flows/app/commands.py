@@ -46,6 +46,8 @@ def cmd_ingest(args, params: Params) -> int:
     from metagan.uploads import rejection_summary, shown_name
 
     customers = existing_dir(args.customers)
+    if customers and not args.customer:
+        _some_customer_folders(customers)  # as adapt: a folder of none said nothing, exit 0 (a new user's walk)
     result = ingest(params, str(customers) if customers else None, args.source, folders=args.customer)
     print(f"data version {result.data_version} ({result.task_classes} task classes)")
     for cid, r in result.customers.items():  # as adapt does: the files left out of a customer served, and why
