@@ -16,7 +16,7 @@ from pathlib import Path
 
 from metagan.addresses import file_uri_path
 from metagan.errors import BadInput, Damaged, MetaganError, NotFound
-from metagan.model_names import CUSTOMER_ALIASES, PRODUCTION, customer_model_name
+from metagan.model_names import CANDIDATE, CUSTOMER_ALIASES, PRODUCTION, customer_model_name
 from metagan.model_versions import ONNX_SHA256_TAG, get_alias, get_version_or_none
 from metagan.store import absent, configure, retrying, tracking_uri
 
@@ -175,6 +175,20 @@ class ServedModel:
             | ({"alias": self.alias} if self.alias else {})
 
 
+def _no_production_hint(name: str, customer_id: str) -> str:
+    """What to do for a customer with no production model: its candidate, refused by the gate or
+    not promoted yet, can be previewed (a new user's walk of 2026-12-07 was told "run adapt and
+    promote first" after doing both, the gate having refused the model)."""
+    cand = load_onnx_version(name, CANDIDATE)
+    if cand is None:
+        return " (run adapt and promote first)"
+    preview = f"`metagan generate --customer {customer_id} --alias candidate` previews it"
+    if cand.tags.get("gate") == "refused":
+        why = cand.tags.get("gate_reason") or "refused"
+        return f" (its candidate, version {cand.version}, was refused by the gate: {why}; {preview})"
+    return f" (its candidate, version {cand.version}, is not promoted yet: `metagan promote`; {preview})"
+
+
 def served_model(customer_id: str, alias: str = PRODUCTION, version: str | int | None = None) -> ServedModel:
     """A customer's ONNX model for the batch job: the version ``alias`` names, or version ``version``
     (a preview before promotion: ``alias="candidate"`` or a number). The alias is read once and the
@@ -188,7 +202,7 @@ def served_model(customer_id: str, alias: str = PRODUCTION, version: str | int |
     if found is None:
         if version is not None:
             raise NotFound(f"customer {customer_id!r} has no model version {version}")
-        hint = " (run adapt and promote first)" if alias == PRODUCTION else ""
+        hint = _no_production_hint(name, customer_id) if alias == PRODUCTION else ""
         raise NotFound(f"customer {customer_id!r} has no {alias} model{hint}")
     try:
         verify_model_bytes(found.onnx, found.tags.get(ONNX_SHA256_TAG))

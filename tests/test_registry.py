@@ -268,6 +268,24 @@ def test_a_candidate_whose_model_file_is_damaged_is_not_promoted_and_the_others_
     assert str(model_versions.get_alias(name, "production").version) == v1
 
 
+def test_a_customer_without_production_is_told_of_its_refused_candidate_and_how_to_preview_it(onnx_model):
+    """`metagan generate` for a customer whose candidate the gate refused said "run adapt and promote
+    first" to a new user who had done both (2026-12-07): it names the candidate, the gate's reason and
+    the preview."""
+    from metagan import serving
+    from metagan.errors import NotFound
+
+    with pytest.raises(NotFound, match=r"has no production model \(run adapt and promote first\)"):
+        serving.served_model("acme")
+    v1 = register("acme", onnx_model, alias=model_names.CANDIDATE)
+    with pytest.raises(NotFound, match=f"its candidate, version {v1}, is not promoted yet: `metagan promote`"):
+        serving.served_model("acme")
+    assert not promotion.promote("acme", GateConfig(max_parity_diff=1e-9)).serving  # its parity 1e-6
+    with pytest.raises(NotFound, match=f"its candidate, version {v1}, was refused by the gate: .*; "
+                                       "`metagan generate --customer acme --alias candidate` previews it"):
+        serving.served_model("acme")
+
+
 class Killed(BaseException):
     """A SIGKILL as the registry sees it: the write it lands on and every later one never happen."""
 
