@@ -254,9 +254,14 @@ def _resumable(path: str | Path, params: Params, dataset: TaskDataset) -> dict |
     same = before == now
     if not same:  # it will be overwritten: say why
         changed = sorted(k for k in now if before.get(k) != now[k])
-        log.warning("not resuming %s: trained with other settings (%s); starting over", path, ", ".join(changed))
+        # said to someone who may never have trained here (`metagan demo` puts the shipped meta-model
+        # at this path): what is there, and what this run does with it
+        log.warning("the meta-model at %s (an earlier training's, or the shipped one the demo put there) was made "
+                    "with other settings (%s): this training starts from scratch and replaces it; "
+                    "meta.init_checkpoint starts from a meta-model instead", path, ", ".join(changed))
     if same and ckpt.get("dataset") not in (None, dataset_fingerprint(dataset)):
-        log.warning("not resuming %s: it was trained on other data", path)
+        log.warning("the meta-model at %s was trained on other data: this training starts from scratch and "
+                    "replaces it", path)
         same = False
     return ckpt if same else None
 
