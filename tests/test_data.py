@@ -126,7 +126,7 @@ def test_small_classes_excluded_and_errors(ds):
     small = ds.class_names.index("small/c0")
     sampler = EpisodeSampler(ds, np.arange(ds.num_classes), shots=3, queries=2)
     assert small not in sampler.class_ids and sampler.num_classes == ds.num_classes - 1
-    with pytest.raises(ValueError, match="at least shots\\+queries = 5"):
+    with pytest.raises(ValueError, match="at least meta.shots \\+ meta.queries = 5"):
         EpisodeSampler(ds, [small], shots=3, queries=2)
     with pytest.raises(ValueError, match="n_tasks"):
         sampler.sample(sampler.num_classes + 1)
