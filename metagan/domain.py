@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from metagan.torch_export_lock import TORCH_EXPORT
-from metagan.upload_conversions import BORDER, INVERTED, WHITENED, as_judged
+from metagan.upload_conversions import INVERTED, WHITENED, as_judged, border_pixels, grays
 
 log = logging.getLogger(__name__)
 
@@ -91,24 +91,19 @@ BLANK_RANGE = 24
 """An image whose lightest and darkest pixels differ by less than this has nothing drawn on it."""
 
 
-def _gray(image: np.ndarray) -> np.ndarray:
-    return image.astype(np.float64).mean(-1) if image.ndim == 3 else image.astype(np.float64)
-
-
 def is_blank(image: np.ndarray) -> bool:
     """Nothing is drawn on ``image`` (H, W[, C]) uint8: one even shade, whatever its distance. A
     plain page sits close to the drawings' features (their background is most of every drawing),
     so the distance alone let white and black pages through (found by a probe, 2026-12-06)."""
-    gray = _gray(image)
+    gray = grays(image[None])[0]
     return float(gray.max() - gray.min()) < BLANK_RANGE
 
 
 def describe(image: np.ndarray) -> str:
     """What an out-of-domain upload looks like, from its pixels (an inverted drawing after
     inversion; a whitened one before whitening), in words a customer can act on."""
-    gray = _gray(image)
-    background = float(np.median(np.concatenate([gray[:BORDER].ravel(), gray[-BORDER:].ravel(),
-                                                 gray[:, :BORDER].ravel(), gray[:, -BORDER:].ravel()])))
+    gray = grays(image[None])[0]
+    background = float(np.median(border_pixels(gray[None])))
     plain = float((np.abs(gray - background) < 32).mean())
     if is_blank(image):
         return "it is blank: nothing is drawn on it"

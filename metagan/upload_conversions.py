@@ -14,14 +14,15 @@ DARK = 128
 """A background whose median is below this is dark: the drawing is inverted."""
 
 
-def _border(gray: np.ndarray) -> np.ndarray:
-    """(N, H, W) -> (N, pixels of the ``BORDER``-wide edge)."""
+def border_pixels(gray: np.ndarray) -> np.ndarray:
+    """(N, H, W) -> (N, pixels of the ``BORDER``-wide edge): where an upload's background is read."""
     n = len(gray)
     return np.concatenate([gray[:, :BORDER].reshape(n, -1), gray[:, -BORDER:].reshape(n, -1),
                            gray[:, :, :BORDER].reshape(n, -1), gray[:, :, -BORDER:].reshape(n, -1)], 1)
 
 
-def _grays(images: np.ndarray) -> np.ndarray:
+def grays(images: np.ndarray) -> np.ndarray:
+    """(N, H, W[, C]) -> (N, H, W) float: the channels' mean."""
     return images.astype(np.float64).mean(-1) if images.ndim == 4 else images.astype(np.float64)
 
 
@@ -30,8 +31,8 @@ def dark_background(images: np.ndarray) -> np.ndarray:
     the border is dark, unless the image is a drawing photographed in dim light (dark ink on dim
     paper: what differs from the border is mostly darker, and it looks drawn, :func:`whitened`),
     which is whitened instead."""
-    gray = _grays(images)
-    background = np.median(_border(gray), 1)
+    gray = grays(images)
+    background = np.median(border_pixels(gray), 1)
     dark = background < DARK
     if dark.any():
         lighter = ((gray - background[:, None, None]) > STROKE_CONTRAST).sum((1, 2))
@@ -70,8 +71,8 @@ def whitened(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     white paper and that look drawn are changed: a plain page of little grain with ink apart from it (:data:`GRAIN_AT_MOST`,
     :data:`PLAIN_AT_LEAST`, :data:`INK_AT_MOST`); the others are judged as they came.
     (N, H, W, C) uint8 -> (images, whitened mask)."""
-    gray = _grays(images)
-    todo = np.median(_border(gray), 1) < PAPER
+    gray = grays(images)
+    todo = np.median(border_pixels(gray), 1) < PAPER
     out = images.copy()
     if not todo.any():
         return out, todo
@@ -81,7 +82,7 @@ def whitened(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     paper = _windowed(paper, torch.nn.functional.avg_pool2d, radius).clamp_min(1.0)
     ratio = (x / paper).flatten(1)
     ink = torch.quantile(ratio, 0.01, dim=1, keepdim=True)
-    ring = torch.from_numpy(_border(ratio.view(-1, *x.shape[-2:]).numpy()))
+    ring = torch.from_numpy(border_pixels(ratio.view(-1, *x.shape[-2:]).numpy()))
     level = ring.median(1, keepdim=True).values
     grain = 1.4826 * (ring - level).abs().median(1, keepdim=True).values
     on_paper = ratio >= level - (4 * grain).clamp_min(0.02)  # a page without grain (drawn digitally on grey) too
