@@ -55,6 +55,20 @@ def test_bad_files_are_rejected_with_reasons_and_the_rest_used(tmp_path):
     assert up.images.shape == (2, 32, 32, 1)
 
 
+def test_an_upload_too_small_to_hold_strokes_is_refused_as_too_small_not_as_a_photograph(tmp_path):
+    """An 8x8 upload blown up to 64 px was refused as "a photograph, texture or gradient" (or, for
+    half the drawings shrunk that far, served as a blur): now refused for its size, by name."""
+    c = tmp_path / "acme"
+    c.mkdir()
+    png(c / "scan.png", 0, size=40)
+    Image.new("L", (8, 8), 255).save(c / "thumb.png")
+    Image.new("L", (16, 3), 255).save(c / "strip.png")  # the longer side counts: 16 is enough at 64
+    up = load_customer_uploads(c, 64, 1)
+    assert up.files == ["scan.png", "strip.png"]
+    assert dict(up.rejected)["thumb.png"] == ("8x8 pixels: too small to hold a drawing's strokes; upload it at "
+                                              "least 16 pixels across (a scan is about 100)")
+
+
 def test_too_few_and_too_many_shots(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

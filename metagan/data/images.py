@@ -47,9 +47,10 @@ class ImageError(ValueError):
 
 
 def load_image(
-    path: str | Path, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS
+    path: str | Path, size: int, channels: int, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 1
 ) -> np.ndarray:
-    """Read an image file and return it as uint8 (size, size, channels), white background."""
+    """Read an image file and return it as uint8 (size, size, channels), white background.
+    ``min_side``: refuse an image whose longer side is shorter (see :func:`decode_image`)."""
     path = Path(path)
     name = str(path)
     if not path.exists():
@@ -59,7 +60,7 @@ def load_image(
     if path.stat().st_size == 0:
         raise ImageError(name, "empty file (0 bytes)")
     with open(path, "rb") as f:
-        raw = decode_image(f, name, max_pixels)
+        raw = decode_image(f, name, max_pixels, min_side)
     return preprocess_array(raw, size, channels)
 
 
@@ -73,11 +74,12 @@ def load_image_bytes(
     return preprocess_array(raw, size, channels)
 
 
-def decode_image(fp: BinaryIO, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_image(fp: BinaryIO, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 1) -> np.ndarray:
     """Decode the first frame of an encoded image to uint8 (H, W) grayscale or (H, W, 3) RGB.
 
     Applies EXIF orientation, scales 16/32-bit and float images to 8 bits and composites alpha
     onto white. The output keeps the native resolution; :func:`preprocess_array` does the rest.
+    An image whose longer side is under ``min_side`` pixels is refused as too small.
     """
     if max_pixels <= 0:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
@@ -100,6 +102,9 @@ def decode_image(fp: BinaryIO, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) 
                 )
             if w == 0 or h == 0:
                 raise ImageError(name, f"image has no pixels ({w}x{h})")
+            if max(w, h) < min_side:
+                raise ImageError(name, f"{w}x{h} pixels: too small to hold a drawing's strokes; upload it at "
+                                       f"least {min_side} pixels across (a scan is about 100)")
             im.seek(0)  # animated GIF/APNG/WebP: the first frame is the image
             im.load()  # decode now, so truncation surfaces here rather than later
             im = ImageOps.exif_transpose(im)
