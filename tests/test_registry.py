@@ -284,6 +284,14 @@ def test_a_customer_without_production_is_told_of_its_refused_candidate_and_how_
     with pytest.raises(NotFound, match=f"its candidate, version {v1}, was refused by the gate: .*; "
                                        "`metagan generate --customer acme --alias candidate` previews it"):
         serving.served_model("acme")
+    # and `metagan models` lists it with the gate's reason (it was only a tag on the version)
+    from flows.app.registry_commands import models_table
+
+    [row] = [r for r in listings.model_rows() if r.customer_id == "acme"]
+    assert row.refused == (v1, model_versions.get_version(model_names.customer_model_name("acme"), v1).tags["gate_reason"])
+    table = models_table(listings.model_rows())
+    assert f"refused by the gate (candidates not served; preview one with `metagan generate --customer ID --alias " \
+           f"candidate`):\n  acme v{v1}: " in table and "parity" in table.split("refused by the gate")[1]
 
 
 class Killed(BaseException):

@@ -39,7 +39,9 @@ def cmd_models(args, params: Params) -> int:
     if args.json:
         print(json.dumps([{"model": r.name, "kind": r.kind, "customer_id": r.customer_id, "versions": r.versions,
                            "aliases": r.aliases, "metrics_of": {"version": r.metrics_of, "from": r.metrics_from},
-                           "metrics": r.metrics, "held_back": r.held_back} for r in rows], indent=2))
+                           "metrics": r.metrics, "held_back": r.held_back,
+                           "refused": {"version": r.refused[0], "reason": r.refused[1]} if r.refused else None}
+                          for r in rows], indent=2))
     else:
         print(models_table(rows))
     return ExitCode.OK
@@ -119,6 +121,12 @@ def models_table(rows, width: int = 100) -> str:
         held = [f"{r.customer_id} v{', v'.join(r.held_back)}" for r in customers if r.held_back]
         if held:
             lines.append(f"held back (rolled back; promoted again only by another rollback): {'; '.join(held)}")
+        refused = [r for r in customers if r.refused]
+        if refused:
+            # the reason adapt printed once: without it here a refused customer's only trace was a tag
+            lines.append("refused by the gate (candidates not served; preview one with "
+                         "`metagan generate --customer ID --alias candidate`):")
+            lines += [f"  {r.customer_id} v{r.refused[0]}: {r.refused[1]}" for r in refused]
     else:
         lines.append("no customer models yet (metagan adapt registers them)")
     for r in rows:

@@ -47,6 +47,8 @@ class ModelRow:
     metrics: dict[str, float]
     held_back: list[str] = field(default_factory=list)
     """The candidate, when it was rolled back out of production and promotion holds it back."""
+    refused: tuple[str, str] | None = None
+    """(version, the gate's reason) of a candidate the gate refused, which production does not serve."""
 
     @property
     def customer_id(self) -> str | None:
@@ -80,7 +82,10 @@ def model_rows() -> list[ModelRow]:
         candidate = mine.get(aliases.get(CANDIDATE, ""))  # the one version promotion would look at
         held = [candidate.version] if candidate is not None and candidate.tags.get(ROLLED_BACK_TAG) == "true" \
             and aliases.get(PRODUCTION) != aliases.get(CANDIDATE) else []
+        refused = (str(candidate.version), candidate.tags.get("gate_reason") or "refused") \
+            if candidate is not None and candidate.tags.get("gate") == "refused" \
+            and aliases.get(PRODUCTION) != aliases.get(CANDIDATE) else None
         rows.append(ModelRow(m.name, kind, len(mine), aliases, shown, source if shown else "", metrics,
-                             [str(v) for v in held]))
+                             [str(v) for v in held], refused))
     order = {"customer": 0, "meta": 1, "evaluator": 2}
     return sorted(rows, key=lambda r: (order.get(r.kind, 3), r.name))
