@@ -91,12 +91,31 @@ BLANK_RANGE = 24
 """An image whose lightest and darkest pixels differ by less than this has nothing drawn on it."""
 
 
-def is_blank(image: np.ndarray) -> bool:
-    """Nothing is drawn on ``image`` (H, W[, C]) uint8: one even shade, whatever its distance. A
-    plain page sits close to the drawings' features (their background is most of every drawing),
-    so the distance alone let white and black pages through (found by a probe, 2026-12-06)."""
+SPECK_PIXELS = 5
+"""At 64 px, an image with fewer pixels of ink than this is a blank page with a speck (of dust, a
+dot): the Omniglot drawings least inked have 9 (of 19,280, shrunk to 64 px); scaled with the area."""
+
+
+def ink_pixels(image: np.ndarray) -> int:
+    """How many pixels of ``image`` (H, W[, C]) uint8 are ink: farther from its background (the
+    border's median) than half the farthest one is, and than :data:`BLANK_RANGE`; so faint pencil
+    counts as ink, and a dust speck's faint rim does not."""
     gray = grays(image[None])[0]
-    return float(gray.max() - gray.min()) < BLANK_RANGE
+    away = np.abs(gray - float(np.median(border_pixels(gray[None]))))
+    return int((away > max(BLANK_RANGE, 0.5 * float(away.max()))).sum())
+
+
+def speck_limit(image: np.ndarray) -> int:
+    return max(2, round(SPECK_PIXELS * image.shape[0] * image.shape[1] / 64 ** 2))
+
+
+def is_blank(image: np.ndarray) -> bool:
+    """Nothing is drawn on ``image`` (H, W[, C]) uint8: one even shade, or but a speck, whatever its
+    distance. A plain page sits close to the drawings' features (their background is most of every
+    drawing), so the distance alone let white and black pages through (found by a probe, 2026-12-06),
+    and a page with a speck of dust on it was a customer's drawing (2026-12-07)."""
+    gray = grays(image[None])[0]
+    return float(gray.max() - gray.min()) < BLANK_RANGE or ink_pixels(image) < speck_limit(image)
 
 
 def describe(image: np.ndarray) -> str:
@@ -106,7 +125,9 @@ def describe(image: np.ndarray) -> str:
     background = float(np.median(border_pixels(gray[None])))
     plain = float((np.abs(gray - background) < 32).mean())
     if is_blank(image):
-        return "it is blank: nothing is drawn on it"
+        specks = ink_pixels(image) if float(gray.max() - gray.min()) >= BLANK_RANGE else 0
+        return f"it is blank but for a speck ({specks} pixel{'s' * (specks > 1)} at {image.shape[0]} px): nothing " \
+               "is drawn on it" if specks else "it is blank: nothing is drawn on it"
     if background < 240 and plain >= 0.6 and float((gray < background - 64).mean()) >= 0.02:
         return ("its background is grey or coloured, not white (a photographed drawing?): scan it, or raise the "
                 "contrast until the paper is white")

@@ -114,8 +114,23 @@ def _case_twin(name: str, others: Iterable[str]) -> str | None:
     return min((o for o in others if o != name and o.casefold() == folded and CUSTOMER_ID.fullmatch(o)), default=None)
 
 
+SYSTEM_ENTRIES = frozenset(n.casefold() for n in (
+    "__MACOSX", "lost+found", "@eaDir", "System Volume Information", "$RECYCLE.BIN", "RECYCLER", "#recycle",
+    "#snapshot", "Thumbs.db", "ehthumbs.db", "desktop.ini"))
+"""What operating systems, archivers and NAS boxes leave in folders (a macOS zip's ``__MACOSX``, a
+volume's ``lost+found``, Synology's ``@eaDir``, Windows' thumbnails and ``desktop.ini``): never a
+customer's folder nor a customer's upload. Seen as customer folders with unsafe ids, they made every
+run "partial" (exit 1) and the hour ingest them again each hour (a probe of 2026-12-07)."""
+
+
+def ignored_entry(name: str) -> bool:
+    """Whether an entry of the uploads folder or of a customer's folder is passed over unseen:
+    hidden (a leading dot: ``.DS_Store``, ``._a.png``) or :data:`SYSTEM_ENTRIES`' (any case)."""
+    return name.startswith(".") or name.casefold() in SYSTEM_ENTRIES
+
+
 def discover_customers(root: str | Path) -> list[Path]:
-    """Customer folders under ``root`` (hidden entries ignored), sorted by id."""
+    """Customer folders under ``root`` (hidden and system entries ignored), sorted by id."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"customers folder {root} does not exist")
@@ -125,9 +140,10 @@ def discover_customers(root: str | Path) -> list[Path]:
 def upload_entries(root: str | Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     """One look at ``root``: its customer folders, and the entries that stand where customer folders
     would but are none (a file, a link to nothing), with :func:`folder_problem`'s why; hidden entries
-    ignored, each list sorted. A folder costs one ``stat``, as it did before the others were said."""
+    and system entries (:func:`ignored_entry`) ignored, each list sorted. A folder costs one ``stat``, as it
+    did before the others were said."""
     folders, others = [], []
-    for p in sorted(p for p in Path(root).iterdir() if not p.name.startswith(".")):
+    for p in sorted(p for p in Path(root).iterdir() if not ignored_entry(p.name)):
         why = folder_problem(p)
         if why is None:
             folders.append(p)
@@ -185,7 +201,7 @@ def folder_signature(folder: str | Path) -> str:
     h = hashlib.sha256()
     try:
         with os.scandir(folder) as entries:
-            found = sorted((e.name, e.stat(follow_symlinks=False)) for e in entries if not e.name.startswith("."))
+            found = sorted((e.name, e.stat(follow_symlinks=False)) for e in entries if not ignored_entry(e.name))
     except OSError as e:  # gone or unreadable: a signature no ingestion recorded, so it is looked at
         return f"unreadable:{e.errno}"
     for name, st in found:  # a name that is not UTF-8 (its bytes kept as surrogates) hashes as its bytes
@@ -209,8 +225,8 @@ def load_customer_uploads(
     if folder.is_symlink():
         # a link could make one customer's model out of another customer's (or any) files
         raise UploadError(customer, "the customer folder is a symbolic link; upload the files themselves")
-    files = sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
-    images, used, rejected, seen, converted = [], [], [], {}, []
+    files = sorted(p for p in folder.iterdir() if not ignored_entry(p.name)) if folder.is_dir() else []
+    images, used, rejected, converted = [], [], [], []
     pending: list[tuple[str, np.ndarray]] = []  # decoded, not yet judged by the screen
 
     def judge() -> None:
@@ -222,7 +238,14 @@ def load_customer_uploads(
             if verdict is not None and not verdict.ok:
                 rejected.append((name, verdict.refusal))
                 continue
-            images.append(img if verdict is None else verdict.image)
+            kept = img if verdict is None else verdict.image
+            # judged as kept, after any conversion: a drawing and its inverted copy are one drawing, and
+            # blank pages are refused as blank, not as duplicates of the first (a probe of 2026-12-07)
+            twin = next((used[j] for j, other in enumerate(images) if _same_drawing(kept, other)), None)
+            if twin is not None:
+                rejected.append((name, f"duplicate of {twin}"))
+                continue
+            images.append(kept)
             used.append(name)
             if verdict is not None and verdict.converted:
                 converted.append((name, verdict.converted))
@@ -252,11 +275,6 @@ def load_customer_uploads(
         except OSError as e:  # the file system's fault, not the file's: this file is skipped, not the customer
             rejected.append((path.name, f"cannot be read ({e.strerror or e})"))
             continue
-        digest = hashlib.sha256(img.tobytes()).hexdigest()
-        if digest in seen:
-            rejected.append((path.name, f"duplicate of {seen[digest]}"))
-            continue
-        seen[digest] = path.name
         pending.append((path.name, img))
         # past max_shots the screen judges what is decoded before decoding on, and decoding stops once
         # the usable ones are too many: 20 drawings and a photo were "more than 20 usable images"
@@ -268,6 +286,12 @@ def load_customer_uploads(
         raise UploadError(customer, f"{len(images)} usable image(s), at least {min_shots} needed"
                           + (f" (rejected: {detail})" if detail else ""), rejected)
     return CustomerUploads(customer, np.stack(images), used, rejected, converted)
+
+
+def _same_drawing(a: np.ndarray, b: np.ndarray) -> bool:
+    """Pixel for pixel the same at the served size, but for the resampling's rounding (a drawing and
+    its inverted copy, both converted, differ by one grey level here and there)."""
+    return bool(np.abs(a.astype(np.int16) - b.astype(np.int16)).max() <= 2)
 
 
 def min_upload_side(size: int) -> int:

@@ -69,6 +69,28 @@ def test_an_upload_too_small_to_hold_strokes_is_refused_as_too_small_not_as_a_ph
                                               "least 16 pixels across (a scan is about 100)")
 
 
+def test_what_systems_leave_in_folders_is_passed_over_as_hidden_files_are(tmp_path):
+    """A macOS zip's __MACOSX, a volume's lost+found, a NAS's @eaDir were customers with unsafe ids on
+    every run (exit 1, and the hour ingested them again each hour); Thumbs.db and desktop.ini were
+    uploads "left out" on every line (a probe of 2026-12-07). They are passed over unseen."""
+    from metagan.uploads import folder_signature, upload_entries
+
+    root = tmp_path / "uploads"
+    for junk in ("__MACOSX", "lost+found", "@eaDir", "System Volume Information", "$RECYCLE.BIN"):
+        (root / junk).mkdir(parents=True)
+    (root / "Thumbs.db").write_bytes(b"\0" * 10)
+    c = root / "acme"
+    (c / "__MACOSX").mkdir(parents=True)
+    png(c / "a.png")
+    before = folder_signature(c)
+    for junk in ("Thumbs.db", "desktop.ini", "DESKTOP.INI"):
+        (c / junk).write_bytes(b"junk")
+    assert upload_entries(root) == ([c], [])
+    up = load_customer_uploads(c, 32, 1)
+    assert (up.files, up.rejected) == (["a.png"], [])
+    assert folder_signature(c) == before  # the hour sees no change when Windows writes its thumbnails
+
+
 def test_too_few_and_too_many_shots(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()

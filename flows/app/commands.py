@@ -137,11 +137,11 @@ def cmd_adapt(args, params: Params) -> int:
 def _some_customer_folders(customers: Path) -> None:
     """``--customers DIR`` holds customer folders: adapt over none did nothing and said nothing
     (exit 0), as when a user names one customer's folder instead of their parent."""
-    from metagan.uploads import discover_customers
+    from metagan.uploads import discover_customers, ignored_entry
 
     if discover_customers(customers):
         return
-    files = [p for p in customers.iterdir() if p.is_file() and not p.name.startswith(".")]
+    files = [p for p in customers.iterdir() if p.is_file() and not ignored_entry(p.name)]
     raise BadInput(f"{customers} holds no customer folder (one sub-folder of images per customer, named by its id)"
                    + (f"; it holds {len(files)} file(s): if it is one customer's folder, give its parent folder "
                       f"{customers.parent}" if files else ""))
