@@ -547,6 +547,41 @@ def test_broken_files_raise_image_error(tmp_path, content, reason):
         load_image(path, 8, 1)
 
 
+def test_formats_not_read_here_are_named_and_a_floats_missing_pixels_are_paper(tmp_path):
+    """A probe's iPhone HEIC, SVG and PDF were "not an image format Pillow can read", a WMF "truncated
+    or corrupt", a PNG with a large XMP packet too, and a float TIFF with one NaN pixel went black
+    and was called blank (2026-12-07): the formats are named, with what to do; NaN is the paper."""
+    import struct
+
+    from PIL import PngImagePlugin
+
+    header = struct.pack("<IHhhhhHI", 0x9AC6CDD7, 0, 0, 0, 100, 100, 1440, 0)  # a placeable WMF's header
+    checksum = 0
+    for i in range(0, 20, 2):
+        checksum ^= struct.unpack("<H", header[i : i + 2])[0]
+    uploads = {"a.heic": b"\0\0\0\x18ftypheic\0\0\0\0mif1heic" + bytes(100), "a.pdf": b"%PDF-1.4\n%",
+               "a.svg": b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"></svg>',
+               "a.wmf": header + struct.pack("<H", checksum) + b"\x01\x00\x09\x00\x00\x03" + bytes(40)}
+    said = {"a.heic": "a HEIC/HEIF photo (an iPhone's default format)", "a.pdf": "a PDF document, not an image",
+            "a.svg": "an SVG drawing (a vector format, not pixels)", "a.wmf": "a Windows metafile (WMF"}
+    for name, data in uploads.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ImageError) as e:
+            load_image(tmp_path / name, 8, 1)
+        assert e.value.reason.startswith(said[name]) and "export the drawing as PNG or JPEG" in e.value.reason
+    drawing = Image.new("L", (32, 32), 255)
+    drawing.paste(0, (10, 4, 14, 28))
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("XML:com.adobe.xmp", "y" * 2_000_000, zip=True)
+    drawing.save(tmp_path / "xmp.png", pnginfo=info)
+    with pytest.raises(ImageError, match="its metadata .* save the image again without metadata"):
+        load_image(tmp_path / "xmp.png", 8, 1)
+    floats = np.ones((32, 32), np.float32)
+    floats[4:28, 10:14], floats[0, 0] = 0.0, np.nan
+    Image.fromarray(floats, "F").save(tmp_path / "f.tif")
+    assert np.array_equal(load_image(tmp_path / "f.tif", 32, 1), np.asarray(drawing)[..., None])
+
+
 def test_decompression_bomb_is_refused_without_global_change(tmp_path):
     limit = Image.MAX_IMAGE_PIXELS
     Image.new("L", (100, 100), 255).save(tmp_path / "big.png")

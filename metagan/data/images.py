@@ -105,6 +105,9 @@ def decode_image(fp: BinaryIO, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, 
             if max(w, h) < min_side:
                 raise ImageError(name, f"{w}x{h} pixels: too small to hold a drawing's strokes; upload it at "
                                        f"least {min_side} pixels across (a scan is about 100)")
+            if im.format in ("WMF", "EMF"):  # Pillow identifies them but draws them only on Windows
+                raise ImageError(name, f"a Windows metafile ({im.format}: a vector format, not pixels): export the "
+                                       "drawing as PNG or JPEG")
             im.seek(0)  # animated GIF/APNG/WebP: the first frame is the image
             im.load()  # decode now, so truncation surfaces here rather than later
             im = ImageOps.exif_transpose(im)
@@ -116,18 +119,43 @@ def decode_image(fp: BinaryIO, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, 
         # the check above: its words ("could be decompression bomb DOS attack") were a second message
         raise ImageError(name, _bomb_reason(e, max_pixels)) from None
     except UnidentifiedImageError:
-        raise ImageError(name, "not an image format Pillow can read") from None
+        raise ImageError(name, _unread_format(fp)) from None
     except NotImplementedError as e:
         # a variant of a format Pillow knows but does not decode (a DDS texture's pixel format):
         # it escaped every customer's ingestion as an internal error (probe of 2026-12-06)
         raise ImageError(name, f"an image format variant Pillow cannot decode ({e})") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
+    except ValueError as e:
+        if "MAX_TEXT_CHUNK" not in str(e):
+            raise ImageError(name, f"truncated or corrupt image data (ValueError: {e})") from None
+        # an editor's history or XMP packet over Pillow's bound on text chunks (a bomb guard): the pixels are fine
+        raise ImageError(name, "its metadata (a PNG text chunk: an editor's history, XMP) is larger than is read "
+                               "here: save the image again without metadata") from None
+    except (OSError, SyntaxError, EOFError) as e:
         # Truncated or corrupt data: Pillow raises OSError ("image file is truncated"),
         # SyntaxError (broken PNG chunks) or ValueError depending on the decoder.
         raise ImageError(name, f"truncated or corrupt image data ({type(e).__name__}: {e})") from None
     except Exception as e:  # noqa: BLE001 (untrusted bytes: a decoder may raise anything, IndexError, struct.error...)
         # a failure no one listed above is still this file's, never every customer's
         raise ImageError(name, f"the image decoder failed on it ({type(e).__name__}: {e})") from None
+
+
+def _unread_format(fp: BinaryIO) -> str:
+    """Why an upload Pillow does not recognise is refused, naming the common formats of drawings and
+    photos it cannot read (an iPhone's HEIC, SVG, PDF) from their first bytes."""
+    try:
+        fp.seek(0)
+        head = fp.read(1024)
+    except (OSError, ValueError):
+        head = b""
+    export = "export the drawing as PNG or JPEG"
+    if head[4:8] == b"ftyp" and head[8:12] in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1"):
+        return f"a HEIC/HEIF photo (an iPhone's default format), which is not read here: {export} (on an iPhone: " \
+               "Settings > Camera > Formats > Most Compatible)"
+    if head.startswith(b"%PDF"):
+        return f"a PDF document, not an image: {export}"
+    if b"<svg" in head.lower():
+        return f"an SVG drawing (a vector format, not pixels): {export}"
+    return "not an image format Pillow can read"
 
 
 def _bomb_reason(e: Image.DecompressionBombError, max_pixels: int) -> str:
@@ -179,6 +207,12 @@ def _to_gray_or_rgb(im: Image.Image, name: str) -> np.ndarray:
 def _high_depth_to_uint8(a: np.ndarray, mode: str) -> np.ndarray:
     """Scale 16-bit, 32-bit integer and float grayscale to 0..255."""
     a = a.astype(np.float64)
+    if not np.isfinite(a).all():
+        # a float TIFF's missing pixels (NaN) made the whole image NaN-scaled, black, then "blank"
+        # (a probe of 2026-12-07): they are taken as its lightest pixel, the paper
+        finite = a[np.isfinite(a)]
+        a = np.nan_to_num(a, nan=finite.max() if finite.size else 255.0,
+                          posinf=finite.max() if finite.size else 255.0, neginf=finite.min() if finite.size else 0.0)
     if mode.startswith("I;16"):
         a = a / 257.0  # 65535 -> 255 exactly
     elif mode == "I":
