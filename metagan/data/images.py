@@ -194,7 +194,11 @@ def _to_gray_or_rgb(im: Image.Image, name: str) -> np.ndarray:
         # P may carry a transparent palette index; converting to RGBA turns it into alpha.
         grayscale = mode in ("LA", "La")
         rgba = im.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (WHITE, WHITE, WHITE, 255))
+        # light strokes on transparency (a drawing for a dark theme) vanish on white: they go on black,
+        # as a drawing in light strokes on a dark background, which ingestion inverts; three such
+        # drawings were "blank" and "duplicate of" each other (a probe of 2026-12-07)
+        paper = 0 if _light_ink_on_transparency(np.asarray(rgba)) else WHITE
+        background = Image.new("RGBA", rgba.size, (paper, paper, paper, 255))
         rgb = Image.alpha_composite(background, rgba).convert("RGB")
         return np.asarray(rgb.convert("L") if grayscale else rgb, dtype=np.uint8).copy()
     try:
@@ -202,6 +206,15 @@ def _to_gray_or_rgb(im: Image.Image, name: str) -> np.ndarray:
         return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except (ValueError, OSError) as e:
         raise ImageError(name, f"unsupported colour mode {mode!r} ({e})") from None
+
+
+def _light_ink_on_transparency(rgba: np.ndarray) -> bool:
+    """(H, W, 4) uint8: partly transparent, and what is drawn (its opaque pixels, by their alpha) light."""
+    alpha = rgba[..., 3].astype(np.float64) / 255.0
+    if alpha.min() > 0.5 or alpha.sum() == 0:
+        return False
+    luma = rgba[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    return float((luma * alpha).sum() / alpha.sum()) > 200
 
 
 def _high_depth_to_uint8(a: np.ndarray, mode: str) -> np.ndarray:

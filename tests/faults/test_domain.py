@@ -276,3 +276,24 @@ def test_an_inverted_copy_is_a_duplicate_and_blank_pages_are_blank_not_duplicate
     assert result.ok and result.uploads.files == ["a.png", "b.png"]
     assert reasons["copy-dark.png"] == "duplicate of a.png"
     assert all(reasons[f"blank{i}.png"].startswith("it is blank") for i in range(3))
+
+
+def test_light_strokes_on_transparency_are_the_drawing_not_a_blank_page(tmp_path, params):
+    """White strokes on a transparent background (a drawing for a dark theme) vanished on the white
+    they were composited onto: three drawings were "blank" and "duplicate of" each other (a probe of
+    2026-12-07). They go on black and are inverted, the same shots as the drawings in black on white;
+    black strokes on transparency stay on white."""
+    drawings = sample_drawings(3)
+    for i, d in enumerate(drawings):
+        for colour, folder in ((255, "light"), (0, "dark"), (None, "plain")):
+            if colour is None:
+                save(tmp_path / "up" / folder, f"{i}.png", d)
+                continue
+            rgba = np.zeros(d.shape + (4,), np.uint8)
+            rgba[..., :3], rgba[..., 3] = colour, 255 - d
+            save(tmp_path / "up" / folder, f"{i}.png", Image.fromarray(rgba, "RGBA"))
+    light, dark, plain = (ingest_one.fn(tmp_path / "up" / f, params) for f in ("light", "dark", "plain"))
+    assert light.ok and dark.ok and light.rejected == dark.rejected == []
+    assert np.array_equal(light.uploads.images, plain.uploads.images)
+    assert np.array_equal(dark.uploads.images, plain.uploads.images)
+    assert [f for f, _ in light.uploads.converted] == ["0.png", "1.png", "2.png"] and not dark.uploads.converted
