@@ -44,9 +44,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from metagan.config import load_params  # noqa: E402
-from metagan.data import load_image_bytes  # noqa: E402
+from metagan.data import decode_image, preprocess_array  # noqa: E402
 from metagan.domain import DomainScreen, calibrate_domain  # noqa: E402
-from metagan.upload_conversions import as_judged  # noqa: E402
+from metagan.upload_conversions import as_judged, cropped_to_drawing  # noqa: E402
 from metagan.evaluator import load_evaluator, save_evaluator  # noqa: E402
 from metagan.task_data import prepare_task_dataset  # noqa: E402
 
@@ -141,14 +141,16 @@ HELD_OUT_KINDS = {"radial_gradient": radial_gradient, "natural_photo": natural, 
 
 def junk(kind: str, n: int, seed: int) -> np.ndarray:
     """``n`` images of ``kind``, encoded as files (PNG; the natural photos JPEG) of 64-256 px and
-    decoded by the upload pipeline (metagan.data.load_image_bytes), as ingestion decodes uploads."""
+    decoded, cropped where a small drawing sits on a large page, and brought to the served size as
+    ingestion does (metagan.uploads.load_customer_uploads)."""
     make = (CALIBRATION_KINDS | HELD_OUT_KINDS)[kind]
     rng = np.random.default_rng([seed, sorted(CALIBRATION_KINDS | HELD_OUT_KINDS).index(kind)])
     out = []
     for i in range(n):
         buf = io.BytesIO()
         make(rng, int(rng.integers(64, 257))).save(buf, format="JPEG" if kind == "natural_photo" else "PNG")
-        out.append(load_image_bytes(buf.getvalue(), f"{kind}-{i}", SIZE, 1))
+        raw = decode_image(io.BytesIO(buf.getvalue()), f"{kind}-{i}")
+        out.append(preprocess_array(cropped_to_drawing(raw, SIZE)[0], SIZE, 1))
     return np.stack(out)
 
 

@@ -100,9 +100,19 @@ def ink_pixels(image: np.ndarray) -> int:
     """How many pixels of ``image`` (H, W[, C]) uint8 are ink: farther from its background (the
     border's median) than half the farthest one is, and than :data:`BLANK_RANGE`; so faint pencil
     counts as ink, and a dust speck's faint rim does not."""
+    return int((_away(image) > max(BLANK_RANGE, 0.5 * float(_away(image).max()))).sum())
+
+
+def _away(image: np.ndarray) -> np.ndarray:
     gray = grays(image[None])[0]
-    away = np.abs(gray - float(np.median(border_pixels(gray[None]))))
-    return int((away > max(BLANK_RANGE, 0.5 * float(away.max()))).sum())
+    return np.abs(gray - float(np.median(border_pixels(gray[None]))))
+
+
+def is_speck(image: np.ndarray) -> bool:
+    """A plain page but for a speck: few pixels of ink, and few marked at all (a speck's rim). A
+    gradient or noise has few pixels at its extreme too, but many marked: it is no plain page."""
+    limit = speck_limit(image)
+    return ink_pixels(image) < limit and int((_away(image) > BLANK_RANGE).sum()) < 3 * limit
 
 
 def speck_limit(image: np.ndarray) -> int:
@@ -115,7 +125,7 @@ def is_blank(image: np.ndarray) -> bool:
     drawing), so the distance alone let white and black pages through (found by a probe, 2026-12-06),
     and a page with a speck of dust on it was a customer's drawing (2026-12-07)."""
     gray = grays(image[None])[0]
-    return float(gray.max() - gray.min()) < BLANK_RANGE or ink_pixels(image) < speck_limit(image)
+    return float(gray.max() - gray.min()) < BLANK_RANGE or is_speck(image)
 
 
 def describe(image: np.ndarray) -> str:

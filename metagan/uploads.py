@@ -218,7 +218,8 @@ def load_customer_uploads(
     refuses are rejected with its reason, the ones it converts are used converted."""
     # here, not at the top: ids are validated on the serving path too (`metagan generate`), which
     # must not pay for the data layer's torch import
-    from metagan.data.images import ImageError, load_image
+    from metagan.data.images import ImageError, preprocess_array, read_image
+    from metagan.upload_conversions import CROPPED, cropped_to_drawing
 
     folder = Path(folder)
     customer = check_id_for_ingestion(folder.name)
@@ -227,13 +228,13 @@ def load_customer_uploads(
         raise UploadError(customer, "the customer folder is a symbolic link; upload the files themselves")
     files = sorted(p for p in folder.iterdir() if not ignored_entry(p.name)) if folder.is_dir() else []
     images, used, rejected, converted = [], [], [], []
-    pending: list[tuple[str, np.ndarray]] = []  # decoded, not yet judged by the screen
+    pending: list[tuple[str, np.ndarray, str]] = []  # decoded (and cropped, if said), not yet judged by the screen
 
     def judge() -> None:
         """The screen's verdicts on the pending images (one per image: judged in chunks, the same);
         only the images it keeps count toward ``max_shots``."""
-        verdicts = screen(np.stack([img for _, img in pending])) if screen is not None and pending else None
-        for i, (name, img) in enumerate(pending):
+        verdicts = screen(np.stack([img for _, img, _ in pending])) if screen is not None and pending else None
+        for i, (name, img, cropped) in enumerate(pending):
             verdict = verdicts[i] if verdicts is not None else None
             if verdict is not None and not verdict.ok:
                 rejected.append((name, verdict.refusal))
@@ -247,8 +248,9 @@ def load_customer_uploads(
                 continue
             images.append(kept)
             used.append(name)
-            if verdict is not None and verdict.converted:
-                converted.append((name, verdict.converted))
+            done = " and ".join(c for c in (cropped, verdict.converted if verdict is not None else "") if c)
+            if done:
+                converted.append((name, done))
         pending.clear()
         if len(images) > max_shots:
             raise UploadError(customer, f"more than {max_shots} usable images, at most {max_shots} allowed")
@@ -268,14 +270,15 @@ def load_customer_uploads(
             rejected.append((path.name, "not a regular file"))
             continue
         try:
-            img = load_image(path, size, channels, max_pixels=max_pixels, min_side=min_upload_side(size))
+            raw, cropped = cropped_to_drawing(read_image(path, max_pixels, min_upload_side(size)), size)
+            img = preprocess_array(raw, size, channels)
         except ImageError as e:
             rejected.append((path.name, e.reason))
             continue
         except OSError as e:  # the file system's fault, not the file's: this file is skipped, not the customer
             rejected.append((path.name, f"cannot be read ({e.strerror or e})"))
             continue
-        pending.append((path.name, img))
+        pending.append((path.name, img, CROPPED if cropped else ""))
         # past max_shots the screen judges what is decoded before decoding on, and decoding stops once
         # the usable ones are too many: 20 drawings and a photo were "more than 20 usable images"
         if len(images) + len(pending) > max_shots:

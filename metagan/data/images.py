@@ -51,6 +51,11 @@ def load_image(
 ) -> np.ndarray:
     """Read an image file and return it as uint8 (size, size, channels), white background.
     ``min_side``: refuse an image whose longer side is shorter (see :func:`decode_image`)."""
+    return preprocess_array(read_image(path, max_pixels, min_side), size, channels)
+
+
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = 1) -> np.ndarray:
+    """An image file decoded at its own size (:func:`decode_image`), or :class:`ImageError`."""
     path = Path(path)
     name = str(path)
     if not path.exists():
@@ -60,8 +65,7 @@ def load_image(
     if path.stat().st_size == 0:
         raise ImageError(name, "empty file (0 bytes)")
     with open(path, "rb") as f:
-        raw = decode_image(f, name, max_pixels, min_side)
-    return preprocess_array(raw, size, channels)
+        return decode_image(f, name, max_pixels, min_side)
 
 
 def load_image_bytes(

@@ -102,7 +102,7 @@ def unsupported_dds() -> bytes:
 BAD_FILES = {
     # file name: (bytes, words the reason must contain)
     "notes.png": (b"these are my notes, not a drawing\n", "not an image format"),
-    "report.pdf": (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n", "not an image format"),
+    "report.pdf": (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n", "a PDF document, not an image: export the drawing as PNG or JPEG"),
     "empty.png": (b"", "empty file (0 bytes)"),
     "half.png": (truncated_png(), "truncated or corrupt"),
     "half.jpg": (truncated_jpeg(), "truncated or corrupt"),

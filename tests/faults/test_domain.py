@@ -297,3 +297,30 @@ def test_light_strokes_on_transparency_are_the_drawing_not_a_blank_page(tmp_path
     assert np.array_equal(light.uploads.images, plain.uploads.images)
     assert np.array_equal(dark.uploads.images, plain.uploads.images)
     assert [f for f, _ in light.uploads.converted] == ["0.png", "1.png", "2.png"] and not dark.uploads.converted
+
+
+def test_a_small_drawing_on_a_large_page_is_cropped_to_it_and_a_drawings_own_frame_is_not(tmp_path, params):
+    """An A4 scan (300 dpi) of a drawing 4 cm wide was a 7-pixel mark in a 64 px shot, and a 105 px
+    drawing on a 4,000 px page "blank" (a probe of 2026-12-07): a small drawing on a large page is
+    cropped to it, with the margin of a drawing in its own frame, and said. Drawings in their own
+    frames (the Omniglot scans, 105 px) and photographs are left as they are."""
+    from metagan.upload_conversions import CROPPED, DRAWING_FILLS, cropped_to_drawing
+
+    drawing = sample_drawings(1)[0]
+    a4 = np.full((3508, 2480), 255, np.uint8)
+    a4[1500:1900, 300:700] = np.asarray(Image.fromarray(drawing).resize((400, 400), Image.LANCZOS))
+    big = np.full((4000, 4000), 255, np.uint8)
+    big[2000:2105, 3000:3105] = drawing
+    for name, page in (("a4.png", a4), ("big.png", big)):
+        save(tmp_path / "up" / "pages", name, page)
+    save(tmp_path / "up" / "pages", "frame.png", sample_drawings(1, start=3)[0])
+    result = ingest_one.fn(tmp_path / "up" / "pages", params)
+    assert result.ok and result.rejected == [] and result.uploads.files == ["a4.png", "big.png", "frame.png"]
+    assert dict(result.uploads.converted) == {"a4.png": CROPPED, "big.png": CROPPED}
+    for shot in result.uploads.images[:2]:
+        rows, cols = np.nonzero(shot[..., 0] < 128)
+        span = max(rows.max() - rows.min(), cols.max() - cols.min()) + 1
+        assert abs(span - DRAWING_FILLS * SIZE) <= 0.1 * SIZE
+    photo = noise_photo(np.random.default_rng(0), 1000)
+    assert not cropped_to_drawing(np.asarray(photo), SIZE)[1]
+    assert not cropped_to_drawing(drawing, SIZE)[1]
