@@ -285,6 +285,9 @@ def load_customer_uploads(
             judge()
     judge()
     if len(images) < min_shots:
+        if not files:
+            raise UploadError(customer, f"0 usable image(s), at least {min_shots} needed: the folder holds no file "
+                                        "(hidden and system files are not read)")
         detail = rejection_summary(rejected)
         raise UploadError(customer, f"{len(images)} usable image(s), at least {min_shots} needed"
                           + (f" (rejected: {detail})" if detail else ""), rejected)
@@ -313,12 +316,18 @@ def _is_utf8(name: str) -> bool:
     return True
 
 
+_BIDI_CONTROLS = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+"""Unicode's direction overrides and isolates: printed raw, they make a name read as another
+(``a\u202egnp.exe`` shows as ``aexe.png``; a probe of 2026-12-07)."""
+
+
 def _breaks_lines(name: str) -> bool:
-    """Whether a name holds control characters (line breaks, tabs, terminal escapes) or Unicode's
-    line and paragraph separators; other invisible characters (an emoji's joiner) are fine."""
+    """Whether a name holds control characters (line breaks, tabs, terminal escapes), Unicode's
+    line and paragraph separators or direction overrides; other invisible characters (an emoji's
+    joiner) are fine."""
     import unicodedata
 
-    return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name)
+    return any(unicodedata.category(c) in ("Cc", "Zl", "Zp") or c in _BIDI_CONTROLS for c in name)
 
 
 def shown_name(name: str) -> str:

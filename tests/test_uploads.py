@@ -91,6 +91,25 @@ def test_what_systems_leave_in_folders_is_passed_over_as_hidden_files_are(tmp_pa
     assert folder_signature(c) == before  # the hour sees no change when Windows writes its thumbnails
 
 
+def test_a_name_that_reads_as_another_is_rejected_and_an_empty_folder_said_empty(tmp_path):
+    """Direction overrides printed raw make a name read as another (a probe of 2026-12-07); an empty
+    folder said only "0 usable image(s)"."""
+    c = tmp_path / "acme"
+    c.mkdir()
+    png(c / "a.png")
+    png(c / "b.png", 40)
+    (c / "b.png").rename(c / "b\u202egnp.exe")
+    up = load_customer_uploads(c, 32, 1)
+    assert up.files == ["a.png"]
+    assert up.rejected == [("b\\u202egnp.exe", "the file name holds control characters (a line break, a tab...): "
+                                              "rename the file")]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / ".DS_Store").write_bytes(b"x")
+    with pytest.raises(UploadError, match=r"0 usable image\(s\), at least 1 needed: the folder holds no file"):
+        load_customer_uploads(empty, 32, 1)
+
+
 def test_too_few_and_too_many_shots(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
