@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter
+from PIL import Image, ImageDraw, ImageFilter
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from metagan.config import load_params  # noqa: E402
 from metagan.data import decode_image, preprocess_array  # noqa: E402
 from metagan.domain import DomainScreen, calibrate_domain  # noqa: E402
-from metagan.upload_conversions import as_judged, cropped_to_drawing  # noqa: E402
+from metagan.upload_conversions import as_judged, read_from_the_page  # noqa: E402
 from metagan.evaluator import load_evaluator, save_evaluator  # noqa: E402
 from metagan.task_data import prepare_task_dataset  # noqa: E402
 
@@ -132,26 +132,55 @@ def blank(rng, s):
     return _rgb(np.broadcast_to(rng.integers(0, 256, 3), (s, s, 3)).copy())
 
 
+def _text_lines(draw, rng, top: int, bottom: int, width: int, fill) -> None:
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz  ETAOIN0123456789.,:()="))
+    for y in range(top, bottom - 10, int(rng.integers(12, 20))):
+        draw.text((int(rng.integers(2, 12)), y), "".join(rng.choice(letters, int(rng.integers(width // 8, width // 5)))),
+                  fill=fill)
+
+
+def written_text(rng, s):
+    """A page of typed text (a document, an e-mail printed), Pillow's bitmap font."""
+    im = Image.new("RGB", (s, s), tuple(int(v) for v in rng.integers(235, 256, 3)))
+    _text_lines(ImageDraw.Draw(im), rng, 4, s, s, tuple(int(v) for v in rng.integers(0, 60, 3)))
+    return im
+
+
+def window_screenshot(rng, s):
+    """A screenshot: a light window with a dark title bar, lines of text and a button or two."""
+    im = Image.new("RGB", (s, s), tuple(int(v) for v in rng.integers(225, 250, 3)))
+    draw = ImageDraw.Draw(im)
+    bar = max(6, s // 14)
+    draw.rectangle((0, 0, s, bar), fill=tuple(int(v) for v in rng.integers(20, 90, 3)))
+    _text_lines(draw, rng, bar + 4, s * 3 // 4, s, (20, 20, 20))
+    for _ in range(int(rng.integers(1, 3))):
+        x, y = int(rng.integers(0, s * 2 // 3)), int(rng.integers(s * 3 // 4, s - 12))
+        draw.rectangle((x, y, x + s // 4, y + 10), outline=(60, 60, 60), fill=tuple(int(v) for v in rng.integers(150, 230, 3)))
+    return im
+
+
 CALIBRATION_KINDS = {"noise_photo": noise_photo, "gaussian_noise": gaussian_noise, "colour_gradient": colour_gradient,
                      "texture": texture, "blank": blank}
 HELD_OUT_KINDS = {"radial_gradient": radial_gradient, "natural_photo": natural, "stripes": stripes,
-                  "checkerboard": checker}
+                  "checkerboard": checker, "written_text": written_text, "window_screenshot": window_screenshot}
 """Kinds the calibration never saw: does the threshold hold beyond what it was set on?"""
 
 
-def junk(kind: str, n: int, seed: int) -> np.ndarray:
+def junk(kind: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` images of ``kind``, encoded as files (PNG; the natural photos JPEG) of 64-256 px and
-    decoded, cropped where a small drawing sits on a large page, and brought to the served size as
-    ingestion does (metagan.uploads.load_customer_uploads)."""
+    read as ingestion reads them (metagan.uploads.load_customer_uploads): decoded, cropped where a
+    small drawing sits on a large page, brought to the served size. Returns (the images, whether
+    ingestion refuses each before the domain check: a page of many separate marks)."""
     make = (CALIBRATION_KINDS | HELD_OUT_KINDS)[kind]
     rng = np.random.default_rng([seed, sorted(CALIBRATION_KINDS | HELD_OUT_KINDS).index(kind)])
-    out = []
+    out, refused = [], []
     for i in range(n):
         buf = io.BytesIO()
         make(rng, int(rng.integers(64, 257))).save(buf, format="JPEG" if kind == "natural_photo" else "PNG")
-        raw = decode_image(io.BytesIO(buf.getvalue()), f"{kind}-{i}")
-        out.append(preprocess_array(cropped_to_drawing(raw, SIZE)[0], SIZE, 1))
-    return np.stack(out)
+        raw, _, refusal = read_from_the_page(decode_image(io.BytesIO(buf.getvalue()), f"{kind}-{i}"), SIZE)
+        out.append(preprocess_array(raw, SIZE, 1))
+        refused.append(bool(refusal))
+    return np.stack(out), np.array(refused)
 
 
 def tinted_paper(drawings: np.ndarray, rng) -> np.ndarray:
@@ -260,7 +289,8 @@ def main() -> None:
     rows = lambda ids: np.concatenate([ds.indices_of(int(c)) for c in ids])  # noqa: E731
 
     net, reference = load_evaluator(ROOT / args.evaluator, with_reference=True)
-    calibration_junk = np.concatenate([junk(k, args.junk, seed=1) for k in CALIBRATION_KINDS])
+    calibration_junk = np.concatenate([images[~refused] for images, refused in
+                                       (junk(k, args.junk, seed=1) for k in CALIBRATION_KINDS)])
     domain = calibrate_domain(net, ds.images[rows(train_ids)], ds.images[rows(tune_ids)], calibration_junk)
     screen = DomainScreen(net, domain)
     print(f"threshold {domain.threshold:.2f}: farthest tune drawing {domain.calibration['farthest_tune_drawing']:.2f}, "
@@ -304,21 +334,24 @@ def main() -> None:
                        for k in SHOTS}}
 
     for kind in [*CALIBRATION_KINDS, *HELD_OUT_KINDS]:
-        images = junk(kind, args.junk, seed=2)
+        images, on_the_page = junk(kind, args.junk, seed=2)
         verdicts = screen(images)
-        ok = np.array([v.ok for v in verdicts])
+        ok = np.array([v.ok for v in verdicts]) & ~on_the_page
         d = screen.distances(as_judged(images)[0])
         report["junk"][kind] = {"in_calibration": kind in CALIBRATION_KINDS, "images": len(images),
-                                "files_refused": int((~ok).sum()), "nearest": float(d.min()),
+                                "files_refused": int((~ok).sum()), "refused_on_the_page": int(on_the_page.sum()),
+                                "nearest": float(d.min()),
                                 "converted": int(sum(bool(v.converted) for v in verdicts)),
                                 "reasons": reason_counts(verdicts),
                                 **{f"K={k}": refusals(ok, [rng.choice(len(images), k, replace=False)
                                                            for _ in range(args.draws * 10)]) for k in SHOTS}}
     # a customer mixing real drawings with one junk upload: the junk file goes, the drawings stay
     real = ds.images[rows(val_ids)]
-    mixed = [np.concatenate([real[rng.choice(len(real), 4, replace=False)], junk(k, 1, seed=3 + i)])
-             for i, k in enumerate(list(CALIBRATION_KINDS) * 20)]
+    extra = [junk(k, 1, seed=3 + i) for i, k in enumerate(list(CALIBRATION_KINDS) * 20)]
+    mixed = [np.concatenate([real[rng.choice(len(real), 4, replace=False)], images]) for images, _ in extra]
     kept = [[v.ok for v in screen(m)] for m in mixed]
+    for ok, (_, page) in zip(kept, extra):
+        ok[-1] = ok[-1] and not page[0]  # the junk file, refused on the page before the check
     report["mixed"] = {"customers": len(mixed), "junk_file_refused": int(sum(not k[-1] for k in kept)),
                        "drawings_kept": int(sum(sum(k[:-1]) for k in kept)), "drawings": 4 * len(mixed)}
     report["alternative"] = nearest_prototype_separation(net, ds, train_ids, tune_ids, val_ids, calibration_junk, rows)

@@ -144,10 +144,8 @@ def cropped_to_drawing(raw: np.ndarray, size: int) -> tuple[np.ndarray, bool]:
     h, w = raw.shape[:2]
     if max(h, w) < CROP_PAGE_AT_LEAST * size:
         return raw, False
-    step = max(1, max(h, w) // 1024)  # the ink's extent is read from a copy at most ~1,024 px across
-    gray = grays(raw[None, ::step, ::step])[0]
-    away = np.abs(gray - float(np.median(border_pixels(gray[None]))))
-    ys, xs = np.nonzero(away > max(48.0, 0.5 * float(away.max())))
+    ink, step, _ = _page_ink(raw)
+    ys, xs = np.nonzero(ink)
     if len(ys) < 5:
         return raw, False
     (y0, y1), (x0, x1) = (np.quantile(v, [0.002, 0.998]) * step for v in (ys, xs))
@@ -158,3 +156,45 @@ def cropped_to_drawing(raw: np.ndarray, size: int) -> tuple[np.ndarray, bool]:
     cy, cx = (y0 + y1 + step) / 2, (x0 + x1 + step) / 2
     top, left = max(0, int(cy - half)), max(0, int(cx - half))
     return raw[top : min(h, int(np.ceil(cy + half))), left : min(w, int(np.ceil(cx + half)))], True
+
+
+def _page_ink(raw: np.ndarray) -> tuple[np.ndarray, int, float]:
+    """(ink mask, step, plain share) of a decoded upload at its own size, read from a copy at most
+    ~1,024 px across (every ``step``-th pixel): ink is what differs from the page's border by more
+    than half the most any pixel does (and than 48 grey levels), so paper grain and faint rims are
+    none; the plain share, the pixels within :data:`STROKE_CONTRAST` of the border's shade."""
+    step = max(1, max(raw.shape[:2]) // 1024)
+    gray = grays(raw[None, ::step, ::step])[0]
+    away = np.abs(gray - float(np.median(border_pixels(gray[None]))))
+    return away > max(48.0, 0.5 * float(away.max())), step, float((away < STROKE_CONTRAST).mean())
+
+
+MARKS_AT_MOST = 40
+"""A drawing of one character has a few separate marks (Omniglot's 19,280: at most 7, of 3 pixels or
+more); a page of text, a screenshot or a diagram has hundreds (a probe of 2026-12-07 passed them)."""
+
+
+def separate_marks(raw: np.ndarray) -> int:
+    """How many separate marks of ink (8-connected, of 3 pixels or more on the reduced copy) a
+    decoded upload at its own size holds on its plain page; 0 where the page is no plain one
+    (at least :data:`PLAIN_AT_LEAST` of it): photographs, noise and textures are the domain check's."""
+    from scipy import ndimage
+
+    ink, _, plain = _page_ink(raw)
+    if plain < PLAIN_AT_LEAST:
+        return 0
+    labels, n = ndimage.label(ink, structure=np.ones((3, 3)))
+    return int((np.bincount(labels.ravel())[1:] >= 3).sum()) if n else 0
+
+
+TOO_MANY_MARKS = ("it holds {} separate marks, as text, a document, a screenshot or speckle does (a drawing of one "
+                  "character has a few): upload one drawing")
+
+
+def read_from_the_page(raw: np.ndarray, size: int) -> tuple[np.ndarray, str, str]:
+    """What ingestion reads of a decoded upload at its own size before bringing it to ``size``:
+    (the drawing, cropped where it is small on a large page; :data:`CROPPED` or ''; why it is
+    refused: a page of many separate marks, or '')."""
+    raw, cropped = cropped_to_drawing(raw, size)
+    marks = separate_marks(raw)
+    return raw, CROPPED if cropped else "", TOO_MANY_MARKS.format(marks) if marks > MARKS_AT_MOST else ""

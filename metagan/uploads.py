@@ -219,7 +219,7 @@ def load_customer_uploads(
     # here, not at the top: ids are validated on the serving path too (`metagan generate`), which
     # must not pay for the data layer's torch import
     from metagan.data.images import ImageError, preprocess_array, read_image
-    from metagan.upload_conversions import CROPPED, cropped_to_drawing
+    from metagan.upload_conversions import read_from_the_page
 
     folder = Path(folder)
     customer = check_id_for_ingestion(folder.name)
@@ -270,7 +270,10 @@ def load_customer_uploads(
             rejected.append((path.name, "not a regular file"))
             continue
         try:
-            raw, cropped = cropped_to_drawing(read_image(path, max_pixels, min_upload_side(size)), size)
+            raw, cropped, refusal = read_from_the_page(read_image(path, max_pixels, min_upload_side(size)), size)
+            if refusal:
+                rejected.append((path.name, refusal))
+                continue
             img = preprocess_array(raw, size, channels)
         except ImageError as e:
             rejected.append((path.name, e.reason))
@@ -278,7 +281,7 @@ def load_customer_uploads(
         except OSError as e:  # the file system's fault, not the file's: this file is skipped, not the customer
             rejected.append((path.name, f"cannot be read ({e.strerror or e})"))
             continue
-        pending.append((path.name, img, CROPPED if cropped else ""))
+        pending.append((path.name, img, cropped))
         # past max_shots the screen judges what is decoded before decoding on, and decoding stops once
         # the usable ones are too many: 20 drawings and a photo were "more than 20 usable images"
         if len(images) + len(pending) > max_shots:

@@ -4,6 +4,7 @@ drawings are converted; real drawings pass. Real image files through the ingest 
 the shipped evaluator and its calibration (bench/domain_check.py measures the rates)."""
 
 import io
+import re
 import json
 
 import numpy as np
@@ -324,3 +325,27 @@ def test_a_small_drawing_on_a_large_page_is_cropped_to_it_and_a_drawings_own_fra
     photo = noise_photo(np.random.default_rng(0), 1000)
     assert not cropped_to_drawing(np.asarray(photo), SIZE)[1]
     assert not cropped_to_drawing(drawing, SIZE)[1]
+
+
+def test_a_page_of_text_or_a_screenshot_is_refused_for_its_many_marks(tmp_path, params):
+    """Screenshots, a page of text and a class diagram passed the domain check (a probe of
+    2026-12-07: a customer of scans with a ruler reached production). A drawing of one character
+    has a few separate marks (Omniglot's: at most 7), a page of text hundreds: more than 40 on a
+    plain page are refused, before the domain check; noise is no plain page, and stays its."""
+    from PIL import ImageDraw
+
+    from metagan.upload_conversions import MARKS_AT_MOST, separate_marks
+
+    page = Image.new("RGB", (900, 600), (245, 245, 240))
+    draw = ImageDraw.Draw(page)
+    draw.rectangle((0, 0, 900, 40), fill=(40, 40, 60))
+    for y in range(60, 580, 20):
+        draw.text((20, y), "fn main() { let total = compute(value, 42); } // a comment", fill=(20, 20, 20))
+    save(tmp_path / "up" / "docs", "screenshot.png", page)
+    save(tmp_path / "up" / "docs", "drawn.png", sample_drawings(1)[0])
+    result = ingest_one.fn(tmp_path / "up" / "docs", params)
+    assert result.ok and result.uploads.files == ["drawn.png"]
+    assert re.fullmatch(r"it holds \d+ separate marks, as text, a document, a screenshot or speckle does \(a drawing of "
+                        r"one character has a few\): upload one drawing", dict(result.rejected)["screenshot.png"])
+    assert max(separate_marks(d) for d in sample_drawings(40, start=0)) <= 7 < MARKS_AT_MOST
+    assert separate_marks(np.asarray(noise_photo(np.random.default_rng(0), 600))) == 0
