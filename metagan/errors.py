@@ -155,10 +155,28 @@ def kind_of(error: BaseException) -> Failure | None:
         return Failure.UNAVAILABLE
     if isinstance(error, OSError) and _errno_name(error) in _FILE_SYSTEM_ERRNOS:
         return Failure.FILE_SYSTEM
+    if locked_database(error) is not None:  # another process held a database past its timeout
+        return Failure.UNAVAILABLE
     # a client's bare wrapper of a known failure (Prefect's "Failed to reach API at ...", raised
     # from httpx's connection error, or from its refusal of a URL that is none) is that failure
     if type(error) is RuntimeError and error.__cause__ is not None:
         return kind_of(error.__cause__)
+    return None
+
+
+def locked_database(error: BaseException) -> BaseException | None:
+    """The SQLite error (sqlite3's, or SQLAlchemy's over it) by which a database stayed locked by
+    another process past its wait, found in ``error`` or what caused it; None if there is none. It
+    ended most commands in a bug's traceback, exit 70, after a minute of a registry held by another
+    process (a probe of 2026-12-07): the README says exit 4, "a lock stayed held"."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if type(error).__name__ == "OperationalError" and type(error).__module__.split(".")[0] in ("sqlite3", "sqlalchemy") \
+                and any(word in str(error).lower() for word in ("database is locked", "database table is locked",
+                                                                 "database is busy")):
+            return error
+        error = error.__cause__ or error.__context__
     return None
 
 

@@ -904,3 +904,31 @@ def test_ingest_says_each_customer_on_one_line_whatever_its_folder_name_or_link_
     assert "  acme: REJECTED customer 'acme': its upload folder" in lines[1] and \
         "a symbolic link to nothing (gone\\nFAILED customer 'good': forged)" in lines[1], lines
     assert lines[2].startswith("  multi\\nFAILED customer 'good': forged: REJECTED customer "), lines
+
+
+def test_a_registry_held_locked_by_another_process_is_service_unavailable_in_one_line(three_customers, capsys,
+                                                                                         monkeypatch):
+    """A registry another process held locked past the waits (a minute and more) ended `models`,
+    `generate`, `promote`, `schedule`, `doctor` and `adapt` in a bug's traceback, exit 70 (a probe of
+    2026-12-07), where SQLite's "database is locked" came up bare (the embedded registry's direct
+    reads) or under SQLAlchemy's error (opening MLflow's store): it is exit 4 in one line, as a lock
+    that stayed held is. (The waits themselves are SQLite's and MLflow's, too long for a test.)"""
+    import sqlite3
+
+    from sqlalchemy.exc import OperationalError
+
+    def locked(*a, **k):
+        raise sqlite3.OperationalError("database is locked")
+
+    def locked_under_sqlalchemy(*a, **k):
+        try:
+            locked()
+        except sqlite3.OperationalError as e:
+            raise OperationalError("SELECT name FROM sqlite_master", {}, e) from e
+
+    monkeypatch.setattr("metagan.mlflow_sqlite.read_version", locked)
+    monkeypatch.setattr("metagan.lifecycle.listings.model_rows", locked_under_sqlalchemy)
+    said = ("error: a database stayed locked by another process past its wait (database is locked): another metagan "
+            "command, or a tool holding mlflow/mlflow.db or the fleet index open, is writing to it; retry when it ends")
+    assert run(capsys, "generate", "--customer", "acme") == (ExitCode.UNAVAILABLE, [said])
+    assert run(capsys, "models") == (ExitCode.UNAVAILABLE, [said])
