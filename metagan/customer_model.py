@@ -155,12 +155,8 @@ def adapt_customer(meta: MetaModel, uploads: CustomerUploads, params: Params, ev
     folder = CustomerFolder.of(params, uploads.customer_id)
     check_writable(folder, uploads.customer_id)
     generator = adapt_to_customer(meta, uploads.images, seed=seed, settings=params.adapt)
-    with writing(uploads.customer_id):
-        export_generator_onnx(generator, folder.onnx, params.export.opset)
-    served = onnx_session(folder.onnx)  # one session for the parity check and the contact sheet (~17 ms each to open)
+    served, parity = _exported_and_checked(generator, folder, params, uploads.customer_id, seed)
     with TORCH_EXPORT.shared():  # torch beside another thread's export breaks both (metagan.torch_export_lock)
-        parity = Parity(check_parity(generator, folder.onnx, params.export.parity_batch, seed, session=served),
-                        params.export.parity_atol)
         metrics = customer_metrics(generator, uploads.images, evaluator) | {"parity_max_abs_diff": parity.max_abs_diff}
     with writing(uploads.customer_id):
         contact_sheet(uploads.images, sample_onnx(None, CONTACT_SHEET_SAMPLES, session=served), folder.contact_sheet)
@@ -170,6 +166,32 @@ def adapt_customer(meta: MetaModel, uploads: CustomerUploads, params: Params, ev
     with writing(uploads.customer_id):
         write_json(folder.report, model.report())
     return model
+
+
+def _exported_and_checked(generator, folder: CustomerFolder, params: Params, customer_id: str, seed: int):
+    """(an onnxruntime session of the customer's exported graph, its parity with torch). A graph made
+    from the one kept for its kind that onnxruntime refuses or that fails parity is exported anew,
+    once, and the kept one replaced: a kept graph damaged but still a graph failed its customers at
+    every run, and the failure was registered as theirs (a probe of 2026-12-07)."""
+    for fresh in (False, True):
+        with writing(customer_id):
+            export_generator_onnx(generator, folder.onnx, params.export.opset, fresh=fresh)
+        try:
+            served = onnx_session(folder.onnx)  # one session for the parity check and the contact sheet (~17 ms)
+        except Exception:  # noqa: BLE001 (onnxruntime's own classes: InvalidGraph, Fail...)
+            if fresh:
+                raise
+            logging.getLogger(__name__).warning("customer %r: onnxruntime refused the graph made from the kept "
+                                                "one; exporting afresh", customer_id, exc_info=True)
+            continue
+        with TORCH_EXPORT.shared():  # torch beside another thread's export breaks both (metagan.torch_export_lock)
+            parity = Parity(check_parity(generator, folder.onnx, params.export.parity_batch, seed, session=served),
+                            params.export.parity_atol)
+        if parity.ok or fresh:
+            return served, parity
+        logging.getLogger(__name__).warning("customer %r: the graph made from the kept one failed the parity check "
+                                            "(%.2e); exporting afresh", customer_id, parity.max_abs_diff)
+    raise AssertionError("unreachable")
 
 
 def check_writable(folder: CustomerFolder, customer_id: str) -> None:

@@ -49,8 +49,10 @@ def _user_cache() -> Path:
 TEMPLATE_CACHE = _user_cache()
 
 
-def export_generator_onnx(generator: ServedGenerator, path: str | Path, opset: int = 18) -> Path:
-    """Write ``generator`` as ONNX: input ``z`` (batch, z_dim) -> ``images`` (batch, C, H, W) in [-1, 1]."""
+def export_generator_onnx(generator: ServedGenerator, path: str | Path, opset: int = 18, fresh: bool = False) -> Path:
+    """Write ``generator`` as ONNX: input ``z`` (batch, z_dim) -> ``images`` (batch, C, H, W) in [-1, 1].
+    ``fresh``: export it anew, not from the graph kept for its kind, and keep the new graph instead
+    (one kept graph damaged, but still a graph, failed its customers at every run)."""
     import onnx
 
     path = Path(path)
@@ -59,12 +61,15 @@ def export_generator_onnx(generator: ServedGenerator, path: str | Path, opset: i
     # customers of one design share a graph when their conditions have the same shapes (the same
     # number of shots, for the designs that keep them)
     key = (generator.template_key(), opset)
-    with TORCH_EXPORT.shared():  # a graph kept: its weights swapped, beside other customers' work
-        model = _kept_graph(key, generator)
+    model = None
+    if not fresh:
+        with TORCH_EXPORT.shared():  # a graph kept: its weights swapped, beside other customers' work
+            model = _kept_graph(key, generator)
     if model is None:
         # tracing holds torch alone: no other thread's torch work beside it (metagan.torch_export_lock)
         with TORCH_EXPORT.exclusive():
-            model = _kept_graph(key, generator)  # another thread's export of this key, while this one waited
+            # another thread's export of this key, while this one waited
+            model = None if fresh else _kept_graph(key, generator)
             if model is None:
                 model = _exported_once_more_if_it_fails(generator, opset)
                 _TEMPLATES[key] = model.SerializeToString()

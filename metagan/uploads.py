@@ -227,25 +227,31 @@ def load_customer_uploads(
         # a link could make one customer's model out of another customer's (or any) files
         raise UploadError(customer, "the customer folder is a symbolic link; upload the files themselves")
     files = sorted(p for p in folder.iterdir() if not ignored_entry(p.name)) if folder.is_dir() else []
-    images, used, rejected, converted = [], [], [], []
-    pending: list[tuple[str, np.ndarray, str]] = []  # decoded (and cropped, if said), not yet judged by the screen
+    images, used, rejected, converted, seen = [], [], [], [], {}
+    # decoded (and cropped, if said), not yet judged by the screen, with the digests of the file's
+    # pixels and of their inverse
+    pending: list[tuple[str, np.ndarray, str, tuple[str, str]]] = []
 
     def judge() -> None:
         """The screen's verdicts on the pending images (one per image: judged in chunks, the same);
         only the images it keeps count toward ``max_shots``."""
-        verdicts = screen(np.stack([img for _, img, _ in pending])) if screen is not None and pending else None
-        for i, (name, img, cropped) in enumerate(pending):
+        verdicts = screen(np.stack([img for _, img, _, _ in pending])) if screen is not None and pending else None
+        for i, (name, img, cropped, (digest, inverse)) in enumerate(pending):
             verdict = verdicts[i] if verdicts is not None else None
             if verdict is not None and not verdict.ok:
                 rejected.append((name, verdict.refusal))
                 continue
             kept = img if verdict is None else verdict.image
-            # judged as kept, after any conversion: a drawing and its inverted copy are one drawing, and
-            # blank pages are refused as blank, not as duplicates of the first (a probe of 2026-12-07)
-            twin = next((used[j] for j, other in enumerate(images) if _same_drawing(kept, other)), None)
+            # told once judged, so blank pages are refused as blank, not as duplicates of the first; and a
+            # file whose pixels are another's inverse, a drawing and its dark-mode copy, is one drawing
+            # (a probe of 2026-12-07: they were two shots)
+            kept_digest = _digest(kept)
+            twin = next((seen[k] for k in (digest, inverse, kept_digest) if k in seen), None)
             if twin is not None:
                 rejected.append((name, f"duplicate of {twin}"))
                 continue
+            seen.setdefault(digest, name)
+            seen.setdefault(kept_digest, name)
             images.append(kept)
             used.append(name)
             done = " and ".join(c for c in (cropped, verdict.converted if verdict is not None else "") if c)
@@ -281,7 +287,7 @@ def load_customer_uploads(
         except OSError as e:  # the file system's fault, not the file's: this file is skipped, not the customer
             rejected.append((path.name, f"cannot be read ({e.strerror or e})"))
             continue
-        pending.append((path.name, img, cropped))
+        pending.append((path.name, img, cropped, (_digest(raw), _digest(255 - raw))))
         # past max_shots the screen judges what is decoded before decoding on, and decoding stops once
         # the usable ones are too many: 20 drawings and a photo were "more than 20 usable images"
         if len(images) + len(pending) > max_shots:
@@ -297,10 +303,8 @@ def load_customer_uploads(
     return CustomerUploads(customer, np.stack(images), used, rejected, converted)
 
 
-def _same_drawing(a: np.ndarray, b: np.ndarray) -> bool:
-    """Pixel for pixel the same at the served size, but for the resampling's rounding (a drawing and
-    its inverted copy, both converted, differ by one grey level here and there)."""
-    return bool(np.abs(a.astype(np.int16) - b.astype(np.int16)).max() <= 2)
+def _digest(pixels: np.ndarray) -> str:
+    return hashlib.sha256(str(pixels.shape).encode() + pixels.tobytes()).hexdigest()
 
 
 def min_upload_side(size: int) -> int:

@@ -100,3 +100,31 @@ def test_the_parity_check_and_metrics_run_only_while_no_other_thread_exports(met
     assert adapt_customer(MetaModel.load(meta_ckpt), ingest(folder, tmp_path / "data").uploads, tiny_params).ok
     exporter.join(10)
     assert waited == [True] and exported.is_set()
+
+
+def test_a_damaged_kept_graph_is_exported_afresh_not_the_customers_failure(meta_ckpt, tiny_params, tiny_dataset,
+                                                                          tmp_path, monkeypatch):
+    """A graph kept for a kind of customer, damaged but still a graph (one node's operator changed),
+    failed the parity check of every customer of that kind, at every run, and the failure was
+    registered as theirs; one onnxruntime cannot load failed them too (a probe of 2026-12-07). The
+    customer's graph is exported afresh once and the kept one replaced."""
+    import onnx
+
+    from metagan import export
+
+    monkeypatch.setattr(export, "TEMPLATE_CACHE", tmp_path / "cache")
+    monkeypatch.setattr(export, "_TEMPLATES", {})
+    folder = write_customer(tmp_path / "uploads", "acme", tiny_dataset.images[tiny_dataset.indices_of(9)[:3]])
+    uploads = ingest(folder, tmp_path / "data").uploads
+    meta = MetaModel.load(meta_ckpt)
+    assert adapt_customer(meta, uploads, tiny_params).ok
+    (kept,) = (tmp_path / "cache").iterdir()
+    for damage in ("another operator", "NoSuchOperator"):
+        graph = onnx.load_from_string(kept.read_bytes())
+        node = [n for n in graph.graph.node if n.op_type in ("Mul", "Add")][-1]
+        node.op_type = {"Mul": "Add", "Add": "Mul"}[node.op_type] if damage == "another operator" else damage
+        kept.write_bytes(graph.SerializeToString())
+        monkeypatch.setattr(export, "_TEMPLATES", {})  # a new process
+        model = adapt_customer(meta, uploads, tiny_params)
+        assert model.ok and model.parity.max_abs_diff < 1e-4, damage
+        assert kept.read_bytes() != graph.SerializeToString()  # the kept graph replaced

@@ -174,15 +174,13 @@ def adapt_and_register(uploads: CustomerUploads, params: Params, meta_version: s
     identity = CustomerIdentity.of(params, uploads.content_hash, meta_version)
     with (lock or default_locker())(lock_name(cid)):
         existing = model_versions.find_version(name, identity.tags())
-        if existing is not None:
-            ok = existing.tags.get("parity_ok") == "true"
-            if ok:  # a run killed between registering and aliasing left it without its alias
-                _set_alias_if_moved(name, CANDIDATE, existing.version)
-            else:  # never a candidate, so no promotion decides it: done with here
-                registry_index().adapted(cid, uploads.content_hash)
-            return Adaptation(cid, ok, str(existing.version), reused=True, metrics=evidence(existing).metrics,
-                              error="" if ok else f"customer {cid!r}: version {existing.version} failed the ONNX "
-                                                  "parity check", run_id=existing.run_id or "")
+        # a version of the same identity that failed the parity check is adapted again, not reused:
+        # the failure may have been the machine's (a kept graph damaged), and reused it failed the
+        # customer at every run, with no command to serve it again (a probe of 2026-12-07)
+        if existing is not None and existing.tags.get("parity_ok") == "true":
+            _set_alias_if_moved(name, CANDIDATE, existing.version)  # a run killed between registering and aliasing
+            return Adaptation(cid, True, str(existing.version), reused=True, metrics=evidence(existing).metrics,
+                              run_id=existing.run_id or "")
         from metagan.adapt import load_meta_model
         from metagan.customer_model import adapt_customer, load_gate_evaluator
 

@@ -450,3 +450,29 @@ def test_customers_adapted_before_the_dask_workers_were_lost_are_promoted_then_t
     assert model_versions.get_alias(f"metagan-customer-{left[0]}", "production").version == before[left[0]]
     pending = registry_index().pending_adaptation()
     assert done not in pending and left[0] in pending
+
+
+def test_a_version_that_failed_the_parity_check_is_adapted_again_not_reused(project, first_run, monkeypatch):
+    """A version whose ONNX graph failed the parity check (a kept graph damaged, found by a probe of
+    2026-12-07) was reused by every later adaptation of the same uploads and settings, failing the
+    customer at every run with no command to serve it again: it is adapted again, and the version
+    that passes is then the one reused."""
+    import metagan.customer_model
+    from metagan import model_versions
+    from metagan.customers import load_ingested
+    from metagan.lifecycle.registry import adapt_and_register
+
+    root, _ = project
+    params = params_of(root).with_overrides(adapt={"mode_seeking": 0.25})  # an identity of its own
+    uploads = load_ingested(params.resolve(params.paths.ingested_customers), "beta")
+    meta = str(model_versions.get_alias("metagan-meta", "current").version)
+    name = "metagan-customer-beta"
+    candidate = model_versions.get_alias(name, "candidate").version
+    with monkeypatch.context() as m:
+        m.setattr(metagan.customer_model, "check_parity", lambda *a, **k: 1.0)
+        failed = adapt_and_register(uploads, params, meta)
+    assert not failed.ok and not failed.reused and "parity" in failed.error
+    again = adapt_and_register(uploads, params, meta)
+    assert again.ok and not again.reused and int(again.version) > int(failed.version)
+    assert (lambda a: (a.ok, a.reused, a.version))(adapt_and_register(uploads, params, meta)) == (True, True, again.version)
+    model_versions.set_alias(name, "candidate", candidate)  # as it was, for whatever runs after
