@@ -67,8 +67,11 @@ def open_repo(root: Path, operation: str) -> Iterator[Repo]:
             remote = _default_remote(repo)
             yield repo
     except (DvcException, OSError, *_remote_client_errors()) as exc:  # DVC lets some through unwrapped
+        # the remote's refusal, or the file system's (a full disk under a local remote: DVC logs each
+        # file's ENOSPC and raises "N files failed to upload", which was retried 5 times as an
+        # unreachable remote, exit 4; a probe of 2026-12-07), may be only in what DVC logged
         refused = next(filter(None, (_refused_by_remote(e, operation, remote) for e in (exc, *collect.errors))), None) \
-            or _refused_by_file_system(exc, operation, root)
+            or next(filter(None, (_refused_by_file_system(e, operation, root) for e in (exc, *collect.errors))), None)
         if refused is not None:
             raise refused from exc
         reason = str(exc) if isinstance(exc, DvcException) else f"{type(exc).__name__}: {exc}"

@@ -332,6 +332,27 @@ def test_dvc_refused_by_the_file_system_is_a_file_system_fault_naming_the_operat
             assert kind_of(caught.value).exit_code == 6
             assert str(caught.value) == f"`dvc add data` failed in {tmp_path}: the file system refused {lock}: {words}"
 
+    # a push to a local remote on a full disk: DVC logs each file's ENOSPC and raises only "N files
+    # failed to upload" (retried 5 times as an unreachable remote, exit 4, until a probe of 2026-12-07)
+    import logging
+
+    from dvc.exceptions import UploadError
+
+    stored = tmp_path / "remote" / "files" / "md5" / "ab" / "cdef"
+
+    def full(self, *args, **kwargs):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device", str(stored))
+        except OSError:
+            logging.getLogger("dvc").exception("failed to transfer 'x.txt'")
+        raise UploadError(1)
+
+    monkeypatch.setattr(Repo, "push", full)
+    with pytest.raises(FileSystemFault) as caught:
+        versioning.push(tmp_path)
+    assert str(caught.value) == (f"`dvc push data.dvc` failed in {tmp_path}: the file system refused {stored}: "
+                                 "No space left on device")
+
 
 def test_a_folder_a_file_stands_in_the_way_of_names_the_file(tmp_path):
     """Guarantee: an output folder that cannot be made because a file is where it, or a folder
