@@ -98,6 +98,7 @@ def ensure_dvc_repo(
         except DvcException as exc:
             raise DvcError(f"`dvc init` failed in {root}: {exc}") from exc
 
+    ignore_half_written(root)
     url = _config_url(root, remote_url)
     wanted = {"url": url, **(remote_options or {})}
     with open_repo(root, f"dvc remote add --default {remote_name} {remote_url}") as repo:
@@ -117,6 +118,27 @@ def ensure_dvc_repo(
             conf["remote"].setdefault(remote_name, {}).update(wanted)
             conf["core"]["remote"] = remote_name
             conf["core"]["analytics"] = "false"
+
+
+HALF_WRITTEN = """
+# what a killed run leaves half-written (metagan's temporary folders and files): never data
+.*.tmp-*/
+.*.old-*/
+*.tmp
+"""
+
+
+def ignore_half_written(root: Path) -> None:
+    """``.dvcignore`` passes over what a killed run leaves half-written in ``data/`` (a packing's
+    ``.tasks.tmp-*`` folder, an atomic write's ``*.tmp``): a run killed while packing left 4 MB of
+    partial shards that the next ``dvc add`` versioned and pushed (a probe of 2026-12-07)."""
+    path = Path(root) / ".dvcignore"
+    try:
+        text = path.read_text() if path.exists() else ""
+    except OSError:
+        return  # DVC itself reports an unreadable ignore file where it matters
+    if HALF_WRITTEN.strip().splitlines()[0] not in text:
+        write_text(path, text + ("" if text.endswith("\n") or not text else "\n") + HALF_WRITTEN)
 
 
 def data_version(root: Path, target: str = "data") -> str | None:

@@ -116,6 +116,21 @@ def test_track_version_changes_exactly_when_data_changes(repo):
     assert track(repo) == v1  # content-addressed: same bytes, same version
 
 
+def test_what_a_killed_run_left_half_written_is_no_part_of_a_data_version(repo):
+    """A run killed while packing left `data/.tasks.tmp-*` (partial shards) that the next `dvc add`
+    versioned and pushed (a probe of 2026-12-07): the repository's .dvcignore passes over metagan's
+    temporary folders and files, once, however often the repository is set up again."""
+    v1 = track(repo)
+    (repo / "data" / ".tasks.tmp-mihfwjr8").mkdir()
+    (repo / "data" / ".tasks.tmp-mihfwjr8" / "shard-00000.npz").write_bytes(b"partial")
+    (repo / "data" / ".tasks.old-x1y2").mkdir()
+    (repo / "data" / ".tasks.old-x1y2" / "shard-00000.npz").write_bytes(b"old")
+    (repo / "data" / "customers" / "c1" / ".shots.npz.abc.tmp").write_bytes(b"half")
+    assert track(repo) == v1
+    ensure_dvc_repo(repo, "../remote")
+    assert (repo / ".dvcignore").read_text().count(".*.tmp-*/") == 1
+
+
 def test_status_clean_follows_workspace_and_remote(repo):
     assert not status_clean(repo)  # not tracked yet
     track(repo)
