@@ -51,12 +51,31 @@ def prefect_home_problem() -> str | None:
     if (blocker := file_in_the_way(home)) is not None:
         return f"{said} is {'a file' if blocker == home else f'under {blocker}, a file'}, not a folder: {elsewhere}"
     if home.is_dir():
-        return None if os.access(home, os.W_OK | os.X_OK) else f"{said} cannot be written: {elsewhere}"
+        return _full(home, said, elsewhere) if os.access(home, os.W_OK | os.X_OK) \
+            else f"{said} cannot be written: {elsewhere}"
     if not home.parent.is_dir():
         return f"{said} cannot be created: its parent folder {home.parent} does not exist: create it, or {elsewhere}"
     if not os.access(home.parent, os.W_OK | os.X_OK):
         return f"{said} cannot be created in {home.parent}, which cannot be written: {elsewhere}"
-    return None
+    return _full(home.parent, said, elsewhere)
+
+
+PREFECT_HOME_NEEDS_MB = 16
+"""Free space Prefect's database needs to record a command's flow runs: on a full disk its server
+failed to start, and the command ended after 3 minutes and 6,000 lines of tracebacks, exit 70 (a
+probe of 2026-12-07)."""
+
+
+def _full(folder: Path, said: str, elsewhere: str) -> str | None:
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return None  # no answer: Prefect's own errors say the rest
+    free_mb = stat.f_bavail * stat.f_frsize / 2**20
+    if free_mb >= PREFECT_HOME_NEEDS_MB:
+        return None
+    return (f"{said} is on a full disk ({free_mb:.1f} MB free of the {PREFECT_HOME_NEEDS_MB} MB it needs): No space "
+            f"left on device: free some space, or {elsewhere}")
 
 
 def out_of_the_terminals_reach() -> bool:

@@ -548,6 +548,16 @@ def test_a_prefect_home_that_cannot_be_made_stops_a_flow_command_at_once_in_one_
         "file, not a folder: set PREFECT_HOME to a folder that can be written"]
     rc, err = run(capsys, "generate", "--model", str(tmp_path / "no.onnx"))  # no Prefect: its own error
     assert rc != ExitCode.FILE_SYSTEM and "PREFECT_HOME" not in " ".join(err), err
+    # a full disk under it: its server failed to start, 3 minutes and exit 70 (a probe of 2026-12-07)
+    import os as os_module
+
+    full = os_module.statvfs_result((4096, 4096, 1000, 10, 10, 1000, 10, 10, 0, 255))
+    monkeypatch.setattr("flows.ephemeral.os.statvfs", lambda path: full)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect-home"))
+    assert run(capsys, "ingest", "--customers", str(tmp_path / "uploads")) == (ExitCode.FILE_SYSTEM, [
+        f"error: PREFECT_HOME {tmp_path / 'prefect-home'} (where Prefect keeps the database of its flow runs) is on a "
+        "full disk (0.0 MB free of the 16 MB it needs): No space left on device: free some space, or set PREFECT_HOME "
+        "to a folder that can be written"])
 
 
 def test_a_customer_whose_uploads_were_refused_is_told_so_not_unknown(three_customers, capsys, monkeypatch):
