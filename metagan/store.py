@@ -61,6 +61,8 @@ def configure(root: Path | None = None, create: bool = False) -> str:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", timeout)
     uri = tracking_uri(root)
     db = _sqlite_file(uri)
+    if db is not None and create:
+        _discard_if_cut_short(db)
     if db is not None and create and not db.exists():
         _refuse_to_replace(db)
         db.parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +87,8 @@ def check_configured_store(root: Path | None = None, create: bool = False) -> No
     without importing MLflow: entry points call it before any work starts. ``create``: for a step
     that would make the store, only a lost one (model files left without it) is an error."""
     db = _sqlite_file(tracking_uri(root))
+    if db is not None and create:
+        _discard_if_cut_short(db)
     if db is not None and create and not db.exists():
         _refuse_to_replace(db)
     elif db is not None:
@@ -160,6 +164,45 @@ def check_store(db: Path) -> None:
         stat = db.stat()
         identity = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
     _STORE_CHECKED[str(db)] = identity
+
+
+CREATION_SETTLED_S = 120
+"""A registry file this old whose creation never finished was left by a run killed while making
+it; a younger one may be another command's, making it now."""
+
+
+def _discard_if_cut_short(db: Path) -> None:
+    """Remove a registry file whose creation was cut short (:func:`_creation_cut_short`), so the
+    step that starts a project makes it again."""
+    if db.exists() and _creation_cut_short(db):
+        log.warning("the registry at %s was left half-created by a run killed while making it: made again", db)
+        for leftover in (db, *(db.with_name(db.name + end) for end in ("-journal", "-wal", "-shm"))):
+            leftover.unlink(missing_ok=True)
+
+
+def _creation_cut_short(db: Path) -> bool:
+    """Whether ``db`` is a registry whose creation was cut short: MLflow makes its tables, then
+    stamps its schema's version (``alembic_version``) last, and a run killed in between (a Ctrl-C in
+    the first second of `metagan demo`) left a file that every command refused as "no MLflow
+    registry tables (empty or replaced); restore it from backup", with nothing to restore (a probe of
+    2026-12-07). Only a file with no stamp, no model in it, no model file beside it, and untouched
+    for :data:`CREATION_SETTLED_S`."""
+    import sqlite3
+    import time
+    from contextlib import closing
+
+    artifacts = db.parent / "artifacts"
+    if (artifacts.is_dir() and any(artifacts.iterdir())) or time.time() - db.stat().st_mtime < CREATION_SETTLED_S:
+        return False
+    try:
+        with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=5)) as con:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "alembic_version" in tables and con.execute("SELECT count(*) FROM alembic_version").fetchone()[0]:
+                return False
+            return not any(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                           for t in ("registered_models", "model_versions") if t in tables)
+    except sqlite3.Error:  # not a database, unreadable, locked: never taken for a registry cut short
+        return False
 
 
 def _no_registry_yet(db: Path) -> bool:

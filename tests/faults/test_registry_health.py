@@ -149,6 +149,48 @@ def test_only_a_step_that_starts_a_project_creates_a_registry_and_never_over_a_l
     assert run(capsys, "models")[0] == ExitCode.OK
 
 
+def test_a_registry_whose_creation_was_cut_short_is_made_again_by_a_step_that_starts_a_project(
+        tmp_path_factory, monkeypatch, capsys, caplog):
+    """A Ctrl-C in the first second of `metagan demo` left mlflow.db with some of MLflow's tables and
+    no schema stamp, and every command then said "no MLflow registry tables (empty or replaced);
+    restore it from backup", with nothing to restore (a probe of 2026-12-07). A step that starts a
+    project makes it again; one that holds a model, or is being made now (younger than two
+    minutes), is left alone."""
+    import logging
+    import os
+    import sqlite3
+    import time
+
+    fresh = tmp_path_factory.mktemp("cut-short")
+    monkeypatch.setenv("METAGAN_PROJECT", str(fresh))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{fresh / 'mlflow' / 'mlflow.db'}")
+    db = fresh / "mlflow" / "mlflow.db"
+    db.parent.mkdir()
+
+    def half_made(models: int = 0, age_s: float = 600) -> None:
+        db.unlink(missing_ok=True)
+        with sqlite3.connect(db) as con:
+            con.execute("CREATE TABLE experiments (experiment_id INTEGER, name TEXT)")
+            con.execute("CREATE TABLE registered_models (name TEXT)")
+            con.execute("CREATE TABLE alembic_version (version_num TEXT)")
+            con.executemany("INSERT INTO registered_models VALUES (?)", [(f"m{i}",) for i in range(models)])
+        os.utime(db, (time.time() - age_s, time.time() - age_s))
+
+    for models, age_s in ((1, 600), (0, 5)):  # a model in it; made a moment ago (another command's, maybe)
+        half_made(models, age_s)
+        with pytest.raises(Damaged, match="holds no MLflow registry tables"):
+            tracking.create_store()
+    half_made()
+    rc, err, _ = run(capsys, "models")  # a read-only command creates nothing, as before
+    assert rc == ExitCode.DAMAGED and "restore it from backup" in err[0]
+    with caplog.at_level(logging.WARNING, logger="metagan.store"):
+        store.check_configured_store(create=True)  # `metagan demo`'s check before any work
+    assert "left half-created by a run killed while making it: made again" in caplog.text and not db.exists()
+    half_made()
+    tracking.create_store()
+    assert run(capsys, "models")[0] == ExitCode.OK
+
+
 def test_registration_records_the_checksum_of_the_stored_model_file(project):
     """Guarantee: every customer version registered from now on carries `onnx_sha256`, the sha256 of
     its model file as the registry stores it, which is the exported file byte for byte."""
