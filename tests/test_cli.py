@@ -421,8 +421,15 @@ def test_adapt_names_the_uploads_it_left_out_of_a_customer_it_served(monkeypatch
     monkeypatch.setattr(flows.adapt_customers, "adapt_customers_flow",
                         lambda p: lambda *a, **k: [Adaptation("mixed", False, error=full)])
     rc = cmd_adapt(SimpleNamespace(customers=str(tmp_path / "up"), steps=None), params)
-    out = capsys.readouterr().out
-    assert rc == ExitCode.PARTIAL and f"  mixed: not adapted: {full}" in out and "None" not in out
+    said = capsys.readouterr()
+    assert rc == ExitCode.PARTIAL and f"  mixed: not adapted: {full}" in said.out and "None" not in said.out
+    assert f"  FAILED {full}" in said.err
+    # an error that does not name its customer (onnxruntime's, a bug's) is named in the FAILED line
+    # (it read "FAILED InvalidGraph: ...", a probe of 2026-12-07)
+    monkeypatch.setattr(flows.adapt_customers, "adapt_customers_flow",
+                        lambda p: lambda *a, **k: [Adaptation("mixed", False, error="InvalidGraph: no Op Tanx")])
+    cmd_adapt(SimpleNamespace(customers=str(tmp_path / "up"), steps=None), params)
+    assert "  FAILED mixed: InvalidGraph: no Op Tanx" in capsys.readouterr().err
 
 
 def test_ingest_names_the_uploads_it_left_out_of_a_customer_it_ingested(monkeypatch, tmp_path, capsys):

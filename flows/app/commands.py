@@ -129,8 +129,12 @@ def cmd_adapt(args, params: Params) -> int:
         print(f"  {cid}: {len(files)} upload(s) left out: {rejection_summary(files)}")
     for cid, files in data.converted.items():  # served from converted uploads: say which and how
         print(f"  {cid}: {len(files)} upload(s) converted: {rejection_summary(files)}")
-    for e in list(data.rejected.values()) + [a.error for a in adapted if not a.ok]:
+    for e in data.rejected.values():
         print(f"  FAILED {e}", file=sys.stderr)
+    for a in adapted:  # named, also where the error does not name its customer (a bug's, onnxruntime's, the disk's)
+        if not a.ok:
+            named = a.error.startswith(f"customer {a.customer_id!r}")
+            print(f"  FAILED {a.error}" if named else f"  FAILED {a.customer_id}: {a.error}", file=sys.stderr)
     return ExitCode.PARTIAL if partial else ExitCode.OK
 
 
