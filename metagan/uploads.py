@@ -228,7 +228,7 @@ def load_customer_uploads(
         raise UploadError(customer, "the customer folder is a symbolic link; upload the files themselves")
     files = sorted(p for p in folder.iterdir() if not ignored_entry(p.name)) if folder.is_dir() else []
     images, used, rejected, converted, seen = [], [], [], [], {}
-    # decoded (and cropped, if said), not yet judged by the screen, with the digests of the file's
+    # decoded (and what was read of the page, if anything), not yet judged by the screen, with the digests of the file's
     # pixels and of their inverse
     pending: list[tuple[str, np.ndarray, str, tuple[str, str]]] = []
 
@@ -236,7 +236,7 @@ def load_customer_uploads(
         """The screen's verdicts on the pending images (one per image: judged in chunks, the same);
         only the images it keeps count toward ``max_shots``."""
         verdicts = screen(np.stack([img for _, img, _, _ in pending])) if screen is not None and pending else None
-        for i, (name, img, cropped, (digest, inverse)) in enumerate(pending):
+        for i, (name, img, read, (digest, inverse)) in enumerate(pending):
             verdict = verdicts[i] if verdicts is not None else None
             if verdict is not None and not verdict.ok:
                 rejected.append((name, verdict.refusal))
@@ -254,7 +254,7 @@ def load_customer_uploads(
             seen.setdefault(kept_digest, name)
             images.append(kept)
             used.append(name)
-            done = " and ".join(c for c in (cropped, verdict.converted if verdict is not None else "") if c)
+            done = " and ".join(c for c in (read, verdict.converted if verdict is not None else "") if c)
             if done:
                 converted.append((name, done))
         pending.clear()
@@ -276,7 +276,7 @@ def load_customer_uploads(
             rejected.append((path.name, "not a regular file"))
             continue
         try:
-            raw, cropped, refusal = read_from_the_page(read_image(path, max_pixels, min_upload_side(size)), size)
+            raw, read, refusal = read_from_the_page(read_image(path, max_pixels, min_upload_side(size)), size)
             if refusal:
                 rejected.append((path.name, refusal))
                 continue
@@ -287,7 +287,7 @@ def load_customer_uploads(
         except OSError as e:  # the file system's fault, not the file's: this file is skipped, not the customer
             rejected.append((path.name, f"cannot be read ({e.strerror or e})"))
             continue
-        pending.append((path.name, img, cropped, (_digest(raw), _digest(255 - raw))))
+        pending.append((path.name, img, read, (_digest(raw), _digest(255 - raw))))
         # past max_shots the screen judges what is decoded before decoding on, and decoding stops once
         # the usable ones are too many: 20 drawings and a photo were "more than 20 usable images"
         if len(images) + len(pending) > max_shots:

@@ -349,3 +349,29 @@ def test_a_page_of_text_or_a_screenshot_is_refused_for_its_many_marks(tmp_path, 
                         r"one character has a few\): upload one drawing", dict(result.rejected)["screenshot.png"])
     assert max(separate_marks(d) for d in sample_drawings(40, start=0)) <= 7 < MARKS_AT_MOST
     assert separate_marks(np.asarray(noise_photo(np.random.default_rng(0), 600))) == 0
+
+
+def test_a_scanners_dark_edges_and_corners_are_made_paper(tmp_path, params):
+    """A scan with a dark band along one side, a dark frame, or black corners (a page laid skewed)
+    was refused as "covered in a pattern", or kept with the band baked into the shot (a probe of
+    2026-12-07): those are made the page's paper, and said; the shot is close to the clean scan's."""
+    from metagan.upload_conversions import DARK_EDGES
+
+    drawing = Image.fromarray(sample_drawings(1)[0]).resize((300, 300), Image.LANCZOS)
+    page = Image.new("L", (480, 480), 255)
+    page.paste(drawing, (90, 90))
+    band, framed = np.asarray(page).copy(), np.asarray(page).copy()
+    band[:40] = 10
+    framed[:30], framed[-30:], framed[:, :30], framed[:, -30:] = 20, 20, 20, 20
+    skewed = page.rotate(8, resample=Image.BILINEAR, expand=True, fillcolor=0)
+    for name, image in (("clean.png", page), ("band.png", band), ("frame.png", framed), ("skewed.png", skewed)):
+        save(tmp_path / "up" / name.removesuffix(".png"), name, image)
+    shots = {}
+    for name in ("clean", "band", "frame", "skewed"):
+        result = ingest_one.fn(tmp_path / "up" / name, params)
+        assert result.ok and result.rejected == [], (name, result.error)
+        assert dict(result.uploads.converted).get(f"{name}.png") == (DARK_EDGES if name != "clean" else None), name
+        shots[name] = result.uploads.images[0].astype(float)
+    for name in ("band", "frame"):
+        assert np.abs(shots[name] - shots["clean"]).mean() < 3, name
+    assert (shots["skewed"][:4, :4] > 200).all()  # its corner is paper, not black
