@@ -93,26 +93,29 @@ BLANK_RANGE = 24
 
 SPECK_PIXELS = 5
 """At 64 px, an image with fewer pixels of ink than this is a blank page with a speck (of dust, a
-dot): the Omniglot drawings least inked have 9 (of 19,280, shrunk to 64 px); scaled with the area."""
+dot): the Omniglot drawings least inked have 8 (of 19,280, shrunk to 64 px); scaled with the area."""
 
 
 def ink_pixels(image: np.ndarray) -> int:
     """How many pixels of ``image`` (H, W[, C]) uint8 are ink: farther from its background (the
     border's median) than half the farthest one is, and than :data:`BLANK_RANGE`; so faint pencil
     counts as ink, and a dust speck's faint rim does not."""
-    return int((_away(image) > max(BLANK_RANGE, 0.5 * float(_away(image).max()))).sum())
+    return _ink_and_marked(image)[0]
 
 
-def _away(image: np.ndarray) -> np.ndarray:
+def _ink_and_marked(image: np.ndarray) -> tuple[int, int]:
+    """(pixels of ink, pixels marked at all: farther than :data:`BLANK_RANGE` from the background)."""
     gray = grays(image[None])[0]
-    return np.abs(gray - float(np.median(border_pixels(gray[None]))))
+    away = np.abs(gray - float(np.median(border_pixels(gray[None]))))
+    return int((away > max(BLANK_RANGE, 0.5 * float(away.max()))).sum()), int((away > BLANK_RANGE).sum())
 
 
 def is_speck(image: np.ndarray) -> bool:
     """A plain page but for a speck: few pixels of ink, and few marked at all (a speck's rim). A
     gradient or noise has few pixels at its extreme too, but many marked: it is no plain page."""
     limit = speck_limit(image)
-    return ink_pixels(image) < limit and int((_away(image) > BLANK_RANGE).sum()) < 3 * limit
+    ink, marked = _ink_and_marked(image)
+    return ink < limit and marked < 3 * limit
 
 
 def speck_limit(image: np.ndarray) -> int:

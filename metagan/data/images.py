@@ -231,8 +231,8 @@ def _high_depth_to_uint8(a: np.ndarray, mode: str) -> np.ndarray:
         # a float TIFF's missing pixels (NaN) made the whole image NaN-scaled, black, then "blank"
         # (a probe of 2026-12-07): they are taken as its lightest pixel, the paper
         finite = a[np.isfinite(a)]
-        a = np.nan_to_num(a, nan=finite.max() if finite.size else 255.0,
-                          posinf=finite.max() if finite.size else 255.0, neginf=finite.min() if finite.size else 0.0)
+        lightest, darkest = (finite.max(), finite.min()) if finite.size else (255.0, 0.0)
+        a = np.nan_to_num(a, nan=lightest, posinf=lightest, neginf=darkest)
     if mode.startswith("I;16"):
         a = a / 257.0  # 65535 -> 255 exactly
     elif mode == "I":
