@@ -46,6 +46,23 @@ def atomic_file(path: str | Path, suffix: str = ".tmp") -> Iterator[BinaryIO]:
         raise
 
 
+def stale_writes(folder: str | Path, names: set[str]) -> list[Path]:
+    """The temp files that writes of ``names`` in ``folder`` killed mid-way left (``.<name>.*.tmp``,
+    :func:`atomic_file`'s). Only for a writer that holds the folder's lock: another's live write
+    would look the same."""
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return []
+    found = []
+    for entry in entries:
+        if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+            name = entry.name[1:].rsplit(".", 2)[0]  # .<name>.<random>.tmp
+            if name in names and entry.is_file(follow_symlinks=False):
+                found.append(Path(entry.path))
+    return found
+
+
 def _naming(e: OSError, path: Path) -> OSError:
     """The same error (same class, from its errno) naming the file being written, not its temp file."""
     return type(e)(e.errno, e.strerror, str(path)) if e.errno is not None else e

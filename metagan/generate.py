@@ -216,6 +216,8 @@ def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model:
         # and only those (a user's own files may sit beside a batch); what both batches may leave
         # is recorded first, so a kill at any later point leaves the next batch the list
         earlier = earlier_batch_files(out)
+        # a batch killed while writing a file left its temp file; nothing else removes it
+        out.remove_stale_writes(earlier | ours | {MANIFEST, UNFINISHED})
         out.write(UNFINISHED, json.dumps({"files": sorted(earlier | ours)}).encode())
         # its manifest goes first, so no reader takes the new images half-written (or an
         # interrupted write's mix of old and new) for the old batch

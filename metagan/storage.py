@@ -14,7 +14,7 @@ from pathlib import Path
 
 from metagan.addresses import is_s3, s3_address
 from metagan.errors import BadInput, FileSystemFault
-from metagan.files import write_bytes
+from metagan.files import stale_writes, write_bytes
 from metagan.retry import RetryPolicy, ServiceUnavailable, call_with_retries
 
 
@@ -191,6 +191,19 @@ class OutputLocation:
         key = f"{self.prefix}/{relative}" if self.prefix else relative
         return _request(self.s3, self.policy, f"reading s3://{self.bucket}/{key}",
                         lambda: self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read(), missing_ok=True)
+
+    def remove_stale_writes(self, names: set[str]) -> int:
+        """Remove the temp files that writes of ``names`` killed mid-way left here (a local folder's;
+        an S3 object is written whole or not at all). Only under the location's lock. Returns how many."""
+        if self.is_s3:
+            return 0
+        stale = stale_writes(self.root, names)
+        for path in stale:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as e:
+                raise FileSystemFault.of(e, "cannot remove") from e
+        return len(stale)
 
     def remove(self, relative: str) -> None:
         """Remove ``relative`` under this location; nothing there is no error."""

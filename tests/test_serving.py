@@ -364,6 +364,24 @@ def test_a_batch_killed_midway_leaves_the_next_one_the_list_of_files_to_remove(a
                                                      "manifest.json"]
 
 
+def test_a_batch_removes_the_temp_files_a_killed_batch_left_of_its_files_only(acme, store):
+    """Guarantee: a batch killed while writing an image (SIGKILL: no cleanup ran) left the atomic
+    write's ``.00003.png.<random>.tmp`` in the customer's folder for good; the next batch removes
+    such files of the names a batch writes, not a user's own dot files."""
+    from metagan.generate import run_batch_job
+
+    model = serving.served_model("acme")
+    out = store / "b"
+    run_batch_job(model.onnx, 6, str(out), 1, model.describe())
+    left = [".00003.png.k2x_9q.tmp", ".manifest.json.a1b2c3.tmp", ".contact-sheet.png.zz.tmp"]
+    for name in left:
+        (out / name).write_bytes(b"half a file")
+    (out / ".notes.txt.v1.tmp").write_text("the user's")
+    run_batch_job(model.onnx, 2, str(out), 2, model.describe())
+    assert sorted(p.name for p in out.iterdir()) == [".notes.txt.v1.tmp", "00000.png", "00001.png",
+                                                     "contact-sheet.png", "index.html", "manifest.json"]
+
+
 def test_a_batch_over_another_under_an_s3_prefix_removes_the_old_batchs_objects(acme, store, monkeypatch):
     """Guarantee: the same under an S3 prefix: the objects the old manifest named and the new
     batch did not write are deleted, other objects under the prefix (and beside it) stay."""
