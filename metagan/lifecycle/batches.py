@@ -147,7 +147,10 @@ def failed_batch(customer_id: str, error: BaseException, seconds: float = 0.0) -
     """A customer's batch that ``error`` stopped: the error's line (a bug's with its type) and kind."""
     kind = kind_of(error)
     text = str(error) if kind is not None else f"{type(error).__name__}: {error}"
-    log.error("customer %s: no batch: %s", customer_id, text)
+    # the line is the result's, which the night's flow logs as an error (the Prefect UI) and
+    # `metagan generate --all` prints: an error here too reached the terminal twice. At INFO it
+    # goes to the UI and `-v`, with a bug's traceback
+    log.info("customer %s: no batch: %s", customer_id, text, exc_info=error if kind is None else None)
     return Batch(customer_id, False, error=text, seconds=seconds, failure=kind.name if kind is not None else "")
 
 

@@ -152,7 +152,10 @@ def test_a_night_that_drew_nothing_because_a_service_was_down_exits_with_that_ki
     assert "no batch drawn: every customer due failed (service unavailable)" in captured.err
     monkeypatch.setattr(fleet_module, "_served", down(only={"c0"}))
     assert main(["--project", str(root), "generate", "--all", "--count", "2"]) == 1
-    assert "5 batch(es) drawn" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "5 batch(es) drawn" in captured.out
+    # said once, in the FAILED line (a probe of 2026-12-07 found a log line saying it first)
+    assert captured.err.count("c0") == 1 and "FAILED c0: MLflow" in captured.err, captured.err
     monkeypatch.setattr(fleet_module, "_served", served)
     assert main(["--project", str(root), "generate", "--all", "--count", "2"]) == 0
     assert "1 customer(s) due: 1 batch(es) drawn" in capsys.readouterr().out
