@@ -16,6 +16,12 @@ from typing import Callable, Collection, Iterable
 import numpy as np
 
 # Ids become file names, registry model names and URL parts: keep them boring.
+READ_BUDGET_IMAGES = 25
+"""A customer's uploads are decoded up to this many times ``adapt.max_image_pixels`` in all (a
+billion pixels by default: 20 phone photos fit three times over); the files after are left out,
+said, so a folder of hundreds of huge pages cannot hold an ingestion for minutes. Not a setting:
+the adapt section is part of every customer model's identity."""
+
 CUSTOMER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -261,7 +267,15 @@ def load_customer_uploads(
         if len(images) > max_shots:
             raise UploadError(customer, f"more than {max_shots} usable images, at most {max_shots} allowed")
 
+    budget, read_pixels = READ_BUDGET_IMAGES * max_pixels, 0
     for path in files:
+        if read_pixels >= budget:
+            # 200 near-blank 40-megapixel pages held an ingestion 54 s (a probe of 2026-12-07)
+            rejected.append((shown_name(path.name), f"not read: this customer's uploads before it held "
+                                                    f"{_pixels(read_pixels)}, the most read for one "
+                                                    f"customer ({READ_BUDGET_IMAGES} x adapt.max_image_pixels); "
+                                                    "upload at most the drawings to learn from"))
+            continue
         if not _is_utf8(path.name):  # it could not be named in a report, a log or a registry tag
             rejected.append((shown_name(path.name), "the file name is not valid UTF-8: rename the file"))
             continue
@@ -276,7 +290,9 @@ def load_customer_uploads(
             rejected.append((path.name, "not a regular file"))
             continue
         try:
-            raw, read, refusal = read_from_the_page(read_image(path, max_pixels, min_upload_side(size)), size)
+            decoded = read_image(path, max_pixels, min_upload_side(size))
+            read_pixels += decoded.shape[0] * decoded.shape[1]
+            raw, read, refusal = read_from_the_page(decoded, size)
             if refusal:
                 rejected.append((path.name, refusal))
                 continue
@@ -301,6 +317,10 @@ def load_customer_uploads(
         raise UploadError(customer, f"{len(images)} usable image(s), at least {min_shots} needed"
                           + (f" (rejected: {detail})" if detail else ""), rejected)
     return CustomerUploads(customer, np.stack(images), used, rejected, converted)
+
+
+def _pixels(n: int) -> str:
+    return f"{n / 1e6:,.0f} megapixels" if n >= 10**7 else f"{n:,} pixels"
 
 
 def _digest(pixels: np.ndarray) -> str:

@@ -626,3 +626,27 @@ def test_same_group_episodes_draw_every_task_from_one_alphabet(ds):
     assert len(groups_of(always.sample_with_classes(4)[1])) > 1
     with pytest.raises(ValueError, match="same_group"):
         EpisodeSampler(ds, ids, shots=3, queries=2, same_group=1.5)
+
+
+def test_a_jpeg_cut_short_and_a_tiff_of_several_pages_are_refused_saying_so(tmp_path):
+    """A probe of 2026-12-07: a JPEG whose data ended early (a premature marker, a copy stopped
+    midway with its end marker) was taken as a drawing half covered in grey, libjpeg's fill, and a
+    scanner's multi-page TIFF lost its later drawings unsaid. Now both are refused by name; a
+    TIFF's thumbnail frame and an intact JPEG are read as before."""
+    drawing = np.full((120, 120), 250, np.uint8)
+    drawing[20:100, 50:60] = 10
+    whole = png_bytes(Image.fromarray(drawing), format="JPEG")
+    half = len(whole) // 2
+    for name, data in {"marker.jpg": whole[:half] + b"\xff\xd0" + whole[half + 2:],
+                       "cut.jpg": whole[:half] + b"\xff\xd9"}.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ImageError, match=r"a damaged JPEG: its data ends early \(the last \d+ of 120 rows"):
+            load_image(tmp_path / name, 8, 1)
+    (tmp_path / "whole.jpg").write_bytes(whole)
+    assert load_image(tmp_path / "whole.jpg", 8, 1).shape == (8, 8, 1)
+    page = Image.fromarray(drawing)
+    page.save(tmp_path / "scans.tif", save_all=True, append_images=[page, page])
+    with pytest.raises(ImageError, match="a TIFF of 3 pages: one drawing is read from a file; save each page"):
+        load_image(tmp_path / "scans.tif", 8, 1)
+    page.save(tmp_path / "thumbnail.tif", save_all=True, append_images=[page.resize((30, 30))])
+    assert load_image(tmp_path / "thumbnail.tif", 8, 1).shape == (8, 8, 1)

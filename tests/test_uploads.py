@@ -123,6 +123,24 @@ def test_too_few_and_too_many_shots(tmp_path):
         load_customer_uploads(many, 32, 1, max_shots=3)
 
 
+def test_a_customers_uploads_are_read_up_to_a_budget_of_pixels_and_the_rest_said_not_read(tmp_path):
+    """A probe of 2026-12-07: 200 near-blank 40-megapixel pages held an ingestion 54 s, each decoded
+    and judged in turn. A customer's uploads are now decoded up to READ_BUDGET_IMAGES times the
+    per-image limit in all; the files after are left out, said, and the drawings read are served."""
+    from metagan.uploads import READ_BUDGET_IMAGES
+
+    c = tmp_path / "acme"
+    c.mkdir()
+    for i in range(READ_BUDGET_IMAGES + 5):  # 40 x 40 = 1,600 pixels each: the budget is READ_BUDGET_IMAGES of them
+        png(c / f"{i:02d}.png", i * 5)
+    up = load_customer_uploads(c, 32, 1, max_shots=100, max_pixels=1_600)
+    assert up.files == [f"{i:02d}.png" for i in range(READ_BUDGET_IMAGES)]
+    reasons = dict(up.rejected)
+    not_read = [n for n, r in reasons.items() if r.startswith("not read: this customer's uploads before it held")]
+    assert not_read == [f"{i:02d}.png" for i in range(READ_BUDGET_IMAGES, READ_BUDGET_IMAGES + 5)], reasons
+    assert f"({READ_BUDGET_IMAGES} x adapt.max_image_pixels)" in reasons[not_read[0]]
+
+
 def test_a_folder_of_thousands_of_bad_files_gets_a_readable_line_and_the_whole_list_elsewhere(tmp_path):
     """Guarantee: a customer refused for thousands of bad files gets an error line that names the
     first few of each reason and counts the rest ("... and 4,995 more"), and past ten reasons counts

@@ -112,8 +112,15 @@ def decode_image(fp: BinaryIO, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, 
             if im.format in ("WMF", "EMF"):  # Pillow identifies them but draws them only on Windows
                 raise ImageError(name, f"a Windows metafile ({im.format}: a vector format, not pixels): export the "
                                        "drawing as PNG or JPEG")
+            if im.format == "TIFF" and (pages := _full_pages(im)) > 1:
+                # a scanner's multi-page file: its later drawings were dropped unsaid (a probe of 2026-12-07)
+                raise ImageError(name, f"a TIFF of {pages} pages: one drawing is read from a file; save each "
+                                       "page as its own file")
             im.seek(0)  # animated GIF/APNG/WebP: the first frame is the image
             im.load()  # decode now, so truncation surfaces here rather than later
+            if im.format == "JPEG" and (missing := _grey_rows_at_the_end(im)):
+                raise ImageError(name, f"a damaged JPEG: its data ends early (the last {missing} of {h} rows "
+                                       "of pixels are missing); upload the file again")
             im = ImageOps.exif_transpose(im)
             return _to_gray_or_rgb(im, name)
     except ImageError:
@@ -141,6 +148,42 @@ def decode_image(fp: BinaryIO, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, 
     except Exception as e:  # noqa: BLE001 (untrusted bytes: a decoder may raise anything, IndexError, struct.error...)
         # a failure no one listed above is still this file's, never every customer's
         raise ImageError(name, f"the image decoder failed on it ({type(e).__name__}: {e})") from None
+
+
+def _full_pages(im: Image.Image) -> int:
+    """The pages of a multi-frame image at least half as large as its first (a TIFF may also hold
+    a reduced copy of its page, a thumbnail, as a frame)."""
+    try:
+        frames = im.n_frames
+    except (AttributeError, OSError, ValueError, EOFError):
+        return 1
+    area = im.size[0] * im.size[1]
+    pages = 1
+    for i in range(1, frames):
+        try:
+            im.seek(i)
+        except (OSError, ValueError, EOFError):
+            break
+        pages += im.size[0] * im.size[1] >= area / 2
+    im.seek(0)
+    return pages
+
+
+def _grey_rows_at_the_end(im: Image.Image) -> int:
+    """How many whole rows at the bottom of a decoded JPEG are the decoder's fill for data that is
+    missing: exactly mid-grey (128 in every channel), at least one block (8 rows). libjpeg ends a
+    scan cut short (a premature marker, a copy stopped midway with its end marker) that way and
+    says so only as a warning, which Pillow does not pass on: the image was taken as a drawing
+    half covered in grey. A drawing's paper is never exactly that grey to the last row."""
+    if im.mode not in ("L", "RGB"):
+        return 0
+    rows = np.asarray(im).reshape(im.size[1], -1)
+    grey = (rows == 128).all(axis=1)
+    if not grey[-1]:
+        return 0
+    first_not_grey = np.flatnonzero(~grey)
+    missing = len(grey) - (int(first_not_grey[-1]) + 1 if first_not_grey.size else 0)
+    return missing if missing >= 8 else 0
 
 
 def _unread_format(fp: BinaryIO) -> str:
