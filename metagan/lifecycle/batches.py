@@ -5,6 +5,7 @@ then its watermark moved in the fleet index. The plans are :mod:`metagan.lifecyc
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -38,6 +39,15 @@ class Batch:
     """The MLflow run that recorded it."""
     failure: str = ""
     """The kind of its failure (:class:`metagan.errors.Failure`'s name; "" when unclassified, a bug)."""
+
+
+STOP_BEGINNING = threading.Event()
+"""Set by the night's flow when its command is interrupted (a Ctrl-C, a SIGTERM): the tasks running
+in this process begin no further customer, each batch begun is finished whole, and the customers
+left stay due for the rerun. A task's customers were all drawn first: a Ctrl-C of `generate --all`
+waited 44 s (a probe of 2026-12-07)."""
+
+INTERRUPTED = "not drawn: the run was interrupted (still due)"
 
 
 DRAW_THREADS = 2
@@ -79,6 +89,8 @@ def draw_batches(customer_ids: list[str], planned: bool, count: int, out: str, s
         return []
     with BatchRecorder(len(due)) as run:
         def one(item: DueBatch) -> Batch:
+            if STOP_BEGINNING.is_set():
+                return Batch(item.customer_id, False, error=INTERRUPTED)
             return _draw_one(item, count, location, seed, layout, stamp, default_s, run, lock)
 
         if threads > 1 and len(due) > 1:

@@ -83,3 +83,33 @@ def test_a_night_killed_midway_is_resumed_by_drawing_only_the_customers_not_done
         prod = model_versions.get_alias(model_names.customer_model_name(cid), model_names.PRODUCTION)
         manifest = json.loads((root / "out" / cid / "manifest.json").read_text())
         assert prod.tags["last_batch"] == str(root / "out" / cid / "manifest.json") and manifest["count"] == 64
+
+
+def test_a_ctrl_c_of_the_night_begins_no_further_customer_and_the_rerun_draws_the_rest(project):
+    """Guarantee: a Ctrl-C (SIGINT to the group) of `metagan generate --all` ends it once the
+    batches begun are written whole: exit 130, the customers not begun left due, drawn by the
+    rerun. Until a probe of 2026-12-07 a task drew all its customers first (`fleet.customers_per_task`,
+    32): the probe's Ctrl-C waited 44 s; here the night's one task of 24 was drawn whole."""
+    import os
+    import time
+
+    from flows.generate import generate
+
+    root, env = project
+    night = workers.start("night", root, env)
+    try:
+        workers.wait_for(lambda: len(manifests(root)) >= 2, 300, "two batches written", night, interval=0.02)
+        os.killpg(night.pid, signal.SIGINT)
+        code = night.wait(timeout=120)
+    finally:
+        workers.kill(night)
+    log = (root / "night.log").read_text()
+    assert code == 130, log
+    drawn = manifests(root)
+    # the two waited for and those begun beside them, not the task's 24 (12 by the time the code before exited)
+    assert len(drawn) <= 2 + DRAW_THREADS, (sorted(drawn), log)
+    rows = registry_index().rows()
+    done = {c for c, r in rows.items() if r.batch_version is not None and r.batch_version == r.production_version}
+    rerun = generate(Params().with_overrides(paths={"generated": str(root / "out")}), count=64)
+    assert sorted(b.customer_id for b in rerun) == sorted(set(CUSTOMERS) - done) and all(b.ok for b in rerun)
+    assert manifests(root) == set(CUSTOMERS)
