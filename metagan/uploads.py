@@ -233,10 +233,19 @@ def load_customer_uploads(
         # a link could make one customer's model out of another customer's (or any) files
         raise UploadError(customer, "the customer folder is a symbolic link; upload the files themselves")
     files = sorted(p for p in folder.iterdir() if not ignored_entry(p.name)) if folder.is_dir() else []
-    images, used, rejected, converted, seen = [], [], [], [], {}
+    images, used, rejected, converted, seen, uploaded_at = [], [], [], [], {}, {}
     # decoded (and what was read of the page, if anything), not yet judged by the screen, with the digests of the file's
     # pixels and of their inverse
     pending: list[tuple[str, np.ndarray, str, tuple[str, str]]] = []
+
+    def drop_for(twin: str, name: str) -> None:
+        """``twin``, kept so far, is a later copy of ``name``: it leaves the shots."""
+        i = used.index(twin)
+        del images[i], used[i]
+        converted[:] = [c for c in converted if c[0] != twin]
+        rejected.append((twin, f"duplicate of {name}"))
+        for k in [k for k, v in seen.items() if v == twin]:
+            seen[k] = name
 
     def judge() -> None:
         """The screen's verdicts on the pending images (one per image: judged in chunks, the same);
@@ -254,8 +263,13 @@ def load_customer_uploads(
             kept_digest = _digest(kept)
             twin = next((seen[k] for k in (digest, inverse, kept_digest) if k in seen), None)
             if twin is not None:
-                rejected.append((name, f"duplicate of {twin}"))
-                continue
+                # the file uploaded first is the shot, a later copy the duplicate, whatever their names: a
+                # drawing uploaded again under a name sorting first changed the shots' order, so their
+                # identity, and a new version was adapted from the same drawings (a probe of 2026-12-07)
+                if uploaded_at[name] >= uploaded_at[twin]:
+                    rejected.append((name, f"duplicate of {twin}"))
+                    continue
+                drop_for(twin, name)
             seen.setdefault(digest, name)
             seen.setdefault(kept_digest, name)
             images.append(kept)
@@ -290,6 +304,7 @@ def load_customer_uploads(
             rejected.append((path.name, "not a regular file"))
             continue
         try:
+            uploaded = path.stat().st_mtime_ns
             decoded = read_image(path, max_pixels, min_upload_side(size))
             read_pixels += decoded.shape[0] * decoded.shape[1]
             raw, read, refusal = read_from_the_page(decoded, size)
@@ -304,6 +319,7 @@ def load_customer_uploads(
             rejected.append((path.name, f"cannot be read ({e.strerror or e})"))
             continue
         pending.append((path.name, img, read, (_digest(raw), _digest(255 - raw))))
+        uploaded_at[path.name] = uploaded
         # past max_shots the screen judges what is decoded before decoding on, and decoding stops once
         # the usable ones are too many: 20 drawings and a photo were "more than 20 usable images"
         if len(images) + len(pending) > max_shots:

@@ -267,3 +267,27 @@ def test_only_the_uploads_the_domain_check_keeps_count_toward_max_shots(tmp_path
         png(c / f"e{i}.png", 60 + 30 * i)
     with pytest.raises(UploadError, match="more than 3 usable images, at most 3 allowed"):
         load_customer_uploads(c, 32, 1, max_shots=3, screen=screen)
+
+
+def test_a_drawing_uploaded_again_under_a_name_sorting_first_leaves_the_shots_and_their_identity_as_they_were(
+        tmp_path):
+    """A probe of 2026-12-07: a customer's drawing uploaded again under a new name registered a new
+    version from the same drawings. The copy sorting first was kept and the original left out, so
+    the shots' order, and the content hash of the model's identity, changed. The file uploaded
+    first is the shot, a later copy the duplicate, whatever the names; the same time: by name."""
+    import os
+    import shutil
+
+    c = tmp_path / "acme"
+    c.mkdir()
+    png(c / "a.png", 0)
+    png(c / "b.png", 90)
+    before = load_customer_uploads(c, 32, 1)
+    shutil.copy(c / "b.png", c / "0-again.png")
+    stamp = os.stat(c / "b.png").st_mtime_ns
+    os.utime(c / "0-again.png", ns=(stamp + 10**9, stamp + 10**9))  # uploaded a second later
+    after = load_customer_uploads(c, 32, 1)
+    assert after.files == ["a.png", "b.png"] and after.rejected == [("0-again.png", "duplicate of b.png")]
+    assert after.content_hash == before.content_hash
+    os.utime(c / "0-again.png", ns=(stamp, stamp))
+    assert load_customer_uploads(c, 32, 1).rejected == [("b.png", "duplicate of 0-again.png")]
