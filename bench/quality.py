@@ -62,6 +62,7 @@ from benchlib.rows import (bank_adapter, checkpoint_adapter, classic_adapter, dr
                           spread_adapter, centred_adapter,
                           pair_moves_adapter, part_moves_adapter, posterior_codes_adapter)
 from benchlib.centring import load_centring
+from benchlib.finetune import finetune_adapter
 from benchlib.strokes import stroke_moves_adapter
 from metagan.config import Params
 from metagan.evaluator import at_size, embed, load_evaluator
@@ -103,6 +104,8 @@ def main() -> None:
                     help="a classic row: settings over params.yaml's learners.classic (repeatable)")
     ap.add_argument("--mix", action="append", default=[], metavar="NAME=A+B@SHARE",
                     help="a row drawing each image from row A with probability SHARE, else from row B")
+    ap.add_argument("--finetune", action="append", default=[], metavar="NAME=PATH@STEPS[:LR]",
+                    help="warp fine-tuned on each customer's shots (two or more) for STEPS steps (benchlib/finetune.py)")
     ap.add_argument("--pairs", action="append", default=[], metavar="NAME=PATH@LOW:HIGH",
                     help="an experiment: a warp checkpoint's customer generator whose images are its shots "
                          "moved part of the way (t uniform in LOW:HIGH; below 0 away from it) onto another of its shots")
@@ -172,6 +175,13 @@ def main() -> None:
         path, _, changes = path.partition("@")
         meta = load_for_held_out(path, name, held.groups)
         rows[name] = checkpoint_adapter(meta, params, json.loads(changes or "{}"))
+        steps[name] = meta.checkpoint["step"]
+    for spec in args.finetune:
+        name, _, rest = spec.partition("=")
+        path, _, how = rest.rpartition("@")
+        tune_steps, _, lr = how.partition(":")
+        meta = load_for_held_out(path, name, held.groups)
+        rows[name] = finetune_adapter(meta, params, ds, held.train_ids, int(tune_steps), float(lr or 1e-4))
         steps[name] = meta.checkpoint["step"]
     for spec in args.pairs:
         name, _, rest = spec.partition("=")

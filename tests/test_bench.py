@@ -504,3 +504,31 @@ def test_a_shots_centre_is_the_mean_of_its_registrations_onto_its_characters_oth
                             for i in range(6)])
     assert shots.shape == (6, 1, 4, 4) and targets.shape == (6, GLOBALS + 2)
     assert torch.allclose(targets, expected[:, None].expand(-1, GLOBALS + 2), atol=1e-5)
+
+
+def test_a_finetuned_row_changes_warp_for_two_shots_or_more_and_leaves_the_meta_model_and_one_shot_alone():
+    """The fine-tuned row (an experiment of bench/quality.py, benchlib/finetune.py): a customer of
+    two or more shots gets steps of warp's own objective on a private copy, served as warp is; the
+    meta-model is not touched, and a one-shot customer is served as is."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from benchlib.finetune import finetune_adapter
+    from metagan.adapt import MetaModel
+    from metagan.config import Params
+
+    meta = MetaModel.load(ROOT / "metagan/pretrained/warp-small.pt")
+    before = {k: v.clone() for k, v in meta.learner.generator.state_dict().items()}
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (40, 64, 64, 1), dtype=np.uint8)
+    ds = SimpleNamespace(images=images, indices_of=lambda c: np.arange(c * 10, c * 10 + 10))
+    adapt = finetune_adapter(meta, Params(), ds, np.arange(4), steps=2, lr=1e-3)
+    tuned = adapt(images[:3], 0)
+    assert any(not torch.equal(v, before[k]) for k, v in tuned.generator.state_dict().items())
+    assert all(torch.equal(v, before[k]) for k, v in meta.learner.generator.state_dict().items())
+    one = adapt(images[:1], 0)
+    assert all(torch.equal(v, before[k]) for k, v in one.generator.state_dict().items())
+    assert tuned(torch.randn(2, tuned.z_dim)).shape == (2, 1, 64, 64)
