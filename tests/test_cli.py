@@ -949,3 +949,36 @@ def test_a_registry_held_locked_by_another_process_is_service_unavailable_in_one
             "command, or a tool holding mlflow/mlflow.db or the fleet index open, is writing to it; retry when it ends")
     assert run(capsys, "generate", "--customer", "acme") == (ExitCode.UNAVAILABLE, [said])
     assert run(capsys, "models") == (ExitCode.UNAVAILABLE, [said])
+
+
+def test_a_sigterm_once_the_commands_work_is_over_lets_its_exit_hooks_finish():
+    """A SIGTERM while a finished command's exit hooks run (they stop its private Prefect server):
+    the handler raised SystemExit inside the hook, which Python printed as an "Exception ignored"
+    block and cut the hook short (a probe of 2026-12-07). Now the hooks finish and the command's own
+    exit code stands; before its work is over a SIGTERM still ends it, 143."""
+    import signal
+    import subprocess
+    import sys
+
+    from flows.app import cli
+    from metagan.config import PROJECT_ROOT
+
+    script = ("import atexit, signal, sys, time\n"
+              "from flows.app import cli\n"
+              "signal.signal(signal.SIGTERM, cli._end_on_signal)\n"
+              "atexit.register(lambda: (print('hook', flush=True), time.sleep(2), print('hook done', flush=True)))\n"
+              "sys.exit(cli.main(['--version']))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line == "hook\n":
+            proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    out = "".join(lines)
+    assert "hook done" in out and "Exception ignored" not in out, out
+    cli._ENDED.clear()  # a command at work
+    with pytest.raises(SystemExit) as ended:
+        cli._end_on_signal(signal.SIGTERM, None)
+    assert ended.value.code == 128 + signal.SIGTERM

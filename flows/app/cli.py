@@ -19,6 +19,7 @@ import os
 import select
 import signal
 import sys
+import threading
 from pathlib import Path
 
 from flows.app.options import existing_dir
@@ -131,14 +132,21 @@ def _load(args) -> Params:
     return load(args.params)
 
 
+_ENDED = threading.Event()
+"""Set once the command's work is over: its exit hooks (stopping its Prefect server) may still run."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``metagan`` command; returns its exit code (:mod:`metagan.errors`)."""
+    _ENDED.clear()
     try:
         code = _run(argv)
         sys.stdout.flush()  # a reader gone is found here, not by the interpreter's last flush (exit 120)
         return code
     except BrokenPipeError:  # `metagan doctor | head -1`: the reader has what it wanted
         return _output_unread()
+    finally:
+        _ENDED.set()
 
 
 def _run(argv: list[str] | None) -> int:
@@ -224,7 +232,11 @@ def _before_a_private_prefect_server(args) -> None:
 
 
 def _end_on_signal(signum, frame) -> None:
-    """SIGTERM or SIGHUP: end as the default action would (128 + the signal), exit hooks included."""
+    """SIGTERM or SIGHUP: end as the default action would (128 + the signal), exit hooks included.
+    Once the command's work is over it is ending already: raised inside its exit hooks, the exit
+    printed an "Exception ignored" block and the hooks were cut short (a probe of 2026-12-07)."""
+    if _ENDED.is_set():
+        return
     raise SystemExit(128 + signum)
 
 
