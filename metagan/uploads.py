@@ -15,13 +15,13 @@ from typing import Callable, Collection, Iterable
 
 import numpy as np
 
-# Ids become file names, registry model names and URL parts: keep them boring.
 READ_BUDGET_IMAGES = 25
 """A customer's uploads are decoded up to this many times ``adapt.max_image_pixels`` in all (a
-billion pixels by default: 20 phone photos fit three times over); the files after are left out,
-said, so a folder of hundreds of huge pages cannot hold an ingestion for minutes. Not a setting:
-the adapt section is part of every customer model's identity."""
+billion pixels by default: twenty 12-megapixel phone photos fit four times over); the files after
+are left out, said, so a folder of hundreds of huge pages cannot hold an ingestion for minutes.
+Not a setting: the adapt section is part of every customer model's identity."""
 
+# Ids become file names, registry model names and URL parts: keep them boring.
 CUSTOMER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
