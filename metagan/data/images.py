@@ -178,9 +178,9 @@ def _grey_rows_at_the_end(im: Image.Image) -> int:
     if im.mode not in ("L", "RGB"):
         return 0
     rows = np.asarray(im).reshape(im.size[1], -1)
-    grey = (rows == 128).all(axis=1)
-    if not grey[-1]:
+    if not (rows[-1] == 128).all():  # the common case, told from one row
         return 0
+    grey = (rows == 128).all(axis=1)
     first_not_grey = np.flatnonzero(~grey)
     missing = len(grey) - (int(first_not_grey[-1]) + 1 if first_not_grey.size else 0)
     return missing if missing >= 8 else 0
