@@ -23,7 +23,7 @@ from flows.locks import profile_locker
 from metagan.addresses import is_s3
 from metagan.lifecycle import fleet
 from metagan.config import Params
-from metagan.lifecycle.batches import STOP_BEGINNING, Batch, draw_batches, failed_batch
+from metagan.lifecycle.batches import Batch, begin_drawing, draw_batches, failed_batch, stop_beginning
 from metagan.lifecycle.fleet import NightPlan
 
 
@@ -60,7 +60,7 @@ def generate(params: Params, customers: list[str] | None = None, count: int | No
     count = params.schedules.generate_count if count is None else count
     out = out or output_uri(params)
     layout = layout or params.fleet.batch_format
-    STOP_BEGINNING.clear()
+    begin_drawing()
     night = plan_batches(params, customers)
     if night.resumed:
         logger.info("resuming the night started at %s: %d customers still due", night.started, len(night.due))
@@ -88,7 +88,7 @@ def generate(params: Params, customers: list[str] | None = None, count: int | No
         logger.error("no batch for %d customer(s): %s (%s)", len(left), lost, ", ".join(left))
         raise lost.leaving(left, [finished[c] for c in night.due if c in finished]) from None
     except BaseException:  # a Ctrl-C or a SIGTERM: the tasks running here begin no further customer
-        STOP_BEGINNING.set()
+        stop_beginning()
         raise
     results = [finished[c] for c in night.due if c in finished]
     finish_night(night, results)

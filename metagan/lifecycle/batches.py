@@ -50,6 +50,18 @@ waited 44 s (a probe of 2026-12-07)."""
 INTERRUPTED = "not drawn: the run was interrupted (still due)"
 
 
+def begin_drawing() -> None:
+    """A night starts: its tasks in this process begin their customers."""
+    STOP_BEGINNING.clear()
+
+
+def stop_beginning() -> None:
+    """The night's command is interrupted: its tasks in this process begin no further customer.
+    (Functions, not the event, are what a flow uses: a Dask submission pickles the flow's function
+    by value, with the globals it names, and an event holds a lock that cannot be pickled.)"""
+    STOP_BEGINNING.set()
+
+
 DRAW_THREADS = 2
 """Customers one task draws at once: while one waits on the network (its model's download, its
 puts, its registry record), the other computes."""

@@ -62,3 +62,27 @@ def test_a_scheduler_killed_mid_run_stops_it_unavailable_in_one_line(prefect_har
     assert said.startswith(f"the Dask scheduler {scheduler.address} stopped answering (") and "\n" not in said, said
     assert kind_of(lost.value).exit_code == ExitCode.UNAVAILABLE
     assert took < 40, took
+
+
+def test_every_flow_pickles_as_a_dask_submission_pickles_it():
+    """A task submitted to Dask carries its flow's function, pickled by value with the globals it
+    names (cloudpickle does not find a function whose module name is the decorated flow). A flow
+    that named a threading event (a lock inside) failed every scaled-out night, "Could not
+    serialize object of type LLGExpr", until caught by CI on 2026-12-07. Every flow of flows/
+    must pickle."""
+    import importlib
+    import pkgutil
+
+    import cloudpickle
+    from prefect import Flow
+
+    import flows
+
+    found = []
+    for info in pkgutil.walk_packages(flows.__path__, "flows."):
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if isinstance(value, Flow) and value.fn.__module__ == module.__name__:
+                cloudpickle.dumps(value)
+                found.append(value.name)
+    assert {"generate", "adapt-customers"} <= set(found), found
