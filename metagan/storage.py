@@ -192,18 +192,16 @@ class OutputLocation:
         return _request(self.s3, self.policy, f"reading s3://{self.bucket}/{key}",
                         lambda: self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read(), missing_ok=True)
 
-    def remove_stale_writes(self, names: set[str]) -> int:
+    def remove_stale_writes(self, names: set[str]) -> None:
         """Remove the temp files that writes of ``names`` killed mid-way left here (a local folder's;
-        an S3 object is written whole or not at all). Only under the location's lock. Returns how many."""
+        an S3 object is written whole or not at all). Only under the location's lock."""
         if self.is_s3:
-            return 0
-        stale = stale_writes(self.root, names)
-        for path in stale:
+            return
+        for path in stale_writes(self.root, names):
             try:
                 path.unlink(missing_ok=True)
             except OSError as e:
                 raise FileSystemFault.of(e, "cannot remove") from e
-        return len(stale)
 
     def remove(self, relative: str) -> None:
         """Remove ``relative`` under this location; nothing there is no error."""

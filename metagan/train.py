@@ -20,6 +20,7 @@ from metagan import distributed
 from metagan.checkpoint import META_FORMAT, CheckpointError, ReadCheckpoint, load_checkpoint, save_atomic
 from metagan.config import Params, params_from_dict
 from metagan.errors import ConfigError
+from metagan.files import stale_writes
 from metagan.data import EpisodeSampler, TaskDataset, load_packed, split_classes
 from metagan.data.images import to_tensor, to_uint8
 from metagan.meta import MetaLearner, build_learner, learner_settings_from, load_learner
@@ -121,7 +122,7 @@ def _train(
             first_step = int(init["step"])  # steps count across warm starts
             seen_groups = init.get("train_groups", [])
         if resume:  # a writer killed mid-save leaves its temp file (never read); drop those
-            for stale in Path(checkpoint_path).parent.glob(f".{Path(checkpoint_path).name}.*.tmp"):
+            for stale in stale_writes(Path(checkpoint_path).parent, {Path(checkpoint_path).name}):
                 stale.unlink(missing_ok=True)
         previous = _resumable(checkpoint_path, params, dataset) if resume else None
         if previous is not None:
