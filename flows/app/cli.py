@@ -79,9 +79,13 @@ def _check_arguments(args) -> None:
         if problem:
             raise FileSystemFault(problem)
     if args.command == "schedule":  # a wrong cadence is the command line's, said before the registry is looked for
+        from metagan.errors import BadInput
         from metagan.lifecycle.fleet import parse_every
 
-        parse_every(args.every if isinstance(args.every, str) else "--")
+        try:
+            parse_every(args.every if isinstance(args.every, str) else "--")
+        except BadInput as e:  # a usage error (exit 2), as `--count 0` is: it was exit 3, bad input
+            raise Usage(str(e)) from None
 
 
 def _named_customers(args) -> list[str]:
