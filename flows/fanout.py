@@ -18,9 +18,11 @@ lost) is :class:`WorkersLost` too, once Dask's client gives up reconnecting (its
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import CancelledError
 
 from prefect.futures import PrefectFuture, as_completed
@@ -30,6 +32,8 @@ from metagan.errors import Unavailable
 
 POLL_S = 1.0
 """How often a fan-out on Dask asks the scheduler for its workers while it waits."""
+
+log = logging.getLogger(__name__)
 
 
 class WorkersLost(Unavailable):
@@ -129,3 +133,48 @@ def _scheduler_gone(client, address: str, e: BaseException) -> WorkersLost:
 def _workers(client) -> int:
     """The scheduler's workers now (its identity without the per-worker details)."""
     return client.scheduler_info(n_workers=0).get("n_workers", 0)
+
+
+def stop_signal() -> str:
+    """A name for a run's stop signal: one per run, so that a rerun's tasks are not stopped by the
+    signal of the run it resumes."""
+    return f"metagan-stop-{uuid.uuid4().hex}"
+
+
+def send_stop(futures: list[PrefectFuture], name: str) -> None:
+    """The run was interrupted (a Ctrl-C, a SIGTERM): its tasks on Dask workers begin no further
+    customer. They ask :func:`stop_sent` before each; the flow's own process has its event
+    (:func:`metagan.lifecycle.batches.stop_beginning`). Until 2026-12-07 a worker drew every
+    customer of the tasks it held after the command had ended. A thread pool's futures: nothing
+    to send. A scheduler that does not answer: nothing to tell (its tasks are lost with it)."""
+    dask = _dask_futures(futures)
+    if not dask:
+        return
+    from distributed import Event
+
+    try:
+        Event(name, client=next(iter(dask)).client).set()
+    except Exception as e:  # noqa: BLE001 (the command is ending on the interrupt, not on this)
+        log.debug("could not tell the Dask workers to stop: %s", e)
+
+
+def stop_sent(name: str) -> Callable[[], bool] | None:
+    """In a task on a Dask worker, whether its run sent :func:`send_stop` (one request to the
+    scheduler a call); None in the flow's own process (a thread pool's task)."""
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return None
+    try:
+        distributed.get_worker()
+    except ValueError:  # not a Dask worker's task
+        return None
+    event = distributed.Event(name, client=distributed.get_client())  # the worker's client, made in its task
+
+    def stopped() -> bool:
+        try:
+            return event.is_set()
+        except Exception as e:  # noqa: BLE001 (a scheduler gone takes the task with it; draw on till then)
+            log.debug("could not ask the Dask scheduler for the stop signal: %s", e)
+            return False
+
+    return stopped

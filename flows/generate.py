@@ -40,10 +40,12 @@ def plan_batches(params: Params, customers: list[str] | None) -> NightPlan:
 
 @task
 def draw(customers: list[str], planned: bool, count: int, out: str, seed: int, layout: str, stamp: float,
-         default_s: int, profile: str = "embedded") -> list[Batch]:
+         default_s: int, profile: str = "embedded", stop: str = "") -> list[Batch]:
     """One task's customers: each batch drawn, written (holding its location's lock: a batch by hand
-    may be writing there), recorded, and its watermark moved on."""
-    return draw_batches(customers, planned, count, out, seed, layout, stamp, default_s, lock=profile_locker(profile))
+    may be writing there), recorded, and its watermark moved on; none begun once ``stop`` (the
+    run's :func:`flows.fanout.stop_signal`) is sent."""
+    return draw_batches(customers, planned, count, out, seed, layout, stamp, default_s, lock=profile_locker(profile),
+                        stopped=fanout.stop_sent(stop) if stop else None)
 
 
 @task
@@ -61,12 +63,13 @@ def generate(params: Params, customers: list[str] | None = None, count: int | No
     out = out or output_uri(params)
     layout = layout or params.fleet.batch_format
     begin_drawing()
+    stop = fanout.stop_signal()
     night = plan_batches(params, customers)
     if night.resumed:
         logger.info("resuming the night started at %s: %d customers still due", night.started, len(night.due))
     tasks = fleet.chunks(night.due, params.fleet.customers_per_task, workers(params))
     futures = {draw.submit(chunk, night.planned, count, out, seed, layout, night.started,
-                           fleet.default_every_s(params), params.profile): chunk
+                           fleet.default_every_s(params), params.profile, stop): chunk
                for chunk in tasks}
     done = progress.counter("generating", len(night.due))
     finished: dict[str, Batch] = {}
@@ -87,8 +90,9 @@ def generate(params: Params, customers: list[str] | None = None, count: int | No
         left = [c for c in night.due if c not in finished]
         logger.error("no batch for %d customer(s): %s (%s)", len(left), lost, ", ".join(left))
         raise lost.leaving(left, [finished[c] for c in night.due if c in finished]) from None
-    except BaseException:  # a Ctrl-C or a SIGTERM: the tasks running here begin no further customer
+    except BaseException:  # a Ctrl-C or a SIGTERM: the tasks running here, or on Dask, begin no further customer
         stop_beginning()
+        fanout.send_stop(list(futures), stop)
         raise
     results = [finished[c] for c in night.due if c in finished]
     finish_night(night, results)

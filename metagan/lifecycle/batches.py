@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from metagan import model_versions, serving, tracking
@@ -45,7 +46,8 @@ STOP_BEGINNING = threading.Event()
 """Set by the night's flow when its command is interrupted (a Ctrl-C, a SIGTERM): the tasks running
 in this process begin no further customer, each batch begun is finished whole, and the customers
 left stay due for the rerun. A task's customers were all drawn first: a Ctrl-C of `generate --all`
-waited 44 s (a probe of 2026-12-07)."""
+waited 44 s (a probe of 2026-12-07). Tasks in other processes (Dask workers) are told through
+``draw_batches``' ``stopped``."""
 
 INTERRUPTED = "not drawn: the run was interrupted (still due)"
 
@@ -69,7 +71,7 @@ puts, its registry record), the other computes."""
 
 def draw_batches(customer_ids: list[str], planned: bool, count: int, out: str, seed: int, layout: str,
                  stamp: float, default_s: int, threads: int = DRAW_THREADS,
-                 lock: Locker | None = None) -> list[Batch]:
+                 lock: Locker | None = None, stopped: Callable[[], bool] | None = None) -> list[Batch]:
     """Draw, write and record each customer's batch (a fan-out task's share of a night).
 
     For each: the model (for a planned night, the production version the index names when the
@@ -81,7 +83,9 @@ def draw_batches(customer_ids: list[str], planned: bool, count: int, out: str, s
     ``last_batch*`` tags), then its watermark in the index. A kill between the manifest and the
     watermark draws that customer again on the rerun, never loses one. A customer that fails
     (a damaged model) is reported and the others go on; an unexpected error (a bug) too, with its
-    class. Results come in the order of ``customer_ids``."""
+    class. Results come in the order of ``customer_ids``. ``stopped``: asked before each customer
+    besides :data:`STOP_BEGINNING`; true once the night's command was interrupted elsewhere (the
+    flow's process, for a task on a Dask worker)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from metagan.storage import OutputLocation
@@ -101,7 +105,7 @@ def draw_batches(customer_ids: list[str], planned: bool, count: int, out: str, s
         return []
     with BatchRecorder(len(due)) as run:
         def one(item: DueBatch) -> Batch:
-            if STOP_BEGINNING.is_set():
+            if STOP_BEGINNING.is_set() or (stopped is not None and stopped()):
                 return Batch(item.customer_id, False, error=INTERRUPTED)
             return _draw_one(item, count, location, seed, layout, stamp, default_s, run, lock)
 

@@ -91,7 +91,6 @@ def test_a_ctrl_c_of_the_night_begins_no_further_customer_and_the_rerun_draws_th
     rerun. Until a probe of 2026-12-07 a task drew all its customers first (`fleet.customers_per_task`,
     32): the probe's Ctrl-C waited 44 s; here the night's one task of 24 was drawn whole."""
     import os
-    import time
 
     from flows.generate import generate
 
@@ -108,6 +107,46 @@ def test_a_ctrl_c_of_the_night_begins_no_further_customer_and_the_rerun_draws_th
     drawn = manifests(root)
     # the two waited for and those begun beside them, not the task's 24 (12 by the time the code before exited)
     assert len(drawn) <= 2 + DRAW_THREADS, (sorted(drawn), log)
+    rows = registry_index().rows()
+    done = {c for c, r in rows.items() if r.batch_version is not None and r.batch_version == r.production_version}
+    rerun = generate(Params().with_overrides(paths={"generated": str(root / "out")}), count=64)
+    assert sorted(b.customer_id for b in rerun) == sorted(set(CUSTOMERS) - done) and all(b.ok for b in rerun)
+    assert manifests(root) == set(CUSTOMERS)
+
+
+def test_a_ctrl_c_of_a_night_on_dask_stops_its_workers_beginning_customers(project, tmp_path):
+    """Guarantee: a night whose tasks run on Dask workers (the scale-out profile), interrupted
+    (SIGINT) after two batches: the worker holding the task begins no further customer, and the
+    rerun draws the rest. Dask cannot stop a running task, and until 2026-12-07 the worker went on
+    drawing every customer of its task after the command had ended (here all 24)."""
+    import os
+    import time
+
+    from flows.generate import generate
+    from metagan.config import PROJECT_ROOT
+    from tests.servers import DaskScheduler, DaskWorkers
+
+    root, env = project
+    with DaskScheduler(tmp_path / "scheduler") as scheduler:
+        dask = DaskWorkers(tmp_path / "workers", scheduler, env | {"PYTHONPATH": str(PROJECT_ROOT)}).start(180)
+        try:
+            night = workers.start("night-on-dask", root, env | {"METAGAN_TEST_DASK": scheduler.address})
+            try:
+                workers.wait_for(lambda: len(manifests(root)) >= 2, 300, "two batches written", night, interval=0.02)
+                os.killpg(night.pid, signal.SIGINT)
+                night.wait(timeout=120)
+            finally:
+                workers.kill(night)
+            # the worker's task outlives the command: wait until it has written nothing for 5 s
+            seen, quiet_since = len(manifests(root)), time.monotonic()
+            while time.monotonic() - quiet_since < 5:
+                time.sleep(0.2)
+                if len(manifests(root)) != seen:
+                    seen, quiet_since = len(manifests(root)), time.monotonic()
+        finally:
+            dask.stop(signal.SIGKILL)
+    drawn = manifests(root)
+    assert len(drawn) <= 2 + DRAW_THREADS, (sorted(drawn), (root / "night-on-dask.log").read_text()[-3000:])
     rows = registry_index().rows()
     done = {c for c, r in rows.items() if r.batch_version is not None and r.batch_version == r.production_version}
     rerun = generate(Params().with_overrides(paths={"generated": str(root / "out")}), count=64)

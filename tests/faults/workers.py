@@ -67,8 +67,19 @@ def night_job(folder: Path) -> None:
     sys.exit(main(["--project", str(folder), "generate", "--all", "--count", "64"]))
 
 
+def night_on_dask_job(folder: Path) -> None:
+    """The nightly batch job's flow with its tasks on the Dask scheduler at ``METAGAN_TEST_DASK``
+    (the scale-out profile's runner, without its other servers)."""
+    from prefect_dask import DaskTaskRunner
+
+    from flows.generate import generate
+
+    params = Params().with_overrides(paths={"generated": str(folder / "out")})
+    generate.with_options(task_runner=DaskTaskRunner(address=os.environ["METAGAN_TEST_DASK"]))(params, count=64)
+
+
 JOBS = {"meta-train": meta_train_job, "checkpoint-writer": checkpoint_writer_job, "adapt-fanout": adapt_fanout_job,
-        "night": night_job}
+        "night": night_job, "night-on-dask": night_on_dask_job}
 
 
 def start(job: str, folder: Path, env: dict | None = None) -> subprocess.Popen:
