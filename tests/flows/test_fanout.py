@@ -86,3 +86,31 @@ def test_every_flow_pickles_as_a_dask_submission_pickles_it():
                 cloudpickle.dumps(value)
                 found.append(value.name)
     assert {"generate", "adapt-customers"} <= set(found), found
+
+
+def test_the_stop_signal_is_seen_by_a_task_on_a_dask_worker_and_only_for_its_own_run(monkeypatch):
+    """`send_stop` reaches a task on a Dask worker through the scheduler (`stop_sent`), for the run
+    that sent it only; outside a worker there is nothing to ask, and a worker whose client cannot be
+    made draws on without the signal rather than failing its task."""
+    from distributed import Client, Event, LocalCluster
+
+    from flows.fanout import stop_sent, stop_signal
+
+    assert stop_sent(stop_signal()) is None  # the flow's own process: batches.STOP_BEGINNING tells its tasks
+
+    def asks(name: str) -> bool:
+        return stop_sent(name)()
+
+    mine, other = stop_signal(), stop_signal()
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster, set_as_default=False) as client:
+        assert client.submit(asks, mine, pure=False).result() is False
+        Event(mine, client=client).set()  # what send_stop does with the run's futures' client
+        assert client.submit(asks, mine, pure=False).result() is True
+        assert client.submit(asks, other, pure=False).result() is False
+
+        def broken_client():
+            raise OSError("no scheduler")
+
+        monkeypatch.setattr("distributed.get_client", broken_client)
+        assert client.submit(lambda: stop_sent(mine), pure=False).result() is None
