@@ -178,6 +178,7 @@ def _discard_if_cut_short(db: Path) -> None:
         log.warning("the registry at %s was left half-created by a run killed while making it: made again", db)
         for leftover in (db, *(db.with_name(db.name + end) for end in ("-journal", "-wal", "-shm"))):
             leftover.unlink(missing_ok=True)
+        _forget_mlflow_stores(db)  # a process that opened it (and made its tables once) makes them again
 
 
 def _creation_cut_short(db: Path) -> bool:
@@ -185,8 +186,12 @@ def _creation_cut_short(db: Path) -> bool:
     stamps its schema's version (``alembic_version``) last, and a run killed in between (a Ctrl-C in
     the first second of `metagan demo`) left a file that every command refused as "no MLflow
     registry tables (empty or replaced); restore it from backup", with nothing to restore (a probe of
-    2026-12-07). Only a file with no stamp, no model in it, no model file beside it, and untouched
-    for :data:`CREATION_SETTLED_S`."""
+    2026-12-07). MLflow stamps its first revision, then migrates through the rest, committing as it
+    goes: a run killed in the migrations left a file stamped part-way, with a migration's
+    ``_alembic_tmp_*`` table, that every command refused as "unreadable ... restore it from backup"
+    (a probe of 2026-12-07, 12.5 s into a new project's first `metagan demo`). Only a file with no
+    stamp, or a stamp short of MLflow's last revision, or a migration's leftover table; no model in
+    it, no model file beside it, and untouched for :data:`CREATION_SETTLED_S`."""
     import sqlite3
     import time
     from contextlib import closing
@@ -197,12 +202,26 @@ def _creation_cut_short(db: Path) -> bool:
     try:
         with closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True, timeout=5)) as con:
             tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if "alembic_version" in tables and con.execute("SELECT count(*) FROM alembic_version").fetchone()[0]:
+            stamp = con.execute("SELECT version_num FROM alembic_version").fetchone() \
+                if "alembic_version" in tables else None
+            migrating = any(t.startswith("_alembic_tmp_") for t in tables)
+            if stamp is not None and not migrating and stamp[0] == (_schema_head() or stamp[0]):
                 return False
             return not any(con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                            for t in ("registered_models", "model_versions") if t in tables)
     except sqlite3.Error:  # not a database, unreadable, locked: never taken for a registry cut short
         return False
+
+
+def _schema_head() -> str | None:
+    """MLflow's last schema revision, what a finished creation is stamped with; None where this
+    MLflow does not say (then a stamp counts as finished, as before)."""
+    try:
+        from mlflow.store.db.utils import _get_latest_schema_revision
+
+        return _get_latest_schema_revision()
+    except Exception:  # noqa: BLE001 (a private function of MLflow's: gone in another version)
+        return None
 
 
 def _no_registry_yet(db: Path) -> bool:
@@ -317,6 +336,8 @@ def _store_failure(e: BaseException):
 
     seen = e
     while seen is not None:
+        if type(seen).__name__ == "MlflowException" and "out-of-date database schema" in str(seen):
+            return _older_schema(str(seen))
         # sqlite3's and SQLAlchemy's classes of the same names (not IntegrityError: a constraint)
         if type(seen).__name__ in ("DatabaseError", "OperationalError") and (
                 isinstance(seen, sqlite3.DatabaseError) or type(seen).__module__.startswith("sqlalchemy")):
@@ -329,9 +350,35 @@ def _store_failure(e: BaseException):
             if db is not None:
                 _STORE_CHECKED.pop(str(db), None)
                 _forget_mlflow_stores(db)
+                if db.exists() and _creation_cut_short(db):  # nothing to restore: it was never made whole
+                    return Damaged(f"the registry at {db} was left half-created by a run killed while making it "
+                                   f"({text}): `metagan demo` or `metagan meta-train` makes it again")
             return Damaged(f"the registry at {db or tracking_uri()} is unreadable ({text}); restore it from backup")
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _older_schema(said: str):
+    """MLflow refused a registry whose schema is older than its own: a registry made by an older
+    MLflow (upgraded since), or one whose creation was killed in MLflow's migrations. It ended the
+    command as a bug, exit 70 (found while mending the second, 2026-12-07)."""
+    import re
+
+    from metagan.errors import Damaged
+
+    db = _sqlite_file(tracking_uri())
+    where = db or tracking_uri()
+    if db is not None:
+        _STORE_CHECKED.pop(str(db), None)
+        _forget_mlflow_stores(db)
+        if db.exists() and _creation_cut_short(db):
+            return Damaged(f"the registry at {db} was left half-created by a run killed while making it: "
+                           "`metagan demo` or `metagan meta-train` makes it again")
+    found = re.search(r"found version (\w+), but expected (\w+)", said)
+    versions = f" (schema {found[1]}; this MLflow's is {found[2]})" if found else ""
+    upgrade = f"mlflow db upgrade sqlite:///{db}" if db is not None else "mlflow db upgrade BACKEND_STORE_URI"
+    return Damaged(f"the registry at {where} was written by an older MLflow{versions}: back it up, then `{upgrade}` "
+                   "(docs/DEPLOY.md, section 5)")
 
 
 def is_transient(e: BaseException) -> bool:
