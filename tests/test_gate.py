@@ -45,6 +45,19 @@ def test_a_candidate_worse_than_production_is_refused():
     assert gate_decision(changed(GOOD, shot_coverage=0.205), GOOD, GateConfig()).passed  # within tolerance
 
 
+def test_a_candidate_of_new_uploads_is_not_held_to_productions_coverage_of_other_drawings():
+    """Coverage is of the version's own shots: a customer's new uploads (another content hash) are
+    judged by the bounds alone. A probe of 2026-12-07 had customers refused "worse than production:
+    shot coverage 0.0997 vs 0.0774" and served from the drawings they had replaced, with no way out."""
+    from dataclasses import replace
+
+    old, new = replace(GOOD, shots="a1"), replace(changed(GOOD, shot_coverage=0.30), shots="b2")
+    decision = gate_decision(new, old, GateConfig())
+    assert decision.passed and "not worse than production" not in decision.reason
+    assert not gate_decision(replace(new, shots="a1"), old, GateConfig()).passed  # the same shots: compared
+    assert not gate_decision(replace(new, shots=""), old, GateConfig()).passed  # unrecorded: compared, as before
+
+
 def test_a_coverage_difference_within_its_noise_is_not_a_regression():
     """A generator that moves the shots covers them within thousandths: 0.005 against 0.003 is no worse."""
     near = changed(GOOD, shot_coverage=0.003)
