@@ -118,7 +118,7 @@ def evidence(version) -> Evidence:
             metrics[name] = float(version.tags[name])
         except (KeyError, ValueError):
             pass
-    return Evidence(version.tags.get("parity_ok") == "true", metrics)
+    return Evidence(version.tags.get("parity_ok") == "true", metrics, version.tags.get("content_hash", ""))
 
 
 def worker_id() -> str:
