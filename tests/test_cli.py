@@ -192,6 +192,23 @@ def test_adapt_in_a_new_project_names_the_command_that_starts_one(tmp_path, caps
     assert len(err) == 1 and "metagan meta-train" in err[0]
 
 
+def test_adapt_with_a_registry_but_no_meta_model_says_how_to_register_one_without_training(tmp_path, capsys,
+                                                                                            monkeypatch):
+    """A registry with no meta-model (the scale-out profile's servers, fresh): `metagan adapt` says
+    how to register one, and how to register the shipped one rather than train one for minutes
+    from scratch (the gate refuses such a model for most customers). It said "no meta-trained
+    checkpoint at PATH. Make one with: metagan meta-train --preset small" (a probe of 2026-12-07)."""
+    from metagan import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracking.create_store()
+    (tmp_path / "c" / "x").mkdir(parents=True)
+    rc, err = run(capsys, "--project", str(tmp_path), "adapt", "--customers", str(tmp_path / "c"))
+    assert rc == ExitCode.BAD_INPUT and len(err) == 1, err
+    assert err[0].startswith("error: no meta-model registered yet: `metagan meta-train` registers one")
+    assert "meta.minutes: 0 and meta.init_checkpoint: metagan/pretrained/warp-small.pt" in err[0]
+
+
 def test_a_registry_command_in_a_folder_that_is_no_project_says_so_and_how_to_point_at_one(tmp_path, capsys,
                                                                                              monkeypatch):
     """`metagan models` (any command that reads the registry) in a folder that holds no project at
@@ -404,6 +421,8 @@ def test_adapt_names_the_uploads_it_left_out_of_a_customer_it_served(monkeypatch
     (tmp_path / "up" / "mixed").mkdir(parents=True)
     params = Params().with_overrides(paths={"meta_checkpoint": str(tmp_path / "meta.pt")})
     monkeypatch.setattr("metagan.adapt.load_meta_model", lambda path: None)  # the flows are stand-ins too
+    monkeypatch.setattr("metagan.lifecycle.meta_model.current_meta_version", lambda: "1")
+    monkeypatch.setattr("metagan.lifecycle.registry.meta_checkpoint", lambda params, version: tmp_path / "meta.pt")
     rejected = [("notes.txt", "not an image"), ("b.png", "not an image")]
     photo = [("photo.jpg", "drawn on grey paper: the paper made white")]
     data = Ingestion("d1", 3, {"mixed": IngestResult("mixed", True, 5, rejected, uploads=SimpleNamespace(converted=photo))})
@@ -726,6 +745,9 @@ def test_adapt_from_a_meta_checkpoint_that_does_not_load_stops_once_in_one_line(
     (tmp_path / "up" / "acme").mkdir(parents=True)
     params = Params().with_overrides(paths={"meta_checkpoint": str(tmp_path / "meta.pt")})
     monkeypatch.setattr(flows.ingest, "ingest", lambda *a, **k: pytest.fail("ingested from a damaged meta-model"))
+    # the registered version's file is this one (a version registered before checksums: none to compare)
+    monkeypatch.setattr("metagan.lifecycle.meta_model.current_meta_version", lambda: "1")
+    monkeypatch.setattr("metagan.lifecycle.registry._registered_checkpoint_sha", lambda registry, version: None)
     for content, words in ((b"garbage\n", "not a checkpoint torch loads safely (Unsupported operand 103)"),
                            ((PROJECT_ROOT / "metagan/pretrained/evaluator.pt").read_bytes(), "is not a 'metagan/meta-checkpoint/1'")):
         (tmp_path / "meta.pt").write_bytes(content)

@@ -94,23 +94,26 @@ def _meta_train(args, params: Params) -> int:
 def cmd_adapt(args, params: Params) -> int:
     from flows.ingest import ingest
     from flows.promote import adapt_and_promote
-    from metagan.adapt import NoMetaCheckpoint, load_meta_model
+    from metagan.adapt import load_meta_model
+    from metagan.lifecycle.meta_model import current_meta_version
     from metagan.lifecycle.promotion import Promotion
+    from metagan.lifecycle.registry import meta_checkpoint
     from metagan.uploads import rejection_summary
 
     customers = existing_dir(args.customers)
-    ckpt = params.resolve(params.paths.meta_checkpoint)
-    if not ckpt.exists():
-        raise NoMetaCheckpoint(ckpt)
+    # the registered meta-model, not a file on this host: a second client host has none (refused
+    # here though one was registered, until a probe of 2026-12-07), and one left from an older
+    # meta-model is not the version the customers' models are tagged with
+    meta_version = current_meta_version()
     _some_customer_folders(customers)
     # every customer adapts from it: one that does not load is the project's damage, said once
     # (before, each customer failed with torch's paragraph, and the command exited 1, "partial").
     # Loaded once per process: the fan-out's threads reuse it
-    load_meta_model(ckpt)
+    load_meta_model(meta_checkpoint(params, meta_version))
     params = params.with_overrides(**overrides(adapt={"steps": args.steps}))
     data = ingest(params, str(customers))
     # Dask workers lost mid-run: what was adapted first is promoted, then the command stops (exit 4)
-    adapted, promotions = adapt_and_promote(params, None, data.data_version, data.accepted)
+    adapted, promotions = adapt_and_promote(params, meta_version, data.data_version, data.accepted)
     promoted = {p.customer_id: p for p in promotions}
     # partial: a customer rejected, failed or refused by the gate (a candidate superseded by an
     # overlapping run's newer one is not a failure: that run promotes its own)

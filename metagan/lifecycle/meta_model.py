@@ -173,10 +173,16 @@ def write_dvc_metrics(folder: Path, metrics: dict, history: list[tuple[str, floa
     write_text(folder / "history.csv", "\n".join(lines) + "\n")
 
 
+NO_META_MODEL = ("no meta-model registered yet: `metagan meta-train` registers one (trained for meta.minutes from "
+                 "scratch, which on CPUs makes a model the gate refuses for most customers; to register the shipped "
+                 "one as it is, set meta.minutes: 0 and meta.init_checkpoint: metagan/pretrained/warp-small.pt in "
+                 "params.yaml first)")
+
+
 def current_meta_version() -> str:
     mv = model_versions.get_alias(META_MODEL, CURRENT)
     if mv is None:
-        raise LookupError("no meta-model registered yet: run the meta-train flow first")
+        raise LookupError(NO_META_MODEL)
     return str(mv.version)
 
 

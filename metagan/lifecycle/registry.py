@@ -16,6 +16,7 @@ floats until :func:`metric_tags` writes them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -131,13 +132,16 @@ def worker_id() -> str:
 
 
 def meta_checkpoint(params: Params, meta_version: str | int) -> Path:
-    """The meta-model to adapt from: the configured checkpoint (which meta-training keeps at the
-    ``current`` version), or, where this process has no such file (a Dask worker on another
-    machine), the checkpoint of registered version ``meta_version``, fetched once into a cache."""
+    """The checkpoint of registered meta-model version ``meta_version``: the configured file when it
+    is that version (its sha256 the one registered with it: meta-training keeps the file at the
+    ``current`` version), otherwise the registered file, fetched once into a cache: a process with
+    no such file (a Dask worker, a second client host), or one whose file is another version (left
+    by an older meta-model, which it adapted from while tagging the new version until 2026-12-07)."""
     ckpt = params.resolve(params.paths.meta_checkpoint)
-    if ckpt.exists():
-        return ckpt
     registry = hashlib.sha256(store.tracking_uri().encode()).hexdigest()[:12]
+    expected = _registered_checkpoint_sha(registry, str(meta_version))
+    if ckpt.exists() and (expected is None or _file_sha(ckpt) == expected):  # none: registered before checksums
+        return ckpt
     cached = Path(tempfile.gettempdir()) / "metagan-meta-cache" / registry / str(meta_version) / ckpt.name
     if not cached.exists():  # download beside, then rename: a killed download leaves no torn file
         cached.parent.mkdir(parents=True, exist_ok=True)
@@ -145,6 +149,26 @@ def meta_checkpoint(params: Params, meta_version: str | int) -> Path:
             move_into_place(model_versions.download_artifact_file(META_MODEL, meta_version, ckpt.name, part,
                                                                   model_versions.CHECKPOINT_SHA256_TAG), cached)
     return cached
+
+
+@functools.lru_cache(maxsize=16)
+def _registered_checkpoint_sha(registry: str, meta_version: str) -> str | None:
+    """The sha256 registered with a meta-model version (asked once a process: a version's file does
+    not change); None for a version registered without one, or not registered (the file named in
+    the settings is used as it is); ``registry`` keys the cache by tracking URI."""
+    version = model_versions.get_version_or_none(META_MODEL, meta_version)
+    return None if version is None else (version.tags or {}).get(model_versions.CHECKPOINT_SHA256_TAG)
+
+
+@functools.lru_cache(maxsize=16)
+def _sha_of_file_version(path: str, mtime_ns: int, size: int) -> str:
+    return sha256_file(path)
+
+
+def _file_sha(path: Path) -> str:
+    """The file's sha256, read once a process for each version of the file (its time and size)."""
+    st = path.stat()
+    return _sha_of_file_version(str(path), st.st_mtime_ns, st.st_size)
 
 
 @dataclass(frozen=True)

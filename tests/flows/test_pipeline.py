@@ -207,6 +207,47 @@ def test_a_worker_without_the_checkpoint_fetches_the_registered_meta_model(proje
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("local_file", ["missing", "another model"])
+def test_adapt_on_a_client_without_the_registered_checkpoint_adapts_from_the_registered_one(
+        project, first_run, tmp_path, capsys, monkeypatch, local_file):
+    """Guarantee: `metagan adapt` on a second client host (the project's settings; on its disk no
+    checkpoint at `paths.meta_checkpoint`, or a file there that is another meta-model) adapts from
+    the registered `current` meta-model. Refused until a probe of 2026-12-07: "no meta-trained
+    checkpoint at ...", exit 3, though one was registered (the fan-out itself would have fetched
+    it); a file of another meta-model was adapted from while the version was tagged with the
+    registered one."""
+    import shutil
+    import tempfile
+
+    import yaml
+
+    from flows.app.cli import main
+    from metagan import model_versions
+
+    root, customers = project
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # this host's cache of fetched meta-models
+    (tmp_path / "tmp").mkdir()
+    here = tmp_path / "host2" / "checkpoint.pt"
+    if local_file == "another model":
+        here.parent.mkdir()
+        here.write_bytes(b"not the registered meta-model")
+    settings = yaml.safe_load((root / "params.yaml").read_text())
+    settings["paths"]["meta_checkpoint"] = str(here)
+    (tmp_path / "host2.yaml").write_text(yaml.safe_dump(settings))
+    uploads = tmp_path / "uploads"
+    cid = {"missing": "gamma", "another model": "delta"}[local_file]  # the project is the module's: one each
+    shutil.copytree(customers / "alpha", uploads / cid)
+
+    rc = main(["--project", str(root), "--params", str(tmp_path / "host2.yaml"), "adapt", "--customers", str(uploads)])
+    out, err = capsys.readouterr()
+    assert rc == 0, (out, err)
+    assert f"{cid}: version 1 (new), production" in out
+    meta = model_versions.get_alias("metagan-meta", "current")
+    assert model_versions.get_alias(f"metagan-customer-{cid}", "production").tags["meta_version"] == str(meta.version)
+    assert list((tmp_path / "tmp" / "metagan-meta-cache").rglob(here.name))  # fetched from the registry
+    assert not here.exists() or here.read_bytes() == b"not the registered meta-model"  # this host's file untouched
+
+
 def test_the_hourly_run_adapts_only_the_customers_whose_uploads_changed(project, first_run):
     """The hourly schedule (flows.hourly): with nothing changed it reads the upload folders' entries
     and the fleet index and stops; new uploads for one customer get that customer, and only it,
