@@ -60,7 +60,7 @@ def pipeline_summary(result, out: str) -> None:
     lines = [f"# metagan pipeline: {'partial' if result.partial else 'complete'}", "",
              f"- data version `{result.data.data_version}` ({result.data.task_classes} task classes)",
              f"- meta-model `metagan-meta` version {result.meta.version} "
-             f"({'reused' if result.meta.reused else 'trained'})",
+             f"({result.meta.how})",
              f"- images: `{out}` (one folder per customer: the images (a shard `images.tar`, or PNGs), "
              "`contact-sheet.png`, `index.html`, `manifest.json`)",
              f"- MLflow: {mlflow_ui()} (embedded store: `mlflow ui --backend-store-uri {store.tracking_uri()}`)",

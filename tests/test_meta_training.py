@@ -223,3 +223,16 @@ def test_a_reused_meta_model_whose_registered_checkpoint_is_damaged_is_refused(r
     shutil.copy(good, stored)
     again = train_meta_or_reuse(params, "d2")
     assert (again.version, again.reused) == ("1", True) and sha256_file(local) == sha256_file(good)
+
+
+def test_a_meta_model_registration_says_how_it_came_to_be():
+    """`metagan meta-train` with meta.minutes 0 and a warm start registers the shipped model as it
+    is: it said "(trained)" (a walkthrough of docs/DEPLOY.md, 2026-12-07)."""
+    from pathlib import Path
+
+    from metagan.lifecycle.meta_model import MetaRegistration
+
+    made = [MetaRegistration("1", True, Path("c.pt"), "d"), MetaRegistration("2", False, Path("c.pt"), "d", 0),
+            MetaRegistration("3", False, Path("c.pt"), "d", 1200)]
+    assert [m.how for m in made] == ["reused", "registered as it is, 0 steps trained: meta.minutes 0",
+                                     "trained 1200 steps"]

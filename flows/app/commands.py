@@ -86,7 +86,7 @@ def _meta_train(args, params: Params) -> int:
         meta={"method": args.method, "minutes": args.minutes, "max_steps": args.max_steps, "seed": args.seed}))
     data = ingest(params, None, args.source)
     result = meta_train(params, data.data_version)
-    print(f"metagan-meta version {result.version} ({'reused' if result.reused else 'trained'}); "
+    print(f"metagan-meta version {result.version} ({result.how}); "
           f"checkpoint {result.checkpoint}")
     return ExitCode.OK
 

@@ -38,6 +38,17 @@ class MetaRegistration:
     steps: int | None = None
     """Meta-training steps run now (None when an identical registered model was reused)."""
 
+    @property
+    def how(self) -> str:
+        """How this version came to be, for a person: "reused", "trained N steps", or, for a warm
+        start given no minutes (the shipped meta-model registered as it is), what it is: it read
+        "trained" (a walkthrough of docs/DEPLOY.md, 2026-12-07)."""
+        if self.reused:
+            return "reused"
+        if self.steps == 0:
+            return "registered as it is, 0 steps trained: meta.minutes 0"
+        return "trained" if self.steps is None else f"trained {self.steps} steps"
+
 
 META_LOCK = "metagan-meta-model"
 """Held from looking for the meta-model to registering it: two runs starting in one project at
