@@ -6,6 +6,7 @@ the path of params.yaml, load it once and hand the ``Params`` to the flows they 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, serve
@@ -119,7 +120,7 @@ def deployments_on_pools(wanted: list) -> list[str]:
     return found
 
 
-def deploy_to_pools(customers_dir: str, params_path: str | None, cpu_pool: str, gpu_pool: str) -> dict[str, str]:
+def deploy_to_pools(customers_dir: str, params_path: str | None, cpu_pool: str, gpu_pool: str) -> list["Deployed"]:
     """Register the deployments with work pools on the Prefect server (the scale-out way):
     meta-training on ``gpu_pool``, the rest on ``cpu_pool``. Workers started with
     ``prefect worker start --pool NAME`` on machines with metagan installed run them; the flows are
@@ -140,10 +141,43 @@ def deploy_to_pools(customers_dir: str, params_path: str | None, cpu_pool: str, 
     # so its params.yaml, data.dvc and outputs are the ones the runs read and write
     project = str(project_dir())
     where = {"working_dir": project, "env": {PROJECT_ENV: project}}
-    applied = {}
-    for dep in deployments(customers_dir, params_path, entrypoint_type=EntrypointType.MODULE_PATH,
-                           job_variables=where):
-        pool = gpu_pool if dep.name in GPU_DEPLOYMENTS else cpu_pool
-        dep.apply(work_pool_name=pool)
-        applied[dep.name] = pool
+    applied = []
+    with get_client(sync_client=True) as client:
+        for dep in deployments(customers_dir, params_path, entrypoint_type=EntrypointType.MODULE_PATH,
+                               job_variables=where):
+            pool = gpu_pool if dep.name in GPU_DEPLOYMENTS else cpu_pool
+            paused = _keep_pauses(client, dep)
+            dep.apply(work_pool_name=pool)
+            applied.append(Deployed(f"{dep.flow_name}/{dep.name}", pool, paused))
     return applied
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """A deployment ``metagan deploy`` registered: ``name`` as Prefect's commands take it
+    (flow/deployment), its work pool, and whether it stays paused, as the operator left it."""
+
+    name: str
+    pool: str
+    paused: bool = False
+
+
+def _keep_pauses(client, dep) -> bool:
+    """A deployment on the server that the operator paused, or whose schedules they paused, stays so
+    when deployed again (``dep`` is changed to match; True then): applied again, it was resumed,
+    its schedule made anew and active, without a word (a walkthrough of docs/DEPLOY.md, 2026-12-07:
+    the weekly meta-training, paused for a torchrun cron job, ran again beside it)."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        existing = client.read_deployment_by_name(f"{dep.flow_name}/{dep.name}")
+    except ObjectNotFound:
+        return False
+    schedules_paused = bool(existing.schedules) and not any(s.active for s in existing.schedules)
+    if not (existing.paused or schedules_paused):
+        return False
+    dep.paused = bool(existing.paused)
+    if schedules_paused:
+        for schedule in dep.schedules:
+            schedule.active = False
+    return True

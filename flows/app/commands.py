@@ -206,9 +206,10 @@ def cmd_deploy(args, params: Params) -> int:
     if not PREFECT_API_URL.value():  # Prefect's private server would take them (in ~/.prefect), for no worker
         raise BadInput("metagan deploy registers the deployments with a Prefect server: set PREFECT_API_URL="
                        "http://HOST:4200/api (or `prefect config set`); `metagan serve` runs them without one")
-    for name, pool in deploy_to_pools(str(Path(args.customers).resolve()), args.params, args.cpu_pool,
-                                      args.gpu_pool).items():
-        print(f"  {name} -> work pool {pool}")
+    for d in deploy_to_pools(str(Path(args.customers).resolve()), args.params, args.cpu_pool, args.gpu_pool):
+        kept = (f" (paused, as it was: the Prefect UI resumes it, or `prefect deployment schedule resume {d.name} ID`"
+                f" with the id `prefect deployment schedule ls {d.name}` shows)") if d.paused else ""
+        print(f"  {d.name} -> work pool {d.pool}{kept}")
     print(f"start workers with:  prefect worker start --pool {args.cpu_pool}   "
           f"(and --pool {args.gpu_pool} on GPU nodes)")
     return ExitCode.OK

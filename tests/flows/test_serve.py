@@ -117,3 +117,47 @@ def test_serve_without_a_prefect_server_turns_its_schedules_into_runs(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     found = [line for line in done.stdout.splitlines() if line.startswith("scheduled runs of hourly-adapt:")]
     assert found and int(found[0].rsplit(":", 1)[1]) > 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_deploying_again_keeps_what_the_operator_paused(prefect_harness, tmp_path, monkeypatch, capsys):
+    """Guarantee: `metagan deploy` run again (after editing the schedules, as docs/DEPLOY.md says)
+    keeps a deployment the operator paused paused, and a paused schedule paused, and says so; the
+    others are applied as before. It resumed them without a word (a walkthrough of docs/DEPLOY.md,
+    2026-12-07: the weekly meta-training, paused for a torchrun cron job, would have run beside it)."""
+    from types import SimpleNamespace
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.app.commands import cmd_deploy
+    from flows.serve import deploy_to_pools
+    from metagan.config import PROJECT_ENV
+
+    (tmp_path / "params.yaml").write_text("schedules:\n  generate_count: 7\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(PROJECT_ENV, raising=False)
+    first = deploy_to_pools(str(tmp_path / "uploads"), "params.yaml", "pause-cpu", "pause-gpu")
+    assert not any(d.paused for d in first)
+    with get_client(sync_client=True) as client:
+        weekly = client.read_deployment_by_name("scheduled-meta-train/weekly-meta-train")
+        client.update_deployment_schedule(weekly.id, weekly.schedules[0].id, active=False)  # as the CLI's pause does
+        nightly = client.read_deployment_by_name("nightly-generate/nightly-generate")
+        client.pause_deployment(nightly.id)  # the UI's toggle
+
+    assert PREFECT_API_URL.value()
+    args = SimpleNamespace(customers=str(tmp_path / "uploads"), params="params.yaml", cpu_pool="pause-cpu",
+                           gpu_pool="pause-gpu")
+    with monkeypatch.context() as m:
+        m.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
+        assert cmd_deploy(args, None) == 0
+    out = capsys.readouterr().out
+    assert "scheduled-meta-train/weekly-meta-train -> work pool pause-gpu (paused, as it was" in out
+    assert "nightly-generate/nightly-generate -> work pool pause-cpu (paused, as it was" in out
+    assert "adapt-new-customers/hourly-adapt -> work pool pause-cpu\n" in out
+    with get_client(sync_client=True) as client:
+        weekly = client.read_deployment_by_name("scheduled-meta-train/weekly-meta-train")
+        nightly = client.read_deployment_by_name("nightly-generate/nightly-generate")
+        hourly = client.read_deployment_by_name("adapt-new-customers/hourly-adapt")
+    assert [s.active for s in weekly.schedules] == [False] and not weekly.paused
+    assert nightly.paused
+    assert [s.active for s in hourly.schedules] == [True] and not hourly.paused
