@@ -116,6 +116,18 @@ def check_scheduler_has_workers(address: str, wait_s: float | None = None) -> No
                               "this check for a cluster that starts workers on demand") from None
 
 
+def scheduler_workers(address: str) -> int:
+    """The workers the Dask scheduler at ``address`` has now (it must answer within 10 s)."""
+    from distributed import Client
+
+    try:
+        with Client(address, timeout=10, set_as_default=False) as client:
+            return client.scheduler_info(n_workers=0).get("n_workers", 0)
+    except OSError as e:  # its handshake came, then nothing (TimeoutError is an OSError)
+        raise Unavailable(f"the Dask scheduler {address} does not answer ({e}): start it (docs/DEPLOY.md), or "
+                          "correct scaleout.dask_address") from None
+
+
 def local_cluster_kwargs(workers: int, threads_per_worker: int) -> dict:
     """A flow's own Dask cluster (``distributed.LocalCluster``'s arguments). Processes, not threads:
     adaptation is CPU-bound torch code. Dask's nanny already starts workers with OMP_NUM_THREADS=1;

@@ -75,8 +75,35 @@ def cmd_doctor(args, params: Params) -> int:
         print(f"repaired {cid} in the fleet index: {why}")
     print(f"fleet index {repair.index}: {repair.customers} customer(s), "
           + ("agrees with the registry" if repair.agreed else f"{len(repair.repaired)} row(s) repaired from the registry"))
+    cluster_ok = _check_dask_cluster(params)
     _warn_unignored_state()
-    return ExitCode.DAMAGED if health.damaged else ExitCode.OK
+    return ExitCode.DAMAGED if health.damaged else ExitCode.OK if cluster_ok else ExitCode.UNAVAILABLE
+
+
+def _check_dask_cluster(params: Params) -> bool:
+    """The scale-out profile's Dask scheduler (``scaleout.dask_address``): that it answers and has a
+    worker, as a fan-out will need (a walkthrough of docs/DEPLOY.md, 2026-12-07: doctor said all was
+    well, and the next night stopped, exit 4, on a scheduler that was not there). Said in a line;
+    False when the cluster cannot run a fan-out (doctor exits 4, unless something is damaged). No
+    address (the flows start a cluster of their own) or the embedded profile: nothing to check."""
+    address = params.scaleout.dask_address if params.profile == "scaleout" else ""
+    if not address:
+        return True
+    from flows.common import DASK_WORKERS_WAIT_ENV, check_scheduler_answers, dask_workers_wait_s, scheduler_workers
+    from metagan.errors import Unavailable
+
+    try:
+        check_scheduler_answers(address)
+        workers = scheduler_workers(address)
+    except Unavailable as e:
+        print(f"UNAVAILABLE {e}")
+        return False
+    if workers == 0 and dask_workers_wait_s() > 0:
+        print(f"UNAVAILABLE the Dask scheduler {address} has no worker: start them (`dask worker {address} ...`, "
+              f"docs/DEPLOY.md); {DASK_WORKERS_WAIT_ENV}=0 for a cluster that starts workers on demand")
+        return False
+    print(f"ok      the Dask scheduler {address}: {workers} worker(s)")
+    return True
 
 
 def _warn_unignored_state() -> None:

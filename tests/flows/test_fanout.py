@@ -114,3 +114,34 @@ def test_the_stop_signal_is_seen_by_a_task_on_a_dask_worker_and_only_for_its_own
 
         monkeypatch.setattr("distributed.get_client", broken_client)
         assert client.submit(lambda: stop_sent(mine), pure=False).result() is None
+
+
+def test_doctor_says_whether_the_dask_scheduler_answers_and_has_workers(capsys, monkeypatch):
+    """`metagan doctor` on the scale-out profile checks the Dask scheduler of `scaleout.dask_address`
+    as a fan-out will need it: it said all was well, and the next night stopped, exit 4, on a
+    scheduler that was not there (a walkthrough of docs/DEPLOY.md, 2026-12-07)."""
+    import socket
+
+    from distributed import LocalCluster
+
+    from flows.app.registry_commands import _check_dask_cluster
+    from metagan.config import Params
+
+    def check(address: str) -> tuple[bool, str]:
+        params = Params().with_overrides(scaleout={"dask_address": address}).model_copy(update={"profile": "scaleout"})
+        ok = _check_dask_cluster(params)
+        return ok, capsys.readouterr().out.strip()
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        nobody = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    ok, said = check(nobody)
+    assert not ok and said.startswith(f"UNAVAILABLE the Dask scheduler {nobody} does not answer"), said
+    with LocalCluster(n_workers=0, processes=False, dashboard_address=None, scheduler_port=0) as empty:
+        ok, said = check(empty.scheduler_address)
+        assert not ok and "has no worker: start them" in said, said
+        monkeypatch.setenv("METAGAN_DASK_WORKERS_WAIT_S", "0")  # a cluster that starts workers on demand
+        assert check(empty.scheduler_address) == (True, f"ok      the Dask scheduler {empty.scheduler_address}: 0 worker(s)")
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None, scheduler_port=0) as one:
+        assert check(one.scheduler_address) == (True, f"ok      the Dask scheduler {one.scheduler_address}: 1 worker(s)")
+    assert _check_dask_cluster(Params()) is True and capsys.readouterr().out == ""  # embedded: nothing to check
