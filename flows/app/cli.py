@@ -189,6 +189,9 @@ def _run(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
+    except _Terminated as e:  # said, as a Ctrl-C is: it ended without a word, 143 (a probe of 2026-12-07)
+        print(f"terminated ({e.signal_name})", file=sys.stderr)
+        return e.code
     except Exception as e:  # noqa: BLE001 (every error ends here: classified, one line, its exit code)
         if isinstance(e, BrokenPipeError) and _output_pipe_closed():
             raise  # not a failure of the command: main ends quietly
@@ -241,7 +244,15 @@ def _end_on_signal(signum, frame) -> None:
     printed an "Exception ignored" block and the hooks were cut short (a probe of 2026-12-07)."""
     if _ENDED.is_set():
         return
-    raise SystemExit(128 + signum)
+    raise _Terminated(signum)
+
+
+class _Terminated(SystemExit):
+    """The command ended by a SIGTERM or SIGHUP: exit 128 + the signal, as the default action."""
+
+    def __init__(self, signum: int):
+        super().__init__(128 + signum)
+        self.signal_name = signal.Signals(signum).name
 
 
 def _output_pipe_closed() -> bool:
@@ -275,8 +286,11 @@ def _message(e: BaseException) -> str:
                 "ends")
     elif type(e.__cause__).__name__ in ("UnsupportedProtocol", "InvalidURL"):  # httpx's: Prefect's URL is none
         text += f" (PREFECT_API_URL is not a URL: http://HOST:PORT/api; {e.__cause__})"
-    elif type(e).__module__.startswith("httpx"):  # Prefect's client, unanswered ("[Errno 111] Connection refused")
-        text = f"the Prefect API ({os.environ.get('PREFECT_API_URL') or 'its own server'}) did not answer: {text}"
+    elif type(e).__module__.startswith("httpx") or (type(e) is RuntimeError and type(e.__cause__).__module__.startswith(
+            "httpx")):  # Prefect's client, unanswered ("[Errno 111] Connection refused"; "Failed to reach API at URL",
+        # which named neither Prefect nor the variable: a walkthrough of docs/DEPLOY.md, 2026-12-07)
+        url = os.environ.get("PREFECT_API_URL")
+        text = f"the Prefect API ({f'PREFECT_API_URL={url}' if url else 'its own server'}) did not answer: {text}"
     elif (failing := e if type(e).__name__ == "PrefectHTTPStatusError" else e.__cause__).__class__.__name__ \
             == "PrefectHTTPStatusError":  # it answered, failing (Prefect's "Failed to reach API" said otherwise)
         status = getattr(failing.response, "status_code", "?")

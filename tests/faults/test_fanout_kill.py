@@ -177,6 +177,7 @@ def test_a_ctrl_c_during_the_adapt_fanout_ends_the_command_at_once_and_its_prefe
             assert (rc, lines[-1]) == (130, "interrupted"), log.read_text()[-3000:]
         else:
             assert rc == 128 + sig and "did not answer" not in log.read_text(), log.read_text()[-3000:]
+            assert lines[-1] == "terminated (SIGTERM)", lines[-5:]  # said, as a Ctrl-C is (it said nothing)
         while servers_of(adapt.pid) and time.monotonic() - start < 20:  # stopped as the command exits
             time.sleep(0.2)
         assert servers_of(adapt.pid) == []

@@ -188,7 +188,9 @@ def test_an_orchestration_server_that_does_not_answer_is_unavailable_not_a_bug(t
     (tmp_path / "up" / "acme").mkdir(parents=True)
     rc, lines, _ = metagan("--project", str(tmp_path), "ingest", "--customers", str(tmp_path / "up"), cwd=tmp_path,
                            env_extra={"PREFECT_API_URL": f"http://127.0.0.1:{port}/api"})
-    assert (rc, lines[-1]) == (4, f"error: Failed to reach API at http://127.0.0.1:{port}/api/"), lines[-20:]
+    # naming Prefect and its variable: it read "Failed to reach API at URL" alone (a walkthrough, 2026-12-07)
+    assert (rc, lines[-1]) == (4, f"error: the Prefect API (PREFECT_API_URL=http://127.0.0.1:{port}/api) did not "
+                                  f"answer: Failed to reach API at http://127.0.0.1:{port}/api/"), lines[-20:]
     with pytest.raises(Unavailable, match=f"the Dask scheduler tcp://127.0.0.1:{port} does not answer"):
         check_scheduler_answers(f"tcp://127.0.0.1:{port}")
     with socket.socket() as silent:  # accepts, never speaks (a frozen scheduler, another service): an
