@@ -67,7 +67,11 @@ def generate(params: Params, customers: list[str] | None = None, count: int | No
     night = plan_batches(params, customers)
     if night.resumed:
         logger.info("resuming the night started at %s: %d customers still due", night.started, len(night.due))
-    tasks = fleet.chunks(night.due, params.fleet.customers_per_task, workers(params))
+    # a resumed night is drawn from its other end: a run still drawing it (two `generate --all` at
+    # once) goes on from its start, each asks the index before each customer, and they meet
+    # rather than draw the same customers side by side
+    order = night.due[::-1] if night.resumed else night.due
+    tasks = fleet.chunks(order, params.fleet.customers_per_task, workers(params))
     futures = {draw.submit(chunk, night.planned, count, out, seed, layout, night.started,
                            fleet.default_every_s(params), params.profile, stop): chunk
                for chunk in tasks}

@@ -104,15 +104,33 @@ def draw_batches(customer_ids: list[str], planned: bool, count: int, out: str, s
     if not due:
         return []
     with BatchRecorder(len(due)) as run:
-        def one(item: DueBatch) -> Batch:
+        def one(item: DueBatch) -> Batch | None:
             if STOP_BEGINNING.is_set() or (stopped is not None and stopped()):
                 return Batch(item.customer_id, False, error=INTERRUPTED)
+            if planned and _drawn_this_night(item.customer_id, stamp):
+                return None  # by an overlapping run of the same night since this task began: once, not twice
             return _draw_one(item, count, location, seed, layout, stamp, default_s, run, lock)
 
         if threads > 1 and len(due) > 1:
             with ThreadPoolExecutor(min(threads, len(due)), thread_name_prefix="draw") as pool:
-                return list(pool.map(one, due))
-        return [one(item) for item in due]
+                drawn = list(pool.map(one, due))
+        else:
+            drawn = [one(item) for item in due]
+    left = [item.customer_id for item, b in zip(due, drawn) if b is None]
+    if left:
+        log.info("%d customer(s) drawn by another run of this night meanwhile: left out (%s)", len(left),
+                 ", ".join(left[:5]) + (" ..." if len(left) > 5 else ""))
+    return [b for b in drawn if b is not None]
+
+
+def _drawn_this_night(customer_id: str, stamp: float) -> bool:
+    """Whether the index records a batch of the customer's production version drawn in the night
+    that began at ``stamp`` (its watermark, written once the batch is out). Asked before each
+    customer, a primary-key read: asked only as a task began, two `generate --all` of one night
+    drew every customer twice (a probe of 2026-12-07)."""
+    row = registry_index().row(customer_id)
+    return row is not None and row.production_version is not None and row.batch_version == row.production_version \
+        and row.batch_at is not None and row.batch_at >= stamp
 
 
 def _draw_one(item: DueBatch, count: int, out, seed: int, layout: str, stamp: float, default_s: int,

@@ -152,3 +152,32 @@ def test_a_ctrl_c_of_a_night_on_dask_stops_its_workers_beginning_customers(proje
     rerun = generate(Params().with_overrides(paths={"generated": str(root / "out")}), count=64)
     assert sorted(b.customer_id for b in rerun) == sorted(set(CUSTOMERS) - done) and all(b.ok for b in rerun)
     assert manifests(root) == set(CUSTOMERS)
+
+
+def test_two_runs_of_one_night_at_once_draw_each_customer_about_once(project):
+    """Guarantee: a second `metagan generate --all` started while the first draws the night resumes
+    that night, draws it from the other end and asks the index before each customer: between them
+    each customer is drawn once, but for those both began at the moment they met. Until a probe of
+    2026-12-07 each run drew the whole night (every batch written twice)."""
+    import re
+
+    root, env = project
+    env = env | {"NIGHT_COUNT": "1500"}  # slow batches: the second run starts early in the first's night
+    first = workers.start("night", root, env)
+    second = None
+    try:
+        workers.wait_for(lambda: len(manifests(root)) >= 1, 300, "a first batch written", first, interval=0.02)
+        (root / "night.log").rename(root / "first.log")  # the second job's log is its own
+        second = workers.start("night", root, env)
+        codes = first.wait(timeout=300), second.wait(timeout=300)
+    finally:
+        workers.kill(first)
+        if second is not None:
+            workers.kill(second)
+    logs = (root / "first.log").read_text() + (root / "night.log").read_text()
+    assert codes == (0, 0), logs[-3000:]
+    drawn = [int(n) for n in re.findall(r"(\d+) batch\(es\) drawn", logs)]
+    assert len(drawn) == 2 and len(CUSTOMERS) <= sum(drawn) <= len(CUSTOMERS) + 2 * DRAW_THREADS, (drawn, logs[-3000:])
+    assert manifests(root) == set(CUSTOMERS)
+    rows = registry_index().rows()
+    assert all(r.batch_version == r.production_version for r in rows.values())

@@ -64,7 +64,7 @@ def night_job(folder: Path) -> None:
     """``metagan generate --all``: the nightly batch job once, as the schedule runs it."""
     from flows.app.cli import main
 
-    sys.exit(main(["--project", str(folder), "generate", "--all", "--count", "64"]))
+    sys.exit(main(["--project", str(folder), "generate", "--all", "--count", os.environ.get("NIGHT_COUNT", "64")]))
 
 
 def night_on_dask_job(folder: Path) -> None:
