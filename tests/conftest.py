@@ -13,15 +13,22 @@ def tracking_uri_kept():
     """MLflow's ``set_tracking_uri`` (which ``metagan.store.configure`` calls) also exports
     ``MLFLOW_TRACKING_URI`` for child processes: a test that configured the store in the source
     folder pointed every later test of the session at that registry (``metagan doctor`` in a test's
-    own project checked the source folder's instead). Each test gets back the variable it found."""
+    own project checked the source folder's instead). The command's ``--project DIR`` exports
+    ``METAGAN_PROJECT`` the same way: a test that ran `metagan --project` pointed every later
+    test's settings at its project's params.yaml (a fresh clone's CI, 2026-12-07). Each test gets
+    back the variables it found."""
     import os
 
-    before = os.environ.get("MLFLOW_TRACKING_URI")
+    from metagan.config import PROJECT_ENV
+
+    names = ("MLFLOW_TRACKING_URI", PROJECT_ENV)
+    before = {name: os.environ.get(name) for name in names}
     yield
-    if before is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = before
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
