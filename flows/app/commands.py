@@ -101,11 +101,11 @@ def cmd_adapt(args, params: Params) -> int:
     from metagan.uploads import rejection_summary
 
     customers = existing_dir(args.customers)
+    _some_customer_folders(customers)  # the command line's mistake, said before any state is read
     # the registered meta-model, not a file on this host: a second client host has none (refused
     # here though one was registered, until a probe of 2026-12-07), and one left from an older
     # meta-model is not the version the customers' models are tagged with
     meta_version = current_meta_version()
-    _some_customer_folders(customers)
     # every customer adapts from it: one that does not load is the project's damage, said once
     # (before, each customer failed with torch's paragraph, and the command exited 1, "partial").
     # Loaded once per process: the fan-out's threads reuse it
