@@ -116,13 +116,18 @@ def check_scheduler_has_workers(address: str, wait_s: float | None = None) -> No
                               "this check for a cluster that starts workers on demand") from None
 
 
+def worker_count(client) -> int:
+    """The workers a Dask client's scheduler has now (its identity without the per-worker details)."""
+    return client.scheduler_info(n_workers=0).get("n_workers", 0)
+
+
 def scheduler_workers(address: str) -> int:
     """The workers the Dask scheduler at ``address`` has now (it must answer within 10 s)."""
     from distributed import Client
 
     try:
         with Client(address, timeout=10, set_as_default=False) as client:
-            return client.scheduler_info(n_workers=0).get("n_workers", 0)
+            return worker_count(client)
     except OSError as e:  # its handshake came, then nothing (TimeoutError is an OSError)
         raise Unavailable(f"the Dask scheduler {address} does not answer ({e}): start it (docs/DEPLOY.md), or "
                           "correct scaleout.dask_address") from None

@@ -27,7 +27,7 @@ from concurrent.futures import CancelledError
 
 from prefect.futures import PrefectFuture, as_completed
 
-from flows.common import DASK_WORKERS_WAIT_ENV, dask_workers_wait_s
+from flows.common import DASK_WORKERS_WAIT_ENV, dask_workers_wait_s, worker_count
 from metagan.errors import Unavailable
 
 POLL_S = 1.0
@@ -108,7 +108,7 @@ def _as_finished_on_dask(futures: dict, wait_s: float) -> Iterator[PrefectFuture
             return
         now = time.monotonic()
         try:
-            workers = _workers(client)
+            workers = worker_count(client)
         except OSError as e:  # its connect timeout spent (TimeoutError is an OSError too)
             raise _scheduler_gone(client, address, e) from None
         if workers:
@@ -128,11 +128,6 @@ def _scheduler_gone(client, address: str, e: BaseException) -> WorkersLost:
     said = f"its futures cancelled: {', '.join(sorted({g.reason for g in groups}))}" if groups \
         else " ".join(str(e).split()) or type(e).__name__
     return WorkersLost(address, 0.0, own_cluster=client.cluster is not None, scheduler_gone=said)
-
-
-def _workers(client) -> int:
-    """The scheduler's workers now (its identity without the per-worker details)."""
-    return client.scheduler_info(n_workers=0).get("n_workers", 0)
 
 
 def stop_signal() -> str:

@@ -347,14 +347,26 @@ def _store_failure(e: BaseException):
             db = _sqlite_file(tracking_uri())
             if sqlite_faults.is_refused_by_file_system(seen) and (db is None or db.exists()):
                 return _refused(db or tracking_uri(), text.removeprefix("(sqlite3.OperationalError) "))
-            if db is not None:
-                _STORE_CHECKED.pop(str(db), None)
-                _forget_mlflow_stores(db)
-                if db.exists() and _creation_cut_short(db):  # nothing to restore: it was never made whole
-                    return Damaged(f"the registry at {db} was left half-created by a run killed while making it "
-                                   f"({text}): `metagan demo` or `metagan meta-train` makes it again")
-            return Damaged(f"the registry at {db or tracking_uri()} is unreadable ({text}); restore it from backup")
+            cut_short = _forget_failed_store(db, f" ({text})")
+            return cut_short or Damaged(f"the registry at {db or tracking_uri()} is unreadable ({text}); restore it "
+                                        "from backup")
         seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _forget_failed_store(db: Path | None, detail: str = ""):
+    """After MLflow failed on the embedded registry ``db`` (None: a server's): forget what this
+    process knew of it (checked, opened), and a :class:`~metagan.errors.Damaged` saying what to do
+    when its creation was cut short (nothing to restore: it was never made whole), else None."""
+    from metagan.errors import Damaged
+
+    if db is None:
+        return None
+    _STORE_CHECKED.pop(str(db), None)
+    _forget_mlflow_stores(db)
+    if db.exists() and _creation_cut_short(db):
+        return Damaged(f"the registry at {db} was left half-created by a run killed while making it{detail}: "
+                       "`metagan demo` or `metagan meta-train` makes it again")
     return None
 
 
@@ -368,12 +380,9 @@ def _older_schema(said: str):
 
     db = _sqlite_file(tracking_uri())
     where = db or tracking_uri()
-    if db is not None:
-        _STORE_CHECKED.pop(str(db), None)
-        _forget_mlflow_stores(db)
-        if db.exists() and _creation_cut_short(db):
-            return Damaged(f"the registry at {db} was left half-created by a run killed while making it: "
-                           "`metagan demo` or `metagan meta-train` makes it again")
+    cut_short = _forget_failed_store(db)
+    if cut_short is not None:
+        return cut_short
     found = re.search(r"found version (\w+), but expected (\w+)", said)
     versions = f" (schema {found[1]}; this MLflow's is {found[2]})" if found else ""
     upgrade = f"mlflow db upgrade sqlite:///{db}" if db is not None else "mlflow db upgrade BACKEND_STORE_URI"
