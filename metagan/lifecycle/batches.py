@@ -14,7 +14,7 @@ from metagan import model_versions, serving, tracking
 from metagan.cadence import next_due
 from metagan.errors import kind_of
 from metagan.fleet_index import DueBatch, registry_index
-from metagan.locks import Locker
+from metagan.locks import Locker, no_lock
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +107,15 @@ def draw_batches(customer_ids: list[str], planned: bool, count: int, out: str, s
         def one(item: DueBatch) -> Batch | None:
             if STOP_BEGINNING.is_set() or (stopped is not None and stopped()):
                 return Batch(item.customer_id, False, error=INTERRUPTED)
-            if planned and _drawn_this_night(item.customer_id, stamp):
-                return None  # by an overlapping run of the same night since this task began: once, not twice
-            return _draw_one(item, count, location, seed, layout, stamp, default_s, run, lock)
+            if not planned:
+                return _draw_one(item, count, location, seed, layout, stamp, default_s, run, lock)
+            # asked and drawn under the customer's night lock, held until its watermark is written:
+            # two runs of one night that meet at a customer (both asked before either had drawn it)
+            # drew it twice; now the second waits for the first's batch and then finds it drawn
+            with (lock or no_lock)(night_lock_name(item.customer_id)):
+                if _drawn_this_night(item.customer_id, stamp):
+                    return None  # by an overlapping run of the same night since this task began: once, not twice
+                return _draw_one(item, count, location, seed, layout, stamp, default_s, run, lock)
 
         if threads > 1 and len(due) > 1:
             with ThreadPoolExecutor(min(threads, len(due)), thread_name_prefix="draw") as pool:
@@ -121,6 +127,12 @@ def draw_batches(customer_ids: list[str], planned: bool, count: int, out: str, s
         log.info("%d customer(s) drawn by another run of this night meanwhile: left out (%s)", len(left),
                  ", ".join(left[:5]) + (" ..." if len(left) > 5 else ""))
     return [b for b in drawn if b is not None]
+
+
+def night_lock_name(customer_id: str) -> str:
+    """The lock a planned night holds over one customer from asking whether it is drawn to its
+    watermark (not the customer's registry lock, which drawing its batch may take)."""
+    return f"metagan-night-{customer_id}"
 
 
 def _drawn_this_night(customer_id: str, stamp: float) -> bool:
