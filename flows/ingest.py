@@ -18,8 +18,8 @@ from metagan.customers import IngestResult, ingest_customer
 from metagan.domain import upload_screen
 from metagan.known_customers import case_twins, release_unwritten
 from metagan.task_data import prepare_task_dataset
-from metagan.uploads import (CUSTOMER_ID, CustomerUploads, discover_customers, folder_problem, folder_signature,
-                             not_customer_folders, shown_name)
+from metagan.uploads import (CUSTOMER_ID, MISNAMED_FOLDER, CustomerUploads, discover_customers, folder_problem,
+                             folder_signature, not_customer_folders, shown_name)
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,9 @@ def warn_no_customer_folder(path: Path, why: str) -> None:
     """The warning for an entry of the uploads folder that is no customer folder (the full scans'
     and the hour's): a customer's botched upload is left out, an entry no customer can bear the
     name of (README.txt, acme.zip) ignored, failing no customer (exit 0)."""
-    if CUSTOMER_ID.fullmatch(path.name):
+    if why.startswith(MISNAMED_FOLDER):  # the hour's, said once (a full scan rejects it as a customer)
+        log.warning("%s %s: its uploads are not read until it is renamed", shown_name(str(path)), why)
+    elif CUSTOMER_ID.fullmatch(path.name):
         log.warning("%s is no customer folder: it %s; left out (the other customers go on)", path, why)
     else:
         log.warning("%s is no customer folder: it %s, and no customer id (ASCII letters, digits, - and _); ignored",

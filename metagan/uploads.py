@@ -109,6 +109,20 @@ def check_id_for_ingestion(name: str) -> str:
     return name
 
 
+MISNAMED_FOLDER = "is a folder named as no customer can be"
+"""How the hour says a folder :func:`id_problem` refuses (``my customer``, ``CON``), once."""
+
+
+def id_problem(name: str) -> str | None:
+    """Why no customer can be ingested under ``name`` (:func:`check_id_for_ingestion`'s reason),
+    or None."""
+    try:
+        check_id_for_ingestion(name)
+    except UploadError as e:
+        return e.reason
+    return None
+
+
 _SHARED_FOLDERS = ("ids are case-sensitive, but on a case-insensitive file system (macOS, Windows, some mounts) the "
                    "two would share folders and mix or overwrite each other's shots and models")
 

@@ -137,8 +137,9 @@ class UploadChanges:
     not_folders: dict[str, str] = field(default_factory=dict)
     """Of those, the entries that are no folder: name -> why (:func:`metagan.uploads.folder_problem`)."""
     strays: dict[str, str] = field(default_factory=dict)
-    """Entries no customer can be named (``README.txt``, ``acme.zip``) first seen this hour (or
-    changed since): name, shown on one line -> why. Ignored, as a full scan ignores them, once said."""
+    """Entries no customer can be named (``README.txt``, ``acme.zip``, a folder ``my customer`` or
+    ``CON``) first seen this hour (or changed since): name, shown on one line -> why. Ignored, as a
+    full scan ignores them, once said."""
 
 
 def upload_changes(params: Params, customers_dir: str | Path) -> UploadChanges:
@@ -149,15 +150,20 @@ def upload_changes(params: Params, customers_dir: str | Path) -> UploadChanges:
     it is said again only once it changes; one no customer can be named is remembered in the
     index's state. Until a probe of 2026-12-07 the hour said nothing of either. Reads directory
     entries only: no image is opened."""
-    from metagan.uploads import CUSTOMER_ID, folder_signature, shown_name, upload_entries
+    from metagan.uploads import CUSTOMER_ID, MISNAMED_FOLDER, folder_signature, id_problem, shown_name, upload_entries
 
     found = index(params)
     seen = found.upload_signatures()
     folders, others = upload_entries(customers_dir)
-    changed = [f for f in folders if seen.get(f.name) != folder_signature(f)]
+    # a folder whose name no customer can bear (`my customer`, `CON`) is never recorded, so it was
+    # ingested and rejected again every hour, the hour partial each time (a probe of 2026-12-07):
+    # it is said once, as the entries below are
+    misnamed = {f: id_problem(f.name) for f in folders}
+    changed = [f for f in folders if not misnamed[f] and seen.get(f.name) != folder_signature(f)]
     named = [(p, why) for p, why in others if CUSTOMER_ID.fullmatch(p.name)]
     not_folders = {p.name: why for p, why in named if seen.get(p.name) != folder_signature(p)}
-    strays = {shown_name(p.name): why for p, why in others if not CUSTOMER_ID.fullmatch(p.name)}
+    strays = {shown_name(p.name): why for p, why in others if not CUSTOMER_ID.fullmatch(p.name)} | \
+        {shown_name(f.name): f"{MISNAMED_FOLDER} ({why})" for f, why in misnamed.items() if why}
     known = found.get_state(STRAY_UPLOADS) or {}
     if strays != known:
         found.set_state(STRAY_UPLOADS, strays)

@@ -228,9 +228,10 @@ def test_the_hour_says_an_entry_that_is_no_customer_folder_once_per_change(uploa
     customer folder would be that is none: one named as a customer (a file `acme`, a link to nothing)
     is among the hour's changed entries, ingested and so rejected ("its upload folder ... is a file,
     not a folder"), and its state recorded, so the next hour is quiet until it changes (a folder made
-    in its place is ingested); one no customer can be named (README.txt) is warned of once and
-    listed in the hour's result (`ignored`). Until a probe of 2026-12-07 the hour's plan passed both
-    over without a word, every hour (only the full scans said them)."""
+    in its place is ingested); one no customer can be named (README.txt, a folder `my customer` or
+    `CON`) is warned of once and listed in the hour's result (`ignored`). Until a probe of 2026-12-07
+    the hour's plan passed both over without a word, every hour (only the full scans said them); a
+    misnamed folder was ingested and rejected every hour."""
     import logging
     import shutil
 
@@ -256,20 +257,34 @@ def test_the_hour_says_an_entry_that_is_no_customer_folder_once_per_change(uploa
     (uploads / "acme").write_bytes(b"PK")  # a customer's zip saved without its extension
     (uploads / "gone").symlink_to(tmp_path / "no-such-folder")
     (uploads / "README.txt").write_text("my customers")
+    shutil.copytree(uploads / "good-1", uploads / "my customer")  # folders no customer can be named
+    shutil.copytree(uploads / "good-1", uploads / "CON")
     changes, rejected, said = hour()
     acme, gone, readme = uploads / "acme", uploads / "gone", uploads / "README.txt"
     assert [f.name for f in changes.folders] == ["acme", "gone"]
     assert rejected == {"acme": f"customer 'acme': its upload folder {acme} is a file, not a folder",
                         "gone": f"customer 'gone': its upload folder {gone} is a symbolic link to nothing "
                                 f"({tmp_path / 'no-such-folder'})"}
-    assert changes.strays == {"README.txt": "is a file, not a folder"}
+    device = ("is a folder named as no customer can be (unsafe customer id: 'CON' is a device name on Windows (CON, "
+              "PRN, AUX, NUL, COM0-COM9, LPT0-LPT9, in any case), which no file or folder there can bear: choose "
+              "another id)")
+    spaced = ("is a folder named as no customer can be (unsafe customer id: use 1-64 ASCII letters (A-Z, a-z), "
+              "digits, '_' or '-', starting with a letter or digit)")
+    assert changes.strays == {"CON": device, "README.txt": "is a file, not a folder", "my customer": spaced}
     assert said == [
         f"{acme} is no customer folder: it is a file, not a folder; left out (the other customers go on)",
         f"{gone} is no customer folder: it is a symbolic link to nothing ({tmp_path / 'no-such-folder'}); left out "
         "(the other customers go on)",
         f"{readme} is no customer folder: it is a file, not a folder, and no customer id (ASCII letters, digits, - "
-        "and _); ignored"]
-    assert hour() == (fleet.UploadChanges([]), {}, [])  # said once: the next hour is quiet
+        "and _); ignored",
+        f"{uploads / 'CON'} {device}: its uploads are not read until it is renamed",
+        f"{uploads / 'my customer'} {spaced}: its uploads are not read until it is renamed"]
+    # said once: the next hour is quiet (until a probe of 2026-12-07 a misnamed folder was ingested and
+    # rejected every hour, each hour partial)
+    assert hour() == (fleet.UploadChanges([]), {}, [])
+    (uploads / "my customer").rename(uploads / "my-customer")  # renamed: a customer
+    changes, rejected, said = hour()
+    assert [f.name for f in changes.folders] == ["my-customer"] and rejected == {} and said == []
     acme.unlink()  # the customer uploads its folder after all
     shutil.copytree(uploads / "good-1", acme)
     changes, rejected, said = hour()
