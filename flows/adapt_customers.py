@@ -37,14 +37,23 @@ def failure(customer_id: str, e: Exception) -> Adaptation:
     return Adaptation(customer_id, ok=False, error=str(e) if kind_of(e) is not None else f"{type(e).__name__}: {e}")
 
 
+INTERRUPTED = "not adapted: the run was interrupted (still pending)"
+
+
 @task
 def adapt_some(uploads: list[CustomerUploads], meta_version: str, data_version: str,
-               params: Params) -> list[Adaptation]:
+               params: Params, stop: str = "") -> list[Adaptation]:
     """A task's customers, one after the other; one customer's failure is its result and the
     others go on. A task, not a customer, is the unit of fan-out: a task run costs requests to
-    Prefect's API on each side, which on a server cost as much as a fifth of an adaptation."""
+    Prefect's API on each side, which on a server cost as much as a fifth of an adaptation. On a
+    Dask worker, none is begun once ``stop`` (the run's :func:`flows.fanout.stop_signal`) is sent:
+    the worker adapted every customer of its task after a Ctrl-C had ended the command."""
+    stopped = fanout.stop_sent(stop) if stop else None
     results = []
     for u in uploads:
+        if stopped is not None and stopped():
+            results.append(Adaptation(u.customer_id, ok=False, error=INTERRUPTED))
+            continue
         try:
             results.append(adapt_one(u, meta_version, data_version, params))
         except Exception as e:
@@ -81,7 +90,8 @@ def adapt_customers(params: Params, meta_version: str | None = None, data_versio
             except Exception as e:  # unreadable ingested data
                 results.append(report(failure(cid, e)))
     tasks = fleet.chunks(uploads, params.fleet.adapt_customers_per_task, workers(params))
-    futures = {adapt_some.submit(chunk, str(meta_version), data_version, params): chunk for chunk in tasks}
+    stop = fanout.stop_signal()
+    futures = {adapt_some.submit(chunk, str(meta_version), data_version, params, stop): chunk for chunk in tasks}
     done = progress.counter("adapting", len(uploads))
     finished: dict[str, Adaptation] = {}
     try:
@@ -100,6 +110,9 @@ def adapt_customers(params: Params, meta_version: str | None = None, data_versio
         results += [finished[u.customer_id] for u in uploads if u.customer_id in finished]
         adapt_table(results + [report(failure(cid, lost)) for cid in left])
         raise lost.leaving(left, results) from None
+    except BaseException:  # a Ctrl-C or a SIGTERM: the tasks on Dask begin no further customer
+        fanout.send_stop(list(futures), stop)
+        raise
     results += [finished[u.customer_id] for u in uploads]  # the order of the uploads, whatever the finish
     adapt_table(results)  # the outcome per customer, in the Prefect UI
     return results

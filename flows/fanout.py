@@ -138,10 +138,11 @@ def stop_signal() -> str:
 
 def send_stop(futures: list[PrefectFuture], name: str) -> None:
     """The run was interrupted (a Ctrl-C, a SIGTERM): its tasks on Dask workers begin no further
-    customer. They ask :func:`stop_sent` before each; the flow's own process has its event
-    (:func:`metagan.lifecycle.batches.stop_beginning`). Until 2026-12-07 a worker drew every
-    customer of the tasks it held after the command had ended. A thread pool's futures: nothing
-    to send. A scheduler that does not answer: nothing to tell (its tasks are lost with it)."""
+    customer. They ask :func:`stop_sent` before each; the night's own process has its event
+    (:func:`metagan.lifecycle.batches.stop_beginning`). Until 2026-12-07 a worker drew (or
+    adapted) every customer of the tasks it held after the command had ended. A thread pool's
+    futures: nothing to send. A scheduler that does not answer: nothing to tell (its tasks are
+    lost with it)."""
     dask = _dask_futures(futures)
     if not dask:
         return
@@ -165,14 +166,14 @@ def stop_sent(name: str) -> Callable[[], bool] | None:
         return None
     try:
         event = distributed.Event(name, client=distributed.get_client())  # the worker's client, made in its task
-    except Exception as e:  # noqa: BLE001 (no signal is better than no night: the task draws on, as before)
-        log.warning("the night's stop signal is not watched in this task: %s", e)
+    except Exception as e:  # noqa: BLE001 (no signal is better than no run: the task goes on, as before)
+        log.warning("the run's stop signal is not watched in this task: %s", e)
         return None
 
     def stopped() -> bool:
         try:
             return event.is_set()
-        except Exception as e:  # noqa: BLE001 (a scheduler gone takes the task with it; draw on till then)
+        except Exception as e:  # noqa: BLE001 (a scheduler gone takes the task with it; go on till then)
             log.debug("could not ask the Dask scheduler for the stop signal: %s", e)
             return False
 

@@ -19,6 +19,10 @@ CUSTOMERS = [f"cust-{i}" for i in range(5)]
 @pytest.fixture
 def project(tmp_path, monkeypatch, prefect_harness):
     """A meta checkpoint, five ingested customers and a params.yaml, all under tmp_path."""
+    return make_project(tmp_path, monkeypatch, CUSTOMERS)
+
+
+def make_project(tmp_path, monkeypatch, customers):
     from PIL import Image
 
     from metagan.train import meta_train
@@ -32,10 +36,10 @@ def project(tmp_path, monkeypatch, prefect_harness):
                "ingested_customers": str(tmp_path / "data/customers"), "evaluator": str(tmp_path / "none.pt")},
     )
     meta_train(params, ds, tmp_path / "meta.pt")
-    for i, cid in enumerate(CUSTOMERS):
+    for i, cid in enumerate(customers):
         folder = tmp_path / "uploads" / cid
         folder.mkdir(parents=True)
-        for j, idx in enumerate(ds.indices_of(i)[:3]):
+        for j, idx in enumerate(ds.indices_of(i % ds.num_classes)[:3]):
             Image.fromarray(ds.images[idx, :, :, 0]).save(folder / f"{j}.png")
         assert ingest_customer(folder, tmp_path / "data/customers", 16, 1, 1, 20, 10**7).ok
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params.model_dump()))
@@ -187,3 +191,48 @@ def test_a_ctrl_c_during_the_adapt_fanout_ends_the_command_at_once_and_its_prefe
             os.killpg(adapt.pid, signal.SIGKILL)
         for pid in servers_of(adapt.pid):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_ctrl_c_of_an_adaptation_on_dask_stops_its_workers_beginning_customers(tmp_path, monkeypatch,
+                                                                                prefect_harness):
+    """Guarantee: an adaptation whose task runs on a Dask worker (the scale-out profile),
+    interrupted (SIGINT) after two customers registered: the worker begins no further customer of
+    its task, and the rerun adapts the rest, reusing those done. Dask cannot stop a running task:
+    until 2026-12-07 the worker went on adapting every customer of its task after the command had
+    ended (here all ten)."""
+    import os
+    import time
+
+    from metagan.config import PROJECT_ROOT
+    from tests.servers import DaskScheduler, DaskWorkers
+
+    customers = [f"cust-{i}" for i in range(10)]
+    root, env = make_project(tmp_path, monkeypatch, customers)
+    with DaskScheduler(tmp_path / "scheduler") as scheduler:
+        dask = DaskWorkers(tmp_path / "workers", scheduler, env | {"PYTHONPATH": str(PROJECT_ROOT)}).start(180)
+        try:
+            job = workers.start("adapt-on-dask", root, env | {"METAGAN_TEST_DASK": scheduler.address})
+            try:
+                workers.wait_for(lambda: len(registered_versions()) >= 2, 300, "two customers registered", job,
+                                 interval=0.1)
+                os.killpg(job.pid, signal.SIGINT)
+                job.wait(timeout=120)
+            finally:
+                workers.kill(job)
+            # the worker's task outlives the command: wait until it has registered nothing for 8 s
+            seen, quiet_since = len(registered_versions()), time.monotonic()
+            while time.monotonic() - quiet_since < 8:
+                time.sleep(0.2)
+                if len(registered_versions()) != seen:
+                    seen, quiet_since = len(registered_versions()), time.monotonic()
+        finally:
+            dask.stop(signal.SIGKILL)
+    done = {v.name for v in registered_versions()}
+    assert 2 <= len(done) <= 3, (sorted(done), (root / "adapt-on-dask.log").read_text()[-3000:])
+    second = workers.start("adapt-fanout", root, env)
+    assert second.wait(timeout=300) == 0, (root / "adapt-fanout.log").read_text()[-3000:]
+    results = eval(re.findall(r"RESULTS (.*)", (root / "adapt-fanout.log").read_text())[-1])
+    assert all(ok for *_, ok in results) and len(results) == len(customers)
+    from metagan import model_names
+
+    assert {model_names.customer_model_name(c) for c, _, reused, _ in results if reused} == done

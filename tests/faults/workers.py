@@ -78,8 +78,21 @@ def night_on_dask_job(folder: Path) -> None:
     generate.with_options(task_runner=DaskTaskRunner(address=os.environ["METAGAN_TEST_DASK"]))(params, count=64)
 
 
+def adapt_on_dask_job(folder: Path) -> None:
+    """The ``adapt_customers`` flow with its tasks on the Dask scheduler at ``METAGAN_TEST_DASK``,
+    every customer in one task."""
+    from prefect_dask import DaskTaskRunner
+
+    from flows.adapt_customers import adapt_customers
+    from flows.common import load
+
+    params = load(str(folder / "params.yaml")).with_overrides(fleet={"adapt_customers_per_task": 100})
+    adapt_customers.with_options(task_runner=DaskTaskRunner(address=os.environ["METAGAN_TEST_DASK"]))(
+        params, meta_version="1", data_version="faults")
+
+
 JOBS = {"meta-train": meta_train_job, "checkpoint-writer": checkpoint_writer_job, "adapt-fanout": adapt_fanout_job,
-        "night": night_job, "night-on-dask": night_on_dask_job}
+        "adapt-on-dask": adapt_on_dask_job, "night": night_job, "night-on-dask": night_on_dask_job}
 
 
 def start(job: str, folder: Path, env: dict | None = None) -> subprocess.Popen:
