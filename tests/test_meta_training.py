@@ -162,6 +162,44 @@ def test_a_meta_model_registered_by_its_starts_path_is_found_after_the_start_mov
     assert (other.version, other.reused) == ("3", False)
 
 
+def test_a_meta_model_an_earlier_metagan_registered_by_its_data_version_is_reused(registered_meta):
+    """Guarantee: a meta-model registered by a metagan of before 2026-12-06, whose identity named
+    the data by the DVC version of the data folder (no packed tasks' version) and its warm start
+    by path, is reused by the first meta-model step after the upgrade when the data version and
+    every setting are the same, and tagged with the tasks' version, so that it is still found
+    after the data folder moves with an upload. An upgrade probe (2026-12-07) saw the same weights
+    registered again and every customer adapted, promoted and drawn again. Another data version is
+    another model, as it was for that metagan."""
+    from metagan import model_versions, store
+    from metagan.data.shards import packed_version
+    from metagan.lifecycle.meta_model import train_meta_or_reuse
+    from metagan.lifecycle.registry import meta_identity
+    from metagan.model_names import META_MODEL
+
+    params, old = registered_meta
+    tasks = packed_version(params.resolve(params.data.packed_dir))
+    warm = params.with_overrides(meta={"init_checkpoint": str(old), "minutes": 0.0})
+    assert train_meta_or_reuse(warm, "d2").version == "2"
+
+    def as_registered_then(version: str, params_then) -> None:
+        store.client().delete_model_version_tag(META_MODEL, version, "tasks_version")
+        model_versions.set_version_tags(META_MODEL, version, {
+            "params_hash": meta_identity(params_then, tasks, by_path=True)["params_hash"]})
+
+    as_registered_then("2", warm)
+    again = train_meta_or_reuse(warm, "d2")
+    assert (again.version, again.reused) == ("2", True)
+    assert model_versions.get_version(META_MODEL, "2").tags["tasks_version"] == tasks
+    after_upload = train_meta_or_reuse(warm, "d9")  # the data folder's version moved with an upload
+    assert (after_upload.version, after_upload.reused) == ("2", True)
+    as_registered_then("1", params)  # no warm start
+    cold = train_meta_or_reuse(params, "d1")
+    assert (cold.version, cold.reused) == ("1", True)
+    as_registered_then("1", params)
+    other = train_meta_or_reuse(params, "d5")  # not the data that model was registered from
+    assert (other.version, other.reused) == ("3", False)
+
+
 def test_a_warm_start_read_once_identifies_and_starts_the_meta_model_without_its_file(registered_meta):
     """Guarantee: the warm start as `check_warm_start` read it is all meta-training needs: the
     meta-model's identity (the checksum of the bytes read) and its starting weights come from it,

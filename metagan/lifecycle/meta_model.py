@@ -86,6 +86,8 @@ def _train_or_reuse(params: Params, data_version: str, progress, start: ReadChec
     existing = model_versions.find_version(META_MODEL, tags)
     if existing is None and start is not None:  # registered before warm starts counted by content
         existing = registered_by_path(params, tasks, start)
+    if existing is None:  # registered before the packed tasks named the data
+        existing = registered_by_data_version(params, tasks, data_version, start)
     if existing is not None:
         if not ckpt.exists() or existing.tags.get(model_versions.CHECKPOINT_SHA256_TAG) != sha256_file(ckpt):
             ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -143,18 +145,57 @@ def registered_by_path(params: Params, tasks: str, start: ReadCheckpoint):
         return same_path
     versions = model_versions.search_versions(f"name='{META_MODEL}' and tags.tasks_version='{tasks}'")
     for version in sorted(versions, key=lambda v: int(v.version), reverse=True):
-        then = tracking.run_params(version.run_id).get("meta.init_checkpoint") if version.run_id else None
-        if not then or then in ("None", params.meta.init_checkpoint):
+        then = _warm_start_then(version)
+        if then in ("", params.meta.init_checkpoint):
             continue
-        at_then = params.with_overrides(meta={"init_checkpoint": then})
-        if version.tags.get("params_hash") != meta_identity(at_then, tasks, by_path=True)["params_hash"]:
-            continue  # other settings
-        was = params.resolve(then)
-        if sha256_file(was) == start.sha256 if was.is_file() else Path(then).name == Path(start.path).name:
+        if _same_settings_and_start(params, tasks, version, then, start):
             log.info("%s version %s was registered with its warm start at %s, now at %s: reusing it", META_MODEL,
                      version.version, then, start.path)
             return version
     return None
+
+
+def registered_by_data_version(params: Params, tasks: str, data_version: str, start: ReadCheckpoint | None):
+    """The meta-model a metagan of before 2026-12-06 registered from the same data and settings. It
+    named the data by the DVC version of the data folder (``data_version``), not the packed tasks':
+    without this, the first meta-model step after an upgrade registered the same weights again
+    and every customer was adapted, promoted and drawn again (a probe of 2026-12-07). The version
+    found is tagged with the tasks' version, so that it is found by its identity from then on (the
+    data folder's version moves with every upload). None when there is none."""
+    if not data_version:
+        return None
+    versions = model_versions.search_versions(f"name='{META_MODEL}' and tags.data_version='{data_version}'")
+    for version in sorted(versions, key=lambda v: int(v.version), reverse=True):
+        if "tasks_version" in version.tags:
+            continue  # the identity of today: found above, if it is this one
+        if _same_settings_and_start(params, tasks, version, _warm_start_then(version), start):
+            model_versions.set_version_tags(META_MODEL, version.version, {"tasks_version": tasks})
+            log.info("%s version %s was registered by an earlier metagan from the same data and settings: reusing it",
+                     META_MODEL, version.version)
+            return version
+    return None
+
+
+def _warm_start_then(version) -> str:
+    """The warm start a meta-model version's run recorded ("" for none)."""
+    then = tracking.run_params(version.run_id).get("meta.init_checkpoint") if version.run_id else None
+    return "" if then in (None, "None") else then
+
+
+def _same_settings_and_start(params: Params, tasks: str, version, then: str, start: ReadCheckpoint | None) -> bool:
+    """Whether ``version``, registered by its warm start's path ``then`` ("" for none), has the
+    settings of ``params`` and a warm start with the content of ``start``: the file at ``then``
+    now, or, where nothing is there any more (moved; a reinstall moved the shipped model), one of
+    the same name."""
+    if (start is None) != (not then):
+        return False
+    at_then = params.with_overrides(meta={"init_checkpoint": then}) if then else params
+    if version.tags.get("params_hash") != meta_identity(at_then, tasks, by_path=True)["params_hash"]:
+        return False  # other settings
+    if start is None:
+        return True
+    was = params.resolve(then)
+    return sha256_file(was) == start.sha256 if was.is_file() else Path(then).name == Path(start.path).name
 
 
 DVC_FILES = ("metrics.json", "history.csv")
