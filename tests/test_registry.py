@@ -199,6 +199,31 @@ def test_a_rolled_back_version_is_not_promoted_again_until_a_rollback_brings_it_
     assert str(model_versions.get_alias(name, "previous").version) == v2 != v3
 
 
+def test_a_rollback_an_earlier_metagan_made_is_held_after_the_upgrade(onnx_model):
+    """Guarantee: a rollback made by a metagan of before 2026-12-06, which only swapped the aliases
+    (no `rolled_back` tag), is held as today's are: the candidate is `previous` and newer than
+    production, so promotion, one by one and in batches, and the listing's "held back" say so.
+    An upgrade probe of 2026-12-07 saw the first `metagan promote` after the upgrade put the
+    withdrawn version back into production. A promotion's `previous` (older than production) is
+    no rollback; a later candidate (new uploads) is promoted as ever."""
+    gate = GateConfig()
+    name = model_names.customer_model_name("acme")
+    v1 = register("acme", onnx_model, alias=model_names.CANDIDATE)
+    assert promotion.promote("acme", gate).serving
+    v2 = register("acme", onnx_model, alias=model_names.CANDIDATE)
+    assert promotion.promote("acme", gate).serving
+    assert promotion.promote("acme", gate).outcome is Promotion.ALREADY_PRODUCTION  # previous v1 is older: no hold
+    model_versions.set_alias(name, model_names.PRODUCTION, v1)  # the rollback as that metagan made it
+    model_versions.set_alias(name, model_names.PREVIOUS, v2)
+    for again in (promotion.promote("acme", gate), *promotion.promote_all(gate, ["acme"])):
+        assert (again.outcome, again.version, again.serving) == (Promotion.HELD, v2, False)
+    [row] = [r for r in listings.model_rows() if r.customer_id == "acme"]
+    assert row.held_back == [v2]
+    assert str(model_versions.get_alias(name, "production").version) == v1
+    register("acme", onnx_model, alias=model_names.CANDIDATE)  # new uploads: a new candidate
+    assert promotion.promote("acme", gate).outcome is Promotion.PROMOTED
+
+
 def test_a_rollback_from_a_version_production_no_longer_serves_changes_nothing(onnx_model, capsys):
     """Guarantee: `metagan rollback --from N` rolls back only while production serves version N: an
     hourly run that promoted a newer version since the operator looked, or another operator's

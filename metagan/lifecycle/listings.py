@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from metagan import model_versions
-from metagan.model_names import (CANDIDATE, CUSTOMER_PREFIX, EVALUATOR_MODEL, META_MODEL, PRODUCTION, ROLLED_BACK_TAG,
-                                 customer_id_of)
+from metagan.model_names import (CANDIDATE, CUSTOMER_PREFIX, EVALUATOR_MODEL, META_MODEL, PREVIOUS, PRODUCTION,
+                                 customer_id_of, rolled_back)
 
 
 @dataclass(frozen=True)
@@ -80,8 +80,9 @@ def model_rows() -> list[ModelRow]:
         kind = "customer" if m.name.startswith(CUSTOMER_PREFIX) else \
             {META_MODEL: "meta", EVALUATOR_MODEL: "evaluator"}.get(m.name, "other")
         candidate = mine.get(aliases.get(CANDIDATE, ""))  # the one version promotion would look at
-        held = [candidate.version] if candidate is not None and candidate.tags.get(ROLLED_BACK_TAG) == "true" \
-            and aliases.get(PRODUCTION) != aliases.get(CANDIDATE) else []
+        held = [candidate.version] if candidate is not None and aliases.get(PRODUCTION) != aliases.get(CANDIDATE) \
+            and rolled_back(candidate.tags, str(candidate.version), aliases.get(PRODUCTION), aliases.get(PREVIOUS)) \
+            else []
         refused = (str(candidate.version), candidate.tags.get("gate_reason") or "refused") \
             if candidate is not None and candidate.tags.get("gate") == "refused" \
             and aliases.get(PRODUCTION) != aliases.get(CANDIDATE) else None

@@ -17,7 +17,7 @@ from metagan.lifecycle.production_moves import (MOVE_TAG, finish_cut_short, move
                                                 stuck)
 from metagan.lifecycle.registry import adaptation_decided, default_locker, evidence, lock_name
 from metagan.locks import Locker
-from metagan.model_names import CANDIDATE, PREVIOUS, PRODUCTION, ROLLED_BACK_TAG, customer_model_name
+from metagan.model_names import CANDIDATE, PREVIOUS, PRODUCTION, customer_model_name, rolled_back
 
 
 class Promotion(enum.Enum):
@@ -75,13 +75,13 @@ def promote(customer_id: str, gate: GateConfig, version: str | int | None = None
         if stuck(prod, prev):
             finished = finish_cut_short(customer_id, str(prod.version), model_versions.get_model_tag(name, MOVE_TAG))
             prod = finished.now if finished.now is not None else prod
-        return _promote_read(customer_id, cand, prod, gate, version, newest_uploads)
+        return _promote_read(customer_id, cand, prod, gate, version, newest_uploads, prev)
 
 
 def _promote_read(customer_id: str, cand, prod, gate: GateConfig, version: str | int | None,
-                  newest_uploads: bool = False) -> PromotionResult:
-    """:func:`promote`'s decision and writes, the customer's lock held and its ``candidate`` and
-    ``production`` versions (with their tags) read under it."""
+                  newest_uploads: bool = False, prev=None) -> PromotionResult:
+    """:func:`promote`'s decision and writes, the customer's lock held and its ``candidate``,
+    ``production`` and ``previous`` versions (with their tags) read under it."""
     from metagan.lifecycle.gate import gate_decision
 
     name = customer_model_name(customer_id)
@@ -98,7 +98,7 @@ def _promote_read(customer_id: str, cand, prod, gate: GateConfig, version: str |
         production_changed(customer_id, prod)  # the index agrees (a repair when an earlier write failed)
         adaptation_decided(customer_id, cand)
         return PromotionResult(customer_id, Promotion.ALREADY_PRODUCTION, str(cand.version))
-    if cand.tags.get(ROLLED_BACK_TAG) == "true":
+    if rolled_back(cand.tags, str(cand.version), _version_of(prod), _version_of(prev)):
         adaptation_decided(customer_id, cand)
         return PromotionResult(customer_id, Promotion.HELD, str(cand.version),
                                (f"version {cand.version} was rolled back out of production (metagan rollback); "
@@ -250,5 +250,9 @@ def _promote_batch(customer_ids: list[str], gate: GateConfig, versions: dict[str
             finished = finish_cut_short(c, str(prod.version), (models[names[c]].tags or {}).get(MOVE_TAG))
             return finished.now if finished.now is not None else prod
 
-        return [_promote_read(c, aliased(c, CANDIDATE), production(c), gate, versions.get(c), newest_uploads)
-                for c in customer_ids]
+        return [_promote_read(c, aliased(c, CANDIDATE), production(c), gate, versions.get(c), newest_uploads,
+                              aliased(c, PREVIOUS)) for c in customer_ids]
+
+
+def _version_of(version) -> str | None:
+    return None if version is None else str(version.version)
