@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+RETRIED_SERVICES = ("mlflow", "s3", "dvc", "index")
+"""The services whose calls retry under ``METAGAN_<SERVICE>_*`` (:meth:`RetryPolicy.from_env`)."""
+
+
 class ServiceUnavailable(Unavailable):
     """A remote service stayed unreachable (or kept failing) through every retry."""
 
@@ -73,3 +77,10 @@ def call_with_retries(action: Callable[[], T], what: str, policy: RetryPolicy,
                         policy.attempts, delay, e)
             time.sleep(delay)
     raise AssertionError("unreachable")
+
+
+def check_retry_environment() -> None:
+    """Every service's ``METAGAN_<SERVICE>_*`` numbers read once: one out of range is bad input
+    (exit 3) at the command's start, not each customer's failure at its first call."""
+    for service in RETRIED_SERVICES:
+        RetryPolicy.from_env(service)

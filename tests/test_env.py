@@ -58,3 +58,16 @@ def test_a_fanout_worker_count_that_is_not_a_positive_whole_number_is_bad_input(
 
 def _environment() -> dict:
     return {k: v for k, v in os.environ.items() if not k.startswith("METAGAN_")}
+
+
+@pytest.mark.parametrize("name", [LOCK_TIMEOUT_ENV, "METAGAN_MLFLOW_ATTEMPTS", "METAGAN_INDEX_TIMEOUT_S"])
+def test_a_bad_number_in_the_environment_ends_any_command_before_its_work(name):
+    """Guarantee: the lock's wait and every retried service's numbers are checked as the command
+    starts: exit 3, one line naming the variable, before any customer. An upgrade probe of
+    2026-12-07 (METAGAN_LOCK_TIMEOUT_S=inf, which earlier metagans took) saw `metagan adapt` fail
+    each customer alone, exit 1 (partial), and `promote` with nothing to move pass, exit 0."""
+    proc = subprocess.run([sys.executable, "-m", "flows.app.cli", "models"], cwd=PROJECT_ROOT, capture_output=True,
+                          text=True, timeout=120, env={**_environment(), name: "inf"})
+    assert proc.returncode == ExitCode.BAD_INPUT, proc.stderr
+    assert proc.stderr.strip().startswith(f"error: {name} must be a")
+

@@ -153,6 +153,18 @@ def main(argv: list[str] | None = None) -> int:
         _ENDED.set()
 
 
+def _check_environment() -> None:
+    """The environment's numbers every command may read (the per-customer locks' wait, the retried
+    services' policies), checked before any work: `METAGAN_LOCK_TIMEOUT_S=inf` failed each
+    customer of `metagan adapt` alone, the run partial (exit 1), and passed `promote` unnoticed
+    where nothing moved (an upgrade probe of 2026-12-07: values earlier metagans took)."""
+    from metagan.locks import lock_timeout_s
+    from metagan.retry import check_retry_environment
+
+    lock_timeout_s()
+    check_retry_environment()
+
+
 def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
@@ -161,6 +173,7 @@ def _run(argv: list[str] | None) -> int:
         return e.code if isinstance(e.code, int) else ExitCode.USAGE
     try:
         _configure(args)
+        _check_environment()
         if args.command != "meta-train" and number_from_env("WORLD_SIZE", 1, int, minimum=1) > 1:
             # under torchrun every rank would run the whole command on its own
             raise Usage(f"only meta-train runs under torchrun, not {args.command!r}")
