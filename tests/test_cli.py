@@ -325,6 +325,9 @@ def test_doctor_names_the_gitignore_lines_a_project_made_without_init_lacks(tmp_
     ignore_project_state(tmp_path)  # what init writes
     assert main(["doctor"]) == ExitCode.OK
     assert "warning" not in capsys.readouterr().out
+    (tmp_path / ".gitignore").unlink()  # no .gitignore, no git: nothing for `git add .` to take
+    assert main(["doctor"]) == ExitCode.OK
+    assert "warning" not in capsys.readouterr().out
 
 
 def test_doctor_counts_what_git_ignores_already_by_the_projects_own_lines(tmp_path):

@@ -114,10 +114,12 @@ def _warn_unignored_state() -> None:
     from metagan.project_gitignore import missing_lines
 
     root = project_dir()
-    missing = missing_lines(root) if is_project(root) else []
-    if missing:
-        print(f"warning: {root / '.gitignore'} lacks lines `metagan init` writes, so `git add .` would take "
-              f"metagan's state (the registry, data, outputs): add {' '.join(missing)}")
+    # a project with no .gitignore outside any git work tree has nothing for `git add .` to take
+    in_git = (root / ".gitignore").exists() or any((d / ".git").exists() for d in (root, *root.parents))
+    missing = missing_lines(root) if in_git and is_project(root) else []
+    if missing:  # not "run `metagan init`": it refuses where params.yaml exists (an upgrade probe of 2026-12-07)
+        print(f"warning: {root / '.gitignore'} lacks lines that keep metagan's state out of git (the registry, "
+              f"data, outputs), so `git add .` would take it: add {' '.join(missing)}")
 
 
 def models_table(rows, width: int = 100) -> str:
