@@ -257,9 +257,13 @@ def _resumable(path: str | Path, params: Params, dataset: TaskDataset) -> dict |
         changed = sorted(k for k in now if before.get(k) != now[k])
         # said to someone who may never have trained here (`metagan demo` puts the shipped meta-model
         # at this path): what is there, and what this run does with it
+        # from the warm start where one is set: "from scratch" there was false (an upgrade probe of
+        # 2026-12-07: the demo's zero-minute registration of the shipped meta-model said it)
+        start = params.meta.init_checkpoint
         log.warning("the meta-model at %s (an earlier training's, or the shipped one the demo put there) was made "
-                    "with other settings (%s): this training starts from scratch and replaces it; "
-                    "meta.init_checkpoint starts from a meta-model instead", path, ", ".join(changed))
+                    "with other settings (%s): this training starts from %s and replaces it", path, ", ".join(changed),
+                    f"meta.init_checkpoint ({start})" if start else
+                    "scratch (meta.init_checkpoint starts from a meta-model instead)")
     if same and ckpt.get("dataset") not in (None, dataset_fingerprint(dataset)):
         log.warning("the meta-model at %s was trained on other data: this training starts from scratch and "
                     "replaces it", path)

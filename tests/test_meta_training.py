@@ -274,3 +274,25 @@ def test_a_meta_model_registration_says_how_it_came_to_be():
             MetaRegistration("3", False, Path("c.pt"), "d", 1200)]
     assert [m.how for m in made] == ["reused", "registered as it is, 0 steps trained: meta.minutes 0",
                                      "trained 1200 steps"]
+
+
+def test_a_checkpoint_of_other_settings_is_said_replaced_from_the_warm_start_where_one_is_set(registered_meta,
+                                                                                            caplog):
+    """Guarantee: meta-training over a checkpoint of other settings says what it starts from: the
+    warm start where `meta.init_checkpoint` is set (an upgrade probe of 2026-12-07 saw the demo's
+    zero-minute registration of the shipped meta-model say "starts from scratch"), else scratch."""
+    import logging
+
+    from metagan.lifecycle.meta_model import train_meta_or_reuse
+
+    params, old = registered_meta
+    warm = params.with_overrides(meta={"init_checkpoint": str(old), "minutes": 0.0, "seed": 7})
+    with caplog.at_level(logging.WARNING, logger="metagan.train"):
+        train_meta_or_reuse(warm, "d2")
+    [said] = [r.getMessage() for r in caplog.records if "other settings" in r.getMessage()]
+    assert f"this training starts from meta.init_checkpoint ({old}) and replaces it" in said
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="metagan.train"):
+        train_meta_or_reuse(params.with_overrides(meta={"seed": 8}), "d3")
+    [said] = [r.getMessage() for r in caplog.records if "other settings" in r.getMessage()]
+    assert "starts from scratch (meta.init_checkpoint starts from a meta-model instead)" in said
