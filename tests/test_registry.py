@@ -168,6 +168,15 @@ def test_a_version_of_older_uploads_registered_last_does_not_replace_one_of_the_
     assert promotion.promote(cid, gate).outcome is Promotion.PROMOTED
 
 
+def promoted_twice(customer: str, onnx_model, gate: GateConfig) -> tuple[str, str]:
+    """Two versions registered and promoted one after the other: (previous, production)."""
+    first = register(customer, onnx_model, alias=model_names.CANDIDATE)
+    assert promotion.promote(customer, gate).serving
+    second = register(customer, onnx_model, alias=model_names.CANDIDATE)
+    assert promotion.promote(customer, gate).serving
+    return first, second
+
+
 def test_a_rolled_back_version_is_not_promoted_again_until_a_rollback_brings_it_back(onnx_model):
     """Guarantee: rollback sticks. The version rolled back stays the candidate (re-adapting the same
     uploads finds it again), and a probe's next `metagan promote` put it straight back into
@@ -176,10 +185,7 @@ def test_a_rolled_back_version_is_not_promoted_again_until_a_rollback_brings_it_
     that it undid the first (a probe's retried rollback silently served the bad version again)."""
     gate = GateConfig()
     name = model_names.customer_model_name("acme")
-    v1 = register("acme", onnx_model, alias=model_names.CANDIDATE)
-    assert promotion.promote("acme", gate).serving
-    v2 = register("acme", onnx_model, alias=model_names.CANDIDATE)
-    assert promotion.promote("acme", gate).serving
+    v1, v2 = promoted_twice("acme", onnx_model, gate)
     first = production_moves.rollback("acme")
     assert (first.version, first.undid_a_rollback) == (v1, False)
     for again in (promotion.promote("acme", gate), *promotion.promote_all(gate, ["acme"]),
@@ -208,10 +214,7 @@ def test_a_rollback_an_earlier_metagan_made_is_held_after_the_upgrade(onnx_model
     no rollback; a later candidate (new uploads) is promoted as ever."""
     gate = GateConfig()
     name = model_names.customer_model_name("acme")
-    v1 = register("acme", onnx_model, alias=model_names.CANDIDATE)
-    assert promotion.promote("acme", gate).serving
-    v2 = register("acme", onnx_model, alias=model_names.CANDIDATE)
-    assert promotion.promote("acme", gate).serving
+    v1, v2 = promoted_twice("acme", onnx_model, gate)
     assert promotion.promote("acme", gate).outcome is Promotion.ALREADY_PRODUCTION  # previous v1 is older: no hold
     model_versions.set_alias(name, model_names.PRODUCTION, v1)  # the rollback as that metagan made it
     model_versions.set_alias(name, model_names.PREVIOUS, v2)
