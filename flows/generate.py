@@ -66,7 +66,9 @@ def generate(params: Params, customers: list[str] | None = None, count: int | No
     stop = fanout.stop_signal()
     night = plan_batches(params, customers)
     if night.resumed:
-        logger.info("resuming the night started at %s: %d customers still due", night.started, len(night.due))
+        # its plan is the night's: those drawn since it began are left out as each task reaches them
+        logger.info("resuming the night started at %s: %d customer(s) planned, those drawn since it began left out",
+                    night.started, len(night.due))
     # a resumed night is drawn from its other end: a run still drawing it (two `generate --all` at
     # once) goes on from its start, each asks the index before each customer, and they meet
     # rather than draw the same customers side by side

@@ -100,7 +100,27 @@ def serve_all(customers_dir: str, params_path: str | None = None) -> None:
     if on_pools:
         raise BadInput(f"{', '.join(on_pools)} already run on work pools (metagan deploy): start workers for "
                        "them, or delete them (prefect deployment delete NAME) before serving here")
+    _keep_schedule_pauses(served)
     serve(*served)
+
+
+def _keep_schedule_pauses(served: list) -> None:
+    """A schedule the operator paused stays paused when ``metagan serve`` starts again: serving
+    applied it anew, active (an upgrade probe of 2026-12-07, the weekly meta-training paused for a
+    torchrun cron job). The deployment's own pause is not kept: a serve pauses its deployments as
+    it stops, so it says nothing of the operator."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        for dep in served:
+            try:
+                existing = client.read_deployment_by_name(f"{dep.flow_name}/{dep.name}")
+            except ObjectNotFound:
+                continue
+            if existing.schedules and not any(s.active for s in existing.schedules):
+                for schedule in dep.schedules:
+                    schedule.active = False
 
 
 def deployments_on_pools(wanted: list) -> list[str]:
@@ -146,38 +166,42 @@ def deploy_to_pools(customers_dir: str, params_path: str | None, cpu_pool: str, 
         for dep in deployments(customers_dir, params_path, entrypoint_type=EntrypointType.MODULE_PATH,
                                job_variables=where):
             pool = gpu_pool if dep.name in GPU_DEPLOYMENTS else cpu_pool
-            paused = _keep_pauses(client, dep)
+            paused, schedule_paused = _keep_pauses(client, dep)
             dep.apply(work_pool_name=pool)
-            applied.append(Deployed(f"{dep.flow_name}/{dep.name}", pool, paused))
+            applied.append(Deployed(f"{dep.flow_name}/{dep.name}", pool, paused, schedule_paused))
     return applied
 
 
 @dataclass(frozen=True)
 class Deployed:
     """A deployment ``metagan deploy`` registered: ``name`` as Prefect's commands take it
-    (flow/deployment), its work pool, and whether it stays paused, as the operator left it."""
+    (flow/deployment), its work pool, and whether it stays paused, or its schedules do, as the
+    operator left them."""
 
     name: str
     pool: str
     paused: bool = False
+    schedule_paused: bool = False
 
 
-def _keep_pauses(client, dep) -> bool:
+def _keep_pauses(client, dep) -> tuple[bool, bool]:
     """A deployment on the server that the operator paused, or whose schedules they paused, stays so
-    when deployed again (``dep`` is changed to match; True then): applied again, it was resumed,
-    its schedule made anew and active, without a word (a walkthrough of docs/DEPLOY.md, 2026-12-07:
-    the weekly meta-training, paused for a torchrun cron job, ran again beside it)."""
+    when deployed again (``dep`` is changed to match): applied again, it was resumed, its schedule
+    made anew and active, without a word (a walkthrough of docs/DEPLOY.md, 2026-12-07: the weekly
+    meta-training, paused for a torchrun cron job, ran again beside it). Returns (deployment kept
+    paused, schedules kept paused). A deployment ``metagan serve`` made (on no work pool) was paused
+    by the serve as it stopped, not by the operator: deployed, it runs (an upgrade probe of
+    2026-12-07: moving from `serve` to `deploy` left all three paused, no schedule ever firing)."""
     from prefect.exceptions import ObjectNotFound
 
     try:
         existing = client.read_deployment_by_name(f"{dep.flow_name}/{dep.name}")
     except ObjectNotFound:
-        return False
+        return False, False
     schedules_paused = bool(existing.schedules) and not any(s.active for s in existing.schedules)
-    if not (existing.paused or schedules_paused):
-        return False
-    dep.paused = bool(existing.paused)
+    paused = bool(existing.paused) and bool(existing.work_pool_name)
+    dep.paused = paused
     if schedules_paused:
         for schedule in dep.schedules:
             schedule.active = False
-    return True
+    return paused, schedules_paused

@@ -207,8 +207,10 @@ def cmd_deploy(args, params: Params) -> int:
         raise BadInput("metagan deploy registers the deployments with a Prefect server: set PREFECT_API_URL="
                        "http://HOST:4200/api (or `prefect config set`); `metagan serve` runs them without one")
     for d in deploy_to_pools(str(Path(args.customers).resolve()), args.params, args.cpu_pool, args.gpu_pool):
-        kept = (f" (paused, as it was: the Prefect UI resumes it, or `prefect deployment schedule resume {d.name} ID`"
-                f" with the id `prefect deployment schedule ls {d.name}` shows)") if d.paused else ""
+        # Prefect's command line resumes a schedule, not a deployment (3.9): the UI's toggle does
+        kept = " (paused, as it was: its toggle in the Prefect UI resumes it)" if d.paused else \
+            (f" (its schedule paused, as it was: `prefect deployment schedule resume {d.name} ID` resumes it, with the "
+             f"id `prefect deployment schedule ls {d.name}` shows)") if d.schedule_paused else ""
         print(f"  {d.name} -> work pool {d.pool}{kept}")
     print(f"start workers with:  prefect worker start --pool {args.cpu_pool}   "
           f"(and --pool {args.gpu_pool} on GPU nodes)")

@@ -151,8 +151,10 @@ def test_deploying_again_keeps_what_the_operator_paused(prefect_harness, tmp_pat
         m.setenv("PREFECT_API_URL", PREFECT_API_URL.value())
         assert cmd_deploy(args, None) == 0
     out = capsys.readouterr().out
-    assert "scheduled-meta-train/weekly-meta-train -> work pool pause-gpu (paused, as it was" in out
-    assert "nightly-generate/nightly-generate -> work pool pause-cpu (paused, as it was" in out
+    assert "scheduled-meta-train/weekly-meta-train -> work pool pause-gpu (its schedule paused, as it was: " \
+           "`prefect deployment schedule resume scheduled-meta-train/weekly-meta-train ID`" in out
+    assert "nightly-generate/nightly-generate -> work pool pause-cpu (paused, as it was: its toggle in the Prefect " \
+           "UI resumes it)" in out
     assert "adapt-new-customers/hourly-adapt -> work pool pause-cpu\n" in out
     with get_client(sync_client=True) as client:
         weekly = client.read_deployment_by_name("scheduled-meta-train/weekly-meta-train")
@@ -161,3 +163,43 @@ def test_deploying_again_keeps_what_the_operator_paused(prefect_harness, tmp_pat
     assert [s.active for s in weekly.schedules] == [False] and not weekly.paused
     assert nightly.paused
     assert [s.active for s in hourly.schedules] == [True] and not hourly.paused
+
+
+def test_deploying_what_serve_made_runs_it_and_serving_again_keeps_a_paused_schedule(prefect_harness, tmp_path,
+                                                                                    monkeypatch):
+    """Guarantee: deployments `metagan serve` made (on no work pool) are paused by the serve as it
+    stops; `metagan deploy` of them after that (the move from serve to deploy at an upgrade) runs
+    them: an upgrade probe of 2026-12-07 saw all three kept paused, no schedule firing. A schedule
+    the operator paused stays paused when `metagan serve` starts again (serving made it anew,
+    active)."""
+    from prefect.client.orchestration import get_client
+
+    from flows.serve import _keep_schedule_pauses, deploy_to_pools, deployments
+    from metagan.config import PROJECT_ENV
+
+    (tmp_path / "params.yaml").write_text("schedules:\n  generate_count: 7\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(PROJECT_ENV, raising=False)
+    from prefect.exceptions import ObjectNotFound
+
+    served = deployments(str(tmp_path / "uploads"), "params.yaml")
+    with get_client(sync_client=True) as client:
+        for dep in served:  # the session's server: another test's deployments of these names go first
+            try:
+                client.delete_deployment(client.read_deployment_by_name(f"{dep.flow_name}/{dep.name}").id)
+            except ObjectNotFound:
+                pass
+        for dep in served:  # as `metagan serve` applies them, then pauses them as it stops
+            client.pause_deployment(dep.apply())
+        weekly = client.read_deployment_by_name("scheduled-meta-train/weekly-meta-train")
+        client.update_deployment_schedule(weekly.id, weekly.schedules[0].id, active=False)
+    again = deployments(str(tmp_path / "uploads"), "params.yaml")
+    _keep_schedule_pauses(again)
+    assert [[s.active for s in d.schedules] for d in again] == [[True], [False], [True]]
+    deployed = deploy_to_pools(str(tmp_path / "uploads"), "params.yaml", "served-cpu", "served-gpu")
+    assert [(d.paused, d.schedule_paused) for d in deployed] == [(False, False), (False, True), (False, False)]
+    with get_client(sync_client=True) as client:
+        now = [client.read_deployment_by_name(f"{d.flow_name}/{d.name}") for d in served]
+    assert [d.paused for d in now] == [False, False, False]
+    assert [d.work_pool_name for d in now] == ["served-cpu", "served-gpu", "served-cpu"]
+
