@@ -283,3 +283,28 @@ def materialise(root: Path, target: str = "data", version: str | None = None) ->
     if not status_clean(root, target):
         pull(root, target)
     return current
+
+
+def file_at_version(root: Path, version: str, relpath: str) -> bytes | None:
+    """The bytes the data folder held at ``relpath`` (inside it) at DVC version ``version`` (a
+    ``<md5>.dir`` of :func:`data_version`), read from DVC's local cache; None where the cache
+    holds no such listing or file (garbage-collected, another machine's), or the version is none."""
+    import json
+
+    if not version.endswith(".dir"):
+        return None
+    with open_repo(root, "read an earlier data version") as repo:
+        cache = repo.cache.local
+
+        def read(oid: str) -> bytes | None:
+            path = Path(cache.oid_to_path(oid))
+            return path.read_bytes() if path.is_file() else None
+
+        listing = read(version)
+        try:
+            entries = json.loads(listing) if listing is not None else []
+        except ValueError:
+            return None
+        md5 = next((e.get("md5") for e in entries if isinstance(e, dict) and e.get("relpath") == relpath), None)
+        return read(md5) if isinstance(md5, str) else None
+

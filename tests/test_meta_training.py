@@ -200,6 +200,41 @@ def test_a_meta_model_an_earlier_metagan_registered_by_its_data_version_is_reuse
     assert (other.version, other.reused) == ("3", False)
 
 
+def test_an_earlier_metagans_meta_model_is_found_by_the_tasks_its_data_version_held(registered_meta, tmp_path):
+    """Guarantee: a meta-model a metagan of before 2026-12-06 registered (its data named by the data
+    folder's DVC version) is reused after uploads moved that version, where DVC's local cache still
+    holds the manifest of the tasks that version held and it names today's tasks: an upgraded
+    project whose customers changed since its meta-model was registered kept it (the upgrade
+    probe's project adapted every customer again)."""
+    import shutil
+
+    from metagan import model_versions, store, versioning
+    from metagan.data.shards import packed_version
+    from metagan.lifecycle.meta_model import train_meta_or_reuse
+    from metagan.lifecycle.registry import meta_identity
+    from metagan.model_names import META_MODEL
+
+    params, old = registered_meta
+    project, data = tmp_path / "project", tmp_path / "project" / "data"
+    shutil.copytree(params.resolve(params.data.packed_dir), data / "tasks")
+    here = params.with_overrides(data={"packed_dir": str(data / "tasks")}, paths={"data_root": str(data)},
+                                 meta={"init_checkpoint": str(old), "minutes": 0.0})
+    versioning.ensure_dvc_repo(project, str(tmp_path / "remote"))
+    then = versioning.track(project)
+    assert train_meta_or_reuse(here, then).version == "2"
+    tasks = packed_version(data / "tasks")
+    store.client().delete_model_version_tag(META_MODEL, "2", "tasks_version")  # as that metagan registered it
+    model_versions.set_version_tags(META_MODEL, "2", {"params_hash": meta_identity(here, tasks, by_path=True)[
+        "params_hash"]})
+    (data / "customers" / "acme").mkdir(parents=True)
+    (data / "customers" / "acme" / "shots.npz").write_bytes(b"a customer's upload")
+    now = versioning.track(project)
+    assert now != then
+    again = train_meta_or_reuse(here, now)
+    assert (again.version, again.reused) == ("2", True)
+    assert model_versions.get_version(META_MODEL, "2").tags["tasks_version"] == tasks
+
+
 def test_a_warm_start_read_once_identifies_and_starts_the_meta_model_without_its_file(registered_meta):
     """Guarantee: the warm start as `check_warm_start` read it is all meta-training needs: the
     meta-model's identity (the checksum of the bytes read) and its starting weights come from it,

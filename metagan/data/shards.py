@@ -269,7 +269,12 @@ def packed_version(dir: str | Path) -> str:
     preprocessing, the classes and every shard's sha256, which :func:`load_packed` verifies. What
     a meta-model was trained on, unlike the DVC version of the whole data folder, which also moves
     with every customer's uploads."""
-    manifest = read_manifest(Path(dir))
+    return manifest_version(read_manifest(Path(dir)))
+
+
+def manifest_version(manifest: dict) -> str:
+    """:func:`packed_version` of a packed dataset's manifest (read from the folder, or from an
+    earlier data version)."""
     content = {k: manifest[k] for k in ("preprocessing", "classes", "total_images")}
     content["shards"] = [entry["sha256"] for entry in manifest["shards"]]
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()

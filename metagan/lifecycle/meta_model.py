@@ -156,24 +156,48 @@ def registered_by_path(params: Params, tasks: str, start: ReadCheckpoint):
 
 
 def registered_by_data_version(params: Params, tasks: str, data_version: str, start: ReadCheckpoint | None):
-    """The meta-model a metagan of before 2026-12-06 registered from the same data and settings. It
+    """The meta-model a metagan of before 2026-12-06 registered from the same tasks and settings. It
     named the data by the DVC version of the data folder (``data_version``), not the packed tasks':
     without this, the first meta-model step after an upgrade registered the same weights again
-    and every customer was adapted, promoted and drawn again (a probe of 2026-12-07). The version
-    found is tagged with the tasks' version, so that it is found by its identity from then on (the
-    data folder's version moves with every upload). None when there is none."""
-    if not data_version:
-        return None
-    versions = model_versions.search_versions(f"name='{META_MODEL}' and tags.data_version='{data_version}'")
+    and every customer was adapted, promoted and drawn again (a probe of 2026-12-07). Its tasks are
+    those of today where its data version is today's, or where the manifest of the tasks that
+    version held, in DVC's local cache, names the same (the data folder's version moves with every
+    upload). The version found is tagged with the tasks' version, so that it is found by its
+    identity from then on. None when there is none."""
+    versions = [v for v in model_versions.search_versions(f"name='{META_MODEL}'")
+                if "tasks_version" not in v.tags and v.tags.get("data_version")]  # those of today: found above
     for version in sorted(versions, key=lambda v: int(v.version), reverse=True):
-        if "tasks_version" in version.tags:
-            continue  # the identity of today: found above, if it is this one
-        if _same_settings_and_start(params, tasks, version, _warm_start_then(version), start):
+        if not _same_settings_and_start(params, tasks, version, _warm_start_then(version), start):
+            continue
+        then = version.tags["data_version"]
+        # its tasks: today's, or those its data version held (DVC's cache no longer holding them: not known)
+        if then == data_version or _tasks_at(params, then) == tasks:
             model_versions.set_version_tags(META_MODEL, version.version, {"tasks_version": tasks})
             log.info("%s version %s was registered by an earlier metagan from the same data and settings: reusing it",
                      META_MODEL, version.version)
             return version
     return None
+
+
+def _tasks_at(params: Params, data_version: str) -> str | None:
+    """The packed tasks' version the data folder held at DVC version ``data_version``, from the
+    manifest DVC's local cache keeps of it; None where it keeps none (or the data is not DVC's)."""
+    import json
+
+    from metagan.data.shards import MANIFEST, manifest_version
+    from metagan.dvc_repo import DvcError
+    from metagan.versioning import file_at_version
+
+    data = params.resolve(params.paths.data_root)
+    packed = params.resolve(params.data.packed_dir)
+    if not packed.is_relative_to(data) or not (data.parent / ".dvc").is_dir():
+        return None
+    try:
+        raw = file_at_version(data.parent, data_version, (packed.relative_to(data) / MANIFEST).as_posix())
+        return manifest_version(json.loads(raw)) if raw is not None else None
+    except (DvcError, ValueError, KeyError, TypeError) as e:
+        log.debug("the tasks of data version %s are not known: %s", data_version, e)
+        return None
 
 
 def _warm_start_then(version) -> str:
