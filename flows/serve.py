@@ -110,34 +110,41 @@ def _keep_schedule_pauses(served: list) -> None:
     torchrun cron job). The deployment's own pause is not kept: a serve pauses its deployments as
     it stops, so it says nothing of the operator."""
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
 
     with get_client(sync_client=True) as client:
         for dep in served:
-            try:
-                existing = client.read_deployment_by_name(f"{dep.flow_name}/{dep.name}")
-            except ObjectNotFound:
-                continue
-            if existing.schedules and not any(s.active for s in existing.schedules):
-                for schedule in dep.schedules:
-                    schedule.active = False
+            existing = _on_server(client, dep)
+            if existing is not None and _schedules_paused(existing):
+                _pause_schedules(dep)
+
+
+def _on_server(client, dep):
+    """The deployment of ``dep``'s name the Prefect server has, or None."""
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        return client.read_deployment_by_name(f"{dep.flow_name}/{dep.name}")
+    except ObjectNotFound:
+        return None
+
+
+def _schedules_paused(existing) -> bool:
+    return bool(existing.schedules) and not any(s.active for s in existing.schedules)
+
+
+def _pause_schedules(dep) -> None:
+    for schedule in dep.schedules:
+        schedule.active = False
 
 
 def deployments_on_pools(wanted: list) -> list[str]:
     """Those of ``wanted`` that the Prefect server already has on a work pool, as "flow/name (pool)"."""
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
 
-    found = []
     with get_client(sync_client=True) as client:
-        for dep in wanted:
-            try:
-                existing = client.read_deployment_by_name(f"{dep.flow_name}/{dep.name}")
-            except ObjectNotFound:
-                continue
-            if existing.work_pool_name:
-                found.append(f"{dep.flow_name}/{dep.name} (pool {existing.work_pool_name})")
-    return found
+        existing = [(dep, _on_server(client, dep)) for dep in wanted]
+    return [f"{dep.flow_name}/{dep.name} (pool {e.work_pool_name})" for dep, e in existing
+            if e is not None and e.work_pool_name]
 
 
 def deploy_to_pools(customers_dir: str, params_path: str | None, cpu_pool: str, gpu_pool: str) -> list["Deployed"]:
@@ -192,16 +199,12 @@ def _keep_pauses(client, dep) -> tuple[bool, bool]:
     paused, schedules kept paused). A deployment ``metagan serve`` made (on no work pool) was paused
     by the serve as it stopped, not by the operator: deployed, it runs (an upgrade probe of
     2026-12-07: moving from `serve` to `deploy` left all three paused, no schedule ever firing)."""
-    from prefect.exceptions import ObjectNotFound
-
-    try:
-        existing = client.read_deployment_by_name(f"{dep.flow_name}/{dep.name}")
-    except ObjectNotFound:
+    existing = _on_server(client, dep)
+    if existing is None:
         return False, False
-    schedules_paused = bool(existing.schedules) and not any(s.active for s in existing.schedules)
+    schedules_paused = _schedules_paused(existing)
     paused = bool(existing.paused) and bool(existing.work_pool_name)
     dep.paused = paused
     if schedules_paused:
-        for schedule in dep.schedules:
-            schedule.active = False
+        _pause_schedules(dep)
     return paused, schedules_paused
