@@ -67,11 +67,12 @@ probe of 2026-12-07)."""
 
 
 def _full(folder: Path, said: str, elsewhere: str) -> str | None:
-    try:
-        stat = os.statvfs(folder)
-    except OSError:
+    from metagan.files import free_room
+
+    room = free_room(folder)
+    if room is None:
         return None  # no answer: Prefect's own errors say the rest
-    free_mb = stat.f_bavail * stat.f_frsize / 2**20
+    free_mb = room[0] / 2**20
     if free_mb >= PREFECT_HOME_NEEDS_MB:
         return None
     return (f"{said} is on a full disk ({free_mb:.1f} MB free of the {PREFECT_HOME_NEEDS_MB} MB it needs): No space "

@@ -87,6 +87,19 @@ def not_a_folder(folder: str | Path, what: str) -> str | None:
         f"{what} {folder} is under {blocker}, a file, not a folder"
 
 
+def free_room(folder: str | Path) -> tuple[int, int] | None:
+    """(bytes an ordinary writer may still use, block size) on the file system of ``folder``, or of
+    its nearest parent that exists (a folder about to be made); None where the system does not say."""
+    path = Path(folder).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        stat = os.statvfs(path)
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize, max(stat.f_frsize, 1)
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     with atomic_file(path) as f:
         f.write(data)

@@ -37,6 +37,9 @@ no customer id starts with "_" (:data:`metagan.uploads.CUSTOMER_ID`), so no cust
 there. Beside the customers' folders, previews named ``<id>-candidate`` or ``<file>-local`` had
 written into the folders of customers who bear those names."""
 
+_MANIFEST_ROOM = 64 * 1024
+"""Room kept for the manifest and the unfinished record (a few kB, a line per image)."""
+
 log = logging.getLogger(__name__)
 
 
@@ -207,11 +210,25 @@ def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model:
     manifest = {"model": model, "seed": seed, "count": count, "image_shape": list(images.shape[1:]),
                 "created": created.isoformat(timespec="seconds"), "layout": layout, "files": names,
                 "contact_sheet": CONTACT_SHEET, "gallery": GALLERY}
-    from metagan.shards import SHARD
+    # every file made before the location is touched: its room is checked before the earlier batch's
+    # manifest goes, so a full disk fails the batch with the earlier one still published
+    if layout == "shard":
+        from metagan.shards import SHARD, shard_bytes
 
-    ours = ({SHARD} if layout == "shard" else set(names)) | {CONTACT_SHEET, GALLERY}
+        meta = {"model": model.get("name"), "version": model.get("version"), "seed": seed}
+        files = {SHARD: shard_bytes([(n.removesuffix(".png"), png, meta | {"index": i})
+                                     for i, (n, png) in enumerate(zip(names, pngs))], int(created.timestamp()))}
+        manifest["shard"] = SHARD
+        images_after = {SHARD: count}
+    else:
+        files = dict(zip(names, pngs))
+        images_after = {name: i + 1 for i, name in enumerate(names)}
+    files[CONTACT_SHEET] = contact_sheet_png(images)
+    files[GALLERY] = gallery_html(model, names, manifest, pngs if layout == "shard" else None)
+    ours = set(files)
     with holding_the_location(out, lock):
         _check_served(still_served, model)
+        out.check_room([len(data) for data in files.values()] + [_MANIFEST_ROOM])
         # a batch written over an earlier one removes the earlier one's files it does not rewrite,
         # and only those (a user's own files may sit beside a batch); what both batches may leave
         # is recorded first, so a kill at any later point leaves the next batch the list
@@ -222,22 +239,10 @@ def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model:
         # its manifest goes first, so no reader takes the new images half-written (or an
         # interrupted write's mix of old and new) for the old batch
         out.remove(MANIFEST)
-        if layout == "shard":
-            from metagan.shards import shard_bytes
-
-            meta = {"model": model.get("name"), "version": model.get("version"), "seed": seed}
-            out.write(SHARD, shard_bytes([(n.removesuffix(".png"), png, meta | {"index": i})
-                                          for i, (n, png) in enumerate(zip(names, pngs))], int(created.timestamp())))
-            manifest["shard"] = SHARD
-            if progress is not None:
-                progress(count)
-        else:
-            for i, (name, png) in enumerate(zip(names, pngs)):
-                out.write(name, png)
-                if progress is not None:
-                    progress(i + 1)
-        out.write(CONTACT_SHEET, contact_sheet_png(images))
-        out.write(GALLERY, gallery_html(model, names, manifest, pngs if layout == "shard" else None))
+        for name, data in files.items():
+            out.write(name, data)
+            if progress is not None and name in images_after:
+                progress(images_after[name])
         for name in sorted(earlier - ours):  # before the manifest: a folder with one holds that batch alone
             out.remove(name)
         _check_served(still_served, model)

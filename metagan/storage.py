@@ -9,12 +9,13 @@ objects (one PUT), so a reader never sees half an image.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
 from metagan.addresses import is_s3, s3_address
 from metagan.errors import BadInput, FileSystemFault
-from metagan.files import stale_writes, write_bytes
+from metagan.files import free_room, stale_writes, write_bytes
 from metagan.retry import RetryPolicy, ServiceUnavailable, call_with_retries
 
 
@@ -178,6 +179,24 @@ class OutputLocation:
             return str(write_bytes(self.root / relative, data))
         except OSError as e:  # a folder that cannot be made (under /proc, say) is the file system's, not bad input
             raise FileSystemFault.of(e, "cannot write") from e
+
+    def check_room(self, sizes: list[int]) -> None:
+        """Raise a :class:`FileSystemFault` (No space left on device) where this local folder's file
+        system cannot take files of ``sizes`` bytes (each rounded up to its blocks) beside what is
+        there: asked before a batch replaces another, so a full disk fails it with the other intact.
+        An S3 location has no such limit to ask."""
+        if self.is_s3:
+            return
+        room = free_room(self.root)
+        if room is None:
+            return  # no answer: the writes themselves say what the system refuses
+        free, block = room
+        needed = sum(-(-size // block) * block for size in sizes)
+        if needed > free:
+            error = OSError(errno.ENOSPC, f"No space left on device (the batch needs {needed / 2**20:.1f} MB, "
+                                          f"{free / 2**20:.1f} MB are free; the earlier batch there is kept)",
+                            str(self.root))
+            raise FileSystemFault.of(error, "cannot write")
 
     def read(self, relative: str) -> bytes | None:
         """The bytes at ``relative`` under this location; None when nothing is there."""

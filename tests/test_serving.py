@@ -253,6 +253,30 @@ def test_a_batch_written_over_another_drops_the_old_manifest_before_its_first_im
     assert not (store / "b" / "manifest.json").exists()
 
 
+def test_a_batch_the_disk_has_no_room_for_fails_before_touching_the_earlier_batch(acme, store, monkeypatch):
+    """Guarantee: a batch whose files the output folder's file system cannot hold fails (exit 6,
+    saying how much it needs and has) before the earlier batch's manifest goes, so that batch stays
+    published. A probe's night on a full disk unpublished every due customer's earlier batch: each
+    manifest went, then the first write failed."""
+    from metagan import storage
+    from metagan.errors import Failure, FileSystemFault
+    from metagan.generate import run_batch_job
+
+    model = serving.served_model("acme")
+    for layout in ("png", "shard"):
+        out = store / f"full-{layout}"
+        run_batch_job(model.onnx, 6, str(out), 1, model.describe(), layout=layout)
+        before = {p.name: p.read_bytes() for p in out.iterdir()}
+        monkeypatch.setattr(storage, "free_room", lambda folder: (8 * 4096, 4096))
+        said = rf"cannot write {out}: No space left on device \(the batch needs 0\.1 MB, 0\.0 MB are free; the earlier"
+        with pytest.raises(FileSystemFault, match=said) as e:
+            run_batch_job(model.onnx, 6, str(out), 2, model.describe(), layout=layout)
+        assert e.value.kind is Failure.FILE_SYSTEM
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+        monkeypatch.setattr(storage, "free_room", lambda folder: (2**30, 4096))
+        assert run_batch_job(model.onnx, 6, str(out), 2, model.describe(), layout=layout)["seed"] == 2
+
+
 def test_a_batch_whose_model_stops_being_served_replaces_nothing_or_publishes_nothing(acme, store):
     """A batch asks, holding its location, whether its model is still the one served: before its
     first write (no: the earlier batch stays whole) and before its manifest (no: no manifest, so no
