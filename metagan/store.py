@@ -341,7 +341,10 @@ def _store_failure(e: BaseException):
         # sqlite3's and SQLAlchemy's classes of the same names (not IntegrityError: a constraint)
         if type(seen).__name__ in ("DatabaseError", "OperationalError") and (
                 isinstance(seen, sqlite3.DatabaseError) or type(seen).__module__.startswith("sqlalchemy")):
-            text = str(seen).splitlines()[0] if str(seen) else type(seen).__name__
+            # SQLAlchemy puts its own notes first ("(raised as a result of Query-invoked autoflush;
+            # ..."): a full disk's warning said that, not "database or disk is full"
+            text = next((line for line in str(seen).splitlines() if not line.startswith("(raised as a result of")),
+                        "") or type(seen).__name__
             if sqlite_faults.is_busy(seen):
                 return None
             db = _sqlite_file(tracking_uri())

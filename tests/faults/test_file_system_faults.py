@@ -211,6 +211,25 @@ def test_a_registry_the_file_system_will_not_write_is_a_file_system_fault_not_da
     assert "restore" not in err and len(attempts) == 1  # permanent: not retried
 
 
+def test_sqlalchemys_own_notes_do_not_hide_what_the_file_system_said(registry_project):
+    """A full disk met in SQLAlchemy's autoflush said "cannot be opened or written ((raised as a
+    result of Query-invoked autoflush; consider using a session.no_autoflush block ...))" (a probe
+    of 2026-12-08, the project on a full disk): the note SQLAlchemy puts first, not the reason."""
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    from metagan import store
+    from metagan.errors import FileSystemFault
+
+    e = sqlalchemy.exc.OperationalError("INSERT INTO runs", {}, sqlite3.OperationalError("database or disk is full"))
+    e.add_detail("raised as a result of Query-invoked autoflush; consider using a session.no_autoflush block if "
+                 "this flush is occurring prematurely")
+    failure = store._store_failure(e)
+    assert isinstance(failure, FileSystemFault)
+    assert "cannot be opened or written (database or disk is full): the file system refused" in str(failure)
+
+
 def test_a_read_only_registry_prints_one_line_and_no_traceback_of_mlflows(registry_project, monkeypatch, capfd):
     """Guarantee: a registry the file system will not write, met by MLflow's own SQLite store,
     shows the user one line, exit 6: MLflow logged SQLAlchemy's error with its traceback on stderr
