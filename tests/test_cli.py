@@ -354,6 +354,27 @@ def test_doctor_counts_what_git_ignores_already_by_the_projects_own_lines(tmp_pa
     assert missing_lines(tmp_path / "elsewhere") == list(IGNORED)  # no .gitignore there, nothing ignored
 
 
+def test_the_demo_refuses_the_scaleout_profile_before_any_work(monkeypatch, tmp_path, capsys):
+    """`metagan demo` beside a cluster's environment (an operator probe of 2026-12-08) made the
+    bundled sample the shared task data and the shipped meta-model the fleet's `current` one, and
+    promoted the example customers in the shared registry: it now refuses there, exit 3, before
+    any work, saying how to run it and how a cluster serves from the shipped meta-model."""
+    import flows.pipeline
+
+    for name, value in {"METAGAN_PROFILE": "scaleout", "MLFLOW_TRACKING_URI": "http://127.0.0.1:9",
+                        "PREFECT_API_URL": "http://127.0.0.1:9/api",
+                        "METAGAN_INDEX_URL": "postgresql://metagan@127.0.0.1:9/metagan"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(flows.pipeline, "pipeline", lambda *a, **k: pytest.fail("the demo ran"))
+    code = main(["--project", str(tmp_path), "demo"])
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert err.startswith("error: metagan demo runs on the embedded profile only: on scale-out it would make the "
+                          "bundled sample the task data and the shipped meta-model `current` in the shared registry "
+                          "(http://127.0.0.1:9)") and "METAGAN_PROFILE=embedded" in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_demo_names_every_customer_it_did_not_serve_and_exits_partial(monkeypatch, tmp_path, capsys):
     """`metagan demo` keeps the exit codes of every command: a customer rejected, failed or refused
     by the gate is named with its reason and the demo exits 1 (found by a probe: it exited 0 and

@@ -131,6 +131,10 @@ def _load(args) -> Params:
 
             check_learners(params)
         return params
+    if args.command == "demo":  # told before the scale-out profile's servers are asked for
+        from flows.app.demo import refuse_the_scaleout_profile
+
+        refuse_the_scaleout_profile(load_params(args.params))
     from flows.common import load
 
     return load(args.params)

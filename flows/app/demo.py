@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,16 +14,32 @@ from flows.common import check_profile
 from metagan import store
 from metagan.config import PACKAGE_DIR, SHIPPED_META_MODEL, Params, load_params
 from metagan.contact_sheet import contact_sheet
-from metagan.errors import ExitCode
+from metagan.errors import BadInput, ExitCode
 from metagan.uploads import rejection_summary
 
 SHIPPED_META = SHIPPED_META_MODEL
 EXAMPLE_CUSTOMERS = PACKAGE_DIR / "sample_data" / "customers"
 
 
+def refuse_the_scaleout_profile(params: Params) -> None:
+    """The demo is the embedded profile's: refused on scale-out before any other check or work."""
+    if params.profile == "scaleout":
+        # an operator probe of 2026-12-08 ran it beside a cluster's environment: the sample became the
+        # task data in the shared DVC remote, its meta-model the fleet's `current` one, and the
+        # example customers' models were promoted in the shared registry
+        server = os.environ.get("MLFLOW_TRACKING_URI")
+        raise BadInput("metagan demo runs on the embedded profile only: on scale-out it would make the bundled "
+                       "sample the task data and the shipped meta-model `current` in the shared registry"
+                       f"{f' ({server})' if server else ''}, and promote the example customers there. Run it in a folder "
+                       "of its own with METAGAN_PROFILE=embedded; to serve a cluster's customers from the shipped "
+                       "meta-model, register it as docs/DEPLOY.md, section 2, shows (meta.init_checkpoint, "
+                       "meta.minutes 0)")
+
+
 def demo_params(params_path: str | None, train_minutes: float) -> Params:
     """Bundled sample as the task source; the shipped meta-model as is, when it is there."""
     params = load_params(params_path)
+    refuse_the_scaleout_profile(params)
     meta = {"init_checkpoint": str(SHIPPED_META), "minutes": 0.0} if SHIPPED_META.exists() \
         else {"minutes": train_minutes}
     # loose PNGs: the demo shows the images themselves
