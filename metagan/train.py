@@ -50,6 +50,8 @@ class TrainResult:
     metrics: dict[str, float]
     param_digest: str = ""
     """sha256 of the final parameters (see ``distributed.parameter_digest``); equal on every rank."""
+    warm_start_steps: int = 0
+    """The steps of ``meta.init_checkpoint``'s model, counted in ``steps``: the others are this model's own."""
 
 
 def meta_train(
@@ -105,7 +107,7 @@ def _train(
     device = group.device if group else pick_device(cfg.device)
     _, size, _, channels = dataset.images.shape
     learner = build_learner(params, size, channels, device)
-    first_step, spent, seen_groups = 0, 0.0, []
+    first_step, spent, seen_groups, warm_start_steps = 0, 0.0, [], 0
     if main:  # rank 0 reads checkpoints; the other ranks get its weights and optimizer state below
         if cfg.init_checkpoint:
             try:
@@ -119,7 +121,7 @@ def _train(
                                   f"start continues the same method and network (set meta.method: "
                                   f"{init['method']} and its preset, or clear meta.init_checkpoint)")
             learner.load_state_dict(init["state"])
-            first_step = int(init["step"])  # steps count across warm starts
+            first_step = warm_start_steps = int(init["step"])  # steps count across warm starts
             seen_groups = init.get("train_groups", [])
         if resume:  # a writer killed mid-save leaves its temp file (never read); drop those
             for stale in stale_writes(Path(checkpoint_path).parent, {Path(checkpoint_path).name}):
@@ -201,7 +203,7 @@ def _train(
     if on_samples:
         on_samples(preview_grid(learner, preview, rng), step)
     log.info("meta-trained %s for %d steps in %.0f s", cfg.method, step, seconds)
-    return TrainResult(Path(checkpoint_path), step, seconds, smoothed, digest)
+    return TrainResult(Path(checkpoint_path), step, seconds, smoothed, digest, warm_start_steps)
 
 
 NEGATIVE_BANK_SIZE = 1024

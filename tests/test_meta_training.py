@@ -311,6 +311,18 @@ def test_a_meta_model_registration_says_how_it_came_to_be():
                                      "trained 1200 steps"]
 
 
+def test_a_warm_start_given_no_minutes_is_said_registered_as_it_is(registered_meta):
+    """The steps a registration reports are its own, not its warm start's: the shipped model
+    registered with meta.minutes 0 said "trained 24168 steps" where docs/DEPLOY.md promises
+    "registered as it is, 0 steps trained" (an operator probe of 2026-12-08)."""
+    from metagan.lifecycle.meta_model import train_meta_or_reuse
+
+    params, start = registered_meta
+    as_is = train_meta_or_reuse(params.with_overrides(meta={"init_checkpoint": str(start), "minutes": 0.0}), "d1")
+    assert (as_is.reused, as_is.steps) == (False, 0)
+    assert as_is.how == "registered as it is, 0 steps trained: meta.minutes 0"
+
+
 def test_a_checkpoint_of_other_settings_is_said_replaced_from_the_warm_start_where_one_is_set(registered_meta,
                                                                                             caplog):
     """Guarantee: meta-training over a checkpoint of other settings says what it starts from: the

@@ -131,7 +131,8 @@ def _train_or_reuse(params: Params, data_version: str, progress, start: ReadChec
         )
     model_versions.set_alias(META_MODEL, CURRENT, version.version)
     log.info("registered %s version %s after %d steps", META_MODEL, version.version, result.steps)
-    return MetaRegistration(str(version.version), False, ckpt, data_version, result.steps)
+    return MetaRegistration(str(version.version), False, ckpt, data_version,
+                            result.steps - result.warm_start_steps)  # its own: the warm start's were not this run's
 
 
 def registered_by_path(params: Params, tasks: str, start: ReadCheckpoint):
