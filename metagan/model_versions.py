@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from metagan.files import sha256_file
-from metagan.store import absent, client, is_transient, retrying
+from metagan.store import absent, artifacts_backup, client, is_transient, retrying
 
 
 PAGE_SIZE = 100
@@ -290,7 +290,7 @@ def download_artifact_file(model_name: str, version: str | int, filename: str, d
     if found != expected:
         path.unlink()
         raise Damaged(f"{model_name} version {version}: its registered file {filename} does not match its registered "
-                      f"checksum (sha256 {expected[:12]}... registered, {found[:12]}... found); restore mlflow/artifacts "
+                      f"checksum (sha256 {expected[:12]}... registered, {found[:12]}... found); restore {artifacts_backup()} "
                       "from backup (`metagan doctor` says what else)")
     return path
 

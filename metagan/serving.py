@@ -18,7 +18,7 @@ from metagan.addresses import file_uri_path
 from metagan.errors import BadInput, Damaged, MetaganError, NotFound
 from metagan.model_names import CANDIDATE, CUSTOMER_ALIASES, PRODUCTION, customer_model_name
 from metagan.model_versions import ONNX_SHA256_TAG, get_alias, get_version_or_none
-from metagan.store import absent, configure, retrying, tracking_uri
+from metagan.store import absent, artifacts_backup, configure, retrying, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def load_onnx_bytes(model_uri: str) -> bytes:
             raise  # classified already (a refused credential is a BadInput, a ValueError): not damage
         text = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise Damaged(f"{model_uri}: its ONNX model cannot be loaded ({type(e).__name__}: {text}); restore "
-                      "mlflow/artifacts from backup, or roll back") from e
+                      f"{artifacts_backup()} from backup, or roll back") from e
 
 
 @dataclass(frozen=True)
@@ -219,8 +219,8 @@ def verify_model_bytes(data: bytes, expected_sha256: str | None) -> None:
     found = hashlib.sha256(data).hexdigest() if expected_sha256 is not None else None
     if found != expected_sha256:
         raise Damaged(f"model file does not match its registered checksum (sha256 {expected_sha256[:12]}... "
-                      f"registered, {found[:12]}... found); restore mlflow/artifacts from backup or register the "
-                      "model again")
+                      f"registered, {found[:12]}... found); restore {artifacts_backup()} from backup or register "
+                      "the model again")
     if expected_sha256 is None:
         from metagan.onnx_runtime import onnx_session
 
@@ -228,8 +228,8 @@ def verify_model_bytes(data: bytes, expected_sha256: str | None) -> None:
             onnx_session(data, threads=1)
         except Exception as e:  # onnxruntime's own classes (InvalidProtobuf, Fail, ...): all mean "not loadable"
             text = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise Damaged(f"model file does not load ({text}); restore mlflow/artifacts from backup or register "
-                          "the model again") from None
+            raise Damaged(f"model file does not load ({text}); restore {artifacts_backup()} from backup or "
+                          "register the model again") from None
 
 
 def production_model(customer_id: str) -> ServedModel:

@@ -37,6 +37,16 @@ def tracking_uri(root: Path | None = None) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root or project_dir()) / 'mlflow' / 'mlflow.db'}"
 
 
+def artifacts_backup() -> str:
+    """What a damaged model file is restored from, as the errors that say so name it: the project's
+    ``mlflow/artifacts`` (embedded), the tracking server's artifact store (scale-out: the advice read
+    "mlflow/artifacts" there too, a folder no operator has)."""
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return "the tracking server's artifact store (its bucket, MLFLOW_ARTIFACTS_DESTINATION)"
+    return "mlflow/artifacts"
+
+
 def configure(root: Path | None = None, create: bool = False) -> str:
     """Point MLflow at the configured store; returns the tracking URI.
 

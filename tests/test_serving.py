@@ -477,3 +477,19 @@ def test_a_loadable_onnx_file_of_another_interface_is_bad_input_naming_what_diff
     good = onnx_of(tmp_path / "good.onnx", [value("z", T.FLOAT, [None, 64])], [value("images", T.FLOAT, None)],
                    [reshape], [to_image])
     assert serving.local_model(good).name == "good"
+
+
+def test_a_damaged_model_file_is_restored_from_where_the_profile_keeps_it(monkeypatch):
+    """The advice for a file that fails its checksum names the artifact store the profile has: the
+    project's mlflow/artifacts embedded, the tracking server's on scale-out (where it said
+    "mlflow/artifacts" too: an operator probe of 2026-12-08)."""
+    import hashlib
+
+    good = hashlib.sha256(b"registered").hexdigest()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////x/mlflow/mlflow.db")
+    with pytest.raises(Damaged, match="restore mlflow/artifacts from backup"):
+        serving.verify_model_bytes(b"changed", good)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
+    with pytest.raises(Damaged, match=r"restore the tracking server's artifact store \(its bucket, "
+                                      r"MLFLOW_ARTIFACTS_DESTINATION\) from backup"):
+        serving.verify_model_bytes(b"changed", good)

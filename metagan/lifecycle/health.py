@@ -182,7 +182,7 @@ def _fix(what: str, name: str, version: str, expected: str, local: Path | None, 
         return f"the project's copy {local} has the registered sha256: copy it to {target}"
     again = ("train it again (`metagan meta-train`)" if what == "meta-model"
              else "register the evaluator file again (`metagan pipeline` does)")
-    return (f"restore mlflow/artifacts from backup; without a backup, delete version {version} of {name} "
+    return (f"restore {store.artifacts_backup()} from backup; without a backup, delete version {version} of {name} "
             f"(MLflow UI or client) and {again}")
 
 
