@@ -13,13 +13,20 @@ not changed here (the night reads its models directly: :func:`metagan.serving.di
 
 from __future__ import annotations
 
+import os
 import posixpath
+import uuid
 from pathlib import Path
+from urllib.parse import urlparse
 
 from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
 from mlflow.store.artifact.artifact_repo import verify_artifact_path
 
-from metagan.storage import proxied_object, write_object
+from metagan.errors import BadInput
+from metagan.storage import OutputLocation, proxied_object, write_object
+
+_AGREED: set[tuple[str, str]] = set()
+"""(tracking server, destination) pairs this process found to agree: checked once per process."""
 
 
 class BucketArtifacts(MlflowArtifactsRepository):
@@ -36,7 +43,33 @@ class BucketArtifacts(MlflowArtifactsRepository):
         target = proxied_object(f"{self._proxied_uri}/{name}")
         if target is None:
             return super().log_artifact(local_file, artifact_path)
+        self._check_destination()
         write_object(target, Path(local_file).read_bytes())
+
+    def _check_destination(self) -> None:
+        """Check, once per process, that the server reads what this process writes: a worker whose
+        ``MLFLOW_ARTIFACTS_DESTINATION`` was not the server's (a typo, a server moved to a restored
+        bucket) registered and promoted models whose files the server could not find (an operator
+        probe of 2026-12-08: exit 0, then every reader failed). A file is written beside the run's
+        files, listed through the server, then removed."""
+        destination = os.environ.get("MLFLOW_ARTIFACTS_DESTINATION", "")
+        server = urlparse(self.artifact_uri).netloc
+        if (server, destination) in _AGREED:
+            return
+        probe = f".metagan-destination-check-{uuid.uuid4().hex}"
+        written = proxied_object(f"{self._proxied_uri}/{probe}")
+        write_object(written, b"metagan checks that the tracking server reads this bucket and prefix\n")
+        try:
+            seen = {posixpath.basename(f.path) for f in super().list_artifacts()}
+        finally:
+            folder, name = written.rsplit("/", 1)
+            OutputLocation(folder).remove(name)
+        if probe not in seen:
+            raise BadInput(f"MLFLOW_ARTIFACTS_DESTINATION={destination} is not the tracking server's artifacts "
+                           f"destination: a file written to {written} is not found through the server ({server}); "
+                           "set it to the value the server was started with (docs/DEPLOY.md, section 1), or "
+                           "unset it to upload through the server")
+        _AGREED.add((server, destination))
 
 
 def install() -> None:

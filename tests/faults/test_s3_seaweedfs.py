@@ -61,7 +61,7 @@ def test_refused_credentials_fail_every_s3_user_at_once_naming_the_endpoint_and_
     endpoint and the bucket or remote; the same calls with the right keys then complete. Until a
     probe of 2026-12-07 `dvc pull` was "DVC remote unavailable" (exit 4) after five attempts, and
     no message named the endpoint (moto checks no credentials)."""
-    from metagan import versioning
+    from metagan import bucket_artifacts, versioning
     from metagan.bucket_artifacts import BucketArtifacts
 
     (key, secret), code = WRONG[case]
@@ -69,6 +69,8 @@ def test_refused_credentials_fail_every_s3_user_at_once_naming_the_endpoint_and_
     retry_env(monkeypatch, "DVC", attempts=5, backoff=1.0)
     monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(tmp_path / "site-cache"))
     monkeypatch.setenv("MLFLOW_ARTIFACTS_DESTINATION", "s3://metagan/mlflow")
+    # no tracking server here to check the destination against (tests/scaleout checks it against one)
+    monkeypatch.setattr(bucket_artifacts, "_AGREED", {("127.0.0.1:1", "s3://metagan/mlflow")})
     onnx_bytes = tiny_onnx(tmp_path / "g.onnx").read_bytes()
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "x.txt").write_text("x")

@@ -118,6 +118,7 @@ def test_files_a_run_logs_go_straight_to_the_bucket_and_read_back_through_the_se
     note = tmp_path / "note.txt"
     note.write_text("straight to the bucket")
     with tracking.start_run("bucket-upload", {}) as run_:
+        tracking.log_file(note, "first")  # a process's first upload checks the destination through the server
         sent.clear()
         tracking.log_file(note, "notes")
         assert sent == []  # the PUT went to S3 (botocore), not to the tracking server
@@ -130,6 +131,29 @@ def test_files_a_run_logs_go_straight_to_the_bucket_and_read_back_through_the_se
     got = mlflow.artifacts.download_artifacts(run_id=run_.info.run_id, artifact_path="notes", dst_path=str(tmp_path / "back"))
     assert sorted(p.name for p in Path(got).iterdir()) == ["note.txt", "proxied.txt"]
     assert (Path(got) / "note.txt").read_text() == "straight to the bucket"
+    assert not [k for k in keys if "destination-check" in k]  # the check's file is removed
+
+
+def test_a_destination_that_is_not_the_servers_is_refused_before_any_file_is_written(stack, run, tmp_path,
+                                                                                    monkeypatch):
+    """A client whose ``MLFLOW_ARTIFACTS_DESTINATION`` is not the server's (a typo; the server
+    restarted on a restored bucket) wrote a customer's model where the server never looks, then
+    registered and promoted it, exit 0 (an operator probe of 2026-12-08): its first upload now checks
+    that the server lists what it wrote, and refuses naming both."""
+    from metagan import bucket_artifacts, tracking
+    from metagan.errors import BadInput
+
+    for k, v in stack["env"].items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(bucket_artifacts, "_AGREED", set())
+    monkeypatch.setenv("MLFLOW_ARTIFACTS_DESTINATION", f"s3://{BUCKET}/typo")
+    note = tmp_path / "model.onnx"
+    note.write_bytes(b"onnx")
+    with tracking.start_run("wrong-destination", {}):
+        with pytest.raises(BadInput, match=rf"MLFLOW_ARTIFACTS_DESTINATION=s3://{BUCKET}/typo is not the tracking "
+                                           r"server's artifacts destination: a file written to s3://"):
+            tracking.log_file(note, "model")
+    assert stack["s3"].keys(BUCKET, "typo/") == []  # nothing left where the server never looks
 
 
 def test_customers_were_spread_over_dask_workers(run):
