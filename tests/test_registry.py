@@ -227,6 +227,36 @@ def test_a_rollback_an_earlier_metagan_made_is_held_after_the_upgrade(onnx_model
     assert promotion.promote("acme", gate).outcome is Promotion.PROMOTED
 
 
+def test_uploads_flipped_back_and_forth_are_promoted_each_time_not_held_as_a_rollback(onnx_model):
+    """Guarantee: a customer whose uploads go back to an earlier set gets that set's version again
+    (reused, promoted over a newer one), and when they change back once more, the newer version
+    again. That newer version, left as `previous` by the first, read as an earlier metagan's
+    rollback (`previous` newer than production): a probe of 2026-12-08 saw it "held back: rolled
+    back (metagan rollback)" with no rollback made, exit 0, the customer's old model served."""
+    from metagan.fleet_index import registry_index
+    from metagan.lifecycle.fleet_repair import repair_index
+
+    gate = GateConfig()
+    name = model_names.customer_model_name("acme")
+    a = register("acme", onnx_model, {"content_hash": "A"}, alias=model_names.CANDIDATE)
+    assert promotion.promote("acme", gate).outcome is Promotion.PROMOTED
+    b = register("acme", onnx_model, {"content_hash": "B"}, alias=model_names.CANDIDATE)
+    assert promotion.promote("acme", gate).outcome is Promotion.PROMOTED
+    for back in (a, b, a):  # the uploads flip: each time the other version, reused
+        model_versions.set_alias(name, model_names.CANDIDATE, back)
+        result = promotion.promote("acme", gate)
+        assert (result.outcome, result.version) == (Promotion.PROMOTED, back), result.reason
+        assert str(model_versions.get_alias(name, "production").version) == back
+        [row] = [r for r in listings.model_rows() if r.customer_id == "acme"]
+        assert row.held_back == []
+        # the index's uploads adapted are the registry's (the candidate's, not the newest number's):
+        # doctor repaired them each time, and the next hour adapted them again (probes of 2026-12-08)
+        assert [r for r in repair_index(registry_index(), 86400).repaired if r[0] == "acme"] == []
+    production_moves.rollback("acme")  # a real rollback is still held
+    assert promotion.promote("acme", gate).outcome is Promotion.HELD
+    assert [r for r in repair_index(registry_index(), 86400).repaired if r[0] == "acme"] == []
+
+
 def test_a_rollback_from_a_version_production_no_longer_serves_changes_nothing(onnx_model, capsys):
     """Guarantee: `metagan rollback --from N` rolls back only while production serves version N: an
     hourly run that promoted a newer version since the operator looked, or another operator's

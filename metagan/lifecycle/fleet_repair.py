@@ -66,10 +66,19 @@ def expected_rows(default_every_s: int, now: float) -> dict[str, CustomerRow]:
         every = every_s_of((m.tags or {}).get(EVERY_TAG))
         prod_version = (m.aliases or {}).get(model_names.PRODUCTION)
         prod = mine.get(str(prod_version)) if prod_version is not None else None
-        # the uploads adapted are those of the newest version done with: a candidate whose
-        # promotion was never decided (its run killed before promoting) leaves its uploads pending
-        done = [k for k, v in mine.items() if adaptation_done(v, prod)]
-        adapted = mine[max(done, key=int)].tags.get("content_hash") if done else None
+        # the uploads adapted are the candidate's, once its promotion was decided: the candidate
+        # alias names the version of the last uploads adapted, new or reused, whatever its number
+        # (uploads back to an earlier set reuse an older version; "the newest version done with"
+        # then named the other set, and doctor and the hour undid each other's row forever: probes
+        # of 2026-12-08). Else the newest version done with: a candidate whose promotion was never
+        # decided (its run killed before promoting) leaves its uploads pending
+        cand_version = (m.aliases or {}).get(model_names.CANDIDATE)
+        cand = mine.get(str(cand_version)) if cand_version is not None else None
+        if cand is not None and adaptation_done(cand, prod):
+            adapted = cand.tags.get("content_hash")
+        else:
+            done = [k for k, v in mine.items() if adaptation_done(v, prod)]
+            adapted = mine[max(done, key=int)].tags.get("content_hash") if done else None
         if prod is None:
             rows[cid] = CustomerRow(cid, every_s=every, adapted_hash=adapted)
             continue

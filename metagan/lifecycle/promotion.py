@@ -17,7 +17,8 @@ from metagan.lifecycle.production_moves import (MOVE_TAG, finish_cut_short, move
                                                 stuck)
 from metagan.lifecycle.registry import adaptation_decided, default_locker, evidence, lock_name
 from metagan.locks import Locker
-from metagan.model_names import CANDIDATE, PREVIOUS, PRODUCTION, customer_model_name, rolled_back
+from metagan.model_names import (CANDIDATE, PREVIOUS, PRODUCTION, ROLLED_BACK_TAG, customer_model_name,
+                                 rolled_back)
 
 
 class Promotion(enum.Enum):
@@ -125,6 +126,12 @@ def _promote_read(customer_id: str, cand, prod, gate: GateConfig, version: str |
         adaptation_decided(customer_id, cand)
         return PromotionResult(customer_id, Promotion.REFUSED, str(cand.version), decision.reasons,
                                dict(seen.metrics))
+    if prod is not None and int(prod.version) > int(cand.version) and ROLLED_BACK_TAG not in (prod.tags or {}):
+        # an older version promoted again (the customer's uploads back to what it was adapted from)
+        # leaves a newer `previous`, which without this tag reads as an earlier metagan's rollback
+        # (model_names.rolled_back): uploads flipped back once more were then held back as "rolled
+        # back", and the old model served (a probe of 2026-12-08)
+        model_versions.set_version_tags(name, prod.version, {ROLLED_BACK_TAG: "false"})
     move_production(name, "promotion", cand.version, prod.version if prod is not None else None)
     production_changed(customer_id, cand)
     adaptation_decided(customer_id, cand)
