@@ -164,6 +164,12 @@ def kind_of(error: BaseException) -> Failure | None:
     return None
 
 
+LOCKED_DATABASE_SAID = ("a database stayed locked by another process past its wait (database is locked): another "
+                        "metagan command, or a tool holding mlflow/mlflow.db or the fleet index open, is writing to "
+                        "it; retry when it ends")
+"""What a command (and a night's customer) says of :func:`locked_database`'s error."""
+
+
 def locked_database(error: BaseException) -> BaseException | None:
     """The SQLite error (sqlite3's, or SQLAlchemy's over it) by which a database stayed locked by
     another process past its wait, found in ``error`` or what caused it; None if there is none. It

@@ -1028,3 +1028,25 @@ def test_a_sigterm_once_the_commands_work_is_over_lets_its_exit_hooks_finish():
     with pytest.raises(SystemExit) as ended:
         cli._end_on_signal(signal.SIGTERM, None)
     assert ended.value.code == 128 + signal.SIGTERM
+
+
+def test_a_night_whose_every_customer_met_a_bug_exits_70_and_a_locked_database_is_one_line(capsys):
+    """A night where every customer failed with the same bug exited 1, "partial", with no word of
+    a bug (README: 70); a registry locked past the wait was three lines of SQLAlchemy's a customer
+    where one command says one (probes of 2026-12-08)."""
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    from flows.app.batch_commands import _night_exit_code
+    from metagan.errors import LOCKED_DATABASE_SAID
+    from metagan.lifecycle.batches import failed_batch
+
+    bug = [failed_batch(c, ImportError("cannot import name 'x'")) for c in ("a", "b")]
+    assert _night_exit_code(bug) == 70
+    assert "every customer due failed with a bug" in capsys.readouterr().err
+    locked = sqlalchemy.exc.OperationalError("SELECT name FROM sqlite_master", {},
+                                             sqlite3.OperationalError("database is locked"))
+    batch = failed_batch("a", locked)
+    assert batch.error == LOCKED_DATABASE_SAID and "\n" not in batch.error
+    assert _night_exit_code([batch]) == 4

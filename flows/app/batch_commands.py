@@ -73,6 +73,9 @@ def _night_exit_code(batches) -> int:
     if not failed:
         return ExitCode.OK
     kinds = {b.failure for b in failed}
+    if len(failed) == len(batches) and kinds == {""}:  # a bug, the same for every customer: no partial (a probe)
+        print("no batch drawn: every customer due failed with a bug (`-v` shows its traceback)", file=sys.stderr)
+        return ExitCode.INTERNAL
     if len(failed) == len(batches) and len(kinds) == 1 and next(iter(kinds)) in Failure.__members__:
         kind = Failure[next(iter(kinds))]
         print(f"no batch drawn: every customer due failed ({kind.value})", file=sys.stderr)

@@ -28,7 +28,8 @@ from flows.app.parser import build_parser
 from metagan.addresses import is_s3
 from metagan.config import PROJECT_ENV, Params, check_scaleout_environment, load_params
 from metagan.env import number_from_env
-from metagan.errors import ConfigError, ExitCode, FileSystemFault, MetaganError, NotFound, Usage, kind_of, locked_database
+from metagan.errors import (LOCKED_DATABASE_SAID, ConfigError, ExitCode, FileSystemFault, MetaganError, NotFound, Usage,
+                            kind_of, locked_database)
 
 # the sub-commands that must not start Prefect (registry reads and the fast batch job)
 WITHOUT_PREFECT = {"generate", "models", "rollback", "init", "doctor", "schedule"}
@@ -298,9 +299,7 @@ def _message(e: BaseException) -> str:
     """The error's own message (a few lines only for a params.yaml with several problems)."""
     text = str(e).strip() or type(e).__name__
     if not isinstance(e, MetaganError) and locked_database(e) is not None:
-        text = ("a database stayed locked by another process past its wait (database is locked): another metagan "
-                "command, or a tool holding mlflow/mlflow.db or the fleet index open, is writing to it; retry when it "
-                "ends")
+        text = LOCKED_DATABASE_SAID
     elif type(e.__cause__).__name__ in ("UnsupportedProtocol", "InvalidURL"):  # httpx's: Prefect's URL is none
         text += f" (PREFECT_API_URL is not a URL: http://HOST:PORT/api; {e.__cause__})"
     elif type(e).__module__.startswith("httpx") or (type(e) is RuntimeError and type(e.__cause__).__module__.startswith(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from metagan import model_versions, serving, tracking
 from metagan.cadence import next_due
-from metagan.errors import kind_of
+from metagan.errors import LOCKED_DATABASE_SAID, MetaganError, kind_of, locked_database
 from metagan.fleet_index import DueBatch, registry_index
 from metagan.locks import Locker, no_lock
 
@@ -205,6 +205,8 @@ def failed_batch(customer_id: str, error: BaseException, seconds: float = 0.0) -
     """A customer's batch that ``error`` stopped: the error's line (a bug's with its type) and kind."""
     kind = kind_of(error)
     text = str(error) if kind is not None else f"{type(error).__name__}: {error}"
+    if not isinstance(error, MetaganError) and locked_database(error) is not None:
+        text = LOCKED_DATABASE_SAID  # as one command says it: SQLAlchemy's was three lines a customer (a probe)
     # the line is the result's, which the night's flow logs as an error (the Prefect UI) and
     # `metagan generate --all` prints: an error here too reached the terminal twice. At INFO it
     # goes to the UI and `-v`, with a bug's traceback
