@@ -228,7 +228,7 @@ def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model:
     ours = set(files)
     with holding_the_location(out, lock):
         _check_served(still_served, model)
-        out.check_room([len(data) for data in files.values()] + [_MANIFEST_ROOM])
+        out.check_room([len(data) for data in files.values()] + [_MANIFEST_ROOM], published=MANIFEST)
         # a batch written over an earlier one removes the earlier one's files it does not rewrite,
         # and only those (a user's own files may sit beside a batch); what both batches may leave
         # is recorded first, so a kill at any later point leaves the next batch the list

@@ -180,11 +180,12 @@ class OutputLocation:
         except OSError as e:  # a folder that cannot be made (under /proc, say) is the file system's, not bad input
             raise FileSystemFault.of(e, "cannot write") from e
 
-    def check_room(self, sizes: list[int]) -> None:
+    def check_room(self, sizes: list[int], published: str) -> None:
         """Raise a :class:`FileSystemFault` (No space left on device) where this local folder's file
         system cannot take files of ``sizes`` bytes (each rounded up to its blocks) beside what is
-        there: asked before a batch replaces another, so a full disk fails it with the other intact.
-        An S3 location has no such limit to ask."""
+        there: asked before a batch replaces another, so a full disk fails it with the other intact
+        (said where ``published``, the file that publishes a batch, is there). An S3 location has no
+        such limit to ask."""
         if self.is_s3:
             return
         room = free_room(self.root)
@@ -193,9 +194,9 @@ class OutputLocation:
         free, block = room
         needed = sum(-(-size // block) * block for size in sizes)
         if needed > free:
+            kept = "; the earlier batch there is kept" if (self.root / published).is_file() else ""
             error = OSError(errno.ENOSPC, f"No space left on device (the batch needs {needed / 2**20:.1f} MB, "
-                                          f"{free / 2**20:.1f} MB are free; the earlier batch there is kept)",
-                            str(self.root))
+                                          f"{free / 2**20:.1f} MB are free{kept})", str(self.root))
             raise FileSystemFault.of(error, "cannot write")
 
     def read(self, relative: str) -> bytes | None:

@@ -275,6 +275,10 @@ def test_a_batch_the_disk_has_no_room_for_fails_before_touching_the_earlier_batc
         assert {p.name: p.read_bytes() for p in out.iterdir()} == before
         monkeypatch.setattr(storage, "free_room", lambda folder: (2**30, 4096))
         assert run_batch_job(model.onnx, 6, str(out), 2, model.describe(), layout=layout)["seed"] == 2
+    monkeypatch.setattr(storage, "free_room", lambda folder: (8 * 4096, 4096))
+    with pytest.raises(FileSystemFault) as e:  # a first batch: no earlier one to keep, none said (a probe)
+        run_batch_job(model.onnx, 6, str(store / "first"), 1, model.describe())
+    assert str(e.value).endswith("MB are free)") and not (store / "first").exists()
 
 
 def test_a_batch_whose_model_stops_being_served_replaces_nothing_or_publishes_nothing(acme, store):
