@@ -12,4 +12,4 @@ episodes), ``metagan.meta`` (the learners, one module each), ``metagan.train``, 
 
 # raised at each release: pip installs no wheel over one of the same version (every build before
 # 2026-12-08 was 0.1.0, so `pip install -U` of a newer one said "already installed", exit 0)
-__version__ = "0.2.0"
+__version__ = "0.2.1"
