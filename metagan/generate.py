@@ -38,7 +38,7 @@ there. Beside the customers' folders, previews named ``<id>-candidate`` or ``<fi
 written into the folders of customers who bear those names."""
 
 _MANIFEST_ROOM = 64 * 1024
-"""Room kept for the manifest and the unfinished record (a few kB, a line per image)."""
+"""The least room kept for the manifest and the unfinished record (more for a batch of many images)."""
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,9 @@ def run_batch_job(onnx_bytes: bytes, count: int, out_uri: str, seed: int, model:
     ours = set(files)
     with holding_the_location(out, lock):
         _check_served(still_served, model)
-        out.check_room([len(data) for data in files.values()] + [_MANIFEST_ROOM], published=MANIFEST)
+        # the manifest and the unfinished record each name every file: a line per image
+        records = max(_MANIFEST_ROOM, 2 * len(json.dumps(manifest, indent=2)))
+        out.check_room([len(data) for data in files.values()] + [records], published=MANIFEST)
         # a batch written over an earlier one removes the earlier one's files it does not rewrite,
         # and only those (a user's own files may sit beside a batch); what both batches may leave
         # is recorded first, so a kill at any later point leaves the next batch the list
